@@ -1,0 +1,83 @@
+// Atomic access to words that live in shared memory.
+//
+// The segment holds plain integers (it is an ABI, not a C++ object graph), so
+// every shared access goes through an atomic_ref. On the device that is
+// cuda::atomic_ref with system scope (the peer may be a CPU process); on the
+// host it is std::atomic_ref. Only loads, stores and, for words that a single
+// side read-modify-writes, CAS/fetch_add are offered (DESIGN principle 2).
+#pragma once
+
+#include <cstdint>
+
+#include "shmring/config.hpp"
+
+#if defined(__CUDACC__)
+#include <cuda/atomic>
+#else
+#include <atomic>
+#endif
+
+namespace shmring::atomic {
+
+#if defined(__CUDACC__)
+template <class T>
+using ref = cuda::atomic_ref<T, cuda::thread_scope_system>;
+namespace mo = cuda::std;
+#else
+template <class T>
+using ref = std::atomic_ref<T>;
+namespace mo = std;
+#endif
+
+template <class T>
+SHMRING_HD inline T load_relaxed(const T* p) noexcept {
+  return ref<T>(*const_cast<T*>(p)).load(mo::memory_order_relaxed);
+}
+template <class T>
+SHMRING_HD inline T load_acquire(const T* p) noexcept {
+  return ref<T>(*const_cast<T*>(p)).load(mo::memory_order_acquire);
+}
+template <class T>
+SHMRING_HD inline T load_seq_cst(const T* p) noexcept {
+  return ref<T>(*const_cast<T*>(p)).load(mo::memory_order_seq_cst);
+}
+template <class T>
+SHMRING_HD inline void store_relaxed(T* p, T v) noexcept {
+  ref<T>(*p).store(v, mo::memory_order_relaxed);
+}
+template <class T>
+SHMRING_HD inline void store_release(T* p, T v) noexcept {
+  ref<T>(*p).store(v, mo::memory_order_release);
+}
+template <class T>
+SHMRING_HD inline void store_seq_cst(T* p, T v) noexcept {
+  ref<T>(*p).store(v, mo::memory_order_seq_cst);
+}
+// Read-modify-write: only for words that agents of one side share.
+template <class T>
+SHMRING_HD inline bool compare_exchange(T* p, T& expected, T desired) noexcept {
+  return ref<T>(*p).compare_exchange_strong(expected, desired, mo::memory_order_seq_cst,
+                                            mo::memory_order_relaxed);
+}
+template <class T>
+SHMRING_HD inline T fetch_add(T* p, T v) noexcept {
+  return ref<T>(*p).fetch_add(v, mo::memory_order_seq_cst);
+}
+template <class T>
+SHMRING_HD inline T fetch_sub(T* p, T v) noexcept {
+  return ref<T>(*p).fetch_sub(v, mo::memory_order_seq_cst);
+}
+
+// A processor hint inside spin loops: lets the sibling hyper-thread run and
+// avoids the memory-order machine clear when the awaited line changes.
+SHMRING_HD inline void cpu_relax() noexcept {
+#if defined(__CUDA_ARCH__)
+  __nanosleep(32);
+#elif defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
+}  // namespace shmring::atomic

@@ -1,0 +1,221 @@
+// The bytes of a segment: the ABI every process, language and GPU agrees on.
+//
+//   offset 0    SegmentHeader      written once by the creator, read-only after
+//   offset 128  ProducerBlock      producer side's hot words (position, notify)
+//   offset 256  ProducerWaitBlock  producers' sleeper count (read by consumers)
+//   offset 384  ConsumerBlock      consumer side's hot words (position, notify)
+//   offset 512  ConsumerWaitBlock  consumers' sleeper count (read by producers)
+//   offset 640  slots[capacity]    each slot_stride bytes: payload, then trailer
+//
+// Every field is fixed-width; offsets are stored, never pointers; each hot
+// word sits in its own 128-byte block so the two sides never false-share
+// (128, not 64: adjacent-line prefetchers pull lines in pairs). Each word that
+// crosses between the producer and consumer sides has exactly one writing side
+// (DESIGN principle 2), so the layout works between a CPU and a GPU that lack
+// host-native atomics.
+#pragma once
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "shmring/config.hpp"
+
+namespace shmring {
+
+inline constexpr std::uint64_t kMagic = 0x31474E49524D4853ull;  // "SHMRING1", little-endian
+inline constexpr std::uint32_t kAbiVersion = 1;
+inline constexpr std::size_t kBlockSize = 128;
+inline constexpr std::size_t kPayloadAlign = 64;
+// Upper bounds a creator may ask for. They keep every product below in 64 bits
+// and let a length travel as a 32-bit word.
+inline constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 31;
+inline constexpr std::uint64_t kMaxSlotSize = std::uint64_t{1} << 30;
+inline constexpr std::uint64_t kMaxSegmentSize = std::uint64_t{1} << 44;
+
+enum class RingKind : std::uint32_t { spsc = 1, mpmc = 2 };
+
+SHMRING_HD constexpr const char* to_string(RingKind k) noexcept {
+  return k == RingKind::spsc ? "spsc" : k == RingKind::mpmc ? "mpmc" : "unknown";
+}
+
+// Block 0. The creator fills it, then stores abi_version last (release): a
+// reader that sees a non-zero version sees every other field.
+struct SegmentHeader {
+  std::uint64_t magic;
+  std::uint32_t abi_version;  // 0 while the creator is still initialising
+  std::uint32_t ring_kind;    // RingKind
+  std::uint64_t capacity;     // slots, a power of two
+  std::uint64_t slot_size;    // largest payload a slot holds, bytes
+  std::uint64_t slot_stride;  // bytes from one slot to the next
+  std::uint64_t slots_offset; // where slot 0 begins
+  std::uint64_t segment_size; // bytes the file must have
+  std::uint64_t created_unix_ns;
+  std::uint32_t creator_pid;
+  std::uint32_t flags;        // reserved, 0
+  std::uint64_t creator_start_time;  // clock ticks since boot, /proc/<pid>/stat field 22
+  std::uint8_t reserved[48];
+};
+
+// The process that holds a role. `identity` packs the pid (low 32 bits) with
+// the low 32 bits of its start time, so one CAS claims the role and a reused
+// pid is not mistaken for the original owner; 0 means nobody.
+struct OwnerRecord {
+  std::uint64_t identity;
+  std::uint64_t start_time;  // full start time, clock ticks since boot (informational)
+};
+
+// Written by the producer side only. `position` is the SPSC head (next
+// position to publish) or the MPMC enqueue counter (next position to claim).
+struct ProducerBlock {
+  std::uint64_t position;
+  std::uint32_t notify;    // futex word: bumped when consumers sleep for data
+  std::uint32_t attached;  // producer handles attached now (informational)
+  OwnerRecord owner;       // SPSC: the one producer; MPMC: unused
+  std::uint8_t reserved[96];
+};
+
+// Written by the consumer side only. `position` is the SPSC tail or the MPMC
+// dequeue counter.
+struct ConsumerBlock {
+  std::uint64_t position;
+  std::uint32_t notify;    // futex word: bumped when producers sleep for space
+  std::uint32_t attached;
+  OwnerRecord owner;
+  std::uint8_t reserved[96];
+};
+
+// Sleeper counts live apart from the hot positions: the other side reads them
+// after every publication, and they change only when somebody goes to sleep.
+struct WaitBlock {
+  std::uint32_t waiters;
+  std::uint8_t reserved[124];
+};
+
+// At the end of every slot, so that a small payload (at the slot's 64-byte
+// aligned start) shares its cache line with the word that publishes it.
+struct SlotTrailer {
+  std::uint64_t committed;  // producer: position + 1 once `position`'s payload is readable
+  std::uint32_t length;     // producer: payload bytes
+  std::uint32_t flags;      // producer: kSlotSkipped or 0
+  std::uint64_t released;   // MPMC consumer: position + capacity once rewritable
+  std::uint64_t reserved;
+};
+
+// An MPMC producer that claimed a slot and gave it up still has to commit it
+// (the claim moved the shared counter); consumers pass over such a slot.
+inline constexpr std::uint32_t kSlotSkipped = 1;
+
+struct ControlArea {
+  SegmentHeader header;
+  ProducerBlock producer;
+  WaitBlock producer_wait;
+  ConsumerBlock consumer;
+  WaitBlock consumer_wait;
+};
+
+static_assert(std::endian::native == std::endian::little, "the segment ABI is little-endian");
+static_assert(std::is_standard_layout_v<ControlArea> && std::is_trivially_copyable_v<ControlArea>);
+static_assert(std::is_standard_layout_v<SlotTrailer> && std::is_trivially_copyable_v<SlotTrailer>);
+static_assert(sizeof(SegmentHeader) == kBlockSize);
+static_assert(offsetof(SegmentHeader, magic) == 0);
+static_assert(offsetof(SegmentHeader, abi_version) == 8);
+static_assert(offsetof(SegmentHeader, ring_kind) == 12);
+static_assert(offsetof(SegmentHeader, capacity) == 16);
+static_assert(offsetof(SegmentHeader, slot_size) == 24);
+static_assert(offsetof(SegmentHeader, slot_stride) == 32);
+static_assert(offsetof(SegmentHeader, slots_offset) == 40);
+static_assert(offsetof(SegmentHeader, segment_size) == 48);
+static_assert(offsetof(SegmentHeader, created_unix_ns) == 56);
+static_assert(offsetof(SegmentHeader, creator_pid) == 64);
+static_assert(offsetof(SegmentHeader, flags) == 68);
+static_assert(offsetof(SegmentHeader, creator_start_time) == 72);
+static_assert(sizeof(OwnerRecord) == 16 && offsetof(OwnerRecord, start_time) == 8);
+static_assert(offsetof(OwnerRecord, identity) == 0);
+static_assert(sizeof(ProducerBlock) == kBlockSize && sizeof(ConsumerBlock) == kBlockSize);
+static_assert(offsetof(ProducerBlock, position) == 0 && offsetof(ConsumerBlock, position) == 0);
+static_assert(offsetof(ProducerBlock, notify) == 8 && offsetof(ConsumerBlock, notify) == 8);
+static_assert(offsetof(ProducerBlock, attached) == 12 && offsetof(ConsumerBlock, attached) == 12);
+static_assert(offsetof(ProducerBlock, owner) == 16 && offsetof(ConsumerBlock, owner) == 16);
+static_assert(sizeof(WaitBlock) == kBlockSize && offsetof(WaitBlock, waiters) == 0);
+static_assert(offsetof(ControlArea, producer) == 128, "producer block must start a 128-byte block");
+static_assert(offsetof(ControlArea, producer_wait) == 256);
+static_assert(offsetof(ControlArea, consumer) == 384, "consumer block must be 128 bytes from the producer's");
+static_assert(offsetof(ControlArea, consumer_wait) == 512);
+static_assert(sizeof(ControlArea) == 640);
+static_assert(sizeof(SlotTrailer) == 32);
+static_assert(offsetof(SlotTrailer, committed) == 0 && offsetof(SlotTrailer, length) == 8);
+static_assert(offsetof(SlotTrailer, flags) == 12 && offsetof(SlotTrailer, released) == 16);
+
+inline constexpr std::uint64_t kSlotsOffset = sizeof(ControlArea);
+static_assert(kSlotsOffset % kBlockSize == 0, "slot 0 must start a 128-byte block");
+
+// Why a geometry is not acceptable; shared by create's argument checks and
+// open's header validation so both name the same rule.
+enum class GeometryCheck : std::uint8_t {
+  ok,
+  capacity_zero,
+  capacity_not_power_of_two,
+  capacity_too_large,
+  slot_size_zero,
+  slot_size_too_large,
+  size_overflow,
+};
+
+struct Geometry {
+  RingKind kind{};
+  std::uint64_t capacity = 0;
+  std::uint64_t slot_size = 0;
+  std::uint64_t slot_stride = 0;
+  std::uint64_t slots_offset = 0;
+  std::uint64_t segment_size = 0;
+
+  SHMRING_HD constexpr std::uint64_t mask() const noexcept { return capacity - 1; }
+  // The trailer sits at the end of the slot, slot_stride - 32 bytes in.
+  SHMRING_HD constexpr std::uint64_t trailer_offset() const noexcept {
+    return slot_stride - sizeof(SlotTrailer);
+  }
+  friend constexpr bool operator==(const Geometry&, const Geometry&) = default;
+};
+
+SHMRING_HD constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t to) noexcept {
+  return (v + to - 1) / to * to;
+}
+
+// The one place the layout of the slot area is decided.
+SHMRING_HD constexpr GeometryCheck compute_geometry(RingKind kind, std::uint64_t capacity,
+                                                    std::uint64_t slot_size,
+                                                    Geometry& out) noexcept {
+  if (capacity == 0) return GeometryCheck::capacity_zero;
+  if ((capacity & (capacity - 1)) != 0) return GeometryCheck::capacity_not_power_of_two;
+  if (capacity > kMaxCapacity) return GeometryCheck::capacity_too_large;
+  if (slot_size == 0) return GeometryCheck::slot_size_zero;
+  if (slot_size > kMaxSlotSize) return GeometryCheck::slot_size_too_large;
+  const std::uint64_t stride = round_up(slot_size + sizeof(SlotTrailer), kPayloadAlign);
+  // capacity <= 2^31 and stride <= 2^30 + 64: the product fits in 64 bits, but
+  // not in the segment limit; check by division so the rule reads plainly.
+  if (capacity > (kMaxSegmentSize - kSlotsOffset) / stride) return GeometryCheck::size_overflow;
+  out.kind = kind;
+  out.capacity = capacity;
+  out.slot_size = slot_size;
+  out.slot_stride = stride;
+  out.slots_offset = kSlotsOffset;
+  out.segment_size = kSlotsOffset + capacity * stride;
+  return GeometryCheck::ok;
+}
+
+SHMRING_HD constexpr const char* to_string(GeometryCheck c) noexcept {
+  switch (c) {
+    case GeometryCheck::ok: return "ok";
+    case GeometryCheck::capacity_zero: return "capacity is 0";
+    case GeometryCheck::capacity_not_power_of_two: return "capacity is not a power of two";
+    case GeometryCheck::capacity_too_large: return "capacity exceeds 2^31 slots";
+    case GeometryCheck::slot_size_zero: return "slot size is 0";
+    case GeometryCheck::slot_size_too_large: return "slot size exceeds 1 GiB";
+    case GeometryCheck::size_overflow: return "capacity x slot size exceeds the 16 TiB segment limit";
+  }
+  return "unknown";
+}
+
+}  // namespace shmring

@@ -1,0 +1,209 @@
+// Role handles for an MPMC ring: any number of MpmcProducer and MpmcConsumer
+// handles, in any number of processes, at once.
+//
+// Each push or claim takes positions with one CAS on the shared enqueue
+// counter, each pop or peek with one CAS on the dequeue counter; every slot is
+// published by the one producer that claimed it and released by the one
+// consumer that claimed it. A claimed slot cannot be handed back to the
+// counter, so abort() commits it marked "skipped" and consumers pass over it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <system_error>
+
+#include "shmring/claim.hpp"
+#include "shmring/mpmc_view.hpp"
+#include "shmring/segment.hpp"
+#include "shmring/status.hpp"
+#include "shmring/wait.hpp"
+
+namespace shmring {
+namespace detail {
+struct Failure;
+}
+
+class MpmcProducer {
+ public:
+  MpmcProducer() noexcept = default;
+  MpmcProducer(MpmcProducer&& other) noexcept { swap(other); }
+  MpmcProducer& operator=(MpmcProducer&& other) noexcept {
+    MpmcProducer(std::move(other)).swap(*this);
+    return *this;
+  }
+  ~MpmcProducer();
+
+  static MpmcProducer attach(const Segment& segment, const WaitPolicy& policy = {});
+  static MpmcProducer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
+
+  explicit operator bool() const noexcept { return lifetime_ != nullptr; }
+  std::uint64_t capacity() const noexcept { return view_.capacity(); }
+  std::uint64_t slot_size() const noexcept { return view_.slot_size(); }
+
+  [[nodiscard]] Status try_push(std::span<const std::byte> message) noexcept {
+    if (message.size() > view_.slot_size()) return Status::too_large;
+    Status status = Status::ok;
+    const MpmcRange r = view_.claim_write(1, status);
+    if (r.count == 0) return status == Status::ok ? Status::would_block : status;
+    std::memcpy(view_.payload(r.first), message.data(), message.size());
+    view_.set_length(r.first, static_cast<std::uint32_t>(message.size()));
+    publish(r, 0);
+    return Status::ok;
+  }
+  [[nodiscard]] Status push(std::span<const std::byte> message,
+                            std::chrono::nanoseconds timeout) noexcept;
+
+  // Lends up to `max` consecutive free slots. Unlike SPSC, a producer may
+  // hold several claims at once; each must be committed or aborted.
+  [[nodiscard]] WriteClaim try_claim(std::size_t max = 1) noexcept {
+    Status status = Status::ok;
+    const MpmcRange r = view_.claim_write(max, status);
+    return WriteClaim(view_, r.first, r.count,
+                      r.count != 0 ? Status::ok
+                      : status == Status::ok ? Status::would_block
+                                             : status);
+  }
+  [[nodiscard]] WriteClaim claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
+
+  // Publishes slot 0 with `bytes` of payload; the rest of the claim is
+  // skipped. too_large, and the claim kept, if `bytes` does not fit.
+  [[nodiscard]] Status commit(WriteClaim& claim, std::size_t bytes) noexcept {
+    if (claim.empty()) return Status::would_block;
+    if (const Status s = claim.set_size(0, bytes); s != Status::ok) return s;
+    commit_batch(claim, 1);
+    return Status::ok;
+  }
+  // Publishes the first `count` slots (sizes set with set_size); the rest of
+  // the claim is skipped.
+  void commit_batch(WriteClaim& claim, std::size_t count) noexcept {
+    if (count > claim.count_) count = static_cast<std::size_t>(claim.count_);
+    if (count != 0) publish(MpmcRange{claim.first_, count}, 0);
+    if (claim.count_ > count) {
+      publish(MpmcRange{claim.first_ + count, claim.count_ - count}, kSlotSkipped);
+    }
+    claim = WriteClaim();
+  }
+  void commit_batch(WriteClaim& claim) noexcept { commit_batch(claim, claim.size()); }
+  void abort(WriteClaim& claim) noexcept { commit_batch(claim, 0); }
+
+ private:
+  static MpmcProducer do_attach(const Segment& segment, const WaitPolicy& policy,
+                          detail::Failure& f);
+  void publish(MpmcRange r, std::uint32_t flags) noexcept {
+    if (view_.commit(r, flags)) wake_consumers();
+  }
+  void wake_consumers() noexcept;
+  void swap(MpmcProducer& o) noexcept {
+    std::swap(view_, o.view_);
+    std::swap(policy_, o.policy_);
+    lifetime_.swap(o.lifetime_);
+  }
+
+  MpmcView view_;
+  WaitPolicy policy_;
+  std::shared_ptr<const void> lifetime_;
+};
+
+class MpmcConsumer {
+ public:
+  MpmcConsumer() noexcept = default;
+  MpmcConsumer(MpmcConsumer&& other) noexcept { swap(other); }
+  MpmcConsumer& operator=(MpmcConsumer&& other) noexcept {
+    MpmcConsumer(std::move(other)).swap(*this);
+    return *this;
+  }
+  ~MpmcConsumer();
+
+  static MpmcConsumer attach(const Segment& segment, const WaitPolicy& policy = {});
+  static MpmcConsumer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
+
+  explicit operator bool() const noexcept { return lifetime_ != nullptr; }
+  std::uint64_t capacity() const noexcept { return view_.capacity(); }
+  std::uint64_t slot_size() const noexcept { return view_.slot_size(); }
+  // Messages dropped because their producer wrote an impossible length.
+  std::uint64_t corrupt_dropped() const noexcept { return corrupt_dropped_; }
+
+  // Copies the next message into `buffer`. If the buffer is too small:
+  // too_large, `size` = the message's size, and this handle keeps the message
+  // for its next pop (a claimed MPMC slot cannot go back to the others).
+  [[nodiscard]] Status try_pop(std::span<std::byte> buffer, std::size_t& size) noexcept {
+    ReadClaim c = held_.empty() ? try_peek(1) : held_;
+    if (c.empty()) return c.status();
+    const std::span<const std::byte> m = c[0];
+    size = m.size();
+    if (m.size() > buffer.size()) {
+      held_ = c;
+      return Status::too_large;
+    }
+    std::memcpy(buffer.data(), m.data(), m.size());
+    held_ = ReadClaim();
+    release(c);
+    return Status::ok;
+  }
+  [[nodiscard]] Status pop(std::span<std::byte> buffer, std::size_t& size,
+                           std::chrono::nanoseconds timeout) noexcept;
+
+  // Lends up to `max` consecutive messages in place, until release(). A
+  // consumer may hold several claims at once.
+  [[nodiscard]] ReadClaim try_peek(std::size_t max = 1) noexcept {
+    for (;;) {
+      Status status = Status::ok;
+      const MpmcRange r = view_.claim_read(max, status);
+      if (r.count == 0) {
+        return ReadClaim(view_, 0, 0, status == Status::ok ? Status::would_block : status);
+      }
+      if (view_.skipped(r.first)) {  // an aborted claim: pass over it
+        release_range(r);
+        continue;
+      }
+      for (std::uint64_t i = 0; i < r.count; ++i) {
+        if (!view_.length_ok(view_.committed_length(r.first + i))) {
+          // Unreadable: drop the whole run rather than hand out a clamped
+          // message. It is counted, and the ring keeps moving.
+          release_range(r);
+          corrupt_dropped_ += r.count;
+          return ReadClaim(view_, 0, 0, Status::corrupt);
+        }
+      }
+      return ReadClaim(view_, r.first, r.count, Status::ok);
+    }
+  }
+  [[nodiscard]] ReadClaim peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
+
+  // Hands the first `count` messages back to the producers.
+  void release(ReadClaim& claim, std::size_t count) noexcept {
+    if (count > claim.count_) count = static_cast<std::size_t>(claim.count_);
+    if (count == 0) return;
+    release_range(MpmcRange{claim.first_, count});
+    claim.first_ += count;
+    claim.count_ -= count;
+  }
+  void release(ReadClaim& claim) noexcept { release(claim, claim.size()); }
+
+ private:
+  static MpmcConsumer do_attach(const Segment& segment, const WaitPolicy& policy,
+                          detail::Failure& f);
+  void release_range(MpmcRange r) noexcept {
+    if (view_.release(r)) wake_producers();
+  }
+  void wake_producers() noexcept;
+  void swap(MpmcConsumer& o) noexcept {
+    std::swap(view_, o.view_);
+    std::swap(policy_, o.policy_);
+    std::swap(held_, o.held_);
+    std::swap(corrupt_dropped_, o.corrupt_dropped_);
+    lifetime_.swap(o.lifetime_);
+  }
+
+  MpmcView view_;
+  WaitPolicy policy_;
+  ReadClaim held_;  // a message too large for the last pop's buffer
+  std::uint64_t corrupt_dropped_ = 0;
+  std::shared_ptr<const void> lifetime_;
+};
+
+}  // namespace shmring

@@ -1,0 +1,131 @@
+// The multi-producer multi-consumer algorithm, as a view over a segment.
+//
+// Per-slot turns in the style of Vyukov's bounded queue, with the one turn
+// word split in two so that no word has two writing sides:
+//   - `committed` (written by producers) = position + 1 when the payload of
+//     `position` is readable;
+//   - `released`  (written by consumers) = position + capacity when the slot
+//     may take the message of the next lap (initialised to the slot index).
+//   1. A producer reads the enqueue counter P, checks that the slots P..P+k-1
+//      are released for their positions, and claims them with one CAS on the
+//      counter. It writes them, then stores each slot's `committed`.
+//   2. A consumer does the same on the dequeue counter with `committed`, reads
+//      the claimed slots in place, then stores each slot's `released`.
+// The counters are read-modify-written by agents of one side only (the
+// producers, or the consumers), which on a discrete GPU means one side of the
+// PCIe link (DESIGN principle 2). Sleepers pair with the seq_cst turn stores
+// exactly as in the SPSC view.
+#pragma once
+
+#include <cstdint>
+
+#include "shmring/ring_view.hpp"
+
+namespace shmring {
+
+// A run of consecutive positions owned by one caller between claim and
+// commit (producer) or between claim and release (consumer).
+struct MpmcRange {
+  std::uint64_t first = 0;
+  std::uint64_t count = 0;
+};
+
+class MpmcView : public RingView {
+ public:
+  using RingView::RingView;
+
+  // Claims up to `max` consecutive writable positions. Empty when the ring is
+  // full; status = corrupt when the counters contradict the slots.
+  SHMRING_HD MpmcRange claim_write(std::uint64_t max, Status& status) const noexcept {
+    return claim(&producer()->position, max, /*turn_offset=*/0, /*reading=*/false, status);
+  }
+
+  // Publishes a claimed range (lengths already set); with kSlotSkipped the
+  // consumers pass over it. Returns true when a consumer sleeps and must be
+  // woken.
+  SHMRING_HD bool commit(MpmcRange r, std::uint32_t flags = 0) const noexcept {
+    for (std::uint64_t i = 0; i < r.count; ++i) {
+      const std::uint64_t pos = r.first + i;
+      atomic::store_relaxed(&trailer(pos)->flags, flags);
+      // SYNC POINT (seq_cst, pairs with claim_read() and data_ready()):
+      // payload and length of `pos` visible to the consumers.
+      atomic::store_seq_cst(&trailer(pos)->committed, pos + 1);
+    }
+    return atomic::load_seq_cst(&consumer_wait()->waiters) != 0;
+  }
+
+  // Claims up to `max` consecutive readable positions. A skipped slot ends a
+  // run, so a range is either one skipped slot or only messages.
+  SHMRING_HD MpmcRange claim_read(std::uint64_t max, Status& status) const noexcept {
+    return claim(&consumer()->position, max, /*turn_offset=*/1, /*reading=*/true, status);
+  }
+
+  SHMRING_HD bool skipped(std::uint64_t position) const noexcept {
+    return atomic::load_relaxed(&trailer(position)->flags) == kSlotSkipped;
+  }
+
+  // Hands a read range back to the producers. Returns true when a producer
+  // sleeps and must be woken.
+  SHMRING_HD bool release(MpmcRange r) const noexcept {
+    for (std::uint64_t i = 0; i < r.count; ++i) {
+      const std::uint64_t pos = r.first + i;
+      // SYNC POINT (seq_cst, pairs with claim_write() and space_ready()):
+      // the slot of `pos` may take the message of position pos + capacity.
+      atomic::store_seq_cst(&trailer(pos)->released, pos + capacity());
+    }
+    return atomic::load_seq_cst(&producer_wait()->waiters) != 0;
+  }
+
+  // Re-checks for a sleeper that has raised its count (seq_cst).
+  SHMRING_HD bool data_ready() const noexcept {
+    const std::uint64_t pos = atomic::load_seq_cst(&consumer()->position);
+    return atomic::load_seq_cst(&trailer(pos)->committed) == pos + 1;
+  }
+  SHMRING_HD bool space_ready() const noexcept {
+    const std::uint64_t pos = atomic::load_seq_cst(&producer()->position);
+    return atomic::load_seq_cst(&trailer(pos)->released) == pos;
+  }
+
+ private:
+  // The turn a slot shows when `pos` may be taken: released == pos for a
+  // writer, committed == pos + 1 for a reader.
+  SHMRING_HD std::uint64_t turn(std::uint64_t pos, bool reading) const noexcept {
+    // SYNC POINT (acquire, pairs with commit() / release()): the other side's
+    // payload writes or reads of this slot are complete.
+    return reading ? atomic::load_acquire(&trailer(pos)->committed)
+                   : atomic::load_acquire(&trailer(pos)->released);
+  }
+
+  SHMRING_HD MpmcRange claim(std::uint64_t* counter, std::uint64_t max, std::uint64_t turn_offset,
+                             bool reading, Status& status) const noexcept {
+    if (max == 0) return {};
+    std::uint64_t pos = atomic::load_relaxed(counter);
+    for (;;) {
+      const std::uint64_t first_turn = turn(pos, reading);
+      if (first_turn != pos + turn_offset) {
+        if (static_cast<std::int64_t>(first_turn - (pos + turn_offset)) < 0) {
+          return {};  // the slot is a lap behind: full (writer) or empty (reader)
+        }
+        // The slot is ahead: another agent took `pos`, so the counter moved.
+        const std::uint64_t now = atomic::load_relaxed(counter);
+        if (now == pos) {  // it did not: the slot's turn is impossible
+          status = Status::corrupt;
+          return {};
+        }
+        pos = now;
+        continue;
+      }
+      std::uint64_t k = 1;
+      if (!(reading && skipped(pos))) {
+        while (k < max && turn(pos + k, reading) == pos + k + turn_offset &&
+               !(reading && skipped(pos + k))) {
+          ++k;
+        }
+      }
+      if (atomic::compare_exchange(counter, pos, pos + k)) return MpmcRange{pos, k};
+      // pos now holds the counter's current value
+    }
+  }
+};
+
+}  // namespace shmring

@@ -1,0 +1,89 @@
+// Addressing of the shared bytes, common to the SPSC and MPMC algorithms.
+//
+// A view never owns memory: it takes a base address and a Geometry that the
+// caller validated, and keeps its own copy of that geometry so a peer that
+// rewrites the header afterwards cannot move our bounds (DESIGN principle 3).
+// Every position is masked before it addresses memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "shmring/atomic.hpp"
+#include "shmring/config.hpp"
+#include "shmring/layout.hpp"
+#include "shmring/status.hpp"
+
+namespace shmring {
+
+// A slot handed to a reader: its payload and the validated length.
+struct ReadSlot {
+  const std::byte* data = nullptr;
+  std::uint32_t size = 0;
+  std::uint64_t position = 0;
+};
+
+class RingView {
+ public:
+  RingView() = default;
+  SHMRING_HD RingView(std::byte* base, const Geometry& g) noexcept
+      : base_(base),
+        slots_(base + g.slots_offset),
+        mask_(g.mask()),
+        capacity_(g.capacity),
+        slot_size_(g.slot_size),
+        stride_(g.slot_stride),
+        trailer_offset_(g.trailer_offset()) {}
+
+  SHMRING_HD std::byte* base() const noexcept { return base_; }
+  SHMRING_HD std::uint64_t capacity() const noexcept { return capacity_; }
+  SHMRING_HD std::uint64_t slot_size() const noexcept { return slot_size_; }
+
+  SHMRING_HD ControlArea* control() const noexcept {
+    return reinterpret_cast<ControlArea*>(base_);
+  }
+  SHMRING_HD ProducerBlock* producer() const noexcept { return &control()->producer; }
+  SHMRING_HD ConsumerBlock* consumer() const noexcept { return &control()->consumer; }
+  SHMRING_HD WaitBlock* producer_wait() const noexcept { return &control()->producer_wait; }
+  SHMRING_HD WaitBlock* consumer_wait() const noexcept { return &control()->consumer_wait; }
+
+  SHMRING_HD std::byte* payload(std::uint64_t position) const noexcept {
+    return slots_ + (position & mask_) * stride_;
+  }
+  SHMRING_HD SlotTrailer* trailer(std::uint64_t position) const noexcept {
+    return reinterpret_cast<SlotTrailer*>(payload(position) + trailer_offset_);
+  }
+
+  // The payload length of a committed slot, or a value > slot_size() when the
+  // producer wrote an impossible one.
+  SHMRING_HD std::uint32_t committed_length(std::uint64_t position) const noexcept {
+    return atomic::load_relaxed(&trailer(position)->length);
+  }
+  SHMRING_HD bool length_ok(std::uint64_t length) const noexcept { return length <= slot_size_; }
+
+  // A committed slot for reading. The length was validated when the slot was
+  // found readable; it is clamped again here because a hostile peer may have
+  // rewritten it since, and a clamped length can never reach past the slot.
+  SHMRING_HD ReadSlot read_slot(std::uint64_t position) const noexcept {
+    const std::uint32_t length = committed_length(position);
+    const std::uint32_t safe = length_ok(length) ? length : static_cast<std::uint32_t>(slot_size_);
+    return ReadSlot{payload(position), safe, position};
+  }
+
+  // Records the payload length of a claimed slot before it is published (the
+  // consumer reads it only after the publishing store).
+  SHMRING_HD void set_length(std::uint64_t position, std::uint32_t length) const noexcept {
+    atomic::store_relaxed(&trailer(position)->length, length);
+  }
+
+ private:
+  std::byte* base_ = nullptr;
+  std::byte* slots_ = nullptr;
+  std::uint64_t mask_ = 0;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t slot_size_ = 0;
+  std::uint64_t stride_ = 0;
+  std::uint64_t trailer_offset_ = 0;
+};
+
+}  // namespace shmring

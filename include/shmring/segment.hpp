@@ -1,0 +1,97 @@
+// A named shared-memory segment in /dev/shm holding one ring.
+//
+// create(): O_CREAT|O_EXCL|O_NOFOLLOW, owner-only while initialising, memory
+// reserved up front with posix_fallocate (a full /dev/shm fails here, never as
+// a SIGBUS later), header and slots initialised, the ABI version stored last,
+// then the final mode set. open(): validates magic, ABI version, ring kind,
+// geometry and the file's real size, waiting (bounded) for a creator that has
+// not finished. The mapping lives as long as the Segment or any handle
+// attached to it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "shmring/layout.hpp"
+
+namespace shmring {
+
+// Names follow shm_open(3): an optional leading '/', then 1 to 255
+// characters, none of them '/', and neither "." nor "..".
+inline constexpr std::size_t kMaxNameLength = 255;
+
+struct CreateOptions {
+  RingKind kind = RingKind::spsc;
+  std::uint64_t capacity = 1024;   // slots, a power of two
+  std::uint64_t slot_size = 1024;  // largest message, bytes
+  // Final permission bits, applied after initialisation (umask does not
+  // apply). 0600 keeps the ring to its owner; 0660 shares it with the group.
+  mode_t mode = 0600;
+};
+
+struct OpenOptions {
+  std::optional<RingKind> kind;  // refuse a segment of the other kind
+  // How long to wait for a creator that has not finished initialising.
+  std::chrono::milliseconds init_timeout{1000};
+  bool read_only = false;  // map PROT_READ (inspection); roles cannot attach
+};
+
+namespace detail {
+struct Mapping;
+}
+
+class Segment {
+ public:
+  Segment() noexcept = default;
+  Segment(Segment&&) noexcept = default;
+  Segment& operator=(Segment&&) noexcept = default;
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+  ~Segment() = default;
+
+  static Segment create(std::string_view name, const CreateOptions& options);
+  static Segment create(std::string_view name, const CreateOptions& options, std::error_code& ec);
+
+  static Segment open(std::string_view name, const OpenOptions& options = {});
+  static Segment open(std::string_view name, const OpenOptions& options, std::error_code& ec);
+
+  // Opens the segment if it exists (it must have the requested kind and
+  // geometry), creates it otherwise; created() tells which happened.
+  static Segment open_or_create(std::string_view name, const CreateOptions& options,
+                                std::chrono::milliseconds init_timeout = std::chrono::seconds(1));
+  static Segment open_or_create(std::string_view name, const CreateOptions& options,
+                                std::chrono::milliseconds init_timeout, std::error_code& ec);
+
+  // Removes the name; processes that have it mapped keep their mapping.
+  static void unlink(std::string_view name);
+  static bool unlink(std::string_view name, std::error_code& ec);
+
+  // Checks a name against the rules above; "" if fine, else why not.
+  static std::string name_problem(std::string_view name);
+
+  explicit operator bool() const noexcept { return map_ != nullptr; }
+  const std::string& name() const noexcept;  // without the leading '/'
+  const Geometry& geometry() const noexcept;
+  std::byte* base() const noexcept;
+  std::size_t size() const noexcept;
+  bool read_only() const noexcept;
+  bool created() const noexcept;  // this call created the file
+
+  // Keeps the mapping alive for as long as the returned token lives; role
+  // handles and language bindings hold one.
+  std::shared_ptr<const void> lifetime() const noexcept { return map_; }
+
+ private:
+  explicit Segment(std::shared_ptr<const detail::Mapping> map) noexcept : map_(std::move(map)) {}
+  std::shared_ptr<const detail::Mapping> map_;
+};
+
+}  // namespace shmring

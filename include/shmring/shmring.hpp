@@ -1,0 +1,12 @@
+// Everything a CPU user of shmring needs.
+#pragma once
+
+#include "shmring/error.hpp"
+#include "shmring/layout.hpp"
+#include "shmring/mpmc_ring.hpp"
+#include "shmring/process.hpp"
+#include "shmring/segment.hpp"
+#include "shmring/spsc_ring.hpp"
+#include "shmring/status.hpp"
+#include "shmring/typed_ring.hpp"
+#include "shmring/wait.hpp"

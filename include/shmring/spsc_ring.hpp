@@ -1,0 +1,207 @@
+// Role handles for an SPSC ring: one SpscProducer and one SpscConsumer at a
+// time, each in any process that maps the segment.
+//
+// Attaching records the caller (pid + start time) in the segment; a second
+// live producer (or consumer) is refused with errc::role_taken, and a role
+// whose holder has died is taken over, continuing from the positions in the
+// segment. The try_ forms never block; the blocking forms spin, yield, then
+// sleep on a futex in the segment until the deadline. Hot-path calls are
+// noexcept, allocate nothing and make a system call only to wake a sleeper.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <system_error>
+
+#include "shmring/claim.hpp"
+#include "shmring/segment.hpp"
+#include "shmring/spsc_view.hpp"
+#include "shmring/status.hpp"
+#include "shmring/wait.hpp"
+
+namespace shmring {
+namespace detail {
+struct Failure;
+}
+
+class SpscProducer {
+ public:
+  SpscProducer() noexcept = default;
+  SpscProducer(SpscProducer&& other) noexcept { swap(other); }
+  SpscProducer& operator=(SpscProducer&& other) noexcept {
+    SpscProducer(std::move(other)).swap(*this);
+    return *this;
+  }
+  ~SpscProducer();
+
+  static SpscProducer attach(const Segment& segment, const WaitPolicy& policy = {});
+  static SpscProducer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
+
+  explicit operator bool() const noexcept { return lifetime_ != nullptr; }
+  std::uint64_t capacity() const noexcept { return view_.capacity(); }
+  std::uint64_t slot_size() const noexcept { return view_.slot_size(); }
+  // Messages published through this ring so far (the head position).
+  std::uint64_t position() const noexcept { return cursor_.head; }
+
+  // Copies one message into the ring.
+  [[nodiscard]] Status try_push(std::span<const std::byte> message) noexcept {
+    if (message.size() > view_.slot_size()) return Status::too_large;
+    Status status = Status::ok;
+    if (view_.writable(cursor_, 1, status) == 0) {
+      return status == Status::ok ? Status::would_block : status;
+    }
+    std::memcpy(view_.payload(cursor_.head), message.data(), message.size());
+    view_.set_length(cursor_.head, static_cast<std::uint32_t>(message.size()));
+    publish(1);
+    return Status::ok;
+  }
+  [[nodiscard]] Status push(std::span<const std::byte> message,
+                            std::chrono::nanoseconds timeout) noexcept;
+
+  // Copies up to messages.size() messages with one publication; returns how
+  // many went in (stops at the first that is too large, or when full).
+  std::size_t try_push_many(std::span<const std::span<const std::byte>> messages) noexcept {
+    Status status = Status::ok;
+    const std::uint64_t room = view_.writable(cursor_, messages.size(), status);
+    std::uint64_t n = 0;
+    for (; n < room && messages[n].size() <= view_.slot_size(); ++n) {
+      std::memcpy(view_.payload(cursor_.head + n), messages[n].data(), messages[n].size());
+      view_.set_length(cursor_.head + n, static_cast<std::uint32_t>(messages[n].size()));
+    }
+    if (n != 0) publish(n);
+    return static_cast<std::size_t>(n);
+  }
+
+  // Lends up to `max` free slots to write in place. One claim at a time: a new
+  // claim replaces (aborts) one not yet committed.
+  [[nodiscard]] WriteClaim try_claim(std::size_t max = 1) noexcept {
+    Status status = Status::ok;
+    const std::uint64_t n = view_.writable(cursor_, max, status);
+    return WriteClaim(view_, cursor_.head, n,
+                      n != 0 ? Status::ok : status == Status::ok ? Status::would_block : status);
+  }
+  [[nodiscard]] WriteClaim claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
+
+  // Publishes slot 0 of a claim with `bytes` of payload (too_large, and
+  // nothing published, if it does not fit); the rest of the claim is dropped.
+  [[nodiscard]] Status commit(WriteClaim& claim, std::size_t bytes) noexcept {
+    if (claim.empty() || claim.first_ != cursor_.head) return Status::would_block;
+    if (const Status s = claim.set_size(0, bytes); s != Status::ok) return s;
+    publish(1);
+    claim = WriteClaim();
+    return Status::ok;
+  }
+  // Publishes the first `count` slots of a claim (sizes set with set_size)
+  // with one head store; the rest of the claim is dropped.
+  void commit_batch(WriteClaim& claim, std::size_t count) noexcept {
+    if (claim.first_ == cursor_.head && count <= claim.count_ && count != 0) publish(count);
+    claim = WriteClaim();
+  }
+  void commit_batch(WriteClaim& claim) noexcept { commit_batch(claim, claim.size()); }
+  // Gives the slots back unpublished.
+  void abort(WriteClaim& claim) noexcept { claim = WriteClaim(); }
+
+ private:
+  static SpscProducer do_attach(const Segment& segment, const WaitPolicy& policy,
+                          detail::Failure& f);
+  void publish(std::uint64_t count) noexcept {
+    if (view_.publish(cursor_, count)) wake_consumer();
+  }
+  void wake_consumer() noexcept;
+  void swap(SpscProducer& o) noexcept {
+    std::swap(view_, o.view_);
+    std::swap(cursor_, o.cursor_);
+    std::swap(policy_, o.policy_);
+    std::swap(identity_, o.identity_);
+    lifetime_.swap(o.lifetime_);
+  }
+
+  SpscView view_;
+  SpscProducerCursor cursor_;
+  WaitPolicy policy_;
+  std::uint64_t identity_ = 0;  // what we stored in the owner record
+  std::shared_ptr<const void> lifetime_;
+};
+
+class SpscConsumer {
+ public:
+  SpscConsumer() noexcept = default;
+  SpscConsumer(SpscConsumer&& other) noexcept { swap(other); }
+  SpscConsumer& operator=(SpscConsumer&& other) noexcept {
+    SpscConsumer(std::move(other)).swap(*this);
+    return *this;
+  }
+  ~SpscConsumer();
+
+  static SpscConsumer attach(const Segment& segment, const WaitPolicy& policy = {});
+  static SpscConsumer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
+
+  explicit operator bool() const noexcept { return lifetime_ != nullptr; }
+  std::uint64_t capacity() const noexcept { return view_.capacity(); }
+  std::uint64_t slot_size() const noexcept { return view_.slot_size(); }
+  // Messages consumed so far (the tail position).
+  std::uint64_t position() const noexcept { return cursor_.tail; }
+
+  // Copies the next message into `buffer` and sets `size`. If the buffer is
+  // too small: too_large, `size` = the message's size, message kept.
+  [[nodiscard]] Status try_pop(std::span<std::byte> buffer, std::size_t& size) noexcept {
+    Status status = Status::ok;
+    if (view_.readable(cursor_, 1, status) == 0) {
+      return status == Status::ok ? Status::would_block : status;
+    }
+    const ReadSlot slot = view_.read_slot(cursor_.tail);
+    size = slot.size;
+    if (slot.size > buffer.size()) return Status::too_large;
+    std::memcpy(buffer.data(), slot.data, slot.size);
+    release_slots(1);
+    return Status::ok;
+  }
+  [[nodiscard]] Status pop(std::span<std::byte> buffer, std::size_t& size,
+                           std::chrono::nanoseconds timeout) noexcept;
+
+  // Lends up to `max` readable messages in place, until release().
+  [[nodiscard]] ReadClaim try_peek(std::size_t max = 1) noexcept {
+    Status status = Status::ok;
+    const std::uint64_t n = view_.readable(cursor_, max, status);
+    return ReadClaim(view_, cursor_.tail, n,
+                     n != 0 ? Status::ok : status == Status::ok ? Status::would_block : status);
+  }
+  [[nodiscard]] ReadClaim peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
+
+  // Hands the first `count` messages of a claim back to the producer with one
+  // tail store; the rest stay readable (and the claim keeps them).
+  void release(ReadClaim& claim, std::size_t count) noexcept {
+    if (claim.first_ != cursor_.tail || count > claim.count_ || count == 0) return;
+    release_slots(count);
+    claim.first_ += count;
+    claim.count_ -= count;
+  }
+  void release(ReadClaim& claim) noexcept { release(claim, claim.size()); }
+
+ private:
+  static SpscConsumer do_attach(const Segment& segment, const WaitPolicy& policy,
+                          detail::Failure& f);
+  void release_slots(std::uint64_t count) noexcept {
+    if (view_.release(cursor_, count)) wake_producer();
+  }
+  void wake_producer() noexcept;
+  void swap(SpscConsumer& o) noexcept {
+    std::swap(view_, o.view_);
+    std::swap(cursor_, o.cursor_);
+    std::swap(policy_, o.policy_);
+    std::swap(identity_, o.identity_);
+    lifetime_.swap(o.lifetime_);
+  }
+
+  SpscView view_;
+  SpscConsumerCursor cursor_;
+  WaitPolicy policy_;
+  std::uint64_t identity_ = 0;
+  std::shared_ptr<const void> lifetime_;
+};
+
+}  // namespace shmring

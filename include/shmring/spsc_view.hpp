@@ -1,0 +1,127 @@
+// The single-producer single-consumer algorithm, as a view over a segment.
+//
+//   1. The producer keeps its own head and a cached copy of the consumer's
+//      tail; it re-reads the shared tail only when the cache says "full".
+//   2. It writes payload and length into free slots, then stores each slot's
+//      `committed` word (= position + 1), then the head once per batch.
+//   3. The consumer polls the trailer of the slot at its tail: a small payload
+//      shares that cache line, so a message costs it one line transfer.
+//   4. It releases slots by storing its tail once per batch.
+//   5. Sleepers: each side stores its position seq_cst, then loads the other
+//      side's sleeper count; a sleeper raises its count, then re-reads the
+//      position (Dekker), so a wake-up is never lost.
+//
+// The producer side writes head, trailers and its sleeper count; the consumer
+// side writes tail and its sleeper count. No word has two writing sides, so
+// the same code is correct between a CPU and a GPU (DESIGN principle 2).
+// Every function is noexcept, allocation-free and system-call-free; waking a
+// sleeper is left to the caller (a CPU handle uses a futex, a GPU cannot).
+#pragma once
+
+#include <cstdint>
+
+#include "shmring/ring_view.hpp"
+
+namespace shmring {
+
+struct SpscProducerCursor {
+  std::uint64_t head = 0;         // next position to publish
+  std::uint64_t cached_tail = 0;  // last consumer position seen
+};
+
+struct SpscConsumerCursor {
+  std::uint64_t tail = 0;  // next position to read
+};
+
+class SpscView : public RingView {
+ public:
+  using RingView::RingView;
+
+  // Slots writable from c.head now, at most `want`. Sets `status` to corrupt
+  // (and returns 0) when the consumer's position is impossible.
+  SHMRING_HD std::uint64_t writable(SpscProducerCursor& c, std::uint64_t want,
+                                    Status& status) const noexcept {
+    std::uint64_t room = capacity() - (c.head - c.cached_tail);
+    if (room >= want) return want;
+    // SYNC POINT (acquire, pairs with release()): the consumer is done with
+    // every slot below tail, so they may be rewritten.
+    const std::uint64_t tail = atomic::load_acquire(&consumer()->position);
+    if (c.head - tail > capacity()) {  // tail ahead of head, or more than a lap behind
+      status = Status::corrupt;
+      return 0;
+    }
+    c.cached_tail = tail;
+    room = capacity() - (c.head - tail);
+    return room < want ? room : want;
+  }
+
+  // Publishes `count` claimed slots from c.head (their lengths already set).
+  // Returns true when a consumer sleeps and must be woken.
+  SHMRING_HD bool publish(SpscProducerCursor& c, std::uint64_t count) const noexcept {
+    for (std::uint64_t i = 0; i < count; ++i) {
+      const std::uint64_t pos = c.head + i;
+      // SYNC POINT (release, pairs with readable()): payload and length of
+      // `pos` visible to the consumer.
+      atomic::store_release(&trailer(pos)->committed, pos + 1);
+    }
+    c.head += count;
+    // SYNC POINT (seq_cst, pairs with data_ready()): head, then the sleeper
+    // count; a consumer that went to sleep after our load sees this head.
+    atomic::store_seq_cst(&producer()->position, c.head);
+    return atomic::load_seq_cst(&consumer_wait()->waiters) != 0;
+  }
+
+  // How many consecutive committed slots from c.tail can be read, at most
+  // `max`, each with its length validated against the slot size. A slot with
+  // an impossible length ends the run; if it is the first, status = corrupt.
+  SHMRING_HD std::uint64_t readable(const SpscConsumerCursor& c, std::uint64_t max,
+                                    Status& status) const noexcept {
+    std::uint64_t n = 0;
+    for (; n < max; ++n) {
+      const std::uint64_t pos = c.tail + n;
+      // SYNC POINT (acquire, pairs with publish()): payload of `pos` visible.
+      if (atomic::load_acquire(&trailer(pos)->committed) != pos + 1) break;
+      if (!length_ok(committed_length(pos))) {
+        if (n == 0) status = Status::corrupt;
+        break;
+      }
+    }
+    return n;
+  }
+
+  // Hands `count` read slots back to the producer. Returns true when a
+  // producer sleeps and must be woken.
+  SHMRING_HD bool release(SpscConsumerCursor& c, std::uint64_t count) const noexcept {
+    c.tail += count;
+    // SYNC POINT (seq_cst, pairs with writable() and space_ready()): slots
+    // below tail are free again.
+    atomic::store_seq_cst(&consumer()->position, c.tail);
+    return atomic::load_seq_cst(&producer_wait()->waiters) != 0;
+  }
+
+  // Re-checks for a consumer that has raised its sleeper count: has the head
+  // moved past c.tail? (seq_cst, the other half of publish()'s Dekker pair.)
+  SHMRING_HD bool data_ready(const SpscConsumerCursor& c) const noexcept {
+    return atomic::load_seq_cst(&producer()->position) != c.tail;
+  }
+
+  // The producer's twin of data_ready(). An impossible tail counts as "ready"
+  // so the caller's retry reports corrupt instead of sleeping.
+  SHMRING_HD bool space_ready(const SpscProducerCursor& c) const noexcept {
+    const std::uint64_t tail = atomic::load_seq_cst(&consumer()->position);
+    return c.head - tail != capacity();
+  }
+
+  // Where a producer that takes over should resume: the published head, plus
+  // any slots a dead predecessor committed but never covered with a head store
+  // (the consumer may already have read them, so they must not be rewritten).
+  SHMRING_HD std::uint64_t resume_head(std::uint64_t head, std::uint64_t tail) const noexcept {
+    while (head - tail < capacity() &&
+           atomic::load_acquire(&trailer(head)->committed) == head + 1) {
+      ++head;
+    }
+    return head;
+  }
+};
+
+}  // namespace shmring

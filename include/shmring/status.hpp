@@ -1,0 +1,30 @@
+// Results of the hot-path calls (push, pop, claim, peek). Cold paths (create,
+// open, attach) report std::error_code instead; see error.hpp.
+#pragma once
+
+#include <cstdint>
+
+#include "shmring/config.hpp"
+
+namespace shmring {
+
+enum class Status : std::uint8_t {
+  ok = 0,
+  would_block,  // try_ form: ring full (producer) or empty (consumer); nothing changed
+  timeout,      // blocking form: the deadline passed; nothing changed
+  too_large,    // the message does not fit the slot, or the caller's buffer is too small
+  corrupt,      // the peer side wrote impossible values; the ring is stalled, never overrun
+};
+
+SHMRING_HD constexpr const char* to_string(Status s) noexcept {
+  switch (s) {
+    case Status::ok: return "ok";
+    case Status::would_block: return "would_block";
+    case Status::timeout: return "timeout";
+    case Status::too_large: return "too_large";
+    case Status::corrupt: return "corrupt";
+  }
+  return "unknown";
+}
+
+}  // namespace shmring

@@ -1,0 +1,128 @@
+// Ring<T>: a ring of trivially copyable T, one T per slot.
+//
+//   auto ring = shmring::Ring<Sample>::create("imu", 4096);
+//   auto tx = ring.producer();          // in one process
+//   auto rx = Ring<Sample>::open("imu").consumer();   // in another
+//   tx.try_push(Sample{...});  if (auto s = rx.try_pop()) use(*s);
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "shmring/error.hpp"
+#include "shmring/mpmc_ring.hpp"
+#include "shmring/segment.hpp"
+#include "shmring/spsc_ring.hpp"
+
+namespace shmring {
+
+template <class T, RingKind Kind = RingKind::spsc>
+class Ring {
+  static_assert(std::is_trivially_copyable_v<T>, "Ring<T> copies T as bytes");
+  using RawProducer = std::conditional_t<Kind == RingKind::spsc, SpscProducer, MpmcProducer>;
+  using RawConsumer = std::conditional_t<Kind == RingKind::spsc, SpscConsumer, MpmcConsumer>;
+
+ public:
+  class Producer {
+   public:
+    Producer() = default;
+    explicit operator bool() const noexcept { return static_cast<bool>(raw_); }
+    [[nodiscard]] Status try_push(const T& value) noexcept { return raw_.try_push(bytes(value)); }
+    [[nodiscard]] Status push(const T& value, std::chrono::nanoseconds timeout) noexcept {
+      return raw_.push(bytes(value), timeout);
+    }
+    RawProducer& raw() noexcept { return raw_; }
+
+   private:
+    friend class Ring;
+    explicit Producer(RawProducer raw) noexcept : raw_(std::move(raw)) {}
+    static std::span<const std::byte> bytes(const T& v) noexcept {
+      return std::as_bytes(std::span<const T, 1>(&v, 1));
+    }
+    RawProducer raw_;
+  };
+
+  class Consumer {
+   public:
+    Consumer() = default;
+    explicit operator bool() const noexcept { return static_cast<bool>(raw_); }
+    // corrupt if the message was not sizeof(T) bytes (it is consumed).
+    [[nodiscard]] Status try_pop(T& out) noexcept { return check(raw_.try_pop(buffer(out), size_)); }
+    [[nodiscard]] Status pop(T& out, std::chrono::nanoseconds timeout) noexcept {
+      return check(raw_.pop(buffer(out), size_, timeout));
+    }
+    std::optional<T> try_pop() noexcept {
+      T v;
+      if (try_pop(v) != Status::ok) return std::nullopt;
+      return v;
+    }
+    std::optional<T> pop(std::chrono::nanoseconds timeout) noexcept {
+      T v;
+      if (pop(v, timeout) != Status::ok) return std::nullopt;
+      return v;
+    }
+    RawConsumer& raw() noexcept { return raw_; }
+
+   private:
+    friend class Ring;
+    explicit Consumer(RawConsumer raw) noexcept : raw_(std::move(raw)) {}
+    static std::span<std::byte> buffer(T& v) noexcept {
+      return std::as_writable_bytes(std::span<T, 1>(&v, 1));
+    }
+    Status check(Status s) const noexcept {
+      return s == Status::ok && size_ != sizeof(T) ? Status::corrupt : s;
+    }
+    RawConsumer raw_;
+    std::size_t size_ = 0;
+  };
+
+  static Ring create(std::string_view name, std::uint64_t capacity, mode_t mode = 0600) {
+    return Ring(Segment::create(name, options(capacity, mode)));
+  }
+  static Ring open(std::string_view name,
+                   std::chrono::milliseconds init_timeout = std::chrono::seconds(1)) {
+    OpenOptions o;
+    o.kind = Kind;
+    o.init_timeout = init_timeout;
+    return checked(Segment::open(name, o));
+  }
+  static Ring open_or_create(std::string_view name, std::uint64_t capacity, mode_t mode = 0600) {
+    return checked(Segment::open_or_create(name, options(capacity, mode)));
+  }
+
+  Producer producer(const WaitPolicy& policy = {}) const {
+    return Producer(RawProducer::attach(segment_, policy));
+  }
+  Consumer consumer(const WaitPolicy& policy = {}) const {
+    return Consumer(RawConsumer::attach(segment_, policy));
+  }
+  const Segment& segment() const noexcept { return segment_; }
+
+ private:
+  explicit Ring(Segment s) noexcept : segment_(std::move(s)) {}
+  static CreateOptions options(std::uint64_t capacity, mode_t mode) {
+    CreateOptions o;
+    o.kind = Kind;
+    o.capacity = capacity;
+    o.slot_size = sizeof(T);
+    o.mode = mode;
+    return o;
+  }
+  static Ring checked(Segment s) {
+    if (s.geometry().slot_size < sizeof(T)) {
+      throw Error(make_error_code(errc::message_too_large),
+                  "segment '" + s.name() + "': slots hold " +
+                      std::to_string(s.geometry().slot_size) + " bytes, the element type needs " +
+                      std::to_string(sizeof(T)));
+    }
+    return Ring(std::move(s));
+  }
+  Segment segment_;
+};
+
+}  // namespace shmring

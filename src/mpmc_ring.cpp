@@ -1,0 +1,133 @@
+#include "shmring/mpmc_ring.hpp"
+
+#include <string>
+
+#include "detail/blocking.hpp"
+#include "detail/fail.hpp"
+
+namespace shmring {
+namespace {
+
+using detail::Failure;
+using detail::fail;
+
+bool not_would_block(Status s) { return s != Status::would_block; }
+Status as_timeout(Status s) { return s == Status::would_block ? Status::timeout : s; }
+
+Failure check_attachable(const Segment& segment, std::string_view role) {
+  if (!segment) {
+    return fail(errc::no_segment, "",
+                "cannot attach an MPMC " + std::string(role) + " to an empty Segment");
+  }
+  if (segment.geometry().kind != RingKind::mpmc) {
+    return fail(errc::kind_mismatch, segment.name(),
+                "an MPMC " + std::string(role) + " cannot attach to an " +
+                    to_string(segment.geometry().kind) + " ring");
+  }
+  if (segment.read_only()) {
+    return fail(errc::permission_denied, segment.name(),
+                "the segment is mapped read-only; the " + std::string(role) +
+                    " needs write access");
+  }
+  return {};
+}
+
+}  // namespace
+
+// ---- producer --------------------------------------------------------------
+
+MpmcProducer MpmcProducer::attach(const Segment& segment, const WaitPolicy& policy) {
+  return detail::or_throw([&](Failure& f) { return do_attach(segment, policy, f); });
+}
+
+MpmcProducer MpmcProducer::attach(const Segment& segment, const WaitPolicy& policy,
+                                  std::error_code& ec) {
+  return detail::or_report(ec, [&](Failure& f) { return do_attach(segment, policy, f); });
+}
+
+MpmcProducer MpmcProducer::do_attach(const Segment& segment, const WaitPolicy& policy,
+                                     Failure& f) {
+  MpmcProducer p;
+  if ((f = check_attachable(segment, "producer"))) return p;
+  p.view_ = MpmcView(segment.base(), segment.geometry());
+  p.policy_ = policy;
+  p.lifetime_ = segment.lifetime();
+  atomic::fetch_add(&p.view_.producer()->attached, std::uint32_t{1});
+  return p;
+}
+
+MpmcProducer::~MpmcProducer() {
+  if (lifetime_) atomic::fetch_sub(&view_.producer()->attached, std::uint32_t{1});
+}
+
+void MpmcProducer::wake_consumers() noexcept { futex::notify_all(&view_.producer()->notify); }
+
+Status MpmcProducer::push(std::span<const std::byte> message,
+                          std::chrono::nanoseconds timeout) noexcept {
+  if (message.size() > view_.slot_size()) return Status::too_large;
+  return as_timeout(detail::block_until([&] { return try_push(message); }, not_would_block,
+                                        [&] { return view_.space_ready(); },
+                                        &view_.producer_wait()->waiters,
+                                        &view_.consumer()->notify, policy_, timeout));
+}
+
+WriteClaim MpmcProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
+  WriteClaim c = detail::block_until(
+      [&] { return try_claim(max); },
+      [](const WriteClaim& w) { return not_would_block(w.status()); },
+      [&] { return view_.space_ready(); }, &view_.producer_wait()->waiters,
+      &view_.consumer()->notify, policy_, timeout);
+  if (c.status_ == Status::would_block) c.status_ = Status::timeout;
+  return c;
+}
+
+// ---- consumer --------------------------------------------------------------
+
+MpmcConsumer MpmcConsumer::attach(const Segment& segment, const WaitPolicy& policy) {
+  return detail::or_throw([&](Failure& f) { return do_attach(segment, policy, f); });
+}
+
+MpmcConsumer MpmcConsumer::attach(const Segment& segment, const WaitPolicy& policy,
+                                  std::error_code& ec) {
+  return detail::or_report(ec, [&](Failure& f) { return do_attach(segment, policy, f); });
+}
+
+MpmcConsumer MpmcConsumer::do_attach(const Segment& segment, const WaitPolicy& policy,
+                                     Failure& f) {
+  MpmcConsumer c;
+  if ((f = check_attachable(segment, "consumer"))) return c;
+  c.view_ = MpmcView(segment.base(), segment.geometry());
+  c.policy_ = policy;
+  c.lifetime_ = segment.lifetime();
+  atomic::fetch_add(&c.view_.consumer()->attached, std::uint32_t{1});
+  return c;
+}
+
+MpmcConsumer::~MpmcConsumer() {
+  if (!lifetime_) return;
+  // A message kept for a larger buffer is given up rather than left claimed
+  // (a claimed slot would stall every producer a lap later).
+  if (!held_.empty()) release(held_);
+  atomic::fetch_sub(&view_.consumer()->attached, std::uint32_t{1});
+}
+
+void MpmcConsumer::wake_producers() noexcept { futex::notify_all(&view_.consumer()->notify); }
+
+Status MpmcConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
+                         std::chrono::nanoseconds timeout) noexcept {
+  return as_timeout(detail::block_until([&] { return try_pop(buffer, size); }, not_would_block,
+                                        [&] { return view_.data_ready(); },
+                                        &view_.consumer_wait()->waiters,
+                                        &view_.producer()->notify, policy_, timeout));
+}
+
+ReadClaim MpmcConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
+  ReadClaim c = detail::block_until(
+      [&] { return try_peek(max); }, [](const ReadClaim& r) { return not_would_block(r.status()); },
+      [&] { return view_.data_ready(); }, &view_.consumer_wait()->waiters,
+      &view_.producer()->notify, policy_, timeout);
+  if (c.status_ == Status::would_block) c.status_ = Status::timeout;
+  return c;
+}
+
+}  // namespace shmring

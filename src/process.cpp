@@ -1,0 +1,59 @@
+#include "shmring/process.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+namespace shmring::process {
+
+std::optional<std::uint64_t> start_time(std::uint32_t pid) noexcept {
+  if (pid == 0) return std::nullopt;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
+  std::FILE* f = std::fopen(path, "re");
+  if (f == nullptr) return std::nullopt;
+  char buf[1024];
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  // The command name (field 2) is in parentheses and may hold spaces or ')'
+  // itself: the fields after it start after the last ')'.
+  const char* p = std::strrchr(buf, ')');
+  if (p == nullptr) return std::nullopt;
+  ++p;
+  char state = 0;
+  unsigned long long start = 0;
+  // After ") ": field 3 is the state, field 22 the start time.
+  if (std::sscanf(p,
+                  " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d "
+                  "%*d %llu",
+                  &state, &start) != 2) {
+    return std::nullopt;
+  }
+  if (state == 'Z' || state == 'X') return std::nullopt;  // exited, not yet reaped
+  return start;
+}
+
+Identity self() noexcept {
+  Identity id;
+  id.pid = static_cast<std::uint32_t>(::getpid());
+  id.start_time = start_time(id.pid).value_or(0);
+  return id;
+}
+
+bool alive(std::uint64_t packed) noexcept {
+  const std::uint32_t pid = pid_of(packed);
+  if (pid == 0) return false;
+  const auto start = start_time(pid);
+  if (!start) {
+    // No readable /proc entry: fall back to kill(0), which cannot tell a
+    // reused pid but never calls a live process dead.
+    return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+  }
+  return (*start & 0xffffffffull) == (packed >> 32);
+}
+
+}  // namespace shmring::process

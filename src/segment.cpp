@@ -1,0 +1,454 @@
+#include "shmring/segment.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "detail/fail.hpp"
+#include "shmring/atomic.hpp"
+#include "shmring/process.hpp"
+
+namespace shmring {
+namespace detail {
+
+struct Mapping {
+  std::string name;
+  Geometry geometry;
+  std::byte* base = nullptr;
+  std::size_t size = 0;
+  bool read_only = false;
+  bool created = false;
+
+  Mapping() = default;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() {
+    if (base != nullptr) ::munmap(base, size);
+  }
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::Failure;
+using detail::fail;
+using detail::fail_errno;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kShmDir = "/dev/shm/";
+
+std::string_view strip_slash(std::string_view name) {
+  if (!name.empty() && name.front() == '/') name.remove_prefix(1);
+  return name;
+}
+
+std::string hex(std::uint64_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
+  return buf;
+}
+
+std::string num(std::uint64_t v) { return std::to_string(v); }
+
+// Closes a descriptor on every path out of create/open.
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+struct Unmap {
+  void* addr = MAP_FAILED;
+  std::size_t size = 0;
+  ~Unmap() {
+    if (addr != MAP_FAILED) ::munmap(addr, size);
+  }
+};
+
+errc errc_for_open(int err) {
+  switch (err) {
+    case ENOENT: return errc::not_found;
+    case EEXIST: return errc::already_exists;
+    case EACCES:
+    case EPERM: return errc::permission_denied;
+    case ELOOP: return errc::not_a_segment;  // O_NOFOLLOW met a symlink
+    case ENOSPC:
+    case ENOMEM:
+    case EFBIG: return errc::no_space;
+    default: return errc{};
+  }
+}
+
+Failure open_failure(int err, std::string_view name, std::string_view what) {
+  const errc e = errc_for_open(err);
+  std::string detail = std::string(what) + ": " + std::strerror(err);
+  if (err == ELOOP) detail = std::string(what) + ": the name is a symbolic link, which is never followed";
+  return e == errc{} ? fail_errno(err, name, detail) : fail(e, name, detail);
+}
+
+Failure check_name(std::string_view raw) {
+  std::string problem = Segment::name_problem(raw);
+  if (problem.empty()) return {};
+  return fail(errc::invalid_name, raw, problem);
+}
+
+errc errc_for(GeometryCheck c) {
+  switch (c) {
+    case GeometryCheck::capacity_zero:
+    case GeometryCheck::capacity_not_power_of_two:
+    case GeometryCheck::capacity_too_large: return errc::invalid_capacity;
+    case GeometryCheck::slot_size_zero:
+    case GeometryCheck::slot_size_too_large: return errc::invalid_slot_size;
+    case GeometryCheck::size_overflow: return errc::size_overflow;
+    case GeometryCheck::ok: break;
+  }
+  return errc{};
+}
+
+// Checks a header against everything a reader relies on, and returns the
+// geometry it describes. The header is read through a local copy so a peer
+// cannot change a field between its check and its use.
+Failure validate_header(const SegmentHeader& h, std::string_view name,
+                        std::optional<RingKind> want_kind, std::uint64_t file_size,
+                        Geometry& out) {
+  if (h.magic != kMagic) {
+    return fail(errc::bad_magic, name,
+                "header magic is " + hex(h.magic) + ", expected " + hex(kMagic) + " ('SHMRING1')");
+  }
+  if (h.abi_version != kAbiVersion) {
+    return fail(errc::abi_mismatch, name,
+                "ABI version is " + num(h.abi_version) + ", this library speaks version " +
+                    num(kAbiVersion));
+  }
+  if (h.ring_kind != static_cast<std::uint32_t>(RingKind::spsc) &&
+      h.ring_kind != static_cast<std::uint32_t>(RingKind::mpmc)) {
+    return fail(errc::corrupt_header, name, "ring kind " + num(h.ring_kind) + " is neither spsc (1) nor mpmc (2)");
+  }
+  const auto kind = static_cast<RingKind>(h.ring_kind);
+  if (want_kind && *want_kind != kind) {
+    return fail(errc::kind_mismatch, name,
+                std::string("the ring is ") + to_string(kind) + ", the caller asked for " +
+                    to_string(*want_kind));
+  }
+  Geometry g;
+  if (const GeometryCheck c = compute_geometry(kind, h.capacity, h.slot_size, g);
+      c != GeometryCheck::ok) {
+    return fail(errc::corrupt_header, name,
+                std::string("header geometry is invalid: ") + to_string(c) + " (capacity " +
+                    num(h.capacity) + ", slot size " + num(h.slot_size) + ")");
+  }
+  if (h.slot_stride != g.slot_stride || h.slots_offset != g.slots_offset ||
+      h.segment_size != g.segment_size) {
+    return fail(errc::corrupt_header, name,
+                "header layout (stride " + num(h.slot_stride) + ", slots at " +
+                    num(h.slots_offset) + ", size " + num(h.segment_size) +
+                    ") does not match capacity " + num(h.capacity) + " x slot size " +
+                    num(h.slot_size) + " (expected stride " + num(g.slot_stride) +
+                    ", slots at " + num(g.slots_offset) + ", size " + num(g.segment_size) + ")");
+  }
+  if (file_size < g.segment_size) {
+    return fail(errc::truncated, name,
+                "file is " + num(file_size) + " bytes, the header says " + num(g.segment_size));
+  }
+  if (file_size > g.segment_size) {
+    return fail(errc::corrupt_header, name,
+                "file is " + num(file_size) + " bytes, larger than the " + num(g.segment_size) +
+                    " the header says");
+  }
+  out = g;
+  return {};
+}
+
+std::uint64_t unix_ns() {
+  timespec ts;
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ull +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOptions& o,
+                                           Failure& f) {
+  if ((f = check_name(raw))) return nullptr;
+  const std::string name(strip_slash(raw));
+  Geometry g;
+  if (const GeometryCheck c = compute_geometry(o.kind, o.capacity, o.slot_size, g);
+      c != GeometryCheck::ok) {
+    f = fail(errc_for(c), name,
+             std::string(to_string(c)) + " (capacity " + num(o.capacity) + ", slot size " +
+                 num(o.slot_size) + ")");
+    return nullptr;
+  }
+  if (o.kind != RingKind::spsc && o.kind != RingKind::mpmc) {
+    f = fail(errc::kind_mismatch, name, "ring kind must be spsc or mpmc");
+    return nullptr;
+  }
+  if ((o.mode & ~mode_t{0666}) != 0) {
+    f = fail(errc::permission_denied, name, "mode must be a subset of 0666 (read/write bits only)");
+    return nullptr;
+  }
+  const std::string path = kShmDir + name;
+  Fd fd;
+  // Owner-only until initialised: nobody else can open a half-made segment.
+  fd.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd.fd < 0) {
+    f = open_failure(errno, name, "create " + path);
+    return nullptr;
+  }
+  bool keep = false;
+  struct UnlinkOnFailure {
+    const std::string& path;
+    const bool& keep;
+    ~UnlinkOnFailure() {
+      if (!keep) ::unlink(path.c_str());
+    }
+  } unlink_guard{path, keep};
+
+  if (const int err = ::posix_fallocate(fd.fd, 0, static_cast<off_t>(g.segment_size)); err != 0) {
+    f = err == ENOSPC || err == EFBIG || err == ENOMEM
+            ? fail(errc::no_space, name,
+                   "cannot reserve " + num(g.segment_size) + " bytes in " + kShmDir + ": " +
+                       std::strerror(err))
+            : fail_errno(err, name, "posix_fallocate of " + num(g.segment_size) + " bytes failed");
+    return nullptr;
+  }
+  void* addr = ::mmap(nullptr, g.segment_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.fd, 0);
+  if (addr == MAP_FAILED) {
+    f = fail_errno(errno, name, "mmap of " + num(g.segment_size) + " bytes failed");
+    return nullptr;
+  }
+  auto map = std::make_shared<detail::Mapping>();
+  map->name = name;
+  map->geometry = g;
+  map->base = static_cast<std::byte*>(addr);
+  map->size = g.segment_size;
+  map->created = true;
+
+  // The file is fresh from fallocate, so every byte is zero: only the
+  // non-zero fields are written.
+  auto* ctl = reinterpret_cast<ControlArea*>(map->base);
+  SegmentHeader& h = ctl->header;
+  h.magic = kMagic;
+  h.ring_kind = static_cast<std::uint32_t>(g.kind);
+  h.capacity = g.capacity;
+  h.slot_size = g.slot_size;
+  h.slot_stride = g.slot_stride;
+  h.slots_offset = g.slots_offset;
+  h.segment_size = g.segment_size;
+  h.created_unix_ns = unix_ns();
+  const process::Identity self = process::self();
+  h.creator_pid = self.pid;
+  h.creator_start_time = self.start_time;
+  // Slot i is free for position i (the MPMC turn; SPSC ignores it).
+  const std::uint64_t trailer_at = g.slots_offset + g.trailer_offset();
+  for (std::uint64_t i = 0; i < g.capacity; ++i) {
+    auto* t = reinterpret_cast<SlotTrailer*>(map->base + trailer_at + i * g.slot_stride);
+    t->released = i;
+  }
+  // SYNC POINT (release, pairs with open's acquire of abi_version): the
+  // whole initialised segment visible to any process that sees the version.
+  atomic::store_release(&h.abi_version, kAbiVersion);
+
+  if (o.mode != 0600 && ::fchmod(fd.fd, o.mode) != 0) {
+    f = fail_errno(errno, name, "fchmod to the final mode failed");
+    return nullptr;
+  }
+  keep = true;
+  return map;
+}
+
+std::shared_ptr<detail::Mapping> do_open(std::string_view raw, const OpenOptions& o, Failure& f) {
+  if ((f = check_name(raw))) return nullptr;
+  const std::string name(strip_slash(raw));
+  const std::string path = kShmDir + name;
+  Fd fd;
+  fd.fd = ::open(path.c_str(), (o.read_only ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_CLOEXEC);
+  if (fd.fd < 0) {
+    f = open_failure(errno, name, "open " + path);
+    return nullptr;
+  }
+  const auto deadline = Clock::now() + o.init_timeout;
+  const int prot = o.read_only ? PROT_READ : PROT_READ | PROT_WRITE;
+  // Wait (bounded) for the creator: first for the file to have a header's
+  // worth of bytes, then for the version it stores last.
+  SegmentHeader header{};
+  struct stat st {};
+  for (;;) {
+    if (::fstat(fd.fd, &st) != 0) {
+      f = fail_errno(errno, name, "fstat failed");
+      return nullptr;
+    }
+    if (!S_ISREG(st.st_mode)) {
+      f = fail(errc::not_a_segment, name, path + " is not a regular file");
+      return nullptr;
+    }
+    if (static_cast<std::uint64_t>(st.st_size) >= sizeof(SegmentHeader)) {
+      Unmap head;
+      head.size = sizeof(SegmentHeader);
+      head.addr = ::mmap(nullptr, head.size, PROT_READ, MAP_SHARED, fd.fd, 0);
+      if (head.addr == MAP_FAILED) {
+        f = fail_errno(errno, name, "mmap of the header failed");
+        return nullptr;
+      }
+      auto* h = static_cast<SegmentHeader*>(head.addr);
+      // SYNC POINT (acquire, pairs with create's release): a non-zero
+      // version means the creator's initialisation is visible.
+      const std::uint32_t version = atomic::load_acquire(&h->abi_version);
+      const std::uint64_t magic = atomic::load_relaxed(&h->magic);
+      if (magic != 0 && magic != kMagic) {
+        f = fail(errc::bad_magic, name,
+                 "header magic is " + hex(magic) + ", expected " + hex(kMagic) +
+                     " ('SHMRING1'): not a shmring segment");
+        return nullptr;
+      }
+      if (version != 0) {
+        std::memcpy(&header, h, sizeof header);
+        break;
+      }
+    }
+    if (Clock::now() >= deadline) {
+      f = fail(errc::init_timeout, name,
+               "no initialised header after " + num(static_cast<std::uint64_t>(o.init_timeout.count())) +
+                   " ms (file is " + num(static_cast<std::uint64_t>(st.st_size)) +
+                   " bytes): its creator is still initialising, died doing so, or it is not a "
+                   "shmring segment");
+      return nullptr;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  Geometry g;
+  if ((f = validate_header(header, name, o.kind, static_cast<std::uint64_t>(st.st_size), g))) {
+    return nullptr;
+  }
+  void* addr = ::mmap(nullptr, g.segment_size, prot, MAP_SHARED, fd.fd, 0);
+  if (addr == MAP_FAILED) {
+    f = fail_errno(errno, name, "mmap of " + num(g.segment_size) + " bytes failed");
+    return nullptr;
+  }
+  auto map = std::make_shared<detail::Mapping>();
+  map->name = name;
+  map->geometry = g;
+  map->base = static_cast<std::byte*>(addr);
+  map->size = g.segment_size;
+  map->read_only = o.read_only;
+  // The header must not have changed between the check and the mapping.
+  if (std::memcmp(map->base, &header, sizeof header) != 0) {
+    f = fail(errc::corrupt_header, name, "header changed while the segment was being opened");
+    return nullptr;
+  }
+  return map;
+}
+
+std::shared_ptr<detail::Mapping> do_open_or_create(std::string_view raw, const CreateOptions& o,
+                                                   std::chrono::milliseconds init_timeout,
+                                                   Failure& f) {
+  // A segment may be unlinked between our failed create and our open (or
+  // created between a failed open and our create): retry a few times.
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    auto map = do_create(raw, o, f);
+    if (map || f.code != make_error_code(errc::already_exists)) return map;
+    OpenOptions oo;
+    oo.kind = o.kind;
+    oo.init_timeout = init_timeout;
+    f = {};
+    map = do_open(raw, oo, f);
+    if (f.code == make_error_code(errc::not_found)) {
+      f = {};
+      continue;
+    }
+    if (!map) return map;
+    if (map->geometry.capacity != o.capacity || map->geometry.slot_size != o.slot_size) {
+      f = fail(errc::geometry_mismatch, map->name,
+               "existing ring has capacity " + num(map->geometry.capacity) + " and slot size " +
+                   num(map->geometry.slot_size) + ", the caller asked for capacity " +
+                   num(o.capacity) + " and slot size " + num(o.slot_size));
+      return nullptr;
+    }
+    return map;
+  }
+  f = fail(errc::not_found, strip_slash(raw), "the segment kept appearing and vanishing while opened");
+  return nullptr;
+}
+
+bool do_unlink(std::string_view raw, Failure& f) {
+  if ((f = check_name(raw))) return false;
+  const std::string name(strip_slash(raw));
+  const std::string path = kShmDir + name;
+  if (::unlink(path.c_str()) != 0) {
+    f = open_failure(errno, name, "unlink " + path);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string Segment::name_problem(std::string_view raw) {
+  const std::string_view name = strip_slash(raw);
+  if (name.empty()) return "the name is empty";
+  if (name.size() > kMaxNameLength) {
+    return "the name has " + num(name.size()) + " characters, at most " + num(kMaxNameLength) +
+           " are allowed";
+  }
+  if (name.find('/') != std::string_view::npos) {
+    return "the name contains '/' (only one leading '/' is allowed)";
+  }
+  if (name.find('\0') != std::string_view::npos) return "the name contains a NUL byte";
+  if (name == "." || name == "..") return "the name is '.' or '..'";
+  return {};
+}
+
+Segment Segment::create(std::string_view name, const CreateOptions& options) {
+  return Segment(detail::or_throw([&](Failure& f) { return do_create(name, options, f); }));
+}
+Segment Segment::create(std::string_view name, const CreateOptions& options, std::error_code& ec) {
+  return Segment(detail::or_report(ec, [&](Failure& f) { return do_create(name, options, f); }));
+}
+Segment Segment::open(std::string_view name, const OpenOptions& options) {
+  return Segment(detail::or_throw([&](Failure& f) { return do_open(name, options, f); }));
+}
+Segment Segment::open(std::string_view name, const OpenOptions& options, std::error_code& ec) {
+  return Segment(detail::or_report(ec, [&](Failure& f) { return do_open(name, options, f); }));
+}
+Segment Segment::open_or_create(std::string_view name, const CreateOptions& options,
+                                std::chrono::milliseconds init_timeout) {
+  return Segment(detail::or_throw(
+      [&](Failure& f) { return do_open_or_create(name, options, init_timeout, f); }));
+}
+Segment Segment::open_or_create(std::string_view name, const CreateOptions& options,
+                                std::chrono::milliseconds init_timeout, std::error_code& ec) {
+  return Segment(detail::or_report(
+      ec, [&](Failure& f) { return do_open_or_create(name, options, init_timeout, f); }));
+}
+void Segment::unlink(std::string_view name) {
+  detail::or_throw([&](Failure& f) { return do_unlink(name, f); });
+}
+bool Segment::unlink(std::string_view name, std::error_code& ec) {
+  return detail::or_report(ec, [&](Failure& f) { return do_unlink(name, f); });
+}
+
+namespace {
+const detail::Mapping& empty_mapping() {
+  static const detail::Mapping m;
+  return m;
+}
+}  // namespace
+
+const std::string& Segment::name() const noexcept { return (map_ ? *map_ : empty_mapping()).name; }
+const Geometry& Segment::geometry() const noexcept {
+  return (map_ ? *map_ : empty_mapping()).geometry;
+}
+std::byte* Segment::base() const noexcept { return map_ ? map_->base : nullptr; }
+std::size_t Segment::size() const noexcept { return map_ ? map_->size : 0; }
+bool Segment::read_only() const noexcept { return map_ && map_->read_only; }
+bool Segment::created() const noexcept { return map_ && map_->created; }
+
+}  // namespace shmring
