@@ -236,7 +236,8 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
   // non-zero fields are written.
   auto* ctl = reinterpret_cast<ControlArea*>(map->base);
   SegmentHeader& h = ctl->header;
-  h.magic = kMagic;
+  // Atomic because an opener may be polling it already (see do_open).
+  atomic::store_relaxed(&h.magic, kMagic);
   h.ring_kind = static_cast<std::uint32_t>(g.kind);
   h.capacity = g.capacity;
   h.slot_size = g.slot_size;

@@ -30,11 +30,13 @@ Failure check_attachable(const Segment& segment, std::string_view role) {
   return {};
 }
 
-// The positions every role checks on attach: at most one lap apart, the head
-// never behind the tail.
+// The positions every role checks on attach: at most one lap apart. The tail
+// may be ahead of the published head: the consumer reads slots as soon as
+// their trailers are committed, before the producer's head store covers them
+// (a producer between the two, or one that died there).
 Failure check_positions(const SpscView& view, const Segment& segment, std::uint64_t head,
                         std::uint64_t tail) {
-  if (head - tail > view.capacity()) {
+  if (head - tail > view.capacity() && tail - head > view.capacity()) {
     return fail(errc::corrupt_header, segment.name(),
                 "positions are impossible: head " + std::to_string(head) + ", tail " +
                     std::to_string(tail) + ", capacity " + std::to_string(view.capacity()));
@@ -69,8 +71,10 @@ SpscProducer SpscProducer::do_attach(const Segment& segment, const WaitPolicy& p
       return p;
     }
     // A predecessor that died between its slot commits and its head store
-    // left committed slots beyond the head; resume after them.
-    const std::uint64_t resume = view.resume_head(head, tail);
+    // left committed slots beyond the head (some perhaps read already); resume
+    // after them.
+    const std::uint64_t resume =
+        view.resume_head(static_cast<std::int64_t>(tail - head) > 0 ? tail : head, tail);
     if (resume != head) atomic::store_seq_cst(&view.producer()->position, resume);
     p.view_ = view;
     p.cursor_ = SpscProducerCursor{resume, tail};

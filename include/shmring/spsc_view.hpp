@@ -101,8 +101,10 @@ class SpscView : public RingView {
 
   // Re-checks for a consumer that has raised its sleeper count: has the head
   // moved past c.tail? (seq_cst, the other half of publish()'s Dekker pair.)
+  // Signed: the tail may run ahead of a head store still to come.
   SHMRING_HD bool data_ready(const SpscConsumerCursor& c) const noexcept {
-    return atomic::load_seq_cst(&producer()->position) != c.tail;
+    const std::uint64_t head = atomic::load_seq_cst(&producer()->position);
+    return static_cast<std::int64_t>(head - c.tail) > 0;
   }
 
   // The producer's twin of data_ready(). An impossible tail counts as "ready"
