@@ -1,5 +1,7 @@
 #include "shmring/mpmc_ring.hpp"
 
+#include <unistd.h>
+
 #include <string>
 
 #include "detail/blocking.hpp"
@@ -52,12 +54,19 @@ MpmcProducer MpmcProducer::do_attach(const Segment& segment, const WaitPolicy& p
   p.view_ = MpmcView(segment.base(), segment.geometry());
   p.policy_ = policy;
   p.lifetime_ = segment.lifetime();
+  p.attached_pid_ = static_cast<std::uint32_t>(::getpid());
   atomic::fetch_add(&p.view_.producer()->attached, std::uint32_t{1});
   return p;
 }
 
+// A forked child holds copies of its parent's handles; only the process that
+// attached a handle detaches it.
+static bool attached_here(std::uint32_t pid) {
+  return pid == static_cast<std::uint32_t>(::getpid());
+}
+
 MpmcProducer::~MpmcProducer() {
-  if (lifetime_) atomic::fetch_sub(&view_.producer()->attached, std::uint32_t{1});
+  if (lifetime_ && attached_here(attached_pid_)) atomic::fetch_sub(&view_.producer()->attached, std::uint32_t{1});
 }
 
 void MpmcProducer::wake_consumers() noexcept { futex::notify_all(&view_.producer()->notify); }
@@ -99,12 +108,13 @@ MpmcConsumer MpmcConsumer::do_attach(const Segment& segment, const WaitPolicy& p
   c.view_ = MpmcView(segment.base(), segment.geometry());
   c.policy_ = policy;
   c.lifetime_ = segment.lifetime();
+  c.attached_pid_ = static_cast<std::uint32_t>(::getpid());
   atomic::fetch_add(&c.view_.consumer()->attached, std::uint32_t{1});
   return c;
 }
 
 MpmcConsumer::~MpmcConsumer() {
-  if (!lifetime_) return;
+  if (!lifetime_ || !attached_here(attached_pid_)) return;
   // A message kept for a larger buffer is given up rather than left claimed
   // (a claimed slot would stall every producer a lap later).
   if (!held_.empty()) release(held_);

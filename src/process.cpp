@@ -9,12 +9,23 @@
 
 namespace shmring::process {
 
-std::optional<std::uint64_t> start_time(std::uint32_t pid) noexcept {
-  if (pid == 0) return std::nullopt;
+namespace {
+
+enum class StatState { missing, exited, running };
+
+struct Stat {
+  StatState state = StatState::missing;
+  std::uint64_t start_time = 0;
+};
+
+// Reads /proc/<pid>/stat. "exited" is a zombie (or dead) entry: the process
+// has ended and only waits for its parent to reap it.
+Stat read_stat(std::uint32_t pid) noexcept {
+  if (pid == 0) return {};
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%u/stat", pid);
   std::FILE* f = std::fopen(path, "re");
-  if (f == nullptr) return std::nullopt;
+  if (f == nullptr) return {};
   char buf[1024];
   const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
   std::fclose(f);
@@ -22,7 +33,7 @@ std::optional<std::uint64_t> start_time(std::uint32_t pid) noexcept {
   // The command name (field 2) is in parentheses and may hold spaces or ')'
   // itself: the fields after it start after the last ')'.
   const char* p = std::strrchr(buf, ')');
-  if (p == nullptr) return std::nullopt;
+  if (p == nullptr) return {};
   ++p;
   char state = 0;
   unsigned long long start = 0;
@@ -31,10 +42,17 @@ std::optional<std::uint64_t> start_time(std::uint32_t pid) noexcept {
                   " %c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d "
                   "%*d %llu",
                   &state, &start) != 2) {
-    return std::nullopt;
+    return {};
   }
-  if (state == 'Z' || state == 'X') return std::nullopt;  // exited, not yet reaped
-  return start;
+  return Stat{state == 'Z' || state == 'X' ? StatState::exited : StatState::running, start};
+}
+
+}  // namespace
+
+std::optional<std::uint64_t> start_time(std::uint32_t pid) noexcept {
+  const Stat st = read_stat(pid);
+  if (st.state != StatState::running) return std::nullopt;
+  return st.start_time;
 }
 
 Identity self() noexcept {
@@ -47,13 +65,16 @@ Identity self() noexcept {
 bool alive(std::uint64_t packed) noexcept {
   const std::uint32_t pid = pid_of(packed);
   if (pid == 0) return false;
-  const auto start = start_time(pid);
-  if (!start) {
-    // No readable /proc entry: fall back to kill(0), which cannot tell a
-    // reused pid but never calls a live process dead.
-    return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+  const Stat st = read_stat(pid);
+  switch (st.state) {
+    case StatState::exited: return false;
+    case StatState::missing:
+      // No readable /proc entry: fall back to kill(0), which cannot tell a
+      // reused pid but never calls a live process dead.
+      return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
+    case StatState::running: break;
   }
-  return (*start & 0xffffffffull) == (packed >> 32);
+  return (st.start_time & 0xffffffffull) == (packed >> 32);
 }
 
 }  // namespace shmring::process

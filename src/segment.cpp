@@ -98,7 +98,18 @@ Failure open_failure(int err, std::string_view name, std::string_view what) {
 Failure check_name(std::string_view raw) {
   std::string problem = Segment::name_problem(raw);
   if (problem.empty()) return {};
-  return fail(errc::invalid_name, raw, problem);
+  // The name goes into the message: escape what would cut or garble it.
+  std::string printable;
+  for (const char ch : raw) {
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) {
+      char esc[8];
+      std::snprintf(esc, sizeof esc, "\\x%02x", static_cast<unsigned>(static_cast<unsigned char>(ch)));
+      printable += esc;
+    } else {
+      printable += ch;
+    }
+  }
+  return fail(errc::invalid_name, printable, problem);
 }
 
 errc errc_for(GeometryCheck c) {
@@ -258,7 +269,8 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
   // whole initialised segment visible to any process that sees the version.
   atomic::store_release(&h.abi_version, kAbiVersion);
 
-  if (o.mode != 0600 && ::fchmod(fd.fd, o.mode) != 0) {
+  // Always: the umask may have narrowed the 0600 that open() asked for.
+  if (::fchmod(fd.fd, o.mode) != 0) {
     f = fail_errno(errno, name, "fchmod to the final mode failed");
     return nullptr;
   }
@@ -271,7 +283,10 @@ std::shared_ptr<detail::Mapping> do_open(std::string_view raw, const OpenOptions
   const std::string name(strip_slash(raw));
   const std::string path = kShmDir + name;
   Fd fd;
-  fd.fd = ::open(path.c_str(), (o.read_only ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO planted under the name must not block a read-only
+  // open (the regular-file check below then refuses it).
+  fd.fd = ::open(path.c_str(),
+                 (o.read_only ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd.fd < 0) {
     f = open_failure(errno, name, "open " + path);
     return nullptr;

@@ -1,10 +1,13 @@
 #include "shmring/spsc_ring.hpp"
 
+#include <unistd.h>
+
 #include <string>
 
 #include "detail/blocking.hpp"
 #include "detail/fail.hpp"
 #include "detail/owner.hpp"
+#include "shmring/process.hpp"
 
 namespace shmring {
 namespace {
@@ -84,8 +87,16 @@ SpscProducer SpscProducer::do_attach(const Segment& segment, const WaitPolicy& p
     return p;
 }
 
+// A forked child holds a copy of its parent's handle: only the process that
+// attached gives the role up.
+static bool attached_here(std::uint64_t identity) {
+  return process::pid_of(identity) == static_cast<std::uint32_t>(::getpid());
+}
+
 SpscProducer::~SpscProducer() {
-  if (lifetime_) detail::release_role(view_.producer()->owner, identity_);
+  if (lifetime_ && attached_here(identity_)) {
+    detail::release_role(view_.producer()->owner, identity_);
+  }
 }
 
 void SpscProducer::wake_consumer() noexcept { futex::notify_all(&view_.producer()->notify); }
@@ -141,7 +152,9 @@ SpscConsumer SpscConsumer::do_attach(const Segment& segment, const WaitPolicy& p
 }
 
 SpscConsumer::~SpscConsumer() {
-  if (lifetime_) detail::release_role(view_.consumer()->owner, identity_);
+  if (lifetime_ && attached_here(identity_)) {
+    detail::release_role(view_.consumer()->owner, identity_);
+  }
 }
 
 void SpscConsumer::wake_producer() noexcept { futex::notify_all(&view_.consumer()->notify); }

@@ -100,11 +100,13 @@ class MpmcProducer {
   void swap(MpmcProducer& o) noexcept {
     std::swap(view_, o.view_);
     std::swap(policy_, o.policy_);
+    std::swap(attached_pid_, o.attached_pid_);
     lifetime_.swap(o.lifetime_);
   }
 
   MpmcView view_;
   WaitPolicy policy_;
+  std::uint32_t attached_pid_ = 0;
   std::shared_ptr<const void> lifetime_;
 };
 
@@ -196,6 +198,7 @@ class MpmcConsumer {
     std::swap(policy_, o.policy_);
     std::swap(held_, o.held_);
     std::swap(corrupt_dropped_, o.corrupt_dropped_);
+    std::swap(attached_pid_, o.attached_pid_);
     lifetime_.swap(o.lifetime_);
   }
 
@@ -203,6 +206,7 @@ class MpmcConsumer {
   WaitPolicy policy_;
   ReadClaim held_;  // a message too large for the last pop's buffer
   std::uint64_t corrupt_dropped_ = 0;
+  std::uint32_t attached_pid_ = 0;
   std::shared_ptr<const void> lifetime_;
 };
 

@@ -98,7 +98,8 @@ class SpscProducer {
   // Publishes the first `count` slots of a claim (sizes set with set_size)
   // with one head store; the rest of the claim is dropped.
   void commit_batch(WriteClaim& claim, std::size_t count) noexcept {
-    if (claim.first_ == cursor_.head && count <= claim.count_ && count != 0) publish(count);
+    if (count > claim.count_) count = static_cast<std::size_t>(claim.count_);
+    if (claim.first_ == cursor_.head && count != 0) publish(count);
     claim = WriteClaim();
   }
   void commit_batch(WriteClaim& claim) noexcept { commit_batch(claim, claim.size()); }
@@ -175,7 +176,8 @@ class SpscConsumer {
   // Hands the first `count` messages of a claim back to the producer with one
   // tail store; the rest stay readable (and the claim keeps them).
   void release(ReadClaim& claim, std::size_t count) noexcept {
-    if (claim.first_ != cursor_.tail || count > claim.count_ || count == 0) return;
+    if (count > claim.count_) count = static_cast<std::size_t>(claim.count_);
+    if (claim.first_ != cursor_.tail || count == 0) return;
     release_slots(count);
     claim.first_ += count;
     claim.count_ -= count;

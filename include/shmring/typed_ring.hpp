@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstring>
 #include <optional>
 #include <span>
 #include <string>
@@ -51,10 +52,11 @@ class Ring {
    public:
     Consumer() = default;
     explicit operator bool() const noexcept { return static_cast<bool>(raw_); }
-    // corrupt if the message was not sizeof(T) bytes (it is consumed).
-    [[nodiscard]] Status try_pop(T& out) noexcept { return check(raw_.try_pop(buffer(out), size_)); }
+    // corrupt if the message was not sizeof(T) bytes (it is consumed all the
+    // same, so one stray message cannot wedge the ring).
+    [[nodiscard]] Status try_pop(T& out) noexcept { return take(raw_.try_peek(1), out); }
     [[nodiscard]] Status pop(T& out, std::chrono::nanoseconds timeout) noexcept {
-      return check(raw_.pop(buffer(out), size_, timeout));
+      return take(raw_.peek(1, timeout), out);
     }
     std::optional<T> try_pop() noexcept {
       T v;
@@ -71,14 +73,15 @@ class Ring {
    private:
     friend class Ring;
     explicit Consumer(RawConsumer raw) noexcept : raw_(std::move(raw)) {}
-    static std::span<std::byte> buffer(T& v) noexcept {
-      return std::as_writable_bytes(std::span<T, 1>(&v, 1));
-    }
-    Status check(Status s) const noexcept {
-      return s == Status::ok && size_ != sizeof(T) ? Status::corrupt : s;
+    Status take(ReadClaim claim, T& out) noexcept {
+      if (claim.empty()) return claim.status();
+      const std::span<const std::byte> m = claim[0];
+      const bool fits = m.size() == sizeof(T);
+      if (fits) std::memcpy(&out, m.data(), sizeof(T));
+      raw_.release(claim);
+      return fits ? Status::ok : Status::corrupt;
     }
     RawConsumer raw_;
-    std::size_t size_ = 0;
   };
 
   static Ring create(std::string_view name, std::uint64_t capacity, mode_t mode = 0600) {
