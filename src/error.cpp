@@ -29,6 +29,10 @@ class Category final : public std::error_category {
       case errc::role_taken: return "role already taken";
       case errc::message_too_large: return "message too large";
       case errc::no_segment: return "no segment";
+      case errc::no_gpu: return "no usable GPU";
+      case errc::cuda_error: return "CUDA error";
+      case errc::gpu_not_allowed: return "GPU use not allowed";
+      case errc::mixed_agents: return "CPU and GPU agents cannot share this side";
     }
     return "unknown shmring error";
   }

@@ -35,6 +35,11 @@ enum class errc {
   role_taken,              // a live process holds this SPSC role
   message_too_large,       // a typed ring's element does not fit the slot
   no_segment,              // the call needs an open segment
+  // GPU
+  no_gpu,                  // no CUDA driver or device, or shmring built without CUDA
+  cuda_error,              // a CUDA runtime call failed
+  gpu_not_allowed,         // the device or the ring's other agents forbid this GPU use
+  mixed_agents,            // CPU and GPU agents would share a read-modify-write counter
 };
 
 const std::error_category& error_category() noexcept;

@@ -66,25 +66,26 @@ struct OwnerRecord {
   std::uint64_t start_time;  // full start time, clock ticks since boot (informational)
 };
 
-// Written by the producer side only. `position` is the SPSC head (next
-// position to publish) or the MPMC enqueue counter (next position to claim).
-struct ProducerBlock {
-  std::uint64_t position;
-  std::uint32_t notify;    // futex word: bumped when consumers sleep for data
-  std::uint32_t attached;  // producer handles attached now (informational)
-  OwnerRecord owner;       // SPSC: the one producer; MPMC: unused
-  std::uint8_t reserved[96];
-};
+// How GPU agents take part on one side of a ring (SideBlock::gpu_flags).
+// Without kGpuSharedCounter, the GPU threads of that side coordinate in device
+// memory and CPU agents may not join that side (DESIGN principle 2).
+inline constexpr std::uint32_t kGpuSharedCounter = 1;  // GPU RMWs the shared counter (host-native atomics)
 
-// Written by the consumer side only. `position` is the SPSC tail or the MPMC
-// dequeue counter.
-struct ConsumerBlock {
+// One side's hot words: the producer block is written by the producer side
+// only, the consumer block by the consumer side only. `position` is the SPSC
+// head (next position to publish) or tail (next to read), or the MPMC
+// enqueue / dequeue counter (next position to claim).
+struct SideBlock {
   std::uint64_t position;
-  std::uint32_t notify;    // futex word: bumped when producers sleep for space
-  std::uint32_t attached;
-  OwnerRecord owner;
-  std::uint8_t reserved[96];
+  std::uint32_t notify;        // futex word: bumped when the other side sleeps
+  std::uint32_t attached;      // CPU handles attached now
+  OwnerRecord owner;           // SPSC: the one process holding the role
+  std::uint32_t gpu_attached;  // GPU agents attached now (they cannot call futex)
+  std::uint32_t gpu_flags;     // kGpuSharedCounter or 0
+  std::uint8_t reserved[88];
 };
+using ProducerBlock = SideBlock;
+using ConsumerBlock = SideBlock;
 
 // Sleeper counts live apart from the hot positions: the other side reads them
 // after every publication, and they change only when somebody goes to sleep.
@@ -133,11 +134,13 @@ static_assert(offsetof(SegmentHeader, flags) == 68);
 static_assert(offsetof(SegmentHeader, creator_start_time) == 72);
 static_assert(sizeof(OwnerRecord) == 16 && offsetof(OwnerRecord, start_time) == 8);
 static_assert(offsetof(OwnerRecord, identity) == 0);
-static_assert(sizeof(ProducerBlock) == kBlockSize && sizeof(ConsumerBlock) == kBlockSize);
-static_assert(offsetof(ProducerBlock, position) == 0 && offsetof(ConsumerBlock, position) == 0);
-static_assert(offsetof(ProducerBlock, notify) == 8 && offsetof(ConsumerBlock, notify) == 8);
-static_assert(offsetof(ProducerBlock, attached) == 12 && offsetof(ConsumerBlock, attached) == 12);
-static_assert(offsetof(ProducerBlock, owner) == 16 && offsetof(ConsumerBlock, owner) == 16);
+static_assert(sizeof(SideBlock) == kBlockSize);
+static_assert(offsetof(SideBlock, position) == 0);
+static_assert(offsetof(SideBlock, notify) == 8);
+static_assert(offsetof(SideBlock, attached) == 12);
+static_assert(offsetof(SideBlock, owner) == 16);
+static_assert(offsetof(SideBlock, gpu_attached) == 32);
+static_assert(offsetof(SideBlock, gpu_flags) == 36);
 static_assert(sizeof(WaitBlock) == kBlockSize && offsetof(WaitBlock, waiters) == 0);
 static_assert(offsetof(ControlArea, producer) == 128, "producer block must start a 128-byte block");
 static_assert(offsetof(ControlArea, producer_wait) == 256);

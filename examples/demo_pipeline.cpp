@@ -1,0 +1,931 @@
+// shmring-demo: a producer process streams messages to a consumer process
+// through one ring in /dev/shm, every message verified (sequence number and
+// checksum), then measures round-trip latency with ping/pong over two more
+// rings.
+//
+//   shmring-demo                                   # forks: both roles, one report
+//   shmring-demo --role producer --name cam &      # or the same binary twice
+//   shmring-demo --role consumer --name cam
+//
+// Exit status: 0 every message verified, 1 a message failed verification,
+// 2 bad command line, 3 a runtime failure (segment, peer died, stall).
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fmt/core.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <new>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "shmring/shmring.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr int kExitOk = 0;
+constexpr int kExitVerifyFailed = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitRuntime = 3;
+
+// Every blocking call waits at most this long before the loop checks that its
+// peer is still there; --timeout bounds the total time without progress.
+constexpr auto kPoll = 100ms;
+
+// ---- options ---------------------------------------------------------------
+
+enum class Role { both, producer, consumer };
+
+struct Options {
+  std::uint64_t messages = 2'000'000;
+  std::uint64_t size = 64;
+  std::uint64_t capacity = 1024;
+  std::uint64_t batch = 16;
+  std::uint64_t round_trips = 100'000;
+  shmring::RingKind kind = shmring::RingKind::spsc;
+  Role role = Role::both;
+  std::string name;  // segment name prefix
+  bool pin = true;
+  std::optional<std::array<int, 2>> cpus;  // producer, consumer
+  std::uint64_t timeout_s = 10;
+};
+
+constexpr std::uint64_t kHeaderBytes = 16;  // sequence number + checksum
+constexpr std::uint64_t kLatencyCapacity = 16;
+
+void print_usage(std::FILE* to) {
+  fmt::print(to,
+             "usage: shmring-demo [options]\n"
+             "  Streams messages from a producer process to a consumer process through one\n"
+             "  shmring ring in /dev/shm, verifies every message, reports throughput, then\n"
+             "  measures round-trip latency with ping/pong over two rings.\n\n"
+             "  --messages N      messages to stream (default 2000000)\n"
+             "  --size BYTES      message size, >= 16: sequence + checksum + body (default 64)\n"
+             "  --capacity N      slots in the ring, a power of two (default 1024)\n"
+             "  --kind K          spsc or mpmc (default spsc)\n"
+             "  --batch N         slots claimed, committed and released at once (default 16)\n"
+             "  --round-trips N   ping/pong round trips to time, 0 skips (default 100000)\n"
+             "  --role R          both (fork; default), producer or consumer: run one side\n"
+             "                    and start the other side separately with the same options\n"
+             "  --name NAME       segment name prefix (default shmring-demo-<pid>, or\n"
+             "                    shmring-demo with --role)\n"
+             "  --cpus P,C        pin the producer to CPU P and the consumer to CPU C\n"
+             "  --no-pin          do not pin (by default: two different CPUs if there are 2+)\n"
+             "  --timeout S       give up after S seconds without progress (default 10)\n"
+             "  -h, --help        this text\n\n"
+             "  exit status: 0 every message verified, 1 verification failed, 2 usage,\n"
+             "  3 runtime failure\n");
+}
+
+std::optional<std::uint64_t> parse_u64(std::string_view s) {
+  std::uint64_t v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || end != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+// Returns an error message, or "" when the options are usable.
+std::string parse_options(int argc, char** argv, Options& o, bool& help) {
+  std::vector<std::string_view> args(argv + 1, argv + argc);
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    std::string_view arg = args[i];
+    std::string_view value;
+    bool has_value = false;
+    if (const auto eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+      has_value = true;
+    }
+    auto next = [&](std::string_view& out) -> bool {
+      if (has_value) {
+        out = value;
+        return true;
+      }
+      if (i + 1 >= args.size()) return false;
+      out = args[++i];
+      return true;
+    };
+    auto number = [&](std::uint64_t& out) -> std::string {
+      std::string_view v;
+      if (!next(v)) return fmt::format("{} needs a value", arg);
+      const auto n = parse_u64(v);
+      if (!n) return fmt::format("{}: '{}' is not a non-negative integer", arg, v);
+      out = *n;
+      return {};
+    };
+    std::string err;
+    std::string_view v;
+    if (arg == "-h" || arg == "--help") {
+      help = true;
+      return {};
+    } else if (arg == "--messages") {
+      err = number(o.messages);
+    } else if (arg == "--size") {
+      err = number(o.size);
+    } else if (arg == "--capacity") {
+      err = number(o.capacity);
+    } else if (arg == "--batch") {
+      err = number(o.batch);
+    } else if (arg == "--round-trips") {
+      err = number(o.round_trips);
+    } else if (arg == "--timeout") {
+      err = number(o.timeout_s);
+    } else if (arg == "--kind") {
+      if (!next(v)) return "--kind needs a value";
+      if (v == "spsc") {
+        o.kind = shmring::RingKind::spsc;
+      } else if (v == "mpmc") {
+        o.kind = shmring::RingKind::mpmc;
+      } else {
+        return fmt::format("--kind: '{}' is neither spsc nor mpmc", v);
+      }
+    } else if (arg == "--role") {
+      if (!next(v)) return "--role needs a value";
+      if (v == "both") {
+        o.role = Role::both;
+      } else if (v == "producer") {
+        o.role = Role::producer;
+      } else if (v == "consumer") {
+        o.role = Role::consumer;
+      } else {
+        return fmt::format("--role: '{}' is not both, producer or consumer", v);
+      }
+    } else if (arg == "--name") {
+      if (!next(v)) return "--name needs a value";
+      o.name = std::string(v);
+    } else if (arg == "--cpus") {
+      if (!next(v)) return "--cpus needs a value";
+      const auto comma = v.find(',');
+      const auto p = comma == std::string_view::npos ? std::nullopt : parse_u64(v.substr(0, comma));
+      const auto c = comma == std::string_view::npos ? std::nullopt : parse_u64(v.substr(comma + 1));
+      if (!p || !c || *p >= CPU_SETSIZE || *c >= CPU_SETSIZE) {
+        return fmt::format("--cpus: '{}' is not two CPU numbers like 0,1", v);
+      }
+      o.cpus = std::array<int, 2>{static_cast<int>(*p), static_cast<int>(*c)};
+    } else if (arg == "--no-pin") {
+      o.pin = false;
+    } else {
+      return fmt::format("unknown option '{}'", arg);
+    }
+    if (!err.empty()) return err;
+  }
+  if (o.messages == 0) return "--messages must be at least 1";
+  if (o.size < kHeaderBytes) {
+    return fmt::format("--size must be at least {} bytes (8-byte sequence number + 8-byte checksum)",
+                       kHeaderBytes);
+  }
+  if (o.size > shmring::kMaxSlotSize) {
+    return fmt::format("--size must be at most {} bytes", shmring::kMaxSlotSize);
+  }
+  if (o.capacity == 0 || (o.capacity & (o.capacity - 1)) != 0) {
+    return fmt::format("--capacity {} is not a power of two", o.capacity);
+  }
+  if (o.batch == 0 || o.batch > o.capacity) {
+    return fmt::format("--batch must be between 1 and the capacity ({})", o.capacity);
+  }
+  if (o.timeout_s == 0) return "--timeout must be at least 1 second";
+  if (o.name.empty()) {
+    o.name = o.role == Role::both ? fmt::format("shmring-demo-{}", ::getpid()) : "shmring-demo";
+  }
+  for (const char* suffix : {"-data", "-ping", "-pong"}) {
+    if (auto problem = shmring::Segment::name_problem(o.name + suffix); !problem.empty()) {
+      return fmt::format("--name '{}': {}", o.name, problem);
+    }
+  }
+  return {};
+}
+
+// ---- messages --------------------------------------------------------------
+//
+// [0, 8) sequence number, [8, 16) checksum of everything else, then a body
+// derived from the sequence number. The consumer checks all three.
+
+std::uint64_t load64(const std::byte* p) noexcept {
+  std::uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+void store64(std::byte* p, std::uint64_t v) noexcept { std::memcpy(p, &v, sizeof v); }
+
+constexpr std::uint64_t kPrime1 = 0x9E3779B185EBCA87ull;
+constexpr std::uint64_t kPrime2 = 0xC2B2AE3D27D4EB4Full;
+
+constexpr std::uint64_t rotl(std::uint64_t v, int r) noexcept { return (v << r) | (v >> (64 - r)); }
+
+// An xxHash64-style four-lane hash: fast enough that the demo measures the
+// ring, not the checksum, and any flipped, lost or shifted byte changes it.
+std::uint64_t checksum(std::uint64_t seq, std::span<const std::byte> body) noexcept {
+  std::uint64_t lane[4] = {seq ^ kPrime1, seq + kPrime2, rotl(seq, 17), ~seq};
+  std::size_t i = 0;
+  for (; i + 32 <= body.size(); i += 32) {
+    for (std::size_t l = 0; l < 4; ++l) {
+      lane[l] = rotl(lane[l] + load64(body.data() + i + 8 * l) * kPrime2, 31) * kPrime1;
+    }
+  }
+  for (; i + 8 <= body.size(); i += 8) {
+    lane[0] = rotl(lane[0] + load64(body.data() + i) * kPrime2, 31) * kPrime1;
+  }
+  for (; i < body.size(); ++i) {
+    lane[1] = rotl(lane[1] ^ (static_cast<std::uint64_t>(body[i]) * kPrime1), 11) * kPrime2;
+  }
+  std::uint64_t h = rotl(lane[0], 1) + rotl(lane[1], 7) + rotl(lane[2], 12) + rotl(lane[3], 18);
+  h ^= body.size();
+  h ^= h >> 33;
+  h *= kPrime2;
+  h ^= h >> 29;
+  return h;
+}
+
+void fill_message(std::span<std::byte> msg, std::uint64_t seq) noexcept {
+  std::byte* body = msg.data() + kHeaderBytes;
+  const std::size_t body_size = msg.size() - kHeaderBytes;
+  std::uint64_t word = seq * kPrime1;
+  std::size_t i = 0;
+  for (; i + 8 <= body_size; i += 8) store64(body + i, word++);
+  for (; i < body_size; ++i) body[i] = static_cast<std::byte>(word >> (8 * (i % 8)));
+  store64(msg.data(), seq);
+  store64(msg.data() + 8, checksum(seq, {body, body_size}));
+}
+
+enum class Verdict { ok, wrong_size, wrong_sequence, bad_checksum };
+
+const char* to_string(Verdict v) {
+  switch (v) {
+    case Verdict::ok: return "ok";
+    case Verdict::wrong_size: return "wrong size";
+    case Verdict::wrong_sequence: return "wrong sequence number";
+    case Verdict::bad_checksum: return "bad checksum";
+  }
+  return "?";
+}
+
+Verdict verify_message(std::span<const std::byte> msg, std::uint64_t size,
+                       std::uint64_t expected_seq) noexcept {
+  if (msg.size() != size) return Verdict::wrong_size;
+  const std::uint64_t seq = load64(msg.data());
+  if (seq != expected_seq) return Verdict::wrong_sequence;
+  if (load64(msg.data() + 8) != checksum(seq, msg.subspan(kHeaderBytes))) {
+    return Verdict::bad_checksum;
+  }
+  return Verdict::ok;
+}
+
+// ---- results ---------------------------------------------------------------
+
+// What the consumer side found. Plain data: in fork mode the child writes it
+// into an anonymous shared mapping and the parent prints it.
+struct ConsumerReport {
+  std::uint64_t received = 0;
+  std::uint64_t verified = 0;
+  std::uint64_t failures = 0;
+  std::uint64_t first_failure_seq = 0;  // the expected sequence number
+  Verdict first_failure = Verdict::ok;
+  std::int64_t first_ns = 0;  // steady clock, first message seen
+  std::int64_t last_ns = 0;   // steady clock, last message released
+  std::uint64_t pings_verified = 0;
+  std::uint64_t ping_failures = 0;
+  char error[512] = {};
+};
+
+struct ProducerReport {
+  std::uint64_t sent = 0;
+  std::int64_t start_ns = 0;
+  std::int64_t end_ns = 0;
+  std::uint64_t pongs_verified = 0;
+  std::uint64_t pong_failures = 0;
+  std::vector<std::int64_t> round_trip_ns;
+  std::string error;
+};
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+void set_error(ConsumerReport& r, std::string_view what) {
+  const std::size_t n = std::min(what.size(), sizeof r.error - 1);
+  std::memcpy(r.error, what.data(), n);
+  r.error[n] = '\0';
+}
+
+// ---- waiting on a peer -----------------------------------------------------
+
+// Each blocking call returns after kPoll at the latest; the watchdog then
+// decides whether to keep waiting. No clock is read on the hot path.
+class Watchdog {
+ public:
+  Watchdog(std::uint64_t timeout_s, std::function<bool()> peer_alive)
+      : max_idle_polls_(timeout_s * 1000 / static_cast<std::uint64_t>(kPoll.count())),
+        peer_alive_(std::move(peer_alive)) {}
+
+  void progress() noexcept { idle_polls_ = 0; }
+  // After a wait that timed out: "" to keep waiting, else why to give up.
+  std::string idle(std::string_view waiting_for) {
+    if (peer_alive_ && !peer_alive_()) {
+      return fmt::format("the peer process exited while we waited for {}", waiting_for);
+    }
+    if (++idle_polls_ >= max_idle_polls_) {
+      return fmt::format("no progress for {} ms while waiting for {}",
+                         idle_polls_ * static_cast<std::uint64_t>(kPoll.count()), waiting_for);
+    }
+    return {};
+  }
+
+ private:
+  std::uint64_t max_idle_polls_;
+  std::uint64_t idle_polls_ = 0;
+  std::function<bool()> peer_alive_;
+};
+
+struct RunError {
+  std::string message;
+};
+
+// Blocks for up to `max` writable slots, polling the watchdog.
+template <class Producer>
+shmring::WriteClaim claim_slots(Producer& tx, std::uint64_t max, Watchdog& wd,
+                                std::string_view what) {
+  for (;;) {
+    shmring::WriteClaim c = tx.claim(static_cast<std::size_t>(max), kPoll);
+    if (!c.empty()) {
+      wd.progress();
+      return c;
+    }
+    if (c.status() != shmring::Status::timeout) {
+      throw RunError{fmt::format("claim on the {} ring failed: {}", what, to_string(c.status()))};
+    }
+    if (auto why = wd.idle(fmt::format("free slots in the {} ring", what)); !why.empty()) {
+      throw RunError{why};
+    }
+  }
+}
+
+// Blocks for up to `max` readable messages, polling the watchdog.
+template <class Consumer>
+shmring::ReadClaim peek_messages(Consumer& rx, std::uint64_t max, Watchdog& wd,
+                                 std::string_view what) {
+  for (;;) {
+    shmring::ReadClaim c = rx.peek(static_cast<std::size_t>(max), kPoll);
+    if (!c.empty()) {
+      wd.progress();
+      return c;
+    }
+    if (c.status() != shmring::Status::timeout) {
+      throw RunError{fmt::format("peek on the {} ring failed: {}", what, to_string(c.status()))};
+    }
+    if (auto why = wd.idle(fmt::format("messages in the {} ring", what)); !why.empty()) {
+      throw RunError{why};
+    }
+  }
+}
+
+// ---- the two roles ---------------------------------------------------------
+
+struct Segments {
+  shmring::Segment data, ping, pong;
+};
+
+template <shmring::RingKind K>
+struct Handles;
+template <>
+struct Handles<shmring::RingKind::spsc> {
+  using Producer = shmring::SpscProducer;
+  using Consumer = shmring::SpscConsumer;
+};
+template <>
+struct Handles<shmring::RingKind::mpmc> {
+  using Producer = shmring::MpmcProducer;
+  using Consumer = shmring::MpmcConsumer;
+};
+
+// Streams the messages (zero-copy: each is written in its slot), then sends
+// the pings and times each round trip.
+template <shmring::RingKind K>
+void run_producer(const Options& o, const Segments& s, Watchdog& wd, ProducerReport& r) {
+  using P = typename Handles<K>::Producer;
+  using C = typename Handles<K>::Consumer;
+  P tx = P::attach(s.data);
+  r.start_ns = now_ns();
+  std::uint64_t seq = 0;
+  while (seq < o.messages) {
+    shmring::WriteClaim c = claim_slots(tx, std::min(o.batch, o.messages - seq), wd, "data");
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      fill_message(c[i].first(static_cast<std::size_t>(o.size)), seq + i);
+      if (c.set_size(i, static_cast<std::size_t>(o.size)) != shmring::Status::ok) {
+        throw RunError{"set_size refused a message that fits its slot"};
+      }
+    }
+    const std::size_t n = c.size();  // commit_batch empties the claim
+    tx.commit_batch(c);
+    seq += n;
+    r.sent = seq;
+  }
+  r.end_ns = now_ns();
+
+  if (o.round_trips == 0) return;
+  P ping = P::attach(s.ping);
+  C pong = C::attach(s.pong);
+  const std::uint64_t warmup = std::clamp<std::uint64_t>(o.round_trips / 10, 100, 10'000);
+  r.round_trip_ns.reserve(static_cast<std::size_t>(o.round_trips));
+  for (std::uint64_t i = 0; i < warmup + o.round_trips; ++i) {
+    const auto t0 = Clock::now();
+    shmring::WriteClaim w = claim_slots(ping, 1, wd, "ping");
+    fill_message(w[0].first(static_cast<std::size_t>(o.size)), i);
+    if (ping.commit(w, static_cast<std::size_t>(o.size)) != shmring::Status::ok) {
+      throw RunError{"commit on the ping ring failed"};
+    }
+    shmring::ReadClaim m = peek_messages(pong, 1, wd, "pong");
+    const Verdict v = verify_message(m[0], o.size, i);
+    pong.release(m);
+    const auto t1 = Clock::now();
+    if (v != Verdict::ok) {
+      ++r.pong_failures;
+      continue;
+    }
+    ++r.pongs_verified;
+    if (i >= warmup) r.round_trip_ns.push_back((t1 - t0).count());
+  }
+}
+
+// Receives and verifies every message in place, then answers each ping by
+// copying it, slot to slot, into the pong ring.
+template <shmring::RingKind K>
+void run_consumer(const Options& o, const Segments& s, Watchdog& wd, ConsumerReport& r) {
+  using P = typename Handles<K>::Producer;
+  using C = typename Handles<K>::Consumer;
+  C rx = C::attach(s.data);
+  std::uint64_t expected = 0;
+  while (expected < o.messages) {
+    shmring::ReadClaim c = peek_messages(rx, std::min(o.batch, o.messages - expected), wd, "data");
+    if (expected == 0) r.first_ns = now_ns();
+    for (std::size_t i = 0; i < c.size(); ++i, ++expected) {
+      const Verdict v = verify_message(c[i], o.size, expected);
+      if (v == Verdict::ok) {
+        ++r.verified;
+      } else if (r.failures++ == 0) {
+        r.first_failure = v;
+        r.first_failure_seq = expected;
+      }
+    }
+    rx.release(c);
+    r.received = expected;
+  }
+  r.last_ns = now_ns();
+
+  if (o.round_trips == 0) return;
+  C ping = C::attach(s.ping);
+  P pong = P::attach(s.pong);
+  const std::uint64_t warmup = std::clamp<std::uint64_t>(o.round_trips / 10, 100, 10'000);
+  for (std::uint64_t i = 0; i < warmup + o.round_trips; ++i) {
+    shmring::ReadClaim m = peek_messages(ping, 1, wd, "ping");
+    if (verify_message(m[0], o.size, i) == Verdict::ok) {
+      ++r.pings_verified;
+    } else {
+      ++r.ping_failures;
+    }
+    shmring::WriteClaim w = claim_slots(pong, 1, wd, "pong");
+    std::memcpy(w[0].data(), m[0].data(), m[0].size());
+    if (pong.commit(w, m[0].size()) != shmring::Status::ok) {
+      throw RunError{"commit on the pong ring failed"};
+    }
+    ping.release(m);
+  }
+}
+
+// ---- segments, cleanup, CPUs -----------------------------------------------
+
+// The names this process created, for unlinking on every way out, signals
+// included (the handler may only call async-signal-safe functions).
+struct CleanupState {
+  static constexpr std::size_t kMax = 3;
+  char paths[kMax][300] = {};
+  std::atomic<int> count{0};
+  pid_t owner = 0;    // only this process unlinks (a forked child does not)
+  pid_t child = 0;    // killed on a signal
+};
+CleanupState g_cleanup;
+
+void unlink_paths() noexcept {
+  const int n = g_cleanup.count.exchange(0);
+  for (int i = 0; i < n; ++i) ::unlink(g_cleanup.paths[i]);
+}
+
+void unlink_created() noexcept {
+  if (::getpid() == g_cleanup.owner) unlink_paths();
+}
+
+// The owner cleans up and takes its child along. A forked consumer cleans up
+// only for an owner that died (it gets SIGTERM then: PR_SET_PDEATHSIG), so a
+// `kill -9` of the demo leaves nothing behind either.
+extern "C" void on_fatal_signal(int sig) {
+  if (::getpid() == g_cleanup.owner) {
+    if (g_cleanup.child > 0) ::kill(g_cleanup.child, SIGKILL);
+    unlink_paths();
+  } else if (::getppid() != g_cleanup.owner) {
+    unlink_paths();
+  }
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+void remember_created(const std::string& name) {
+  const int i = g_cleanup.count.load();
+  if (i >= static_cast<int>(CleanupState::kMax)) return;
+  fmt::format_to_n(g_cleanup.paths[i], sizeof g_cleanup.paths[i] - 1, "/dev/shm/{}", name);
+  g_cleanup.count.store(i + 1);
+}
+
+struct CleanupOnExit {
+  ~CleanupOnExit() { unlink_created(); }
+};
+
+shmring::CreateOptions create_options(shmring::RingKind kind, std::uint64_t capacity,
+                                      std::uint64_t size) {
+  shmring::CreateOptions c;
+  c.kind = kind;
+  c.capacity = capacity;
+  c.slot_size = size;
+  return c;
+}
+
+// Creates a segment. In --role mode a leftover of a run that died is
+// replaced; a segment whose creator still runs is not.
+shmring::Segment create_segment(const std::string& name, const shmring::CreateOptions& c,
+                                bool replace_stale) {
+  std::error_code ec;
+  shmring::Segment s = shmring::Segment::create(name, c, ec);
+  if (!s && replace_stale && ec == shmring::errc::already_exists) {
+    shmring::OpenOptions oo;
+    oo.read_only = true;
+    oo.init_timeout = 100ms;
+    std::error_code open_ec;
+    const shmring::Segment old = shmring::Segment::open(name, oo, open_ec);
+    if (old) {
+      const auto* h = reinterpret_cast<const shmring::SegmentHeader*>(old.base());
+      const shmring::process::Identity creator{h->creator_pid, h->creator_start_time};
+      if (shmring::process::alive(shmring::process::pack(creator))) {
+        throw RunError{fmt::format("segment '{}' belongs to a running process (pid {}); choose "
+                                   "another --name",
+                                   name, creator.pid)};
+      }
+    }
+    fmt::print("removing stale segment /dev/shm/{}\n", name);
+    shmring::Segment::unlink(name, ec);
+    s = shmring::Segment::create(name, c, ec);
+  }
+  if (!s) throw shmring::Error(ec, shmring::last_error_message());
+  remember_created(name);
+  return s;
+}
+
+Segments create_segments(const Options& o, bool replace_stale) {
+  Segments s;
+  s.data = create_segment(o.name + "-data", create_options(o.kind, o.capacity, o.size),
+                          replace_stale);
+  s.ping = create_segment(o.name + "-ping", create_options(o.kind, kLatencyCapacity, o.size),
+                          replace_stale);
+  s.pong = create_segment(o.name + "-pong", create_options(o.kind, kLatencyCapacity, o.size),
+                          replace_stale);
+  return s;
+}
+
+// --role consumer: waits (bounded) for the producer to create the segments.
+Segments open_segments(const Options& o) {
+  const auto deadline = Clock::now() + std::chrono::seconds(o.timeout_s);
+  auto open = [&](const std::string& name) {
+    shmring::OpenOptions oo;
+    oo.kind = o.kind;
+    for (;;) {
+      std::error_code ec;
+      shmring::Segment s = shmring::Segment::open(name, oo, ec);
+      if (s) {
+        if (s.geometry().slot_size != o.size) {
+          throw RunError{fmt::format("segment '{}' holds {}-byte slots, --size is {}; give both "
+                                     "sides the same options",
+                                     name, s.geometry().slot_size, o.size)};
+        }
+        return s;
+      }
+      if (ec != shmring::errc::not_found || Clock::now() >= deadline) {
+        throw shmring::Error(ec, shmring::last_error_message());
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+  };
+  Segments s;
+  s.data = open(o.name + "-data");
+  s.ping = open(o.name + "-ping");
+  s.pong = open(o.name + "-pong");
+  return s;
+}
+
+std::vector<int> allowed_cpus() {
+  std::vector<int> cpus;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0) return cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  }
+  return cpus;
+}
+
+// The CPUs for the producer and the consumer, or nothing when not pinning.
+std::optional<std::array<int, 2>> choose_cpus(const Options& o, std::string& note) {
+  if (!o.pin) {
+    note = "not pinned (--no-pin)";
+    return std::nullopt;
+  }
+  if (o.cpus) return o.cpus;
+  const std::vector<int> cpus = allowed_cpus();
+  if (cpus.size() < 2) {
+    note = "not pinned: one CPU available, producer and consumer share it";
+    return std::nullopt;
+  }
+  return std::array<int, 2>{cpus[0], cpus[1]};
+}
+
+// Pins the calling process; a refusal is reported, not fatal.
+void pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (::sched_setaffinity(0, sizeof set, &set) != 0) {
+    fmt::print(stderr, "warning: cannot pin pid {} to CPU {}: {}\n", ::getpid(), cpu,
+               std::strerror(errno));
+  }
+}
+
+// ---- reporting -------------------------------------------------------------
+
+std::string format_ns(double ns) {
+  if (ns < 1e3) return fmt::format("{:.0f} ns", ns);
+  if (ns < 1e6) return fmt::format("{:.2f} us", ns / 1e3);
+  if (ns < 1e9) return fmt::format("{:.2f} ms", ns / 1e6);
+  return fmt::format("{:.2f} s", ns / 1e9);
+}
+
+std::string format_bytes(std::uint64_t b) {
+  if (b < 1024) return fmt::format("{} B", b);
+  if (b < 1024 * 1024) return fmt::format("{:.1f} KiB", static_cast<double>(b) / 1024);
+  if (b < 1024ull * 1024 * 1024) return fmt::format("{:.1f} MiB", static_cast<double>(b) / (1024 * 1024));
+  return fmt::format("{:.2f} GiB", static_cast<double>(b) / (1024.0 * 1024 * 1024));
+}
+
+void print_header(const Options& o, const Segments& s, const std::string& cpu_note) {
+  fmt::print("shmring demo: {} ring, {} slots x {}, batch {}, {} messages\n",
+             shmring::to_string(o.kind), o.capacity, format_bytes(o.size), o.batch,
+             fmt::group_digits(o.messages));
+  fmt::print("  segment  /dev/shm/{} ({}), ping/pong rings /dev/shm/{}-ping|-pong\n",
+             s.data.name(), format_bytes(s.data.size()), o.name);
+  if (!cpu_note.empty()) fmt::print("  cpus     {}\n", cpu_note);
+}
+
+void print_stream(const Options& o, std::uint64_t verified, std::int64_t ns) {
+  const double secs = static_cast<double>(std::max<std::int64_t>(ns, 1)) / 1e9;
+  const double rate = static_cast<double>(verified) / secs;
+  fmt::print("stream:   {} messages of {} received and verified in {:.3f} s\n",
+             fmt::group_digits(verified), format_bytes(o.size), secs);
+  const std::string msgs = rate >= 1e6   ? fmt::format("{:.2f} M", rate / 1e6)
+                           : rate >= 1e3 ? fmt::format("{:.2f} k", rate / 1e3)
+                                         : fmt::format("{:.0f}", rate);
+  fmt::print("          {} msg/s   {:.3f} GB/s\n", msgs, rate * static_cast<double>(o.size) / 1e9);
+}
+
+void print_latency(const Options& o, std::vector<std::int64_t>& rtt) {
+  if (rtt.empty()) return;
+  std::sort(rtt.begin(), rtt.end());
+  auto pct = [&](double p) {
+    const auto idx = static_cast<std::size_t>(p / 100.0 * static_cast<double>(rtt.size() - 1) + 0.5);
+    return static_cast<double>(rtt[std::min(idx, rtt.size() - 1)]);
+  };
+  double sum = 0;
+  for (const auto v : rtt) sum += static_cast<double>(v);
+  fmt::print("latency:  {} round trips of {} (ping ring -> consumer -> pong ring), verified\n",
+             fmt::group_digits(rtt.size()), format_bytes(o.size));
+  fmt::print("          min {}  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  mean {}\n",
+             format_ns(static_cast<double>(rtt.front())), format_ns(pct(50)), format_ns(pct(90)),
+             format_ns(pct(99)), format_ns(pct(99.9)), format_ns(static_cast<double>(rtt.back())),
+             format_ns(sum / static_cast<double>(rtt.size())));
+}
+
+// The verdict for the whole run: prints it, returns the exit code. A message
+// that failed verification outranks a run that stopped early.
+int print_verdict(const Options& o, const ConsumerReport& c, const ProducerReport* p,
+                  bool stopped_early) {
+  const std::uint64_t pong_failures = p != nullptr ? p->pong_failures : 0;
+  if (c.failures != 0) {
+    fmt::print("FAILED:   {} of {} messages failed verification; the first, #{}: {}\n",
+               fmt::group_digits(c.failures), fmt::group_digits(c.received),
+               c.first_failure_seq, to_string(c.first_failure));
+  }
+  if (c.ping_failures != 0 || pong_failures != 0) {
+    fmt::print("FAILED:   {} pings and {} pongs failed verification\n", c.ping_failures,
+               pong_failures);
+  }
+  if (c.failures != 0 || c.ping_failures != 0 || pong_failures != 0) return kExitVerifyFailed;
+  if (stopped_early || c.verified != o.messages) {
+    fmt::print("FAILED:   the run stopped early; {} of {} messages were received and verified\n",
+               fmt::group_digits(c.verified), fmt::group_digits(o.messages));
+    return kExitRuntime;
+  }
+  const std::uint64_t pings = c.pings_verified;
+  std::string latency;
+  if (pings != 0) {
+    latency = fmt::format(", {} pings", fmt::group_digits(pings));
+    if (p != nullptr) latency += fmt::format(" and {} pongs", fmt::group_digits(p->pongs_verified));
+  }
+  fmt::print("result:   OK, all {} messages{} verified\n", fmt::group_digits(c.verified), latency);
+  return kExitOk;
+}
+
+// ---- modes -----------------------------------------------------------------
+
+template <shmring::RingKind K>
+int run_both(const Options& o) {
+  std::string cpu_note;
+  const auto cpus = choose_cpus(o, cpu_note);
+  Segments segments = create_segments(o, /*replace_stale=*/false);
+  if (cpus) {
+    cpu_note = fmt::format("producer on CPU {}, consumer on CPU {}", (*cpus)[0], (*cpus)[1]);
+  }
+  print_header(o, segments, cpu_note);
+
+  void* shared = ::mmap(nullptr, sizeof(ConsumerReport), PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (shared == MAP_FAILED) throw RunError{fmt::format("mmap: {}", std::strerror(errno))};
+  auto* report = new (shared) ConsumerReport();
+
+  const pid_t parent = ::getpid();
+  std::fflush(nullptr);
+  const pid_t child = ::fork();
+  if (child < 0) throw RunError{fmt::format("fork: {}", std::strerror(errno))};
+  if (child == 0) {
+    // The consumer. It must not outlive the producer, nor unlink anything.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(kExitRuntime);
+    if (cpus) pin_to((*cpus)[1]);
+    int rc = kExitOk;
+    try {
+      Watchdog wd(o.timeout_s, [parent] { return ::getppid() == parent; });
+      run_consumer<K>(o, segments, wd, *report);
+    } catch (const RunError& e) {
+      set_error(*report, e.message);
+      rc = kExitRuntime;
+    } catch (const std::exception& e) {
+      set_error(*report, e.what());
+      rc = kExitRuntime;
+    }
+    std::fflush(nullptr);
+    ::_exit(rc);
+  }
+  g_cleanup.child = child;
+
+  // The producer, in this process.
+  if (cpus) pin_to((*cpus)[0]);
+  ProducerReport p;
+  std::optional<int> child_status;
+  auto child_alive = [&] {
+    int st = 0;
+    if (!child_status && ::waitpid(child, &st, WNOHANG) == child) child_status = st;
+    return !child_status;
+  };
+  try {
+    Watchdog wd(o.timeout_s, child_alive);
+    run_producer<K>(o, segments, wd, p);
+  } catch (const RunError& e) {
+    p.error = e.message;
+  } catch (const std::exception& e) {
+    p.error = e.what();
+  }
+  if (!p.error.empty() && !child_status) {
+    // Give a consumer that is still draining a moment, then stop it.
+    for (int i = 0; i < 20 && child_alive(); ++i) std::this_thread::sleep_for(10ms);
+    if (child_alive()) ::kill(child, SIGKILL);
+  }
+  if (!child_status) {
+    int st = 0;
+    while (::waitpid(child, &st, 0) < 0 && errno == EINTR) {
+    }
+    child_status = st;
+  }
+  g_cleanup.child = 0;
+
+  int rc = kExitOk;
+  if (report->received != 0 && report->last_ns > report->first_ns) {
+    print_stream(o, report->verified, report->last_ns - report->first_ns);
+  }
+  print_latency(o, p.round_trip_ns);
+  if (!p.error.empty()) {
+    fmt::print("error:    producer: {}\n", p.error);
+    rc = kExitRuntime;
+  }
+  if (report->error[0] != '\0') {
+    fmt::print("error:    consumer: {}\n", report->error);
+    rc = kExitRuntime;
+  }
+  if (WIFSIGNALED(*child_status)) {
+    fmt::print("error:    consumer process killed by signal {} ({})\n", WTERMSIG(*child_status),
+               strsignal(WTERMSIG(*child_status)));
+    rc = kExitRuntime;
+  } else if (WIFEXITED(*child_status) && WEXITSTATUS(*child_status) != 0 && rc == kExitOk) {
+    fmt::print("error:    consumer exited with status {}\n", WEXITSTATUS(*child_status));
+    rc = kExitRuntime;
+  }
+  const int verdict = print_verdict(o, *report, &p, rc != kExitOk);
+  ::munmap(shared, sizeof(ConsumerReport));
+  return verdict;
+}
+
+template <shmring::RingKind K>
+int run_one_role(const Options& o) {
+  std::string cpu_note;
+  const auto cpus = choose_cpus(o, cpu_note);
+  const bool producer = o.role == Role::producer;
+  if (cpus) pin_to(producer ? (*cpus)[0] : (*cpus)[1]);
+  Watchdog wd(o.timeout_s, nullptr);
+  if (producer) {
+    Segments s = create_segments(o, /*replace_stale=*/true);
+    print_header(o, s, cpus ? fmt::format("producer on CPU {}", ::sched_getcpu()) : cpu_note);
+    fmt::print("waiting for: shmring-demo --role consumer --name {} (same options)\n", o.name);
+    std::fflush(stdout);
+    ProducerReport p;
+    run_producer<K>(o, s, wd, p);
+    fmt::print("stream:   {} messages sent in {:.3f} s\n", fmt::group_digits(p.sent),
+               static_cast<double>(p.end_ns - p.start_ns) / 1e9);
+    print_latency(o, p.round_trip_ns);
+    if (p.pong_failures != 0) {
+      fmt::print("FAILED:   {} pongs failed verification\n", p.pong_failures);
+      return kExitVerifyFailed;
+    }
+    fmt::print("result:   OK, {} messages sent{}\n", fmt::group_digits(p.sent),
+               p.pongs_verified == 0
+                   ? std::string()
+                   : fmt::format(", {} pongs verified", fmt::group_digits(p.pongs_verified)));
+    return kExitOk;
+  }
+  Segments s = open_segments(o);
+  print_header(o, s, cpus ? fmt::format("consumer on CPU {}", ::sched_getcpu()) : cpu_note);
+  ConsumerReport c;
+  run_consumer<K>(o, s, wd, c);
+  print_stream(o, c.verified, c.last_ns - c.first_ns);
+  return print_verdict(o, c, nullptr, false);
+}
+
+template <shmring::RingKind K>
+int run(const Options& o) {
+  return o.role == Role::both ? run_both<K>(o) : run_one_role<K>(o);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  bool help = false;
+  if (const std::string err = parse_options(argc, argv, o, help); !err.empty()) {
+    fmt::print(stderr, "shmring-demo: {}\n\n", err);
+    print_usage(stderr);
+    return kExitUsage;
+  }
+  if (help) {
+    print_usage(stdout);
+    return kExitOk;
+  }
+  g_cleanup.owner = ::getpid();
+  CleanupOnExit cleanup;
+  for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) ::signal(sig, on_fatal_signal);
+  try {
+    return o.kind == shmring::RingKind::spsc ? run<shmring::RingKind::spsc>(o)
+                                             : run<shmring::RingKind::mpmc>(o);
+  } catch (const RunError& e) {
+    fmt::print(stderr, "shmring-demo: {}\n", e.message);
+  } catch (const shmring::Error& e) {
+    fmt::print(stderr, "shmring-demo: {}\n", e.what());
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "shmring-demo: {}\n", e.what());
+  }
+  return kExitRuntime;
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs every test:
+#   1. Release build in build/: ctest, every label
+#   2. ThreadSanitizer build in build-tsan/: ctest -L 'unit|stress|ipc'
+#   3. AddressSanitizer + UBSan build in build-asan/: ctest -L 'unit|stress|ipc'
+# A failed setup, configure or build stops the script at once; a failed ctest
+# run is reported and the remaining stages still run, so one run shows every
+# failure; the script then exits non-zero. JOBS (default: nproc) sets the
+# build and ctest parallelism.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+JOBS=${JOBS:-$(nproc)}
+SANITIZER_LABELS='unit|stress|ipc'
+timings=()
+failed=()
+current_stage=""
+
+print_timings() {
+  ((${#timings[@]} == 0)) || printf '[test]   %s\n' "${timings[@]}"
+}
+
+on_exit() {
+  local rc=$?
+  ((rc == 0)) && return
+  echo
+  echo "[test] ==================================================="
+  if ((${#failed[@]} > 0)); then
+    printf '[test] FAILED: %s\n' "${failed[@]}"
+  else
+    echo "[test] FAILED (status $rc) in stage: ${current_stage:-?}"
+  fi
+  echo "[test] ==================================================="
+  print_timings
+}
+trap on_exit EXIT
+
+# stage NAME COMMAND...: runs a step that must succeed, timing it.
+stage() {
+  local name=$1 start=$SECONDS
+  shift
+  current_stage=$name
+  echo
+  echo "[test] ---- ${name}"
+  "$@"
+  timings+=("$(printf '%-34s %5d s  ok' "$name" $((SECONDS - start)))")
+}
+
+# test_stage NAME COMMAND...: runs a test step; a failure is recorded and the
+# script goes on.
+test_stage() {
+  local name=$1 start=$SECONDS rc=0
+  shift
+  current_stage=$name
+  echo
+  echo "[test] ---- ${name}"
+  "$@" || rc=$?
+  local verdict=ok
+  if ((rc != 0)); then
+    verdict="FAILED (status $rc)"
+    failed+=("$name")
+  fi
+  timings+=("$(printf '%-34s %5d s  %s' "$name" $((SECONDS - start)) "$verdict")")
+}
+
+bench=OFF
+[[ -f bench/CMakeLists.txt ]] && bench=ON
+
+configure() {  # DIR BUILD_TYPE SANITIZER [extra cmake args...]
+  local dir=$1 type=$2 sanitizer=$3
+  shift 3
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE="$type" -DSHMRING_SANITIZER="$sanitizer" \
+    -DSHMRING_BUILD_TESTS=ON "$@"
+}
+
+build() { cmake --build "$1" -j"$JOBS"; }
+
+run_ctest() {  # DIR [ctest args...]
+  local dir=$1
+  shift
+  ctest --test-dir "$dir" --output-on-failure -j"$JOBS" "$@"
+}
+
+# Older ThreadSanitizer runtimes abort ("unexpected memory mapping") under the
+# high ASLR entropy of recent kernels; running without ASLR avoids that.
+no_aslr=()
+if setarch "$(uname -m)" -R true 2>/dev/null; then
+  no_aslr=(setarch "$(uname -m)" -R)
+fi
+
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+stage "setup" ./scripts/setup.sh
+
+stage "configure build/ (Release)" configure build Release "" \
+  -DSHMRING_BUILD_EXAMPLES=ON -DSHMRING_BUILD_BENCH="$bench"
+stage "build build/" build build
+test_stage "ctest build/ (all labels)" run_ctest build
+
+# The sanitizer builds skip the benchmarks and examples: their labels are not
+# run there.
+stage "configure build-tsan/ (thread)" configure build-tsan RelWithDebInfo thread \
+  -DSHMRING_BUILD_EXAMPLES=OFF -DSHMRING_BUILD_BENCH=OFF
+stage "build build-tsan/" build build-tsan
+test_stage "ctest build-tsan/ ($SANITIZER_LABELS)" "${no_aslr[@]}" ctest --test-dir build-tsan \
+  --output-on-failure -j"$JOBS" -L "$SANITIZER_LABELS"
+
+stage "configure build-asan/ (address)" configure build-asan RelWithDebInfo address \
+  -DSHMRING_BUILD_EXAMPLES=OFF -DSHMRING_BUILD_BENCH=OFF
+stage "build build-asan/" build build-asan
+test_stage "ctest build-asan/ ($SANITIZER_LABELS)" run_ctest build-asan -L "$SANITIZER_LABELS"
+
+current_stage=""
+if ((${#failed[@]} > 0)); then
+  exit 1
+fi
+echo
+echo "[test] all stages passed"
+print_timings
