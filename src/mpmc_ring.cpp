@@ -1,38 +1,18 @@
 #include "shmring/mpmc_ring.hpp"
 
-#include <unistd.h>
-
 #include <string>
 
 #include "detail/blocking.hpp"
+#include "detail/attach.hpp"
 #include "detail/fail.hpp"
 
 namespace shmring {
 namespace {
 
 using detail::Failure;
-using detail::fail;
 
 bool not_would_block(Status s) { return s != Status::would_block; }
 Status as_timeout(Status s) { return s == Status::would_block ? Status::timeout : s; }
-
-Failure check_attachable(const Segment& segment, std::string_view role) {
-  if (!segment) {
-    return fail(errc::no_segment, "",
-                "cannot attach an MPMC " + std::string(role) + " to an empty Segment");
-  }
-  if (segment.geometry().kind != RingKind::mpmc) {
-    return fail(errc::kind_mismatch, segment.name(),
-                "an MPMC " + std::string(role) + " cannot attach to an " +
-                    to_string(segment.geometry().kind) + " ring");
-  }
-  if (segment.read_only()) {
-    return fail(errc::permission_denied, segment.name(),
-                "the segment is mapped read-only; the " + std::string(role) +
-                    " needs write access");
-  }
-  return {};
-}
 
 }  // namespace
 
@@ -50,8 +30,10 @@ MpmcProducer MpmcProducer::attach(const Segment& segment, const WaitPolicy& poli
 MpmcProducer MpmcProducer::do_attach(const Segment& segment, const WaitPolicy& policy,
                                      Failure& f) {
   MpmcProducer p;
-  if ((f = check_attachable(segment, "producer"))) return p;
-  p.view_ = MpmcView(segment.base(), segment.geometry());
+  if ((f = detail::check_attachable(segment, RingKind::mpmc, "MPMC producer"))) return p;
+  MpmcView view(segment.base(), segment.geometry());
+  if ((f = detail::check_cpu_may_join(segment, *view.producer(), "MPMC producer"))) return p;
+  p.view_ = view;
   p.policy_ = policy;
   p.lifetime_ = segment.lifetime();
   p.attached_pid_ = static_cast<std::uint32_t>(::getpid());
@@ -59,14 +41,8 @@ MpmcProducer MpmcProducer::do_attach(const Segment& segment, const WaitPolicy& p
   return p;
 }
 
-// A forked child holds copies of its parent's handles; only the process that
-// attached a handle detaches it.
-static bool attached_here(std::uint32_t pid) {
-  return pid == static_cast<std::uint32_t>(::getpid());
-}
-
 MpmcProducer::~MpmcProducer() {
-  if (lifetime_ && attached_here(attached_pid_)) atomic::fetch_sub(&view_.producer()->attached, std::uint32_t{1});
+  if (lifetime_ && detail::is_current_process(attached_pid_)) atomic::fetch_sub(&view_.producer()->attached, std::uint32_t{1});
 }
 
 void MpmcProducer::wake_consumers() noexcept { futex::notify_all(&view_.producer()->notify); }
@@ -104,8 +80,10 @@ MpmcConsumer MpmcConsumer::attach(const Segment& segment, const WaitPolicy& poli
 MpmcConsumer MpmcConsumer::do_attach(const Segment& segment, const WaitPolicy& policy,
                                      Failure& f) {
   MpmcConsumer c;
-  if ((f = check_attachable(segment, "consumer"))) return c;
-  c.view_ = MpmcView(segment.base(), segment.geometry());
+  if ((f = detail::check_attachable(segment, RingKind::mpmc, "MPMC consumer"))) return c;
+  MpmcView view(segment.base(), segment.geometry());
+  if ((f = detail::check_cpu_may_join(segment, *view.consumer(), "MPMC consumer"))) return c;
+  c.view_ = view;
   c.policy_ = policy;
   c.lifetime_ = segment.lifetime();
   c.attached_pid_ = static_cast<std::uint32_t>(::getpid());
@@ -114,7 +92,7 @@ MpmcConsumer MpmcConsumer::do_attach(const Segment& segment, const WaitPolicy& p
 }
 
 MpmcConsumer::~MpmcConsumer() {
-  if (!lifetime_ || !attached_here(attached_pid_)) return;
+  if (!lifetime_ || !detail::is_current_process(attached_pid_)) return;
   // A message kept for a larger buffer is given up rather than left claimed
   // (a claimed slot would stall every producer a lap later).
   if (!held_.empty()) release(held_);

@@ -1,51 +1,18 @@
 #include "shmring/spsc_ring.hpp"
 
-#include <unistd.h>
-
 #include <string>
 
 #include "detail/blocking.hpp"
 #include "detail/fail.hpp"
-#include "detail/owner.hpp"
-#include "shmring/process.hpp"
+#include "detail/attach.hpp"
 
 namespace shmring {
 namespace {
 
 using detail::Failure;
-using detail::fail;
 
 bool not_would_block(Status s) { return s != Status::would_block; }
 Status as_timeout(Status s) { return s == Status::would_block ? Status::timeout : s; }
-
-Failure check_attachable(const Segment& segment, std::string_view role) {
-  if (!segment) return fail(errc::no_segment, "", std::string("cannot attach the ") + std::string(role) + " to an empty Segment");
-  if (segment.geometry().kind != RingKind::spsc) {
-    return fail(errc::kind_mismatch, segment.name(),
-                std::string("an SPSC ") + std::string(role) + " cannot attach to an " +
-                    to_string(segment.geometry().kind) + " ring");
-  }
-  if (segment.read_only()) {
-    return fail(errc::permission_denied, segment.name(),
-                std::string("the segment is mapped read-only; the ") + std::string(role) +
-                    " needs write access");
-  }
-  return {};
-}
-
-// The positions every role checks on attach: at most one lap apart. The tail
-// may be ahead of the published head: the consumer reads slots as soon as
-// their trailers are committed, before the producer's head store covers them
-// (a producer between the two, or one that died there).
-Failure check_positions(const SpscView& view, const Segment& segment, std::uint64_t head,
-                        std::uint64_t tail) {
-  if (head - tail > view.capacity() && tail - head > view.capacity()) {
-    return fail(errc::corrupt_header, segment.name(),
-                "positions are impossible: head " + std::to_string(head) + ", tail " +
-                    std::to_string(tail) + ", capacity " + std::to_string(view.capacity()));
-  }
-  return {};
-}
 
 }  // namespace
 
@@ -61,44 +28,20 @@ SpscProducer SpscProducer::attach(const Segment& segment, const WaitPolicy& poli
 }
 
 SpscProducer SpscProducer::do_attach(const Segment& segment, const WaitPolicy& policy, Failure& f) {
-    SpscProducer p;
-    if ((f = check_attachable(segment, "producer"))) return p;
-    SpscView view(segment.base(), segment.geometry());
-    const std::uint64_t identity =
-        detail::claim_role(view.producer()->owner, segment.name(), "producer", f);
-    if (f) return p;
-    const std::uint64_t head = atomic::load_acquire(&view.producer()->position);
-    const std::uint64_t tail = atomic::load_acquire(&view.consumer()->position);
-    if ((f = check_positions(view, segment, head, tail))) {
-      detail::release_role(view.producer()->owner, identity);
-      return p;
-    }
-    // A predecessor that died between its slot commits and its head store
-    // left committed slots beyond the head (some perhaps read already); resume
-    // after them.
-    const std::uint64_t resume =
-        view.resume_head(static_cast<std::int64_t>(tail - head) > 0 ? tail : head, tail);
-    if (resume != head) atomic::store_seq_cst(&view.producer()->position, resume);
-    p.view_ = view;
-    p.cursor_ = SpscProducerCursor{resume, tail};
-    p.policy_ = policy;
-    p.identity_ = identity;
-    p.lifetime_ = segment.lifetime();
-    return p;
-}
-
-// A forked child holds a copy of its parent's handle: only the process that
-// attached gives the role up.
-static bool attached_here(std::uint64_t identity) {
-  return process::pid_of(identity) == static_cast<std::uint32_t>(::getpid());
+  SpscProducer p;
+  const detail::SpscAttachment a = detail::attach_spsc(segment, /*producer=*/true, f);
+  if (f) return p;
+  p.view_ = SpscView(segment.base(), segment.geometry());
+  p.cursor_ = a.producer;
+  p.policy_ = policy;
+  p.identity_ = a.identity;
+  p.lifetime_ = segment.lifetime();
+  return p;
 }
 
 SpscProducer::~SpscProducer() {
-  if (lifetime_ && attached_here(identity_)) {
-    detail::release_role(view_.producer()->owner, identity_);
-  }
+  if (lifetime_) detail::detach_spsc(*view_.producer(), identity_);
 }
-
 void SpscProducer::wake_consumer() noexcept { futex::notify_all(&view_.producer()->notify); }
 
 Status SpscProducer::push(std::span<const std::byte> message,
@@ -131,30 +74,19 @@ SpscConsumer SpscConsumer::attach(const Segment& segment, const WaitPolicy& poli
 }
 
 SpscConsumer SpscConsumer::do_attach(const Segment& segment, const WaitPolicy& policy, Failure& f) {
-    SpscConsumer c;
-    if ((f = check_attachable(segment, "consumer"))) return c;
-    SpscView view(segment.base(), segment.geometry());
-    const std::uint64_t identity =
-        detail::claim_role(view.consumer()->owner, segment.name(), "consumer", f);
-    if (f) return c;
-    const std::uint64_t tail = atomic::load_acquire(&view.consumer()->position);
-    const std::uint64_t head = atomic::load_acquire(&view.producer()->position);
-    if ((f = check_positions(view, segment, head, tail))) {
-      detail::release_role(view.consumer()->owner, identity);
-      return c;
-    }
-    c.view_ = view;
-    c.cursor_ = SpscConsumerCursor{tail};
-    c.policy_ = policy;
-    c.identity_ = identity;
-    c.lifetime_ = segment.lifetime();
-    return c;
+  SpscConsumer c;
+  const detail::SpscAttachment a = detail::attach_spsc(segment, /*producer=*/false, f);
+  if (f) return c;
+  c.view_ = SpscView(segment.base(), segment.geometry());
+  c.cursor_ = a.consumer;
+  c.policy_ = policy;
+  c.identity_ = a.identity;
+  c.lifetime_ = segment.lifetime();
+  return c;
 }
 
 SpscConsumer::~SpscConsumer() {
-  if (lifetime_ && attached_here(identity_)) {
-    detail::release_role(view_.consumer()->owner, identity_);
-  }
+  if (lifetime_) detail::detach_spsc(*view_.consumer(), identity_);
 }
 
 void SpscConsumer::wake_producer() noexcept { futex::notify_all(&view_.consumer()->notify); }

@@ -39,6 +39,12 @@ class MpmcView : public RingView {
   SHMRING_HD MpmcRange claim_write(std::uint64_t max, Status& status) const noexcept {
     return claim(&producer()->position, max, /*turn_offset=*/0, /*reading=*/false, status);
   }
+  // The same on another counter: GPU producers without host-native atomics
+  // claim on a counter in device memory (DESIGN principle 2).
+  SHMRING_HD MpmcRange claim_write_on(std::uint64_t* counter, std::uint64_t max,
+                                      Status& status) const noexcept {
+    return claim(counter, max, 0, false, status);
+  }
 
   // Publishes a claimed range (lengths already set); with kSlotSkipped the
   // consumers pass over it. Returns true when a consumer sleeps and must be
@@ -58,6 +64,20 @@ class MpmcView : public RingView {
   // run, so a range is either one skipped slot or only messages.
   SHMRING_HD MpmcRange claim_read(std::uint64_t max, Status& status) const noexcept {
     return claim(&consumer()->position, max, /*turn_offset=*/1, /*reading=*/true, status);
+  }
+  SHMRING_HD MpmcRange claim_read_on(std::uint64_t* counter, std::uint64_t max,
+                                     Status& status) const noexcept {
+    return claim(counter, max, 1, true, status);
+  }
+
+  // Whether `position` may be claimed now: released for a writer, committed
+  // (and not an aborted claim's) for a reader. For agents that test many
+  // slots in parallel (GPU lanes) before one CAS.
+  SHMRING_HD bool writable_at(std::uint64_t position) const noexcept {
+    return turn(position, false) == position;
+  }
+  SHMRING_HD bool readable_at(std::uint64_t position) const noexcept {
+    return turn(position, true) == position + 1;
   }
 
   SHMRING_HD bool skipped(std::uint64_t position) const noexcept {

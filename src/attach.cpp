@@ -1,0 +1,86 @@
+#include "detail/attach.hpp"
+
+#include <unistd.h>
+
+#include <string>
+
+#include "detail/owner.hpp"
+#include "shmring/atomic.hpp"
+#include "shmring/process.hpp"
+
+namespace shmring::detail {
+
+Failure check_attachable(const Segment& segment, RingKind kind, std::string_view role) {
+  if (!segment) {
+    return fail(errc::no_segment, "", "cannot attach the " + std::string(role) + " to an empty Segment");
+  }
+  if (segment.geometry().kind != kind) {
+    return fail(errc::kind_mismatch, segment.name(),
+                "the " + std::string(role) + " cannot attach to an " +
+                    to_string(segment.geometry().kind) + " ring");
+  }
+  if (segment.read_only()) {
+    return fail(errc::permission_denied, segment.name(),
+                "the segment is mapped read-only; the " + std::string(role) +
+                    " needs write access");
+  }
+  return {};
+}
+
+SpscAttachment attach_spsc(const Segment& segment, bool producer, Failure& f) {
+  SpscAttachment a;
+  const char* role = producer ? "SPSC producer" : "SPSC consumer";
+  if ((f = check_attachable(segment, RingKind::spsc, role))) return a;
+  const SpscView view(segment.base(), segment.geometry());
+  SideBlock& side = producer ? *view.producer() : *view.consumer();
+  a.identity = claim_role(side.owner, segment.name(), producer ? "producer" : "consumer", f);
+  if (f) return a;
+  const std::uint64_t head = atomic::load_acquire(&view.producer()->position);
+  const std::uint64_t tail = atomic::load_acquire(&view.consumer()->position);
+  // At most one lap apart. The tail may be ahead of the published head: the
+  // consumer reads slots as soon as their trailers are committed, before the
+  // producer's head store covers them (a producer between the two, or one
+  // that died there).
+  if (head - tail > view.capacity() && tail - head > view.capacity()) {
+    release_role(side.owner, a.identity);
+    a.identity = 0;
+    f = fail(errc::corrupt_header, segment.name(),
+             "positions are impossible: head " + std::to_string(head) + ", tail " +
+                 std::to_string(tail) + ", capacity " + std::to_string(view.capacity()));
+    return a;
+  }
+  if (producer) {
+    // A predecessor that died between its slot commits and its head store
+    // left committed slots beyond the head (some perhaps read already);
+    // resume after them.
+    const std::uint64_t resume =
+        view.resume_head(static_cast<std::int64_t>(tail - head) > 0 ? tail : head, tail);
+    if (resume != head) atomic::store_seq_cst(&view.producer()->position, resume);
+    a.producer = SpscProducerCursor{resume, tail};
+  } else {
+    a.consumer = SpscConsumerCursor{tail};
+  }
+  return a;
+}
+
+bool is_current_process(std::uint32_t pid) noexcept {
+  return pid == static_cast<std::uint32_t>(::getpid());
+}
+
+void detach_spsc(SideBlock& side, std::uint64_t identity) noexcept {
+  if (is_current_process(process::pid_of(identity))) release_role(side.owner, identity);
+}
+
+Failure check_cpu_may_join(const Segment& segment, const SideBlock& side, std::string_view role) {
+  const std::uint32_t gpus = atomic::load_acquire(&side.gpu_attached);
+  const std::uint32_t flags = atomic::load_acquire(&side.gpu_flags);
+  if (gpus != 0 && (flags & kGpuSharedCounter) == 0) {
+    return fail(errc::mixed_agents, segment.name(),
+                "a CPU " + std::string(role) + " cannot join: " + std::to_string(gpus) +
+                    " GPU agent group(s) hold this side and claim positions in device memory "
+                    "(their device lacks host-native atomics)");
+  }
+  return {};
+}
+
+}  // namespace shmring::detail

@@ -1,0 +1,42 @@
+// Attaching a handle to a side of a ring: the checks and role bookkeeping
+// that CPU handles (spsc_ring.cpp, mpmc_ring.cpp) and GPU handles
+// (cuda/gpu_ring.cpp) share.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "detail/fail.hpp"
+#include "shmring/layout.hpp"
+#include "shmring/segment.hpp"
+#include "shmring/spsc_view.hpp"
+
+namespace shmring::detail {
+
+// A segment is there, holds a ring of `kind`, and is mapped writable.
+// `role` names the handle in the message ("SPSC producer").
+Failure check_attachable(const Segment& segment, RingKind kind, std::string_view role);
+
+// The SPSC side a process takes: the owner record it now holds and the
+// positions it resumes from.
+struct SpscAttachment {
+  std::uint64_t identity = 0;
+  SpscProducerCursor producer;  // for the producer side
+  SpscConsumerCursor consumer;  // for the consumer side
+};
+
+// Claims the SPSC `producer` (or consumer) role and validates the positions;
+// a producer resumes after slots a dead predecessor committed.
+SpscAttachment attach_spsc(const Segment& segment, bool producer, Failure& f);
+
+// Gives an SPSC role up, but only in the process that claimed it (a forked
+// child holds copies of its parent's handles).
+void detach_spsc(SideBlock& side, std::uint64_t identity) noexcept;
+
+// A CPU handle may not join an MPMC side whose GPU agents coordinate in
+// device memory (their claims would not be atomic with ours).
+Failure check_cpu_may_join(const Segment& segment, const SideBlock& side, std::string_view role);
+
+bool is_current_process(std::uint32_t pid) noexcept;
+
+}  // namespace shmring::detail
