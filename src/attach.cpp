@@ -72,7 +72,7 @@ void detach_spsc(SideBlock& side, std::uint64_t identity) noexcept {
 }
 
 Failure check_cpu_may_join(const Segment& segment, const SideBlock& side, std::string_view role) {
-  const std::uint32_t gpus = atomic::load_acquire(&side.gpu_attached);
+  const std::uint32_t gpus = atomic::load_seq_cst(&side.gpu_attached);
   const std::uint32_t flags = atomic::load_acquire(&side.gpu_flags);
   if (gpus != 0 && (flags & kGpuSharedCounter) == 0) {
     return fail(errc::mixed_agents, segment.name(),

@@ -1,5 +1,7 @@
 #include "shmring/mpmc_ring.hpp"
 
+#include <unistd.h>
+
 #include <string>
 
 #include "detail/blocking.hpp"
@@ -32,12 +34,17 @@ MpmcProducer MpmcProducer::do_attach(const Segment& segment, const WaitPolicy& p
   MpmcProducer p;
   if ((f = detail::check_attachable(segment, RingKind::mpmc, "MPMC producer"))) return p;
   MpmcView view(segment.base(), segment.geometry());
-  if ((f = detail::check_cpu_may_join(segment, *view.producer(), "MPMC producer"))) return p;
+  // Count ourselves in before looking for GPU agents; a GPU attach does the
+  // reverse, so of two racing attaches at least one sees the other.
+  atomic::fetch_add(&view.producer()->attached, std::uint32_t{1});
+  if ((f = detail::check_cpu_may_join(segment, *view.producer(), "MPMC producer"))) {
+    atomic::fetch_sub(&view.producer()->attached, std::uint32_t{1});
+    return p;
+  }
   p.view_ = view;
   p.policy_ = policy;
   p.lifetime_ = segment.lifetime();
   p.attached_pid_ = static_cast<std::uint32_t>(::getpid());
-  atomic::fetch_add(&p.view_.producer()->attached, std::uint32_t{1});
   return p;
 }
 
@@ -53,7 +60,7 @@ Status MpmcProducer::push(std::span<const std::byte> message,
   return as_timeout(detail::block_until([&] { return try_push(message); }, not_would_block,
                                         [&] { return view_.space_ready(); },
                                         &view_.producer_wait()->waiters,
-                                        &view_.consumer()->notify, policy_, timeout));
+                                        &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_, timeout));
 }
 
 WriteClaim MpmcProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
@@ -61,7 +68,7 @@ WriteClaim MpmcProducer::claim(std::size_t max, std::chrono::nanoseconds timeout
       [&] { return try_claim(max); },
       [](const WriteClaim& w) { return not_would_block(w.status()); },
       [&] { return view_.space_ready(); }, &view_.producer_wait()->waiters,
-      &view_.consumer()->notify, policy_, timeout);
+      &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_, timeout);
   if (c.status_ == Status::would_block) c.status_ = Status::timeout;
   return c;
 }
@@ -82,12 +89,17 @@ MpmcConsumer MpmcConsumer::do_attach(const Segment& segment, const WaitPolicy& p
   MpmcConsumer c;
   if ((f = detail::check_attachable(segment, RingKind::mpmc, "MPMC consumer"))) return c;
   MpmcView view(segment.base(), segment.geometry());
-  if ((f = detail::check_cpu_may_join(segment, *view.consumer(), "MPMC consumer"))) return c;
+  // Count ourselves in before looking for GPU agents; a GPU attach does the
+  // reverse, so of two racing attaches at least one sees the other.
+  atomic::fetch_add(&view.consumer()->attached, std::uint32_t{1});
+  if ((f = detail::check_cpu_may_join(segment, *view.consumer(), "MPMC consumer"))) {
+    atomic::fetch_sub(&view.consumer()->attached, std::uint32_t{1});
+    return c;
+  }
   c.view_ = view;
   c.policy_ = policy;
   c.lifetime_ = segment.lifetime();
   c.attached_pid_ = static_cast<std::uint32_t>(::getpid());
-  atomic::fetch_add(&c.view_.consumer()->attached, std::uint32_t{1});
   return c;
 }
 
@@ -106,14 +118,14 @@ Status MpmcConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
   return as_timeout(detail::block_until([&] { return try_pop(buffer, size); }, not_would_block,
                                         [&] { return view_.data_ready(); },
                                         &view_.consumer_wait()->waiters,
-                                        &view_.producer()->notify, policy_, timeout));
+                                        &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, timeout));
 }
 
 ReadClaim MpmcConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   ReadClaim c = detail::block_until(
       [&] { return try_peek(max); }, [](const ReadClaim& r) { return not_would_block(r.status()); },
       [&] { return view_.data_ready(); }, &view_.consumer_wait()->waiters,
-      &view_.producer()->notify, policy_, timeout);
+      &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, timeout);
   if (c.status_ == Status::would_block) c.status_ = Status::timeout;
   return c;
 }

@@ -50,14 +50,14 @@ Status SpscProducer::push(std::span<const std::byte> message,
   return as_timeout(detail::block_until([&] { return try_push(message); }, not_would_block,
                                         [&] { return view_.space_ready(cursor_); },
                                         &view_.producer_wait()->waiters,
-                                        &view_.consumer()->notify, policy_, timeout));
+                                        &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_, timeout));
 }
 
 WriteClaim SpscProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   WriteClaim c = detail::block_until(
       [&] { return try_claim(max); }, [](const WriteClaim& w) { return not_would_block(w.status()); },
       [&] { return view_.space_ready(cursor_); }, &view_.producer_wait()->waiters,
-      &view_.consumer()->notify, policy_, timeout);
+      &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_, timeout);
   if (c.status_ == Status::would_block) c.status_ = Status::timeout;
   return c;
 }
@@ -96,14 +96,14 @@ Status SpscConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
   return as_timeout(detail::block_until([&] { return try_pop(buffer, size); }, not_would_block,
                                         [&] { return view_.data_ready(cursor_); },
                                         &view_.consumer_wait()->waiters,
-                                        &view_.producer()->notify, policy_, timeout));
+                                        &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, timeout));
 }
 
 ReadClaim SpscConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   ReadClaim c = detail::block_until(
       [&] { return try_peek(max); }, [](const ReadClaim& r) { return not_would_block(r.status()); },
       [&] { return view_.data_ready(cursor_); }, &view_.consumer_wait()->waiters,
-      &view_.producer()->notify, policy_, timeout);
+      &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, timeout);
   if (c.status_ == Status::would_block) c.status_ = Status::timeout;
   return c;
 }

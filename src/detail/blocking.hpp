@@ -21,6 +21,10 @@ using Clock = std::chrono::steady_clock;
 // over our sleeper count, must not leave us asleep until the deadline.
 inline constexpr std::chrono::milliseconds kMaxSleep{50};
 
+// The longest sleep while GPU agents hold the other side: a kernel cannot
+// call futex, so we are never woken and must look again soon.
+inline constexpr std::chrono::microseconds kGpuPeerSleep{50};
+
 inline Clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexcept {
   const auto now = Clock::now();
   // A huge timeout means "wait forever": clamp instead of overflowing.
@@ -30,10 +34,11 @@ inline Clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexce
 
 // try_once() -> T, with done(T) telling whether to stop; ready() is the
 // seq_cst re-check that pairs with the peer's publication (see the views).
-// `waiters` is our side's sleeper count, `notify` the peer's futex word.
+// `waiters` is our side's sleeper count, `notify` the peer side's futex word,
+// `peer_gpus` the peer side's count of GPU agents.
 template <class TryOnce, class Done, class Ready>
 auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* waiters,
-                 std::uint32_t* notify, const WaitPolicy& policy,
+                 std::uint32_t* notify, const std::uint32_t* peer_gpus, const WaitPolicy& policy,
                  std::chrono::nanoseconds timeout) noexcept -> decltype(try_once()) {
   auto result = try_once();
   if (done(result)) return result;
@@ -57,7 +62,10 @@ auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* 
     // re-check bumps it, and the futex then refuses to sleep.
     const std::uint32_t seen = atomic::load_seq_cst(notify);
     if (!ready()) {
-      futex::wait(notify, seen, std::min<std::chrono::nanoseconds>(deadline - now, kMaxSleep));
+      const std::chrono::nanoseconds slice =
+          atomic::load_relaxed(peer_gpus) != 0 ? std::chrono::nanoseconds(kGpuPeerSleep)
+                                               : std::chrono::nanoseconds(kMaxSleep);
+      futex::wait(notify, seen, std::min<std::chrono::nanoseconds>(deadline - now, slice));
     }
     atomic::fetch_sub(waiters, std::uint32_t{1});
     result = try_once();

@@ -1,0 +1,529 @@
+// Kernel-side producers and consumers over a registered segment.
+//
+// Built from the same views the CPU handles use (spsc_view.hpp,
+// mpmc_view.hpp): the index math, the turn words and the validation are
+// shared; what is here is who does what inside a thread, a warp or a block.
+//
+// Rules that follow from PCIe (DESIGN, measured on an H100):
+//   - every load of the peer's words is a round trip (~2 us), so waits poll
+//     from one leader thread with __nanosleep backoff, and a group checks
+//     many slots with one parallel load each;
+//   - every wait has a deadline on the GPU's global timer: a kernel facing an
+//     empty or full ring returns Status::timeout instead of hanging;
+//   - publication is one release store per slot by the thread that wrote it
+//     (so lanes publish in parallel) plus one head store per group: a single
+//     thread publishing message by message costs a round trip each.
+//   - a GPU cannot call futex: CPU peers see gpu_attached and poll with short
+//     sleeps instead of waiting to be woken.
+#pragma once
+
+#if !defined(__CUDACC__)
+#error "shmring/cuda/device.cuh is compiled by nvcc only"
+#endif
+
+#include <cstdint>
+
+#include "shmring/atomic.hpp"
+#include "shmring/cuda/gpu_ring.hpp"
+#include "shmring/mpmc_view.hpp"
+#include "shmring/spsc_view.hpp"
+#include "shmring/status.hpp"
+
+namespace shmring::cuda {
+
+inline constexpr unsigned kFullWarp = 0xffffffffu;
+
+// Nanoseconds on the GPU's global timer.
+__device__ inline std::uint64_t global_ns() {
+  std::uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+struct Deadline {
+  std::uint64_t at;
+  __device__ static Deadline after(std::uint64_t timeout_ns) {
+    const std::uint64_t now = global_ns();
+    return {timeout_ns > ~std::uint64_t{0} - now ? ~std::uint64_t{0} : now + timeout_ns};
+  }
+  __device__ bool passed() const { return global_ns() >= at; }
+};
+
+// Polling backoff for a leader thread: the first re-check comes quickly, later
+// ones at most every few microseconds (each costs a PCIe round trip anyway).
+struct Backoff {
+  unsigned ns = 64;
+  __device__ void pause() {
+    __nanosleep(ns);
+    if (ns < 4096) ns *= 2;
+  }
+};
+
+// Copies n bytes, 16 at a time where both ends allow it (payloads are 64-byte
+// aligned), from one thread.
+__device__ inline void copy_bytes(void* dst, const void* src, std::uint32_t n) {
+  auto* d = static_cast<unsigned char*>(dst);
+  const auto* s = static_cast<const unsigned char*>(src);
+  std::uint32_t i = 0;
+  if (((reinterpret_cast<std::uintptr_t>(d) | reinterpret_cast<std::uintptr_t>(s)) & 15) == 0) {
+    for (; i + 16 <= n; i += 16) {
+      *reinterpret_cast<uint4*>(d + i) = *reinterpret_cast<const uint4*>(s + i);
+    }
+  }
+  for (; i < n; ++i) d[i] = s[i];
+}
+
+// Copies n bytes with every thread of a group of `threads` (rank `rank`),
+// 16 bytes per thread per step where aligned: a block moving one large slot.
+__device__ inline void group_copy(void* dst, const void* src, std::uint64_t n, unsigned rank,
+                                  unsigned threads) {
+  auto* d = static_cast<unsigned char*>(dst);
+  const auto* s = static_cast<const unsigned char*>(src);
+  std::uint64_t done = 0;
+  if (((reinterpret_cast<std::uintptr_t>(d) | reinterpret_cast<std::uintptr_t>(s)) & 15) == 0) {
+    const std::uint64_t vectors = n / 16;
+    for (std::uint64_t v = rank; v < vectors; v += threads) {
+      reinterpret_cast<uint4*>(d)[v] = reinterpret_cast<const uint4*>(s)[v];
+    }
+    done = vectors * 16;
+  }
+  for (std::uint64_t i = done + rank; i < n; i += threads) d[i] = s[i];
+}
+
+// Slots lent to a kernel group: positions first .. first + count - 1.
+struct DeviceClaim {
+  std::uint64_t first = 0;
+  std::uint32_t count = 0;
+  Status status = Status::would_block;
+};
+
+// ---------------------------------------------------------------------------
+// SPSC, the GPU as producer. One agent at a time: a single thread, a warp, or
+// a block, each using the forms of its size.
+class SpscDeviceProducer {
+ public:
+  __device__ explicit SpscDeviceProducer(const SpscProducerRef& r)
+      : view_(r.base, r.geometry), cursor_(r.cursor) {}
+
+  __device__ const SpscView& view() const { return view_; }
+  __device__ std::byte* payload(std::uint64_t position) const { return view_.payload(position); }
+
+  // ---- one thread ----
+  __device__ Status try_push(const void* data, std::uint32_t size) const {
+    return push(data, size, 0);
+  }
+  __device__ Status push(const void* data, std::uint32_t size, std::uint64_t timeout_ns) const {
+    if (size > view_.slot_size()) return Status::too_large;
+    Status st = Status::ok;
+    if (wait_room(1, 1, Deadline::after(timeout_ns), st) == 0) return st;
+    const std::uint64_t pos = cursor_->head;
+    copy_bytes(view_.payload(pos), data, size);
+    view_.set_length(pos, size);
+    view_.publish(*cursor_, 1);  // the consumer's sleeper count is a CPU matter
+    return Status::ok;
+  }
+
+  // ---- one warp: every lane calls; lanes with has_message push theirs ----
+  // The messages go in lane order with one head store; all or none of them
+  // (timeout, too_large if a lane's message does not fit: nothing pushed).
+  __device__ Status warp_push(const void* data, std::uint32_t size, bool has_message,
+                              std::uint64_t timeout_ns) const {
+    const unsigned lane = threadIdx.x & 31u;
+    if (__any_sync(kFullWarp, has_message && size > view_.slot_size())) return Status::too_large;
+    const unsigned mask = __ballot_sync(kFullWarp, has_message);
+    const unsigned count = __popc(mask);
+    if (count == 0) return Status::ok;
+    Status st = Status::ok;
+    std::uint64_t first = 0;
+    if (lane == 0) {
+      if (wait_room(count, count, Deadline::after(timeout_ns), st) != 0) first = cursor_->head;
+    }
+    st = static_cast<Status>(__shfl_sync(kFullWarp, static_cast<int>(st), 0));
+    first = __shfl_sync(kFullWarp, first, 0);
+    if (st != Status::ok) return st;
+    if (has_message) {
+      const std::uint64_t pos = first + __popc(mask & ((1u << lane) - 1u));
+      copy_bytes(view_.payload(pos), data, size);
+      view_.set_length(pos, size);
+      publish_slot(pos);
+    }
+    __syncwarp();
+    if (lane == 0) publish_head(first + count);
+    __syncwarp();
+    return Status::ok;
+  }
+
+  // ---- zero copy, one warp or one block ----
+  // Claims 1..max slots (waits for at least one). Every thread of the group
+  // calls it and gets the same claim.
+  __device__ DeviceClaim warp_claim(std::uint32_t max, std::uint64_t timeout_ns) const {
+    DeviceClaim c;
+    if ((threadIdx.x & 31u) == 0) c = claim(max, timeout_ns);
+    return broadcast_warp(c);
+  }
+  __device__ DeviceClaim block_claim(std::uint32_t max, std::uint64_t timeout_ns) const {
+    __shared__ DeviceClaim shared;
+    __syncthreads();  // a previous claim's readers are done with `shared`
+    if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) shared = claim(max, timeout_ns);
+    __syncthreads();
+    return shared;
+  }
+
+  // Records slot i's payload size (by any thread, before the commit).
+  __device__ void set_size(const DeviceClaim& c, std::uint32_t i, std::uint32_t size) const {
+    view_.set_length(c.first + i, size <= view_.slot_size() ? size : static_cast<std::uint32_t>(view_.slot_size()));
+  }
+
+  // Publishes the first `count` slots of a claim. Every thread of the group
+  // calls it after its writes; each thread publishes a share of the slots
+  // (release: its fence covers the group's writes before the barrier), then
+  // the leader stores the head once.
+  __device__ void warp_commit(const DeviceClaim& c, std::uint32_t count) const {
+    __syncwarp();
+    for (std::uint32_t i = threadIdx.x & 31u; i < count; i += 32) publish_slot(c.first + i);
+    __syncwarp();
+    if ((threadIdx.x & 31u) == 0 && count != 0) publish_head(c.first + count);
+    __syncwarp();
+  }
+  __device__ void block_commit(const DeviceClaim& c, std::uint32_t count) const {
+    __syncthreads();
+    const unsigned rank = flat_thread();
+    for (std::uint32_t i = rank; i < count; i += block_threads()) publish_slot(c.first + i);
+    __syncthreads();
+    if (rank == 0 && count != 0) publish_head(c.first + count);
+    __syncthreads();
+  }
+
+ private:
+  __device__ static unsigned flat_thread() {
+    return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+  }
+  __device__ static unsigned block_threads() { return blockDim.x * blockDim.y * blockDim.z; }
+
+  __device__ static DeviceClaim broadcast_warp(DeviceClaim c) {
+    c.first = __shfl_sync(kFullWarp, c.first, 0);
+    c.count = __shfl_sync(kFullWarp, c.count, 0);
+    c.status = static_cast<Status>(__shfl_sync(kFullWarp, static_cast<int>(c.status), 0));
+    return c;
+  }
+
+  // Leader only: waits until at least `least` slots are free and returns up
+  // to `most` (0 with status timeout or corrupt).
+  __device__ std::uint64_t wait_room(std::uint64_t least, std::uint64_t most, Deadline d,
+                                     Status& st) const {
+    if (least > view_.capacity()) {
+      st = Status::too_large;
+      return 0;
+    }
+    Backoff backoff;
+    for (;;) {
+      st = Status::ok;
+      const std::uint64_t n = view_.writable(*cursor_, most, st);
+      if (st == Status::corrupt) return 0;
+      if (n >= least) return n;
+      if (d.passed()) {
+        st = Status::timeout;
+        return 0;
+      }
+      backoff.pause();
+    }
+  }
+
+  __device__ DeviceClaim claim(std::uint32_t max, std::uint64_t timeout_ns) const {
+    DeviceClaim c;
+    Status st = Status::ok;
+    const std::uint64_t n = max == 0 ? 0 : wait_room(1, max, Deadline::after(timeout_ns), st);
+    c.first = cursor_->head;
+    c.count = static_cast<std::uint32_t>(n);
+    c.status = n != 0 ? Status::ok : max == 0 ? Status::would_block : st;
+    for (std::uint64_t i = 0; i < n; ++i) {
+      view_.set_length(c.first + i, static_cast<std::uint32_t>(view_.slot_size()));
+    }
+    return c;
+  }
+
+  // SYNC POINT (release, system scope, pairs with the consumer's acquire of
+  // `committed`): this thread's payload writes, and those ordered before it
+  // by the group's barrier, visible before the slot is.
+  __device__ void publish_slot(std::uint64_t pos) const {
+    atomic::store_release(&view_.trailer(pos)->committed, pos + 1);
+  }
+  __device__ void publish_head(std::uint64_t head) const {
+    cursor_->head = head;
+    atomic::store_release(&view_.producer()->position, head);
+  }
+
+  SpscView view_;
+  SpscProducerCursor* cursor_;
+};
+
+// ---------------------------------------------------------------------------
+// SPSC, the GPU as consumer.
+class SpscDeviceConsumer {
+ public:
+  __device__ explicit SpscDeviceConsumer(const SpscConsumerRef& r)
+      : view_(r.base, r.geometry), cursor_(r.cursor) {}
+
+  __device__ const SpscView& view() const { return view_; }
+
+  // ---- one thread ----
+  __device__ Status try_pop(void* out, std::uint32_t capacity, std::uint32_t& size) const {
+    return pop(out, capacity, size, 0);
+  }
+  __device__ Status pop(void* out, std::uint32_t capacity, std::uint32_t& size,
+                        std::uint64_t timeout_ns) const {
+    Status st = Status::ok;
+    if (wait_data(Deadline::after(timeout_ns), st) == 0) return st;
+    const ReadSlot s = view_.read_slot(cursor_->tail);
+    size = s.size;
+    if (s.size > capacity) return Status::too_large;
+    copy_bytes(out, s.data, s.size);
+    view_.release(*cursor_, 1);
+    return Status::ok;
+  }
+
+  // ---- zero copy, one warp or one block ----
+  // Lends 1..max readable slots (waits for at least one). The leader waits
+  // for the first slot; then the group checks up to `max` slots with one
+  // parallel load each, and the run ends at the first one not ready.
+  __device__ DeviceClaim warp_peek(std::uint32_t max, std::uint64_t timeout_ns) const {
+    const unsigned lane = threadIdx.x & 31u;
+    DeviceClaim c;
+    if (lane == 0) c = first_ready(timeout_ns);
+    c.first = __shfl_sync(kFullWarp, c.first, 0);
+    c.count = __shfl_sync(kFullWarp, c.count, 0);
+    c.status = static_cast<Status>(__shfl_sync(kFullWarp, static_cast<int>(c.status), 0));
+    if (c.count == 0) return c;
+    std::uint32_t run = 0;
+    for (std::uint32_t base = 0; base < max; base += 32) {
+      const std::uint32_t i = base + lane;
+      const bool ready = i < max && readable(c.first + i);
+      const unsigned not_ready = __ballot_sync(kFullWarp, !ready);
+      if (not_ready != 0) {
+        run = base + (__ffs(not_ready) - 1);
+        break;
+      }
+      run = base + 32;
+    }
+    c.count = run < max ? run : max;
+    return c;
+  }
+  __device__ DeviceClaim block_peek(std::uint32_t max, std::uint64_t timeout_ns) const {
+    __shared__ DeviceClaim shared;
+    __shared__ unsigned first_gap;
+    const unsigned rank = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
+    __syncthreads();
+    if (rank == 0) {
+      shared = first_ready(timeout_ns);
+      first_gap = max;
+    }
+    __syncthreads();
+    const DeviceClaim c = shared;
+    if (c.count == 0) return c;
+    for (std::uint32_t i = rank; i < max; i += threads) {
+      if (!readable(c.first + i)) atomicMin(&first_gap, i);
+    }
+    __syncthreads();
+    DeviceClaim out = c;
+    out.count = first_gap;
+    return out;
+  }
+
+  __device__ ReadSlot slot(const DeviceClaim& c, std::uint32_t i) const {
+    return view_.read_slot(c.first + i);
+  }
+
+  // Hands the first `count` slots back; every thread of the group calls it
+  // after its reads.
+  __device__ void warp_release(const DeviceClaim& c, std::uint32_t count) const {
+    __syncwarp();
+    if ((threadIdx.x & 31u) == 0 && count != 0 && c.first == cursor_->tail) {
+      view_.release(*cursor_, count);
+    }
+    __syncwarp();
+  }
+  __device__ void block_release(const DeviceClaim& c, std::uint32_t count) const {
+    __syncthreads();
+    if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0 && count != 0 &&
+        c.first == cursor_->tail) {
+      view_.release(*cursor_, count);
+    }
+    __syncthreads();
+  }
+
+ private:
+  // SYNC POINT (acquire, system scope, pairs with the producer's release of
+  // `committed`): the payload of this slot is visible.
+  __device__ bool readable(std::uint64_t pos) const {
+    return atomic::load_acquire(&view_.trailer(pos)->committed) == pos + 1 &&
+           view_.length_ok(view_.committed_length(pos));
+  }
+
+  __device__ std::uint64_t wait_data(Deadline d, Status& st) const {
+    Backoff backoff;
+    for (;;) {
+      st = Status::ok;
+      const std::uint64_t n = view_.readable(*cursor_, 1, st);
+      if (n != 0 || st == Status::corrupt) return n;
+      if (d.passed()) {
+        st = Status::timeout;
+        return 0;
+      }
+      backoff.pause();
+    }
+  }
+
+  __device__ DeviceClaim first_ready(std::uint64_t timeout_ns) const {
+    DeviceClaim c;
+    Status st = Status::ok;
+    const std::uint64_t n = wait_data(Deadline::after(timeout_ns), st);
+    c.first = cursor_->tail;
+    c.count = static_cast<std::uint32_t>(n);
+    c.status = n != 0 ? Status::ok : st;
+    return c;
+  }
+
+  SpscView view_;
+  SpscConsumerCursor* cursor_;
+};
+
+// ---------------------------------------------------------------------------
+// MPMC, GPU agents of one device on one side. Any number of warps claim on
+// the side's counter (device memory, or the segment's own with host-native
+// atomics); lanes test the slots' turns in parallel, then lane 0 claims the
+// leading run with one CAS. Each slot is published (or released) by the lane
+// that holds it.
+class MpmcDeviceSide {
+ public:
+  __device__ explicit MpmcDeviceSide(const MpmcSideRef& r)
+      : view_(r.base, r.geometry), counter_(r.counter) {}
+
+  __device__ const MpmcView& view() const { return view_; }
+  __device__ std::byte* payload(std::uint64_t position) const { return view_.payload(position); }
+
+  // ---- producers ----
+  // Claims 1..min(max, 32) consecutive free slots for the warp.
+  __device__ DeviceClaim warp_claim_write(std::uint32_t max, std::uint64_t timeout_ns) const {
+    return warp_claim(max, timeout_ns, /*reading=*/false);
+  }
+  __device__ void set_size(const DeviceClaim& c, std::uint32_t i, std::uint32_t size) const {
+    view_.set_length(c.first + i, size <= view_.slot_size() ? size : static_cast<std::uint32_t>(view_.slot_size()));
+  }
+  // Lane i < c.count publishes slot i (all lanes call).
+  __device__ void warp_commit(const DeviceClaim& c) const {
+    const unsigned lane = threadIdx.x & 31u;
+    __syncwarp();
+    if (lane < c.count) {
+      const std::uint64_t pos = c.first + lane;
+      atomic::store_relaxed(&view_.trailer(pos)->flags, std::uint32_t{0});
+      // SYNC POINT (release, system scope, pairs with the consumers' acquire
+      // of `committed`): the slot's payload is visible.
+      atomic::store_release(&view_.trailer(pos)->committed, pos + 1);
+    }
+    __syncwarp();
+  }
+  // One thread alone: claim, copy, publish.
+  __device__ Status push(const void* data, std::uint32_t size, std::uint64_t timeout_ns) const {
+    if (size > view_.slot_size()) return Status::too_large;
+    const Deadline d = Deadline::after(timeout_ns);
+    Backoff backoff;
+    for (;;) {
+      Status st = Status::ok;
+      const MpmcRange r = view_.claim_write_on(counter_, 1, st);
+      if (r.count != 0) {
+        copy_bytes(view_.payload(r.first), data, size);
+        view_.set_length(r.first, size);
+        view_.commit(r);
+        return Status::ok;
+      }
+      if (st == Status::corrupt) return st;
+      if (d.passed()) return Status::timeout;
+      backoff.pause();
+    }
+  }
+
+  // ---- consumers ----
+  // Claims 1..min(max, 32) consecutive readable slots for the warp. A run
+  // never holds the slot of an aborted claim: such a slot is claimed alone,
+  // released, and passed over.
+  __device__ DeviceClaim warp_claim_read(std::uint32_t max, std::uint64_t timeout_ns) const {
+    for (;;) {
+      const DeviceClaim c = warp_claim(max, timeout_ns, /*reading=*/true);
+      if (c.count == 0 || !view_.skipped(c.first)) return c;
+      if ((threadIdx.x & 31u) == 0) release_slot(c.first);
+      __syncwarp();
+    }
+  }
+  __device__ ReadSlot slot(const DeviceClaim& c, std::uint32_t i) const {
+    return view_.read_slot(c.first + i);
+  }
+  // Lane i < count releases slot i (all lanes call, after their reads).
+  __device__ void warp_release(const DeviceClaim& c, std::uint32_t count) const {
+    const unsigned lane = threadIdx.x & 31u;
+    __syncwarp();
+    if (lane < count && lane < c.count) release_slot(c.first + lane);
+    __syncwarp();
+  }
+
+ private:
+  // SYNC POINT (release, system scope, pairs with the producers' acquire of
+  // `released`): our reads of the slot are done.
+  __device__ void release_slot(std::uint64_t pos) const {
+    atomic::store_release(&view_.trailer(pos)->released, pos + view_.capacity());
+  }
+
+  __device__ DeviceClaim warp_claim(std::uint32_t max, std::uint64_t timeout_ns,
+                                    bool reading) const {
+    const unsigned lane = threadIdx.x & 31u;
+    if (max > 32) max = 32;
+    DeviceClaim c;
+    if (max == 0) return c;
+    const Deadline d = Deadline::after(timeout_ns);
+    Backoff backoff;
+    std::uint64_t pos = atomic::load_relaxed(counter_);
+    pos = __shfl_sync(kFullWarp, pos, 0);
+    for (;;) {
+      // Lanes test their slot's turn in parallel (one PCIe load each); a
+      // reader's run stops before a skipped slot, or is that slot alone.
+      bool ok = lane < max && (reading ? view_.readable_at(pos + lane) : view_.writable_at(pos + lane));
+      if (reading && ok && lane != 0) ok = !view_.skipped(pos + lane);
+      const unsigned not_ok = __ballot_sync(kFullWarp, !ok);
+      unsigned run = not_ok == 0 ? 32u : static_cast<unsigned>(__ffs(not_ok) - 1);
+      if (reading && run != 0 && view_.skipped(pos)) run = 1;
+      std::uint64_t next = pos;
+      bool claimed = false;
+      if (lane == 0) {
+        if (run != 0) {
+          claimed = atomic::compare_exchange(counter_, next, pos + run);
+        } else {
+          next = atomic::load_relaxed(counter_);
+        }
+      }
+      claimed = __shfl_sync(kFullWarp, claimed, 0);
+      next = __shfl_sync(kFullWarp, next, 0);
+      if (claimed) {
+        c.first = pos;
+        c.count = run;
+        c.status = Status::ok;
+        return c;
+      }
+      if (run == 0 && next == pos) {
+        // Nothing to take at the counter: full (writer) or empty (reader).
+        if (d.passed()) {
+          c.status = Status::timeout;
+          return c;
+        }
+        if (lane == 0) backoff.pause();
+        __syncwarp();
+        next = __shfl_sync(kFullWarp, atomic::load_relaxed(counter_), 0);
+      }
+      pos = next;
+    }
+  }
+
+  MpmcView view_;
+  std::uint64_t* counter_;
+};
+
+}  // namespace shmring::cuda

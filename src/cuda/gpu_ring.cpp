@@ -1,0 +1,153 @@
+#include "shmring/cuda/gpu_ring.hpp"
+
+#include <cuda_runtime_api.h>
+#include <unistd.h>
+
+#include <string>
+#include <utility>
+
+#include "detail/attach.hpp"
+#include "detail/cuda_check.hpp"
+#include "detail/fail.hpp"
+#include "shmring/atomic.hpp"
+
+namespace shmring::cuda {
+
+GpuSide::GpuSide(GpuSide&& other) noexcept { *this = std::move(other); }
+
+GpuSide& GpuSide::operator=(GpuSide&& other) noexcept {
+  if (this != &other) {
+    this->~GpuSide();
+    device_base_ = std::exchange(other.device_base_, nullptr);
+    geometry_ = other.geometry_;
+    device_state_ = std::exchange(other.device_state_, nullptr);
+    shared_counter_ = std::exchange(other.shared_counter_, nullptr);
+    block_ = std::exchange(other.block_, nullptr);
+    identity_ = std::exchange(other.identity_, 0);
+    kind_ = other.kind_;
+    side_ = other.side_;
+    device_ = other.device_;
+    attached_pid_ = std::exchange(other.attached_pid_, 0);
+    lifetime_ = std::move(other.lifetime_);
+  }
+  return *this;
+}
+
+GpuSide::~GpuSide() {
+  if (block_ == nullptr || !detail::is_current_process(attached_pid_)) {
+    block_ = nullptr;
+    return;
+  }
+  int previous = 0;
+  const bool had = cudaGetDevice(&previous) == cudaSuccess;
+  cudaSetDevice(device_);
+  if (kind_ == RingKind::mpmc && shared_counter_ == nullptr && device_state_ != nullptr) {
+    // The GPU agents claimed on a device counter: hand its value back to the
+    // segment so CPU agents (and inspection) continue from it.
+    std::uint64_t counter = 0;
+    if (cudaMemcpy(&counter, device_state_, sizeof counter, cudaMemcpyDeviceToHost) == cudaSuccess) {
+      atomic::store_seq_cst(&block_->position, counter);
+    }
+  }
+  if (kind_ == RingKind::spsc) detail::detach_spsc(*block_, identity_);
+  if (device_state_ != nullptr) cudaFree(device_state_);
+  cudaGetLastError();
+  if (had) cudaSetDevice(previous);
+  atomic::fetch_sub(&block_->gpu_attached, std::uint32_t{1});
+  if (atomic::load_acquire(&block_->gpu_attached) == 0) {
+    atomic::store_release(&block_->gpu_flags, std::uint32_t{0});
+  }
+  device_state_ = nullptr;
+  block_ = nullptr;
+}
+
+std::uint64_t GpuSide::position() const {
+  if (block_ == nullptr) return 0;
+  if (shared_counter_ != nullptr) return atomic::load_acquire(&block_->position);
+  std::uint64_t v = 0;  // both cursors and the counter start with the position
+  cudaMemcpy(&v, device_state_, sizeof v, cudaMemcpyDeviceToHost);
+  return v;
+}
+
+GpuSide GpuSide::attach(const Segment& segment, const Registration& registration, RingKind kind,
+                        Side side, std::error_code& ec) {
+  return detail::or_report(ec, [&](detail::Failure& f) {
+    GpuSide g;
+    const bool producer = side == Side::producer;
+    const std::string role = std::string("GPU ") + to_string(kind) +
+                             (producer ? " producer" : " consumer");
+    if ((f = detail::check_attachable(segment, kind, role))) return g;
+    if (!registration || registration.host_pointer() != segment.base()) {
+      f = detail::fail(make_error_code(errc::gpu_not_allowed), segment.name(),
+                       "the " + role + " needs this segment's mapping registered with CUDA "
+                       "(Registration::register_segment of the same Segment)");
+      return g;
+    }
+    const DeviceCapabilities& caps = registration.capabilities();
+    if ((f = detail::cuda_check(cudaSetDevice(caps.device), segment.name(), "cudaSetDevice"))) {
+      return g;
+    }
+    const RingView view(segment.base(), segment.geometry());
+    SideBlock* block = producer ? view.producer() : view.consumer();
+    const auto device_address = [&](const void* host) {
+      return registration.device_pointer() +
+             (static_cast<const std::byte*>(host) - segment.base());
+    };
+
+    if (kind == RingKind::spsc) {
+      const detail::SpscAttachment a = detail::attach_spsc(segment, producer, f);
+      if (f) return g;
+      const std::size_t size = producer ? sizeof(SpscProducerCursor) : sizeof(SpscConsumerCursor);
+      const void* init = producer ? static_cast<const void*>(&a.producer) : &a.consumer;
+      if ((f = detail::cuda_check(cudaMalloc(&g.device_state_, size), segment.name(), "cudaMalloc")) ||
+          (f = detail::cuda_check(cudaMemcpy(g.device_state_, init, size, cudaMemcpyHostToDevice),
+                                  segment.name(), "cudaMemcpy"))) {
+        if (g.device_state_ != nullptr) cudaFree(g.device_state_);
+        g.device_state_ = nullptr;
+        detail::detach_spsc(*block, a.identity);
+        return g;
+      }
+      g.identity_ = a.identity;
+    } else {
+      // Announce ourselves before looking for CPU agents; a CPU attach does
+      // the reverse, so of two racing attaches at least one sees the other.
+      atomic::fetch_add(&block->gpu_attached, std::uint32_t{1});
+      const unsigned cpu_agents = atomic::load_seq_cst(&block->attached);
+      const std::string why = gpu_use_problem(caps, kind, side, cpu_agents);
+      bool ok = why.empty();
+      if (!ok) {
+        f = detail::fail(make_error_code(errc::mixed_agents), segment.name(), why);
+      } else if (caps.host_native_atomics) {
+        // The device's RMW on host memory is atomic with the CPU's: claim on
+        // the segment's own counter, and let CPU agents share the side.
+        g.shared_counter_ = reinterpret_cast<std::uint64_t*>(device_address(&block->position));
+        atomic::store_release(&block->gpu_flags, kGpuSharedCounter);
+      } else {
+        const std::uint64_t start = atomic::load_acquire(&block->position);
+        ok = !(f = detail::cuda_check(cudaMalloc(&g.device_state_, sizeof start), segment.name(),
+                                      "cudaMalloc")) &&
+             !(f = detail::cuda_check(
+                   cudaMemcpy(g.device_state_, &start, sizeof start, cudaMemcpyHostToDevice),
+                   segment.name(), "cudaMemcpy"));
+      }
+      if (!ok) {
+        if (g.device_state_ != nullptr) cudaFree(g.device_state_);
+        g.device_state_ = nullptr;
+        atomic::fetch_sub(&block->gpu_attached, std::uint32_t{1});
+        return g;
+      }
+    }
+    if (kind == RingKind::spsc) atomic::fetch_add(&block->gpu_attached, std::uint32_t{1});
+    g.device_base_ = registration.device_pointer();
+    g.geometry_ = segment.geometry();
+    g.block_ = block;
+    g.kind_ = kind;
+    g.side_ = side;
+    g.device_ = caps.device;
+    g.attached_pid_ = static_cast<std::uint32_t>(::getpid());
+    g.lifetime_ = segment.lifetime();
+    return g;
+  });
+}
+
+}  // namespace shmring::cuda
