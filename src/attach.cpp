@@ -35,6 +35,11 @@ SpscAttachment attach_spsc(const Segment& segment, bool producer, Failure& f) {
   SideBlock& side = producer ? *view.producer() : *view.consumer();
   a.identity = claim_role(side.owner, segment.name(), producer ? "producer" : "consumer", f);
   if (f) return a;
+  // The role is exclusive, so nobody of our side can be asleep now; a holder
+  // killed in its sleep left its count behind, which would cost every
+  // publication of the other side a futex call from now on.
+  atomic::store_seq_cst(&(producer ? view.producer_wait() : view.consumer_wait())->waiters,
+                        std::uint32_t{0});
   const std::uint64_t head = atomic::load_acquire(&view.producer()->position);
   const std::uint64_t tail = atomic::load_acquire(&view.consumer()->position);
   // At most one lap apart. The tail may be ahead of the published head: the

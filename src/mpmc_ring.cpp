@@ -64,6 +64,7 @@ Status MpmcProducer::push(std::span<const std::byte> message,
 }
 
 WriteClaim MpmcProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
+  if (max == 0) return try_claim(0);  // nothing asked for: no wait
   WriteClaim c = detail::block_until(
       [&] { return try_claim(max); },
       [](const WriteClaim& w) { return not_would_block(w.status()); },
@@ -122,6 +123,7 @@ Status MpmcConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
 }
 
 ReadClaim MpmcConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
+  if (max == 0) return try_peek(0);  // nothing asked for: no wait
   ReadClaim c = detail::block_until(
       [&] { return try_peek(max); }, [](const ReadClaim& r) { return not_would_block(r.status()); },
       [&] { return view_.data_ready(); }, &view_.consumer_wait()->waiters,

@@ -54,6 +54,7 @@ Status SpscProducer::push(std::span<const std::byte> message,
 }
 
 WriteClaim SpscProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
+  if (max == 0) return try_claim(0);  // nothing asked for: no wait
   WriteClaim c = detail::block_until(
       [&] { return try_claim(max); }, [](const WriteClaim& w) { return not_would_block(w.status()); },
       [&] { return view_.space_ready(cursor_); }, &view_.producer_wait()->waiters,
@@ -100,6 +101,7 @@ Status SpscConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
 }
 
 ReadClaim SpscConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
+  if (max == 0) return try_peek(0);  // nothing asked for: no wait
   ReadClaim c = detail::block_until(
       [&] { return try_peek(max); }, [](const ReadClaim& r) { return not_would_block(r.status()); },
       [&] { return view_.data_ready(cursor_); }, &view_.consumer_wait()->waiters,

@@ -225,6 +225,15 @@ inline ControlArea* control_of(std::byte* base) { return reinterpret_cast<Contro
 
 // ---- processes --------------------------------------------------------------
 
+// Waits for a child; its exit status, or -1 if it did not exit normally.
+inline int wait_child(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 // Runs `body` in a fork()ed child, which leaves with _exit(body()) (no
 // destructors, no atexit handlers: like a crash). Returns the child's exit
 // status, or -1 if it did not exit normally.
@@ -241,11 +250,7 @@ int run_in_child(Body&& body) {
     }
     ::_exit(rc);
   }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return -1;
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return wait_child(pid);
 }
 
 // Fails the test program if a test left a segment of this process in /dev/shm.

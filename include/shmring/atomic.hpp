@@ -21,8 +21,8 @@ namespace shmring::atomic {
 
 #if defined(__CUDACC__)
 template <class T>
-using ref = cuda::atomic_ref<T, cuda::thread_scope_system>;
-namespace mo = cuda::std;
+using ref = ::cuda::atomic_ref<T, ::cuda::thread_scope_system>;
+namespace mo = ::cuda::std;
 #else
 template <class T>
 using ref = std::atomic_ref<T>;

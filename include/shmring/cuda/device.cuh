@@ -124,33 +124,45 @@ class SpscDeviceProducer {
   }
 
   // ---- one warp: every lane calls; lanes with has_message push theirs ----
-  // The messages go in lane order with one head store; all or none of them
-  // (timeout, too_large if a lane's message does not fit: nothing pushed).
+  // The messages go in lane order, as many per round as there is room for,
+  // with one head store per round. Each lane's result is its own message's:
+  // ok, too_large (not pushed), or the timeout / corrupt that stopped the
+  // rounds before its turn.
   __device__ Status warp_push(const void* data, std::uint32_t size, bool has_message,
                               std::uint64_t timeout_ns) const {
     const unsigned lane = threadIdx.x & 31u;
-    if (__any_sync(kFullWarp, has_message && size > view_.slot_size())) return Status::too_large;
-    const unsigned mask = __ballot_sync(kFullWarp, has_message);
+    const bool fits = size <= view_.slot_size();
+    const unsigned mask = __ballot_sync(kFullWarp, has_message && fits);
     const unsigned count = __popc(mask);
-    if (count == 0) return Status::ok;
+    const unsigned rank = __popc(mask & ((1u << lane) - 1u));
+    const Deadline deadline = Deadline::after(timeout_ns);
     Status st = Status::ok;
-    std::uint64_t first = 0;
-    if (lane == 0) {
-      if (wait_room(count, count, Deadline::after(timeout_ns), st) != 0) first = cursor_->head;
+    unsigned done = 0;
+    while (done < count) {
+      std::uint64_t n = 0;
+      std::uint64_t first = 0;
+      if (lane == 0) {
+        n = wait_room(1, count - done, deadline, st);
+        first = cursor_->head;
+      }
+      n = __shfl_sync(kFullWarp, n, 0);
+      first = __shfl_sync(kFullWarp, first, 0);
+      st = static_cast<Status>(__shfl_sync(kFullWarp, static_cast<int>(st), 0));
+      if (n == 0) break;
+      if (has_message && fits && rank >= done && rank < done + n) {
+        const std::uint64_t pos = first + (rank - done);
+        copy_bytes(view_.payload(pos), data, size);
+        view_.set_length(pos, size);
+        publish_slot(pos);
+      }
+      __syncwarp();
+      if (lane == 0) publish_head(first + n);
+      __syncwarp();
+      done += static_cast<unsigned>(n);
     }
-    st = static_cast<Status>(__shfl_sync(kFullWarp, static_cast<int>(st), 0));
-    first = __shfl_sync(kFullWarp, first, 0);
-    if (st != Status::ok) return st;
-    if (has_message) {
-      const std::uint64_t pos = first + __popc(mask & ((1u << lane) - 1u));
-      copy_bytes(view_.payload(pos), data, size);
-      view_.set_length(pos, size);
-      publish_slot(pos);
-    }
-    __syncwarp();
-    if (lane == 0) publish_head(first + count);
-    __syncwarp();
-    return Status::ok;
+    if (!has_message) return Status::ok;
+    if (!fits) return Status::too_large;
+    return rank < done ? Status::ok : st;
   }
 
   // ---- zero copy, one warp or one block ----

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Builds shmring_bench (Release, in build-bench/) and runs it.
+#
+#   bench/run.sh             measurement: several full passes of the suite, with a
+#                            probe of the cache-line floor before, between parts of
+#                            and after each pass; JSON and report.md under
+#                            bench/results/<machine>/<UTC stamp>/
+#   bench/run.sh --smoke     CI: every benchmark once, very briefly; fails if any
+#                            benchmark fails or a segment is left in /dev/shm
+#                            (also: SHMRING_BENCH_SMOKE=1)
+#
+# Options:
+#   --passes N        full passes (default 5)
+#   --part-size N     benchmarks between two floor probes (default 6)
+#   --min-time S      --benchmark_min_time per benchmark, seconds (default 0.3)
+#   --filter REGEX    only these benchmarks (the floor is always probed)
+#   --machine NAME    results folder name (default: SHMRING_BENCH_MACHINE or hostname -s)
+#   --build-dir DIR   build directory (default: build-bench in the repository)
+#   --out DIR         session directory (default: bench/results/<machine>/<stamp>)
+#   --slow-factor F   report.py: flag a pass whose floor p50 > F x best (default 1.3)
+#   --reference-floor NS  report.py: the machine's known-good floor p50, so that a
+#                     session spent wholly in a slow phase is flagged too
+# Environment:
+#   SHMRING_BENCH_CPUS=a,b[,...]   cores to pin to (default 0,1); see bench/README.md
+#   SHMRING_BENCH_JOBS=N           build parallelism (default 2)
+#   SHMRING_BENCH_REFERENCE_FLOOR_NS=NS   default for --reference-floor
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+smoke=${SHMRING_BENCH_SMOKE:-0}
+passes=5
+min_time=0.3
+filter=""
+machine=${SHMRING_BENCH_MACHINE:-$(hostname -s 2>/dev/null || echo unknown)}
+build_dir="$root/build-bench"
+out=""
+slow_factor=1.3
+part_size=6
+reference_floor=${SHMRING_BENCH_REFERENCE_FLOOR_NS:-}
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --smoke) smoke=1 ;;
+    --passes) passes=$2; shift ;;
+    --min-time) min_time=$2; shift ;;
+    --filter) filter=$2; shift ;;
+    --machine) machine=$2; shift ;;
+    --build-dir) build_dir=$2; shift ;;
+    --out) out=$2; shift ;;
+    --slow-factor) slow_factor=$2; shift ;;
+    --reference-floor) reference_floor=$2; shift ;;
+    --part-size) part_size=$2; shift ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "run.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+# ---- build ------------------------------------------------------------------
+if [[ ! -f "$build_dir/CMakeCache.txt" ]]; then
+  cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
+    -DSHMRING_BUILD_BENCH=ON -DSHMRING_BUILD_TESTS=OFF -DSHMRING_BUILD_EXAMPLES=OFF \
+    -DSHMRING_BUILD_TOOLS=OFF >/dev/null
+fi
+cmake --build "$build_dir" --target shmring_bench -j "${SHMRING_BENCH_JOBS:-2}" >/dev/null
+bin="$build_dir/bench/shmring_bench"
+
+filter_args=()
+[[ -n "$filter" ]] && filter_args=(--benchmark_filter="$filter")
+
+# Runs the benchmark binary and checks that it removed every segment it made
+# (they are all named shmring_bench_<pid>_...).
+run_bench() {
+  local rc=0 pid
+  "$bin" "$@" &
+  pid=$!
+  wait "$pid" || rc=$?
+  local left=()
+  mapfile -t left < <(find /dev/shm -maxdepth 1 -name "shmring_bench_${pid}_*" 2>/dev/null)
+  if [[ ${#left[@]} -gt 0 ]]; then
+    echo "run.sh: segments left behind in /dev/shm: ${left[*]}" >&2
+    rm -f "${left[@]}"
+    [[ $rc -eq 0 ]] && rc=3
+  fi
+  return $rc
+}
+
+# ---- smoke ------------------------------------------------------------------
+if [[ "$smoke" == 1 ]]; then
+  start=$SECONDS
+  # 10 ms per benchmark still laps every ring a few times.
+  if run_bench --benchmark_min_time=0.01 "${filter_args[@]}" --benchmark_color=false; then
+    echo "run.sh --smoke: all benchmarks ran and verified ($((SECONDS - start)) s)"
+  else
+    rc=$?
+    echo "run.sh --smoke: FAILED (exit $rc)" >&2
+    exit "$rc"
+  fi
+  exit 0
+fi
+
+# ---- measurement ------------------------------------------------------------
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out=${out:-"$root/bench/results/$machine/$stamp"}
+mkdir -p "$out"
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+{
+  echo "machine=$machine"
+  echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo '+dirty')"
+  echo "cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  echo "kernel=$(uname -r)"
+  echo "cpus=${SHMRING_BENCH_CPUS:-0,1}"
+  echo "min_time=$min_time"
+  echo "passes=$passes"
+  echo "load_before=$(load)"
+} >"$out/meta.txt"
+
+probe() {
+  run_bench --benchmark_filter='^floor/' --benchmark_min_time=0.2 \
+    --benchmark_out="$1" --benchmark_out_format=json >/dev/null
+}
+
+# A pass is cut into parts of --part-size benchmarks with a floor probe
+# between parts, so that a slow phase of a few seconds is caught next to
+# the benchmarks it hit (report.py sets those measurements aside).
+mapfile -t names < <("$bin" --benchmark_list_tests "${filter_args[@]}")
+if [[ ${#names[@]} -eq 0 ]]; then
+  echo "run.sh: no benchmark matches the filter" >&2
+  exit 2
+fi
+parts=()
+for ((k = 0; k < ${#names[@]}; k += part_size)); do
+  regex=""
+  for name in "${names[@]:k:part_size}"; do
+    escaped=$(printf '%s' "$name" | sed 's/[][\.*^$+?(){}|]/\\&/g')
+    regex+="${regex:+|}$escaped"
+  done
+  parts+=("^($regex)\$")
+done
+echo "parts=${#parts[@]}" >>"$out/meta.txt"
+
+status=0
+for ((i = 1; i <= passes; i++)); do
+  echo "== pass $i/$passes: ${#names[@]} benchmarks in ${#parts[@]} parts (load $(load))"
+  probe "$out/pass-$i-probe-0.json" || status=1
+  for ((j = 1; j <= ${#parts[@]}; j++)); do
+    run_bench --benchmark_min_time="$min_time" --benchmark_filter="${parts[j - 1]}" --benchmark_color=false \
+      --benchmark_out="$out/pass-$i-part-$j.json" --benchmark_out_format=json | tee -a "$out/pass-$i.txt" || status=1
+    probe "$out/pass-$i-probe-$j.json" || status=1
+  done
+done
+echo "load_after=$(load)" >>"$out/meta.txt"
+
+report_args=(--slow-factor "$slow_factor")
+[[ -n "$reference_floor" ]] && report_args+=(--reference-floor "$reference_floor")
+python3 "$root/bench/report.py" "${report_args[@]}" "$out" >"$out/report.md"
+cat "$out/report.md"
+echo
+echo "results: $out"
+exit $status

@@ -1,0 +1,276 @@
+#include "gpu_kernels.hpp"
+
+#include <cuda_runtime_api.h>
+
+#include "shmring/cuda/device.cuh"
+
+namespace shmring::test::gpu {
+namespace {
+
+using cuda::DeviceClaim;
+
+__device__ void fill(std::byte* dst, std::uint64_t seq, std::uint32_t producer, std::uint32_t size) {
+  MessageHeader h{seq, producer, size};
+  cuda::copy_bytes(dst, &h, size < sizeof h ? size : static_cast<std::uint32_t>(sizeof h));
+  for (std::uint32_t i = sizeof h; i < size; ++i) {
+    dst[i] = static_cast<std::byte>(pattern_byte(seq, producer, i));
+  }
+}
+
+// 0 if the message is exactly what fill() wrote for (seq, producer, size).
+__device__ std::uint64_t check(const std::byte* src, std::uint32_t got_size, std::uint64_t seq,
+                               std::uint32_t producer, std::uint32_t size) {
+  if (got_size != size) return 1;
+  MessageHeader h{};
+  cuda::copy_bytes(&h, src, size < sizeof h ? size : static_cast<std::uint32_t>(sizeof h));
+  if (size >= sizeof h && (h.seq != seq || h.producer != producer || h.size != size)) return 1;
+  for (std::uint32_t i = sizeof h; i < size; ++i) {
+    if (static_cast<std::uint8_t>(src[i]) != pattern_byte(seq, producer, i)) return 1;
+  }
+  return 0;
+}
+
+__device__ void note_status(KernelResult* r, Status s) {
+  if (s != Status::ok) atomicCAS(&r->status, 0u, static_cast<unsigned>(s));
+}
+
+__global__ void produce_kernel(cuda::SpscProducerRef ref, Mode mode, std::uint64_t first,
+                               std::uint64_t count, std::uint32_t size, std::uint64_t timeout_ns,
+                               KernelResult* r) {
+  cuda::SpscDeviceProducer p(ref);
+  if (mode == Mode::thread) {
+    if (threadIdx.x != 0) return;
+    alignas(16) std::byte buf[256];
+    for (std::uint64_t i = 0; i < count; ++i) {
+      fill(buf, first + i, 0, size);
+      const Status s = p.push(buf, size, timeout_ns);
+      if (s != Status::ok) return note_status(r, s);
+      r->messages++;
+    }
+    return;
+  }
+  if (mode == Mode::warp) {  // one warp: lanes push in lane order, one head store per round
+    const unsigned lane = threadIdx.x & 31u;
+    alignas(16) std::byte buf[256];
+    for (std::uint64_t base = 0; base < count; base += 32) {
+      const bool has = base + lane < count;
+      if (has) fill(buf, first + base + lane, 0, size);
+      const Status s = p.warp_push(buf, size, has, timeout_ns);
+      if (__any_sync(cuda::kFullWarp, s != Status::ok)) {
+        note_status(r, s);
+        return;
+      }
+      if (lane == 0) r->messages += (count - base < 32 ? count - base : 32);
+    }
+    return;
+  }
+  // block: claim up to blockDim slots, each thread fills one, one commit
+  for (std::uint64_t done = 0; done < count;) {
+    const std::uint64_t left = count - done;
+    const DeviceClaim c = p.block_claim(left < blockDim.x ? static_cast<std::uint32_t>(left) : blockDim.x, timeout_ns);
+    if (c.count == 0) {
+      if (threadIdx.x == 0) note_status(r, c.status);
+      return;
+    }
+    if (threadIdx.x < c.count) {
+      fill(p.payload(c.first + threadIdx.x), first + done + threadIdx.x, 0, size);
+      p.set_size(c, threadIdx.x, size);
+    }
+    p.block_commit(c, c.count);
+    done += c.count;
+    if (threadIdx.x == 0) r->messages = done;
+  }
+}
+
+__global__ void consume_kernel(cuda::SpscConsumerRef ref, Mode mode, std::uint64_t first,
+                               std::uint64_t count, std::uint32_t size, std::uint64_t timeout_ns,
+                               KernelResult* r) {
+  cuda::SpscDeviceConsumer c(ref);
+  if (mode == Mode::thread) {
+    if (threadIdx.x != 0) return;
+    alignas(16) std::byte buf[256];
+    for (std::uint64_t i = 0; i < count; ++i) {
+      std::uint32_t got = 0;
+      const Status s = c.pop(buf, sizeof buf, got, timeout_ns);
+      if (s != Status::ok) return note_status(r, s);
+      r->errors += check(buf, got, first + i, 0, size);
+      r->checksum += first + i;
+      r->messages++;
+    }
+    return;
+  }
+  for (std::uint64_t done = 0; done < count;) {
+    const std::uint64_t left = count - done;
+    const std::uint32_t want = left < 256 ? static_cast<std::uint32_t>(left) : 256u;
+    const DeviceClaim cl = mode == Mode::warp ? c.warp_peek(want, timeout_ns) : c.block_peek(want, timeout_ns);
+    if (cl.count == 0) {
+      if (threadIdx.x == 0) note_status(r, cl.status);
+      return;
+    }
+    const unsigned threads = mode == Mode::warp ? 32u : blockDim.x;
+    const unsigned rank = mode == Mode::warp ? (threadIdx.x & 31u) : threadIdx.x;
+    for (std::uint32_t i = rank; i < cl.count; i += threads) {
+      const ReadSlot s = c.slot(cl, i);
+      const std::uint64_t bad = check(s.data, s.size, first + done + i, 0, size);
+      if (bad != 0) atomicAdd(reinterpret_cast<unsigned long long*>(&r->errors), 1ull);
+      atomicAdd(reinterpret_cast<unsigned long long*>(&r->checksum),
+                static_cast<unsigned long long>(first + done + i));
+    }
+    if (mode == Mode::warp) {
+      c.warp_release(cl, cl.count);
+    } else {
+      c.block_release(cl, cl.count);
+    }
+    done += cl.count;
+    if (rank == 0) r->messages = done;
+  }
+}
+
+__global__ void echo_kernel(cuda::SpscConsumerRef in, cuda::SpscProducerRef out, std::uint64_t count,
+                            std::uint64_t timeout_ns, KernelResult* r) {
+  cuda::SpscDeviceConsumer rx(in);
+  cuda::SpscDeviceProducer tx(out);
+  alignas(16) std::byte buf[256];
+  for (std::uint64_t i = 0; i < count; ++i) {
+    std::uint32_t got = 0;
+    Status s = rx.pop(buf, sizeof buf, got, timeout_ns);
+    if (s == Status::ok) s = tx.push(buf, got, timeout_ns);
+    if (s != Status::ok) return note_status(r, s);
+    r->messages++;
+  }
+}
+
+__global__ void pop_once_kernel(cuda::SpscConsumerRef ref, std::uint64_t timeout_ns, KernelResult* r) {
+  cuda::SpscDeviceConsumer c(ref);
+  alignas(16) std::byte buf[256];
+  std::uint32_t got = 0;
+  r->status = static_cast<std::uint32_t>(c.pop(buf, sizeof buf, got, timeout_ns));
+}
+
+__global__ void push_once_kernel(cuda::SpscProducerRef ref, std::uint32_t size, std::uint64_t timeout_ns,
+                                 KernelResult* r) {
+  cuda::SpscDeviceProducer p(ref);
+  alignas(16) std::byte buf[256];
+  fill(buf, 0, 0, size);
+  r->status = static_cast<std::uint32_t>(p.push(buf, size, timeout_ns));
+}
+
+__global__ void mpmc_produce_kernel(cuda::MpmcProducerRef ref, std::uint64_t per_warp, std::uint32_t size,
+                                    std::uint64_t timeout_ns, KernelResult* r) {
+  cuda::MpmcDeviceSide side(ref);
+  const unsigned lane = threadIdx.x & 31u;
+  const unsigned warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32u;
+  for (std::uint64_t done = 0; done < per_warp;) {
+    const std::uint64_t left = per_warp - done;
+    const DeviceClaim c = side.warp_claim_write(left < 32 ? static_cast<std::uint32_t>(left) : 32u, timeout_ns);
+    if (c.count == 0) {
+      if (lane == 0) note_status(r, c.status);
+      return;
+    }
+    if (lane < c.count) {
+      fill(side.payload(c.first + lane), done + lane, warp, size);
+      side.set_size(c, lane, size);
+    }
+    side.warp_commit(c);
+    done += c.count;
+    if (lane == 0) atomicAdd(reinterpret_cast<unsigned long long*>(&r->messages), c.count);
+  }
+}
+
+__global__ void mpmc_consume_kernel(cuda::MpmcConsumerRef ref, std::uint64_t total, std::uint32_t producers,
+                                    std::uint64_t per_producer, std::uint64_t timeout_ns,
+                                    std::uint32_t* seen, unsigned long long* taken, KernelResult* r) {
+  cuda::MpmcDeviceSide side(ref);
+  const unsigned lane = threadIdx.x & 31u;
+  const cuda::Deadline deadline = cuda::Deadline::after(timeout_ns);
+  for (;;) {
+    // Stop once all `total` messages have been taken by some warp; poll in
+    // short claims so a warp finds out soon after the last one is taken.
+    unsigned long long before = 0;
+    if (lane == 0) before = atomicAdd(taken, 0ull);
+    before = __shfl_sync(cuda::kFullWarp, before, 0);
+    if (before >= total) return;
+    const DeviceClaim c = side.warp_claim_read(32, 1'000'000);
+    if (c.count == 0) {
+      if (c.status == Status::timeout && !deadline.passed()) continue;
+      if (lane == 0) note_status(r, c.status);
+      return;
+    }
+    if (lane < c.count) {
+      const ReadSlot s = side.slot(c, lane);
+      MessageHeader h{};
+      cuda::copy_bytes(&h, s.data, sizeof h);
+      if (h.producer < producers && h.seq < per_producer &&
+          check(s.data, s.size, h.seq, h.producer, h.size) == 0) {
+        atomicAdd(&seen[h.producer * per_producer + h.seq], 1u);
+        atomicAdd(reinterpret_cast<unsigned long long*>(&r->checksum), h.seq);
+      } else {
+        atomicAdd(reinterpret_cast<unsigned long long*>(&r->errors), 1ull);
+      }
+    }
+    side.warp_release(c, c.count);
+    if (lane == 0) {
+      atomicAdd(taken, static_cast<unsigned long long>(c.count));
+      atomicAdd(reinterpret_cast<unsigned long long*>(&r->messages), c.count);
+    }
+  }
+}
+
+// Runs `launch(device_result)` with a zeroed result in device memory, waits,
+// and copies the result to *out. False on any CUDA error.
+template <class Launch>
+bool run(KernelResult* out, Launch&& launch) {
+  KernelResult* d = nullptr;
+  if (cudaMalloc(&d, sizeof *d) != cudaSuccess) return false;
+  bool ok = cudaMemset(d, 0, sizeof *d) == cudaSuccess;
+  if (ok) {
+    launch(d);
+    ok = cudaGetLastError() == cudaSuccess && cudaDeviceSynchronize() == cudaSuccess &&
+         cudaMemcpy(out, d, sizeof *d, cudaMemcpyDeviceToHost) == cudaSuccess;
+  }
+  cudaFree(d);
+  return ok;
+}
+
+}  // namespace
+
+bool spsc_produce(const cuda::SpscProducerRef& ref, Mode mode, std::uint64_t first, std::uint64_t count,
+                  std::uint32_t size, std::uint64_t timeout_ns, KernelResult* r) {
+  return run(r, [&](KernelResult* d) {
+    produce_kernel<<<1, mode == Mode::block ? 128 : 32>>>(ref, mode, first, count, size, timeout_ns, d);
+  });
+}
+bool spsc_consume(const cuda::SpscConsumerRef& ref, Mode mode, std::uint64_t first, std::uint64_t count,
+                  std::uint32_t size, std::uint64_t timeout_ns, KernelResult* r) {
+  return run(r, [&](KernelResult* d) {
+    consume_kernel<<<1, mode == Mode::block ? 128 : 32>>>(ref, mode, first, count, size, timeout_ns, d);
+  });
+}
+bool spsc_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out, std::uint64_t count,
+               std::uint64_t timeout_ns, KernelResult* r) {
+  return run(r, [&](KernelResult* d) { echo_kernel<<<1, 1>>>(in, out, count, timeout_ns, d); });
+}
+bool spsc_pop_once(const cuda::SpscConsumerRef& ref, std::uint64_t timeout_ns, KernelResult* r) {
+  return run(r, [&](KernelResult* d) { pop_once_kernel<<<1, 1>>>(ref, timeout_ns, d); });
+}
+bool spsc_push_once(const cuda::SpscProducerRef& ref, std::uint32_t size, std::uint64_t timeout_ns,
+                    KernelResult* r) {
+  return run(r, [&](KernelResult* d) { push_once_kernel<<<1, 1>>>(ref, size, timeout_ns, d); });
+}
+bool mpmc_produce(const cuda::MpmcProducerRef& ref, unsigned warps, std::uint64_t per_warp, std::uint32_t size,
+                  std::uint64_t timeout_ns, KernelResult* r) {
+  return run(r, [&](KernelResult* d) { mpmc_produce_kernel<<<warps, 32>>>(ref, per_warp, size, timeout_ns, d); });
+}
+bool mpmc_consume(const cuda::MpmcConsumerRef& ref, unsigned warps, std::uint64_t total, std::uint32_t producers,
+                  std::uint64_t per_producer, std::uint64_t timeout_ns, std::uint32_t* seen, KernelResult* r) {
+  unsigned long long* taken = nullptr;
+  if (cudaMalloc(&taken, sizeof *taken) != cudaSuccess) return false;
+  cudaMemset(taken, 0, sizeof *taken);
+  const bool ok = run(r, [&](KernelResult* d) {
+    mpmc_consume_kernel<<<warps, 32>>>(ref, total, producers, per_producer, timeout_ns, seen, taken, d);
+  });
+  cudaFree(taken);
+  return ok;
+}
+
+}  // namespace shmring::test::gpu

@@ -1,0 +1,64 @@
+// Kernels for the GPU suite (test_gpu.cpp), behind host launchers so the
+// suite itself is plain C++ compiled with the tests' compiler.
+#pragma once
+
+#include <cstdint>
+
+#include "shmring/config.hpp"
+#include "shmring/cuda/gpu_ring.hpp"
+#include "shmring/status.hpp"
+
+namespace shmring::test::gpu {
+
+// Messages carry their sequence number and producer id, then a pattern
+// derived from both, so a consumer can check every byte.
+struct MessageHeader {
+  std::uint64_t seq;
+  std::uint32_t producer;
+  std::uint32_t size;
+};
+static_assert(sizeof(MessageHeader) == 16);
+
+SHMRING_HD constexpr std::uint8_t pattern_byte(std::uint64_t seq, std::uint32_t producer, std::uint32_t i) {
+  return static_cast<std::uint8_t>(seq * 131u + producer * 7u + i);
+}
+
+// How a kernel group drives the ring.
+enum class Mode { thread, warp, block };
+
+// What a kernel reports back. Kernels count in device memory (GPU atomics
+// on host memory are not guaranteed atomic over PCIe); the launcher copies
+// the result out.
+struct KernelResult {
+  std::uint64_t messages = 0;  // delivered (consumer) or pushed (producer)
+  std::uint64_t errors = 0;    // wrong sequence, size or byte
+  std::uint64_t checksum = 0;  // sum of the sequence numbers seen
+  std::uint32_t status = 0;    // the first non-ok Status, as an integer
+};
+
+// Each launcher waits for its kernel; false if CUDA reported an error.
+bool spsc_produce(const cuda::SpscProducerRef& ref, Mode mode, std::uint64_t first_seq,
+                  std::uint64_t count, std::uint32_t size, std::uint64_t timeout_ns,
+                  KernelResult* result);
+bool spsc_consume(const cuda::SpscConsumerRef& ref, Mode mode, std::uint64_t first_seq,
+                  std::uint64_t count, std::uint32_t size, std::uint64_t timeout_ns,
+                  KernelResult* result);
+// Pops `count` messages and pushes each back unchanged (one thread).
+bool spsc_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out,
+               std::uint64_t count, std::uint64_t timeout_ns, KernelResult* result);
+// One pop / push attempt with a timeout; the Status lands in result->status.
+bool spsc_pop_once(const cuda::SpscConsumerRef& ref, std::uint64_t timeout_ns, KernelResult* result);
+bool spsc_push_once(const cuda::SpscProducerRef& ref, std::uint32_t size, std::uint64_t timeout_ns,
+                    KernelResult* result);
+
+// `warps` warps each push `per_warp` messages (producer id = warp index,
+// sequence 0..per_warp-1) through warp claims.
+bool mpmc_produce(const cuda::MpmcProducerRef& ref, unsigned warps, std::uint64_t per_warp,
+                  std::uint32_t size, std::uint64_t timeout_ns, KernelResult* result);
+// `warps` warps consume `total` messages between them; seen[p * per_producer
+// + seq] counts deliveries (device memory, `producers * per_producer` words).
+bool mpmc_consume(const cuda::MpmcConsumerRef& ref, unsigned warps, std::uint64_t total,
+                  std::uint32_t producers, std::uint64_t per_producer, std::uint64_t timeout_ns,
+                  std::uint32_t* seen_device, KernelResult* result);
+
+}  // namespace shmring::test::gpu

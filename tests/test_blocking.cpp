@@ -1,0 +1,801 @@
+// Blocking calls: a sleeper is woken promptly when its peer acts, a sleeper
+// burns no CPU, timeouts are honoured, and the futex word works across
+// processes.
+//
+// "Asleep" is observed, never assumed: the sleeper's side raises its waiters
+// word in the segment before it sleeps, and the kernel shows its thread in
+// state S; a test acts only once it sees both.
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shmring/shmring.hpp"
+#include "test_support.hpp"
+
+namespace shmring {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kLongTimeout = 10s;         // a blocked call that should be woken well before
+constexpr auto kWakeBound = 100ms;         // each wake, push to return
+constexpr auto kMedianWakeBound = 10ms;    // typical wake (a periodic re-check would be ~25 ms)
+constexpr auto kAsleepDeadline = 10s;      // for a sleeper to be observed asleep
+constexpr int kWakeTrials = 9;
+
+// ---- observing sleepers ------------------------------------------------------
+
+ControlArea* control(const Segment& s) { return reinterpret_cast<ControlArea*>(s.base()); }
+const std::uint32_t* consumer_waiters(const Segment& s) { return &control(s)->consumer_wait.waiters; }
+const std::uint32_t* producer_waiters(const Segment& s) { return &control(s)->producer_wait.waiters; }
+// Producers bump producer.notify to wake consumers; consumers bump consumer.notify.
+const std::uint32_t* producer_notify(const Segment& s) { return &control(s)->producer.notify; }
+const std::uint32_t* consumer_notify(const Segment& s) { return &control(s)->consumer.notify; }
+std::uint32_t load(const std::uint32_t* word) { return atomic::load_seq_cst(word); }
+
+pid_t this_thread_id() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+// The scheduler state ('R', 'S', 'D', ...) of a thread of this process, or
+// of a process when `tid` is a process id; 0 if unreadable.
+char task_state(pid_t tid, bool other_process = false) {
+  char path[96];
+  if (other_process) {
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(tid));
+  } else {
+    std::snprintf(path, sizeof path, "/proc/self/task/%d/stat", static_cast<int>(tid));
+  }
+  std::FILE* f = std::fopen(path, "re");
+  if (f == nullptr) return 0;
+  char buf[512];
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');
+  return (p != nullptr && p[1] == ' ') ? p[2] : 0;
+}
+
+template <class Pred>
+bool poll_until(Pred&& pred, std::chrono::nanoseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (!pred()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(100us);
+  }
+  return true;
+}
+
+std::chrono::nanoseconds thread_cpu_time() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
+double ms(std::chrono::nanoseconds d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+Segment make_ring(const test::UniqueShm& shm, RingKind kind, std::uint64_t capacity,
+                  std::uint64_t slot_size = 64) {
+  CreateOptions o;
+  o.kind = kind;
+  o.capacity = capacity;
+  o.slot_size = slot_size;
+  return Segment::create(shm.name(), o);
+}
+
+std::array<std::byte, 8> word_bytes(std::uint64_t v) {
+  std::array<std::byte, 8> b{};
+  std::memcpy(b.data(), &v, 8);
+  return b;
+}
+std::uint64_t bytes_word(std::span<const std::byte> b) {
+  std::uint64_t v = 0;
+  std::memcpy(&v, b.data(), std::min<std::size_t>(8, b.size()));
+  return v;
+}
+
+// ---- wake latency -----------------------------------------------------------
+
+struct Wake {
+  bool asleep = false;    // the sleeper was observed asleep before the peer acted
+  bool notified = false;  // the peer's call saw the sleeper and bumped its notify word
+  Status status = Status::corrupt;
+  std::chrono::nanoseconds latency{};  // from the peer's call to the sleeper's return
+};
+
+// Runs `block` (returns a Status) on a new thread, waits until that thread is
+// asleep (`waiters` non-zero and the thread in state S), then runs `unblock`
+// and measures how long `block` takes to return after it.
+template <class Block, class Unblock>
+Wake measure_wake(Block&& block, Unblock&& unblock, const std::uint32_t* waiters,
+                  const std::uint32_t* notify) {
+  Wake w;
+  std::atomic<pid_t> tid{0};
+  std::atomic<Clock::rep> returned_at{0};
+  std::thread sleeper([&] {
+    tid.store(this_thread_id());
+    w.status = block();
+    returned_at.store(Clock::now().time_since_epoch().count());
+  });
+  w.asleep = poll_until(
+      [&] { return tid.load() != 0 && load(waiters) != 0 && task_state(tid.load()) == 'S'; },
+      kAsleepDeadline);
+  const std::uint32_t notify_before = load(notify);
+  const auto acted = Clock::now();
+  unblock();
+  w.notified = load(notify) != notify_before;
+  sleeper.join();
+  w.latency = Clock::time_point(Clock::duration(returned_at.load())) - acted;
+  return w;
+}
+
+// Checks a series of wakes: every sleeper was asleep and returned ok within
+// kWakeBound, the typical (median) wake is far below the sleepers' periodic
+// re-check, and the peer's call saw the sleeper (the futex path was taken).
+void check_wakes(const std::vector<Wake>& wakes, const char* what) {
+  std::vector<std::chrono::nanoseconds> latencies;
+  int notified = 0;
+  for (std::size_t i = 0; i < wakes.size(); ++i) {
+    const Wake& w = wakes[i];
+    EXPECT_TRUE(w.asleep) << what << " trial " << i << ": the sleeper was never seen asleep";
+    EXPECT_EQ(w.status, Status::ok) << what << " trial " << i;
+    EXPECT_LT(w.latency, kWakeBound) << what << " trial " << i << ": woke after " << ms(w.latency)
+                                     << " ms";
+    latencies.push_back(w.latency);
+    notified += w.notified ? 1 : 0;
+  }
+  std::sort(latencies.begin(), latencies.end());
+  const auto median = latencies[latencies.size() / 2];
+  std::printf("[ blocking ] %s: wake latency min %.3f ms, median %.3f ms, max %.3f ms; "
+              "%d of %zu peer calls saw the sleeper\n",
+              what, ms(latencies.front()), ms(median), ms(latencies.back()), notified,
+              wakes.size());
+  EXPECT_LT(median, kMedianWakeBound) << what << ": wake-ups look lost (median " << ms(median)
+                                      << " ms)";
+  // A sleeper briefly leaves its count during a periodic re-check; allow one
+  // unlucky trial.
+  EXPECT_GE(notified, static_cast<int>(wakes.size()) - 1) << what;
+}
+
+TEST(BlockingWake, SpscConsumerWokenByPush) {
+  test::UniqueShm shm;
+  Segment seg = make_ring(shm, RingKind::spsc, 8);
+  SpscProducer tx = SpscProducer::attach(seg);
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  std::vector<Wake> wakes;
+  for (std::uint64_t i = 0; i < kWakeTrials; ++i) {
+    std::uint64_t got = ~0ull;
+    wakes.push_back(measure_wake(
+        [&] {
+          std::array<std::byte, 64> buf{};
+          std::size_t size = 0;
+          const Status s = rx.pop(buf, size, kLongTimeout);
+          got = bytes_word({buf.data(), size});
+          return s;
+        },
+        [&] { EXPECT_EQ(tx.try_push(word_bytes(i)), Status::ok); }, consumer_waiters(seg),
+        producer_notify(seg)));
+    EXPECT_EQ(got, i);
+  }
+  check_wakes(wakes, "spsc pop");
+}
+
+TEST(BlockingWake, SpscConsumerPeekWokenByClaimCommit) {
+  test::UniqueShm shm;
+  Segment seg = make_ring(shm, RingKind::spsc, 8);
+  SpscProducer tx = SpscProducer::attach(seg);
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  std::vector<Wake> wakes;
+  for (std::uint64_t i = 0; i < kWakeTrials; ++i) {
+    std::uint64_t got = ~0ull;
+    wakes.push_back(measure_wake(
+        [&] {
+          ReadClaim c = rx.peek(4, kLongTimeout);
+          if (!c.empty()) got = bytes_word(c[0]);
+          rx.release(c);
+          return c.empty() ? c.status() : Status::ok;
+        },
+        [&] {
+          WriteClaim c = tx.try_claim(1);
+          ASSERT_FALSE(c.empty());
+          std::memcpy(c[0].data(), word_bytes(i).data(), 8);
+          EXPECT_EQ(tx.commit(c, 8), Status::ok);
+        },
+        consumer_waiters(seg), producer_notify(seg)));
+    EXPECT_EQ(got, i);
+  }
+  check_wakes(wakes, "spsc peek");
+}
+
+TEST(BlockingWake, SpscProducerWokenByPop) {
+  test::UniqueShm shm;
+  constexpr std::uint64_t kCapacity = 4;
+  Segment seg = make_ring(shm, RingKind::spsc, kCapacity);
+  SpscProducer tx = SpscProducer::attach(seg);
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  std::uint64_t next_in = 0, next_out = 0;
+  for (; next_in < kCapacity; ++next_in) ASSERT_EQ(tx.try_push(word_bytes(next_in)), Status::ok);
+  std::vector<Wake> wakes;
+  for (int i = 0; i < kWakeTrials; ++i) {
+    wakes.push_back(measure_wake(
+        [&] { return tx.push(word_bytes(next_in), kLongTimeout); },
+        [&] {
+          std::array<std::byte, 64> buf{};
+          std::size_t size = 0;
+          ASSERT_EQ(rx.try_pop(buf, size), Status::ok);
+          EXPECT_EQ(bytes_word({buf.data(), size}), next_out++);
+        },
+        producer_waiters(seg), consumer_notify(seg)));
+    ++next_in;  // the ring is full again
+  }
+  check_wakes(wakes, "spsc push");
+  std::array<std::byte, 64> buf{};
+  std::size_t size = 0;
+  while (rx.try_pop(buf, size) == Status::ok) EXPECT_EQ(bytes_word({buf.data(), size}), next_out++);
+  EXPECT_EQ(next_out, next_in);
+}
+
+TEST(BlockingWake, SpscProducerClaimWokenByRelease) {
+  test::UniqueShm shm;
+  constexpr std::uint64_t kCapacity = 4;
+  Segment seg = make_ring(shm, RingKind::spsc, kCapacity);
+  SpscProducer tx = SpscProducer::attach(seg);
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  for (std::uint64_t i = 0; i < kCapacity; ++i) ASSERT_EQ(tx.try_push(word_bytes(i)), Status::ok);
+  std::vector<Wake> wakes;
+  for (int i = 0; i < kWakeTrials; ++i) {
+    wakes.push_back(measure_wake(
+        [&] {
+          WriteClaim c = tx.claim(2, kLongTimeout);
+          if (c.empty()) return c.status();
+          const Status s = c.size() == 1 ? Status::ok : Status::corrupt;  // one slot was freed
+          std::memcpy(c[0].data(), word_bytes(100 + i).data(), 8);
+          return tx.commit(c, 8) == Status::ok ? s : Status::corrupt;
+        },
+        [&] {
+          ReadClaim c = rx.try_peek(1);
+          ASSERT_FALSE(c.empty());
+          rx.release(c);
+        },
+        producer_waiters(seg), consumer_notify(seg)));
+  }
+  check_wakes(wakes, "spsc claim");
+}
+
+TEST(BlockingWake, MpmcConsumersWokenOneMessageEach) {
+  test::UniqueShm shm;
+  Segment seg = make_ring(shm, RingKind::mpmc, 8);
+  MpmcProducer tx = MpmcProducer::attach(seg);
+  MpmcConsumer rx = MpmcConsumer::attach(seg);
+  std::vector<Wake> wakes;
+  for (std::uint64_t i = 0; i < kWakeTrials; ++i) {
+    std::uint64_t got = ~0ull;
+    wakes.push_back(measure_wake(
+        [&] {
+          std::array<std::byte, 64> buf{};
+          std::size_t size = 0;
+          const Status s = rx.pop(buf, size, kLongTimeout);
+          got = bytes_word({buf.data(), size});
+          return s;
+        },
+        [&] { EXPECT_EQ(tx.try_push(word_bytes(i)), Status::ok); }, consumer_waiters(seg),
+        producer_notify(seg)));
+    EXPECT_EQ(got, i);
+  }
+  check_wakes(wakes, "mpmc pop");
+}
+
+// Three consumers asleep at once; each push must wake them so that exactly
+// one takes the message, promptly, and the others go back to sleep.
+TEST(BlockingWake, MpmcSeveralSleepersEachPushServesOne) {
+  test::UniqueShm shm;
+  constexpr int kSleepers = 3;
+  Segment seg = make_ring(shm, RingKind::mpmc, 8);
+  MpmcProducer tx = MpmcProducer::attach(seg);
+  std::atomic<int> served{0};
+  std::array<std::atomic<Clock::rep>, kSleepers> returned_at{};
+  std::array<Status, kSleepers> status{};
+  std::array<std::uint64_t, kSleepers> got{};
+  std::vector<std::thread> sleepers;
+  for (int c = 0; c < kSleepers; ++c) {
+    sleepers.emplace_back([&, c] {
+      MpmcConsumer rx = MpmcConsumer::attach(seg);
+      std::array<std::byte, 64> buf{};
+      std::size_t size = 0;
+      status[c] = rx.pop(buf, size, kLongTimeout);
+      got[c] = bytes_word({buf.data(), size});
+      returned_at[c].store(Clock::now().time_since_epoch().count());
+      served.fetch_add(1);
+    });
+  }
+  std::vector<std::uint64_t> seen;
+  for (int k = 0; k < kSleepers; ++k) {
+    const auto left = static_cast<std::uint32_t>(kSleepers - k);
+    ASSERT_TRUE(poll_until([&] { return load(consumer_waiters(seg)) == left; }, kAsleepDeadline))
+        << left << " consumers should be asleep, " << load(consumer_waiters(seg)) << " are";
+    const auto acted = Clock::now();
+    ASSERT_EQ(tx.try_push(word_bytes(1000 + k)), Status::ok);
+    ASSERT_TRUE(poll_until([&] { return served.load() == k + 1; }, kWakeBound))
+        << "push " << k << " woke no consumer within " << ms(kWakeBound) << " ms";
+    for (int c = 0; c < kSleepers; ++c) {
+      const Clock::rep at = returned_at[c].load();
+      if (at != 0 && Clock::time_point(Clock::duration(at)) >= acted) {
+        EXPECT_LT(Clock::time_point(Clock::duration(at)) - acted, kWakeBound);
+      }
+    }
+  }
+  for (auto& t : sleepers) t.join();
+  for (int c = 0; c < kSleepers; ++c) {
+    EXPECT_EQ(status[c], Status::ok);
+    seen.push_back(got[c]);
+  }
+  std::sort(seen.begin(), seen.end());
+  EXPECT_EQ(seen, (std::vector<std::uint64_t>{1000, 1001, 1002}));
+}
+
+TEST(BlockingWake, MpmcProducerWokenByPop) {
+  test::UniqueShm shm;
+  constexpr std::uint64_t kCapacity = 4;
+  Segment seg = make_ring(shm, RingKind::mpmc, kCapacity);
+  MpmcProducer tx = MpmcProducer::attach(seg);
+  MpmcConsumer rx = MpmcConsumer::attach(seg);
+  std::uint64_t next_in = 0, next_out = 0;
+  for (; next_in < kCapacity; ++next_in) ASSERT_EQ(tx.try_push(word_bytes(next_in)), Status::ok);
+  std::vector<Wake> wakes;
+  for (int i = 0; i < kWakeTrials; ++i) {
+    wakes.push_back(measure_wake(
+        [&] { return tx.push(word_bytes(next_in), kLongTimeout); },
+        [&] {
+          std::array<std::byte, 64> buf{};
+          std::size_t size = 0;
+          ASSERT_EQ(rx.try_pop(buf, size), Status::ok);
+          EXPECT_EQ(bytes_word({buf.data(), size}), next_out++);
+        },
+        producer_waiters(seg), consumer_notify(seg)));
+    ++next_in;
+  }
+  check_wakes(wakes, "mpmc push");
+  std::array<std::byte, 64> buf{};
+  std::size_t size = 0;
+  while (rx.try_pop(buf, size) == Status::ok) EXPECT_EQ(bytes_word({buf.data(), size}), next_out++);
+  EXPECT_EQ(next_out, next_in);
+}
+
+// ---- a sleeper burns no CPU --------------------------------------------------
+
+constexpr auto kIdleWait = 1200ms;
+constexpr double kMaxCpuShare = 0.05;
+
+struct Idle {
+  Status status = Status::corrupt;
+  std::chrono::nanoseconds wall{};
+  std::chrono::nanoseconds cpu{};  // of the blocked thread itself
+};
+
+// Runs `block` on a new thread, measuring that thread's own CPU time over
+// the call; once the thread is asleep, waits kIdleWait, then `unblock`s it.
+template <class Block, class Unblock>
+Idle measure_idle(Block&& block, Unblock&& unblock, const std::uint32_t* waiters) {
+  Idle r;
+  std::atomic<pid_t> tid{0};
+  std::thread sleeper([&] {
+    tid.store(this_thread_id());
+    const auto cpu0 = thread_cpu_time();
+    const auto wall0 = Clock::now();
+    r.status = block();
+    r.cpu = thread_cpu_time() - cpu0;
+    r.wall = Clock::now() - wall0;
+  });
+  const bool asleep = poll_until(
+      [&] { return tid.load() != 0 && load(waiters) != 0 && task_state(tid.load()) == 'S'; },
+      kAsleepDeadline);
+  EXPECT_TRUE(asleep) << "the blocked thread was never seen asleep";
+  std::this_thread::sleep_for(kIdleWait);  // the interval measured, not a synchronisation
+  unblock();
+  sleeper.join();
+  return r;
+}
+
+void check_idle(const Idle& r, const char* what) {
+  const double share = static_cast<double>(r.cpu.count()) / static_cast<double>(r.wall.count());
+  std::printf("[ blocking ] %s: blocked %.0f ms, used %.3f ms of CPU (%.3f%%)\n", what, ms(r.wall),
+              ms(r.cpu), share * 100);
+  EXPECT_EQ(r.status, Status::ok) << what;
+  EXPECT_GE(r.wall, kIdleWait) << what;
+  EXPECT_LT(share, kMaxCpuShare) << what << ": the blocked thread spins";
+}
+
+TEST(BlockingIdle, SpscConsumerWaitingForDataDoesNotSpin) {
+  test::UniqueShm shm;
+  Segment seg = make_ring(shm, RingKind::spsc, 8);
+  SpscProducer tx = SpscProducer::attach(seg);
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  check_idle(measure_idle(
+                 [&] {
+                   std::array<std::byte, 64> buf{};
+                   std::size_t size = 0;
+                   return rx.pop(buf, size, kLongTimeout);
+                 },
+                 [&] { EXPECT_EQ(tx.try_push(word_bytes(7)), Status::ok); }, consumer_waiters(seg)),
+             "spsc consumer");
+}
+
+TEST(BlockingIdle, SpscProducerWaitingForSpaceDoesNotSpin) {
+  test::UniqueShm shm;
+  Segment seg = make_ring(shm, RingKind::spsc, 4);
+  SpscProducer tx = SpscProducer::attach(seg);
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  for (std::uint64_t i = 0; i < 4; ++i) ASSERT_EQ(tx.try_push(word_bytes(i)), Status::ok);
+  check_idle(measure_idle([&] { return tx.push(word_bytes(4), kLongTimeout); },
+                          [&] {
+                            std::array<std::byte, 64> buf{};
+                            std::size_t size = 0;
+                            EXPECT_EQ(rx.try_pop(buf, size), Status::ok);
+                          },
+                          producer_waiters(seg)),
+             "spsc producer");
+}
+
+TEST(BlockingIdle, MpmcConsumerWaitingForDataDoesNotSpin) {
+  test::UniqueShm shm;
+  Segment seg = make_ring(shm, RingKind::mpmc, 8);
+  MpmcProducer tx = MpmcProducer::attach(seg);
+  MpmcConsumer rx = MpmcConsumer::attach(seg);
+  check_idle(measure_idle(
+                 [&] {
+                   std::array<std::byte, 64> buf{};
+                   std::size_t size = 0;
+                   return rx.pop(buf, size, kLongTimeout);
+                 },
+                 [&] { EXPECT_EQ(tx.try_push(word_bytes(7)), Status::ok); }, consumer_waiters(seg)),
+             "mpmc consumer");
+}
+
+TEST(BlockingIdle, MpmcProducerWaitingForSpaceDoesNotSpin) {
+  test::UniqueShm shm;
+  Segment seg = make_ring(shm, RingKind::mpmc, 4);
+  MpmcProducer tx = MpmcProducer::attach(seg);
+  MpmcConsumer rx = MpmcConsumer::attach(seg);
+  for (std::uint64_t i = 0; i < 4; ++i) ASSERT_EQ(tx.try_push(word_bytes(i)), Status::ok);
+  check_idle(measure_idle([&] { return tx.push(word_bytes(4), kLongTimeout); },
+                          [&] {
+                            std::array<std::byte, 64> buf{};
+                            std::size_t size = 0;
+                            EXPECT_EQ(rx.try_pop(buf, size), Status::ok);
+                          },
+                          producer_waiters(seg)),
+             "mpmc producer");
+}
+
+// ---- timeouts ---------------------------------------------------------------
+
+constexpr auto kShortTimeout = 200ms;
+constexpr auto kOvershootBound = 1s;  // generous: a loaded machine may deschedule us
+
+// Runs `call` (returns Status) and checks it timed out after at least
+// `timeout`, not grossly later, without spinning through the wait.
+template <class Call>
+void expect_timeout(Call&& call, std::chrono::nanoseconds timeout, const char* what) {
+  const auto cpu0 = thread_cpu_time();
+  const auto t0 = Clock::now();
+  const Status s = call();
+  const auto wall = Clock::now() - t0;
+  const auto cpu = thread_cpu_time() - cpu0;
+  EXPECT_EQ(s, Status::timeout) << what;
+  EXPECT_GE(wall, timeout) << what << " returned early";
+  EXPECT_LT(wall, timeout + kOvershootBound) << what << " overshot: " << ms(wall) << " ms";
+  if (timeout >= kShortTimeout) {
+    EXPECT_LT(static_cast<double>(cpu.count()), kMaxCpuShare * static_cast<double>(wall.count()) + 5e6)
+        << what << " used " << ms(cpu) << " ms of CPU while waiting " << ms(wall) << " ms";
+  }
+}
+
+TEST(BlockingTimeout, SpscEveryBlockingCallTimesOut) {
+  test::UniqueShm shm;
+  constexpr std::uint64_t kCapacity = 4;
+  Segment seg = make_ring(shm, RingKind::spsc, kCapacity);
+  SpscProducer tx = SpscProducer::attach(seg);
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  std::array<std::byte, 64> buf{};
+  std::size_t size = 0;
+
+  expect_timeout([&] { return rx.pop(buf, size, kShortTimeout); }, kShortTimeout, "spsc pop");
+  expect_timeout([&] { return rx.peek(2, kShortTimeout).status(); }, kShortTimeout, "spsc peek");
+  EXPECT_TRUE(rx.peek(2, kShortTimeout).empty());
+  expect_timeout([&] { return rx.pop(buf, size, 0ns); }, 0ns, "spsc pop, zero timeout");
+
+  for (std::uint64_t i = 0; i < kCapacity; ++i) ASSERT_EQ(tx.try_push(word_bytes(i)), Status::ok);
+  expect_timeout([&] { return tx.push(word_bytes(99), kShortTimeout); }, kShortTimeout, "spsc push");
+  expect_timeout([&] { return tx.claim(1, kShortTimeout).status(); }, kShortTimeout, "spsc claim");
+  EXPECT_TRUE(tx.claim(1, kShortTimeout).empty());
+  expect_timeout([&] { return tx.push(word_bytes(99), 0ns); }, 0ns, "spsc push, zero timeout");
+
+  // A timed-out call changed nothing: the ring holds exactly what went in.
+  EXPECT_EQ(tx.position(), kCapacity);
+  for (std::uint64_t i = 0; i < kCapacity; ++i) {
+    ASSERT_EQ(rx.try_pop(buf, size), Status::ok);
+    EXPECT_EQ(bytes_word({buf.data(), size}), i);
+  }
+  EXPECT_EQ(rx.try_pop(buf, size), Status::would_block);
+  EXPECT_EQ(load(consumer_waiters(seg)), 0u) << "a timed-out sleeper left its count behind";
+  EXPECT_EQ(load(producer_waiters(seg)), 0u) << "a timed-out sleeper left its count behind";
+}
+
+TEST(BlockingTimeout, MpmcEveryBlockingCallTimesOut) {
+  test::UniqueShm shm;
+  constexpr std::uint64_t kCapacity = 4;
+  Segment seg = make_ring(shm, RingKind::mpmc, kCapacity);
+  MpmcProducer tx = MpmcProducer::attach(seg);
+  MpmcConsumer rx = MpmcConsumer::attach(seg);
+  std::array<std::byte, 64> buf{};
+  std::size_t size = 0;
+
+  expect_timeout([&] { return rx.pop(buf, size, kShortTimeout); }, kShortTimeout, "mpmc pop");
+  expect_timeout([&] { return rx.peek(2, kShortTimeout).status(); }, kShortTimeout, "mpmc peek");
+  EXPECT_TRUE(rx.peek(2, kShortTimeout).empty());
+  expect_timeout([&] { return rx.pop(buf, size, 0ns); }, 0ns, "mpmc pop, zero timeout");
+
+  for (std::uint64_t i = 0; i < kCapacity; ++i) ASSERT_EQ(tx.try_push(word_bytes(i)), Status::ok);
+  expect_timeout([&] { return tx.push(word_bytes(99), kShortTimeout); }, kShortTimeout, "mpmc push");
+  expect_timeout([&] { return tx.claim(1, kShortTimeout).status(); }, kShortTimeout, "mpmc claim");
+  EXPECT_TRUE(tx.claim(1, kShortTimeout).empty());
+  expect_timeout([&] { return tx.push(word_bytes(99), 0ns); }, 0ns, "mpmc push, zero timeout");
+
+  for (std::uint64_t i = 0; i < kCapacity; ++i) {
+    ASSERT_EQ(rx.try_pop(buf, size), Status::ok);
+    EXPECT_EQ(bytes_word({buf.data(), size}), i);
+  }
+  EXPECT_EQ(rx.try_pop(buf, size), Status::would_block);
+  EXPECT_EQ(load(consumer_waiters(seg)), 0u) << "a timed-out sleeper left its count behind";
+  EXPECT_EQ(load(producer_waiters(seg)), 0u) << "a timed-out sleeper left its count behind";
+}
+
+// A sleeper with no spinning at all (WaitPolicy{0, 0}) still honours its
+// deadline and is still woken.
+TEST(BlockingTimeout, NoSpinPolicyHonoursDeadlineAndWakes) {
+  test::UniqueShm shm;
+  Segment seg = make_ring(shm, RingKind::spsc, 4);
+  const WaitPolicy no_spin{0, 0};
+  SpscProducer tx = SpscProducer::attach(seg, no_spin);
+  SpscConsumer rx = SpscConsumer::attach(seg, no_spin);
+  std::array<std::byte, 64> buf{};
+  std::size_t size = 0;
+  expect_timeout([&] { return rx.pop(buf, size, kShortTimeout); }, kShortTimeout, "no-spin pop");
+  std::vector<Wake> wakes;
+  for (std::uint64_t i = 0; i < kWakeTrials; ++i) {
+    wakes.push_back(measure_wake(
+        [&] {
+          std::size_t n = 0;
+          std::array<std::byte, 64> b{};
+          return rx.pop(b, n, kLongTimeout);
+        },
+        [&] { EXPECT_EQ(tx.try_push(word_bytes(i)), Status::ok); }, consumer_waiters(seg),
+        producer_notify(seg)));
+  }
+  check_wakes(wakes, "no-spin pop");
+}
+
+// ---- across processes ---------------------------------------------------------
+
+// What a forked sleeper reports, per trial: its status, what it received,
+// when it returned (steady_clock is CLOCK_MONOTONIC, one clock for all
+// processes), and how many trials it has finished.
+struct ChildReport {
+  std::int32_t status[kWakeTrials];
+  std::uint64_t value[kWakeTrials];
+  Clock::rep returned_at[kWakeTrials];
+  std::uint32_t completed;
+};
+
+class SharedReport {
+ public:
+  SharedReport() {
+    void* p = ::mmap(nullptr, sizeof(ChildReport), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
+    report_ = static_cast<ChildReport*>(p);
+  }
+  ~SharedReport() { ::munmap(report_, sizeof(ChildReport)); }
+  SharedReport(const SharedReport&) = delete;
+  SharedReport& operator=(const SharedReport&) = delete;
+  ChildReport& get() const { return *report_; }
+
+ private:
+  ChildReport* report_;
+};
+
+// Waits for `pid` until `limit`; kills it if it overruns. Returns its exit
+// code, or -1 if it had to be killed or died of a signal.
+int reap(pid_t pid, std::chrono::nanoseconds limit) {
+  int status = 0;
+  const bool exited = poll_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, limit);
+  if (!exited) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+    return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// A forked child runs `block(report, trial)` kWakeTrials times; before each
+// the parent waits until the child is asleep in it (trial count, waiters
+// word, process state S), then runs `unblock(trial)`. The wakes must be as
+// prompt as within one process: a futex that is not shared between
+// processes would leave the child to its periodic re-check.
+template <class Block, class Unblock>
+void cross_process_wake(Block&& block, Unblock&& unblock, const std::uint32_t* waiters,
+                        const std::uint32_t* notify, const char* what) {
+  SharedReport shared;
+  ChildReport& report = shared.get();
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0) << "fork failed";
+  if (pid == 0) {
+    int rc = 3;
+    try {
+      rc = 0;
+      for (int i = 0; i < kWakeTrials && rc == 0; ++i) {
+        const Status s = block(report, i);
+        report.status[i] = static_cast<std::int32_t>(s);
+        report.returned_at[i] = Clock::now().time_since_epoch().count();
+        std::atomic_ref<std::uint32_t>(report.completed).store(static_cast<std::uint32_t>(i + 1));
+        rc = s == Status::ok ? 0 : 1;
+      }
+    } catch (...) {
+      rc = 3;
+    }
+    ::_exit(rc);
+  }
+  std::vector<Wake> wakes(kWakeTrials);
+  std::vector<Clock::time_point> acted(kWakeTrials);
+  for (int i = 0; i < kWakeTrials; ++i) {
+    wakes[i].asleep = poll_until(
+        [&] {
+          return std::atomic_ref<std::uint32_t>(report.completed).load() ==
+                     static_cast<std::uint32_t>(i) &&
+                 load(waiters) != 0 && task_state(pid, /*other_process=*/true) == 'S';
+        },
+        kAsleepDeadline);
+    if (!wakes[i].asleep) break;  // the child failed or hangs: reap() below tells
+    const std::uint32_t notify_before = load(notify);
+    acted[i] = Clock::now();
+    unblock(i);
+    wakes[i].notified = load(notify) != notify_before;
+  }
+  const int code = reap(pid, kLongTimeout + 5s);
+  ASSERT_EQ(code, 0) << what << ": child exit code (trials completed: " << report.completed << ")";
+  for (int i = 0; i < kWakeTrials; ++i) {
+    wakes[i].status = static_cast<Status>(report.status[i]);
+    wakes[i].latency = Clock::time_point(Clock::duration(report.returned_at[i])) - acted[i];
+  }
+  check_wakes(wakes, what);
+}
+
+TEST(BlockingCrossProcess, SpscConsumerProcessWokenByParentPush) {
+  test::UniqueShm shm;
+  Segment seg = make_ring(shm, RingKind::spsc, 8);
+  SpscProducer tx = SpscProducer::attach(seg);
+  cross_process_wake(
+      [&](ChildReport& r, int i) {
+        Segment s = Segment::open(shm.name());
+        SpscConsumer rx = SpscConsumer::attach(s);
+        std::array<std::byte, 64> buf{};
+        std::size_t size = 0;
+        const Status st = rx.pop(buf, size, kLongTimeout);
+        r.value[i] = bytes_word({buf.data(), size});
+        return st == Status::ok && r.value[i] == 0xC0FFEEu + i ? st : Status::corrupt;
+      },
+      [&](int i) { EXPECT_EQ(tx.try_push(word_bytes(0xC0FFEEu + i)), Status::ok); },
+      consumer_waiters(seg), producer_notify(seg), "spsc consumer process");
+}
+
+TEST(BlockingCrossProcess, SpscProducerProcessWokenByParentPop) {
+  test::UniqueShm shm;
+  constexpr std::uint64_t kCapacity = 4;
+  Segment seg = make_ring(shm, RingKind::spsc, kCapacity);
+  {
+    SpscProducer tx = SpscProducer::attach(seg);
+    for (std::uint64_t i = 0; i < kCapacity; ++i) ASSERT_EQ(tx.try_push(word_bytes(i)), Status::ok);
+  }  // the role is released for the child
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  std::uint64_t next_out = 0;
+  cross_process_wake(
+      [&](ChildReport&, int i) {
+        Segment s = Segment::open(shm.name());
+        SpscProducer tx = SpscProducer::attach(s);
+        return tx.push(word_bytes(kCapacity + static_cast<std::uint64_t>(i)), kLongTimeout);
+      },
+      [&](int) {
+        std::array<std::byte, 64> buf{};
+        std::size_t size = 0;
+        EXPECT_EQ(rx.try_pop(buf, size), Status::ok);
+        EXPECT_EQ(bytes_word({buf.data(), size}), next_out++);
+      },
+      producer_waiters(seg), consumer_notify(seg), "spsc producer process");
+  std::array<std::byte, 64> buf{};
+  std::size_t size = 0;
+  while (rx.try_pop(buf, size) == Status::ok) EXPECT_EQ(bytes_word({buf.data(), size}), next_out++);
+  EXPECT_EQ(next_out, kCapacity + kWakeTrials);
+}
+
+TEST(BlockingCrossProcess, MpmcConsumerProcessWokenByParentPush) {
+  test::UniqueShm shm;
+  Segment seg = make_ring(shm, RingKind::mpmc, 8);
+  MpmcProducer tx = MpmcProducer::attach(seg);
+  cross_process_wake(
+      [&](ChildReport& r, int i) {
+        Segment s = Segment::open(shm.name());
+        MpmcConsumer rx = MpmcConsumer::attach(s);
+        std::array<std::byte, 64> buf{};
+        std::size_t size = 0;
+        const Status st = rx.pop(buf, size, kLongTimeout);
+        r.value[i] = bytes_word({buf.data(), size});
+        return st == Status::ok && r.value[i] == 0xBEEFu + i ? st : Status::corrupt;
+      },
+      [&](int i) { EXPECT_EQ(tx.try_push(word_bytes(0xBEEFu + i)), Status::ok); },
+      consumer_waiters(seg), producer_notify(seg), "mpmc consumer process");
+}
+
+// A consumer process killed while asleep in pop() leaves its registration
+// in the waiters word. Once a new consumer has taken the role over, nobody
+// can be asleep on that side, yet every publication still finds a sleeper
+// registered and makes a futex system call (about 20x slower): attaching the
+// role clears the dead sleeper's count.
+TEST(BlockingCrossProcess, SpscKilledSleeperLeavesNoWaiterBehind) {
+  test::UniqueShm shm;
+  Segment seg = make_ring(shm, RingKind::spsc, 8);
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0) << "fork failed";
+  if (pid == 0) {
+    try {
+      Segment s = Segment::open(shm.name());
+      SpscConsumer rx = SpscConsumer::attach(s);
+      std::array<std::byte, 64> buf{};
+      std::size_t size = 0;
+      (void)rx.pop(buf, size, kLongTimeout);
+    } catch (...) {
+    }
+    ::_exit(0);
+  }
+  const bool asleep = poll_until(
+      [&] { return load(consumer_waiters(seg)) != 0 && task_state(pid, true) == 'S'; },
+      kAsleepDeadline);
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(asleep) << "the child was never seen asleep";
+
+  SpscConsumer rx = SpscConsumer::attach(seg);  // takes the dead child's role over
+  SpscProducer tx = SpscProducer::attach(seg);
+  const std::uint32_t notify_before = load(producer_notify(seg));
+  std::array<std::byte, 64> buf{};
+  std::size_t size = 0;
+  for (std::uint64_t i = 0; i < 100; ++i) {
+    ASSERT_EQ(tx.try_push(word_bytes(i)), Status::ok);
+    ASSERT_EQ(rx.try_pop(buf, size), Status::ok);
+  }
+  EXPECT_EQ(load(consumer_waiters(seg)), 0u) << "the killed consumer is still counted as asleep";
+  EXPECT_EQ(load(producer_notify(seg)) - notify_before, 0u)
+      << "pushes kept waking a consumer that no longer exists";
+}
+
+}  // namespace
+}  // namespace shmring

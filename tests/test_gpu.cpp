@@ -1,0 +1,406 @@
+// CPU <-> GPU through one registered ring, every direction, every message
+// verified. Skips (never passes, never fails) where no CUDA device is visible.
+//
+// Cross-process tests fork a CPU peer that never touches CUDA; a second GPU
+// process is started with fork+exec of this binary (--gpu-peer ...), so that
+// it initialises CUDA itself instead of inheriting the parent's context.
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gpu_kernels.hpp"
+#include "shmring/cuda/capabilities.hpp"
+#include "shmring/cuda/gpu_ring.hpp"
+#include "shmring/cuda/registration.hpp"
+#include "shmring/shmring.hpp"
+#include "test_support.hpp"
+
+extern char** environ;
+
+namespace shmring {
+namespace {
+
+using namespace std::chrono_literals;
+using cuda::GpuMpmcConsumers;
+using cuda::GpuMpmcProducers;
+using cuda::GpuSpscConsumer;
+using cuda::GpuSpscProducer;
+using cuda::Registration;
+using test::gpu::KernelResult;
+using test::gpu::MessageHeader;
+using test::gpu::Mode;
+
+constexpr std::uint64_t kKernelTimeout = 20'000'000'000ull;  // 20 s: a hang fails, never stalls CI
+constexpr auto kCpuTimeout = 20s;
+std::string g_self;  // this binary, for --gpu-peer
+
+void fill(std::span<std::byte> dst, std::uint64_t seq, std::uint32_t producer, std::uint32_t size) {
+  MessageHeader h{seq, producer, size};
+  std::memcpy(dst.data(), &h, std::min<std::size_t>(size, sizeof h));
+  for (std::uint32_t i = sizeof h; i < size; ++i) {
+    dst[i] = static_cast<std::byte>(test::gpu::pattern_byte(seq, producer, i));
+  }
+}
+
+bool matches(std::span<const std::byte> m, std::uint64_t seq, std::uint32_t producer, std::uint32_t size) {
+  if (m.size() != size) return false;
+  MessageHeader h{};
+  std::memcpy(&h, m.data(), std::min<std::size_t>(size, sizeof h));
+  if (size >= sizeof h && (h.seq != seq || h.producer != producer || h.size != size)) return false;
+  for (std::uint32_t i = sizeof h; i < size; ++i) {
+    if (static_cast<std::uint8_t>(m[i]) != test::gpu::pattern_byte(seq, producer, i)) return false;
+  }
+  return true;
+}
+
+class Gpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device visible: GPU tests skipped";
+  }
+};
+
+CreateOptions spsc(std::uint64_t capacity, std::uint64_t slot) {
+  return CreateOptions{RingKind::spsc, capacity, slot, 0600};
+}
+
+TEST_F(Gpu, CapabilitiesAndRegistration) {
+  const cuda::DeviceCapabilities caps = cuda::query(0);
+  EXPECT_EQ(caps.device, 0);
+  EXPECT_FALSE(caps.name.empty());
+  EXPECT_GE(caps.compute_major, 5);
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), spsc(64, 64));
+  {
+    Registration reg = Registration::register_segment(seg);
+    ASSERT_TRUE(reg);
+    EXPECT_EQ(reg.host_pointer(), seg.base());
+    EXPECT_EQ(reg.same_address(), caps.host_pointer_for_registered);
+    // Registering the same mapping twice is refused, with a message.
+    std::error_code ec;
+    Registration again = Registration::register_segment(seg, 0, ec);
+    EXPECT_EQ(ec, make_error_code(errc::cuda_error));
+    EXPECT_NE(last_error_message().find("already registered"), std::string::npos);
+  }
+  // Unregistered on destruction: it registers again.
+  Registration again = Registration::register_segment(seg);
+  EXPECT_TRUE(again);
+  std::error_code ec;
+  (void)Registration::register_segment(seg, 4096, ec);
+  EXPECT_EQ(ec, make_error_code(errc::no_gpu));
+}
+
+class SpscModes : public Gpu, public ::testing::WithParamInterface<std::tuple<Mode, std::uint32_t>> {};
+
+// CPU producer process -> kernel consumer.
+TEST_P(SpscModes, CpuProcessToKernel) {
+  const auto [mode, size] = GetParam();
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), spsc(8, 256));  // small: many wraps
+  constexpr std::uint64_t kCount = 20000;
+  const pid_t child = ::fork();
+  if (child == 0) {
+    Segment s = Segment::open(name.name());
+    SpscProducer tx = SpscProducer::attach(s);
+    std::vector<std::byte> buf(size);
+    for (std::uint64_t i = 0; i < kCount; ++i) {
+      fill(buf, i, 0, size);
+      if (tx.push(buf, kCpuTimeout) != Status::ok) ::_exit(2);
+    }
+    ::_exit(0);
+  }
+  Registration reg = Registration::register_segment(seg);
+  GpuSpscConsumer rx = GpuSpscConsumer::attach(seg, reg);
+  KernelResult r;
+  ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), mode, 0, kCount, size, kKernelTimeout, &r));
+  EXPECT_EQ(test::wait_child(child), 0);
+  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
+  EXPECT_EQ(r.messages, kCount);
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_EQ(r.checksum, kCount * (kCount - 1) / 2);
+  EXPECT_EQ(rx.position(), kCount);
+}
+
+// Kernel producer -> CPU consumer process.
+TEST_P(SpscModes, KernelToCpuProcess) {
+  const auto [mode, size] = GetParam();
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), spsc(8, 256));
+  constexpr std::uint64_t kCount = 20000;
+  const pid_t child = ::fork();
+  if (child == 0) {
+    Segment s = Segment::open(name.name());
+    SpscConsumer rx = SpscConsumer::attach(s);
+    for (std::uint64_t i = 0; i < kCount;) {
+      ReadClaim c = rx.peek(64, kCpuTimeout);
+      if (c.empty()) ::_exit(2);
+      for (std::size_t k = 0; k < c.size(); ++k) {
+        if (!matches(c[k], i + k, 0, size)) ::_exit(1);
+      }
+      i += c.size();
+      rx.release(c);
+    }
+    ::_exit(0);
+  }
+  Registration reg = Registration::register_segment(seg);
+  GpuSpscProducer tx = GpuSpscProducer::attach(seg, reg);
+  KernelResult r;
+  ASSERT_TRUE(test::gpu::spsc_produce(tx.ref(), mode, 0, kCount, size, kKernelTimeout, &r));
+  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
+  EXPECT_EQ(r.messages, kCount);
+  EXPECT_EQ(test::wait_child(child), 0);
+  EXPECT_EQ(tx.position(), kCount);
+  EXPECT_EQ(seg.geometry().capacity, 8u);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllModes, SpscModes,
+                         ::testing::Combine(::testing::Values(Mode::thread, Mode::warp, Mode::block),
+                                            ::testing::Values(8u, 16u, 200u)));
+
+// Kernel -> kernel, the consumer in another process with its own CUDA context.
+TEST_F(Gpu, KernelToKernelAcrossProcesses) {
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), spsc(64, 128));
+  constexpr std::uint64_t kCount = 50000;
+  const std::string count = std::to_string(kCount);
+  const char* argv[] = {g_self.c_str(), "--gpu-peer", "consume", name.name().c_str(), count.c_str(), nullptr};
+  pid_t peer = 0;
+  ASSERT_EQ(::posix_spawn(&peer, g_self.c_str(), nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+  Registration reg = Registration::register_segment(seg);
+  GpuSpscProducer tx = GpuSpscProducer::attach(seg, reg);
+  KernelResult r;
+  ASSERT_TRUE(test::gpu::spsc_produce(tx.ref(), Mode::block, 0, kCount, 100, kKernelTimeout, &r));
+  EXPECT_EQ(r.status, 0u);
+  EXPECT_EQ(test::wait_child(peer), 0) << "the GPU consumer process saw a wrong message or timed out";
+}
+
+// CPU <-> kernel ping-pong: the CPU sends, a persistent kernel echoes.
+TEST_F(Gpu, CpuKernelPingPong) {
+  test::UniqueShm ping_name("ping");
+  test::UniqueShm pong_name("pong");
+  Segment ping = Segment::create(ping_name.name(), spsc(4, 64));
+  Segment pong = Segment::create(pong_name.name(), spsc(4, 64));
+  constexpr std::uint64_t kRounds = 2000;
+  const pid_t child = ::fork();
+  if (child == 0) {
+    Segment a = Segment::open(ping_name.name());
+    Segment b = Segment::open(pong_name.name());
+    SpscProducer tx = SpscProducer::attach(a);
+    SpscConsumer rx = SpscConsumer::attach(b);
+    std::vector<std::byte> out(48), in(64);
+    for (std::uint64_t i = 0; i < kRounds; ++i) {
+      fill(out, i, 3, 48);
+      if (tx.push(out, kCpuTimeout) != Status::ok) ::_exit(2);
+      std::size_t n = 0;
+      if (rx.pop(in, n, kCpuTimeout) != Status::ok) ::_exit(3);
+      if (!matches(std::span(in).first(n), i, 3, 48)) ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  Registration r1 = Registration::register_segment(ping);
+  Registration r2 = Registration::register_segment(pong);
+  GpuSpscConsumer rx = GpuSpscConsumer::attach(ping, r1);
+  GpuSpscProducer tx = GpuSpscProducer::attach(pong, r2);
+  KernelResult r;
+  ASSERT_TRUE(test::gpu::spsc_echo(rx.ref(), tx.ref(), kRounds, kKernelTimeout, &r));
+  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
+  EXPECT_EQ(r.messages, kRounds);
+  EXPECT_EQ(test::wait_child(child), 0);
+}
+
+// A kernel on an empty ring (or a full one) returns timeout, and the ring is
+// unchanged.
+TEST_F(Gpu, KernelWaitsTimeOut) {
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), spsc(4, 64));
+  Registration reg = Registration::register_segment(seg);
+  {
+    GpuSpscConsumer rx = GpuSpscConsumer::attach(seg, reg);
+    KernelResult r;
+    const auto t0 = std::chrono::steady_clock::now();
+    ASSERT_TRUE(test::gpu::spsc_pop_once(rx.ref(), 5'000'000, &r));  // 5 ms
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 5ms);
+    EXPECT_EQ(static_cast<Status>(r.status), Status::timeout);
+    EXPECT_EQ(rx.position(), 0u);
+  }
+  GpuSpscProducer tx = GpuSpscProducer::attach(seg, reg);
+  for (int i = 0; i < 4; ++i) {
+    KernelResult r;
+    ASSERT_TRUE(test::gpu::spsc_push_once(tx.ref(), 32, 0, &r));
+    EXPECT_EQ(static_cast<Status>(r.status), Status::ok);
+  }
+  KernelResult full;
+  ASSERT_TRUE(test::gpu::spsc_push_once(tx.ref(), 32, 5'000'000, &full));
+  EXPECT_EQ(static_cast<Status>(full.status), Status::timeout);
+  KernelResult big;
+  ASSERT_TRUE(test::gpu::spsc_push_once(tx.ref(), 65, 0, &big));
+  EXPECT_EQ(static_cast<Status>(big.status), Status::too_large);
+  EXPECT_EQ(tx.position(), 4u);
+  // A CPU consumer sees the four messages and nothing else.
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  ReadClaim c = rx.try_peek(10);
+  EXPECT_EQ(c.size(), 4u);
+}
+
+// MPMC: warps of one GPU produce, two CPU consumer processes take every
+// message exactly once (each reports per-producer sequence sums and counts).
+TEST_F(Gpu, MpmcKernelProducersToCpuConsumers) {
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), CreateOptions{RingKind::mpmc, 256, 64, 0600});
+  test::UniqueShm tally_name("tally");
+  constexpr unsigned kWarps = 8;
+  constexpr std::uint64_t kPerWarp = 20000;
+  // Seen counts per (producer, seq), in a plain shared segment both children write.
+  Segment tally = Segment::create(tally_name.name(), CreateOptions{RingKind::spsc, 1, kWarps * kPerWarp, 0600});
+  auto* seen = reinterpret_cast<std::uint8_t*>(tally.base() + tally.geometry().slots_offset);
+  std::vector<pid_t> children;
+  for (int c = 0; c < 2; ++c) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      Segment s = Segment::open(name.name());
+      MpmcConsumer rx = MpmcConsumer::attach(s);
+      for (;;) {
+        ReadClaim claim = rx.peek(32, 3s);
+        if (claim.empty()) ::_exit(claim.status() == Status::timeout ? 0 : 2);
+        for (std::size_t k = 0; k < claim.size(); ++k) {
+          MessageHeader h{};
+          std::memcpy(&h, claim[k].data(), sizeof h);
+          if (h.producer >= kWarps || h.seq >= kPerWarp || !matches(claim[k], h.seq, h.producer, 64)) ::_exit(1);
+          atomic::fetch_add(&seen[h.producer * kPerWarp + h.seq], std::uint8_t{1});
+        }
+        rx.release(claim);
+      }
+    }
+    children.push_back(pid);
+  }
+  Registration reg = Registration::register_segment(seg);
+  GpuMpmcProducers tx = GpuMpmcProducers::attach(seg, reg);
+  KernelResult r;
+  ASSERT_TRUE(test::gpu::mpmc_produce(tx.ref(), kWarps, kPerWarp, 64, kKernelTimeout, &r));
+  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
+  EXPECT_EQ(r.messages, kWarps * kPerWarp);
+  for (pid_t pid : children) EXPECT_EQ(test::wait_child(pid), 0);
+  std::uint64_t once = 0;
+  for (std::uint64_t i = 0; i < kWarps * kPerWarp; ++i) once += seen[i] == 1;
+  EXPECT_EQ(once, kWarps * kPerWarp) << "every message delivered exactly once";
+  EXPECT_EQ(tx.position(), kWarps * kPerWarp);
+}
+
+// MPMC: two CPU producer processes, warps of one GPU consume.
+TEST_F(Gpu, MpmcCpuProducersToKernelConsumers) {
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), CreateOptions{RingKind::mpmc, 256, 64, 0600});
+  constexpr std::uint32_t kProducers = 2;
+  constexpr std::uint64_t kPerProducer = 50000;
+  std::vector<pid_t> children;
+  for (std::uint32_t p = 0; p < kProducers; ++p) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      Segment s = Segment::open(name.name());
+      MpmcProducer tx = MpmcProducer::attach(s);
+      std::vector<std::byte> buf(64);
+      for (std::uint64_t i = 0; i < kPerProducer; ++i) {
+        fill(buf, i, p, 64);
+        if (tx.push(buf, kCpuTimeout) != Status::ok) ::_exit(2);
+      }
+      ::_exit(0);
+    }
+    children.push_back(pid);
+  }
+  Registration reg = Registration::register_segment(seg);
+  GpuMpmcConsumers rx = GpuMpmcConsumers::attach(seg, reg);
+  std::uint32_t* seen = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&seen), kProducers * kPerProducer * sizeof(std::uint32_t)), cudaSuccess);
+  cudaMemset(seen, 0, kProducers * kPerProducer * sizeof(std::uint32_t));
+  KernelResult r;
+  ASSERT_TRUE(test::gpu::mpmc_consume(rx.ref(), 8, kProducers * kPerProducer, kProducers, kPerProducer,
+                                      kKernelTimeout, seen, &r));
+  std::vector<std::uint32_t> host(kProducers * kPerProducer);
+  cudaMemcpy(host.data(), seen, host.size() * sizeof(std::uint32_t), cudaMemcpyDeviceToHost);
+  cudaFree(seen);
+  for (pid_t pid : children) EXPECT_EQ(test::wait_child(pid), 0);
+  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_EQ(r.messages, kProducers * kPerProducer);
+  std::uint64_t once = 0;
+  for (std::uint32_t v : host) once += v == 1;
+  EXPECT_EQ(once, kProducers * kPerProducer) << "every message delivered exactly once";
+}
+
+// Without host-native atomics a GPU side and CPU handles cannot share the
+// MPMC claim counter; either order of attach is refused with a reason.
+TEST_F(Gpu, MixedMpmcProducersRefused) {
+  const cuda::DeviceCapabilities caps = cuda::query(0);
+  if (caps.host_native_atomics) GTEST_SKIP() << caps.name << " has host-native atomics: mixing is allowed";
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), CreateOptions{RingKind::mpmc, 64, 64, 0600});
+  Registration reg = Registration::register_segment(seg);
+  {
+    MpmcProducer cpu = MpmcProducer::attach(seg);
+    std::error_code ec;
+    GpuMpmcProducers gpu = GpuMpmcProducers::attach(seg, reg, ec);
+    EXPECT_EQ(ec, make_error_code(errc::mixed_agents));
+    EXPECT_NE(last_error_message().find("hostNativeAtomicSupported"), std::string::npos)
+        << last_error_message();
+    EXPECT_FALSE(gpu);
+  }
+  GpuMpmcProducers gpu = GpuMpmcProducers::attach(seg, reg);
+  std::error_code ec;
+  MpmcProducer cpu = MpmcProducer::attach(seg, {}, ec);
+  EXPECT_EQ(ec, make_error_code(errc::mixed_agents));
+  EXPECT_FALSE(cpu);
+  // The consumer side is another matter: CPU consumers are fine.
+  MpmcConsumer consumer = MpmcConsumer::attach(seg);
+  EXPECT_TRUE(consumer);
+}
+
+// The GPU takes over the SPSC producer role like a CPU handle: a second one
+// is refused while it holds it.
+TEST_F(Gpu, SpscRoleIsExclusive) {
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), spsc(16, 64));
+  Registration reg = Registration::register_segment(seg);
+  GpuSpscProducer gpu = GpuSpscProducer::attach(seg, reg);
+  std::error_code ec;
+  SpscProducer cpu = SpscProducer::attach(seg, {}, ec);
+  EXPECT_EQ(ec, make_error_code(errc::role_taken));
+  EXPECT_EQ(seg.base() != nullptr, true);
+  auto* block = &reinterpret_cast<ControlArea*>(seg.base())->producer;
+  EXPECT_EQ(block->gpu_attached, 1u);
+}
+
+// --gpu-peer consume NAME COUNT: the second GPU process of
+// KernelToKernelAcrossProcesses (exit 0 when every message matched).
+int gpu_peer(int argc, char** argv) {
+  if (argc != 5 || std::string(argv[2]) != "consume") return 64;
+  try {
+    Segment seg = Segment::open(argv[3]);
+    Registration reg = Registration::register_segment(seg);
+    GpuSpscConsumer rx = GpuSpscConsumer::attach(seg, reg);
+    const std::uint64_t count = std::stoull(argv[4]);
+    KernelResult r;
+    if (!test::gpu::spsc_consume(rx.ref(), Mode::block, 0, count, 100, kKernelTimeout, &r)) return 3;
+    return r.status == 0 && r.errors == 0 && r.messages == count ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpu peer: %s\n", e.what());
+    return 2;
+  }
+}
+
+}  // namespace
+}  // namespace shmring
+
+int main(int argc, char** argv) {
+  shmring::g_self = argv[0];
+  if (argc > 1 && std::string(argv[1]) == "--gpu-peer") return shmring::gpu_peer(argc, argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}

@@ -1,0 +1,1046 @@
+// Threaded stress: producers and consumers hammer one ring and every message
+// is checked on arrival (producer id, sequence number, length, checksum) and
+// accounted for at the end (SPSC: strict order; MPMC: exactly once, and in
+// order per producer as seen by each consumer).
+//
+// Counts scale with SHMRING_STRESS_SCALE; under ThreadSanitizer they shrink
+// so the suite stays fast. A thread that makes no progress for kStall, or a
+// run that overruns kRunBudget, fails the test instead of hanging it.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <random>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shmring/shmring.hpp"
+#include "stress_message.hpp"
+#include "test_support.hpp"
+
+namespace shmring {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+namespace msg = test::msg;
+
+constexpr auto kStall = msg::kThreadSanitizer ? 60s : 20s;
+constexpr auto kBlockingTimeout = 10s;
+// A whole run must end within this (times SHMRING_STRESS_SCALE): wake-ups
+// that are lost but rescued by a sleeper's periodic re-check make progress,
+// only very slowly.
+constexpr auto kRunBudget = msg::kThreadSanitizer ? 120s : 60s;
+
+// Failures reported by worker threads; the first one stops every thread.
+class Failures {
+ public:
+  Failures()
+      : deadline_(Clock::now() + kRunBudget * static_cast<std::int64_t>(msg::stress_scale())) {}
+  // Whether the run must stop: a failure, or past its time budget (which is
+  // then recorded as the failure).
+  bool stop_now() {
+    if (stopped()) return true;
+    if (Clock::now() < deadline_) return false;
+    add("the run overran its " + std::to_string(kRunBudget.count()) +
+        " s budget (lost wake-ups rescued only by periodic re-checks?)");
+    return true;
+  }
+  void add(std::string what) {
+    std::lock_guard lock(mutex_);
+    if (list_.size() < 16) list_.push_back(std::move(what));
+    stop_.store(true, std::memory_order_relaxed);
+  }
+  bool stopped() const noexcept { return stop_.load(std::memory_order_relaxed); }
+  std::string report() const {
+    std::lock_guard lock(mutex_);
+    std::string all;
+    for (const auto& s : list_) all += s + "\n";
+    return all;
+  }
+  bool any() const {
+    std::lock_guard lock(mutex_);
+    return !list_.empty();
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> list_;
+  std::atomic<bool> stop_{false};
+  Clock::time_point deadline_;
+};
+
+// Backoff for try_ loops, with a stall watchdog: wait() returns false when
+// the run must end (a failure elsewhere, or no progress here for kStall).
+class Spinner {
+ public:
+  Spinner(Failures& failures, std::string who) : failures_(failures), who_(std::move(who)) {}
+  void progress() noexcept { idle_ = 0; }
+  bool wait() {
+    if (idle_ == 0) since_ = Clock::now();
+    ++idle_;
+    if ((idle_ & 15) == 0) {
+      std::this_thread::yield();  // fewer cores than threads: let the peer run
+    } else {
+      atomic::cpu_relax();
+    }
+    if ((idle_ & 1023) == 0) {
+      if (failures_.stop_now()) return false;
+      if (Clock::now() - since_ > kStall) {
+        failures_.add(who_ + ": no progress for " +
+                      std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kStall).count()) +
+                      " s (lost message or lost wake-up?)");
+        return false;
+      }
+    }
+    return true;
+  }
+
+ private:
+  Failures& failures_;
+  std::string who_;
+  std::uint64_t idle_ = 0;
+  Clock::time_point since_{};
+};
+
+// Polls `pred` until it holds or `timeout` passes.
+template <class Pred>
+bool poll_until(Pred&& pred, std::chrono::nanoseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (!pred()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(50us);
+  }
+  return true;
+}
+
+ControlArea* control(const Segment& s) { return reinterpret_cast<ControlArea*>(s.base()); }
+std::uint32_t consumer_waiters(const Segment& s) {
+  return atomic::load_seq_cst(&control(s)->consumer_wait.waiters);
+}
+std::uint32_t producer_waiters(const Segment& s) {
+  return atomic::load_seq_cst(&control(s)->producer_wait.waiters);
+}
+// Bumped by each side every time it wakes sleepers of the other side.
+std::uint32_t producer_notify(const Segment& s) {
+  return atomic::load_seq_cst(&control(s)->producer.notify);
+}
+std::uint32_t consumer_notify(const Segment& s) {
+  return atomic::load_seq_cst(&control(s)->consumer.notify);
+}
+
+Segment make_ring(const test::UniqueShm& shm, RingKind kind, std::uint64_t capacity,
+                  std::uint64_t slot_size) {
+  CreateOptions o;
+  o.kind = kind;
+  o.capacity = capacity;
+  o.slot_size = slot_size;
+  return Segment::create(shm.name(), o);
+}
+
+std::string describe(const msg::Header& h) {
+  return "(producer " + std::to_string(h.producer) + ", seq " + std::to_string(h.seq) + ")";
+}
+
+// ---- SPSC checking: one producer, so the sequence is the position ---------
+
+class SpscChecker {
+ public:
+  SpscChecker(Failures& f, std::uint64_t total, std::size_t max_payload)
+      : failures_(f), total_(total), max_payload_(max_payload) {}
+
+  bool accept(std::span<const std::byte> m) {
+    msg::Header h{};
+    const msg::Verdict v = msg::check(m, 1, total_, max_payload_, h);
+    if (v != msg::Verdict::ok) {
+      failures_.add("message #" + std::to_string(next_) + " of " + std::to_string(m.size()) +
+                    " bytes: " + msg::to_string(v));
+      return false;
+    }
+    if (h.seq != next_) {
+      failures_.add("expected seq " + std::to_string(next_) + ", got " + std::to_string(h.seq) +
+                    (h.seq < next_ ? " (duplicate or stale)" : " (messages lost)"));
+      return false;
+    }
+    ++next_;
+    return true;
+  }
+  std::uint64_t received() const noexcept { return next_; }
+
+ private:
+  Failures& failures_;
+  std::uint64_t total_;
+  std::size_t max_payload_;
+  std::uint64_t next_ = 0;
+};
+
+// ---- MPMC checking: a seen-count per message, order per (consumer, producer)
+
+class Ledger {
+ public:
+  Ledger(std::uint32_t producers, std::uint64_t per_producer, std::size_t max_payload)
+      : producers_(producers),
+        per_producer_(per_producer),
+        max_payload_(max_payload),
+        seen_(producers * per_producer) {}
+
+  std::uint32_t producers() const noexcept { return producers_; }
+  std::uint64_t per_producer() const noexcept { return per_producer_; }
+  std::uint64_t total() const noexcept { return producers_ * per_producer_; }
+  std::uint64_t delivered() const noexcept { return delivered_.load(); }
+
+  // One consumer's view: the last sequence it saw from each producer.
+  class Consumer {
+   public:
+    Consumer(Ledger& ledger, Failures& f, int id)
+        : ledger_(ledger), failures_(f), id_(id), last_(ledger.producers_, kNone) {}
+    bool accept(std::span<const std::byte> m) {
+      msg::Header h{};
+      const msg::Verdict v =
+          msg::check(m, ledger_.producers_, ledger_.per_producer_, ledger_.max_payload_, h);
+      if (v != msg::Verdict::ok) {
+        failures_.add("consumer " + std::to_string(id_) + ": message of " +
+                      std::to_string(m.size()) + " bytes: " + msg::to_string(v));
+        return false;
+      }
+      if (last_[h.producer] != kNone && h.seq <= last_[h.producer]) {
+        failures_.add("consumer " + std::to_string(id_) + ": " + describe(h) + " after seq " +
+                      std::to_string(last_[h.producer]) + " of the same producer");
+        return false;
+      }
+      last_[h.producer] = h.seq;
+      const std::uint64_t index = h.producer * ledger_.per_producer_ + h.seq;
+      if (ledger_.seen_[index].fetch_add(1, std::memory_order_relaxed) != 0) {
+        failures_.add("consumer " + std::to_string(id_) + ": " + describe(h) +
+                      " delivered twice");
+        return false;
+      }
+      ledger_.delivered_.fetch_add(1, std::memory_order_relaxed);
+      ++count_;
+      return true;
+    }
+    std::uint64_t count() const noexcept { return count_; }
+
+   private:
+    static constexpr std::uint64_t kNone = ~std::uint64_t{0};
+    Ledger& ledger_;
+    Failures& failures_;
+    int id_;
+    std::vector<std::uint64_t> last_;
+    std::uint64_t count_ = 0;
+  };
+
+  // After every thread joined: each message seen exactly once.
+  void verify() const {
+    std::uint64_t missing = 0, duplicated = 0;
+    std::string first;
+    for (std::uint64_t i = 0; i < seen_.size(); ++i) {
+      const unsigned n = seen_[i].load();
+      if (n == 1) continue;
+      (n == 0 ? missing : duplicated) += 1;
+      if (first.empty()) {
+        first = "(producer " + std::to_string(i / per_producer_) + ", seq " +
+                std::to_string(i % per_producer_) + ") seen " + std::to_string(n) + " times";
+      }
+    }
+    EXPECT_EQ(missing, 0u) << "first bad message: " << first;
+    EXPECT_EQ(duplicated, 0u) << "first bad message: " << first;
+    EXPECT_EQ(delivered(), total());
+  }
+
+ private:
+  std::uint32_t producers_;
+  std::uint64_t per_producer_;
+  std::size_t max_payload_;
+  std::vector<std::atomic<std::uint8_t>> seen_;
+  std::atomic<std::uint64_t> delivered_{0};
+};
+
+void join_all(std::vector<std::thread>& threads) {
+  for (auto& t : threads) t.join();
+  threads.clear();
+}
+
+void report_rate(const char* what, std::uint64_t n, Clock::time_point start) {
+  const double s = std::chrono::duration<double>(Clock::now() - start).count();
+  std::printf("[ stress   ] %s: %llu messages in %.3f s (%.2f M msg/s)\n", what,
+              static_cast<unsigned long long>(n), s, static_cast<double>(n) / s / 1e6);
+}
+
+// ===========================================================================
+// SPSC
+// ===========================================================================
+
+constexpr std::uint64_t kSlot = 128;
+constexpr std::size_t kMaxPayload = kSlot - msg::kHeaderSize;
+
+// try_push / try_pop with spinning, one producer thread, one consumer thread.
+void spsc_copy_run(std::uint64_t capacity, std::uint64_t total) {
+  test::UniqueShm shm(std::to_string(capacity));
+  Segment seg = make_ring(shm, RingKind::spsc, capacity, kSlot);
+  SpscProducer tx = SpscProducer::attach(seg);
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  Failures failures;
+  SpscChecker checker(failures, total, kMaxPayload);
+
+  const auto start = Clock::now();
+  std::thread producer([&] {
+    Spinner spin(failures, "producer");
+    std::array<std::byte, kSlot> buf{};
+    for (std::uint64_t seq = 0; seq < total; ++seq) {
+      const std::size_t n = msg::write(buf, 0, seq, kMaxPayload);
+      for (;;) {
+        const Status s = tx.try_push({buf.data(), n});
+        if (s == Status::ok) break;
+        if (s != Status::would_block) return failures.add(std::string("try_push: ") + to_string(s));
+        if (!spin.wait()) return;
+      }
+      spin.progress();
+    }
+  });
+  std::thread consumer([&] {
+    Spinner spin(failures, "consumer");
+    std::array<std::byte, kSlot> buf{};
+    while (checker.received() < total) {
+      std::size_t size = 0;
+      const Status s = rx.try_pop(buf, size);
+      if (s == Status::ok) {
+        if (!checker.accept({buf.data(), size})) return;
+        spin.progress();
+        continue;
+      }
+      if (s != Status::would_block) return failures.add(std::string("try_pop: ") + to_string(s));
+      if (!spin.wait()) return;
+    }
+  });
+  producer.join();
+  consumer.join();
+  report_rate(("spsc copy 1x1, capacity " + std::to_string(capacity)).c_str(), total, start);
+
+  ASSERT_FALSE(failures.any()) << failures.report();
+  EXPECT_EQ(checker.received(), total);
+  EXPECT_EQ(tx.position(), total);
+  EXPECT_EQ(rx.position(), total);
+  std::size_t size = 0;
+  std::array<std::byte, kSlot> buf{};
+  EXPECT_EQ(rx.try_pop(buf, size), Status::would_block) << "a message beyond the last one";
+}
+
+TEST(StressSpsc, CopyApiOneToOne) { spsc_copy_run(256, msg::scaled(8'000'000, 8)); }
+
+// One and two slots: every push waits for the pop before it, the slot
+// index wraps on every message.
+TEST(StressSpsc, CopyApiTinyRings) {
+  for (const std::uint64_t capacity : {1, 2}) {
+    SCOPED_TRACE("capacity " + std::to_string(capacity));
+    spsc_copy_run(capacity, msg::scaled(500'000, 8));
+  }
+}
+
+TEST(StressSpsc, BatchClaimPeekWrapsSmallRing) {
+  test::UniqueShm shm;
+  constexpr std::uint64_t kCapacity = 64;
+  constexpr std::size_t kMaxBatch = 24;  // > capacity / 3: claims and peeks straddle the wrap
+  const std::uint64_t total = msg::scaled(8'000'000, 8);
+  Segment seg = make_ring(shm, RingKind::spsc, kCapacity, kSlot);
+  SpscProducer tx = SpscProducer::attach(seg);
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  Failures failures;
+  SpscChecker checker(failures, total, kMaxPayload);
+  std::atomic<std::uint64_t> aborted{0}, partial{0}, wrapped{0};
+
+  const auto start = Clock::now();
+  std::thread producer([&] {
+    Spinner spin(failures, "producer");
+    std::mt19937_64 rng(1);
+    std::uint64_t seq = 0;
+    while (seq < total) {
+      WriteClaim claim = tx.try_claim(1 + rng() % kMaxBatch);
+      if (claim.empty()) {
+        if (claim.status() != Status::would_block) {
+          return failures.add(std::string("try_claim: ") + to_string(claim.status()));
+        }
+        if (!spin.wait()) return;
+        continue;
+      }
+      spin.progress();
+      if (claim.position(0) != seq) {
+        return failures.add("claim starts at " + std::to_string(claim.position(0)) +
+                            ", expected " + std::to_string(seq));
+      }
+      if (rng() % 64 == 0) {  // give the slots back unpublished
+        if (claim.set_size(0, kSlot + 1) != Status::too_large) {
+          return failures.add("set_size beyond the slot was accepted");
+        }
+        tx.abort(claim);
+        aborted.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      std::size_t count = claim.size();
+      if (count > 1 && rng() % 4 == 0) {
+        count = 1 + rng() % (count - 1);  // publish a prefix, drop the rest
+        partial.fetch_add(1, std::memory_order_relaxed);
+      }
+      count = std::min<std::size_t>(count, total - seq);
+      if ((claim.position(0) & (kCapacity - 1)) + count > kCapacity) {
+        wrapped.fetch_add(1, std::memory_order_relaxed);
+      }
+      for (std::size_t i = 0; i < count; ++i) {
+        const std::size_t n = msg::write(claim[i], 0, seq + i, kMaxPayload);
+        if (claim.set_size(i, n) != Status::ok) return failures.add("set_size refused");
+      }
+      tx.commit_batch(claim, count);
+      if (!claim.empty()) return failures.add("claim not empty after commit_batch");
+      seq += count;
+      if (tx.position() != seq) {
+        return failures.add("head " + std::to_string(tx.position()) + " after publishing " +
+                            std::to_string(seq));
+      }
+    }
+  });
+  std::thread consumer([&] {
+    Spinner spin(failures, "consumer");
+    std::mt19937_64 rng(2);
+    while (checker.received() < total) {
+      ReadClaim claim = rx.try_peek(1 + rng() % kMaxBatch);
+      if (claim.empty()) {
+        if (claim.status() != Status::would_block) {
+          return failures.add(std::string("try_peek: ") + to_string(claim.status()));
+        }
+        if (!spin.wait()) return;
+        continue;
+      }
+      spin.progress();
+      for (std::size_t i = 0; i < claim.size(); ++i) {
+        if (claim.position(i) != checker.received()) {
+          return failures.add("peeked position " + std::to_string(claim.position(i)) +
+                              ", expected " + std::to_string(checker.received()));
+        }
+        if (!checker.accept(claim[i])) return;
+      }
+      if (claim.size() > 1 && rng() % 3 == 0) {  // release in two steps
+        const std::size_t first = 1 + rng() % (claim.size() - 1);
+        const std::size_t rest = claim.size() - first;
+        const std::uint64_t next = claim.position(first);
+        rx.release(claim, first);
+        if (claim.size() != rest || claim.position(0) != next || rx.position() != next) {
+          return failures.add("partial release left the claim inconsistent");
+        }
+      }
+      rx.release(claim);
+      if (!claim.empty() || rx.position() != checker.received()) {
+        return failures.add("tail " + std::to_string(rx.position()) + " after reading " +
+                            std::to_string(checker.received()));
+      }
+    }
+  });
+  producer.join();
+  consumer.join();
+  report_rate("spsc batch 1x1", total, start);
+  std::printf("[ stress   ] aborted claims %llu, partial commits %llu, claims across the wrap %llu\n",
+              static_cast<unsigned long long>(aborted.load()),
+              static_cast<unsigned long long>(partial.load()),
+              static_cast<unsigned long long>(wrapped.load()));
+
+  ASSERT_FALSE(failures.any()) << failures.report();
+  EXPECT_EQ(checker.received(), total);
+  EXPECT_GT(wrapped.load(), 0u) << "no claim straddled the end of the slot array";
+  EXPECT_TRUE(rx.try_peek(1).empty());
+}
+
+// push/pop, claim/peek with timeouts on a 4-slot ring with no spinning, so
+// both sides sleep constantly. Every 1024 messages each side also waits
+// until the other is asleep (its waiters word is non-zero) before going on,
+// which forces both wake paths; the notify words then prove they were taken.
+TEST(StressSpsc, BlockingFormsBothSidesSleep) {
+  test::UniqueShm shm;
+  constexpr std::uint64_t kCapacity = 4;
+  const std::uint64_t total = msg::scaled(300'000, 3);
+  Segment seg = make_ring(shm, RingKind::spsc, kCapacity, kSlot);
+  const WaitPolicy no_spin{0, 0};
+  SpscProducer tx = SpscProducer::attach(seg, no_spin);
+  SpscConsumer rx = SpscConsumer::attach(seg, no_spin);
+  Failures failures;
+  SpscChecker checker(failures, total, kMaxPayload);
+  std::uint64_t producer_handshakes = 0, consumer_handshakes = 0;
+
+  const auto start = Clock::now();
+  std::thread producer([&] {
+    std::array<std::byte, kSlot> buf{};
+    std::uint64_t next_handshake = 1024;
+    std::uint64_t seq = 0;
+    while (seq < total && !failures.stop_now()) {
+      if (seq >= next_handshake) {
+        next_handshake += 1024;
+        // The consumer drains the ring and must then sleep.
+        if (!poll_until([&] { return consumer_waiters(seg) != 0 || failures.stopped(); }, kStall)) {
+          return failures.add("consumer never went to sleep on an empty ring");
+        }
+        ++producer_handshakes;
+      }
+      if (seq % 2 == 0) {
+        const std::size_t n = msg::write(buf, 0, seq, kMaxPayload);
+        const Status s = tx.push({buf.data(), n}, kBlockingTimeout);
+        if (s != Status::ok) return failures.add(std::string("push: ") + to_string(s));
+        ++seq;
+      } else {
+        WriteClaim claim = tx.claim(1 + seq % 3, kBlockingTimeout);
+        if (claim.empty()) return failures.add(std::string("claim: ") + to_string(claim.status()));
+        const std::size_t count = std::min<std::size_t>(claim.size(), total - seq);
+        for (std::size_t i = 0; i < count; ++i) {
+          const std::size_t n = msg::write(claim[i], 0, seq + i, kMaxPayload);
+          if (claim.set_size(i, n) != Status::ok) return failures.add("set_size refused");
+        }
+        tx.commit_batch(claim, count);
+        seq += count;
+      }
+    }
+  });
+  std::thread consumer([&] {
+    std::array<std::byte, kSlot> buf{};
+    std::uint64_t next_handshake = 512;
+    while (checker.received() < total && !failures.stop_now()) {
+      const std::uint64_t got = checker.received();
+      // Only while the producer still has more than a ringful to send, so it
+      // must block on the full ring.
+      if (got >= next_handshake && got + kCapacity + 8 < total) {
+        next_handshake += 1024;
+        if (!poll_until([&] { return producer_waiters(seg) != 0 || failures.stopped(); }, kStall)) {
+          return failures.add("producer never went to sleep on a full ring");
+        }
+        ++consumer_handshakes;
+      }
+      if (got % 2 == 0) {
+        std::size_t size = 0;
+        const Status s = rx.pop(buf, size, kBlockingTimeout);
+        if (s != Status::ok) return failures.add(std::string("pop: ") + to_string(s));
+        if (!checker.accept({buf.data(), size})) return;
+      } else {
+        ReadClaim claim = rx.peek(1 + got % 3, kBlockingTimeout);
+        if (claim.empty()) return failures.add(std::string("peek: ") + to_string(claim.status()));
+        for (std::size_t i = 0; i < claim.size(); ++i) {
+          if (!checker.accept(claim[i])) return;
+        }
+        rx.release(claim);
+      }
+    }
+  });
+  producer.join();
+  consumer.join();
+  report_rate("spsc blocking 1x1", total, start);
+  const std::uint32_t woke_consumer = producer_notify(seg);
+  const std::uint32_t woke_producer = consumer_notify(seg);
+  std::printf("[ stress   ] handshakes: producer %llu, consumer %llu; wakes: of the consumer %u, "
+              "of the producer %u\n",
+              static_cast<unsigned long long>(producer_handshakes),
+              static_cast<unsigned long long>(consumer_handshakes), woke_consumer, woke_producer);
+
+  ASSERT_FALSE(failures.any()) << failures.report();
+  EXPECT_EQ(checker.received(), total);
+  EXPECT_GT(producer_handshakes, 0u);
+  EXPECT_GT(consumer_handshakes, 0u);
+  // Each handshake leaves a sleeper that only the other side's wake can
+  // release before its 10 s timeout (the test would have failed otherwise);
+  // a handful may coincide with a sleeper's periodic re-check.
+  EXPECT_GE(woke_consumer, producer_handshakes / 2);
+  EXPECT_GE(woke_producer, consumer_handshakes / 2);
+  EXPECT_EQ(consumer_waiters(seg), 0u);
+  EXPECT_EQ(producer_waiters(seg), 0u);
+}
+
+// ===========================================================================
+// MPMC
+// ===========================================================================
+
+constexpr std::uint32_t kProducers = 4;
+constexpr int kConsumers = 4;
+
+// try_push / try_pop with spinning, kProducers x kConsumers threads.
+void mpmc_copy_run(std::uint64_t capacity, std::uint64_t per_producer) {
+  test::UniqueShm shm(std::to_string(capacity));
+  Segment seg = make_ring(shm, RingKind::mpmc, capacity, kSlot);
+  Failures failures;
+  Ledger ledger(kProducers, per_producer, kMaxPayload);
+
+  const auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (std::uint32_t p = 0; p < kProducers; ++p) {
+    threads.emplace_back([&, p] {
+      MpmcProducer tx = MpmcProducer::attach(seg);
+      Spinner spin(failures, "producer " + std::to_string(p));
+      std::array<std::byte, kSlot> buf{};
+      for (std::uint64_t seq = 0; seq < per_producer; ++seq) {
+        const std::size_t n = msg::write(buf, p, seq, kMaxPayload);
+        for (;;) {
+          const Status s = tx.try_push({buf.data(), n});
+          if (s == Status::ok) break;
+          if (s != Status::would_block) return failures.add(std::string("try_push: ") + to_string(s));
+          if (!spin.wait()) return;
+        }
+        spin.progress();
+      }
+    });
+  }
+  for (int c = 0; c < kConsumers; ++c) {
+    threads.emplace_back([&, c] {
+      MpmcConsumer rx = MpmcConsumer::attach(seg);
+      Ledger::Consumer check(ledger, failures, c);
+      Spinner spin(failures, "consumer " + std::to_string(c));
+      std::array<std::byte, kSlot> buf{};
+      while (ledger.delivered() < ledger.total()) {
+        std::size_t size = 0;
+        const Status s = rx.try_pop(buf, size);
+        if (s == Status::ok) {
+          if (!check.accept({buf.data(), size})) return;
+          spin.progress();
+          continue;
+        }
+        if (s != Status::would_block) return failures.add(std::string("try_pop: ") + to_string(s));
+        if (!spin.wait()) return;
+      }
+    });
+  }
+  join_all(threads);
+  report_rate(("mpmc copy 4x4, capacity " + std::to_string(capacity)).c_str(), ledger.total(),
+              start);
+
+  ASSERT_FALSE(failures.any()) << failures.report();
+  ledger.verify();
+  MpmcConsumer rx = MpmcConsumer::attach(seg);
+  std::array<std::byte, kSlot> buf{};
+  std::size_t size = 0;
+  EXPECT_EQ(rx.try_pop(buf, size), Status::would_block) << "a message beyond the last one";
+}
+
+TEST(StressMpmc, CopyApiFourByFour) { mpmc_copy_run(256, msg::scaled(2'000'000, 8)); }
+
+// One and two slots shared by eight threads: every slot changes hands on
+// every lap, so turn words are reused as fast as they can be.
+TEST(StressMpmc, CopyApiTinyRings) {
+  for (const std::uint64_t capacity : {1, 2}) {
+    SCOPED_TRACE("capacity " + std::to_string(capacity));
+    mpmc_copy_run(capacity, msg::scaled(100'000, 8));
+  }
+}
+
+// Claims of up to 8 slots on a 64-slot ring: partial commits (the rest is
+// skipped), aborts, two claims held at once and committed out of order;
+// peeks released in two steps, two peeks held at once.
+TEST(StressMpmc, BatchClaimPeekFourByFour) {
+  test::UniqueShm shm;
+  constexpr std::uint64_t kCapacity = 64;
+  constexpr std::size_t kMaxBatch = 8;
+  const std::uint64_t per_producer = msg::scaled(1'500'000, 8);
+  Segment seg = make_ring(shm, RingKind::mpmc, kCapacity, kSlot);
+  Failures failures;
+  Ledger ledger(kProducers, per_producer, kMaxPayload);
+  std::atomic<std::uint64_t> skipped_slots{0}, out_of_order{0}, double_peeks{0};
+
+  const auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (std::uint32_t p = 0; p < kProducers; ++p) {
+    threads.emplace_back([&, p] {
+      MpmcProducer tx = MpmcProducer::attach(seg);
+      Spinner spin(failures, "producer " + std::to_string(p));
+      std::mt19937_64 rng(100 + p);
+      std::uint64_t seq = 0;
+      // Fills the first `count` slots of a claim with the next messages.
+      auto fill = [&](WriteClaim& claim, std::size_t count) {
+        for (std::size_t i = 0; i < count; ++i) {
+          const std::size_t n = msg::write(claim[i], p, seq++, kMaxPayload);
+          if (claim.set_size(i, n) != Status::ok) {
+            failures.add("set_size refused");
+            return false;
+          }
+        }
+        return true;
+      };
+      auto pick = [&](const WriteClaim& claim) {
+        std::size_t count = claim.size();
+        if (rng() % 16 == 0) count = 0;                          // abort
+        else if (count > 1 && rng() % 4 == 0) count = 1 + rng() % (count - 1);  // prefix
+        count = std::min<std::size_t>(count, per_producer - seq);
+        skipped_slots.fetch_add(claim.size() - count, std::memory_order_relaxed);
+        return count;
+      };
+      while (seq < per_producer) {
+        WriteClaim a = tx.try_claim(1 + rng() % kMaxBatch);
+        if (a.empty()) {
+          if (a.status() != Status::would_block) {
+            return failures.add(std::string("try_claim: ") + to_string(a.status()));
+          }
+          if (!spin.wait()) return;
+          continue;
+        }
+        spin.progress();
+        const std::size_t count_a = pick(a);
+        if (!fill(a, count_a)) return;
+        if (rng() % 4 == 0 && seq < per_producer) {
+          WriteClaim b = tx.try_claim(1 + rng() % kMaxBatch);
+          if (!b.empty()) {
+            if (b.position(0) <= a.position(a.size() - 1)) {
+              return failures.add("a later claim starts below an earlier one");
+            }
+            const std::size_t count_b = pick(b);
+            if (!fill(b, count_b)) return;
+            tx.commit_batch(b, count_b);  // the later claim first
+            out_of_order.fetch_add(1, std::memory_order_relaxed);
+          }
+        }
+        if (count_a == 0) {
+          tx.abort(a);
+        } else {
+          tx.commit_batch(a, count_a);
+        }
+      }
+    });
+  }
+  for (int c = 0; c < kConsumers; ++c) {
+    threads.emplace_back([&, c] {
+      MpmcConsumer rx = MpmcConsumer::attach(seg);
+      Ledger::Consumer check(ledger, failures, c);
+      Spinner spin(failures, "consumer " + std::to_string(c));
+      std::mt19937_64 rng(200 + c);
+      auto take = [&](ReadClaim& claim) {
+        for (std::size_t i = 0; i < claim.size(); ++i) {
+          if (i > 0 && claim.position(i) != claim.position(0) + i) {
+            failures.add("peeked positions are not consecutive");
+            return false;
+          }
+          if (!check.accept(claim[i])) return false;
+        }
+        return true;
+      };
+      while (ledger.delivered() < ledger.total()) {
+        ReadClaim a = rx.try_peek(1 + rng() % kMaxBatch);
+        if (a.empty()) {
+          if (a.status() != Status::would_block) {
+            return failures.add(std::string("try_peek: ") + to_string(a.status()));
+          }
+          if (!spin.wait()) return;
+          continue;
+        }
+        spin.progress();
+        if (!take(a)) return;
+        if (rng() % 4 == 0) {  // hold a second claim, release it first
+          ReadClaim b = rx.try_peek(1 + rng() % kMaxBatch);
+          if (!b.empty()) {
+            double_peeks.fetch_add(1, std::memory_order_relaxed);
+            if (b.position(0) <= a.position(a.size() - 1)) {
+              return failures.add("a later peek starts at or below an earlier one");
+            }
+            if (!take(b)) return;
+            rx.release(b);
+          }
+        }
+        if (a.size() > 1 && rng() % 3 == 0) {
+          const std::size_t first = 1 + rng() % (a.size() - 1);
+          const std::size_t rest = a.size() - first;
+          rx.release(a, first);
+          if (a.size() != rest) return failures.add("partial release kept the wrong count");
+        }
+        rx.release(a);
+        if (!a.empty()) return failures.add("claim not empty after release");
+      }
+    });
+  }
+  join_all(threads);
+  report_rate("mpmc batch 4x4", ledger.total(), start);
+  std::printf("[ stress   ] skipped slots %llu, out-of-order commits %llu, double peeks %llu\n",
+              static_cast<unsigned long long>(skipped_slots.load()),
+              static_cast<unsigned long long>(out_of_order.load()),
+              static_cast<unsigned long long>(double_peeks.load()));
+
+  ASSERT_FALSE(failures.any()) << failures.report();
+  ledger.verify();
+  EXPECT_GT(skipped_slots.load(), 0u);
+  MpmcConsumer rx = MpmcConsumer::attach(seg);
+  EXPECT_TRUE(rx.try_peek(kMaxBatch).empty()) << "a skipped slot or extra message was left";
+}
+
+// push/pop and claim/peek with timeouts on an 8-slot ring with no spinning.
+// Producers start first and must all fall asleep on the full ring before
+// the consumers start; at the end the consumers, all asleep, are stopped by
+// one "stop" message at a time, each of which must wake a sleeper.
+TEST(StressMpmc, BlockingFormsFourByFour) {
+  test::UniqueShm shm;
+  constexpr std::uint64_t kCapacity = 8;
+  const std::uint64_t per_producer = msg::scaled(250'000, 4);
+  Segment seg = make_ring(shm, RingKind::mpmc, kCapacity, kSlot);
+  const WaitPolicy no_spin{0, 0};
+  Failures failures;
+  Ledger ledger(kProducers, per_producer, kMaxPayload);
+  std::atomic<int> stops_taken{0};
+  int stops_that_woke = 0;
+
+  const auto start = Clock::now();
+  std::vector<std::thread> producers, consumers;
+  for (std::uint32_t p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&, p] {
+      MpmcProducer tx = MpmcProducer::attach(seg, no_spin);
+      std::array<std::byte, kSlot> buf{};
+      std::uint64_t seq = 0;
+      while (seq < per_producer && !failures.stop_now()) {
+        if (p % 2 == 0) {
+          const std::size_t n = msg::write(buf, p, seq, kMaxPayload);
+          const Status s = tx.push({buf.data(), n}, kBlockingTimeout);
+          if (s != Status::ok) return failures.add(std::string("push: ") + to_string(s));
+          ++seq;
+        } else {
+          WriteClaim claim = tx.claim(1 + seq % 3, kBlockingTimeout);
+          if (claim.empty()) return failures.add(std::string("claim: ") + to_string(claim.status()));
+          const std::size_t count = std::min<std::size_t>(claim.size(), per_producer - seq);
+          for (std::size_t i = 0; i < count; ++i) {
+            const std::size_t n = msg::write(claim[i], p, seq + i, kMaxPayload);
+            if (claim.set_size(i, n) != Status::ok) return failures.add("set_size refused");
+          }
+          tx.commit_batch(claim, count);
+          seq += count;
+        }
+      }
+    });
+  }
+  ASSERT_TRUE(poll_until([&] { return producer_waiters(seg) == kProducers || failures.stopped(); }, kStall))
+      << "producers did not all sleep on the full ring: " << producer_waiters(seg);
+  ASSERT_FALSE(failures.any()) << failures.report();
+
+  for (int c = 0; c < kConsumers; ++c) {
+    consumers.emplace_back([&, c] {
+      MpmcConsumer rx = MpmcConsumer::attach(seg, no_spin);
+      Ledger::Consumer check(ledger, failures, c);
+      std::array<std::byte, kSlot> buf{};
+      // A stop message is a valid message of producer kProducers.
+      auto is_stop = [](std::span<const std::byte> m) {
+        msg::Header h{};
+        return msg::check(m, kProducers + 1, kConsumers, kMaxPayload, h) == msg::Verdict::ok &&
+               h.producer == kProducers;
+      };
+      for (std::uint64_t k = 0; !failures.stop_now(); ++k) {
+        if (k % 2 == 0) {
+          std::size_t size = 0;
+          const Status s = rx.pop(buf, size, kBlockingTimeout);
+          if (s != Status::ok) return failures.add(std::string("pop: ") + to_string(s));
+          if (is_stop({buf.data(), size})) {
+            stops_taken.fetch_add(1);
+            return;
+          }
+          if (!check.accept({buf.data(), size})) return;
+        } else {
+          ReadClaim claim = rx.peek(1 + k % 3, kBlockingTimeout);
+          if (claim.empty()) return failures.add(std::string("peek: ") + to_string(claim.status()));
+          bool stop = false;
+          for (std::size_t i = 0; i < claim.size(); ++i) {
+            if (is_stop(claim[i])) {
+              if (i + 1 != claim.size() || stop) {
+                return failures.add("a stop message shared a peek with another message");
+              }
+              stop = true;
+            } else if (!check.accept(claim[i])) {
+              return;
+            }
+          }
+          rx.release(claim);
+          if (stop) {
+            stops_taken.fetch_add(1);
+            return;
+          }
+        }
+      }
+    });
+  }
+  join_all(producers);
+  {
+    MpmcProducer tx = MpmcProducer::attach(seg, no_spin);
+    std::array<std::byte, kSlot> buf{};
+    for (int i = 0; i < kConsumers && !failures.stopped(); ++i) {
+      const std::uint32_t remaining = static_cast<std::uint32_t>(kConsumers - i);
+      EXPECT_TRUE(poll_until([&] { return consumer_waiters(seg) == remaining || failures.stopped(); },
+                             kStall))
+          << remaining << " consumers should be asleep on the empty ring, "
+          << consumer_waiters(seg) << " are";
+      const std::uint32_t notify_before = producer_notify(seg);
+      const std::size_t n = msg::write(buf, kProducers, static_cast<std::uint64_t>(i), kMaxPayload);
+      EXPECT_EQ(tx.push({buf.data(), n}, kBlockingTimeout), Status::ok);
+      if (producer_notify(seg) != notify_before) ++stops_that_woke;
+      EXPECT_TRUE(poll_until([&] { return stops_taken.load() == i + 1 || failures.stopped(); }, kStall))
+          << "stop message " << i << " was not taken";
+    }
+  }
+  join_all(consumers);
+  report_rate("mpmc blocking 4x4", ledger.total(), start);
+  std::printf("[ stress   ] wakes: of consumers %u, of producers %u\n", producer_notify(seg),
+              consumer_notify(seg));
+
+  ASSERT_FALSE(failures.any()) << failures.report();
+  ledger.verify();
+  EXPECT_EQ(stops_taken.load(), kConsumers);
+  // Each stop message went to a ring with sleeping consumers, so its push
+  // had to wake them (bar the rare push that met every sleeper in its
+  // periodic re-check).
+  EXPECT_GE(stops_that_woke, 1);
+  EXPECT_GT(consumer_notify(seg), 0u) << "the sleeping producers were never woken";
+  EXPECT_EQ(consumer_waiters(seg), 0u);
+  EXPECT_EQ(producer_waiters(seg), 0u);
+}
+
+// ===========================================================================
+// Mixed sizes: 0 to slot-size payloads, buffers that are sometimes too small
+// ===========================================================================
+
+constexpr std::uint64_t kBigSlot = 4096;
+constexpr std::size_t kBigMaxPayload = kBigSlot - msg::kHeaderSize;
+constexpr std::size_t kSmallBuffer = 1024;
+
+// Pops with a small buffer first; on too_large the message must stay and
+// come whole with a buffer of the announced size.
+template <class Consumer>
+Status pop_two_step(Consumer& rx, std::vector<std::byte>& small, std::vector<std::byte>& big,
+                    std::span<const std::byte>& out, Failures& failures, std::uint64_t& too_large) {
+  std::size_t size = 0;
+  Status s = rx.try_pop(small, size);
+  if (s == Status::ok) {
+    out = {small.data(), size};
+    return s;
+  }
+  if (s != Status::too_large) return s;
+  ++too_large;
+  if (size <= small.size() || size > kBigSlot) {
+    failures.add("too_large announced " + std::to_string(size) + " bytes");
+    return Status::corrupt;
+  }
+  const std::size_t announced = size;
+  s = rx.try_pop({big.data(), announced}, size);
+  if (s != Status::ok || size != announced) {
+    failures.add(std::string("the kept message did not come back: ") + to_string(s) + ", " +
+                 std::to_string(size) + " bytes of " + std::to_string(announced));
+    return Status::corrupt;
+  }
+  out = {big.data(), size};
+  return s;
+}
+
+TEST(StressMixed, SizesFromEmptyToFullSlotSpsc) {
+  test::UniqueShm shm;
+  const std::uint64_t total = msg::scaled(500'000, 4);
+  Segment seg = make_ring(shm, RingKind::spsc, 16, kBigSlot);
+  SpscProducer tx = SpscProducer::attach(seg);
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  Failures failures;
+  SpscChecker checker(failures, total, kBigMaxPayload);
+  std::uint64_t too_large_pops = 0, full_slot = 0;
+
+  const auto start = Clock::now();
+  std::thread producer([&] {
+    Spinner spin(failures, "producer");
+    std::vector<std::byte> buf(kBigSlot + 1);
+    for (std::uint64_t seq = 0; seq < total; ++seq) {
+      if (seq % 1000 == 0 && tx.try_push(buf) != Status::too_large) {
+        return failures.add("a message one byte over the slot was not refused");
+      }
+      const std::size_t n = msg::write(buf, 0, seq, kBigMaxPayload);
+      if (n == kBigSlot) ++full_slot;
+      for (;;) {
+        const Status s = tx.try_push({buf.data(), n});
+        if (s == Status::ok) break;
+        if (s != Status::would_block) return failures.add(std::string("try_push: ") + to_string(s));
+        if (!spin.wait()) return;
+      }
+      spin.progress();
+    }
+  });
+  std::thread consumer([&] {
+    Spinner spin(failures, "consumer");
+    std::vector<std::byte> small(kSmallBuffer), big(kBigSlot);
+    while (checker.received() < total) {
+      std::span<const std::byte> m;
+      const Status s = pop_two_step(rx, small, big, m, failures, too_large_pops);
+      if (s == Status::ok) {
+        if (!checker.accept(m)) return;
+        spin.progress();
+        continue;
+      }
+      if (s != Status::would_block) return failures.add(std::string("try_pop: ") + to_string(s));
+      if (!spin.wait()) return;
+    }
+  });
+  producer.join();
+  consumer.join();
+  report_rate("spsc mixed sizes 1x1", total, start);
+
+  ASSERT_FALSE(failures.any()) << failures.report();
+  EXPECT_EQ(checker.received(), total);
+  EXPECT_GT(too_large_pops, total / 4);
+  EXPECT_GT(full_slot, 0u);
+}
+
+TEST(StressMixed, SizesFromEmptyToFullSlotMpmc) {
+  test::UniqueShm shm;
+  constexpr std::uint32_t kMixedProducers = 2;
+  constexpr int kMixedConsumers = 2;
+  const std::uint64_t per_producer = msg::scaled(250'000, 4);
+  Segment seg = make_ring(shm, RingKind::mpmc, 32, kBigSlot);
+  Failures failures;
+  Ledger ledger(kMixedProducers, per_producer, kBigMaxPayload);
+  std::atomic<std::uint64_t> too_large_pops{0};
+
+  const auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (std::uint32_t p = 0; p < kMixedProducers; ++p) {
+    threads.emplace_back([&, p] {
+      MpmcProducer tx = MpmcProducer::attach(seg);
+      Spinner spin(failures, "producer " + std::to_string(p));
+      std::vector<std::byte> buf(kBigSlot + 1);
+      for (std::uint64_t seq = 0; seq < per_producer; ++seq) {
+        if (seq % 1000 == 0 && tx.try_push(buf) != Status::too_large) {
+          return failures.add("a message one byte over the slot was not refused");
+        }
+        const std::size_t n = msg::write(buf, p, seq, kBigMaxPayload);
+        for (;;) {
+          const Status s = tx.try_push({buf.data(), n});
+          if (s == Status::ok) break;
+          if (s != Status::would_block) return failures.add(std::string("try_push: ") + to_string(s));
+          if (!spin.wait()) return;
+        }
+        spin.progress();
+      }
+    });
+  }
+  for (int c = 0; c < kMixedConsumers; ++c) {
+    threads.emplace_back([&, c] {
+      MpmcConsumer rx = MpmcConsumer::attach(seg);
+      Ledger::Consumer check(ledger, failures, c);
+      Spinner spin(failures, "consumer " + std::to_string(c));
+      std::vector<std::byte> small(kSmallBuffer), big(kBigSlot);
+      std::uint64_t too_large = 0;
+      while (ledger.delivered() < ledger.total()) {
+        std::span<const std::byte> m;
+        const Status s = pop_two_step(rx, small, big, m, failures, too_large);
+        if (s == Status::ok) {
+          if (!check.accept(m)) break;
+          spin.progress();
+          continue;
+        }
+        if (s != Status::would_block) {
+          failures.add(std::string("try_pop: ") + to_string(s));
+          break;
+        }
+        if (!spin.wait()) break;
+      }
+      too_large_pops.fetch_add(too_large);
+    });
+  }
+  join_all(threads);
+  report_rate("mpmc mixed sizes 2x2", ledger.total(), start);
+
+  ASSERT_FALSE(failures.any()) << failures.report();
+  ledger.verify();
+  EXPECT_GT(too_large_pops.load(), ledger.total() / 4);
+}
+
+}  // namespace
+}  // namespace shmring
