@@ -49,13 +49,17 @@ struct Deadline {
   __device__ bool passed() const { return global_ns() >= at; }
 };
 
-// Polling backoff for a leader thread: the first re-check comes quickly, later
-// ones at most every few microseconds (each costs a PCIe round trip anyway).
+// Polling backoff for a leader thread. A poll of host memory is itself a PCIe
+// round trip (~2 us), so the first polls follow each other at once (a peer
+// that answers soon is seen soon); after that they back off to at most one a
+// microsecond or so, to leave the link to the data.
 struct Backoff {
+  unsigned polls = 0;
   unsigned ns = 64;
   __device__ void pause() {
+    if (++polls <= 16) return;
     __nanosleep(ns);
-    if (ns < 4096) ns *= 2;
+    if (ns < 1024) ns *= 2;
   }
 };
 
@@ -74,16 +78,32 @@ __device__ inline void copy_bytes(void* dst, const void* src, std::uint32_t n) {
 }
 
 // Copies n bytes with every thread of a group of `threads` (rank `rank`),
-// 16 bytes per thread per step where aligned: a block moving one large slot.
-__device__ inline void group_copy(void* dst, const void* src, std::uint64_t n, unsigned rank,
-                                  unsigned threads) {
-  auto* d = static_cast<unsigned char*>(dst);
-  const auto* s = static_cast<const unsigned char*>(src);
+// 16 bytes per access where aligned: a block moving one large slot. Each
+// thread keeps several loads in flight before it stores (the two buffers do
+// not overlap), which over PCIe is what reaches the link's bandwidth.
+__device__ inline void group_copy(void* __restrict__ dst, const void* __restrict__ src,
+                                  std::uint64_t n, unsigned rank, unsigned threads) {
+  auto* __restrict__ d = static_cast<unsigned char*>(dst);
+  const auto* __restrict__ s = static_cast<const unsigned char*>(src);
   std::uint64_t done = 0;
   if (((reinterpret_cast<std::uintptr_t>(d) | reinterpret_cast<std::uintptr_t>(s)) & 15) == 0) {
+    constexpr unsigned kInFlight = 8;
     const std::uint64_t vectors = n / 16;
-    for (std::uint64_t v = rank; v < vectors; v += threads) {
-      reinterpret_cast<uint4*>(d)[v] = reinterpret_cast<const uint4*>(s)[v];
+    const auto* __restrict__ sv = reinterpret_cast<const uint4*>(s);
+    auto* __restrict__ dv = reinterpret_cast<uint4*>(d);
+    const std::uint64_t stride = std::uint64_t{threads} * kInFlight;
+    for (std::uint64_t base = rank; base < vectors; base += stride) {
+      uint4 v[kInFlight];
+#pragma unroll
+      for (unsigned k = 0; k < kInFlight; ++k) {
+        const std::uint64_t i = base + std::uint64_t{k} * threads;
+        if (i < vectors) v[k] = sv[i];
+      }
+#pragma unroll
+      for (unsigned k = 0; k < kInFlight; ++k) {
+        const std::uint64_t i = base + std::uint64_t{k} * threads;
+        if (i < vectors) dv[i] = v[k];
+      }
     }
     done = vectors * 16;
   }
@@ -119,7 +139,8 @@ class SpscDeviceProducer {
     const std::uint64_t pos = cursor_->head;
     copy_bytes(view_.payload(pos), data, size);
     view_.set_length(pos, size);
-    view_.publish(*cursor_, 1);  // the consumer's sleeper count is a CPU matter
+    publish_slot(pos);
+    publish_head(pos + 1);
     return Status::ok;
   }
 
@@ -168,17 +189,23 @@ class SpscDeviceProducer {
   // ---- zero copy, one warp or one block ----
   // Claims 1..max slots (waits for at least one). Every thread of the group
   // calls it and gets the same claim.
+  // The group presets the claimed slots' lengths to the full slot in
+  // parallel (set_size shrinks them).
   __device__ DeviceClaim warp_claim(std::uint32_t max, std::uint64_t timeout_ns) const {
     DeviceClaim c;
     if ((threadIdx.x & 31u) == 0) c = claim(max, timeout_ns);
-    return broadcast_warp(c);
+    c = broadcast_warp(c);
+    preset_lengths(c, threadIdx.x & 31u, 32);
+    return c;
   }
   __device__ DeviceClaim block_claim(std::uint32_t max, std::uint64_t timeout_ns) const {
     __shared__ DeviceClaim shared;
     __syncthreads();  // a previous claim's readers are done with `shared`
-    if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) shared = claim(max, timeout_ns);
+    if (flat_thread() == 0) shared = claim(max, timeout_ns);
     __syncthreads();
-    return shared;
+    const DeviceClaim c = shared;
+    preset_lengths(c, flat_thread(), block_threads());
+    return c;
   }
 
   // Records slot i's payload size (by any thread, before the commit).
@@ -192,7 +219,7 @@ class SpscDeviceProducer {
   // the leader stores the head once.
   __device__ void warp_commit(const DeviceClaim& c, std::uint32_t count) const {
     __syncwarp();
-    for (std::uint32_t i = threadIdx.x & 31u; i < count; i += 32) publish_slot(c.first + i);
+    publish_share(c, count, threadIdx.x & 31u, 32);
     __syncwarp();
     if ((threadIdx.x & 31u) == 0 && count != 0) publish_head(c.first + count);
     __syncwarp();
@@ -200,7 +227,7 @@ class SpscDeviceProducer {
   __device__ void block_commit(const DeviceClaim& c, std::uint32_t count) const {
     __syncthreads();
     const unsigned rank = flat_thread();
-    for (std::uint32_t i = rank; i < count; i += block_threads()) publish_slot(c.first + i);
+    publish_share(c, count, rank, block_threads());
     __syncthreads();
     if (rank == 0 && count != 0) publish_head(c.first + count);
     __syncthreads();
@@ -248,10 +275,13 @@ class SpscDeviceProducer {
     c.first = cursor_->head;
     c.count = static_cast<std::uint32_t>(n);
     c.status = n != 0 ? Status::ok : max == 0 ? Status::would_block : st;
-    for (std::uint64_t i = 0; i < n; ++i) {
+    return c;
+  }
+
+  __device__ void preset_lengths(const DeviceClaim& c, unsigned rank, unsigned threads) const {
+    for (std::uint32_t i = rank; i < c.count; i += threads) {
       view_.set_length(c.first + i, static_cast<std::uint32_t>(view_.slot_size()));
     }
-    return c;
   }
 
   // SYNC POINT (release, system scope, pairs with the consumer's acquire of
@@ -260,6 +290,21 @@ class SpscDeviceProducer {
   __device__ void publish_slot(std::uint64_t pos) const {
     atomic::store_release(&view_.trailer(pos)->committed, pos + 1);
   }
+  // This thread's share of a group commit: one system fence (it orders the
+  // group's payload writes, which the barrier before it ordered before this
+  // thread), then plain stores of the `committed` words.
+  // SYNC POINT (fence + relaxed, system scope: a release pattern, pairs with
+  // the consumer's acquire of `committed`).
+  __device__ void publish_share(const DeviceClaim& c, std::uint32_t count, unsigned rank,
+                                unsigned threads) const {
+    if (rank >= count) return;
+    __threadfence_system();
+    for (std::uint32_t i = rank; i < count; i += threads) {
+      atomic::store_relaxed(&view_.trailer(c.first + i)->committed, c.first + i + 1);
+    }
+  }
+  // The head serves CPU sleepers' re-checks, attach and inspection; a GPU
+  // cannot wake a sleeper, so unlike the CPU publish it loads no sleeper count.
   __device__ void publish_head(std::uint64_t head) const {
     cursor_->head = head;
     atomic::store_release(&view_.producer()->position, head);
@@ -284,13 +329,21 @@ class SpscDeviceConsumer {
   }
   __device__ Status pop(void* out, std::uint32_t capacity, std::uint32_t& size,
                         std::uint64_t timeout_ns) const {
-    Status st = Status::ok;
-    if (wait_data(Deadline::after(timeout_ns), st) == 0) return st;
-    const ReadSlot s = view_.read_slot(cursor_->tail);
-    size = s.size;
-    if (s.size > capacity) return Status::too_large;
-    copy_bytes(out, s.data, s.size);
-    view_.release(*cursor_, 1);
+    // Poll the one word, then read length and payload: the fewest dependent
+    // PCIe round trips a message can cost.
+    const std::uint64_t pos = cursor_->tail;
+    const Deadline deadline = Deadline::after(timeout_ns);
+    Backoff backoff;
+    while (!committed(pos)) {
+      if (deadline.passed()) return Status::timeout;
+      backoff.pause();
+    }
+    const std::uint32_t length = view_.committed_length(pos);
+    if (!view_.length_ok(length)) return Status::corrupt;
+    size = length;
+    if (length > capacity) return Status::too_large;
+    copy_bytes(out, view_.payload(pos), length);
+    release_slots(1);
     return Status::ok;
   }
 
@@ -350,16 +403,14 @@ class SpscDeviceConsumer {
   // after its reads.
   __device__ void warp_release(const DeviceClaim& c, std::uint32_t count) const {
     __syncwarp();
-    if ((threadIdx.x & 31u) == 0 && count != 0 && c.first == cursor_->tail) {
-      view_.release(*cursor_, count);
-    }
+    if ((threadIdx.x & 31u) == 0 && count != 0 && c.first == cursor_->tail) release_slots(count);
     __syncwarp();
   }
   __device__ void block_release(const DeviceClaim& c, std::uint32_t count) const {
     __syncthreads();
     if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0 && count != 0 &&
         c.first == cursor_->tail) {
-      view_.release(*cursor_, count);
+      release_slots(count);
     }
     __syncthreads();
   }
@@ -367,9 +418,20 @@ class SpscDeviceConsumer {
  private:
   // SYNC POINT (acquire, system scope, pairs with the producer's release of
   // `committed`): the payload of this slot is visible.
+  __device__ bool committed(std::uint64_t pos) const {
+    return atomic::load_acquire(&view_.trailer(pos)->committed) == pos + 1;
+  }
   __device__ bool readable(std::uint64_t pos) const {
-    return atomic::load_acquire(&view_.trailer(pos)->committed) == pos + 1 &&
-           view_.length_ok(view_.committed_length(pos));
+    return committed(pos) && view_.length_ok(view_.committed_length(pos));
+  }
+
+  // SYNC POINT (release, system scope, pairs with the CPU producer's acquire
+  // of the tail in writable()): our reads of the slots are done. A GPU cannot
+  // wake a sleeping producer, so no sleeper count is loaded (the producer
+  // polls with short sleeps while gpu_attached is set).
+  __device__ void release_slots(std::uint64_t count) const {
+    cursor_->tail += count;
+    atomic::store_release(&view_.consumer()->position, cursor_->tail);
   }
 
   __device__ std::uint64_t wait_data(Deadline d, Status& st) const {
