@@ -13,8 +13,8 @@ namespace {
 
 using detail::Failure;
 
-bool not_would_block(Status s) { return s != Status::would_block; }
-Status as_timeout(Status s) { return s == Status::would_block ? Status::timeout : s; }
+using detail::as_timeout;
+using detail::not_would_block;
 
 }  // namespace
 

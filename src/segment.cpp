@@ -186,6 +186,22 @@ std::uint64_t unix_ns() {
          static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
+// Maps the whole segment that `g` describes.
+std::shared_ptr<detail::Mapping> map_segment(int fd, const std::string& name, const Geometry& g,
+                                             int prot, Failure& f) {
+  void* addr = ::mmap(nullptr, g.segment_size, prot, MAP_SHARED, fd, 0);
+  if (addr == MAP_FAILED) {
+    f = fail_errno(errno, name, "mmap of " + num(g.segment_size) + " bytes failed");
+    return nullptr;
+  }
+  auto map = std::make_shared<detail::Mapping>();
+  map->name = name;
+  map->geometry = g;
+  map->base = static_cast<std::byte*>(addr);
+  map->size = g.segment_size;
+  return map;
+}
+
 std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOptions& o,
                                            Failure& f) {
   if ((f = check_name(raw))) return nullptr;
@@ -231,16 +247,8 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
             : fail_errno(err, name, "posix_fallocate of " + num(g.segment_size) + " bytes failed");
     return nullptr;
   }
-  void* addr = ::mmap(nullptr, g.segment_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.fd, 0);
-  if (addr == MAP_FAILED) {
-    f = fail_errno(errno, name, "mmap of " + num(g.segment_size) + " bytes failed");
-    return nullptr;
-  }
-  auto map = std::make_shared<detail::Mapping>();
-  map->name = name;
-  map->geometry = g;
-  map->base = static_cast<std::byte*>(addr);
-  map->size = g.segment_size;
+  auto map = map_segment(fd.fd, name, g, PROT_READ | PROT_WRITE, f);
+  if (!map) return nullptr;
   map->created = true;
 
   // The file is fresh from fallocate, so every byte is zero: only the
@@ -344,16 +352,8 @@ std::shared_ptr<detail::Mapping> do_open(std::string_view raw, const OpenOptions
   if ((f = validate_header(header, name, o.kind, static_cast<std::uint64_t>(st.st_size), g))) {
     return nullptr;
   }
-  void* addr = ::mmap(nullptr, g.segment_size, prot, MAP_SHARED, fd.fd, 0);
-  if (addr == MAP_FAILED) {
-    f = fail_errno(errno, name, "mmap of " + num(g.segment_size) + " bytes failed");
-    return nullptr;
-  }
-  auto map = std::make_shared<detail::Mapping>();
-  map->name = name;
-  map->geometry = g;
-  map->base = static_cast<std::byte*>(addr);
-  map->size = g.segment_size;
+  auto map = map_segment(fd.fd, name, g, prot, f);
+  if (!map) return nullptr;
   map->read_only = o.read_only;
   // The header must not have changed between the check and the mapping.
   if (std::memcmp(map->base, &header, sizeof header) != 0) {

@@ -32,6 +32,13 @@ inline Clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexce
   return now + std::chrono::duration_cast<Clock::duration>(timeout);
 }
 
+// A blocking call is done with anything but would_block, which at its
+// deadline it reports as timeout.
+inline bool not_would_block(Status s) noexcept { return s != Status::would_block; }
+inline Status as_timeout(Status s) noexcept {
+  return s == Status::would_block ? Status::timeout : s;
+}
+
 // try_once() -> T, with done(T) telling whether to stop; ready() is the
 // seq_cst re-check that pairs with the peer's publication (see the views).
 // `waiters` is our side's sleeper count, `notify` the peer side's futex word,
