@@ -12,7 +12,8 @@ namespace shmring::detail {
 
 Failure check_attachable(const Segment& segment, RingKind kind, std::string_view role) {
   if (!segment) {
-    return fail(errc::no_segment, "", "cannot attach the " + std::string(role) + " to an empty Segment");
+    return fail(errc::no_segment, "",
+                "cannot attach the " + std::string(role) + " to an empty Segment");
   }
   if (segment.geometry().kind != kind) {
     return fail(errc::kind_mismatch, segment.name(),
@@ -20,9 +21,9 @@ Failure check_attachable(const Segment& segment, RingKind kind, std::string_view
                     to_string(segment.geometry().kind) + " ring");
   }
   if (segment.read_only()) {
-    return fail(errc::permission_denied, segment.name(),
-                "the segment is mapped read-only; the " + std::string(role) +
-                    " needs write access");
+    return fail(
+        errc::permission_denied, segment.name(),
+        "the segment is mapped read-only; the " + std::string(role) + " needs write access");
   }
   return {};
 }

@@ -4,8 +4,8 @@
 
 #include <string>
 
-#include "detail/blocking.hpp"
 #include "detail/attach.hpp"
+#include "detail/blocking.hpp"
 #include "detail/fail.hpp"
 
 namespace shmring {
@@ -29,8 +29,7 @@ MpmcProducer MpmcProducer::attach(const Segment& segment, const WaitPolicy& poli
   return detail::or_report(ec, [&](Failure& f) { return do_attach(segment, policy, f); });
 }
 
-MpmcProducer MpmcProducer::do_attach(const Segment& segment, const WaitPolicy& policy,
-                                     Failure& f) {
+MpmcProducer MpmcProducer::do_attach(const Segment& segment, const WaitPolicy& policy, Failure& f) {
   MpmcProducer p;
   if ((f = detail::check_attachable(segment, RingKind::mpmc, "MPMC producer"))) return p;
   MpmcView view(segment.base(), segment.geometry());
@@ -49,7 +48,8 @@ MpmcProducer MpmcProducer::do_attach(const Segment& segment, const WaitPolicy& p
 }
 
 MpmcProducer::~MpmcProducer() {
-  if (lifetime_ && detail::is_current_process(attached_pid_)) atomic::fetch_sub(&view_.producer()->attached, std::uint32_t{1});
+  if (lifetime_ && detail::is_current_process(attached_pid_))
+    atomic::fetch_sub(&view_.producer()->attached, std::uint32_t{1});
 }
 
 void MpmcProducer::wake_consumers() noexcept { futex::notify_all(&view_.producer()->notify); }
@@ -59,8 +59,8 @@ Status MpmcProducer::push(std::span<const std::byte> message,
   if (message.size() > view_.slot_size()) return Status::too_large;
   return as_timeout(detail::block_until([&] { return try_push(message); }, not_would_block,
                                         [&] { return view_.space_ready(); },
-                                        &view_.producer_wait()->waiters,
-                                        &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_, timeout));
+                                        &view_.producer_wait()->waiters, &view_.consumer()->notify,
+                                        &view_.consumer()->gpu_attached, policy_, timeout));
 }
 
 WriteClaim MpmcProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
@@ -85,8 +85,7 @@ MpmcConsumer MpmcConsumer::attach(const Segment& segment, const WaitPolicy& poli
   return detail::or_report(ec, [&](Failure& f) { return do_attach(segment, policy, f); });
 }
 
-MpmcConsumer MpmcConsumer::do_attach(const Segment& segment, const WaitPolicy& policy,
-                                     Failure& f) {
+MpmcConsumer MpmcConsumer::do_attach(const Segment& segment, const WaitPolicy& policy, Failure& f) {
   MpmcConsumer c;
   if ((f = detail::check_attachable(segment, RingKind::mpmc, "MPMC consumer"))) return c;
   MpmcView view(segment.base(), segment.geometry());
@@ -118,8 +117,8 @@ Status MpmcConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
                          std::chrono::nanoseconds timeout) noexcept {
   return as_timeout(detail::block_until([&] { return try_pop(buffer, size); }, not_would_block,
                                         [&] { return view_.data_ready(); },
-                                        &view_.consumer_wait()->waiters,
-                                        &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, timeout));
+                                        &view_.consumer_wait()->waiters, &view_.producer()->notify,
+                                        &view_.producer()->gpu_attached, policy_, timeout));
 }
 
 ReadClaim MpmcConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {

@@ -67,12 +67,14 @@ bool alive(std::uint64_t packed) noexcept {
   if (pid == 0) return false;
   const Stat st = read_stat(pid);
   switch (st.state) {
-    case StatState::exited: return false;
+    case StatState::exited:
+      return false;
     case StatState::missing:
       // No readable /proc entry: fall back to kill(0), which cannot tell a
       // reused pid but never calls a live process dead.
       return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
-    case StatState::running: break;
+    case StatState::running:
+      break;
   }
   return (st.start_time & 0xffffffffull) == (packed >> 32);
 }

@@ -38,9 +38,9 @@ struct Mapping {
 
 namespace {
 
-using detail::Failure;
 using detail::fail;
 using detail::fail_errno;
+using detail::Failure;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kShmDir = "/dev/shm/";
@@ -76,22 +76,29 @@ struct Unmap {
 
 errc errc_for_open(int err) {
   switch (err) {
-    case ENOENT: return errc::not_found;
-    case EEXIST: return errc::already_exists;
+    case ENOENT:
+      return errc::not_found;
+    case EEXIST:
+      return errc::already_exists;
     case EACCES:
-    case EPERM: return errc::permission_denied;
-    case ELOOP: return errc::not_a_segment;  // O_NOFOLLOW met a symlink
+    case EPERM:
+      return errc::permission_denied;
+    case ELOOP:
+      return errc::not_a_segment;  // O_NOFOLLOW met a symlink
     case ENOSPC:
     case ENOMEM:
-    case EFBIG: return errc::no_space;
-    default: return errc{};
+    case EFBIG:
+      return errc::no_space;
+    default:
+      return errc{};
   }
 }
 
 Failure open_failure(int err, std::string_view name, std::string_view what) {
   const errc e = errc_for_open(err);
   std::string detail = std::string(what) + ": " + std::strerror(err);
-  if (err == ELOOP) detail = std::string(what) + ": the name is a symbolic link, which is never followed";
+  if (err == ELOOP)
+    detail = std::string(what) + ": the name is a symbolic link, which is never followed";
   return e == errc{} ? fail_errno(err, name, detail) : fail(e, name, detail);
 }
 
@@ -103,7 +110,8 @@ Failure check_name(std::string_view raw) {
   for (const char ch : raw) {
     if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) {
       char esc[8];
-      std::snprintf(esc, sizeof esc, "\\x%02x", static_cast<unsigned>(static_cast<unsigned char>(ch)));
+      std::snprintf(esc, sizeof esc, "\\x%02x",
+                    static_cast<unsigned>(static_cast<unsigned char>(ch)));
       printable += esc;
     } else {
       printable += ch;
@@ -116,11 +124,15 @@ errc errc_for(GeometryCheck c) {
   switch (c) {
     case GeometryCheck::capacity_zero:
     case GeometryCheck::capacity_not_power_of_two:
-    case GeometryCheck::capacity_too_large: return errc::invalid_capacity;
+    case GeometryCheck::capacity_too_large:
+      return errc::invalid_capacity;
     case GeometryCheck::slot_size_zero:
-    case GeometryCheck::slot_size_too_large: return errc::invalid_slot_size;
-    case GeometryCheck::size_overflow: return errc::size_overflow;
-    case GeometryCheck::ok: break;
+    case GeometryCheck::slot_size_too_large:
+      return errc::invalid_slot_size;
+    case GeometryCheck::size_overflow:
+      return errc::size_overflow;
+    case GeometryCheck::ok:
+      break;
   }
   return errc{};
 }
@@ -129,8 +141,7 @@ errc errc_for(GeometryCheck c) {
 // geometry it describes. The header is read through a local copy so a peer
 // cannot change a field between its check and its use.
 Failure validate_header(const SegmentHeader& h, std::string_view name,
-                        std::optional<RingKind> want_kind, std::uint64_t file_size,
-                        Geometry& out) {
+                        std::optional<RingKind> want_kind, std::uint64_t file_size, Geometry& out) {
   if (h.magic != kMagic) {
     return fail(errc::bad_magic, name,
                 "header magic is " + hex(h.magic) + ", expected " + hex(kMagic) + " ('SHMRING1')");
@@ -142,7 +153,8 @@ Failure validate_header(const SegmentHeader& h, std::string_view name,
   }
   if (h.ring_kind != static_cast<std::uint32_t>(RingKind::spsc) &&
       h.ring_kind != static_cast<std::uint32_t>(RingKind::mpmc)) {
-    return fail(errc::corrupt_header, name, "ring kind " + num(h.ring_kind) + " is neither spsc (1) nor mpmc (2)");
+    return fail(errc::corrupt_header, name,
+                "ring kind " + num(h.ring_kind) + " is neither spsc (1) nor mpmc (2)");
   }
   const auto kind = static_cast<RingKind>(h.ring_kind);
   if (want_kind && *want_kind != kind) {
@@ -163,8 +175,8 @@ Failure validate_header(const SegmentHeader& h, std::string_view name,
                 "header layout (stride " + num(h.slot_stride) + ", slots at " +
                     num(h.slots_offset) + ", size " + num(h.segment_size) +
                     ") does not match capacity " + num(h.capacity) + " x slot size " +
-                    num(h.slot_size) + " (expected stride " + num(g.slot_stride) +
-                    ", slots at " + num(g.slots_offset) + ", size " + num(g.segment_size) + ")");
+                    num(h.slot_size) + " (expected stride " + num(g.slot_stride) + ", slots at " +
+                    num(g.slots_offset) + ", size " + num(g.segment_size) + ")");
   }
   if (file_size < g.segment_size) {
     return fail(errc::truncated, name,
@@ -293,8 +305,8 @@ std::shared_ptr<detail::Mapping> do_open(std::string_view raw, const OpenOptions
   Fd fd;
   // O_NONBLOCK: a FIFO planted under the name must not block a read-only
   // open (the regular-file check below then refuses it).
-  fd.fd = ::open(path.c_str(),
-                 (o.read_only ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  fd.fd =
+      ::open(path.c_str(), (o.read_only ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd.fd < 0) {
     f = open_failure(errno, name, "open " + path);
     return nullptr;
@@ -340,8 +352,9 @@ std::shared_ptr<detail::Mapping> do_open(std::string_view raw, const OpenOptions
     }
     if (Clock::now() >= deadline) {
       f = fail(errc::init_timeout, name,
-               "no initialised header after " + num(static_cast<std::uint64_t>(o.init_timeout.count())) +
-                   " ms (file is " + num(static_cast<std::uint64_t>(st.st_size)) +
+               "no initialised header after " +
+                   num(static_cast<std::uint64_t>(o.init_timeout.count())) + " ms (file is " +
+                   num(static_cast<std::uint64_t>(st.st_size)) +
                    " bytes): its creator is still initialising, died doing so, or it is not a "
                    "shmring segment");
       return nullptr;
@@ -390,7 +403,8 @@ std::shared_ptr<detail::Mapping> do_open_or_create(std::string_view raw, const C
     }
     return map;
   }
-  f = fail(errc::not_found, strip_slash(raw), "the segment kept appearing and vanishing while opened");
+  f = fail(errc::not_found, strip_slash(raw),
+           "the segment kept appearing and vanishing while opened");
   return nullptr;
 }
 

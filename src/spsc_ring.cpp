@@ -2,9 +2,9 @@
 
 #include <string>
 
+#include "detail/attach.hpp"
 #include "detail/blocking.hpp"
 #include "detail/fail.hpp"
-#include "detail/attach.hpp"
 
 namespace shmring {
 namespace {
@@ -49,14 +49,15 @@ Status SpscProducer::push(std::span<const std::byte> message,
   if (message.size() > view_.slot_size()) return Status::too_large;
   return as_timeout(detail::block_until([&] { return try_push(message); }, not_would_block,
                                         [&] { return view_.space_ready(cursor_); },
-                                        &view_.producer_wait()->waiters,
-                                        &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_, timeout));
+                                        &view_.producer_wait()->waiters, &view_.consumer()->notify,
+                                        &view_.consumer()->gpu_attached, policy_, timeout));
 }
 
 WriteClaim SpscProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0) return try_claim(0);  // nothing asked for: no wait
   WriteClaim c = detail::block_until(
-      [&] { return try_claim(max); }, [](const WriteClaim& w) { return not_would_block(w.status()); },
+      [&] { return try_claim(max); },
+      [](const WriteClaim& w) { return not_would_block(w.status()); },
       [&] { return view_.space_ready(cursor_); }, &view_.producer_wait()->waiters,
       &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_, timeout);
   if (c.status_ == Status::would_block) c.status_ = Status::timeout;
@@ -96,8 +97,8 @@ Status SpscConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
                          std::chrono::nanoseconds timeout) noexcept {
   return as_timeout(detail::block_until([&] { return try_pop(buffer, size); }, not_would_block,
                                         [&] { return view_.data_ready(cursor_); },
-                                        &view_.consumer_wait()->waiters,
-                                        &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, timeout));
+                                        &view_.consumer_wait()->waiters, &view_.producer()->notify,
+                                        &view_.producer()->gpu_attached, policy_, timeout));
 }
 
 ReadClaim SpscConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {

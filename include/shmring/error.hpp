@@ -14,32 +14,32 @@ namespace shmring {
 
 enum class errc {
   // bad arguments
-  invalid_name = 1,        // empty, too long, contains '/', or "." / ".."
-  invalid_capacity,        // 0, not a power of two, or above kMaxCapacity
-  invalid_slot_size,       // 0 or above kMaxSlotSize
-  size_overflow,           // capacity x slot size exceeds the segment limit
+  invalid_name = 1,   // empty, too long, contains '/', or "." / ".."
+  invalid_capacity,   // 0, not a power of two, or above kMaxCapacity
+  invalid_slot_size,  // 0 or above kMaxSlotSize
+  size_overflow,      // capacity x slot size exceeds the segment limit
   // the segment as found
-  not_found,               // no segment of that name
-  already_exists,          // create() found one
-  no_space,                // /dev/shm could not reserve the memory
+  not_found,       // no segment of that name
+  already_exists,  // create() found one
+  no_space,        // /dev/shm could not reserve the memory
   permission_denied,
-  not_a_segment,           // not a regular file, or smaller than a header
-  bad_magic,               // not a shmring segment
-  abi_mismatch,            // made by an incompatible shmring version
-  kind_mismatch,           // SPSC where MPMC was asked for, or the reverse
-  geometry_mismatch,       // open_or_create found other capacity / slot size
-  corrupt_header,          // header fields contradict each other
-  truncated,               // the file is smaller than the header says
-  init_timeout,            // the creator did not finish initialising in time
+  not_a_segment,      // not a regular file, or smaller than a header
+  bad_magic,          // not a shmring segment
+  abi_mismatch,       // made by an incompatible shmring version
+  kind_mismatch,      // SPSC where MPMC was asked for, or the reverse
+  geometry_mismatch,  // open_or_create found other capacity / slot size
+  corrupt_header,     // header fields contradict each other
+  truncated,          // the file is smaller than the header says
+  init_timeout,       // the creator did not finish initialising in time
   // roles
-  role_taken,              // a live process holds this SPSC role
-  message_too_large,       // a typed ring's element does not fit the slot
-  no_segment,              // the call needs an open segment
+  role_taken,         // a live process holds this SPSC role
+  message_too_large,  // a typed ring's element does not fit the slot
+  no_segment,         // the call needs an open segment
   // GPU
-  no_gpu,                  // no CUDA driver or device, or shmring built without CUDA
-  cuda_error,              // a CUDA runtime call failed
-  gpu_not_allowed,         // the device or the ring's other agents forbid this GPU use
-  mixed_agents,            // CPU and GPU agents would share a read-modify-write counter
+  no_gpu,           // no CUDA driver or device, or shmring built without CUDA
+  cuda_error,       // a CUDA runtime call failed
+  gpu_not_allowed,  // the device or the ring's other agents forbid this GPU use
+  mixed_agents,     // CPU and GPU agents would share a read-modify-write counter
 };
 
 const std::error_category& error_category() noexcept;

@@ -44,16 +44,16 @@ SHMRING_HD constexpr const char* to_string(RingKind k) noexcept {
 // reader that sees a non-zero version sees every other field.
 struct SegmentHeader {
   std::uint64_t magic;
-  std::uint32_t abi_version;  // 0 while the creator is still initialising
-  std::uint32_t ring_kind;    // RingKind
-  std::uint64_t capacity;     // slots, a power of two
-  std::uint64_t slot_size;    // largest payload a slot holds, bytes
-  std::uint64_t slot_stride;  // bytes from one slot to the next
-  std::uint64_t slots_offset; // where slot 0 begins
-  std::uint64_t segment_size; // bytes the file must have
+  std::uint32_t abi_version;   // 0 while the creator is still initialising
+  std::uint32_t ring_kind;     // RingKind
+  std::uint64_t capacity;      // slots, a power of two
+  std::uint64_t slot_size;     // largest payload a slot holds, bytes
+  std::uint64_t slot_stride;   // bytes from one slot to the next
+  std::uint64_t slots_offset;  // where slot 0 begins
+  std::uint64_t segment_size;  // bytes the file must have
   std::uint64_t created_unix_ns;
   std::uint32_t creator_pid;
-  std::uint32_t flags;        // reserved, 0
+  std::uint32_t flags;               // reserved, 0
   std::uint64_t creator_start_time;  // clock ticks since boot, /proc/<pid>/stat field 22
   std::uint8_t reserved[48];
 };
@@ -69,7 +69,8 @@ struct OwnerRecord {
 // How GPU agents take part on one side of a ring (SideBlock::gpu_flags).
 // Without kGpuSharedCounter, the GPU threads of that side coordinate in device
 // memory and CPU agents may not join that side (DESIGN principle 2).
-inline constexpr std::uint32_t kGpuSharedCounter = 1;  // GPU RMWs the shared counter (host-native atomics)
+inline constexpr std::uint32_t kGpuSharedCounter =
+    1;  // GPU RMWs the shared counter (host-native atomics)
 
 // One side's hot words: the producer block is written by the producer side
 // only, the consumer block by the consumer side only. `position` is the SPSC
@@ -144,7 +145,8 @@ static_assert(offsetof(SideBlock, gpu_flags) == 36);
 static_assert(sizeof(WaitBlock) == kBlockSize && offsetof(WaitBlock, waiters) == 0);
 static_assert(offsetof(ControlArea, producer) == 128, "producer block must start a 128-byte block");
 static_assert(offsetof(ControlArea, producer_wait) == 256);
-static_assert(offsetof(ControlArea, consumer) == 384, "consumer block must be 128 bytes from the producer's");
+static_assert(offsetof(ControlArea, consumer) == 384,
+              "consumer block must be 128 bytes from the producer's");
 static_assert(offsetof(ControlArea, consumer_wait) == 512);
 static_assert(sizeof(ControlArea) == 640);
 static_assert(sizeof(SlotTrailer) == 32);
@@ -210,13 +212,20 @@ SHMRING_HD constexpr GeometryCheck compute_geometry(RingKind kind, std::uint64_t
 
 SHMRING_HD constexpr const char* to_string(GeometryCheck c) noexcept {
   switch (c) {
-    case GeometryCheck::ok: return "ok";
-    case GeometryCheck::capacity_zero: return "capacity is 0";
-    case GeometryCheck::capacity_not_power_of_two: return "capacity is not a power of two";
-    case GeometryCheck::capacity_too_large: return "capacity exceeds 2^31 slots";
-    case GeometryCheck::slot_size_zero: return "slot size is 0";
-    case GeometryCheck::slot_size_too_large: return "slot size exceeds 1 GiB";
-    case GeometryCheck::size_overflow: return "capacity x slot size exceeds the 16 TiB segment limit";
+    case GeometryCheck::ok:
+      return "ok";
+    case GeometryCheck::capacity_zero:
+      return "capacity is 0";
+    case GeometryCheck::capacity_not_power_of_two:
+      return "capacity is not a power of two";
+    case GeometryCheck::capacity_too_large:
+      return "capacity exceeds 2^31 slots";
+    case GeometryCheck::slot_size_zero:
+      return "slot size is 0";
+    case GeometryCheck::slot_size_too_large:
+      return "slot size exceeds 1 GiB";
+    case GeometryCheck::size_overflow:
+      return "capacity x slot size exceeds the 16 TiB segment limit";
   }
   return "unknown";
 }

@@ -63,7 +63,7 @@ class MpmcProducer {
     Status status = Status::ok;
     const MpmcRange r = view_.claim_write(max, status);
     return WriteClaim(view_, r.first, r.count,
-                      r.count != 0 ? Status::ok
+                      r.count != 0           ? Status::ok
                       : status == Status::ok ? Status::would_block
                                              : status);
   }
@@ -92,7 +92,7 @@ class MpmcProducer {
 
  private:
   static MpmcProducer do_attach(const Segment& segment, const WaitPolicy& policy,
-                          detail::Failure& f);
+                                detail::Failure& f);
   void publish(MpmcRange r, std::uint32_t flags) noexcept {
     if (view_.commit(r, flags)) wake_consumers();
   }
@@ -188,7 +188,7 @@ class MpmcConsumer {
 
  private:
   static MpmcConsumer do_attach(const Segment& segment, const WaitPolicy& policy,
-                          detail::Failure& f);
+                                detail::Failure& f);
   void release_range(MpmcRange r) noexcept {
     if (view_.release(r)) wake_producers();
   }

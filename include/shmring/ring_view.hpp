@@ -39,9 +39,7 @@ class RingView {
   SHMRING_HD std::uint64_t capacity() const noexcept { return capacity_; }
   SHMRING_HD std::uint64_t slot_size() const noexcept { return slot_size_; }
 
-  SHMRING_HD ControlArea* control() const noexcept {
-    return reinterpret_cast<ControlArea*>(base_);
-  }
+  SHMRING_HD ControlArea* control() const noexcept { return reinterpret_cast<ControlArea*>(base_); }
   SHMRING_HD ProducerBlock* producer() const noexcept { return &control()->producer; }
   SHMRING_HD ConsumerBlock* consumer() const noexcept { return &control()->consumer; }
   SHMRING_HD WaitBlock* producer_wait() const noexcept { return &control()->producer_wait; }

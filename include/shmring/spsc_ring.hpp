@@ -82,7 +82,9 @@ class SpscProducer {
     Status status = Status::ok;
     const std::uint64_t n = view_.writable(cursor_, max, status);
     return WriteClaim(view_, cursor_.head, n,
-                      n != 0 ? Status::ok : status == Status::ok ? Status::would_block : status);
+                      n != 0                 ? Status::ok
+                      : status == Status::ok ? Status::would_block
+                                             : status);
   }
   [[nodiscard]] WriteClaim claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
 
@@ -108,7 +110,7 @@ class SpscProducer {
 
  private:
   static SpscProducer do_attach(const Segment& segment, const WaitPolicy& policy,
-                          detail::Failure& f);
+                                detail::Failure& f);
   void publish(std::uint64_t count) noexcept {
     if (view_.publish(cursor_, count)) wake_consumer();
   }
@@ -169,7 +171,9 @@ class SpscConsumer {
     Status status = Status::ok;
     const std::uint64_t n = view_.readable(cursor_, max, status);
     return ReadClaim(view_, cursor_.tail, n,
-                     n != 0 ? Status::ok : status == Status::ok ? Status::would_block : status);
+                     n != 0                 ? Status::ok
+                     : status == Status::ok ? Status::would_block
+                                            : status);
   }
   [[nodiscard]] ReadClaim peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
 
@@ -186,7 +190,7 @@ class SpscConsumer {
 
  private:
   static SpscConsumer do_attach(const Segment& segment, const WaitPolicy& policy,
-                          detail::Failure& f);
+                                detail::Failure& f);
   void release_slots(std::uint64_t count) noexcept {
     if (view_.release(cursor_, count)) wake_producer();
   }

@@ -18,11 +18,16 @@ enum class Status : std::uint8_t {
 
 SHMRING_HD constexpr const char* to_string(Status s) noexcept {
   switch (s) {
-    case Status::ok: return "ok";
-    case Status::would_block: return "would_block";
-    case Status::timeout: return "timeout";
-    case Status::too_large: return "too_large";
-    case Status::corrupt: return "corrupt";
+    case Status::ok:
+      return "ok";
+    case Status::would_block:
+      return "would_block";
+    case Status::timeout:
+      return "timeout";
+    case Status::too_large:
+      return "too_large";
+    case Status::corrupt:
+      return "corrupt";
   }
   return "unknown";
 }

@@ -28,9 +28,9 @@ DeviceCapabilities do_query(int device, detail::Failure& f) {
     return caps;
   }
   if (device < 0 || device >= n) {
-    f = detail::fail(make_error_code(errc::no_gpu), "(none)",
-                     "device " + std::to_string(device) + " does not exist; " +
-                         std::to_string(n) + " visible");
+    f = detail::fail(
+        make_error_code(errc::no_gpu), "(none)",
+        "device " + std::to_string(device) + " does not exist; " + std::to_string(n) + " visible");
     return caps;
   }
   cudaDeviceProp prop{};
@@ -68,8 +68,8 @@ std::string gpu_use_problem(const DeviceCapabilities& caps, RingKind kind, Side 
   if (kind == RingKind::spsc) return {};  // loads and stores only: fine everywhere
   if (cpu_agents == 0 || caps.host_native_atomics) return {};
   const char* what = side == Side::producer ? "producers" : "consumers";
-  return "MPMC " + std::string(what) + " on GPU " + std::to_string(caps.device) + " (" +
-         caps.name + ") cannot join the " + std::to_string(cpu_agents) + " CPU " + what +
+  return "MPMC " + std::string(what) + " on GPU " + std::to_string(caps.device) + " (" + caps.name +
+         ") cannot join the " + std::to_string(cpu_agents) + " CPU " + what +
          " attached to this ring: the device reports hostNativeAtomicSupported = 0, so its "
          "read-modify-write on host memory is not atomic with the CPU's";
 }

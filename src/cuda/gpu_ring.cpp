@@ -45,7 +45,8 @@ GpuSide::~GpuSide() {
     // The GPU agents claimed on a device counter: hand its value back to the
     // segment so CPU agents (and inspection) continue from it.
     std::uint64_t counter = 0;
-    if (cudaMemcpy(&counter, device_state_, sizeof counter, cudaMemcpyDeviceToHost) == cudaSuccess) {
+    if (cudaMemcpy(&counter, device_state_, sizeof counter, cudaMemcpyDeviceToHost) ==
+        cudaSuccess) {
       atomic::store_seq_cst(&block_->position, counter);
     }
   }
@@ -74,13 +75,14 @@ GpuSide GpuSide::attach(const Segment& segment, const Registration& registration
   return detail::or_report(ec, [&](detail::Failure& f) {
     GpuSide g;
     const bool producer = side == Side::producer;
-    const std::string role = std::string("GPU ") + to_string(kind) +
-                             (producer ? " producer" : " consumer");
+    const std::string role =
+        std::string("GPU ") + to_string(kind) + (producer ? " producer" : " consumer");
     if ((f = detail::check_attachable(segment, kind, role))) return g;
     if (!registration || registration.host_pointer() != segment.base()) {
       f = detail::fail(make_error_code(errc::gpu_not_allowed), segment.name(),
-                       "the " + role + " needs this segment's mapping registered with CUDA "
-                       "(Registration::register_segment of the same Segment)");
+                       "the " + role +
+                           " needs this segment's mapping registered with CUDA "
+                           "(Registration::register_segment of the same Segment)");
       return g;
     }
     const DeviceCapabilities& caps = registration.capabilities();
@@ -90,8 +92,7 @@ GpuSide GpuSide::attach(const Segment& segment, const Registration& registration
     const RingView view(segment.base(), segment.geometry());
     SideBlock* block = producer ? view.producer() : view.consumer();
     const auto device_address = [&](const void* host) {
-      return registration.device_pointer() +
-             (static_cast<const std::byte*>(host) - segment.base());
+      return registration.device_pointer() + (static_cast<const std::byte*>(host) - segment.base());
     };
 
     if (kind == RingKind::spsc) {
@@ -99,7 +100,8 @@ GpuSide GpuSide::attach(const Segment& segment, const Registration& registration
       if (f) return g;
       const std::size_t size = producer ? sizeof(SpscProducerCursor) : sizeof(SpscConsumerCursor);
       const void* init = producer ? static_cast<const void*>(&a.producer) : &a.consumer;
-      if ((f = detail::cuda_check(cudaMalloc(&g.device_state_, size), segment.name(), "cudaMalloc")) ||
+      if ((f = detail::cuda_check(cudaMalloc(&g.device_state_, size), segment.name(),
+                                  "cudaMalloc")) ||
           (f = detail::cuda_check(cudaMemcpy(g.device_state_, init, size, cudaMemcpyHostToDevice),
                                   segment.name(), "cudaMemcpy"))) {
         if (g.device_state_ != nullptr) cudaFree(g.device_state_);

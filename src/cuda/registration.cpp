@@ -81,8 +81,9 @@ Registration Registration::register_segment(const Segment& segment, int device,
                        "the mapping is already registered with CUDA in this process");
       return r;
     }
-    if ((f = detail::cuda_check(err, name, "cudaHostRegister(Mapped|Portable) of " +
-                                               std::to_string(size) + " bytes"))) {
+    if ((f = detail::cuda_check(
+             err, name,
+             "cudaHostRegister(Mapped|Portable) of " + std::to_string(size) + " bytes"))) {
       return r;
     }
     void* dptr = nullptr;

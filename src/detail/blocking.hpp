@@ -69,9 +69,9 @@ auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* 
     // re-check bumps it, and the futex then refuses to sleep.
     const std::uint32_t seen = atomic::load_seq_cst(notify);
     if (!ready()) {
-      const std::chrono::nanoseconds slice =
-          atomic::load_relaxed(peer_gpus) != 0 ? std::chrono::nanoseconds(kGpuPeerSleep)
-                                               : std::chrono::nanoseconds(kMaxSleep);
+      const std::chrono::nanoseconds slice = atomic::load_relaxed(peer_gpus) != 0
+                                                 ? std::chrono::nanoseconds(kGpuPeerSleep)
+                                                 : std::chrono::nanoseconds(kMaxSleep);
       futex::wait(notify, seen, std::min<std::chrono::nanoseconds>(deadline - now, slice));
     }
     atomic::fetch_sub(waiters, std::uint32_t{1});

@@ -18,8 +18,8 @@ struct DeviceCapabilities {
   std::string name;
   int compute_major = 0;
   int compute_minor = 0;
-  bool integrated = false;           // Jetson-class: the GPU shares DRAM with the CPU
-  bool host_native_atomics = false;  // RMW on host memory is atomic with the CPU's
+  bool integrated = false;                   // Jetson-class: the GPU shares DRAM with the CPU
+  bool host_native_atomics = false;          // RMW on host memory is atomic with the CPU's
   bool host_pointer_for_registered = false;  // registered memory has one address on both sides
   bool pageable_memory_access = false;       // kernels may touch unregistered host memory
 };

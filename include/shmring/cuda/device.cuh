@@ -210,7 +210,9 @@ class SpscDeviceProducer {
 
   // Records slot i's payload size (by any thread, before the commit).
   __device__ void set_size(const DeviceClaim& c, std::uint32_t i, std::uint32_t size) const {
-    view_.set_length(c.first + i, size <= view_.slot_size() ? size : static_cast<std::uint32_t>(view_.slot_size()));
+    view_.set_length(c.first + i, size <= view_.slot_size()
+                                      ? size
+                                      : static_cast<std::uint32_t>(view_.slot_size()));
   }
 
   // Publishes the first `count` slots of a claim. Every thread of the group
@@ -482,7 +484,9 @@ class MpmcDeviceSide {
     return warp_claim(max, timeout_ns, /*reading=*/false);
   }
   __device__ void set_size(const DeviceClaim& c, std::uint32_t i, std::uint32_t size) const {
-    view_.set_length(c.first + i, size <= view_.slot_size() ? size : static_cast<std::uint32_t>(view_.slot_size()));
+    view_.set_length(c.first + i, size <= view_.slot_size()
+                                      ? size
+                                      : static_cast<std::uint32_t>(view_.slot_size()));
   }
   // Lane i < c.count publishes slot i (all lanes call).
   __device__ void warp_commit(const DeviceClaim& c) const {
@@ -560,7 +564,8 @@ class MpmcDeviceSide {
     for (;;) {
       // Lanes test their slot's turn in parallel (one PCIe load each); a
       // reader's run stops before a skipped slot, or is that slot alone.
-      bool ok = lane < max && (reading ? view_.readable_at(pos + lane) : view_.writable_at(pos + lane));
+      bool ok =
+          lane < max && (reading ? view_.readable_at(pos + lane) : view_.writable_at(pos + lane));
       if (reading && ok && lane != 0) ok = !view_.skipped(pos + lane);
       const unsigned not_ok = __ballot_sync(kFullWarp, !ok);
       unsigned run = not_ok == 0 ? 32u : static_cast<unsigned>(__ffs(not_ok) - 1);

@@ -24,8 +24,8 @@
 #include <system_error>
 #include <type_traits>
 
-#include "shmring/error.hpp"
 #include "shmring/cuda/registration.hpp"
+#include "shmring/error.hpp"
 #include "shmring/layout.hpp"
 #include "shmring/mpmc_view.hpp"
 #include "shmring/segment.hpp"
@@ -73,9 +73,10 @@ class GpuSide {
   std::byte* device_base_ = nullptr;
   Geometry geometry_;
   void* device_state_ = nullptr;  // the cursor (SPSC) or the counter (MPMC)
-  std::uint64_t* shared_counter_ = nullptr;  // MPMC with host-native atomics: the segment's (device address)
-  SideBlock* block_ = nullptr;               // our side's block, host address
-  std::uint64_t identity_ = 0;               // SPSC: the owner record we hold
+  std::uint64_t* shared_counter_ =
+      nullptr;                  // MPMC with host-native atomics: the segment's (device address)
+  SideBlock* block_ = nullptr;  // our side's block, host address
+  std::uint64_t identity_ = 0;  // SPSC: the owner record we hold
   RingKind kind_ = RingKind::spsc;
   Side side_ = Side::producer;
   int device_ = -1;
@@ -87,9 +88,9 @@ class GpuSide {
 template <RingKind Kind, Side S>
 class GpuHandle : public GpuSide {
  public:
-  using Ref = std::conditional_t<Kind == RingKind::mpmc, MpmcSideRef,
-                                 std::conditional_t<S == Side::producer, SpscProducerRef,
-                                                     SpscConsumerRef>>;
+  using Ref =
+      std::conditional_t<Kind == RingKind::mpmc, MpmcSideRef,
+                         std::conditional_t<S == Side::producer, SpscProducerRef, SpscConsumerRef>>;
 
   GpuHandle() noexcept = default;
 
