@@ -17,7 +17,7 @@ GpuSide::GpuSide(GpuSide&& other) noexcept { *this = std::move(other); }
 
 GpuSide& GpuSide::operator=(GpuSide&& other) noexcept {
   if (this != &other) {
-    this->~GpuSide();
+    release();
     device_base_ = std::exchange(other.device_base_, nullptr);
     geometry_ = other.geometry_;
     device_state_ = std::exchange(other.device_state_, nullptr);
@@ -33,9 +33,12 @@ GpuSide& GpuSide::operator=(GpuSide&& other) noexcept {
   return *this;
 }
 
-GpuSide::~GpuSide() {
+GpuSide::~GpuSide() { release(); }
+
+void GpuSide::release() noexcept {
   if (block_ == nullptr || !detail::is_current_process(attached_pid_)) {
     block_ = nullptr;
+    lifetime_.reset();
     return;
   }
   int previous = 0;
@@ -60,6 +63,7 @@ GpuSide::~GpuSide() {
   }
   device_state_ = nullptr;
   block_ = nullptr;
+  lifetime_.reset();
 }
 
 std::uint64_t GpuSide::position() const {

@@ -68,6 +68,7 @@ class GpuSide {
   std::uint64_t position() const;
 
  protected:
+  void release() noexcept;  // gives the side back; the destructor and move-assignment
   static GpuSide attach(const Segment& segment, const Registration& registration, RingKind kind,
                         Side side, std::error_code& ec);
   std::byte* device_base_ = nullptr;
