@@ -9,9 +9,8 @@
 namespace shmring {
 namespace {
 
-using detail::Failure;
-
 using detail::as_timeout;
+using detail::Failure;
 using detail::not_would_block;
 
 }  // namespace
@@ -42,6 +41,7 @@ SpscProducer SpscProducer::do_attach(const Segment& segment, const WaitPolicy& p
 SpscProducer::~SpscProducer() {
   if (lifetime_) detail::detach_spsc(*view_.producer(), identity_);
 }
+
 void SpscProducer::wake_consumer() noexcept { futex::notify_all(&view_.producer()->notify); }
 
 Status SpscProducer::push(std::span<const std::byte> message,
