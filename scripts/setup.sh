@@ -5,7 +5,7 @@
 # prompts (CI=true or not).
 set -euo pipefail
 
-packages=(build-essential cmake g++ libgtest-dev libgmock-dev libbenchmark-dev libfmt-dev python3)
+packages=(build-essential cmake g++ libgtest-dev libgmock-dev libbenchmark-dev libfmt-dev libcli11-dev python3)
 
 log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }

@@ -1,0 +1,380 @@
+// ring-inspect, run as an operator would: the built binary against rings this
+// test makes with the library, and against damaged and foreign files.
+//
+// JSON members are written as `"key": value` (one space after the colon), so
+// fields are checked by searching for that text.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "shmring/shmring.hpp"
+#include "test_support.hpp"
+
+#ifndef RING_INSPECT
+#error "RING_INSPECT must name the ring-inspect binary"
+#endif
+
+namespace shmring::test {
+namespace {
+
+struct Result {
+  int rc = -1;
+  std::string out;  // stdout and stderr together
+};
+
+Result inspect(const std::string& args) {
+  Result r;
+  const std::string cmd = std::string("'") + RING_INSPECT + "' " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf{};
+  std::size_t n = 0;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+bool contains(std::string_view hay, std::string_view needle) {
+  return hay.find(needle) != std::string_view::npos;
+}
+
+// The object after "\"key\": " (a nested {...} without further nesting).
+std::string member_object(const std::string& json, const std::string& key) {
+  const std::string open = "\"" + key + "\": {";
+  const auto at = json.find(open);
+  if (at == std::string::npos) return {};
+  const auto end = json.find('}', at);
+  return end == std::string::npos ? std::string() : json.substr(at, end - at + 1);
+}
+
+Segment make_ring(const std::string& name, RingKind kind, std::uint64_t capacity = 8,
+                  std::uint64_t slot_size = 64) {
+  CreateOptions o;
+  o.kind = kind;
+  o.capacity = capacity;
+  o.slot_size = slot_size;
+  return Segment::create(name, o);
+}
+
+std::string message(int i) { return "message-" + std::to_string(i); }
+
+constexpr std::uint64_t kMagicOffset = 0;
+constexpr std::uint64_t kAbiOffset = 8;
+
+TEST(RingInspect, ShowReportsPositionsFillAndLiveOwners) {
+  UniqueShm shm;
+  auto seg = make_ring(shm.name(), RingKind::spsc);
+  auto producer = SpscProducer::attach(seg);
+  auto consumer = SpscConsumer::attach(seg);
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(producer.try_push(as_bytes(message(i))), Status::ok);
+  std::array<std::byte, 64> buf{};
+  std::size_t size = 0;
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(consumer.try_pop(buf, size), Status::ok);
+
+  const Result r = inspect("show " + shm.name() + " --json");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"name\": \"" + shm.name() + "\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"kind\": \"spsc\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"capacity\": 8,")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"slot_size\": 64,")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"head\": 5,")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"tail\": 2,")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"lag\": 3,")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"fill\": 3,")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"fill_percent\": 37.5,")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"creator_pid\": " + std::to_string(::getpid()) + ",")) << r.out;
+  const std::string pid = "\"owner_pid\": " + std::to_string(::getpid()) + ",";
+  const std::string prod = member_object(r.out, "producer");
+  const std::string cons = member_object(r.out, "consumer");
+  EXPECT_TRUE(contains(prod, pid)) << prod;
+  EXPECT_TRUE(contains(prod, "\"owner_state\": \"alive\"")) << prod;
+  EXPECT_TRUE(contains(cons, pid)) << cons;
+  EXPECT_TRUE(contains(cons, "\"owner_state\": \"alive\"")) << cons;
+
+  const Result text = inspect("show " + shm.name());
+  ASSERT_EQ(text.rc, 0) << text.out;
+  EXPECT_TRUE(contains(text.out, "fill          3 / 8 (37.5%)")) << text.out;
+  EXPECT_TRUE(contains(text.out, "alive")) << text.out;
+}
+
+TEST(RingInspect, ShowMpmcReportsCountersAndAttached) {
+  UniqueShm shm;
+  auto seg = make_ring(shm.name(), RingKind::mpmc);
+  auto p1 = MpmcProducer::attach(seg);
+  auto p2 = MpmcProducer::attach(seg);
+  auto consumer = MpmcConsumer::attach(seg);
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(p1.try_push(as_bytes(message(i))), Status::ok);
+  std::array<std::byte, 64> buf{};
+  std::size_t size = 0;
+  ASSERT_EQ(consumer.try_pop(buf, size), Status::ok);
+
+  const Result r = inspect("show " + shm.name() + " --json");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"kind\": \"mpmc\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"enqueue\": 4,")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"dequeue\": 1,")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"fill\": 3,")) << r.out;
+  EXPECT_TRUE(contains(member_object(r.out, "producer"), "\"attached\": 2,")) << r.out;
+  EXPECT_TRUE(contains(member_object(r.out, "consumer"), "\"attached\": 1,")) << r.out;
+
+  // Attached handles make remove refuse.
+  const Result rm = inspect("remove " + shm.name());
+  EXPECT_EQ(rm.rc, 1) << rm.out;
+  EXPECT_TRUE(contains(rm.out, "attached")) << rm.out;
+  EXPECT_TRUE(shm_exists(shm.name()));
+}
+
+TEST(RingInspect, DumpShowsUnreadMessagesAndClampsLengths) {
+  UniqueShm shm;
+  auto seg = make_ring(shm.name(), RingKind::spsc);
+  auto producer = SpscProducer::attach(seg);
+  auto consumer = SpscConsumer::attach(seg);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(producer.try_push(as_bytes(message(i))), Status::ok);
+  std::array<std::byte, 64> buf{};
+  std::size_t size = 0;
+  ASSERT_EQ(consumer.try_pop(buf, size), Status::ok);
+
+  // Default: the unread ones (positions 1 and 2).
+  const Result text = inspect("dump " + shm.name());
+  ASSERT_EQ(text.rc, 0) << text.out;
+  EXPECT_TRUE(contains(text.out, "position 1 (slot 1): committed, length 9")) << text.out;
+  EXPECT_TRUE(contains(text.out, "|message-1|")) << text.out;
+  EXPECT_TRUE(contains(text.out, "|message-2|")) << text.out;
+  EXPECT_FALSE(contains(text.out, "|message-0|")) << text.out;
+
+  const Result json = inspect("dump " + shm.name() + " --from 0 --count 1 --json");
+  ASSERT_EQ(json.rc, 0) << json.out;
+  EXPECT_TRUE(contains(json.out, "\"count\": 1,")) << json.out;
+  // "message-0" in hex.
+  EXPECT_TRUE(contains(json.out, "\"data_hex\": \"6d6573736167652d30\"")) << json.out;
+
+  // A trailer claiming more than the slot holds is clamped, never over-read.
+  trailer_of(seg.base(), seg.geometry(), 2)->length = 0xffffffffu;
+  const Result clamped = inspect("dump " + shm.name() + " --from 2 --count 1 --json");
+  ASSERT_EQ(clamped.rc, 0) << clamped.out;
+  EXPECT_TRUE(contains(clamped.out, "\"length\": 64,")) << clamped.out;
+  EXPECT_TRUE(contains(clamped.out, "\"length_clamped\": true")) << clamped.out;
+}
+
+TEST(RingInspect, CorruptedMagicAndAbiAreReportedWithExit1) {
+  UniqueShm bad_magic("magic");
+  UniqueShm bad_abi("abi");
+  make_ring(bad_magic.name(), RingKind::spsc);
+  make_ring(bad_abi.name(), RingKind::spsc);
+  ASSERT_TRUE(write_value_at(bad_magic.name(), kMagicOffset, std::uint64_t{0x1122334455667788}));
+  ASSERT_TRUE(write_value_at(bad_abi.name(), kAbiOffset, std::uint32_t{99}));
+
+  const Result m = inspect("show " + bad_magic.name());
+  EXPECT_EQ(m.rc, 1) << m.out;
+  EXPECT_TRUE(contains(m.out, bad_magic.name() + ": ")) << m.out;
+  EXPECT_TRUE(contains(m.out, "magic")) << m.out;
+
+  const Result a = inspect("show " + bad_abi.name() + " --json");
+  EXPECT_EQ(a.rc, 1) << a.out;
+  EXPECT_TRUE(contains(a.out, bad_abi.name() + ": ")) << a.out;
+
+  const Result d = inspect("dump " + bad_abi.name());
+  EXPECT_EQ(d.rc, 1) << d.out;
+
+  // list: the foreign magic is skipped quietly, shmring's magic with a bad ABI
+  // is a row with an error.
+  const Result l = inspect("list");
+  ASSERT_EQ(l.rc, 0) << l.out;
+  EXPECT_FALSE(contains(l.out, bad_magic.name())) << l.out;
+  EXPECT_TRUE(contains(l.out, bad_abi.name())) << l.out;
+  const Result lj = inspect("list --json");
+  ASSERT_EQ(lj.rc, 0) << lj.out;
+  const auto row =
+      lj.out.find("\"name\": \"" + bad_abi.name() + "\", \"status\": \"error\", \"error\": ");
+  EXPECT_NE(row, std::string::npos) << lj.out;
+
+  // Damaged: remove refuses without --force (no way to tell who uses it).
+  EXPECT_EQ(inspect("remove " + bad_abi.name()).rc, 1);
+  EXPECT_TRUE(shm_exists(bad_abi.name()));
+  EXPECT_EQ(inspect("remove " + bad_abi.name() + " --force").rc, 0);
+  EXPECT_FALSE(shm_exists(bad_abi.name()));
+}
+
+TEST(RingInspect, TruncatedSegmentIsReportedWithExit1) {
+  UniqueShm shm;
+  { auto seg = make_ring(shm.name(), RingKind::spsc, 64, 256); }
+  ASSERT_TRUE(truncate_file(shm.name(), 1000));
+  const Result r = inspect("show " + shm.name());
+  EXPECT_EQ(r.rc, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, shm.name() + ": ")) << r.out;
+  EXPECT_EQ(inspect("dump " + shm.name()).rc, 1);
+
+  // Shorter than its magic: not recognisable, skipped by list; show still fails cleanly.
+  ASSERT_TRUE(truncate_file(shm.name(), 4));
+  const Result s = inspect("show " + shm.name());
+  EXPECT_EQ(s.rc, 1) << s.out;
+  EXPECT_TRUE(contains(s.out, shm.name() + ": ")) << s.out;
+}
+
+TEST(RingInspect, DeadOwnerIsReportedAndDoesNotBlockRemove) {
+  UniqueShm shm;
+  auto seg = make_ring(shm.name(), RingKind::spsc);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int rc = 1;
+    try {
+      auto p = SpscProducer::attach(seg);
+      // Leave while the handle still holds the role: like a crash.
+      ::_exit(p.try_push(as_bytes(message(0))) == Status::ok ? 0 : 2);
+    } catch (...) {
+      rc = 3;
+    }
+    ::_exit(rc);
+  }
+  ASSERT_EQ(wait_child(child), 0);
+
+  const Result r = inspect("show " + shm.name() + " --json");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  const std::string prod = member_object(r.out, "producer");
+  EXPECT_TRUE(contains(prod, "\"owner_pid\": " + std::to_string(child) + ",")) << prod;
+  EXPECT_TRUE(contains(prod, "\"owner_state\": \"dead\"")) << prod;
+  EXPECT_TRUE(contains(member_object(r.out, "consumer"), "\"owner_state\": \"none\"")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"head\": 1,")) << r.out;
+
+  const Result l = inspect("list");
+  EXPECT_TRUE(contains(l.out, std::to_string(child) + " dead")) << l.out;
+
+  const Result rm = inspect("remove " + shm.name());
+  EXPECT_EQ(rm.rc, 0) << rm.out;
+  EXPECT_FALSE(shm_exists(shm.name()));
+}
+
+TEST(RingInspect, RemoveRefusedWhileOwnerLivesUnlessForced) {
+  UniqueShm shm;
+  auto seg = make_ring(shm.name(), RingKind::spsc);
+  auto consumer = SpscConsumer::attach(seg);
+
+  const Result refused = inspect("remove " + shm.name());
+  EXPECT_EQ(refused.rc, 1) << refused.out;
+  EXPECT_TRUE(contains(refused.out, "consumer pid " + std::to_string(::getpid()) + " alive"))
+      << refused.out;
+  EXPECT_TRUE(shm_exists(shm.name()));
+
+  const Result forced = inspect("remove " + shm.name() + " --force");
+  EXPECT_EQ(forced.rc, 0) << forced.out;
+  EXPECT_FALSE(shm_exists(shm.name()));
+
+  // Nothing left to remove.
+  EXPECT_EQ(inspect("remove " + shm.name()).rc, 1);
+}
+
+TEST(RingInspect, ListFindsRingsByMagicAndSkipsPlainFiles) {
+  UniqueShm spsc("spsc");
+  UniqueShm mpmc("mpmc");
+  UniqueShm plain("plain");
+  UniqueShm tiny("tiny");
+  auto a = make_ring(spsc.name(), RingKind::spsc, 16, 128);
+  auto b = make_ring(mpmc.name(), RingKind::mpmc, 4, 32);
+  auto producer = SpscProducer::attach(a);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(producer.try_push(as_bytes(message(i))), Status::ok);
+  ASSERT_TRUE(make_plain_file(plain.name(), as_bytes("just some bytes, not a ring at all")));
+  ASSERT_TRUE(make_plain_file(tiny.name(), as_bytes("x")));
+
+  const Result l = inspect("list");
+  ASSERT_EQ(l.rc, 0) << l.out;
+  EXPECT_TRUE(contains(l.out, spsc.name())) << l.out;
+  EXPECT_TRUE(contains(l.out, mpmc.name())) << l.out;
+  EXPECT_FALSE(contains(l.out, plain.name())) << l.out;
+  EXPECT_FALSE(contains(l.out, tiny.name())) << l.out;
+  EXPECT_TRUE(contains(l.out, std::to_string(::getpid()) + " alive")) << l.out;
+
+  const Result j = inspect("list --json");
+  ASSERT_EQ(j.rc, 0) << j.out;
+  EXPECT_TRUE(contains(j.out, "{\"name\": \"" + spsc.name() +
+                                  "\", \"status\": \"ok\", \"kind\": \"spsc\", \"slot_size\": 128, "
+                                  "\"capacity\": 16, \"fill\": 3,"))
+      << j.out;
+  EXPECT_TRUE(contains(j.out, "{\"name\": \"" + mpmc.name() +
+                                  "\", \"status\": \"ok\", \"kind\": \"mpmc\", \"slot_size\": 32, "
+                                  "\"capacity\": 4, \"fill\": 0,"))
+      << j.out;
+  EXPECT_FALSE(contains(j.out, plain.name())) << j.out;
+
+  // The plain file is untouched and cannot be shown.
+  const Result s = inspect("show " + plain.name());
+  EXPECT_EQ(s.rc, 1) << s.out;
+  EXPECT_EQ(file_size(plain.name()), 34);
+}
+
+TEST(RingInspect, WatchPrintsSamples) {
+  UniqueShm shm;
+  auto seg = make_ring(shm.name(), RingKind::spsc);
+  auto producer = SpscProducer::attach(seg);
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(producer.try_push(as_bytes(message(i))), Status::ok);
+  const Result r = inspect("watch " + shm.name() + " --interval 10 --iterations 3");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "SECONDS")) << r.out;
+  EXPECT_TRUE(contains(r.out, std::to_string(::getpid()) + " alive")) << r.out;
+  std::size_t lines = 0;
+  for (const char c : r.out) lines += c == '\n' ? 1 : 0;
+  EXPECT_EQ(lines, 4u) << r.out;
+  EXPECT_EQ(inspect("watch " + shm.name() + " --interval 0").rc, 2);
+}
+
+TEST(RingInspect, GcRemovesOnlyAbandonedSegments) {
+  UniqueShm abandoned("abandoned");  // creator and owner dead
+  UniqueShm held("held");            // creator dead, a live consumer here
+  UniqueShm mine("mine");            // creator (this process) alive
+  UniqueShm broken("broken");        // damaged: left for remove --force
+  for (const auto* n : {&abandoned, &held}) {
+    const std::string name = n->name();
+    ASSERT_EQ(run_in_child([&] {
+                auto seg = make_ring(name, RingKind::spsc);
+                auto p = SpscProducer::attach(seg);
+                ::_exit(p.try_push(as_bytes(message(0))) == Status::ok ? 0 : 2);
+                return 3;
+              }),
+              0);
+  }
+  auto held_seg = Segment::open(held.name());
+  auto consumer = SpscConsumer::attach(held_seg);
+  auto mine_seg = make_ring(mine.name(), RingKind::mpmc);
+  make_ring(broken.name(), RingKind::spsc);
+  ASSERT_TRUE(write_value_at(broken.name(), kAbiOffset, std::uint32_t{99}));
+
+  const std::string prefix = name_prefix();
+  const Result dry = inspect("gc --dry-run --prefix " + prefix);
+  ASSERT_EQ(dry.rc, 0) << dry.out;
+  EXPECT_TRUE(contains(dry.out, "would remove " + abandoned.name() + "\n")) << dry.out;
+  EXPECT_TRUE(shm_exists(abandoned.name()));
+
+  const Result gc = inspect("gc --prefix " + prefix);
+  ASSERT_EQ(gc.rc, 0) << gc.out;
+  EXPECT_TRUE(contains(gc.out, "removed " + abandoned.name() + "\n")) << gc.out;
+  EXPECT_TRUE(contains(gc.out, "kept " + held.name() + ": consumer pid")) << gc.out;
+  EXPECT_TRUE(contains(gc.out, "kept " + mine.name() + ": creator pid")) << gc.out;
+  EXPECT_TRUE(contains(gc.out, "kept " + broken.name() + ": ")) << gc.out;
+  EXPECT_FALSE(shm_exists(abandoned.name()));
+  EXPECT_TRUE(shm_exists(held.name()));
+  EXPECT_TRUE(shm_exists(mine.name()));
+  EXPECT_TRUE(shm_exists(broken.name()));
+}
+
+TEST(RingInspect, UsageErrorsExit2) {
+  EXPECT_EQ(inspect("").rc, 2);
+  EXPECT_EQ(inspect("frobnicate").rc, 2);
+  EXPECT_EQ(inspect("show").rc, 2);
+  EXPECT_EQ(inspect("dump x --count notanumber").rc, 2);
+  const Result help = inspect("--help");
+  EXPECT_EQ(help.rc, 0);
+  EXPECT_TRUE(contains(help.out, "Exit status: 0 ok, 1")) << help.out;
+}
+
+}  // namespace
+}  // namespace shmring::test

@@ -1,0 +1,731 @@
+// ring-inspect: the operator's view of the shmring segments in /dev/shm.
+//
+//   ring-inspect list [--json]                       # every segment, found by its magic
+//   ring-inspect show NAME [--json]                  # header, positions, owners, waiters
+//   ring-inspect dump NAME [--from POS] [--count N] [--json]
+//   ring-inspect remove NAME [--force]               # unlink, refused while in use
+//   ring-inspect watch NAME [--interval MS] [--iterations N]
+//   ring-inspect gc [--prefix P] [--dry-run]         # unlink abandoned segments
+//
+// Segments are mapped read-only (list, show, dump): the tool never writes to a
+// live ring. remove and gc only unlink the name; processes that have the segment
+// mapped keep their mapping.
+//
+// Exit status: 0 ok, 1 the segment is bad or the request was refused,
+// 2 usage error.
+//
+// JSON output (--json) is one object per line, written as `"key": value`
+// with one space after each colon and ", " between members, so that scripts
+// may search for fields as well as parse them.
+#include <dirent.h>
+#include <fcntl.h>
+#include <fmt/chrono.h>
+#include <fmt/core.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "shmring/atomic.hpp"
+#include "shmring/error.hpp"
+#include "shmring/layout.hpp"
+#include "shmring/process.hpp"
+#include "shmring/segment.hpp"
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitBad = 1;
+constexpr int kExitUsage = 2;
+
+constexpr const char* kShmDir = "/dev/shm/";
+// A creator still initialising gets this long before the segment is reported.
+constexpr std::chrono::milliseconds kInitTimeout{50};
+
+// ---- JSON ------------------------------------------------------------------
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '"';
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        // Control characters and bytes that are not ASCII (a name need not be
+        // UTF-8) are written as \u00XX, so the output is always valid JSON.
+        if (c < 0x20 || c >= 0x7f) {
+          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+        } else {
+          out += ch;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+// Builds one object: {"a": 1, "b": "x"}.
+class JsonObject {
+ public:
+  JsonObject& raw(std::string_view key, std::string_view value) {
+    if (!body_.empty()) body_ += ", ";
+    body_ += json_escape(key);
+    body_ += ": ";
+    body_ += value;
+    return *this;
+  }
+  JsonObject& num(std::string_view key, std::uint64_t v) { return raw(key, fmt::format("{}", v)); }
+  JsonObject& str(std::string_view key, std::string_view v) { return raw(key, json_escape(v)); }
+  JsonObject& boolean(std::string_view key, bool v) { return raw(key, v ? "true" : "false"); }
+  JsonObject& null(std::string_view key) { return raw(key, "null"); }
+  std::string text() const { return "{" + body_ + "}"; }
+
+ private:
+  std::string body_;
+};
+
+std::string json_array(const std::vector<std::string>& items) {
+  return "[" + fmt::format("{}", fmt::join(items, ", ")) + "]";
+}
+
+// ---- reading a segment -----------------------------------------------------
+
+struct Side {
+  std::uint64_t position = 0;
+  std::uint32_t notify = 0;
+  std::uint32_t attached = 0;
+  std::uint64_t owner_identity = 0;
+  std::uint64_t owner_start_time = 0;
+  std::uint32_t gpu_attached = 0;
+  std::uint32_t gpu_flags = 0;
+  std::uint32_t waiters = 0;
+
+  std::uint32_t owner_pid() const { return shmring::process::pid_of(owner_identity); }
+  bool has_owner() const { return owner_identity != 0; }
+  bool owner_alive() const { return has_owner() && shmring::process::alive(owner_identity); }
+  const char* owner_state() const {
+    return !has_owner() ? "none" : owner_alive() ? "alive" : "dead";
+  }
+};
+
+struct Snapshot {
+  std::string name;
+  shmring::SegmentHeader header{};
+  shmring::Geometry geometry;
+  Side producer;
+  Side consumer;
+
+  bool spsc() const { return geometry.kind == shmring::RingKind::spsc; }
+  // Producer position minus consumer position; may be odd on a damaged ring.
+  std::int64_t lag() const {
+    return static_cast<std::int64_t>(producer.position - consumer.position);
+  }
+  std::uint64_t fill() const {
+    const std::int64_t l = lag();
+    if (l <= 0) return 0;
+    return std::min<std::uint64_t>(static_cast<std::uint64_t>(l), geometry.capacity);
+  }
+  double fill_percent() const {
+    return geometry.capacity == 0
+               ? 0.0
+               : 100.0 * static_cast<double>(fill()) / static_cast<double>(geometry.capacity);
+  }
+  bool creator_alive() const {
+    return shmring::process::alive(
+        shmring::process::pack({header.creator_pid, header.creator_start_time}));
+  }
+  // What makes the segment "in use" for remove; empty if nothing does.
+  std::string in_use() const {
+    std::vector<std::string> why;
+    if (spsc()) {
+      if (producer.owner_alive())
+        why.push_back(fmt::format("producer pid {} alive", producer.owner_pid()));
+      if (consumer.owner_alive())
+        why.push_back(fmt::format("consumer pid {} alive", consumer.owner_pid()));
+    } else {
+      if (producer.attached != 0)
+        why.push_back(fmt::format("{} producer(s) attached", producer.attached));
+      if (consumer.attached != 0)
+        why.push_back(fmt::format("{} consumer(s) attached", consumer.attached));
+    }
+    if (producer.gpu_attached != 0)
+      why.push_back(fmt::format("{} GPU producer(s) attached", producer.gpu_attached));
+    if (consumer.gpu_attached != 0)
+      why.push_back(fmt::format("{} GPU consumer(s) attached", consumer.gpu_attached));
+    return fmt::format("{}", fmt::join(why, ", "));
+  }
+};
+
+Side read_side(const shmring::SideBlock& b, const shmring::WaitBlock& w) {
+  namespace at = shmring::atomic;
+  Side s;
+  s.position = at::load_acquire(&b.position);
+  s.notify = at::load_relaxed(&b.notify);
+  s.attached = at::load_relaxed(&b.attached);
+  s.owner_identity = at::load_acquire(&b.owner.identity);
+  s.owner_start_time = at::load_relaxed(&b.owner.start_time);
+  s.gpu_attached = at::load_relaxed(&b.gpu_attached);
+  s.gpu_flags = at::load_relaxed(&b.gpu_flags);
+  s.waiters = at::load_relaxed(&w.waiters);
+  return s;
+}
+
+Snapshot snapshot(const shmring::Segment& seg) {
+  const auto* c = reinterpret_cast<const shmring::ControlArea*>(seg.base());
+  Snapshot s;
+  s.name = seg.name();
+  std::memcpy(&s.header, &c->header, sizeof s.header);
+  s.geometry = seg.geometry();
+  // Consumer first: read in this order, head - tail never goes negative on a
+  // healthy ring that moves while we look.
+  s.consumer = read_side(c->consumer, c->consumer_wait);
+  s.producer = read_side(c->producer, c->producer_wait);
+  return s;
+}
+
+std::string strip_slash(std::string_view name) {
+  if (!name.empty() && name.front() == '/') name.remove_prefix(1);
+  return std::string(name);
+}
+
+// Opens `name` read-only; on failure prints "NAME: message" and returns nothing.
+std::optional<shmring::Segment> open_readonly(std::string_view name, std::string* error = nullptr) {
+  shmring::OpenOptions o;
+  o.read_only = true;
+  o.init_timeout = kInitTimeout;
+  std::error_code ec;
+  auto seg = shmring::Segment::open(name, o, ec);
+  if (ec) {
+    std::string msg = shmring::last_error_message();
+    if (msg.empty()) msg = ec.message();
+    if (error != nullptr) {
+      *error = msg;
+    } else {
+      fmt::print(stderr, "{}: {}\n", strip_slash(name), msg);
+    }
+    return std::nullopt;
+  }
+  return seg;
+}
+
+// Whether the file starts with shmring's magic (read without mapping it).
+bool has_shmring_magic(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return false;
+  std::uint64_t magic = 0;
+  const ssize_t n = ::pread(fd, &magic, sizeof magic, 0);
+  ::close(fd);
+  return n == static_cast<ssize_t>(sizeof magic) && magic == shmring::kMagic;
+}
+
+std::string format_time_ns(std::uint64_t ns) {
+  const auto secs = static_cast<std::time_t>(ns / 1'000'000'000ull);
+  return fmt::format("{:%Y-%m-%d %H:%M:%S}.{:03} UTC", fmt::gmtime(secs),
+                     (ns / 1'000'000ull) % 1000);
+}
+
+const char* pos_name(bool spsc, bool producer) {
+  if (spsc) return producer ? "head" : "tail";
+  return producer ? "enqueue" : "dequeue";
+}
+
+// ---- list ------------------------------------------------------------------
+
+std::string side_summary(const Snapshot& s, const Side& side) {
+  std::string out;
+  if (s.spsc()) {
+    out = side.has_owner() ? fmt::format("{} {}", side.owner_pid(), side.owner_state()) : "-";
+  } else {
+    out = fmt::format("{} attached", side.attached);
+  }
+  if (side.gpu_attached != 0) out += fmt::format(" +{} gpu", side.gpu_attached);
+  return out;
+}
+
+int cmd_list(bool json) {
+  std::vector<std::string> names;
+  if (DIR* d = ::opendir(kShmDir)) {
+    while (const dirent* e = ::readdir(d)) {
+      const std::string n = e->d_name;
+      if (n == "." || n == "..") continue;
+      const std::string path = kShmDir + n;
+      struct stat st {};
+      if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+      if (has_shmring_magic(path)) names.push_back(n);
+    }
+    ::closedir(d);
+  } else {
+    fmt::print(stderr, "cannot read {}: {}\n", kShmDir, std::strerror(errno));
+    return kExitBad;
+  }
+  std::sort(names.begin(), names.end());
+
+  struct Row {
+    std::string name;
+    std::optional<Snapshot> snap;
+    std::string error;
+  };
+  std::vector<Row> rows;
+  for (const auto& n : names) {
+    Row r{n, std::nullopt, {}};
+    if (auto seg = open_readonly(n, &r.error)) r.snap = snapshot(*seg);
+    rows.push_back(std::move(r));
+  }
+
+  if (json) {
+    std::vector<std::string> items;
+    for (const auto& r : rows) {
+      JsonObject o;
+      o.str("name", r.name);
+      if (!r.snap) {
+        o.str("status", "error").str("error", r.error);
+      } else {
+        const auto& s = *r.snap;
+        o.str("status", "ok")
+            .str("kind", shmring::to_string(s.geometry.kind))
+            .num("slot_size", s.geometry.slot_size)
+            .num("capacity", s.geometry.capacity)
+            .num("fill", s.fill())
+            .str("producer", side_summary(s, s.producer))
+            .str("consumer", side_summary(s, s.consumer));
+      }
+      items.push_back(o.text());
+    }
+    fmt::print("{}\n", JsonObject().raw("segments", json_array(items)).text());
+    return kExitOk;
+  }
+
+  std::size_t w = 4;
+  for (const auto& r : rows) w = std::max(w, r.name.size());
+  fmt::print("{:<{}}  {:<4}  {:>9}  {:>10}  {:>10}  {:<16}  {:<16}  {}\n", "NAME", w, "KIND",
+             "SLOT", "CAPACITY", "FILL", "PRODUCER", "CONSUMER", "ABI");
+  for (const auto& r : rows) {
+    if (!r.snap) {
+      fmt::print("{:<{}}  {:<4}  {:>9}  {:>10}  {:>10}  {:<16}  {:<16}  error: {}\n", r.name, w,
+                 "-", "-", "-", "-", "-", "-", r.error);
+      continue;
+    }
+    const auto& s = *r.snap;
+    fmt::print("{:<{}}  {:<4}  {:>9}  {:>10}  {:>10}  {:<16}  {:<16}  ok (v{})\n", r.name, w,
+               shmring::to_string(s.geometry.kind), s.geometry.slot_size, s.geometry.capacity,
+               s.fill(), side_summary(s, s.producer), side_summary(s, s.consumer),
+               s.header.abi_version);
+  }
+  if (rows.empty()) fmt::print("(no shmring segments in {})\n", kShmDir);
+  return kExitOk;
+}
+
+// ---- show ------------------------------------------------------------------
+
+std::string side_json(const Snapshot& s, const Side& side) {
+  JsonObject o;
+  o.num("position", side.position).num("attached", side.attached);
+  if (side.has_owner()) {
+    o.num("owner_pid", side.owner_pid()).num("owner_start_time", side.owner_start_time);
+  } else {
+    o.null("owner_pid").null("owner_start_time");
+  }
+  o.str("owner_state", side.owner_state())
+      .num("waiters", side.waiters)
+      .num("notify", side.notify)
+      .num("gpu_attached", side.gpu_attached)
+      .num("gpu_flags", side.gpu_flags);
+  (void)s;
+  return o.text();
+}
+
+int cmd_show(const std::string& name, bool json) {
+  auto seg = open_readonly(name);
+  if (!seg) return kExitBad;
+  const Snapshot s = snapshot(*seg);
+  const auto& h = s.header;
+  const auto& g = s.geometry;
+  if (json) {
+    JsonObject o;
+    o.str("name", s.name)
+        .str("kind", shmring::to_string(g.kind))
+        .num("abi_version", h.abi_version)
+        .num("capacity", g.capacity)
+        .num("slot_size", g.slot_size)
+        .num("slot_stride", g.slot_stride)
+        .num("slots_offset", g.slots_offset)
+        .num("segment_size", g.segment_size)
+        .num(pos_name(s.spsc(), true), s.producer.position)
+        .num(pos_name(s.spsc(), false), s.consumer.position)
+        .raw("lag", fmt::format("{}", s.lag()))
+        .num("fill", s.fill())
+        .raw("fill_percent", fmt::format("{:.1f}", s.fill_percent()))
+        .raw("producer", side_json(s, s.producer))
+        .raw("consumer", side_json(s, s.consumer))
+        .num("creator_pid", h.creator_pid)
+        .num("creator_start_time", h.creator_start_time)
+        .boolean("creator_alive", s.creator_alive())
+        .num("created_unix_ns", h.created_unix_ns)
+        .str("created", format_time_ns(h.created_unix_ns));
+    fmt::print("{}\n", o.text());
+    return kExitOk;
+  }
+  fmt::print("segment       {}{}\n", kShmDir, s.name);
+  fmt::print("kind          {}\n", shmring::to_string(g.kind));
+  fmt::print("abi version   {}\n", h.abi_version);
+  fmt::print("capacity      {} slots of {} bytes (stride {}, slots at offset {})\n", g.capacity,
+             g.slot_size, g.slot_stride, g.slots_offset);
+  fmt::print("segment size  {} bytes\n", g.segment_size);
+  fmt::print("created       {} by pid {} (start time {}, {})\n", format_time_ns(h.created_unix_ns),
+             h.creator_pid, h.creator_start_time, s.creator_alive() ? "alive" : "gone");
+  fmt::print("{:<13} {}\n", pos_name(s.spsc(), true), s.producer.position);
+  fmt::print("{:<13} {}\n", pos_name(s.spsc(), false), s.consumer.position);
+  fmt::print("lag           {}\n", s.lag());
+  fmt::print("fill          {} / {} ({:.1f}%)\n", s.fill(), g.capacity, s.fill_percent());
+  for (const bool prod : {true, false}) {
+    const Side& side = prod ? s.producer : s.consumer;
+    const char* label = prod ? "producer" : "consumer";
+    std::string owner = "none";
+    if (side.has_owner()) {
+      owner = fmt::format("pid {} {} (start time {})", side.owner_pid(), side.owner_state(),
+                          side.owner_start_time);
+    }
+    fmt::print("{:<13} owner {}, {} attached, {} waiting, {} GPU attached{}\n", label, owner,
+               side.attached, side.waiters, side.gpu_attached,
+               (side.gpu_flags & shmring::kGpuSharedCounter) != 0 ? " (GPU shared counter)" : "");
+  }
+  return kExitOk;
+}
+
+// ---- dump ------------------------------------------------------------------
+
+struct SlotView {
+  std::uint64_t position;
+  std::uint64_t index;
+  std::uint64_t committed;
+  std::uint32_t length_raw;
+  std::uint32_t length;  // clamped to the slot size
+  std::uint32_t flags;
+  std::uint64_t released;
+  bool is_committed;  // the trailer says `position` is readable
+  const std::byte* payload;
+};
+
+SlotView slot_at(const shmring::Segment& seg, std::uint64_t pos) {
+  namespace at = shmring::atomic;
+  const auto& g = seg.geometry();
+  SlotView v{};
+  v.position = pos;
+  v.index = pos & g.mask();
+  const std::byte* slot = seg.base() + g.slots_offset + v.index * g.slot_stride;
+  const auto* t = reinterpret_cast<const shmring::SlotTrailer*>(slot + g.trailer_offset());
+  v.committed = at::load_acquire(&t->committed);
+  v.length_raw = at::load_relaxed(&t->length);
+  v.flags = at::load_relaxed(&t->flags);
+  v.released = at::load_relaxed(&t->released);
+  v.length = static_cast<std::uint32_t>(std::min<std::uint64_t>(v.length_raw, g.slot_size));
+  v.is_committed = v.committed != 0 && v.committed == pos + 1;
+  v.payload = slot;
+  return v;
+}
+
+int cmd_dump(const std::string& name, std::optional<std::uint64_t> from,
+             std::optional<std::uint64_t> count, std::uint64_t max_bytes, bool json) {
+  auto seg = open_readonly(name);
+  if (!seg) return kExitBad;
+  const Snapshot s = snapshot(*seg);
+  const std::uint64_t start = from.value_or(s.consumer.position);
+  std::uint64_t n = count.value_or(std::min<std::uint64_t>(s.fill(), 16));
+  n = std::min(n, s.geometry.capacity);  // each slot at most once
+
+  std::vector<std::string> items;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    const SlotView v = slot_at(*seg, start + i);
+    // Copy first: the ring may move under us; print what was read.
+    const std::uint64_t shown = std::min<std::uint64_t>(v.length, max_bytes);
+    std::vector<unsigned char> bytes(shown);
+    if (shown != 0) std::memcpy(bytes.data(), v.payload, shown);
+    if (json) {
+      std::string hex;
+      for (const unsigned char b : bytes) hex += fmt::format("{:02x}", b);
+      JsonObject o;
+      o.num("position", v.position)
+          .num("index", v.index)
+          .boolean("committed", v.is_committed)
+          .boolean("skipped", (v.flags & shmring::kSlotSkipped) != 0)
+          .num("length", v.length)
+          .num("length_raw", v.length_raw)
+          .boolean("length_clamped", v.length_raw > s.geometry.slot_size)
+          .num("trailer_committed", v.committed)
+          .num("trailer_released", v.released)
+          .str("data_hex", hex)
+          .boolean("truncated", shown < v.length);
+      items.push_back(o.text());
+      continue;
+    }
+    fmt::print("position {} (slot {}): {}{}, length {}{}\n", v.position, v.index,
+               v.is_committed ? "committed" : "not committed",
+               (v.flags & shmring::kSlotSkipped) != 0 ? ", skipped" : "", v.length,
+               v.length_raw > s.geometry.slot_size
+                   ? fmt::format(" (trailer says {}, clamped to the slot size)", v.length_raw)
+                   : std::string());
+    for (std::uint64_t off = 0; off < shown; off += 16) {
+      std::string hex;
+      std::string ascii;
+      for (std::uint64_t j = off; j < off + 16; ++j) {
+        if (j < shown) {
+          hex += fmt::format("{:02x} ", bytes[j]);
+          ascii += (bytes[j] >= 0x20 && bytes[j] < 0x7f) ? static_cast<char>(bytes[j]) : '.';
+        } else {
+          hex += "   ";
+        }
+        if (j == off + 7) hex += ' ';
+      }
+      fmt::print("  {:08x}  {} |{}|\n", off, hex, ascii);
+    }
+    if (shown < v.length) fmt::print("  ... {} more bytes\n", v.length - shown);
+  }
+  if (json) {
+    JsonObject o;
+    o.str("name", s.name)
+        .num("from", start)
+        .num("count", n)
+        .num(pos_name(s.spsc(), true), s.producer.position)
+        .num(pos_name(s.spsc(), false), s.consumer.position)
+        .raw("slots", json_array(items));
+    fmt::print("{}\n", o.text());
+  } else if (n == 0) {
+    fmt::print("(nothing to dump: {} {} = {} {}; use --from/--count)\n", pos_name(s.spsc(), true),
+               s.producer.position, pos_name(s.spsc(), false), s.consumer.position);
+  }
+  return kExitOk;
+}
+
+// ---- remove ----------------------------------------------------------------
+
+int cmd_remove(const std::string& name, bool force) {
+  std::string error;
+  auto seg = open_readonly(name, &error);
+  if (!seg) {
+    // A damaged segment cannot say who uses it: only --force removes it.
+    struct stat st {};
+    const bool exists = ::lstat((kShmDir + strip_slash(name)).c_str(), &st) == 0;
+    if (!exists || !force) {
+      fmt::print(stderr, "{}: {}\n", strip_slash(name), error);
+      if (exists)
+        fmt::print(stderr, "{}: not removed (use --force to remove it anyway)\n",
+                   strip_slash(name));
+      return kExitBad;
+    }
+  } else {
+    const std::string busy = snapshot(*seg).in_use();
+    seg.reset();
+    if (!busy.empty() && !force) {
+      fmt::print(stderr, "{}: in use ({}); not removed (use --force to remove it anyway)\n",
+                 strip_slash(name), busy);
+      return kExitBad;
+    }
+  }
+  std::error_code ec;
+  shmring::Segment::unlink(name, ec);
+  if (ec) {
+    std::string msg = shmring::last_error_message();
+    fmt::print(stderr, "{}: {}\n", strip_slash(name), msg.empty() ? ec.message() : msg);
+    return kExitBad;
+  }
+  fmt::print("removed {}{}\n", kShmDir, strip_slash(name));
+  return kExitOk;
+}
+
+// ---- watch -----------------------------------------------------------------
+
+int cmd_watch(const std::string& name, std::uint64_t interval_ms, std::uint64_t iterations) {
+  auto seg = open_readonly(name);
+  if (!seg) return kExitBad;
+  const bool spsc = seg->geometry().kind == shmring::RingKind::spsc;
+  fmt::print("{:>8}  {:>14}  {:>14}  {:>10}  {:>12}  {:>12}  {:<16}  {:<16}\n", "SECONDS",
+             pos_name(spsc, true), pos_name(spsc, false), "FILL", "IN/S", "OUT/S", "PRODUCER",
+             "CONSUMER");
+  const auto t0 = std::chrono::steady_clock::now();
+  Snapshot prev = snapshot(*seg);
+  auto prev_t = t0;
+  for (std::uint64_t i = 0; iterations == 0 || i < iterations; ++i) {
+    if (i != 0) std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
+    const Snapshot s = snapshot(*seg);
+    const auto now = std::chrono::steady_clock::now();
+    const double dt = std::chrono::duration<double>(now - prev_t).count();
+    const auto rate = [dt](std::uint64_t a, std::uint64_t b) {
+      return dt > 0 && a >= b ? static_cast<double>(a - b) / dt : 0.0;
+    };
+    fmt::print("{:>8.1f}  {:>14}  {:>14}  {:>10}  {:>12.0f}  {:>12.0f}  {:<16}  {:<16}\n",
+               std::chrono::duration<double>(now - t0).count(), s.producer.position,
+               s.consumer.position, s.fill(),
+               i == 0 ? 0.0 : rate(s.producer.position, prev.producer.position),
+               i == 0 ? 0.0 : rate(s.consumer.position, prev.consumer.position),
+               side_summary(s, s.producer), side_summary(s, s.consumer));
+    std::fflush(stdout);
+    prev = s;
+    prev_t = now;
+  }
+  return kExitOk;
+}
+
+// ---- gc --------------------------------------------------------------------
+
+// Unlinks segments nobody can still be using: valid, not in use by the rule of
+// remove, and their creator gone. Damaged segments are left for remove --force.
+int cmd_gc(const std::string& prefix, bool dry_run) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(kShmDir);
+  if (d == nullptr) {
+    fmt::print(stderr, "cannot read {}: {}\n", kShmDir, std::strerror(errno));
+    return kExitBad;
+  }
+  while (const dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n == "." || n == ".." || n.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string path = kShmDir + n;
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (has_shmring_magic(path)) names.push_back(n);
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  int rc = kExitOk;
+  std::size_t collected = 0;
+  for (const auto& n : names) {
+    std::string error;
+    auto seg = open_readonly(n, &error);
+    if (!seg) {
+      fmt::print("kept {}: {} (remove --force removes it)\n", n, error);
+      continue;
+    }
+    const Snapshot s = snapshot(*seg);
+    seg.reset();
+    std::string why = s.in_use();
+    if (why.empty() && s.creator_alive())
+      why = fmt::format("creator pid {} alive", s.header.creator_pid);
+    if (!why.empty()) {
+      fmt::print("kept {}: {}\n", n, why);
+      continue;
+    }
+    if (dry_run) {
+      fmt::print("would remove {}\n", n);
+      ++collected;
+      continue;
+    }
+    std::error_code ec;
+    shmring::Segment::unlink(n, ec);
+    if (ec) {
+      fmt::print(stderr, "{}: {}\n", n, shmring::last_error_message());
+      rc = kExitBad;
+      continue;
+    }
+    fmt::print("removed {}\n", n);
+    ++collected;
+  }
+  fmt::print("{} segment(s) {}\n", collected, dry_run ? "to remove" : "removed");
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ring-inspect: list, show, dump and remove shmring segments in /dev/shm"};
+  app.footer(
+      "Segments are mapped read-only; only remove and gc change anything (they unlink names).\n"
+      "JSON (--json): one object per line, members written as \"key\": value.\n"
+      "Exit status: 0 ok, 1 the segment is bad or the request was refused, 2 usage error.");
+  app.require_subcommand(1);
+
+  bool json = false;
+  std::string name;
+  std::optional<std::uint64_t> from;
+  std::optional<std::uint64_t> count;
+  std::uint64_t max_bytes = 256;
+  bool force = false;
+
+  auto* list = app.add_subcommand("list", "every shmring segment in /dev/shm (found by its magic)");
+  list->add_flag("--json", json, "print JSON");
+
+  auto* show =
+      app.add_subcommand("show", "header, positions, fill, owners and waiters of a segment");
+  show->add_option("NAME", name, "segment name")->required();
+  show->add_flag("--json", json, "print JSON");
+
+  auto* dump =
+      app.add_subcommand("dump", "slots as hex and ASCII (default: the unread ones, up to 16)");
+  dump->add_option("NAME", name, "segment name")->required();
+  dump->add_option("--from", from, "first position (default: the consumer's position)");
+  dump->add_option("--count", count, "how many positions (at most the capacity)");
+  dump->add_option("--max-bytes", max_bytes, "bytes of each payload to print")
+      ->capture_default_str();
+  dump->add_flag("--json", json, "print JSON");
+
+  auto* remove = app.add_subcommand(
+      "remove", "unlink a segment; refused while an SPSC owner lives or MPMC handles are attached");
+  remove->add_option("NAME", name, "segment name")->required();
+  remove->add_flag("--force", force, "remove even if in use or damaged");
+
+  std::uint64_t interval_ms = 1000;
+  std::uint64_t iterations = 0;
+  auto* watch = app.add_subcommand("watch", "print positions, fill and rates every interval");
+  watch->add_option("NAME", name, "segment name")->required();
+  watch->add_option("--interval", interval_ms, "milliseconds between samples")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{3600000}));
+  watch->add_option("--iterations", iterations, "samples to print (0: until interrupted)")
+      ->capture_default_str();
+
+  std::string prefix;
+  bool dry_run = false;
+  auto* gc = app.add_subcommand(
+      "gc", "unlink abandoned segments: not in use (as for remove) and their creator gone");
+  gc->add_option("--prefix", prefix, "only names that start with this");
+  gc->add_flag("--dry-run", dry_run, "only say what would be removed");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+
+  try {
+    if (*list) return cmd_list(json);
+    if (*show) return cmd_show(name, json);
+    if (*dump) return cmd_dump(name, from, count, max_bytes, json);
+    if (*remove) return cmd_remove(name, force);
+    if (*watch) return cmd_watch(name, interval_ms, iterations);
+    if (*gc) return cmd_gc(prefix, dry_run);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "ring-inspect: {}\n", e.what());
+    return kExitBad;
+  }
+  return kExitUsage;
+}
