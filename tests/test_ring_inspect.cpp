@@ -7,7 +7,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -88,6 +90,11 @@ TEST(RingInspect, ShowReportsPositionsFillAndLiveOwners) {
   EXPECT_TRUE(contains(r.out, "\"capacity\": 8,")) << r.out;
   EXPECT_TRUE(contains(r.out, "\"slot_size\": 64,")) << r.out;
   EXPECT_TRUE(contains(r.out, "\"head\": 5,")) << r.out;
+  // What a GPU of this host may do: one of the three answers, never empty.
+  EXPECT_TRUE(contains(r.out, "\"gpu\": \"no CUDA device visible") ||
+              contains(r.out, "\"gpu\": \"this ring-inspect was built without CUDA") ||
+              contains(r.out, "device 0 "))
+      << r.out;
   EXPECT_TRUE(contains(r.out, "\"tail\": 2,")) << r.out;
   EXPECT_TRUE(contains(r.out, "\"lag\": 3,")) << r.out;
   EXPECT_TRUE(contains(r.out, "\"fill\": 3,")) << r.out;
@@ -325,6 +332,42 @@ TEST(RingInspect, WatchPrintsSamples) {
   for (const char c : r.out) lines += c == '\n' ? 1 : 0;
   EXPECT_EQ(lines, 4u) << r.out;
   EXPECT_EQ(inspect("watch " + shm.name() + " --interval 0").rc, 2);
+}
+
+// Ctrl-C ends an endless watch cleanly (exit 0). The interrupt is sent once
+// the watch has printed its first sample, read from its output pipe.
+TEST(RingInspect, WatchEndsCleanlyOnInterrupt) {
+  UniqueShm shm;
+  auto seg = make_ring(shm.name(), RingKind::spsc);
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], STDOUT_FILENO);
+    ::close(out[0]);
+    ::execl(RING_INSPECT, RING_INSPECT, "watch", shm.name().c_str(), "--interval", "20",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string text;
+  char buf[256];
+  std::size_t newlines = 0;
+  while (newlines < 2) {  // the header and the first sample
+    const ssize_t n = ::read(out[0], buf, sizeof buf);
+    ASSERT_GT(n, 0) << "watch ended before its first sample: " << text;
+    text.append(buf, static_cast<std::size_t>(n));
+    newlines = static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
+  }
+  ASSERT_EQ(::kill(pid, SIGINT), 0);
+  while (::read(out[0], buf, sizeof buf) > 0) {
+  }
+  ::close(out[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by the interrupt instead of ending cleanly";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_TRUE(contains(text, "OUT MB/S")) << text;
 }
 
 TEST(RingInspect, GcRemovesOnlyAbandonedSegments) {

@@ -27,6 +27,8 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
+#include <csignal>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -41,9 +43,13 @@
 #include <vector>
 
 #include "shmring/atomic.hpp"
+#if defined(SHMRING_HAVE_CUDA)
+#include "shmring/cuda/capabilities.hpp"
+#endif
 #include "shmring/error.hpp"
 #include "shmring/layout.hpp"
 #include "shmring/process.hpp"
+#include "shmring/ring_view.hpp"
 #include "shmring/segment.hpp"
 
 namespace {
@@ -364,6 +370,29 @@ std::string side_json(const Snapshot& s, const Side& side) {
   return o.text();
 }
 
+// What a GPU of this host may do on a ring of `kind`: whether this build has
+// CUDA, the device, and whether CPU and GPU agents may share an MPMC side.
+std::string gpu_summary([[maybe_unused]] shmring::RingKind kind) {
+#if defined(SHMRING_HAVE_CUDA)
+  const int devices = shmring::cuda::device_count();
+  if (devices == 0) return "no CUDA device visible on this host";
+  std::error_code ec;
+  const shmring::cuda::DeviceCapabilities caps = shmring::cuda::query(0, ec);
+  if (ec) return "CUDA device 0: " + shmring::last_error_message();
+  std::string sharing = "loads and stores only: either side may be a GPU";
+  if (kind == shmring::RingKind::mpmc) {
+    sharing = caps.host_native_atomics
+                  ? "host-native atomics: CPU and GPU agents may share a side"
+                  : "no host-native atomics: a side is either all CPU or all GPU";
+  }
+  return fmt::format("{} device(s); device 0 {} ({}, registration with cudaHostRegister{}); {}",
+                     devices, caps.name, caps.integrated ? "integrated" : "discrete",
+                     caps.host_pointer_for_registered ? ", same address on the GPU" : "", sharing);
+#else
+  return "this ring-inspect was built without CUDA";
+#endif
+}
+
 int cmd_show(const std::string& name, bool json) {
   auto seg = open_readonly(name);
   if (!seg) return kExitBad;
@@ -391,7 +420,8 @@ int cmd_show(const std::string& name, bool json) {
         .num("creator_start_time", h.creator_start_time)
         .boolean("creator_alive", s.creator_alive())
         .num("created_unix_ns", h.created_unix_ns)
-        .str("created", format_time_ns(h.created_unix_ns));
+        .str("created", format_time_ns(h.created_unix_ns))
+        .str("gpu", gpu_summary(g.kind));
     fmt::print("{}\n", o.text());
     return kExitOk;
   }
@@ -419,6 +449,7 @@ int cmd_show(const std::string& name, bool json) {
                side.attached, side.waiters, side.gpu_attached,
                (side.gpu_flags & shmring::kGpuSharedCounter) != 0 ? " (GPU shared counter)" : "");
   }
+  fmt::print("gpu           {}\n", gpu_summary(g.kind));
   return kExitOk;
 }
 
@@ -564,29 +595,53 @@ int cmd_remove(const std::string& name, bool force) {
 
 // ---- watch -----------------------------------------------------------------
 
+std::atomic<bool> g_interrupted{false};
+
+// The mean payload length of up to the last 64 slots below `position`, read
+// (clamped) from their trailers: the bytes/s column is this times msg/s, an
+// estimate, since slots below the tail may already hold the next lap.
+double mean_length(const shmring::Segment& seg, std::uint64_t position) {
+  const shmring::RingView view(seg.base(), seg.geometry());
+  const std::uint64_t n = std::min<std::uint64_t>({position, 64, view.capacity()});
+  if (n == 0) return 0.0;
+  std::uint64_t total = 0;
+  for (std::uint64_t p = position - n; p < position; ++p) total += view.read_slot(p).size;
+  return static_cast<double>(total) / static_cast<double>(n);
+}
+
 int cmd_watch(const std::string& name, std::uint64_t interval_ms, std::uint64_t iterations) {
   auto seg = open_readonly(name);
   if (!seg) return kExitBad;
+  // Ctrl-C ends the watch after the current sample, with exit status 0.
+  std::signal(SIGINT, [](int) { g_interrupted = true; });
   const bool spsc = seg->geometry().kind == shmring::RingKind::spsc;
-  fmt::print("{:>8}  {:>14}  {:>14}  {:>10}  {:>12}  {:>12}  {:<16}  {:<16}\n", "SECONDS",
-             pos_name(spsc, true), pos_name(spsc, false), "FILL", "IN/S", "OUT/S", "PRODUCER",
-             "CONSUMER");
+  fmt::print("{:>8}  {:>14}  {:>14}  {:>10}  {:>12}  {:>12}  {:>10}  {:<16}  {:<16}\n", "SECONDS",
+             pos_name(spsc, true), pos_name(spsc, false), "FILL", "IN/S", "OUT/S", "OUT MB/S",
+             "PRODUCER", "CONSUMER");
   const auto t0 = std::chrono::steady_clock::now();
   Snapshot prev = snapshot(*seg);
   auto prev_t = t0;
-  for (std::uint64_t i = 0; iterations == 0 || i < iterations; ++i) {
-    if (i != 0) std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
+  for (std::uint64_t i = 0; (iterations == 0 || i < iterations) && !g_interrupted; ++i) {
+    if (i != 0) {
+      // Sleep in short slices so an interrupt ends the watch promptly.
+      const auto until = prev_t + std::chrono::milliseconds(interval_ms);
+      while (!g_interrupted && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      if (g_interrupted) break;
+    }
     const Snapshot s = snapshot(*seg);
     const auto now = std::chrono::steady_clock::now();
     const double dt = std::chrono::duration<double>(now - prev_t).count();
     const auto rate = [dt](std::uint64_t a, std::uint64_t b) {
       return dt > 0 && a >= b ? static_cast<double>(a - b) / dt : 0.0;
     };
-    fmt::print("{:>8.1f}  {:>14}  {:>14}  {:>10}  {:>12.0f}  {:>12.0f}  {:<16}  {:<16}\n",
+    const double in_rate = i == 0 ? 0.0 : rate(s.producer.position, prev.producer.position);
+    const double out_rate = i == 0 ? 0.0 : rate(s.consumer.position, prev.consumer.position);
+    fmt::print("{:>8.1f}  {:>14}  {:>14}  {:>10}  {:>12.0f}  {:>12.0f}  {:>10.1f}  {:<16}  {:<16}\n",
                std::chrono::duration<double>(now - t0).count(), s.producer.position,
-               s.consumer.position, s.fill(),
-               i == 0 ? 0.0 : rate(s.producer.position, prev.producer.position),
-               i == 0 ? 0.0 : rate(s.consumer.position, prev.consumer.position),
+               s.consumer.position, s.fill(), in_rate, out_rate,
+               out_rate * mean_length(*seg, s.consumer.position) / 1e6,
                side_summary(s, s.producer), side_summary(s, s.consumer));
     std::fflush(stdout);
     prev = s;
