@@ -332,6 +332,11 @@ TEST(RingInspect, WatchPrintsSamples) {
   for (const char c : r.out) lines += c == '\n' ? 1 : 0;
   EXPECT_EQ(lines, 4u) << r.out;
   EXPECT_EQ(inspect("watch " + shm.name() + " --interval 0").rc, 2);
+  const Result j = inspect("watch " + shm.name() + " --interval 10 --iterations 2 --json");
+  ASSERT_EQ(j.rc, 0) << j.out;
+  EXPECT_EQ(std::count(j.out.begin(), j.out.end(), '\n'), 2) << j.out;
+  EXPECT_TRUE(contains(j.out, "\"head\": 2,")) << j.out;
+  EXPECT_TRUE(contains(j.out, "\"fill\": 2,")) << j.out;
 }
 
 // Ctrl-C ends an endless watch cleanly (exit 0). The interrupt is sent once

@@ -28,8 +28,8 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -609,15 +609,18 @@ double mean_length(const shmring::Segment& seg, std::uint64_t position) {
   return static_cast<double>(total) / static_cast<double>(n);
 }
 
-int cmd_watch(const std::string& name, std::uint64_t interval_ms, std::uint64_t iterations) {
+int cmd_watch(const std::string& name, std::uint64_t interval_ms, std::uint64_t iterations,
+              bool json) {
   auto seg = open_readonly(name);
   if (!seg) return kExitBad;
   // Ctrl-C ends the watch after the current sample, with exit status 0.
   std::signal(SIGINT, [](int) { g_interrupted = true; });
   const bool spsc = seg->geometry().kind == shmring::RingKind::spsc;
-  fmt::print("{:>8}  {:>14}  {:>14}  {:>10}  {:>12}  {:>12}  {:>10}  {:<16}  {:<16}\n", "SECONDS",
-             pos_name(spsc, true), pos_name(spsc, false), "FILL", "IN/S", "OUT/S", "OUT MB/S",
-             "PRODUCER", "CONSUMER");
+  if (!json) {
+    fmt::print("{:>8}  {:>14}  {:>14}  {:>10}  {:>12}  {:>12}  {:>10}  {:<16}  {:<16}\n", "SECONDS",
+               pos_name(spsc, true), pos_name(spsc, false), "FILL", "IN/S", "OUT/S", "OUT MB/S",
+               "PRODUCER", "CONSUMER");
+  }
   const auto t0 = std::chrono::steady_clock::now();
   Snapshot prev = snapshot(*seg);
   auto prev_t = t0;
@@ -638,11 +641,26 @@ int cmd_watch(const std::string& name, std::uint64_t interval_ms, std::uint64_t 
     };
     const double in_rate = i == 0 ? 0.0 : rate(s.producer.position, prev.producer.position);
     const double out_rate = i == 0 ? 0.0 : rate(s.consumer.position, prev.consumer.position);
-    fmt::print("{:>8.1f}  {:>14}  {:>14}  {:>10}  {:>12.0f}  {:>12.0f}  {:>10.1f}  {:<16}  {:<16}\n",
-               std::chrono::duration<double>(now - t0).count(), s.producer.position,
-               s.consumer.position, s.fill(), in_rate, out_rate,
-               out_rate * mean_length(*seg, s.consumer.position) / 1e6,
-               side_summary(s, s.producer), side_summary(s, s.consumer));
+    const double seconds = std::chrono::duration<double>(now - t0).count();
+    const double out_mb = out_rate * mean_length(*seg, s.consumer.position) / 1e6;
+    if (json) {
+      JsonObject o;
+      o.raw("seconds", fmt::format("{:.3f}", seconds))
+          .num(pos_name(spsc, true), s.producer.position)
+          .num(pos_name(spsc, false), s.consumer.position)
+          .num("fill", s.fill())
+          .raw("in_per_s", fmt::format("{:.0f}", in_rate))
+          .raw("out_per_s", fmt::format("{:.0f}", out_rate))
+          .raw("out_mb_per_s", fmt::format("{:.1f}", out_mb))
+          .raw("producer", side_json(s, s.producer))
+          .raw("consumer", side_json(s, s.consumer));
+      fmt::print("{}\n", o.text());
+    } else {
+      fmt::print(
+          "{:>8.1f}  {:>14}  {:>14}  {:>10}  {:>12.0f}  {:>12.0f}  {:>10.1f}  {:<16}  {:<16}\n",
+          seconds, s.producer.position, s.consumer.position, s.fill(), in_rate, out_rate, out_mb,
+          side_summary(s, s.producer), side_summary(s, s.consumer));
+    }
     std::fflush(stdout);
     prev = s;
     prev_t = now;
@@ -756,6 +774,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{3600000}));
   watch->add_option("--iterations", iterations, "samples to print (0: until interrupted)")
       ->capture_default_str();
+  watch->add_flag("--json", json, "print one JSON object per sample");
 
   std::string prefix;
   bool dry_run = false;
@@ -776,7 +795,7 @@ int main(int argc, char** argv) {
     if (*show) return cmd_show(name, json);
     if (*dump) return cmd_dump(name, from, count, max_bytes, json);
     if (*remove) return cmd_remove(name, force);
-    if (*watch) return cmd_watch(name, interval_ms, iterations);
+    if (*watch) return cmd_watch(name, interval_ms, iterations, json);
     if (*gc) return cmd_gc(prefix, dry_run);
   } catch (const std::exception& e) {
     fmt::print(stderr, "ring-inspect: {}\n", e.what());
