@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs every test:
-#   1. Release build in build/: ctest, every label
+#   1. Release build in build/: ctest, every label; then the Python module
+#      (pip install .) and its pytest suite
 #   2. ThreadSanitizer build in build-tsan/: ctest -L 'unit|stress|ipc'
 #   3. AddressSanitizer + UBSan build in build-asan/: ctest -L 'unit|stress|ipc'
 # A failed setup, configure or build stops the script at once; a failed ctest
@@ -98,6 +99,17 @@ stage "configure build/ (Release)" configure build Release "" \
   -DSHMRING_BUILD_EXAMPLES=ON -DSHMRING_BUILD_BENCH="$bench"
 stage "build build/" build build
 test_stage "ctest build/ (all labels)" run_ctest build
+
+# The Python module: installed with pip from the repository root (it builds
+# its own copy of the library), then its pytest suite, which also streams from
+# the C++ shmring-demo built above into a Python consumer.
+python_tests() {
+  local pip=(python3 -m pip install -q --root-user-action=ignore)
+  "${pip[@]}" nanobind scikit-build-core ninja pytest numpy &&
+    CMAKE_BUILD_PARALLEL_LEVEL=$JOBS "${pip[@]}" --no-build-isolation ./ &&
+    SHMRING_DEMO=build/examples/shmring-demo python3 -m pytest -q python/tests
+}
+test_stage "python: pip install . + pytest" python_tests
 
 # The sanitizer builds skip the benchmarks and examples: their labels are not
 # run there.

@@ -449,7 +449,9 @@ TEST(StressSpsc, BatchClaimPeekWrapsSmallRing) {
 
   ASSERT_FALSE(failures.any()) << failures.report();
   EXPECT_EQ(checker.received(), total);
-  EXPECT_GT(wrapped.load(), 0u) << "no claim straddled the end of the slot array";
+  // How many claims straddled the end of the slot array depends on timing,
+  // so it is reported above, not asserted; SpscClaim.BatchAcrossTheWrap
+  // (test_spsc) covers the straddling claim deterministically.
   EXPECT_TRUE(rx.try_peek(1).empty());
 }
 

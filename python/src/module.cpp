@@ -1,0 +1,595 @@
+// The _shmring extension: segments, role handles and in-place slots.
+//
+// Blocking calls release the GIL and wait in slices of kSlice, checking for
+// signals between slices so that Ctrl-C interrupts them. A Slot lends one
+// claimed (producer) or peeked (consumer) slot through the buffer protocol;
+// it keeps its role handle, and so the mapping, alive. Once the slot is
+// finished (committed, aborted or released) it refuses new buffer exports.
+// If views are still exported when it is finished, the slot stays held
+// (commit or release is deferred until the last view is released) and
+// BufferError is raised, so no view ever reads or writes a recycled slot.
+#include <Python.h>
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "shmring/shmring.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+using std::chrono::nanoseconds;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr nanoseconds kSlice = std::chrono::milliseconds(50);
+
+const char* errc_name(int v) {
+  static const char* const names[] = {
+      nullptr,           "invalid_name",   "invalid_capacity",  "invalid_slot_size",
+      "size_overflow",   "not_found",      "already_exists",    "no_space",
+      "permission_denied", "not_a_segment", "bad_magic",        "abi_mismatch",
+      "kind_mismatch",   "geometry_mismatch", "corrupt_header", "truncated",
+      "init_timeout",    "role_taken",     "message_too_large", "no_segment",
+      "no_gpu",          "cuda_error",     "gpu_not_allowed",   "mixed_agents"};
+  if (v <= 0 || v >= static_cast<int>(sizeof names / sizeof names[0])) return "unknown";
+  return names[v];
+}
+
+// A hot-path failure that maps to shmring.Error (errc given by name).
+struct StatusError : std::runtime_error {
+  StatusError(std::string errc_, const std::string& message)
+      : std::runtime_error(message), errc(std::move(errc_)) {}
+  std::string errc;
+};
+
+void set_python_error(nb::object errc, nb::object err_no, const char* message) {
+  try {
+    nb::object mod = nb::module_::import_("shmring._errors");
+    nb::object inst = mod.attr("_from_cpp")(errc, err_no, message);
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(inst.ptr())), inst.ptr());
+  } catch (nb::python_error& e) {
+    e.restore();
+  }
+}
+
+[[noreturn]] void raise_timeout(const char* what) {
+  PyErr_SetString(PyExc_TimeoutError, what);
+  throw nb::python_error();
+}
+
+[[noreturn]] void raise_status(shmring::Status s, std::size_t bytes, std::uint64_t slot_size) {
+  if (s == shmring::Status::too_large) {
+    throw nb::value_error(("message of " + std::to_string(bytes) +
+                           " bytes does not fit the ring's " + std::to_string(slot_size) +
+                           "-byte slots")
+                              .c_str());
+  }
+  if (s == shmring::Status::corrupt) {
+    throw StatusError("corrupt",
+                      "the ring is corrupt: the peer side wrote impossible values");
+  }
+  throw StatusError(shmring::to_string(s), std::string("unexpected status ") + shmring::to_string(s));
+}
+
+// Runs attempt(slice) without the GIL until it reports done or the timeout
+// passes (None: no limit); false on timeout. Signals are checked between
+// slices, and a pending exception (KeyboardInterrupt) is raised.
+template <class Attempt>
+bool wait_loop(std::optional<double> timeout, Attempt&& attempt) {
+  if (timeout && !(*timeout >= 0)) throw nb::value_error("timeout must be >= 0 or None");
+  const bool forever = !timeout;
+  const auto deadline =
+      forever ? Clock::time_point::max()
+              : Clock::now() + std::chrono::duration_cast<nanoseconds>(
+                                   std::chrono::duration<double>(std::min(*timeout, 1e9)));
+  for (;;) {
+    nanoseconds slice = kSlice;
+    if (!forever) {
+      const nanoseconds left = deadline - Clock::now();
+      slice = std::max(nanoseconds(0), std::min(slice, left));
+    }
+    bool done;
+    {
+      nb::gil_scoped_release release;
+      done = attempt(slice);
+    }
+    if (done) return true;
+    if (!forever && Clock::now() >= deadline) return false;
+    if (PyErr_CheckSignals() != 0) throw nb::python_error();
+  }
+}
+
+struct Buffer {  // a C-contiguous bytes-like object, held while in use
+  Py_buffer view{};
+  explicit Buffer(nb::handle o) {
+    if (PyObject_GetBuffer(o.ptr(), &view, PyBUF_C_CONTIGUOUS) != 0) throw nb::python_error();
+  }
+  ~Buffer() { PyBuffer_Release(&view); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  std::span<const std::byte> span() const {
+    return {static_cast<const std::byte*>(view.buf), static_cast<std::size_t>(view.len)};
+  }
+};
+
+struct Slot;
+
+struct HandleBase {
+  virtual ~HandleBase() = default;
+  virtual void finish(Slot& s, bool commit) noexcept = 0;
+  bool single = false;  // SPSC: one slot lent at a time
+  bool busy = false;    // a call is running (GIL released) on this handle
+  int outstanding = 0;  // slots lent and not finished
+};
+
+// Marks a handle busy for one call: handles are not for concurrent use.
+struct Busy {
+  HandleBase& h;
+  Busy(HandleBase& handle, bool uses_ring = true) : h(handle) {
+    if (h.busy) throw std::runtime_error("this handle is in use by another thread");
+    if (uses_ring && h.single && h.outstanding != 0) {
+      throw nb::buffer_error(
+          "a slot of this SPSC handle is still lent (an open claim/peek, or views of a finished "
+          "one still alive); finish it or release its views first");
+    }
+    h.busy = true;
+  }
+  ~Busy() { h.busy = false; }
+};
+
+struct Slot {
+  enum class State { active, deferred, done };
+  nb::object owner;  // the role handle: keeps it and the mapping alive
+  HandleBase* handle = nullptr;
+  bool writable = false;
+  shmring::WriteClaim wclaim;
+  shmring::ReadClaim rclaim;
+  std::byte* data = nullptr;
+  std::size_t capacity = 0;  // bytes exported: the slot (write) or the message (read)
+  std::size_t size = 0;      // bytes published on commit / the message's size
+  State state = State::active;
+  bool commit_on_finish = false;
+  Py_ssize_t exports = 0;
+
+  Slot() = default;
+  Slot(const Slot&) = delete;
+  ~Slot() {
+    if (state != State::done && handle) complete(false);
+  }
+
+  void complete(bool commit) {
+    handle->finish(*this, commit && writable);
+    handle->outstanding--;
+    state = State::done;
+  }
+
+  // Commits (commit=true) or aborts a write slot, releases a read slot.
+  void finish(bool commit) {
+    if (state != State::active) return;
+    if (exports > 0) {
+      state = State::deferred;
+      commit_on_finish = commit;
+      throw nb::buffer_error(
+          (std::to_string(exports) +
+           " view(s) of the slot are still alive; the slot stays held until they are released "
+           "(memoryview.release() or del)")
+              .c_str());
+    }
+    complete(commit);
+  }
+
+  void set_size(std::size_t n) {
+    if (!writable) throw std::runtime_error("a read slot's size cannot be set");
+    if (state != State::active) throw nb::buffer_error("the slot was already finished");
+    if (n > capacity) {
+      throw nb::value_error(("size " + std::to_string(n) + " exceeds the slot size " +
+                             std::to_string(capacity))
+                                .c_str());
+    }
+    size = n;
+  }
+
+  void check_active() const {
+    if (state != State::active) throw nb::buffer_error("the slot was already finished");
+  }
+};
+
+int slot_getbuffer(PyObject* self, Py_buffer* view, int flags) {
+  Slot* s = nb::inst_ptr<Slot>(self);
+  if (s->state != Slot::State::active) {
+    PyErr_SetString(PyExc_BufferError, "the slot was already finished (committed or released)");
+    view->obj = nullptr;
+    return -1;
+  }
+  if (PyBuffer_FillInfo(view, self, s->data, static_cast<Py_ssize_t>(s->capacity),
+                        s->writable ? 0 : 1, flags) != 0) {
+    return -1;
+  }
+  s->exports++;
+  return 0;
+}
+
+void slot_releasebuffer(PyObject* self, Py_buffer*) {
+  Slot* s = nb::inst_ptr<Slot>(self);
+  if (--s->exports == 0 && s->state == Slot::State::deferred) s->complete(s->commit_on_finish);
+}
+
+PyType_Slot slot_type_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(slot_getbuffer)},
+                                 {Py_bf_releasebuffer, reinterpret_cast<void*>(slot_releasebuffer)},
+                                 {0, nullptr}};
+
+template <class H>
+struct Producer : HandleBase {
+  H h;
+  explicit Producer(const shmring::Segment& seg, bool spsc) : h(H::attach(seg)) { single = spsc; }
+
+  void finish(Slot& s, bool commit) noexcept override {
+    if (commit) {
+      (void)h.commit(s.wclaim, s.size);
+    } else {
+      h.abort(s.wclaim);
+    }
+  }
+
+  bool try_push(nb::handle data) {
+    Buffer b(data);
+    Busy guard(*this);
+    const shmring::Status s = h.try_push(b.span());
+    if (s == shmring::Status::ok) return true;
+    if (s == shmring::Status::would_block) return false;
+    raise_status(s, b.span().size(), h.slot_size());
+  }
+
+  void push(nb::handle data, std::optional<double> timeout) {
+    Buffer b(data);
+    Busy guard(*this);
+    if (b.span().size() > h.slot_size()) raise_status(shmring::Status::too_large, b.span().size(), h.slot_size());
+    shmring::Status s = shmring::Status::ok;
+    const bool done = wait_loop(timeout, [&](nanoseconds slice) {
+      s = h.push(b.span(), slice);
+      return s != shmring::Status::timeout && s != shmring::Status::would_block;
+    });
+    if (!done) raise_timeout("push timed out: the ring stayed full");
+    if (s != shmring::Status::ok) raise_status(s, b.span().size(), h.slot_size());
+  }
+
+  // A Slot, or None when try_once and the ring is full.
+  nb::object claim(nb::handle self, std::optional<double> timeout, bool try_once) {
+    Busy guard(*this);
+    shmring::WriteClaim c;
+    if (try_once) {
+      c = h.try_claim(1);
+    } else {
+      const bool done = wait_loop(timeout, [&](nanoseconds slice) {
+        c = h.claim(1, slice);
+        return !c.empty() || c.status() == shmring::Status::corrupt;
+      });
+      if (!done) raise_timeout("claim timed out: the ring stayed full");
+    }
+    if (c.empty()) {
+      if (c.status() == shmring::Status::corrupt) raise_status(c.status(), 0, h.slot_size());
+      return nb::none();
+    }
+    nb::object obj = nb::cast(new Slot(), nb::rv_policy::take_ownership);
+    Slot* s = nb::inst_ptr<Slot>(obj);
+    s->owner = nb::borrow(self);
+    s->handle = this;
+    s->writable = true;
+    s->wclaim = c;
+    const std::span<std::byte> bytes = c[0];
+    s->data = bytes.data();
+    s->capacity = bytes.size();
+    s->size = bytes.size();
+    outstanding++;
+    return obj;
+  }
+};
+
+template <class H>
+struct Consumer : HandleBase {
+  H h;
+  explicit Consumer(const shmring::Segment& seg, bool spsc) : h(H::attach(seg)) { single = spsc; }
+
+  void finish(Slot& s, bool) noexcept override { h.release(s.rclaim); }
+
+  // Waits for one message (None: no limit); an empty claim on timeout.
+  shmring::ReadClaim next(std::optional<double> timeout, bool try_once) {
+    shmring::ReadClaim c;
+    if (try_once) {
+      c = h.try_peek(1);
+    } else {
+      const bool done = wait_loop(timeout, [&](nanoseconds slice) {
+        c = h.peek(1, slice);
+        return !c.empty() || c.status() == shmring::Status::corrupt;
+      });
+      if (!done) return {};
+    }
+    if (c.empty() && c.status() == shmring::Status::corrupt) {
+      raise_status(c.status(), 0, h.slot_size());
+    }
+    return c;
+  }
+
+  std::optional<nb::bytes> take(std::optional<double> timeout, bool try_once) {
+    Busy guard(*this);
+    shmring::ReadClaim c = next(timeout, try_once);
+    if (c.empty()) return std::nullopt;
+    const std::span<const std::byte> m = c[0];
+    nb::bytes out(m.data(), m.size());
+    h.release(c);
+    return out;
+  }
+
+  nb::bytes pop(std::optional<double> timeout) {
+    std::optional<nb::bytes> m = take(timeout, false);
+    if (!m) raise_timeout("pop timed out: the ring stayed empty");
+    return *m;
+  }
+
+  nb::object peek(nb::handle self, std::optional<double> timeout, bool try_once) {
+    Busy guard(*this);
+    shmring::ReadClaim c = next(timeout, try_once);
+    if (c.empty()) {
+      if (try_once) return nb::none();
+      raise_timeout("peek timed out: the ring stayed empty");
+    }
+    nb::object obj = nb::cast(new Slot(), nb::rv_policy::take_ownership);
+    Slot* s = nb::inst_ptr<Slot>(obj);
+    s->owner = nb::borrow(self);
+    s->handle = this;
+    s->writable = false;
+    s->rclaim = c;
+    const std::span<const std::byte> m = c[0];
+    s->data = const_cast<std::byte*>(m.data());  // exported read-only
+    s->capacity = m.size();
+    s->size = m.size();
+    outstanding++;
+    return obj;
+  }
+};
+
+// for msg in consumer.iter(timeout): bytes until a wait times out.
+struct MessageIter {
+  nb::object consumer;
+  std::optional<double> timeout;
+};
+
+struct PySegment {
+  shmring::Segment seg;
+  std::string kind() const { return shmring::to_string(seg.geometry().kind); }
+};
+
+shmring::RingKind parse_kind(const std::string& kind) {
+  if (kind == "spsc") return shmring::RingKind::spsc;
+  if (kind == "mpmc") return shmring::RingKind::mpmc;
+  throw nb::value_error(("kind must be 'spsc' or 'mpmc', not '" + kind + "'").c_str());
+}
+
+template <class C>
+void bind_producer(nb::module_& m, const char* name) {
+  nb::class_<C>(m, name)
+      .def_prop_ro("capacity", [](C& p) { return p.h.capacity(); })
+      .def_prop_ro("slot_size", [](C& p) { return p.h.slot_size(); })
+      .def("try_push", &C::try_push, "data"_a,
+           "Copies one message into the ring; False if it is full.")
+      .def("push", &C::push, "data"_a, "timeout"_a = nb::none(),
+           "Copies one message into the ring, waiting up to timeout seconds (None: no limit); "
+           "TimeoutError if it stays full.")
+      .def(
+          "claim",
+          [](nb::handle self, std::optional<double> timeout) {
+            return nb::cast<C&>(self).claim(self, timeout, false);
+          },
+          "timeout"_a = nb::none(),
+          "Lends a free slot to write in place (a Slot); TimeoutError if none frees in time.")
+      .def(
+          "try_claim", [](nb::handle self) { return nb::cast<C&>(self).claim(self, {}, true); },
+          "Lends a free slot to write in place, or None if the ring is full.");
+}
+
+template <class C>
+void bind_consumer(nb::module_& m, const char* name) {
+  nb::class_<C>(m, name)
+      .def_prop_ro("capacity", [](C& c) { return c.h.capacity(); })
+      .def_prop_ro("slot_size", [](C& c) { return c.h.slot_size(); })
+      .def("try_pop", [](C& c) { return c.take({}, true); },
+           "The next message as bytes, or None if the ring is empty.")
+      .def("pop", &C::pop, "timeout"_a = nb::none(),
+           "The next message as bytes, waiting up to timeout seconds (None: no limit); "
+           "TimeoutError if none arrives.")
+      .def(
+          "peek",
+          [](nb::handle self, std::optional<double> timeout) {
+            return nb::cast<C&>(self).peek(self, timeout, false);
+          },
+          "timeout"_a = nb::none(),
+          "Lends the next message in place (a read-only Slot); TimeoutError if none arrives.")
+      .def(
+          "try_peek", [](nb::handle self) { return nb::cast<C&>(self).peek(self, {}, true); },
+          "Lends the next message in place, or None if the ring is empty.")
+      .def(
+          "iter",
+          [](nb::handle self, std::optional<double> timeout) {
+            return MessageIter{nb::borrow(self), timeout};
+          },
+          "timeout"_a = nb::none(),
+          "An iterator of messages (bytes) that ends when none arrives within timeout.")
+      .def("_next", [](C& c, std::optional<double> timeout) { return c.take(timeout, false); });
+}
+
+}  // namespace
+
+NB_MODULE(_shmring, m) {
+  m.doc() = "Zero-copy SPSC/MPMC ring buffers in one /dev/shm segment";
+
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const shmring::Error& e) {
+      const std::error_code code = e.code();
+      if (code.category() == shmring::error_category()) {
+        set_python_error(nb::str(errc_name(code.value())), nb::none(), e.what());
+      } else {
+        set_python_error(nb::none(), nb::int_(code.value()), e.what());
+      }
+    } catch (const StatusError& e) {
+      set_python_error(nb::str(e.errc.c_str()), nb::none(), e.what());
+    }
+  });
+
+  using SP = Producer<shmring::SpscProducer>;
+  using MP = Producer<shmring::MpmcProducer>;
+  using SC = Consumer<shmring::SpscConsumer>;
+  using MC = Consumer<shmring::MpmcConsumer>;
+
+  nb::class_<Slot>(m, "Slot", nb::type_slots(slot_type_slots),
+                   "One slot lent in place: a writable buffer (claim) or a read-only one (peek). "
+                   "Use it with memoryview(slot), numpy.frombuffer(slot) or the helpers below; as "
+                   "a context manager it commits (or, on an exception, aborts) a claim and "
+                   "releases a peek on exit.")
+      .def_prop_rw(
+          "size", [](const Slot& s) { return s.size; },
+          [](Slot& s, std::size_t n) { s.set_size(n); },
+          "Bytes published on commit (claim; the whole slot until set) or the message's size "
+          "(peek).")
+      .def_prop_ro("capacity", [](const Slot& s) { return s.capacity; },
+                   "Bytes the buffer exposes: the slot size (claim) or the message size (peek).")
+      .def_prop_ro("writable", [](const Slot& s) { return s.writable; })
+      .def_prop_ro("finished", [](const Slot& s) { return s.state != Slot::State::active; })
+      .def("__len__", [](const Slot& s) { return s.capacity; })
+      .def(
+          "write",
+          [](Slot& s, nb::handle data) {
+            if (!s.writable) throw std::runtime_error("a read slot cannot be written");
+            s.check_active();
+            Buffer b(data);
+            s.set_size(b.span().size());
+            std::memcpy(s.data, b.span().data(), b.span().size());
+          },
+          "data"_a, "Copies data to the start of the slot and sets size to its length.")
+      .def(
+          "tobytes",
+          [](const Slot& s) {
+            s.check_active();
+            return nb::bytes(s.data, s.size);
+          },
+          "A copy of the first size bytes.")
+      .def(
+          "commit",
+          [](Slot& s, std::optional<std::size_t> n) {
+            if (!s.writable) throw std::runtime_error("commit() is for claimed slots; use release()");
+            if (n) s.set_size(*n);
+            s.check_active();
+            s.finish(true);
+          },
+          "size"_a = nb::none(), "Publishes the slot (size bytes, or the given size).")
+      .def(
+          "abort",
+          [](Slot& s) {
+            if (!s.writable) throw std::runtime_error("abort() is for claimed slots; use release()");
+            s.check_active();
+            s.finish(false);
+          },
+          "Gives the slot back unpublished.")
+      .def(
+          "release",
+          [](Slot& s) {
+            s.check_active();
+            s.finish(s.writable);
+          },
+          "Releases a peeked message (commits a claimed slot).")
+      .def("__enter__", [](nb::handle self) { return nb::borrow(self); })
+      .def(
+          "__exit__",
+          [](Slot& s, nb::handle exc_type, nb::handle, nb::handle) {
+            s.finish(exc_type.is_none());
+            return false;
+          },
+          "exc_type"_a.none(), "exc"_a.none(), "tb"_a.none());
+
+  bind_producer<SP>(m, "SpscProducer");
+  bind_producer<MP>(m, "MpmcProducer");
+  bind_consumer<SC>(m, "SpscConsumer");
+  bind_consumer<MC>(m, "MpmcConsumer");
+
+  nb::class_<MessageIter>(m, "MessageIter")
+      .def("__iter__", [](nb::handle self) { return nb::borrow(self); })
+      .def("__next__", [](MessageIter& it) {
+        nb::object msg = it.consumer.attr("_next")(it.timeout);
+        if (msg.is_none()) throw nb::stop_iteration();
+        return msg;
+      });
+
+  nb::class_<PySegment>(m, "Segment", "A named shared-memory segment holding one ring.")
+      .def_prop_ro("name", [](const PySegment& s) { return s.seg.name(); })
+      .def_prop_ro("kind", &PySegment::kind)
+      .def_prop_ro("capacity", [](const PySegment& s) { return s.seg.geometry().capacity; })
+      .def_prop_ro("slot_size", [](const PySegment& s) { return s.seg.geometry().slot_size; })
+      .def_prop_ro("size", [](const PySegment& s) { return s.seg.size(); },
+                   "Bytes of the mapping.")
+      .def_prop_ro("created", [](const PySegment& s) { return s.seg.created(); })
+      .def(
+          "producer",
+          [](const PySegment& s) -> nb::object {
+            if (s.seg.geometry().kind == shmring::RingKind::spsc) {
+              return nb::cast(new SP(s.seg, true), nb::rv_policy::take_ownership);
+            }
+            return nb::cast(new MP(s.seg, false), nb::rv_policy::take_ownership);
+          },
+          "Attaches a producer of the ring's kind.")
+      .def(
+          "consumer",
+          [](const PySegment& s) -> nb::object {
+            if (s.seg.geometry().kind == shmring::RingKind::spsc) {
+              return nb::cast(new SC(s.seg, true), nb::rv_policy::take_ownership);
+            }
+            return nb::cast(new MC(s.seg, false), nb::rv_policy::take_ownership);
+          },
+          "Attaches a consumer of the ring's kind.")
+      .def("__repr__", [](const PySegment& s) {
+        return "<shmring.Segment '" + s.seg.name() + "' " + s.kind() + " capacity=" +
+               std::to_string(s.seg.geometry().capacity) +
+               " slot_size=" + std::to_string(s.seg.geometry().slot_size) + ">";
+      });
+
+  m.def(
+      "create",
+      [](const std::string& name, const std::string& kind, std::uint64_t capacity,
+         std::uint64_t slot_size, unsigned mode) {
+        shmring::CreateOptions o;
+        o.kind = parse_kind(kind);
+        o.capacity = capacity;
+        o.slot_size = slot_size;
+        o.mode = static_cast<mode_t>(mode);
+        return new PySegment{shmring::Segment::create(name, o)};
+      },
+      "name"_a, "kind"_a = "spsc", "capacity"_a = 1024, "slot_size"_a = 1024, "mode"_a = 0600,
+      nb::rv_policy::take_ownership, "Creates a segment holding one ring.");
+  m.def(
+      "open",
+      [](const std::string& name, std::optional<std::string> kind) {
+        shmring::OpenOptions o;
+        if (kind) o.kind = parse_kind(*kind);
+        return new PySegment{shmring::Segment::open(name, o)};
+      },
+      "name"_a, "kind"_a = nb::none(), nb::rv_policy::take_ownership,
+      "Opens an existing segment (of the given kind, if one is given).");
+  m.def(
+      "unlink",
+      [](const std::string& name, bool missing_ok) {
+        try {
+          shmring::Segment::unlink(name);
+        } catch (const shmring::Error& e) {
+          if (!(missing_ok && e.code() == shmring::errc::not_found)) throw;
+        }
+      },
+      "name"_a, "missing_ok"_a = false,
+      "Removes the segment's name; processes that have it mapped keep their mapping.");
+}

@@ -1,0 +1,504 @@
+"""Tests of the shmring Python module."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import multiprocessing as mp
+import os
+import signal
+import struct
+import threading
+import time
+import uuid
+
+import pytest
+
+import shmring
+
+try:
+    import numpy as np
+except ImportError:  # numpy is optional
+    np = None
+
+
+@pytest.fixture
+def name():
+    n = f"shmring-pytest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    yield n
+    shmring.unlink(n, missing_ok=True)
+
+
+def message(seq: int, size: int) -> bytes:
+    """seq (8 bytes) + sha256 of the body (32 bytes) + a body derived from seq."""
+    body = bytes((seq * 7 + i) & 0xFF for i in range(size - 40))
+    return struct.pack("<Q", seq) + hashlib.sha256(body).digest() + body
+
+
+def verify(msg: bytes, seq: int, size: int) -> None:
+    assert len(msg) == size
+    assert struct.unpack_from("<Q", msg)[0] == seq
+    assert msg[8:40] == hashlib.sha256(msg[40:]).digest()
+
+
+# ---- segments ---------------------------------------------------------------
+
+
+def test_create_open_properties(name):
+    seg = shmring.create(name, kind="mpmc", capacity=16, slot_size=100, mode=0o600)
+    assert (seg.name, seg.kind, seg.capacity, seg.slot_size) == (name, "mpmc", 16, 100)
+    assert seg.created
+    other = shmring.open(name)
+    assert (other.kind, other.capacity, other.slot_size) == ("mpmc", 16, 100)
+    assert not other.created
+    assert os.stat(f"/dev/shm/{name}").st_mode & 0o777 == 0o600
+    shmring.unlink(name)
+    assert not os.path.exists(f"/dev/shm/{name}")
+
+
+# ---- copy in, copy out --------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_round_trip(name, kind):
+    seg = shmring.create(name, kind=kind, capacity=8, slot_size=256)
+    tx, rx = seg.producer(), seg.consumer()
+    assert type(tx).__name__ == f"{kind.capitalize()}Producer"
+    assert rx.try_pop() is None
+    for seq in range(100):  # wraps the ring many times
+        size = 40 + seq % 200
+        if seq % 2:
+            assert tx.try_push(message(seq, size))
+        else:
+            tx.push(bytearray(message(seq, size)), timeout=1.0)
+        got = rx.pop(timeout=1.0) if seq % 3 else rx.try_pop()
+        verify(got, seq, size)
+    tx.push(memoryview(b""))
+    assert rx.pop(timeout=0) == b""
+    for i in range(8):
+        assert tx.try_push(bytes([i]))
+    assert not tx.try_push(b"full")
+    assert list(rx.iter(timeout=0.05)) == [bytes([i]) for i in range(8)]
+
+
+def test_mpmc_threads(name):
+    seg = shmring.create(name, kind="mpmc", capacity=16, slot_size=64)
+    per_producer, producers, consumers = 2000, 3, 2
+    received = [[] for _ in range(consumers)]
+
+    def produce(p):
+        tx = seg.producer()
+        for i in range(per_producer):
+            tx.push(struct.pack("<II", p, i), timeout=10)
+
+    def consume(c):
+        rx = seg.consumer()
+        for m in rx.iter(timeout=2.0):
+            received[c].append(struct.unpack("<II", m))
+
+    threads = [threading.Thread(target=consume, args=(c,)) for c in range(consumers)]
+    threads += [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = sorted(m for r in received for m in r)
+    assert everything == [(p, i) for p in range(producers) for i in range(per_producer)]
+    for r in received:  # each producer's messages arrive in order at each consumer
+        for p in range(producers):
+            seq = [i for q, i in r if q == p]
+            assert seq == sorted(seq)
+
+
+# ---- zero copy --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_zero_copy_write_read(name, kind):
+    seg = shmring.create(name, kind=kind, capacity=4, slot_size=128)
+    tx, rx = seg.producer(), seg.consumer()
+    with tx.claim(timeout=1.0) as slot:
+        assert slot.writable and len(slot) == 128 and slot.size == 128
+        with memoryview(slot) as view:
+            assert not view.readonly and view.nbytes == 128
+            view[:5] = b"hello"
+        slot.size = 5
+    with tx.claim(timeout=1.0) as slot:
+        slot.write(b"second")
+    slot = tx.try_claim()
+    slot.write(b"third, explicit commit")
+    slot.commit(5)
+    assert slot.finished
+    with rx.peek(timeout=1.0) as msg:
+        assert not msg.writable and msg.size == 5
+        with memoryview(msg) as view:
+            assert view.readonly and bytes(view) == b"hello"
+            with pytest.raises(TypeError):
+                view[0] = 0
+    with rx.peek(timeout=1.0) as msg:
+        assert msg.tobytes() == b"second"
+    assert rx.pop(timeout=1.0) == b"third"
+    assert rx.try_peek() is None
+
+
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_claim_aborts_on_exception(name, kind):
+    seg = shmring.create(name, kind=kind, capacity=4, slot_size=64)
+    tx, rx = seg.producer(), seg.consumer()
+    with pytest.raises(RuntimeError, match="boom"):
+        with tx.claim(timeout=1.0) as slot:
+            slot.write(b"never published")
+            raise RuntimeError("boom")
+    slot = tx.claim(timeout=1.0)
+    slot.write(b"aborted too")
+    slot.abort()
+    tx.push(b"published")
+    assert rx.pop(timeout=1.0) == b"published"
+    assert rx.try_pop() is None
+
+
+def test_slot_size_checked(name):
+    seg = shmring.create(name, capacity=4, slot_size=64)
+    tx = seg.producer()
+    with tx.claim(timeout=1.0) as slot:
+        with pytest.raises(ValueError, match="exceeds the slot size 64"):
+            slot.size = 65
+        with pytest.raises(ValueError):
+            slot.write(b"x" * 65)
+        slot.size = 0
+
+
+@pytest.mark.skipif(np is None, reason="numpy not installed")
+def test_numpy_in_place(name):
+    seg = shmring.create(name, kind="mpmc", capacity=4, slot_size=4096)
+    tx, rx = seg.producer(), seg.consumer()
+    data = np.arange(1000, dtype=np.float32)
+    slot = tx.claim(timeout=1.0)
+    frame = np.frombuffer(slot, dtype=np.float32, count=1000)
+    frame[:] = data
+    del frame  # the slot is committed once no view of it is left
+    slot.commit(data.nbytes)
+    with rx.peek(timeout=1.0) as msg:
+        got = np.frombuffer(msg, dtype=np.float32)
+        assert not got.flags.writeable
+        assert np.array_equal(got, data)
+        del got
+    tx.push(data)  # any C-contiguous buffer
+    assert np.array_equal(np.frombuffer(rx.pop(timeout=1.0), dtype=np.float32), data)
+
+
+# ---- lifetime -----------------------------------------------------------------
+
+
+def test_view_keeps_segment_alive(name):
+    seg = shmring.create(name, capacity=2, slot_size=32)
+    tx, rx = seg.producer(), seg.consumer()
+    tx.push(b"still mapped")
+    msg = rx.peek(timeout=1.0)
+    del seg, tx, rx
+    shmring.unlink(name)
+    gc.collect()
+    with memoryview(msg) as view:  # the slot holds its handle, the handle the mapping
+        assert bytes(view) == b"still mapped"
+    msg.release()
+
+
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_released_slot_refuses_views(name, kind):
+    seg = shmring.create(name, kind=kind, capacity=2, slot_size=32)
+    tx, rx = seg.producer(), seg.consumer()
+    with tx.claim(timeout=1.0) as wslot:
+        wslot.write(b"abc")
+    with pytest.raises(BufferError, match="already finished"):
+        memoryview(wslot)
+    with pytest.raises(BufferError):
+        wslot.write(b"late")
+    with rx.peek(timeout=1.0) as rslot:
+        assert rslot.tobytes() == b"abc"
+    with pytest.raises(BufferError, match="already finished"):
+        memoryview(rslot)
+    with pytest.raises(BufferError):
+        rslot.tobytes()
+
+
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_live_view_defers_release(name, kind):
+    seg = shmring.create(name, kind=kind, capacity=2, slot_size=32)
+    tx, rx = seg.producer(), seg.consumer()
+    tx.push(b"first")
+    tx.push(b"second")
+    msg = rx.peek(timeout=1.0)
+    view = memoryview(msg)
+    with pytest.raises(BufferError, match="still alive"):
+        msg.release()
+    assert bytes(view) == b"first"  # the slot is still held: never recycled
+    if kind == "spsc":
+        with pytest.raises(BufferError, match="still lent"):
+            rx.try_pop()
+    assert not tx.try_push(b"third")  # the ring is still full
+    view.release()  # the last view: the slot goes back now
+    assert tx.try_push(b"third")
+    assert rx.pop(timeout=1.0) == b"second"
+    assert rx.pop(timeout=1.0) == b"third"
+
+
+def test_unfinished_slot_is_given_back_when_dropped(name):
+    seg = shmring.create(name, capacity=1, slot_size=16)
+    tx, rx = seg.producer(), seg.consumer()
+    slot = tx.claim(timeout=1.0)
+    slot.write(b"dropped")
+    del slot  # aborted
+    tx.push(b"kept")
+    msg = rx.peek(timeout=1.0)
+    del msg  # released
+    assert rx.try_pop() is None
+    assert tx.try_push(b"room again")
+
+
+# ---- bad input ----------------------------------------------------------------
+
+
+def test_bad_name():
+    with pytest.raises(shmring.InvalidArgumentError) as e:
+        shmring.create("a/b")
+    assert e.value.errc == "invalid_name"
+    assert "contains '/'" in str(e.value)
+    assert isinstance(e.value, ValueError) and isinstance(e.value, shmring.Error)
+    with pytest.raises(shmring.Error, match="invalid segment name"):
+        shmring.open("..")
+
+
+def test_missing_segment(name):
+    with pytest.raises(shmring.NotFoundError) as e:
+        shmring.open(name)
+    assert e.value.errc == "not_found"
+    assert isinstance(e.value, FileNotFoundError)
+    assert name in str(e.value) and "segment not found" in str(e.value)
+    with pytest.raises(FileNotFoundError):
+        shmring.unlink(name)
+    shmring.unlink(name, missing_ok=True)
+
+
+def test_bad_geometry_and_kind(name):
+    with pytest.raises(shmring.Error) as e:
+        shmring.create(name, capacity=3)
+    assert e.value.errc == "invalid_capacity"
+    with pytest.raises(ValueError, match="kind must be 'spsc' or 'mpmc'"):
+        shmring.create(name, kind="ring")
+    shmring.create(name, kind="spsc", capacity=4, slot_size=16)
+    with pytest.raises(shmring.ExistsError) as e:
+        shmring.create(name)
+    assert e.value.errc == "already_exists" and isinstance(e.value, FileExistsError)
+    with pytest.raises(shmring.Error) as e:
+        shmring.open(name, kind="mpmc")
+    assert e.value.errc == "kind_mismatch"
+    assert "the ring is spsc, the caller asked for mpmc" in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_message_too_large(name, kind):
+    seg = shmring.create(name, kind=kind, capacity=4, slot_size=16)
+    tx = seg.producer()
+    with pytest.raises(ValueError, match="message of 17 bytes does not fit the ring's 16-byte slots"):
+        tx.push(b"x" * 17)
+    with pytest.raises(ValueError):
+        tx.try_push(b"x" * 17)
+    with pytest.raises(TypeError):
+        tx.push("text is not bytes")
+
+
+def test_spsc_role_taken(name):
+    seg = shmring.create(name, capacity=4, slot_size=16)
+    tx = seg.producer()
+    with pytest.raises(shmring.Error) as e:
+        seg.producer()
+    assert e.value.errc == "role_taken"
+    del tx
+    seg.producer()  # free again
+
+
+# ---- timeouts and signals -------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_timeouts(name, kind):
+    seg = shmring.create(name, kind=kind, capacity=1, slot_size=16)
+    tx, rx = seg.producer(), seg.consumer()
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        rx.pop(timeout=0.2)
+    with pytest.raises(TimeoutError):
+        rx.peek(timeout=0.1)
+    assert 0.25 <= time.monotonic() - start < 5
+    with pytest.raises(TimeoutError):
+        rx.pop(timeout=0)
+    tx.push(b"fills it", timeout=0)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        tx.push(b"no room", timeout=0.2)
+    with pytest.raises(TimeoutError):
+        tx.claim(timeout=0.1)
+    assert 0.25 <= time.monotonic() - start < 5
+    assert tx.try_claim() is None
+    with pytest.raises(ValueError):
+        rx.pop(timeout=-1)
+    assert list(rx.iter(timeout=0.05)) == [b"fills it"]
+
+
+def test_blocking_pop_wakes_for_other_thread(name):
+    seg = shmring.create(name, capacity=2, slot_size=16)
+    tx, rx = seg.producer(), seg.consumer()
+    timer = threading.Timer(0.2, lambda: tx.push(b"late"))
+    timer.start()
+    assert rx.pop() == b"late"  # no timeout: waits, the GIL released
+    timer.join()
+
+
+def test_blocking_pop_interrupted_by_signal(name):
+    seg = shmring.create(name, capacity=2, slot_size=16)
+    rx = seg.consumer()
+
+    class Interrupted(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Interrupted()
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        start = time.monotonic()
+        with pytest.raises(Interrupted):
+            rx.pop()  # would wait forever
+        assert time.monotonic() - start < 2
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# ---- across processes -------------------------------------------------------
+
+
+def _producer_process(name: str, first: int, count: int, size: int) -> None:
+    tx = shmring.open(name).producer()
+    for seq in range(first, first + count):
+        if seq % 2:
+            tx.push(message(seq, size), timeout=30)
+        else:
+            with tx.claim(timeout=30) as slot:
+                slot.write(message(seq, size))
+
+
+@pytest.mark.parametrize("kind,producers", [("spsc", 1), ("mpmc", 2)])
+def test_across_processes(name, kind, producers):
+    count, size = 3000, 100
+    seg = shmring.create(name, kind=kind, capacity=64, slot_size=size)
+    rx = seg.consumer()
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=_producer_process, args=(name, p * count, count, size))
+        for p in range(producers)
+    ]
+    for p in procs:
+        p.start()
+    expected = [p * count for p in range(producers)]  # next seq per producer
+    for _ in range(count * producers):
+        with rx.peek(timeout=30) as msg:
+            data = msg.tobytes()
+        seq = struct.unpack_from("<Q", data)[0]
+        p = seq // count
+        assert seq == expected[p], "lost or reordered message"
+        verify(data, seq, size)
+        expected[p] += 1
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert rx.try_pop() is None
+
+
+# ---- C++ producer -> Python consumer ----------------------------------------
+#
+# examples/demo_pipeline.cpp (shmring-demo --role producer) streams messages
+# of [0, 8) sequence number, [8, 16) checksum of the body, then the body; the
+# checksum is reimplemented here to verify every message.
+
+_M64 = (1 << 64) - 1
+_P1 = 0x9E3779B185EBCA87
+_P2 = 0xC2B2AE3D27D4EB4F
+
+
+def _rotl(v: int, r: int) -> int:
+    return ((v << r) | (v >> (64 - r))) & _M64
+
+
+def _demo_checksum(seq: int, body: bytes) -> int:
+    lane = [seq ^ _P1, (seq + _P2) & _M64, _rotl(seq, 17), ~seq & _M64]
+    i, n = 0, len(body)
+    while i + 32 <= n:
+        for k in range(4):
+            word = int.from_bytes(body[i + 8 * k : i + 8 * k + 8], "little")
+            lane[k] = (_rotl((lane[k] + word * _P2) & _M64, 31) * _P1) & _M64
+        i += 32
+    while i + 8 <= n:
+        word = int.from_bytes(body[i : i + 8], "little")
+        lane[0] = (_rotl((lane[0] + word * _P2) & _M64, 31) * _P1) & _M64
+        i += 8
+    while i < n:
+        lane[1] = (_rotl(lane[1] ^ ((body[i] * _P1) & _M64), 11) * _P2) & _M64
+        i += 1
+    h = (_rotl(lane[0], 1) + _rotl(lane[1], 7) + _rotl(lane[2], 12) + _rotl(lane[3], 18)) & _M64
+    h ^= n
+    h ^= h >> 33
+    h = (h * _P2) & _M64
+    h ^= h >> 29
+    return h
+
+
+def _find_demo() -> str | None:
+    candidates = [os.environ.get("SHMRING_DEMO", "")]
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    candidates.append(os.path.join(root, "build", "examples", "shmring-demo"))
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_cpp_producer_python_consumer(kind):
+    import subprocess
+
+    demo = _find_demo()
+    if demo is None:
+        pytest.skip("shmring-demo not built (build/examples/shmring-demo or $SHMRING_DEMO)")
+    prefix = f"shmring-pytest-demo-{os.getpid()}-{kind}"
+    count, size = 20000, 61  # 45-byte body: every branch of the checksum
+    proc = subprocess.Popen(
+        [demo, "--role", "producer", "--name", prefix, "--kind", kind, "--messages", str(count),
+         "--size", str(size), "--capacity", "64", "--batch", "4", "--round-trips", "0",
+         "--no-pin", "--timeout", "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                seg = shmring.open(f"{prefix}-data", kind=kind)
+                break
+            except shmring.NotFoundError:
+                assert proc.poll() is None, proc.communicate()[0]
+                assert time.monotonic() < deadline, "the C++ producer did not create its ring"
+                time.sleep(0.01)
+        assert seg.slot_size == size
+        rx = seg.consumer()
+        for seq in range(count):
+            with rx.peek(timeout=30) as msg:
+                data = msg.tobytes()
+            assert len(data) == size
+            assert int.from_bytes(data[:8], "little") == seq
+            assert int.from_bytes(data[8:16], "little") == _demo_checksum(seq, data[16:])
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert rx.try_pop() is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for suffix in ("data", "ping", "pong"):
+            shmring.unlink(f"{prefix}-{suffix}", missing_ok=True)
