@@ -6,6 +6,7 @@
 
 #include "detail/attach.hpp"
 #include "detail/blocking.hpp"
+#include "detail/claims.hpp"
 #include "detail/fail.hpp"
 
 namespace shmring {
@@ -40,16 +41,33 @@ MpmcProducer MpmcProducer::do_attach(const Segment& segment, const WaitPolicy& p
     atomic::fetch_sub(&view.producer()->attached, std::uint32_t{1});
     return p;
   }
+  p.record_ = detail::take_claim_record(*view.producer_claims(), segment.name(), "producer",
+                                        p.identity_, f);
+  if (f) {
+    atomic::fetch_sub(&view.producer()->attached, std::uint32_t{1});
+    return p;
+  }
   p.view_ = view;
   p.policy_ = policy;
   p.lifetime_ = segment.lifetime();
   p.attached_pid_ = static_cast<std::uint32_t>(::getpid());
+  // A producer that takes over from dead ones finishes what they left.
+  (void)p.recover();
   return p;
 }
 
 MpmcProducer::~MpmcProducer() {
-  if (lifetime_ && detail::is_current_process(attached_pid_))
+  if (lifetime_ && detail::is_current_process(attached_pid_)) {
+    detail::give_back_claim_record(record_, identity_);
     atomic::fetch_sub(&view_.producer()->attached, std::uint32_t{1});
+  }
+}
+
+std::uint64_t MpmcProducer::recover() noexcept {
+  if (!lifetime_) return 0;
+  const std::uint64_t n = detail::recover_producer_claims(view_);
+  if (n != 0) wake_consumers();  // they were waiting at the recovered slots
+  return n;
 }
 
 void MpmcProducer::wake_consumers() noexcept { futex::notify_all(&view_.producer()->notify); }
@@ -57,19 +75,20 @@ void MpmcProducer::wake_consumers() noexcept { futex::notify_all(&view_.producer
 Status MpmcProducer::push(std::span<const std::byte> message,
                           std::chrono::nanoseconds timeout) noexcept {
   if (message.size() > view_.slot_size()) return Status::too_large;
-  return as_timeout(detail::block_until([&] { return try_push(message); }, not_would_block,
-                                        [&] { return view_.space_ready(); },
-                                        &view_.producer_wait()->waiters, &view_.consumer()->notify,
-                                        &view_.consumer()->gpu_attached, policy_, timeout));
+  return as_timeout(detail::block_until(
+      [&] { return try_push(message); }, not_would_block, [&] { return view_.space_ready(); },
+      &view_.producer_wait()->waiters, &view_.consumer()->notify, &view_.consumer()->gpu_attached,
+      policy_, timeout, [&] { return recover() != 0; }));
 }
 
 WriteClaim MpmcProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0) return try_claim(0);  // nothing asked for: no wait
-  WriteClaim c = detail::block_until(
-      [&] { return try_claim(max); },
-      [](const WriteClaim& w) { return not_would_block(w.status()); },
-      [&] { return view_.space_ready(); }, &view_.producer_wait()->waiters,
-      &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_, timeout);
+  WriteClaim c =
+      detail::block_until([&] { return try_claim(max); },
+                          [](const WriteClaim& w) { return not_would_block(w.status()); },
+                          [&] { return view_.space_ready(); }, &view_.producer_wait()->waiters,
+                          &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_,
+                          timeout, [&] { return recover() != 0; });
   if (c.status_ == Status::would_block) c.status_ = Status::timeout;
   return c;
 }
@@ -96,11 +115,25 @@ MpmcConsumer MpmcConsumer::do_attach(const Segment& segment, const WaitPolicy& p
     atomic::fetch_sub(&view.consumer()->attached, std::uint32_t{1});
     return c;
   }
+  c.record_ = detail::take_claim_record(*view.consumer_claims(), segment.name(), "consumer",
+                                        c.identity_, f);
+  if (f) {
+    atomic::fetch_sub(&view.consumer()->attached, std::uint32_t{1});
+    return c;
+  }
   c.view_ = view;
   c.policy_ = policy;
   c.lifetime_ = segment.lifetime();
   c.attached_pid_ = static_cast<std::uint32_t>(::getpid());
+  (void)c.recover();
   return c;
+}
+
+std::uint64_t MpmcConsumer::recover() noexcept {
+  if (!lifetime_) return 0;
+  const std::uint64_t n = detail::recover_consumer_claims(view_);
+  if (n != 0) wake_producers();  // they were waiting for the recovered slots
+  return n;
 }
 
 MpmcConsumer::~MpmcConsumer() {
@@ -108,6 +141,7 @@ MpmcConsumer::~MpmcConsumer() {
   // A message kept for a larger buffer is given up rather than left claimed
   // (a claimed slot would stall every producer a lap later).
   if (!held_.empty()) release(held_);
+  detail::give_back_claim_record(record_, identity_);
   atomic::fetch_sub(&view_.consumer()->attached, std::uint32_t{1});
 }
 
@@ -115,10 +149,10 @@ void MpmcConsumer::wake_producers() noexcept { futex::notify_all(&view_.consumer
 
 Status MpmcConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
                          std::chrono::nanoseconds timeout) noexcept {
-  return as_timeout(detail::block_until([&] { return try_pop(buffer, size); }, not_would_block,
-                                        [&] { return view_.data_ready(); },
-                                        &view_.consumer_wait()->waiters, &view_.producer()->notify,
-                                        &view_.producer()->gpu_attached, policy_, timeout));
+  return as_timeout(detail::block_until(
+      [&] { return try_pop(buffer, size); }, not_would_block, [&] { return view_.data_ready(); },
+      &view_.consumer_wait()->waiters, &view_.producer()->notify, &view_.producer()->gpu_attached,
+      policy_, timeout, [&] { return recover() != 0; }));
 }
 
 ReadClaim MpmcConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
@@ -126,7 +160,8 @@ ReadClaim MpmcConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) 
   ReadClaim c = detail::block_until(
       [&] { return try_peek(max); }, [](const ReadClaim& r) { return not_would_block(r.status()); },
       [&] { return view_.data_ready(); }, &view_.consumer_wait()->waiters,
-      &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, timeout);
+      &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, timeout,
+      [&] { return recover() != 0; });
   if (c.status_ == Status::would_block) c.status_ = Status::timeout;
   return c;
 }

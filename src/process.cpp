@@ -64,7 +64,9 @@ Identity self() noexcept {
 
 bool alive(std::uint64_t packed) noexcept {
   const std::uint32_t pid = pid_of(packed);
-  if (pid == 0) return false;
+  // 0 is nobody; a pid that is negative as pid_t (only a scribbled record
+  // holds one) would make kill() below ask about a process group.
+  if (pid == 0 || pid > 0x7fffffffu) return false;
   const Stat st = read_stat(pid);
   switch (st.state) {
     case StatState::exited:

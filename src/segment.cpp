@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include <thread>
 
 #include "detail/fail.hpp"
+#include "detail/sys.hpp"
 #include "shmring/atomic.hpp"
 #include "shmring/process.hpp"
 
@@ -62,7 +64,7 @@ std::string num(std::uint64_t v) { return std::to_string(v); }
 struct Fd {
   int fd = -1;
   ~Fd() {
-    if (fd >= 0) ::close(fd);
+    if (fd >= 0) ::close(fd);  // never retried on EINTR: Linux has closed it already
   }
 };
 
@@ -198,10 +200,19 @@ std::uint64_t unix_ns() {
          static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
+// The private name a segment is initialised under: the creator's pid and
+// start time (so `ring-inspect gc` can tell when it is gone) and a counter.
+std::string init_name() {
+  static std::atomic<std::uint64_t> counter{0};
+  const process::Identity self = process::self();
+  return std::string(kInitFilePrefix) + num(self.pid) + "." + num(self.start_time) + "." +
+         num(counter.fetch_add(1, std::memory_order_relaxed));
+}
+
 // Maps the whole segment that `g` describes.
 std::shared_ptr<detail::Mapping> map_segment(int fd, const std::string& name, const Geometry& g,
                                              int prot, Failure& f) {
-  void* addr = ::mmap(nullptr, g.segment_size, prot, MAP_SHARED, fd, 0);
+  void* addr = sys::mmap(g.segment_size, prot, fd);
   if (addr == MAP_FAILED) {
     f = fail_errno(errno, name, "mmap of " + num(g.segment_size) + " bytes failed");
     return nullptr;
@@ -235,23 +246,35 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
     return nullptr;
   }
   const std::string path = kShmDir + name;
-  Fd fd;
-  // Owner-only until initialised: nobody else can open a half-made segment.
-  fd.fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd.fd < 0) {
-    f = open_failure(errno, name, "create " + path);
+  // Cheap early refusal: allocating the whole segment only to find the name
+  // taken would waste (and, for a large ring, briefly exhaust) /dev/shm.
+  // link() below is the real, atomic check.
+  if (struct stat st {}; ::lstat(path.c_str(), &st) == 0) {
+    f = open_failure(EEXIST, name, "create " + path);
     return nullptr;
   }
-  bool keep = false;
-  struct UnlinkOnFailure {
-    const std::string& path;
-    const bool& keep;
-    ~UnlinkOnFailure() {
-      if (!keep) ::unlink(path.c_str());
+  // The segment is made under a private name and linked to its own only once
+  // initialised, so nobody ever finds a half-made ring under the name: a
+  // creator killed at any point leaves the name free (and a private file that
+  // `ring-inspect gc` collects once its pid is gone). Owner-only until then.
+  std::string temp;
+  Fd fd;
+  for (int attempt = 0; fd.fd < 0; ++attempt) {
+    // EEXIST only if a process that had our pid and start time died
+    // leaving its file: try the next number.
+    temp = kShmDir + init_name();
+    fd.fd = sys::open(temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd.fd < 0 && (errno != EEXIST || attempt >= 16)) {
+      f = open_failure(errno, name, "create " + temp);
+      return nullptr;
     }
-  } unlink_guard{path, keep};
+  }
+  struct UnlinkTemp {
+    const std::string& path;
+    ~UnlinkTemp() { sys::unlink(path.c_str()); }
+  } unlink_temp{temp};
 
-  if (const int err = ::posix_fallocate(fd.fd, 0, static_cast<off_t>(g.segment_size)); err != 0) {
+  if (const int err = sys::fallocate(fd.fd, static_cast<off_t>(g.segment_size)); err != 0) {
     f = err == ENOSPC || err == EFBIG || err == ENOMEM
             ? fail(errc::no_space, name,
                    "cannot reserve " + num(g.segment_size) + " bytes in " + kShmDir + ": " +
@@ -290,11 +313,16 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
   atomic::store_release(&h.abi_version, kAbiVersion);
 
   // Always: the umask may have narrowed the 0600 that open() asked for.
-  if (::fchmod(fd.fd, o.mode) != 0) {
+  if (sys::fchmod(fd.fd, o.mode) != 0) {
     f = fail_errno(errno, name, "fchmod to the final mode failed");
     return nullptr;
   }
-  keep = true;
+  // Publishes the name: fails with EEXIST if it appeared meanwhile, and never
+  // follows a symbolic link planted under it.
+  if (sys::link(temp.c_str(), path.c_str()) != 0) {
+    f = open_failure(errno, name, "create " + path);
+    return nullptr;
+  }
   return map;
 }
 
@@ -305,8 +333,8 @@ std::shared_ptr<detail::Mapping> do_open(std::string_view raw, const OpenOptions
   Fd fd;
   // O_NONBLOCK: a FIFO planted under the name must not block a read-only
   // open (the regular-file check below then refuses it).
-  fd.fd =
-      ::open(path.c_str(), (o.read_only ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  fd.fd = sys::open(path.c_str(),
+                    (o.read_only ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd.fd < 0) {
     f = open_failure(errno, name, "open " + path);
     return nullptr;
@@ -318,12 +346,20 @@ std::shared_ptr<detail::Mapping> do_open(std::string_view raw, const OpenOptions
   SegmentHeader header{};
   struct stat st {};
   for (;;) {
-    if (::fstat(fd.fd, &st) != 0) {
+    if (sys::fstat(fd.fd, &st) != 0) {
       f = fail_errno(errno, name, "fstat failed");
       return nullptr;
     }
     if (!S_ISREG(st.st_mode)) {
       f = fail(errc::not_a_segment, name, path + " is not a regular file");
+      return nullptr;
+    }
+    // Another user's ring is refused unless asked for: its owner could have
+    // planted it under a name this process expects to be its own.
+    if (st.st_uid != ::geteuid() && !o.allow_foreign_owner) {
+      f = fail(errc::permission_denied, name,
+               path + " is owned by uid " + num(st.st_uid) + ", not by this process's uid " +
+                   num(::geteuid()) + " (set OpenOptions::allow_foreign_owner to open it)");
       return nullptr;
     }
     if (static_cast<std::uint64_t>(st.st_size) >= sizeof(SegmentHeader)) {
@@ -376,6 +412,31 @@ std::shared_ptr<detail::Mapping> do_open(std::string_view raw, const OpenOptions
   return map;
 }
 
+// Removes the file under `path` if a creator began it and died before
+// finishing: the magic and the creator's identity are there, the version
+// never came, and that process is gone. (create() itself never exposes a
+// half-made file; this recovers files left by creators that did.) Only a file
+// of our own user is touched, and only if the name still refers to the file
+// that was examined.
+bool remove_abandoned(const std::string& path) {
+  Fd fd;
+  fd.fd = sys::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd.fd < 0) return false;
+  struct stat st {};
+  if (sys::fstat(fd.fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != ::geteuid()) {
+    return false;
+  }
+  SegmentHeader h{};
+  if (::pread(fd.fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h)) return false;
+  if (h.magic != kMagic || h.abi_version != 0 || h.creator_pid == 0) return false;
+  if (process::alive(process::pack({h.creator_pid, h.creator_start_time}))) return false;
+  struct stat now {};
+  if (::lstat(path.c_str(), &now) != 0 || now.st_ino != st.st_ino || now.st_dev != st.st_dev) {
+    return false;
+  }
+  return sys::unlink(path.c_str()) == 0;
+}
+
 std::shared_ptr<detail::Mapping> do_open_or_create(std::string_view raw, const CreateOptions& o,
                                                    std::chrono::milliseconds init_timeout,
                                                    Failure& f) {
@@ -384,6 +445,10 @@ std::shared_ptr<detail::Mapping> do_open_or_create(std::string_view raw, const C
   for (int attempt = 0; attempt < 8; ++attempt) {
     auto map = do_create(raw, o, f);
     if (map || f.code != make_error_code(errc::already_exists)) return map;
+    if (remove_abandoned(kShmDir + std::string(strip_slash(raw)))) {
+      f = {};
+      continue;
+    }
     OpenOptions oo;
     oo.kind = o.kind;
     oo.init_timeout = init_timeout;
@@ -412,7 +477,7 @@ bool do_unlink(std::string_view raw, Failure& f) {
   if ((f = check_name(raw))) return false;
   const std::string name(strip_slash(raw));
   const std::string path = kShmDir + name;
-  if (::unlink(path.c_str()) != 0) {
+  if (sys::unlink(path.c_str()) != 0) {
     f = open_failure(errno, name, "unlink " + path);
     return false;
   }

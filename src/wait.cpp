@@ -7,6 +7,7 @@
 
 #include <climits>
 
+#include "detail/sys.hpp"
 #include "shmring/atomic.hpp"
 
 namespace shmring::futex {
@@ -17,8 +18,9 @@ void wait(std::uint32_t* word, std::uint32_t expected, std::chrono::nanoseconds 
   ts.tv_sec = static_cast<time_t>(timeout.count() / 1'000'000'000);
   ts.tv_nsec = static_cast<long>(timeout.count() % 1'000'000'000);
   // EINTR, EAGAIN (the word already changed) and ETIMEDOUT all mean "look
-  // again"; the caller re-checks its condition and its deadline.
-  ::syscall(SYS_futex, word, FUTEX_WAIT, expected, &ts, nullptr, 0);
+  // again"; the caller re-checks its condition and its deadline, so a signal
+  // neither ends a wait early nor stretches it past its deadline.
+  sys::futex_wait(word, expected, &ts);
 }
 
 void wake_all(std::uint32_t* word) noexcept {

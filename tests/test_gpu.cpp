@@ -22,6 +22,7 @@
 #include "shmring/cuda/capabilities.hpp"
 #include "shmring/cuda/gpu_ring.hpp"
 #include "shmring/cuda/registration.hpp"
+#include "shmring/fault_injection.hpp"
 #include "shmring/shmring.hpp"
 #include "test_support.hpp"
 
@@ -98,6 +99,30 @@ TEST_F(Gpu, CapabilitiesAndRegistration) {
   std::error_code ec;
   (void)Registration::register_segment(seg, 4096, ec);
   EXPECT_EQ(ec, make_error_code(errc::no_gpu));
+}
+
+// A registration that fails (pinned memory exhausted, injected through the
+// fault hook) is reported with the call that failed and leaves nothing
+// registered: the next registration of the same mapping succeeds.
+TEST_F(Gpu, FailedRegistrationIsReportedAndLeavesNothing) {
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), spsc(64, 64));
+  {
+    fault::ScopedHook hook([](fault::Call call, void*) noexcept {
+      return call == fault::Call::cuda_host_register ? ENOMEM : 0;
+    });
+    std::error_code ec;
+    Registration reg = Registration::register_segment(seg, 0, ec);
+    EXPECT_FALSE(reg);
+    EXPECT_EQ(ec, make_error_code(errc::cuda_error));
+    EXPECT_NE(last_error_message().find("cudaHostRegister"), std::string::npos)
+        << last_error_message();
+    EXPECT_NE(last_error_message().find("cudaErrorMemoryAllocation"), std::string::npos)
+        << last_error_message();
+    EXPECT_NE(last_error_message().find(name.name()), std::string::npos) << last_error_message();
+  }
+  Registration reg = Registration::register_segment(seg);
+  EXPECT_TRUE(reg);
 }
 
 class SpscModes : public Gpu, public ::testing::WithParamInterface<std::tuple<Mode, std::uint32_t>> {};

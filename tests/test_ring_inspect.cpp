@@ -3,6 +3,7 @@
 //
 // JSON members are written as `"key": value` (one space after the colon), so
 // fields are checked by searching for that text.
+#include <dirent.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +19,8 @@
 #include <string>
 #include <string_view>
 
+#include "shmring/fault_injection.hpp"
+#include "shmring/process.hpp"
 #include "shmring/shmring.hpp"
 #include "test_support.hpp"
 
@@ -412,6 +415,101 @@ TEST(RingInspect, GcRemovesOnlyAbandonedSegments) {
   EXPECT_TRUE(shm_exists(held.name()));
   EXPECT_TRUE(shm_exists(mine.name()));
   EXPECT_TRUE(shm_exists(broken.name()));
+}
+
+// A creator killed before it named its segment leaves only its private file:
+// list says whose it is, gc removes it once that creator is gone and keeps
+// the file of a creator still at work.
+TEST(RingInspect, GcCollectsWhatAKilledCreatorLeft) {
+  UniqueShm never("never");  // the name the killed creator never gave
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    fault::set_hook([](fault::Call call, void*) noexcept {
+      if (call == fault::Call::link) ::raise(SIGKILL);
+      return 0;
+    });
+    (void)make_ring(never.name(), RingKind::spsc);
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_FALSE(shm_exists(never.name()));
+  const std::string dead_prefix = std::string(kInitFilePrefix) + std::to_string(child) + ".";
+  std::string dead_file;
+  if (DIR* d = ::opendir(kShmDir)) {
+    while (const dirent* e = ::readdir(d)) {
+      if (std::string(e->d_name).rfind(dead_prefix, 0) == 0) dead_file = e->d_name;
+    }
+    ::closedir(d);
+  }
+  ASSERT_FALSE(dead_file.empty()) << "the killed creator left no private file";
+  struct Unlink {
+    std::string path;
+    ~Unlink() { ::unlink(path.c_str()); }
+  } dead_guard{shm_path(dead_file)};
+  // A private file of a live creator (this process).
+  const process::Identity self = process::self();
+  const std::string live_prefix = std::string(kInitFilePrefix) + std::to_string(self.pid) + ".";
+  ShmGuard live(live_prefix + std::to_string(self.start_time) + ".999999");
+  ASSERT_TRUE(make_plain_file(live.name(), {}));
+
+  const Result list = inspect("list");
+  ASSERT_EQ(list.rc, 0) << list.out;
+  EXPECT_TRUE(contains(list.out, dead_file + ": left by pid " + std::to_string(child) +
+                                     ", which died creating a segment"))
+      << list.out;
+  EXPECT_TRUE(contains(list.out,
+                       live.name() + ": segment being created by pid " + std::to_string(self.pid)))
+      << list.out;
+  const Result json = inspect("list --json");
+  EXPECT_TRUE(
+      contains(json.out, "\"status\": \"abandoned\", \"creator_pid\": " + std::to_string(child)))
+      << json.out;
+
+  const Result keep = inspect("gc --prefix " + live_prefix);
+  ASSERT_EQ(keep.rc, 0) << keep.out;
+  EXPECT_TRUE(contains(keep.out, "kept " + live.name() + ": segment being created")) << keep.out;
+  EXPECT_TRUE(shm_exists(live.name()));
+  const Result gc = inspect("gc --prefix " + dead_prefix);
+  ASSERT_EQ(gc.rc, 0) << gc.out;
+  EXPECT_TRUE(contains(gc.out, "removed " + dead_file + "\n")) << gc.out;
+  EXPECT_FALSE(shm_exists(dead_file));
+}
+
+// MPMC: show says which process died holding claims, from where, and how
+// many positions were recovered from dead processes.
+TEST(RingInspect, ShowNamesWhoDiedHoldingMpmcClaims) {
+  UniqueShm shm;
+  auto seg = make_ring(shm.name(), RingKind::mpmc);
+  auto live = MpmcProducer::attach(seg);
+  auto consumer = MpmcConsumer::attach(seg);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto dying = MpmcProducer::attach(seg);
+    (void)dying.try_push(as_bytes(message(0)));
+    (void)dying.try_claim(2);  // positions 1 and 2, never committed
+    ::raise(SIGKILL);
+    ::_exit(1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  const std::string pid = std::to_string(child);
+  Result show = inspect("show " + shm.name());
+  ASSERT_EQ(show.rc, 0) << show.out;
+  EXPECT_TRUE(contains(show.out, pid + " died holding claims from position 1")) << show.out;
+  EXPECT_TRUE(contains(show.out, "claims: live pid(s) " + std::to_string(::getpid()))) << show.out;
+  EXPECT_TRUE(contains(show.out, "0 position(s) recovered")) << show.out;
+
+  std::byte buf[64];
+  std::size_t size = 0;
+  ASSERT_EQ(consumer.try_pop(buf, size), Status::ok);
+  EXPECT_EQ(consumer.try_pop(buf, size), Status::would_block);
+  EXPECT_EQ(live.recover(), 2u);
+  show = inspect("show " + shm.name() + " --json");
+  EXPECT_TRUE(contains(member_object(show.out, "producer"), "\"abandoned\": 2")) << show.out;
 }
 
 TEST(RingInspect, UsageErrorsExit2) {

@@ -1,6 +1,10 @@
 // Segment lifecycle: create / open / open_or_create / unlink, and every way
 // a name, an argument or a file found in /dev/shm can be refused.
+#include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <sys/statfs.h>
 #include <sys/vfs.h>
 #include <linux/magic.h>
@@ -18,6 +22,7 @@
 #include <vector>
 
 #include "shmring/error.hpp"
+#include "shmring/fault_injection.hpp"
 #include "shmring/mpmc_ring.hpp"
 #include "shmring/segment.hpp"
 #include "shmring/spsc_ring.hpp"
@@ -876,6 +881,117 @@ TEST(SegmentOwnership, HandlesKeepTheMappingAlive) {
   EXPECT_EQ(ctl->consumer.position, 10u);
   EXPECT_EQ(ctl->producer.owner.identity, 0u) << "destroyed handles released their roles";
   token.reset();
+}
+
+// ---- another user's segment ---------------------------------------------------
+
+// A file under the name owned by another uid is refused unless the caller
+// opts in (only root can make one in a test).
+TEST(SegmentForeignOwner, RefusedUnlessAllowed) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give a file to another uid";
+  test::UniqueShm shm;
+  { Segment made = Segment::create(shm.name(), spsc()); }
+  const uid_t other = 65534;  // nobody
+  ASSERT_EQ(::chown(shm.path().c_str(), other, other), 0);
+  for (bool read_only : {false, true}) {
+    SCOPED_TRACE(read_only ? "read-only" : "read-write");
+    OpenOptions o = quick_open();
+    o.read_only = read_only;
+    expect_open_fails(shm.name(), o, errc::permission_denied, shm.name(),
+                      {"owned by uid 65534", "allow_foreign_owner"});
+    o.allow_foreign_owner = true;
+    std::error_code ec;
+    Segment s = Segment::open(shm.name(), o, ec);
+    EXPECT_TRUE(s) << last_error_message();
+  }
+  expect_failure([&] { (void)Segment::open_or_create(shm.name(), spsc()); },
+                 [&](std::error_code& ec) { return Segment::open_or_create(shm.name(), spsc(), 1s, ec); },
+                 errc::permission_denied, shm.name(), {"owned by uid 65534"});
+  Segment::unlink(shm.name());
+}
+
+// ---- creators that die --------------------------------------------------------
+
+fault::Call g_kill_at;
+
+// Kills the calling process at the system call `g_kill_at` of create().
+int kill_at_hook(fault::Call call, void*) noexcept {
+  if (call == g_kill_at) ::raise(SIGKILL);
+  return 0;
+}
+
+std::vector<std::string> init_files_of(pid_t pid) {
+  std::vector<std::string> found;
+  const std::string prefix = ".shmring-init." + std::to_string(pid) + ".";
+  if (DIR* d = ::opendir(test::kShmDir)) {
+    while (const dirent* e = ::readdir(d)) {
+      if (std::string(e->d_name).rfind(prefix, 0) == 0) found.emplace_back(e->d_name);
+    }
+    ::closedir(d);
+  }
+  return found;
+}
+
+// A creator killed (SIGKILL) at any step of create() never leaves a
+// half-made segment under the name: the next open_or_create creates at once.
+TEST(SegmentStale, CreatorKilledDuringInitialisationLeavesTheNameFree) {
+  for (const fault::Call call : {fault::Call::fallocate, fault::Call::mmap, fault::Call::fchmod,
+                                 fault::Call::link}) {
+    SCOPED_TRACE(fault::to_string(call));
+    test::UniqueShm shm;
+    g_kill_at = call;
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      fault::set_hook(kill_at_hook);
+      std::error_code ec;
+      (void)Segment::create(shm.name(), spsc(), ec);
+      ::_exit(0);  // not reached: the hook kills the child first
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    EXPECT_FALSE(test::shm_exists(shm.name())) << "a half-made segment carries the name";
+    // What the dead creator left is its private file, which gc collects.
+    const auto left = init_files_of(child);
+    EXPECT_EQ(left.size(), 1u);
+    for (const auto& f : left) ::unlink((test::kShmDir + f).c_str());
+
+    const auto start = Clock::now();
+    Segment s = Segment::open_or_create(shm.name(), spsc());
+    EXPECT_TRUE(s.created());
+    EXPECT_LT(Clock::now() - start, 500ms) << "open_or_create waited for a dead creator";
+    Segment::unlink(shm.name());
+  }
+}
+
+// A file left under the name by a creator that died mid-way (magic and
+// creator written, version never stored; what creators that initialised in
+// place could leave) is replaced by open_or_create once that creator is known
+// dead, and left alone while it lives.
+TEST(SegmentStale, OpenOrCreateReplacesAHalfMadeSegmentOfADeadCreator) {
+  test::UniqueShm shm;
+  { Segment s = Segment::create(shm.name(), mpmc(16, 32)); }
+  ASSERT_TRUE(test::write_value_at<std::uint32_t>(shm.name(), offsetof(SegmentHeader, abi_version), 0));
+  // Recorded creator: this (live) process. Left alone: open_or_create times out.
+  std::error_code ec;
+  EXPECT_FALSE(Segment::open_or_create(shm.name(), spsc(), 30ms, ec));
+  EXPECT_EQ(ec, make_error_code(errc::init_timeout)) << last_error_message();
+  EXPECT_TRUE(test::shm_exists(shm.name()));
+
+  // Recorded creator: a process that has exited.
+  const pid_t dead = ::fork();
+  ASSERT_GE(dead, 0);
+  if (dead == 0) ::_exit(0);
+  ASSERT_EQ(test::wait_child(dead), 0);
+  ASSERT_TRUE(test::write_value_at<std::uint32_t>(shm.name(), offsetof(SegmentHeader, creator_pid),
+                                                  static_cast<std::uint32_t>(dead)));
+  Segment s = Segment::open_or_create(shm.name(), spsc(8, 64), 30ms, ec);
+  ASSERT_TRUE(s) << last_error_message();
+  EXPECT_TRUE(s.created());
+  EXPECT_EQ(s.geometry().kind, RingKind::spsc);
+  EXPECT_EQ(Segment::open(shm.name()).geometry(), s.geometry());
+  Segment::unlink(shm.name());
 }
 
 // ---- errors ------------------------------------------------------------------

@@ -46,6 +46,7 @@
 #if defined(SHMRING_HAVE_CUDA)
 #include "shmring/cuda/capabilities.hpp"
 #endif
+#include "segment_reader.hpp"
 #include "shmring/error.hpp"
 #include "shmring/layout.hpp"
 #include "shmring/process.hpp"
@@ -59,8 +60,8 @@ constexpr int kExitBad = 1;
 constexpr int kExitUsage = 2;
 
 constexpr const char* kShmDir = "/dev/shm/";
-// A creator still initialising gets this long before the segment is reported.
-constexpr std::chrono::milliseconds kInitTimeout{50};
+
+using namespace ring_inspect;
 
 // ---- JSON ------------------------------------------------------------------
 
@@ -126,99 +127,6 @@ std::string json_array(const std::vector<std::string>& items) {
 
 // ---- reading a segment -----------------------------------------------------
 
-struct Side {
-  std::uint64_t position = 0;
-  std::uint32_t notify = 0;
-  std::uint32_t attached = 0;
-  std::uint64_t owner_identity = 0;
-  std::uint64_t owner_start_time = 0;
-  std::uint32_t gpu_attached = 0;
-  std::uint32_t gpu_flags = 0;
-  std::uint32_t waiters = 0;
-
-  std::uint32_t owner_pid() const { return shmring::process::pid_of(owner_identity); }
-  bool has_owner() const { return owner_identity != 0; }
-  bool owner_alive() const { return has_owner() && shmring::process::alive(owner_identity); }
-  const char* owner_state() const {
-    return !has_owner() ? "none" : owner_alive() ? "alive" : "dead";
-  }
-};
-
-struct Snapshot {
-  std::string name;
-  shmring::SegmentHeader header{};
-  shmring::Geometry geometry;
-  Side producer;
-  Side consumer;
-
-  bool spsc() const { return geometry.kind == shmring::RingKind::spsc; }
-  // Producer position minus consumer position; may be odd on a damaged ring.
-  std::int64_t lag() const {
-    return static_cast<std::int64_t>(producer.position - consumer.position);
-  }
-  std::uint64_t fill() const {
-    const std::int64_t l = lag();
-    if (l <= 0) return 0;
-    return std::min<std::uint64_t>(static_cast<std::uint64_t>(l), geometry.capacity);
-  }
-  double fill_percent() const {
-    return geometry.capacity == 0
-               ? 0.0
-               : 100.0 * static_cast<double>(fill()) / static_cast<double>(geometry.capacity);
-  }
-  bool creator_alive() const {
-    return shmring::process::alive(
-        shmring::process::pack({header.creator_pid, header.creator_start_time}));
-  }
-  // What makes the segment "in use" for remove; empty if nothing does.
-  std::string in_use() const {
-    std::vector<std::string> why;
-    if (spsc()) {
-      if (producer.owner_alive())
-        why.push_back(fmt::format("producer pid {} alive", producer.owner_pid()));
-      if (consumer.owner_alive())
-        why.push_back(fmt::format("consumer pid {} alive", consumer.owner_pid()));
-    } else {
-      if (producer.attached != 0)
-        why.push_back(fmt::format("{} producer(s) attached", producer.attached));
-      if (consumer.attached != 0)
-        why.push_back(fmt::format("{} consumer(s) attached", consumer.attached));
-    }
-    if (producer.gpu_attached != 0)
-      why.push_back(fmt::format("{} GPU producer(s) attached", producer.gpu_attached));
-    if (consumer.gpu_attached != 0)
-      why.push_back(fmt::format("{} GPU consumer(s) attached", consumer.gpu_attached));
-    return fmt::format("{}", fmt::join(why, ", "));
-  }
-};
-
-Side read_side(const shmring::SideBlock& b, const shmring::WaitBlock& w) {
-  namespace at = shmring::atomic;
-  Side s;
-  s.position = at::load_acquire(&b.position);
-  s.notify = at::load_relaxed(&b.notify);
-  s.attached = at::load_relaxed(&b.attached);
-  s.owner_identity = at::load_acquire(&b.owner.identity);
-  s.owner_start_time = at::load_relaxed(&b.owner.start_time);
-  s.gpu_attached = at::load_relaxed(&b.gpu_attached);
-  s.gpu_flags = at::load_relaxed(&b.gpu_flags);
-  s.waiters = at::load_relaxed(&w.waiters);
-  return s;
-}
-
-Snapshot snapshot(const shmring::Segment& seg) {
-  const auto* c = reinterpret_cast<const shmring::ControlArea*>(seg.base());
-  Snapshot s;
-  s.name = seg.name();
-  std::memcpy(&s.header, &c->header, sizeof s.header);
-  s.geometry = seg.geometry();
-  // Consumer first: read in this order, head - tail never goes negative on a
-  // healthy ring that moves while we look.
-  s.consumer = read_side(c->consumer, c->consumer_wait);
-  s.producer = read_side(c->producer, c->producer_wait);
-  return s;
-}
-
 std::string strip_slash(std::string_view name) {
   if (!name.empty() && name.front() == '/') name.remove_prefix(1);
   return std::string(name);
@@ -226,11 +134,8 @@ std::string strip_slash(std::string_view name) {
 
 // Opens `name` read-only; on failure prints "NAME: message" and returns nothing.
 std::optional<shmring::Segment> open_readonly(std::string_view name, std::string* error = nullptr) {
-  shmring::OpenOptions o;
-  o.read_only = true;
-  o.init_timeout = kInitTimeout;
   std::error_code ec;
-  auto seg = shmring::Segment::open(name, o, ec);
+  auto seg = shmring::Segment::open(name, inspect_options(), ec);
   if (ec) {
     std::string msg = shmring::last_error_message();
     if (msg.empty()) msg = ec.message();
@@ -242,16 +147,6 @@ std::optional<shmring::Segment> open_readonly(std::string_view name, std::string
     return std::nullopt;
   }
   return seg;
-}
-
-// Whether the file starts with shmring's magic (read without mapping it).
-bool has_shmring_magic(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return false;
-  std::uint64_t magic = 0;
-  const ssize_t n = ::pread(fd, &magic, sizeof magic, 0);
-  ::close(fd);
-  return n == static_cast<ssize_t>(sizeof magic) && magic == shmring::kMagic;
 }
 
 std::string format_time_ns(std::uint64_t ns) {
@@ -278,8 +173,18 @@ std::string side_summary(const Snapshot& s, const Side& side) {
   return out;
 }
 
+// A creator's private file (see shmring::kInitFilePrefix): who made it and
+// what becomes of it.
+std::string init_file_state(const shmring::process::Identity& creator) {
+  return shmring::process::alive(shmring::process::pack(creator))
+             ? fmt::format("segment being created by pid {}", creator.pid)
+             : fmt::format("left by pid {}, which died creating a segment (gc removes it)",
+                           creator.pid);
+}
+
 int cmd_list(bool json) {
   std::vector<std::string> names;
+  std::vector<std::pair<std::string, shmring::process::Identity>> init_files;
   if (DIR* d = ::opendir(kShmDir)) {
     while (const dirent* e = ::readdir(d)) {
       const std::string n = e->d_name;
@@ -287,7 +192,11 @@ int cmd_list(bool json) {
       const std::string path = kShmDir + n;
       struct stat st {};
       if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-      if (has_shmring_magic(path)) names.push_back(n);
+      if (const auto creator = init_file_creator(n)) {
+        init_files.emplace_back(n, *creator);
+      } else if (has_shmring_magic(path)) {
+        names.push_back(n);
+      }
     }
     ::closedir(d);
   } else {
@@ -295,6 +204,8 @@ int cmd_list(bool json) {
     return kExitBad;
   }
   std::sort(names.begin(), names.end());
+  std::sort(init_files.begin(), init_files.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
 
   struct Row {
     std::string name;
@@ -327,6 +238,15 @@ int cmd_list(bool json) {
       }
       items.push_back(o.text());
     }
+    for (const auto& [n, creator] : init_files) {
+      const bool alive = shmring::process::alive(shmring::process::pack(creator));
+      items.push_back(JsonObject()
+                          .str("name", n)
+                          .str("status", alive ? "initialising" : "abandoned")
+                          .num("creator_pid", creator.pid)
+                          .num("creator_start_time", creator.start_time)
+                          .text());
+    }
     fmt::print("{}\n", JsonObject().raw("segments", json_array(items)).text());
     return kExitOk;
   }
@@ -347,11 +267,32 @@ int cmd_list(bool json) {
                s.fill(), side_summary(s, s.producer), side_summary(s, s.consumer),
                s.header.abi_version);
   }
-  if (rows.empty()) fmt::print("(no shmring segments in {})\n", kShmDir);
+  for (const auto& [n, creator] : init_files) fmt::print("{}: {}\n", n, init_file_state(creator));
+  if (rows.empty() && init_files.empty()) fmt::print("(no shmring segments in {})\n", kShmDir);
   return kExitOk;
 }
 
 // ---- show ------------------------------------------------------------------
+
+// MPMC: who holds claim records, who died holding claims, what was recovered.
+std::string claims_summary(const Side& side) {
+  std::vector<std::string> live;
+  std::vector<std::string> dead;
+  for (const Claimant& c : side.claimants) {
+    if (c.alive()) {
+      live.push_back(c.holding() ? fmt::format("{} (claims from position {})", c.pid(), c.low)
+                                 : fmt::format("{}", c.pid()));
+    } else {
+      dead.push_back(c.holding()
+                         ? fmt::format("{} died holding claims from position {}", c.pid(), c.low)
+                         : fmt::format("{} died holding none", c.pid()));
+    }
+  }
+  return fmt::format(
+      "claims: live pid(s) {}; dead {}; {} position(s) recovered from dead processes",
+      live.empty() ? "none" : fmt::format("{}", fmt::join(live, ", ")),
+      dead.empty() ? "none" : fmt::format("{}", fmt::join(dead, ", ")), side.abandoned);
+}
 
 std::string side_json(const Snapshot& s, const Side& side) {
   JsonObject o;
@@ -366,7 +307,20 @@ std::string side_json(const Snapshot& s, const Side& side) {
       .num("notify", side.notify)
       .num("gpu_attached", side.gpu_attached)
       .num("gpu_flags", side.gpu_flags);
-  (void)s;
+  if (!s.spsc()) {
+    std::vector<std::string> claimants;
+    for (const Claimant& c : side.claimants) {
+      JsonObject co;
+      co.num("pid", c.pid()).boolean("alive", c.alive());
+      if (c.holding()) {
+        co.num("claims_from", c.low);
+      } else {
+        co.null("claims_from");
+      }
+      claimants.push_back(co.text());
+    }
+    o.num("abandoned", side.abandoned).raw("claimants", json_array(claimants));
+  }
   return o.text();
 }
 
@@ -448,42 +402,13 @@ int cmd_show(const std::string& name, bool json) {
     fmt::print("{:<13} owner {}, {} attached, {} waiting, {} GPU attached{}\n", label, owner,
                side.attached, side.waiters, side.gpu_attached,
                (side.gpu_flags & shmring::kGpuSharedCounter) != 0 ? " (GPU shared counter)" : "");
+    if (!s.spsc()) fmt::print("{:<13} {}\n", "", claims_summary(side));
   }
   fmt::print("gpu           {}\n", gpu_summary(g.kind));
   return kExitOk;
 }
 
 // ---- dump ------------------------------------------------------------------
-
-struct SlotView {
-  std::uint64_t position;
-  std::uint64_t index;
-  std::uint64_t committed;
-  std::uint32_t length_raw;
-  std::uint32_t length;  // clamped to the slot size
-  std::uint32_t flags;
-  std::uint64_t released;
-  bool is_committed;  // the trailer says `position` is readable
-  const std::byte* payload;
-};
-
-SlotView slot_at(const shmring::Segment& seg, std::uint64_t pos) {
-  namespace at = shmring::atomic;
-  const auto& g = seg.geometry();
-  SlotView v{};
-  v.position = pos;
-  v.index = pos & g.mask();
-  const std::byte* slot = seg.base() + g.slots_offset + v.index * g.slot_stride;
-  const auto* t = reinterpret_cast<const shmring::SlotTrailer*>(slot + g.trailer_offset());
-  v.committed = at::load_acquire(&t->committed);
-  v.length_raw = at::load_relaxed(&t->length);
-  v.flags = at::load_relaxed(&t->flags);
-  v.released = at::load_relaxed(&t->released);
-  v.length = static_cast<std::uint32_t>(std::min<std::uint64_t>(v.length_raw, g.slot_size));
-  v.is_committed = v.committed != 0 && v.committed == pos + 1;
-  v.payload = slot;
-  return v;
-}
 
 int cmd_dump(const std::string& name, std::optional<std::uint64_t> from,
              std::optional<std::uint64_t> count, std::uint64_t max_bytes, bool json) {
@@ -597,18 +522,6 @@ int cmd_remove(const std::string& name, bool force) {
 
 std::atomic<bool> g_interrupted{false};
 
-// The mean payload length of up to the last 64 slots below `position`, read
-// (clamped) from their trailers: the bytes/s column is this times msg/s, an
-// estimate, since slots below the tail may already hold the next lap.
-double mean_length(const shmring::Segment& seg, std::uint64_t position) {
-  const shmring::RingView view(seg.base(), seg.geometry());
-  const std::uint64_t n = std::min<std::uint64_t>({position, 64, view.capacity()});
-  if (n == 0) return 0.0;
-  std::uint64_t total = 0;
-  for (std::uint64_t p = position - n; p < position; ++p) total += view.read_slot(p).size;
-  return static_cast<double>(total) / static_cast<double>(n);
-}
-
 int cmd_watch(const std::string& name, std::uint64_t interval_ms, std::uint64_t iterations,
               bool json) {
   auto seg = open_readonly(name);
@@ -685,13 +598,37 @@ int cmd_gc(const std::string& prefix, bool dry_run) {
     const std::string path = kShmDir + n;
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    if (has_shmring_magic(path)) names.push_back(n);
+    if (init_file_creator(n) || has_shmring_magic(path)) names.push_back(n);
   }
   ::closedir(d);
   std::sort(names.begin(), names.end());
   int rc = kExitOk;
   std::size_t collected = 0;
+  const auto unlink_name = [&](const std::string& n) {
+    if (dry_run) {
+      fmt::print("would remove {}\n", n);
+      ++collected;
+      return;
+    }
+    if (::unlink((kShmDir + n).c_str()) != 0) {
+      fmt::print(stderr, "{}: cannot unlink: {}\n", n, std::strerror(errno));
+      rc = kExitBad;
+      return;
+    }
+    fmt::print("removed {}\n", n);
+    ++collected;
+  };
   for (const auto& n : names) {
+    // A creator's private file: removed once its creator is gone (a live
+    // creator is about to give it its name, or to remove it).
+    if (const auto creator = init_file_creator(n)) {
+      if (shmring::process::alive(shmring::process::pack(*creator))) {
+        fmt::print("kept {}: {}\n", n, init_file_state(*creator));
+      } else {
+        unlink_name(n);
+      }
+      continue;
+    }
     std::string error;
     auto seg = open_readonly(n, &error);
     if (!seg) {
@@ -707,20 +644,7 @@ int cmd_gc(const std::string& prefix, bool dry_run) {
       fmt::print("kept {}: {}\n", n, why);
       continue;
     }
-    if (dry_run) {
-      fmt::print("would remove {}\n", n);
-      ++collected;
-      continue;
-    }
-    std::error_code ec;
-    shmring::Segment::unlink(n, ec);
-    if (ec) {
-      fmt::print(stderr, "{}: {}\n", n, shmring::last_error_message());
-      rc = kExitBad;
-      continue;
-    }
-    fmt::print("removed {}\n", n);
-    ++collected;
+    unlink_name(n);
   }
   fmt::print("{} segment(s) {}\n", collected, dry_run ? "to remove" : "removed");
   return rc;

@@ -5,7 +5,9 @@
 //   offset 256  ProducerWaitBlock  producers' sleeper count (read by consumers)
 //   offset 384  ConsumerBlock      consumer side's hot words (position, notify)
 //   offset 512  ConsumerWaitBlock  consumers' sleeper count (read by producers)
-//   offset 640  slots[capacity]    each slot_stride bytes: payload, then trailer
+//   offset 640  ProducerClaims     MPMC: which processes may hold claimed positions
+//   offset 2688 ConsumerClaims     MPMC: the same for the consumer side
+//   offset 4736 slots[capacity]    each slot_stride bytes: payload, then trailer
 //
 // Every field is fixed-width; offsets are stored, never pointers; each hot
 // word sits in its own 128-byte block so the two sides never false-share
@@ -25,7 +27,8 @@
 namespace shmring {
 
 inline constexpr std::uint64_t kMagic = 0x31474E49524D4853ull;  // "SHMRING1", little-endian
-inline constexpr std::uint32_t kAbiVersion = 1;
+// 2: MPMC claim tables (recovery of claims held by dead processes).
+inline constexpr std::uint32_t kAbiVersion = 2;
 inline constexpr std::size_t kBlockSize = 128;
 inline constexpr std::size_t kPayloadAlign = 64;
 // Upper bounds a creator may ask for. They keep every product below in 64 bits
@@ -83,7 +86,13 @@ struct SideBlock {
   OwnerRecord owner;           // SPSC: the one process holding the role
   std::uint32_t gpu_attached;  // GPU agents attached now (they cannot call futex)
   std::uint32_t gpu_flags;     // kGpuSharedCounter or 0
-  std::uint8_t reserved[88];
+  // MPMC: positions of this side recovered from dead processes (a producer's
+  // claim never committed, skipped; a consumer's never released, dropped).
+  std::uint64_t abandoned;
+  // MPMC: the process recovering this side's dead claims now (one at a time;
+  // taken over if it dies), 0 if none. Packed like OwnerRecord::identity.
+  std::uint64_t recovering;
+  std::uint8_t reserved[72];
 };
 using ProducerBlock = SideBlock;
 using ConsumerBlock = SideBlock;
@@ -93,6 +102,28 @@ using ConsumerBlock = SideBlock;
 struct WaitBlock {
   std::uint32_t waiters;
   std::uint8_t reserved[124];
+};
+
+// MPMC: which process may still hold claimed positions of one side. A CPU
+// handle takes a record when it attaches (one CAS on `holder`, from 0 or from
+// a holder that died) and gives it back when destroyed. Before a claim made
+// while it holds no other, it stores in `low` the counter value it is about
+// to claim from, so every position it claims until it is idle again is >=
+// low; idle, low is kClaimIdle. A position that was claimed (the counter
+// passed it) but never committed (or released), and that no live holder's
+// `low` covers, was claimed by a process that died: it may be recovered.
+// Each table is written by the agents of its own side only.
+inline constexpr std::size_t kClaimRecords = 32;
+inline constexpr std::uint64_t kClaimIdle = ~std::uint64_t{0};
+
+struct ClaimRecord {
+  std::uint64_t holder;  // pid | start time << 32, as OwnerRecord::identity; 0: free
+  std::uint64_t low;     // kClaimIdle, or no claim of the holder is below it
+  std::uint8_t reserved[48];
+};
+
+struct ClaimTable {
+  ClaimRecord records[kClaimRecords];
 };
 
 // At the end of every slot, so that a small payload (at the slot's 64-byte
@@ -115,6 +146,8 @@ struct ControlArea {
   WaitBlock producer_wait;
   ConsumerBlock consumer;
   WaitBlock consumer_wait;
+  ClaimTable producer_claims;
+  ClaimTable consumer_claims;
 };
 
 static_assert(std::endian::native == std::endian::little, "the segment ABI is little-endian");
@@ -142,13 +175,18 @@ static_assert(offsetof(SideBlock, attached) == 12);
 static_assert(offsetof(SideBlock, owner) == 16);
 static_assert(offsetof(SideBlock, gpu_attached) == 32);
 static_assert(offsetof(SideBlock, gpu_flags) == 36);
+static_assert(offsetof(SideBlock, abandoned) == 40 && offsetof(SideBlock, recovering) == 48);
+static_assert(sizeof(ClaimRecord) == 64 && offsetof(ClaimRecord, low) == 8);
+static_assert(sizeof(ClaimTable) == 16 * kBlockSize);
 static_assert(sizeof(WaitBlock) == kBlockSize && offsetof(WaitBlock, waiters) == 0);
 static_assert(offsetof(ControlArea, producer) == 128, "producer block must start a 128-byte block");
 static_assert(offsetof(ControlArea, producer_wait) == 256);
 static_assert(offsetof(ControlArea, consumer) == 384,
               "consumer block must be 128 bytes from the producer's");
 static_assert(offsetof(ControlArea, consumer_wait) == 512);
-static_assert(sizeof(ControlArea) == 640);
+static_assert(offsetof(ControlArea, producer_claims) == 640);
+static_assert(offsetof(ControlArea, consumer_claims) == 2688);
+static_assert(sizeof(ControlArea) == 4736);
 static_assert(sizeof(SlotTrailer) == 32);
 static_assert(offsetof(SlotTrailer, committed) == 0 && offsetof(SlotTrailer, length) == 8);
 static_assert(offsetof(SlotTrailer, flags) == 12 && offsetof(SlotTrailer, released) == 16);

@@ -6,6 +6,15 @@
 // published by the one producer that claimed it and released by the one
 // consumer that claimed it. A claimed slot cannot be handed back to the
 // counter, so abort() commits it marked "skipped" and consumers pass over it.
+//
+// A process killed while it holds claims would stall the ring at them. Each
+// CPU handle therefore keeps a record in the segment's claim table of its side
+// (layout.hpp, ClaimRecord) saying from which position on it may hold claims;
+// a claimed position that is neither finished nor covered by a live record
+// was claimed by a dead process, and recover() (run by every blocking call
+// that has to sleep, and by attach) finishes it: a producer's as a skipped
+// slot, a consumer's as released. A forked child must attach its own
+// handles: one it inherits records its claims under its parent's name.
 #pragma once
 
 #include <chrono>
@@ -47,11 +56,15 @@ class MpmcProducer {
   [[nodiscard]] Status try_push(std::span<const std::byte> message) noexcept {
     if (message.size() > view_.slot_size()) return Status::too_large;
     Status status = Status::ok;
+    before_claim();
     const MpmcRange r = view_.claim_write(1, status);
+    if (r.count != 0) {
+      std::memcpy(view_.payload(r.first), message.data(), message.size());
+      view_.set_length(r.first, static_cast<std::uint32_t>(message.size()));
+      publish(r, 0);
+    }
+    after_claims();
     if (r.count == 0) return status == Status::ok ? Status::would_block : status;
-    std::memcpy(view_.payload(r.first), message.data(), message.size());
-    view_.set_length(r.first, static_cast<std::uint32_t>(message.size()));
-    publish(r, 0);
     return Status::ok;
   }
   [[nodiscard]] Status push(std::span<const std::byte> message,
@@ -61,7 +74,13 @@ class MpmcProducer {
   // hold several claims at once; each must be committed or aborted.
   [[nodiscard]] WriteClaim try_claim(std::size_t max = 1) noexcept {
     Status status = Status::ok;
+    before_claim();
     const MpmcRange r = view_.claim_write(max, status);
+    if (r.count != 0) {
+      ++outstanding_;
+    } else {
+      after_claims();
+    }
     return WriteClaim(view_, r.first, r.count,
                       r.count != 0           ? Status::ok
                       : status == Status::ok ? Status::would_block
@@ -80,19 +99,42 @@ class MpmcProducer {
   // Publishes the first `count` slots (sizes set with set_size); the rest of
   // the claim is skipped.
   void commit_batch(WriteClaim& claim, std::size_t count) noexcept {
+    if (claim.count_ == 0) return;
     if (count > claim.count_) count = static_cast<std::size_t>(claim.count_);
     if (count != 0) publish(MpmcRange{claim.first_, count}, 0);
     if (claim.count_ > count) {
       publish(MpmcRange{claim.first_ + count, claim.count_ - count}, kSlotSkipped);
     }
     claim = WriteClaim();
+    if (outstanding_ != 0) --outstanding_;
+    after_claims();
   }
   void commit_batch(WriteClaim& claim) noexcept { commit_batch(claim, claim.size()); }
   void abort(WriteClaim& claim) noexcept { commit_batch(claim, 0); }
 
+  // Commits, as skipped, the positions that producers which died claimed and
+  // never committed, if the consumers wait at one. Returns how many.
+  std::uint64_t recover() noexcept;
+  // Positions of the producer side recovered so far, by any process.
+  std::uint64_t abandoned() const noexcept {
+    return atomic::load_relaxed(&view_.producer()->abandoned);
+  }
+
  private:
   static MpmcProducer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
+  // The claim record: from where this handle may hold claims. A relaxed store
+  // suffices before the claim: the claiming CAS releases it, so a recoverer
+  // that sees the counter moved sees the record. Back to idle with release,
+  // after the commits, which a recoverer that sees idle then sees too.
+  void before_claim() noexcept {
+    if (outstanding_ == 0 && record_ != nullptr) {
+      atomic::store_relaxed(&record_->low, atomic::load_relaxed(&view_.producer()->position));
+    }
+  }
+  void after_claims() noexcept {
+    if (outstanding_ == 0 && record_ != nullptr) atomic::store_release(&record_->low, kClaimIdle);
+  }
   void publish(MpmcRange r, std::uint32_t flags) noexcept {
     if (view_.commit(r, flags)) wake_consumers();
   }
@@ -101,12 +143,18 @@ class MpmcProducer {
     std::swap(view_, o.view_);
     std::swap(policy_, o.policy_);
     std::swap(attached_pid_, o.attached_pid_);
+    std::swap(record_, o.record_);
+    std::swap(identity_, o.identity_);
+    std::swap(outstanding_, o.outstanding_);
     lifetime_.swap(o.lifetime_);
   }
 
   MpmcView view_;
   WaitPolicy policy_;
   std::uint32_t attached_pid_ = 0;
+  ClaimRecord* record_ = nullptr;
+  std::uint64_t identity_ = 0;     // what we stored in the record
+  std::uint64_t outstanding_ = 0;  // claims taken and not yet committed
   std::shared_ptr<const void> lifetime_;
 };
 
@@ -152,10 +200,12 @@ class MpmcConsumer {
   // Lends up to `max` consecutive messages in place, until release(). A
   // consumer may hold several claims at once.
   [[nodiscard]] ReadClaim try_peek(std::size_t max = 1) noexcept {
+    before_claim();
     for (;;) {
       Status status = Status::ok;
       const MpmcRange r = view_.claim_read(max, status);
       if (r.count == 0) {
+        after_claims();
         return ReadClaim(view_, 0, 0, status == Status::ok ? Status::would_block : status);
       }
       if (view_.skipped(r.first)) {  // an aborted claim: pass over it
@@ -168,9 +218,11 @@ class MpmcConsumer {
           // message. It is counted, and the ring keeps moving.
           release_range(r);
           corrupt_dropped_ += r.count;
+          after_claims();
           return ReadClaim(view_, 0, 0, Status::corrupt);
         }
       }
+      ++outstanding_;
       return ReadClaim(view_, r.first, r.count, Status::ok);
     }
   }
@@ -183,12 +235,34 @@ class MpmcConsumer {
     release_range(MpmcRange{claim.first_, count});
     claim.first_ += count;
     claim.count_ -= count;
+    if (claim.count_ == 0) {
+      if (outstanding_ != 0) --outstanding_;
+      after_claims();
+    }
   }
   void release(ReadClaim& claim) noexcept { release(claim, claim.size()); }
+
+  // Releases the positions that consumers which died claimed and never
+  // released (their messages are lost), if the producers wait at one.
+  // Returns how many.
+  std::uint64_t recover() noexcept;
+  // Positions of the consumer side recovered so far, by any process.
+  std::uint64_t abandoned() const noexcept {
+    return atomic::load_relaxed(&view_.consumer()->abandoned);
+  }
 
  private:
   static MpmcConsumer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
+  // As for the producer.
+  void before_claim() noexcept {
+    if (outstanding_ == 0 && record_ != nullptr) {
+      atomic::store_relaxed(&record_->low, atomic::load_relaxed(&view_.consumer()->position));
+    }
+  }
+  void after_claims() noexcept {
+    if (outstanding_ == 0 && record_ != nullptr) atomic::store_release(&record_->low, kClaimIdle);
+  }
   void release_range(MpmcRange r) noexcept {
     if (view_.release(r)) wake_producers();
   }
@@ -199,6 +273,9 @@ class MpmcConsumer {
     std::swap(held_, o.held_);
     std::swap(corrupt_dropped_, o.corrupt_dropped_);
     std::swap(attached_pid_, o.attached_pid_);
+    std::swap(record_, o.record_);
+    std::swap(identity_, o.identity_);
+    std::swap(outstanding_, o.outstanding_);
     lifetime_.swap(o.lifetime_);
   }
 
@@ -207,6 +284,9 @@ class MpmcConsumer {
   ReadClaim held_;  // a message too large for the last pop's buffer
   std::uint64_t corrupt_dropped_ = 0;
   std::uint32_t attached_pid_ = 0;
+  ClaimRecord* record_ = nullptr;
+  std::uint64_t identity_ = 0;
+  std::uint64_t outstanding_ = 0;  // claims lent and not yet fully released
   std::shared_ptr<const void> lifetime_;
 };
 

@@ -44,6 +44,8 @@ class RingView {
   SHMRING_HD ConsumerBlock* consumer() const noexcept { return &control()->consumer; }
   SHMRING_HD WaitBlock* producer_wait() const noexcept { return &control()->producer_wait; }
   SHMRING_HD WaitBlock* consumer_wait() const noexcept { return &control()->consumer_wait; }
+  SHMRING_HD ClaimTable* producer_claims() const noexcept { return &control()->producer_claims; }
+  SHMRING_HD ClaimTable* consumer_claims() const noexcept { return &control()->consumer_claims; }
 
   SHMRING_HD std::byte* payload(std::uint64_t position) const noexcept {
     return slots_ + (position & mask_) * stride_;

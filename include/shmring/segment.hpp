@@ -1,12 +1,14 @@
 // A named shared-memory segment in /dev/shm holding one ring.
 //
-// create(): O_CREAT|O_EXCL|O_NOFOLLOW, owner-only while initialising, memory
-// reserved up front with posix_fallocate (a full /dev/shm fails here, never as
-// a SIGBUS later), header and slots initialised, the ABI version stored last,
-// then the final mode set. open(): validates magic, ABI version, ring kind,
-// geometry and the file's real size, waiting (bounded) for a creator that has
-// not finished. The mapping lives as long as the Segment or any handle
-// attached to it.
+// create(): made under a private name (O_CREAT|O_EXCL|O_NOFOLLOW, owner-only),
+// memory reserved up front with posix_fallocate (a full /dev/shm fails here,
+// never as a SIGBUS later), header and slots initialised, the ABI version
+// stored last, the final mode set, and only then linked to its name, so a
+// creator killed half-way never leaves a half-made ring under the name.
+// open(): refuses symbolic links and (unless asked) other users' files,
+// validates magic, ABI version, ring kind, geometry and the file's real size,
+// waiting (bounded) for a creator that has not finished. The mapping lives as
+// long as the Segment or any handle attached to it.
 #pragma once
 
 #include <sys/types.h>
@@ -28,6 +30,12 @@ namespace shmring {
 // characters, none of them '/', and neither "." nor "..".
 inline constexpr std::size_t kMaxNameLength = 255;
 
+// create() initialises a segment in /dev/shm under a private name made of this
+// prefix, the creator's pid and start time, and a counter, then links it to
+// its own name. A creator killed before that leaves only such a file, which
+// `ring-inspect gc` removes once the creator is gone.
+inline constexpr std::string_view kInitFilePrefix = ".shmring-init.";
+
 struct CreateOptions {
   RingKind kind = RingKind::spsc;
   std::uint64_t capacity = 1024;   // slots, a power of two
@@ -42,6 +50,9 @@ struct OpenOptions {
   // How long to wait for a creator that has not finished initialising.
   std::chrono::milliseconds init_timeout{1000};
   bool read_only = false;  // map PROT_READ (inspection); roles cannot attach
+  // A segment owned by another user is refused unless this is set: whoever
+  // owns it could have planted it under a name this process trusts.
+  bool allow_foreign_owner = false;
 };
 
 namespace detail {
@@ -64,7 +75,9 @@ class Segment {
   static Segment open(std::string_view name, const OpenOptions& options, std::error_code& ec);
 
   // Opens the segment if it exists (it must have the requested kind and
-  // geometry), creates it otherwise; created() tells which happened.
+  // geometry), creates it otherwise; created() tells which happened. A file
+  // under the name that was never initialised and whose recorded creator is
+  // dead is replaced.
   static Segment open_or_create(std::string_view name, const CreateOptions& options,
                                 std::chrono::milliseconds init_timeout = std::chrono::seconds(1));
   static Segment open_or_create(std::string_view name, const CreateOptions& options,

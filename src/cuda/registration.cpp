@@ -7,6 +7,7 @@
 
 #include "detail/cuda_check.hpp"
 #include "detail/fail.hpp"
+#include "detail/sys.hpp"
 
 namespace shmring::cuda {
 namespace {
@@ -74,7 +75,11 @@ Registration Registration::register_segment(const Segment& segment, int device,
     unsigned flags = cudaHostRegisterMapped | cudaHostRegisterPortable;
     if (segment.read_only()) flags |= cudaHostRegisterReadOnly;
     const std::size_t size = page_rounded(segment.size());
-    const cudaError_t err = cudaHostRegister(segment.base(), size, flags);
+    // A registration failure (pinned memory exhausted) cannot be produced on
+    // demand, so tests inject it through the fault hook.
+    const cudaError_t err = sys::injected(fault::Call::cuda_host_register) != 0
+                                ? cudaErrorMemoryAllocation
+                                : cudaHostRegister(segment.base(), size, flags);
     if (err == cudaErrorHostMemoryAlreadyRegistered) {
       cudaGetLastError();
       f = detail::fail(make_error_code(errc::cuda_error), name,

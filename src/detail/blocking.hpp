@@ -43,10 +43,13 @@ inline Status as_timeout(Status s) noexcept {
 // seq_cst re-check that pairs with the peer's publication (see the views).
 // `waiters` is our side's sleeper count, `notify` the peer side's futex word,
 // `peer_gpus` the peer side's count of GPU agents.
-template <class TryOnce, class Done, class Ready>
+// `stalled()` runs before each sleep: where a dead peer can hold the ring up
+// (MPMC claims), it recovers what the dead hold.
+template <class TryOnce, class Done, class Ready, class Stalled>
 auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* waiters,
                  std::uint32_t* notify, const std::uint32_t* peer_gpus, const WaitPolicy& policy,
-                 std::chrono::nanoseconds timeout) noexcept -> decltype(try_once()) {
+                 std::chrono::nanoseconds timeout, Stalled&& stalled) noexcept
+    -> decltype(try_once()) {
   auto result = try_once();
   if (done(result)) return result;
   const auto deadline = deadline_after(timeout);
@@ -62,6 +65,10 @@ auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* 
     if (Clock::now() >= deadline) return result;
   }
   for (;;) {
+    if (stalled()) {
+      result = try_once();
+      if (done(result)) return result;
+    }
     const auto now = Clock::now();
     if (now >= deadline) return result;
     atomic::fetch_add(waiters, std::uint32_t{1});
@@ -78,6 +85,14 @@ auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* 
     result = try_once();
     if (done(result)) return result;
   }
+}
+
+template <class TryOnce, class Done, class Ready>
+auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* waiters,
+                 std::uint32_t* notify, const std::uint32_t* peer_gpus, const WaitPolicy& policy,
+                 std::chrono::nanoseconds timeout) noexcept -> decltype(try_once()) {
+  return block_until(try_once, done, ready, waiters, notify, peer_gpus, policy, timeout,
+                     [] { return false; });
 }
 
 }  // namespace shmring::detail

@@ -1,0 +1,256 @@
+// Fuzz target: the input is the whole file of a segment. It is written under
+// a per-process name in /dev/shm and opened as any process would open a ring
+// a peer made; when open accepts it, the algorithm views walk it and every
+// slot they hand out must lie inside the mapping and within the slot size.
+//
+// The last input byte chooses how it is opened (it is also part of the file):
+//   bit 0: read-only (only reading calls), else read-write (claims too)
+//   bits 1-2: kind asked for: 0 any, 1 spsc, 2 mpmc, 3 any
+//   bit 3: on a read-write open, attach the role handles (which read the
+//          owner records, MPMC claim records, sleeper counts and positions,
+//          and recover dead claimants) instead of walking
+//          the views, and push, pop and peek through them
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <system_error>
+
+#include "fuzz_check.hpp"
+#include "shmring/atomic.hpp"
+#include "shmring/mpmc_ring.hpp"
+#include "shmring/mpmc_view.hpp"
+#include "shmring/segment.hpp"
+#include "shmring/spsc_ring.hpp"
+#include "shmring/spsc_view.hpp"
+
+namespace {
+
+using namespace shmring;
+using fuzz::check;
+using fuzz::check_inside;
+using fuzz::touch;
+
+// Walks of more slots than this find nothing new and only slow the fuzzer.
+constexpr std::uint64_t kMaxWalk = 256;
+
+const std::string& segment_name() {
+  static const std::string name = "shmring_fuzz_" + std::to_string(::getpid());
+  return name;
+}
+
+bool write_file(const std::string& path, const std::uint8_t* data, std::size_t size) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return false;
+  std::size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::write(fd, data + done, size - done);
+    if (n <= 0) break;
+    done += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return done == size;
+}
+
+struct Bounds {
+  const std::byte* lo;  // first slot byte
+  const std::byte* hi;  // one past the mapping
+  std::uint64_t slot_size;
+  std::uint64_t capacity;
+
+  void slot(const ReadSlot& s, std::uint64_t position) const {
+    check(s.position == position);
+    check(s.size <= slot_size);
+    check_inside(s.data, s.size, lo, hi);
+    touch(s.data, s.size);
+  }
+  void trailer(const RingView& v, std::uint64_t position) const {
+    check_inside(v.payload(position), v.slot_size(), lo, hi);
+    check_inside(v.trailer(position), sizeof(SlotTrailer), lo, hi);
+  }
+};
+
+void walk_spsc(std::byte* base, const Geometry& g, const Bounds& b, bool writable_map) {
+  const SpscView v(base, g);
+  const std::uint64_t head = atomic::load_relaxed(&v.producer()->position);
+  const std::uint64_t tail = atomic::load_relaxed(&v.consumer()->position);
+  const std::uint64_t walk = std::min(g.capacity, kMaxWalk);
+
+  SpscConsumerCursor c{tail};
+  Status st = Status::ok;
+  const std::uint64_t n = v.readable(c, walk, st);
+  check(n <= walk);
+  check(st == Status::ok || (st == Status::corrupt && n == 0));
+  for (std::uint64_t i = 0; i < walk; ++i) {
+    b.trailer(v, tail + i);
+    b.slot(v.read_slot(tail + i), tail + i);
+    if (i < n) check(v.length_ok(v.committed_length(tail + i)));
+  }
+  (void)v.data_ready(c);
+
+  SpscProducerCursor p{head, head - g.capacity};  // a full cache: forces a load of the tail
+  st = Status::ok;
+  const std::uint64_t room = v.writable(p, g.capacity, st);
+  check(room <= g.capacity);
+  if (st == Status::ok) check(p.head - p.cached_tail <= g.capacity);
+  (void)v.space_ready(p);
+  if (head - tail <= g.capacity) {
+    const std::uint64_t resumed = v.resume_head(head, tail);
+    check(resumed - tail <= g.capacity);
+  }
+
+  if (writable_map && st == Status::ok) {
+    // Our own file: write and publish what writable() granted, then read it
+    // back through a consumer cursor.
+    const std::uint64_t k = std::min(room, kMaxWalk);
+    for (std::uint64_t i = 0; i < k; ++i) {
+      b.trailer(v, p.head + i);
+      v.set_length(p.head + i, static_cast<std::uint32_t>(g.slot_size));
+    }
+    (void)v.publish(p, k);
+    Status rs = Status::ok;
+    const std::uint64_t r = v.readable(c, walk, rs);
+    for (std::uint64_t i = 0; i < r; ++i) b.slot(v.read_slot(c.tail + i), c.tail + i);
+    (void)v.release(c, r);
+  }
+}
+
+void walk_mpmc(std::byte* base, const Geometry& g, const Bounds& b, bool writable_map) {
+  const MpmcView v(base, g);
+  const std::uint64_t enq = atomic::load_relaxed(&v.producer()->position);
+  const std::uint64_t deq = atomic::load_relaxed(&v.consumer()->position);
+  const std::uint64_t walk = std::min(g.capacity, kMaxWalk);
+  for (std::uint64_t i = 0; i < walk; ++i) {
+    b.trailer(v, deq + i);
+    b.trailer(v, enq + i);
+    (void)v.readable_at(deq + i);
+    (void)v.writable_at(enq + i);
+    (void)v.skipped(deq + i);
+    b.slot(v.read_slot(deq + i), deq + i);
+  }
+  (void)v.data_ready();
+  (void)v.space_ready();
+
+  if (writable_map) {
+    // Claims move the counters of our own file; every claimed position must
+    // be one the counter stood at, and every slot must stay in bounds.
+    for (int round = 0; round < 4; ++round) {
+      Status st = Status::ok;
+      const std::uint64_t before_r = atomic::load_relaxed(&v.consumer()->position);
+      const MpmcRange r = v.claim_read(walk, st);
+      check(r.count <= walk);
+      if (r.count > 0) check(r.first == before_r);
+      for (std::uint64_t i = 0; i < r.count; ++i) b.slot(v.read_slot(r.first + i), r.first + i);
+      (void)v.release(r);
+
+      st = Status::ok;
+      const std::uint64_t before_w = atomic::load_relaxed(&v.producer()->position);
+      const MpmcRange w = v.claim_write(walk, st);
+      check(w.count <= walk);
+      if (w.count > 0) check(w.first == before_w);
+      for (std::uint64_t i = 0; i < w.count; ++i) {
+        b.trailer(v, w.first + i);
+        v.set_length(w.first + i, static_cast<std::uint32_t>(g.slot_size));
+      }
+      (void)v.commit(w, round == 1 ? kSlotSkipped : 0);
+    }
+  }
+}
+
+// Pushes, pops and peeks through role handles; everything popped or peeked
+// must fit the slot and lie inside the mapping.
+template <class Producer, class Consumer>
+void use_handles(const Segment& seg, const Bounds& b) {
+  std::error_code ec;
+  Consumer consumer = Consumer::attach(seg, WaitPolicy{}, ec);
+  check(static_cast<bool>(consumer) == !ec);
+  ec.clear();
+  Producer producer = Producer::attach(seg, WaitPolicy{}, ec);
+  check(static_cast<bool>(producer) == !ec);
+  std::byte buffer[512] = {};
+  for (int round = 0; round < 4; ++round) {
+    if (consumer) {
+      ReadClaim claim = consumer.try_peek(kMaxWalk);
+      check(claim.size() <= b.capacity);
+      for (std::size_t i = 0; i < claim.size(); ++i) {
+        const std::span<const std::byte> m = claim[i];
+        check(m.size() <= b.slot_size);
+        check_inside(m.data(), m.size(), b.lo, b.hi);
+        touch(m.data(), m.size());
+      }
+      consumer.release(claim);
+      std::size_t size = 0;
+      const Status s = consumer.try_pop(std::span<std::byte>(buffer), size);
+      if (s == Status::ok || s == Status::too_large) check(size <= b.slot_size);
+    }
+    if (producer) {
+      const std::size_t n = std::min<std::size_t>(sizeof buffer, b.slot_size);
+      (void)producer.try_push(std::span<const std::byte>(buffer, n >> round));
+    }
+    // MPMC: recovery of dead claimants walks slots from positions and claim
+    // records found in the file.
+    if constexpr (requires { producer.recover(); }) {
+      if (producer) (void)producer.recover();
+      if (consumer) (void)consumer.recover();
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) return 0;
+  const std::string& name = segment_name();
+  const std::string path = "/dev/shm/" + name;
+  if (!write_file(path, data, size)) {
+    ::unlink(path.c_str());
+    return 0;
+  }
+  const std::uint8_t mode = data[size - 1];
+  OpenOptions o;
+  o.init_timeout = std::chrono::milliseconds(0);
+  o.read_only = (mode & 1) != 0;
+  switch ((mode >> 1) & 3) {
+    case 1:
+      o.kind = RingKind::spsc;
+      break;
+    case 2:
+      o.kind = RingKind::mpmc;
+      break;
+    default:
+      break;
+  }
+  std::error_code ec;
+  Segment seg = Segment::open(name, o, ec);
+  check(static_cast<bool>(seg) == !ec);
+  if (seg) {
+    const Geometry& g = seg.geometry();
+    // open accepted it: the geometry is one create could have made, and the
+    // file is exactly as large as it says.
+    Geometry expect;
+    check(compute_geometry(g.kind, g.capacity, g.slot_size, expect) == GeometryCheck::ok);
+    check(expect == g);
+    check(seg.size() == size && g.segment_size == size);
+    check(!o.kind || *o.kind == g.kind);
+    std::byte* base = seg.base();
+    const Bounds b{base + g.slots_offset, base + seg.size(), g.slot_size, g.capacity};
+    if (!o.read_only && (mode & 8) != 0) {
+      if (g.kind == RingKind::spsc) {
+        use_handles<SpscProducer, SpscConsumer>(seg, b);
+      } else {
+        use_handles<MpmcProducer, MpmcConsumer>(seg, b);
+      }
+    } else if (g.kind == RingKind::spsc) {
+      walk_spsc(base, g, b, !o.read_only);
+    } else {
+      check(g.kind == RingKind::mpmc);
+      walk_mpmc(base, g, b, !o.read_only);
+    }
+  }
+  ::unlink(path.c_str());
+  return 0;
+}

@@ -1,0 +1,142 @@
+// Writes seed inputs for the fuzz targets: real segment files made by the
+// library (fresh, part-filled, wrapped, with skipped MPMC slots), and view
+// programs over small geometries. Usage: fuzz_make_seeds OUT_DIR
+// (writes OUT_DIR/fuzz_segment_open/ and OUT_DIR/fuzz_views/).
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "shmring/mpmc_view.hpp"
+#include "shmring/segment.hpp"
+#include "shmring/spsc_view.hpp"
+
+namespace {
+
+using namespace shmring;
+namespace fs = std::filesystem;
+
+void save(const fs::path& file, const void* p, std::size_t n) {
+  std::ofstream out(file, std::ios::binary);
+  out.write(static_cast<const char*>(p), static_cast<std::streamsize>(n));
+}
+
+// A segment file after `produce` messages and `consume` reads; the last byte
+// of the copy is set to `mode` (how the fuzz target opens it).
+void segment_seed(const fs::path& dir, RingKind kind, std::uint64_t capacity,
+                  std::uint64_t slot_size, std::uint64_t produce, std::uint64_t consume,
+                  std::uint8_t mode) {
+  const std::string name = "shmring_seed_" + std::to_string(::getpid());
+  CreateOptions o;
+  o.kind = kind;
+  o.capacity = capacity;
+  o.slot_size = slot_size;
+  std::error_code ignored;
+  Segment::unlink(name, ignored);
+  Segment seg = Segment::create(name, o);
+  const Geometry& g = seg.geometry();
+  Status st = Status::ok;
+  if (kind == RingKind::spsc) {
+    const SpscView v(seg.base(), g);
+    SpscProducerCursor p;
+    SpscConsumerCursor c;
+    std::uint64_t made = 0, read = 0;
+    while (made < produce || read < consume) {
+      if (made < produce && v.writable(p, 1, st) == 1) {
+        v.set_length(p.head, static_cast<std::uint32_t>(made % (slot_size + 1)));
+        v.publish(p, 1);
+        ++made;
+      } else if (read < consume && v.readable(c, 1, st) == 1) {
+        v.release(c, 1);
+        ++read;
+      } else {
+        break;
+      }
+    }
+  } else {
+    const MpmcView v(seg.base(), g);
+    std::uint64_t made = 0, read = 0;
+    while (made < produce || read < consume) {
+      MpmcRange r{};
+      if (made < produce && (r = v.claim_write(1, st)).count == 1) {
+        v.set_length(r.first, static_cast<std::uint32_t>(made % (slot_size + 1)));
+        v.commit(r, made % 5 == 3 ? kSlotSkipped : 0);
+        ++made;
+      } else if (read < consume && (r = v.claim_read(1, st)).count == 1) {
+        v.release(r);
+        ++read;
+      } else {
+        break;
+      }
+    }
+  }
+  std::vector<unsigned char> bytes(seg.size());
+  std::memcpy(bytes.data(), seg.base(), seg.size());
+  bytes.back() = mode;
+  char file[128];
+  std::snprintf(file, sizeof file, "%s_c%llu_s%llu_p%llu_r%llu_m%u", to_string(kind),
+                static_cast<unsigned long long>(capacity),
+                static_cast<unsigned long long>(slot_size),
+                static_cast<unsigned long long>(produce), static_cast<unsigned long long>(consume),
+                unsigned{mode});
+  save(dir / file, bytes.data(), bytes.size());
+  Segment::unlink(name);
+}
+
+void views_seed(const fs::path& dir, const std::string& file, std::vector<std::uint8_t> bytes) {
+  save(dir / file, bytes.data(), bytes.size());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s OUT_DIR\n", argv[0]);
+    return 2;
+  }
+  const fs::path out(argv[1]);
+  const fs::path seg_dir = out / "fuzz_segment_open";
+  const fs::path view_dir = out / "fuzz_views";
+  fs::create_directories(seg_dir);
+  fs::create_directories(view_dir);
+
+  for (RingKind kind : {RingKind::spsc, RingKind::mpmc}) {
+    for (const std::uint8_t mode : std::initializer_list<std::uint8_t>{0, 1, 2, 5, 8, 12}) {
+      segment_seed(seg_dir, kind, 4, 8, 0, 0, mode);
+      segment_seed(seg_dir, kind, 8, 32, 5, 2, mode);
+      segment_seed(seg_dir, kind, 8, 32, 8, 0, mode);
+      segment_seed(seg_dir, kind, 16, 1, 40, 33, mode);
+      segment_seed(seg_dir, kind, 2, 100, 7, 6, mode);
+    }
+  }
+
+  // Views: [kind | log2 cap << 1] [slot size - 1, 2 bytes] [K] [K ops] [memory].
+  const auto op = [](std::uint8_t code, std::uint8_t arg) {
+    return static_cast<std::uint8_t>(code | (arg << 3));
+  };
+  for (const std::uint8_t kind : std::initializer_list<std::uint8_t>{0, 1}) {
+    for (const std::uint8_t lcap : std::initializer_list<std::uint8_t>{0, 2, 3, 6}) {
+      const std::uint8_t head = static_cast<std::uint8_t>(kind | (lcap << 1));
+      std::vector<std::uint8_t> ops;
+      for (int i = 0; i < 12; ++i) {
+        ops.push_back(op(0, static_cast<std::uint8_t>(i % 5)));
+        ops.push_back(op(1, static_cast<std::uint8_t>(i % 3)));
+        ops.push_back(op(static_cast<std::uint8_t>(2 + i % 4), static_cast<std::uint8_t>(i)));
+      }
+      std::vector<std::uint8_t> in = {head, 31, 0, static_cast<std::uint8_t>(ops.size())};
+      in.insert(in.end(), ops.begin(), ops.end());
+      views_seed(view_dir, "k" + std::to_string(kind) + "_c" + std::to_string(lcap), in);
+      // The same with a scribbled producer block: a position far ahead.
+      in.insert(in.end(), {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f});
+      views_seed(view_dir, "k" + std::to_string(kind) + "_c" + std::to_string(lcap) + "_far", in);
+    }
+  }
+  std::printf("seeds written to %s\n", out.c_str());
+  return 0;
+}

@@ -1,0 +1,147 @@
+#include "detail/claims.hpp"
+
+#include <algorithm>
+#include <string>
+
+#include "shmring/atomic.hpp"
+#include "shmring/process.hpp"
+
+namespace shmring::detail {
+
+ClaimRecord* take_claim_record(ClaimTable& table, std::string_view segment, std::string_view side,
+                               std::uint64_t& identity, Failure& f) {
+  identity = process::pack(process::self());
+  for (ClaimRecord& r : table.records) {
+    std::uint64_t current = atomic::load_acquire(&r.holder);
+    if (current != 0 && process::alive(current)) continue;
+    // Free, or its holder died (its claims are recovered through the
+    // positions, not through the record): take it with one CAS.
+    if (atomic::compare_exchange(&r.holder, current, identity)) {
+      atomic::store_seq_cst(&r.low, kClaimIdle);
+      return &r;
+    }
+  }
+  f = fail(errc::role_taken, segment,
+           "all " + std::to_string(kClaimRecords) + " claim records of the MPMC " +
+               std::string(side) + " side are held by live handles");
+  return nullptr;
+}
+
+void give_back_claim_record(ClaimRecord* record, std::uint64_t identity) noexcept {
+  if (record == nullptr) return;
+  atomic::store_seq_cst(&record->low, kClaimIdle);
+  atomic::compare_exchange(&record->holder, identity, std::uint64_t{0});
+}
+
+namespace {
+
+// The lowest position a live holder of `table` may still hold a claim at;
+// kClaimIdle if none may.
+std::uint64_t lowest_live_claim(const ClaimTable& table) noexcept {
+  std::uint64_t lowest = kClaimIdle;
+  for (const ClaimRecord& r : table.records) {
+    const std::uint64_t holder = atomic::load_seq_cst(&r.holder);
+    if (holder == 0) continue;
+    const std::uint64_t low = atomic::load_seq_cst(&r.low);
+    if (low < lowest && process::alive(holder)) lowest = low;
+  }
+  return lowest;
+}
+
+// One recoverer per side at a time, so that two never write the same slot's
+// flags and length (a late store would land in the slot's next lap). A
+// recoverer that dies is replaced.
+class RecoveryLock {
+ public:
+  explicit RecoveryLock(SideBlock& side) noexcept : side_(side) {
+    const std::uint64_t mine = process::pack(process::self());
+    std::uint64_t current = atomic::load_acquire(&side.recovering);
+    if (current != 0 && process::alive(current)) return;
+    if (atomic::compare_exchange(&side.recovering, current, mine)) held_ = mine;
+  }
+  ~RecoveryLock() {
+    if (held_ != 0) atomic::compare_exchange(&side_.recovering, held_, std::uint64_t{0});
+  }
+  RecoveryLock(const RecoveryLock&) = delete;
+  RecoveryLock& operator=(const RecoveryLock&) = delete;
+  explicit operator bool() const noexcept { return held_ != 0; }
+
+ private:
+  SideBlock& side_;
+  std::uint64_t held_ = 0;
+};
+
+}  // namespace
+
+// GPU agents keep no claim records, and without host-native atomics they
+// claim on a counter in device memory, so the segment's counters do not say
+// where they are: with GPU agents on either side, nothing is recovered.
+static bool gpu_agents(const MpmcView& view) noexcept {
+  return atomic::load_seq_cst(&view.producer()->gpu_attached) != 0 ||
+         atomic::load_seq_cst(&view.consumer()->gpu_attached) != 0;
+}
+
+std::uint64_t recover_producer_claims(const MpmcView& view) noexcept {
+  SideBlock& side = *view.producer();
+  if (gpu_agents(view)) return 0;
+  // Only when the consumers are stuck: the next position to read was claimed
+  // but is not committed.
+  const std::uint64_t deq = atomic::load_seq_cst(&view.consumer()->position);
+  const std::uint64_t enq = atomic::load_seq_cst(&side.position);
+  if (static_cast<std::int64_t>(enq - deq) <= 0 ||
+      atomic::load_seq_cst(&view.trailer(deq)->committed) == deq + 1) {
+    return 0;
+  }
+  RecoveryLock lock(side);
+  if (!lock) return 0;
+  // Read after the counter: a live holder that claimed below `enq` stored
+  // its low before its claim, so the low is seen here.
+  const std::uint64_t end = std::min(enq, lowest_live_claim(*view.producer_claims()));
+  std::uint64_t recovered = 0;
+  // Every position of [deq, end) was claimed, by a process now dead, if it
+  // is neither committed nor covered by a live holder.
+  for (std::uint64_t p = deq; static_cast<std::int64_t>(end - p) > 0 && p - deq < view.capacity();
+       ++p) {
+    SlotTrailer* t = view.trailer(p);
+    if (atomic::load_seq_cst(&t->committed) == p + 1) continue;
+    if (atomic::load_acquire(&t->released) != p) continue;  // not this lap's: not claimed yet
+    atomic::store_relaxed(&t->length, std::uint32_t{0});
+    atomic::store_relaxed(&t->flags, kSlotSkipped);
+    // SYNC POINT (seq_cst, pairs with claim_read()): as commit() does.
+    atomic::store_seq_cst(&t->committed, p + 1);
+    ++recovered;
+  }
+  if (recovered != 0) atomic::fetch_add(&side.abandoned, recovered);
+  return recovered;
+}
+
+std::uint64_t recover_consumer_claims(const MpmcView& view) noexcept {
+  SideBlock& side = *view.consumer();
+  if (gpu_agents(view)) return 0;
+  // Only when the producers are stuck: the next position to write waits for
+  // a slot a lap behind that was read but never released.
+  const std::uint64_t enq = atomic::load_seq_cst(&view.producer()->position);
+  const std::uint64_t deq = atomic::load_seq_cst(&side.position);
+  const std::uint64_t first = enq - view.capacity();
+  if (atomic::load_seq_cst(&view.trailer(enq)->released) == enq ||
+      static_cast<std::int64_t>(deq - first) <= 0) {
+    return 0;
+  }
+  RecoveryLock lock(side);
+  if (!lock) return 0;
+  const std::uint64_t end = std::min(deq, lowest_live_claim(*view.consumer_claims()));
+  std::uint64_t recovered = 0;
+  for (std::uint64_t p = first;
+       static_cast<std::int64_t>(end - p) > 0 && p - first < view.capacity(); ++p) {
+    SlotTrailer* t = view.trailer(p);
+    if (atomic::load_acquire(&t->committed) != p + 1) continue;  // not readable this lap
+    if (atomic::load_seq_cst(&t->released) != p) continue;       // released already
+    // SYNC POINT (seq_cst, pairs with claim_write()): as release() does.
+    atomic::store_seq_cst(&t->released, p + view.capacity());
+    ++recovered;
+  }
+  if (recovered != 0) atomic::fetch_add(&side.abandoned, recovered);
+  return recovered;
+}
+
+}  // namespace shmring::detail

@@ -1,0 +1,223 @@
+// MPMC recovery of claims held by dead processes: a producer killed between
+// claim and commit, a consumer killed between peek and release. Children
+// are killed with SIGKILL at exactly those points; the survivors must not
+// stall, must never read a half-written slot, and must count what was lost.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "shmring/error.hpp"
+#include "shmring/mpmc_ring.hpp"
+#include "shmring/segment.hpp"
+#include "test_support.hpp"
+
+namespace shmring {
+namespace {
+
+using namespace std::chrono_literals;
+
+Segment make_mpmc(const std::string& name, std::uint64_t capacity = 8) {
+  CreateOptions o;
+  o.kind = RingKind::mpmc;
+  o.capacity = capacity;
+  o.slot_size = 64;
+  return Segment::create(name, o);
+}
+
+std::span<const std::byte> bytes_of(const std::uint64_t& v) {
+  return std::as_bytes(std::span<const std::uint64_t, 1>(&v, 1));
+}
+
+std::optional<std::uint64_t> try_pop_value(MpmcConsumer& rx) {
+  std::byte buf[64];
+  std::size_t size = 0;
+  if (rx.try_pop(buf, size) != Status::ok) return std::nullopt;
+  EXPECT_EQ(size, sizeof(std::uint64_t));
+  std::uint64_t v = 0;
+  std::memcpy(&v, buf, sizeof v);
+  return v;
+}
+
+// Runs `body` in a child that is then killed with SIGKILL (body never
+// returns normally: it ends with the kill).
+template <class Body>
+void die_in_child(Body&& body) {
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    body();
+    ::raise(SIGKILL);
+    ::_exit(99);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "the child did not die";
+}
+
+TEST(MpmcRecovery, ProducerKilledBetweenClaimAndCommit) {
+  test::UniqueShm shm;
+  Segment seg = make_mpmc(shm.name());
+  auto rx = MpmcConsumer::attach(seg);
+  auto tx = MpmcProducer::attach(seg);
+  die_in_child([&] {
+    Segment s = Segment::open(shm.name());
+    auto dying = MpmcProducer::attach(s);
+    for (std::uint64_t v : {100u, 101u}) (void)dying.try_push(bytes_of(v));
+    WriteClaim c = dying.try_claim(3);  // positions 2..4, half written, never committed
+    std::memset(c[0].data(), 0xee, 10);
+  });
+  EXPECT_EQ(try_pop_value(rx), 100u);
+  EXPECT_EQ(try_pop_value(rx), 101u);
+  EXPECT_EQ(try_pop_value(rx), std::nullopt) << "position 2 is claimed, not committed";
+  const std::uint64_t v = 5;
+  ASSERT_EQ(tx.try_push(bytes_of(v)), Status::ok);  // position 5, behind the dead claim
+  EXPECT_EQ(try_pop_value(rx), std::nullopt) << "the consumers wait at position 2";
+
+  EXPECT_EQ(tx.recover(), 3u);
+  EXPECT_EQ(tx.abandoned(), 3u);
+  EXPECT_EQ(tx.recover(), 0u) << "nothing left to recover";
+  EXPECT_EQ(try_pop_value(rx), 5u) << "the dead claim is passed over, never read";
+  EXPECT_EQ(try_pop_value(rx), std::nullopt);
+}
+
+// A blocking producer facing a ring filled up behind a dead claim recovers
+// it by itself, and a consumer thread receives every message in order.
+TEST(MpmcRecovery, BlockingProducerRecoversByItself) {
+  test::UniqueShm shm;
+  Segment seg = make_mpmc(shm.name());
+  auto tx = MpmcProducer::attach(seg);
+  die_in_child([&] {
+    Segment s = Segment::open(shm.name());
+    auto dying = MpmcProducer::attach(s);
+    (void)dying.try_claim(2);  // positions 0 and 1
+  });
+  std::vector<std::uint64_t> got;
+  std::thread consumer([&] {
+    auto rx = MpmcConsumer::attach(seg);
+    std::byte buf[64];
+    std::size_t size = 0;
+    while (got.size() < 20 && rx.pop(buf, size, 10s) == Status::ok) {
+      std::uint64_t v = 0;
+      std::memcpy(&v, buf, sizeof v);
+      got.push_back(v);
+    }
+  });
+  for (std::uint64_t v = 0; v < 20; ++v) ASSERT_EQ(tx.push(bytes_of(v), 10s), Status::ok) << v;
+  consumer.join();
+  ASSERT_EQ(got.size(), 20u);
+  for (std::uint64_t v = 0; v < 20; ++v) EXPECT_EQ(got[v], v);
+  EXPECT_EQ(tx.abandoned(), 2u);
+}
+
+// A claim held by a live handle is never taken from it, whatever waits.
+TEST(MpmcRecovery, LiveClaimsAreNeverRecovered) {
+  test::UniqueShm shm;
+  Segment seg = make_mpmc(shm.name());
+  auto slow = MpmcProducer::attach(seg);
+  auto other = MpmcProducer::attach(seg);
+  auto rx = MpmcConsumer::attach(seg);
+  WriteClaim held = slow.try_claim(2);
+  ASSERT_EQ(held.size(), 2u);
+  const std::uint64_t v = 7;
+  ASSERT_EQ(other.try_push(bytes_of(v)), Status::ok);
+  EXPECT_EQ(other.recover(), 0u);
+  EXPECT_EQ(rx.recover(), 0u);
+  EXPECT_EQ(try_pop_value(rx), std::nullopt);
+  for (std::size_t i = 0; i < 2; ++i) {
+    const std::uint64_t x = 50 + i;
+    std::memcpy(held[i].data(), &x, sizeof x);
+    ASSERT_EQ(held.set_size(i, sizeof x), Status::ok);
+  }
+  slow.commit_batch(held);
+  EXPECT_EQ(try_pop_value(rx), 50u);
+  EXPECT_EQ(try_pop_value(rx), 51u);
+  EXPECT_EQ(try_pop_value(rx), 7u);
+  EXPECT_EQ(other.abandoned(), 0u);
+}
+
+TEST(MpmcRecovery, ConsumerKilledWhileReading) {
+  test::UniqueShm shm;
+  Segment seg = make_mpmc(shm.name(), 4);
+  auto tx = MpmcProducer::attach(seg);
+  auto rx = MpmcConsumer::attach(seg);
+  for (std::uint64_t v = 0; v < 4; ++v) ASSERT_EQ(tx.try_push(bytes_of(v)), Status::ok);
+  die_in_child([&] {
+    Segment s = Segment::open(shm.name());
+    auto dying = MpmcConsumer::attach(s);
+    ReadClaim c = dying.try_peek(2);  // positions 0 and 1, read, never released
+    (void)c;
+  });
+  EXPECT_EQ(try_pop_value(rx), 2u);
+  EXPECT_EQ(try_pop_value(rx), 3u);
+  const std::uint64_t v = 4;
+  EXPECT_EQ(tx.try_push(bytes_of(v)), Status::would_block)
+      << "slot of position 4 waits for position 0's release";
+  EXPECT_EQ(tx.recover(), 0u) << "producers do not release consumers' slots";
+  EXPECT_EQ(rx.recover(), 2u);
+  EXPECT_EQ(rx.abandoned(), 2u);
+  for (std::uint64_t x = 4; x < 6; ++x) ASSERT_EQ(tx.try_push(bytes_of(x)), Status::ok);
+  EXPECT_EQ(try_pop_value(rx), 4u);
+  EXPECT_EQ(try_pop_value(rx), 5u);
+}
+
+// A blocking consumer recovers a dead consumer's slots by itself, so a
+// producer waiting on them goes on.
+TEST(MpmcRecovery, BlockingConsumerRecoversByItself) {
+  test::UniqueShm shm;
+  Segment seg = make_mpmc(shm.name(), 4);
+  auto tx = MpmcProducer::attach(seg);
+  for (std::uint64_t v = 0; v < 4; ++v) ASSERT_EQ(tx.try_push(bytes_of(v)), Status::ok);
+  die_in_child([&] {
+    Segment s = Segment::open(shm.name());
+    auto dying = MpmcConsumer::attach(s);
+    (void)dying.try_peek(4);
+  });
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> received{0};
+  std::thread consumer([&] {
+    auto rx = MpmcConsumer::attach(seg);
+    std::byte buf[64];
+    std::size_t size = 0;
+    while (!stop) {
+      if (rx.pop(buf, size, 50ms) == Status::ok) ++received;
+    }
+  });
+  for (std::uint64_t v = 4; v < 14; ++v) ASSERT_EQ(tx.push(bytes_of(v), 10s), Status::ok) << v;
+  while (received < 10) std::this_thread::sleep_for(1ms);
+  stop = true;
+  consumer.join();
+  EXPECT_EQ(received.load(), 10u);
+  EXPECT_EQ(atomic::load_relaxed(&RingView(seg.base(), seg.geometry()).consumer()->abandoned), 4u);
+}
+
+// Every CPU handle holds one claim record; when all are held by live
+// handles, attach says so; a dead holder's record is taken over.
+TEST(MpmcRecovery, ClaimRecordsAreLimitedAndReused) {
+  test::UniqueShm shm;
+  Segment seg = make_mpmc(shm.name());
+  die_in_child([&] {
+    Segment s = Segment::open(shm.name());
+    auto dying = MpmcProducer::attach(s);
+    (void)dying;
+  });
+  std::vector<MpmcProducer> handles;
+  for (std::size_t i = 0; i < kClaimRecords; ++i) handles.push_back(MpmcProducer::attach(seg));
+  std::error_code ec;
+  MpmcProducer one_more = MpmcProducer::attach(seg, WaitPolicy{}, ec);
+  EXPECT_EQ(ec, make_error_code(errc::role_taken));
+  EXPECT_NE(last_error_message().find("claim records"), std::string::npos) << last_error_message();
+  handles.pop_back();
+  EXPECT_TRUE(MpmcProducer::attach(seg));
+}
+
+}  // namespace
+}  // namespace shmring

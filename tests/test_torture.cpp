@@ -1,0 +1,784 @@
+// kill -9 torture: producer and consumer processes of one ring are killed
+// (SIGKILL) at random points, over and over, and restarted; the restarted
+// ones take the roles over from the dead and continue from the positions in
+// the segment. At the end every message is accounted for.
+//
+// What "committed" and "delivered" mean here, and what the library promises:
+//
+//   committed  commit() (commit_batch()) returned in the producer. From then
+//              on the message belongs to the ring: a producer killed right
+//              after, even before its head store, has it delivered all the
+//              same (its successor resumes after it, never over it). A claim
+//              not committed when the producer dies is dropped; its position
+//              is written again by the successor.
+//   released   release() returned in the consumer: the position is handed
+//              back and is never delivered again.
+//   delivered  a consumer read the message in place. Between reading and
+//              releasing, a consumer killed leaves the message to its
+//              successor, which reads it again: the ring delivers
+//              at-least-once, repeating at most one peek's worth of messages
+//              per consumer death. A consumer gets exactly-once processing
+//              by keeping its own progress: each message carries its
+//              position, and a consumer records the position it has
+//              processed up to (one store, after the effect) and skips
+//              anything below it on restart. That is what the consumers here
+//              do, and what is checked.
+//
+// Invariants checked for every position from 0 to the producer's final one:
+// delivered (read) at least once; processed exactly once, in order, with no
+// gap; the content is the one its last committing producer wrote (position,
+// incarnation, length and checksum: nothing half-written or torn); a message
+// a producer recorded as committed is never replaced by a later producer's;
+// repeats only within the unreleased window of a killed consumer; no wait
+// overran its deadline by more than the scheduling slack; no process that
+// was not killed died or reported an error.
+//
+// Scale: SHMRING_TORTURE_KILLS kill points (default 200, the CI run; 10000
+// on a bigger host), SHMRING_TORTURE_SEED for the random choices (default:
+// from the clock, printed so a failure can be replayed).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "shmring/atomic.hpp"
+#include "shmring/error.hpp"
+#include "shmring/mpmc_ring.hpp"
+#include "shmring/segment.hpp"
+#include "shmring/spsc_ring.hpp"
+#include "test_support.hpp"
+
+namespace shmring {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+std::uint64_t env_u64(const char* name, std::uint64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  const unsigned long long n = std::strtoull(v, &end, 10);
+  if (end == v || *end != '\0') {
+    ADD_FAILURE() << name << "=" << v << " is not a non-negative integer";
+    return fallback;
+  }
+  return n;
+}
+
+// ---- messages -------------------------------------------------------------
+
+// A message: its position, the incarnation of the producer that wrote it,
+// its length, a checksum, then body bytes derived from all three.
+struct MessageHead {
+  std::uint64_t position;
+  std::uint32_t incarnation;
+  std::uint32_t length;
+  std::uint64_t checksum;
+};
+static_assert(sizeof(MessageHead) == 24);
+
+constexpr std::uint64_t kSlotSize = 200;
+constexpr std::uint64_t kCapacity = 64;
+constexpr std::size_t kMaxBatch = 16;
+
+std::uint64_t mix(std::uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return x;
+}
+
+std::uint32_t length_for(std::uint64_t position) {
+  return static_cast<std::uint32_t>(sizeof(MessageHead) +
+                                    mix(position) % (kSlotSize - sizeof(MessageHead) + 1));
+}
+
+std::byte body_byte(std::uint64_t position, std::uint32_t incarnation, std::size_t i) {
+  return static_cast<std::byte>(mix(position * 31 + incarnation + (i << 40)) & 0xff);
+}
+
+std::uint64_t checksum(const MessageHead& h, const std::byte* body, std::size_t n) {
+  std::uint64_t sum =
+      1469598103934665603ull ^ mix(h.position) ^ (std::uint64_t{h.incarnation} << 32) ^ h.length;
+  for (std::size_t i = 0; i < n; ++i) {
+    sum ^= static_cast<std::uint8_t>(body[i]);
+    sum *= 1099511628211ull;
+  }
+  return sum;
+}
+
+void write_message(std::span<std::byte> slot, std::uint64_t position, std::uint32_t incarnation) {
+  MessageHead h{position, incarnation, length_for(position), 0};
+  std::byte* body = slot.data() + sizeof h;
+  const std::size_t n = h.length - sizeof h;
+  for (std::size_t i = 0; i < n; ++i) body[i] = body_byte(position, incarnation, i);
+  h.checksum = checksum(h, body, n);
+  std::memcpy(slot.data(), &h, sizeof h);
+}
+
+// Checks a message read at `position`; returns its incarnation, or 0 (and
+// describes the problem in `why`) if it is not intact.
+std::uint32_t check_message(std::span<const std::byte> m, std::uint64_t position, char* why,
+                            std::size_t why_size) {
+  if (m.size() < sizeof(MessageHead)) {
+    std::snprintf(why, why_size, "position %" PRIu64 ": %zu bytes, shorter than a header", position,
+                  m.size());
+    return 0;
+  }
+  MessageHead h;
+  std::memcpy(&h, m.data(), sizeof h);
+  const std::byte* body = m.data() + sizeof h;
+  const std::size_t n = m.size() - sizeof h;
+  if (h.position != position || h.length != m.size() || h.length != length_for(position) ||
+      h.incarnation == 0 || h.checksum != checksum(h, body, n)) {
+    std::snprintf(why, why_size,
+                  "position %" PRIu64 ": message says position %" PRIu64
+                  ", length %u (slot %zu, "
+                  "expected %u), incarnation %u, checksum %s",
+                  position, h.position, h.length, m.size(), length_for(position), h.incarnation,
+                  h.checksum == checksum(h, body, n) ? "ok" : "wrong");
+    return 0;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (body[i] != body_byte(position, h.incarnation, i)) {
+      std::snprintf(why, why_size, "position %" PRIu64 ": body byte %zu differs", position, i);
+      return 0;
+    }
+  }
+  return h.incarnation;
+}
+
+// ---- the ledger: what the processes record, in memory shared with the parent --
+
+struct Ledger {
+  // Consumer side. `processed_upto` is the consumer's own progress: the next
+  // position to process; storing it is what "processed" means.
+  std::atomic<std::uint64_t> processed_upto{0};
+  std::atomic<std::uint64_t> reads{0};    // messages read, repeats included
+  std::atomic<std::uint64_t> repeats{0};  // reads of a position already processed
+  std::atomic<std::uint64_t> max_repeat_run{0};
+  // Producer side.
+  std::atomic<std::uint32_t> stop{0};            // parent: finish now
+  std::atomic<std::uint64_t> final_position{0};  // producer: its head when it stopped
+  std::atomic<std::uint32_t> producer_done{0};
+  std::atomic<std::uint64_t> drain_to{~0ull};  // parent: consumer leaves at this position
+  // Waits.
+  std::atomic<std::uint64_t> waits{0};
+  std::atomic<std::uint64_t> max_overrun_ns{0};
+  // MPMC: slots producers gave up on purpose (abort, or the unused tail of a
+  // claim), as recorded after the commit.
+  std::atomic<std::uint64_t> aborted{0};
+  // Failures reported by a process (the first one's text is kept).
+  std::atomic<std::uint64_t> errors{0};
+  char first_error[512];
+  std::atomic<std::uint32_t> error_claimed{0};
+
+  void error(const char* text) {
+    if (errors.fetch_add(1) == 0 && error_claimed.exchange(1) == 0) {
+      std::snprintf(first_error, sizeof first_error, "%s", text);
+    }
+  }
+  void note_max(std::atomic<std::uint64_t>& m, std::uint64_t v) {
+    std::uint64_t cur = m.load();
+    while (v > cur && !m.compare_exchange_weak(cur, v)) {
+    }
+  }
+};
+
+// Ledger plus per-position records, in one MAP_SHARED anonymous mapping that
+// forked children inherit. Pages are touched only as positions are used.
+class SharedLedger {
+ public:
+  explicit SharedLedger(std::uint64_t positions) : positions_(positions) {
+    bytes_ = sizeof(Ledger) + 3 * positions * sizeof(std::uint32_t);
+    void* p = ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+      ADD_FAILURE() << "cannot map the ledger: " << std::strerror(errno);
+      return;
+    }
+    base_ = static_cast<std::byte*>(p);
+    new (base_) Ledger();
+  }
+  ~SharedLedger() {
+    if (base_ != nullptr) ::munmap(base_, bytes_);
+  }
+  SharedLedger(const SharedLedger&) = delete;
+  SharedLedger& operator=(const SharedLedger&) = delete;
+
+  explicit operator bool() const { return base_ != nullptr; }
+  Ledger& ledger() const { return *reinterpret_cast<Ledger*>(base_); }
+  std::uint64_t positions() const { return positions_; }
+  // Incarnation of the producer that recorded committing the position (0: none did).
+  std::atomic_ref<std::uint32_t> committed_by(std::uint64_t p) const { return at(0, p); }
+  // Incarnation found in the message when it was processed.
+  std::atomic_ref<std::uint32_t> processed_from(std::uint64_t p) const { return at(1, p); }
+  // Times the position was read.
+  std::atomic_ref<std::uint32_t> reads(std::uint64_t p) const { return at(2, p); }
+
+ private:
+  std::atomic_ref<std::uint32_t> at(int array, std::uint64_t p) const {
+    auto* a = reinterpret_cast<std::uint32_t*>(base_ + sizeof(Ledger)) +
+              static_cast<std::uint64_t>(array) * positions_;
+    return std::atomic_ref<std::uint32_t>(a[p]);
+  }
+  std::uint64_t positions_;
+  std::size_t bytes_ = 0;
+  std::byte* base_ = nullptr;
+};
+
+constexpr auto kWait = 20ms;
+// How far past its deadline a wait may return on a loaded machine before it
+// counts as having overrun it.
+constexpr auto kSchedulingSlack = 2s;
+
+void note_wait(Ledger& l, Clock::time_point start) {
+  l.waits.fetch_add(1, std::memory_order_relaxed);
+  const auto took = Clock::now() - start;
+  if (took > kWait) {
+    const auto over = std::chrono::duration_cast<std::chrono::nanoseconds>(took - kWait);
+    l.note_max(l.max_overrun_ns, static_cast<std::uint64_t>(over.count()));
+  }
+}
+
+// ---- the processes ------------------------------------------------------------
+
+[[noreturn]] void producer_process(const std::string& name, const SharedLedger& shared,
+                                   std::uint32_t incarnation, std::uint64_t seed) {
+  Ledger& l = shared.ledger();
+  char why[512];
+  std::error_code ec;
+  Segment seg = Segment::open(name, OpenOptions{}, ec);
+  SpscProducer tx = seg ? SpscProducer::attach(seg, WaitPolicy{}, ec) : SpscProducer();
+  if (ec) {
+    std::snprintf(why, sizeof why, "producer %u: attach failed: %s", incarnation,
+                  last_error_message().c_str());
+    l.error(why);
+    ::_exit(1);
+  }
+  std::mt19937_64 rng(seed);
+  // Leave room for a batch below the ledger's end.
+  const std::uint64_t limit = shared.positions() - kMaxBatch;
+  for (;;) {
+    if (l.stop.load() != 0) {
+      l.final_position.store(tx.position());
+      l.producer_done.store(1);
+      ::_exit(0);
+    }
+    if (tx.position() >= limit) {  // the ledger is full: idle until told to stop
+      std::this_thread::sleep_for(1ms);
+      continue;
+    }
+    const std::size_t want = 1 + rng() % kMaxBatch;
+    const auto start = Clock::now();
+    WriteClaim c = tx.claim(want, kWait);
+    if (c.empty()) {
+      if (c.status() == Status::timeout) {
+        note_wait(l, start);
+        continue;
+      }
+      std::snprintf(why, sizeof why, "producer %u: claim failed: %s", incarnation,
+                    to_string(c.status()));
+      l.error(why);
+      ::_exit(1);
+    }
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      write_message(c[i], c.position(i), incarnation);
+      (void)c.set_size(i, length_for(c.position(i)));
+    }
+    const std::uint64_t first = c.position(0);
+    const std::size_t n = c.size();
+    tx.commit_batch(c);
+    // Recorded after the commit: a kill in between leaves a committed
+    // message unrecorded, never the reverse.
+    for (std::size_t i = 0; i < n; ++i) shared.committed_by(first + i).store(incarnation);
+  }
+}
+
+[[noreturn]] void consumer_process(const std::string& name, const SharedLedger& shared,
+                                   std::uint32_t incarnation, std::uint64_t seed) {
+  Ledger& l = shared.ledger();
+  char why[512];
+  std::error_code ec;
+  Segment seg = Segment::open(name, OpenOptions{}, ec);
+  SpscConsumer rx = seg ? SpscConsumer::attach(seg, WaitPolicy{}, ec) : SpscConsumer();
+  if (ec) {
+    std::snprintf(why, sizeof why, "consumer %u: attach failed: %s", incarnation,
+                  last_error_message().c_str());
+    l.error(why);
+    ::_exit(1);
+  }
+  std::mt19937_64 rng(seed);
+  std::uint64_t repeat_run = 0;
+  for (;;) {
+    const std::uint64_t done = l.processed_upto.load();
+    if (done >= l.drain_to.load()) ::_exit(0);
+    const auto start = Clock::now();
+    ReadClaim c = rx.peek(1 + rng() % kMaxBatch, kWait);
+    if (c.empty()) {
+      if (c.status() == Status::timeout) {
+        note_wait(l, start);
+        continue;
+      }
+      std::snprintf(why, sizeof why, "consumer %u: peek failed: %s", incarnation,
+                    to_string(c.status()));
+      l.error(why);
+      ::_exit(1);
+    }
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      const std::uint64_t p = c.position(i);
+      if (p >= shared.positions()) {
+        std::snprintf(why, sizeof why, "consumer %u: position %" PRIu64 " beyond the ledger",
+                      incarnation, p);
+        l.error(why);
+        ::_exit(1);
+      }
+      l.reads.fetch_add(1, std::memory_order_relaxed);
+      shared.reads(p).fetch_add(1, std::memory_order_relaxed);
+      const std::uint32_t from = check_message(c[i], p, why, sizeof why);
+      if (from == 0) {
+        l.error(why);
+        ::_exit(1);
+      }
+      const std::uint64_t next = l.processed_upto.load();
+      if (p < next) {  // processed before a predecessor died unreleased
+        l.repeats.fetch_add(1, std::memory_order_relaxed);
+        l.note_max(l.max_repeat_run, ++repeat_run);
+        continue;
+      }
+      if (p > next) {
+        std::snprintf(why, sizeof why,
+                      "consumer %u: read position %" PRIu64 " while %" PRIu64
+                      " was never processed (a message lost)",
+                      incarnation, p, next);
+        l.error(why);
+        ::_exit(1);
+      }
+      repeat_run = 0;
+      shared.processed_from(p).store(from);
+      l.processed_upto.store(p + 1);  // processed: exactly once
+    }
+    rx.release(c);
+  }
+}
+
+// ---- the parent -------------------------------------------------------------------
+
+struct Child {
+  pid_t pid = -1;
+  std::uint32_t incarnation = 0;
+};
+
+template <class Body>
+Child spawn(std::uint32_t incarnation, Body&& body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) body();  // never returns
+  return Child{pid, incarnation};
+}
+
+// Kills and reaps `c`; false (and a test failure) if it had died on its own.
+bool kill_and_reap(const Child& c, const char* role) {
+  ::kill(c.pid, SIGKILL);
+  int status = 0;
+  if (::waitpid(c.pid, &status, 0) != c.pid) {
+    ADD_FAILURE() << role << " " << c.incarnation << ": waitpid failed";
+    return false;
+  }
+  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) return true;
+  ADD_FAILURE() << role << " " << c.incarnation << " died on its own before its kill ("
+                << (WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
+                                      : "signal " + std::to_string(WTERMSIG(status)))
+                << ")";
+  return false;
+}
+
+// Waits up to `limit` for `c` to exit; its exit status, or -1 (it is then
+// killed) if it did not.
+int wait_exit(const Child& c, std::chrono::seconds limit) {
+  const auto until = Clock::now() + limit;
+  int status = 0;
+  for (;;) {
+    const pid_t r = ::waitpid(c.pid, &status, WNOHANG);
+    if (r == c.pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (Clock::now() > until) {
+      ::kill(c.pid, SIGKILL);
+      ::waitpid(c.pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
+TEST(TortureSpsc, KillMinus9AtRandomPoints) {
+  const std::uint64_t kills = env_u64("SHMRING_TORTURE_KILLS", 200);
+  const std::uint64_t seed = env_u64(
+      "SHMRING_TORTURE_SEED", static_cast<std::uint64_t>(Clock::now().time_since_epoch().count()));
+  std::printf("torture spsc: %" PRIu64 " kill points, seed %" PRIu64
+              " (SHMRING_TORTURE_SEED replays it)\n",
+              kills, seed);
+  // Enough positions for the producer never to run out between kills.
+  const std::uint64_t positions =
+      std::min<std::uint64_t>(std::max<std::uint64_t>(kills, 50) * 40'000, std::uint64_t{1} << 28);
+  SharedLedger shared(positions);
+  ASSERT_TRUE(shared);
+  Ledger& l = shared.ledger();
+
+  test::UniqueShm shm;
+  CreateOptions o;
+  o.kind = RingKind::spsc;
+  o.capacity = kCapacity;
+  o.slot_size = kSlotSize;
+  Segment seg = Segment::create(shm.name(), o);
+  const std::string name = shm.name();
+
+  std::mt19937_64 rng(seed);
+  std::uint32_t next_incarnation = 1;
+  const auto start_producer = [&] {
+    const std::uint32_t inc = next_incarnation++;
+    const std::uint64_t s = rng();
+    return spawn(inc, [&, inc, s] { producer_process(name, shared, inc, s); });
+  };
+  const auto start_consumer = [&] {
+    const std::uint32_t inc = next_incarnation++;
+    const std::uint64_t s = rng();
+    return spawn(inc, [&, inc, s] { consumer_process(name, shared, inc, s); });
+  };
+  Child producer = start_producer();
+  Child consumer = start_consumer();
+
+  std::uint64_t producer_kills = 0;
+  std::uint64_t consumer_kills = 0;
+  const auto t0 = Clock::now();
+  std::uint64_t rounds = 0;
+  // Each SIGKILL is a kill point; a round kills one process or both.
+  while (producer_kills + consumer_kills < kills && l.errors.load() == 0) {
+    ++rounds;
+    // Random points: anywhere from during attach to deep into the loop.
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+    const unsigned who = static_cast<unsigned>(rng() % 8);  // 0-2 producer, 3-5 consumer, 6-7 both
+    if (who <= 2 || who >= 6) {
+      if (!kill_and_reap(producer, "producer")) break;
+      ++producer_kills;
+      producer = start_producer();
+    }
+    if (who >= 3) {
+      if (!kill_and_reap(consumer, "consumer")) break;
+      ++consumer_kills;
+      consumer = start_consumer();
+    }
+  }
+  const double kill_secs = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  // Finish: the producer stops where it is, the consumer drains up to there.
+  l.stop.store(1);
+  EXPECT_EQ(wait_exit(producer, 60s), 0) << "the last producer did not finish";
+  ASSERT_EQ(l.producer_done.load(), 1u);
+  const std::uint64_t total = l.final_position.load();
+  l.drain_to.store(total);
+  EXPECT_EQ(wait_exit(consumer, 60s), 0) << "the last consumer did not drain the ring";
+  ASSERT_EQ(l.errors.load(), 0u) << l.first_error;
+
+  // Every position: read, processed exactly once from the content its
+  // committing producer wrote.
+  EXPECT_EQ(l.processed_upto.load(), total);
+  std::uint64_t unrecorded = 0;
+  std::uint64_t bad = 0;
+  for (std::uint64_t p = 0; p < total; ++p) {
+    const std::uint32_t by = shared.committed_by(p).load();
+    const std::uint32_t from = shared.processed_from(p).load();
+    const std::uint32_t reads = shared.reads(p).load();
+    if (by == 0) ++unrecorded;
+    if (reads == 0 || from == 0 || (by != 0 && by != from)) {
+      if (++bad <= 5) {
+        ADD_FAILURE() << "position " << p << ": read " << reads << " time(s), processed from "
+                      << "producer " << from << ", committed by producer " << by;
+      }
+    }
+  }
+  EXPECT_EQ(bad, 0u);
+  // Only a producer killed between its commit and its record leaves
+  // commits unrecorded: at most one batch per producer kill.
+  EXPECT_LE(unrecorded, producer_kills * kMaxBatch);
+  // Repeats only of the unreleased peek of a killed consumer.
+  EXPECT_LE(l.repeats.load(), consumer_kills * kMaxBatch);
+  EXPECT_LE(l.max_repeat_run.load(), kMaxBatch);
+  // Reads beyond those: a consumer killed between reading a message and
+  // accounting for it, at most one per consumer kill.
+  EXPECT_GE(l.reads.load(), total + l.repeats.load());
+  EXPECT_LE(l.reads.load() - total - l.repeats.load(), consumer_kills);
+  EXPECT_LT(std::chrono::nanoseconds(l.max_overrun_ns.load()), kSchedulingSlack)
+      << "a wait returned long after its deadline";
+
+  std::printf("torture spsc: %" PRIu64 " kill points in %" PRIu64 " rounds (%" PRIu64
+              " producers, %" PRIu64 " consumers killed) in %.1f s; %" PRIu64
+              " messages committed and processed exactly once (%" PRIu64
+              " committed but unrecorded by a killed producer), %" PRIu64 " reads (%" PRIu64
+              " repeats after consumer deaths), %" PRIu64
+              " timed waits (max overrun %.2f ms), 0 lost, 0 corrupt\n",
+              producer_kills + consumer_kills, rounds, producer_kills, consumer_kills, kill_secs,
+              total, unrecorded, l.reads.load(), l.repeats.load(), l.waits.load(),
+              static_cast<double>(l.max_overrun_ns.load()) / 1e6);
+  Segment::unlink(name);
+}
+
+// ---- MPMC --------------------------------------------------------------------
+//
+// Two producer and two consumer processes, killed at random. MPMC positions
+// go to whichever consumer claims them, so there is no redelivery: a message
+// a consumer dies holding is lost (its slot is recovered, released), and the
+// promise is at-most-once for those, exactly-once for the rest. Checked: no
+// position read twice; everything read is intact and is what its committing
+// producer wrote; committed messages lost only to consumer deaths (at most
+// one peek each); claims of dead producers recovered (skipped, counted), so
+// the ring never wedges: at the end the consumers drain it to the last
+// position.
+
+constexpr int kMpmcProducers = 2;
+constexpr int kMpmcConsumers = 2;
+
+[[noreturn]] void mpmc_producer_process(const std::string& name, const SharedLedger& shared,
+                                        std::uint32_t incarnation, std::uint64_t seed) {
+  Ledger& l = shared.ledger();
+  char why[512];
+  std::error_code ec;
+  Segment seg = Segment::open(name, OpenOptions{}, ec);
+  MpmcProducer tx = seg ? MpmcProducer::attach(seg, WaitPolicy{}, ec) : MpmcProducer();
+  if (ec) {
+    std::snprintf(why, sizeof why, "producer %u: attach failed: %s", incarnation,
+                  last_error_message().c_str());
+    l.error(why);
+    ::_exit(1);
+  }
+  std::mt19937_64 rng(seed);
+  const RingView view(seg.base(), seg.geometry());
+  const std::uint64_t limit = shared.positions() - 2 * kCapacity;
+  for (;;) {
+    if (l.stop.load() != 0) ::_exit(0);
+    if (atomic::load_relaxed(&view.producer()->position) >= limit) {
+      std::this_thread::sleep_for(1ms);
+      continue;
+    }
+    const std::size_t want = 1 + rng() % kMaxBatch;
+    const auto start = Clock::now();
+    WriteClaim c = tx.claim(want, kWait);
+    if (c.empty()) {
+      if (c.status() == Status::timeout) {
+        note_wait(l, start);
+        continue;
+      }
+      std::snprintf(why, sizeof why, "producer %u: claim failed: %s", incarnation,
+                    to_string(c.status()));
+      l.error(why);
+      ::_exit(1);
+    }
+    // Now and then give part of a claim up: those slots are skipped.
+    const std::size_t keep = rng() % 16 == 0 ? rng() % c.size() : c.size();
+    for (std::size_t i = 0; i < keep; ++i) {
+      write_message(c[i], c.position(i), incarnation);
+      (void)c.set_size(i, length_for(c.position(i)));
+    }
+    const std::uint64_t first = c.position(0);
+    const std::size_t n = c.size();
+    tx.commit_batch(c, keep);
+    for (std::size_t i = 0; i < keep; ++i) shared.committed_by(first + i).store(incarnation);
+    l.aborted.fetch_add(n - keep);
+  }
+}
+
+[[noreturn]] void mpmc_consumer_process(const std::string& name, const SharedLedger& shared,
+                                        std::uint32_t incarnation, std::uint64_t seed) {
+  Ledger& l = shared.ledger();
+  char why[512];
+  std::error_code ec;
+  Segment seg = Segment::open(name, OpenOptions{}, ec);
+  MpmcConsumer rx = seg ? MpmcConsumer::attach(seg, WaitPolicy{}, ec) : MpmcConsumer();
+  if (ec) {
+    std::snprintf(why, sizeof why, "consumer %u: attach failed: %s", incarnation,
+                  last_error_message().c_str());
+    l.error(why);
+    ::_exit(1);
+  }
+  std::mt19937_64 rng(seed);
+  const RingView view(seg.base(), seg.geometry());
+  for (;;) {
+    if (atomic::load_seq_cst(&view.consumer()->position) >= l.drain_to.load()) ::_exit(0);
+    const auto start = Clock::now();
+    ReadClaim c = rx.peek(1 + rng() % kMaxBatch, kWait);
+    if (c.empty()) {
+      if (c.status() == Status::timeout) {
+        note_wait(l, start);
+        continue;
+      }
+      std::snprintf(why, sizeof why, "consumer %u: peek failed: %s", incarnation,
+                    to_string(c.status()));
+      l.error(why);
+      ::_exit(1);
+    }
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      const std::uint64_t p = c.position(i);
+      if (p >= shared.positions()) {
+        std::snprintf(why, sizeof why, "consumer %u: position %" PRIu64 " beyond the ledger",
+                      incarnation, p);
+        l.error(why);
+        ::_exit(1);
+      }
+      l.reads.fetch_add(1, std::memory_order_relaxed);
+      const std::uint32_t from = check_message(c[i], p, why, sizeof why);
+      if (from == 0) {
+        l.error(why);
+        ::_exit(1);
+      }
+      if (shared.reads(p).fetch_add(1) != 0) {
+        std::snprintf(why, sizeof why, "consumer %u: position %" PRIu64 " read twice", incarnation,
+                      p);
+        l.error(why);
+        ::_exit(1);
+      }
+      shared.processed_from(p).store(from);
+    }
+    rx.release(c);
+  }
+}
+
+TEST(TortureMpmc, KillMinus9AtRandomPoints) {
+  const std::uint64_t kills = env_u64("SHMRING_TORTURE_KILLS", 200);
+  const std::uint64_t seed = env_u64(
+      "SHMRING_TORTURE_SEED", static_cast<std::uint64_t>(Clock::now().time_since_epoch().count()));
+  std::printf("torture mpmc: %" PRIu64 " kill points, seed %" PRIu64
+              " (SHMRING_TORTURE_SEED replays it)\n",
+              kills, seed);
+  const std::uint64_t positions =
+      std::min<std::uint64_t>(std::max<std::uint64_t>(kills, 50) * 40'000, std::uint64_t{1} << 28);
+  SharedLedger shared(positions);
+  ASSERT_TRUE(shared);
+  Ledger& l = shared.ledger();
+
+  test::UniqueShm shm;
+  CreateOptions o;
+  o.kind = RingKind::mpmc;
+  o.capacity = kCapacity;
+  o.slot_size = kSlotSize;
+  Segment seg = Segment::create(shm.name(), o);
+  const std::string name = shm.name();
+  const RingView view(seg.base(), seg.geometry());
+
+  std::mt19937_64 rng(seed);
+  std::uint32_t next_incarnation = 1;
+  const auto start = [&](bool producer) {
+    const std::uint32_t inc = next_incarnation++;
+    const std::uint64_t s = rng();
+    return producer ? spawn(inc, [&, inc, s] { mpmc_producer_process(name, shared, inc, s); })
+                    : spawn(inc, [&, inc, s] { mpmc_consumer_process(name, shared, inc, s); });
+  };
+  Child producers[kMpmcProducers];
+  Child consumers[kMpmcConsumers];
+  for (auto& c : producers) c = start(true);
+  for (auto& c : consumers) c = start(false);
+
+  std::uint64_t producer_kills = 0;
+  std::uint64_t consumer_kills = 0;
+  const auto t0 = Clock::now();
+  bool ok = true;
+  while (ok && producer_kills + consumer_kills < kills && l.errors.load() == 0) {
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+    const unsigned who = static_cast<unsigned>(rng() % (kMpmcProducers + kMpmcConsumers));
+    if (who < kMpmcProducers) {
+      ok = kill_and_reap(producers[who], "producer");
+      ++producer_kills;
+      producers[who] = start(true);
+    } else {
+      ok = kill_and_reap(consumers[who - kMpmcProducers], "consumer");
+      ++consumer_kills;
+      consumers[who - kMpmcProducers] = start(false);
+    }
+  }
+  const double kill_secs = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  // Finish: stop the producers; a producer attached here recovers what dead
+  // ones left claimed, and the consumers drain to the last position.
+  l.stop.store(1);
+  for (auto& c : producers) EXPECT_EQ(wait_exit(c, 60s), 0) << "a producer did not finish";
+  const std::uint64_t total = atomic::load_seq_cst(&view.producer()->position);
+  l.drain_to.store(total);
+  {
+    auto rescuer = MpmcProducer::attach(seg);
+    const auto until = Clock::now() + 60s;
+    while (atomic::load_seq_cst(&view.consumer()->position) < total && Clock::now() < until) {
+      (void)rescuer.recover();
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  for (auto& c : consumers) EXPECT_EQ(wait_exit(c, 60s), 0) << "a consumer did not drain the ring";
+  ASSERT_EQ(l.errors.load(), 0u) << l.first_error;
+  ASSERT_EQ(atomic::load_seq_cst(&view.consumer()->position), total) << "the ring wedged";
+
+  std::uint64_t read = 0;
+  std::uint64_t lost = 0;
+  std::uint64_t never_committed = 0;
+  std::uint64_t cut_short = 0;
+  std::uint64_t bad = 0;
+  for (std::uint64_t p = 0; p < total; ++p) {
+    const std::uint32_t by = shared.committed_by(p).load();
+    const std::uint32_t from = shared.processed_from(p).load();
+    const std::uint32_t reads = shared.reads(p).load();
+    // Read, but the reader was killed before it noted from whom: only one
+    // position per consumer kill can be caught in that window.
+    if (reads == 1 && from == 0) {
+      ++cut_short;
+      continue;
+    }
+    if (reads > 1 || (reads == 1 && by != 0 && by != from)) {
+      if (++bad <= 5) {
+        ADD_FAILURE() << "position " << p << ": read " << reads << " time(s), from producer "
+                      << from << ", committed by producer " << by;
+      }
+    }
+    if (reads == 1) ++read;
+    if (reads == 0 && by != 0) ++lost;
+    if (reads == 0 && by == 0) ++never_committed;
+  }
+  EXPECT_EQ(bad, 0u);
+  // Committed messages are lost only with a consumer killed holding them.
+  EXPECT_LE(lost, consumer_kills * kMaxBatch);
+  EXPECT_LE(cut_short, consumer_kills);
+  const std::uint64_t abandoned_writes = atomic::load_relaxed(&view.producer()->abandoned);
+  const std::uint64_t abandoned_reads = atomic::load_relaxed(&view.consumer()->abandoned);
+  EXPECT_LE(abandoned_writes, producer_kills * kMaxBatch);
+  // Positions never committed are the aborted ones and the recovered claims
+  // of killed producers (plus aborts a killed producer had not counted yet).
+  EXPECT_GE(never_committed, abandoned_writes);
+  EXPECT_LE(never_committed, l.aborted.load() + abandoned_writes + producer_kills * kMaxBatch);
+  EXPECT_LT(std::chrono::nanoseconds(l.max_overrun_ns.load()), kSchedulingSlack)
+      << "a wait returned long after its deadline";
+
+  std::printf("torture mpmc: %" PRIu64 " kill points (%" PRIu64 " producers, %" PRIu64
+              " consumers killed) in %.1f s; %" PRIu64 " positions: %" PRIu64
+              " messages read exactly once, %" PRIu64
+              " committed but lost with a killed "
+              "consumer (%" PRIu64 " of them read as it was killed), %" PRIu64
+              " never committed (%" PRIu64 " aborted, %" PRIu64
+              " claims of killed producers recovered as skipped); %" PRIu64
+              " slots of killed consumers recovered; 0 read twice, 0 corrupt, no wedge\n",
+              producer_kills + consumer_kills, producer_kills, consumer_kills, kill_secs, total,
+              read, lost + cut_short, cut_short, never_committed, l.aborted.load(),
+              abandoned_writes, abandoned_reads);
+  Segment::unlink(name);
+}
+
+}  // namespace
+}  // namespace shmring
