@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "bench_support.hpp"
+#include "peer_harness.hpp"
 #include "shmring/shmring.hpp"
 
 namespace {
@@ -684,10 +685,13 @@ std::uint64_t capacity_for(std::size_t size) {
   return 16;
 }
 
-void register_throughput(RingKind kind, bool processes, Api api, std::size_t size, unsigned pairs) {
-  ThroughputCase c{kind, processes, api, size, capacity_for(size), pairs, pairs};
+void register_throughput(RingKind kind, bool processes, Api api, std::size_t size,
+                         unsigned producers, unsigned consumers) {
+  ThroughputCase c{kind, processes, api, size, capacity_for(size), producers, consumers};
   std::string name = std::string(to_string(kind)) + "/" + (processes ? "process" : "thread") + "/";
-  if (kind == RingKind::mpmc) name += std::to_string(pairs) + "x" + std::to_string(pairs) + "/";
+  if (kind == RingKind::mpmc) {
+    name += std::to_string(producers) + "x" + std::to_string(consumers) + "/";
+  }
   name += std::string(api_name(api)) + "/" + size_name(size);
   benchmark::internal::Benchmark* b =
       kind == RingKind::spsc
@@ -715,7 +719,7 @@ void register_all() {
   for (const std::size_t size : spsc_sizes) {
     for (const bool processes : {false, true}) {
       for (const Api api : {Api::copy, Api::batch})
-        register_throughput(RingKind::spsc, processes, api, size, 1);
+        register_throughput(RingKind::spsc, processes, api, size, 1, 1);
     }
   }
   std::vector<unsigned> pair_counts = {1, 2};
@@ -727,7 +731,20 @@ void register_all() {
     for (const std::size_t size : mpmc_sizes) {
       for (const bool processes : {false, true}) {
         for (const Api api : {Api::copy, Api::batch}) {
-          register_throughput(RingKind::mpmc, processes, api, size, pairs);
+          register_throughput(RingKind::mpmc, processes, api, size, pairs, pairs);
+        }
+      }
+    }
+  }
+  // The rest of the producer x consumer grid, at 64 B: every pair of the
+  // counts above (1x2 and 2x1 even on two cores, to see contention on one
+  // side alone; up to 8x8 with 16 cores).
+  for (const unsigned producers : pair_counts) {
+    for (const unsigned consumers : pair_counts) {
+      if (producers == consumers) continue;
+      for (const bool processes : {false, true}) {
+        for (const Api api : {Api::copy, Api::batch}) {
+          register_throughput(RingKind::mpmc, processes, api, 64, producers, consumers);
         }
       }
     }
@@ -760,8 +777,12 @@ int main(int argc, char** argv) {
                  g_cpus[0]);
   }
   register_all();
+  peers::settings() = peers::Settings{g_cpus, g_tick_quantum};
+  peers::register_peer_benchmarks();
   benchmark::RunSpecifiedBenchmarks();
+  peers::stop_peers();
   benchmark::Shutdown();
+  g_failures += peers::failures();
   if (const auto left = remove_leftover_segments(); !left.empty()) {
     for (const std::string& name : left) {
       std::fprintf(stderr, "shmring_bench: segment /dev/shm/%s was left behind\n", name.c_str());

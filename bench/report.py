@@ -8,7 +8,9 @@ floor before and after every part, pass-<i>-probe-<j>.json (j = 0..K).
 A part is flagged as measured in a slow phase when the floor's p50 in the
 probe before it, the probe after it, or the part itself exceeds --slow-factor
 times the best floor p50 (the session's own best, or --reference-floor if
-given). Its measurements are set aside: medians and ranges are taken over the
+given), or when a neighbouring probe's mean round trip exceeds --mean-factor
+times the session's best probe mean (other work preempting the cores). Its
+measurements are set aside: medians and ranges are taken over the
 passes where a benchmark's part was not flagged; a figure marked with a dagger
 had no such pass and uses every pass. Ratios are formed within a pass (both
 sides unflagged), then summarised over passes.
@@ -23,9 +25,25 @@ import os
 import re
 import statistics
 import sys
+from types import SimpleNamespace
 
 FLOOR = "floor/cacheline_pingpong/process"
 DAGGER = "\u2020"
+SIZES = ("8B", "64B", "4KiB", "64KiB", "1MiB")
+
+# The transports of the comparison: label, throughput benchmark prefix (the
+# size is appended), round-trip benchmark. shmring first, then the peers.
+TRANSPORTS = (
+    ("shmring SPSC, copy API", "spsc/process/copy/", "rtt/spsc/process/copy/64B"),
+    ("shmring SPSC, zero-copy API", "spsc/process/batch/", "rtt/spsc/process/zerocopy/64B"),
+    ("iceoryx 2.0 (zero-copy)", "peer/iceoryx/process/", "rtt/iceoryx/process/64B"),
+    ("Boost.Interprocess message_queue", "peer/boost_mq/process/", "rtt/boost_mq/process/64B"),
+    ("ZeroMQ ipc://", "peer/zeromq/process/", "rtt/zeromq/process/64B"),
+    ("Unix domain socket", "peer/unix_socket/process/", "rtt/unix_socket/process/64B"),
+    ("pipe", "peer/pipe/process/", "rtt/pipe/process/64B"),
+    ("shmring SPSC, copy API, threads", "spsc/thread/copy/", None),
+    ("moodycamel ConcurrentQueue, threads", "peer/concurrentqueue/thread/", "rtt/concurrentqueue/thread/64B"),
+)
 
 
 def strip_suffix(name):
@@ -72,6 +90,10 @@ def floor_p50(run):
     return None if run is None else value(run["benchmarks"].get(FLOOR), "p50_ns")
 
 
+def floor_mean(run):
+    return None if run is None else value(run["benchmarks"].get(FLOOR), "mean_ns")
+
+
 def summary(values):
     values = [v for v in values if v is not None]
     if not values:
@@ -102,51 +124,59 @@ def load_session(session):
             layout.setdefault(int(m.group(1)), []).append(int(m.group(2)))
     passes = []
     for i in sorted(layout):
-        probes = {}
+        probes, means = {}, {}
         for path in glob.glob(os.path.join(session, f"pass-{i}-probe-*.json")):
             m = re.search(r"probe-(\d+)\.json$", path)
             if m:
-                probes[int(m.group(1))] = floor_p50(load_json(path))
+                run = load_json(path)
+                probes[int(m.group(1))] = floor_p50(run)
+                means[int(m.group(1))] = floor_mean(run)
         parts = []
         for j in sorted(layout[i]):
             run = load_json(os.path.join(session, f"pass-{i}-part-{j}.json"))
             parts.append({"index": j, "run": run, "before": probes.get(j - 1), "after": probes.get(j),
-                          "inside": floor_p50(run)})
-        passes.append({"index": i, "parts": parts, "probes": probes})
+                          "inside": floor_p50(run), "before_mean": means.get(j - 1),
+                          "after_mean": means.get(j)})
+        passes.append({"index": i, "parts": parts, "probes": probes, "means": means})
     return passes
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("session", help="directory written by bench/run.sh")
-    ap.add_argument("--slow-factor", type=float, default=1.3,
-                    help="flag a part whose floor p50 exceeds this times the best (default 1.3)")
-    ap.add_argument("--reference-floor", type=float, default=None, metavar="NS",
-                    help="the machine's known-good floor p50 in ns, used instead of the session's best, "
-                         "so that a session spent wholly in a slow phase is flagged too")
-    args = ap.parse_args()
-
-    meta = load_meta(args.session)
-    passes = load_session(args.session)
+def analyse(session, slow_factor, reference_floor, mean_factor=2.5):
+    """Loads a session, flags slow parts, and returns what the report and the
+    plots read: meta, passes, names, context, the flagging limit, and
+    over_passes(name, key, scale) / ratio((name, key), (name, key))."""
+    meta = load_meta(session)
+    passes = load_session(session)
     if not passes:
-        sys.exit(f"no pass-<i>-part-<j>.json in {args.session}")
+        sys.exit(f"no pass-<i>-part-<j>.json in {session}")
 
     # ---- slow phases ------------------------------------------------------
     floors = [v for p in passes for part in p["parts"] for v in (part["before"], part["after"], part["inside"])
               if v is not None]
     # A given reference wins: a single lucky probe must not make the limit
     # stricter than the machine's normal fast phase.
-    best = args.reference_floor if args.reference_floor is not None else (min(floors) if floors else None)
-    limit = None if best is None else args.slow_factor * best
+    best = reference_floor if reference_floor is not None else (min(floors) if floors else None)
+    limit = None if best is None else slow_factor * best
 
     def is_slow(v):
         return v is not None and limit is not None and v > limit
+
+    # Other work on the cores (a build next to the benchmark) leaves the
+    # floor's p50 alone but preempts the spinning peers now and then, which
+    # the mean round trip shows: flag a part whose neighbouring probe has a
+    # mean above mean_factor x the session's best probe mean.
+    means = [v for p in passes for v in p["means"].values() if v is not None]
+    mean_limit = mean_factor * min(means) if means else None
+
+    def is_contended(v):
+        return v is not None and mean_limit is not None and v > mean_limit
 
     names, ctx = [], {}
     for p in passes:
         p["values"] = {}  # name -> (entry, slow)
         for part in p["parts"]:
-            part["slow"] = any(is_slow(part[k]) for k in ("before", "after", "inside"))
+            part["slow"] = (any(is_slow(part[k]) for k in ("before", "after", "inside"))
+                            or any(is_contended(part[k]) for k in ("before_mean", "after_mean")))
             if part["run"] is None:
                 continue
             ctx = ctx or part["run"]["context"]
@@ -178,6 +208,28 @@ def main():
                 good.append(x / y)
         return (summary(good), "") if good else (summary(every), DAGGER)
 
+    return SimpleNamespace(meta=meta, passes=passes, names=names, ctx=ctx, best=best, limit=limit,
+                           is_slow=is_slow, is_contended=is_contended, mean_limit=mean_limit,
+                           over_passes=over_passes, ratio=ratio)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("session", help="directory written by bench/run.sh")
+    ap.add_argument("--slow-factor", type=float, default=1.3,
+                    help="flag a part whose floor p50 exceeds this times the best (default 1.3)")
+    ap.add_argument("--reference-floor", type=float, default=None, metavar="NS",
+                    help="the machine's known-good floor p50 in ns, used instead of the session's best, "
+                         "so that a session spent wholly in a slow phase is flagged too")
+    ap.add_argument("--mean-factor", type=float, default=2.5,
+                    help="also flag a part next to a probe whose mean round trip exceeds this times the "
+                         "session's best probe mean (preemption by other work; default 2.5)")
+    args = ap.parse_args()
+
+    a = analyse(args.session, args.slow_factor, args.reference_floor, args.mean_factor)
+    meta, passes, names, ctx, best = a.meta, a.passes, a.names, a.ctx, a.best
+    is_slow, over_passes, ratio = a.is_slow, a.over_passes, a.ratio
+
     out = []
     w = out.append
     w(f"# shmring benchmarks: {meta.get('machine', ctx.get('host_name', '?'))}")
@@ -192,7 +244,8 @@ def main():
     w(f"- {len(passes)} passes of {len(passes[0]['parts'])} parts, min_time {meta.get('min_time', '?')} s "
       f"per benchmark; {slow_parts} of {total_parts} parts flagged slow"
       + (f" (floor p50 above {args.slow_factor} x {best:.1f} ns"
-         f"{', the reference given' if args.reference_floor is not None else ''})" if best else ""))
+         f"{', the reference given' if args.reference_floor is not None else ''}"
+         + (f", or probe mean above {a.mean_limit:.0f} ns" if a.mean_limit else "") + ")" if best else ""))
     w(f"- figures: median (min-max) over the passes where the benchmark's part was not flagged; "
       f"{DAGGER} = no such pass, every pass used (not trustworthy)")
     failed = sorted({n for p in passes for n, (e, _) in p["values"].items() if e.get("error_occurred")})
@@ -203,7 +256,8 @@ def main():
     w("## Slow-phase probes")
     w("")
     w("Cache-line floor p50 (ns) before the first part, between parts and after the last; "
-      "**bold** above the limit.")
+      "**bold** above the limit; \u2021 = its mean round trip above the mean limit (the cores were "
+      "shared with other work).")
     w("")
     w("| pass | probes | parts flagged |")
     w("| --- | --- | --- |")
@@ -211,7 +265,8 @@ def main():
         cells = []
         for j in sorted(p["probes"]):
             v = p["probes"][j]
-            cells.append("n/a" if v is None else (f"**{v:.0f}**" if is_slow(v) else f"{v:.0f}"))
+            mark = "\u2021" if a.is_contended(p["means"].get(j)) else ""
+            cells.append("n/a" if v is None else (f"**{v:.0f}**" if is_slow(v) else f"{v:.0f}") + mark)
         flagged = [str(part["index"]) for part in p["parts"] if part["slow"]]
         w(f"| {p['index']} | {' '.join(cells)} | {len(flagged)}/{len(p['parts'])}"
           f"{' (' + ', '.join(flagged) + ')' if flagged else ''} |")
@@ -232,6 +287,15 @@ def main():
         if name in names:
             target_row(f"{name} p50 / floor p50", "<= 1.5",
                        ratio((name, "p50_ns"), (FLOOR, "p50_ns")), lambda v: v <= 1.5)
+    for api, rtt in (("batch", "zerocopy"), ("copy", "copy")):
+        mine, theirs = f"spsc/process/{api}/64B", "peer/iceoryx/process/64B"
+        if mine in names and theirs in names:
+            target_row(f"{mine} / {theirs} (msg/s)", ">= 30",
+                       ratio((mine, "items_per_second"), (theirs, "items_per_second")), lambda v: v >= 30)
+        mine, theirs = f"rtt/spsc/process/{rtt}/64B", "rtt/iceoryx/process/64B"
+        if mine in names and theirs in names:
+            target_row(f"{mine} p50 / {theirs} p50", "<= 0.2",
+                       ratio((mine, "p50_ns"), (theirs, "p50_ns")), lambda v: v <= 0.2)
     for size in ("64KiB", "1MiB"):
         for placement in ("process", "thread"):
             for api in ("copy", "batch"):
@@ -247,6 +311,98 @@ def main():
             target_row(f"{b} / {c} (msg/s)", "clearly > 1 (>= 1.5)",
                        ratio((b, "items_per_second"), (c, "items_per_second")), lambda v: v >= 1.5)
     w("")
+
+    # ---- shmring against the peers -------------------------------------
+    present = [t for t in TRANSPORTS if any(t[1] + sz in names for sz in SIZES)]
+    if any(t[1].startswith("peer/") for t in present):
+        w("## shmring and the peers")
+        w("")
+        w("One sender, one receiver, pinned to the two CPUs; every message verified. Throughput: "
+          "M msg/s for 8 B and 64 B, GB/s from 4 KiB up; one message per call for the peers and for "
+          "the copy API, batches of up to 32 for the zero-copy API. Round trip: 64 B, ns.")
+        w("")
+        w("| transport | " + " | ".join(f"{sz} {'M msg/s' if sz in ('8B', '64B') else 'GB/s'}" for sz in SIZES)
+          + " | RTT p50 | RTT p99 | RTT p99.9 |")
+        w("| --- |" + " ---: |" * (len(SIZES) + 3))
+        for label, prefix, rtt in present:
+            cells = []
+            for sz in SIZES:
+                n = prefix + sz
+                if n not in names:
+                    cells.append("")
+                    continue
+                key, scale = ("items_per_second", 1e-6) if sz in ("8B", "64B") else ("bytes_per_second", 1e-9)
+                s_, m_ = over_passes(n, key, scale)
+                cells.append(fmt(s_, digits=3, significant=True, mark=m_))
+            for key in ("p50_ns", "p99_ns", "p999_ns"):
+                if rtt is None or rtt not in names:
+                    cells.append("")
+                else:
+                    s_, m_ = over_passes(rtt, key)
+                    cells.append(fmt(s_, digits=0, mark=m_))
+            w(f"| {label} | " + " | ".join(cells) + " |")
+        w("")
+        w("Ratios in the same pass, shmring / peer (throughput: higher is better for shmring; "
+          "round trip: lower is better). The threaded reference is compared with shmring's threaded copy API.")
+        w("")
+        w("| peer | 64 B msg/s, copy API | 64 B msg/s, zero-copy API | 4 KiB | 64 KiB | 1 MiB, zero-copy API "
+          "| RTT p50, zero-copy API |")
+        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for label, prefix, rtt in present:
+            if not prefix.startswith("peer/"):
+                continue
+            thread = "/thread/" in prefix
+            cells = []
+            for mine, sz, key in ((("spsc/thread/copy/" if thread else "spsc/process/copy/"), "64B",
+                                   "items_per_second"),
+                                  ("spsc/process/batch/", "64B", "items_per_second"),
+                                  ("spsc/process/batch/", "4KiB", "bytes_per_second"),
+                                  ("spsc/process/batch/", "64KiB", "bytes_per_second"),
+                                  ("spsc/process/batch/", "1MiB", "bytes_per_second")):
+                if thread and mine.startswith("spsc/process/batch/"):
+                    mine = "spsc/thread/batch/"
+                a, b = mine + sz, prefix + sz
+                if a in names and b in names:
+                    s_, m_ = ratio((a, key), (b, key))
+                    cells.append(fmt(s_, digits=3, significant=True, mark=m_))
+                else:
+                    cells.append("")
+            mine_rtt = "rtt/spsc/process/zerocopy/64B"
+            if rtt and rtt in names and mine_rtt in names:
+                s_, m_ = ratio((mine_rtt, "p50_ns"), (rtt, "p50_ns"))
+                cells.append(fmt(s_, digits=3, significant=True, mark=m_))
+            else:
+                cells.append("")
+            w(f"| {label} | " + " | ".join(cells) + " |")
+        w("")
+
+    # ---- the MPMC grid -----------------------------------------------------
+    grid = {}
+    for n in names:
+        m = re.match(r"mpmc/(process|thread)/(\d+)x(\d+)/(copy|batch)/64B$", n)
+        if m:
+            grid.setdefault((m.group(1), m.group(4)), {})[(int(m.group(2)), int(m.group(3)))] = n
+    if grid:
+        w("## MPMC producer x consumer grid, 64 B (M msg/s)")
+        w("")
+        for (placement, api), cells_by in sorted(grid.items()):
+            counts = sorted({p for p, _ in cells_by} | {c for _, c in cells_by})
+            w(f"{placement}es, {api} API: rows producers, columns consumers" if placement == "process"
+              else f"{placement}s, {api} API: rows producers, columns consumers")
+            w("")
+            w("| P \\ C | " + " | ".join(str(c) for c in counts) + " |")
+            w("| ---: |" + " ---: |" * len(counts))
+            for p_ in counts:
+                row = []
+                for c_ in counts:
+                    n = cells_by.get((p_, c_))
+                    if n is None:
+                        row.append("")
+                    else:
+                        s_, m_ = over_passes(n, "items_per_second", 1e-6)
+                        row.append(fmt(s_, digits=3, significant=True, mark=m_))
+                w(f"| {p_} | " + " | ".join(row) + " |")
+            w("")
 
     w("## Round-trip latency (ns)")
     w("")
@@ -271,7 +427,8 @@ def main():
             w(f"| {n} | {fmt(s, digits=3, significant=True, mark=mark)} |")
     w("")
 
-    for kind, title in (("spsc/", "SPSC throughput"), ("mpmc/", "MPMC throughput")):
+    for kind, title in (("spsc/", "SPSC throughput"), ("mpmc/", "MPMC throughput"),
+                        ("peer/", "Peer throughput")):
         rows = [n for n in names if n.startswith(kind)]
         if not rows:
             continue

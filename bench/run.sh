@@ -6,8 +6,12 @@
 #                            and after each pass; JSON and report.md under
 #                            bench/results/<machine>/<UTC stamp>/
 #   bench/run.sh --smoke     CI: every benchmark once, very briefly; fails if any
-#                            benchmark fails or a segment is left in /dev/shm
-#                            (also: SHMRING_BENCH_SMOKE=1)
+#                            benchmark fails or anything is left behind: a segment
+#                            or queue in /dev/shm, a socket in /tmp, RouDi's shared
+#                            memory or the iox-roudi process (also: SHMRING_BENCH_SMOKE=1)
+#
+# The measurement also writes plots (plot.py, needs matplotlib: installed with
+# pip when missing; without it the report is written and the plots skipped).
 #
 # Options:
 #   --passes N        full passes (default 5)
@@ -16,7 +20,12 @@
 #   --filter REGEX    only these benchmarks (the floor is always probed)
 #   --machine NAME    results folder name (default: SHMRING_BENCH_MACHINE or hostname -s)
 #   --build-dir DIR   build directory (default: build-bench in the repository)
+#   --bin PATH        run this shmring_bench and build nothing (a copied build)
+#   --no-plots        skip plot.py (and the pip install of matplotlib)
 #   --out DIR         session directory (default: bench/results/<machine>/<stamp>)
+#   --more DIR        add --passes passes to an existing session (same filter and
+#                     part size), e.g. to redo what slow phases spoiled; the
+#                     report then covers every pass
 #   --slow-factor F   report.py: flag a pass whose floor p50 > F x best (default 1.3)
 #   --reference-floor NS  report.py: the machine's known-good floor p50, so that a
 #                     session spent wholly in a slow phase is flagged too
@@ -33,6 +42,9 @@ min_time=0.3
 filter=""
 machine=${SHMRING_BENCH_MACHINE:-$(hostname -s 2>/dev/null || echo unknown)}
 build_dir="$root/build-bench"
+bin=""
+plots=1
+more=0
 out=""
 slow_factor=1.3
 part_size=6
@@ -46,7 +58,10 @@ while [[ $# -gt 0 ]]; do
     --filter) filter=$2; shift ;;
     --machine) machine=$2; shift ;;
     --build-dir) build_dir=$2; shift ;;
+    --bin) bin=$2; shift ;;
+    --no-plots) plots=0 ;;
     --out) out=$2; shift ;;
+    --more) out=$2; more=1; shift ;;
     --slow-factor) slow_factor=$2; shift ;;
     --reference-floor) reference_floor=$2; shift ;;
     --part-size) part_size=$2; shift ;;
@@ -57,29 +72,50 @@ while [[ $# -gt 0 ]]; do
 done
 
 # ---- build ------------------------------------------------------------------
-if [[ ! -f "$build_dir/CMakeCache.txt" ]]; then
-  cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
-    -DSHMRING_BUILD_BENCH=ON -DSHMRING_BUILD_TESTS=OFF -DSHMRING_BUILD_EXAMPLES=OFF \
-    -DSHMRING_BUILD_TOOLS=OFF >/dev/null
+if [[ -z "$bin" ]]; then
+  if [[ ! -f "$build_dir/CMakeCache.txt" ]]; then
+    cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release \
+      -DSHMRING_BUILD_BENCH=ON -DSHMRING_BUILD_TESTS=OFF -DSHMRING_BUILD_EXAMPLES=OFF \
+      -DSHMRING_BUILD_TOOLS=OFF >/dev/null
+  fi
+  cmake --build "$build_dir" --target shmring_bench -j "${SHMRING_BENCH_JOBS:-2}" >/dev/null
+  bin="$build_dir/bench/shmring_bench"
 fi
-cmake --build "$build_dir" --target shmring_bench -j "${SHMRING_BENCH_JOBS:-2}" >/dev/null
-bin="$build_dir/bench/shmring_bench"
+[[ -x "$bin" ]] || { echo "run.sh: no benchmark binary at $bin" >&2; exit 2; }
 
 filter_args=()
 [[ -n "$filter" ]] && filter_args=(--benchmark_filter="$filter")
 
-# Runs the benchmark binary and checks that it removed every segment it made
-# (they are all named shmring_bench_<pid>_...).
+# RouDi's shared memory: iceoryx_mgmt and one segment named after the user.
+iceoryx_shm=(/dev/shm/iceoryx_mgmt "/dev/shm/$(id -un)")
+roudis() { pgrep -x iox-roudi 2>/dev/null | sort || true; }
+
+# Runs the benchmark binary and checks that it removed everything it made:
+# segments, Boost queues (/dev/shm) and ZeroMQ sockets (/tmp) are all named
+# shmring_bench_<pid>_...; the iox-roudi it started must be gone, with its
+# shared memory.
 run_bench() {
-  local rc=0 pid
+  local rc=0 pid roudis_before shm_before=()
+  roudis_before=$(roudis)
+  for f in "${iceoryx_shm[@]}"; do [[ -e "$f" ]] && shm_before+=("$f"); done
   "$bin" "$@" &
   pid=$!
   wait "$pid" || rc=$?
   local left=()
-  mapfile -t left < <(find /dev/shm -maxdepth 1 -name "shmring_bench_${pid}_*" 2>/dev/null)
+  mapfile -t left < <(find /dev/shm /tmp -maxdepth 1 -name "shmring_bench_${pid}_*" 2>/dev/null)
+  for f in "${iceoryx_shm[@]}"; do
+    [[ -e "$f" && ! " ${shm_before[*]} " =~ " $f " ]] && left+=("$f")
+  done
   if [[ ${#left[@]} -gt 0 ]]; then
-    echo "run.sh: segments left behind in /dev/shm: ${left[*]}" >&2
+    echo "run.sh: left behind: ${left[*]}" >&2
     rm -f "${left[@]}"
+    [[ $rc -eq 0 ]] && rc=3
+  fi
+  local stray
+  stray=$(comm -13 <(echo "$roudis_before") <(roudis) | tr '\n' ' ')
+  if [[ -n "${stray// /}" ]]; then
+    echo "run.sh: iox-roudi still running after the benchmark: pid $stray" >&2
+    for p in $stray; do kill "$p" 2>/dev/null || true; done
     [[ $rc -eq 0 ]] && rc=3
   fi
   return $rc
@@ -102,9 +138,17 @@ fi
 # ---- measurement ------------------------------------------------------------
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out=${out:-"$root/bench/results/$machine/$stamp"}
-mkdir -p "$out"
 load() { cut -d' ' -f1-3 /proc/loadavg; }
-{
+first=1
+if [[ $more == 1 ]]; then
+  [[ -f "$out/meta.txt" ]] || { echo "run.sh: --more: no session in $out" >&2; exit 2; }
+  first=$(($(find "$out" -maxdepth 1 -name 'pass-*-part-1.json' | sed 's/.*pass-\([0-9]*\)-part.*/\1/' |
+    sort -n | tail -1) + 1))
+  echo "more=passes $first-$((first + passes - 1)) from $(date -u +%Y-%m-%dT%H:%M:%SZ), load $(load)" >>"$out/meta.txt"
+  sed -i "s/^passes=.*/passes=$((first + passes - 1))/" "$out/meta.txt"
+fi
+mkdir -p "$out"
+[[ $more == 1 ]] || {
   echo "machine=$machine"
   echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo '+dirty')"
@@ -138,11 +182,16 @@ for ((k = 0; k < ${#names[@]}; k += part_size)); do
   done
   parts+=("^($regex)\$")
 done
-echo "parts=${#parts[@]}" >>"$out/meta.txt"
+if [[ $more == 1 ]]; then
+  grep -qx "parts=${#parts[@]}" "$out/meta.txt" ||
+    { echo "run.sh: --more: the session in $out was cut into other parts" >&2; exit 2; }
+else
+  echo "parts=${#parts[@]}" >>"$out/meta.txt"
+fi
 
 status=0
-for ((i = 1; i <= passes; i++)); do
-  echo "== pass $i/$passes: ${#names[@]} benchmarks in ${#parts[@]} parts (load $(load))"
+for ((i = first; i < first + passes; i++)); do
+  echo "== pass $i/$((first + passes - 1)): ${#names[@]} benchmarks in ${#parts[@]} parts (load $(load))"
   probe "$out/pass-$i-probe-0.json" || status=1
   for ((j = 1; j <= ${#parts[@]}; j++)); do
     run_bench --benchmark_min_time="$min_time" --benchmark_filter="${parts[j - 1]}" --benchmark_color=false \
@@ -156,6 +205,15 @@ report_args=(--slow-factor "$slow_factor")
 [[ -n "$reference_floor" ]] && report_args+=(--reference-floor "$reference_floor")
 python3 "$root/bench/report.py" "${report_args[@]}" "$out" >"$out/report.md"
 cat "$out/report.md"
+
+# Plots are optional: matplotlib from pip when it is missing (and reachable).
+if [[ $plots == 1 ]] && ! python3 -c 'import matplotlib' 2>/dev/null; then
+  python3 -m pip install -q --root-user-action=ignore matplotlib >/dev/null 2>&1 ||
+    echo "run.sh: matplotlib not available, no plots (bench/plot.py $out makes them later)" >&2
+fi
+if [[ $plots == 1 ]] && python3 -c 'import matplotlib' 2>/dev/null; then
+  python3 "$root/bench/plot.py" "${report_args[@]}" "$out" || echo "run.sh: plotting failed" >&2
+fi
 echo
 echo "results: $out"
 exit $status
