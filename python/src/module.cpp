@@ -1,25 +1,24 @@
-// The _shmring extension: segments, role handles and in-place slots.
+// The _shmring extension: segments, role handles and in-place slots
+// (slot.hpp says how a lent slot stays safe; gpu_view.hpp lends it to CUDA).
 //
 // Blocking calls release the GIL and wait in slices of kSlice, checking for
-// signals between slices so that Ctrl-C interrupts them. A Slot lends one
-// claimed (producer) or peeked (consumer) slot through the buffer protocol;
-// it keeps its role handle, and so the mapping, alive. Once the slot is
-// finished (committed, aborted or released) it refuses new buffer exports.
-// If views are still exported when it is finished, the slot stays held
-// (commit or release is deferred until the last view is released) and
-// BufferError is raised, so no view ever reads or writes a recycled slot.
+// signals between slices so that Ctrl-C interrupts them.
 #include <Python.h>
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
 #include <chrono>
 #include <cstring>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "gpu_view.hpp"
 #include "shmring/shmring.hpp"
+#include "slot.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -27,6 +26,11 @@ using std::chrono::nanoseconds;
 using Clock = std::chrono::steady_clock;
 
 namespace {
+
+using shmring_py::GpuState;
+using shmring_py::HandleBase;
+using shmring_py::Record;
+using shmring_py::Slot;
 
 constexpr nanoseconds kSlice = std::chrono::milliseconds(50);
 
@@ -119,16 +123,6 @@ struct Buffer {  // a C-contiguous bytes-like object, held while in use
   }
 };
 
-struct Slot;
-
-struct HandleBase {
-  virtual ~HandleBase() = default;
-  virtual void finish(Slot& s, bool commit) noexcept = 0;
-  bool single = false;  // SPSC: one slot lent at a time
-  bool busy = false;    // a call is running (GIL released) on this handle
-  int outstanding = 0;  // slots lent and not finished
-};
-
 // Marks a handle busy for one call: handles are not for concurrent use.
 struct Busy {
   HandleBase& h;
@@ -144,82 +138,50 @@ struct Busy {
   ~Busy() { h.busy = false; }
 };
 
-struct Slot {
-  enum class State { active, deferred, done };
-  nb::object owner;  // the role handle: keeps it and the mapping alive
-  HandleBase* handle = nullptr;
-  bool writable = false;
-  shmring::WriteClaim wclaim;
-  shmring::ReadClaim rclaim;
-  std::byte* data = nullptr;
-  std::size_t capacity = 0;  // bytes exported: the slot (write) or the message (read)
-  std::size_t size = 0;      // bytes published on commit / the message's size
-  State state = State::active;
-  bool commit_on_finish = false;
-  Py_ssize_t exports = 0;
-
-  Slot() = default;
-  Slot(const Slot&) = delete;
-  ~Slot() {
-    if (state != State::done && handle) complete(false);
-  }
-
-  void complete(bool commit) {
-    handle->finish(*this, commit && writable);
-    handle->outstanding--;
-    state = State::done;
-  }
-
-  // Commits (commit=true) or aborts a write slot, releases a read slot.
-  void finish(bool commit) {
-    if (state != State::active) return;
-    if (exports > 0) {
-      state = State::deferred;
-      commit_on_finish = commit;
-      throw nb::buffer_error(
-          (std::to_string(exports) +
-           " view(s) of the slot are still alive; the slot stays held until they are released "
-           "(memoryview.release() or del)")
-              .c_str());
-    }
-    complete(commit);
-  }
-
-  void set_size(std::size_t n) {
-    if (!writable) throw std::runtime_error("a read slot's size cannot be set");
-    if (state != State::active) throw nb::buffer_error("the slot was already finished");
-    if (n > capacity) {
-      throw nb::value_error(("size " + std::to_string(n) + " exceeds the slot size " +
-                             std::to_string(capacity))
-                                .c_str());
-    }
-    size = n;
-  }
-
-  void check_active() const {
-    if (state != State::active) throw nb::buffer_error("the slot was already finished");
-  }
-};
-
 int slot_getbuffer(PyObject* self, Py_buffer* view, int flags) {
   Slot* s = nb::inst_ptr<Slot>(self);
+  view->obj = nullptr;
   if (s->state != Slot::State::active) {
     PyErr_SetString(PyExc_BufferError, "the slot was already finished (committed or released)");
-    view->obj = nullptr;
     return -1;
   }
-  if (PyBuffer_FillInfo(view, self, s->data, static_cast<Py_ssize_t>(s->capacity),
-                        s->writable ? 0 : 1, flags) != 0) {
+  if (!s->record) {
+    if (PyBuffer_FillInfo(view, self, s->data, static_cast<Py_ssize_t>(s->capacity),
+                          s->writable ? 0 : 1, flags) != 0) {
+      return -1;
+    }
+    s->exports++;
+    return 0;
+  }
+  // A typed slot: one record, C-contiguous. A consumer that asks for no
+  // shape gets the same bytes as a flat unsigned-byte buffer.
+  const Record& r = *s->record;
+  if ((flags & PyBUF_WRITABLE) == PyBUF_WRITABLE && !s->writable) {
+    PyErr_SetString(PyExc_BufferError, "a peeked slot is read-only");
     return -1;
   }
+  const bool shaped = (flags & PyBUF_ND) == PyBUF_ND;
+  view->buf = s->data;
+  view->len = static_cast<Py_ssize_t>(r.nbytes);
+  view->readonly = s->writable ? 0 : 1;
+  view->itemsize = shaped ? static_cast<Py_ssize_t>(r.itemsize) : 1;
+  view->format = shaped && (flags & PyBUF_FORMAT) == PyBUF_FORMAT
+                     ? const_cast<char*>(r.format.c_str())
+                     : nullptr;
+  view->ndim = shaped ? static_cast<int>(r.shape.size()) : 1;
+  view->shape = shaped ? const_cast<Py_ssize_t*>(r.shape.data()) : nullptr;
+  view->strides = shaped && (flags & PyBUF_STRIDES) == PyBUF_STRIDES
+                      ? const_cast<Py_ssize_t*>(r.strides.data())
+                      : nullptr;
+  view->suboffsets = nullptr;
+  view->internal = nullptr;
+  Py_INCREF(self);
+  view->obj = self;
   s->exports++;
   return 0;
 }
 
-void slot_releasebuffer(PyObject* self, Py_buffer*) {
-  Slot* s = nb::inst_ptr<Slot>(self);
-  if (--s->exports == 0 && s->state == Slot::State::deferred) s->complete(s->commit_on_finish);
-}
+void slot_releasebuffer(PyObject* self, Py_buffer*) { nb::inst_ptr<Slot>(self)->unexport(); }
 
 PyType_Slot slot_type_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(slot_getbuffer)},
                                  {Py_bf_releasebuffer, reinterpret_cast<void*>(slot_releasebuffer)},
@@ -228,7 +190,11 @@ PyType_Slot slot_type_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(slot_
 template <class H>
 struct Producer : HandleBase {
   H h;
-  explicit Producer(const shmring::Segment& seg, bool spsc) : h(H::attach(seg)) { single = spsc; }
+  Producer(const shmring::Segment& seg, bool spsc, std::shared_ptr<GpuState> state)
+      : h(H::attach(seg)) {
+    single = spsc;
+    gpu = std::move(state);
+  }
 
   void finish(Slot& s, bool commit) noexcept override {
     if (commit) {
@@ -285,8 +251,9 @@ struct Producer : HandleBase {
     s->wclaim = c;
     const std::span<std::byte> bytes = c[0];
     s->data = bytes.data();
-    s->capacity = bytes.size();
-    s->size = bytes.size();
+    s->capacity = record ? record->nbytes : bytes.size();
+    s->size = s->capacity;
+    s->record = record;
     outstanding++;
     return obj;
   }
@@ -295,7 +262,11 @@ struct Producer : HandleBase {
 template <class H>
 struct Consumer : HandleBase {
   H h;
-  explicit Consumer(const shmring::Segment& seg, bool spsc) : h(H::attach(seg)) { single = spsc; }
+  Consumer(const shmring::Segment& seg, bool spsc, std::shared_ptr<GpuState> state)
+      : h(H::attach(seg)) {
+    single = spsc;
+    gpu = std::move(state);
+  }
 
   void finish(Slot& s, bool) noexcept override { h.release(s.rclaim); }
 
@@ -333,6 +304,44 @@ struct Consumer : HandleBase {
     return *m;
   }
 
+  // Copies the next message into a writable C-contiguous buffer; its size,
+  // or None (try_once, the ring is empty). A message larger than the buffer
+  // raises ValueError and stays first in line for this handle.
+  std::optional<std::size_t> pop_into(nb::handle buffer, std::optional<double> timeout,
+                                      bool try_once) {
+    Py_buffer view{};
+    if (PyObject_GetBuffer(buffer.ptr(), &view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0) {
+      throw nb::python_error();
+    }
+    struct Release {
+      Py_buffer* v;
+      ~Release() { PyBuffer_Release(v); }
+    } release{&view};
+    Busy guard(*this);
+    const std::span<std::byte> out(static_cast<std::byte*>(view.buf),
+                                   static_cast<std::size_t>(view.len));
+    std::size_t size = 0;
+    shmring::Status s = shmring::Status::ok;
+    if (try_once) {
+      s = h.try_pop(out, size);
+      if (s == shmring::Status::would_block) return std::nullopt;
+    } else {
+      const bool done = wait_loop(timeout, [&](nanoseconds slice) {
+        s = h.pop(out, size, slice);
+        return s != shmring::Status::timeout && s != shmring::Status::would_block;
+      });
+      if (!done) raise_timeout("pop timed out: the ring stayed empty");
+    }
+    if (s == shmring::Status::too_large) {
+      throw nb::value_error(("message of " + std::to_string(size) +
+                             " bytes does not fit the buffer of " + std::to_string(out.size()) +
+                             " bytes; it is kept for the next pop")
+                                .c_str());
+    }
+    if (s != shmring::Status::ok) raise_status(s, size, h.slot_size());
+    return size;
+  }
+
   nb::object peek(nb::handle self, std::optional<double> timeout, bool try_once) {
     Busy guard(*this);
     shmring::ReadClaim c = next(timeout, try_once);
@@ -340,11 +349,20 @@ struct Consumer : HandleBase {
       if (try_once) return nb::none();
       raise_timeout("peek timed out: the ring stayed empty");
     }
+    if (record && c[0].size() != record->nbytes) {
+      const std::size_t got = c[0].size();
+      h.release(c);
+      throw nb::value_error(("message of " + std::to_string(got) +
+                             " bytes is not one record of " + std::to_string(record->nbytes) +
+                             " bytes; it was consumed")
+                                .c_str());
+    }
     nb::object obj = nb::cast(new Slot(), nb::rv_policy::take_ownership);
     Slot* s = nb::inst_ptr<Slot>(obj);
     s->owner = nb::borrow(self);
     s->handle = this;
     s->writable = false;
+    s->record = record;
     s->rclaim = c;
     const std::span<const std::byte> m = c[0];
     s->data = const_cast<std::byte*>(m.data());  // exported read-only
@@ -363,6 +381,7 @@ struct MessageIter {
 
 struct PySegment {
   shmring::Segment seg;
+  std::shared_ptr<GpuState> gpu = std::make_shared<GpuState>();
   std::string kind() const { return shmring::to_string(seg.geometry().kind); }
 };
 
@@ -372,9 +391,55 @@ shmring::RingKind parse_kind(const std::string& kind) {
   throw nb::value_error(("kind must be 'spsc' or 'mpmc', not '" + kind + "'").c_str());
 }
 
+// Handles of a typed ring (python/shmring/typed.py) lend every slot as one
+// record; the record must fit the ring's slots.
+template <class C>
+void set_record(C& c, std::string format, std::string typestr, std::size_t itemsize,
+                std::vector<Py_ssize_t> shape, int dlpack_code) {
+  if (c.outstanding != 0) throw std::runtime_error("a slot of this handle is still lent");
+  if (itemsize == 0) throw nb::value_error("a record's item size must be at least 1 byte");
+  auto r = std::make_shared<Record>();
+  r->format = std::move(format);
+  r->typestr = std::move(typestr);
+  r->itemsize = itemsize;
+  r->dlpack_code = dlpack_code;
+  std::size_t n = itemsize;
+  for (const Py_ssize_t d : shape) {
+    if (d < 0) throw nb::value_error("a record's shape must not be negative");
+    n *= static_cast<std::size_t>(d);
+  }
+  r->shape = std::move(shape);
+  r->strides.assign(r->shape.size(), 0);
+  Py_ssize_t stride = static_cast<Py_ssize_t>(itemsize);
+  for (std::size_t i = r->shape.size(); i-- > 0;) {
+    r->strides[i] = stride;
+    stride *= r->shape[i];
+  }
+  r->nbytes = n;
+  if (n > c.h.slot_size()) {
+    throw nb::value_error(("a record of " + std::to_string(n) + " bytes does not fit the ring's " +
+                           std::to_string(c.h.slot_size()) + "-byte slots")
+                              .c_str());
+  }
+  c.record = std::move(r);
+}
+
+template <class C>
+void bind_record(nb::class_<C>& cls) {
+  cls.def("_set_record", &set_record<C>, "format"_a, "typestr"_a, "itemsize"_a, "shape"_a,
+          "dlpack_code"_a)
+      .def_prop_ro("_record_nbytes",
+                   [](const C& c) -> std::optional<std::size_t> {
+                     if (!c.record) return std::nullopt;
+                     return c.record->nbytes;
+                   });
+}
+
 template <class C>
 void bind_producer(nb::module_& m, const char* name) {
-  nb::class_<C>(m, name)
+  nb::class_<C> cls(m, name);
+  bind_record(cls);
+  cls
       .def_prop_ro("capacity", [](C& p) { return p.h.capacity(); })
       .def_prop_ro("slot_size", [](C& p) { return p.h.slot_size(); })
       .def("try_push", &C::try_push, "data"_a,
@@ -396,7 +461,9 @@ void bind_producer(nb::module_& m, const char* name) {
 
 template <class C>
 void bind_consumer(nb::module_& m, const char* name) {
-  nb::class_<C>(m, name)
+  nb::class_<C> cls(m, name);
+  bind_record(cls);
+  cls
       .def_prop_ro("capacity", [](C& c) { return c.h.capacity(); })
       .def_prop_ro("slot_size", [](C& c) { return c.h.slot_size(); })
       .def("try_pop", [](C& c) { return c.take({}, true); },
@@ -421,6 +488,19 @@ void bind_consumer(nb::module_& m, const char* name) {
           },
           "timeout"_a = nb::none(),
           "An iterator of messages (bytes) that ends when none arrives within timeout.")
+      .def(
+          "pop_into",
+          [](C& c, nb::handle buffer, std::optional<double> timeout) {
+            return *c.pop_into(buffer, timeout, false);
+          },
+          "buffer"_a, "timeout"_a = nb::none(),
+          "Copies the next message into a writable buffer and returns its size, waiting up to "
+          "timeout seconds; TimeoutError if none arrives. A message larger than the buffer "
+          "raises ValueError and is kept.")
+      .def(
+          "try_pop_into",
+          [](C& c, nb::handle buffer) { return c.pop_into(buffer, {}, true); }, "buffer"_a,
+          "Like pop_into, but None at once if the ring is empty.")
       .def("_next", [](C& c, std::optional<double> timeout) { return c.take(timeout, false); });
 }
 
@@ -505,6 +585,18 @@ NB_MODULE(_shmring, m) {
             s.finish(s.writable);
           },
           "Releases a peeked message (commits a claimed slot).")
+      .def_prop_ro(
+          "array",
+          [](nb::handle self) {
+            nb::cast<Slot&>(self).check_active();
+            return nb::module_::import_("numpy").attr("asarray")(self);
+          },
+          "A numpy array on the slot itself (no copy): the record of a typed ring, else the "
+          "slot's bytes as uint8. Like any view, it holds the slot until it is gone.")
+      .def(
+          "cuda", [](nb::handle self) { return shmring_py::make_gpu_view(self); },
+          "A GpuView of the slot for CuPy / PyTorch (no copy); the segment must be registered "
+          "with CUDA in this process (Segment.register_cuda()).")
       .def("__enter__", [](nb::handle self) { return nb::borrow(self); })
       .def(
           "__exit__",
@@ -513,6 +605,8 @@ NB_MODULE(_shmring, m) {
             return false;
           },
           "exc_type"_a.none(), "exc"_a.none(), "tb"_a.none());
+
+  shmring_py::bind_gpu(m);
 
   bind_producer<SP>(m, "SpscProducer");
   bind_producer<MP>(m, "MpmcProducer");
@@ -539,20 +633,33 @@ NB_MODULE(_shmring, m) {
           "producer",
           [](const PySegment& s) -> nb::object {
             if (s.seg.geometry().kind == shmring::RingKind::spsc) {
-              return nb::cast(new SP(s.seg, true), nb::rv_policy::take_ownership);
+              return nb::cast(new SP(s.seg, true, s.gpu), nb::rv_policy::take_ownership);
             }
-            return nb::cast(new MP(s.seg, false), nb::rv_policy::take_ownership);
+            return nb::cast(new MP(s.seg, false, s.gpu), nb::rv_policy::take_ownership);
           },
           "Attaches a producer of the ring's kind.")
       .def(
           "consumer",
           [](const PySegment& s) -> nb::object {
             if (s.seg.geometry().kind == shmring::RingKind::spsc) {
-              return nb::cast(new SC(s.seg, true), nb::rv_policy::take_ownership);
+              return nb::cast(new SC(s.seg, true, s.gpu), nb::rv_policy::take_ownership);
             }
-            return nb::cast(new MC(s.seg, false), nb::rv_policy::take_ownership);
+            return nb::cast(new MC(s.seg, false, s.gpu), nb::rv_policy::take_ownership);
           },
           "Attaches a consumer of the ring's kind.")
+      .def(
+          "register_cuda",
+          [](PySegment& s, int device) { s.gpu->register_segment(s.seg, device); },
+          "device"_a = 0,
+          "Registers this process's mapping of the segment with CUDA (mapped, portable), so "
+          "that slots can be lent as GPU views (Slot.cuda()). Once per mapping.")
+      .def_prop_ro(
+          "cuda_device",
+          [](const PySegment& s) -> std::optional<int> {
+            if (!s.gpu->registered()) return std::nullopt;
+            return s.gpu->device();
+          },
+          "The CUDA device the mapping is registered with, or None.")
       .def("__repr__", [](const PySegment& s) {
         return "<shmring.Segment '" + s.seg.name() + "' " + s.kind() + " capacity=" +
                std::to_string(s.seg.geometry().capacity) +

@@ -502,3 +502,64 @@ def test_cpp_producer_python_consumer(kind):
             proc.wait()
         for suffix in ("data", "ping", "pong"):
             shmring.unlink(f"{prefix}-{suffix}", missing_ok=True)
+
+
+# ---- Python producer -> C++ consumer ----------------------------------------
+#
+# shmring-demo --role consumer opens the rings a producer made (<name>-data,
+# and -ping / -pong, unused with --round-trips 0) and verifies every message's
+# size, sequence number and checksum; it exits 0 only if all were right.
+
+
+def _demo_message(seq: int, size: int) -> bytes:
+    """The message examples/demo_pipeline.cpp's fill_message() writes."""
+    body = bytearray(size - 16)
+    word = (seq * _P1) & _M64
+    i = 0
+    while i + 8 <= len(body):
+        body[i : i + 8] = word.to_bytes(8, "little")
+        word = (word + 1) & _M64
+        i += 8
+    while i < len(body):
+        body[i] = (word >> (8 * (i % 8))) & 0xFF
+        i += 1
+    return seq.to_bytes(8, "little") + _demo_checksum(seq, bytes(body)).to_bytes(8, "little") + body
+
+
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_python_producer_cpp_consumer(kind):
+    import subprocess
+
+    demo = _find_demo()
+    if demo is None:
+        pytest.skip("shmring-demo not built (build/examples/shmring-demo or $SHMRING_DEMO)")
+    prefix = f"shmring-pytest-pydemo-{os.getpid()}-{kind}"
+    count, size = 20000, 61  # 45-byte body: every branch of the checksum
+    try:
+        data = shmring.create(f"{prefix}-data", kind=kind, capacity=64, slot_size=size)
+        for suffix in ("ping", "pong"):
+            shmring.create(f"{prefix}-{suffix}", kind=kind, capacity=16, slot_size=size)
+        proc = subprocess.Popen(
+            [demo, "--role", "consumer", "--name", prefix, "--kind", kind, "--messages", str(count),
+             "--size", str(size), "--capacity", "64", "--batch", "4", "--round-trips", "0",
+             "--no-pin", "--timeout", "30"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            tx = data.producer()
+            for seq in range(count):
+                msg = _demo_message(seq, size)
+                if seq % 2:
+                    tx.push(msg, timeout=30)
+                else:
+                    with tx.claim(timeout=30) as slot:
+                        slot.write(msg)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, out
+        assert f"OK, all {count:,} messages" in out, out
+    finally:
+        for suffix in ("data", "ping", "pong"):
+            shmring.unlink(f"{prefix}-{suffix}", missing_ok=True)

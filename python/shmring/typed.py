@@ -1,0 +1,168 @@
+"""Typed rings: every slot holds one fixed-shape record, a numpy dtype and
+shape (a video frame of shape (480, 640, 3) uint8, a structured sensor
+sample, ...). Made by ``shmring.create(..., dtype=, shape=)`` or
+``shmring.open(..., dtype=, shape=)``; the record is this process's view of
+the ring (the segment stores bytes), so every process gives the same one.
+
+Claims and peeks lend the record in place: ``slot.array`` (or
+``numpy.asarray(slot)``) is an array of that dtype and shape on the slot
+itself, and ``slot.cuda()`` the same as a GPU view. ``push`` checks dtype and
+shape; ``pop`` returns a new array.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+
+# DLPack type codes (kDLInt, kDLUInt, kDLFloat, kDLComplex, kDLBool) by numpy kind.
+_DLPACK_CODES = {"i": 0, "u": 1, "f": 2, "c": 5, "b": 6}
+
+
+class Record:
+    """A dtype and a shape, checked once and described for the extension."""
+
+    def __init__(self, dtype, shape=()):
+        self.dtype = np.dtype(dtype)
+        if self.dtype.hasobject:
+            raise ValueError(f"dtype {self.dtype} holds Python objects, which cannot live in shared memory")
+        if self.dtype.subdtype is not None:
+            raise ValueError(f"dtype {self.dtype} is a sub-array; give its shape in shape= instead")
+        if isinstance(shape, (int, np.integer)):
+            shape = (shape,)
+        try:
+            self.shape = tuple(int(n) for n in shape)
+        except TypeError:
+            raise TypeError(f"shape must be an int or a tuple of ints, not {shape!r}") from None
+        if any(n < 0 for n in self.shape):
+            raise ValueError(f"shape {self.shape} has a negative dimension")
+        self.nbytes = self.dtype.itemsize * math.prod(self.shape)
+        if self.nbytes == 0:
+            raise ValueError(f"a record of shape {self.shape} and dtype {self.dtype} holds no bytes")
+        try:
+            self.format = memoryview(np.empty(0, self.dtype)).format
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"dtype {self.dtype} has no buffer-protocol format: {e}") from None
+        structured = self.dtype.fields is not None
+        if structured and self.format[:1] not in "@=<>!^":
+            # numpy describes packed structs in native mode ("T{L:a:...}"),
+            # which readers would align (20 bytes read as 24); "^" is native
+            # order without alignment, and explicit padding stays explicit.
+            self.format = "^" + self.format
+        self.typestr = "" if structured else self.dtype.str
+        native = self.dtype.byteorder in ("=", "|")
+        self.dlpack_code = -1 if structured or not native else _DLPACK_CODES.get(self.dtype.kind, -1)
+
+    def describe(self) -> str:
+        return f"{self.shape} {self.dtype}"
+
+    def __repr__(self) -> str:
+        return f"Record(dtype={self.dtype}, shape={self.shape})"
+
+    def apply(self, handle) -> None:
+        handle._set_record(self.format, self.typestr, self.dtype.itemsize, list(self.shape),
+                           self.dlpack_code)
+
+    def check(self, data) -> np.ndarray:
+        """``data`` as a C-contiguous array of this record, or ValueError."""
+        a = data if isinstance(data, np.ndarray) else np.asarray(data)
+        if a.dtype != self.dtype or a.shape != self.shape:
+            raise ValueError(f"expected a {self.describe()} record, got {a.shape} {a.dtype}")
+        return np.ascontiguousarray(a)
+
+
+class TypedSegment:
+    """A Segment whose slots hold one record each. Its other attributes
+    (name, kind, capacity, slot_size, register_cuda, ...) are the segment's."""
+
+    def __init__(self, segment, record: Record):
+        if record.nbytes > segment.slot_size:
+            raise ValueError(f"a {record.describe()} record ({record.nbytes} bytes) does not fit "
+                             f"the ring's {segment.slot_size}-byte slots")
+        self.segment = segment
+        self.record = record
+
+    dtype = property(lambda self: self.record.dtype)
+    shape = property(lambda self: self.record.shape)
+    nbytes = property(lambda self: self.record.nbytes, doc="Bytes of one record.")
+
+    def __getattr__(self, name):
+        return getattr(self.segment, name)
+
+    def producer(self) -> TypedProducer:
+        return TypedProducer(self.segment.producer(), self.record)
+
+    def consumer(self) -> TypedConsumer:
+        return TypedConsumer(self.segment.consumer(), self.record)
+
+    def __repr__(self) -> str:
+        return f"<shmring.TypedSegment '{self.name}' {self.kind} capacity={self.capacity} record={self.record.describe()}>"
+
+
+class TypedProducer:
+    """Producer of records: push(array) copies one in, claim() lends a slot
+    whose ``array`` is written in place."""
+
+    def __init__(self, handle, record: Record):
+        record.apply(handle)
+        self.handle = handle
+        self.record = record
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def try_push(self, data) -> bool:
+        return self.handle.try_push(self.record.check(data))
+
+    def push(self, data, timeout: float | None = None) -> None:
+        self.handle.push(self.record.check(data), timeout)
+
+    def claim(self, timeout: float | None = None):
+        return self.handle.claim(timeout)
+
+    def try_claim(self):
+        return self.handle.try_claim()
+
+
+class TypedConsumer:
+    """Consumer of records: pop() returns a new array, peek() lends the record
+    in place (``slot.array``, read-only)."""
+
+    def __init__(self, handle, record: Record):
+        record.apply(handle)
+        self.handle = handle
+        self.record = record
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def _checked(self, out: np.ndarray, size: int) -> np.ndarray:
+        if size != self.record.nbytes:
+            raise ValueError(f"message of {size} bytes is not one {self.record.describe()} record "
+                             f"of {self.record.nbytes} bytes; it was consumed")
+        return out
+
+    def pop(self, timeout: float | None = None) -> np.ndarray:
+        out = np.empty(self.record.shape, self.record.dtype)
+        return self._checked(out, self.handle.pop_into(out, timeout))
+
+    def try_pop(self) -> np.ndarray | None:
+        out = np.empty(self.record.shape, self.record.dtype)
+        size = self.handle.try_pop_into(out)
+        return None if size is None else self._checked(out, size)
+
+    def peek(self, timeout: float | None = None):
+        return self.handle.peek(timeout)
+
+    def try_peek(self):
+        return self.handle.try_peek()
+
+    def iter(self, timeout: float | None = None) -> Iterator[np.ndarray]:
+        """Records (new arrays) until none arrives within timeout."""
+        while True:
+            try:
+                yield self.pop(timeout)
+            except TimeoutError:
+                return

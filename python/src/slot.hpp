@@ -1,0 +1,122 @@
+// One slot lent in place to Python, and what every role handle shares with
+// the slots it lends.
+//
+// A Slot lends one claimed (producer) or peeked (consumer) slot through the
+// buffer protocol and, where the segment is registered with CUDA, as a GPU
+// view (gpu_view.hpp); it keeps its role handle, and so the mapping, alive.
+// Every export (a buffer view or a GPU view) is counted. Once the slot is
+// finished (committed, aborted or released) it refuses new exports. If some
+// are still alive when it is finished, the slot stays held (the commit or
+// release is deferred until the last export goes) and BufferError is raised,
+// so no view ever reads or writes a recycled slot.
+#pragma once
+
+#include <Python.h>
+#include <nanobind/nanobind.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "shmring/shmring.hpp"
+
+namespace shmring_py {
+
+namespace nb = nanobind;
+
+// A fixed-shape record (a numpy dtype and shape) that typed handles lend
+// every slot as; python/shmring/typed.py derives it from the dtype.
+struct Record {
+  std::string format;   // PEP 3118 format of one item, for the buffer protocol
+  std::string typestr;  // numpy array-interface typestr ("<f4"), for GPU views
+  std::size_t itemsize = 1;
+  std::vector<Py_ssize_t> shape;
+  std::vector<Py_ssize_t> strides;  // C-contiguous, in bytes
+  int dlpack_code = -1;             // DLPack type code, -1 if it has none
+  std::size_t nbytes = 0;
+};
+
+struct GpuState;  // gpu_view.hpp: the segment's CUDA registration, if any
+
+struct Slot;
+
+struct HandleBase {
+  virtual ~HandleBase() = default;
+  virtual void finish(Slot& s, bool commit) noexcept = 0;
+  bool single = false;  // SPSC: one slot lent at a time
+  bool busy = false;    // a call is running (GIL released) on this handle
+  int outstanding = 0;  // slots lent and not finished
+  std::shared_ptr<const Record> record;  // typed handles: what each slot holds
+  std::shared_ptr<GpuState> gpu;         // shared with the segment
+};
+
+struct Slot {
+  enum class State { active, deferred, done };
+  nb::object owner;  // the role handle: keeps it and the mapping alive
+  HandleBase* handle = nullptr;
+  bool writable = false;
+  shmring::WriteClaim wclaim;
+  shmring::ReadClaim rclaim;
+  std::byte* data = nullptr;
+  std::size_t capacity = 0;  // bytes exported: the slot or record (write), the message (read)
+  std::size_t size = 0;      // bytes published on commit / the message's size
+  std::shared_ptr<const Record> record;  // null: the slot is lent as plain bytes
+  State state = State::active;
+  bool commit_on_finish = false;
+  Py_ssize_t exports = 0;  // live buffer views and GPU views
+
+  Slot() = default;
+  Slot(const Slot&) = delete;
+  ~Slot() {
+    if (state != State::done && handle) complete(false);
+  }
+
+  void complete(bool commit) {
+    handle->finish(*this, commit && writable);
+    handle->outstanding--;
+    state = State::done;
+  }
+
+  // Commits (commit=true) or aborts a write slot, releases a read slot.
+  void finish(bool commit) {
+    if (state != State::active) return;
+    if (exports > 0) {
+      state = State::deferred;
+      commit_on_finish = commit;
+      throw nb::buffer_error(
+          (std::to_string(exports) +
+           " view(s) of the slot are still alive; the slot stays held until they are released "
+           "(memoryview.release() or del)")
+              .c_str());
+    }
+    complete(commit);
+  }
+
+  // An export went away: a deferred slot completes with the last one.
+  void unexport() {
+    if (--exports == 0 && state == State::deferred) complete(commit_on_finish);
+  }
+
+  void set_size(std::size_t n) {
+    if (!writable) throw std::runtime_error("a read slot's size cannot be set");
+    if (state != State::active) throw nb::buffer_error("the slot was already finished");
+    if (record && n != record->nbytes) {
+      throw nb::value_error(("a typed slot always holds one record of " +
+                             std::to_string(record->nbytes) + " bytes, not " + std::to_string(n))
+                                .c_str());
+    }
+    if (n > capacity) {
+      throw nb::value_error(("size " + std::to_string(n) + " exceeds the slot size " +
+                             std::to_string(capacity))
+                                .c_str());
+    }
+    size = n;
+  }
+
+  void check_active() const {
+    if (state != State::active) throw nb::buffer_error("the slot was already finished");
+  }
+};
+
+}  // namespace shmring_py
