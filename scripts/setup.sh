@@ -5,7 +5,10 @@
 # prompts (CI=true or not).
 set -euo pipefail
 
-packages=(build-essential cmake g++ libgtest-dev libgmock-dev libbenchmark-dev libfmt-dev libcli11-dev python3)
+packages=(build-essential cmake g++ libgtest-dev libgmock-dev libbenchmark-dev libfmt-dev libcli11-dev python3 python3-dev python3-venv libucx-dev ucx-utils iproute2)
+# The benchmarks' peers (bench/peer_*.cpp): iceoryx with its iox-roudi daemon,
+# Boost.Interprocess, ZeroMQ (found through pkg-config), moodycamel.
+packages+=(iceoryx libiceoryx-posh-dev libboost-dev libzmq3-dev pkg-config libconcurrentqueue-dev)
 
 log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs every test:
-#   1. Release build in build/: ctest, every label; then the Python module
-#      (pip install .) and its pytest suite
+#   1. Release build in build/: ctest, every label but python; then the
+#      Python module (pip install . into the virtual environment
+#      build/python-venv) and ctest -L python, its pytest suite
 #   2. ThreadSanitizer build in build-tsan/: ctest -L 'unit|stress|ipc'
-#   3. AddressSanitizer + UBSan build in build-asan/: ctest -L 'unit|stress|ipc'
+#   3. AddressSanitizer + UBSan build in build-asan/: ctest -L 'unit|stress|ipc|fuzz|bridge'
 # A failed setup, configure or build stops the script at once; a failed ctest
 # run is reported and the remaining stages still run, so one run shows every
 # failure; the script then exits non-zero. JOBS (default: nproc) sets the
@@ -13,6 +14,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 JOBS=${JOBS:-$(nproc)}
 SANITIZER_LABELS='unit|stress|ipc'
+# The fuzz corpus replay and the bridge's end-to-end tests take seconds and
+# are worth most under ASan + UBSan.
+ASAN_LABELS="$SANITIZER_LABELS|fuzz|bridge"
 timings=()
 failed=()
 current_stage=""
@@ -95,21 +99,25 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 stage "setup" ./scripts/setup.sh
 
+# The Python tests run (ctest -L python) with the interpreter of a virtual
+# environment, so pip installs nothing into the system's Python.
+venv=build/python-venv
 stage "configure build/ (Release)" configure build Release "" \
-  -DSHMRING_BUILD_EXAMPLES=ON -DSHMRING_BUILD_BENCH="$bench"
+  -DSHMRING_BUILD_EXAMPLES=ON -DSHMRING_BUILD_BENCH="$bench" -DSHMRING_PYTHON="$PWD/$venv/bin/python3"
 stage "build build/" build build
-test_stage "ctest build/ (all labels)" run_ctest build
+test_stage "ctest build/ (all labels but python)" run_ctest build -LE python
 
 # The Python module: installed with pip from the repository root (it builds
-# its own copy of the library), then its pytest suite, which also streams from
-# the C++ shmring-demo built above into a Python consumer.
+# its own copy of the library), then its pytest suite through ctest, which
+# also streams between the C++ shmring-demo built above and Python.
 python_tests() {
-  local pip=(python3 -m pip install -q --root-user-action=ignore)
+  python3 -m venv "$venv" || return
+  local pip=("$venv/bin/python3" -m pip install -q)
   "${pip[@]}" nanobind scikit-build-core ninja pytest numpy &&
     CMAKE_BUILD_PARALLEL_LEVEL=$JOBS "${pip[@]}" --no-build-isolation ./ &&
-    SHMRING_DEMO=build/examples/shmring-demo python3 -m pytest -q python/tests
+    run_ctest build -L python
 }
-test_stage "python: pip install . + pytest" python_tests
+test_stage "python: pip install . + ctest -L python" python_tests
 
 # The sanitizer builds skip the benchmarks and examples: their labels are not
 # run there.
@@ -122,7 +130,7 @@ test_stage "ctest build-tsan/ ($SANITIZER_LABELS)" "${no_aslr[@]}" ctest --test-
 stage "configure build-asan/ (address)" configure build-asan RelWithDebInfo address \
   -DSHMRING_BUILD_EXAMPLES=OFF -DSHMRING_BUILD_BENCH=OFF
 stage "build build-asan/" build build-asan
-test_stage "ctest build-asan/ ($SANITIZER_LABELS)" run_ctest build-asan -L "$SANITIZER_LABELS"
+test_stage "ctest build-asan/ ($ASAN_LABELS)" run_ctest build-asan -L "$ASAN_LABELS"
 
 current_stage=""
 if ((${#failed[@]} > 0)); then

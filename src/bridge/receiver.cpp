@@ -1,0 +1,524 @@
+// The receiving bridge: the producer of a local SPSC ring, fed by one sender
+// at a time. It commits each Data message into the ring, then acknowledges
+// the stream position committed through; a full ring stops the
+// acknowledgements, which stops the sender (back-pressure end to end).
+//
+// What has been committed is derived from the ring's head and a stream state
+// recorded once per stream (stream_state.hpp), so a restarted receiver, or a
+// sender that reconnects, resumes exactly where the ring is.
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bridge/pacing.hpp"
+#include "bridge/stream_state.hpp"
+#include "bridge/ucx.hpp"
+#include "bridge/wire.hpp"
+#include "shmring/bridge.hpp"
+#include "shmring/error.hpp"
+#include "shmring/layout.hpp"
+#include "shmring/segment.hpp"
+#include "shmring/spsc_ring.hpp"
+
+namespace shmring::bridge {
+namespace {
+
+using detail::Completion;
+using detail::Endpoint;
+using detail::Worker;
+
+constexpr std::size_t kDataReceives = 4;  // the sender's default window is 4 batches
+constexpr std::uint64_t kMaxBatch = 4096;
+// How often a receiver waiting for room in its ring tells the sender it
+// lives; well below any sensible SenderOptions::peer_timeout.
+constexpr auto kAliveInterval = std::chrono::milliseconds(200);
+
+struct DataReceive {
+  Completion done;
+  std::vector<std::byte> buffer;
+};
+
+struct AckSend {
+  Completion done;
+  wire::Ack ack{};
+};
+
+// One sender's connection and the stream it carries.
+struct Connection {
+  std::unique_ptr<Endpoint> ep;
+  std::uint64_t epoch = 0;  // 0 until its Hello was accepted
+  std::uint64_t committed = 0;
+  std::uint64_t max_batch = 0;
+  bool separate_payloads = false;  // wire::kSeparatePayloads
+  std::array<DataReceive, kDataReceives> receives;
+  std::size_t next_receive = 0;  // receives complete in the order they were posted
+  std::deque<AckSend> acks;
+};
+
+class Receiver {
+ public:
+  Receiver(const ReceiverOptions& o, std::stop_token stop) : o_(o), stop_(std::move(stop)) {}
+
+  BridgeStats run();
+
+ private:
+  void on_hello(const wire::Hello& hello, std::size_t length);
+  // Fills `w` with a refusal and says so in the log.
+  void refuse(wire::Welcome& w, wire::Result result, const std::string& reason);
+  // Opens or creates the ring for a sender's geometry and attaches its
+  // producer; returns a reason when it does not fit.
+  std::optional<std::string> ensure_ring(const wire::Hello& hello, wire::Result& result);
+  std::uint64_t resume_position(const wire::Hello& hello);
+  // Commits one received Data message; returns false to drop the connection.
+  bool on_data(DataReceive& r);
+  // With separate payloads: receives them straight into claimed slots and
+  // commits them; returns false when the connection was dropped.
+  bool receive_payloads(std::uint64_t count, const std::vector<std::uint32_t>& lengths);
+  // Waits for room in the ring (claim) while the connection stays served.
+  WriteClaim claim_slots(std::uint64_t count, bool& stopped);
+  void post_receive(DataReceive& r);
+  void send_ack();
+  void drop(const std::string& why);
+  void log(const std::string& line) { detail::log_line(o_.log, line); }
+
+  const ReceiverOptions& o_;
+  std::stop_token stop_;
+  std::unique_ptr<Worker> worker_;
+  Segment segment_;
+  SpscProducer tx_;
+  Connection conn_;
+  wire::Welcome welcome_{};  // the answer being sent
+  BridgeStats stats_;
+};
+
+BridgeStats Receiver::run() {
+  if (o_.ring.empty()) throw BridgeError(BridgeErrc::ring, "no ring name given");
+  if (const std::string problem = Segment::name_problem(o_.ring); !problem.empty()) {
+    throw BridgeError(BridgeErrc::ring, problem);
+  }
+  worker_ = std::make_unique<Worker>();
+  detail::Listener listener(*worker_, o_.bind_address, o_.port);
+  log("listening on " + o_.bind_address + ":" + std::to_string(listener.port()) +
+      " for ring '" + o_.ring + "'");
+  if (o_.on_listening) o_.on_listening(listener.port());
+
+  wire::Hello hello{};
+  Completion hello_receive;
+  worker_->recv(&hello, sizeof hello, wire::tag(wire::Kind::hello, 0), wire::kKindMask,
+                hello_receive);
+  detail::IdlePacer pacer(o_.idle_spin);
+  detail::StatsTicker ticker(o_.stats_interval, o_.on_stats);
+  while (!stop_.stop_requested()) {
+    bool busy = worker_->progress() != 0;
+    // The newest connection wins: a sender that restarts reconnects before
+    // this side may have noticed that its old connection died.
+    while (ucp_conn_request_h request = listener.take()) {
+      if (conn_.ep != nullptr) drop("replaced by a new connection");
+      try {
+        conn_.ep = Endpoint::accept(*worker_, request);
+        log("connection from " + conn_.ep->peer());
+      } catch (const BridgeError& e) {
+        log(e.what());
+      }
+      busy = true;
+    }
+    if (!hello_receive.pending) {
+      const Completion done = hello_receive;
+      worker_->settle(hello_receive);
+      if (done.status == UCS_OK) {
+        on_hello(hello, done.length);
+      } else {
+        log(std::string("unreadable Hello (") + ucs_status_string(done.status) +
+            "): not a ring-bridge sender, or another protocol version");
+        if (conn_.ep != nullptr) drop("unreadable Hello");
+      }
+      worker_->recv(&hello, sizeof hello, wire::tag(wire::Kind::hello, 0), wire::kKindMask,
+                    hello_receive);
+      busy = true;
+    }
+    if (conn_.ep != nullptr && conn_.epoch != 0) {
+      while (conn_.ep != nullptr && !conn_.receives[conn_.next_receive].done.pending) {
+        DataReceive& r = conn_.receives[conn_.next_receive];
+        if (!on_data(r)) break;
+        conn_.next_receive = (conn_.next_receive + 1) % kDataReceives;
+        busy = true;
+      }
+    }
+    if (conn_.ep != nullptr) {
+      while (!conn_.acks.empty() && !conn_.acks.front().done.pending) {
+        worker_->settle(conn_.acks.front().done);
+        conn_.acks.pop_front();
+      }
+      if (conn_.ep->failed()) {
+        ++stats_.connection_losses;
+        drop(std::string("connection from ") + conn_.ep->peer() +
+             " lost: " + ucs_status_string(conn_.ep->failure()));
+      }
+    }
+    ticker.maybe_report(stats_);
+    // Everything a receiver waits for comes over the network.
+    if (pacer.should_block(busy)) worker_->wait(std::chrono::milliseconds(20));
+  }
+  if (conn_.ep != nullptr) drop("stopped");
+  worker_->cancel(hello_receive);
+  worker_->settle(hello_receive);
+  return stats_;
+}
+
+void Receiver::refuse(wire::Welcome& w, wire::Result result, const std::string& reason) {
+  w.result = result;
+  std::strncpy(w.reason, reason.c_str(), sizeof w.reason - 1);
+  log("refused a sender: " + reason);
+}
+
+void Receiver::on_hello(const wire::Hello& hello, std::size_t length) {
+  if (conn_.ep == nullptr) return;  // its connection is gone already
+  if (length != sizeof hello) {
+    drop("a Hello of " + std::to_string(length) + " bytes, expected " +
+         std::to_string(sizeof hello) + ": not a ring-bridge sender");
+    return;
+  }
+  // A new Hello on this connection (or a stale one of a replaced connection)
+  // restarts the stream: forget the previous epoch's receives.
+  if (conn_.epoch != 0) {
+    std::unique_ptr<Endpoint> ep = std::move(conn_.ep);
+    drop("the sender started over");
+    conn_.ep = std::move(ep);
+  }
+  wire::Welcome w{};
+  w.magic = wire::kMagic;
+  w.protocol_version = wire::kProtocolVersion;
+  w.epoch = hello.epoch & wire::kEpochMask;
+  w.result = wire::Result::accepted;
+  wire::Result result = wire::Result::accepted;
+  if (hello.magic != wire::kMagic) {
+    refuse(w, wire::Result::bad_protocol,
+           "the Hello from " + conn_.ep->peer() + " has no ring-bridge magic");
+  } else if (hello.protocol_version != wire::kProtocolVersion) {
+    refuse(w, wire::Result::bad_protocol,
+           "bridge protocol " + std::to_string(hello.protocol_version) + " from " +
+               conn_.ep->peer() + "; this receiver speaks " +
+               std::to_string(wire::kProtocolVersion));
+  } else if (auto reason = ensure_ring(hello, result)) {
+    refuse(w, result, *reason);
+  } else {
+    try {
+      const std::uint64_t resume = resume_position(hello);
+      if (hello.next_position > resume) {
+        refuse(w, wire::Result::stream_gap,
+               "the sender's ring released position " + std::to_string(hello.next_position) +
+                   " but ring '" + o_.ring + "' here has committed only through " +
+                   std::to_string(resume) + "; remove " + detail::stream_state_path(o_.ring) +
+                   " to accept the loss and start over");
+      } else {
+        w.committed_through = resume;
+      }
+    } catch (const BridgeError& e) {
+      refuse(w, wire::Result::ring_error, e.what());
+    }
+  }
+  if (w.result == wire::Result::accepted) {
+    const std::uint64_t slot = tx_.slot_size();
+    const std::uint64_t by_bytes =
+        std::max<std::uint64_t>(1, o_.max_message_bytes / (slot + sizeof(std::uint32_t)));
+    conn_.max_batch = std::min({std::max<std::uint64_t>(hello.max_batch, 1), by_bytes, kMaxBatch,
+                                tx_.capacity()});
+    conn_.epoch = w.epoch;
+    conn_.committed = w.committed_through;
+    conn_.next_receive = 0;
+    conn_.separate_payloads = hello.slot_size >= wire::kSeparatePayloadSlot;
+    for (DataReceive& r : conn_.receives) {
+      r.buffer.assign(wire::data_prefix_size(conn_.max_batch) +
+                          (conn_.separate_payloads ? 0 : conn_.max_batch * slot),
+                      std::byte{0});
+      post_receive(r);
+    }
+    w.flags = conn_.separate_payloads ? wire::kSeparatePayloads : 0;
+    w.max_batch = conn_.max_batch;
+    w.capacity = tx_.capacity();
+    w.slot_size = tx_.slot_size();
+    ++stats_.connections;
+    stats_.committed_through = conn_.committed;
+    std::string name(hello.ring_name, strnlen(hello.ring_name, sizeof hello.ring_name));
+    log("stream of ring '" + name + "' from " + conn_.ep->peer() + " into ring '" + o_.ring +
+        "', resuming at position " + std::to_string(conn_.committed));
+  }
+  // Small: the send completes at once, or with an error if the peer is gone.
+  welcome_ = w;
+  Completion sent;
+  worker_->send(conn_.ep->handle(), &welcome_, sizeof welcome_,
+                wire::tag(wire::Kind::welcome, w.epoch), sent);
+  worker_->settle(sent);
+}
+
+std::optional<std::string> Receiver::ensure_ring(const wire::Hello& hello,
+                                                 wire::Result& result) {
+  result = wire::Result::bad_geometry;
+  if (hello.ring_kind != static_cast<std::uint32_t>(RingKind::spsc)) {
+    return "the sender's ring is not SPSC; ring-bridge carries SPSC rings";
+  }
+  if (!tx_) {
+    result = wire::Result::ring_error;
+    try {
+      std::error_code ec;
+      segment_ = Segment::open(o_.ring, OpenOptions{}, ec);
+      if (ec == errc::not_found) {
+        CreateOptions create;
+        create.kind = RingKind::spsc;
+        create.capacity = hello.capacity;
+        create.slot_size = hello.slot_size;
+        create.mode = o_.mode;
+        segment_ = Segment::open_or_create(o_.ring, create);
+        if (segment_.created()) {
+          log("created ring '" + o_.ring + "': " + std::to_string(hello.capacity) +
+              " slots of " + std::to_string(hello.slot_size) + " bytes");
+        }
+      } else if (ec) {
+        return "ring '" + o_.ring + "': " + last_error_message();
+      }
+      if (segment_.geometry().kind != RingKind::spsc) {
+        result = wire::Result::bad_geometry;
+        const std::string kind = to_string(segment_.geometry().kind);
+        segment_ = Segment();
+        return "ring '" + o_.ring + "' here is " + kind + "; ring-bridge fills SPSC rings";
+      }
+      tx_ = SpscProducer::attach(segment_);
+    } catch (const Error& e) {
+      segment_ = Segment();
+      return e.what();
+    }
+  }
+  result = wire::Result::bad_geometry;
+  if (hello.slot_size > tx_.slot_size()) {
+    return "ring '" + o_.ring + "' here has slots of " + std::to_string(tx_.slot_size()) +
+           " bytes; the sender's ring has " + std::to_string(hello.slot_size) +
+           ": its messages would not fit";
+  }
+  result = wire::Result::accepted;
+  return std::nullopt;
+}
+
+std::uint64_t Receiver::resume_position(const wire::Hello& hello) {
+  const auto* header = reinterpret_cast<const SegmentHeader*>(segment_.base());
+  const std::uint64_t ring_created = header->created_unix_ns;
+  const std::uint64_t head = tx_.position();
+  if (auto state = detail::load_stream_state(o_.ring);
+      state && state->ring_created_ns == ring_created &&
+      state->stream_created_ns == hello.stream_created_ns &&
+      state->stream_creator == hello.stream_creator && head >= state->base_ring_position) {
+    return state->base_stream_position + (head - state->base_ring_position);
+  }
+  // A new stream (or a new ring): it starts where the sender stands.
+  detail::store_stream_state(o_.ring, detail::StreamState{ring_created, hello.stream_created_ns,
+                                                          hello.stream_creator,
+                                                          hello.next_position, head});
+  return hello.next_position;
+}
+
+void Receiver::post_receive(DataReceive& r) {
+  worker_->recv(r.buffer.data(), r.buffer.size(), wire::tag(wire::Kind::data, conn_.epoch),
+                wire::kFullMask, r.done);
+}
+
+bool Receiver::on_data(DataReceive& r) {
+  const Completion done = r.done;
+  worker_->settle(r.done);
+  if (done.status != UCS_OK) {
+    drop(std::string("receiving data failed: ") + ucs_status_string(done.status));
+    return false;
+  }
+  // Check everything before touching the ring: the sender is a peer we do
+  // not trust to stay inside the geometry it announced.
+  wire::DataHeader h{};
+  std::string bad;
+  if (done.length < sizeof h) {
+    bad = "a Data message of " + std::to_string(done.length) + " bytes";
+  } else {
+    std::memcpy(&h, r.buffer.data(), sizeof h);
+  }
+  std::size_t prefix = 0;
+  std::uint64_t payload = 0;
+  if (bad.empty()) {
+    prefix = wire::data_prefix_size(std::min<std::uint64_t>(h.count, conn_.max_batch));
+    if (h.count == 0 || h.count > conn_.max_batch || done.length < prefix) {
+      bad = "a batch of " + std::to_string(h.count) + " messages (at most " +
+            std::to_string(conn_.max_batch) + ")";
+    } else if (h.first_position > conn_.committed) {
+      bad = "a batch starting at position " + std::to_string(h.first_position) +
+            ", expected " + std::to_string(conn_.committed);
+    }
+  }
+  std::vector<std::uint32_t> lengths(bad.empty() ? h.count : 0);
+  if (bad.empty()) {
+    std::memcpy(lengths.data(), r.buffer.data() + sizeof h, h.count * sizeof(std::uint32_t));
+    for (std::uint32_t length : lengths) {
+      if (length > tx_.slot_size()) {
+        bad = "a message of " + std::to_string(length) + " bytes (slots hold " +
+              std::to_string(tx_.slot_size()) + ")";
+        break;
+      }
+      payload += length;
+    }
+    if (bad.empty() && conn_.separate_payloads) {
+      if (done.length != prefix) {
+        bad = "a Data message of " + std::to_string(done.length) + " bytes, expected " +
+              std::to_string(prefix) + " (lengths only)";
+      } else if (h.first_position != conn_.committed) {
+        bad = "a batch starting at position " + std::to_string(h.first_position) +
+              ", expected " + std::to_string(conn_.committed);
+      }
+    } else if (bad.empty() && prefix + payload != done.length) {
+      bad = "a batch whose lengths add up to " + std::to_string(prefix + payload) +
+            " bytes, received " + std::to_string(done.length);
+    }
+  }
+  if (!bad.empty()) {
+    log("protocol violation from " + conn_.ep->peer() + ": " + bad + "; dropping the connection");
+    drop("protocol violation");
+    return false;
+  }
+  if (conn_.separate_payloads) {
+    if (!receive_payloads(h.count, lengths)) return false;
+    post_receive(r);
+    return true;
+  }
+  // A resent batch may overlap what is committed already: skip that part.
+  const std::uint64_t skip = conn_.committed - h.first_position;
+  const std::byte* data = r.buffer.data() + prefix;
+  for (std::uint64_t i = 0; i < skip && i < h.count; ++i) data += lengths[i];
+  std::uint64_t i = std::min<std::uint64_t>(skip, h.count);
+  while (i < h.count) {
+    bool stopped = false;
+    WriteClaim claim = claim_slots(h.count - i, stopped);
+    if (stopped) return false;
+    for (std::size_t k = 0; k < claim.size(); ++k, ++i) {
+      std::memcpy(claim[k].data(), data, lengths[i]);
+      (void)claim.set_size(k, lengths[i]);
+      data += lengths[i];
+      stats_.bytes += lengths[i];
+    }
+    stats_.messages += claim.size();
+    tx_.commit_batch(claim);
+  }
+  conn_.committed = std::max(conn_.committed, h.first_position + h.count);
+  stats_.committed_through = conn_.committed;
+  ++stats_.batches;
+  if (conn_.ep == nullptr) return false;
+  send_ack();
+  post_receive(r);
+  return true;
+}
+
+WriteClaim Receiver::claim_slots(std::uint64_t count, bool& stopped) {
+  auto said_alive = std::chrono::steady_clock::now();
+  for (;;) {
+    WriteClaim claim = tx_.claim(static_cast<std::size_t>(count), std::chrono::milliseconds(1));
+    if (claim.status() == Status::corrupt) {
+      throw BridgeError(BridgeErrc::ring,
+                        "ring '" + o_.ring + "' is corrupt (impossible positions)");
+    }
+    if (!claim.empty()) return claim;
+    // The ring is full: keep the connection served while the consumer
+    // catches up, and tell the sender this side still lives (an Ack of what
+    // is committed) so it does not take the silence for a cut. On stop, what
+    // is not committed will be sent again.
+    worker_->progress();
+    if (stop_.stop_requested()) {
+      stopped = true;
+      return claim;
+    }
+    if (std::chrono::steady_clock::now() - said_alive > kAliveInterval) {
+      send_ack();
+      said_alive = std::chrono::steady_clock::now();
+    }
+  }
+}
+
+bool Receiver::receive_payloads(std::uint64_t count, const std::vector<std::uint32_t>& lengths) {
+  std::uint64_t i = 0;
+  while (i < count) {
+    bool stopped = false;
+    WriteClaim claim = claim_slots(count - i, stopped);
+    if (stopped) return false;
+    std::vector<Completion> parts(claim.size());  // sized once: UCX writes into them
+    for (std::size_t k = 0; k < claim.size(); ++k) {
+      if (lengths[i + k] == 0) continue;  // an empty message sends no payload
+      worker_->recv(claim[k].data(), claim[k].size(), wire::tag(wire::Kind::payload, conn_.epoch),
+                    wire::kFullMask, parts[k]);
+    }
+    const auto pending = [&] {
+      return std::any_of(parts.begin(), parts.end(), [](const Completion& c) { return c.pending; });
+    };
+    std::string bad;
+    while (pending() && bad.empty()) {
+      worker_->progress();
+      if (conn_.ep->failed()) bad = "connection lost";
+      if (stop_.stop_requested()) bad = "stopped";
+    }
+    for (std::size_t k = 0; k < parts.size() && bad.empty(); ++k) {
+      if (parts[k].status != UCS_OK) {
+        bad = std::string("receiving a payload failed: ") + ucs_status_string(parts[k].status);
+      } else if (lengths[i + k] != 0 && parts[k].length != lengths[i + k]) {
+        bad = "a payload of " + std::to_string(parts[k].length) + " bytes, announced as " +
+              std::to_string(lengths[i + k]);
+      }
+    }
+    if (!bad.empty()) {
+      // Nothing of this claim is committed; the sender sends it again.
+      for (Completion& c : parts) worker_->cancel(c);
+      for (Completion& c : parts) worker_->settle(c);
+      tx_.abort(claim);
+      if (bad != "stopped") {
+        if (conn_.ep->failed()) ++stats_.connection_losses;
+        drop(bad);
+      }
+      return false;
+    }
+    for (std::size_t k = 0; k < claim.size(); ++k) {
+      worker_->settle(parts[k]);
+      (void)claim.set_size(k, lengths[i + k]);
+      stats_.bytes += lengths[i + k];
+    }
+    stats_.messages += claim.size();
+    i += claim.size();
+    tx_.commit_batch(claim);
+  }
+  conn_.committed += count;
+  stats_.committed_through = conn_.committed;
+  ++stats_.batches;
+  send_ack();
+  return true;
+}
+
+void Receiver::send_ack() {
+  if (conn_.ep == nullptr || conn_.ep->failed()) return;
+  AckSend& a = conn_.acks.emplace_back();
+  a.ack = wire::Ack{conn_.epoch, conn_.committed};
+  worker_->send(conn_.ep->handle(), &a.ack, sizeof a.ack, wire::tag(wire::Kind::ack, conn_.epoch),
+                a.done);
+}
+
+void Receiver::drop(const std::string& why) {
+  if (conn_.ep != nullptr && why != "stopped") log(why);
+  for (DataReceive& r : conn_.receives) worker_->cancel(r.done);
+  for (DataReceive& r : conn_.receives) worker_->settle(r.done);
+  conn_.ep.reset();  // completes the acks still in flight
+  for (AckSend& a : conn_.acks) worker_->settle(a.done);
+  conn_.acks.clear();
+  conn_.epoch = 0;
+}
+
+}  // namespace
+
+BridgeStats run_receiver(const ReceiverOptions& options, std::stop_token stop) {
+  Receiver receiver(options, std::move(stop));
+  return receiver.run();
+}
+
+}  // namespace shmring::bridge

@@ -1,0 +1,675 @@
+// ring-bridge end to end: two "hosts" on one machine, joined over UCX's TCP
+// transport on loopback (UCX_TLS=tcp, so the messages cross sockets as they
+// would between machines). A producer fills the source ring, `ring-bridge
+// send` and `ring-bridge recv` run as separate processes, and a consumer
+// checks every message of the destination ring: order, size, contents,
+// exactly once, also across killed and restarted bridges.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "bridge/ucx.hpp"
+#include "bridge/wire.hpp"
+#include "shmring/bridge.hpp"
+#include "shmring/shmring.hpp"
+#include "stress_message.hpp"
+#include "test_support.hpp"
+
+#ifndef RING_BRIDGE
+#error "RING_BRIDGE must name the ring-bridge binary"
+#endif
+
+namespace shmring::test {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::uint64_t kSlot = 256;
+
+// ---- messages ---------------------------------------------------------------
+// seq (8 bytes), size (4 bytes), then bytes derived from seq: any lost,
+// duplicated, reordered, truncated or corrupted message fails the check.
+std::size_t message_size(std::uint64_t seq, std::uint64_t slot = kSlot) {
+  return 12 + (seq * 7919) % (slot - 12 + 1);
+}
+
+void fill_message(std::uint64_t seq, std::span<std::byte> out, std::uint64_t slot) {
+  const std::size_t size = message_size(seq, slot);
+  const auto size32 = static_cast<std::uint32_t>(size);
+  std::memcpy(out.data(), &seq, 8);
+  std::memcpy(out.data() + 8, &size32, 4);
+  for (std::size_t j = 12; j < size; ++j) out[j] = static_cast<std::byte>((seq * 131 + j) & 0xff);
+}
+
+// Empty when `m` is message `seq`, else what is wrong with it.
+std::string check_message(std::uint64_t seq, std::span<const std::byte> m, std::uint64_t slot) {
+  if (m.size() != message_size(seq, slot)) {
+    return "message " + std::to_string(seq) + ": " + std::to_string(m.size()) + " bytes, expected " +
+           std::to_string(message_size(seq, slot));
+  }
+  std::uint64_t got = 0;
+  std::memcpy(&got, m.data(), 8);
+  if (got != seq) return "expected message " + std::to_string(seq) + ", got " + std::to_string(got);
+  for (std::size_t j = 12; j < m.size(); ++j) {
+    if (m[j] != static_cast<std::byte>((seq * 131 + j) & 0xff)) {
+      return "message " + std::to_string(seq) + ": byte " + std::to_string(j) + " corrupted";
+    }
+  }
+  return {};
+}
+
+std::uint64_t scaled_count(std::uint64_t base) { return msg::scaled(base, 4); }
+
+// ---- processes --------------------------------------------------------------
+
+std::uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// One ring-bridge process, its stderr kept in a file. The destructor stops
+// it (SIGTERM, then SIGKILL) so no test leaves one behind.
+class BridgeProcess {
+ public:
+  // `netns`: run inside that network namespace (ip netns exec).
+  explicit BridgeProcess(std::vector<std::string> args, const std::string& netns = {}) {
+    log_ = "/tmp/" + unique_name("bridge_" + std::to_string(counter_++)) + ".log";
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (fd >= 0) {
+        ::dup2(fd, 2);
+        ::dup2(fd, 1);
+      }
+      // TCP on loopback stands in for the network between two hosts.
+      ::setenv("UCX_TLS", "tcp", 1);
+      ::setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 1);
+      std::vector<std::string> prefix;
+      if (!netns.empty()) prefix = {"ip", "netns", "exec", netns};
+      std::vector<char*> argv;
+      for (auto& a : prefix) argv.push_back(a.data());
+      argv.push_back(const_cast<char*>(RING_BRIDGE));
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execvp(argv[0], argv.data());
+      ::_exit(127);
+    }
+  }
+  ~BridgeProcess() {
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGTERM);
+      if (wait_exit(5s) == kStillRunning) {
+        ::kill(pid_, SIGKILL);
+        wait_exit(5s);
+      }
+    }
+    ::unlink(log_.c_str());
+  }
+  BridgeProcess(const BridgeProcess&) = delete;
+  BridgeProcess& operator=(const BridgeProcess&) = delete;
+
+  static constexpr int kStillRunning = -1000;
+  static constexpr int kKilled = -1;
+
+  // Exit status, kKilled for a signal, kStillRunning after `timeout`.
+  int wait_exit(std::chrono::milliseconds timeout) {
+    if (exited_) return status_;
+    const auto deadline = Clock::now() + timeout;
+    do {
+      int status = 0;
+      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        exited_ = true;
+        status_ = WIFEXITED(status) ? WEXITSTATUS(status) : kKilled;
+        return status_;
+      }
+      std::this_thread::sleep_for(5ms);
+    } while (Clock::now() < deadline);
+    return kStillRunning;
+  }
+  void kill9() {
+    ::kill(pid_, SIGKILL);
+    wait_exit(5s);
+  }
+  int stop() {
+    ::kill(pid_, SIGTERM);
+    return wait_exit(10s);
+  }
+  bool running() { return wait_exit(0ms) == kStillRunning; }
+  std::string log() const { return read_file(log_); }
+
+ private:
+  static inline int counter_ = 0;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int status_ = 0;
+  std::string log_;
+};
+
+std::unique_ptr<BridgeProcess> start_receiver(std::uint16_t port, const std::string& ring,
+                                              const std::string& address = "127.0.0.1",
+                                              const std::string& netns = {}) {
+  return std::make_unique<BridgeProcess>(
+      std::vector<std::string>{"recv", "--listen", address + ":" + std::to_string(port), "--ring",
+                               ring},
+      netns);
+}
+
+std::unique_ptr<BridgeProcess> start_sender(std::uint16_t port, const std::string& ring,
+                                            std::vector<std::string> extra = {},
+                                            const std::string& address = "127.0.0.1",
+                                            const std::string& netns = {}) {
+  std::vector<std::string> args{"send", "--ring", ring, "--to",
+                                address + ":" + std::to_string(port)};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return std::make_unique<BridgeProcess>(std::move(args), netns);
+}
+
+// Two "hosts": network namespaces joined by a veth pair, made by the test
+// (needs CAP_NET_ADMIN; without it the test that uses them is skipped).
+class TwoHosts {
+ public:
+  TwoHosts() {
+    const std::string id = std::to_string(::getpid() % 100000);
+    a_ = "shmring-a-" + id;
+    b_ = "shmring-b-" + id;
+    veth_a_ = "shra" + id;
+    veth_b_ = "shrb" + id;
+    const std::string net = "10.213." + std::to_string(::getpid() % 250) + ".";
+    address_a_ = net + "1";
+    address_b_ = net + "2";
+    ready_ = run("ip netns add " + a_) && run("ip netns add " + b_) &&
+             run("ip link add " + veth_a_ + " type veth peer name " + veth_b_) &&
+             run("ip link set " + veth_a_ + " netns " + a_) &&
+             run("ip link set " + veth_b_ + " netns " + b_) &&
+             run("ip -n " + a_ + " addr add " + address_a_ + "/24 dev " + veth_a_) &&
+             run("ip -n " + b_ + " addr add " + address_b_ + "/24 dev " + veth_b_) &&
+             run("ip -n " + a_ + " link set lo up") && run("ip -n " + b_ + " link set lo up") &&
+             link(true);
+  }
+  ~TwoHosts() {
+    run("ip netns del " + a_);
+    run("ip netns del " + b_);
+  }
+  bool ready() const { return ready_; }
+  // Takes host A's end of the cable out, or puts it back.
+  bool link(bool up) {
+    return run("ip -n " + a_ + " link set " + veth_a_ + (up ? " up" : " down")) &&
+           (!up || run("ip -n " + b_ + " link set " + veth_b_ + " up"));
+  }
+  const std::string& a() const { return a_; }
+  const std::string& b() const { return b_; }
+  const std::string& address_b() const { return address_b_; }
+
+ private:
+  static bool run(const std::string& command) {
+    return std::system((command + " >/dev/null 2>&1").c_str()) == 0;
+  }
+  std::string a_, b_, veth_a_, veth_b_, address_a_, address_b_;
+  bool ready_ = false;
+};
+
+// ---- the two ends -----------------------------------------------------------
+
+Segment make_ring(const std::string& name, std::uint64_t capacity, std::uint64_t slot = kSlot) {
+  CreateOptions o;
+  o.capacity = capacity;
+  o.slot_size = slot;
+  return Segment::create(name, o);
+}
+
+// Pushes messages [0, count) with a deadline per message; records how far it got.
+struct Producer {
+  std::atomic<std::uint64_t> pushed{0};
+  std::atomic<bool> failed{false};
+  std::jthread thread;
+
+  Producer(const Segment& segment, std::uint64_t count) {
+    thread = std::jthread([&segment, count, this](std::stop_token stop) {
+      SpscProducer tx = SpscProducer::attach(segment);
+      const std::uint64_t slot = tx.slot_size();
+      std::vector<std::byte> buffer(slot);
+      for (std::uint64_t seq = 0; seq < count && !stop.stop_requested(); ++seq) {
+        fill_message(seq, buffer, slot);
+        const auto deadline = Clock::now() + 60s;
+        Status s;
+        while ((s = tx.push(std::span(buffer).first(message_size(seq, slot)), 50ms)) ==
+               Status::timeout) {
+          if (stop.stop_requested()) return;
+          if (Clock::now() > deadline) {
+            failed = true;
+            return;
+          }
+        }
+        if (s != Status::ok) {
+          failed = true;
+          return;
+        }
+        pushed = seq + 1;
+      }
+    });
+  }
+};
+
+// Opens the destination ring (the receiver creates it) and checks messages
+// [0, count) in order; stops at the first problem or after `timeout` without
+// progress.
+struct Consumer {
+  std::atomic<std::uint64_t> received{0};
+  std::atomic<bool> paused{false};
+  std::string problem;  // read after join
+  std::jthread thread;
+
+  Consumer(const std::string& ring, std::uint64_t count, std::chrono::seconds timeout = 60s,
+           std::uint64_t slot = kSlot) {
+    thread = std::jthread([ring, count, timeout, slot, this](std::stop_token stop) {
+      Segment segment;
+      const auto open_deadline = Clock::now() + timeout;
+      for (;;) {
+        std::error_code ec;
+        segment = Segment::open(ring, OpenOptions{}, ec);
+        if (!ec) break;
+        if (Clock::now() > open_deadline || stop.stop_requested()) {
+          problem = "destination ring never appeared: " + ec.message();
+          return;
+        }
+        std::this_thread::sleep_for(10ms);
+      }
+      SpscConsumer rx = SpscConsumer::attach(segment);
+      auto last_progress = Clock::now();
+      while (received < count && !stop.stop_requested()) {
+        if (paused) {
+          std::this_thread::sleep_for(1ms);
+          last_progress = Clock::now();
+          continue;
+        }
+        ReadClaim c = rx.peek(64, 20ms);
+        if (c.empty()) {
+          if (Clock::now() - last_progress > timeout) {
+            problem = "no message for " + std::to_string(timeout.count()) + " s after " +
+                      std::to_string(received.load());
+            return;
+          }
+          continue;
+        }
+        for (std::size_t i = 0; i < c.size(); ++i) {
+          if (std::string p = check_message(received, c[i], slot); !p.empty()) {
+            problem = p;
+            return;
+          }
+          ++received;
+        }
+        rx.release(c);
+        last_progress = Clock::now();
+      }
+      // Exactly once: nothing may follow the last message.
+      if (problem.empty() && received == count) {
+        if (ReadClaim extra = rx.peek(1, 300ms); !extra.empty()) {
+          problem = "a message after the last one (a duplicate?)";
+        }
+      }
+    });
+  }
+  void join() { thread.join(); }
+};
+
+template <class Pred>
+bool wait_until(Pred pred, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (!pred()) {
+    if (Clock::now() > deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+// The names a bridge test uses, all removed at the end.
+struct Names {
+  UniqueShm src{"src"};
+  UniqueShm dst{"dst"};
+  ShmGuard state{dst.name() + ".bridge-state"};
+  ShmGuard state_tmp{dst.name() + ".bridge-state.tmp"};
+};
+
+// ---- tests ------------------------------------------------------------------
+
+TEST(Bridge, StreamsEveryMessageInOrderExactlyOnce) {
+  Names n;
+  const std::uint64_t count = scaled_count(200'000);
+  Segment src = make_ring(n.src.name(), 1024);
+  const std::uint16_t port = free_port();
+  auto recv = start_receiver(port, n.dst.name());
+  auto send = start_sender(port, n.src.name());
+  Consumer consumer(n.dst.name(), count);
+  Producer producer(src, count);
+  producer.thread.join();
+  consumer.join();
+  EXPECT_FALSE(producer.failed);
+  EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
+  EXPECT_EQ(consumer.received, count);
+  EXPECT_EQ(send->stop(), 0) << send->log();
+  EXPECT_EQ(recv->stop(), 0) << recv->log();
+  // The receiver created the destination with the source's geometry.
+  const Segment dst = Segment::open(n.dst.name());
+  EXPECT_EQ(dst.geometry().capacity, 1024u);
+  EXPECT_EQ(dst.geometry().slot_size, kSlot);
+}
+
+TEST(Bridge, ReceiverKilledMidStreamLosesAndDuplicatesNothing) {
+  Names n;
+  const std::uint64_t count = scaled_count(150'000);
+  Segment src = make_ring(n.src.name(), 512);
+  const std::uint16_t port = free_port();
+  auto recv = start_receiver(port, n.dst.name());
+  auto send = start_sender(port, n.src.name());
+  Consumer consumer(n.dst.name(), count);
+  Producer producer(src, count);
+  for (const std::uint64_t at : {count / 4, count / 2}) {
+    ASSERT_TRUE(wait_until([&] { return consumer.received >= at; }, 60s))
+        << "stalled at " << consumer.received << "\n" << send->log() << recv->log();
+    recv->kill9();
+    recv = start_receiver(port, n.dst.name());
+  }
+  producer.thread.join();
+  consumer.join();
+  EXPECT_FALSE(producer.failed);
+  EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
+  EXPECT_EQ(consumer.received, count);
+  // The sender noticed each loss and reconnected.
+  EXPECT_NE(send->log().find("lost"), std::string::npos) << send->log();
+  EXPECT_EQ(send->stop(), 0) << send->log();
+}
+
+// Slots of 64 KiB and more: each payload travels as a message of its own,
+// from the sender's slot straight into a claimed slot of the far ring.
+TEST(Bridge, LargeMessagesGoSlotToSlotAndSurviveAReceiverKill) {
+  Names n;
+  constexpr std::uint64_t kLargeSlot = 96 * 1024;
+  const std::uint64_t count = scaled_count(3'000);
+  Segment src = make_ring(n.src.name(), 16, kLargeSlot);
+  const std::uint16_t port = free_port();
+  auto recv = start_receiver(port, n.dst.name());
+  auto send = start_sender(port, n.src.name());
+  Consumer consumer(n.dst.name(), count, 60s, kLargeSlot);
+  Producer producer(src, count);
+  ASSERT_TRUE(wait_until([&] { return consumer.received >= count / 2; }, 60s))
+      << "stalled at " << consumer.received << "\n" << send->log() << recv->log();
+  recv->kill9();
+  recv = start_receiver(port, n.dst.name());
+  producer.thread.join();
+  consumer.join();
+  EXPECT_FALSE(producer.failed);
+  EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
+  EXPECT_EQ(consumer.received, count);
+  EXPECT_EQ(send->stop(), 0) << send->log();
+}
+
+TEST(Bridge, SenderKilledMidStreamLosesAndDuplicatesNothing) {
+  Names n;
+  const std::uint64_t count = scaled_count(150'000);
+  Segment src = make_ring(n.src.name(), 512);
+  const std::uint16_t port = free_port();
+  auto recv = start_receiver(port, n.dst.name());
+  auto send = start_sender(port, n.src.name());
+  Consumer consumer(n.dst.name(), count);
+  Producer producer(src, count);
+  for (const std::uint64_t at : {count / 4, count / 2}) {
+    ASSERT_TRUE(wait_until([&] { return consumer.received >= at; }, 60s))
+        << "stalled at " << consumer.received << "\n" << send->log() << recv->log();
+    send->kill9();
+    // The new sender takes the dead one's consumer role over and resumes
+    // where the receiver's ring is.
+    send = start_sender(port, n.src.name());
+  }
+  producer.thread.join();
+  consumer.join();
+  EXPECT_FALSE(producer.failed);
+  EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
+  EXPECT_EQ(consumer.received, count);
+}
+
+TEST(Bridge, ConnectionCutAndRestoredLosesAndDuplicatesNothing) {
+  TwoHosts hosts;
+  if (!hosts.ready()) GTEST_SKIP() << "cannot make network namespaces here (needs CAP_NET_ADMIN)";
+  Names n;
+  const std::uint64_t count = scaled_count(100'000);
+  Segment src = make_ring(n.src.name(), 512);
+  const std::uint16_t port = free_port();
+  auto recv = start_receiver(port, n.dst.name(), hosts.address_b(), hosts.b());
+  auto send = start_sender(port, n.src.name(), {"--peer-timeout", "1000"}, hosts.address_b(),
+                           hosts.a());
+  Consumer consumer(n.dst.name(), count);
+  Producer producer(src, count);
+  ASSERT_TRUE(wait_until([&] { return consumer.received >= count / 3; }, 60s))
+      << "stalled at " << consumer.received << "\n" << send->log() << recv->log();
+  // The cable goes: no reset reaches either side, so the sender must notice
+  // the silence itself, then keep trying until the cable is back.
+  ASSERT_TRUE(hosts.link(false));
+  ASSERT_TRUE(wait_until([&] { return send->log().find("lost") != std::string::npos; }, 30s))
+      << send->log();
+  const std::uint64_t during = consumer.received;
+  ASSERT_TRUE(hosts.link(true));
+  producer.thread.join();
+  consumer.join();
+  EXPECT_LT(during, count);
+  EXPECT_FALSE(producer.failed);
+  EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
+  EXPECT_EQ(consumer.received, count);
+  EXPECT_EQ(send->stop(), 0) << send->log();
+  EXPECT_EQ(recv->stop(), 0) << recv->log();
+}
+
+TEST(Bridge, SlowFarConsumerHoldsTheProducerBack) {
+  Names n;
+  const std::uint64_t count = scaled_count(20'000);
+  Segment src = make_ring(n.src.name(), 64);
+  const std::uint16_t port = free_port();
+  auto recv = start_receiver(port, n.dst.name());
+  // A short peer timeout: the receiver, blocked on its full ring, must keep
+  // saying it lives, or the sender would take the stall for a cut.
+  auto send = start_sender(port, n.src.name(), {"--peer-timeout", "500"});
+  Consumer consumer(n.dst.name(), count);
+  consumer.paused = true;
+  Producer producer(src, count);
+  // With the far consumer stopped, both rings fill and the producer stops:
+  // at most the two rings' worth of messages is in flight, none dropped.
+  ASSERT_TRUE(wait_until([&] { return producer.pushed >= 128; }, 30s)) << send->log();
+  std::uint64_t before = 0;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const std::uint64_t now = producer.pushed;
+        const bool still = now == before;
+        before = now;
+        if (!still) std::this_thread::sleep_for(200ms);
+        return still;
+      },
+      30s));
+  // Held up for three peer timeouts.
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_LE(producer.pushed.load(), 64u + 64u + 1u);
+  EXPECT_EQ(consumer.received, 0u);
+  EXPECT_EQ(send->log().find("lost"), std::string::npos) << send->log();
+  consumer.paused = false;
+  producer.thread.join();
+  consumer.join();
+  EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
+  EXPECT_EQ(consumer.received, count);
+  EXPECT_EQ(send->log().find("lost"), std::string::npos) << send->log();
+}
+
+TEST(Bridge, RingOfAnotherGeometryIsRefusedWithAReason) {
+  Names n;
+  Segment src = make_ring(n.src.name(), 64, 512);
+  Segment dst = make_ring(n.dst.name(), 64, 128);  // slots too small for the sender's
+  const std::uint16_t port = free_port();
+  auto recv = start_receiver(port, n.dst.name());
+  auto send = start_sender(port, n.src.name());
+  EXPECT_EQ(send->wait_exit(30s), 1) << send->log();
+  EXPECT_NE(send->log().find("refused"), std::string::npos) << send->log();
+  EXPECT_NE(send->log().find("would not fit"), std::string::npos) << send->log();
+  // The receiver refuses that stream and goes on listening.
+  EXPECT_TRUE(recv->running()) << recv->log();
+  EXPECT_EQ(recv->stop(), 0) << recv->log();
+}
+
+TEST(Bridge, NoReceiverIsReportedAfterTheAttemptsAllowed) {
+  Names n;
+  Segment src = make_ring(n.src.name(), 64);
+  const std::uint16_t port = free_port();  // nobody listens there
+  auto send = start_sender(port, n.src.name(),
+                           {"--attempts", "2", "--connect-timeout", "300"});
+  EXPECT_EQ(send->wait_exit(30s), 3) << send->log();
+  EXPECT_NE(send->log().find("no ring-bridge receiver"), std::string::npos) << send->log();
+}
+
+TEST(Bridge, PeerSpeakingAnotherProtocolVersionIsRefused) {
+  Names n;
+  const std::uint16_t port = free_port();
+  auto recv = start_receiver(port, n.dst.name());
+  ::setenv("UCX_TLS", "tcp", 1);
+  bridge::detail::Worker worker;
+  std::unique_ptr<bridge::detail::Endpoint> ep;
+  bridge::wire::Welcome welcome{};
+  bridge::detail::Completion answer;
+  const std::uint64_t epoch = 12345;
+  // The receiver may still be starting: retry the connection for a while.
+  const auto deadline = Clock::now() + 20s;
+  for (;;) {
+    ep = bridge::detail::Endpoint::connect(worker, "127.0.0.1", port);
+    bridge::wire::Hello hello{};
+    hello.magic = bridge::wire::kMagic;
+    hello.protocol_version = 99;
+    hello.epoch = epoch;
+    worker.recv(&welcome, sizeof welcome, bridge::wire::tag(bridge::wire::Kind::welcome, epoch),
+                bridge::wire::kFullMask, answer);
+    bridge::detail::Completion sent;
+    worker.send(ep->handle(), &hello, sizeof hello,
+                bridge::wire::tag(bridge::wire::Kind::hello, epoch), sent);
+    const auto attempt = Clock::now() + 2s;
+    while (answer.pending && !ep->failed() && Clock::now() < attempt) worker.progress();
+    if (answer.pending) worker.cancel(answer);
+    worker.settle(answer);
+    if (sent.pending) ep.reset();
+    worker.settle(sent);
+    if (answer.status == UCS_OK || Clock::now() > deadline) break;
+    ep.reset();
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_EQ(answer.status, UCS_OK) << recv->log();
+  EXPECT_EQ(welcome.result, bridge::wire::Result::bad_protocol);
+  EXPECT_NE(std::string(welcome.reason).find("protocol 99"), std::string::npos) << welcome.reason;
+  ep.reset();
+  EXPECT_TRUE(recv->running()) << recv->log();
+  EXPECT_EQ(recv->stop(), 0) << recv->log();
+  EXPECT_FALSE(shm_exists(n.dst.name()));  // refused before any ring was made
+}
+
+// Bytes that are not UCX at all (a port scanner, an HTTP client) must not
+// hurt the receiver: it goes on serving a real sender afterwards.
+TEST(Bridge, ReceiverSurvivesAPeerThatIsNotUcx) {
+  Names n;
+  const std::uint64_t count = scaled_count(5'000);
+  Segment src = make_ring(n.src.name(), 64);
+  const std::uint16_t port = free_port();
+  auto recv = start_receiver(port, n.dst.name());
+  bool sent = false;
+  const auto deadline = Clock::now() + 20s;
+  while (!sent && Clock::now() < deadline) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+      const std::string junk = "GET / HTTP/1.0\r\n\r\n" + std::string(4096, '\xff');
+      sent = ::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL) > 0;
+    }
+    ::close(fd);
+    if (!sent) std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(sent);
+  auto send = start_sender(port, n.src.name());
+  Consumer consumer(n.dst.name(), count);
+  Producer producer(src, count);
+  producer.thread.join();
+  consumer.join();
+  EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
+  EXPECT_EQ(consumer.received, count);
+  EXPECT_EQ(recv->stop(), 0) << recv->log();
+}
+
+TEST(Bridge, RunsInProcessAsALibraryCall) {
+  Names n;
+  const std::uint64_t count = scaled_count(50'000);
+  Segment src = make_ring(n.src.name(), 256);
+  ::setenv("UCX_TLS", "tcp", 1);
+  std::atomic<std::uint16_t> port{0};
+  bridge::ReceiverOptions ro;
+  ro.ring = n.dst.name();
+  ro.bind_address = "127.0.0.1";
+  ro.on_listening = [&](std::uint16_t p) { port = p; };
+  bridge::BridgeStats received{};
+  std::jthread receiver([&](std::stop_token stop) { received = bridge::run_receiver(ro, stop); });
+  ASSERT_TRUE(wait_until([&] { return port != 0; }, 20s));
+  bridge::SenderOptions so;
+  so.ring = n.src.name();
+  so.host = "127.0.0.1";
+  so.port = port;
+  so.max_batch = 32;
+  bridge::BridgeStats sent{};
+  std::jthread sender([&](std::stop_token stop) { sent = bridge::run_sender(so, stop); });
+  Consumer consumer(n.dst.name(), count);
+  Producer producer(src, count);
+  producer.thread.join();
+  consumer.join();
+  EXPECT_EQ(consumer.problem, "");
+  EXPECT_EQ(consumer.received, count);
+  // The sender releases each source slot once the far ring has committed it.
+  const auto released = [&] {
+    return std::atomic_ref<std::uint64_t>(control_of(src.base())->consumer.position).load();
+  };
+  ASSERT_TRUE(wait_until([&] { return released() == count; }, 10s)) << released();
+  sender.request_stop();
+  sender.join();
+  receiver.request_stop();
+  receiver.join();
+  EXPECT_EQ(sent.messages, count);
+  EXPECT_EQ(received.messages, count);
+  EXPECT_EQ(sent.connections, 1u);
+  EXPECT_EQ(received.connections, 1u);
+  EXPECT_GT(sent.batches, 0u);
+  EXPECT_LE(sent.batches, count);
+}
+
+}  // namespace
+}  // namespace shmring::test
