@@ -28,7 +28,7 @@ mkdir -p "$out"
 {
   echo "# ring-bridge over UCX: $machine"
   echo
-  echo "- date (UTC): $(date -u +%Y-%m-%dT%H:%M:%SZ); commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "- date (UTC): $(date -u +%Y-%m-%dT%H:%M:%SZ); commit $(git -C "$root" describe --always --dirty=+dirty 2>/dev/null || echo '?')"
   echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs; UCX $(ucx_info -v 2>/dev/null | awk '/Version/ {print $3}')"
   echo "- load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- command: bench/bridge_run.sh $*"

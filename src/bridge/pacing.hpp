@@ -5,6 +5,8 @@
 // wait, so a sender that waits for both blocks on the network in short steps.
 #pragma once
 
+#include <sched.h>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -32,7 +34,12 @@ class IdlePacer {
       idle_since_ = now;
       return false;
     }
-    return now - idle_since_ >= spin_;
+    if (now - idle_since_ >= spin_) return true;
+    // Spinning, but never against work that waits for this core (a bridge
+    // often shares cores with the producer and consumer it serves); with
+    // nothing else runnable the yield returns at once.
+    sched_yield();
+    return false;
   }
 
  private:
