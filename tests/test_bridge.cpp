@@ -1,12 +1,14 @@
 // ring-bridge end to end: two "hosts" on one machine, joined over UCX's TCP
 // transport on loopback (UCX_TLS=tcp, so the messages cross sockets as they
-// would between machines). A producer fills the source ring, `ring-bridge
-// send` and `ring-bridge recv` run as separate processes, and a consumer
-// checks every message of the destination ring: order, size, contents,
-// exactly once, also across killed and restarted bridges.
+// would between machines; one test uses two network namespaces). A producer
+// process fills the source ring, `ring-bridge send` and `ring-bridge recv`
+// run as processes of their own, and a consumer process checks every message
+// of the destination ring: order, size, contents, exactly once, also across
+// killed and restarted bridges.
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -248,34 +250,83 @@ Segment make_ring(const std::string& name, std::uint64_t capacity, std::uint64_t
   return Segment::create(name, o);
 }
 
-// Pushes messages [0, count) with a deadline per message; records how far it got.
-struct Producer {
+// The two ends are processes of their own (forked), as a producer and a
+// consumer on two hosts would be; what the test reads of them lives in a
+// shared anonymous mapping.
+struct EndState {
   std::atomic<std::uint64_t> pushed{0};
+  std::atomic<std::uint64_t> received{0};
   std::atomic<bool> failed{false};
-  std::jthread thread;
+  std::atomic<bool> paused{false};
+  char problem[512] = {};
+};
+
+class EndProcess {
+ public:
+  EndProcess()
+      : state_(new (::mmap(nullptr, sizeof(EndState), PROT_READ | PROT_WRITE,
+                            MAP_SHARED | MAP_ANONYMOUS, -1, 0)) EndState()) {}
+  ~EndProcess() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    ::munmap(state_, sizeof(EndState));
+  }
+  EndProcess(const EndProcess&) = delete;
+  EndProcess& operator=(const EndProcess&) = delete;
+
+  // Waits for the process to finish its work.
+  void join() {
+    if (pid_ <= 0) return;
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) state_->failed = true;
+  }
+
+ protected:
+  template <class Body>
+  void start(Body body) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      body(*state_);
+      ::_exit(0);
+    }
+  }
+  EndState* state_;
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// Pushes messages [0, count) with a deadline per message; records how far it got.
+class Producer : public EndProcess {
+ public:
+  std::atomic<std::uint64_t>& pushed = state_->pushed;
+  std::atomic<bool>& failed = state_->failed;
 
   Producer(const Segment& segment, std::uint64_t count) {
-    thread = std::jthread([&segment, count, this](std::stop_token stop) {
+    start([&segment, count](EndState& st) {
       SpscProducer tx = SpscProducer::attach(segment);
       const std::uint64_t slot = tx.slot_size();
       std::vector<std::byte> buffer(slot);
-      for (std::uint64_t seq = 0; seq < count && !stop.stop_requested(); ++seq) {
+      for (std::uint64_t seq = 0; seq < count; ++seq) {
         fill_message(seq, buffer, slot);
         const auto deadline = Clock::now() + 60s;
         Status s;
         while ((s = tx.push(std::span(buffer).first(message_size(seq, slot)), 50ms)) ==
                Status::timeout) {
-          if (stop.stop_requested()) return;
           if (Clock::now() > deadline) {
-            failed = true;
+            st.failed = true;
             return;
           }
         }
         if (s != Status::ok) {
-          failed = true;
+          st.failed = true;
           return;
         }
-        pushed = seq + 1;
+        st.pushed = seq + 1;
       }
     });
   }
@@ -284,31 +335,35 @@ struct Producer {
 // Opens the destination ring (the receiver creates it) and checks messages
 // [0, count) in order; stops at the first problem or after `timeout` without
 // progress.
-struct Consumer {
-  std::atomic<std::uint64_t> received{0};
-  std::atomic<bool> paused{false};
-  std::string problem;  // read after join
-  std::jthread thread;
+class Consumer : public EndProcess {
+ public:
+  std::atomic<std::uint64_t>& received = state_->received;
+  std::atomic<bool>& paused = state_->paused;
+  std::string problem;  // set by join()
 
   Consumer(const std::string& ring, std::uint64_t count, std::chrono::seconds timeout = 60s,
            std::uint64_t slot = kSlot) {
-    thread = std::jthread([ring, count, timeout, slot, this](std::stop_token stop) {
+    start([&ring, count, timeout, slot](EndState& st) {
+      const auto fail = [&st](const std::string& what) {
+        std::strncpy(st.problem, what.c_str(), sizeof st.problem - 1);
+      };
       Segment segment;
       const auto open_deadline = Clock::now() + timeout;
       for (;;) {
         std::error_code ec;
         segment = Segment::open(ring, OpenOptions{}, ec);
         if (!ec) break;
-        if (Clock::now() > open_deadline || stop.stop_requested()) {
-          problem = "destination ring never appeared: " + ec.message();
+        if (Clock::now() > open_deadline) {
+          fail("destination ring never appeared: " + ec.message());
           return;
         }
         std::this_thread::sleep_for(10ms);
       }
       SpscConsumer rx = SpscConsumer::attach(segment);
       auto last_progress = Clock::now();
-      while (received < count && !stop.stop_requested()) {
-        if (paused) {
+      std::uint64_t got = 0;
+      while (got < count) {
+        if (st.paused) {
           std::this_thread::sleep_for(1ms);
           last_progress = Clock::now();
           continue;
@@ -316,31 +371,33 @@ struct Consumer {
         ReadClaim c = rx.peek(64, 20ms);
         if (c.empty()) {
           if (Clock::now() - last_progress > timeout) {
-            problem = "no message for " + std::to_string(timeout.count()) + " s after " +
-                      std::to_string(received.load());
+            fail("no message for " + std::to_string(timeout.count()) + " s after " +
+                 std::to_string(got));
             return;
           }
           continue;
         }
         for (std::size_t i = 0; i < c.size(); ++i) {
-          if (std::string p = check_message(received, c[i], slot); !p.empty()) {
-            problem = p;
+          if (std::string p = check_message(got, c[i], slot); !p.empty()) {
+            fail(p);
             return;
           }
-          ++received;
+          st.received = ++got;
         }
         rx.release(c);
         last_progress = Clock::now();
       }
       // Exactly once: nothing may follow the last message.
-      if (problem.empty() && received == count) {
-        if (ReadClaim extra = rx.peek(1, 300ms); !extra.empty()) {
-          problem = "a message after the last one (a duplicate?)";
-        }
+      if (ReadClaim extra = rx.peek(1, 300ms); !extra.empty()) {
+        fail("a message after the last one (a duplicate?)");
       }
     });
   }
-  void join() { thread.join(); }
+  void join() {
+    EndProcess::join();
+    problem = state_->problem;
+    if (problem.empty() && state_->failed) problem = "the consumer process did not exit cleanly";
+  }
 };
 
 template <class Pred>
@@ -372,7 +429,7 @@ TEST(Bridge, StreamsEveryMessageInOrderExactlyOnce) {
   auto send = start_sender(port, n.src.name());
   Consumer consumer(n.dst.name(), count);
   Producer producer(src, count);
-  producer.thread.join();
+  producer.join();
   consumer.join();
   EXPECT_FALSE(producer.failed);
   EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
@@ -400,7 +457,7 @@ TEST(Bridge, ReceiverKilledMidStreamLosesAndDuplicatesNothing) {
     recv->kill9();
     recv = start_receiver(port, n.dst.name());
   }
-  producer.thread.join();
+  producer.join();
   consumer.join();
   EXPECT_FALSE(producer.failed);
   EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
@@ -426,7 +483,7 @@ TEST(Bridge, LargeMessagesGoSlotToSlotAndSurviveAReceiverKill) {
       << "stalled at " << consumer.received << "\n" << send->log() << recv->log();
   recv->kill9();
   recv = start_receiver(port, n.dst.name());
-  producer.thread.join();
+  producer.join();
   consumer.join();
   EXPECT_FALSE(producer.failed);
   EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
@@ -451,7 +508,7 @@ TEST(Bridge, SenderKilledMidStreamLosesAndDuplicatesNothing) {
     // where the receiver's ring is.
     send = start_sender(port, n.src.name());
   }
-  producer.thread.join();
+  producer.join();
   consumer.join();
   EXPECT_FALSE(producer.failed);
   EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
@@ -479,7 +536,7 @@ TEST(Bridge, ConnectionCutAndRestoredLosesAndDuplicatesNothing) {
       << send->log();
   const std::uint64_t during = consumer.received;
   ASSERT_TRUE(hosts.link(true));
-  producer.thread.join();
+  producer.join();
   consumer.join();
   EXPECT_LT(during, count);
   EXPECT_FALSE(producer.failed);
@@ -520,7 +577,7 @@ TEST(Bridge, SlowFarConsumerHoldsTheProducerBack) {
   EXPECT_EQ(consumer.received, 0u);
   EXPECT_EQ(send->log().find("lost"), std::string::npos) << send->log();
   consumer.paused = false;
-  producer.thread.join();
+  producer.join();
   consumer.join();
   EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
   EXPECT_EQ(consumer.received, count);
@@ -621,7 +678,7 @@ TEST(Bridge, ReceiverSurvivesAPeerThatIsNotUcx) {
   auto send = start_sender(port, n.src.name());
   Consumer consumer(n.dst.name(), count);
   Producer producer(src, count);
-  producer.thread.join();
+  producer.join();
   consumer.join();
   EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
   EXPECT_EQ(consumer.received, count);
@@ -632,6 +689,9 @@ TEST(Bridge, RunsInProcessAsALibraryCall) {
   Names n;
   const std::uint64_t count = scaled_count(50'000);
   Segment src = make_ring(n.src.name(), 256);
+  // The ends are forked before this process starts the bridge threads.
+  Consumer consumer(n.dst.name(), count);
+  Producer producer(src, count);
   ::setenv("UCX_TLS", "tcp", 1);
   std::atomic<std::uint16_t> port{0};
   bridge::ReceiverOptions ro;
@@ -648,9 +708,7 @@ TEST(Bridge, RunsInProcessAsALibraryCall) {
   so.max_batch = 32;
   bridge::BridgeStats sent{};
   std::jthread sender([&](std::stop_token stop) { sent = bridge::run_sender(so, stop); });
-  Consumer consumer(n.dst.name(), count);
-  Producer producer(src, count);
-  producer.thread.join();
+  producer.join();
   consumer.join();
   EXPECT_EQ(consumer.problem, "");
   EXPECT_EQ(consumer.received, count);
