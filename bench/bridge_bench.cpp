@@ -15,6 +15,7 @@
 // messages cross sockets as between hosts) applies to the bridges and to
 // ucx_perftest alike.
 #include <fcntl.h>
+#include <fmt/core.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,8 +34,6 @@
 #include <thread>
 #include <vector>
 
-#include <fmt/core.h>
-
 #include "shmring/shmring.hpp"
 
 #ifdef SHMRING_BENCH_HAVE_ZMQ
@@ -52,8 +51,8 @@ struct Options {
   std::string tls = "tcp";
   std::string json;
   int repetitions = 5;
-  std::size_t large_batch = 8;  // 1 MiB messages per network message
-  std::string only;             // run only the measurements whose key contains this
+  std::size_t large_batch = 8;    // 1 MiB messages per network message
+  std::string only;               // run only the measurements whose key contains this
   std::string idle_spin = "200";  // the bridges' --idle-spin, us
   bool quick = false;
 };
@@ -466,8 +465,12 @@ double percentile(std::vector<double> v, double p) {
 struct Series {
   std::vector<double> values;
   double median() const { return percentile(values, 0.5); }
-  double min() const { return values.empty() ? 0 : *std::min_element(values.begin(), values.end()); }
-  double max() const { return values.empty() ? 0 : *std::max_element(values.begin(), values.end()); }
+  double min() const {
+    return values.empty() ? 0 : *std::min_element(values.begin(), values.end());
+  }
+  double max() const {
+    return values.empty() ? 0 : *std::max_element(values.begin(), values.end());
+  }
   std::string text(int precision) const {
     if (values.empty()) return "-";
     return fmt::format("{:.{}f} ({:.{}f}-{:.{}f})", median(), precision, min(), precision, max(),
@@ -506,7 +509,8 @@ int main(int argc, char** argv) {
     } else {
       fmt::print(stderr,
                  "usage: shmring_bridge_bench --bridge PATH [--repetitions N] [--tls tcp] "
-                 "[--perftest ucx_perftest] [--large-batch N] [--bridge-spin US] [--only KEY] [--json FILE] [--quick]\n");
+                 "[--perftest ucx_perftest] [--large-batch N] [--bridge-spin US] [--only KEY] "
+                 "[--json FILE] [--quick]\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -527,12 +531,13 @@ int main(int argc, char** argv) {
   };
   for (int rep = 0; rep < o.repetitions; ++rep) {
     fmt::print(stderr, "repetition {}/{}\n", rep + 1, o.repetitions);
-    take("bridge_64_msgs", [&] { return std::optional(bridge_throughput(o, kSmall, small_count).msgs_per_s); });
-    take("bridge_1m_gbs",
-         [&] { return std::optional(bridge_throughput(o, kLarge, large_count).bytes_per_s / 1e9); });
-    take("bridge_64_rtt", [&] {
-      return std::optional(percentile(bridge_round_trips(o, kSmall, trips), 0.5));
+    take("bridge_64_msgs",
+         [&] { return std::optional(bridge_throughput(o, kSmall, small_count).msgs_per_s); });
+    take("bridge_1m_gbs", [&] {
+      return std::optional(bridge_throughput(o, kLarge, large_count).bytes_per_s / 1e9);
     });
+    take("bridge_64_rtt",
+         [&] { return std::optional(percentile(bridge_round_trips(o, kSmall, trips), 0.5)); });
     take("bridge_1m_rtt", [&] {
       return std::optional(percentile(bridge_round_trips(o, kLarge, large_trips), 0.5));
     });
@@ -548,7 +553,8 @@ int main(int argc, char** argv) {
     take("ucx_64_rtt", [&] { return field(perftest(o, "tag_lat", kSmall, trips), 1, 2); });
     take("ucx_1m_rtt", [&] { return field(perftest(o, "tag_lat", kLarge, large_trips), 1, 2); });
 #ifdef SHMRING_BENCH_HAVE_ZMQ
-    take("zmq_64_msgs", [&] { return std::optional(zmq_throughput(kSmall, small_count).msgs_per_s); });
+    take("zmq_64_msgs",
+         [&] { return std::optional(zmq_throughput(kSmall, small_count).msgs_per_s); });
     take("zmq_1m_gbs",
          [&] { return std::optional(zmq_throughput(kLarge, large_count).bytes_per_s / 1e9); });
     take("zmq_64_rtt",
@@ -562,8 +568,9 @@ int main(int argc, char** argv) {
     if (r[a].values.empty() || r[b].values.empty() || r[b].median() == 0) return "-";
     return fmt::format("{:.2f}", r[a].median() / r[b].median());
   };
-  fmt::print("| what | ring-bridge | ucx_perftest (ceiling) | bridge / ceiling | ZeroMQ tcp | "
-             "bridge / ZeroMQ |\n| --- | ---: | ---: | ---: | ---: | ---: |\n");
+  fmt::print(
+      "| what | ring-bridge | ucx_perftest (ceiling) | bridge / ceiling | ZeroMQ tcp | "
+      "bridge / ZeroMQ |\n| --- | ---: | ---: | ---: | ---: | ---: |\n");
   const struct {
     const char* label;
     const char* key;
@@ -581,13 +588,14 @@ int main(int argc, char** argv) {
       }
     }
     fmt::print("| {} | {} | {} | {} | {} | {} |\n", row.label, bridge.text(row.precision),
-               ucx.text(row.precision), ratio("bridge_" + k, "ucx_" + k),
-               zmq.text(row.precision), ratio("bridge_" + k, "zmq_" + k));
+               ucx.text(row.precision), ratio("bridge_" + k, "ucx_" + k), zmq.text(row.precision),
+               ratio("bridge_" + k, "zmq_" + k));
   }
-  fmt::print("\nmedian (min-max) of {} interleaved repetitions; UCX_TLS={}; bridges spin {} us "
-             "before blocking; round trips are median of {} (64 B) / {} (1 MiB) after warm-up; "
-             "ucx_perftest's latency is one way, doubled here\n",
-             o.repetitions, o.tls, o.idle_spin, trips, large_trips);
+  fmt::print(
+      "\nmedian (min-max) of {} interleaved repetitions; UCX_TLS={}; bridges spin {} us "
+      "before blocking; round trips are median of {} (64 B) / {} (1 MiB) after warm-up; "
+      "ucx_perftest's latency is one way, doubled here\n",
+      o.repetitions, o.tls, o.idle_spin, trips, large_trips);
   if (!o.json.empty()) {
     std::ofstream out(o.json);
     out << "{";

@@ -6,6 +6,7 @@
 // of the destination ring: order, size, contents, exactly once, also across
 // killed and restarted bridges.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -22,8 +23,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "bridge/ucx.hpp"
 #include "bridge/wire.hpp"
@@ -62,8 +61,8 @@ void fill_message(std::uint64_t seq, std::span<std::byte> out, std::uint64_t slo
 // Empty when `m` is message `seq`, else what is wrong with it.
 std::string check_message(std::uint64_t seq, std::span<const std::byte> m, std::uint64_t slot) {
   if (m.size() != message_size(seq, slot)) {
-    return "message " + std::to_string(seq) + ": " + std::to_string(m.size()) + " bytes, expected " +
-           std::to_string(message_size(seq, slot));
+    return "message " + std::to_string(seq) + ": " + std::to_string(m.size()) +
+           " bytes, expected " + std::to_string(message_size(seq, slot));
   }
   std::uint64_t got = 0;
   std::memcpy(&got, m.data(), 8);
@@ -265,7 +264,7 @@ class EndProcess {
  public:
   EndProcess()
       : state_(new (::mmap(nullptr, sizeof(EndState), PROT_READ | PROT_WRITE,
-                            MAP_SHARED | MAP_ANONYMOUS, -1, 0)) EndState()) {}
+                           MAP_SHARED | MAP_ANONYMOUS, -1, 0)) EndState()) {}
   ~EndProcess() {
     if (pid_ > 0) {
       ::kill(pid_, SIGKILL);
@@ -453,7 +452,8 @@ TEST(Bridge, ReceiverKilledMidStreamLosesAndDuplicatesNothing) {
   Producer producer(src, count);
   for (const std::uint64_t at : {count / 4, count / 2}) {
     ASSERT_TRUE(wait_until([&] { return consumer.received >= at; }, 60s))
-        << "stalled at " << consumer.received << "\n" << send->log() << recv->log();
+        << "stalled at " << consumer.received << "\n"
+        << send->log() << recv->log();
     recv->kill9();
     recv = start_receiver(port, n.dst.name());
   }
@@ -480,7 +480,8 @@ TEST(Bridge, LargeMessagesGoSlotToSlotAndSurviveAReceiverKill) {
   Consumer consumer(n.dst.name(), count, 60s, kLargeSlot);
   Producer producer(src, count);
   ASSERT_TRUE(wait_until([&] { return consumer.received >= count / 2; }, 60s))
-      << "stalled at " << consumer.received << "\n" << send->log() << recv->log();
+      << "stalled at " << consumer.received << "\n"
+      << send->log() << recv->log();
   recv->kill9();
   recv = start_receiver(port, n.dst.name());
   producer.join();
@@ -502,7 +503,8 @@ TEST(Bridge, SenderKilledMidStreamLosesAndDuplicatesNothing) {
   Producer producer(src, count);
   for (const std::uint64_t at : {count / 4, count / 2}) {
     ASSERT_TRUE(wait_until([&] { return consumer.received >= at; }, 60s))
-        << "stalled at " << consumer.received << "\n" << send->log() << recv->log();
+        << "stalled at " << consumer.received << "\n"
+        << send->log() << recv->log();
     send->kill9();
     // The new sender takes the dead one's consumer role over and resumes
     // where the receiver's ring is.
@@ -523,12 +525,13 @@ TEST(Bridge, ConnectionCutAndRestoredLosesAndDuplicatesNothing) {
   Segment src = make_ring(n.src.name(), 512);
   const std::uint16_t port = free_port();
   auto recv = start_receiver(port, n.dst.name(), hosts.address_b(), hosts.b());
-  auto send = start_sender(port, n.src.name(), {"--peer-timeout", "1000"}, hosts.address_b(),
-                           hosts.a());
+  auto send =
+      start_sender(port, n.src.name(), {"--peer-timeout", "1000"}, hosts.address_b(), hosts.a());
   Consumer consumer(n.dst.name(), count);
   Producer producer(src, count);
   ASSERT_TRUE(wait_until([&] { return consumer.received >= count / 3; }, 60s))
-      << "stalled at " << consumer.received << "\n" << send->log() << recv->log();
+      << "stalled at " << consumer.received << "\n"
+      << send->log() << recv->log();
   // The cable goes: no reset reaches either side, so the sender must notice
   // the silence itself, then keep trying until the cable is back.
   ASSERT_TRUE(hosts.link(false));
@@ -603,8 +606,7 @@ TEST(Bridge, NoReceiverIsReportedAfterTheAttemptsAllowed) {
   Names n;
   Segment src = make_ring(n.src.name(), 64);
   const std::uint16_t port = free_port();  // nobody listens there
-  auto send = start_sender(port, n.src.name(),
-                           {"--attempts", "2", "--connect-timeout", "300"});
+  auto send = start_sender(port, n.src.name(), {"--attempts", "2", "--connect-timeout", "300"});
   EXPECT_EQ(send->wait_exit(30s), 3) << send->log();
   EXPECT_NE(send->log().find("no ring-bridge receiver"), std::string::npos) << send->log();
 }

@@ -6,6 +6,7 @@
 // Exit status: 0 stopped by SIGINT/SIGTERM, 1 the bridge failed (refused by
 // the far side, a ring problem, a protocol error), 2 bad command line,
 // 3 no receiver reachable within --attempts.
+#include <fmt/core.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -18,8 +19,6 @@
 #include <stop_token>
 #include <string>
 #include <thread>
-
-#include <fmt/core.h>
 
 #include "shmring/bridge.hpp"
 
@@ -70,10 +69,11 @@ std::string rate_line(const bridge::BridgeStats& now, const bridge::BridgeStats&
                       double seconds) {
   const double msgs = static_cast<double>(now.messages - before.messages) / seconds;
   const double mb = static_cast<double>(now.bytes - before.bytes) / seconds / 1e6;
-  return fmt::format("{} messages ({:.0f}/s, {:.1f} MB/s), {} batches, committed through {}, "
-                     "{} connections, {} lost",
-                     now.messages, msgs, mb, now.batches, now.committed_through,
-                     now.connections, now.connection_losses);
+  return fmt::format(
+      "{} messages ({:.0f}/s, {:.1f} MB/s), {} batches, committed through {}, "
+      "{} connections, {} lost",
+      now.messages, msgs, mb, now.batches, now.committed_through, now.connections,
+      now.connection_losses);
 }
 
 int exit_code(const bridge::BridgeError& e) {
@@ -111,9 +111,10 @@ int main(int argc, char** argv) {
                        "give up after N failed connection attempts in a row (default: never)");
   send_cmd->add_option("--connect-timeout", connect_timeout_ms,
                        "ms to wait for the receiver's answer per attempt (default 3000)");
-  send_cmd->add_option("--peer-timeout", peer_timeout_ms,
-                       "ms without word from the receiver, messages in flight, before the "
-                       "connection is made anew (default 10000)")
+  send_cmd
+      ->add_option("--peer-timeout", peer_timeout_ms,
+                   "ms without word from the receiver, messages in flight, before the "
+                   "connection is made anew (default 10000)")
       ->check(CLI::Range(500u, 3600000u));
   send_cmd->add_option("--stats", stats_ms, "print counters every MS milliseconds");
   send_cmd->add_option("--idle-spin", idle_spin_us,
@@ -127,9 +128,10 @@ int main(int argc, char** argv) {
   auto* recv_cmd = app.add_subcommand("recv", "receive messages into a local ring");
   recv_cmd->add_option("--listen", listen, "[ADDRESS:]PORT to listen on (PORT 0: any free port)")
       ->required();
-  recv_cmd->add_option("--ring", recv.ring,
-                       "local SPSC ring to fill (its producer role); created with the "
-                       "sender's geometry if missing")
+  recv_cmd
+      ->add_option("--ring", recv.ring,
+                   "local SPSC ring to fill (its producer role); created with the "
+                   "sender's geometry if missing")
       ->required();
   recv_cmd->add_option("--mode", mode_text, "permissions of a ring this side creates (0600)");
   recv_cmd->add_option("--port-file", port_file, "write the port listened on to this file");

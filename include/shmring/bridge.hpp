@@ -17,6 +17,8 @@
 //   their ring; SPSC rings enforce that with their roles.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -25,18 +27,17 @@
 #include <stop_token>
 #include <string>
 #include <string_view>
-#include <sys/types.h>
 
 namespace shmring::bridge {
 
 // What went wrong, for callers that react differently to each.
 enum class BridgeErrc {
-  transport,     // UCX could not be initialised, or a listener could not bind
-  unreachable,   // no bridge answered within the attempts allowed
-  refused,       // the far bridge refused this stream (the message says why)
-  protocol,      // the peer sent something this protocol does not allow
-  ring,          // the local ring could not be opened, created or attached
-  stream_gap,    // the two sides disagree on what was delivered: continuing could lose messages
+  transport,    // UCX could not be initialised, or a listener could not bind
+  unreachable,  // no bridge answered within the attempts allowed
+  refused,      // the far bridge refused this stream (the message says why)
+  protocol,     // the peer sent something this protocol does not allow
+  ring,         // the local ring could not be opened, created or attached
+  stream_gap,   // the two sides disagree on what was delivered: continuing could lose messages
 };
 
 class BridgeError : public std::runtime_error {
@@ -65,8 +66,8 @@ struct BridgeStats {
 using LogFn = std::function<void(std::string_view line)>;
 
 struct SenderOptions {
-  std::string ring;        // the local SPSC ring to drain (its consumer role is taken)
-  std::string host;        // the receiving bridge
+  std::string ring;  // the local SPSC ring to drain (its consumer role is taken)
+  std::string host;  // the receiving bridge
   std::uint16_t port = 0;
   std::size_t max_batch = 64;  // messages per network message (the receiver may lower it)
   // Messages sent but not yet acknowledged; 0 means four batches.
@@ -94,10 +95,10 @@ struct SenderOptions {
 };
 
 struct ReceiverOptions {
-  std::string ring;                    // the local SPSC ring to fill (its producer role is taken)
+  std::string ring;  // the local SPSC ring to fill (its producer role is taken)
   std::string bind_address = "0.0.0.0";
-  std::uint16_t port = 0;              // 0: any free port (see on_listening)
-  mode_t mode = 0600;                  // permissions of a ring this side creates
+  std::uint16_t port = 0;  // 0: any free port (see on_listening)
+  mode_t mode = 0600;      // permissions of a ring this side creates
   // Bytes of one network message at most; caps the batch the sender may use.
   std::size_t max_message_bytes = std::size_t{64} << 20;
   std::chrono::microseconds idle_spin{200};

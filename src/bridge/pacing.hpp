@@ -52,7 +52,9 @@ class StatsTicker {
  public:
   StatsTicker(std::chrono::milliseconds interval,
               const std::function<void(const BridgeStats&)>& callback)
-      : interval_(interval), callback_(callback), next_(std::chrono::steady_clock::now() + interval) {}
+      : interval_(interval),
+        callback_(callback),
+        next_(std::chrono::steady_clock::now() + interval) {}
 
   void maybe_report(const BridgeStats& stats) {
     if (interval_.count() <= 0 || !callback_) return;

@@ -104,8 +104,8 @@ BridgeStats Receiver::run() {
   }
   worker_ = std::make_unique<Worker>();
   detail::Listener listener(*worker_, o_.bind_address, o_.port);
-  log("listening on " + o_.bind_address + ":" + std::to_string(listener.port()) +
-      " for ring '" + o_.ring + "'");
+  log("listening on " + o_.bind_address + ":" + std::to_string(listener.port()) + " for ring '" +
+      o_.ring + "'");
   if (o_.on_listening) o_.on_listening(listener.port());
 
   wire::Hello hello{};
@@ -114,60 +114,68 @@ BridgeStats Receiver::run() {
                 hello_receive);
   detail::IdlePacer pacer(o_.idle_spin);
   detail::StatsTicker ticker(o_.stats_interval, o_.on_stats);
-  while (!stop_.stop_requested()) {
-    bool busy = worker_->progress() != 0;
-    // The newest connection wins: a sender that restarts reconnects before
-    // this side may have noticed that its old connection died.
-    while (ucp_conn_request_h request = listener.take()) {
-      if (conn_.ep != nullptr) drop("replaced by a new connection");
-      try {
-        conn_.ep = Endpoint::accept(*worker_, request);
-        log("connection from " + conn_.ep->peer());
-      } catch (const BridgeError& e) {
-        log(e.what());
-      }
-      busy = true;
-    }
-    if (!hello_receive.pending) {
-      const Completion done = hello_receive;
-      worker_->settle(hello_receive);
-      if (done.status == UCS_OK) {
-        on_hello(hello, done.length);
-      } else {
-        log(std::string("unreadable Hello (") + ucs_status_string(done.status) +
-            "): not a ring-bridge sender, or another protocol version");
-        if (conn_.ep != nullptr) drop("unreadable Hello");
-      }
-      worker_->recv(&hello, sizeof hello, wire::tag(wire::Kind::hello, 0), wire::kKindMask,
-                    hello_receive);
-      busy = true;
-    }
-    if (conn_.ep != nullptr && conn_.epoch != 0) {
-      while (conn_.ep != nullptr && !conn_.receives[conn_.next_receive].done.pending) {
-        DataReceive& r = conn_.receives[conn_.next_receive];
-        if (!on_data(r)) break;
-        conn_.next_receive = (conn_.next_receive + 1) % kDataReceives;
+  // A fatal error found in the loop is thrown only after every operation in
+  // flight has finished (UCX writes into the buffers until then).
+  std::optional<BridgeError> fatal;
+  try {
+    while (!stop_.stop_requested()) {
+      bool busy = worker_->progress() != 0;
+      // The newest connection wins: a sender that restarts reconnects before
+      // this side may have noticed that its old connection died.
+      while (ucp_conn_request_h request = listener.take()) {
+        if (conn_.ep != nullptr) drop("replaced by a new connection");
+        try {
+          conn_.ep = Endpoint::accept(*worker_, request);
+          log("connection from " + conn_.ep->peer());
+        } catch (const BridgeError& e) {
+          log(e.what());
+        }
         busy = true;
       }
-    }
-    if (conn_.ep != nullptr) {
-      while (!conn_.acks.empty() && !conn_.acks.front().done.pending) {
-        worker_->settle(conn_.acks.front().done);
-        conn_.acks.pop_front();
+      if (!hello_receive.pending) {
+        const Completion done = hello_receive;
+        worker_->settle(hello_receive);
+        if (done.status == UCS_OK) {
+          on_hello(hello, done.length);
+        } else {
+          log(std::string("unreadable Hello (") + ucs_status_string(done.status) +
+              "): not a ring-bridge sender, or another protocol version");
+          if (conn_.ep != nullptr) drop("unreadable Hello");
+        }
+        worker_->recv(&hello, sizeof hello, wire::tag(wire::Kind::hello, 0), wire::kKindMask,
+                      hello_receive);
+        busy = true;
       }
-      if (conn_.ep->failed()) {
-        ++stats_.connection_losses;
-        drop(std::string("connection from ") + conn_.ep->peer() +
-             " lost: " + ucs_status_string(conn_.ep->failure()));
+      if (conn_.ep != nullptr && conn_.epoch != 0) {
+        while (conn_.ep != nullptr && !conn_.receives[conn_.next_receive].done.pending) {
+          DataReceive& r = conn_.receives[conn_.next_receive];
+          if (!on_data(r)) break;
+          conn_.next_receive = (conn_.next_receive + 1) % kDataReceives;
+          busy = true;
+        }
       }
+      if (conn_.ep != nullptr) {
+        while (!conn_.acks.empty() && !conn_.acks.front().done.pending) {
+          worker_->settle(conn_.acks.front().done);
+          conn_.acks.pop_front();
+        }
+        if (conn_.ep->failed()) {
+          ++stats_.connection_losses;
+          drop(std::string("connection from ") + conn_.ep->peer() +
+               " lost: " + ucs_status_string(conn_.ep->failure()));
+        }
+      }
+      ticker.maybe_report(stats_);
+      // Everything a receiver waits for comes over the network.
+      if (pacer.should_block(busy)) worker_->wait(std::chrono::milliseconds(20));
     }
-    ticker.maybe_report(stats_);
-    // Everything a receiver waits for comes over the network.
-    if (pacer.should_block(busy)) worker_->wait(std::chrono::milliseconds(20));
+  } catch (const BridgeError& e) {
+    fatal = e;
   }
   if (conn_.ep != nullptr) drop("stopped");
   worker_->cancel(hello_receive);
   worker_->settle(hello_receive);
+  if (fatal) throw *fatal;
   return stats_;
 }
 
@@ -227,8 +235,8 @@ void Receiver::on_hello(const wire::Hello& hello, std::size_t length) {
     const std::uint64_t slot = tx_.slot_size();
     const std::uint64_t by_bytes =
         std::max<std::uint64_t>(1, o_.max_message_bytes / (slot + sizeof(std::uint32_t)));
-    conn_.max_batch = std::min({std::max<std::uint64_t>(hello.max_batch, 1), by_bytes, kMaxBatch,
-                                tx_.capacity()});
+    conn_.max_batch = std::min(
+        {std::max<std::uint64_t>(hello.max_batch, 1), by_bytes, kMaxBatch, tx_.capacity()});
     conn_.epoch = w.epoch;
     conn_.committed = w.committed_through;
     conn_.next_receive = 0;
@@ -257,8 +265,7 @@ void Receiver::on_hello(const wire::Hello& hello, std::size_t length) {
   worker_->settle(sent);
 }
 
-std::optional<std::string> Receiver::ensure_ring(const wire::Hello& hello,
-                                                 wire::Result& result) {
+std::optional<std::string> Receiver::ensure_ring(const wire::Hello& hello, wire::Result& result) {
   result = wire::Result::bad_geometry;
   if (hello.ring_kind != static_cast<std::uint32_t>(RingKind::spsc)) {
     return "the sender's ring is not SPSC; ring-bridge carries SPSC rings";
@@ -276,8 +283,8 @@ std::optional<std::string> Receiver::ensure_ring(const wire::Hello& hello,
         create.mode = o_.mode;
         segment_ = Segment::open_or_create(o_.ring, create);
         if (segment_.created()) {
-          log("created ring '" + o_.ring + "': " + std::to_string(hello.capacity) +
-              " slots of " + std::to_string(hello.slot_size) + " bytes");
+          log("created ring '" + o_.ring + "': " + std::to_string(hello.capacity) + " slots of " +
+              std::to_string(hello.slot_size) + " bytes");
         }
       } else if (ec) {
         return "ring '" + o_.ring + "': " + last_error_message();
@@ -315,9 +322,9 @@ std::uint64_t Receiver::resume_position(const wire::Hello& hello) {
     return state->base_stream_position + (head - state->base_ring_position);
   }
   // A new stream (or a new ring): it starts where the sender stands.
-  detail::store_stream_state(o_.ring, detail::StreamState{ring_created, hello.stream_created_ns,
-                                                          hello.stream_creator,
-                                                          hello.next_position, head});
+  detail::store_stream_state(
+      o_.ring, detail::StreamState{ring_created, hello.stream_created_ns, hello.stream_creator,
+                                   hello.next_position, head});
   return hello.next_position;
 }
 
@@ -350,8 +357,8 @@ bool Receiver::on_data(DataReceive& r) {
       bad = "a batch of " + std::to_string(h.count) + " messages (at most " +
             std::to_string(conn_.max_batch) + ")";
     } else if (h.first_position > conn_.committed) {
-      bad = "a batch starting at position " + std::to_string(h.first_position) +
-            ", expected " + std::to_string(conn_.committed);
+      bad = "a batch starting at position " + std::to_string(h.first_position) + ", expected " +
+            std::to_string(conn_.committed);
     }
   }
   std::vector<std::uint32_t> lengths(bad.empty() ? h.count : 0);
@@ -370,8 +377,8 @@ bool Receiver::on_data(DataReceive& r) {
         bad = "a Data message of " + std::to_string(done.length) + " bytes, expected " +
               std::to_string(prefix) + " (lengths only)";
       } else if (h.first_position != conn_.committed) {
-        bad = "a batch starting at position " + std::to_string(h.first_position) +
-              ", expected " + std::to_string(conn_.committed);
+        bad = "a batch starting at position " + std::to_string(h.first_position) + ", expected " +
+              std::to_string(conn_.committed);
       }
     } else if (bad.empty() && prefix + payload != done.length) {
       bad = "a batch whose lengths add up to " + std::to_string(prefix + payload) +

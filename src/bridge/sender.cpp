@@ -14,6 +14,7 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -172,8 +173,7 @@ std::unique_ptr<Endpoint> Sender::handshake(std::uint64_t epoch, wire::Welcome& 
   hello.slot_size = rx_.slot_size();
   hello.epoch = epoch;
   hello.stream_created_ns = header->created_unix_ns;
-  hello.stream_creator =
-      std::uint64_t{header->creator_pid} | (header->creator_start_time << 32);
+  hello.stream_creator = std::uint64_t{header->creator_pid} | (header->creator_start_time << 32);
   hello.next_position = rx_.position();
   hello.max_batch = std::max<std::size_t>(o_.max_batch, 1);
   std::strncpy(hello.ring_name, o_.ring.c_str(), sizeof hello.ring_name - 1);
@@ -206,8 +206,7 @@ std::unique_ptr<Endpoint> Sender::handshake(std::uint64_t epoch, wire::Welcome& 
     }
     return nullptr;
   }
-  if (answer.length != sizeof welcome || welcome.magic != wire::kMagic ||
-      welcome.epoch != epoch) {
+  if (answer.length != sizeof welcome || welcome.magic != wire::kMagic || welcome.epoch != epoch) {
     throw BridgeError(BridgeErrc::protocol,
                       where() + " answered with something that is not a ring-bridge Welcome");
   }
@@ -244,18 +243,17 @@ std::string Sender::stream(std::unique_ptr<Endpoint>& endpoint, std::uint64_t ep
                           ": the messages between are gone (was the receiving ring recreated?)");
   }
   if (welcome.committed_through > readable_end) {
-    throw BridgeError(BridgeErrc::stream_gap,
-                      where() + " says it committed through position " +
-                          std::to_string(welcome.committed_through) + ", beyond what ring '" +
-                          o_.ring + "' holds (" + std::to_string(readable_end) +
-                          "): it is fed by another stream");
+    throw BridgeError(BridgeErrc::stream_gap, where() + " says it committed through position " +
+                                                  std::to_string(welcome.committed_through) +
+                                                  ", beyond what ring '" + o_.ring + "' holds (" +
+                                                  std::to_string(readable_end) +
+                                                  "): it is fed by another stream");
   }
   rx_.release(claim, static_cast<std::size_t>(welcome.committed_through - released));
   stats_.committed_through = welcome.committed_through;
 
-  const std::size_t max_batch = static_cast<std::size_t>(
-      std::clamp<std::uint64_t>(std::min<std::uint64_t>(o_.max_batch, welcome.max_batch), 1,
-                                rx_.capacity()));
+  const std::size_t max_batch = static_cast<std::size_t>(std::clamp<std::uint64_t>(
+      std::min<std::uint64_t>(o_.max_batch, welcome.max_batch), 1, rx_.capacity()));
   const std::uint64_t window =
       std::min<std::uint64_t>(o_.window != 0 ? o_.window : 4 * max_batch, rx_.capacity());
   const bool separate = (welcome.flags & wire::kSeparatePayloads) != 0;
@@ -276,121 +274,129 @@ std::string Sender::stream(std::unique_ptr<Endpoint>& endpoint, std::uint64_t ep
   detail::IdlePacer pacer(o_.idle_spin);
   detail::StatsTicker ticker(o_.stats_interval, o_.on_stats);
   auto heard = steady_clock::now();  // the receiver's last sign of life
-  while (why.empty() && !stop_.stop_requested()) {
-    bool busy = worker_->progress() != 0;
-    if (ep.failed()) {
-      why = ucs_status_string(ep.failure());
-      break;
-    }
-    if (next_send == acked) {
-      heard = steady_clock::now();  // nothing owed: silence is normal
-    } else if (steady_clock::now() - heard > o_.peer_timeout) {
-      why = "no word from the receiver for " + std::to_string(o_.peer_timeout.count()) +
-            " ms with " + std::to_string(next_send - acked) + " messages unacknowledged";
-      break;
-    }
-    // Acknowledgements.
-    while (!ack_receives[next_ack].pending) {
-      Completion& c = ack_receives[next_ack];
-      if (c.status != UCS_OK) {
-        why = std::string("receiving acknowledgements failed: ") + ucs_status_string(c.status);
+  // A fatal error found in the loop is thrown only after every operation in
+  // flight has finished (UCX writes into the buffers below until then).
+  std::optional<BridgeError> fatal;
+  try {
+    while (why.empty() && !stop_.stop_requested()) {
+      bool busy = worker_->progress() != 0;
+      if (ep.failed()) {
+        why = ucs_status_string(ep.failure());
         break;
       }
-      worker_->settle(c);
-      const wire::Ack a = ack_buffers[next_ack];
-      if (c.length != sizeof a || a.epoch != epoch || a.committed_through < acked ||
-          a.committed_through > next_send) {
-        throw BridgeError(BridgeErrc::protocol,
-                          where() + " acknowledged position " +
-                              std::to_string(a.committed_through) + ", outside what was sent [" +
-                              std::to_string(acked) + ", " + std::to_string(next_send) + "]");
-      }
-      acked = a.committed_through;
-      heard = steady_clock::now();
-      worker_->recv(&ack_buffers[next_ack], sizeof(wire::Ack), wire::tag(wire::Kind::ack, epoch),
-                    wire::kFullMask, c);
-      next_ack = (next_ack + 1) % kAckReceives;
-      busy = true;
-    }
-    if (!why.empty()) break;
-    // Sends that completed locally.
-    while (!sends.empty() && !sends.front().pending()) {
-      DataSend& s = sends.front();
-      if (s.status() != UCS_OK) {
-        why = std::string("sending failed: ") + ucs_status_string(s.status());
+      if (next_send == acked) {
+        heard = steady_clock::now();  // nothing owed: silence is normal
+      } else if (steady_clock::now() - heard > o_.peer_timeout) {
+        why = "no word from the receiver for " + std::to_string(o_.peer_timeout.count()) +
+              " ms with " + std::to_string(next_send - acked) + " messages unacknowledged";
         break;
       }
-      for (Completion& c : s.parts) worker_->settle(c);
-      sends_done_through = s.end_position;
-      sends.pop_front();
-    }
-    if (!why.empty()) break;
-    // Release what the far ring has committed and UCX no longer reads.
-    const std::uint64_t releasable = std::min(acked, sends.empty() ? next_send : sends_done_through);
-    if (releasable > rx_.position()) {
-      const std::uint64_t from = rx_.position();
-      claim = rx_.try_peek(static_cast<std::size_t>(releasable - from));
-      const std::uint64_t n = std::min<std::uint64_t>(claim.size(), releasable - from);
-      for (std::uint64_t i = 0; i < n; ++i) stats_.bytes += claim[i].size();
-      rx_.release(claim, static_cast<std::size_t>(n));
-      stats_.messages += n;
-      stats_.committed_through = rx_.position();
-      busy = true;
-    }
-    // Send what is readable, within the window.
-    if (next_send - acked < window) {
-      claim = rx_.try_peek(static_cast<std::size_t>(rx_.capacity()));
-      if (claim.status() == Status::corrupt) {
-        throw BridgeError(BridgeErrc::ring,
-                          "ring '" + o_.ring + "' is corrupt (impossible positions)");
-      }
-      const std::uint64_t first = rx_.position();
-      const std::uint64_t end = first + claim.size();
-      const std::uint64_t n =
-          std::min<std::uint64_t>({end > next_send ? end - next_send : 0, max_batch,
-                                   window - (next_send - acked)});
-      if (n != 0) {
-        DataSend& s = sends.emplace_back();
-        s.prefix.assign(wire::data_prefix_size(static_cast<std::size_t>(n)), std::byte{0});
-        wire::DataHeader h{next_send, static_cast<std::uint32_t>(n), 0};
-        std::memcpy(s.prefix.data(), &h, sizeof h);
-        s.iov.push_back({s.prefix.data(), s.prefix.size()});
-        for (std::uint64_t i = 0; i < n; ++i) {
-          const std::span<const std::byte> m = claim[static_cast<std::size_t>(next_send - first + i)];
-          const auto length = static_cast<std::uint32_t>(m.size());
-          std::memcpy(s.prefix.data() + sizeof h + i * sizeof length, &length, sizeof length);
-          if (!m.empty()) s.iov.push_back({const_cast<std::byte*>(m.data()), m.size()});
+      // Acknowledgements.
+      while (!ack_receives[next_ack].pending) {
+        Completion& c = ack_receives[next_ack];
+        if (c.status != UCS_OK) {
+          why = std::string("receiving acknowledgements failed: ") + ucs_status_string(c.status);
+          break;
         }
-        next_send += n;
-        s.end_position = next_send;
-        ++stats_.batches;
-        if (separate) {
-          // The lengths first, then each payload from its slot, in order.
-          worker_->send(ep.handle(), s.prefix.data(), s.prefix.size(),
-                        wire::tag(wire::Kind::data, epoch), s.parts.emplace_back());
-          for (std::size_t i = 1; i < s.iov.size(); ++i) {
-            worker_->send(ep.handle(), s.iov[i].buffer, s.iov[i].length,
-                          wire::tag(wire::Kind::payload, epoch), s.parts.emplace_back());
-          }
-        } else {
-          worker_->send(ep.handle(), s.iov.data(), s.iov.size(),
-                        wire::tag(wire::Kind::data, epoch), s.parts.emplace_back());
+        worker_->settle(c);
+        const wire::Ack a = ack_buffers[next_ack];
+        if (c.length != sizeof a || a.epoch != epoch || a.committed_through < acked ||
+            a.committed_through > next_send) {
+          throw BridgeError(BridgeErrc::protocol,
+                            where() + " acknowledged position " +
+                                std::to_string(a.committed_through) + ", outside what was sent [" +
+                                std::to_string(acked) + ", " + std::to_string(next_send) + "]");
         }
+        acked = a.committed_through;
+        heard = steady_clock::now();
+        worker_->recv(&ack_buffers[next_ack], sizeof(wire::Ack), wire::tag(wire::Kind::ack, epoch),
+                      wire::kFullMask, c);
+        next_ack = (next_ack + 1) % kAckReceives;
         busy = true;
       }
-    }
-    ticker.maybe_report(stats_);
-    if (pacer.should_block(busy)) {
-      if (next_send == acked) {
-        // Nothing owed by the receiver: wait for the local producer (on the
-        // ring's futex), looking at the network again every 20 ms.
-        (void)rx_.peek(1, std::chrono::milliseconds(20));
-      } else {
-        // Waiting for acknowledgements; new messages are looked for every
-        // 200 us.
-        worker_->wait(std::chrono::microseconds(200));
+      if (!why.empty()) break;
+      // Sends that completed locally.
+      while (!sends.empty() && !sends.front().pending()) {
+        DataSend& s = sends.front();
+        if (s.status() != UCS_OK) {
+          why = std::string("sending failed: ") + ucs_status_string(s.status());
+          break;
+        }
+        for (Completion& c : s.parts) worker_->settle(c);
+        sends_done_through = s.end_position;
+        sends.pop_front();
+      }
+      if (!why.empty()) break;
+      // Release what the far ring has committed and UCX no longer reads.
+      const std::uint64_t releasable =
+          std::min(acked, sends.empty() ? next_send : sends_done_through);
+      if (releasable > rx_.position()) {
+        const std::uint64_t from = rx_.position();
+        claim = rx_.try_peek(static_cast<std::size_t>(releasable - from));
+        const std::uint64_t n = std::min<std::uint64_t>(claim.size(), releasable - from);
+        for (std::uint64_t i = 0; i < n; ++i) stats_.bytes += claim[i].size();
+        rx_.release(claim, static_cast<std::size_t>(n));
+        stats_.messages += n;
+        stats_.committed_through = rx_.position();
+        busy = true;
+      }
+      // Send what is readable, within the window.
+      if (next_send - acked < window) {
+        claim = rx_.try_peek(static_cast<std::size_t>(rx_.capacity()));
+        if (claim.status() == Status::corrupt) {
+          throw BridgeError(BridgeErrc::ring,
+                            "ring '" + o_.ring + "' is corrupt (impossible positions)");
+        }
+        const std::uint64_t first = rx_.position();
+        const std::uint64_t end = first + claim.size();
+        const std::uint64_t n = std::min<std::uint64_t>(
+            {end > next_send ? end - next_send : 0, max_batch, window - (next_send - acked)});
+        if (n != 0) {
+          DataSend& s = sends.emplace_back();
+          s.prefix.assign(wire::data_prefix_size(static_cast<std::size_t>(n)), std::byte{0});
+          wire::DataHeader h{next_send, static_cast<std::uint32_t>(n), 0};
+          std::memcpy(s.prefix.data(), &h, sizeof h);
+          s.iov.push_back({s.prefix.data(), s.prefix.size()});
+          for (std::uint64_t i = 0; i < n; ++i) {
+            const std::span<const std::byte> m =
+                claim[static_cast<std::size_t>(next_send - first + i)];
+            const auto length = static_cast<std::uint32_t>(m.size());
+            std::memcpy(s.prefix.data() + sizeof h + i * sizeof length, &length, sizeof length);
+            if (!m.empty()) s.iov.push_back({const_cast<std::byte*>(m.data()), m.size()});
+          }
+          next_send += n;
+          s.end_position = next_send;
+          ++stats_.batches;
+          if (separate) {
+            // The lengths first, then each payload from its slot, in order.
+            worker_->send(ep.handle(), s.prefix.data(), s.prefix.size(),
+                          wire::tag(wire::Kind::data, epoch), s.parts.emplace_back());
+            for (std::size_t i = 1; i < s.iov.size(); ++i) {
+              worker_->send(ep.handle(), s.iov[i].buffer, s.iov[i].length,
+                            wire::tag(wire::Kind::payload, epoch), s.parts.emplace_back());
+            }
+          } else {
+            worker_->send(ep.handle(), s.iov.data(), s.iov.size(),
+                          wire::tag(wire::Kind::data, epoch), s.parts.emplace_back());
+          }
+          busy = true;
+        }
+      }
+      ticker.maybe_report(stats_);
+      if (pacer.should_block(busy)) {
+        if (next_send == acked) {
+          // Nothing owed by the receiver: wait for the local producer (on the
+          // ring's futex), looking at the network again every 20 ms.
+          (void)rx_.peek(1, std::chrono::milliseconds(20));
+        } else {
+          // Waiting for acknowledgements; new messages are looked for every
+          // 200 us.
+          worker_->wait(std::chrono::microseconds(200));
+        }
       }
     }
+  } catch (const BridgeError& e) {
+    fatal = e;
   }
   // Every operation must finish before its buffers go: receives are
   // cancelled; the endpoint's forced close completes the sends still in
@@ -401,6 +407,7 @@ std::string Sender::stream(std::unique_ptr<Endpoint>& endpoint, std::uint64_t ep
   for (DataSend& s : sends) {
     for (Completion& c : s.parts) worker_->settle(c);
   }
+  if (fatal) throw *fatal;
   return why.empty() ? "stopped" : why;
 }
 

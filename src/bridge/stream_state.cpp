@@ -58,8 +58,9 @@ std::optional<StreamState> load_stream_state(const std::string& ring) {
   const int read_errno = errno;
   ::close(fd);
   if (n < 0) fail(path, std::string("cannot read: ") + std::strerror(read_errno));
-  const std::string remedy = "; remove it to start the stream afresh (messages the sender "
-                             "has not released will be delivered again)";
+  const std::string remedy =
+      "; remove it to start the stream afresh (messages the sender "
+      "has not released will be delivered again)";
   if (n != static_cast<ssize_t>(sizeof f)) fail(path, "truncated" + remedy);
   if (f.magic != kStateMagic) fail(path, "not a bridge state file" + remedy);
   if (f.checksum != checksum(f)) fail(path, "checksum mismatch (corrupted)" + remedy);
@@ -87,8 +88,8 @@ void store_stream_state(const std::string& ring, const StreamState& state) {
   ::close(fd);
   if (n != static_cast<ssize_t>(sizeof f)) {
     ::unlink(temporary.c_str());
-    fail(temporary, std::string("cannot write: ") +
-                        (n < 0 ? std::strerror(write_errno) : "short write"));
+    fail(temporary,
+         std::string("cannot write: ") + (n < 0 ? std::strerror(write_errno) : "short write"));
   }
   if (::rename(temporary.c_str(), path.c_str()) != 0) {
     const int rename_errno = errno;

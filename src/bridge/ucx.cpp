@@ -60,8 +60,8 @@ AddrInfo resolve(const std::string& host, std::uint16_t port, bool passive, Brid
   if (passive) hints.ai_flags = AI_PASSIVE;
   AddrInfo result;
   const std::string service = std::to_string(port);
-  const int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints,
-                             &result.list);
+  const int rc =
+      getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &result.list);
   if (rc != 0 || result.list == nullptr) {
     throw BridgeError(errc, "cannot resolve '" + host + ":" + service + "': " + gai_strerror(rc));
   }
@@ -87,8 +87,8 @@ Worker::Worker() {
   ucp_config_t* config = nullptr;
   ucs_status_t status = ucp_config_read(nullptr, nullptr, &config);
   if (status != UCS_OK) {
-    throw BridgeError(BridgeErrc::transport, "UCX: reading the configuration failed: " +
-                                                 status_text(status));
+    throw BridgeError(BridgeErrc::transport,
+                      "UCX: reading the configuration failed: " + status_text(status));
   }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
@@ -142,8 +142,8 @@ void Worker::recv(void* buffer, std::size_t bytes, std::uint64_t tag, std::uint6
                   Completion& c) noexcept {
   ucp_request_param_t param{};
   // Always through the callback, so `length` is set in one place.
-  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                       UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
+  param.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FLAG_NO_IMM_CMPL;
   param.cb.recv = on_recv_done;
   param.user_data = &c;
   c = Completion{};
@@ -174,7 +174,8 @@ void Worker::settle(Completion& c) noexcept {
 void Worker::wait(std::chrono::microseconds timeout) noexcept {
   if (event_fd_ == -1 && ucp_worker_get_efd(worker_, &event_fd_) != UCS_OK) event_fd_ = -2;
   const auto us = timeout.count();
-  const timespec step{static_cast<time_t>(us / 1'000'000), static_cast<long>(us % 1'000'000) * 1000};
+  const timespec step{static_cast<time_t>(us / 1'000'000),
+                      static_cast<long>(us % 1'000'000) * 1000};
   if (event_fd_ < 0) {
     nanosleep(&step, nullptr);
     return;

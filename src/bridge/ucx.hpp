@@ -19,10 +19,10 @@ namespace shmring::bridge::detail {
 // One operation in flight. It must not move or die before done (the UCX
 // callback writes into it); Worker::settle() waits for that.
 struct Completion {
-  bool pending = false;                // started and not done
-  ucs_status_t status = UCS_OK;        // the result once done
-  std::size_t length = 0;              // receives: bytes received
-  void* request = nullptr;             // UCX's handle while pending
+  bool pending = false;          // started and not done
+  ucs_status_t status = UCS_OK;  // the result once done
+  std::size_t length = 0;        // receives: bytes received
+  void* request = nullptr;       // UCX's handle while pending
 };
 
 class Worker {

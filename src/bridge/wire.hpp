@@ -45,15 +45,15 @@ constexpr std::uint64_t tag(Kind kind, std::uint64_t epoch) noexcept {
 struct Hello {
   std::uint64_t magic;
   std::uint32_t protocol_version;
-  std::uint32_t ring_kind;         // shmring::RingKind of the sender's ring
-  std::uint64_t capacity;          // the sender's ring, for a receiver that creates one
+  std::uint32_t ring_kind;  // shmring::RingKind of the sender's ring
+  std::uint64_t capacity;   // the sender's ring, for a receiver that creates one
   std::uint64_t slot_size;
-  std::uint64_t epoch;             // this connection
-  std::uint64_t stream_created_ns; // identity of the sender's ring: its creation time
-  std::uint64_t stream_creator;    // and its creator (pid | start time << 32)
-  std::uint64_t next_position;     // the sender's ring has released everything below
-  std::uint64_t max_batch;         // messages per Data the sender would like
-  char ring_name[64];              // the sender's ring, for the receiver's log
+  std::uint64_t epoch;              // this connection
+  std::uint64_t stream_created_ns;  // identity of the sender's ring: its creation time
+  std::uint64_t stream_creator;     // and its creator (pid | start time << 32)
+  std::uint64_t next_position;      // the sender's ring has released everything below
+  std::uint64_t max_batch;          // messages per Data the sender would like
+  char ring_name[64];               // the sender's ring, for the receiver's log
 };
 static_assert(std::is_standard_layout_v<Hello> && sizeof(Hello) == 136);
 
@@ -74,8 +74,8 @@ struct Welcome {
   std::uint64_t max_batch;          // messages per Data, at most
   std::uint64_t capacity;           // the receiving ring
   std::uint64_t slot_size;
-  std::uint64_t flags;              // kSeparatePayloads
-  char reason[248];                 // why, when not accepted
+  std::uint64_t flags;  // kSeparatePayloads
+  char reason[248];     // why, when not accepted
 };
 static_assert(std::is_standard_layout_v<Welcome> && sizeof(Welcome) == 312);
 
