@@ -17,6 +17,10 @@ namespace {
 
 std::string status_text(ucs_status_t status) { return ucs_status_string(status); }
 
+// How long settle() and a close wait for UCX before they give an operation
+// up (far longer than any operation on a live or properly failed connection).
+constexpr auto kGiveUpAfter = std::chrono::seconds(3);
+
 void on_send_done(void* /*request*/, ucs_status_t status, void* user_data) {
   auto* c = static_cast<Completion*>(user_data);
   c->status = status;
@@ -156,13 +160,23 @@ void Worker::cancel(Completion& c) noexcept {
 }
 
 void Worker::settle(Completion& c) noexcept {
-  auto asked = std::chrono::steady_clock::now();
+  const auto start = std::chrono::steady_clock::now();
+  auto asked = start;
   while (c.pending) {
     progress();
+    const auto now = std::chrono::steady_clock::now();
+    if (now - start > kGiveUpAfter && c.request != nullptr) {
+      // A send on a connection that died without UCX completing it (seen
+      // when a cable is cut): freed requests get no callback, so `c` is
+      // ours again; UCX may still read the buffer of a send, never write.
+      c.status = UCS_ERR_TIMED_OUT;
+      c.pending = false;
+      break;
+    }
     // A cancel that raced with the operation's start is asked again.
-    if (std::chrono::steady_clock::now() - asked > std::chrono::seconds(1)) {
+    if (now - asked > std::chrono::seconds(1)) {
       cancel(c);
-      asked = std::chrono::steady_clock::now();
+      asked = now;
     }
   }
   if (c.request != nullptr) {
@@ -239,7 +253,13 @@ Endpoint::~Endpoint() {
   param.flags = UCP_EP_CLOSE_FLAG_FORCE;
   ucs_status_ptr_t r = ucp_ep_close_nbx(ep_, &param);
   if (r != nullptr && !UCS_PTR_IS_ERR(r)) {
-    while (ucp_request_check_status(r) == UCS_INPROGRESS) worker_.progress();
+    // Bounded: the close of a connection whose peer vanished without a reset
+    // may never complete; freeing the request leaves the rest to UCX.
+    const auto start = std::chrono::steady_clock::now();
+    while (ucp_request_check_status(r) == UCS_INPROGRESS &&
+           std::chrono::steady_clock::now() - start < kGiveUpAfter) {
+      worker_.progress();
+    }
     ucp_request_free(r);
   }
 }

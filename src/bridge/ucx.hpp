@@ -48,8 +48,10 @@ class Worker {
   // Asks UCX to give up on a pending operation; it completes (as cancelled)
   // during a later progress().
   void cancel(Completion& c) noexcept;
-  // Progresses until `c` is done (bounded: UCX completes cancelled and
-  // failed-endpoint operations promptly).
+  // Progresses until `c` is done. UCX completes cancelled receives and the
+  // sends of failed connections promptly; an operation still pending after
+  // a few seconds (a connection cut without a reset) is freed and reported
+  // as UCS_ERR_TIMED_OUT.
   void settle(Completion& c) noexcept;
   // Blocks until the network has something for this worker or `timeout`
   // passes (at once if events are pending). Call after progress() found
