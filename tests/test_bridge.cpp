@@ -399,6 +399,17 @@ class Consumer : public EndProcess {
   }
 };
 
+// Waits for both ends, then checks that every message arrived once, in order
+// and intact; `logs` explains a failure.
+void expect_every_message(Producer& producer, Consumer& consumer, std::uint64_t count,
+                          const std::string& logs) {
+  producer.join();
+  consumer.join();
+  EXPECT_FALSE(producer.failed);
+  EXPECT_EQ(consumer.problem, "") << logs;
+  EXPECT_EQ(consumer.received, count);
+}
+
 template <class Pred>
 bool wait_until(Pred pred, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
@@ -428,11 +439,7 @@ TEST(Bridge, StreamsEveryMessageInOrderExactlyOnce) {
   auto send = start_sender(port, n.src.name());
   Consumer consumer(n.dst.name(), count);
   Producer producer(src, count);
-  producer.join();
-  consumer.join();
-  EXPECT_FALSE(producer.failed);
-  EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
-  EXPECT_EQ(consumer.received, count);
+  expect_every_message(producer, consumer, count, send->log() + recv->log());
   EXPECT_EQ(send->stop(), 0) << send->log();
   EXPECT_EQ(recv->stop(), 0) << recv->log();
   // The receiver created the destination with the source's geometry.
@@ -457,11 +464,7 @@ TEST(Bridge, ReceiverKilledMidStreamLosesAndDuplicatesNothing) {
     recv->kill9();
     recv = start_receiver(port, n.dst.name());
   }
-  producer.join();
-  consumer.join();
-  EXPECT_FALSE(producer.failed);
-  EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
-  EXPECT_EQ(consumer.received, count);
+  expect_every_message(producer, consumer, count, send->log() + recv->log());
   // The sender noticed each loss and reconnected.
   EXPECT_NE(send->log().find("lost"), std::string::npos) << send->log();
   EXPECT_EQ(send->stop(), 0) << send->log();
@@ -484,11 +487,7 @@ TEST(Bridge, LargeMessagesGoSlotToSlotAndSurviveAReceiverKill) {
       << send->log() << recv->log();
   recv->kill9();
   recv = start_receiver(port, n.dst.name());
-  producer.join();
-  consumer.join();
-  EXPECT_FALSE(producer.failed);
-  EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
-  EXPECT_EQ(consumer.received, count);
+  expect_every_message(producer, consumer, count, send->log() + recv->log());
   EXPECT_EQ(send->stop(), 0) << send->log();
 }
 
@@ -510,11 +509,7 @@ TEST(Bridge, SenderKilledMidStreamLosesAndDuplicatesNothing) {
     // where the receiver's ring is.
     send = start_sender(port, n.src.name());
   }
-  producer.join();
-  consumer.join();
-  EXPECT_FALSE(producer.failed);
-  EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
-  EXPECT_EQ(consumer.received, count);
+  expect_every_message(producer, consumer, count, send->log() + recv->log());
 }
 
 TEST(Bridge, ConnectionCutAndRestoredLosesAndDuplicatesNothing) {
@@ -539,12 +534,8 @@ TEST(Bridge, ConnectionCutAndRestoredLosesAndDuplicatesNothing) {
       << send->log();
   const std::uint64_t during = consumer.received;
   ASSERT_TRUE(hosts.link(true));
-  producer.join();
-  consumer.join();
+  expect_every_message(producer, consumer, count, send->log() + recv->log());
   EXPECT_LT(during, count);
-  EXPECT_FALSE(producer.failed);
-  EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
-  EXPECT_EQ(consumer.received, count);
   EXPECT_EQ(send->stop(), 0) << send->log();
   EXPECT_EQ(recv->stop(), 0) << recv->log();
 }
@@ -580,10 +571,7 @@ TEST(Bridge, SlowFarConsumerHoldsTheProducerBack) {
   EXPECT_EQ(consumer.received, 0u);
   EXPECT_EQ(send->log().find("lost"), std::string::npos) << send->log();
   consumer.paused = false;
-  producer.join();
-  consumer.join();
-  EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
-  EXPECT_EQ(consumer.received, count);
+  expect_every_message(producer, consumer, count, send->log() + recv->log());
   EXPECT_EQ(send->log().find("lost"), std::string::npos) << send->log();
 }
 
@@ -680,10 +668,7 @@ TEST(Bridge, ReceiverSurvivesAPeerThatIsNotUcx) {
   auto send = start_sender(port, n.src.name());
   Consumer consumer(n.dst.name(), count);
   Producer producer(src, count);
-  producer.join();
-  consumer.join();
-  EXPECT_EQ(consumer.problem, "") << send->log() << recv->log();
-  EXPECT_EQ(consumer.received, count);
+  expect_every_message(producer, consumer, count, send->log() + recv->log());
   EXPECT_EQ(recv->stop(), 0) << recv->log();
 }
 
@@ -710,10 +695,7 @@ TEST(Bridge, RunsInProcessAsALibraryCall) {
   so.max_batch = 32;
   bridge::BridgeStats sent{};
   std::jthread sender([&](std::stop_token stop) { sent = bridge::run_sender(so, stop); });
-  producer.join();
-  consumer.join();
-  EXPECT_EQ(consumer.problem, "");
-  EXPECT_EQ(consumer.received, count);
+  expect_every_message(producer, consumer, count, "");
   // The sender releases each source slot once the far ring has committed it.
   const auto released = [&] {
     return std::atomic_ref<std::uint64_t>(control_of(src.base())->consumer.position).load();

@@ -89,6 +89,16 @@ class Sender {
   // closes the endpoint.
   std::string stream(std::unique_ptr<Endpoint>& ep, std::uint64_t epoch,
                      const wire::Welcome& welcome);
+  // The readable messages from the released position on, at most `max`;
+  // throws when the ring's producer side wrote impossible values.
+  ReadClaim peek_checked(std::uint64_t max) {
+    ReadClaim claim = rx_.try_peek(static_cast<std::size_t>(max));
+    if (claim.status() == Status::corrupt) {
+      throw BridgeError(BridgeErrc::ring,
+                        "ring '" + o_.ring + "' is corrupt (impossible positions)");
+    }
+    return claim;
+  }
   void log(const std::string& line) { detail::log_line(o_.log, line); }
   std::string where() const { return o_.host + ":" + std::to_string(o_.port); }
 
@@ -230,10 +240,7 @@ std::string Sender::stream(std::unique_ptr<Endpoint>& endpoint, std::uint64_t ep
   Endpoint& ep = *endpoint;
   // Resume where the receiver is: release what it already committed.
   const std::uint64_t released = rx_.position();
-  ReadClaim claim = rx_.try_peek(static_cast<std::size_t>(rx_.capacity()));
-  if (claim.status() == Status::corrupt) {
-    throw BridgeError(BridgeErrc::ring, "ring '" + o_.ring + "' is corrupt (impossible positions)");
-  }
+  ReadClaim claim = peek_checked(rx_.capacity());
   const std::uint64_t readable_end = released + claim.size();
   if (welcome.committed_through < released) {
     throw BridgeError(BridgeErrc::stream_gap,
@@ -342,15 +349,14 @@ std::string Sender::stream(std::unique_ptr<Endpoint>& endpoint, std::uint64_t ep
       }
       // Send what is readable, within the window.
       if (next_send - acked < window) {
-        claim = rx_.try_peek(static_cast<std::size_t>(rx_.capacity()));
-        if (claim.status() == Status::corrupt) {
-          throw BridgeError(BridgeErrc::ring,
-                            "ring '" + o_.ring + "' is corrupt (impossible positions)");
-        }
+        // Looks no further than the batch it may send: the slots below
+        // next_send are in flight already, and every slot looked at costs a
+        // load of its trailer.
         const std::uint64_t first = rx_.position();
+        const std::uint64_t room = std::min<std::uint64_t>(max_batch, window - (next_send - acked));
+        claim = peek_checked(next_send - first + room);
         const std::uint64_t end = first + claim.size();
-        const std::uint64_t n = std::min<std::uint64_t>(
-            {end > next_send ? end - next_send : 0, max_batch, window - (next_send - acked)});
+        const std::uint64_t n = end > next_send ? end - next_send : 0;
         if (n != 0) {
           DataSend& s = sends.emplace_back();
           s.prefix.assign(wire::data_prefix_size(static_cast<std::size_t>(n)), std::byte{0});
