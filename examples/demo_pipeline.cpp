@@ -6,6 +6,7 @@
 //   shmring-demo                                   # forks: both roles, one report
 //   shmring-demo --role producer --name cam &      # or the same binary twice
 //   shmring-demo --role consumer --name cam
+//   shmring-demo --slot-format low_latency         # SPSC rings of low-latency slots
 //
 // Exit status: 0 every message verified, 1 a message failed verification,
 // 2 bad command line, 3 a runtime failure (segment, peer died, stall).
@@ -66,6 +67,7 @@ struct Options {
   std::uint64_t batch = 16;
   std::uint64_t round_trips = 100'000;
   shmring::RingKind kind = shmring::RingKind::spsc;
+  shmring::SlotFormat format = shmring::SlotFormat::plain;
   Role role = Role::both;
   std::string name;  // segment name prefix
   bool pin = true;
@@ -86,6 +88,8 @@ void print_usage(std::FILE* to) {
              "  --size BYTES      message size, >= 16: sequence + checksum + body (default 64)\n"
              "  --capacity N      slots in the ring, a power of two (default 1024)\n"
              "  --kind K          spsc or mpmc (default spsc)\n"
+             "  --slot-format F   plain (default) or low_latency: SPSC only, size <= 4096;\n"
+             "                    messages are copied in and out (push/pop), not claimed\n"
              "  --batch N         slots claimed, committed and released at once (default 16)\n"
              "  --round-trips N   ping/pong round trips to time, 0 skips (default 100000)\n"
              "  --role R          both (fork; default), producer or consumer: run one side\n"
@@ -162,6 +166,15 @@ std::string parse_options(int argc, char** argv, Options& o, bool& help) {
       } else {
         return fmt::format("--kind: '{}' is neither spsc nor mpmc", v);
       }
+    } else if (arg == "--slot-format") {
+      if (!next(v)) return "--slot-format needs a value";
+      if (v == "plain") {
+        o.format = shmring::SlotFormat::plain;
+      } else if (v == "low_latency") {
+        o.format = shmring::SlotFormat::low_latency;
+      } else {
+        return fmt::format("--slot-format: '{}' is neither plain nor low_latency", v);
+      }
     } else if (arg == "--role") {
       if (!next(v)) return "--role needs a value";
       if (v == "both") {
@@ -199,6 +212,16 @@ std::string parse_options(int argc, char** argv, Options& o, bool& help) {
   }
   if (o.size > shmring::kMaxSlotSize) {
     return fmt::format("--size must be at most {} bytes", shmring::kMaxSlotSize);
+  }
+  if (o.format == shmring::SlotFormat::low_latency) {
+    if (o.kind != shmring::RingKind::spsc) {
+      return "--slot-format low_latency needs --kind spsc: low-latency slots have no "
+             "`committed` word, so several producers or consumers (mpmc) cannot share them";
+    }
+    if (o.size > shmring::kMaxLowLatencySlotSize) {
+      return fmt::format("--size must be at most {} bytes with --slot-format low_latency",
+                         shmring::kMaxLowLatencySlotSize);
+    }
   }
   if (o.capacity == 0 || (o.capacity & (o.capacity - 1)) != 0) {
     return fmt::format("--capacity {} is not a power of two", o.capacity);
@@ -421,10 +444,137 @@ struct Handles<shmring::RingKind::mpmc> {
   using Consumer = shmring::MpmcConsumer;
 };
 
+// ---- low-latency slots: copy calls ------------------------------------------
+//
+// A ring of low-latency slots (--slot-format low_latency, SPSC only) lends no
+// slot in place: messages are copied in (try_push_many for a batch, push for
+// what did not fit) and copied out (pop), then verified as above.
+
+void push_message(shmring::SpscProducer& tx, std::span<const std::byte> msg, Watchdog& wd,
+                  std::string_view what) {
+  for (;;) {
+    const shmring::Status st = tx.push(msg, kPoll);
+    if (st == shmring::Status::ok) {
+      wd.progress();
+      return;
+    }
+    if (st != shmring::Status::timeout) {
+      throw RunError{fmt::format("push on the {} ring failed: {}", what, to_string(st))};
+    }
+    if (auto why = wd.idle(fmt::format("free slots in the {} ring", what)); !why.empty()) {
+      throw RunError{why};
+    }
+  }
+}
+
+// Blocks for the next message, copied into `buffer` (the slot size); returns
+// its size.
+std::size_t pop_message(shmring::SpscConsumer& rx, std::span<std::byte> buffer, Watchdog& wd,
+                        std::string_view what) {
+  for (;;) {
+    std::size_t size = 0;
+    const shmring::Status st = rx.pop(buffer, size, kPoll);
+    if (st == shmring::Status::ok) {
+      wd.progress();
+      return size;
+    }
+    if (st != shmring::Status::timeout) {
+      throw RunError{fmt::format("pop on the {} ring failed: {}", what, to_string(st))};
+    }
+    if (auto why = wd.idle(fmt::format("messages in the {} ring", what)); !why.empty()) {
+      throw RunError{why};
+    }
+  }
+}
+
+void run_producer_copy(const Options& o, const Segments& s, Watchdog& wd, ProducerReport& r) {
+  shmring::SpscProducer tx = shmring::SpscProducer::attach(s.data);
+  const auto size = static_cast<std::size_t>(o.size);
+  std::vector<std::byte> batch(static_cast<std::size_t>(o.batch) * size);
+  std::vector<std::span<const std::byte>> messages;
+  r.start_ns = now_ns();
+  std::uint64_t seq = 0;
+  while (seq < o.messages) {
+    const std::size_t n = static_cast<std::size_t>(std::min(o.batch, o.messages - seq));
+    messages.clear();
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::span<std::byte> m(batch.data() + i * size, size);
+      fill_message(m, seq + i);
+      messages.emplace_back(m);
+    }
+    // As many as there is room for with one publication, the rest waiting.
+    std::size_t done = tx.try_push_many(messages);
+    if (done != 0) wd.progress();
+    for (; done < n; ++done) push_message(tx, messages[done], wd, "data");
+    seq += n;
+    r.sent = seq;
+  }
+  r.end_ns = now_ns();
+
+  if (o.round_trips == 0) return;
+  shmring::SpscProducer ping = shmring::SpscProducer::attach(s.ping);
+  shmring::SpscConsumer pong = shmring::SpscConsumer::attach(s.pong);
+  std::vector<std::byte> out(size), in(size);
+  const std::uint64_t warmup = std::clamp<std::uint64_t>(o.round_trips / 10, 100, 10'000);
+  r.round_trip_ns.reserve(static_cast<std::size_t>(o.round_trips));
+  for (std::uint64_t i = 0; i < warmup + o.round_trips; ++i) {
+    const auto t0 = Clock::now();
+    fill_message(out, i);
+    push_message(ping, out, wd, "ping");
+    const std::size_t got = pop_message(pong, in, wd, "pong");
+    const Verdict v = verify_message(std::span<const std::byte>(in.data(), got), o.size, i);
+    const auto t1 = Clock::now();
+    if (v != Verdict::ok) {
+      ++r.pong_failures;
+      continue;
+    }
+    ++r.pongs_verified;
+    if (i >= warmup) r.round_trip_ns.push_back((t1 - t0).count());
+  }
+}
+
+void run_consumer_copy(const Options& o, const Segments& s, Watchdog& wd, ConsumerReport& r) {
+  shmring::SpscConsumer rx = shmring::SpscConsumer::attach(s.data);
+  std::vector<std::byte> buffer(static_cast<std::size_t>(s.data.geometry().slot_size));
+  std::uint64_t expected = 0;
+  for (; expected < o.messages; ++expected) {
+    const std::size_t got = pop_message(rx, buffer, wd, "data");
+    if (expected == 0) r.first_ns = now_ns();
+    const Verdict v =
+        verify_message(std::span<const std::byte>(buffer.data(), got), o.size, expected);
+    if (v == Verdict::ok) {
+      ++r.verified;
+    } else if (r.failures++ == 0) {
+      r.first_failure = v;
+      r.first_failure_seq = expected;
+    }
+    r.received = expected + 1;
+  }
+  r.last_ns = now_ns();
+
+  if (o.round_trips == 0) return;
+  shmring::SpscConsumer ping = shmring::SpscConsumer::attach(s.ping);
+  shmring::SpscProducer pong = shmring::SpscProducer::attach(s.pong);
+  const std::uint64_t warmup = std::clamp<std::uint64_t>(o.round_trips / 10, 100, 10'000);
+  for (std::uint64_t i = 0; i < warmup + o.round_trips; ++i) {
+    const std::size_t got = pop_message(ping, buffer, wd, "ping");
+    const std::span<const std::byte> m(buffer.data(), got);
+    if (verify_message(m, o.size, i) == Verdict::ok) {
+      ++r.pings_verified;
+    } else {
+      ++r.ping_failures;
+    }
+    push_message(pong, m, wd, "pong");
+  }
+}
+
 // Streams the messages (zero-copy: each is written in its slot), then sends
 // the pings and times each round trip.
 template <shmring::RingKind K>
 void run_producer(const Options& o, const Segments& s, Watchdog& wd, ProducerReport& r) {
+  if constexpr (K == shmring::RingKind::spsc) {
+    if (o.format == shmring::SlotFormat::low_latency) return run_producer_copy(o, s, wd, r);
+  }
   using P = typename Handles<K>::Producer;
   using C = typename Handles<K>::Consumer;
   P tx = P::attach(s.data);
@@ -474,6 +624,9 @@ void run_producer(const Options& o, const Segments& s, Watchdog& wd, ProducerRep
 // copying it, slot to slot, into the pong ring.
 template <shmring::RingKind K>
 void run_consumer(const Options& o, const Segments& s, Watchdog& wd, ConsumerReport& r) {
+  if constexpr (K == shmring::RingKind::spsc) {
+    if (o.format == shmring::SlotFormat::low_latency) return run_consumer_copy(o, s, wd, r);
+  }
   using P = typename Handles<K>::Producer;
   using C = typename Handles<K>::Consumer;
   C rx = C::attach(s.data);
@@ -563,9 +716,10 @@ struct CleanupOnExit {
 };
 
 shmring::CreateOptions create_options(shmring::RingKind kind, std::uint64_t capacity,
-                                      std::uint64_t size) {
+                                      std::uint64_t size, shmring::SlotFormat format) {
   shmring::CreateOptions c;
   c.kind = kind;
+  c.format = format;
   c.capacity = capacity;
   c.slot_size = size;
   return c;
@@ -603,11 +757,13 @@ shmring::Segment create_segment(const std::string& name, const shmring::CreateOp
 
 Segments create_segments(const Options& o, bool replace_stale) {
   Segments s;
-  s.data = create_segment(o.name + "-data", create_options(o.kind, o.capacity, o.size),
+  s.data = create_segment(o.name + "-data",
+                          create_options(o.kind, o.capacity, o.size, o.format), replace_stale);
+  s.ping = create_segment(o.name + "-ping",
+                          create_options(o.kind, kLatencyCapacity, o.size, o.format),
                           replace_stale);
-  s.ping = create_segment(o.name + "-ping", create_options(o.kind, kLatencyCapacity, o.size),
-                          replace_stale);
-  s.pong = create_segment(o.name + "-pong", create_options(o.kind, kLatencyCapacity, o.size),
+  s.pong = create_segment(o.name + "-pong",
+                          create_options(o.kind, kLatencyCapacity, o.size, o.format),
                           replace_stale);
   return s;
 }
@@ -626,6 +782,12 @@ Segments open_segments(const Options& o) {
           throw RunError{fmt::format("segment '{}' holds {}-byte slots, --size is {}; give both "
                                      "sides the same options",
                                      name, s.geometry().slot_size, o.size)};
+        }
+        if (s.geometry().format != o.format) {
+          throw RunError{fmt::format("segment '{}' holds {} slots, --slot-format is {}; give "
+                                     "both sides the same options",
+                                     name, shmring::to_string(s.geometry().format),
+                                     shmring::to_string(o.format))};
         }
         return s;
       }
@@ -696,9 +858,10 @@ std::string format_bytes(std::uint64_t b) {
 }
 
 void print_header(const Options& o, const Segments& s, const std::string& cpu_note) {
-  fmt::print("shmring demo: {} ring, {} slots x {}, batch {}, {} messages\n",
-             shmring::to_string(o.kind), o.capacity, format_bytes(o.size), o.batch,
-             fmt::group_digits(o.messages));
+  fmt::print("shmring demo: {} ring{}, {} slots x {}, batch {}, {} messages\n",
+             shmring::to_string(o.kind),
+             o.format == shmring::SlotFormat::low_latency ? " (low-latency slots, copy calls)" : "",
+             o.capacity, format_bytes(o.size), o.batch, fmt::group_digits(o.messages));
   fmt::print("  segment  /dev/shm/{} ({}), ping/pong rings /dev/shm/{}-ping|-pong\n",
              s.data.name(), format_bytes(s.data.size()), o.name);
   if (!cpu_note.empty()) fmt::print("  cpus     {}\n", cpu_note);

@@ -2,9 +2,12 @@
 // segment file. The input is written under a per-process name in /dev/shm and
 // opened as the tool opens rings (read-only); when open accepts it, the
 // reader takes its snapshot, summarises owners and fill, walks the trailers
-// of a lap of slots and averages lengths, and everything it hands out must
-// lie inside the mapping and within the slot size. The first bytes of the
-// input, as a name, also go through the parser of creators' private names.
+// of a lap of slots (or, where the header's flags name low-latency slots,
+// decodes their words) and averages lengths, and everything it hands out
+// must lie inside the mapping and within the slot size. The slot format, like
+// the rest of the geometry, comes from the input's header (its flags word).
+// The first bytes of the input, as a name, also go through the parser of
+// creators' private names.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -18,6 +21,7 @@
 
 #include "fuzz_check.hpp"
 #include "segment_reader.hpp"
+#include "shmring/low_latency.hpp"
 #include "shmring/segment.hpp"
 
 namespace {
@@ -48,6 +52,32 @@ bool write_file(const std::string& path, const std::uint8_t* data, std::size_t s
   return done == size;
 }
 
+// A low-latency slot's words, decoded as `dump` does: the words read lie in
+// the slot, and the length and the bytes reassembled stay within the slot
+// size, whatever word 0 says.
+void read_low_latency(const Segment& seg, std::uint64_t position, const std::byte* lo,
+                      const std::byte* hi) {
+  const Geometry& g = seg.geometry();
+  const std::uint64_t slot_words = low_latency_words(g.slot_size);
+  check(g.slot_size <= kMaxLowLatencySlotSize && g.kind == RingKind::spsc);
+  check(8 * slot_words <= g.slot_stride);
+  const std::uint64_t index = position & g.mask();
+  check_inside(seg.base() + g.slots_offset + index * g.slot_stride, 8 * slot_words, lo, hi);
+  for (const std::uint64_t max_bytes : {std::uint64_t{0}, std::uint64_t{5}, g.slot_size}) {
+    const ring_inspect::LowLatencySlot v =
+        ring_inspect::low_latency_slot_at(seg, position, max_bytes);
+    check(v.index == index);
+    check(v.length <= g.slot_size && v.length <= v.length_raw);
+    check(v.length_ok() == (v.length_raw <= g.slot_size));
+    check(v.words >= 1 && v.words <= slot_words);
+    check(v.mismatched < v.words);
+    check(v.data.size() == std::min<std::uint64_t>(v.length, max_bytes));
+    check(v.incarnation <= 0xff && v.lap_flag <= low_latency::kLapMask);
+    check(v.complete() == (std::string_view(v.state()) == "complete"));
+    check(!v.complete() || v.current());
+  }
+}
+
 void read_segment(const Segment& seg) {
   const Geometry& g = seg.geometry();
   const std::byte* lo = seg.base() + g.slots_offset;
@@ -72,6 +102,7 @@ void read_segment(const Segment& seg) {
       check(v.length <= v.length_raw);
       check_inside(v.payload, v.length, lo, hi);
       touch(v.payload, v.length);
+      if (g.format == SlotFormat::low_latency) read_low_latency(seg, from + i, lo, hi);
     }
   }
   for (const std::uint64_t at : {s.consumer.position, s.producer.position}) {

@@ -2,6 +2,10 @@
 // a per-process name in /dev/shm and opened as any process would open a ring
 // a peer made; when open accepts it, the algorithm views walk it and every
 // slot they hand out must lie inside the mapping and within the slot size.
+// Rings of low-latency slots are walked through low_latency::complete/read
+// (their words must lie before the unused trailer, read() must agree with
+// complete() and return at most the slot size) and written with
+// low_latency::write on read-write opens.
 //
 // The last input byte chooses how it is opened (it is also part of the file):
 //   bit 0: read-only (only reading calls), else read-write (claims too)
@@ -22,6 +26,7 @@
 
 #include "fuzz_check.hpp"
 #include "shmring/atomic.hpp"
+#include "shmring/low_latency.hpp"
 #include "shmring/mpmc_ring.hpp"
 #include "shmring/mpmc_view.hpp"
 #include "shmring/segment.hpp"
@@ -72,6 +77,24 @@ struct Bounds {
     check_inside(v.payload(position), v.slot_size(), lo, hi);
     check_inside(v.trailer(position), sizeof(SlotTrailer), lo, hi);
   }
+  // A low-latency slot: its words lie inside the mapping, before the
+  // trailer; read() agrees with complete() and never returns more than the
+  // slot size.
+  void words(const RingView& v, std::uint64_t position, bool complete) const {
+    const auto* w = reinterpret_cast<const std::byte*>(low_latency::words(v, position));
+    const std::uint64_t n = 8 * low_latency_words(v.slot_size());
+    check_inside(w, n, lo, hi);
+    check(w + n <= reinterpret_cast<const std::byte*>(v.trailer(position)));
+    static std::byte out[kMaxLowLatencySlotSize];
+    std::uint32_t size = 0;
+    const low_latency::Read r = low_latency::read(v, position, out, v.slot_size(), size);
+    check((r == low_latency::Read::ready) == complete);
+    check(r != low_latency::Read::too_large);
+    if (r == low_latency::Read::ready) {
+      check(size <= v.slot_size());
+      touch(out, size);
+    }
+  }
 };
 
 void walk_spsc(std::byte* base, const Geometry& g, const Bounds& b, bool writable_map) {
@@ -87,6 +110,13 @@ void walk_spsc(std::byte* base, const Geometry& g, const Bounds& b, bool writabl
   check(st == Status::ok || (st == Status::corrupt && n == 0));
   for (std::uint64_t i = 0; i < walk; ++i) {
     b.trailer(v, tail + i);
+    if (v.low_latency()) {
+      // Low-latency slots: the words decide (the trailer is unused).
+      const bool complete = low_latency::complete(v, tail + i);
+      if (i < n) check(complete);
+      b.words(v, tail + i, complete);
+      continue;
+    }
     b.slot(v.read_slot(tail + i), tail + i);
     if (i < n) check(v.length_ok(v.committed_length(tail + i)));
   }
@@ -107,14 +137,27 @@ void walk_spsc(std::byte* base, const Geometry& g, const Bounds& b, bool writabl
     // Our own file: write and publish what writable() granted, then read it
     // back through a consumer cursor.
     const std::uint64_t k = std::min(room, kMaxWalk);
+    static constexpr std::byte kMessage[kMaxLowLatencySlotSize] = {};
     for (std::uint64_t i = 0; i < k; ++i) {
       b.trailer(v, p.head + i);
-      v.set_length(p.head + i, static_cast<std::uint32_t>(g.slot_size));
+      if (v.low_latency()) {
+        low_latency::write(v, p.head + i, p.incarnation, kMessage,
+                           static_cast<std::uint32_t>(g.slot_size));
+        check(low_latency::complete(v, p.head + i));
+      } else {
+        v.set_length(p.head + i, static_cast<std::uint32_t>(g.slot_size));
+      }
     }
     (void)v.publish(p, k);
     Status rs = Status::ok;
     const std::uint64_t r = v.readable(c, walk, rs);
-    for (std::uint64_t i = 0; i < r; ++i) b.slot(v.read_slot(c.tail + i), c.tail + i);
+    for (std::uint64_t i = 0; i < r; ++i) {
+      if (v.low_latency()) {
+        b.words(v, c.tail + i, true);
+      } else {
+        b.slot(v.read_slot(c.tail + i), c.tail + i);
+      }
+    }
     (void)v.release(c, r);
   }
 }
@@ -232,8 +275,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // open accepted it: the geometry is one create could have made, and the
     // file is exactly as large as it says.
     Geometry expect;
-    check(compute_geometry(g.kind, g.capacity, g.slot_size, expect) == GeometryCheck::ok);
+    check(compute_geometry(g.kind, g.capacity, g.slot_size, expect, g.format) == GeometryCheck::ok);
     check(expect == g);
+    check(g.format == SlotFormat::plain || g.kind == RingKind::spsc);
     check(seg.size() == size && g.segment_size == size);
     check(!o.kind || *o.kind == g.kind);
     std::byte* base = seg.base();

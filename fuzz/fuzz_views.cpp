@@ -5,20 +5,52 @@
 // address a view hands out must lie inside the slot area.
 //
 // Input layout:
-//   byte 0      bit 0: kind (0 spsc, 1 mpmc); bits 1-3: log2 capacity (0..6)
+//   byte 0      bit 0: kind (0 spsc, 1 mpmc); bits 1-3: log2 capacity (0..6);
+//               bit 4: SPSC only, SlotFormat::low_latency slots
 //   bytes 1-2   slot size - 1, little-endian, modulo 512
 //   byte 3      K, the number of operation bytes
 //   K bytes     operations: low 3 bits the operation, high 5 bits its argument
-//   the rest    copied over the segment from offset 128 (the producer block)
-//               on; bytes it does not reach keep a fresh ring's values.
+//   the rest    plain slots: copied over the segment from offset 128 (the
+//               producer block) on; bytes it does not reach keep a fresh
+//               ring's values. Low-latency slots: 8 bytes over the producer's
+//               position, 8 over the consumer's, 4 over the producer's
+//               incarnation, then the slot area from slot 0 on (arbitrary
+//               words for the readers to find).
+//
+// Low-latency rings drive low_latency::write/read/complete and the SPSC view
+// calls over whatever the slots hold. Only the words of a slot
+// (low_latency_words(slot_size) of them) may be touched: under
+// AddressSanitizer the rest of every slot (the unused trailer) is poisoned,
+// so a read past a slot's words is reported even when it stays inside the
+// buffer. A length read back never exceeds the slot size (nor the caller's
+// capacity for `ready`).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <new>
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SHMRING_FUZZ_ASAN 1
+#endif
+#endif
+#if !defined(SHMRING_FUZZ_ASAN) && defined(__SANITIZE_ADDRESS__)
+#define SHMRING_FUZZ_ASAN 1
+#endif
+#if defined(SHMRING_FUZZ_ASAN)
+#include <sanitizer/asan_interface.h>
+#define FUZZ_POISON(p, n) __asan_poison_memory_region((p), (n))
+#define FUZZ_UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
+#else
+#define FUZZ_POISON(p, n) ((void)(p), (void)(n))
+#define FUZZ_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
 
 #include "fuzz_check.hpp"
 #include "shmring/atomic.hpp"
+#include "shmring/low_latency.hpp"
 #include "shmring/mpmc_view.hpp"
 #include "shmring/spsc_view.hpp"
 
@@ -220,15 +252,200 @@ void run_mpmc(std::byte* base, const Geometry& g, const Env& e, const std::uint8
   }
 }
 
+
+// ---- low-latency slots -------------------------------------------------------
+
+// The words of `position`'s slot: inside the slot area, and inside the slot.
+void check_ll_slot(const Env& e, std::uint64_t position) {
+  const RingView& v = *e.view;
+  const std::uint64_t n = low_latency_words(v.slot_size());
+  const auto* w = reinterpret_cast<const std::byte*>(low_latency::words(v, position));
+  check(w == v.payload(position));
+  check_inside(w, 8 * n, e.lo, e.hi);
+  // The words end before the (unused) trailer: one slot never reaches the next.
+  const auto* trailer = reinterpret_cast<const std::byte*>(v.trailer(position));
+  check(w + 8 * n <= trailer);
+}
+
+// A buffer of exactly `n` bytes (a sanitizer reports a write past it).
+struct Out {
+  explicit Out(std::uint64_t n) : size(n), bytes(new std::byte[n == 0 ? 1 : n]) {
+    if (n == 0) FUZZ_POISON(bytes.get(), 1);
+  }
+  ~Out() {
+    if (size == 0) FUZZ_UNPOISON(bytes.get(), 1);
+  }
+  Out(const Out&) = delete;
+  Out& operator=(const Out&) = delete;
+  std::uint64_t size;
+  std::unique_ptr<std::byte[]> bytes;
+};
+
+// Reads `position` into a buffer of `capacity` bytes and checks what read()
+// says against complete() and the slot size. Returns the result.
+low_latency::Read ll_read(const Env& e, std::uint64_t position, std::uint64_t capacity) {
+  const RingView& v = *e.view;
+  check_ll_slot(e, position);
+  Out out(capacity);
+  std::uint32_t size = 0xdeadbeef;
+  const low_latency::Read r = low_latency::read(v, position, out.bytes.get(), capacity, size);
+  const bool complete = low_latency::complete(v, position);
+  switch (r) {
+    case low_latency::Read::ready:
+      check(size <= v.slot_size() && size <= capacity);
+      check(complete);
+      touch(out.bytes.get(), size);
+      break;
+    case low_latency::Read::too_large:
+      check(size <= v.slot_size() && size > capacity);
+      check(complete);
+      break;
+    case low_latency::Read::not_ready:
+    case low_latency::Read::corrupt:
+      check(size == 0xdeadbeef);  // untouched
+      check(!complete);
+      break;
+    default:
+      __builtin_trap();
+  }
+  return r;
+}
+
+// A message of `length` bytes (<= slot size) written as `position`'s words,
+// then read back whole.
+void ll_write(const Env& e, std::uint64_t position, std::uint32_t incarnation,
+              std::uint32_t length) {
+  const RingView& v = *e.view;
+  check_ll_slot(e, position);
+  check(length <= v.slot_size());
+  Out message(length);
+  for (std::uint32_t i = 0; i < length; ++i) {
+    message.bytes[i] = static_cast<std::byte>(static_cast<std::uint8_t>(position * 31 + i));
+  }
+  low_latency::write(v, position, incarnation, message.bytes.get(), length);
+  check(low_latency::complete(v, position));
+  Out back(v.slot_size());
+  std::uint32_t size = 0;
+  check(low_latency::read(v, position, back.bytes.get(), back.size, size) ==
+        low_latency::Read::ready);
+  check(size == length);
+  if (length != 0) check(std::memcmp(back.bytes.get(), message.bytes.get(), length) == 0);
+}
+
+// A peer scribbling a word of the ring: a position, the incarnation, or one
+// word of the slot at `at` (`data` in its low half, a flag chosen by arg:
+// `at`'s own, another lap's, another incarnation's, or none).
+void scribble_ll(const RingView& v, std::uint64_t at, std::uint8_t arg, std::uint8_t data) {
+  const std::uint64_t values[] = {0, 1, v.capacity(), ~std::uint64_t{0}, std::uint64_t{1} << 63,
+                                  at, at + 1, at + v.capacity()};
+  const std::uint64_t n = low_latency_words(v.slot_size());
+  std::uint64_t* w = low_latency::words(v, at);
+  const std::uint32_t own = low_latency::flag(v, at, data >> 5);
+  const std::uint32_t flags[] = {own, low_latency::flag(v, at + v.capacity(), data >> 5),
+                                 own ^ (std::uint32_t{1} << 24), 0};
+  switch (arg & 7) {
+    case 0:
+      atomic::store_relaxed(&v.producer()->position, values[(arg >> 3) & 7]);
+      break;
+    case 1:
+      atomic::store_relaxed(&v.consumer()->position, values[(arg >> 3) & 7]);
+      break;
+    case 2:
+      atomic::store_relaxed(&v.producer()->incarnation, std::uint32_t{data});
+      break;
+    case 3: {  // word 0 with a length: small, the slot size, one past it, huge
+      const std::uint32_t lengths[] = {data, static_cast<std::uint32_t>(v.slot_size()),
+                                       static_cast<std::uint32_t>(v.slot_size() + 1), ~0u};
+      atomic::store_relaxed(w, low_latency::word(lengths[(arg >> 3) & 3], flags[(arg >> 5) & 3]));
+      break;
+    }
+    default:  // word k >= 1 (wrapping within the slot)
+      atomic::store_relaxed(w + 1 + (data % (n - 1)),
+                            low_latency::word(data * 0x01010101u, flags[(arg >> 3) & 3]));
+      break;
+  }
+}
+
+void run_spsc_low_latency(std::byte* base, const Geometry& g, const Env& e, const std::uint8_t* ops,
+                          std::size_t nops) {
+  const SpscView v(base, g);
+  check(v.low_latency());
+  SpscProducerCursor p{atomic::load_relaxed(&v.producer()->position),
+                       atomic::load_relaxed(&v.consumer()->position),
+                       atomic::load_relaxed(&v.producer()->incarnation)};
+  SpscConsumerCursor c{atomic::load_relaxed(&v.consumer()->position)};
+  for (std::size_t i = 0; i < nops; ++i) {
+    const std::uint8_t op = ops[i] & 7;
+    const std::uint8_t arg = static_cast<std::uint8_t>(ops[i] >> 3);
+    Status st = Status::ok;
+    switch (op) {
+      case 0: {  // produce up to arg + 1
+        const std::uint64_t n = v.writable(p, std::uint64_t{arg} + 1, st);
+        check(n <= std::uint64_t{arg} + 1);
+        if (st != Status::ok) check(n == 0);
+        for (std::uint64_t k = 0; k < n; ++k) {
+          ll_write(e, p.head + k, p.incarnation,
+                   static_cast<std::uint32_t>((arg * 17u + k) % (g.slot_size + 1)));
+        }
+        (void)v.publish(p, n);
+        break;
+      }
+      case 1: {  // consume up to arg + 1: what readable() counts must read
+        const std::uint64_t n = v.readable(c, std::uint64_t{arg} + 1, st);
+        check(n <= std::uint64_t{arg} + 1);
+        check(st == Status::ok);
+        for (std::uint64_t k = 0; k < n; ++k) {
+          check(ll_read(e, c.tail + k, g.slot_size) == low_latency::Read::ready);
+        }
+        (void)v.release(c, n);
+        break;
+      }
+      case 2:  // read any slot, written or not, into a buffer maybe too small
+        (void)ll_read(e, c.tail + (arg & 15), (arg & 16) != 0 ? (arg & 15) * 3 : g.slot_size);
+        break;
+      case 3:
+        (void)v.data_ready(c);
+        (void)v.space_ready(p);
+        (void)low_latency::complete(v, p.head + arg);
+        break;
+      case 4: {  // take over the producer role from the shared words
+        const std::uint64_t head = atomic::load_relaxed(&v.producer()->position);
+        const std::uint64_t tail = atomic::load_relaxed(&v.consumer()->position);
+        if (head - tail <= g.capacity) {
+          p.head = v.resume_head(head, tail);
+          check(p.head - tail <= g.capacity);
+          for (std::uint64_t pos = head; pos != p.head; ++pos) check(low_latency::complete(v, pos));
+          p.cached_tail = tail;
+          p.incarnation = atomic::load_relaxed(&v.producer()->incarnation) + 1;
+        }
+        break;
+      }
+      case 5:  // take over the consumer role
+        c.tail = atomic::load_relaxed(&v.consumer()->position);
+        break;
+      default: {  // a peer scribbling: the next op byte, if any, is the data
+        const std::uint8_t data = i + 1 < nops ? ops[++i] : arg;
+        scribble_ll(v, (op & 1) != 0 ? c.tail + (arg & 3) : p.head + (arg & 3),
+                    static_cast<std::uint8_t>(arg | data << 5), data);
+        break;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 4) return 0;
   const RingKind kind = (data[0] & 1) != 0 ? RingKind::mpmc : RingKind::spsc;
-  const std::uint64_t capacity = std::uint64_t{1} << ((data[0] >> 1) % 7);
+  const std::uint64_t capacity = std::uint64_t{1} << (((data[0] >> 1) & 7) % 7);
   const std::uint64_t slot_size = ((data[1] | (std::uint64_t{data[2]} << 8)) % 512) + 1;
+  const SlotFormat format =
+      kind == RingKind::spsc && (data[0] & 0x10) != 0 ? SlotFormat::low_latency : SlotFormat::plain;
   Geometry g;
-  if (compute_geometry(kind, capacity, slot_size, g) != GeometryCheck::ok) __builtin_trap();
+  if (compute_geometry(kind, capacity, slot_size, g, format) != GeometryCheck::ok) {
+    __builtin_trap();
+  }
   const std::size_t nops = std::min<std::size_t>(data[3], size - 4);
   const std::uint8_t* ops = data + 4;
   const std::uint8_t* mem = ops + nops;
@@ -242,15 +459,39 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     reinterpret_cast<SlotTrailer*>(base + g.slots_offset + i * g.slot_stride + g.trailer_offset())
         ->released = i;
   }
-  // ...then whatever a peer wrote over it.
-  std::memcpy(base + kBlockSize, mem, std::min<std::size_t>(nmem, buf.size - kBlockSize));
-
   const RingView view(base, g);
   const Env e{base + g.slots_offset, base + buf.size, &view};
-  if (kind == RingKind::spsc) {
-    run_spsc(base, g, e, ops, nops);
-  } else {
-    run_mpmc(base, g, e, ops, nops);
+  if (format == SlotFormat::plain) {
+    // ...then whatever a peer wrote over it.
+    std::memcpy(base + kBlockSize, mem, std::min<std::size_t>(nmem, buf.size - kBlockSize));
+    if (kind == RingKind::spsc) {
+      run_spsc(base, g, e, ops, nops);
+    } else {
+      run_mpmc(base, g, e, ops, nops);
+    }
+    return 0;
   }
+
+  // Low-latency: positions, incarnation, then the slot words as the input has them.
+  const std::uint8_t* m = mem;
+  std::size_t left = nmem;
+  const auto take = [&](void* to, std::size_t n) {
+    const std::size_t k = std::min(n, left);
+    std::memcpy(to, m, k);
+    m += k;
+    left -= k;
+  };
+  take(&view.producer()->position, 8);
+  take(&view.consumer()->position, 8);
+  take(&view.producer()->incarnation, 4);
+  take(base + g.slots_offset, g.segment_size - g.slots_offset);
+  // Nothing past a slot's words may be touched.
+  const std::uint64_t words_bytes = 8 * low_latency_words(g.slot_size);
+  for (std::uint64_t i = 0; i < g.capacity; ++i) {
+    FUZZ_POISON(base + g.slots_offset + i * g.slot_stride + words_bytes,
+                g.slot_stride - words_bytes);
+  }
+  run_spsc_low_latency(base, g, e, ops, nops);
+  FUZZ_UNPOISON(base + g.slots_offset, g.segment_size - g.slots_offset);
   return 0;
 }

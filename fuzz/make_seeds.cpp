@@ -1,5 +1,6 @@
 // Writes seed inputs for the fuzz targets: real segment files made by the
-// library (fresh, part-filled, wrapped, with skipped MPMC slots), and view
+// library (fresh, part-filled, wrapped, with skipped MPMC slots, SPSC rings of
+// low-latency slots), and view
 // programs over small geometries. Usage: fuzz_make_seeds OUT_DIR
 // (writes OUT_DIR/fuzz_segment_open/ and OUT_DIR/fuzz_views/).
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "shmring/low_latency.hpp"
 #include "shmring/mpmc_view.hpp"
 #include "shmring/segment.hpp"
 #include "shmring/spsc_view.hpp"
@@ -31,12 +33,13 @@ void save(const fs::path& file, const void* p, std::size_t n) {
 // of the copy is set to `mode` (how the fuzz target opens it).
 void segment_seed(const fs::path& dir, RingKind kind, std::uint64_t capacity,
                   std::uint64_t slot_size, std::uint64_t produce, std::uint64_t consume,
-                  std::uint8_t mode) {
+                  std::uint8_t mode, SlotFormat format = SlotFormat::plain) {
   const std::string name = "shmring_seed_" + std::to_string(::getpid());
   CreateOptions o;
   o.kind = kind;
   o.capacity = capacity;
   o.slot_size = slot_size;
+  o.format = format;
   std::error_code ignored;
   Segment::unlink(name, ignored);
   Segment seg = Segment::create(name, o);
@@ -49,7 +52,13 @@ void segment_seed(const fs::path& dir, RingKind kind, std::uint64_t capacity,
     std::uint64_t made = 0, read = 0;
     while (made < produce || read < consume) {
       if (made < produce && v.writable(p, 1, st) == 1) {
-        v.set_length(p.head, static_cast<std::uint32_t>(made % (slot_size + 1)));
+        const auto length = static_cast<std::uint32_t>(made % (slot_size + 1));
+        if (format == SlotFormat::low_latency) {
+          const std::vector<unsigned char> message(length, static_cast<unsigned char>(made));
+          low_latency::write(v, p.head, 1, message.data(), length);
+        } else {
+          v.set_length(p.head, length);
+        }
         v.publish(p, 1);
         ++made;
       } else if (read < consume && v.readable(c, 1, st) == 1) {
@@ -80,11 +89,11 @@ void segment_seed(const fs::path& dir, RingKind kind, std::uint64_t capacity,
   std::memcpy(bytes.data(), seg.base(), seg.size());
   bytes.back() = mode;
   char file[128];
-  std::snprintf(file, sizeof file, "%s_c%llu_s%llu_p%llu_r%llu_m%u", to_string(kind),
-                static_cast<unsigned long long>(capacity),
-                static_cast<unsigned long long>(slot_size),
-                static_cast<unsigned long long>(produce), static_cast<unsigned long long>(consume),
-                unsigned{mode});
+  std::snprintf(
+      file, sizeof file, "%s%s_c%llu_s%llu_p%llu_r%llu_m%u", to_string(kind),
+      format == SlotFormat::low_latency ? "_ll" : "", static_cast<unsigned long long>(capacity),
+      static_cast<unsigned long long>(slot_size), static_cast<unsigned long long>(produce),
+      static_cast<unsigned long long>(consume), unsigned{mode});
   save(dir / file, bytes.data(), bytes.size());
   Segment::unlink(name);
 }
@@ -115,6 +124,13 @@ int main(int argc, char** argv) {
       segment_seed(seg_dir, kind, 2, 100, 7, 6, mode);
     }
   }
+  // Low-latency slots (SPSC only): fresh, part-filled, wrapped.
+  for (const std::uint8_t mode : std::initializer_list<std::uint8_t>{0, 1, 2, 5, 8, 12}) {
+    segment_seed(seg_dir, RingKind::spsc, 4, 8, 0, 0, mode, SlotFormat::low_latency);
+    segment_seed(seg_dir, RingKind::spsc, 8, 20, 5, 2, mode, SlotFormat::low_latency);
+    segment_seed(seg_dir, RingKind::spsc, 4, 56, 11, 9, mode, SlotFormat::low_latency);
+    segment_seed(seg_dir, RingKind::spsc, 2, 100, 7, 6, mode, SlotFormat::low_latency);
+  }
 
   // Views: [kind | log2 cap << 1] [slot size - 1, 2 bytes] [K] [K ops] [memory].
   const auto op = [](std::uint8_t code, std::uint8_t arg) {
@@ -135,6 +151,56 @@ int main(int argc, char** argv) {
       // The same with a scribbled producer block: a position far ahead.
       in.insert(in.end(), {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f});
       views_seed(view_dir, "k" + std::to_string(kind) + "_c" + std::to_string(lcap) + "_far", in);
+    }
+  }
+  // Low-latency SPSC views: byte 0 bit 4. The rest after the ops: producer
+  // position (8 bytes), consumer position (8), incarnation (4), then the
+  // slot area from slot 0.
+  const auto le = [](std::vector<std::uint8_t>& v, std::uint64_t x, int n) {
+    for (int i = 0; i < n; ++i) v.push_back(static_cast<std::uint8_t>(x >> (8 * i)));
+  };
+  for (const std::uint8_t lcap : std::initializer_list<std::uint8_t>{0, 2, 3, 6}) {
+    const std::uint8_t head = static_cast<std::uint8_t>(0x10 | (lcap << 1));
+    const std::uint64_t cap = std::uint64_t{1} << lcap;
+    for (const std::uint16_t slot : std::initializer_list<std::uint16_t>{7, 31, 63, 200}) {
+      std::vector<std::uint8_t> ops;
+      for (int i = 0; i < 12; ++i) {
+        ops.push_back(op(0, static_cast<std::uint8_t>(i % 5)));
+        ops.push_back(op(1, static_cast<std::uint8_t>(i % 3)));
+        ops.push_back(op(static_cast<std::uint8_t>(2 + i % 6), static_cast<std::uint8_t>(i * 5)));
+        ops.push_back(static_cast<std::uint8_t>(i * 37));  // a scribble's data byte
+      }
+      std::vector<std::uint8_t> in = {head, static_cast<std::uint8_t>(slot & 0xff),
+                                      static_cast<std::uint8_t>(slot >> 8),
+                                      static_cast<std::uint8_t>(ops.size())};
+      in.insert(in.end(), ops.begin(), ops.end());
+      const std::string base = "ll_c" + std::to_string(lcap) + "_s" + std::to_string(slot + 1);
+      views_seed(view_dir, base, in);
+      // Both positions just before the lap flag wraps (lap 2^24 - 2), a
+      // producer of incarnation 3.
+      std::vector<std::uint8_t> wrap = in;
+      const std::uint64_t pos = (low_latency::kLapMask - 1) * cap;
+      le(wrap, pos, 8);
+      le(wrap, pos, 8);
+      le(wrap, 3, 4);
+      views_seed(view_dir, base + "_wrap", wrap);
+      // Positions one lap in, the slots holding lap 0's words (flag 1) for
+      // messages of 5 bytes: stale, then some words of the current lap.
+      std::vector<std::uint8_t> stale = in;
+      le(stale, cap, 8);
+      le(stale, cap, 8);
+      le(stale, 1, 4);
+      Geometry g;
+      compute_geometry(RingKind::spsc, cap, slot + 1u, g, SlotFormat::low_latency);
+      const std::uint64_t words = low_latency_words(slot + 1u);
+      for (std::uint64_t i = 0; i < cap && stale.size() < 4096; ++i) {
+        const std::uint32_t flag = (i % 3 == 2 ? 2u : 1u) | (1u << 24);
+        for (std::uint64_t k = 0; k < g.slot_stride / 8; ++k) {
+          const std::uint32_t data = k == 0 ? 5u : static_cast<std::uint32_t>(0x61626364 + k);
+          le(stale, k < words ? low_latency::word(data, flag) : 0, 8);
+        }
+      }
+      views_seed(view_dir, base + "_stale", stale);
     }
   }
   std::printf("seeds written to %s\n", out.c_str());

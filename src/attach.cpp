@@ -62,7 +62,11 @@ SpscAttachment attach_spsc(const Segment& segment, bool producer, Failure& f) {
     const std::uint64_t resume =
         view.resume_head(static_cast<std::int64_t>(tail - head) > 0 ? tail : head, tail);
     if (resume != head) atomic::store_seq_cst(&view.producer()->position, resume);
-    a.producer = SpscProducerCursor{resume, tail};
+    // A new incarnation: words this producer writes at a position its
+    // predecessor left half-written never pass for one message with them.
+    const std::uint32_t incarnation = atomic::load_relaxed(&view.producer()->incarnation) + 1;
+    atomic::store_relaxed(&view.producer()->incarnation, incarnation);
+    a.producer = SpscProducerCursor{resume, tail, incarnation & 0xFF};
   } else {
     a.consumer = SpscConsumerCursor{tail};
   }

@@ -56,6 +56,8 @@ class Category final : public std::error_category {
         return "GPU use not allowed";
       case errc::mixed_agents:
         return "CPU and GPU agents cannot share this side";
+      case errc::invalid_slot_format:
+        return "invalid slot format";
     }
     return "unknown shmring error";
   }

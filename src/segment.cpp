@@ -130,7 +130,11 @@ errc errc_for(GeometryCheck c) {
       return errc::invalid_capacity;
     case GeometryCheck::slot_size_zero:
     case GeometryCheck::slot_size_too_large:
+    case GeometryCheck::low_latency_slot_too_large:
       return errc::invalid_slot_size;
+    case GeometryCheck::format_unknown:
+    case GeometryCheck::format_needs_spsc:
+      return errc::invalid_slot_format;
     case GeometryCheck::size_overflow:
       return errc::size_overflow;
     case GeometryCheck::ok:
@@ -164,12 +168,20 @@ Failure validate_header(const SegmentHeader& h, std::string_view name,
                 std::string("the ring is ") + to_string(kind) + ", the caller asked for " +
                     to_string(*want_kind));
   }
+  if ((h.flags & ~kHeaderKnownFlags) != 0) {
+    return fail(errc::corrupt_header, name,
+                "header flags " + hex(h.flags) + " have bits this library does not know (" +
+                    hex(h.flags & ~kHeaderKnownFlags) + ")");
+  }
+  const SlotFormat format =
+      (h.flags & kHeaderLowLatencySlots) != 0 ? SlotFormat::low_latency : SlotFormat::plain;
   Geometry g;
-  if (const GeometryCheck c = compute_geometry(kind, h.capacity, h.slot_size, g);
+  if (const GeometryCheck c = compute_geometry(kind, h.capacity, h.slot_size, g, format);
       c != GeometryCheck::ok) {
     return fail(errc::corrupt_header, name,
                 std::string("header geometry is invalid: ") + to_string(c) + " (capacity " +
-                    num(h.capacity) + ", slot size " + num(h.slot_size) + ")");
+                    num(h.capacity) + ", slot size " + num(h.slot_size) + ", " + to_string(format) +
+                    " slots)");
   }
   if (h.slot_stride != g.slot_stride || h.slots_offset != g.slots_offset ||
       h.segment_size != g.segment_size) {
@@ -230,11 +242,11 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
   if ((f = check_name(raw))) return nullptr;
   const std::string name(strip_slash(raw));
   Geometry g;
-  if (const GeometryCheck c = compute_geometry(o.kind, o.capacity, o.slot_size, g);
+  if (const GeometryCheck c = compute_geometry(o.kind, o.capacity, o.slot_size, g, o.format);
       c != GeometryCheck::ok) {
     f = fail(errc_for(c), name,
              std::string(to_string(c)) + " (capacity " + num(o.capacity) + ", slot size " +
-                 num(o.slot_size) + ")");
+                 num(o.slot_size) + ", " + to_string(o.format) + " slots)");
     return nullptr;
   }
   if (o.kind != RingKind::spsc && o.kind != RingKind::mpmc) {
@@ -249,7 +261,7 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
   // Cheap early refusal: allocating the whole segment only to find the name
   // taken would waste (and, for a large ring, briefly exhaust) /dev/shm.
   // link() below is the real, atomic check.
-  if (struct stat st {}; ::lstat(path.c_str(), &st) == 0) {
+  if (struct stat st{}; ::lstat(path.c_str(), &st) == 0) {
     f = open_failure(EEXIST, name, "create " + path);
     return nullptr;
   }
@@ -293,6 +305,7 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
   // Atomic because an opener may be polling it already (see do_open).
   atomic::store_relaxed(&h.magic, kMagic);
   h.ring_kind = static_cast<std::uint32_t>(g.kind);
+  h.flags = g.format == SlotFormat::low_latency ? kHeaderLowLatencySlots : 0;
   h.capacity = g.capacity;
   h.slot_size = g.slot_size;
   h.slot_stride = g.slot_stride;
@@ -459,11 +472,13 @@ std::shared_ptr<detail::Mapping> do_open_or_create(std::string_view raw, const C
       continue;
     }
     if (!map) return map;
-    if (map->geometry.capacity != o.capacity || map->geometry.slot_size != o.slot_size) {
+    if (map->geometry.capacity != o.capacity || map->geometry.slot_size != o.slot_size ||
+        map->geometry.format != o.format) {
       f = fail(errc::geometry_mismatch, map->name,
-               "existing ring has capacity " + num(map->geometry.capacity) + " and slot size " +
-                   num(map->geometry.slot_size) + ", the caller asked for capacity " +
-                   num(o.capacity) + " and slot size " + num(o.slot_size));
+               "existing ring has capacity " + num(map->geometry.capacity) + ", slot size " +
+                   num(map->geometry.slot_size) + " and " + to_string(map->geometry.format) +
+                   " slots, the caller asked for capacity " + num(o.capacity) + ", slot size " +
+                   num(o.slot_size) + " and " + to_string(o.format) + " slots");
       return nullptr;
     }
     return map;

@@ -86,6 +86,25 @@ __global__ void consume_kernel(cuda::SpscConsumerRef ref, Mode mode, std::uint64
                                std::uint64_t count, std::uint32_t size, std::uint64_t timeout_ns,
                                KernelResult* r) {
   cuda::SpscDeviceConsumer c(ref);
+  if (mode == Mode::warp_pop) {
+    if (threadIdx.x >= 32) return;
+    __shared__ alignas(16) std::byte shared_buf[256];
+    for (std::uint64_t i = 0; i < count; ++i) {
+      std::uint32_t got = 0;
+      const Status s = c.warp_pop(shared_buf, sizeof shared_buf, got, timeout_ns);
+      if (s != Status::ok) {
+        if (threadIdx.x == 0) note_status(r, s);
+        return;
+      }
+      if (threadIdx.x == 0) {
+        r->errors += check(shared_buf, got, first + i, 0, size);
+        r->checksum += first + i;
+        r->messages++;
+      }
+      __syncwarp();  // lane 0 has checked the buffer before the next pop
+    }
+    return;
+  }
   if (mode == Mode::thread) {
     if (threadIdx.x != 0) return;
     alignas(16) std::byte buf[256];
@@ -137,6 +156,23 @@ __global__ void echo_kernel(cuda::SpscConsumerRef in, cuda::SpscProducerRef out,
     if (s == Status::ok) s = tx.push(buf, got, timeout_ns);
     if (s != Status::ok) return note_status(r, s);
     r->messages++;
+  }
+}
+
+__global__ void warp_echo_kernel(cuda::SpscConsumerRef in, cuda::SpscProducerRef out,
+                                 std::uint64_t count, std::uint64_t timeout_ns, KernelResult* r) {
+  cuda::SpscDeviceConsumer rx(in);
+  cuda::SpscDeviceProducer tx(out);
+  __shared__ alignas(16) std::byte buf[256];
+  for (std::uint64_t i = 0; i < count; ++i) {
+    std::uint32_t got = 0;
+    Status s = rx.warp_pop(buf, sizeof buf, got, timeout_ns);
+    if (s == Status::ok && threadIdx.x == 0) s = tx.push(buf, got, timeout_ns);
+    if (__shfl_sync(cuda::kFullWarp, static_cast<int>(s), 0) != static_cast<int>(Status::ok)) {
+      if (threadIdx.x == 0) note_status(r, s);
+      return;
+    }
+    if (threadIdx.x == 0) r->messages++;
   }
 }
 
@@ -249,6 +285,10 @@ bool spsc_consume(const cuda::SpscConsumerRef& ref, Mode mode, std::uint64_t fir
 bool spsc_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out, std::uint64_t count,
                std::uint64_t timeout_ns, KernelResult* r) {
   return run(r, [&](KernelResult* d) { echo_kernel<<<1, 1>>>(in, out, count, timeout_ns, d); });
+}
+bool spsc_warp_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out, std::uint64_t count,
+                    std::uint64_t timeout_ns, KernelResult* r) {
+  return run(r, [&](KernelResult* d) { warp_echo_kernel<<<1, 32>>>(in, out, count, timeout_ns, d); });
 }
 bool spsc_pop_once(const cuda::SpscConsumerRef& ref, std::uint64_t timeout_ns, KernelResult* r) {
   return run(r, [&](KernelResult* d) { pop_once_kernel<<<1, 1>>>(ref, timeout_ns, d); });

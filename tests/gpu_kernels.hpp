@@ -23,8 +23,9 @@ SHMRING_HD constexpr std::uint8_t pattern_byte(std::uint64_t seq, std::uint32_t 
   return static_cast<std::uint8_t>(seq * 131u + producer * 7u + i);
 }
 
-// How a kernel group drives the ring.
-enum class Mode { thread, warp, block };
+// How a kernel group drives the ring. warp_pop: a warp pops one message at a
+// time with warp_pop() (consumers only).
+enum class Mode { thread, warp, block, warp_pop };
 
 // What a kernel reports back. Kernels count in device memory (GPU atomics
 // on host memory are not guaranteed atomic over PCIe); the launcher copies
@@ -43,9 +44,12 @@ bool spsc_produce(const cuda::SpscProducerRef& ref, Mode mode, std::uint64_t fir
 bool spsc_consume(const cuda::SpscConsumerRef& ref, Mode mode, std::uint64_t first_seq,
                   std::uint64_t count, std::uint32_t size, std::uint64_t timeout_ns,
                   KernelResult* result);
-// Pops `count` messages and pushes each back unchanged (one thread).
+// Pops `count` messages and pushes each back unchanged: one thread, or one
+// warp popping with warp_pop() and lane 0 pushing.
 bool spsc_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out,
                std::uint64_t count, std::uint64_t timeout_ns, KernelResult* result);
+bool spsc_warp_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out,
+                    std::uint64_t count, std::uint64_t timeout_ns, KernelResult* result);
 // One pop / push attempt with a timeout; the Status lands in result->status.
 bool spsc_pop_once(const cuda::SpscConsumerRef& ref, std::uint64_t timeout_ns, KernelResult* result);
 bool spsc_push_once(const cuda::SpscProducerRef& ref, std::uint32_t size, std::uint64_t timeout_ns,

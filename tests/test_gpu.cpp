@@ -74,6 +74,9 @@ class Gpu : public ::testing::Test {
 CreateOptions spsc(std::uint64_t capacity, std::uint64_t slot) {
   return CreateOptions{RingKind::spsc, capacity, slot, 0600};
 }
+CreateOptions spsc_low_latency(std::uint64_t capacity, std::uint64_t slot) {
+  return CreateOptions{RingKind::spsc, capacity, slot, 0600, SlotFormat::low_latency};
+}
 
 TEST_F(Gpu, CapabilitiesAndRegistration) {
   const cuda::DeviceCapabilities caps = cuda::query(0);
@@ -191,6 +194,176 @@ TEST_P(SpscModes, KernelToCpuProcess) {
 INSTANTIATE_TEST_SUITE_P(AllModes, SpscModes,
                          ::testing::Combine(::testing::Values(Mode::thread, Mode::warp, Mode::block),
                                             ::testing::Values(8u, 16u, 200u)));
+
+// Low-latency slots: one kernel thread pops and pushes with the copy calls,
+// the CPU process on the other end uses its copy calls; every size from the
+// smallest to the slot size, small rings so the laps turn over many times.
+class LowLatencySizes : public Gpu, public ::testing::WithParamInterface<std::uint32_t> {};
+
+TEST_P(LowLatencySizes, CpuProcessToKernel) {
+  const std::uint32_t size = GetParam();
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), spsc_low_latency(8, 256));
+  constexpr std::uint64_t kCount = 20000;
+  const pid_t child = ::fork();
+  if (child == 0) {
+    Segment s = Segment::open(name.name());
+    SpscProducer tx = SpscProducer::attach(s);
+    std::vector<std::byte> buf(size);
+    for (std::uint64_t i = 0; i < kCount; ++i) {
+      fill(buf, i, 0, size);
+      if (tx.push(buf, kCpuTimeout) != Status::ok) ::_exit(2);
+    }
+    ::_exit(0);
+  }
+  Registration reg = Registration::register_segment(seg);
+  GpuSpscConsumer rx = GpuSpscConsumer::attach(seg, reg);
+  KernelResult r;
+  // Half the messages popped by one thread, half by a warp.
+  ASSERT_TRUE(
+      test::gpu::spsc_consume(rx.ref(), Mode::thread, 0, kCount / 2, size, kKernelTimeout, &r));
+  KernelResult w;
+  ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), Mode::warp_pop, kCount / 2, kCount / 2, size,
+                                      kKernelTimeout, &w));
+  EXPECT_EQ(test::wait_child(child), 0);
+  for (const KernelResult& k : {r, w}) {
+    EXPECT_EQ(k.status, 0u) << to_string(static_cast<Status>(k.status));
+    EXPECT_EQ(k.messages, kCount / 2);
+    EXPECT_EQ(k.errors, 0u);
+  }
+  EXPECT_EQ(r.checksum + w.checksum, kCount * (kCount - 1) / 2);
+  EXPECT_EQ(rx.position(), kCount);
+}
+
+TEST_P(LowLatencySizes, KernelToCpuProcess) {
+  const std::uint32_t size = GetParam();
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), spsc_low_latency(8, 256));
+  constexpr std::uint64_t kCount = 20000;
+  const pid_t child = ::fork();
+  if (child == 0) {
+    Segment s = Segment::open(name.name());
+    SpscConsumer rx = SpscConsumer::attach(s);
+    std::vector<std::byte> buf(256);
+    for (std::uint64_t i = 0; i < kCount; ++i) {
+      std::size_t n = 0;
+      if (rx.pop(buf, n, kCpuTimeout) != Status::ok) ::_exit(2);
+      if (!matches(std::span(buf).first(n), i, 0, size)) ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  Registration reg = Registration::register_segment(seg);
+  GpuSpscProducer tx = GpuSpscProducer::attach(seg, reg);
+  KernelResult r;
+  ASSERT_TRUE(test::gpu::spsc_produce(tx.ref(), Mode::thread, 0, kCount, size, kKernelTimeout, &r));
+  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
+  EXPECT_EQ(r.messages, kCount);
+  EXPECT_EQ(test::wait_child(child), 0);
+  EXPECT_EQ(tx.position(), kCount);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, LowLatencySizes, ::testing::Values(1u, 8u, 16u, 61u, 200u, 256u));
+
+// The CPU <-> kernel ping-pong over low-latency slots, the kernel side one
+// thread, then one warp.
+class LowLatencyEcho : public Gpu, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(LowLatencyEcho, CpuKernelPingPong) {
+  const bool warp = GetParam();
+  test::UniqueShm ping_name("ping");
+  test::UniqueShm pong_name("pong");
+  Segment ping = Segment::create(ping_name.name(), spsc_low_latency(4, 64));
+  Segment pong = Segment::create(pong_name.name(), spsc_low_latency(4, 64));
+  constexpr std::uint64_t kRounds = 2000;
+  const pid_t child = ::fork();
+  if (child == 0) {
+    Segment a = Segment::open(ping_name.name());
+    Segment b = Segment::open(pong_name.name());
+    SpscProducer tx = SpscProducer::attach(a);
+    SpscConsumer rx = SpscConsumer::attach(b);
+    std::vector<std::byte> out(48), in(64);
+    for (std::uint64_t i = 0; i < kRounds; ++i) {
+      fill(out, i, 3, 48);
+      if (tx.push(out, kCpuTimeout) != Status::ok) ::_exit(2);
+      std::size_t n = 0;
+      if (rx.pop(in, n, kCpuTimeout) != Status::ok) ::_exit(3);
+      if (!matches(std::span(in).first(n), i, 3, 48)) ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  Registration r1 = Registration::register_segment(ping);
+  Registration r2 = Registration::register_segment(pong);
+  GpuSpscConsumer rx = GpuSpscConsumer::attach(ping, r1);
+  GpuSpscProducer tx = GpuSpscProducer::attach(pong, r2);
+  KernelResult r;
+  ASSERT_TRUE(warp ? test::gpu::spsc_warp_echo(rx.ref(), tx.ref(), kRounds, kKernelTimeout, &r)
+                   : test::gpu::spsc_echo(rx.ref(), tx.ref(), kRounds, kKernelTimeout, &r));
+  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
+  EXPECT_EQ(r.messages, kRounds);
+  EXPECT_EQ(test::wait_child(child), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(ThreadAndWarp, LowLatencyEcho, ::testing::Values(false, true));
+
+// warp_pop on plain slots: lane 0 pops for the warp.
+TEST_F(Gpu, WarpPopOnPlainSlots) {
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), spsc(8, 256));
+  constexpr std::uint64_t kCount = 5000;
+  const pid_t child = ::fork();
+  if (child == 0) {
+    Segment s = Segment::open(name.name());
+    SpscProducer tx = SpscProducer::attach(s);
+    std::vector<std::byte> buf(100);
+    for (std::uint64_t i = 0; i < kCount; ++i) {
+      fill(buf, i, 0, 100);
+      if (tx.push(buf, kCpuTimeout) != Status::ok) ::_exit(2);
+    }
+    ::_exit(0);
+  }
+  Registration reg = Registration::register_segment(seg);
+  GpuSpscConsumer rx = GpuSpscConsumer::attach(seg, reg);
+  KernelResult r;
+  ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), Mode::warp_pop, 0, kCount, 100, kKernelTimeout, &r));
+  EXPECT_EQ(test::wait_child(child), 0);
+  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
+  EXPECT_EQ(r.messages, kCount);
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_EQ(r.checksum, kCount * (kCount - 1) / 2);
+}
+
+// The warp and block forms lend slots in place, which low-latency slots do
+// not allow: they refuse, and the ring is untouched.
+TEST_F(Gpu, LowLatencyGroupFormsUnsupported) {
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), spsc_low_latency(8, 64));
+  Registration reg = Registration::register_segment(seg);
+  {
+    GpuSpscProducer tx = GpuSpscProducer::attach(seg, reg);
+    for (const Mode mode : {Mode::warp, Mode::block}) {
+      KernelResult r;
+      ASSERT_TRUE(test::gpu::spsc_produce(tx.ref(), mode, 0, 4, 16, kKernelTimeout, &r));
+      EXPECT_EQ(static_cast<Status>(r.status), Status::unsupported);
+      EXPECT_EQ(r.messages, 0u);
+    }
+    EXPECT_EQ(tx.position(), 0u);
+    KernelResult r;
+    ASSERT_TRUE(test::gpu::spsc_produce(tx.ref(), Mode::thread, 0, 4, 16, kKernelTimeout, &r));
+    EXPECT_EQ(r.status, 0u);
+  }
+  GpuSpscConsumer rx = GpuSpscConsumer::attach(seg, reg);
+  for (const Mode mode : {Mode::warp, Mode::block}) {
+    KernelResult r;
+    ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), mode, 0, 4, 16, kKernelTimeout, &r));
+    EXPECT_EQ(static_cast<Status>(r.status), Status::unsupported);
+  }
+  EXPECT_EQ(rx.position(), 0u);
+  KernelResult r;
+  ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), Mode::thread, 0, 4, 16, kKernelTimeout, &r));
+  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
+  EXPECT_EQ(r.messages, 4u);
+  EXPECT_EQ(r.errors, 0u);
+}
 
 // Kernel -> kernel, the consumer in another process with its own CUDA context.
 TEST_F(Gpu, KernelToKernelAcrossProcesses) {

@@ -176,6 +176,152 @@ TEST(RingInspect, DumpShowsUnreadMessagesAndClampsLengths) {
   EXPECT_TRUE(contains(clamped.out, "\"length_clamped\": true")) << clamped.out;
 }
 
+Segment make_low_latency_ring(const std::string& name, std::uint64_t capacity = 4,
+                              std::uint64_t slot_size = 20) {
+  CreateOptions o;
+  o.kind = RingKind::spsc;
+  o.capacity = capacity;
+  o.slot_size = slot_size;
+  o.format = SlotFormat::low_latency;
+  return Segment::create(name, o);
+}
+
+// Word k of the low-latency slot that holds `position`.
+std::uint64_t* low_latency_word(const Segment& seg, std::uint64_t position, std::uint64_t k) {
+  const Geometry& g = seg.geometry();
+  return reinterpret_cast<std::uint64_t*>(seg.base() + g.slots_offset +
+                                          (position & g.mask()) * g.slot_stride) +
+         k;
+}
+
+TEST(RingInspect, ShowReportsSlotFormatAndProducerIncarnation) {
+  UniqueShm shm;
+  auto seg = make_low_latency_ring(shm.name());
+  { auto first = SpscProducer::attach(seg); }
+  auto producer = SpscProducer::attach(seg);  // the second incarnation
+  auto consumer = SpscConsumer::attach(seg);
+  ASSERT_EQ(producer.try_push(as_bytes(message(0))), Status::ok);
+
+  const Result r = inspect("show " + shm.name() + " --json");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"slot_format\": \"low_latency\",")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"header_flags\": 1,")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"abi_version\": 3,")) << r.out;
+  EXPECT_TRUE(contains(r.out, "\"head\": 1,")) << r.out;
+  EXPECT_TRUE(contains(member_object(r.out, "producer"), "\"incarnation\": 2,")) << r.out;
+  // The consumer side has no incarnation.
+  EXPECT_FALSE(contains(member_object(r.out, "consumer"), "incarnation")) << r.out;
+
+  const Result text = inspect("show " + shm.name());
+  ASSERT_EQ(text.rc, 0) << text.out;
+  EXPECT_TRUE(contains(text.out, "slot format   low_latency")) << text.out;
+  EXPECT_TRUE(contains(text.out, ", incarnation 2\n")) << text.out;
+
+  const Result list = inspect("list --json");
+  ASSERT_EQ(list.rc, 0) << list.out;
+  const auto at = list.out.find("{\"name\": \"" + shm.name() + "\"");
+  ASSERT_NE(at, std::string::npos) << list.out;
+  const std::string entry = list.out.substr(at, list.out.find('}', at) - at + 1);
+  EXPECT_TRUE(contains(entry, "\"slot_size\": 20, \"capacity\": 4, \"fill\": 1,")) << entry;
+  EXPECT_TRUE(contains(entry, "\"slot_format\": \"low_latency\"}")) << entry;
+
+  // A plain ring says so.
+  UniqueShm plain_shm("plain");
+  auto plain = make_ring(plain_shm.name(), RingKind::mpmc);
+  const Result p = inspect("show " + plain_shm.name() + " --json");
+  ASSERT_EQ(p.rc, 0) << p.out;
+  EXPECT_TRUE(contains(p.out, "\"slot_format\": \"plain\",")) << p.out;
+  EXPECT_TRUE(contains(p.out, "\"header_flags\": 0,")) << p.out;
+  EXPECT_FALSE(contains(p.out, "incarnation")) << p.out;
+  EXPECT_TRUE(contains(inspect("show " + plain_shm.name()).out, "slot format   plain\n"));
+}
+
+TEST(RingInspect, DumpDecodesLowLatencyWords) {
+  UniqueShm shm;
+  auto seg = make_low_latency_ring(shm.name());  // 4 slots of 20 bytes
+  auto producer = SpscProducer::attach(seg);
+  auto consumer = SpscConsumer::attach(seg);
+  std::array<std::byte, 64> buf{};
+  std::size_t size = 0;
+  // Positions 0..5: the first lap, then 4 and 5 over slots 0 and 1.
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_EQ(producer.try_push(as_bytes(message(i))), Status::ok);
+    ASSERT_EQ(consumer.try_pop(buf, size), Status::ok);
+  }
+  ASSERT_EQ(producer.try_push(as_bytes("hello world, 20 byte")), Status::ok);  // position 6
+  ASSERT_EQ(producer.try_push(as_bytes("")), Status::ok);                      // position 7
+
+  // Default: the unread ones, their words decoded.
+  const Result text = inspect("dump " + shm.name());
+  ASSERT_EQ(text.rc, 0) << text.out;
+  EXPECT_TRUE(contains(text.out,
+                       "position 6 (slot 2): complete, length 20, flag 0x01000002 (incarnation 1, "
+                       "lap flag 2, this position's 2)"))
+      << text.out;
+  EXPECT_TRUE(contains(text.out, "|hello world, 20 |")) << text.out;
+  EXPECT_TRUE(contains(text.out, "|byte|")) << text.out;
+  EXPECT_TRUE(contains(text.out, "position 7 (slot 3): complete, length 0,")) << text.out;
+  EXPECT_FALSE(contains(text.out, "committed")) << text.out;  // the trailer is unused
+
+  const Result json = inspect("dump " + shm.name() + " --from 4 --count 4 --json");
+  ASSERT_EQ(json.rc, 0) << json.out;
+  EXPECT_TRUE(contains(json.out, "\"slot_format\": \"low_latency\", \"from\": 4,")) << json.out;
+  // Position 4 (slot 0, second lap): "message-4".
+  EXPECT_TRUE(
+      contains(json.out,
+               "{\"position\": 4, \"index\": 0, \"state\": \"complete\", \"complete\": true, "
+               "\"flag\": 16777218, \"incarnation\": 1, \"lap_flag\": 2, "
+               "\"expected_lap_flag\": 2, \"length\": 9, \"length_raw\": 9, "
+               "\"length_clamped\": false, \"words\": 4, \"mismatched_words\": 0, "
+               "\"data_hex\": \"6d6573736167652d34\", \"truncated\": false}"))
+      << json.out;
+  EXPECT_FALSE(contains(json.out, "trailer_committed")) << json.out;
+
+  // Slots of another lap: position 8 (slot 0) still holds position 4.
+  const Result other = inspect("dump " + shm.name() + " --from 8 --count 1 --json");
+  EXPECT_TRUE(contains(other.out, "\"state\": \"other lap\", \"complete\": false")) << other.out;
+  EXPECT_TRUE(contains(other.out, "\"lap_flag\": 2, \"expected_lap_flag\": 3,")) << other.out;
+
+  // --max-bytes bounds the bytes shown, not the length.
+  const Result cut = inspect("dump " + shm.name() + " --from 6 --count 1 --max-bytes 5 --json");
+  EXPECT_TRUE(contains(cut.out, "\"length\": 20,")) << cut.out;
+  EXPECT_TRUE(contains(cut.out, "\"data_hex\": \"68656c6c6f\", \"truncated\": true")) << cut.out;
+
+  // A word of the message with another flag: incomplete (a torn message).
+  std::uint64_t* w = low_latency_word(seg, 6, 3);
+  *w = (*w & 0xffffffffu) | (std::uint64_t{0x01000001} << 32);
+  const Result torn = inspect("dump " + shm.name() + " --from 6 --count 1");
+  EXPECT_TRUE(contains(torn.out, "position 6 (slot 2): incomplete, length 20")) << torn.out;
+  EXPECT_TRUE(contains(torn.out, "1 of 5 words carry another flag")) << torn.out;
+
+  // A length word naming more than the slot holds is clamped, never over-read.
+  std::uint64_t* w0 = low_latency_word(seg, 7, 0);
+  *w0 = (*w0 & ~std::uint64_t{0xffffffffu}) | 0xffffffffu;
+  const Result clamped = inspect("dump " + shm.name() + " --from 7 --count 1 --json");
+  ASSERT_EQ(clamped.rc, 0) << clamped.out;
+  EXPECT_TRUE(contains(clamped.out, "\"state\": \"corrupt length\"")) << clamped.out;
+  EXPECT_TRUE(contains(clamped.out,
+                       "\"length\": 20, \"length_raw\": 4294967295, "
+                       "\"length_clamped\": true, \"words\": 6,"))
+      << clamped.out;
+  const Result clamped_text = inspect("dump " + shm.name() + " --from 7 --count 1");
+  EXPECT_TRUE(contains(clamped_text.out, "(word 0 says 4294967295, clamped to the slot size)"))
+      << clamped_text.out;
+
+  // Every word scribbled: still decoded within the slot.
+  const Geometry& g = seg.geometry();
+  for (std::uint64_t k = 0; k < low_latency_words(g.slot_size); ++k) {
+    *low_latency_word(seg, 5, k) = ~std::uint64_t{0};
+  }
+  const Result garbage = inspect("dump " + shm.name() + " --from 5 --count 1 --json");
+  ASSERT_EQ(garbage.rc, 0) << garbage.out;
+  EXPECT_TRUE(contains(garbage.out, "\"incarnation\": 255, \"lap_flag\": 16777215,"))
+      << garbage.out;
+  EXPECT_TRUE(contains(garbage.out, "\"length\": 20,")) << garbage.out;
+  EXPECT_TRUE(contains(garbage.out, "\"data_hex\": \"" + std::string(40, 'f') + "\""))
+      << garbage.out;
+}
+
 TEST(RingInspect, CorruptedMagicAndAbiAreReportedWithExit1) {
   UniqueShm bad_magic("magic");
   UniqueShm bad_abi("abi");

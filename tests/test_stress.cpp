@@ -8,10 +8,12 @@
 // run that overruns kRunBudget, fails the test instead of hanging it.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <span>
@@ -1042,6 +1044,374 @@ TEST(StressMixed, SizesFromEmptyToFullSlotMpmc) {
   ASSERT_FALSE(failures.any()) << failures.report();
   ledger.verify();
   EXPECT_GT(too_large_pops.load(), ledger.total() / 4);
+}
+
+// ===========================================================================
+// SPSC, low-latency slots (SlotFormat::low_latency)
+// ===========================================================================
+//
+// Messages of every length from 0 to the slot size, so msg::Header does not
+// fit every one: message `seq` has msg::payload_length(0, seq, slot) bytes
+// (1 in 16 empty, 1 in 16 a full slot), all derived from seq; from 8 bytes on
+// it begins with seq, from 16 on it ends with the checksum of the bytes in
+// between. One producer, so the consumer knows the seq to expect and checks
+// length, seq, checksum and then every byte.
+
+namespace ll {
+
+std::size_t write(std::span<std::byte> out, std::uint64_t seq, std::size_t slot) {
+  const std::size_t n = msg::payload_length(0, seq, slot);
+  const std::uint64_t s = msg::seed(0, seq);
+  for (std::size_t i = 0; i < n; i += 8) {
+    const std::uint64_t w = msg::mix(s + i / 8);
+    std::memcpy(out.data() + i, &w, std::min<std::size_t>(8, n - i));
+  }
+  if (n >= 8) std::memcpy(out.data(), &seq, 8);
+  if (n >= 16) {
+    const std::uint64_t c = msg::checksum(s, out.data() + 8, n - 16);
+    std::memcpy(out.data() + n - 8, &c, 8);
+  }
+  return n;
+}
+
+class Checker {
+ public:
+  Checker(Failures& f, std::size_t slot) : failures_(f), slot_(slot), expected_(slot) {}
+
+  bool accept(std::span<const std::byte> m) {
+    const std::uint64_t seq = next_;
+    const std::size_t n = write(expected_, seq, slot_);
+    const auto fail = [&](const std::string& what) {
+      failures_.add("message #" + std::to_string(seq) + " of " + std::to_string(m.size()) +
+                    " bytes: " + what);
+      return false;
+    };
+    if (m.size() != n) return fail("expected " + std::to_string(n) + " bytes");
+    if (n >= 8) {
+      std::uint64_t got = 0;
+      std::memcpy(&got, m.data(), 8);
+      if (got != seq) {
+        return fail("carries seq " + std::to_string(got) +
+                    (got < seq ? " (duplicate or stale)" : " (messages lost)"));
+      }
+    }
+    if (n >= 16) {
+      std::uint64_t got = 0;
+      std::memcpy(&got, m.data() + n - 8, 8);
+      if (got != msg::checksum(msg::seed(0, seq), m.data() + 8, n - 16)) {
+        return fail("checksum mismatch (torn, stale or overwritten body)");
+      }
+    }
+    if (n != 0 && std::memcmp(m.data(), expected_.data(), n) != 0) {
+      return fail("bytes differ from the message's");
+    }
+    ++next_;
+    return true;
+  }
+  std::uint64_t received() const noexcept { return next_; }
+
+ private:
+  Failures& failures_;
+  std::size_t slot_;
+  std::vector<std::byte> expected_;
+  std::uint64_t next_ = 0;
+};
+
+Segment make_ring(const test::UniqueShm& shm, std::uint64_t capacity, std::uint64_t slot) {
+  CreateOptions o;
+  o.kind = RingKind::spsc;
+  o.capacity = capacity;
+  o.slot_size = slot;
+  o.format = SlotFormat::low_latency;
+  return Segment::create(shm.name(), o);
+}
+
+// One producer thread (try_push, or try_push_many in batches of 1..8), one
+// consumer thread (try_pop), both spinning.
+void copy_run(std::uint64_t capacity, std::uint64_t slot, std::uint64_t total, bool batches) {
+  test::UniqueShm shm(std::to_string(capacity) + "_" + std::to_string(slot));
+  Segment seg = make_ring(shm, capacity, slot);
+  SpscProducer tx = SpscProducer::attach(seg);
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  Failures failures;
+  Checker checker(failures, slot);
+  std::uint64_t full_slot = 0, empty = 0;
+
+  const auto start = Clock::now();
+  std::thread producer([&] {
+    Spinner spin(failures, "producer");
+    std::mt19937_64 rng(3);
+    constexpr std::size_t kMaxBatch = 8;
+    std::vector<std::vector<std::byte>> bufs(kMaxBatch, std::vector<std::byte>(slot + 1));
+    std::span<const std::byte> batch[kMaxBatch];
+    std::uint64_t seq = 0;
+    while (seq < total) {
+      if (seq % 1000 == 0 && tx.try_push(bufs[0]) != Status::too_large) {
+        return failures.add("a message one byte over the slot was not refused");
+      }
+      std::size_t count = batches ? 1 + rng() % kMaxBatch : 1;
+      count = std::min<std::uint64_t>(count, total - seq);
+      for (std::size_t i = 0; i < count; ++i) {
+        const std::size_t n = write(bufs[i], seq + i, slot);
+        full_slot += n == slot;
+        empty += n == 0;
+        batch[i] = {bufs[i].data(), n};
+      }
+      std::size_t sent = 0;
+      while (sent < count) {
+        std::size_t went = 0;
+        if (batches) {
+          went = tx.try_push_many({batch + sent, count - sent});
+        } else {
+          const Status s = tx.try_push(batch[sent]);
+          if (s != Status::ok && s != Status::would_block) {
+            return failures.add(std::string("try_push: ") + to_string(s));
+          }
+          went = s == Status::ok ? 1 : 0;
+        }
+        if (went == 0) {
+          if (!spin.wait()) return;
+          continue;
+        }
+        sent += went;
+        spin.progress();
+      }
+      seq += count;
+      if (tx.position() != seq) {
+        return failures.add("head " + std::to_string(tx.position()) + " after " +
+                            std::to_string(seq) + " messages");
+      }
+    }
+  });
+  std::thread consumer([&] {
+    Spinner spin(failures, "consumer");
+    std::vector<std::byte> buf(slot);
+    while (checker.received() < total) {
+      std::size_t size = 0;
+      const Status s = rx.try_pop(buf, size);
+      if (s == Status::ok) {
+        if (!checker.accept({buf.data(), size})) return;
+        spin.progress();
+        continue;
+      }
+      if (s != Status::would_block) return failures.add(std::string("try_pop: ") + to_string(s));
+      if (!spin.wait()) return;
+    }
+  });
+  producer.join();
+  consumer.join();
+  report_rate(("spsc low-latency 1x1, capacity " + std::to_string(capacity) + ", slot " +
+               std::to_string(slot) + (batches ? ", batches" : ""))
+                  .c_str(),
+              total, start);
+
+  ASSERT_FALSE(failures.any()) << failures.report();
+  EXPECT_EQ(checker.received(), total);
+  EXPECT_EQ(tx.position(), total);
+  EXPECT_EQ(rx.position(), total);
+  EXPECT_GT(full_slot, 0u);
+  EXPECT_GT(empty, 0u);
+  std::size_t size = 0;
+  std::vector<std::byte> buf(slot);
+  EXPECT_EQ(rx.try_pop(buf, size), Status::would_block) << "a message beyond the last one";
+}
+
+}  // namespace ll
+
+TEST(StressLowLatency, CopyApiOneToOne) { ll::copy_run(256, 128, msg::scaled(4'000'000, 8), false); }
+
+// One and two slots: every message begins a lap of its slot. Slot sizes on
+// both sides of the reader's first round (56 bytes).
+TEST(StressLowLatency, CopyApiTinyRings) {
+  for (const std::uint64_t capacity : {1, 2}) {
+    for (const std::uint64_t slot : {56, 61}) {
+      SCOPED_TRACE("capacity " + std::to_string(capacity) + ", slot " + std::to_string(slot));
+      ll::copy_run(capacity, slot, msg::scaled(300'000, 8), false);
+    }
+  }
+}
+
+TEST(StressLowLatency, PushManyBatches) { ll::copy_run(64, 32, msg::scaled(2'000'000, 8), true); }
+
+// 4096-byte slots (the largest), popped into a 1024-byte buffer first: a
+// too_large pop must keep the message whole while the producer writes on.
+TEST(StressLowLatency, SizesUpTo4096WithTwoStepPops) {
+  test::UniqueShm shm;
+  const std::uint64_t total = msg::scaled(300'000, 4);
+  Segment seg = ll::make_ring(shm, 16, kBigSlot);
+  SpscProducer tx = SpscProducer::attach(seg);
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  Failures failures;
+  ll::Checker checker(failures, kBigSlot);
+  std::uint64_t too_large_pops = 0;
+
+  const auto start = Clock::now();
+  std::thread producer([&] {
+    Spinner spin(failures, "producer");
+    std::vector<std::byte> buf(kBigSlot);
+    for (std::uint64_t seq = 0; seq < total; ++seq) {
+      const std::size_t n = ll::write(buf, seq, kBigSlot);
+      for (;;) {
+        const Status s = tx.try_push({buf.data(), n});
+        if (s == Status::ok) break;
+        if (s != Status::would_block) return failures.add(std::string("try_push: ") + to_string(s));
+        if (!spin.wait()) return;
+      }
+      spin.progress();
+    }
+  });
+  std::thread consumer([&] {
+    Spinner spin(failures, "consumer");
+    std::vector<std::byte> small(kSmallBuffer), big(kBigSlot);
+    while (checker.received() < total) {
+      std::span<const std::byte> m;
+      const Status s = pop_two_step(rx, small, big, m, failures, too_large_pops);
+      if (s == Status::ok) {
+        if (!checker.accept(m)) return;
+        spin.progress();
+        continue;
+      }
+      if (s != Status::would_block) return failures.add(std::string("try_pop: ") + to_string(s));
+      if (!spin.wait()) return;
+    }
+  });
+  producer.join();
+  consumer.join();
+  report_rate("spsc low-latency 4096-byte slots 1x1", total, start);
+
+  ASSERT_FALSE(failures.any()) << failures.report();
+  EXPECT_EQ(checker.received(), total);
+  EXPECT_GT(too_large_pops, total / 4);
+}
+
+// The producer gives its role up and attaches again every few hundred
+// messages while the consumer reads on: each attach is a new incarnation
+// that resumes at the published head (or the consumer's tail), and no
+// message is lost, repeated or mixed with its predecessor's words.
+TEST(StressLowLatency, ProducerReattachesMidStream) {
+  test::UniqueShm shm;
+  constexpr std::uint64_t kCapacity = 8, kSlotLl = 40;
+  const std::uint64_t total = msg::scaled(400'000, 8);
+  Segment seg = ll::make_ring(shm, kCapacity, kSlotLl);
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  Failures failures;
+  ll::Checker checker(failures, kSlotLl);
+  const std::uint32_t first_incarnation = control(seg)->producer.incarnation;
+  std::uint64_t attaches = 0;
+
+  std::thread producer([&] {
+    Spinner spin(failures, "producer");
+    std::mt19937_64 rng(4);
+    std::vector<std::byte> buf(kSlotLl);
+    SpscProducer tx;
+    std::uint64_t until_reattach = 0;
+    for (std::uint64_t seq = 0; seq < total; ++seq) {
+      if (until_reattach-- == 0) {
+        tx = SpscProducer();
+        std::error_code ec;
+        tx = SpscProducer::attach(seg, {}, ec);
+        if (ec) return failures.add("attach: " + ec.message() + ": " + last_error_message());
+        ++attaches;
+        if (tx.position() != seq) {
+          return failures.add("attach " + std::to_string(attaches) + " resumed at " +
+                              std::to_string(tx.position()) + ", expected " + std::to_string(seq));
+        }
+        until_reattach = rng() % 600;
+      }
+      const std::size_t n = ll::write(buf, seq, kSlotLl);
+      for (;;) {
+        const Status s = tx.try_push({buf.data(), n});
+        if (s == Status::ok) break;
+        if (s != Status::would_block) return failures.add(std::string("try_push: ") + to_string(s));
+        if (!spin.wait()) return;
+      }
+      spin.progress();
+    }
+  });
+  std::thread consumer([&] {
+    Spinner spin(failures, "consumer");
+    std::vector<std::byte> buf(kSlotLl);
+    while (checker.received() < total) {
+      std::size_t size = 0;
+      const Status s = rx.try_pop(buf, size);
+      if (s == Status::ok) {
+        if (!checker.accept({buf.data(), size})) return;
+        spin.progress();
+        continue;
+      }
+      if (s != Status::would_block) return failures.add(std::string("try_pop: ") + to_string(s));
+      if (!spin.wait()) return;
+    }
+  });
+  producer.join();
+  consumer.join();
+
+  ASSERT_FALSE(failures.any()) << failures.report();
+  EXPECT_EQ(checker.received(), total);
+  EXPECT_GT(attaches, 100u);
+  EXPECT_EQ(control(seg)->producer.incarnation, first_incarnation + attaches);
+}
+
+// push / pop with timeouts and no spinning on a 4-slot ring, both sides made
+// to sleep every 512 messages (waiting for the other side's sleeper count),
+// as StressSpsc.BlockingFormsBothSidesSleep does for plain slots.
+TEST(StressLowLatency, BlockingFormsBothSidesSleep) {
+  test::UniqueShm shm;
+  constexpr std::uint64_t kCapacity = 4;
+  const std::uint64_t total = msg::scaled(200'000, 3);
+  Segment seg = ll::make_ring(shm, kCapacity, kSlot);
+  const WaitPolicy no_spin{0, 0};
+  SpscProducer tx = SpscProducer::attach(seg, no_spin);
+  SpscConsumer rx = SpscConsumer::attach(seg, no_spin);
+  Failures failures;
+  ll::Checker checker(failures, kSlot);
+  std::uint64_t producer_handshakes = 0, consumer_handshakes = 0;
+
+  std::thread producer([&] {
+    std::vector<std::byte> buf(kSlot);
+    std::uint64_t next_handshake = 1024;
+    for (std::uint64_t seq = 0; seq < total && !failures.stop_now(); ++seq) {
+      if (seq >= next_handshake) {
+        next_handshake += 1024;
+        if (!poll_until([&] { return consumer_waiters(seg) != 0 || failures.stopped(); }, kStall)) {
+          return failures.add("consumer never went to sleep on an empty ring");
+        }
+        ++producer_handshakes;
+      }
+      const std::size_t n = ll::write(buf, seq, kSlot);
+      const Status s = tx.push({buf.data(), n}, kBlockingTimeout);
+      if (s != Status::ok) return failures.add(std::string("push: ") + to_string(s));
+    }
+  });
+  std::thread consumer([&] {
+    std::vector<std::byte> buf(kSlot);
+    std::uint64_t next_handshake = 512;
+    while (checker.received() < total && !failures.stop_now()) {
+      const std::uint64_t got = checker.received();
+      if (got >= next_handshake && got + kCapacity + 8 < total) {
+        next_handshake += 1024;
+        if (!poll_until([&] { return producer_waiters(seg) != 0 || failures.stopped(); }, kStall)) {
+          return failures.add("producer never went to sleep on a full ring");
+        }
+        ++consumer_handshakes;
+      }
+      std::size_t size = 0;
+      const Status s = rx.pop(buf, size, kBlockingTimeout);
+      if (s != Status::ok) return failures.add(std::string("pop: ") + to_string(s));
+      if (!checker.accept({buf.data(), size})) return;
+    }
+  });
+  producer.join();
+  consumer.join();
+
+  ASSERT_FALSE(failures.any()) << failures.report();
+  EXPECT_EQ(checker.received(), total);
+  EXPECT_GT(producer_handshakes, 0u);
+  EXPECT_GT(consumer_handshakes, 0u);
+  EXPECT_GE(producer_notify(seg), producer_handshakes / 2);
+  EXPECT_GE(consumer_notify(seg), consumer_handshakes / 2);
+  EXPECT_EQ(consumer_waiters(seg), 0u);
+  EXPECT_EQ(producer_waiters(seg), 0u);
 }
 
 }  // namespace

@@ -221,6 +221,36 @@ void larger_message_is_corrupt_and_consumed() {
 TEST(TypedRing, LargerMessageIsCorruptSpsc) { larger_message_is_corrupt_and_consumed<RingKind::spsc>(); }
 TEST(TypedRing, LargerMessageIsCorruptMpmc) { larger_message_is_corrupt_and_consumed<RingKind::mpmc>(); }
 
+// Low-latency slots: the consumer copies through the copy calls (a peek is
+// unsupported there), with the same rules for a message of another size.
+TEST(TypedRing, LowLatencySlots) {
+  test::UniqueShm shm;
+  auto ring = Ring<Sample>::create(shm.name(), 4, 0600, SlotFormat::low_latency);
+  EXPECT_EQ(ring.segment().geometry().format, SlotFormat::low_latency);
+  auto tx = ring.producer();
+  auto rx = Ring<Sample>::open(shm.name()).consumer();
+  std::uint64_t sent = 0;
+  std::uint64_t received = 0;
+  for (int round = 0; round < 20; ++round) {
+    while (tx.try_push(make_sample(sent)) == Status::ok) ++sent;
+    EXPECT_EQ(sent - received, 4u);
+    Sample s{};
+    ASSERT_EQ(rx.pop(s, 1s), Status::ok);
+    expect_sample(s, received++);
+    while (auto v = rx.try_pop()) expect_sample(*v, received++);
+    EXPECT_EQ(received, sent);
+  }
+  ASSERT_EQ(tx.raw().try_push(test::as_bytes("short")), Status::ok);
+  ASSERT_EQ(tx.try_push(make_sample(7)), Status::ok);
+  Sample s{};
+  EXPECT_EQ(rx.try_pop(s), Status::corrupt);
+  ASSERT_EQ(rx.try_pop(s), Status::ok) << "the odd message was consumed";
+  expect_sample(s, 7);
+  EXPECT_EQ(rx.pop(s, 1ms), Status::timeout);
+  EXPECT_EQ(rx.raw().try_peek(1).status(), Status::unsupported);
+  Segment::unlink(shm.name());
+}
+
 TEST(TypedRing, BlockingFormsTimeOut) {
   test::UniqueShm shm;
   auto ring = Ring<Sample>::create(shm.name(), 2);

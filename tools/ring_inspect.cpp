@@ -2,7 +2,7 @@
 //
 //   ring-inspect list [--json]                       # every segment, found by its magic
 //   ring-inspect show NAME [--json]                  # header, positions, owners, waiters
-//   ring-inspect dump NAME [--from POS] [--count N] [--json]
+//   ring-inspect dump NAME [--from POS] [--count N] [--json]  # low-latency slots: decoded words
 //   ring-inspect remove NAME [--force]               # unlink, refused while in use
 //   ring-inspect watch NAME [--interval MS] [--iterations N]
 //   ring-inspect gc [--prefix P] [--dry-run]         # unlink abandoned segments
@@ -234,7 +234,8 @@ int cmd_list(bool json) {
             .num("capacity", s.geometry.capacity)
             .num("fill", s.fill())
             .str("producer", side_summary(s, s.producer))
-            .str("consumer", side_summary(s, s.consumer));
+            .str("consumer", side_summary(s, s.consumer))
+            .str("slot_format", shmring::to_string(s.geometry.format));
       }
       items.push_back(o.text());
     }
@@ -297,6 +298,9 @@ std::string claims_summary(const Side& side) {
 std::string side_json(const Snapshot& s, const Side& side) {
   JsonObject o;
   o.num("position", side.position).num("attached", side.attached);
+  // SPSC producer: bumped by every producer that attaches (its low 8 bits
+  // are in the flags of low-latency slots).
+  if (s.spsc() && &side == &s.producer) o.num("incarnation", side.incarnation);
   if (side.has_owner()) {
     o.num("owner_pid", side.owner_pid()).num("owner_start_time", side.owner_start_time);
   } else {
@@ -358,6 +362,8 @@ int cmd_show(const std::string& name, bool json) {
     o.str("name", s.name)
         .str("kind", shmring::to_string(g.kind))
         .num("abi_version", h.abi_version)
+        .str("slot_format", shmring::to_string(g.format))
+        .num("header_flags", h.flags)
         .num("capacity", g.capacity)
         .num("slot_size", g.slot_size)
         .num("slot_stride", g.slot_stride)
@@ -382,6 +388,9 @@ int cmd_show(const std::string& name, bool json) {
   fmt::print("segment       {}{}\n", kShmDir, s.name);
   fmt::print("kind          {}\n", shmring::to_string(g.kind));
   fmt::print("abi version   {}\n", h.abi_version);
+  fmt::print("slot format   {}\n",
+             s.low_latency() ? "low_latency (messages as flagged 8-byte words; copy calls only)"
+                             : "plain");
   fmt::print("capacity      {} slots of {} bytes (stride {}, slots at offset {})\n", g.capacity,
              g.slot_size, g.slot_stride, g.slots_offset);
   fmt::print("segment size  {} bytes\n", g.segment_size);
@@ -399,9 +408,11 @@ int cmd_show(const std::string& name, bool json) {
       owner = fmt::format("pid {} {} (start time {})", side.owner_pid(), side.owner_state(),
                           side.owner_start_time);
     }
-    fmt::print("{:<13} owner {}, {} attached, {} waiting, {} GPU attached{}\n", label, owner,
-               side.attached, side.waiters, side.gpu_attached,
-               (side.gpu_flags & shmring::kGpuSharedCounter) != 0 ? " (GPU shared counter)" : "");
+    fmt::print(
+        "{:<13} owner {}, {} attached, {} waiting, {} GPU attached{}{}\n", label, owner,
+        side.attached, side.waiters, side.gpu_attached,
+        (side.gpu_flags & shmring::kGpuSharedCounter) != 0 ? " (GPU shared counter)" : "",
+        s.spsc() && prod ? fmt::format(", incarnation {}", side.incarnation) : std::string());
     if (!s.spsc()) fmt::print("{:<13} {}\n", "", claims_summary(side));
   }
   fmt::print("gpu           {}\n", gpu_summary(g.kind));
@@ -409,6 +420,70 @@ int cmd_show(const std::string& name, bool json) {
 }
 
 // ---- dump ------------------------------------------------------------------
+
+// `bytes` as hex and ASCII, 16 a line.
+void print_hex(const std::vector<unsigned char>& bytes) {
+  const std::uint64_t shown = bytes.size();
+  for (std::uint64_t off = 0; off < shown; off += 16) {
+    std::string hex;
+    std::string ascii;
+    for (std::uint64_t j = off; j < off + 16; ++j) {
+      if (j < shown) {
+        hex += fmt::format("{:02x} ", bytes[j]);
+        ascii += (bytes[j] >= 0x20 && bytes[j] < 0x7f) ? static_cast<char>(bytes[j]) : '.';
+      } else {
+        hex += "   ";
+      }
+      if (j == off + 7) hex += ' ';
+    }
+    fmt::print("  {:08x}  {} |{}|\n", off, hex, ascii);
+  }
+}
+
+std::string hex_string(const std::vector<unsigned char>& bytes) {
+  std::string hex;
+  for (const unsigned char b : bytes) hex += fmt::format("{:02x}", b);
+  return hex;
+}
+
+// A low-latency slot: its words decoded (the trailer is unused there).
+std::string dump_low_latency(const shmring::Segment& seg, std::uint64_t pos,
+                             std::uint64_t max_bytes, bool json) {
+  const LowLatencySlot v = low_latency_slot_at(seg, pos, max_bytes);
+  const bool truncated = v.data.size() < v.length;
+  if (json) {
+    return JsonObject()
+        .num("position", v.position)
+        .num("index", v.index)
+        .str("state", v.state())
+        .boolean("complete", v.complete())
+        .num("flag", v.flag)
+        .num("incarnation", v.incarnation)
+        .num("lap_flag", v.lap_flag)
+        .num("expected_lap_flag", v.expected_lap_flag)
+        .num("length", v.length)
+        .num("length_raw", v.length_raw)
+        .boolean("length_clamped", !v.length_ok())
+        .num("words", v.words)
+        .num("mismatched_words", v.mismatched)
+        .str("data_hex", hex_string(v.data))
+        .boolean("truncated", truncated)
+        .text();
+  }
+  fmt::print(
+      "position {} (slot {}): {}, length {}{}, flag {:#010x} (incarnation {}, lap flag {}, "
+      "this position's {}){}\n",
+      v.position, v.index, v.state(), v.length,
+      v.length_ok() ? std::string()
+                    : fmt::format(" (word 0 says {}, clamped to the slot size)", v.length_raw),
+      v.flag, v.incarnation, v.lap_flag, v.expected_lap_flag,
+      v.mismatched != 0 ? fmt::format(", {} of {} words carry another flag", v.mismatched,
+                                      v.words > 0 ? v.words - 1 : 0)
+                        : std::string());
+  print_hex(v.data);
+  if (truncated) fmt::print("  ... {} more bytes\n", v.length - v.data.size());
+  return {};
+}
 
 int cmd_dump(const std::string& name, std::optional<std::uint64_t> from,
              std::optional<std::uint64_t> count, std::uint64_t max_bytes, bool json) {
@@ -421,14 +496,18 @@ int cmd_dump(const std::string& name, std::optional<std::uint64_t> from,
 
   std::vector<std::string> items;
   for (std::uint64_t i = 0; i < n; ++i) {
+    if (s.low_latency()) {
+      std::string item = dump_low_latency(*seg, start + i, max_bytes, json);
+      if (json) items.push_back(std::move(item));
+      continue;
+    }
     const SlotView v = slot_at(*seg, start + i);
     // Copy first: the ring may move under us; print what was read.
     const std::uint64_t shown = std::min<std::uint64_t>(v.length, max_bytes);
     std::vector<unsigned char> bytes(shown);
     if (shown != 0) std::memcpy(bytes.data(), v.payload, shown);
     if (json) {
-      std::string hex;
-      for (const unsigned char b : bytes) hex += fmt::format("{:02x}", b);
+      const std::string hex = hex_string(bytes);
       JsonObject o;
       o.num("position", v.position)
           .num("index", v.index)
@@ -450,25 +529,13 @@ int cmd_dump(const std::string& name, std::optional<std::uint64_t> from,
                v.length_raw > s.geometry.slot_size
                    ? fmt::format(" (trailer says {}, clamped to the slot size)", v.length_raw)
                    : std::string());
-    for (std::uint64_t off = 0; off < shown; off += 16) {
-      std::string hex;
-      std::string ascii;
-      for (std::uint64_t j = off; j < off + 16; ++j) {
-        if (j < shown) {
-          hex += fmt::format("{:02x} ", bytes[j]);
-          ascii += (bytes[j] >= 0x20 && bytes[j] < 0x7f) ? static_cast<char>(bytes[j]) : '.';
-        } else {
-          hex += "   ";
-        }
-        if (j == off + 7) hex += ' ';
-      }
-      fmt::print("  {:08x}  {} |{}|\n", off, hex, ascii);
-    }
+    print_hex(bytes);
     if (shown < v.length) fmt::print("  ... {} more bytes\n", v.length - shown);
   }
   if (json) {
     JsonObject o;
     o.str("name", s.name)
+        .str("slot_format", shmring::to_string(s.geometry.format))
         .num("from", start)
         .num("count", n)
         .num(pos_name(s.spsc(), true), s.producer.position)
@@ -675,8 +742,10 @@ int main(int argc, char** argv) {
   show->add_option("NAME", name, "segment name")->required();
   show->add_flag("--json", json, "print JSON");
 
-  auto* dump =
-      app.add_subcommand("dump", "slots as hex and ASCII (default: the unread ones, up to 16)");
+  auto* dump = app.add_subcommand(
+      "dump",
+      "slots as hex and ASCII (default: the unread ones, up to 16); low-latency slots with "
+      "their words decoded (flag, incarnation, lap, length)");
   dump->add_option("NAME", name, "segment name")->required();
   dump->add_option("--from", from, "first position (default: the consumer's position)");
   dump->add_option("--count", count, "how many positions (at most the capacity)");

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "shmring/atomic.hpp"
+#include "shmring/low_latency.hpp"
 #include "shmring/ring_view.hpp"
 
 namespace ring_inspect {
@@ -75,6 +76,7 @@ Side read_side(const shmring::SideBlock& b, const shmring::WaitBlock& w,
   s.gpu_flags = at::load_relaxed(&b.gpu_flags);
   s.waiters = at::load_relaxed(&w.waiters);
   s.abandoned = at::load_relaxed(&b.abandoned);
+  s.incarnation = at::load_relaxed(&b.incarnation);
   for (const shmring::ClaimRecord& r : claims.records) {
     const std::uint64_t holder = at::load_acquire(&r.holder);
     if (holder != 0) s.claimants.push_back(Claimant{holder, at::load_acquire(&r.low)});
@@ -114,12 +116,72 @@ SlotView slot_at(const shmring::Segment& seg, std::uint64_t pos) {
   return v;
 }
 
+const char* LowLatencySlot::state() const {
+  // Current first (a lap flag is never 0, so a current slot was written).
+  if (!current()) return written() ? "other lap" : "not written";
+  if (!length_ok()) return "corrupt length";
+  return mismatched == 0 ? "complete" : "incomplete";
+}
+
+namespace {
+
+const std::uint64_t* slot_words(const shmring::Segment& seg, std::uint64_t index) {
+  const auto& g = seg.geometry();
+  return reinterpret_cast<const std::uint64_t*>(seg.base() + g.slots_offset +
+                                                index * g.slot_stride);
+}
+
+// Word 0's length, clamped to the slot size.
+std::uint32_t low_latency_length(const shmring::Segment& seg, std::uint64_t pos) {
+  const auto& g = seg.geometry();
+  const auto length = static_cast<std::uint32_t>(at::load_relaxed(slot_words(seg, pos & g.mask())));
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(length, g.slot_size));
+}
+
+}  // namespace
+
+LowLatencySlot low_latency_slot_at(const shmring::Segment& seg, std::uint64_t pos,
+                                   std::uint64_t max_bytes) {
+  namespace ll = shmring::low_latency;
+  const auto& g = seg.geometry();
+  LowLatencySlot v;
+  v.position = pos;
+  v.index = pos & g.mask();
+  // The slot holds low_latency_words(slot_size) words (the geometry was
+  // validated by open, so they lie inside the slot's stride).
+  const std::uint64_t slot_words_n = shmring::low_latency_words(g.slot_size);
+  const std::uint64_t* w = slot_words(seg, v.index);
+  const std::uint64_t w0 = at::load_relaxed(w);
+  v.flag = static_cast<std::uint32_t>(w0 >> 32);
+  v.incarnation = v.flag >> ll::kLapBits;
+  v.lap_flag = v.flag & ll::kLapMask;
+  // The library's own formula (lap mod (2^24 - 1) + 1), never a copy of it.
+  v.expected_lap_flag = ll::lap_flag(shmring::RingView(seg.base(), g), pos);
+  v.length_raw = static_cast<std::uint32_t>(w0);
+  v.length = static_cast<std::uint32_t>(std::min<std::uint64_t>(v.length_raw, g.slot_size));
+  v.words = std::min(ll::message_words(v.length), slot_words_n);
+  const std::uint64_t keep = std::min<std::uint64_t>(v.length, max_bytes);
+  v.data.reserve(keep);
+  for (std::uint64_t k = 1; k < v.words; ++k) {
+    const std::uint64_t x = at::load_relaxed(w + k);
+    if (static_cast<std::uint32_t>(x >> 32) != v.flag) ++v.mismatched;
+    const auto d = static_cast<std::uint32_t>(x);
+    for (std::uint64_t b = 0; b < 4 && v.data.size() < keep; ++b) {
+      v.data.push_back(static_cast<unsigned char>(d >> (8 * b)));
+    }
+  }
+  return v;
+}
+
 double mean_length(const shmring::Segment& seg, std::uint64_t position) {
   const shmring::RingView view(seg.base(), seg.geometry());
   const std::uint64_t n = std::min<std::uint64_t>({position, 64, view.capacity()});
   if (n == 0) return 0.0;
   std::uint64_t total = 0;
-  for (std::uint64_t p = position - n; p < position; ++p) total += view.read_slot(p).size;
+  for (std::uint64_t p = position - n; p < position; ++p) {
+    // Low-latency slots keep the length in word 0; their trailers are unused.
+    total += view.low_latency() ? low_latency_length(seg, p) : view.read_slot(p).size;
+  }
   return static_cast<double>(total) / static_cast<double>(n);
 }
 

@@ -1,5 +1,6 @@
 // ring-inspect's reader: everything the tool takes from the bytes of a
-// segment (positions, owners, sleeper counts, slot trailers) and from the
+// segment (positions, owners, sleeper counts, slot trailers, the words of
+// low-latency slots) and from the
 // names in /dev/shm, apart from how it prints them. Every value comes from
 // memory any peer may have scribbled on, so each is copied once and then
 // only computed with; fuzz/fuzz_inspect_reader.cpp feeds it arbitrary files.
@@ -41,6 +42,7 @@ struct Side {
   std::uint32_t gpu_flags = 0;
   std::uint32_t waiters = 0;
   std::uint64_t abandoned = 0;      // MPMC: positions recovered from dead processes
+  std::uint32_t incarnation = 0;    // SPSC producer: producers attached so far
   std::vector<Claimant> claimants;  // MPMC: holders of this side's claim records
 
   std::uint32_t owner_pid() const { return shmring::process::pid_of(owner_identity); }
@@ -59,6 +61,7 @@ struct Snapshot {
   Side consumer;
 
   bool spsc() const { return geometry.kind == shmring::RingKind::spsc; }
+  bool low_latency() const { return geometry.format == shmring::SlotFormat::low_latency; }
   // Producer position minus consumer position; may be odd on a damaged ring.
   std::int64_t lag() const {
     return static_cast<std::int64_t>(producer.position - consumer.position);
@@ -87,9 +90,42 @@ struct SlotView {
 
 SlotView slot_at(const shmring::Segment& seg, std::uint64_t pos);
 
+// One slot of a low-latency ring (shmring/low_latency.hpp) as its words
+// describe it for `position`: word 0 holds the length and the flag
+// (incarnation << 24 | lap flag), words 1.. four message bytes each. The
+// trailer is unused in this format. Every word is loaded once; the length is
+// clamped to the slot size before any word past word 0 is looked at.
+struct LowLatencySlot {
+  std::uint64_t position = 0;
+  std::uint64_t index = 0;
+  std::uint32_t flag = 0;         // word 0's flag
+  std::uint32_t incarnation = 0;  // flag >> 24: the producer that wrote it
+  std::uint32_t lap_flag = 0;     // flag's low 24 bits: lap mod (2^24 - 1) + 1, 0 if never written
+  std::uint32_t expected_lap_flag = 0;  // what `position`'s words carry once written
+  std::uint32_t length_raw = 0;         // word 0's low 32 bits
+  std::uint32_t length = 0;             // clamped to the slot size
+  std::uint64_t words = 0;              // words the (clamped) message occupies, word 0 included
+  std::uint64_t mismatched = 0;         // of words 1..words-1: carrying another flag than word 0
+  std::vector<unsigned char> data;      // the message bytes reassembled (length of them)
+
+  bool written() const { return lap_flag != 0; }  // some lap's words (a lap flag is never 0)
+  bool current() const { return lap_flag == expected_lap_flag; }
+  bool length_ok() const { return length_raw == length; }
+  // What a consumer would take: `position`'s lap, a possible length, and
+  // every word of the message carrying word 0's flag.
+  bool complete() const { return current() && length_ok() && mismatched == 0; }
+  // "complete", "not written", "other lap", "incomplete" or "corrupt length".
+  const char* state() const;
+};
+
+// The words of `position`'s slot; `max_bytes` bounds the bytes reassembled
+// into `data` (the length fields are not affected).
+LowLatencySlot low_latency_slot_at(const shmring::Segment& seg, std::uint64_t pos,
+                                   std::uint64_t max_bytes = shmring::kMaxLowLatencySlotSize);
+
 // The mean payload length of up to the last 64 slots below `position`, read
-// (clamped) from their trailers: an estimate, since slots below the tail may
-// already hold the next lap.
+// (clamped) from their trailers, or from word 0 of low-latency slots: an
+// estimate, since slots below the tail may already hold the next lap.
 double mean_length(const shmring::Segment& seg, std::uint64_t position);
 
 // Whether the file starts with shmring's magic (read without mapping it).

@@ -10,6 +10,15 @@
 #define SHMRING_HD
 #endif
 
+// Unrolls the next loop (fixed trip count) under nvcc, clang and gcc alike.
+#if defined(__CUDACC__) || defined(__clang__)
+#define SHMRING_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define SHMRING_UNROLL _Pragma("GCC unroll 16")
+#else
+#define SHMRING_UNROLL
+#endif
+
 #define SHMRING_VERSION_MAJOR 0
 #define SHMRING_VERSION_MINOR 1
 #define SHMRING_VERSION_PATCH 0

@@ -40,6 +40,8 @@ enum class errc {
   cuda_error,       // a CUDA runtime call failed
   gpu_not_allowed,  // the device or the ring's other agents forbid this GPU use
   mixed_agents,     // CPU and GPU agents would share a read-modify-write counter
+  // bad arguments, continued (appended: the numbers above are kept)
+  invalid_slot_format,  // unknown slot format, or low-latency slots on an MPMC ring
 };
 
 const std::error_category& error_category() noexcept;

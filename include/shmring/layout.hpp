@@ -28,7 +28,8 @@ namespace shmring {
 
 inline constexpr std::uint64_t kMagic = 0x31474E49524D4853ull;  // "SHMRING1", little-endian
 // 2: MPMC claim tables (recovery of claims held by dead processes).
-inline constexpr std::uint32_t kAbiVersion = 2;
+// 3: header flags name the slot format (kHeaderLowLatencySlots).
+inline constexpr std::uint32_t kAbiVersion = 3;
 inline constexpr std::size_t kBlockSize = 128;
 inline constexpr std::size_t kPayloadAlign = 64;
 // Upper bounds a creator may ask for. They keep every product below in 64 bits
@@ -43,6 +44,30 @@ SHMRING_HD constexpr const char* to_string(RingKind k) noexcept {
   return k == RingKind::spsc ? "spsc" : k == RingKind::mpmc ? "mpmc" : "unknown";
 }
 
+// How a slot holds its message.
+//   plain        the payload bytes as they are, published by the trailer's
+//                `committed` word: zero-copy claim/commit and peek/release.
+//   low_latency  SPSC only: the message as 8-byte words, each carrying 4
+//                bytes of it and a 4-byte flag naming the position (see
+//                low_latency.hpp). A reader sees a whole message, length
+//                included, in one round of loads and a writer needs no fence,
+//                which halves a small message's trips across PCIe; the bytes
+//                in the slot are not the message, so copy calls only.
+enum class SlotFormat : std::uint32_t { plain = 0, low_latency = 1 };
+
+SHMRING_HD constexpr const char* to_string(SlotFormat f) noexcept {
+  return f == SlotFormat::plain         ? "plain"
+         : f == SlotFormat::low_latency ? "low_latency"
+                                        : "unknown";
+}
+
+// SegmentHeader::flags. Any other bit is refused on open.
+inline constexpr std::uint32_t kHeaderLowLatencySlots = 1;
+inline constexpr std::uint32_t kHeaderKnownFlags = kHeaderLowLatencySlots;
+// A low-latency producer writes every word of the slot for each message (so
+// no word can keep a flag from an earlier lap); slots stay small.
+inline constexpr std::uint64_t kMaxLowLatencySlotSize = 4096;
+
 // Block 0. The creator fills it, then stores abi_version last (release): a
 // reader that sees a non-zero version sees every other field.
 struct SegmentHeader {
@@ -56,7 +81,7 @@ struct SegmentHeader {
   std::uint64_t segment_size;  // bytes the file must have
   std::uint64_t created_unix_ns;
   std::uint32_t creator_pid;
-  std::uint32_t flags;               // reserved, 0
+  std::uint32_t flags;               // kHeaderLowLatencySlots or 0
   std::uint64_t creator_start_time;  // clock ticks since boot, /proc/<pid>/stat field 22
   std::uint8_t reserved[48];
 };
@@ -92,7 +117,10 @@ struct SideBlock {
   // MPMC: the process recovering this side's dead claims now (one at a time;
   // taken over if it dies), 0 if none. Packed like OwnerRecord::identity.
   std::uint64_t recovering;
-  std::uint8_t reserved[72];
+  // SPSC producer block: bumped by each producer that attaches; its low 8
+  // bits go into the flags of low-latency slots (see low_latency.hpp).
+  std::uint32_t incarnation;
+  std::uint8_t reserved[68];
 };
 using ProducerBlock = SideBlock;
 using ConsumerBlock = SideBlock;
@@ -176,6 +204,7 @@ static_assert(offsetof(SideBlock, owner) == 16);
 static_assert(offsetof(SideBlock, gpu_attached) == 32);
 static_assert(offsetof(SideBlock, gpu_flags) == 36);
 static_assert(offsetof(SideBlock, abandoned) == 40 && offsetof(SideBlock, recovering) == 48);
+static_assert(offsetof(SideBlock, incarnation) == 56);
 static_assert(sizeof(ClaimRecord) == 64 && offsetof(ClaimRecord, low) == 8);
 static_assert(sizeof(ClaimTable) == 16 * kBlockSize);
 static_assert(sizeof(WaitBlock) == kBlockSize && offsetof(WaitBlock, waiters) == 0);
@@ -204,10 +233,14 @@ enum class GeometryCheck : std::uint8_t {
   slot_size_zero,
   slot_size_too_large,
   size_overflow,
+  format_unknown,
+  format_needs_spsc,
+  low_latency_slot_too_large,
 };
 
 struct Geometry {
   RingKind kind{};
+  SlotFormat format = SlotFormat::plain;
   std::uint64_t capacity = 0;
   std::uint64_t slot_size = 0;
   std::uint64_t slot_stride = 0;
@@ -226,20 +259,39 @@ SHMRING_HD constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t to) n
   return (v + to - 1) / to * to;
 }
 
+// Low-latency slots: one length word, then one word per 4 bytes of message,
+// rounded up to an even count so the slot is written and read in 16-byte
+// pairs.
+SHMRING_HD constexpr std::uint64_t low_latency_words(std::uint64_t slot_size) noexcept {
+  return round_up(1 + (slot_size + 3) / 4, 2);
+}
+
 // The one place the layout of the slot area is decided.
-SHMRING_HD constexpr GeometryCheck compute_geometry(RingKind kind, std::uint64_t capacity,
-                                                    std::uint64_t slot_size,
-                                                    Geometry& out) noexcept {
+SHMRING_HD constexpr GeometryCheck compute_geometry(
+    RingKind kind, std::uint64_t capacity, std::uint64_t slot_size, Geometry& out,
+    SlotFormat format = SlotFormat::plain) noexcept {
   if (capacity == 0) return GeometryCheck::capacity_zero;
   if ((capacity & (capacity - 1)) != 0) return GeometryCheck::capacity_not_power_of_two;
   if (capacity > kMaxCapacity) return GeometryCheck::capacity_too_large;
   if (slot_size == 0) return GeometryCheck::slot_size_zero;
   if (slot_size > kMaxSlotSize) return GeometryCheck::slot_size_too_large;
-  const std::uint64_t stride = round_up(slot_size + sizeof(SlotTrailer), kPayloadAlign);
+  if (format != SlotFormat::plain && format != SlotFormat::low_latency) {
+    return GeometryCheck::format_unknown;
+  }
+  const bool low_latency = format == SlotFormat::low_latency;
+  // Low-latency slots have no `committed` word to claim positions with, so
+  // several producers (or consumers) could not share a ring of them.
+  if (low_latency && kind != RingKind::spsc) return GeometryCheck::format_needs_spsc;
+  if (low_latency && slot_size > kMaxLowLatencySlotSize) {
+    return GeometryCheck::low_latency_slot_too_large;
+  }
+  const std::uint64_t body = low_latency ? 8 * low_latency_words(slot_size) : slot_size;
+  const std::uint64_t stride = round_up(body + sizeof(SlotTrailer), kPayloadAlign);
   // capacity <= 2^31 and stride <= 2^30 + 64: the product fits in 64 bits, but
   // not in the segment limit; check by division so the rule reads plainly.
   if (capacity > (kMaxSegmentSize - kSlotsOffset) / stride) return GeometryCheck::size_overflow;
   out.kind = kind;
+  out.format = format;
   out.capacity = capacity;
   out.slot_size = slot_size;
   out.slot_stride = stride;
@@ -264,6 +316,12 @@ SHMRING_HD constexpr const char* to_string(GeometryCheck c) noexcept {
       return "slot size exceeds 1 GiB";
     case GeometryCheck::size_overflow:
       return "capacity x slot size exceeds the 16 TiB segment limit";
+    case GeometryCheck::format_unknown:
+      return "slot format is neither plain (0) nor low_latency (1)";
+    case GeometryCheck::format_needs_spsc:
+      return "low-latency slots need an spsc ring";
+    case GeometryCheck::low_latency_slot_too_large:
+      return "low-latency slots hold at most 4096 bytes";
   }
   return "unknown";
 }

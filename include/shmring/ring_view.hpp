@@ -33,11 +33,14 @@ class RingView {
         capacity_(g.capacity),
         slot_size_(g.slot_size),
         stride_(g.slot_stride),
-        trailer_offset_(g.trailer_offset()) {}
+        trailer_offset_(g.trailer_offset()),
+        low_latency_(g.format == SlotFormat::low_latency) {}
 
   SHMRING_HD std::byte* base() const noexcept { return base_; }
   SHMRING_HD std::uint64_t capacity() const noexcept { return capacity_; }
   SHMRING_HD std::uint64_t slot_size() const noexcept { return slot_size_; }
+  // SlotFormat::low_latency: messages as flagged words (low_latency.hpp).
+  SHMRING_HD bool low_latency() const noexcept { return low_latency_; }
 
   SHMRING_HD ControlArea* control() const noexcept { return reinterpret_cast<ControlArea*>(base_); }
   SHMRING_HD ProducerBlock* producer() const noexcept { return &control()->producer; }
@@ -84,6 +87,7 @@ class RingView {
   std::uint64_t slot_size_ = 0;
   std::uint64_t stride_ = 0;
   std::uint64_t trailer_offset_ = 0;
+  bool low_latency_ = false;
 };
 
 }  // namespace shmring

@@ -43,6 +43,8 @@ struct CreateOptions {
   // Final permission bits, applied after initialisation (umask does not
   // apply). 0600 keeps the ring to its owner; 0660 shares it with the group.
   mode_t mode = 0600;
+  // plain, or low_latency (SPSC, copy calls, slot_size <= 4096): see layout.hpp
+  SlotFormat format = SlotFormat::plain;
 };
 
 struct OpenOptions {

@@ -7,6 +7,8 @@
 // segment. The try_ forms never block; the blocking forms spin, yield, then
 // sleep on a futex in the segment until the deadline. Hot-path calls are
 // noexcept, allocate nothing and make a system call only to wake a sleeper.
+// On a ring of low-latency slots (SlotFormat::low_latency) the copy calls
+// work as on any ring, and the zero-copy ones return Status::unsupported.
 #pragma once
 
 #include <chrono>
@@ -44,6 +46,8 @@ class SpscProducer {
   explicit operator bool() const noexcept { return lifetime_ != nullptr; }
   std::uint64_t capacity() const noexcept { return view_.capacity(); }
   std::uint64_t slot_size() const noexcept { return view_.slot_size(); }
+  // SlotFormat::low_latency: copy calls only.
+  bool low_latency() const noexcept { return view_.low_latency(); }
   // Messages published through this ring so far (the head position).
   std::uint64_t position() const noexcept { return cursor_.head; }
 
@@ -54,8 +58,7 @@ class SpscProducer {
     if (view_.writable(cursor_, 1, status) == 0) {
       return status == Status::ok ? Status::would_block : status;
     }
-    std::memcpy(view_.payload(cursor_.head), message.data(), message.size());
-    view_.set_length(cursor_.head, static_cast<std::uint32_t>(message.size()));
+    write(cursor_.head, message);
     publish(1);
     return Status::ok;
   }
@@ -69,8 +72,7 @@ class SpscProducer {
     const std::uint64_t room = view_.writable(cursor_, messages.size(), status);
     std::uint64_t n = 0;
     for (; n < room && messages[n].size() <= view_.slot_size(); ++n) {
-      std::memcpy(view_.payload(cursor_.head + n), messages[n].data(), messages[n].size());
-      view_.set_length(cursor_.head + n, static_cast<std::uint32_t>(messages[n].size()));
+      write(cursor_.head + n, messages[n]);
     }
     if (n != 0) publish(n);
     return static_cast<std::size_t>(n);
@@ -79,6 +81,7 @@ class SpscProducer {
   // Lends up to `max` free slots to write in place. One claim at a time: a new
   // claim replaces (aborts) one not yet committed.
   [[nodiscard]] WriteClaim try_claim(std::size_t max = 1) noexcept {
+    if (view_.low_latency()) return WriteClaim(view_, cursor_.head, 0, Status::unsupported);
     Status status = Status::ok;
     const std::uint64_t n = view_.writable(cursor_, max, status);
     return WriteClaim(view_, cursor_.head, n,
@@ -111,6 +114,15 @@ class SpscProducer {
  private:
   static SpscProducer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
+  void write(std::uint64_t position, std::span<const std::byte> message) noexcept {
+    const auto size = static_cast<std::uint32_t>(message.size());
+    if (view_.low_latency()) {
+      low_latency::write(view_, position, cursor_.incarnation, message.data(), size);
+      return;
+    }
+    std::memcpy(view_.payload(position), message.data(), size);
+    view_.set_length(position, size);
+  }
   void publish(std::uint64_t count) noexcept {
     if (view_.publish(cursor_, count)) wake_consumer();
   }
@@ -146,12 +158,17 @@ class SpscConsumer {
   explicit operator bool() const noexcept { return lifetime_ != nullptr; }
   std::uint64_t capacity() const noexcept { return view_.capacity(); }
   std::uint64_t slot_size() const noexcept { return view_.slot_size(); }
+  // SlotFormat::low_latency: copy calls only.
+  bool low_latency() const noexcept { return view_.low_latency(); }
   // Messages consumed so far (the tail position).
   std::uint64_t position() const noexcept { return cursor_.tail; }
 
   // Copies the next message into `buffer` and sets `size`. If the buffer is
-  // too small: too_large, `size` = the message's size, message kept.
+  // too small: too_large, `size` = the message's size, message kept. On
+  // low-latency slots a call that finds the message incomplete (would_block)
+  // may have copied part of it into `buffer`.
   [[nodiscard]] Status try_pop(std::span<std::byte> buffer, std::size_t& size) noexcept {
+    if (view_.low_latency()) return try_pop_words(buffer, size);
     Status status = Status::ok;
     if (view_.readable(cursor_, 1, status) == 0) {
       return status == Status::ok ? Status::would_block : status;
@@ -168,6 +185,7 @@ class SpscConsumer {
 
   // Lends up to `max` readable messages in place, until release().
   [[nodiscard]] ReadClaim try_peek(std::size_t max = 1) noexcept {
+    if (view_.low_latency()) return ReadClaim(view_, cursor_.tail, 0, Status::unsupported);
     Status status = Status::ok;
     const std::uint64_t n = view_.readable(cursor_, max, status);
     return ReadClaim(view_, cursor_.tail, n,
@@ -193,6 +211,23 @@ class SpscConsumer {
                                 detail::Failure& f);
   void release_slots(std::uint64_t count) noexcept {
     if (view_.release(cursor_, count)) wake_producer();
+  }
+  Status try_pop_words(std::span<std::byte> buffer, std::size_t& size) noexcept {
+    std::uint32_t length = 0;
+    switch (low_latency::read(view_, cursor_.tail, buffer.data(), buffer.size(), length)) {
+      case low_latency::Read::not_ready:
+        return Status::would_block;
+      case low_latency::Read::corrupt:
+        return Status::corrupt;
+      case low_latency::Read::too_large:
+        size = length;
+        return Status::too_large;
+      case low_latency::Read::ready:
+        break;
+    }
+    size = length;
+    release_slots(1);
+    return Status::ok;
   }
   void wake_producer() noexcept;
   void swap(SpscConsumer& o) noexcept {

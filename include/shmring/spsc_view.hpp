@@ -7,6 +7,8 @@
 //   3. The consumer polls the trailer of the slot at its tail: a small payload
 //      shares that cache line, so a message costs it one line transfer.
 //   4. It releases slots by storing its tail once per batch.
+//   Low-latency slots (low_latency.hpp) replace steps 2-3: the message's
+//      words carry their own flags, so no `committed` word is stored or polled.
 //   5. Sleepers: each side stores its position seq_cst, then loads the other
 //      side's sleeper count; a sleeper raises its count, then re-reads the
 //      position (Dekker), so a wake-up is never lost.
@@ -20,6 +22,7 @@
 
 #include <cstdint>
 
+#include "shmring/low_latency.hpp"
 #include "shmring/ring_view.hpp"
 
 namespace shmring {
@@ -27,6 +30,7 @@ namespace shmring {
 struct SpscProducerCursor {
   std::uint64_t head = 0;         // next position to publish
   std::uint64_t cached_tail = 0;  // last consumer position seen
+  std::uint32_t incarnation = 0;  // low-latency slots: this producer's flag bits
 };
 
 struct SpscConsumerCursor {
@@ -58,7 +62,7 @@ class SpscView : public RingView {
   // Publishes `count` claimed slots from c.head (their lengths already set).
   // Returns true when a consumer sleeps and must be woken.
   SHMRING_HD bool publish(SpscProducerCursor& c, std::uint64_t count) const noexcept {
-    for (std::uint64_t i = 0; i < count; ++i) {
+    for (std::uint64_t i = 0; i < count && !low_latency(); ++i) {
       const std::uint64_t pos = c.head + i;
       // SYNC POINT (release, pairs with readable()): payload and length of
       // `pos` visible to the consumer.
@@ -79,6 +83,10 @@ class SpscView : public RingView {
     std::uint64_t n = 0;
     for (; n < max; ++n) {
       const std::uint64_t pos = c.tail + n;
+      if (low_latency()) {
+        if (!low_latency::complete(*this, pos)) break;
+        continue;
+      }
       // SYNC POINT (acquire, pairs with publish()): payload of `pos` visible.
       if (atomic::load_acquire(&trailer(pos)->committed) != pos + 1) break;
       if (!length_ok(committed_length(pos))) {
@@ -118,11 +126,14 @@ class SpscView : public RingView {
   // any slots a dead predecessor committed but never covered with a head store
   // (the consumer may already have read them, so they must not be rewritten).
   SHMRING_HD std::uint64_t resume_head(std::uint64_t head, std::uint64_t tail) const noexcept {
-    while (head - tail < capacity() &&
-           atomic::load_acquire(&trailer(head)->committed) == head + 1) {
-      ++head;
-    }
+    while (head - tail < capacity() && committed(head)) ++head;
     return head;
+  }
+
+ private:
+  SHMRING_HD bool committed(std::uint64_t pos) const noexcept {
+    return low_latency() ? low_latency::complete(*this, pos)
+                         : atomic::load_acquire(&trailer(pos)->committed) == pos + 1;
   }
 };
 

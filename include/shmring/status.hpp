@@ -14,6 +14,7 @@ enum class Status : std::uint8_t {
   timeout,      // blocking form: the deadline passed; nothing changed
   too_large,    // the message does not fit the slot, or the caller's buffer is too small
   corrupt,      // the peer side wrote impossible values; the ring is stalled, never overrun
+  unsupported,  // the call does not apply to this ring (zero-copy on low-latency slots)
 };
 
 SHMRING_HD constexpr const char* to_string(Status s) noexcept {
@@ -28,6 +29,8 @@ SHMRING_HD constexpr const char* to_string(Status s) noexcept {
       return "too_large";
     case Status::corrupt:
       return "corrupt";
+    case Status::unsupported:
+      return "unsupported";
   }
   return "unknown";
 }

@@ -4,6 +4,9 @@
 //   auto tx = ring.producer();          // in one process
 //   auto rx = Ring<Sample>::open("imu").consumer();   // in another
 //   tx.try_push(Sample{...});  if (auto s = rx.try_pop()) use(*s);
+//
+// On an SPSC ring of low-latency slots (sizeof(T) <= 4096) the consumer
+// copies through the ring's copy calls instead of a peek.
 #pragma once
 
 #include <chrono>
@@ -54,8 +57,22 @@ class Ring {
     explicit operator bool() const noexcept { return static_cast<bool>(raw_); }
     // corrupt if the message was not sizeof(T) bytes (it is consumed all the
     // same, so one stray message cannot wedge the ring).
-    [[nodiscard]] Status try_pop(T& out) noexcept { return take(raw_.try_peek(1), out); }
+    [[nodiscard]] Status try_pop(T& out) noexcept {
+      if constexpr (Kind == RingKind::spsc) {
+        if (raw_.low_latency()) {
+          return copy_out(
+              [&](std::span<std::byte> b, std::size_t& n) { return raw_.try_pop(b, n); }, out);
+        }
+      }
+      return take(raw_.try_peek(1), out);
+    }
     [[nodiscard]] Status pop(T& out, std::chrono::nanoseconds timeout) noexcept {
+      if constexpr (Kind == RingKind::spsc) {
+        if (raw_.low_latency()) {
+          return copy_out(
+              [&](std::span<std::byte> b, std::size_t& n) { return raw_.pop(b, n, timeout); }, out);
+        }
+      }
       return take(raw_.peek(1, timeout), out);
     }
     std::optional<T> try_pop() noexcept {
@@ -73,6 +90,18 @@ class Ring {
    private:
     friend class Ring;
     explicit Consumer(RawConsumer raw) noexcept : raw_(std::move(raw)) {}
+    // Low-latency slots: pops into a buffer as large as any slot, so a
+    // message of the wrong size is consumed (and reported) like in take().
+    template <class Pop>
+    static Status copy_out(Pop&& pop, T& out) noexcept {
+      alignas(T) std::byte buf[kMaxLowLatencySlotSize];
+      std::size_t n = 0;
+      const Status s = pop(std::span<std::byte>(buf), n);
+      if (s != Status::ok) return s;
+      if (n != sizeof(T)) return Status::corrupt;
+      std::memcpy(&out, buf, sizeof(T));
+      return Status::ok;
+    }
     Status take(ReadClaim claim, T& out) noexcept {
       if (claim.empty()) return claim.status();
       const std::span<const std::byte> m = claim[0];
@@ -84,8 +113,9 @@ class Ring {
     RawConsumer raw_;
   };
 
-  static Ring create(std::string_view name, std::uint64_t capacity, mode_t mode = 0600) {
-    return Ring(Segment::create(name, options(capacity, mode)));
+  static Ring create(std::string_view name, std::uint64_t capacity, mode_t mode = 0600,
+                     SlotFormat format = SlotFormat::plain) {
+    return Ring(Segment::create(name, options(capacity, mode, format)));
   }
   static Ring open(std::string_view name,
                    std::chrono::milliseconds init_timeout = std::chrono::seconds(1)) {
@@ -95,7 +125,7 @@ class Ring {
     return checked(Segment::open(name, o));
   }
   static Ring open_or_create(std::string_view name, std::uint64_t capacity, mode_t mode = 0600) {
-    return checked(Segment::open_or_create(name, options(capacity, mode)));
+    return checked(Segment::open_or_create(name, options(capacity, mode, SlotFormat::plain)));
   }
 
   Producer producer(const WaitPolicy& policy = {}) const {
@@ -108,8 +138,9 @@ class Ring {
 
  private:
   explicit Ring(Segment s) noexcept : segment_(std::move(s)) {}
-  static CreateOptions options(std::uint64_t capacity, mode_t mode) {
+  static CreateOptions options(std::uint64_t capacity, mode_t mode, SlotFormat format) {
     CreateOptions o;
+    o.format = format;
     o.kind = Kind;
     o.capacity = capacity;
     o.slot_size = sizeof(T);

@@ -9,11 +9,22 @@
     with frames.producer().claim(timeout=1.0) as slot:
         slot.array[:] = image                 # written in place
 
-See the README's Python section for zero-copy claims, peeks and GPU views.
+    fast = shmring.create("ctl", capacity=64, slot_size=56, slot_format="low_latency")
+    fast.producer().push(b"go")               # copy calls only (no claim/peek)
+
+See the README's Python section for zero-copy claims, peeks and GPU views,
+and its "Low-latency slots" section for slot_format="low_latency".
 """
 
 from . import _shmring
-from ._errors import Error, ExistsError, InvalidArgumentError, NotFoundError, PermissionDeniedError
+from ._errors import (
+    Error,
+    ExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnsupportedError,
+)
 from ._shmring import (
     GpuView,
     MessageIter,
@@ -49,13 +60,31 @@ def _typed(segment, record):
     return TypedSegment(segment, record)
 
 
-def create(name, kind="spsc", capacity=1024, slot_size=None, mode=0o600, *, dtype=None, shape=None):
+def create(name, kind="spsc", capacity=1024, slot_size=None, mode=0o600, *, slot_format="plain",
+           dtype=None, shape=None):
     """Creates a segment holding one ring of ``capacity`` slots (a power of two).
 
     Untyped rings carry bytes of up to ``slot_size`` (default 1024). With
     ``dtype`` (and ``shape``, default a scalar) every slot holds one record of
     that numpy dtype and shape, ``slot_size`` defaults to its size, and a
     TypedSegment is returned.
+
+    ``slot_format`` says how a slot holds its message (``Segment.slot_format``
+    tells an opener):
+
+    * ``"plain"`` (default): the message's bytes as they are, so claims and
+      peeks lend them in place (zero-copy, numpy and GPU views).
+    * ``"low_latency"``: the message as 8-byte words, each holding 4 of its
+      bytes and a flag that says the word is current, so a reader (a GPU
+      kernel across PCIe above all) sees a whole message in one round of
+      loads. SPSC only, ``slot_size`` at most 4096, and copy calls only:
+      push/try_push, pop/try_pop/pop_into/iter work, while claim/try_claim
+      and peek/try_peek raise UnsupportedError. Half of each slot's memory is
+      flags, and every word of the slot is written for each message.
+
+    A bad format, or ``"low_latency"`` with ``kind="mpmc"``, raises
+    InvalidArgumentError (errc ``invalid_slot_format``); a low-latency
+    ``slot_size`` above 4096 raises it with errc ``invalid_slot_size``.
     """
     record = _record(dtype, shape)  # checked before anything is created
     if record is not None:
@@ -66,12 +95,13 @@ def create(name, kind="spsc", capacity=1024, slot_size=None, mode=0o600, *, dtyp
                              f"record ({record.nbytes} bytes)")
     elif slot_size is None:
         slot_size = 1024
-    return _typed(_shmring.create(name, kind, capacity, slot_size, mode), record)
+    return _typed(_shmring.create(name, kind, capacity, slot_size, mode, slot_format), record)
 
 
 def open(name, kind=None, *, dtype=None, shape=None):  # noqa: A001 (shmring.open)
     """Opens an existing segment (of the given kind, if one is given); with
-    ``dtype`` and ``shape``, as a TypedSegment of those records."""
+    ``dtype`` and ``shape``, as a TypedSegment of those records. The slot
+    format is the creator's: see ``Segment.slot_format``."""
     record = _record(dtype, shape)
     return _typed(_shmring.open(name, kind), record)
 
@@ -103,6 +133,7 @@ __all__ = [
     "TypedConsumer",
     "TypedProducer",
     "TypedSegment",
+    "UnsupportedError",
     "built_with_cuda",
     "create",
     "gpu_count",

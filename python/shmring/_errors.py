@@ -32,7 +32,16 @@ class PermissionDeniedError(Error, PermissionError):
 
 
 class InvalidArgumentError(Error, ValueError):
-    """A bad name, capacity or slot size."""
+    """A bad name, capacity, slot size or slot format (errc ``invalid_name``,
+    ``invalid_capacity``, ``invalid_slot_size``, ``size_overflow`` or
+    ``invalid_slot_format``: an unknown format, or low-latency slots asked of
+    an MPMC ring)."""
+
+
+class UnsupportedError(Error):
+    """The call does not apply to this ring (errc ``unsupported``): zero-copy
+    claims and peeks on a ring of low-latency slots, whose bytes are not the
+    message. The copy calls (push, pop, pop_into, iter) work there."""
 
 
 _CLASSES = {
@@ -43,10 +52,13 @@ _CLASSES = {
     "invalid_capacity": (InvalidArgumentError, None),
     "invalid_slot_size": (InvalidArgumentError, None),
     "size_overflow": (InvalidArgumentError, None),
+    "invalid_slot_format": (InvalidArgumentError, None),
+    "unsupported": (UnsupportedError, None),
 }
 
 
-for _cls in (Error, NotFoundError, ExistsError, PermissionDeniedError, InvalidArgumentError):
+for _cls in (Error, NotFoundError, ExistsError, PermissionDeniedError, InvalidArgumentError,
+             UnsupportedError):
     _cls.__module__ = "shmring"
 
 

@@ -8,6 +8,10 @@ Claims and peeks lend the record in place: ``slot.array`` (or
 ``numpy.asarray(slot)``) is an array of that dtype and shape on the slot
 itself, and ``slot.cuda()`` the same as a GPU view. ``push`` checks dtype and
 shape; ``pop`` returns a new array.
+
+On a ring of low-latency slots (``slot_format="low_latency"``) push and pop
+work as here (they copy); claim and peek raise shmring.UnsupportedError, as
+the bytes in such a slot are not the record.
 """
 
 from __future__ import annotations

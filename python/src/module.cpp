@@ -9,9 +9,11 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -41,7 +43,8 @@ const char* errc_name(int v) {
       "permission_denied", "not_a_segment", "bad_magic",        "abi_mismatch",
       "kind_mismatch",   "geometry_mismatch", "corrupt_header", "truncated",
       "init_timeout",    "role_taken",     "message_too_large", "no_segment",
-      "no_gpu",          "cuda_error",     "gpu_not_allowed",   "mixed_agents"};
+      "no_gpu",          "cuda_error",     "gpu_not_allowed",   "mixed_agents",
+      "invalid_slot_format"};
   if (v <= 0 || v >= static_cast<int>(sizeof names / sizeof names[0])) return "unknown";
   return names[v];
 }
@@ -68,6 +71,25 @@ void set_python_error(nb::object errc, nb::object err_no, const char* message) {
   throw nb::python_error();
 }
 
+// Status::unsupported: the one call that returns it is a zero-copy one on a
+// ring of low-latency slots (shmring.UnsupportedError).
+[[noreturn]] void throw_zero_copy_unsupported() {
+  throw StatusError("unsupported",
+                    "zero-copy views (claim/try_claim, peek/try_peek) are not available on "
+                    "low-latency slots: the bytes in such a slot are not the message. Use the "
+                    "copy calls (push/try_push, pop/try_pop/pop_into/iter), which are.");
+}
+
+bool is_low_latency(const shmring::Segment& seg) {
+  return seg.geometry().format == shmring::SlotFormat::low_latency;
+}
+
+// Whether a blocking claim/peek attempt is over: it got slots, or a status
+// other than "not yet" (corrupt, unsupported).
+bool claim_done(bool got, shmring::Status s) {
+  return got || (s != shmring::Status::would_block && s != shmring::Status::timeout);
+}
+
 [[noreturn]] void raise_status(shmring::Status s, std::size_t bytes, std::uint64_t slot_size) {
   if (s == shmring::Status::too_large) {
     throw nb::value_error(("message of " + std::to_string(bytes) +
@@ -79,6 +101,7 @@ void set_python_error(nb::object errc, nb::object err_no, const char* message) {
     throw StatusError("corrupt",
                       "the ring is corrupt: the peer side wrote impossible values");
   }
+  if (s == shmring::Status::unsupported) throw_zero_copy_unsupported();
   throw StatusError(shmring::to_string(s), std::string("unexpected status ") + shmring::to_string(s));
 }
 
@@ -190,8 +213,9 @@ PyType_Slot slot_type_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(slot_
 template <class H>
 struct Producer : HandleBase {
   H h;
+  bool low_latency = false;  // SlotFormat::low_latency: copy calls only
   Producer(const shmring::Segment& seg, bool spsc, std::shared_ptr<GpuState> state)
-      : h(H::attach(seg)) {
+      : h(H::attach(seg)), low_latency(is_low_latency(seg)) {
     single = spsc;
     gpu = std::move(state);
   }
@@ -228,6 +252,7 @@ struct Producer : HandleBase {
 
   // A Slot, or None when try_once and the ring is full.
   nb::object claim(nb::handle self, std::optional<double> timeout, bool try_once) {
+    if (low_latency) throw_zero_copy_unsupported();
     Busy guard(*this);
     shmring::WriteClaim c;
     if (try_once) {
@@ -235,12 +260,12 @@ struct Producer : HandleBase {
     } else {
       const bool done = wait_loop(timeout, [&](nanoseconds slice) {
         c = h.claim(1, slice);
-        return !c.empty() || c.status() == shmring::Status::corrupt;
+        return claim_done(!c.empty(), c.status());
       });
       if (!done) raise_timeout("claim timed out: the ring stayed full");
     }
     if (c.empty()) {
-      if (c.status() == shmring::Status::corrupt) raise_status(c.status(), 0, h.slot_size());
+      if (claim_done(false, c.status())) raise_status(c.status(), 0, h.slot_size());
       return nb::none();
     }
     nb::object obj = nb::cast(new Slot(), nb::rv_policy::take_ownership);
@@ -262,8 +287,9 @@ struct Producer : HandleBase {
 template <class H>
 struct Consumer : HandleBase {
   H h;
+  bool low_latency = false;  // SlotFormat::low_latency: copy calls only
   Consumer(const shmring::Segment& seg, bool spsc, std::shared_ptr<GpuState> state)
-      : h(H::attach(seg)) {
+      : h(H::attach(seg)), low_latency(is_low_latency(seg)) {
     single = spsc;
     gpu = std::move(state);
   }
@@ -278,18 +304,39 @@ struct Consumer : HandleBase {
     } else {
       const bool done = wait_loop(timeout, [&](nanoseconds slice) {
         c = h.peek(1, slice);
-        return !c.empty() || c.status() == shmring::Status::corrupt;
+        return claim_done(!c.empty(), c.status());
       });
       if (!done) return {};
     }
-    if (c.empty() && c.status() == shmring::Status::corrupt) {
-      raise_status(c.status(), 0, h.slot_size());
-    }
+    if (c.empty() && claim_done(false, c.status())) raise_status(c.status(), 0, h.slot_size());
     return c;
+  }
+
+  // Low-latency slots: the message is copied out of its words (try_pop/pop);
+  // it cannot be lent in place. A slot holds at most kMaxLowLatencySlotSize
+  // bytes, so a buffer on the stack takes any message.
+  std::optional<nb::bytes> take_copy(std::optional<double> timeout, bool try_once) {
+    std::byte buf[shmring::kMaxLowLatencySlotSize];
+    const std::span<std::byte> out(buf, std::min<std::size_t>(sizeof buf, h.slot_size()));
+    std::size_t size = 0;
+    shmring::Status s = shmring::Status::ok;
+    if (try_once) {
+      s = h.try_pop(out, size);
+      if (s == shmring::Status::would_block) return std::nullopt;
+    } else {
+      const bool done = wait_loop(timeout, [&](nanoseconds slice) {
+        s = h.pop(out, size, slice);
+        return s != shmring::Status::timeout && s != shmring::Status::would_block;
+      });
+      if (!done) return std::nullopt;
+    }
+    if (s != shmring::Status::ok) raise_status(s, size, h.slot_size());
+    return nb::bytes(buf, size);
   }
 
   std::optional<nb::bytes> take(std::optional<double> timeout, bool try_once) {
     Busy guard(*this);
+    if (low_latency) return take_copy(timeout, try_once);
     shmring::ReadClaim c = next(timeout, try_once);
     if (c.empty()) return std::nullopt;
     const std::span<const std::byte> m = c[0];
@@ -343,6 +390,7 @@ struct Consumer : HandleBase {
   }
 
   nb::object peek(nb::handle self, std::optional<double> timeout, bool try_once) {
+    if (low_latency) throw_zero_copy_unsupported();
     Busy guard(*this);
     shmring::ReadClaim c = next(timeout, try_once);
     if (c.empty()) {
@@ -383,12 +431,22 @@ struct PySegment {
   shmring::Segment seg;
   std::shared_ptr<GpuState> gpu = std::make_shared<GpuState>();
   std::string kind() const { return shmring::to_string(seg.geometry().kind); }
+  std::string slot_format() const { return shmring::to_string(seg.geometry().format); }
 };
 
 shmring::RingKind parse_kind(const std::string& kind) {
   if (kind == "spsc") return shmring::RingKind::spsc;
   if (kind == "mpmc") return shmring::RingKind::mpmc;
   throw nb::value_error(("kind must be 'spsc' or 'mpmc', not '" + kind + "'").c_str());
+}
+
+// An unknown name is errc::invalid_slot_format, as the library reports an
+// unknown format (shmring.InvalidArgumentError, a ValueError).
+shmring::SlotFormat parse_slot_format(const std::string& format) {
+  if (format == "plain") return shmring::SlotFormat::plain;
+  if (format == "low_latency") return shmring::SlotFormat::low_latency;
+  throw StatusError("invalid_slot_format",
+                    "slot_format must be 'plain' or 'low_latency', not '" + format + "'");
 }
 
 // Handles of a typed ring (python/shmring/typed.py) lend every slot as one
@@ -442,6 +500,8 @@ void bind_producer(nb::module_& m, const char* name) {
   cls
       .def_prop_ro("capacity", [](C& p) { return p.h.capacity(); })
       .def_prop_ro("slot_size", [](C& p) { return p.h.slot_size(); })
+      .def_prop_ro("slot_format", [](C& p) { return p.low_latency ? "low_latency" : "plain"; },
+                   "'plain', or 'low_latency' (copy calls only: claim raises UnsupportedError).")
       .def("try_push", &C::try_push, "data"_a,
            "Copies one message into the ring; False if it is full.")
       .def("push", &C::push, "data"_a, "timeout"_a = nb::none(),
@@ -453,10 +513,12 @@ void bind_producer(nb::module_& m, const char* name) {
             return nb::cast<C&>(self).claim(self, timeout, false);
           },
           "timeout"_a = nb::none(),
-          "Lends a free slot to write in place (a Slot); TimeoutError if none frees in time.")
+          "Lends a free slot to write in place (a Slot); TimeoutError if none frees in time. "
+          "UnsupportedError on a ring of low-latency slots (use push).")
       .def(
           "try_claim", [](nb::handle self) { return nb::cast<C&>(self).claim(self, {}, true); },
-          "Lends a free slot to write in place, or None if the ring is full.");
+          "Lends a free slot to write in place, or None if the ring is full. UnsupportedError "
+          "on a ring of low-latency slots (use try_push).");
 }
 
 template <class C>
@@ -466,6 +528,8 @@ void bind_consumer(nb::module_& m, const char* name) {
   cls
       .def_prop_ro("capacity", [](C& c) { return c.h.capacity(); })
       .def_prop_ro("slot_size", [](C& c) { return c.h.slot_size(); })
+      .def_prop_ro("slot_format", [](C& c) { return c.low_latency ? "low_latency" : "plain"; },
+                   "'plain', or 'low_latency' (copy calls only: peek raises UnsupportedError).")
       .def("try_pop", [](C& c) { return c.take({}, true); },
            "The next message as bytes, or None if the ring is empty.")
       .def("pop", &C::pop, "timeout"_a = nb::none(),
@@ -477,10 +541,12 @@ void bind_consumer(nb::module_& m, const char* name) {
             return nb::cast<C&>(self).peek(self, timeout, false);
           },
           "timeout"_a = nb::none(),
-          "Lends the next message in place (a read-only Slot); TimeoutError if none arrives.")
+          "Lends the next message in place (a read-only Slot); TimeoutError if none arrives. "
+          "UnsupportedError on a ring of low-latency slots (use pop or pop_into).")
       .def(
           "try_peek", [](nb::handle self) { return nb::cast<C&>(self).peek(self, {}, true); },
-          "Lends the next message in place, or None if the ring is empty.")
+          "Lends the next message in place, or None if the ring is empty. UnsupportedError on a "
+          "ring of low-latency slots (use try_pop or try_pop_into).")
       .def(
           "iter",
           [](nb::handle self, std::optional<double> timeout) {
@@ -624,6 +690,9 @@ NB_MODULE(_shmring, m) {
   nb::class_<PySegment>(m, "Segment", "A named shared-memory segment holding one ring.")
       .def_prop_ro("name", [](const PySegment& s) { return s.seg.name(); })
       .def_prop_ro("kind", &PySegment::kind)
+      .def_prop_ro("slot_format", &PySegment::slot_format,
+                   "'plain' (bytes in place: zero-copy claims and peeks) or 'low_latency' "
+                   "(messages as flagged 8-byte words: copy calls only, SPSC only).")
       .def_prop_ro("capacity", [](const PySegment& s) { return s.seg.geometry().capacity; })
       .def_prop_ro("slot_size", [](const PySegment& s) { return s.seg.geometry().slot_size; })
       .def_prop_ro("size", [](const PySegment& s) { return s.seg.size(); },
@@ -663,22 +732,25 @@ NB_MODULE(_shmring, m) {
       .def("__repr__", [](const PySegment& s) {
         return "<shmring.Segment '" + s.seg.name() + "' " + s.kind() + " capacity=" +
                std::to_string(s.seg.geometry().capacity) +
-               " slot_size=" + std::to_string(s.seg.geometry().slot_size) + ">";
+               " slot_size=" + std::to_string(s.seg.geometry().slot_size) +
+               (is_low_latency(s.seg) ? " slot_format=low_latency" : "") + ">";
       });
 
   m.def(
       "create",
       [](const std::string& name, const std::string& kind, std::uint64_t capacity,
-         std::uint64_t slot_size, unsigned mode) {
+         std::uint64_t slot_size, unsigned mode, const std::string& slot_format) {
         shmring::CreateOptions o;
         o.kind = parse_kind(kind);
         o.capacity = capacity;
         o.slot_size = slot_size;
         o.mode = static_cast<mode_t>(mode);
+        o.format = parse_slot_format(slot_format);
         return new PySegment{shmring::Segment::create(name, o)};
       },
       "name"_a, "kind"_a = "spsc", "capacity"_a = 1024, "slot_size"_a = 1024, "mode"_a = 0600,
-      nb::rv_policy::take_ownership, "Creates a segment holding one ring.");
+      "slot_format"_a = "plain", nb::rv_policy::take_ownership,
+      "Creates a segment holding one ring; slot_format is 'plain' or 'low_latency'.");
   m.def(
       "open",
       [](const std::string& name, std::optional<std::string> kind) {
