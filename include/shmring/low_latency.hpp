@@ -26,7 +26,9 @@
 // killed half-way through a message leaves words with the current lap; its
 // successor writes the same position again, and a reader must not take a
 // mix of the two as one message. Words of one message share one flag, so a
-// mix shows as a flag mismatch and is read again once complete.
+// mix shows as a flag mismatch and is read again once complete. (The flag
+// keeps 8 bits of the incarnation: a mix could pass only if 256 producers in
+// a row died half-way through the same position.)
 #pragma once
 
 #include <cstddef>

@@ -98,12 +98,17 @@ def create(name, kind="spsc", capacity=1024, slot_size=None, mode=0o600, *, slot
     return _typed(_shmring.create(name, kind, capacity, slot_size, mode, slot_format), record)
 
 
-def open(name, kind=None, *, dtype=None, shape=None):  # noqa: A001 (shmring.open)
+def open(name, kind=None, *, dtype=None, shape=None,  # noqa: A001 (shmring.open)
+         allow_foreign_owner=False, init_timeout=1.0):
     """Opens an existing segment (of the given kind, if one is given); with
     ``dtype`` and ``shape``, as a TypedSegment of those records. The slot
-    format is the creator's: see ``Segment.slot_format``."""
+    format is the creator's: see ``Segment.slot_format``. A segment owned by
+    another user is refused (PermissionError) unless ``allow_foreign_owner``:
+    whoever owns it could have planted it under a name this process trusts.
+    ``init_timeout`` (seconds) bounds the wait for a creator that has not
+    finished initialising it."""
     record = _record(dtype, shape)
-    return _typed(_shmring.open(name, kind), record)
+    return _typed(_shmring.open(name, kind, allow_foreign_owner, init_timeout), record)
 
 
 def __getattr__(name):

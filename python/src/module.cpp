@@ -16,6 +16,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "gpu_view.hpp"
@@ -493,10 +494,28 @@ void bind_record(nb::class_<C>& cls) {
                    });
 }
 
+// MPMC handles: recovery of positions that dead processes of the same side
+// left claimed (the blocking calls run it by themselves; see mpmc_ring.hpp).
+template <class C>
+void bind_recovery(nb::class_<C>& cls) {
+  if constexpr (std::is_same_v<decltype(C::h), shmring::MpmcProducer> ||
+                std::is_same_v<decltype(C::h), shmring::MpmcConsumer>) {
+    cls.def(
+           "recover", [](C& c) { return c.h.recover(); },
+           "Recovers the positions that dead processes of this side claimed and left, if the "
+           "other side waits at one (a producer's as skipped, a consumer's as released); "
+           "returns how many. The blocking calls do this by themselves.")
+        .def_prop_ro(
+            "abandoned", [](const C& c) { return c.h.abandoned(); },
+            "Positions of this side recovered from dead processes so far, by any process.");
+  }
+}
+
 template <class C>
 void bind_producer(nb::module_& m, const char* name) {
   nb::class_<C> cls(m, name);
   bind_record(cls);
+  bind_recovery(cls);
   cls
       .def_prop_ro("capacity", [](C& p) { return p.h.capacity(); })
       .def_prop_ro("slot_size", [](C& p) { return p.h.slot_size(); })
@@ -524,6 +543,7 @@ void bind_producer(nb::module_& m, const char* name) {
 template <class C>
 void bind_consumer(nb::module_& m, const char* name) {
   nb::class_<C> cls(m, name);
+  bind_recovery(cls);
   bind_record(cls);
   cls
       .def_prop_ro("capacity", [](C& c) { return c.h.capacity(); })
@@ -753,13 +773,20 @@ NB_MODULE(_shmring, m) {
       "Creates a segment holding one ring; slot_format is 'plain' or 'low_latency'.");
   m.def(
       "open",
-      [](const std::string& name, std::optional<std::string> kind) {
+      [](const std::string& name, std::optional<std::string> kind, bool allow_foreign_owner,
+         double init_timeout) {
         shmring::OpenOptions o;
         if (kind) o.kind = parse_kind(*kind);
+        o.allow_foreign_owner = allow_foreign_owner;
+        if (!(init_timeout >= 0)) throw nb::value_error("init_timeout must be >= 0 seconds");
+        o.init_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(init_timeout * 1000));
         return new PySegment{shmring::Segment::open(name, o)};
       },
-      "name"_a, "kind"_a = nb::none(), nb::rv_policy::take_ownership,
-      "Opens an existing segment (of the given kind, if one is given).");
+      "name"_a, "kind"_a = nb::none(), "allow_foreign_owner"_a = false, "init_timeout"_a = 1.0,
+      nb::rv_policy::take_ownership,
+      "Opens an existing segment (of the given kind, if one is given). A segment owned by "
+      "another user is refused unless allow_foreign_owner; init_timeout (seconds) bounds the "
+      "wait for a creator still initialising it.");
   m.def(
       "unlink",
       [](const std::string& name, bool missing_ok) {

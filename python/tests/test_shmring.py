@@ -563,3 +563,37 @@ def test_python_producer_cpp_consumer(kind):
     finally:
         for suffix in ("data", "ping", "pong"):
             shmring.unlink(f"{prefix}-{suffix}", missing_ok=True)
+
+
+def test_mpmc_recovers_a_claim_of_a_dead_producer(name):
+    seg = shmring.create(name, kind="mpmc", capacity=8, slot_size=64)
+    rx = seg.consumer()
+    tx = seg.producer()  # attached before the death: attaching recovers by itself
+    pid = os.fork()
+    if pid == 0:  # a producer that dies holding a claim, its handle never closed
+        try:
+            tx = shmring.open(name).producer()
+            tx.push(b"first")
+            slot = tx.try_claim()  # position 1, held (a dropped Slot would abort it)
+            assert slot is not None
+            os._exit(0)  # dies holding it
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert rx.pop(timeout=5.0) == b"first"
+    assert tx.try_push(b"second")  # position 2, behind the dead claim
+    assert rx.try_pop() is None, "position 1 is still claimed"
+    assert tx.recover() == 1
+    assert tx.abandoned == 1 and rx.abandoned == 0
+    assert rx.try_pop() == b"second", "the dead claim was skipped, never delivered"
+    assert tx.recover() == 0
+
+
+def test_open_options(name):
+    shmring.create(name, capacity=4, slot_size=16)
+    seg = shmring.open(name, allow_foreign_owner=True, init_timeout=0.0)
+    assert seg.capacity == 4
+    with pytest.raises(ValueError):
+        shmring.open(name, init_timeout=-1.0)
+    assert not hasattr(seg.producer(), "recover"), "recovery is an MPMC matter"
