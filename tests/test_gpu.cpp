@@ -4,17 +4,17 @@
 // Cross-process tests fork a CPU peer that never touches CUDA; a second GPU
 // process is started with fork+exec of this binary (--gpu-peer ...), so that
 // it initialises CUDA itself instead of inheriting the parent's context.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <cuda_runtime_api.h>
-#include <gtest/gtest.h>
 
 #include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -53,7 +53,8 @@ void fill(std::span<std::byte> dst, std::uint64_t seq, std::uint32_t producer, s
   }
 }
 
-bool matches(std::span<const std::byte> m, std::uint64_t seq, std::uint32_t producer, std::uint32_t size) {
+bool matches(std::span<const std::byte> m, std::uint64_t seq, std::uint32_t producer,
+             std::uint32_t size) {
   if (m.size() != size) return false;
   MessageHeader h{};
   std::memcpy(&h, m.data(), std::min<std::size_t>(size, sizeof h));
@@ -128,13 +129,12 @@ TEST_F(Gpu, FailedRegistrationIsReportedAndLeavesNothing) {
   EXPECT_TRUE(reg);
 }
 
-class SpscModes : public Gpu, public ::testing::WithParamInterface<std::tuple<Mode, std::uint32_t>> {};
-
-// CPU producer process -> kernel consumer.
-TEST_P(SpscModes, CpuProcessToKernel) {
-  const auto [mode, size] = GetParam();
+// CPU producer process -> kernel consumer: kCount messages of `size`, the
+// kernel popping equal shares in each of `modes`, one launch per mode.
+void cpu_process_to_kernel(const CreateOptions& options, std::uint32_t size,
+                           std::initializer_list<Mode> modes) {
   test::UniqueShm name;
-  Segment seg = Segment::create(name.name(), spsc(8, 256));  // small: many wraps
+  Segment seg = Segment::create(name.name(), options);
   constexpr std::uint64_t kCount = 20000;
   const pid_t child = ::fork();
   if (child == 0) {
@@ -149,27 +149,41 @@ TEST_P(SpscModes, CpuProcessToKernel) {
   }
   Registration reg = Registration::register_segment(seg);
   GpuSpscConsumer rx = GpuSpscConsumer::attach(seg, reg);
-  KernelResult r;
-  ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), mode, 0, kCount, size, kKernelTimeout, &r));
+  const std::uint64_t share = kCount / modes.size();
+  std::uint64_t first = 0;
+  std::uint64_t checksum = 0;
+  for (const Mode mode : modes) {
+    KernelResult r;
+    ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), mode, first, share, size, kKernelTimeout, &r));
+    EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
+    EXPECT_EQ(r.messages, share);
+    EXPECT_EQ(r.errors, 0u);
+    checksum += r.checksum;
+    first += share;
+  }
   EXPECT_EQ(test::wait_child(child), 0);
-  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
-  EXPECT_EQ(r.messages, kCount);
-  EXPECT_EQ(r.errors, 0u);
-  EXPECT_EQ(r.checksum, kCount * (kCount - 1) / 2);
+  EXPECT_EQ(checksum, kCount * (kCount - 1) / 2);
   EXPECT_EQ(rx.position(), kCount);
 }
 
-// Kernel producer -> CPU consumer process.
-TEST_P(SpscModes, KernelToCpuProcess) {
-  const auto [mode, size] = GetParam();
+// Kernel producer -> CPU consumer process, which peeks (plain slots) or pops
+// (low-latency slots) and checks every message.
+void kernel_to_cpu_process(const CreateOptions& options, std::uint32_t size, Mode mode) {
   test::UniqueShm name;
-  Segment seg = Segment::create(name.name(), spsc(8, 256));
+  Segment seg = Segment::create(name.name(), options);
   constexpr std::uint64_t kCount = 20000;
   const pid_t child = ::fork();
   if (child == 0) {
     Segment s = Segment::open(name.name());
     SpscConsumer rx = SpscConsumer::attach(s);
+    std::vector<std::byte> buf(s.geometry().slot_size);
     for (std::uint64_t i = 0; i < kCount;) {
+      if (rx.low_latency()) {
+        std::size_t n = 0;
+        if (rx.pop(buf, n, kCpuTimeout) != Status::ok) ::_exit(2);
+        if (!matches(std::span(buf).first(n), i++, 0, size)) ::_exit(1);
+        continue;
+      }
       ReadClaim c = rx.peek(64, kCpuTimeout);
       if (c.empty()) ::_exit(2);
       for (std::size_t k = 0; k < c.size(); ++k) {
@@ -188,149 +202,43 @@ TEST_P(SpscModes, KernelToCpuProcess) {
   EXPECT_EQ(r.messages, kCount);
   EXPECT_EQ(test::wait_child(child), 0);
   EXPECT_EQ(tx.position(), kCount);
-  EXPECT_EQ(seg.geometry().capacity, 8u);
+}
+
+class SpscModes : public Gpu,
+                  public ::testing::WithParamInterface<std::tuple<Mode, std::uint32_t>> {};
+
+// Small rings (8 slots): many wraps.
+TEST_P(SpscModes, CpuProcessToKernel) {
+  const auto [mode, size] = GetParam();
+  cpu_process_to_kernel(spsc(8, 256), size, {mode});
+}
+
+TEST_P(SpscModes, KernelToCpuProcess) {
+  const auto [mode, size] = GetParam();
+  kernel_to_cpu_process(spsc(8, 256), size, mode);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllModes, SpscModes,
-                         ::testing::Combine(::testing::Values(Mode::thread, Mode::warp, Mode::block),
+                         ::testing::Combine(::testing::Values(Mode::thread, Mode::warp,
+                                                              Mode::block),
                                             ::testing::Values(8u, 16u, 200u)));
 
-// Low-latency slots: one kernel thread pops and pushes with the copy calls,
-// the CPU process on the other end uses its copy calls; every size from the
-// smallest to the slot size, small rings so the laps turn over many times.
+// warp_pop on plain slots: lane 0 pops for the warp.
+TEST_F(Gpu, WarpPopOnPlainSlots) { cpu_process_to_kernel(spsc(8, 256), 100, {Mode::warp_pop}); }
+
+// Low-latency slots: the kernel pops with one thread, then with a warp, and
+// pushes with one thread; every size from the smallest to the slot size.
 class LowLatencySizes : public Gpu, public ::testing::WithParamInterface<std::uint32_t> {};
 
 TEST_P(LowLatencySizes, CpuProcessToKernel) {
-  const std::uint32_t size = GetParam();
-  test::UniqueShm name;
-  Segment seg = Segment::create(name.name(), spsc_low_latency(8, 256));
-  constexpr std::uint64_t kCount = 20000;
-  const pid_t child = ::fork();
-  if (child == 0) {
-    Segment s = Segment::open(name.name());
-    SpscProducer tx = SpscProducer::attach(s);
-    std::vector<std::byte> buf(size);
-    for (std::uint64_t i = 0; i < kCount; ++i) {
-      fill(buf, i, 0, size);
-      if (tx.push(buf, kCpuTimeout) != Status::ok) ::_exit(2);
-    }
-    ::_exit(0);
-  }
-  Registration reg = Registration::register_segment(seg);
-  GpuSpscConsumer rx = GpuSpscConsumer::attach(seg, reg);
-  KernelResult r;
-  // Half the messages popped by one thread, half by a warp.
-  ASSERT_TRUE(
-      test::gpu::spsc_consume(rx.ref(), Mode::thread, 0, kCount / 2, size, kKernelTimeout, &r));
-  KernelResult w;
-  ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), Mode::warp_pop, kCount / 2, kCount / 2, size,
-                                      kKernelTimeout, &w));
-  EXPECT_EQ(test::wait_child(child), 0);
-  for (const KernelResult& k : {r, w}) {
-    EXPECT_EQ(k.status, 0u) << to_string(static_cast<Status>(k.status));
-    EXPECT_EQ(k.messages, kCount / 2);
-    EXPECT_EQ(k.errors, 0u);
-  }
-  EXPECT_EQ(r.checksum + w.checksum, kCount * (kCount - 1) / 2);
-  EXPECT_EQ(rx.position(), kCount);
+  cpu_process_to_kernel(spsc_low_latency(8, 256), GetParam(), {Mode::thread, Mode::warp_pop});
 }
 
 TEST_P(LowLatencySizes, KernelToCpuProcess) {
-  const std::uint32_t size = GetParam();
-  test::UniqueShm name;
-  Segment seg = Segment::create(name.name(), spsc_low_latency(8, 256));
-  constexpr std::uint64_t kCount = 20000;
-  const pid_t child = ::fork();
-  if (child == 0) {
-    Segment s = Segment::open(name.name());
-    SpscConsumer rx = SpscConsumer::attach(s);
-    std::vector<std::byte> buf(256);
-    for (std::uint64_t i = 0; i < kCount; ++i) {
-      std::size_t n = 0;
-      if (rx.pop(buf, n, kCpuTimeout) != Status::ok) ::_exit(2);
-      if (!matches(std::span(buf).first(n), i, 0, size)) ::_exit(1);
-    }
-    ::_exit(0);
-  }
-  Registration reg = Registration::register_segment(seg);
-  GpuSpscProducer tx = GpuSpscProducer::attach(seg, reg);
-  KernelResult r;
-  ASSERT_TRUE(test::gpu::spsc_produce(tx.ref(), Mode::thread, 0, kCount, size, kKernelTimeout, &r));
-  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
-  EXPECT_EQ(r.messages, kCount);
-  EXPECT_EQ(test::wait_child(child), 0);
-  EXPECT_EQ(tx.position(), kCount);
+  kernel_to_cpu_process(spsc_low_latency(8, 256), GetParam(), Mode::thread);
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, LowLatencySizes, ::testing::Values(1u, 8u, 16u, 61u, 200u, 256u));
-
-// The CPU <-> kernel ping-pong over low-latency slots, the kernel side one
-// thread, then one warp.
-class LowLatencyEcho : public Gpu, public ::testing::WithParamInterface<bool> {};
-
-TEST_P(LowLatencyEcho, CpuKernelPingPong) {
-  const bool warp = GetParam();
-  test::UniqueShm ping_name("ping");
-  test::UniqueShm pong_name("pong");
-  Segment ping = Segment::create(ping_name.name(), spsc_low_latency(4, 64));
-  Segment pong = Segment::create(pong_name.name(), spsc_low_latency(4, 64));
-  constexpr std::uint64_t kRounds = 2000;
-  const pid_t child = ::fork();
-  if (child == 0) {
-    Segment a = Segment::open(ping_name.name());
-    Segment b = Segment::open(pong_name.name());
-    SpscProducer tx = SpscProducer::attach(a);
-    SpscConsumer rx = SpscConsumer::attach(b);
-    std::vector<std::byte> out(48), in(64);
-    for (std::uint64_t i = 0; i < kRounds; ++i) {
-      fill(out, i, 3, 48);
-      if (tx.push(out, kCpuTimeout) != Status::ok) ::_exit(2);
-      std::size_t n = 0;
-      if (rx.pop(in, n, kCpuTimeout) != Status::ok) ::_exit(3);
-      if (!matches(std::span(in).first(n), i, 3, 48)) ::_exit(1);
-    }
-    ::_exit(0);
-  }
-  Registration r1 = Registration::register_segment(ping);
-  Registration r2 = Registration::register_segment(pong);
-  GpuSpscConsumer rx = GpuSpscConsumer::attach(ping, r1);
-  GpuSpscProducer tx = GpuSpscProducer::attach(pong, r2);
-  KernelResult r;
-  ASSERT_TRUE(warp ? test::gpu::spsc_warp_echo(rx.ref(), tx.ref(), kRounds, kKernelTimeout, &r)
-                   : test::gpu::spsc_echo(rx.ref(), tx.ref(), kRounds, kKernelTimeout, &r));
-  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
-  EXPECT_EQ(r.messages, kRounds);
-  EXPECT_EQ(test::wait_child(child), 0);
-}
-
-INSTANTIATE_TEST_SUITE_P(ThreadAndWarp, LowLatencyEcho, ::testing::Values(false, true));
-
-// warp_pop on plain slots: lane 0 pops for the warp.
-TEST_F(Gpu, WarpPopOnPlainSlots) {
-  test::UniqueShm name;
-  Segment seg = Segment::create(name.name(), spsc(8, 256));
-  constexpr std::uint64_t kCount = 5000;
-  const pid_t child = ::fork();
-  if (child == 0) {
-    Segment s = Segment::open(name.name());
-    SpscProducer tx = SpscProducer::attach(s);
-    std::vector<std::byte> buf(100);
-    for (std::uint64_t i = 0; i < kCount; ++i) {
-      fill(buf, i, 0, 100);
-      if (tx.push(buf, kCpuTimeout) != Status::ok) ::_exit(2);
-    }
-    ::_exit(0);
-  }
-  Registration reg = Registration::register_segment(seg);
-  GpuSpscConsumer rx = GpuSpscConsumer::attach(seg, reg);
-  KernelResult r;
-  ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), Mode::warp_pop, 0, kCount, 100, kKernelTimeout, &r));
-  EXPECT_EQ(test::wait_child(child), 0);
-  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
-  EXPECT_EQ(r.messages, kCount);
-  EXPECT_EQ(r.errors, 0u);
-  EXPECT_EQ(r.checksum, kCount * (kCount - 1) / 2);
-}
 
 // The warp and block forms lend slots in place, which low-latency slots do
 // not allow: they refuse, and the ring is untouched.
@@ -371,23 +279,32 @@ TEST_F(Gpu, KernelToKernelAcrossProcesses) {
   Segment seg = Segment::create(name.name(), spsc(64, 128));
   constexpr std::uint64_t kCount = 50000;
   const std::string count = std::to_string(kCount);
-  const char* argv[] = {g_self.c_str(), "--gpu-peer", "consume", name.name().c_str(), count.c_str(), nullptr};
+  const char* argv[] = {g_self.c_str(),      "--gpu-peer",  "consume",
+                        name.name().c_str(), count.c_str(), nullptr};
   pid_t peer = 0;
-  ASSERT_EQ(::posix_spawn(&peer, g_self.c_str(), nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+  ASSERT_EQ(
+      ::posix_spawn(&peer, g_self.c_str(), nullptr, nullptr, const_cast<char**>(argv), environ), 0);
   Registration reg = Registration::register_segment(seg);
   GpuSpscProducer tx = GpuSpscProducer::attach(seg, reg);
   KernelResult r;
   ASSERT_TRUE(test::gpu::spsc_produce(tx.ref(), Mode::block, 0, kCount, 100, kKernelTimeout, &r));
   EXPECT_EQ(r.status, 0u);
-  EXPECT_EQ(test::wait_child(peer), 0) << "the GPU consumer process saw a wrong message or timed out";
+  EXPECT_EQ(test::wait_child(peer), 0)
+      << "the GPU consumer process saw a wrong message or timed out";
 }
 
-// CPU <-> kernel ping-pong: the CPU sends, a persistent kernel echoes.
-TEST_F(Gpu, CpuKernelPingPong) {
+// CPU <-> kernel ping-pong: the CPU sends, a persistent kernel echoes (one
+// thread, or a warp popping with warp_pop), over plain and low-latency slots.
+class PingPong : public Gpu, public ::testing::WithParamInterface<std::tuple<SlotFormat, bool>> {};
+
+TEST_P(PingPong, CpuKernel) {
+  const auto [format, warp] = GetParam();
+  CreateOptions options = spsc(4, 64);
+  options.format = format;
   test::UniqueShm ping_name("ping");
   test::UniqueShm pong_name("pong");
-  Segment ping = Segment::create(ping_name.name(), spsc(4, 64));
-  Segment pong = Segment::create(pong_name.name(), spsc(4, 64));
+  Segment ping = Segment::create(ping_name.name(), options);
+  Segment pong = Segment::create(pong_name.name(), options);
   constexpr std::uint64_t kRounds = 2000;
   const pid_t child = ::fork();
   if (child == 0) {
@@ -410,11 +327,17 @@ TEST_F(Gpu, CpuKernelPingPong) {
   GpuSpscConsumer rx = GpuSpscConsumer::attach(ping, r1);
   GpuSpscProducer tx = GpuSpscProducer::attach(pong, r2);
   KernelResult r;
-  ASSERT_TRUE(test::gpu::spsc_echo(rx.ref(), tx.ref(), kRounds, kKernelTimeout, &r));
+  ASSERT_TRUE(warp ? test::gpu::spsc_warp_echo(rx.ref(), tx.ref(), kRounds, kKernelTimeout, &r)
+                   : test::gpu::spsc_echo(rx.ref(), tx.ref(), kRounds, kKernelTimeout, &r));
   EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
   EXPECT_EQ(r.messages, kRounds);
   EXPECT_EQ(test::wait_child(child), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(FormatsAndGroups, PingPong,
+                         ::testing::Combine(::testing::Values(SlotFormat::plain,
+                                                              SlotFormat::low_latency),
+                                            ::testing::Bool()));
 
 // A kernel on an empty ring (or a full one) returns timeout, and the ring is
 // unchanged.
@@ -459,7 +382,8 @@ TEST_F(Gpu, MpmcKernelProducersToCpuConsumers) {
   constexpr unsigned kWarps = 8;
   constexpr std::uint64_t kPerWarp = 20000;
   // Seen counts per (producer, seq), in a plain shared segment both children write.
-  Segment tally = Segment::create(tally_name.name(), CreateOptions{RingKind::spsc, 1, kWarps * kPerWarp, 0600});
+  Segment tally =
+      Segment::create(tally_name.name(), CreateOptions{RingKind::spsc, 1, kWarps * kPerWarp, 0600});
   auto* seen = reinterpret_cast<std::uint8_t*>(tally.base() + tally.geometry().slots_offset);
   std::vector<pid_t> children;
   for (int c = 0; c < 2; ++c) {
@@ -473,7 +397,9 @@ TEST_F(Gpu, MpmcKernelProducersToCpuConsumers) {
         for (std::size_t k = 0; k < claim.size(); ++k) {
           MessageHeader h{};
           std::memcpy(&h, claim[k].data(), sizeof h);
-          if (h.producer >= kWarps || h.seq >= kPerWarp || !matches(claim[k], h.seq, h.producer, 64)) ::_exit(1);
+          if (h.producer >= kWarps || h.seq >= kPerWarp ||
+              !matches(claim[k], h.seq, h.producer, 64))
+            ::_exit(1);
           atomic::fetch_add(&seen[h.producer * kPerWarp + h.seq], std::uint8_t{1});
         }
         rx.release(claim);
@@ -518,11 +444,13 @@ TEST_F(Gpu, MpmcCpuProducersToKernelConsumers) {
   Registration reg = Registration::register_segment(seg);
   GpuMpmcConsumers rx = GpuMpmcConsumers::attach(seg, reg);
   std::uint32_t* seen = nullptr;
-  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&seen), kProducers * kPerProducer * sizeof(std::uint32_t)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&seen),
+                       kProducers * kPerProducer * sizeof(std::uint32_t)),
+            cudaSuccess);
   cudaMemset(seen, 0, kProducers * kPerProducer * sizeof(std::uint32_t));
   KernelResult r;
-  ASSERT_TRUE(test::gpu::mpmc_consume(rx.ref(), 8, kProducers * kPerProducer, kProducers, kPerProducer,
-                                      kKernelTimeout, seen, &r));
+  ASSERT_TRUE(test::gpu::mpmc_consume(rx.ref(), 8, kProducers * kPerProducer, kProducers,
+                                      kPerProducer, kKernelTimeout, seen, &r));
   std::vector<std::uint32_t> host(kProducers * kPerProducer);
   cudaMemcpy(host.data(), seen, host.size() * sizeof(std::uint32_t), cudaMemcpyDeviceToHost);
   cudaFree(seen);
@@ -539,7 +467,8 @@ TEST_F(Gpu, MpmcCpuProducersToKernelConsumers) {
 // MPMC claim counter; either order of attach is refused with a reason.
 TEST_F(Gpu, MixedMpmcProducersRefused) {
   const cuda::DeviceCapabilities caps = cuda::query(0);
-  if (caps.host_native_atomics) GTEST_SKIP() << caps.name << " has host-native atomics: mixing is allowed";
+  if (caps.host_native_atomics)
+    GTEST_SKIP() << caps.name << " has host-native atomics: mixing is allowed";
   test::UniqueShm name;
   Segment seg = Segment::create(name.name(), CreateOptions{RingKind::mpmc, 64, 64, 0600});
   Registration reg = Registration::register_segment(seg);
@@ -614,7 +543,8 @@ int gpu_peer(int argc, char** argv) {
     GpuSpscConsumer rx = GpuSpscConsumer::attach(seg, reg);
     const std::uint64_t count = std::stoull(argv[4]);
     KernelResult r;
-    if (!test::gpu::spsc_consume(rx.ref(), Mode::block, 0, count, 100, kKernelTimeout, &r)) return 3;
+    if (!test::gpu::spsc_consume(rx.ref(), Mode::block, 0, count, 100, kKernelTimeout, &r))
+      return 3;
     return r.status == 0 && r.errors == 0 && r.messages == count ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gpu peer: %s\n", e.what());

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <string_view>
@@ -53,6 +54,13 @@ bool contains(std::string_view hay, std::string_view needle) {
   return hay.find(needle) != std::string_view::npos;
 }
 
+// Each of `needles` in `hay`; `hay` is shown with any that is missing.
+void expect_contains(const std::string& hay, std::initializer_list<std::string> needles) {
+  for (const std::string& needle : needles) {
+    EXPECT_TRUE(contains(hay, needle)) << "missing " << needle << " in:\n" << hay;
+  }
+}
+
 // The object after "\"key\": " (a nested {...} without further nesting).
 std::string member_object(const std::string& json, const std::string& key) {
   const std::string open = "\"" + key + "\": {";
@@ -88,21 +96,15 @@ TEST(RingInspect, ShowReportsPositionsFillAndLiveOwners) {
 
   const Result r = inspect("show " + shm.name() + " --json");
   ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"name\": \"" + shm.name() + "\"")) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"kind\": \"spsc\"")) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"capacity\": 8,")) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"slot_size\": 64,")) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"head\": 5,")) << r.out;
+  expect_contains(r.out, {"\"name\": \"" + shm.name() + "\"", "\"kind\": \"spsc\"",
+                          "\"capacity\": 8,", "\"slot_size\": 64,", "\"head\": 5,"});
   // What a GPU of this host may do: one of the three answers, never empty.
   EXPECT_TRUE(contains(r.out, "\"gpu\": \"no CUDA device visible") ||
               contains(r.out, "\"gpu\": \"this ring-inspect was built without CUDA") ||
               contains(r.out, "device 0 "))
       << r.out;
-  EXPECT_TRUE(contains(r.out, "\"tail\": 2,")) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"lag\": 3,")) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"fill\": 3,")) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"fill_percent\": 37.5,")) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"creator_pid\": " + std::to_string(::getpid()) + ",")) << r.out;
+  expect_contains(r.out, {"\"tail\": 2,", "\"lag\": 3,", "\"fill\": 3,", "\"fill_percent\": 37.5,",
+                          "\"creator_pid\": " + std::to_string(::getpid()) + ","});
   const std::string pid = "\"owner_pid\": " + std::to_string(::getpid()) + ",";
   const std::string prod = member_object(r.out, "producer");
   const std::string cons = member_object(r.out, "consumer");
@@ -130,10 +132,8 @@ TEST(RingInspect, ShowMpmcReportsCountersAndAttached) {
 
   const Result r = inspect("show " + shm.name() + " --json");
   ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"kind\": \"mpmc\"")) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"enqueue\": 4,")) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"dequeue\": 1,")) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"fill\": 3,")) << r.out;
+  expect_contains(r.out,
+                  {"\"kind\": \"mpmc\"", "\"enqueue\": 4,", "\"dequeue\": 1,", "\"fill\": 3,"});
   EXPECT_TRUE(contains(member_object(r.out, "producer"), "\"attached\": 2,")) << r.out;
   EXPECT_TRUE(contains(member_object(r.out, "consumer"), "\"attached\": 1,")) << r.out;
 
@@ -204,18 +204,15 @@ TEST(RingInspect, ShowReportsSlotFormatAndProducerIncarnation) {
 
   const Result r = inspect("show " + shm.name() + " --json");
   ASSERT_EQ(r.rc, 0) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"slot_format\": \"low_latency\",")) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"header_flags\": 1,")) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"abi_version\": 3,")) << r.out;
-  EXPECT_TRUE(contains(r.out, "\"head\": 1,")) << r.out;
+  expect_contains(r.out, {"\"slot_format\": \"low_latency\",", "\"header_flags\": 1,",
+                          "\"abi_version\": 3,", "\"head\": 1,"});
   EXPECT_TRUE(contains(member_object(r.out, "producer"), "\"incarnation\": 2,")) << r.out;
   // The consumer side has no incarnation.
   EXPECT_FALSE(contains(member_object(r.out, "consumer"), "incarnation")) << r.out;
 
   const Result text = inspect("show " + shm.name());
   ASSERT_EQ(text.rc, 0) << text.out;
-  EXPECT_TRUE(contains(text.out, "slot format   low_latency")) << text.out;
-  EXPECT_TRUE(contains(text.out, ", incarnation 2\n")) << text.out;
+  expect_contains(text.out, {"slot format   low_latency", ", incarnation 2\n"});
 
   const Result list = inspect("list --json");
   ASSERT_EQ(list.rc, 0) << list.out;
@@ -230,8 +227,7 @@ TEST(RingInspect, ShowReportsSlotFormatAndProducerIncarnation) {
   auto plain = make_ring(plain_shm.name(), RingKind::mpmc);
   const Result p = inspect("show " + plain_shm.name() + " --json");
   ASSERT_EQ(p.rc, 0) << p.out;
-  EXPECT_TRUE(contains(p.out, "\"slot_format\": \"plain\",")) << p.out;
-  EXPECT_TRUE(contains(p.out, "\"header_flags\": 0,")) << p.out;
+  expect_contains(p.out, {"\"slot_format\": \"plain\",", "\"header_flags\": 0,"});
   EXPECT_FALSE(contains(p.out, "incarnation")) << p.out;
   EXPECT_TRUE(contains(inspect("show " + plain_shm.name()).out, "slot format   plain\n"));
 }

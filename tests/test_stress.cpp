@@ -1,7 +1,9 @@
 // Threaded stress: producers and consumers hammer one ring and every message
-// is checked on arrival (producer id, sequence number, length, checksum) and
-// accounted for at the end (SPSC: strict order; MPMC: exactly once, and in
-// order per producer as seen by each consumer).
+// is checked on arrival (SPSC: sequence number, length, checksum and every
+// byte; MPMC: producer id, sequence number, length, checksum) and accounted
+// for at the end (SPSC: strict order; MPMC: exactly once, and in order per
+// producer as seen by each consumer). The SPSC runs that use copy calls only
+// run over plain and low-latency slots (SlotFormat::low_latency) alike.
 //
 // Counts scale with SHMRING_STRESS_SCALE; under ThreadSanitizer they shrink
 // so the suite stays fast. A thread that makes no progress for kStall, or a
@@ -137,11 +139,12 @@ std::uint32_t consumer_notify(const Segment& s) {
 }
 
 Segment make_ring(const test::UniqueShm& shm, RingKind kind, std::uint64_t capacity,
-                  std::uint64_t slot_size) {
+                  std::uint64_t slot_size, SlotFormat format = SlotFormat::plain) {
   CreateOptions o;
   o.kind = kind;
   o.capacity = capacity;
   o.slot_size = slot_size;
+  o.format = format;
   return Segment::create(shm.name(), o);
 }
 
@@ -149,25 +152,61 @@ std::string describe(const msg::Header& h) {
   return "(producer " + std::to_string(h.producer) + ", seq " + std::to_string(h.seq) + ")";
 }
 
-// ---- SPSC checking: one producer, so the sequence is the position ---------
+// ---- SPSC messages and checking: one producer, so the sequence is the position
+//
+// An SPSC message may have any length from 0 to the slot size, so no header
+// fits every one: message `seq` has msg::payload_length(0, seq, slot) bytes
+// (1 in 16 empty, 1 in 16 a full slot), all derived from seq; from 8 bytes on
+// it begins with seq, from 16 on it ends with the checksum of the bytes in
+// between. The consumer knows the seq to expect and checks length, seq,
+// checksum and then every byte. Plain and low-latency slots carry the same
+// messages.
+
+std::size_t spsc_write(std::span<std::byte> out, std::uint64_t seq, std::size_t slot) {
+  const std::size_t n = msg::payload_length(0, seq, slot);
+  const std::uint64_t s = msg::seed(0, seq);
+  for (std::size_t i = 0; i < n; i += 8) {
+    const std::uint64_t w = msg::mix(s + i / 8);
+    std::memcpy(out.data() + i, &w, std::min<std::size_t>(8, n - i));
+  }
+  if (n >= 8) std::memcpy(out.data(), &seq, 8);
+  if (n >= 16) {
+    const std::uint64_t c = msg::checksum(s, out.data() + 8, n - 16);
+    std::memcpy(out.data() + n - 8, &c, 8);
+  }
+  return n;
+}
 
 class SpscChecker {
  public:
-  SpscChecker(Failures& f, std::uint64_t total, std::size_t max_payload)
-      : failures_(f), total_(total), max_payload_(max_payload) {}
+  SpscChecker(Failures& f, std::size_t slot) : failures_(f), slot_(slot), expected_(slot) {}
 
   bool accept(std::span<const std::byte> m) {
-    msg::Header h{};
-    const msg::Verdict v = msg::check(m, 1, total_, max_payload_, h);
-    if (v != msg::Verdict::ok) {
-      failures_.add("message #" + std::to_string(next_) + " of " + std::to_string(m.size()) +
-                    " bytes: " + msg::to_string(v));
+    const std::uint64_t seq = next_;
+    const std::size_t n = spsc_write(expected_, seq, slot_);
+    const auto fail = [&](const std::string& what) {
+      failures_.add("message #" + std::to_string(seq) + " of " + std::to_string(m.size()) +
+                    " bytes: " + what);
       return false;
+    };
+    if (m.size() != n) return fail("expected " + std::to_string(n) + " bytes");
+    if (n >= 8) {
+      std::uint64_t got = 0;
+      std::memcpy(&got, m.data(), 8);
+      if (got != seq) {
+        return fail("carries seq " + std::to_string(got) +
+                    (got < seq ? " (duplicate or stale)" : " (messages lost)"));
+      }
     }
-    if (h.seq != next_) {
-      failures_.add("expected seq " + std::to_string(next_) + ", got " + std::to_string(h.seq) +
-                    (h.seq < next_ ? " (duplicate or stale)" : " (messages lost)"));
-      return false;
+    if (n >= 16) {
+      std::uint64_t got = 0;
+      std::memcpy(&got, m.data() + n - 8, 8);
+      if (got != msg::checksum(msg::seed(0, seq), m.data() + 8, n - 16)) {
+        return fail("checksum mismatch (torn, stale or overwritten body)");
+      }
+    }
+    if (n != 0 && std::memcmp(m.data(), expected_.data(), n) != 0) {
+      return fail("bytes differ from the message's");
     }
     ++next_;
     return true;
@@ -176,8 +215,8 @@ class SpscChecker {
 
  private:
   Failures& failures_;
-  std::uint64_t total_;
-  std::size_t max_payload_;
+  std::size_t slot_;
+  std::vector<std::byte> expected_;
   std::uint64_t next_ = 0;
 };
 
@@ -275,44 +314,141 @@ void report_rate(const char* what, std::uint64_t n, Clock::time_point start) {
 }
 
 // ===========================================================================
-// SPSC
+// SPSC, plain and low-latency slots (SlotFormat::low_latency: copy calls only)
 // ===========================================================================
 
 constexpr std::uint64_t kSlot = 128;
-constexpr std::size_t kMaxPayload = kSlot - msg::kHeaderSize;
+constexpr std::size_t kMaxPayload = kSlot - msg::kHeaderSize;  // MPMC messages
+constexpr std::uint64_t kBigSlot = 4096;  // the largest a low-latency slot may be
+constexpr std::size_t kSmallBuffer = 1024;
 
-// try_push / try_pop with spinning, one producer thread, one consumer thread.
-void spsc_copy_run(std::uint64_t capacity, std::uint64_t total) {
-  test::UniqueShm shm(std::to_string(capacity));
-  Segment seg = make_ring(shm, RingKind::spsc, capacity, kSlot);
+const char* format_name(SlotFormat format) {
+  return format == SlotFormat::plain ? "plain" : "low-latency";
+}
+
+// Pops with a small buffer first; on too_large the message must stay and
+// come whole with a buffer of the announced size (at most big.size()).
+template <class Consumer>
+Status pop_two_step(Consumer& rx, std::vector<std::byte>& small, std::vector<std::byte>& big,
+                    std::span<const std::byte>& out, Failures& failures, std::uint64_t& too_large) {
+  std::size_t size = 0;
+  Status s = rx.try_pop(small, size);
+  if (s == Status::ok) {
+    out = {small.data(), size};
+    return s;
+  }
+  if (s != Status::too_large) return s;
+  ++too_large;
+  if (size <= small.size() || size > big.size()) {
+    failures.add("too_large announced " + std::to_string(size) + " bytes");
+    return Status::corrupt;
+  }
+  const std::size_t announced = size;
+  s = rx.try_pop({big.data(), announced}, size);
+  if (s != Status::ok || size != announced) {
+    failures.add(std::string("the kept message did not come back: ") + to_string(s) + ", " +
+                 std::to_string(size) + " bytes of " + std::to_string(announced));
+    return Status::corrupt;
+  }
+  out = {big.data(), size};
+  return s;
+}
+
+struct SpscCopyRun {
+  SlotFormat format = SlotFormat::plain;
+  std::uint64_t capacity = 256;
+  std::uint64_t slot = kSlot;
+  std::uint64_t total = 0;
+  bool batches = false;        // try_push_many in batches of 1..8, not try_push
+  bool two_step_pops = false;  // pops into kSmallBuffer bytes first (pop_two_step)
+  bool reattach = false;       // the producer re-attaches every 0..599 messages
+};
+
+// Copy calls with spinning, one producer thread, one consumer thread. Every
+// 1000 messages the producer also offers one a byte over the slot, which must
+// be refused. With two-step pops a too_large pop must keep the message whole
+// while the producer writes on. A re-attaching producer gives its role up
+// and attaches again: each attach is a new incarnation that resumes at the
+// published head (or the consumer's tail), and no message may be lost,
+// repeated or mixed with its predecessor's words.
+void spsc_copy_run(const SpscCopyRun& run) {
+  const std::uint64_t total = run.total, slot = run.slot;
+  test::UniqueShm shm(std::to_string(run.capacity) + "_" + std::to_string(slot));
+  Segment seg = make_ring(shm, RingKind::spsc, run.capacity, slot, run.format);
   SpscProducer tx = SpscProducer::attach(seg);
   SpscConsumer rx = SpscConsumer::attach(seg);
   Failures failures;
-  SpscChecker checker(failures, total, kMaxPayload);
+  SpscChecker checker(failures, slot);
+  const std::uint32_t first_incarnation = control(seg)->producer.incarnation;
+  std::uint64_t full_slot = 0, empty = 0, too_large_pops = 0, attaches = 0;
 
   const auto start = Clock::now();
   std::thread producer([&] {
     Spinner spin(failures, "producer");
-    std::array<std::byte, kSlot> buf{};
-    for (std::uint64_t seq = 0; seq < total; ++seq) {
-      const std::size_t n = msg::write(buf, 0, seq, kMaxPayload);
-      for (;;) {
-        const Status s = tx.try_push({buf.data(), n});
-        if (s == Status::ok) break;
-        if (s != Status::would_block) return failures.add(std::string("try_push: ") + to_string(s));
-        if (!spin.wait()) return;
+    std::mt19937_64 rng(3);
+    constexpr std::size_t kMaxBatch = 8;
+    std::vector<std::vector<std::byte>> bufs(kMaxBatch, std::vector<std::byte>(slot + 1));
+    std::span<const std::byte> batch[kMaxBatch];
+    std::uint64_t seq = 0, until_reattach = rng() % 600;
+    while (seq < total) {
+      if (run.reattach && until_reattach-- == 0) {
+        tx = SpscProducer();
+        std::error_code ec;
+        tx = SpscProducer::attach(seg, {}, ec);
+        if (ec) return failures.add("attach: " + ec.message() + ": " + last_error_message());
+        ++attaches;
+        if (tx.position() != seq) {
+          return failures.add("attach " + std::to_string(attaches) + " resumed at " +
+                              std::to_string(tx.position()) + ", expected " + std::to_string(seq));
+        }
+        until_reattach = rng() % 600;
       }
-      spin.progress();
+      if (seq % 1000 == 0 && tx.try_push(bufs[0]) != Status::too_large) {
+        return failures.add("a message one byte over the slot was not refused");
+      }
+      std::size_t count = run.batches ? 1 + rng() % kMaxBatch : 1;
+      count = std::min<std::uint64_t>(count, total - seq);
+      for (std::size_t i = 0; i < count; ++i) {
+        const std::size_t n = spsc_write(bufs[i], seq + i, slot);
+        full_slot += n == slot;
+        empty += n == 0;
+        batch[i] = {bufs[i].data(), n};
+      }
+      std::size_t sent = 0;
+      while (sent < count) {
+        std::size_t went = 0;
+        if (run.batches) {
+          went = tx.try_push_many({batch + sent, count - sent});
+        } else {
+          const Status s = tx.try_push(batch[sent]);
+          if (s != Status::ok && s != Status::would_block) {
+            return failures.add(std::string("try_push: ") + to_string(s));
+          }
+          went = s == Status::ok ? 1 : 0;
+        }
+        if (went == 0) {
+          if (!spin.wait()) return;
+          continue;
+        }
+        sent += went;
+        spin.progress();
+      }
+      seq += count;
+      if (tx.position() != seq) {
+        return failures.add("head " + std::to_string(tx.position()) + " after " +
+                            std::to_string(seq) + " messages");
+      }
     }
   });
   std::thread consumer([&] {
     Spinner spin(failures, "consumer");
-    std::array<std::byte, kSlot> buf{};
+    // A buffer of the slot size never meets too_large.
+    std::vector<std::byte> small(run.two_step_pops ? kSmallBuffer : slot), big(slot);
     while (checker.received() < total) {
-      std::size_t size = 0;
-      const Status s = rx.try_pop(buf, size);
+      std::span<const std::byte> m;
+      const Status s = pop_two_step(rx, small, big, m, failures, too_large_pops);
       if (s == Status::ok) {
-        if (!checker.accept({buf.data(), size})) return;
+        if (!checker.accept(m)) return;
         spin.progress();
         continue;
       }
@@ -322,26 +458,50 @@ void spsc_copy_run(std::uint64_t capacity, std::uint64_t total) {
   });
   producer.join();
   consumer.join();
-  report_rate(("spsc copy 1x1, capacity " + std::to_string(capacity)).c_str(), total, start);
+  report_rate(("spsc copy 1x1, " + std::string(format_name(run.format)) + ", capacity " +
+               std::to_string(run.capacity) + ", slot " + std::to_string(slot) +
+               (run.batches ? ", batches" : "") + (run.two_step_pops ? ", two-step pops" : "") +
+               (run.reattach ? ", producer re-attaching" : ""))
+                  .c_str(),
+              total, start);
 
   ASSERT_FALSE(failures.any()) << failures.report();
   EXPECT_EQ(checker.received(), total);
   EXPECT_EQ(tx.position(), total);
   EXPECT_EQ(rx.position(), total);
+  EXPECT_GT(full_slot, 0u);
+  EXPECT_GT(empty, 0u);
+  if (run.two_step_pops) {
+    EXPECT_GT(too_large_pops, total / 4);
+  }
+  if (run.reattach) {
+    EXPECT_GT(attaches, 100u);
+    EXPECT_EQ(control(seg)->producer.incarnation, first_incarnation + attaches);
+  }
   std::size_t size = 0;
-  std::array<std::byte, kSlot> buf{};
+  std::vector<std::byte> buf(slot);
   EXPECT_EQ(rx.try_pop(buf, size), Status::would_block) << "a message beyond the last one";
 }
 
-TEST(StressSpsc, CopyApiOneToOne) { spsc_copy_run(256, msg::scaled(8'000'000, 8)); }
+TEST(StressSpsc, CopyApiOneToOne) { spsc_copy_run({.total = msg::scaled(8'000'000, 8)}); }
 
 // One and two slots: every push waits for the pop before it, the slot
 // index wraps on every message.
 TEST(StressSpsc, CopyApiTinyRings) {
   for (const std::uint64_t capacity : {1, 2}) {
     SCOPED_TRACE("capacity " + std::to_string(capacity));
-    spsc_copy_run(capacity, msg::scaled(500'000, 8));
+    spsc_copy_run({.capacity = capacity, .total = msg::scaled(500'000, 8)});
   }
+}
+
+TEST(StressSpsc, PushManyBatches) {
+  spsc_copy_run({.capacity = 64, .slot = 32, .total = msg::scaled(2'000'000, 8), .batches = true});
+}
+
+// The producer re-attaches every few hundred messages: each attach resumes
+// at the published head.
+TEST(StressSpsc, ProducerReattachesMidStream) {
+  spsc_copy_run({.capacity = 8, .slot = 40, .total = msg::scaled(400'000, 8), .reattach = true});
 }
 
 TEST(StressSpsc, BatchClaimPeekWrapsSmallRing) {
@@ -353,7 +513,7 @@ TEST(StressSpsc, BatchClaimPeekWrapsSmallRing) {
   SpscProducer tx = SpscProducer::attach(seg);
   SpscConsumer rx = SpscConsumer::attach(seg);
   Failures failures;
-  SpscChecker checker(failures, total, kMaxPayload);
+  SpscChecker checker(failures, kSlot);
   std::atomic<std::uint64_t> aborted{0}, partial{0}, wrapped{0};
 
   const auto start = Clock::now();
@@ -393,7 +553,7 @@ TEST(StressSpsc, BatchClaimPeekWrapsSmallRing) {
         wrapped.fetch_add(1, std::memory_order_relaxed);
       }
       for (std::size_t i = 0; i < count; ++i) {
-        const std::size_t n = msg::write(claim[i], 0, seq + i, kMaxPayload);
+        const std::size_t n = spsc_write(claim[i], seq + i, kSlot);
         if (claim.set_size(i, n) != Status::ok) return failures.add("set_size refused");
       }
       tx.commit_batch(claim, count);
@@ -457,20 +617,21 @@ TEST(StressSpsc, BatchClaimPeekWrapsSmallRing) {
   EXPECT_TRUE(rx.try_peek(1).empty());
 }
 
-// push/pop, claim/peek with timeouts on a 4-slot ring with no spinning, so
-// both sides sleep constantly. Every 1024 messages each side also waits
-// until the other is asleep (its waiters word is non-zero) before going on,
-// which forces both wake paths; the notify words then prove they were taken.
-TEST(StressSpsc, BlockingFormsBothSidesSleep) {
+// push/pop with timeouts on a 4-slot ring with no spinning, so both sides
+// sleep constantly; on plain slots every other call is a claim/peek instead.
+// Every 1024 messages each side also waits until the other is asleep (its
+// waiters word is non-zero) before going on, which forces both wake paths;
+// the notify words then prove they were taken.
+void spsc_blocking_run(SlotFormat format, std::uint64_t total) {
   test::UniqueShm shm;
   constexpr std::uint64_t kCapacity = 4;
-  const std::uint64_t total = msg::scaled(300'000, 3);
-  Segment seg = make_ring(shm, RingKind::spsc, kCapacity, kSlot);
+  const bool claims = format == SlotFormat::plain;  // low-latency slots: copy calls only
+  Segment seg = make_ring(shm, RingKind::spsc, kCapacity, kSlot, format);
   const WaitPolicy no_spin{0, 0};
   SpscProducer tx = SpscProducer::attach(seg, no_spin);
   SpscConsumer rx = SpscConsumer::attach(seg, no_spin);
   Failures failures;
-  SpscChecker checker(failures, total, kMaxPayload);
+  SpscChecker checker(failures, kSlot);
   std::uint64_t producer_handshakes = 0, consumer_handshakes = 0;
 
   const auto start = Clock::now();
@@ -487,8 +648,8 @@ TEST(StressSpsc, BlockingFormsBothSidesSleep) {
         }
         ++producer_handshakes;
       }
-      if (seq % 2 == 0) {
-        const std::size_t n = msg::write(buf, 0, seq, kMaxPayload);
+      if (!claims || seq % 2 == 0) {
+        const std::size_t n = spsc_write(buf, seq, kSlot);
         const Status s = tx.push({buf.data(), n}, kBlockingTimeout);
         if (s != Status::ok) return failures.add(std::string("push: ") + to_string(s));
         ++seq;
@@ -497,7 +658,7 @@ TEST(StressSpsc, BlockingFormsBothSidesSleep) {
         if (claim.empty()) return failures.add(std::string("claim: ") + to_string(claim.status()));
         const std::size_t count = std::min<std::size_t>(claim.size(), total - seq);
         for (std::size_t i = 0; i < count; ++i) {
-          const std::size_t n = msg::write(claim[i], 0, seq + i, kMaxPayload);
+          const std::size_t n = spsc_write(claim[i], seq + i, kSlot);
           if (claim.set_size(i, n) != Status::ok) return failures.add("set_size refused");
         }
         tx.commit_batch(claim, count);
@@ -519,7 +680,7 @@ TEST(StressSpsc, BlockingFormsBothSidesSleep) {
         }
         ++consumer_handshakes;
       }
-      if (got % 2 == 0) {
+      if (!claims || got % 2 == 0) {
         std::size_t size = 0;
         const Status s = rx.pop(buf, size, kBlockingTimeout);
         if (s != Status::ok) return failures.add(std::string("pop: ") + to_string(s));
@@ -536,7 +697,7 @@ TEST(StressSpsc, BlockingFormsBothSidesSleep) {
   });
   producer.join();
   consumer.join();
-  report_rate("spsc blocking 1x1", total, start);
+  report_rate(("spsc blocking 1x1, " + std::string(format_name(format))).c_str(), total, start);
   const std::uint32_t woke_consumer = producer_notify(seg);
   const std::uint32_t woke_producer = consumer_notify(seg);
   std::printf("[ stress   ] handshakes: producer %llu, consumer %llu; wakes: of the consumer %u, "
@@ -555,6 +716,10 @@ TEST(StressSpsc, BlockingFormsBothSidesSleep) {
   EXPECT_GE(woke_producer, consumer_handshakes / 2);
   EXPECT_EQ(consumer_waiters(seg), 0u);
   EXPECT_EQ(producer_waiters(seg), 0u);
+}
+
+TEST(StressSpsc, BlockingFormsBothSidesSleep) {
+  spsc_blocking_run(SlotFormat::plain, msg::scaled(300'000, 3));
 }
 
 // ===========================================================================
@@ -896,90 +1061,14 @@ TEST(StressMpmc, BlockingFormsFourByFour) {
 // Mixed sizes: 0 to slot-size payloads, buffers that are sometimes too small
 // ===========================================================================
 
-constexpr std::uint64_t kBigSlot = 4096;
 constexpr std::size_t kBigMaxPayload = kBigSlot - msg::kHeaderSize;
-constexpr std::size_t kSmallBuffer = 1024;
 
-// Pops with a small buffer first; on too_large the message must stay and
-// come whole with a buffer of the announced size.
-template <class Consumer>
-Status pop_two_step(Consumer& rx, std::vector<std::byte>& small, std::vector<std::byte>& big,
-                    std::span<const std::byte>& out, Failures& failures, std::uint64_t& too_large) {
-  std::size_t size = 0;
-  Status s = rx.try_pop(small, size);
-  if (s == Status::ok) {
-    out = {small.data(), size};
-    return s;
-  }
-  if (s != Status::too_large) return s;
-  ++too_large;
-  if (size <= small.size() || size > kBigSlot) {
-    failures.add("too_large announced " + std::to_string(size) + " bytes");
-    return Status::corrupt;
-  }
-  const std::size_t announced = size;
-  s = rx.try_pop({big.data(), announced}, size);
-  if (s != Status::ok || size != announced) {
-    failures.add(std::string("the kept message did not come back: ") + to_string(s) + ", " +
-                 std::to_string(size) + " bytes of " + std::to_string(announced));
-    return Status::corrupt;
-  }
-  out = {big.data(), size};
-  return s;
-}
-
+// 4096-byte slots popped into a 1024-byte buffer first (pop_two_step).
 TEST(StressMixed, SizesFromEmptyToFullSlotSpsc) {
-  test::UniqueShm shm;
-  const std::uint64_t total = msg::scaled(500'000, 4);
-  Segment seg = make_ring(shm, RingKind::spsc, 16, kBigSlot);
-  SpscProducer tx = SpscProducer::attach(seg);
-  SpscConsumer rx = SpscConsumer::attach(seg);
-  Failures failures;
-  SpscChecker checker(failures, total, kBigMaxPayload);
-  std::uint64_t too_large_pops = 0, full_slot = 0;
-
-  const auto start = Clock::now();
-  std::thread producer([&] {
-    Spinner spin(failures, "producer");
-    std::vector<std::byte> buf(kBigSlot + 1);
-    for (std::uint64_t seq = 0; seq < total; ++seq) {
-      if (seq % 1000 == 0 && tx.try_push(buf) != Status::too_large) {
-        return failures.add("a message one byte over the slot was not refused");
-      }
-      const std::size_t n = msg::write(buf, 0, seq, kBigMaxPayload);
-      if (n == kBigSlot) ++full_slot;
-      for (;;) {
-        const Status s = tx.try_push({buf.data(), n});
-        if (s == Status::ok) break;
-        if (s != Status::would_block) return failures.add(std::string("try_push: ") + to_string(s));
-        if (!spin.wait()) return;
-      }
-      spin.progress();
-    }
-  });
-  std::thread consumer([&] {
-    Spinner spin(failures, "consumer");
-    std::vector<std::byte> small(kSmallBuffer), big(kBigSlot);
-    while (checker.received() < total) {
-      std::span<const std::byte> m;
-      const Status s = pop_two_step(rx, small, big, m, failures, too_large_pops);
-      if (s == Status::ok) {
-        if (!checker.accept(m)) return;
-        spin.progress();
-        continue;
-      }
-      if (s != Status::would_block) return failures.add(std::string("try_pop: ") + to_string(s));
-      if (!spin.wait()) return;
-    }
-  });
-  producer.join();
-  consumer.join();
-  report_rate("spsc mixed sizes 1x1", total, start);
-
-  ASSERT_FALSE(failures.any()) << failures.report();
-  EXPECT_EQ(checker.received(), total);
-  EXPECT_GT(too_large_pops, total / 4);
-  EXPECT_GT(full_slot, 0u);
+  spsc_copy_run({.capacity = 16,
+                 .slot = kBigSlot,
+                 .total = msg::scaled(500'000, 4),
+                 .two_step_pops = true});
 }
 
 TEST(StressMixed, SizesFromEmptyToFullSlotMpmc) {
@@ -1047,178 +1136,14 @@ TEST(StressMixed, SizesFromEmptyToFullSlotMpmc) {
 }
 
 // ===========================================================================
-// SPSC, low-latency slots (SlotFormat::low_latency)
+// SPSC, low-latency slots: the SPSC runs above over SlotFormat::low_latency
 // ===========================================================================
-//
-// Messages of every length from 0 to the slot size, so msg::Header does not
-// fit every one: message `seq` has msg::payload_length(0, seq, slot) bytes
-// (1 in 16 empty, 1 in 16 a full slot), all derived from seq; from 8 bytes on
-// it begins with seq, from 16 on it ends with the checksum of the bytes in
-// between. One producer, so the consumer knows the seq to expect and checks
-// length, seq, checksum and then every byte.
 
-namespace ll {
+constexpr auto kLowLatency = SlotFormat::low_latency;
 
-std::size_t write(std::span<std::byte> out, std::uint64_t seq, std::size_t slot) {
-  const std::size_t n = msg::payload_length(0, seq, slot);
-  const std::uint64_t s = msg::seed(0, seq);
-  for (std::size_t i = 0; i < n; i += 8) {
-    const std::uint64_t w = msg::mix(s + i / 8);
-    std::memcpy(out.data() + i, &w, std::min<std::size_t>(8, n - i));
-  }
-  if (n >= 8) std::memcpy(out.data(), &seq, 8);
-  if (n >= 16) {
-    const std::uint64_t c = msg::checksum(s, out.data() + 8, n - 16);
-    std::memcpy(out.data() + n - 8, &c, 8);
-  }
-  return n;
+TEST(StressLowLatency, CopyApiOneToOne) {
+  spsc_copy_run({.format = kLowLatency, .total = msg::scaled(4'000'000, 8)});
 }
-
-class Checker {
- public:
-  Checker(Failures& f, std::size_t slot) : failures_(f), slot_(slot), expected_(slot) {}
-
-  bool accept(std::span<const std::byte> m) {
-    const std::uint64_t seq = next_;
-    const std::size_t n = write(expected_, seq, slot_);
-    const auto fail = [&](const std::string& what) {
-      failures_.add("message #" + std::to_string(seq) + " of " + std::to_string(m.size()) +
-                    " bytes: " + what);
-      return false;
-    };
-    if (m.size() != n) return fail("expected " + std::to_string(n) + " bytes");
-    if (n >= 8) {
-      std::uint64_t got = 0;
-      std::memcpy(&got, m.data(), 8);
-      if (got != seq) {
-        return fail("carries seq " + std::to_string(got) +
-                    (got < seq ? " (duplicate or stale)" : " (messages lost)"));
-      }
-    }
-    if (n >= 16) {
-      std::uint64_t got = 0;
-      std::memcpy(&got, m.data() + n - 8, 8);
-      if (got != msg::checksum(msg::seed(0, seq), m.data() + 8, n - 16)) {
-        return fail("checksum mismatch (torn, stale or overwritten body)");
-      }
-    }
-    if (n != 0 && std::memcmp(m.data(), expected_.data(), n) != 0) {
-      return fail("bytes differ from the message's");
-    }
-    ++next_;
-    return true;
-  }
-  std::uint64_t received() const noexcept { return next_; }
-
- private:
-  Failures& failures_;
-  std::size_t slot_;
-  std::vector<std::byte> expected_;
-  std::uint64_t next_ = 0;
-};
-
-Segment make_ring(const test::UniqueShm& shm, std::uint64_t capacity, std::uint64_t slot) {
-  CreateOptions o;
-  o.kind = RingKind::spsc;
-  o.capacity = capacity;
-  o.slot_size = slot;
-  o.format = SlotFormat::low_latency;
-  return Segment::create(shm.name(), o);
-}
-
-// One producer thread (try_push, or try_push_many in batches of 1..8), one
-// consumer thread (try_pop), both spinning.
-void copy_run(std::uint64_t capacity, std::uint64_t slot, std::uint64_t total, bool batches) {
-  test::UniqueShm shm(std::to_string(capacity) + "_" + std::to_string(slot));
-  Segment seg = make_ring(shm, capacity, slot);
-  SpscProducer tx = SpscProducer::attach(seg);
-  SpscConsumer rx = SpscConsumer::attach(seg);
-  Failures failures;
-  Checker checker(failures, slot);
-  std::uint64_t full_slot = 0, empty = 0;
-
-  const auto start = Clock::now();
-  std::thread producer([&] {
-    Spinner spin(failures, "producer");
-    std::mt19937_64 rng(3);
-    constexpr std::size_t kMaxBatch = 8;
-    std::vector<std::vector<std::byte>> bufs(kMaxBatch, std::vector<std::byte>(slot + 1));
-    std::span<const std::byte> batch[kMaxBatch];
-    std::uint64_t seq = 0;
-    while (seq < total) {
-      if (seq % 1000 == 0 && tx.try_push(bufs[0]) != Status::too_large) {
-        return failures.add("a message one byte over the slot was not refused");
-      }
-      std::size_t count = batches ? 1 + rng() % kMaxBatch : 1;
-      count = std::min<std::uint64_t>(count, total - seq);
-      for (std::size_t i = 0; i < count; ++i) {
-        const std::size_t n = write(bufs[i], seq + i, slot);
-        full_slot += n == slot;
-        empty += n == 0;
-        batch[i] = {bufs[i].data(), n};
-      }
-      std::size_t sent = 0;
-      while (sent < count) {
-        std::size_t went = 0;
-        if (batches) {
-          went = tx.try_push_many({batch + sent, count - sent});
-        } else {
-          const Status s = tx.try_push(batch[sent]);
-          if (s != Status::ok && s != Status::would_block) {
-            return failures.add(std::string("try_push: ") + to_string(s));
-          }
-          went = s == Status::ok ? 1 : 0;
-        }
-        if (went == 0) {
-          if (!spin.wait()) return;
-          continue;
-        }
-        sent += went;
-        spin.progress();
-      }
-      seq += count;
-      if (tx.position() != seq) {
-        return failures.add("head " + std::to_string(tx.position()) + " after " +
-                            std::to_string(seq) + " messages");
-      }
-    }
-  });
-  std::thread consumer([&] {
-    Spinner spin(failures, "consumer");
-    std::vector<std::byte> buf(slot);
-    while (checker.received() < total) {
-      std::size_t size = 0;
-      const Status s = rx.try_pop(buf, size);
-      if (s == Status::ok) {
-        if (!checker.accept({buf.data(), size})) return;
-        spin.progress();
-        continue;
-      }
-      if (s != Status::would_block) return failures.add(std::string("try_pop: ") + to_string(s));
-      if (!spin.wait()) return;
-    }
-  });
-  producer.join();
-  consumer.join();
-  report_rate(("spsc low-latency 1x1, capacity " + std::to_string(capacity) + ", slot " +
-               std::to_string(slot) + (batches ? ", batches" : ""))
-                  .c_str(),
-              total, start);
-
-  ASSERT_FALSE(failures.any()) << failures.report();
-  EXPECT_EQ(checker.received(), total);
-  EXPECT_EQ(tx.position(), total);
-  EXPECT_EQ(rx.position(), total);
-  EXPECT_GT(full_slot, 0u);
-  EXPECT_GT(empty, 0u);
-  std::size_t size = 0;
-  std::vector<std::byte> buf(slot);
-  EXPECT_EQ(rx.try_pop(buf, size), Status::would_block) << "a message beyond the last one";
-}
-
-}  // namespace ll
-
-TEST(StressLowLatency, CopyApiOneToOne) { ll::copy_run(256, 128, msg::scaled(4'000'000, 8), false); }
 
 // One and two slots: every message begins a lap of its slot. Slot sizes on
 // both sides of the reader's first round (56 bytes).
@@ -1226,192 +1151,44 @@ TEST(StressLowLatency, CopyApiTinyRings) {
   for (const std::uint64_t capacity : {1, 2}) {
     for (const std::uint64_t slot : {56, 61}) {
       SCOPED_TRACE("capacity " + std::to_string(capacity) + ", slot " + std::to_string(slot));
-      ll::copy_run(capacity, slot, msg::scaled(300'000, 8), false);
+      spsc_copy_run({.format = kLowLatency,
+                     .capacity = capacity,
+                     .slot = slot,
+                     .total = msg::scaled(300'000, 8)});
     }
   }
 }
 
-TEST(StressLowLatency, PushManyBatches) { ll::copy_run(64, 32, msg::scaled(2'000'000, 8), true); }
+TEST(StressLowLatency, PushManyBatches) {
+  spsc_copy_run({.format = kLowLatency,
+                 .capacity = 64,
+                 .slot = 32,
+                 .total = msg::scaled(2'000'000, 8),
+                 .batches = true});
+}
 
-// 4096-byte slots (the largest), popped into a 1024-byte buffer first: a
-// too_large pop must keep the message whole while the producer writes on.
+// 4096-byte slots (the largest), popped into a 1024-byte buffer first.
 TEST(StressLowLatency, SizesUpTo4096WithTwoStepPops) {
-  test::UniqueShm shm;
-  const std::uint64_t total = msg::scaled(300'000, 4);
-  Segment seg = ll::make_ring(shm, 16, kBigSlot);
-  SpscProducer tx = SpscProducer::attach(seg);
-  SpscConsumer rx = SpscConsumer::attach(seg);
-  Failures failures;
-  ll::Checker checker(failures, kBigSlot);
-  std::uint64_t too_large_pops = 0;
-
-  const auto start = Clock::now();
-  std::thread producer([&] {
-    Spinner spin(failures, "producer");
-    std::vector<std::byte> buf(kBigSlot);
-    for (std::uint64_t seq = 0; seq < total; ++seq) {
-      const std::size_t n = ll::write(buf, seq, kBigSlot);
-      for (;;) {
-        const Status s = tx.try_push({buf.data(), n});
-        if (s == Status::ok) break;
-        if (s != Status::would_block) return failures.add(std::string("try_push: ") + to_string(s));
-        if (!spin.wait()) return;
-      }
-      spin.progress();
-    }
-  });
-  std::thread consumer([&] {
-    Spinner spin(failures, "consumer");
-    std::vector<std::byte> small(kSmallBuffer), big(kBigSlot);
-    while (checker.received() < total) {
-      std::span<const std::byte> m;
-      const Status s = pop_two_step(rx, small, big, m, failures, too_large_pops);
-      if (s == Status::ok) {
-        if (!checker.accept(m)) return;
-        spin.progress();
-        continue;
-      }
-      if (s != Status::would_block) return failures.add(std::string("try_pop: ") + to_string(s));
-      if (!spin.wait()) return;
-    }
-  });
-  producer.join();
-  consumer.join();
-  report_rate("spsc low-latency 4096-byte slots 1x1", total, start);
-
-  ASSERT_FALSE(failures.any()) << failures.report();
-  EXPECT_EQ(checker.received(), total);
-  EXPECT_GT(too_large_pops, total / 4);
+  spsc_copy_run({.format = kLowLatency,
+                 .capacity = 16,
+                 .slot = kBigSlot,
+                 .total = msg::scaled(300'000, 4),
+                 .two_step_pops = true});
 }
 
 // The producer gives its role up and attaches again every few hundred
-// messages while the consumer reads on: each attach is a new incarnation
-// that resumes at the published head (or the consumer's tail), and no
-// message is lost, repeated or mixed with its predecessor's words.
+// messages while the consumer reads on: a new incarnation each time, whose
+// flags must never let its words pass for one message with its predecessor's.
 TEST(StressLowLatency, ProducerReattachesMidStream) {
-  test::UniqueShm shm;
-  constexpr std::uint64_t kCapacity = 8, kSlotLl = 40;
-  const std::uint64_t total = msg::scaled(400'000, 8);
-  Segment seg = ll::make_ring(shm, kCapacity, kSlotLl);
-  SpscConsumer rx = SpscConsumer::attach(seg);
-  Failures failures;
-  ll::Checker checker(failures, kSlotLl);
-  const std::uint32_t first_incarnation = control(seg)->producer.incarnation;
-  std::uint64_t attaches = 0;
-
-  std::thread producer([&] {
-    Spinner spin(failures, "producer");
-    std::mt19937_64 rng(4);
-    std::vector<std::byte> buf(kSlotLl);
-    SpscProducer tx;
-    std::uint64_t until_reattach = 0;
-    for (std::uint64_t seq = 0; seq < total; ++seq) {
-      if (until_reattach-- == 0) {
-        tx = SpscProducer();
-        std::error_code ec;
-        tx = SpscProducer::attach(seg, {}, ec);
-        if (ec) return failures.add("attach: " + ec.message() + ": " + last_error_message());
-        ++attaches;
-        if (tx.position() != seq) {
-          return failures.add("attach " + std::to_string(attaches) + " resumed at " +
-                              std::to_string(tx.position()) + ", expected " + std::to_string(seq));
-        }
-        until_reattach = rng() % 600;
-      }
-      const std::size_t n = ll::write(buf, seq, kSlotLl);
-      for (;;) {
-        const Status s = tx.try_push({buf.data(), n});
-        if (s == Status::ok) break;
-        if (s != Status::would_block) return failures.add(std::string("try_push: ") + to_string(s));
-        if (!spin.wait()) return;
-      }
-      spin.progress();
-    }
-  });
-  std::thread consumer([&] {
-    Spinner spin(failures, "consumer");
-    std::vector<std::byte> buf(kSlotLl);
-    while (checker.received() < total) {
-      std::size_t size = 0;
-      const Status s = rx.try_pop(buf, size);
-      if (s == Status::ok) {
-        if (!checker.accept({buf.data(), size})) return;
-        spin.progress();
-        continue;
-      }
-      if (s != Status::would_block) return failures.add(std::string("try_pop: ") + to_string(s));
-      if (!spin.wait()) return;
-    }
-  });
-  producer.join();
-  consumer.join();
-
-  ASSERT_FALSE(failures.any()) << failures.report();
-  EXPECT_EQ(checker.received(), total);
-  EXPECT_GT(attaches, 100u);
-  EXPECT_EQ(control(seg)->producer.incarnation, first_incarnation + attaches);
+  spsc_copy_run({.format = kLowLatency,
+                 .capacity = 8,
+                 .slot = 40,
+                 .total = msg::scaled(400'000, 8),
+                 .reattach = true});
 }
 
-// push / pop with timeouts and no spinning on a 4-slot ring, both sides made
-// to sleep every 512 messages (waiting for the other side's sleeper count),
-// as StressSpsc.BlockingFormsBothSidesSleep does for plain slots.
 TEST(StressLowLatency, BlockingFormsBothSidesSleep) {
-  test::UniqueShm shm;
-  constexpr std::uint64_t kCapacity = 4;
-  const std::uint64_t total = msg::scaled(200'000, 3);
-  Segment seg = ll::make_ring(shm, kCapacity, kSlot);
-  const WaitPolicy no_spin{0, 0};
-  SpscProducer tx = SpscProducer::attach(seg, no_spin);
-  SpscConsumer rx = SpscConsumer::attach(seg, no_spin);
-  Failures failures;
-  ll::Checker checker(failures, kSlot);
-  std::uint64_t producer_handshakes = 0, consumer_handshakes = 0;
-
-  std::thread producer([&] {
-    std::vector<std::byte> buf(kSlot);
-    std::uint64_t next_handshake = 1024;
-    for (std::uint64_t seq = 0; seq < total && !failures.stop_now(); ++seq) {
-      if (seq >= next_handshake) {
-        next_handshake += 1024;
-        if (!poll_until([&] { return consumer_waiters(seg) != 0 || failures.stopped(); }, kStall)) {
-          return failures.add("consumer never went to sleep on an empty ring");
-        }
-        ++producer_handshakes;
-      }
-      const std::size_t n = ll::write(buf, seq, kSlot);
-      const Status s = tx.push({buf.data(), n}, kBlockingTimeout);
-      if (s != Status::ok) return failures.add(std::string("push: ") + to_string(s));
-    }
-  });
-  std::thread consumer([&] {
-    std::vector<std::byte> buf(kSlot);
-    std::uint64_t next_handshake = 512;
-    while (checker.received() < total && !failures.stop_now()) {
-      const std::uint64_t got = checker.received();
-      if (got >= next_handshake && got + kCapacity + 8 < total) {
-        next_handshake += 1024;
-        if (!poll_until([&] { return producer_waiters(seg) != 0 || failures.stopped(); }, kStall)) {
-          return failures.add("producer never went to sleep on a full ring");
-        }
-        ++consumer_handshakes;
-      }
-      std::size_t size = 0;
-      const Status s = rx.pop(buf, size, kBlockingTimeout);
-      if (s != Status::ok) return failures.add(std::string("pop: ") + to_string(s));
-      if (!checker.accept({buf.data(), size})) return;
-    }
-  });
-  producer.join();
-  consumer.join();
-
-  ASSERT_FALSE(failures.any()) << failures.report();
-  EXPECT_EQ(checker.received(), total);
-  EXPECT_GT(producer_handshakes, 0u);
-  EXPECT_GT(consumer_handshakes, 0u);
-  EXPECT_GE(producer_notify(seg), producer_handshakes / 2);
-  EXPECT_GE(consumer_notify(seg), consumer_handshakes / 2);
-  EXPECT_EQ(consumer_waiters(seg), 0u);
-  EXPECT_EQ(producer_waiters(seg), 0u);
+  spsc_blocking_run(kLowLatency, msg::scaled(200'000, 3));
 }
 
 }  // namespace

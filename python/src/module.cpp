@@ -321,18 +321,23 @@ struct Consumer : HandleBase {
     const std::span<std::byte> out(buf, std::min<std::size_t>(sizeof buf, h.slot_size()));
     std::size_t size = 0;
     shmring::Status s = shmring::Status::ok;
-    if (try_once) {
-      s = h.try_pop(out, size);
-      if (s == shmring::Status::would_block) return std::nullopt;
-    } else {
-      const bool done = wait_loop(timeout, [&](nanoseconds slice) {
-        s = h.pop(out, size, slice);
-        return s != shmring::Status::timeout && s != shmring::Status::would_block;
-      });
-      if (!done) return std::nullopt;
-    }
+    if (!pop_copy(out, size, s, timeout, try_once)) return std::nullopt;
     if (s != shmring::Status::ok) raise_status(s, size, h.slot_size());
     return nb::bytes(buf, size);
+  }
+
+  // One copy pop into `out`: false if nothing came (try_once on an empty
+  // ring, or the wait timed out), else true with the call's status in `s`.
+  bool pop_copy(std::span<std::byte> out, std::size_t& size, shmring::Status& s,
+                std::optional<double> timeout, bool try_once) {
+    if (try_once) {
+      s = h.try_pop(out, size);
+      return s != shmring::Status::would_block;
+    }
+    return wait_loop(timeout, [&](nanoseconds slice) {
+      s = h.pop(out, size, slice);
+      return s != shmring::Status::timeout && s != shmring::Status::would_block;
+    });
   }
 
   std::optional<nb::bytes> take(std::optional<double> timeout, bool try_once) {
@@ -370,15 +375,9 @@ struct Consumer : HandleBase {
                                    static_cast<std::size_t>(view.len));
     std::size_t size = 0;
     shmring::Status s = shmring::Status::ok;
-    if (try_once) {
-      s = h.try_pop(out, size);
-      if (s == shmring::Status::would_block) return std::nullopt;
-    } else {
-      const bool done = wait_loop(timeout, [&](nanoseconds slice) {
-        s = h.pop(out, size, slice);
-        return s != shmring::Status::timeout && s != shmring::Status::would_block;
-      });
-      if (!done) raise_timeout("pop timed out: the ring stayed empty");
+    if (!pop_copy(out, size, s, timeout, try_once)) {
+      if (try_once) return std::nullopt;
+      raise_timeout("pop timed out: the ring stayed empty");
     }
     if (s == shmring::Status::too_large) {
       throw nb::value_error(("message of " + std::to_string(size) +

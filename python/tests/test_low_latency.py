@@ -6,11 +6,12 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import struct
-import uuid
 
 import pytest
 
 import shmring
+from test_shmring import _demo, _run_cpp_consumer, _run_cpp_producer
+from test_shmring import name  # noqa: F401  (fixture: a unique ring name, unlinked after)
 
 try:
     import numpy as np
@@ -18,13 +19,6 @@ except ImportError:  # numpy is optional
     np = None
 
 LL = "low_latency"
-
-
-@pytest.fixture
-def name():
-    n = f"shmring-pytest-ll-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    yield n
-    shmring.unlink(n, missing_ok=True)
 
 
 def payload(seq: int, size: int) -> bytes:
@@ -278,27 +272,18 @@ def test_across_processes(name):
 # The C++ demo (examples/demo_pipeline.cpp) streams messages of [sequence
 # number, checksum, body] through <name>-data; with --slot-format low_latency
 # its rings are SPSC rings of low-latency slots, written and read with copy
-# calls. test_shmring.py holds the helpers that build and check those messages.
-
-from test_shmring import _demo_checksum, _demo_message, _find_demo  # noqa: E402
+# calls. test_shmring.py holds the helpers that run the demo and build and
+# check those messages.
 
 
 def _ll_demo() -> str:
     import subprocess
 
-    demo = _find_demo()
-    if demo is None:
-        pytest.skip("shmring-demo not built (build/examples/shmring-demo or $SHMRING_DEMO)")
+    demo = _demo()
     usage = subprocess.run([demo, "--help"], capture_output=True, text=True, timeout=30).stdout
     if "--slot-format" not in usage:
         pytest.skip(f"{demo} predates --slot-format; rebuild it")
     return demo
-
-
-def _demo_args(role: str, prefix: str, count: int, size: int) -> list[str]:
-    return ["--role", role, "--name", prefix, "--kind", "spsc", "--slot-format", LL,
-            "--messages", str(count), "--size", str(size), "--capacity", "64", "--batch", "4",
-            "--round-trips", "0", "--no-pin", "--timeout", "30"]
 
 
 # 16 bytes of header, then bodies that exercise every branch of the checksum;
@@ -306,76 +291,20 @@ def _demo_args(role: str, prefix: str, count: int, size: int) -> list[str]:
 # past its first round of 18 words.
 @pytest.mark.parametrize("size", [16, 61, 100])
 def test_cpp_producer_python_consumer_low_latency(size):
-    import subprocess
-    import time
-
-    demo = _ll_demo()
     prefix = f"shmring-pytest-lldemo-{os.getpid()}-{size}"
     count = 20000  # 64 slots: more than 300 laps
-    proc = subprocess.Popen([demo, *_demo_args("producer", prefix, count, size)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                seg = shmring.open(f"{prefix}-data", kind="spsc")
-                break
-            except shmring.NotFoundError:
-                assert proc.poll() is None, proc.communicate()[0]
-                assert time.monotonic() < deadline, "the C++ producer did not create its ring"
-                time.sleep(0.01)
-        assert seg.slot_format == LL
-        assert seg.slot_size == size
-        rx = seg.consumer()
-        for seq in range(count):
-            data = rx.pop(timeout=30)
-            assert len(data) == size, f"message {seq}"
-            assert int.from_bytes(data[:8], "little") == seq
-            assert int.from_bytes(data[8:16], "little") == _demo_checksum(seq, data[16:]), \
-                f"message {seq}: bad checksum"
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out
-        assert rx.try_pop() is None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for suffix in ("data", "ping", "pong"):
-            shmring.unlink(f"{prefix}-{suffix}", missing_ok=True)
+    _run_cpp_producer(_ll_demo(), prefix, "spsc", count, size, lambda rx: rx.pop(timeout=30), LL)
+
+
+def _try_push_until_taken(tx, msg: bytes, proc) -> None:
+    while not tx.try_push(msg):
+        assert proc.poll() is None, proc.communicate()[0]
 
 
 @pytest.mark.parametrize("size", [16, 61, 100])
 def test_python_producer_cpp_consumer_low_latency(size):
-    import subprocess
-
-    demo = _ll_demo()
     prefix = f"shmring-pytest-pylldemo-{os.getpid()}-{size}"
-    count = 20000
-    try:
-        data = shmring.create(f"{prefix}-data", capacity=64, slot_size=size, slot_format=LL)
-        for suffix in ("ping", "pong"):
-            shmring.create(f"{prefix}-{suffix}", capacity=16, slot_size=size, slot_format=LL)
-        proc = subprocess.Popen([demo, *_demo_args("consumer", prefix, count, size)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            tx = data.producer()
-            for seq in range(count):
-                msg = _demo_message(seq, size)
-                if seq % 2:
-                    tx.push(msg, timeout=30)
-                else:
-                    while not tx.try_push(msg):
-                        assert proc.poll() is None, proc.communicate()[0]
-            out, _ = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 0, out
-        assert f"OK, all {count:,} messages" in out, out
-    finally:
-        for suffix in ("data", "ping", "pong"):
-            shmring.unlink(f"{prefix}-{suffix}", missing_ok=True)
+    _run_cpp_consumer(_ll_demo(), prefix, "spsc", 20000, size, _try_push_until_taken, LL)
 
 
 def test_demo_refuses_mpmc_low_latency():

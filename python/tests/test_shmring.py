@@ -461,20 +461,44 @@ def _find_demo() -> str | None:
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 
-@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
-def test_cpp_producer_python_consumer(kind):
-    import subprocess
-
+def _demo() -> str:
+    """shmring-demo, or the test is skipped."""
     demo = _find_demo()
     if demo is None:
         pytest.skip("shmring-demo not built (build/examples/shmring-demo or $SHMRING_DEMO)")
-    prefix = f"shmring-pytest-demo-{os.getpid()}-{kind}"
-    count, size = 20000, 61  # 45-byte body: every branch of the checksum
-    proc = subprocess.Popen(
-        [demo, "--role", "producer", "--name", prefix, "--kind", kind, "--messages", str(count),
-         "--size", str(size), "--capacity", "64", "--batch", "4", "--round-trips", "0",
-         "--no-pin", "--timeout", "30"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return demo
+
+
+def _demo_cmd(demo: str, role: str, prefix: str, kind: str, count: int, size: int,
+              slot_format: str | None = None) -> list[str]:
+    """`demo` streaming `count` messages of `size` bytes through <prefix>-data
+    (64 slots; -ping / -pong unused: --round-trips 0)."""
+    fmt = [] if slot_format is None else ["--slot-format", slot_format]
+    return [demo, "--role", role, "--name", prefix, "--kind", kind, *fmt, "--messages", str(count),
+            "--size", str(size), "--capacity", "64", "--batch", "4", "--round-trips", "0",
+            "--no-pin", "--timeout", "30"]
+
+
+def _unlink_demo_rings(prefix: str) -> None:
+    for suffix in ("data", "ping", "pong"):
+        shmring.unlink(f"{prefix}-{suffix}", missing_ok=True)
+
+
+def _stop(proc) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _run_cpp_producer(demo: str, prefix: str, kind: str, count: int, size: int, read,
+                      slot_format: str | None = None) -> None:
+    """Runs `demo` --role producer, waits for the rings it makes, reads its
+    `count` messages with read(consumer) and checks each one's size, sequence
+    number and checksum; then the demo must exit 0 and the ring be empty."""
+    import subprocess
+
+    cmd = _demo_cmd(demo, "producer", prefix, kind, count, size, slot_format)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -485,23 +509,33 @@ def test_cpp_producer_python_consumer(kind):
                 assert proc.poll() is None, proc.communicate()[0]
                 assert time.monotonic() < deadline, "the C++ producer did not create its ring"
                 time.sleep(0.01)
+        assert seg.slot_format == (slot_format or "plain")
         assert seg.slot_size == size
         rx = seg.consumer()
         for seq in range(count):
-            with rx.peek(timeout=30) as msg:
-                data = msg.tobytes()
-            assert len(data) == size
+            data = read(rx)
+            assert len(data) == size, f"message {seq}"
             assert int.from_bytes(data[:8], "little") == seq
-            assert int.from_bytes(data[8:16], "little") == _demo_checksum(seq, data[16:])
+            assert int.from_bytes(data[8:16], "little") == _demo_checksum(seq, data[16:]), \
+                f"message {seq}: bad checksum"
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
         assert rx.try_pop() is None
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for suffix in ("data", "ping", "pong"):
-            shmring.unlink(f"{prefix}-{suffix}", missing_ok=True)
+        _stop(proc)
+        _unlink_demo_rings(prefix)
+
+
+def _peek_bytes(rx) -> bytes:
+    with rx.peek(timeout=30) as msg:
+        return msg.tobytes()
+
+
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_cpp_producer_python_consumer(kind):
+    prefix = f"shmring-pytest-demo-{os.getpid()}-{kind}"
+    count, size = 20000, 61  # 45-byte body: every branch of the checksum
+    _run_cpp_producer(_demo(), prefix, kind, count, size, _peek_bytes)
 
 
 # ---- Python producer -> C++ consumer ----------------------------------------
@@ -526,24 +560,21 @@ def _demo_message(seq: int, size: int) -> bytes:
     return seq.to_bytes(8, "little") + _demo_checksum(seq, bytes(body)).to_bytes(8, "little") + body
 
 
-@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
-def test_python_producer_cpp_consumer(kind):
+def _run_cpp_consumer(demo: str, prefix: str, kind: str, count: int, size: int, send_even,
+                      slot_format: str | None = None) -> None:
+    """Makes <prefix>-data (and -ping / -pong), runs `demo` --role consumer on
+    them and sends it `count` messages: odd ones with push(timeout), even ones
+    with send_even(producer, message, demo process). The demo must report
+    every one of them right."""
     import subprocess
 
-    demo = _find_demo()
-    if demo is None:
-        pytest.skip("shmring-demo not built (build/examples/shmring-demo or $SHMRING_DEMO)")
-    prefix = f"shmring-pytest-pydemo-{os.getpid()}-{kind}"
-    count, size = 20000, 61  # 45-byte body: every branch of the checksum
+    cmd = _demo_cmd(demo, "consumer", prefix, kind, count, size, slot_format)
+    fmt = {} if slot_format is None else {"slot_format": slot_format}
     try:
-        data = shmring.create(f"{prefix}-data", kind=kind, capacity=64, slot_size=size)
+        data = shmring.create(f"{prefix}-data", kind=kind, capacity=64, slot_size=size, **fmt)
         for suffix in ("ping", "pong"):
-            shmring.create(f"{prefix}-{suffix}", kind=kind, capacity=16, slot_size=size)
-        proc = subprocess.Popen(
-            [demo, "--role", "consumer", "--name", prefix, "--kind", kind, "--messages", str(count),
-             "--size", str(size), "--capacity", "64", "--batch", "4", "--round-trips", "0",
-             "--no-pin", "--timeout", "30"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            shmring.create(f"{prefix}-{suffix}", kind=kind, capacity=16, slot_size=size, **fmt)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             tx = data.producer()
             for seq in range(count):
@@ -551,18 +582,26 @@ def test_python_producer_cpp_consumer(kind):
                 if seq % 2:
                     tx.push(msg, timeout=30)
                 else:
-                    with tx.claim(timeout=30) as slot:
-                        slot.write(msg)
+                    send_even(tx, msg, proc)
             out, _ = proc.communicate(timeout=60)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            _stop(proc)
         assert proc.returncode == 0, out
         assert f"OK, all {count:,} messages" in out, out
     finally:
-        for suffix in ("data", "ping", "pong"):
-            shmring.unlink(f"{prefix}-{suffix}", missing_ok=True)
+        _unlink_demo_rings(prefix)
+
+
+def _write_claimed(tx, msg: bytes, proc) -> None:
+    with tx.claim(timeout=30) as slot:
+        slot.write(msg)
+
+
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_python_producer_cpp_consumer(kind):
+    prefix = f"shmring-pytest-pydemo-{os.getpid()}-{kind}"
+    count, size = 20000, 61  # 45-byte body: every branch of the checksum
+    _run_cpp_consumer(_demo(), prefix, kind, count, size, _write_claimed)
 
 
 def test_mpmc_recovers_a_claim_of_a_dead_producer(name):

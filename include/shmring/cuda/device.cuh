@@ -15,10 +15,11 @@
 //     thread publishing message by message costs a round trip each.
 //   - a GPU cannot call futex: CPU peers see gpu_attached and poll with short
 //     sleeps instead of waiting to be woken;
-//   - on low-latency slots (low_latency.hpp) one thread's push and pop cost a
-//     single trip each way: the words carry their own flags. The warp and
-//     block forms lend slots in place, which that format does not allow:
-//     they return Status::unsupported there.
+//   - on low-latency slots (low_latency.hpp) the words carry their own flags:
+//     a thread's push needs no fence, and warp_pop reads a message of up to
+//     252 bytes in one trip (one thread's pop pays a trip per 16 bytes, as
+//     one thread's loads of host memory follow each other). The warp and
+//     block forms that lend slots in place return Status::unsupported there.
 #pragma once
 
 #if !defined(__CUDACC__)
