@@ -8,9 +8,6 @@
 // the rest of the geometry, comes from the input's header (its flags word).
 // The first bytes of the input, as a name, also go through the parser of
 // creators' private names.
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -33,24 +30,6 @@ using fuzz::touch;
 
 // More slots than this find nothing new and only slow the fuzzer.
 constexpr std::uint64_t kMaxWalk = 256;
-
-const std::string& segment_name() {
-  static const std::string name = "shmring_fuzz_inspect_" + std::to_string(::getpid());
-  return name;
-}
-
-bool write_file(const std::string& path, const std::uint8_t* data, std::size_t size) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return false;
-  std::size_t done = 0;
-  while (done < size) {
-    const ssize_t n = ::write(fd, data + done, size - done);
-    if (n <= 0) break;
-    done += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  return done == size;
-}
 
 // A low-latency slot's words, decoded as `dump` does: the words read lie in
 // the slot, and the length and the bytes reassembled stay within the slot
@@ -123,22 +102,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
 
   if (size == 0) return 0;
-  const std::string& name = segment_name();
-  const std::string path = "/dev/shm/" + name;
-  if (!write_file(path, data, size)) {
-    ::unlink(path.c_str());
-    return 0;
-  }
+  const fuzz::SegmentFile file("shmring_fuzz_inspect_", data, size);
+  if (!file.ok()) return 0;
   OpenOptions o = ring_inspect::inspect_options();
   o.init_timeout = std::chrono::milliseconds(0);  // the tool's 50 ms would only slow the fuzzer
   std::error_code ec;
-  Segment seg = Segment::open(name, o, ec);
+  Segment seg = Segment::open(file.name(), o, ec);
   check(static_cast<bool>(seg) == !ec);
   if (seg) {
     check(seg.read_only());
     check(seg.size() == size);
     read_segment(seg);
   }
-  ::unlink(path.c_str());
   return 0;
 }

@@ -14,9 +14,6 @@
 //          owner records, MPMC claim records, sleeper counts and positions,
 //          and recover dead claimants) instead of walking
 //          the views, and push, pop and peek through them
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -42,24 +39,6 @@ using fuzz::touch;
 
 // Walks of more slots than this find nothing new and only slow the fuzzer.
 constexpr std::uint64_t kMaxWalk = 256;
-
-const std::string& segment_name() {
-  static const std::string name = "shmring_fuzz_" + std::to_string(::getpid());
-  return name;
-}
-
-bool write_file(const std::string& path, const std::uint8_t* data, std::size_t size) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return false;
-  std::size_t done = 0;
-  while (done < size) {
-    const ssize_t n = ::write(fd, data + done, size - done);
-    if (n <= 0) break;
-    done += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  return done == size;
-}
 
 struct Bounds {
   const std::byte* lo;  // first slot byte
@@ -247,12 +226,8 @@ void use_handles(const Segment& seg, const Bounds& b) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
-  const std::string& name = segment_name();
-  const std::string path = "/dev/shm/" + name;
-  if (!write_file(path, data, size)) {
-    ::unlink(path.c_str());
-    return 0;
-  }
+  const fuzz::SegmentFile file("shmring_fuzz_", data, size);
+  if (!file.ok()) return 0;
   const std::uint8_t mode = data[size - 1];
   OpenOptions o;
   o.init_timeout = std::chrono::milliseconds(0);
@@ -268,7 +243,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       break;
   }
   std::error_code ec;
-  Segment seg = Segment::open(name, o, ec);
+  Segment seg = Segment::open(file.name(), o, ec);
   check(static_cast<bool>(seg) == !ec);
   if (seg) {
     const Geometry& g = seg.geometry();
@@ -295,6 +270,5 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       walk_mpmc(base, g, b, !o.read_only);
     }
   }
-  ::unlink(path.c_str());
   return 0;
 }

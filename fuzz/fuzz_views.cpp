@@ -30,6 +30,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <optional>
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -115,59 +116,110 @@ void scribble(std::byte* base, const RingView& v, std::uint64_t at, std::uint8_t
   (void)base;
 }
 
+// ---- SPSC: what both programs (plain and low-latency slots) do alike -------
+
+// The producer and consumer roles of an SPSC program over `v`: cursors that
+// take them over from the shared words (the positions, and the producer's
+// incarnation, which only low-latency slots use), and the operations both
+// programs run through them.
+struct SpscRoles {
+  explicit SpscRoles(const SpscView& view)
+      : v(view),
+        p{atomic::load_relaxed(&v.producer()->position),
+          atomic::load_relaxed(&v.consumer()->position),
+          atomic::load_relaxed(&v.producer()->incarnation)},
+        c{atomic::load_relaxed(&v.consumer()->position)} {}
+
+  // Op 0: produce up to arg + 1. The k-th position writable() grants is
+  // written by write(position, length), a length from 0 to the slot size
+  // that arg and k pick, and all are published.
+  template <class Write>
+  void produce(std::uint8_t arg, Write&& write) {
+    const std::uint64_t max = std::uint64_t{arg} + 1;
+    Status st = Status::ok;
+    const std::uint64_t n = v.writable(p, max, st);
+    check(n <= max && (st == Status::ok || n == 0));
+    for (std::uint64_t k = 0; k < n; ++k) {
+      write(p.head + k, static_cast<std::uint32_t>((arg * 17u + k) % (v.slot_size() + 1)));
+    }
+    (void)v.publish(p, n);
+  }
+
+  // Op 1: consume up to arg + 1. Each position readable() counts is checked
+  // by read(position), and all are released.
+  template <class Read>
+  void consume(std::uint8_t arg, Read&& read) {
+    const std::uint64_t max = std::uint64_t{arg} + 1;
+    Status st = Status::ok;
+    const std::uint64_t n = v.readable(c, max, st);
+    check(n <= max);
+    // corrupt only for a first slot with an impossible length; never for
+    // low-latency slots, whose words complete() checks.
+    check(st == Status::ok || (st == Status::corrupt && n == 0 && !v.low_latency()));
+    for (std::uint64_t k = 0; k < n; ++k) read(c.tail + k);
+    (void)v.release(c, n);
+  }
+
+  // Op 3: both roles' wake-up checks (the low-latency program adds a look at
+  // a slot).
+  void ready() const {
+    (void)v.data_ready(c);
+    (void)v.space_ready(p);
+  }
+
+  // Op 4: take over the producer role from the shared words. Where they are
+  // consistent (head - tail <= capacity), the cursor resumes where
+  // resume_head() says and the head found there is returned; else the
+  // cursor is left alone.
+  std::optional<std::uint64_t> take_over_producer() {
+    const std::uint64_t head = atomic::load_relaxed(&v.producer()->position);
+    const std::uint64_t tail = atomic::load_relaxed(&v.consumer()->position);
+    if (head - tail > v.capacity()) return std::nullopt;
+    p.head = v.resume_head(head, tail);
+    check(p.head - tail <= v.capacity());
+    p.cached_tail = tail;
+    return head;
+  }
+
+  // Op 5: take over the consumer role.
+  void take_over_consumer() { c.tail = atomic::load_relaxed(&v.consumer()->position); }
+
+  const SpscView& v;
+  SpscProducerCursor p;
+  SpscConsumerCursor c;
+};
+
 void run_spsc(std::byte* base, const Geometry& g, const Env& e, const std::uint8_t* ops,
               std::size_t nops) {
   const SpscView v(base, g);
-  SpscProducerCursor p{atomic::load_relaxed(&v.producer()->position),
-                       atomic::load_relaxed(&v.consumer()->position)};
-  SpscConsumerCursor c{atomic::load_relaxed(&v.consumer()->position)};
+  SpscRoles r(v);
   for (std::size_t i = 0; i < nops; ++i) {
     const std::uint8_t op = ops[i] & 7;
     const std::uint8_t arg = static_cast<std::uint8_t>(ops[i] >> 3);
-    Status st = Status::ok;
     switch (op) {
-      case 0: {  // produce up to arg + 1
-        const std::uint64_t n = v.writable(p, std::uint64_t{arg} + 1, st);
-        check(n <= std::uint64_t{arg} + 1);
-        if (st != Status::ok) check(n == 0);
-        for (std::uint64_t k = 0; k < n; ++k) {
-          e.write(p.head + k, static_cast<std::uint32_t>((arg * 17u + k) % (g.slot_size + 1)));
-        }
-        (void)v.publish(p, n);
+      case 0:
+        r.produce(arg, [&](std::uint64_t pos, std::uint32_t length) { e.write(pos, length); });
         break;
-      }
-      case 1: {  // consume up to arg + 1
-        const std::uint64_t n = v.readable(c, std::uint64_t{arg} + 1, st);
-        check(n <= std::uint64_t{arg} + 1);
-        for (std::uint64_t k = 0; k < n; ++k) {
-          check(v.length_ok(v.committed_length(c.tail + k)));
-          e.read(v.read_slot(c.tail + k), c.tail + k);
-        }
-        (void)v.release(c, n);
+      case 1:
+        r.consume(arg, [&](std::uint64_t pos) {
+          check(v.length_ok(v.committed_length(pos)));
+          e.read(v.read_slot(pos), pos);
+        });
         break;
-      }
       case 2:  // peek at any slot, committed or not
-        e.read(v.read_slot(c.tail + arg), c.tail + arg);
+        e.read(v.read_slot(r.c.tail + arg), r.c.tail + arg);
         break;
       case 3:
-        (void)v.data_ready(c);
-        (void)v.space_ready(p);
+        r.ready();
         break;
-      case 4: {  // take over the producer role from the shared words
-        const std::uint64_t head = atomic::load_relaxed(&v.producer()->position);
-        const std::uint64_t tail = atomic::load_relaxed(&v.consumer()->position);
-        if (head - tail <= g.capacity) {
-          p.head = v.resume_head(head, tail);
-          check(p.head - tail <= g.capacity);
-          p.cached_tail = tail;
-        }
+      case 4:
+        (void)r.take_over_producer();
         break;
-      }
-      case 5:  // take over the consumer role
-        c.tail = atomic::load_relaxed(&v.consumer()->position);
+      case 5:
+        r.take_over_consumer();
         break;
       default:
-        scribble(base, v, (arg & 1) ? c.tail : p.head, static_cast<std::uint8_t>(ops[i] >> 1));
+        scribble(base, v, (arg & 1) ? r.c.tail : r.p.head, static_cast<std::uint8_t>(ops[i] >> 1));
         break;
     }
   }
@@ -370,62 +422,44 @@ void run_spsc_low_latency(std::byte* base, const Geometry& g, const Env& e, cons
                           std::size_t nops) {
   const SpscView v(base, g);
   check(v.low_latency());
-  SpscProducerCursor p{atomic::load_relaxed(&v.producer()->position),
-                       atomic::load_relaxed(&v.consumer()->position),
-                       atomic::load_relaxed(&v.producer()->incarnation)};
-  SpscConsumerCursor c{atomic::load_relaxed(&v.consumer()->position)};
+  SpscRoles r(v);
   for (std::size_t i = 0; i < nops; ++i) {
     const std::uint8_t op = ops[i] & 7;
     const std::uint8_t arg = static_cast<std::uint8_t>(ops[i] >> 3);
-    Status st = Status::ok;
     switch (op) {
-      case 0: {  // produce up to arg + 1
-        const std::uint64_t n = v.writable(p, std::uint64_t{arg} + 1, st);
-        check(n <= std::uint64_t{arg} + 1);
-        if (st != Status::ok) check(n == 0);
-        for (std::uint64_t k = 0; k < n; ++k) {
-          ll_write(e, p.head + k, p.incarnation,
-                   static_cast<std::uint32_t>((arg * 17u + k) % (g.slot_size + 1)));
-        }
-        (void)v.publish(p, n);
+      case 0:
+        r.produce(arg, [&](std::uint64_t pos, std::uint32_t length) {
+          ll_write(e, pos, r.p.incarnation, length);
+        });
         break;
-      }
-      case 1: {  // consume up to arg + 1: what readable() counts must read
-        const std::uint64_t n = v.readable(c, std::uint64_t{arg} + 1, st);
-        check(n <= std::uint64_t{arg} + 1);
-        check(st == Status::ok);
-        for (std::uint64_t k = 0; k < n; ++k) {
-          check(ll_read(e, c.tail + k, g.slot_size) == low_latency::Read::ready);
-        }
-        (void)v.release(c, n);
+      case 1:  // what readable() counts must read
+        r.consume(arg, [&](std::uint64_t pos) {
+          check(ll_read(e, pos, g.slot_size) == low_latency::Read::ready);
+        });
         break;
-      }
       case 2:  // read any slot, written or not, into a buffer maybe too small
-        (void)ll_read(e, c.tail + (arg & 15), (arg & 16) != 0 ? (arg & 15) * 3 : g.slot_size);
+        (void)ll_read(e, r.c.tail + (arg & 15), (arg & 16) != 0 ? (arg & 15) * 3 : g.slot_size);
         break;
       case 3:
-        (void)v.data_ready(c);
-        (void)v.space_ready(p);
-        (void)low_latency::complete(v, p.head + arg);
+        r.ready();
+        (void)low_latency::complete(v, r.p.head + arg);
         break;
-      case 4: {  // take over the producer role from the shared words
-        const std::uint64_t head = atomic::load_relaxed(&v.producer()->position);
-        const std::uint64_t tail = atomic::load_relaxed(&v.consumer()->position);
-        if (head - tail <= g.capacity) {
-          p.head = v.resume_head(head, tail);
-          check(p.head - tail <= g.capacity);
-          for (std::uint64_t pos = head; pos != p.head; ++pos) check(low_latency::complete(v, pos));
-          p.cached_tail = tail;
-          p.incarnation = atomic::load_relaxed(&v.producer()->incarnation) + 1;
+      case 4:
+        if (const std::optional<std::uint64_t> head = r.take_over_producer()) {
+          // What resume_head() skipped past the old head is complete; the
+          // new producer writes with the next incarnation.
+          for (std::uint64_t pos = *head; pos != r.p.head; ++pos) {
+            check(low_latency::complete(v, pos));
+          }
+          r.p.incarnation = atomic::load_relaxed(&v.producer()->incarnation) + 1;
         }
         break;
-      }
-      case 5:  // take over the consumer role
-        c.tail = atomic::load_relaxed(&v.consumer()->position);
+      case 5:
+        r.take_over_consumer();
         break;
       default: {  // a peer scribbling: the next op byte, if any, is the data
         const std::uint8_t data = i + 1 < nops ? ops[++i] : arg;
-        scribble_ll(v, (op & 1) != 0 ? c.tail + (arg & 3) : p.head + (arg & 3),
+        scribble_ll(v, (op & 1) != 0 ? r.c.tail + (arg & 3) : r.p.head + (arg & 3),
                     static_cast<std::uint8_t>(arg | data << 5), data);
         break;
       }

@@ -39,6 +39,10 @@ namespace msg = test::msg;
 constexpr auto kBlockingTimeout = 5s;  // a child's single wait
 constexpr auto kChildrenDeadline = msg::kThreadSanitizer ? 300s : 120s;
 
+// Every ring here has slots of kSlot bytes, and every message fits one.
+constexpr std::uint64_t kSlot = 128;
+constexpr std::size_t kMaxPayload = kSlot - msg::kHeaderSize;
+
 // Exit codes of the children.
 enum Exit : int {
   kOk = 0,
@@ -247,53 +251,109 @@ class Checker {
   std::vector<std::uint64_t> last_;
 };
 
-// Parent side: children all exited 0, reported no error, and every message
-// was delivered exactly once.
-void verify(Children& children, Verification& v, int child_count, const char* what,
-            Clock::time_point start) {
-  const bool in_time = children.wait_all(kChildrenDeadline);
-  const double s = std::chrono::duration<double>(Clock::now() - start).count();
-  std::printf("[ ipc      ] %s: %llu messages in %.3f s (%.2f M msg/s)\n", what,
-              static_cast<unsigned long long>(v.messages()), s,
-              static_cast<double>(v.messages()) / s / 1e6);
-  EXPECT_TRUE(in_time) << "children overran the " << kChildrenDeadline.count()
-                       << " s deadline and were killed";
-  for (int i = 0; i < child_count; ++i) {
-    const ChildResult& r = v.result(i);
-    EXPECT_EQ(children.exit_codes()[static_cast<std::size_t>(i)], 0) << "child " << i;
-    EXPECT_EQ(r.errors, 0u) << "child " << i << ": " << r.first_error;
+// What every test here sets up: a fresh ring under a unique name, the
+// verification mapping for `messages` messages, and the children. The clock
+// of the throughput line starts when it is made.
+class IpcRun {
+ public:
+  IpcRun(RingKind kind, std::uint64_t capacity, std::uint64_t messages)
+      : kind_(kind), seg_(make_ring(shm_.name(), kind, capacity, kSlot)), v_(messages) {}
+
+  // Runs body(handle, result) -> exit code as child `child` (its result
+  // slot), in a new process that opens the ring by name and attaches a
+  // `Handle` to it; open or attach throwing ends the child with kException.
+  template <class Handle, class Body>
+  void spawn(int child, Body&& body) {
+    children_.spawn([&] {
+      ChildResult& r = v_.result(child);
+      Segment s = open_ring(shm_.name(), kind_);
+      Handle handle = Handle::attach(s);
+      return body(handle, r);
+    });
   }
-  std::uint64_t missing = 0, duplicated = 0;
-  std::string first;
-  for (std::uint64_t i = 0; i < v.messages(); ++i) {
-    const unsigned n = v.seen(i);
-    if (n == 1) continue;
-    (n == 0 ? missing : duplicated) += 1;
-    if (first.empty()) first = "message " + std::to_string(i) + " seen " + std::to_string(n) + " times";
+
+  // Parent side: children all exited 0, reported no error, and every message
+  // was delivered exactly once.
+  void verify(int child_count, const char* what) {
+    const bool in_time = children_.wait_all(kChildrenDeadline);
+    const double s = std::chrono::duration<double>(Clock::now() - start_).count();
+    std::printf("[ ipc      ] %s: %llu messages in %.3f s (%.2f M msg/s)\n", what,
+                static_cast<unsigned long long>(v_.messages()), s,
+                static_cast<double>(v_.messages()) / s / 1e6);
+    EXPECT_TRUE(in_time) << "children overran the " << kChildrenDeadline.count()
+                         << " s deadline and were killed";
+    for (int i = 0; i < child_count; ++i) {
+      const ChildResult& r = v_.result(i);
+      EXPECT_EQ(children_.exit_codes()[static_cast<std::size_t>(i)], 0) << "child " << i;
+      EXPECT_EQ(r.errors, 0u) << "child " << i << ": " << r.first_error;
+    }
+    std::uint64_t missing = 0, duplicated = 0;
+    std::string first;
+    for (std::uint64_t i = 0; i < v_.messages(); ++i) {
+      const unsigned n = v_.seen(i);
+      if (n == 1) continue;
+      (n == 0 ? missing : duplicated) += 1;
+      if (first.empty()) first = "message " + std::to_string(i) + " seen " + std::to_string(n) + " times";
+    }
+    EXPECT_EQ(missing, 0u) << first;
+    EXPECT_EQ(duplicated, 0u) << first;
   }
-  EXPECT_EQ(missing, 0u) << first;
-  EXPECT_EQ(duplicated, 0u) << first;
+
+  const Segment& segment() const noexcept { return seg_; }
+  Verification& verification() noexcept { return v_; }
+
+ private:
+  test::UniqueShm shm_;
+  RingKind kind_;
+  Segment seg_;
+  Verification v_;
+  Children children_;
+  Clock::time_point start_ = Clock::now();
+};
+
+// A producer child's batches: claims of 1 to max_batch slots, filled in order
+// with messages 0 .. total - 1 of `producer`. shorten(count) says how many of
+// a claim's `count` slots to use; the commit drops (SPSC) or skips (MPMC) the
+// rest, and 0 aborts the claim. Returns the child's exit code.
+template <class Producer, class Shorten>
+int produce_batches(Producer& tx, ChildResult& r, std::uint32_t producer, std::uint64_t total,
+                    std::size_t max_batch, std::mt19937_64& rng, Shorten&& shorten) {
+  std::uint64_t seq = 0;
+  while (seq < total) {
+    WriteClaim claim = tx.claim(1 + rng() % max_batch, kBlockingTimeout);
+    if (claim.empty()) {
+      note(r, std::string("claim: ") + to_string(claim.status()));
+      return kWaitFailed;
+    }
+    const std::size_t count = std::min<std::size_t>(shorten(claim.size()), total - seq);
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t n = msg::write(claim[i], producer, seq + i, kMaxPayload);
+      if (claim.set_size(i, n) != Status::ok) {
+        note(r, "set_size refused");
+        return kBadMessage;
+      }
+    }
+    if (count == 0) {
+      tx.abort(claim);
+    } else {
+      tx.commit_batch(claim, count);
+    }
+    seq += count;
+    r.messages = seq;
+  }
+  return kOk;
 }
 
 // ===========================================================================
 // SPSC: one producer process, one consumer process
 // ===========================================================================
 
-constexpr std::uint64_t kSlot = 128;
-constexpr std::size_t kMaxPayload = kSlot - msg::kHeaderSize;
-
 TEST(IpcSpsc, CopyApiProducerProcessToConsumerProcess) {
-  test::UniqueShm shm;
   const std::uint64_t total = msg::scaled(6'000'000, 6);
-  Segment seg = make_ring(shm.name(), RingKind::spsc, 1024, kSlot);
-  Verification v(total);
-  Children children;
-  const auto start = Clock::now();
+  IpcRun run(RingKind::spsc, 1024, total);
+  Verification& v = run.verification();
 
-  children.spawn([&] {
-    ChildResult& r = v.result(0);
-    Segment s = open_ring(shm.name(), RingKind::spsc);
-    SpscProducer tx = SpscProducer::attach(s);
+  run.spawn<SpscProducer>(0, [&](SpscProducer& tx, ChildResult& r) {
     std::array<std::byte, kSlot> buf{};
     for (std::uint64_t seq = 0; seq < total; ++seq) {
       const std::size_t n = msg::write(buf, 0, seq, kMaxPayload);
@@ -305,10 +365,7 @@ TEST(IpcSpsc, CopyApiProducerProcessToConsumerProcess) {
     }
     return kOk;
   });
-  children.spawn([&] {
-    ChildResult& r = v.result(1);
-    Segment s = open_ring(shm.name(), RingKind::spsc);
-    SpscConsumer rx = SpscConsumer::attach(s);
+  run.spawn<SpscConsumer>(1, [&](SpscConsumer& rx, ChildResult& r) {
     Checker check(v, r, 1, total, kMaxPayload);
     std::array<std::byte, kSlot> buf{};
     for (std::uint64_t seq = 0; seq < total; ++seq) {
@@ -326,53 +383,26 @@ TEST(IpcSpsc, CopyApiProducerProcessToConsumerProcess) {
     }
     return kOk;
   });
-  verify(children, v, 2, "spsc copy, 1 producer process -> 1 consumer process", start);
+  run.verify(2, "spsc copy, 1 producer process -> 1 consumer process");
   EXPECT_EQ(v.result(0).messages, total);
   EXPECT_EQ(v.result(1).messages, total);
 }
 
 TEST(IpcSpsc, BatchClaimPeekAcrossProcesses) {
-  test::UniqueShm shm;
   constexpr std::uint64_t kCapacity = 256;
   constexpr std::size_t kMaxBatch = 64;
   const std::uint64_t total = msg::scaled(6'000'000, 6);
-  Segment seg = make_ring(shm.name(), RingKind::spsc, kCapacity, kSlot);
-  Verification v(total);
-  Children children;
-  const auto start = Clock::now();
+  IpcRun run(RingKind::spsc, kCapacity, total);
+  Verification& v = run.verification();
 
-  children.spawn([&] {
-    ChildResult& r = v.result(0);
-    Segment s = open_ring(shm.name(), RingKind::spsc);
-    SpscProducer tx = SpscProducer::attach(s);
+  run.spawn<SpscProducer>(0, [&](SpscProducer& tx, ChildResult& r) {
     std::mt19937_64 rng(11);
-    std::uint64_t seq = 0;
-    while (seq < total) {
-      WriteClaim claim = tx.claim(1 + rng() % kMaxBatch, kBlockingTimeout);
-      if (claim.empty()) {
-        note(r, std::string("claim: ") + to_string(claim.status()));
-        return kWaitFailed;
-      }
-      std::size_t count = claim.size();
+    return produce_batches(tx, r, 0, total, kMaxBatch, rng, [&](std::size_t count) {
       if (count > 1 && rng() % 4 == 0) count = 1 + rng() % (count - 1);  // drop a tail
-      count = std::min<std::size_t>(count, total - seq);
-      for (std::size_t i = 0; i < count; ++i) {
-        const std::size_t n = msg::write(claim[i], 0, seq + i, kMaxPayload);
-        if (claim.set_size(i, n) != Status::ok) {
-          note(r, "set_size refused");
-          return kBadMessage;
-        }
-      }
-      tx.commit_batch(claim, count);
-      seq += count;
-      r.messages = seq;
-    }
-    return kOk;
+      return count;
+    });
   });
-  children.spawn([&] {
-    ChildResult& r = v.result(1);
-    Segment s = open_ring(shm.name(), RingKind::spsc);
-    SpscConsumer rx = SpscConsumer::attach(s);
+  run.spawn<SpscConsumer>(1, [&](SpscConsumer& rx, ChildResult& r) {
     Checker check(v, r, 1, total, kMaxPayload);
     std::mt19937_64 rng(12);
     std::uint64_t seq = 0;
@@ -389,7 +419,7 @@ TEST(IpcSpsc, BatchClaimPeekAcrossProcesses) {
     }
     return kOk;
   });
-  verify(children, v, 2, "spsc batch, 1 producer process -> 1 consumer process", start);
+  run.verify(2, "spsc batch, 1 producer process -> 1 consumer process");
   EXPECT_EQ(v.result(0).messages, total);
   EXPECT_EQ(v.result(1).messages, total);
 }
@@ -409,19 +439,20 @@ bool is_stop(std::span<const std::byte> m) {
          h.producer == kProducers;
 }
 
+// The messages the consumer children took, all together.
+std::uint64_t consumed(Verification& v) {
+  std::uint64_t n = 0;
+  for (int c = 0; c < kConsumers; ++c) n += v.result(static_cast<int>(kProducers) + c).messages;
+  return n;
+}
+
 TEST(IpcMpmc, CopyApiThreeByThreeProcesses) {
-  test::UniqueShm shm;
   const std::uint64_t per_producer = msg::scaled(1'000'000, 6);
-  Segment seg = make_ring(shm.name(), RingKind::mpmc, 1024, kSlot);
-  Verification v(kProducers * per_producer);
-  Children children;
-  const auto start = Clock::now();
+  IpcRun run(RingKind::mpmc, 1024, kProducers * per_producer);
+  Verification& v = run.verification();
 
   for (std::uint32_t p = 0; p < kProducers; ++p) {
-    children.spawn([&, p] {
-      ChildResult& r = v.result(static_cast<int>(p));
-      Segment s = open_ring(shm.name(), RingKind::mpmc);
-      MpmcProducer tx = MpmcProducer::attach(s);
+    run.spawn<MpmcProducer>(static_cast<int>(p), [&, p](MpmcProducer& tx, ChildResult& r) {
       std::array<std::byte, kSlot> buf{};
       for (std::uint64_t seq = 0; seq < per_producer; ++seq) {
         const std::size_t n = msg::write(buf, p, seq, kMaxPayload);
@@ -446,10 +477,7 @@ TEST(IpcMpmc, CopyApiThreeByThreeProcesses) {
     });
   }
   for (int c = 0; c < kConsumers; ++c) {
-    children.spawn([&, c] {
-      ChildResult& r = v.result(static_cast<int>(kProducers) + c);
-      Segment s = open_ring(shm.name(), RingKind::mpmc);
-      MpmcConsumer rx = MpmcConsumer::attach(s);
+    run.spawn<MpmcConsumer>(static_cast<int>(kProducers) + c, [&](MpmcConsumer& rx, ChildResult& r) {
       Checker check(v, r, kProducers, per_producer, kMaxPayload);
       std::array<std::byte, kSlot> buf{};
       for (;;) {
@@ -463,64 +491,30 @@ TEST(IpcMpmc, CopyApiThreeByThreeProcesses) {
       }
     });
   }
-  verify(children, v, kProducers + kConsumers, "mpmc copy, 3 producer x 3 consumer processes",
-         start);
-  std::uint64_t consumed = 0;
-  for (int c = 0; c < kConsumers; ++c) consumed += v.result(static_cast<int>(kProducers) + c).messages;
-  EXPECT_EQ(consumed, kProducers * per_producer);
+  run.verify(kProducers + kConsumers, "mpmc copy, 3 producer x 3 consumer processes");
+  EXPECT_EQ(consumed(v), kProducers * per_producer);
 }
 
 TEST(IpcMpmc, BatchClaimPeekThreeByThreeProcesses) {
-  test::UniqueShm shm;
   constexpr std::uint64_t kCapacity = 256;
   constexpr std::size_t kMaxBatch = 16;
   const std::uint64_t per_producer = msg::scaled(1'000'000, 6);
   const std::uint64_t total = kProducers * per_producer;
-  Segment seg = make_ring(shm.name(), RingKind::mpmc, kCapacity, kSlot);
-  Verification v(total);
-  Children children;
-  const auto start = Clock::now();
+  IpcRun run(RingKind::mpmc, kCapacity, total);
+  Verification& v = run.verification();
 
   for (std::uint32_t p = 0; p < kProducers; ++p) {
-    children.spawn([&, p] {
-      ChildResult& r = v.result(static_cast<int>(p));
-      Segment s = open_ring(shm.name(), RingKind::mpmc);
-      MpmcProducer tx = MpmcProducer::attach(s);
+    run.spawn<MpmcProducer>(static_cast<int>(p), [&, p](MpmcProducer& tx, ChildResult& r) {
       std::mt19937_64 rng(300 + p);
-      std::uint64_t seq = 0;
-      while (seq < per_producer) {
-        WriteClaim claim = tx.claim(1 + rng() % kMaxBatch, kBlockingTimeout);
-        if (claim.empty()) {
-          note(r, std::string("claim: ") + to_string(claim.status()));
-          return kWaitFailed;
-        }
-        std::size_t count = claim.size();
+      return produce_batches(tx, r, p, per_producer, kMaxBatch, rng, [&](std::size_t count) {
         if (rng() % 16 == 0) count = 0;  // abort: every slot skipped
         else if (count > 1 && rng() % 4 == 0) count = 1 + rng() % (count - 1);  // skip a tail
-        count = std::min<std::size_t>(count, per_producer - seq);
-        for (std::size_t i = 0; i < count; ++i) {
-          const std::size_t n = msg::write(claim[i], p, seq + i, kMaxPayload);
-          if (claim.set_size(i, n) != Status::ok) {
-            note(r, "set_size refused");
-            return kBadMessage;
-          }
-        }
-        if (count == 0) {
-          tx.abort(claim);
-        } else {
-          tx.commit_batch(claim, count);
-        }
-        seq += count;
-        r.messages = seq;
-      }
-      return kOk;
+        return count;
+      });
     });
   }
   for (int c = 0; c < kConsumers; ++c) {
-    children.spawn([&, c] {
-      ChildResult& r = v.result(static_cast<int>(kProducers) + c);
-      Segment s = open_ring(shm.name(), RingKind::mpmc);
-      MpmcConsumer rx = MpmcConsumer::attach(s);
+    run.spawn<MpmcConsumer>(static_cast<int>(kProducers) + c, [&, c](MpmcConsumer& rx, ChildResult& r) {
       Checker check(v, r, kProducers, per_producer, kMaxPayload);
       std::mt19937_64 rng(400 + c);
       // Stops when all messages are delivered; short timed peeks re-check
@@ -552,12 +546,9 @@ TEST(IpcMpmc, BatchClaimPeekThreeByThreeProcesses) {
       return kOk;
     });
   }
-  verify(children, v, kProducers + kConsumers,
-         "mpmc batch, 3 producer x 3 consumer processes", start);
-  std::uint64_t consumed = 0;
-  for (int c = 0; c < kConsumers; ++c) consumed += v.result(static_cast<int>(kProducers) + c).messages;
-  EXPECT_EQ(consumed, total);
-  MpmcConsumer rx = MpmcConsumer::attach(seg);
+  run.verify(kProducers + kConsumers, "mpmc batch, 3 producer x 3 consumer processes");
+  EXPECT_EQ(consumed(v), total);
+  MpmcConsumer rx = MpmcConsumer::attach(run.segment());
   EXPECT_TRUE(rx.try_peek(kMaxBatch).empty()) << "a skipped slot or extra message was left";
 }
 

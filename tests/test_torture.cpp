@@ -45,6 +45,7 @@
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
+#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -258,20 +259,98 @@ void note_wait(Ledger& l, Clock::time_point start) {
 
 // ---- the processes ------------------------------------------------------------
 
-[[noreturn]] void producer_process(const std::string& name, const SharedLedger& shared,
-                                   std::uint32_t incarnation, std::uint64_t seed) {
-  Ledger& l = shared.ledger();
-  char why[512];
-  std::error_code ec;
-  Segment seg = Segment::open(name, OpenOptions{}, ec);
-  SpscProducer tx = seg ? SpscProducer::attach(seg, WaitPolicy{}, ec) : SpscProducer();
-  if (ec) {
-    std::snprintf(why, sizeof why, "producer %u: attach failed: %s", incarnation,
-                  last_error_message().c_str());
+// A producer or consumer process: its role and incarnation, which start the
+// texts of the failures it reports, the ledger it reports them to, its
+// segment and its random source. A failure is recorded (the parent fails the
+// test on it) and ends the process.
+struct Process {
+  Process(const SharedLedger& ledger, const char* role_name, std::uint32_t inc, std::uint64_t seed)
+      : shared(ledger), l(ledger.ledger()), role(role_name), incarnation(inc), rng(seed) {}
+
+  const SharedLedger& shared;
+  Ledger& l;
+  const char* role;
+  std::uint32_t incarnation;
+  Segment seg;  // outlives the role attached to it
+  std::mt19937_64 rng;
+
+  [[noreturn]] void die(const char* why) const {
     l.error(why);
     ::_exit(1);
   }
-  std::mt19937_64 rng(seed);
+  // die() with the text "<role> <incarnation>: " + `format`.
+  [[noreturn]] [[gnu::format(printf, 2, 3)]] void fail(const char* format, ...) const {
+    char why[512];
+    const int n = std::snprintf(why, sizeof why, "%s %u: ", role, incarnation);
+    std::va_list args;
+    va_start(args, format);
+    std::vsnprintf(why + n, sizeof why - static_cast<std::size_t>(n), format, args);
+    va_end(args);
+    die(why);
+  }
+
+  // Opens the segment and attaches the role to it.
+  template <class Role>
+  Role attach(const std::string& name) {
+    std::error_code ec;
+    seg = Segment::open(name, OpenOptions{}, ec);
+    Role r = seg ? Role::attach(seg, WaitPolicy{}, ec) : Role();
+    if (ec) fail("attach failed: %s", last_error_message().c_str());
+    return r;
+  }
+
+  // Runs `call`, a claim or peek of up to kWait (the operation `what`). A
+  // timeout is noted and its empty claim returned: the caller tries again.
+  template <class Call>
+  auto wait(const char* what, Call&& call) const {
+    const auto start = Clock::now();
+    auto c = call();
+    if (c.empty()) {
+      if (c.status() != Status::timeout) fail("%s failed: %s", what, to_string(c.status()));
+      note_wait(l, start);
+    }
+    return c;
+  }
+
+  // Writes the first `keep` messages of `c` and commits them (MPMC gives the
+  // rest of the claim up), then records them as committed.
+  template <class Producer>
+  void commit(Producer& tx, WriteClaim& c, std::size_t keep) const {
+    for (std::size_t i = 0; i < keep; ++i) {
+      write_message(c[i], c.position(i), incarnation);
+      (void)c.set_size(i, length_for(c.position(i)));
+    }
+    const std::uint64_t first = c.position(0);
+    tx.commit_batch(c, keep);
+    // Recorded after the commit: a kill in between leaves a committed
+    // message unrecorded, never the reverse.
+    for (std::size_t i = 0; i < keep; ++i) shared.committed_by(first + i).store(incarnation);
+  }
+
+  // The position of message `i` of `c`, counted as read; one beyond the
+  // ledger is a failure.
+  std::uint64_t read_position(const ReadClaim& c, std::size_t i) const {
+    const std::uint64_t p = c.position(i);
+    if (p >= shared.positions()) fail("position %" PRIu64 " beyond the ledger", p);
+    l.reads.fetch_add(1, std::memory_order_relaxed);
+    return p;
+  }
+
+  // The incarnation that wrote `m`, read at `p`; a message not intact is a
+  // failure.
+  std::uint32_t check(std::span<const std::byte> m, std::uint64_t p) const {
+    char why[512];
+    const std::uint32_t from = check_message(m, p, why, sizeof why);
+    if (from == 0) die(why);
+    return from;
+  }
+};
+
+[[noreturn]] void producer_process(const std::string& name, const SharedLedger& shared,
+                                   std::uint32_t incarnation, std::uint64_t seed) {
+  Process me(shared, "producer", incarnation, seed);
+  Ledger& l = me.l;
+  SpscProducer tx = me.attach<SpscProducer>(name);
   // Leave room for a batch below the ledger's end.
   const std::uint64_t limit = shared.positions() - kMaxBatch;
   for (;;) {
@@ -284,77 +363,27 @@ void note_wait(Ledger& l, Clock::time_point start) {
       std::this_thread::sleep_for(1ms);
       continue;
     }
-    const std::size_t want = 1 + rng() % kMaxBatch;
-    const auto start = Clock::now();
-    WriteClaim c = tx.claim(want, kWait);
-    if (c.empty()) {
-      if (c.status() == Status::timeout) {
-        note_wait(l, start);
-        continue;
-      }
-      std::snprintf(why, sizeof why, "producer %u: claim failed: %s", incarnation,
-                    to_string(c.status()));
-      l.error(why);
-      ::_exit(1);
-    }
-    for (std::size_t i = 0; i < c.size(); ++i) {
-      write_message(c[i], c.position(i), incarnation);
-      (void)c.set_size(i, length_for(c.position(i)));
-    }
-    const std::uint64_t first = c.position(0);
-    const std::size_t n = c.size();
-    tx.commit_batch(c);
-    // Recorded after the commit: a kill in between leaves a committed
-    // message unrecorded, never the reverse.
-    for (std::size_t i = 0; i < n; ++i) shared.committed_by(first + i).store(incarnation);
+    const std::size_t want = 1 + me.rng() % kMaxBatch;
+    WriteClaim c = me.wait("claim", [&] { return tx.claim(want, kWait); });
+    if (!c.empty()) me.commit(tx, c, c.size());
   }
 }
 
 [[noreturn]] void consumer_process(const std::string& name, const SharedLedger& shared,
                                    std::uint32_t incarnation, std::uint64_t seed) {
-  Ledger& l = shared.ledger();
-  char why[512];
-  std::error_code ec;
-  Segment seg = Segment::open(name, OpenOptions{}, ec);
-  SpscConsumer rx = seg ? SpscConsumer::attach(seg, WaitPolicy{}, ec) : SpscConsumer();
-  if (ec) {
-    std::snprintf(why, sizeof why, "consumer %u: attach failed: %s", incarnation,
-                  last_error_message().c_str());
-    l.error(why);
-    ::_exit(1);
-  }
-  std::mt19937_64 rng(seed);
+  Process me(shared, "consumer", incarnation, seed);
+  Ledger& l = me.l;
+  SpscConsumer rx = me.attach<SpscConsumer>(name);
   std::uint64_t repeat_run = 0;
   for (;;) {
     const std::uint64_t done = l.processed_upto.load();
     if (done >= l.drain_to.load()) ::_exit(0);
-    const auto start = Clock::now();
-    ReadClaim c = rx.peek(1 + rng() % kMaxBatch, kWait);
-    if (c.empty()) {
-      if (c.status() == Status::timeout) {
-        note_wait(l, start);
-        continue;
-      }
-      std::snprintf(why, sizeof why, "consumer %u: peek failed: %s", incarnation,
-                    to_string(c.status()));
-      l.error(why);
-      ::_exit(1);
-    }
+    ReadClaim c = me.wait("peek", [&] { return rx.peek(1 + me.rng() % kMaxBatch, kWait); });
+    if (c.empty()) continue;
     for (std::size_t i = 0; i < c.size(); ++i) {
-      const std::uint64_t p = c.position(i);
-      if (p >= shared.positions()) {
-        std::snprintf(why, sizeof why, "consumer %u: position %" PRIu64 " beyond the ledger",
-                      incarnation, p);
-        l.error(why);
-        ::_exit(1);
-      }
-      l.reads.fetch_add(1, std::memory_order_relaxed);
+      const std::uint64_t p = me.read_position(c, i);
       shared.reads(p).fetch_add(1, std::memory_order_relaxed);
-      const std::uint32_t from = check_message(c[i], p, why, sizeof why);
-      if (from == 0) {
-        l.error(why);
-        ::_exit(1);
-      }
+      const std::uint32_t from = me.check(c[i], p);
       const std::uint64_t next = l.processed_upto.load();
       if (p < next) {  // processed before a predecessor died unreleased
         l.repeats.fetch_add(1, std::memory_order_relaxed);
@@ -362,12 +391,8 @@ void note_wait(Ledger& l, Clock::time_point start) {
         continue;
       }
       if (p > next) {
-        std::snprintf(why, sizeof why,
-                      "consumer %u: read position %" PRIu64 " while %" PRIu64
-                      " was never processed (a message lost)",
-                      incarnation, p, next);
-        l.error(why);
-        ::_exit(1);
+        me.fail("read position %" PRIu64 " while %" PRIu64 " was never processed (a message lost)",
+                p, next);
       }
       repeat_run = 0;
       shared.processed_from(p).store(from);
@@ -424,65 +449,146 @@ int wait_exit(const Child& c, std::chrono::seconds limit) {
   }
 }
 
-TEST(TortureSpsc, KillMinus9AtRandomPoints) {
-  const std::uint64_t kills = env_u64("SHMRING_TORTURE_KILLS", 200);
+using ProcessMain = void (*)(const std::string& name, const SharedLedger& shared,
+                             std::uint32_t incarnation, std::uint64_t seed);
+
+// The seed of a torture run (SHMRING_TORTURE_SEED, default from the clock),
+// printed with the scale before anything runs, so that a failure can be
+// replayed. `label` starts the line ("torture spsc: ...").
+std::uint64_t announce_seed(const char* label, std::uint64_t kill_points) {
   const std::uint64_t seed = env_u64(
       "SHMRING_TORTURE_SEED", static_cast<std::uint64_t>(Clock::now().time_since_epoch().count()));
-  std::printf("torture spsc: %" PRIu64 " kill points, seed %" PRIu64
+  std::printf("torture %s: %" PRIu64 " kill points, seed %" PRIu64
               " (SHMRING_TORTURE_SEED replays it)\n",
-              kills, seed);
-  // Enough positions for the producer never to run out between kills.
-  const std::uint64_t positions =
-      std::min<std::uint64_t>(std::max<std::uint64_t>(kills, 50) * 40'000, std::uint64_t{1} << 28);
-  SharedLedger shared(positions);
-  ASSERT_TRUE(shared);
-  Ledger& l = shared.ledger();
+              label, kill_points, seed);
+  return seed;
+}
 
+// Enough positions for the producers never to run out between kills.
+std::uint64_t ledger_positions(std::uint64_t kill_points) {
+  return std::min<std::uint64_t>(std::max<std::uint64_t>(kill_points, 50) * 40'000,
+                                 std::uint64_t{1} << 28);
+}
+
+// The parent's side of a torture test, the same for SPSC and MPMC: the scale
+// and the seed, the ledger, the ring, and the kill rounds. The test picks
+// whom a round kills, then finishes and checks the ledger.
+class Torture {
+ public:
+  // `label` names the ring in the line announce_seed() prints.
+  Torture(const char* label, RingKind kind, ProcessMain producer, ProcessMain consumer)
+      : kills(env_u64("SHMRING_TORTURE_KILLS", 200)),
+        seed(announce_seed(label, kills)),
+        shared(ledger_positions(kills)),
+        rng(seed),
+        producer_(producer),
+        consumer_(consumer) {
+    CreateOptions o;
+    o.kind = kind;
+    o.capacity = kCapacity;
+    o.slot_size = kSlotSize;
+    seg = Segment::create(shm.name(), o);
+    name = shm.name();
+  }
+
+  Ledger& ledger() const { return shared.ledger(); }
+
+  // Starts the next incarnation of a producer or a consumer, with a seed of
+  // its own.
+  Child start(bool producer) {
+    const std::uint32_t inc = next_incarnation_++;
+    const std::uint64_t s = rng();
+    const ProcessMain process = producer ? producer_ : consumer_;
+    return spawn(inc, [&, process, inc, s] { process(name, shared, inc, s); });
+  }
+
+  // Runs kill rounds until `kills` kill points (each SIGKILL is one) are done or
+  // a process has reported an error. A round waits a random while (so the
+  // kill lands anywhere from during attach to deep into the loop), then
+  // `round` kills whom it picks with kill_and_restart(); false ends the
+  // rounds. Returns the seconds they took.
+  template <class Round>
+  double kill_rounds(Round&& round) {
+    const auto t0 = Clock::now();
+    while (producer_kills + consumer_kills < kills && ledger().errors.load() == 0) {
+      ++rounds;
+      std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+      if (!round()) break;
+    }
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+
+  // Kills `c`, counts the kill and starts a successor in its place. False
+  // (and a test failure) if `c` had died on its own; the successor is
+  // started all the same, so the finish has a live process to wait for.
+  bool kill_and_restart(Child& c, bool producer) {
+    const bool ok = kill_and_reap(c, producer ? "producer" : "consumer");
+    ++(producer ? producer_kills : consumer_kills);
+    c = start(producer);
+    return ok;
+  }
+
+  // Calls `is_bad(by, from, reads)` for every position below `total`, with
+  // the producer that recorded committing it (0: none), the one it was
+  // processed from (0: none) and the times it was read. A position it finds
+  // bad fails the test; only the first five are described, `from_what`
+  // wording the second (so that a broken run stays readable). Returns how
+  // many were bad.
+  template <class IsBad>
+  std::uint64_t check_positions(std::uint64_t total, const char* from_what, IsBad&& is_bad) const {
+    std::uint64_t bad = 0;
+    for (std::uint64_t p = 0; p < total; ++p) {
+      const std::uint32_t by = shared.committed_by(p).load();
+      const std::uint32_t from = shared.processed_from(p).load();
+      const std::uint32_t reads = shared.reads(p).load();
+      if (is_bad(by, from, reads) && ++bad <= 5) {
+        ADD_FAILURE() << "position " << p << ": read " << reads << " time(s), " << from_what
+                      << " producer " << from << ", committed by producer " << by;
+      }
+    }
+    return bad;
+  }
+
+  // No wait overran its deadline by more than the scheduling slack.
+  void check_waits() const {
+    EXPECT_LT(std::chrono::nanoseconds(ledger().max_overrun_ns.load()), kSchedulingSlack)
+        << "a wait returned long after its deadline";
+  }
+
+  const std::uint64_t kills;
+  const std::uint64_t seed;
+  SharedLedger shared;
   test::UniqueShm shm;
-  CreateOptions o;
-  o.kind = RingKind::spsc;
-  o.capacity = kCapacity;
-  o.slot_size = kSlotSize;
-  Segment seg = Segment::create(shm.name(), o);
-  const std::string name = shm.name();
-
-  std::mt19937_64 rng(seed);
-  std::uint32_t next_incarnation = 1;
-  const auto start_producer = [&] {
-    const std::uint32_t inc = next_incarnation++;
-    const std::uint64_t s = rng();
-    return spawn(inc, [&, inc, s] { producer_process(name, shared, inc, s); });
-  };
-  const auto start_consumer = [&] {
-    const std::uint32_t inc = next_incarnation++;
-    const std::uint64_t s = rng();
-    return spawn(inc, [&, inc, s] { consumer_process(name, shared, inc, s); });
-  };
-  Child producer = start_producer();
-  Child consumer = start_consumer();
-
+  Segment seg;
+  std::string name;
+  std::mt19937_64 rng;  // the parent's choices; each process is seeded from it
   std::uint64_t producer_kills = 0;
   std::uint64_t consumer_kills = 0;
-  const auto t0 = Clock::now();
   std::uint64_t rounds = 0;
-  // Each SIGKILL is a kill point; a round kills one process or both.
-  while (producer_kills + consumer_kills < kills && l.errors.load() == 0) {
-    ++rounds;
-    // Random points: anywhere from during attach to deep into the loop.
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
-    const unsigned who = static_cast<unsigned>(rng() % 8);  // 0-2 producer, 3-5 consumer, 6-7 both
-    if (who <= 2 || who >= 6) {
-      if (!kill_and_reap(producer, "producer")) break;
-      ++producer_kills;
-      producer = start_producer();
-    }
-    if (who >= 3) {
-      if (!kill_and_reap(consumer, "consumer")) break;
-      ++consumer_kills;
-      consumer = start_consumer();
-    }
-  }
-  const double kill_secs = std::chrono::duration<double>(Clock::now() - t0).count();
+
+ private:
+  ProcessMain producer_;
+  ProcessMain consumer_;
+  std::uint32_t next_incarnation_ = 1;
+};
+
+TEST(TortureSpsc, KillMinus9AtRandomPoints) {
+  Torture t("spsc", RingKind::spsc, producer_process, consumer_process);
+  ASSERT_TRUE(t.shared);
+  Ledger& l = t.ledger();
+  Child producer = t.start(true);
+  Child consumer = t.start(false);
+
+  // A round kills one process or both.
+  const double kill_secs = t.kill_rounds([&] {
+    // 0-2: the producer, 3-5: the consumer, 6-7: both.
+    const unsigned who = static_cast<unsigned>(t.rng() % 8);
+    if ((who <= 2 || who >= 6) && !t.kill_and_restart(producer, true)) return false;
+    if (who >= 3 && !t.kill_and_restart(consumer, false)) return false;
+    return true;
+  });
+  const std::uint64_t producer_kills = t.producer_kills;
+  const std::uint64_t consumer_kills = t.consumer_kills;
 
   // Finish: the producer stops where it is, the consumer drains up to there.
   l.stop.store(1);
@@ -497,19 +603,11 @@ TEST(TortureSpsc, KillMinus9AtRandomPoints) {
   // committing producer wrote.
   EXPECT_EQ(l.processed_upto.load(), total);
   std::uint64_t unrecorded = 0;
-  std::uint64_t bad = 0;
-  for (std::uint64_t p = 0; p < total; ++p) {
-    const std::uint32_t by = shared.committed_by(p).load();
-    const std::uint32_t from = shared.processed_from(p).load();
-    const std::uint32_t reads = shared.reads(p).load();
-    if (by == 0) ++unrecorded;
-    if (reads == 0 || from == 0 || (by != 0 && by != from)) {
-      if (++bad <= 5) {
-        ADD_FAILURE() << "position " << p << ": read " << reads << " time(s), processed from "
-                      << "producer " << from << ", committed by producer " << by;
-      }
-    }
-  }
+  const std::uint64_t bad = t.check_positions(
+      total, "processed from", [&](std::uint32_t by, std::uint32_t from, std::uint32_t reads) {
+        if (by == 0) ++unrecorded;
+        return reads == 0 || from == 0 || (by != 0 && by != from);
+      });
   EXPECT_EQ(bad, 0u);
   // Only a producer killed between its commit and its record leaves
   // commits unrecorded: at most one batch per producer kill.
@@ -521,8 +619,7 @@ TEST(TortureSpsc, KillMinus9AtRandomPoints) {
   // accounting for it, at most one per consumer kill.
   EXPECT_GE(l.reads.load(), total + l.repeats.load());
   EXPECT_LE(l.reads.load() - total - l.repeats.load(), consumer_kills);
-  EXPECT_LT(std::chrono::nanoseconds(l.max_overrun_ns.load()), kSchedulingSlack)
-      << "a wait returned long after its deadline";
+  t.check_waits();
 
   std::printf("torture spsc: %" PRIu64 " kill points in %" PRIu64 " rounds (%" PRIu64
               " producers, %" PRIu64 " consumers killed) in %.1f s; %" PRIu64
@@ -530,10 +627,10 @@ TEST(TortureSpsc, KillMinus9AtRandomPoints) {
               " committed but unrecorded by a killed producer), %" PRIu64 " reads (%" PRIu64
               " repeats after consumer deaths), %" PRIu64
               " timed waits (max overrun %.2f ms), 0 lost, 0 corrupt\n",
-              producer_kills + consumer_kills, rounds, producer_kills, consumer_kills, kill_secs,
+              producer_kills + consumer_kills, t.rounds, producer_kills, consumer_kills, kill_secs,
               total, unrecorded, l.reads.load(), l.repeats.load(), l.waits.load(),
               static_cast<double>(l.max_overrun_ns.load()) / 1e6);
-  Segment::unlink(name);
+  Segment::unlink(t.name);
 }
 
 // ---- MPMC --------------------------------------------------------------------
@@ -553,19 +650,10 @@ constexpr int kMpmcConsumers = 2;
 
 [[noreturn]] void mpmc_producer_process(const std::string& name, const SharedLedger& shared,
                                         std::uint32_t incarnation, std::uint64_t seed) {
-  Ledger& l = shared.ledger();
-  char why[512];
-  std::error_code ec;
-  Segment seg = Segment::open(name, OpenOptions{}, ec);
-  MpmcProducer tx = seg ? MpmcProducer::attach(seg, WaitPolicy{}, ec) : MpmcProducer();
-  if (ec) {
-    std::snprintf(why, sizeof why, "producer %u: attach failed: %s", incarnation,
-                  last_error_message().c_str());
-    l.error(why);
-    ::_exit(1);
-  }
-  std::mt19937_64 rng(seed);
-  const RingView view(seg.base(), seg.geometry());
+  Process me(shared, "producer", incarnation, seed);
+  Ledger& l = me.l;
+  MpmcProducer tx = me.attach<MpmcProducer>(name);
+  const RingView view(me.seg.base(), me.seg.geometry());
   const std::uint64_t limit = shared.positions() - 2 * kCapacity;
   for (;;) {
     if (l.stop.load() != 0) ::_exit(0);
@@ -573,82 +661,31 @@ constexpr int kMpmcConsumers = 2;
       std::this_thread::sleep_for(1ms);
       continue;
     }
-    const std::size_t want = 1 + rng() % kMaxBatch;
-    const auto start = Clock::now();
-    WriteClaim c = tx.claim(want, kWait);
-    if (c.empty()) {
-      if (c.status() == Status::timeout) {
-        note_wait(l, start);
-        continue;
-      }
-      std::snprintf(why, sizeof why, "producer %u: claim failed: %s", incarnation,
-                    to_string(c.status()));
-      l.error(why);
-      ::_exit(1);
-    }
+    const std::size_t want = 1 + me.rng() % kMaxBatch;
+    WriteClaim c = me.wait("claim", [&] { return tx.claim(want, kWait); });
+    if (c.empty()) continue;
     // Now and then give part of a claim up: those slots are skipped.
-    const std::size_t keep = rng() % 16 == 0 ? rng() % c.size() : c.size();
-    for (std::size_t i = 0; i < keep; ++i) {
-      write_message(c[i], c.position(i), incarnation);
-      (void)c.set_size(i, length_for(c.position(i)));
-    }
-    const std::uint64_t first = c.position(0);
+    const std::size_t keep = me.rng() % 16 == 0 ? me.rng() % c.size() : c.size();
     const std::size_t n = c.size();
-    tx.commit_batch(c, keep);
-    for (std::size_t i = 0; i < keep; ++i) shared.committed_by(first + i).store(incarnation);
+    me.commit(tx, c, keep);
     l.aborted.fetch_add(n - keep);
   }
 }
 
 [[noreturn]] void mpmc_consumer_process(const std::string& name, const SharedLedger& shared,
                                         std::uint32_t incarnation, std::uint64_t seed) {
-  Ledger& l = shared.ledger();
-  char why[512];
-  std::error_code ec;
-  Segment seg = Segment::open(name, OpenOptions{}, ec);
-  MpmcConsumer rx = seg ? MpmcConsumer::attach(seg, WaitPolicy{}, ec) : MpmcConsumer();
-  if (ec) {
-    std::snprintf(why, sizeof why, "consumer %u: attach failed: %s", incarnation,
-                  last_error_message().c_str());
-    l.error(why);
-    ::_exit(1);
-  }
-  std::mt19937_64 rng(seed);
-  const RingView view(seg.base(), seg.geometry());
+  Process me(shared, "consumer", incarnation, seed);
+  Ledger& l = me.l;
+  MpmcConsumer rx = me.attach<MpmcConsumer>(name);
+  const RingView view(me.seg.base(), me.seg.geometry());
   for (;;) {
     if (atomic::load_seq_cst(&view.consumer()->position) >= l.drain_to.load()) ::_exit(0);
-    const auto start = Clock::now();
-    ReadClaim c = rx.peek(1 + rng() % kMaxBatch, kWait);
-    if (c.empty()) {
-      if (c.status() == Status::timeout) {
-        note_wait(l, start);
-        continue;
-      }
-      std::snprintf(why, sizeof why, "consumer %u: peek failed: %s", incarnation,
-                    to_string(c.status()));
-      l.error(why);
-      ::_exit(1);
-    }
+    ReadClaim c = me.wait("peek", [&] { return rx.peek(1 + me.rng() % kMaxBatch, kWait); });
+    if (c.empty()) continue;
     for (std::size_t i = 0; i < c.size(); ++i) {
-      const std::uint64_t p = c.position(i);
-      if (p >= shared.positions()) {
-        std::snprintf(why, sizeof why, "consumer %u: position %" PRIu64 " beyond the ledger",
-                      incarnation, p);
-        l.error(why);
-        ::_exit(1);
-      }
-      l.reads.fetch_add(1, std::memory_order_relaxed);
-      const std::uint32_t from = check_message(c[i], p, why, sizeof why);
-      if (from == 0) {
-        l.error(why);
-        ::_exit(1);
-      }
-      if (shared.reads(p).fetch_add(1) != 0) {
-        std::snprintf(why, sizeof why, "consumer %u: position %" PRIu64 " read twice", incarnation,
-                      p);
-        l.error(why);
-        ::_exit(1);
-      }
+      const std::uint64_t p = me.read_position(c, i);
+      const std::uint32_t from = me.check(c[i], p);
+      if (shared.reads(p).fetch_add(1) != 0) me.fail("position %" PRIu64 " read twice", p);
       shared.processed_from(p).store(from);
     }
     rx.release(c);
@@ -656,58 +693,23 @@ constexpr int kMpmcConsumers = 2;
 }
 
 TEST(TortureMpmc, KillMinus9AtRandomPoints) {
-  const std::uint64_t kills = env_u64("SHMRING_TORTURE_KILLS", 200);
-  const std::uint64_t seed = env_u64(
-      "SHMRING_TORTURE_SEED", static_cast<std::uint64_t>(Clock::now().time_since_epoch().count()));
-  std::printf("torture mpmc: %" PRIu64 " kill points, seed %" PRIu64
-              " (SHMRING_TORTURE_SEED replays it)\n",
-              kills, seed);
-  const std::uint64_t positions =
-      std::min<std::uint64_t>(std::max<std::uint64_t>(kills, 50) * 40'000, std::uint64_t{1} << 28);
-  SharedLedger shared(positions);
-  ASSERT_TRUE(shared);
-  Ledger& l = shared.ledger();
-
-  test::UniqueShm shm;
-  CreateOptions o;
-  o.kind = RingKind::mpmc;
-  o.capacity = kCapacity;
-  o.slot_size = kSlotSize;
-  Segment seg = Segment::create(shm.name(), o);
-  const std::string name = shm.name();
-  const RingView view(seg.base(), seg.geometry());
-
-  std::mt19937_64 rng(seed);
-  std::uint32_t next_incarnation = 1;
-  const auto start = [&](bool producer) {
-    const std::uint32_t inc = next_incarnation++;
-    const std::uint64_t s = rng();
-    return producer ? spawn(inc, [&, inc, s] { mpmc_producer_process(name, shared, inc, s); })
-                    : spawn(inc, [&, inc, s] { mpmc_consumer_process(name, shared, inc, s); });
-  };
+  Torture t("mpmc", RingKind::mpmc, mpmc_producer_process, mpmc_consumer_process);
+  ASSERT_TRUE(t.shared);
+  Ledger& l = t.ledger();
+  const RingView view(t.seg.base(), t.seg.geometry());
   Child producers[kMpmcProducers];
   Child consumers[kMpmcConsumers];
-  for (auto& c : producers) c = start(true);
-  for (auto& c : consumers) c = start(false);
+  for (auto& c : producers) c = t.start(true);
+  for (auto& c : consumers) c = t.start(false);
 
-  std::uint64_t producer_kills = 0;
-  std::uint64_t consumer_kills = 0;
-  const auto t0 = Clock::now();
-  bool ok = true;
-  while (ok && producer_kills + consumer_kills < kills && l.errors.load() == 0) {
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
-    const unsigned who = static_cast<unsigned>(rng() % (kMpmcProducers + kMpmcConsumers));
-    if (who < kMpmcProducers) {
-      ok = kill_and_reap(producers[who], "producer");
-      ++producer_kills;
-      producers[who] = start(true);
-    } else {
-      ok = kill_and_reap(consumers[who - kMpmcProducers], "consumer");
-      ++consumer_kills;
-      consumers[who - kMpmcProducers] = start(false);
-    }
-  }
-  const double kill_secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  // A round kills one process.
+  const double kill_secs = t.kill_rounds([&] {
+    const unsigned who = static_cast<unsigned>(t.rng() % (kMpmcProducers + kMpmcConsumers));
+    return who < kMpmcProducers ? t.kill_and_restart(producers[who], true)
+                                : t.kill_and_restart(consumers[who - kMpmcProducers], false);
+  });
+  const std::uint64_t producer_kills = t.producer_kills;
+  const std::uint64_t consumer_kills = t.consumer_kills;
 
   // Finish: stop the producers; a producer attached here recovers what dead
   // ones left claimed, and the consumers drain to the last position.
@@ -716,7 +718,7 @@ TEST(TortureMpmc, KillMinus9AtRandomPoints) {
   const std::uint64_t total = atomic::load_seq_cst(&view.producer()->position);
   l.drain_to.store(total);
   {
-    auto rescuer = MpmcProducer::attach(seg);
+    auto rescuer = MpmcProducer::attach(t.seg);
     const auto until = Clock::now() + 60s;
     while (atomic::load_seq_cst(&view.consumer()->position) < total && Clock::now() < until) {
       (void)rescuer.recover();
@@ -731,27 +733,19 @@ TEST(TortureMpmc, KillMinus9AtRandomPoints) {
   std::uint64_t lost = 0;
   std::uint64_t never_committed = 0;
   std::uint64_t cut_short = 0;
-  std::uint64_t bad = 0;
-  for (std::uint64_t p = 0; p < total; ++p) {
-    const std::uint32_t by = shared.committed_by(p).load();
-    const std::uint32_t from = shared.processed_from(p).load();
-    const std::uint32_t reads = shared.reads(p).load();
-    // Read, but the reader was killed before it noted from whom: only one
-    // position per consumer kill can be caught in that window.
-    if (reads == 1 && from == 0) {
-      ++cut_short;
-      continue;
-    }
-    if (reads > 1 || (reads == 1 && by != 0 && by != from)) {
-      if (++bad <= 5) {
-        ADD_FAILURE() << "position " << p << ": read " << reads << " time(s), from producer "
-                      << from << ", committed by producer " << by;
-      }
-    }
-    if (reads == 1) ++read;
-    if (reads == 0 && by != 0) ++lost;
-    if (reads == 0 && by == 0) ++never_committed;
-  }
+  const std::uint64_t bad = t.check_positions(
+      total, "from", [&](std::uint32_t by, std::uint32_t from, std::uint32_t reads) {
+        // Read, but the reader was killed before it noted from whom: only one
+        // position per consumer kill can be caught in that window.
+        if (reads == 1 && from == 0) {
+          ++cut_short;
+          return false;
+        }
+        if (reads == 1) ++read;
+        if (reads == 0 && by != 0) ++lost;
+        if (reads == 0 && by == 0) ++never_committed;
+        return reads > 1 || (reads == 1 && by != 0 && by != from);
+      });
   EXPECT_EQ(bad, 0u);
   // Committed messages are lost only with a consumer killed holding them.
   EXPECT_LE(lost, consumer_kills * kMaxBatch);
@@ -763,8 +757,7 @@ TEST(TortureMpmc, KillMinus9AtRandomPoints) {
   // of killed producers (plus aborts a killed producer had not counted yet).
   EXPECT_GE(never_committed, abandoned_writes);
   EXPECT_LE(never_committed, l.aborted.load() + abandoned_writes + producer_kills * kMaxBatch);
-  EXPECT_LT(std::chrono::nanoseconds(l.max_overrun_ns.load()), kSchedulingSlack)
-      << "a wait returned long after its deadline";
+  t.check_waits();
 
   std::printf("torture mpmc: %" PRIu64 " kill points (%" PRIu64 " producers, %" PRIu64
               " consumers killed) in %.1f s; %" PRIu64 " positions: %" PRIu64
@@ -777,7 +770,7 @@ TEST(TortureMpmc, KillMinus9AtRandomPoints) {
               producer_kills + consumer_kills, producer_kills, consumer_kills, kill_secs, total,
               read, lost + cut_short, cut_short, never_committed, l.aborted.load(),
               abandoned_writes, abandoned_reads);
-  Segment::unlink(name);
+  Segment::unlink(t.name);
 }
 
 }  // namespace
