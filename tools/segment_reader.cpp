@@ -125,17 +125,14 @@ const char* LowLatencySlot::state() const {
 
 namespace {
 
-const std::uint64_t* slot_words(const shmring::Segment& seg, std::uint64_t index) {
-  const auto& g = seg.geometry();
-  return reinterpret_cast<const std::uint64_t*>(seg.base() + g.slots_offset +
-                                                index * g.slot_stride);
+const std::uint64_t* slot_words(const shmring::Segment& seg, std::uint64_t pos) {
+  return shmring::low_latency::words(shmring::RingView(seg.base(), seg.geometry()), pos);
 }
 
 // Word 0's length, clamped to the slot size.
 std::uint32_t low_latency_length(const shmring::Segment& seg, std::uint64_t pos) {
-  const auto& g = seg.geometry();
-  const auto length = static_cast<std::uint32_t>(at::load_relaxed(slot_words(seg, pos & g.mask())));
-  return static_cast<std::uint32_t>(std::min<std::uint64_t>(length, g.slot_size));
+  const auto length = static_cast<std::uint32_t>(at::load_relaxed(slot_words(seg, pos)));
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(length, seg.geometry().slot_size));
 }
 
 }  // namespace
@@ -150,7 +147,7 @@ LowLatencySlot low_latency_slot_at(const shmring::Segment& seg, std::uint64_t po
   // The slot holds low_latency_words(slot_size) words (the geometry was
   // validated by open, so they lie inside the slot's stride).
   const std::uint64_t slot_words_n = shmring::low_latency_words(g.slot_size);
-  const std::uint64_t* w = slot_words(seg, v.index);
+  const std::uint64_t* w = slot_words(seg, pos);
   const std::uint64_t w0 = at::load_relaxed(w);
   v.flag = static_cast<std::uint32_t>(w0 >> 32);
   v.incarnation = v.flag >> ll::kLapBits;

@@ -130,6 +130,38 @@ enum class Read : std::uint8_t {
   corrupt,    // the length word names more bytes than the slot holds
 };
 
+// What word 0 of `position`'s slot says; every reader starts here. state is
+// not_ready (another lap's words), corrupt (a length beyond the slot) or
+// ready: then the words 1 .. words - 1 after it remain to be checked.
+struct Head {
+  Read state;
+  std::uint32_t flag;    // the flag every word of the message carries
+  std::uint32_t length;  // message bytes
+  std::uint64_t words;   // message_words(length)
+};
+
+SHMRING_HD inline Head head(const RingView& v, std::uint64_t position, std::uint64_t w0) noexcept {
+  const auto f = static_cast<std::uint32_t>(w0 >> 32);
+  const auto length = static_cast<std::uint32_t>(w0);
+  if ((f & kLapMask) != lap_flag(v, position)) return {Read::not_ready, f, length, 0};
+  if (length > v.slot_size()) return {Read::corrupt, f, length, 0};
+  return {Read::ready, f, length, message_words(length)};
+}
+
+// Word k (1 <= k < h.words) of the message, as loaded: false if it does not
+// carry the message's flag (not written yet); otherwise, when `copy`, its
+// bytes go to their place in `dst`.
+SHMRING_HD inline bool take(const Head& h, std::uint64_t k, std::uint64_t x, std::byte* dst,
+                            bool copy) noexcept {
+  if (static_cast<std::uint32_t>(x >> 32) != h.flag) return false;
+  if (copy) {
+    const auto d = static_cast<std::uint32_t>(x);
+    const std::uint64_t at = 4 * (k - 1);
+    std::memcpy(dst + at, &d, h.length - at < 4 ? h.length - at : 4);
+  }
+  return true;
+}
+
 // Loads words [first, first + count) of a slot, count <= kRound and even,
 // all issued before any is looked at.
 SHMRING_HD inline void load_round(const std::uint64_t* w, std::uint64_t first, std::uint64_t count,
@@ -152,29 +184,21 @@ SHMRING_HD inline Read read(const RingView& v, std::uint64_t position, void* out
   const std::uint64_t* w = words(v, position);
   std::uint64_t r[kRound] = {};
   load_round(w, 0, 2, r);
-  const auto f = static_cast<std::uint32_t>(r[0] >> 32);
-  if ((f & kLapMask) != lap_flag(v, position)) return Read::not_ready;
-  const auto length = static_cast<std::uint32_t>(r[0]);
-  if (length > v.slot_size()) return Read::corrupt;
-  const std::uint64_t need = message_words(length);
+  const Head h = head(v, position, r[0]);
+  if (h.state != Read::ready) return h.state;
   auto* dst = static_cast<std::byte*>(out);
-  const bool fits = length <= capacity;
+  const bool fits = h.length <= capacity;
   // Round 0 is the pair already loaded; rounds after it start at even words.
-  for (std::uint64_t base = 0; base < need;) {
-    const std::uint64_t left = need - base;
+  for (std::uint64_t base = 0; base < h.words;) {
+    const std::uint64_t left = h.words - base;
     const std::uint64_t count = base == 0 ? 2 : left < kRound ? left : kRound;
     if (base != 0) load_round(w, base, round_up(count, 2), r);
-    for (std::uint64_t i = base == 0 ? 1 : 0; i < count && base + i < need; ++i) {
-      if (static_cast<std::uint32_t>(r[i] >> 32) != f) return Read::not_ready;
-      if (fits) {
-        const auto d = static_cast<std::uint32_t>(r[i]);
-        const std::uint64_t at = 4 * (base + i - 1);
-        std::memcpy(dst + at, &d, length - at < 4 ? length - at : 4);
-      }
+    for (std::uint64_t i = base == 0 ? 1 : 0; i < count && base + i < h.words; ++i) {
+      if (!take(h, base + i, r[i], dst, fits)) return Read::not_ready;
     }
     base += count;
   }
-  size = length;
+  size = h.length;
   return fits ? Read::ready : Read::too_large;
 }
 
@@ -182,12 +206,10 @@ SHMRING_HD inline Read read(const RingView& v, std::uint64_t position, void* out
 // resumes after such a position; see SpscView::resume_head).
 SHMRING_HD inline bool complete(const RingView& v, std::uint64_t position) noexcept {
   const std::uint64_t* w = words(v, position);
-  const std::uint64_t w0 = atomic::load_relaxed(w);
-  const auto f = static_cast<std::uint32_t>(w0 >> 32);
-  const auto length = static_cast<std::uint32_t>(w0);
-  if ((f & kLapMask) != lap_flag(v, position) || length > v.slot_size()) return false;
-  for (std::uint64_t k = 1; k < message_words(length); ++k) {
-    if (static_cast<std::uint32_t>(atomic::load_relaxed(w + k) >> 32) != f) return false;
+  const Head h = head(v, position, atomic::load_relaxed(w));
+  if (h.state != Read::ready) return false;
+  for (std::uint64_t k = 1; k < h.words; ++k) {
+    if (!take(h, k, atomic::load_relaxed(w + k), nullptr, false)) return false;
   }
   return true;
 }

@@ -115,6 +115,8 @@ class TypedProducer:
         self.record = record
 
     def __getattr__(self, name):
+        # claim/try_claim, peek/try_peek and the rest: the handle's own (it
+        # lends slots with the record set by apply()).
         return getattr(self.handle, name)
 
     def try_push(self, data) -> bool:
@@ -122,12 +124,6 @@ class TypedProducer:
 
     def push(self, data, timeout: float | None = None) -> None:
         self.handle.push(self.record.check(data), timeout)
-
-    def claim(self, timeout: float | None = None):
-        return self.handle.claim(timeout)
-
-    def try_claim(self):
-        return self.handle.try_claim()
 
 
 class TypedConsumer:
@@ -140,6 +136,8 @@ class TypedConsumer:
         self.record = record
 
     def __getattr__(self, name):
+        # claim/try_claim, peek/try_peek and the rest: the handle's own (it
+        # lends slots with the record set by apply()).
         return getattr(self.handle, name)
 
     def _checked(self, out: np.ndarray, size: int) -> np.ndarray:
@@ -156,12 +154,6 @@ class TypedConsumer:
         out = np.empty(self.record.shape, self.record.dtype)
         size = self.handle.try_pop_into(out)
         return None if size is None else self._checked(out, size)
-
-    def peek(self, timeout: float | None = None):
-        return self.handle.peek(timeout)
-
-    def try_peek(self):
-        return self.handle.try_peek()
 
     def iter(self, timeout: float | None = None) -> Iterator[np.ndarray]:
         """Records (new arrays) until none arrives within timeout."""

@@ -507,45 +507,31 @@ class SpscDeviceConsumer {
     const std::uint64_t* w = low_latency::words(view_, pos);
     const std::uint64_t slot_pairs = low_latency_words(view_.slot_size()) / 2;
     auto* dst = static_cast<std::byte*>(out);
-    std::uint32_t f = 0;
-    std::uint32_t length = 0;
-    std::uint64_t need = 0;  // words of the message, the length word included
+    low_latency::Head h{};
     for (std::uint64_t base = 0;; base += 32) {
       // Round 0 loads as many pairs as the slot has (up to 32), before the
       // length is known; later rounds only what the message needs.
-      const std::uint64_t pairs = base == 0 ? slot_pairs : (need + 1) / 2;
+      const std::uint64_t pairs = base == 0 ? slot_pairs : (h.words + 1) / 2;
       const std::uint64_t k = base + lane;
       std::uint64_t a = 0;
       std::uint64_t b = 0;
       if (k < pairs) low_latency::load_pair(w + 2 * k, a, b);
       if (base == 0) {
-        const std::uint64_t w0 = __shfl_sync(kFullWarp, a, 0);
-        f = static_cast<std::uint32_t>(w0 >> 32);
-        length = static_cast<std::uint32_t>(w0);
-        if ((f & low_latency::kLapMask) != low_latency::lap_flag(view_, pos)) {
-          return low_latency::Read::not_ready;
-        }
-        if (length > view_.slot_size()) return low_latency::Read::corrupt;
-        need = low_latency::message_words(length);
+        h = low_latency::head(view_, pos, __shfl_sync(kFullWarp, a, 0));
+        if (h.state != low_latency::Read::ready) return h.state;
       }
       const std::uint64_t x[2] = {a, b};
       bool mine = true;
       for (unsigned j = 0; j < 2; ++j) {
         const std::uint64_t word_index = 2 * k + j;
-        if (word_index == 0 || word_index >= need) continue;
-        if (static_cast<std::uint32_t>(x[j] >> 32) != f) {
-          mine = false;
-        } else if (length <= capacity) {
-          const auto d = static_cast<std::uint32_t>(x[j]);
-          const std::uint64_t at = 4 * (word_index - 1);
-          memcpy(dst + at, &d, length - at < 4 ? length - at : 4);
-        }
+        if (word_index == 0 || word_index >= h.words) continue;
+        mine = low_latency::take(h, word_index, x[j], dst, h.length <= capacity) && mine;
       }
       if (!__all_sync(kFullWarp, mine)) return low_latency::Read::not_ready;
-      if (2 * (base + 32) >= need) break;
+      if (2 * (base + 32) >= h.words) break;
     }
-    size = length;
-    return length <= capacity ? low_latency::Read::ready : low_latency::Read::too_large;
+    size = h.length;
+    return h.length <= capacity ? low_latency::Read::ready : low_latency::Read::too_large;
   }
 
   __device__ std::uint64_t wait_data(Deadline d, Status& st) const {
