@@ -4,12 +4,16 @@
 // JSON members are written as `"key": value` (one space after the colon), so
 // fields are checked by searching for that text.
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <csignal>
 #include <cstddef>
 #include <cstdint>
@@ -19,6 +23,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #include "shmring/fault_injection.hpp"
 #include "shmring/process.hpp"
@@ -48,6 +54,114 @@ Result inspect(const std::string& args) {
   const int status = ::pclose(p);
   r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+// ring-inspect running in the background, stdout and stderr on one pipe that
+// the test reads with deadlines. A run still going when the test ends is
+// killed and reaped.
+class Background {
+ public:
+  // pipe_size: the pipe's capacity (F_SETPIPE_SZ), 0 for the default.
+  explicit Background(const std::vector<std::string>& args, int pipe_size = 0) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return;
+    if (pipe_size > 0) (void)::fcntl(fds[0], F_SETPIPE_SZ, pipe_size);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(fds[1], STDOUT_FILENO);
+      ::dup2(fds[1], STDERR_FILENO);
+      std::vector<char*> argv{const_cast<char*>(RING_INSPECT)};
+      for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execv(RING_INSPECT, argv.data());
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    fd_ = fds[0];
+  }
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+  ~Background() {
+    if (pid_ > 0 && status_ < 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  bool started() const { return pid_ > 0 && fd_ >= 0; }
+  const std::string& text() const { return text_; }
+
+  // Reads until `done(text())` holds; false if the output ended or the
+  // deadline passed first.
+  template <class Done>
+  bool read_until(Done&& done, std::chrono::seconds limit = std::chrono::seconds(20)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!done(text_)) {
+      if (!read_some(deadline)) return false;
+    }
+    return true;
+  }
+
+  // Reads to the end of the output (within the deadline) and reaps the
+  // process: its wait status, or -1 if it was still writing at the deadline.
+  int finish(std::chrono::seconds limit = std::chrono::seconds(20)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (read_some(deadline)) {
+    }
+    if (!eof_) return -1;
+    int status = 0;
+    if (::waitpid(pid_, &status, 0) != pid_) return -1;
+    status_ = status;
+    return status;
+  }
+
+  // Waits until the pipe holds `bytes` unread: the writer is then blocked
+  // (or about to block) in write.
+  bool wait_buffered(int bytes, std::chrono::seconds limit = std::chrono::seconds(20)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      int n = 0;
+      if (::ioctl(fd_, FIONREAD, &n) != 0) return false;
+      if (n >= bytes) return true;
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+  int pipe_size() const { return ::fcntl(fd_, F_GETPIPE_SZ); }
+
+ private:
+  // One read, waiting for data until the deadline; false at the end of the
+  // output or at the deadline.
+  bool read_some(std::chrono::steady_clock::time_point deadline) {
+    if (eof_) return false;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+    char buf[4096];
+    const ssize_t n = ::read(fd_, buf, sizeof buf);
+    if (n <= 0) {
+      eof_ = true;
+      return false;
+    }
+    text_.append(buf, static_cast<std::size_t>(n));
+    return true;
+  }
+
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  int status_ = -1;
+  bool eof_ = false;
+  std::string text_;
+};
+
+std::string describe_status(int status) {
+  if (status < 0) return "still running at the deadline";
+  if (WIFSIGNALED(status)) return std::string("killed by ") + ::strsignal(WTERMSIG(status));
+  return "exit status " + std::to_string(WEXITSTATUS(status));
 }
 
 bool contains(std::string_view hay, std::string_view needle) {
@@ -359,11 +473,31 @@ TEST(RingInspect, CorruptedMagicAndAbiAreReportedWithExit1) {
 
 TEST(RingInspect, TruncatedSegmentIsReportedWithExit1) {
   UniqueShm shm;
-  { auto seg = make_ring(shm.name(), RingKind::spsc, 64, 256); }
+  std::uint64_t size = 0;
+  {
+    auto seg = make_ring(shm.name(), RingKind::spsc, 64, 256);
+    size = seg.geometry().segment_size;
+  }
+  // The library refuses to open a truncated file, so one is made from a good
+  // segment; its control blocks are whole, its slots gone.
+  ASSERT_TRUE(truncate_file(shm.name(), kSlotsOffset));
+  const std::string why = "file is " + std::to_string(kSlotsOffset) + " bytes, the header says " +
+                          std::to_string(size) + ": truncated";
+  for (const char* cmd : {"show ", "dump ", "watch "}) {
+    const Result r = inspect(cmd + shm.name());
+    EXPECT_EQ(r.rc, 1) << cmd << r.out;
+    EXPECT_TRUE(contains(r.out, shm.name() + ": " + why)) << cmd << r.out;
+  }
+  const Result lj = inspect("list --json");
+  ASSERT_EQ(lj.rc, 0) << lj.out;
+  EXPECT_TRUE(contains(lj.out, "{\"name\": \"" + shm.name() +
+                                   "\", \"status\": \"error\", \"error\": \"" + why + "\"}"))
+      << lj.out;
+
   ASSERT_TRUE(truncate_file(shm.name(), 1000));
   const Result r = inspect("show " + shm.name());
   EXPECT_EQ(r.rc, 1) << r.out;
-  EXPECT_TRUE(contains(r.out, shm.name() + ": ")) << r.out;
+  EXPECT_TRUE(contains(r.out, shm.name() + ": file is 1000 bytes")) << r.out;
   EXPECT_EQ(inspect("dump " + shm.name()).rc, 1);
 
   // Shorter than its magic: not recognisable, skipped by list; show still fails cleanly.
@@ -371,6 +505,96 @@ TEST(RingInspect, TruncatedSegmentIsReportedWithExit1) {
   const Result s = inspect("show " + shm.name());
   EXPECT_EQ(s.rc, 1) << s.out;
   EXPECT_TRUE(contains(s.out, shm.name() + ": ")) << s.out;
+}
+
+// A peer with write access truncates the segment while watch reads it: watch
+// must not die of SIGBUS (it used to read a mapping) but stop with a message
+// and exit status 1. Truncated to 0, the control blocks are gone; truncated
+// to the control blocks' size, the slots are (watch reads slot lengths for
+// its MB/s); a rewritten header no longer describes the ring watch checked.
+TEST(RingInspect, WatchStopsWhenTheSegmentShrinksOrItsHeaderChanges) {
+  struct Case {
+    std::uint64_t truncate_to;  // or, if ~0, the header's capacity is rewritten
+    std::string expected;
+  };
+  UniqueShm probe("probe");
+  const std::uint64_t size = make_ring(probe.name(), RingKind::spsc).geometry().segment_size;
+  const std::string says = " bytes, the header says " + std::to_string(size) + "; watch stopped";
+  const Case cases[] = {
+      {0, "segment shrank to 0" + says},
+      {kSlotsOffset, "segment shrank to " + std::to_string(kSlotsOffset) + says},
+      {~std::uint64_t{0}, "the header changed since the segment was opened"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.expected);
+    UniqueShm shm;
+    {
+      // Messages pushed and some popped, so watch reads slot lengths; the
+      // handles and mapping are gone before the file shrinks under them.
+      auto seg = make_ring(shm.name(), RingKind::spsc);
+      auto producer = SpscProducer::attach(seg);
+      auto consumer = SpscConsumer::attach(seg);
+      for (int i = 0; i < 3; ++i) ASSERT_EQ(producer.try_push(as_bytes(message(i))), Status::ok);
+      std::array<std::byte, 64> buf{};
+      std::size_t got = 0;
+      for (int i = 0; i < 2; ++i) ASSERT_EQ(consumer.try_pop(buf, got), Status::ok);
+    }
+    Background watch({"watch", shm.name(), "--interval", "20"});
+    ASSERT_TRUE(watch.started());
+    // The header line and the first sample.
+    ASSERT_TRUE(watch.read_until([](const std::string& t) {
+      return std::count(t.begin(), t.end(), '\n') >= 2;
+    })) << watch.text();
+    if (c.truncate_to == ~std::uint64_t{0}) {
+      ASSERT_TRUE(write_value_at(shm.name(), offsetof(SegmentHeader, capacity), std::uint64_t{16}));
+    } else {
+      ASSERT_TRUE(truncate_file(shm.name(), c.truncate_to));
+    }
+    const int status = watch.finish();
+    ASSERT_TRUE(status >= 0 && WIFEXITED(status)) << describe_status(status) << "\n"
+                                                  << watch.text();
+    EXPECT_EQ(WEXITSTATUS(status), 1) << watch.text();
+    EXPECT_TRUE(contains(watch.text(), shm.name() + ": " + c.expected)) << watch.text();
+  }
+}
+
+// dump reads slot after slot while it prints: a segment truncated half-way
+// through is reported (exit status 1), never a SIGBUS. dump's output goes to
+// a one-page pipe that the test leaves unread until it is full, so dump is
+// held in write() with most slots still to read when the file shrinks.
+TEST(RingInspect, DumpReportsASegmentTruncatedWhileItReads) {
+  UniqueShm shm;
+  constexpr std::uint64_t kSlots = 64;
+  constexpr std::uint64_t kSlotSize = 4096;
+  std::uint64_t size = 0;
+  {
+    auto seg = make_ring(shm.name(), RingKind::spsc, kSlots, kSlotSize);
+    size = seg.geometry().segment_size;
+    auto producer = SpscProducer::attach(seg);
+    const std::string payload(kSlotSize, 'x');
+    for (std::uint64_t i = 0; i < kSlots; ++i) {
+      ASSERT_EQ(producer.try_push(as_bytes(payload)), Status::ok);
+    }
+  }
+  // Each slot prints as about 20 KB of hex: far more than the pipe and
+  // dump's stdio buffer hold together.
+  Background dump({"dump", shm.name(), "--from", "0", "--count", std::to_string(kSlots),
+                   "--max-bytes", std::to_string(kSlotSize)},
+                  4096);
+  ASSERT_TRUE(dump.started());
+  ASSERT_TRUE(dump.wait_buffered(dump.pipe_size())) << "dump never filled its pipe";
+  ASSERT_TRUE(truncate_file(shm.name(), 0));
+  const int status = dump.finish();
+  ASSERT_TRUE(status >= 0 && WIFEXITED(status)) << describe_status(status);
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  const std::string& out = dump.text();
+  EXPECT_TRUE(contains(out, "position 0 (slot 0): committed, length 4096")) << out.substr(0, 200);
+  const std::string expected =
+      shm.name() + ": segment shrank to 0 bytes, the header says " + std::to_string(size) + "\n";
+  ASSERT_GE(out.size(), expected.size());
+  EXPECT_EQ(out.substr(out.size() - expected.size()), expected);
+  EXPECT_FALSE(contains(out, "position " + std::to_string(kSlots - 1) + " "))
+      << "dump read every slot before the file shrank: the test did not hold it";
 }
 
 TEST(RingInspect, DeadOwnerIsReportedAndDoesNotBlockRemove) {

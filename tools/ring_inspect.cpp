@@ -7,12 +7,18 @@
 //   ring-inspect watch NAME [--interval MS] [--iterations N]
 //   ring-inspect gc [--prefix P] [--dry-run]         # unlink abandoned segments
 //
-// Segments are mapped read-only (list, show, dump): the tool never writes to a
-// live ring. remove and gc only unlink the name; processes that have the segment
-// mapped keep their mapping.
+// Segments are read with pread, never mapped (segment_reader.hpp): the tool
+// never writes to a live ring, and a peer that truncates a segment while it is
+// read cannot crash the tool (a read past the end of a mapping is SIGBUS); the
+// command reports "NAME: segment shrank to N bytes, the header says M" and
+// exits 1. watch, too, stops with that message and exit status 1: a shrunken
+// segment is no longer a ring any process can use (its users die of SIGBUS or
+// refuse it), so there is nothing left to watch, and a script watching it
+// learns so from the status. remove and gc only unlink the name; processes
+// that have the segment mapped keep their mapping.
 //
-// Exit status: 0 ok, 1 the segment is bad or the request was refused,
-// 2 usage error.
+// Exit status: 0 ok, 1 the segment is bad (or shrank while read) or the
+// request was refused, 2 usage error.
 //
 // JSON output (--json) is one object per line, written as `"key": value`
 // with one space after each colon and ", " between members, so that scripts
@@ -42,7 +48,6 @@
 #include <thread>
 #include <vector>
 
-#include "shmring/atomic.hpp"
 #if defined(SHMRING_HAVE_CUDA)
 #include "shmring/cuda/capabilities.hpp"
 #endif
@@ -132,21 +137,22 @@ std::string strip_slash(std::string_view name) {
   return std::string(name);
 }
 
-// Opens `name` read-only; on failure prints "NAME: message" and returns nothing.
-std::optional<shmring::Segment> open_readonly(std::string_view name, std::string* error = nullptr) {
-  std::error_code ec;
-  auto seg = shmring::Segment::open(name, inspect_options(), ec);
-  if (ec) {
-    std::string msg = shmring::last_error_message();
-    if (msg.empty()) msg = ec.message();
-    if (error != nullptr) {
-      *error = msg;
+// A creator still initialising gets this long to finish.
+constexpr std::chrono::milliseconds kInitTimeout{50};
+
+// Opens `name` for reading; on failure prints "NAME: message" (or stores the
+// message in `failure`) and returns nothing.
+std::optional<SegmentFile> open_readonly(std::string_view name, OpenFailure* failure = nullptr) {
+  OpenFailure f;
+  auto file = SegmentFile::open(name, kInitTimeout, f);
+  if (!file) {
+    if (failure != nullptr) {
+      *failure = std::move(f);
     } else {
-      fmt::print(stderr, "{}: {}\n", strip_slash(name), msg);
+      fmt::print(stderr, "{}: {}\n", strip_slash(name), f.message);
     }
-    return std::nullopt;
   }
-  return seg;
+  return file;
 }
 
 std::string format_time_ns(std::uint64_t ns) {
@@ -215,7 +221,18 @@ int cmd_list(bool json) {
   std::vector<Row> rows;
   for (const auto& n : names) {
     Row r{n, std::nullopt, {}};
-    if (auto seg = open_readonly(n, &r.error)) r.snap = snapshot(*seg);
+    OpenFailure failure;
+    if (auto file = open_readonly(n, &failure)) {
+      try {
+        r.snap = snapshot(*file);
+      } catch (const ReadError& e) {
+        r.error = e.detail();  // shrank (or changed) since it was opened
+      }
+    } else if (failure.not_found) {
+      continue;  // removed since the directory was read: no longer there to list
+    } else {
+      r.error = failure.message;
+    }
     rows.push_back(std::move(r));
   }
 
@@ -352,9 +369,9 @@ std::string gpu_summary([[maybe_unused]] shmring::RingKind kind) {
 }
 
 int cmd_show(const std::string& name, bool json) {
-  auto seg = open_readonly(name);
-  if (!seg) return kExitBad;
-  const Snapshot s = snapshot(*seg);
+  auto file = open_readonly(name);
+  if (!file) return kExitBad;
+  const Snapshot s = snapshot(*file);
   const auto& h = s.header;
   const auto& g = s.geometry;
   if (json) {
@@ -447,9 +464,9 @@ std::string hex_string(const std::vector<unsigned char>& bytes) {
 }
 
 // A low-latency slot: its words decoded (the trailer is unused there).
-std::string dump_low_latency(const shmring::Segment& seg, std::uint64_t pos,
-                             std::uint64_t max_bytes, bool json) {
-  const LowLatencySlot v = low_latency_slot_at(seg, pos, max_bytes);
+std::string dump_low_latency(const SegmentFile& file, std::uint64_t pos, std::uint64_t max_bytes,
+                             bool json) {
+  const LowLatencySlot v = low_latency_slot_at(file, pos, max_bytes);
   const bool truncated = v.data.size() < v.length;
   if (json) {
     return JsonObject()
@@ -487,9 +504,9 @@ std::string dump_low_latency(const shmring::Segment& seg, std::uint64_t pos,
 
 int cmd_dump(const std::string& name, std::optional<std::uint64_t> from,
              std::optional<std::uint64_t> count, std::uint64_t max_bytes, bool json) {
-  auto seg = open_readonly(name);
-  if (!seg) return kExitBad;
-  const Snapshot s = snapshot(*seg);
+  auto file = open_readonly(name);
+  if (!file) return kExitBad;
+  const Snapshot s = snapshot(*file);
   const std::uint64_t start = from.value_or(s.consumer.position);
   std::uint64_t n = count.value_or(std::min<std::uint64_t>(s.fill(), 16));
   n = std::min(n, s.geometry.capacity);  // each slot at most once
@@ -497,15 +514,14 @@ int cmd_dump(const std::string& name, std::optional<std::uint64_t> from,
   std::vector<std::string> items;
   for (std::uint64_t i = 0; i < n; ++i) {
     if (s.low_latency()) {
-      std::string item = dump_low_latency(*seg, start + i, max_bytes, json);
+      std::string item = dump_low_latency(*file, start + i, max_bytes, json);
       if (json) items.push_back(std::move(item));
       continue;
     }
-    const SlotView v = slot_at(*seg, start + i);
-    // Copy first: the ring may move under us; print what was read.
-    const std::uint64_t shown = std::min<std::uint64_t>(v.length, max_bytes);
-    std::vector<unsigned char> bytes(shown);
-    if (shown != 0) std::memcpy(bytes.data(), v.payload, shown);
+    // A copy: the ring may move under us; what was read is printed.
+    const SlotView v = slot_at(*file, start + i, max_bytes);
+    const std::vector<unsigned char>& bytes = v.data;
+    const std::uint64_t shown = bytes.size();
     if (json) {
       const std::string hex = hex_string(bytes);
       JsonObject o;
@@ -553,8 +569,19 @@ int cmd_dump(const std::string& name, std::optional<std::uint64_t> from,
 
 int cmd_remove(const std::string& name, bool force) {
   std::string error;
-  auto seg = open_readonly(name, &error);
-  if (!seg) {
+  std::string busy;
+  OpenFailure failure;
+  auto file = open_readonly(name, &failure);
+  error = failure.message;
+  if (file) {
+    try {
+      busy = snapshot(*file).in_use();
+    } catch (const ReadError& e) {
+      error = e.detail();  // shrank since it was opened: damaged
+      file.reset();
+    }
+  }
+  if (!file) {
     // A damaged segment cannot say who uses it: only --force removes it.
     struct stat st {};
     const bool exists = ::lstat((kShmDir + strip_slash(name)).c_str(), &st) == 0;
@@ -566,8 +593,7 @@ int cmd_remove(const std::string& name, bool force) {
       return kExitBad;
     }
   } else {
-    const std::string busy = snapshot(*seg).in_use();
-    seg.reset();
+    file.reset();
     if (!busy.empty() && !force) {
       fmt::print(stderr, "{}: in use ({}); not removed (use --force to remove it anyway)\n",
                  strip_slash(name), busy);
@@ -589,20 +615,37 @@ int cmd_remove(const std::string& name, bool force) {
 
 std::atomic<bool> g_interrupted{false};
 
+int watch_samples(const SegmentFile& file, std::uint64_t interval_ms, std::uint64_t iterations,
+                  bool json, bool spsc);
+
 int cmd_watch(const std::string& name, std::uint64_t interval_ms, std::uint64_t iterations,
               bool json) {
-  auto seg = open_readonly(name);
-  if (!seg) return kExitBad;
+  auto file = open_readonly(name);
+  if (!file) return kExitBad;
   // Ctrl-C ends the watch after the current sample, with exit status 0.
   std::signal(SIGINT, [](int) { g_interrupted = true; });
-  const bool spsc = seg->geometry().kind == shmring::RingKind::spsc;
+  const bool spsc = file->geometry().kind == shmring::RingKind::spsc;
   if (!json) {
     fmt::print("{:>8}  {:>14}  {:>14}  {:>10}  {:>12}  {:>12}  {:>10}  {:<16}  {:<16}\n", "SECONDS",
                pos_name(spsc, true), pos_name(spsc, false), "FILL", "IN/S", "OUT/S", "OUT MB/S",
                "PRODUCER", "CONSUMER");
   }
+  // A segment that shrank (or whose header changed) ends the watch: see the
+  // top of this file. Samples already printed stay on stdout; the message
+  // goes to stderr.
+  try {
+    return watch_samples(*file, interval_ms, iterations, json, spsc);
+  } catch (const ReadError& e) {
+    std::fflush(stdout);
+    fmt::print(stderr, "{}; watch stopped\n", e.what());
+    return kExitBad;
+  }
+}
+
+int watch_samples(const SegmentFile& file, std::uint64_t interval_ms, std::uint64_t iterations,
+                  bool json, bool spsc) {
   const auto t0 = std::chrono::steady_clock::now();
-  Snapshot prev = snapshot(*seg);
+  Snapshot prev = snapshot(file);
   auto prev_t = t0;
   for (std::uint64_t i = 0; (iterations == 0 || i < iterations) && !g_interrupted; ++i) {
     if (i != 0) {
@@ -613,7 +656,7 @@ int cmd_watch(const std::string& name, std::uint64_t interval_ms, std::uint64_t 
       }
       if (g_interrupted) break;
     }
-    const Snapshot s = snapshot(*seg);
+    const Snapshot s = snapshot(file);
     const auto now = std::chrono::steady_clock::now();
     const double dt = std::chrono::duration<double>(now - prev_t).count();
     const auto rate = [dt](std::uint64_t a, std::uint64_t b) {
@@ -622,7 +665,7 @@ int cmd_watch(const std::string& name, std::uint64_t interval_ms, std::uint64_t 
     const double in_rate = i == 0 ? 0.0 : rate(s.producer.position, prev.producer.position);
     const double out_rate = i == 0 ? 0.0 : rate(s.consumer.position, prev.consumer.position);
     const double seconds = std::chrono::duration<double>(now - t0).count();
-    const double out_mb = out_rate * mean_length(*seg, s.consumer.position) / 1e6;
+    const double out_mb = out_rate * mean_length(file, s.consumer.position) / 1e6;
     if (json) {
       JsonObject o;
       o.raw("seconds", fmt::format("{:.3f}", seconds))
@@ -696,14 +739,22 @@ int cmd_gc(const std::string& prefix, bool dry_run) {
       }
       continue;
     }
-    std::string error;
-    auto seg = open_readonly(n, &error);
-    if (!seg) {
-      fmt::print("kept {}: {} (remove --force removes it)\n", n, error);
+    OpenFailure failure;
+    auto file = open_readonly(n, &failure);
+    if (!file) {
+      if (failure.not_found) continue;  // removed since the directory was read
+      fmt::print("kept {}: {} (remove --force removes it)\n", n, failure.message);
       continue;
     }
-    const Snapshot s = snapshot(*seg);
-    seg.reset();
+    std::optional<Snapshot> snap;
+    try {
+      snap = snapshot(*file);
+    } catch (const ReadError& e) {
+      fmt::print("kept {}: {} (remove --force removes it)\n", n, e.detail());
+      continue;
+    }
+    file.reset();
+    const Snapshot& s = *snap;
     std::string why = s.in_use();
     if (why.empty() && s.creator_alive())
       why = fmt::format("creator pid {} alive", s.header.creator_pid);
@@ -722,9 +773,12 @@ int cmd_gc(const std::string& prefix, bool dry_run) {
 int main(int argc, char** argv) {
   CLI::App app{"ring-inspect: list, show, dump and remove shmring segments in /dev/shm"};
   app.footer(
-      "Segments are mapped read-only; only remove and gc change anything (they unlink names).\n"
+      "Segments are read, never mapped or written; only remove and gc change anything (they\n"
+      "unlink names). A segment that shrinks while read is reported (\"segment shrank to N\n"
+      "bytes\"), never a crash; watch then stops with exit status 1.\n"
       "JSON (--json): one object per line, members written as \"key\": value.\n"
-      "Exit status: 0 ok, 1 the segment is bad or the request was refused, 2 usage error.");
+      "Exit status: 0 ok, 1 the segment is bad (or shrank) or the request was refused, 2 usage "
+      "error.");
   app.require_subcommand(1);
 
   bool json = false;
@@ -790,6 +844,12 @@ int main(int argc, char** argv) {
     if (*remove) return cmd_remove(name, force);
     if (*watch) return cmd_watch(name, interval_ms, iterations, json);
     if (*gc) return cmd_gc(prefix, dry_run);
+  } catch (const ReadError& e) {
+    // show, dump: the segment shrank (or its header changed) while read.
+    // What was printed before comes first.
+    std::fflush(stdout);
+    fmt::print(stderr, "{}\n", e.what());
+    return kExitBad;
   } catch (const std::exception& e) {
     fmt::print(stderr, "ring-inspect: {}\n", e.what());
     return kExitBad;

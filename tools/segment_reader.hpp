@@ -1,26 +1,94 @@
 // ring-inspect's reader: everything the tool takes from the bytes of a
 // segment (positions, owners, sleeper counts, slot trailers, the words of
-// low-latency slots) and from the
-// names in /dev/shm, apart from how it prints them. Every value comes from
-// memory any peer may have scribbled on, so each is copied once and then
-// only computed with; fuzz/fuzz_inspect_reader.cpp feeds it arbitrary files.
+// low-latency slots) and from the names in /dev/shm, apart from how it prints
+// them.
+//
+// The segment is never mapped: every read is a pread into a local copy. A
+// peer with write access can truncate the file at any time, and a mapping
+// read past the new end of the file raises SIGBUS; pread instead comes back
+// short, which the reader reports as a ReadError ("segment shrank to N bytes,
+// the header says M"). Every value comes from memory any peer may have
+// scribbled on, so each is copied once and then only computed with;
+// fuzz/fuzz_inspect_reader.cpp feeds the reader arbitrary files.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "shmring/layout.hpp"
 #include "shmring/process.hpp"
-#include "shmring/segment.hpp"
 
 namespace ring_inspect {
 
-// How the tool opens segments: read-only, a short wait for a creator still
-// initialising, and other users' rings too (looking never writes).
-shmring::OpenOptions inspect_options();
+// A read of a segment that was opened fine failed: the file shrank (a peer
+// truncated it), its header no longer describes the ring that was validated,
+// or the read itself failed. what() starts with the segment's name.
+class ReadError : public std::runtime_error {
+ public:
+  ReadError(const std::string& name, std::string detail)
+      : std::runtime_error(name + ": " + detail), detail_(std::move(detail)) {}
+  const std::string& detail() const noexcept { return detail_; }
+
+ private:
+  std::string detail_;
+};
+
+// Why SegmentFile::open refused a name.
+struct OpenFailure {
+  std::string message;     // without the name
+  bool not_found = false;  // no file under the name (it may have been removed meanwhile)
+};
+
+// A segment in /dev/shm opened for reading by pread. open() takes the same
+// precautions as the library's read-only open (no symbolic links, no FIFOs,
+// a short wait for a creator still initialising) and checks the header the
+// same way (magic, ABI version, kind, flags, geometry, the file's size), but
+// never maps the file, so nothing done to the file afterwards can fault the
+// tool. Other users' rings are opened too: looking never writes. The file
+// descriptor keeps the file that had the name at open, as a mapping would.
+class SegmentFile {
+ public:
+  static std::optional<SegmentFile> open(std::string_view name,
+                                         std::chrono::milliseconds init_timeout,
+                                         OpenFailure& failure);
+
+  SegmentFile(SegmentFile&& other) noexcept;
+  SegmentFile& operator=(SegmentFile&& other) noexcept;
+  SegmentFile(const SegmentFile&) = delete;
+  SegmentFile& operator=(const SegmentFile&) = delete;
+  ~SegmentFile();
+
+  const std::string& name() const noexcept { return name_; }  // without a leading '/'
+  const shmring::SegmentHeader& header() const noexcept { return header_; }  // as validated
+  const shmring::Geometry& geometry() const noexcept { return geometry_; }
+
+  // Copies `n` bytes at `offset` (inside the validated segment size) to
+  // `out`; throws ReadError if the file no longer holds them.
+  void read(std::uint64_t offset, void* out, std::size_t n) const;
+
+  // The file's size now (fstat), for messages.
+  std::uint64_t size_now() const;
+
+ private:
+  SegmentFile(int fd, std::string name, const shmring::SegmentHeader& h, const shmring::Geometry& g)
+      : fd_(fd), name_(std::move(name)), header_(h), geometry_(g) {}
+  int fd_ = -1;
+  std::string name_;
+  shmring::SegmentHeader header_{};
+  shmring::Geometry geometry_;
+};
+
+// Checks a header as the library's open does and returns the geometry it
+// describes; "" if it is fine, else what is wrong.
+std::string header_problem(const shmring::SegmentHeader& h, std::uint64_t file_size,
+                           shmring::Geometry& out);
 
 // A process holding an MPMC claim record (layout.hpp, ClaimRecord).
 struct Claimant {
@@ -73,7 +141,9 @@ struct Snapshot {
   std::string in_use() const;
 };
 
-Snapshot snapshot(const shmring::Segment& seg);
+// The header and control blocks, read in one pread; throws ReadError if the
+// file shrank or the header no longer matches the one validated at open.
+Snapshot snapshot(const SegmentFile& file);
 
 // One slot as the trailer describes it for `position`.
 struct SlotView {
@@ -84,11 +154,12 @@ struct SlotView {
   std::uint32_t length;  // clamped to the slot size
   std::uint32_t flags;
   std::uint64_t released;
-  bool is_committed;  // the trailer says `position` is readable
-  const std::byte* payload;
+  bool is_committed;                // the trailer says `position` is readable
+  std::vector<unsigned char> data;  // the payload's first min(length, max_bytes) bytes
 };
 
-SlotView slot_at(const shmring::Segment& seg, std::uint64_t pos);
+// Throws ReadError if the file shrank.
+SlotView slot_at(const SegmentFile& file, std::uint64_t pos, std::uint64_t max_bytes);
 
 // One slot of a low-latency ring (shmring/low_latency.hpp) as its words
 // describe it for `position`: word 0 holds the length and the flag
@@ -119,14 +190,16 @@ struct LowLatencySlot {
 };
 
 // The words of `position`'s slot; `max_bytes` bounds the bytes reassembled
-// into `data` (the length fields are not affected).
-LowLatencySlot low_latency_slot_at(const shmring::Segment& seg, std::uint64_t pos,
+// into `data` (the length fields are not affected). Throws ReadError if the
+// file shrank.
+LowLatencySlot low_latency_slot_at(const SegmentFile& file, std::uint64_t pos,
                                    std::uint64_t max_bytes = shmring::kMaxLowLatencySlotSize);
 
 // The mean payload length of up to the last 64 slots below `position`, read
 // (clamped) from their trailers, or from word 0 of low-latency slots: an
-// estimate, since slots below the tail may already hold the next lap.
-double mean_length(const shmring::Segment& seg, std::uint64_t position);
+// estimate, since slots below the tail may already hold the next lap. Throws
+// ReadError if the file shrank.
+double mean_length(const SegmentFile& file, std::uint64_t position);
 
 // Whether the file starts with shmring's magic (read without mapping it).
 bool has_shmring_magic(const std::string& path);
