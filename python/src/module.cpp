@@ -618,7 +618,10 @@ NB_MODULE(_shmring, m) {
                    "One slot lent in place: a writable buffer (claim) or a read-only one (peek). "
                    "Use it with memoryview(slot), numpy.frombuffer(slot) or the helpers below; as "
                    "a context manager it commits (or, on an exception, aborts) a claim and "
-                   "releases a peek on exit.")
+                   "releases a peek on exit. While views of the slot are alive it stays held and "
+                   "the commit, abort or release happens when the last one goes; on a normal exit "
+                   "BufferError says so, while an exception leaving the block propagates "
+                   "unchanged.")
       .def_prop_rw(
           "size", [](const Slot& s) { return s.size; },
           [](Slot& s, std::size_t n) { s.set_size(n); },
@@ -686,7 +689,11 @@ NB_MODULE(_shmring, m) {
       .def(
           "__exit__",
           [](Slot& s, nb::handle exc_type, nb::handle, nb::handle) {
-            s.finish(exc_type.is_none());
+            if (exc_type.is_none()) {
+              s.finish(true);  // views still alive: BufferError, the commit waits for them
+            } else {
+              s.abandon();  // never raises: the block's exception propagates unchanged
+            }
             return false;
           },
           "exc_type"_a.none(), "exc"_a.none(), "tb"_a.none());

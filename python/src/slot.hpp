@@ -6,9 +6,13 @@
 // view (gpu_view.hpp); it keeps its role handle, and so the mapping, alive.
 // Every export (a buffer view or a GPU view) is counted. Once the slot is
 // finished (committed, aborted or released) it refuses new exports. If some
-// are still alive when it is finished, the slot stays held (the commit or
-// release is deferred until the last export goes) and BufferError is raised,
-// so no view ever reads or writes a recycled slot.
+// are still alive when it is finished, the slot stays held (the commit,
+// abort or release is deferred until the last export goes), so no view ever
+// reads or writes a recycled slot: the core's abort and release hand the
+// slot's memory to the next writer at once, so neither can run while a view
+// of it lives. An explicit commit/abort/release then raises BufferError to
+// say so; a `with` block left by an exception does not (abandon()), so the
+// block's own exception is the one that propagates.
 #pragma once
 
 #include <Python.h>
@@ -91,6 +95,20 @@ struct Slot {
               .c_str());
     }
     complete(commit);
+  }
+
+  // Leaving a `with` block by an exception: aborts a claim, releases a peek,
+  // or, while views are alive (a traceback's frames often hold them), defers
+  // that to the last view without raising, so the exception in flight is not
+  // replaced by a BufferError.
+  void abandon() noexcept {
+    if (state != State::active) return;
+    if (exports > 0) {
+      state = State::deferred;
+      commit_on_finish = false;
+      return;
+    }
+    complete(false);
   }
 
   // An export went away: a deferred slot completes with the last one.

@@ -157,6 +157,76 @@ def test_claim_aborts_on_exception(name, kind):
     assert rx.try_pop() is None
 
 
+def _raise_holding_a_view(slot, exc):
+    """Raises exc while a local holds a numpy view of the slot: the
+    traceback keeps this frame, and so the view, alive."""
+    view = np.frombuffer(slot, dtype=np.uint8)  # noqa: F841 (kept by the traceback)
+    raise exc
+
+
+def _assert_claim_held(tx, rx, kind):
+    """The ring's only slot (capacity 1) is still claimed, neither published
+    nor given back."""
+    if kind == "spsc":
+        with pytest.raises(BufferError, match="still lent"):
+            tx.try_push(b"x")
+    else:
+        assert rx.try_pop() is None  # would pass over an aborted slot
+        assert not tx.try_push(b"x")  # so this would find it free
+
+
+def _assert_claim_aborted(tx, rx):
+    assert rx.try_pop() is None  # nothing was published (MPMC: passes the aborted slot)
+    assert tx.try_push(b"after")
+    assert rx.pop(timeout=1.0) == b"after"
+
+
+@pytest.mark.skipif(np is None, reason="numpy not installed")
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_claim_exception_with_live_view_propagates(name, kind):
+    # The user's exception comes out unchanged (not a BufferError about the
+    # view); the abort waits for the last view, so the view never sees a
+    # later writer's bytes.
+    seg = shmring.create(name, kind=kind, capacity=1, slot_size=16)
+    tx, rx = seg.producer(), seg.consumer()
+    with pytest.raises(KeyError, match="mine") as info:
+        with tx.claim(timeout=1.0) as slot:
+            slot.write(b"never published")
+            _raise_holding_a_view(slot, KeyError("mine"))
+    assert slot.finished
+    _assert_claim_held(tx, rx, kind)
+    info = None  # the exception, its traceback's frames and the view go
+    gc.collect()
+    _assert_claim_aborted(tx, rx)
+
+    # Same with a memoryview kept in the block's own frame.
+    with pytest.raises(ZeroDivisionError):
+        with tx.claim(timeout=1.0) as slot:
+            mv = memoryview(slot)
+            mv[:3] = b"abc"
+            1 / 0
+    _assert_claim_held(tx, rx, kind)
+    mv.release()
+    _assert_claim_aborted(tx, rx)
+
+
+@pytest.mark.skipif(np is None, reason="numpy not installed")
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_peek_exception_with_live_view_propagates(name, kind):
+    seg = shmring.create(name, kind=kind, capacity=1, slot_size=16)
+    tx, rx = seg.producer(), seg.consumer()
+    tx.push(b"first")
+    with pytest.raises(KeyError, match="mine") as info:
+        with rx.peek(timeout=1.0) as msg:
+            _raise_holding_a_view(msg, KeyError("mine"))
+    assert msg.finished
+    assert not tx.try_push(b"second")  # the message is held until the view goes
+    info = None
+    gc.collect()
+    assert tx.try_push(b"second")  # released with the view
+    assert rx.pop(timeout=1.0) == b"second"
+
+
 def test_slot_size_checked(name):
     seg = shmring.create(name, capacity=4, slot_size=64)
     tx = seg.producer()
