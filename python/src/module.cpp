@@ -16,6 +16,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -134,16 +135,63 @@ bool wait_loop(std::optional<double> timeout, Attempt&& attempt) {
   }
 }
 
-struct Buffer {  // a C-contiguous bytes-like object, held while in use
+// Whether a buffer of this PEP 3118 / struct format is plain data, whose
+// bytes mean the same in another process: "" if so, else why not. Accepted
+// are bytes, characters, booleans, integers, floats and complex numbers,
+// alone, repeated, in sub-arrays or in structs (with field names, byte order
+// and padding). Refused: 'O' (Python objects: the buffer holds pointers to
+// them), 'P' and '&' (pointers), and any code not known as plain data (for
+// ctypes' 'z', a char pointer, among others).
+std::string format_problem(const char* format) {
+  if (format == nullptr) return {};  // unsigned bytes
+  static constexpr std::string_view kPlain = "xcbB?hHiIlLqQnNefdgZspwu";
+  static constexpr std::string_view kSyntax = "@=<>!^ 0123456789,(){}T";
+  for (const char* p = format; *p != '\0'; ++p) {
+    const char c = *p;
+    if (c == ':') {  // a struct field's name, ":name:"
+      const char* end = std::strchr(p + 1, ':');
+      if (end == nullptr) return "a field name is not closed";
+      p = end;
+      continue;
+    }
+    if (kPlain.find(c) != std::string_view::npos || kSyntax.find(c) != std::string_view::npos) {
+      continue;
+    }
+    if (c == 'O') return "its items are Python objects, which it holds as pointers";
+    if (c == 'P' || c == '&') return "it holds pointers";
+    return std::string("'") + c + "' is not a code of plain data";
+  }
+  return {};
+}
+
+struct Buffer {  // a C-contiguous bytes-like object of plain data, held while in use
   Py_buffer view{};
-  explicit Buffer(nb::handle o) {
-    if (PyObject_GetBuffer(o.ptr(), &view, PyBUF_C_CONTIGUOUS) != 0) throw nb::python_error();
+  // `flags` beyond C-contiguity and the format (PyBUF_WRITABLE).
+  explicit Buffer(nb::handle o, int flags = 0) {
+    if (PyObject_GetBuffer(o.ptr(), &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | flags) != 0) {
+      throw nb::python_error();
+    }
+    // Pointers into this process (Python objects above all) mean nothing to
+    // the peer, and bytes from the peer taken as pointers here would be
+    // dereferenced: only plain data crosses the ring.
+    if (std::string why = format_problem(view.format); !why.empty()) {
+      const std::string format = view.format;
+      PyBuffer_Release(&view);
+      throw nb::type_error(("a buffer of format '" + format +
+                            "' cannot go through the ring: " + why +
+                            "; send plain data (bytes, or a numpy array of numbers or of "
+                            "a structured dtype without objects)")
+                               .c_str());
+    }
   }
   ~Buffer() { PyBuffer_Release(&view); }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
   std::span<const std::byte> span() const {
     return {static_cast<const std::byte*>(view.buf), static_cast<std::size_t>(view.len)};
+  }
+  std::span<std::byte> writable_span() const {
+    return {static_cast<std::byte*>(view.buf), static_cast<std::size_t>(view.len)};
   }
 };
 
@@ -362,17 +410,9 @@ struct Consumer : HandleBase {
   // raises ValueError and stays first in line for this handle.
   std::optional<std::size_t> pop_into(nb::handle buffer, std::optional<double> timeout,
                                       bool try_once) {
-    Py_buffer view{};
-    if (PyObject_GetBuffer(buffer.ptr(), &view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0) {
-      throw nb::python_error();
-    }
-    struct Release {
-      Py_buffer* v;
-      ~Release() { PyBuffer_Release(v); }
-    } release{&view};
+    const Buffer b(buffer, PyBUF_WRITABLE);
     Busy guard(*this);
-    const std::span<std::byte> out(static_cast<std::byte*>(view.buf),
-                                   static_cast<std::size_t>(view.len));
+    const std::span<std::byte> out = b.writable_span();
     std::size_t size = 0;
     shmring::Status s = shmring::Status::ok;
     if (!pop_copy(out, size, s, timeout, try_once)) {

@@ -328,6 +328,53 @@ def test_unfinished_slot_is_given_back_when_dropped(name):
 # ---- bad input ----------------------------------------------------------------
 
 
+@pytest.mark.skipif(np is None, reason="numpy not installed")
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_push_refuses_buffers_of_pointers(name, kind):
+    # An object array's buffer holds PyObject pointers: sent, they are
+    # meaningless to the reader (and a pointer to this process's memory).
+    seg = shmring.create(name, kind=kind, capacity=4, slot_size=256)
+    tx, rx = seg.producer(), seg.consumer()
+    objects = np.array([1, "two", None], dtype=object)
+    with pytest.raises(TypeError, match="format 'O'"):
+        tx.push(objects, timeout=1.0)
+    with pytest.raises(TypeError, match="format 'O'"):
+        tx.try_push(objects)
+    mixed = np.zeros(2, dtype=[("a", "<i4"), ("b", "O")])
+    with pytest.raises(TypeError, match=r"format '.*O.*'"):
+        tx.push(mixed, timeout=1.0)
+    pointers = memoryview(bytearray(16)).cast("P")
+    with pytest.raises(TypeError, match="format 'P'"):
+        tx.push(pointers, timeout=1.0)
+    with tx.claim(timeout=1.0) as slot:
+        with pytest.raises(TypeError, match="format 'O'"):
+            slot.write(objects)
+        slot.size = 0
+    assert rx.pop(timeout=1.0) == b""
+    # Copying into an object array would make pointers of the peer's bytes.
+    tx.push(b"\x01" * 24, timeout=1.0)
+    with pytest.raises(TypeError, match="format 'O'"):
+        rx.pop_into(np.empty(3, dtype=object), timeout=1.0)
+    assert rx.pop(timeout=1.0) == b"\x01" * 24  # still first in line
+    assert rx.try_pop() is None
+
+    # Plain data of every kind goes through: numbers, structs, bytes.
+    plain = [
+        np.arange(5, dtype=np.float64),
+        np.arange(6, dtype=">i2").reshape(2, 3),
+        np.zeros(3, dtype=[("x", "<f4"), ("n", "u1"), ("s", "S3")]),
+        np.array([1 + 2j], dtype=np.complex64),
+        np.array([True, False]),
+        np.array(["ab"], dtype="U2"),
+        memoryview(b"abc").cast("c"),
+    ]
+    for data in plain:
+        tx.push(data, timeout=1.0)
+        assert rx.pop(timeout=1.0) == memoryview(data).tobytes()
+
+
+
+
 def test_bad_name():
     with pytest.raises(shmring.InvalidArgumentError) as e:
         shmring.create("a/b")
