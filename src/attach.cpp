@@ -4,7 +4,6 @@
 
 #include <string>
 
-#include "detail/owner.hpp"
 #include "shmring/atomic.hpp"
 #include "shmring/process.hpp"
 
@@ -33,8 +32,7 @@ SpscAttachment attach_spsc(const Segment& segment, bool producer, Failure& f) {
   const char* role = producer ? "SPSC producer" : "SPSC consumer";
   if ((f = check_attachable(segment, RingKind::spsc, role))) return a;
   const SpscView view(segment.base(), segment.geometry());
-  SideBlock& side = producer ? *view.producer() : *view.consumer();
-  a.identity = claim_role(side.owner, segment.name(), producer ? "producer" : "consumer", f);
+  a.role = claim_role(segment, producer, f);
   if (f) return a;
   // The role is exclusive, so nobody of our side can be asleep now; a holder
   // killed in its sleep left its count behind, which would cost every
@@ -48,8 +46,7 @@ SpscAttachment attach_spsc(const Segment& segment, bool producer, Failure& f) {
   // producer's head store covers them (a producer between the two, or one
   // that died there).
   if (head - tail > view.capacity() && tail - head > view.capacity()) {
-    release_role(side.owner, a.identity);
-    a.identity = 0;
+    a.role.reset();
     f = fail(errc::corrupt_header, segment.name(),
              "positions are impossible: head " + std::to_string(head) + ", tail " +
                  std::to_string(tail) + ", capacity " + std::to_string(view.capacity()));
@@ -71,14 +68,6 @@ SpscAttachment attach_spsc(const Segment& segment, bool producer, Failure& f) {
     a.consumer = SpscConsumerCursor{tail};
   }
   return a;
-}
-
-bool is_current_process(std::uint32_t pid) noexcept {
-  return pid == static_cast<std::uint32_t>(::getpid());
-}
-
-void detach_spsc(SideBlock& side, std::uint64_t identity) noexcept {
-  if (is_current_process(process::pid_of(identity))) release_role(side.owner, identity);
 }
 
 Failure check_cpu_may_join(const Segment& segment, const SideBlock& side, std::string_view role) {

@@ -1,49 +1,59 @@
 #include "detail/claims.hpp"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <string>
 
 #include "shmring/atomic.hpp"
-#include "shmring/process.hpp"
 
 namespace shmring::detail {
 
-ClaimRecord* take_claim_record(ClaimTable& table, std::string_view segment, std::string_view side,
-                               std::uint64_t& identity, Failure& f) {
-  identity = process::pack(process::self());
-  for (ClaimRecord& r : table.records) {
-    std::uint64_t current = atomic::load_acquire(&r.holder);
-    if (current != 0 && process::alive(current)) continue;
+ClaimRecord* take_claim_record(const Segment& segment, bool producer,
+                               std::shared_ptr<Holding>& holding, Failure& f) {
+  holding = Holding::prepare(segment, f);
+  if (!holding) return nullptr;
+  const MpmcView view(segment.base(), segment.geometry());
+  ClaimTable& table = producer ? *view.producer_claims() : *view.consumer_claims();
+  for (std::size_t i = 0; i < kClaimRecords; ++i) {
+    ClaimRecord& r = table.records[i];
     // Free, or its holder died (its claims are recovered through the
-    // positions, not through the record): take it with one CAS.
-    if (atomic::compare_exchange(&r.holder, current, identity)) {
-      atomic::store_seq_cst(&r.low, kClaimIdle);
-      return &r;
+    // positions, not through the record): the lock decides.
+    const int err = holding->take(&r.holder, lock_byte::claim_record(producer, i));
+    if (err == EAGAIN) continue;
+    if (err != 0) {
+      f = fail_errno(err, segment.name(),
+                     std::string("cannot lock a claim record: ") + std::strerror(err));
+      holding.reset();
+      return nullptr;
     }
+    atomic::store_seq_cst(&r.low, kClaimIdle);
+    return &r;
   }
-  f = fail(errc::role_taken, segment,
+  holding.reset();
+  f = fail(errc::role_taken, segment.name(),
            "all " + std::to_string(kClaimRecords) + " claim records of the MPMC " +
-               std::string(side) + " side are held by live handles");
+               (producer ? "producer" : "consumer") + " side are held by live handles");
   return nullptr;
 }
 
-void give_back_claim_record(ClaimRecord* record, std::uint64_t identity) noexcept {
-  if (record == nullptr) return;
-  atomic::store_seq_cst(&record->low, kClaimIdle);
-  atomic::compare_exchange(&record->holder, identity, std::uint64_t{0});
+void idle_claim_record(ClaimRecord* record) noexcept {
+  if (record != nullptr) atomic::store_seq_cst(&record->low, kClaimIdle);
 }
 
 namespace {
 
 // The lowest position a live holder of `table` may still hold a claim at;
 // kClaimIdle if none may.
-std::uint64_t lowest_live_claim(const ClaimTable& table) noexcept {
+std::uint64_t lowest_live_claim(const MpmcView& view, bool producer,
+                                const Holding& holding) noexcept {
+  const ClaimTable& table = producer ? *view.producer_claims() : *view.consumer_claims();
   std::uint64_t lowest = kClaimIdle;
-  for (const ClaimRecord& r : table.records) {
-    const std::uint64_t holder = atomic::load_seq_cst(&r.holder);
-    if (holder == 0) continue;
+  for (std::size_t i = 0; i < kClaimRecords; ++i) {
+    const ClaimRecord& r = table.records[i];
+    if (atomic::load_seq_cst(&r.holder) == 0) continue;
     const std::uint64_t low = atomic::load_seq_cst(&r.low);
-    if (low < lowest && process::alive(holder)) lowest = low;
+    if (low < lowest && holding.held_by_other(lock_byte::claim_record(producer, i))) lowest = low;
   }
   return lowest;
 }
@@ -53,22 +63,26 @@ std::uint64_t lowest_live_claim(const ClaimTable& table) noexcept {
 // recoverer that dies is replaced.
 class RecoveryLock {
  public:
-  explicit RecoveryLock(SideBlock& side) noexcept : side_(side) {
-    const std::uint64_t mine = process::pack(process::self());
-    std::uint64_t current = atomic::load_acquire(&side.recovering);
-    if (current != 0 && process::alive(current)) return;
-    if (atomic::compare_exchange(&side.recovering, current, mine)) held_ = mine;
+  RecoveryLock(SideBlock& side, bool producer, Holding& holding) noexcept
+      : side_(side), holding_(holding), byte_(lock_byte::recovering(producer)) {
+    if (holding.lock().try_lock(byte_) != 0) return;
+    held_ = true;
+    atomic::store_seq_cst(&side.recovering, holding.identity());  // for display
   }
   ~RecoveryLock() {
-    if (held_ != 0) atomic::compare_exchange(&side_.recovering, held_, std::uint64_t{0});
+    if (!held_) return;
+    atomic::store_seq_cst(&side_.recovering, std::uint64_t{0});
+    holding_.lock().unlock(byte_);
   }
   RecoveryLock(const RecoveryLock&) = delete;
   RecoveryLock& operator=(const RecoveryLock&) = delete;
-  explicit operator bool() const noexcept { return held_ != 0; }
+  explicit operator bool() const noexcept { return held_; }
 
  private:
   SideBlock& side_;
-  std::uint64_t held_ = 0;
+  Holding& holding_;
+  std::uint64_t byte_;
+  bool held_ = false;
 };
 
 }  // namespace
@@ -81,7 +95,7 @@ static bool gpu_agents(const MpmcView& view) noexcept {
          atomic::load_seq_cst(&view.consumer()->gpu_attached) != 0;
 }
 
-std::uint64_t recover_producer_claims(const MpmcView& view) noexcept {
+std::uint64_t recover_producer_claims(const MpmcView& view, Holding& holding) noexcept {
   SideBlock& side = *view.producer();
   if (gpu_agents(view)) return 0;
   // Only when the consumers are stuck: the next position to read was claimed
@@ -92,11 +106,11 @@ std::uint64_t recover_producer_claims(const MpmcView& view) noexcept {
       atomic::load_seq_cst(&view.trailer(deq)->committed) == deq + 1) {
     return 0;
   }
-  RecoveryLock lock(side);
+  RecoveryLock lock(side, /*producer=*/true, holding);
   if (!lock) return 0;
   // Read after the counter: a live holder that claimed below `enq` stored
   // its low before its claim, so the low is seen here.
-  const std::uint64_t end = std::min(enq, lowest_live_claim(*view.producer_claims()));
+  const std::uint64_t end = std::min(enq, lowest_live_claim(view, /*producer=*/true, holding));
   std::uint64_t recovered = 0;
   // Every position of [deq, end) was claimed, by a process now dead, if it
   // is neither committed nor covered by a live holder.
@@ -115,7 +129,7 @@ std::uint64_t recover_producer_claims(const MpmcView& view) noexcept {
   return recovered;
 }
 
-std::uint64_t recover_consumer_claims(const MpmcView& view) noexcept {
+std::uint64_t recover_consumer_claims(const MpmcView& view, Holding& holding) noexcept {
   SideBlock& side = *view.consumer();
   if (gpu_agents(view)) return 0;
   // Only when the producers are stuck: the next position to write waits for
@@ -127,9 +141,9 @@ std::uint64_t recover_consumer_claims(const MpmcView& view) noexcept {
       static_cast<std::int64_t>(deq - first) <= 0) {
     return 0;
   }
-  RecoveryLock lock(side);
+  RecoveryLock lock(side, /*producer=*/false, holding);
   if (!lock) return 0;
-  const std::uint64_t end = std::min(deq, lowest_live_claim(*view.consumer_claims()));
+  const std::uint64_t end = std::min(deq, lowest_live_claim(view, /*producer=*/false, holding));
   std::uint64_t recovered = 0;
   for (std::uint64_t p = first;
        static_cast<std::int64_t>(end - p) > 0 && p - first < view.capacity(); ++p) {

@@ -58,6 +58,8 @@ class Category final : public std::error_category {
         return "CPU and GPU agents cannot share this side";
       case errc::invalid_slot_format:
         return "invalid slot format";
+      case errc::invalid_argument:
+        return "invalid argument";
     }
     return "unknown shmring error";
   }

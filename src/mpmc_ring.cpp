@@ -8,6 +8,7 @@
 #include "detail/blocking.hpp"
 #include "detail/claims.hpp"
 #include "detail/fail.hpp"
+#include "detail/holding.hpp"
 
 namespace shmring {
 namespace {
@@ -41,31 +42,34 @@ MpmcProducer MpmcProducer::do_attach(const Segment& segment, const WaitPolicy& p
     atomic::fetch_sub(&view.producer()->attached, std::uint32_t{1});
     return p;
   }
-  p.record_ = detail::take_claim_record(*view.producer_claims(), segment.name(), "producer",
-                                        p.identity_, f);
+  std::shared_ptr<detail::Holding> holding;
+  p.record_ = detail::take_claim_record(segment, /*producer=*/true, holding, f);
   if (f) {
     atomic::fetch_sub(&view.producer()->attached, std::uint32_t{1});
     return p;
   }
   p.view_ = view;
   p.policy_ = policy;
-  p.lifetime_ = segment.lifetime();
-  p.attached_pid_ = static_cast<std::uint32_t>(::getpid());
+  p.lifetime_ = std::move(holding);
+  p.generation_ = process::generation();
   // A producer that takes over from dead ones finishes what they left.
   (void)p.recover();
   return p;
 }
 
+// The claim record goes back with the last reference to it (lifetime_).
 MpmcProducer::~MpmcProducer() {
-  if (lifetime_ && detail::is_current_process(attached_pid_)) {
-    detail::give_back_claim_record(record_, identity_);
+  if (lifetime_ && attached_here()) {
+    detail::idle_claim_record(record_);
     atomic::fetch_sub(&view_.producer()->attached, std::uint32_t{1});
   }
 }
 
 std::uint64_t MpmcProducer::recover() noexcept {
   if (!lifetime_) return 0;
-  const std::uint64_t n = detail::recover_producer_claims(view_);
+  if (!attached_here()) return 0;
+  auto& holding = *static_cast<detail::Holding*>(lifetime_.get());
+  const std::uint64_t n = detail::recover_producer_claims(view_, holding);
   if (n != 0) wake_consumers();  // they were waiting at the recovered slots
   return n;
 }
@@ -115,33 +119,35 @@ MpmcConsumer MpmcConsumer::do_attach(const Segment& segment, const WaitPolicy& p
     atomic::fetch_sub(&view.consumer()->attached, std::uint32_t{1});
     return c;
   }
-  c.record_ = detail::take_claim_record(*view.consumer_claims(), segment.name(), "consumer",
-                                        c.identity_, f);
+  std::shared_ptr<detail::Holding> holding;
+  c.record_ = detail::take_claim_record(segment, /*producer=*/false, holding, f);
   if (f) {
     atomic::fetch_sub(&view.consumer()->attached, std::uint32_t{1});
     return c;
   }
   c.view_ = view;
   c.policy_ = policy;
-  c.lifetime_ = segment.lifetime();
-  c.attached_pid_ = static_cast<std::uint32_t>(::getpid());
+  c.lifetime_ = std::move(holding);
+  c.generation_ = process::generation();
   (void)c.recover();
   return c;
 }
 
 std::uint64_t MpmcConsumer::recover() noexcept {
   if (!lifetime_) return 0;
-  const std::uint64_t n = detail::recover_consumer_claims(view_);
+  if (!attached_here()) return 0;
+  auto& holding = *static_cast<detail::Holding*>(lifetime_.get());
+  const std::uint64_t n = detail::recover_consumer_claims(view_, holding);
   if (n != 0) wake_producers();  // they were waiting for the recovered slots
   return n;
 }
 
 MpmcConsumer::~MpmcConsumer() {
-  if (!lifetime_ || !detail::is_current_process(attached_pid_)) return;
+  if (!lifetime_ || !attached_here()) return;
   // A message kept for a larger buffer is given up rather than left claimed
   // (a claimed slot would stall every producer a lap later).
   if (!held_.empty()) release(held_);
-  detail::give_back_claim_record(record_, identity_);
+  detail::idle_claim_record(record_);
   atomic::fetch_sub(&view_.consumer()->attached, std::uint32_t{1});
 }
 

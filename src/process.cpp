@@ -1,5 +1,6 @@
 #include "shmring/process.hpp"
 
+#include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -7,9 +8,28 @@
 #include <cstdio>
 #include <cstring>
 
+#include "detail/holder_lock.hpp"
+
 namespace shmring::process {
 
+namespace detail {
+std::atomic<std::uint32_t> fork_generation{0};
+}
+
 namespace {
+
+// In a forked child, before fork() returns there: a new generation (handles
+// inherited from the parent now refuse to work) and the parent's role locks
+// let go of (see holder_lock.hpp).
+void in_forked_child() noexcept {
+  detail::fork_generation.fetch_add(1, std::memory_order_relaxed);
+  shmring::detail::drop_inherited_locks();
+  shmring::detail::unlock_registry_after_fork();
+}
+
+[[maybe_unused]] const int fork_handler_installed =
+    ::pthread_atfork(shmring::detail::lock_registry_for_fork,
+                     shmring::detail::unlock_registry_after_fork, in_forked_child);
 
 enum class StatState { missing, exited, running };
 
@@ -55,10 +75,12 @@ std::optional<std::uint64_t> start_time(std::uint32_t pid) noexcept {
   return st.start_time;
 }
 
-Identity self() noexcept {
+std::optional<Identity> self() noexcept {
   Identity id;
   id.pid = static_cast<std::uint32_t>(::getpid());
-  id.start_time = start_time(id.pid).value_or(0);
+  const std::optional<std::uint64_t> start = start_time(id.pid);
+  if (!start) return std::nullopt;
+  id.start_time = *start;
   return id;
 }
 

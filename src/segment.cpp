@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <thread>
+#include <utility>
 
 #include "detail/fail.hpp"
 #include "detail/sys.hpp"
@@ -25,6 +27,9 @@ struct Mapping {
   Geometry geometry;
   std::byte* base = nullptr;
   std::size_t size = 0;
+  // Kept open for liveness: holders' locks are asked about through it, and
+  // holders open descriptions of their own from it. It holds no lock itself.
+  int fd = -1;
   bool read_only = false;
   bool created = false;
 
@@ -33,6 +38,7 @@ struct Mapping {
   Mapping& operator=(const Mapping&) = delete;
   ~Mapping() {
     if (base != nullptr) ::munmap(base, size);
+    if (fd >= 0) ::close(fd);
   }
 };
 
@@ -85,8 +91,10 @@ errc errc_for_open(int err) {
     case EACCES:
     case EPERM:
       return errc::permission_denied;
-    case ELOOP:
-      return errc::not_a_segment;  // O_NOFOLLOW met a symlink
+    case ELOOP:   // O_NOFOLLOW met a symlink
+    case EISDIR:  // a directory, opened for writing
+    case ENXIO:   // a socket, or a FIFO with no writer
+      return errc::not_a_segment;
     case ENOSPC:
     case ENOMEM:
     case EFBIG:
@@ -101,6 +109,9 @@ Failure open_failure(int err, std::string_view name, std::string_view what) {
   std::string detail = std::string(what) + ": " + std::strerror(err);
   if (err == ELOOP)
     detail = std::string(what) + ": the name is a symbolic link, which is never followed";
+  if (err == EISDIR) detail = std::string(what) + ": the name is a directory, not a segment";
+  if (err == ENXIO)
+    detail = std::string(what) + ": the name is a socket or a device, not a segment";
   return e == errc{} ? fail_errno(err, name, detail) : fail(e, name, detail);
 }
 
@@ -212,24 +223,42 @@ std::uint64_t unix_ns() {
          static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
-// The private name a segment is initialised under: the creator's pid and
-// start time (so `ring-inspect gc` can tell when it is gone) and a counter.
+// The private name a segment is initialised under: 128 random bits, so that
+// nobody can take it first. Whether its creator still works on it is told by
+// the creator's lock (lock_byte::kCreator), not by the name.
 std::string init_name() {
-  static std::atomic<std::uint64_t> counter{0};
-  const process::Identity self = process::self();
-  return std::string(kInitFilePrefix) + num(self.pid) + "." + num(self.start_time) + "." +
-         num(counter.fetch_add(1, std::memory_order_relaxed));
+  std::uint64_t r[2] = {};
+  if (::getrandom(r, sizeof r, 0) != static_cast<ssize_t>(sizeof r)) {
+    // No entropy source: still unique per process and call, if guessable.
+    static std::atomic<std::uint64_t> counter{0};
+    r[0] = static_cast<std::uint64_t>(::getpid()) << 32 ^ unix_ns();
+    r[1] = counter.fetch_add(1, std::memory_order_relaxed);
+  }
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%016" PRIx64 "%016" PRIx64, r[0], r[1]);
+  return std::string(kInitFilePrefix) + buf;
 }
 
-// Maps the whole segment that `g` describes.
-std::shared_ptr<detail::Mapping> map_segment(int fd, const std::string& name, const Geometry& g,
+// Takes or gives up the creator's lock on a file being initialised.
+int creator_lock(int fd, short type) {
+  struct flock l {};
+  l.l_type = type;
+  l.l_whence = SEEK_SET;
+  l.l_start = static_cast<off_t>(lock_byte::kCreator);
+  l.l_len = 1;
+  return ::fcntl(fd, F_OFD_SETLK, &l);
+}
+
+// Maps the whole segment that `g` describes; the mapping keeps `fd`.
+std::shared_ptr<detail::Mapping> map_segment(Fd& fd, const std::string& name, const Geometry& g,
                                              int prot, Failure& f) {
-  void* addr = sys::mmap(g.segment_size, prot, fd);
+  void* addr = sys::mmap(g.segment_size, prot, fd.fd);
   if (addr == MAP_FAILED) {
     f = fail_errno(errno, name, "mmap of " + num(g.segment_size) + " bytes failed");
     return nullptr;
   }
   auto map = std::make_shared<detail::Mapping>();
+  map->fd = std::exchange(fd.fd, -1);
   map->name = name;
   map->geometry = g;
   map->base = static_cast<std::byte*>(addr);
@@ -250,11 +279,26 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
     return nullptr;
   }
   if (o.kind != RingKind::spsc && o.kind != RingKind::mpmc) {
-    f = fail(errc::kind_mismatch, name, "ring kind must be spsc or mpmc");
+    f = fail(errc::invalid_argument, name,
+             "ring kind " + num(static_cast<std::uint32_t>(o.kind)) +
+                 " is neither spsc (1) nor mpmc (2)");
     return nullptr;
   }
   if ((o.mode & ~mode_t{0666}) != 0) {
-    f = fail(errc::permission_denied, name, "mode must be a subset of 0666 (read/write bits only)");
+    char mode[16];
+    std::snprintf(mode, sizeof mode, "0%o", static_cast<unsigned>(o.mode));
+    f = fail(errc::invalid_argument, name,
+             std::string("mode ") + mode + " is not a subset of 0666 (read/write bits only)");
+    return nullptr;
+  }
+  // Recorded in the header for display; an identity that cannot be read is
+  // not recorded as a made-up one.
+  const std::optional<process::Identity> self = process::self();
+  if (!self) {
+    const int err = errno != 0 ? errno : ENOENT;
+    f = fail_errno(
+        err, name,
+        std::string("cannot read /proc/self/stat to record the creator: ") + std::strerror(err));
     return nullptr;
   }
   const std::string path = kShmDir + name;
@@ -267,19 +311,24 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
   }
   // The segment is made under a private name and linked to its own only once
   // initialised, so nobody ever finds a half-made ring under the name: a
-  // creator killed at any point leaves the name free (and a private file that
-  // `ring-inspect gc` collects once its pid is gone). Owner-only until then.
+  // creator killed at any point leaves the name free (and a private file,
+  // unlocked once its creator is gone, that `ring-inspect gc` collects).
+  // Owner-only until then.
   std::string temp;
   Fd fd;
   for (int attempt = 0; fd.fd < 0; ++attempt) {
-    // EEXIST only if a process that had our pid and start time died
-    // leaving its file: try the next number.
+    // EEXIST: a name drawn twice, or planted by someone: draw again.
     temp = kShmDir + init_name();
     fd.fd = sys::open(temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd.fd < 0 && (errno != EEXIST || attempt >= 16)) {
       f = open_failure(errno, name, "create " + temp);
       return nullptr;
     }
+  }
+  if (creator_lock(fd.fd, F_WRLCK) != 0) {
+    f = fail_errno(errno, name, "cannot lock " + temp + " while initialising it");
+    sys::unlink(temp.c_str());
+    return nullptr;
   }
   struct UnlinkTemp {
     const std::string& path;
@@ -294,7 +343,7 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
             : fail_errno(err, name, "posix_fallocate of " + num(g.segment_size) + " bytes failed");
     return nullptr;
   }
-  auto map = map_segment(fd.fd, name, g, PROT_READ | PROT_WRITE, f);
+  auto map = map_segment(fd, name, g, PROT_READ | PROT_WRITE, f);
   if (!map) return nullptr;
   map->created = true;
 
@@ -312,9 +361,8 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
   h.slots_offset = g.slots_offset;
   h.segment_size = g.segment_size;
   h.created_unix_ns = unix_ns();
-  const process::Identity self = process::self();
-  h.creator_pid = self.pid;
-  h.creator_start_time = self.start_time;
+  h.creator_pid = self->pid;
+  h.creator_start_time = self->start_time;
   // Slot i is free for position i (the MPMC turn; SPSC ignores it).
   const std::uint64_t trailer_at = g.slots_offset + g.trailer_offset();
   for (std::uint64_t i = 0; i < g.capacity; ++i) {
@@ -326,7 +374,7 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
   atomic::store_release(&h.abi_version, kAbiVersion);
 
   // Always: the umask may have narrowed the 0600 that open() asked for.
-  if (sys::fchmod(fd.fd, o.mode) != 0) {
+  if (sys::fchmod(map->fd, o.mode) != 0) {
     f = fail_errno(errno, name, "fchmod to the final mode failed");
     return nullptr;
   }
@@ -336,6 +384,8 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
     f = open_failure(errno, name, "create " + path);
     return nullptr;
   }
+  // The mapping's descriptor must hold no lock (see Mapping::fd).
+  creator_lock(map->fd, F_UNLCK);
   return map;
 }
 
@@ -414,7 +464,23 @@ std::shared_ptr<detail::Mapping> do_open(std::string_view raw, const OpenOptions
   if ((f = validate_header(header, name, o.kind, static_cast<std::uint64_t>(st.st_size), g))) {
     return nullptr;
   }
-  auto map = map_segment(fd.fd, name, g, prot, f);
+  // A sparse file (holes in /dev/shm) has no memory behind some pages: the
+  // first write to one when /dev/shm is full kills the writer with SIGBUS.
+  // Reserve them now, or refuse with a reason. Reading a hole is harmless.
+  if (!o.read_only && static_cast<std::uint64_t>(st.st_blocks) * 512 < g.segment_size) {
+    if (const int err = sys::fallocate(fd.fd, static_cast<off_t>(g.segment_size)); err != 0) {
+      f = fail(err == ENOSPC || err == EFBIG || err == ENOMEM
+                   ? make_error_code(errc::no_space)
+                   : std::error_code(err, std::system_category()),
+               name,
+               "the file has " + num(static_cast<std::uint64_t>(st.st_blocks) * 512) + " of its " +
+                   num(g.segment_size) +
+                   " bytes in memory (it is sparse), and reserving the rest failed: " +
+                   std::strerror(err));
+      return nullptr;
+    }
+  }
+  auto map = map_segment(fd, name, g, prot, f);
   if (!map) return nullptr;
   map->read_only = o.read_only;
   // The header must not have changed between the check and the mapping.
@@ -426,8 +492,8 @@ std::shared_ptr<detail::Mapping> do_open(std::string_view raw, const OpenOptions
 }
 
 // Removes the file under `path` if a creator began it and died before
-// finishing: the magic and the creator's identity are there, the version
-// never came, and that process is gone. (create() itself never exposes a
+// finishing: the magic is there, the version never came, and nobody holds
+// the creator's lock. (create() itself never exposes a
 // half-made file; this recovers files left by creators that did.) Only a file
 // of our own user is touched, and only if the name still refers to the file
 // that was examined.
@@ -441,8 +507,8 @@ bool remove_abandoned(const std::string& path) {
   }
   SegmentHeader h{};
   if (::pread(fd.fd, &h, sizeof h, 0) != static_cast<ssize_t>(sizeof h)) return false;
-  if (h.magic != kMagic || h.abi_version != 0 || h.creator_pid == 0) return false;
-  if (process::alive(process::pack({h.creator_pid, h.creator_start_time}))) return false;
+  if (h.magic != kMagic || h.abi_version != 0) return false;
+  if (process::lock_held(fd.fd, lock_byte::kCreator)) return false;
   struct stat now {};
   if (::lstat(path.c_str(), &now) != 0 || now.st_ino != st.st_ino || now.st_dev != st.st_dev) {
     return false;
@@ -513,6 +579,10 @@ std::string Segment::name_problem(std::string_view raw) {
   }
   if (name.find('\0') != std::string_view::npos) return "the name contains a NUL byte";
   if (name == "." || name == "..") return "the name is '.' or '..'";
+  if (name.substr(0, kInitFilePrefix.size()) == kInitFilePrefix) {
+    return "names beginning with '" + std::string(kInitFilePrefix) +
+           "' are reserved for segments being created";
+  }
   return {};
 }
 
@@ -558,6 +628,7 @@ const Geometry& Segment::geometry() const noexcept {
 }
 std::byte* Segment::base() const noexcept { return map_ ? map_->base : nullptr; }
 std::size_t Segment::size() const noexcept { return map_ ? map_->size : 0; }
+int Segment::fd() const noexcept { return map_ ? map_->fd : -1; }
 bool Segment::read_only() const noexcept { return map_ && map_->read_only; }
 bool Segment::created() const noexcept { return map_ && map_->created; }
 

@@ -33,14 +33,13 @@ SpscProducer SpscProducer::do_attach(const Segment& segment, const WaitPolicy& p
   p.view_ = SpscView(segment.base(), segment.geometry());
   p.cursor_ = a.producer;
   p.policy_ = policy;
-  p.identity_ = a.identity;
-  p.lifetime_ = segment.lifetime();
+  p.generation_ = process::generation();
+  p.lifetime_ = a.role;
   return p;
 }
 
-SpscProducer::~SpscProducer() {
-  if (lifetime_) detail::detach_spsc(*view_.producer(), identity_);
-}
+// The role goes with the last reference to it (detail::Holding).
+SpscProducer::~SpscProducer() = default;
 
 void SpscProducer::wake_consumer() noexcept { futex::notify_all(&view_.producer()->notify); }
 
@@ -82,14 +81,12 @@ SpscConsumer SpscConsumer::do_attach(const Segment& segment, const WaitPolicy& p
   c.view_ = SpscView(segment.base(), segment.geometry());
   c.cursor_ = a.consumer;
   c.policy_ = policy;
-  c.identity_ = a.identity;
-  c.lifetime_ = segment.lifetime();
+  c.generation_ = process::generation();
+  c.lifetime_ = a.role;
   return c;
 }
 
-SpscConsumer::~SpscConsumer() {
-  if (lifetime_) detail::detach_spsc(*view_.consumer(), identity_);
-}
+SpscConsumer::~SpscConsumer() = default;
 
 void SpscConsumer::wake_producer() noexcept { futex::notify_all(&view_.consumer()->notify); }
 

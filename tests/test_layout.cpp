@@ -27,7 +27,8 @@ GeometryCheck check(std::uint64_t capacity, std::uint64_t slot_size,
 TEST(Geometry, CapacityZero) { EXPECT_EQ(check(0, 64), GeometryCheck::capacity_zero); }
 
 TEST(Geometry, CapacityNotPowerOfTwo) {
-  for (std::uint64_t c : {3ull, 5ull, 6ull, 7ull, 12ull, 1000ull, (1ull << 20) + 1, (1ull << 31) - 1}) {
+  for (std::uint64_t c :
+       {3ull, 5ull, 6ull, 7ull, 12ull, 1000ull, (1ull << 20) + 1, (1ull << 31) - 1}) {
     EXPECT_EQ(check(c, 64), GeometryCheck::capacity_not_power_of_two) << "capacity " << c;
   }
   // Not a power of two and too large: the power-of-two rule is named.
@@ -65,8 +66,18 @@ TEST(Geometry, SizeOverflow) {
 // verdict matches the rule "header + capacity x stride <= 16 TiB" evaluated
 // in 128-bit arithmetic, and an accepted geometry is self-consistent.
 TEST(Geometry, SizeRuleMatchesWideArithmetic) {
-  const std::uint64_t slot_sizes[] = {1, 31, 32, 33, 64, 100, 4096, 65536, (1u << 20) + 7,
-                                      kMaxSlotSize / 2, kMaxSlotSize - 1, kMaxSlotSize};
+  const std::uint64_t slot_sizes[] = {1,
+                                      31,
+                                      32,
+                                      33,
+                                      64,
+                                      100,
+                                      4096,
+                                      65536,
+                                      (1u << 20) + 7,
+                                      kMaxSlotSize / 2,
+                                      kMaxSlotSize - 1,
+                                      kMaxSlotSize};
   for (unsigned shift = 0; shift <= 31; ++shift) {
     const std::uint64_t capacity = std::uint64_t{1} << shift;
     for (std::uint64_t slot : slot_sizes) {
@@ -124,8 +135,10 @@ TEST(Geometry, EveryCheckHasItsOwnDescription) {
     EXPECT_NE(s, "unknown");
     EXPECT_TRUE(seen.insert(s).second) << "duplicate description " << s;
   }
-  EXPECT_NE(std::string(to_string(GeometryCheck::capacity_zero)).find("capacity"), std::string::npos);
-  EXPECT_NE(std::string(to_string(GeometryCheck::slot_size_zero)).find("slot size"), std::string::npos);
+  EXPECT_NE(std::string(to_string(GeometryCheck::capacity_zero)).find("capacity"),
+            std::string::npos);
+  EXPECT_NE(std::string(to_string(GeometryCheck::slot_size_zero)).find("slot size"),
+            std::string::npos);
 }
 
 // ---- slot layout -------------------------------------------------------------
@@ -156,7 +169,8 @@ TEST(SlotLayout, SmallPayloadSharesTheLineOfItsTrailer) {
     EXPECT_EQ((g.trailer_offset() + offsetof(SlotTrailer, committed)) / 64, 0u);
   }
   Geometry g;
-  ASSERT_EQ(compute_geometry(RingKind::spsc, 2, 64 - sizeof(SlotTrailer) + 1, g), GeometryCheck::ok);
+  ASSERT_EQ(compute_geometry(RingKind::spsc, 2, 64 - sizeof(SlotTrailer) + 1, g),
+            GeometryCheck::ok);
   EXPECT_EQ(g.slot_stride, 2 * kPayloadAlign) << "one byte more needs a second line";
 }
 
@@ -234,15 +248,15 @@ TEST(Abi, CreatedSegmentBytes) {
   o.kind = RingKind::mpmc;
   o.capacity = 8;
   o.slot_size = 100;
-  const std::uint64_t before = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(
-          std::chrono::system_clock::now().time_since_epoch())
-          .count());
+  const std::uint64_t before =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
   Segment s = Segment::create(shm.name(), o);
-  const std::uint64_t after = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(
-          std::chrono::system_clock::now().time_since_epoch())
-          .count());
+  const std::uint64_t after =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
   const Geometry& g = s.geometry();
   const std::string& n = shm.name();
   EXPECT_EQ(test::read_value_at<std::uint64_t>(n, 0), kMagic);
@@ -258,7 +272,7 @@ TEST(Abi, CreatedSegmentBytes) {
   EXPECT_LE(created_ns, after);
   EXPECT_EQ(test::read_value_at<std::uint32_t>(n, 64), static_cast<std::uint32_t>(::getpid()));
   EXPECT_EQ(test::read_value_at<std::uint32_t>(n, 68), 0u) << "flags are reserved";
-  EXPECT_EQ(test::read_value_at<std::uint64_t>(n, 72), process::self().start_time);
+  EXPECT_EQ(test::read_value_at<std::uint64_t>(n, 72), process::self()->start_time);
   EXPECT_EQ(test::file_size(n), static_cast<std::int64_t>(g.segment_size));
   EXPECT_EQ(s.size(), g.segment_size);
   // Control blocks start zeroed: positions, notify words, sleepers, owners.
@@ -278,7 +292,7 @@ TEST(Abi, CreatedSegmentBytes) {
 }
 
 TEST(Process, IdentityPacking) {
-  const process::Identity self = process::self();
+  const process::Identity self = process::self().value();
   EXPECT_EQ(self.pid, static_cast<std::uint32_t>(::getpid()));
   EXPECT_NE(self.start_time, 0u);
   const std::uint64_t packed = process::pack(self);
@@ -297,7 +311,7 @@ TEST(Process, ExitedChildIsDead) {
   int pipefd[2];
   ASSERT_EQ(::pipe(pipefd), 0);
   const int rc = test::run_in_child([&] {
-    const std::uint64_t mine = process::pack(process::self());
+    const std::uint64_t mine = process::pack(process::self().value());
     return ::write(pipefd[1], &mine, sizeof mine) == sizeof mine ? 0 : 1;
   });
   ASSERT_EQ(rc, 0);

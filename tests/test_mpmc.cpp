@@ -103,6 +103,21 @@ TEST(MpmcBoundary, FullRing) {
   f.expect_empty();
 }
 
+// An empty span has a null data(); memcpy must never see it.
+TEST(MpmcBoundary, EmptySpansPushAndPopEmptyMessages) {
+  MpmcFixture f(4, 16);
+  ASSERT_EQ(f.tx.try_push({}), Status::ok);
+  std::size_t n = 99;
+  ASSERT_EQ(f.rx.try_pop({}, n), Status::ok);
+  EXPECT_EQ(n, 0u);
+  const char x = 'x';
+  ASSERT_EQ(f.tx.try_push(std::as_bytes(std::span(&x, 1))), Status::ok);
+  EXPECT_EQ(f.rx.try_pop({}, n), Status::too_large);
+  EXPECT_EQ(n, 1u);
+  EXPECT_EQ(pop(f.rx), "x") << "kept for a buffer that fits";
+  f.expect_empty();
+}
+
 TEST(MpmcBoundary, TooLargeMessageLeavesTheRingUnchanged) {
   MpmcFixture f(4, 32);
   ASSERT_EQ(push(f.tx, "earlier"), Status::ok);
@@ -124,7 +139,8 @@ TEST_P(MpmcWrap, ManyLapsInOrder) {
   std::uint64_t received = 0;
   for (std::uint64_t round = 0; round < 500 * capacity; ++round) {
     const std::uint64_t burst = 1 + round % capacity;
-    for (std::uint64_t i = 0; i < burst; ++i) ASSERT_EQ(push(f.tx, message(sent++, 40)), Status::ok);
+    for (std::uint64_t i = 0; i < burst; ++i)
+      ASSERT_EQ(push(f.tx, message(sent++, 40)), Status::ok);
     if (burst == capacity) {
       ASSERT_EQ(push(f.tx, "overflow"), Status::would_block);
     }
@@ -360,8 +376,10 @@ TEST(MpmcHandles, ProducersAndConsumersInterleaved) {
   MpmcProducer* producers[] = {&f.tx, &p2};
   MpmcConsumer* consumers[] = {&f.rx, &c2};
   for (int round = 0; round < 400; ++round) {
-    for (int k = 0; k < 3; ++k) ASSERT_EQ(push(*producers[(round + k) % 2], message(sent++, 64)), Status::ok);
-    for (int k = 0; k < 3; ++k) ASSERT_EQ(pop(*consumers[(round * 7 + k) % 2]), message(received++, 64));
+    for (int k = 0; k < 3; ++k)
+      ASSERT_EQ(push(*producers[(round + k) % 2], message(sent++, 64)), Status::ok);
+    for (int k = 0; k < 3; ++k)
+      ASSERT_EQ(pop(*consumers[(round * 7 + k) % 2]), message(received++, 64));
   }
 }
 

@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -319,7 +320,7 @@ TEST(RingInspect, ShowReportsSlotFormatAndProducerIncarnation) {
   const Result r = inspect("show " + shm.name() + " --json");
   ASSERT_EQ(r.rc, 0) << r.out;
   expect_contains(r.out, {"\"slot_format\": \"low_latency\",", "\"header_flags\": 1,",
-                          "\"abi_version\": 3,", "\"head\": 1,"});
+                          "\"abi_version\": " + std::to_string(kAbiVersion) + ",", "\"head\": 1,"});
   EXPECT_TRUE(contains(member_object(r.out, "producer"), "\"incarnation\": 2,")) << r.out;
   // The consumer side has no incarnation.
   EXPECT_FALSE(contains(member_object(r.out, "consumer"), "incarnation")) << r.out;
@@ -788,6 +789,11 @@ TEST(RingInspect, GcRemovesOnlyAbandonedSegments) {
 // the file of a creator still at work.
 TEST(RingInspect, GcCollectsWhatAKilledCreatorLeft) {
   UniqueShm never("never");  // the name the killed creator never gave
+  std::set<std::string> before;
+  if (DIR* d = ::opendir(kShmDir)) {
+    while (const dirent* e = ::readdir(d)) before.emplace(e->d_name);
+    ::closedir(d);
+  }
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
@@ -802,11 +808,13 @@ TEST(RingInspect, GcCollectsWhatAKilledCreatorLeft) {
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFSIGNALED(status));
   EXPECT_FALSE(shm_exists(never.name()));
-  const std::string dead_prefix = std::string(kInitFilePrefix) + std::to_string(child) + ".";
+  // The private names are random: the killed creator's is the one that is
+  // new and unlocked (its lock died with it).
   std::string dead_file;
   if (DIR* d = ::opendir(kShmDir)) {
     while (const dirent* e = ::readdir(d)) {
-      if (std::string(e->d_name).rfind(dead_prefix, 0) == 0) dead_file = e->d_name;
+      const std::string n = e->d_name;
+      if (n.rfind(kInitFilePrefix, 0) == 0 && before.count(n) == 0) dead_file = n;
     }
     ::closedir(d);
   }
@@ -815,33 +823,51 @@ TEST(RingInspect, GcCollectsWhatAKilledCreatorLeft) {
     std::string path;
     ~Unlink() { ::unlink(path.c_str()); }
   } dead_guard{shm_path(dead_file)};
-  // A private file of a live creator (this process).
-  const process::Identity self = process::self();
-  const std::string live_prefix = std::string(kInitFilePrefix) + std::to_string(self.pid) + ".";
-  ShmGuard live(live_prefix + std::to_string(self.start_time) + ".999999");
+  // A private file whose creator is at work: it holds the creator's lock.
+  ShmGuard live(std::string(kInitFilePrefix) + "0123456789abcdef0123456789abcdef");
   ASSERT_TRUE(make_plain_file(live.name(), {}));
+  const int creator = ::open(shm_path(live.name()).c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(creator, 0);
+  struct flock l {};
+  l.l_type = F_WRLCK;
+  l.l_whence = SEEK_SET;
+  l.l_start = lock_byte::kCreator;
+  l.l_len = 1;
+  ASSERT_EQ(::fcntl(creator, F_OFD_SETLK, &l), 0);
 
   const Result list = inspect("list");
   ASSERT_EQ(list.rc, 0) << list.out;
-  EXPECT_TRUE(contains(list.out, dead_file + ": left by pid " + std::to_string(child) +
-                                     ", which died creating a segment"))
+  EXPECT_TRUE(contains(list.out, dead_file + ": left by a creator that died creating a segment"))
       << list.out;
-  EXPECT_TRUE(contains(list.out,
-                       live.name() + ": segment being created by pid " + std::to_string(self.pid)))
-      << list.out;
+  EXPECT_TRUE(contains(list.out, live.name() + ": segment being created")) << list.out;
   const Result json = inspect("list --json");
-  EXPECT_TRUE(
-      contains(json.out, "\"status\": \"abandoned\", \"creator_pid\": " + std::to_string(child)))
+  EXPECT_TRUE(contains(json.out, "\"name\": \"" + dead_file + "\", \"status\": \"abandoned\""))
+      << json.out;
+  EXPECT_TRUE(contains(json.out, "\"name\": \"" + live.name() + "\", \"status\": \"initialising\""))
       << json.out;
 
-  const Result keep = inspect("gc --prefix " + live_prefix);
+  const Result keep = inspect("gc --prefix " + live.name());
   ASSERT_EQ(keep.rc, 0) << keep.out;
   EXPECT_TRUE(contains(keep.out, "kept " + live.name() + ": segment being created")) << keep.out;
   EXPECT_TRUE(shm_exists(live.name()));
-  const Result gc = inspect("gc --prefix " + dead_prefix);
+  const Result gc = inspect("gc --prefix " + dead_file);
   ASSERT_EQ(gc.rc, 0) << gc.out;
   EXPECT_TRUE(contains(gc.out, "removed " + dead_file + "\n")) << gc.out;
   EXPECT_FALSE(shm_exists(dead_file));
+  // Its creator gone, the other file goes too.
+  ::close(creator);
+  const Result gc2 = inspect("gc --prefix " + live.name());
+  EXPECT_TRUE(contains(gc2.out, "removed " + live.name() + "\n")) << gc2.out;
+  EXPECT_FALSE(shm_exists(live.name()));
+}
+
+// A live ring cannot carry a name of the library's own, so gc never takes
+// one for a creator's leftover.
+TEST(RingInspect, GcNeverMeetsALiveRingUnderAReservedName) {
+  std::error_code ec;
+  (void)Segment::create(std::string(kInitFilePrefix) + "live", CreateOptions{}, ec);
+  EXPECT_EQ(ec, make_error_code(errc::invalid_name)) << last_error_message();
+  EXPECT_NE(last_error_message().find("reserved"), std::string::npos) << last_error_message();
 }
 
 // MPMC: show says which process died holding claims, from where, and how

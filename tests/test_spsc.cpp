@@ -1,9 +1,8 @@
 // SPSC ring: white-box boundary states over a real segment and over the
 // algorithm view on the heap, roles and their takeover, blocking forms.
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstring>
@@ -117,6 +116,37 @@ TEST(SpscBoundary, ZeroLengthAndFullSlotMessages) {
   ASSERT_EQ(f.push(full), Status::ok);
   EXPECT_EQ(f.pop(), "");
   EXPECT_EQ(f.pop(), full);
+}
+
+// An empty span has a null data(); memcpy must never see it (the UBSan
+// build aborts on memcpy(p, nullptr, 0)). Plain and low-latency slots.
+TEST(SpscBoundary, EmptySpansPushAndPopEmptyMessages) {
+  for (const SlotFormat format : {SlotFormat::plain, SlotFormat::low_latency}) {
+    SCOPED_TRACE(to_string(format));
+    test::UniqueShm shm;
+    CreateOptions o;
+    o.capacity = 4;
+    o.slot_size = 16;
+    o.format = format;
+    Segment seg = Segment::create(shm.name(), o);
+    SpscProducer tx = SpscProducer::attach(seg);
+    SpscConsumer rx = SpscConsumer::attach(seg);
+    ASSERT_EQ(tx.try_push({}), Status::ok);
+    const std::span<const std::byte> none[] = {{}, {}};
+    ASSERT_EQ(tx.try_push_many(none), 2u);
+    for (int i = 0; i < 3; ++i) {
+      std::size_t n = 99;
+      ASSERT_EQ(rx.try_pop({}, n), Status::ok) << i;
+      EXPECT_EQ(n, 0u);
+    }
+    // A message that does not fit an empty buffer stays in the ring.
+    const char x = 'x';
+    ASSERT_EQ(tx.try_push(std::as_bytes(std::span(&x, 1))), Status::ok);
+    std::size_t n = 0;
+    EXPECT_EQ(rx.try_pop({}, n), Status::too_large);
+    EXPECT_EQ(n, 1u);
+    Segment::unlink(shm.name());
+  }
 }
 
 // ---- wrap-around -------------------------------------------------------------
@@ -519,7 +549,8 @@ TEST(SpscRoles, DeadProducerIsTakenOver) {
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status));
   ASSERT_EQ(WEXITSTATUS(status), 0);
-  EXPECT_EQ(process::pid_of(f.control()->producer.owner.identity), static_cast<std::uint32_t>(child))
+  EXPECT_EQ(process::pid_of(f.control()->producer.owner.identity),
+            static_cast<std::uint32_t>(child))
       << "the dead child still holds the record";
 
   f.tx = SpscProducer::attach(f.segment);

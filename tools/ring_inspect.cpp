@@ -179,18 +179,15 @@ std::string side_summary(const Snapshot& s, const Side& side) {
   return out;
 }
 
-// A creator's private file (see shmring::kInitFilePrefix): who made it and
-// what becomes of it.
-std::string init_file_state(const shmring::process::Identity& creator) {
-  return shmring::process::alive(shmring::process::pack(creator))
-             ? fmt::format("segment being created by pid {}", creator.pid)
-             : fmt::format("left by pid {}, which died creating a segment (gc removes it)",
-                           creator.pid);
+// A creator's private file (see shmring::kInitFilePrefix): what becomes of it.
+std::string init_file_state(bool in_progress) {
+  return in_progress ? "segment being created"
+                     : "left by a creator that died creating a segment (gc removes it)";
 }
 
 int cmd_list(bool json) {
   std::vector<std::string> names;
-  std::vector<std::pair<std::string, shmring::process::Identity>> init_files;
+  std::vector<std::pair<std::string, bool>> init_files;  // name, in progress
   if (DIR* d = ::opendir(kShmDir)) {
     while (const dirent* e = ::readdir(d)) {
       const std::string n = e->d_name;
@@ -198,8 +195,8 @@ int cmd_list(bool json) {
       const std::string path = kShmDir + n;
       struct stat st {};
       if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-      if (const auto creator = init_file_creator(n)) {
-        init_files.emplace_back(n, *creator);
+      if (is_init_file(n)) {
+        init_files.emplace_back(n, init_file_in_progress(path));
       } else if (has_shmring_magic(path)) {
         names.push_back(n);
       }
@@ -256,13 +253,10 @@ int cmd_list(bool json) {
       }
       items.push_back(o.text());
     }
-    for (const auto& [n, creator] : init_files) {
-      const bool alive = shmring::process::alive(shmring::process::pack(creator));
+    for (const auto& [n, in_progress] : init_files) {
       items.push_back(JsonObject()
                           .str("name", n)
-                          .str("status", alive ? "initialising" : "abandoned")
-                          .num("creator_pid", creator.pid)
-                          .num("creator_start_time", creator.start_time)
+                          .str("status", in_progress ? "initialising" : "abandoned")
                           .text());
     }
     fmt::print("{}\n", JsonObject().raw("segments", json_array(items)).text());
@@ -708,7 +702,7 @@ int cmd_gc(const std::string& prefix, bool dry_run) {
     const std::string path = kShmDir + n;
     struct stat st {};
     if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    if (init_file_creator(n) || has_shmring_magic(path)) names.push_back(n);
+    if (is_init_file(n) || has_shmring_magic(path)) names.push_back(n);
   }
   ::closedir(d);
   std::sort(names.begin(), names.end());
@@ -731,9 +725,9 @@ int cmd_gc(const std::string& prefix, bool dry_run) {
   for (const auto& n : names) {
     // A creator's private file: removed once its creator is gone (a live
     // creator is about to give it its name, or to remove it).
-    if (const auto creator = init_file_creator(n)) {
-      if (shmring::process::alive(shmring::process::pack(*creator))) {
-        fmt::print("kept {}: {}\n", n, init_file_state(*creator));
+    if (is_init_file(n)) {
+      if (init_file_in_progress(kShmDir + n)) {
+        fmt::print("kept {}: {}\n", n, init_file_state(true));
       } else {
         unlink_name(n);
       }

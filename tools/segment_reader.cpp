@@ -255,8 +255,8 @@ std::string Snapshot::in_use() const {
 namespace {
 
 // From the local copy: plain reads (no peer writes to it).
-Side read_side(const shmring::SideBlock& b, const shmring::WaitBlock& w,
-               const shmring::ClaimTable& claims) {
+Side read_side(const SegmentFile& file, bool producer, const shmring::SideBlock& b,
+               const shmring::WaitBlock& w, const shmring::ClaimTable& claims) {
   Side s;
   s.position = b.position;
   s.notify = b.notify;
@@ -268,8 +268,12 @@ Side read_side(const shmring::SideBlock& b, const shmring::WaitBlock& w,
   s.waiters = w.waiters;
   s.abandoned = b.abandoned;
   s.incarnation = b.incarnation;
-  for (const shmring::ClaimRecord& r : claims.records) {
-    if (r.holder != 0) s.claimants.push_back(Claimant{r.holder, r.low});
+  if (s.owner_identity != 0) s.owner_live = file.held(shmring::lock_byte::owner(producer));
+  for (std::size_t i = 0; i < shmring::kClaimRecords; ++i) {
+    const shmring::ClaimRecord& r = claims.records[i];
+    if (r.holder == 0) continue;
+    s.claimants.push_back(
+        Claimant{r.holder, r.low, file.held(shmring::lock_byte::claim_record(producer, i))});
   }
   return s;
 }
@@ -308,8 +312,8 @@ Snapshot snapshot(const SegmentFile& file) {
   s.name = file.name();
   s.header = c.header;
   s.geometry = file.geometry();
-  s.consumer = read_side(c.consumer, c.consumer_wait, c.consumer_claims);
-  s.producer = read_side(c.producer, c.producer_wait, c.producer_claims);
+  s.consumer = read_side(file, /*producer=*/false, c.consumer, c.consumer_wait, c.consumer_claims);
+  s.producer = read_side(file, /*producer=*/true, c.producer, c.producer_wait, c.producer_claims);
   return s;
 }
 
@@ -403,24 +407,16 @@ bool has_shmring_magic(const std::string& path) {
   return n == static_cast<ssize_t>(sizeof magic) && magic == shmring::kMagic;
 }
 
-std::optional<shmring::process::Identity> init_file_creator(std::string_view name) {
-  if (name.substr(0, shmring::kInitFilePrefix.size()) != shmring::kInitFilePrefix) {
-    return std::nullopt;
-  }
-  name.remove_prefix(shmring::kInitFilePrefix.size());
-  // <pid>.<start time>.<counter>, all decimal.
-  std::uint64_t fields[3] = {};
-  for (int i = 0; i < 3; ++i) {
-    const auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), fields[i]);
-    if (ec != std::errc{} || end == name.data()) return std::nullopt;
-    name.remove_prefix(static_cast<std::size_t>(end - name.data()));
-    if (i < 2) {
-      if (name.empty() || name.front() != '.') return std::nullopt;
-      name.remove_prefix(1);
-    }
-  }
-  if (!name.empty() || fields[0] == 0 || fields[0] > 0x7fffffffu) return std::nullopt;
-  return shmring::process::Identity{static_cast<std::uint32_t>(fields[0]), fields[1]};
+bool is_init_file(std::string_view name) {
+  return name.substr(0, shmring::kInitFilePrefix.size()) == shmring::kInitFilePrefix;
+}
+
+bool init_file_in_progress(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return errno != ENOENT;
+  const bool held = shmring::process::lock_held(fd, shmring::lock_byte::kCreator);
+  ::close(fd);
+  return held;
 }
 
 }  // namespace ring_inspect

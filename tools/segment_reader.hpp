@@ -76,6 +76,11 @@ class SegmentFile {
   // The file's size now (fstat), for messages.
   std::uint64_t size_now() const;
 
+  // Whether a live process holds the record at `byte` (layout.hpp,
+  // lock_byte): the one test of liveness that holds across users and pid
+  // namespaces.
+  bool held(std::uint64_t byte) const { return shmring::process::lock_held(fd_, byte); }
+
  private:
   SegmentFile(int fd, std::string name, const shmring::SegmentHeader& h, const shmring::Geometry& g)
       : fd_(fd), name_(std::move(name)), header_(h), geometry_(g) {}
@@ -94,9 +99,10 @@ std::string header_problem(const shmring::SegmentHeader& h, std::uint64_t file_s
 struct Claimant {
   std::uint64_t identity = 0;
   std::uint64_t low = shmring::kClaimIdle;  // kClaimIdle: holds no claim now
+  bool live = false;                        // its holder keeps the record's lock
 
   std::uint32_t pid() const { return shmring::process::pid_of(identity); }
-  bool alive() const { return shmring::process::alive(identity); }
+  bool alive() const { return live; }
   bool holding() const { return low != shmring::kClaimIdle; }
 };
 
@@ -112,10 +118,11 @@ struct Side {
   std::uint64_t abandoned = 0;      // MPMC: positions recovered from dead processes
   std::uint32_t incarnation = 0;    // SPSC producer: producers attached so far
   std::vector<Claimant> claimants;  // MPMC: holders of this side's claim records
+  bool owner_live = false;          // SPSC: somebody keeps the role's lock
 
   std::uint32_t owner_pid() const { return shmring::process::pid_of(owner_identity); }
   bool has_owner() const { return owner_identity != 0; }
-  bool owner_alive() const { return has_owner() && shmring::process::alive(owner_identity); }
+  bool owner_alive() const { return has_owner() && owner_live; }
   const char* owner_state() const {
     return !has_owner() ? "none" : owner_alive() ? "alive" : "dead";
   }
@@ -205,8 +212,12 @@ double mean_length(const SegmentFile& file, std::uint64_t position);
 bool has_shmring_magic(const std::string& path);
 
 // The private file a creator initialises a segment under before giving it its
-// name (".shmring-init.<pid>.<start time>.<n>"): its creator, or nothing if
-// `name` is not one.
-std::optional<shmring::process::Identity> init_file_creator(std::string_view name);
+// name (shmring::kInitFilePrefix and random digits).
+bool is_init_file(std::string_view name);
+
+// Whether the creator of such a file still works on it: it holds the
+// creator's lock (layout.hpp, lock_byte::kCreator). A file that cannot be
+// opened counts as being worked on (never removed on a guess).
+bool init_file_in_progress(const std::string& path);
 
 }  // namespace ring_inspect

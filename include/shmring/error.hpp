@@ -14,7 +14,7 @@ namespace shmring {
 
 enum class errc {
   // bad arguments
-  invalid_name = 1,   // empty, too long, contains '/', or "." / ".."
+  invalid_name = 1,   // empty, too long, contains '/', "." / "..", or reserved
   invalid_capacity,   // 0, not a power of two, or above kMaxCapacity
   invalid_slot_size,  // 0 or above kMaxSlotSize
   size_overflow,      // capacity x slot size exceeds the segment limit
@@ -42,6 +42,7 @@ enum class errc {
   mixed_agents,     // CPU and GPU agents would share a read-modify-write counter
   // bad arguments, continued (appended: the numbers above are kept)
   invalid_slot_format,  // unknown slot format, or low-latency slots on an MPMC ring
+  invalid_argument,     // any other bad argument: a mode beyond 0666, an unknown ring kind
 };
 
 const std::error_category& error_category() noexcept;

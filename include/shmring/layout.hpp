@@ -29,7 +29,8 @@ namespace shmring {
 inline constexpr std::uint64_t kMagic = 0x31474E49524D4853ull;  // "SHMRING1", little-endian
 // 2: MPMC claim tables (recovery of claims held by dead processes).
 // 3: header flags name the slot format (kHeaderLowLatencySlots).
-inline constexpr std::uint32_t kAbiVersion = 3;
+// 4: holders prove they live by locks on bytes of the file (see lock_byte).
+inline constexpr std::uint32_t kAbiVersion = 4;
 inline constexpr std::size_t kBlockSize = 128;
 inline constexpr std::size_t kPayloadAlign = 64;
 // Upper bounds a creator may ask for. They keep every product below in 64 bits
@@ -86,9 +87,10 @@ struct SegmentHeader {
   std::uint8_t reserved[48];
 };
 
-// The process that holds a role. `identity` packs the pid (low 32 bits) with
-// the low 32 bits of its start time, so one CAS claims the role and a reused
-// pid is not mistaken for the original owner; 0 means nobody.
+// The process that holds a role: the pid (low 32 bits) packed with the low 32
+// bits of its start time, 0 for nobody. Who holds a role is decided by a lock
+// on the record's first byte (lock_byte below); the identity says who that is,
+// for messages and ring-inspect.
 struct OwnerRecord {
   std::uint64_t identity;
   std::uint64_t start_time;  // full start time, clock ticks since boot (informational)
@@ -219,6 +221,37 @@ static_assert(sizeof(ControlArea) == 4736);
 static_assert(sizeof(SlotTrailer) == 32);
 static_assert(offsetof(SlotTrailer, committed) == 0 && offsetof(SlotTrailer, length) == 8);
 static_assert(offsetof(SlotTrailer, flags) == 12 && offsetof(SlotTrailer, released) == 16);
+
+// Liveness. A process proves it still holds a role by keeping a write lock
+// (fcntl F_OFD_SETLK) on one byte of the segment file: the first byte of the
+// record that names it. The kernel drops the lock when the holder's last
+// descriptor of it closes, which includes its death by any signal, so a dead
+// holder is told from a live one without pids, start times or /proc, across
+// users and pid namespaces. The locks cover file bytes, not memory: they
+// neither stop nor slow anyone's loads and stores.
+namespace lock_byte {
+// The creator, from the file's creation until its header is complete.
+inline constexpr std::uint64_t kCreator = 0;
+constexpr std::uint64_t side(bool producer) noexcept {
+  return producer ? offsetof(ControlArea, producer) : offsetof(ControlArea, consumer);
+}
+// The SPSC producer or consumer role.
+constexpr std::uint64_t owner(bool producer) noexcept {
+  return side(producer) + offsetof(SideBlock, owner);
+}
+// The process recovering a side's dead claims (MPMC).
+constexpr std::uint64_t recovering(bool producer) noexcept {
+  return side(producer) + offsetof(SideBlock, recovering);
+}
+// Claim record `i` of a side (MPMC).
+constexpr std::uint64_t claim_record(bool producer, std::size_t i) noexcept {
+  return (producer ? offsetof(ControlArea, producer_claims)
+                   : offsetof(ControlArea, consumer_claims)) +
+         i * sizeof(ClaimRecord);
+}
+}  // namespace lock_byte
+static_assert(lock_byte::owner(true) == 144 && lock_byte::owner(false) == 400);
+static_assert(lock_byte::recovering(true) == 176 && lock_byte::claim_record(false, 1) == 2752);
 
 inline constexpr std::uint64_t kSlotsOffset = sizeof(ControlArea);
 static_assert(kSlotsOffset % kBlockSize == 0, "slot 0 must start a 128-byte block");

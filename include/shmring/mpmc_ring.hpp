@@ -13,8 +13,9 @@
 // a claimed position that is neither finished nor covered by a live record
 // was claimed by a dead process, and recover() (run by every blocking call
 // that has to sleep, and by attach) finishes it: a producer's as a skipped
-// slot, a consumer's as released. A forked child must attach its own
-// handles: one it inherits records its claims under its parent's name.
+// slot, a consumer's as released. A handle belongs to the process that
+// attached it: in a forked child every call returns Status::wrong_process
+// (attach the child's own handles instead).
 #pragma once
 
 #include <chrono>
@@ -27,6 +28,7 @@
 
 #include "shmring/claim.hpp"
 #include "shmring/mpmc_view.hpp"
+#include "shmring/process.hpp"
 #include "shmring/segment.hpp"
 #include "shmring/status.hpp"
 #include "shmring/wait.hpp"
@@ -54,12 +56,13 @@ class MpmcProducer {
   std::uint64_t slot_size() const noexcept { return view_.slot_size(); }
 
   [[nodiscard]] Status try_push(std::span<const std::byte> message) noexcept {
+    if (!attached_here()) return Status::wrong_process;
     if (message.size() > view_.slot_size()) return Status::too_large;
     Status status = Status::ok;
     before_claim();
     const MpmcRange r = view_.claim_write(1, status);
     if (r.count != 0) {
-      std::memcpy(view_.payload(r.first), message.data(), message.size());
+      copy_message(view_.payload(r.first), message.data(), message.size());
       view_.set_length(r.first, static_cast<std::uint32_t>(message.size()));
       publish(r, 0);
     }
@@ -73,6 +76,7 @@ class MpmcProducer {
   // Lends up to `max` consecutive free slots. Unlike SPSC, a producer may
   // hold several claims at once; each must be committed or aborted.
   [[nodiscard]] WriteClaim try_claim(std::size_t max = 1) noexcept {
+    if (!attached_here()) return WriteClaim(view_, 0, 0, Status::wrong_process);
     Status status = Status::ok;
     before_claim();
     const MpmcRange r = view_.claim_write(max, status);
@@ -91,6 +95,7 @@ class MpmcProducer {
   // Publishes slot 0 with `bytes` of payload; the rest of the claim is
   // skipped. too_large, and the claim kept, if `bytes` does not fit.
   [[nodiscard]] Status commit(WriteClaim& claim, std::size_t bytes) noexcept {
+    if (!attached_here()) return Status::wrong_process;
     if (claim.empty()) return Status::would_block;
     if (const Status s = claim.set_size(0, bytes); s != Status::ok) return s;
     commit_batch(claim, 1);
@@ -99,7 +104,7 @@ class MpmcProducer {
   // Publishes the first `count` slots (sizes set with set_size); the rest of
   // the claim is skipped.
   void commit_batch(WriteClaim& claim, std::size_t count) noexcept {
-    if (claim.count_ == 0) return;
+    if (claim.count_ == 0 || !attached_here()) return;
     if (count > claim.count_) count = static_cast<std::size_t>(claim.count_);
     if (count != 0) publish(MpmcRange{claim.first_, count}, 0);
     if (claim.count_ > count) {
@@ -142,20 +147,19 @@ class MpmcProducer {
   void swap(MpmcProducer& o) noexcept {
     std::swap(view_, o.view_);
     std::swap(policy_, o.policy_);
-    std::swap(attached_pid_, o.attached_pid_);
+    std::swap(generation_, o.generation_);
     std::swap(record_, o.record_);
-    std::swap(identity_, o.identity_);
     std::swap(outstanding_, o.outstanding_);
     lifetime_.swap(o.lifetime_);
   }
+  bool attached_here() const noexcept { return generation_ == process::generation(); }
 
   MpmcView view_;
   WaitPolicy policy_;
-  std::uint32_t attached_pid_ = 0;
+  std::uint32_t generation_ = 0;  // process::generation() at attach
   ClaimRecord* record_ = nullptr;
-  std::uint64_t identity_ = 0;     // what we stored in the record
-  std::uint64_t outstanding_ = 0;  // claims taken and not yet committed
-  std::shared_ptr<const void> lifetime_;
+  std::uint64_t outstanding_ = 0;   // claims taken and not yet committed
+  std::shared_ptr<void> lifetime_;  // the claim record held (detail::Holding), and the mapping
 };
 
 class MpmcConsumer {
@@ -181,6 +185,7 @@ class MpmcConsumer {
   // too_large, `size` = the message's size, and this handle keeps the message
   // for its next pop (a claimed MPMC slot cannot go back to the others).
   [[nodiscard]] Status try_pop(std::span<std::byte> buffer, std::size_t& size) noexcept {
+    if (!attached_here()) return Status::wrong_process;
     ReadClaim c = held_.empty() ? try_peek(1) : held_;
     if (c.empty()) return c.status();
     const std::span<const std::byte> m = c[0];
@@ -189,7 +194,7 @@ class MpmcConsumer {
       held_ = c;
       return Status::too_large;
     }
-    std::memcpy(buffer.data(), m.data(), m.size());
+    copy_message(buffer.data(), m.data(), m.size());
     held_ = ReadClaim();
     release(c);
     return Status::ok;
@@ -200,6 +205,7 @@ class MpmcConsumer {
   // Lends up to `max` consecutive messages in place, until release(). A
   // consumer may hold several claims at once.
   [[nodiscard]] ReadClaim try_peek(std::size_t max = 1) noexcept {
+    if (!attached_here()) return ReadClaim(view_, 0, 0, Status::wrong_process);
     before_claim();
     for (;;) {
       Status status = Status::ok;
@@ -231,7 +237,7 @@ class MpmcConsumer {
   // Hands the first `count` messages back to the producers.
   void release(ReadClaim& claim, std::size_t count) noexcept {
     if (count > claim.count_) count = static_cast<std::size_t>(claim.count_);
-    if (count == 0) return;
+    if (count == 0 || !attached_here()) return;
     release_range(MpmcRange{claim.first_, count});
     claim.first_ += count;
     claim.count_ -= count;
@@ -272,22 +278,21 @@ class MpmcConsumer {
     std::swap(policy_, o.policy_);
     std::swap(held_, o.held_);
     std::swap(corrupt_dropped_, o.corrupt_dropped_);
-    std::swap(attached_pid_, o.attached_pid_);
+    std::swap(generation_, o.generation_);
     std::swap(record_, o.record_);
-    std::swap(identity_, o.identity_);
     std::swap(outstanding_, o.outstanding_);
     lifetime_.swap(o.lifetime_);
   }
+  bool attached_here() const noexcept { return generation_ == process::generation(); }
 
   MpmcView view_;
   WaitPolicy policy_;
   ReadClaim held_;  // a message too large for the last pop's buffer
   std::uint64_t corrupt_dropped_ = 0;
-  std::uint32_t attached_pid_ = 0;
+  std::uint32_t generation_ = 0;  // process::generation() at attach
   ClaimRecord* record_ = nullptr;
-  std::uint64_t identity_ = 0;
-  std::uint64_t outstanding_ = 0;  // claims lent and not yet fully released
-  std::shared_ptr<const void> lifetime_;
+  std::uint64_t outstanding_ = 0;   // claims lent and not yet fully released
+  std::shared_ptr<void> lifetime_;  // the claim record held (detail::Holding), and the mapping
 };
 
 }  // namespace shmring

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "shmring/atomic.hpp"
 #include "shmring/config.hpp"
@@ -15,6 +16,12 @@
 #include "shmring/status.hpp"
 
 namespace shmring {
+
+// memcpy for message bytes: an empty message may come with a null pointer,
+// which memcpy must never be given, not even with a length of 0.
+SHMRING_HD inline void copy_message(void* to, const void* from, std::size_t size) noexcept {
+  if (size != 0) memcpy(to, from, size);
+}
 
 // A slot handed to a reader: its payload and the validated length.
 struct ReadSlot {

@@ -27,13 +27,15 @@
 namespace shmring {
 
 // Names follow shm_open(3): an optional leading '/', then 1 to 255
-// characters, none of them '/', and neither "." nor "..".
+// characters, none of them '/', and neither "." nor "..". Names beginning
+// with kInitFilePrefix are the library's own.
 inline constexpr std::size_t kMaxNameLength = 255;
 
 // create() initialises a segment in /dev/shm under a private name made of this
-// prefix, the creator's pid and start time, and a counter, then links it to
-// its own name. A creator killed before that leaves only such a file, which
-// `ring-inspect gc` removes once the creator is gone.
+// prefix and 128 random bits, then links it to its own name. The creator
+// holds a lock on the file's first byte meanwhile (layout.hpp, lock_byte); a
+// creator killed before linking leaves only such a file, unlocked, which
+// `ring-inspect gc` removes.
 inline constexpr std::string_view kInitFilePrefix = ".shmring-init.";
 
 struct CreateOptions {
@@ -97,6 +99,9 @@ class Segment {
   const Geometry& geometry() const noexcept;
   std::byte* base() const noexcept;
   std::size_t size() const noexcept;
+  // The segment file's descriptor, open as long as the Segment (or a handle
+  // attached to it) lives; close-on-exec. Do not close it or lock through it.
+  int fd() const noexcept;
   bool read_only() const noexcept;
   bool created() const noexcept;  // this call created the file
 

@@ -1,14 +1,17 @@
 // Role handles for an SPSC ring: one SpscProducer and one SpscConsumer at a
 // time, each in any process that maps the segment.
 //
-// Attaching records the caller (pid + start time) in the segment; a second
-// live producer (or consumer) is refused with errc::role_taken, and a role
-// whose holder has died is taken over, continuing from the positions in the
-// segment. The try_ forms never block; the blocking forms spin, yield, then
-// sleep on a futex in the segment until the deadline. Hot-path calls are
-// noexcept, allocate nothing and make a system call only to wake a sleeper.
-// On a ring of low-latency slots (SlotFormat::low_latency) the copy calls
-// work as on any ring, and the zero-copy ones return Status::unsupported.
+// Attaching takes the role (a lock on the role's record in the segment file,
+// which the kernel drops when the holder dies; layout.hpp, lock_byte) and
+// records the caller's pid and start time for display; a second live producer
+// (or consumer) is refused with errc::role_taken, and a role whose holder has
+// died is taken over, continuing from the positions in the segment. A handle
+// belongs to the process that attached it: in a forked child every call
+// returns Status::wrong_process (attach in the child instead). The try_ forms never block; the
+// blocking forms spin, yield, then sleep on a futex in the segment until the deadline. Hot-path
+// calls are noexcept, allocate nothing and make a system call only to wake a sleeper. On a ring of
+// low-latency slots (SlotFormat::low_latency) the copy calls work as on any ring, and the zero-copy
+// ones return Status::unsupported.
 #pragma once
 
 #include <chrono>
@@ -20,6 +23,7 @@
 #include <system_error>
 
 #include "shmring/claim.hpp"
+#include "shmring/process.hpp"
 #include "shmring/segment.hpp"
 #include "shmring/spsc_view.hpp"
 #include "shmring/status.hpp"
@@ -53,6 +57,7 @@ class SpscProducer {
 
   // Copies one message into the ring.
   [[nodiscard]] Status try_push(std::span<const std::byte> message) noexcept {
+    if (!attached_here()) return Status::wrong_process;
     if (message.size() > view_.slot_size()) return Status::too_large;
     Status status = Status::ok;
     if (view_.writable(cursor_, 1, status) == 0) {
@@ -68,6 +73,7 @@ class SpscProducer {
   // Copies up to messages.size() messages with one publication; returns how
   // many went in (stops at the first that is too large, or when full).
   std::size_t try_push_many(std::span<const std::span<const std::byte>> messages) noexcept {
+    if (!attached_here()) return 0;
     Status status = Status::ok;
     const std::uint64_t room = view_.writable(cursor_, messages.size(), status);
     std::uint64_t n = 0;
@@ -81,6 +87,7 @@ class SpscProducer {
   // Lends up to `max` free slots to write in place. One claim at a time: a new
   // claim replaces (aborts) one not yet committed.
   [[nodiscard]] WriteClaim try_claim(std::size_t max = 1) noexcept {
+    if (!attached_here()) return WriteClaim(view_, cursor_.head, 0, Status::wrong_process);
     if (view_.low_latency()) return WriteClaim(view_, cursor_.head, 0, Status::unsupported);
     Status status = Status::ok;
     const std::uint64_t n = view_.writable(cursor_, max, status);
@@ -94,6 +101,7 @@ class SpscProducer {
   // Publishes slot 0 of a claim with `bytes` of payload (too_large, and
   // nothing published, if it does not fit); the rest of the claim is dropped.
   [[nodiscard]] Status commit(WriteClaim& claim, std::size_t bytes) noexcept {
+    if (!attached_here()) return Status::wrong_process;
     if (claim.empty() || claim.first_ != cursor_.head) return Status::would_block;
     if (const Status s = claim.set_size(0, bytes); s != Status::ok) return s;
     publish(1);
@@ -104,7 +112,7 @@ class SpscProducer {
   // with one head store; the rest of the claim is dropped.
   void commit_batch(WriteClaim& claim, std::size_t count) noexcept {
     if (count > claim.count_) count = static_cast<std::size_t>(claim.count_);
-    if (claim.first_ == cursor_.head && count != 0) publish(count);
+    if (claim.first_ == cursor_.head && count != 0 && attached_here()) publish(count);
     claim = WriteClaim();
   }
   void commit_batch(WriteClaim& claim) noexcept { commit_batch(claim, claim.size()); }
@@ -120,7 +128,7 @@ class SpscProducer {
       low_latency::write(view_, position, cursor_.incarnation, message.data(), size);
       return;
     }
-    std::memcpy(view_.payload(position), message.data(), size);
+    copy_message(view_.payload(position), message.data(), size);
     view_.set_length(position, size);
   }
   void publish(std::uint64_t count) noexcept {
@@ -131,15 +139,16 @@ class SpscProducer {
     std::swap(view_, o.view_);
     std::swap(cursor_, o.cursor_);
     std::swap(policy_, o.policy_);
-    std::swap(identity_, o.identity_);
+    std::swap(generation_, o.generation_);
     lifetime_.swap(o.lifetime_);
   }
+  bool attached_here() const noexcept { return generation_ == process::generation(); }
 
   SpscView view_;
   SpscProducerCursor cursor_;
   WaitPolicy policy_;
-  std::uint64_t identity_ = 0;  // what we stored in the owner record
-  std::shared_ptr<const void> lifetime_;
+  std::uint32_t generation_ = 0;          // process::generation() at attach
+  std::shared_ptr<const void> lifetime_;  // the role held, and through it the mapping
 };
 
 class SpscConsumer {
@@ -168,6 +177,7 @@ class SpscConsumer {
   // low-latency slots a call that finds the message incomplete (would_block)
   // may have copied part of it into `buffer`.
   [[nodiscard]] Status try_pop(std::span<std::byte> buffer, std::size_t& size) noexcept {
+    if (!attached_here()) return Status::wrong_process;
     if (view_.low_latency()) return try_pop_words(buffer, size);
     Status status = Status::ok;
     if (view_.readable(cursor_, 1, status) == 0) {
@@ -176,7 +186,7 @@ class SpscConsumer {
     const ReadSlot slot = view_.read_slot(cursor_.tail);
     size = slot.size;
     if (slot.size > buffer.size()) return Status::too_large;
-    std::memcpy(buffer.data(), slot.data, slot.size);
+    copy_message(buffer.data(), slot.data, slot.size);
     release_slots(1);
     return Status::ok;
   }
@@ -185,6 +195,7 @@ class SpscConsumer {
 
   // Lends up to `max` readable messages in place, until release().
   [[nodiscard]] ReadClaim try_peek(std::size_t max = 1) noexcept {
+    if (!attached_here()) return ReadClaim(view_, cursor_.tail, 0, Status::wrong_process);
     if (view_.low_latency()) return ReadClaim(view_, cursor_.tail, 0, Status::unsupported);
     Status status = Status::ok;
     const std::uint64_t n = view_.readable(cursor_, max, status);
@@ -199,7 +210,7 @@ class SpscConsumer {
   // tail store; the rest stay readable (and the claim keeps them).
   void release(ReadClaim& claim, std::size_t count) noexcept {
     if (count > claim.count_) count = static_cast<std::size_t>(claim.count_);
-    if (claim.first_ != cursor_.tail || count == 0) return;
+    if (claim.first_ != cursor_.tail || count == 0 || !attached_here()) return;
     release_slots(count);
     claim.first_ += count;
     claim.count_ -= count;
@@ -234,15 +245,16 @@ class SpscConsumer {
     std::swap(view_, o.view_);
     std::swap(cursor_, o.cursor_);
     std::swap(policy_, o.policy_);
-    std::swap(identity_, o.identity_);
+    std::swap(generation_, o.generation_);
     lifetime_.swap(o.lifetime_);
   }
+  bool attached_here() const noexcept { return generation_ == process::generation(); }
 
   SpscView view_;
   SpscConsumerCursor cursor_;
   WaitPolicy policy_;
-  std::uint64_t identity_ = 0;
-  std::shared_ptr<const void> lifetime_;
+  std::uint32_t generation_ = 0;          // process::generation() at attach
+  std::shared_ptr<const void> lifetime_;  // the role held, and through it the mapping
 };
 
 }  // namespace shmring

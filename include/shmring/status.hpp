@@ -15,6 +15,10 @@ enum class Status : std::uint8_t {
   too_large,    // the message does not fit the slot, or the caller's buffer is too small
   corrupt,      // the peer side wrote impossible values; the ring is stalled, never overrun
   unsupported,  // the call does not apply to this ring (zero-copy on low-latency slots)
+  // The handle was attached by another process: a forked child's copy of its
+  // parent's handle, which would write over the parent's messages. Nothing
+  // changed; attach a handle of its own in the child.
+  wrong_process,
 };
 
 SHMRING_HD constexpr const char* to_string(Status s) noexcept {
@@ -31,6 +35,8 @@ SHMRING_HD constexpr const char* to_string(Status s) noexcept {
       return "corrupt";
     case Status::unsupported:
       return "unsupported";
+    case Status::wrong_process:
+      return "wrong_process";
   }
   return "unknown";
 }

@@ -23,11 +23,11 @@ GpuSide& GpuSide::operator=(GpuSide&& other) noexcept {
     device_state_ = std::exchange(other.device_state_, nullptr);
     shared_counter_ = std::exchange(other.shared_counter_, nullptr);
     block_ = std::exchange(other.block_, nullptr);
-    identity_ = std::exchange(other.identity_, 0);
+    role_ = std::move(other.role_);
     kind_ = other.kind_;
     side_ = other.side_;
     device_ = other.device_;
-    attached_pid_ = std::exchange(other.attached_pid_, 0);
+    generation_ = other.generation_;
     lifetime_ = std::move(other.lifetime_);
   }
   return *this;
@@ -36,8 +36,9 @@ GpuSide& GpuSide::operator=(GpuSide&& other) noexcept {
 GpuSide::~GpuSide() { release(); }
 
 void GpuSide::release() noexcept {
-  if (block_ == nullptr || !detail::is_current_process(attached_pid_)) {
+  if (block_ == nullptr || !detail::attached_here(generation_)) {
     block_ = nullptr;
+    role_.reset();
     lifetime_.reset();
     return;
   }
@@ -53,7 +54,7 @@ void GpuSide::release() noexcept {
       atomic::store_seq_cst(&block_->position, counter);
     }
   }
-  if (kind_ == RingKind::spsc) detail::detach_spsc(*block_, identity_);
+  role_.reset();  // SPSC: gives the role back
   if (device_state_ != nullptr) cudaFree(device_state_);
   cudaGetLastError();
   if (had) cudaSetDevice(previous);
@@ -110,10 +111,9 @@ GpuSide GpuSide::attach(const Segment& segment, const Registration& registration
                                   segment.name(), "cudaMemcpy"))) {
         if (g.device_state_ != nullptr) cudaFree(g.device_state_);
         g.device_state_ = nullptr;
-        detail::detach_spsc(*block, a.identity);
         return g;
       }
-      g.identity_ = a.identity;
+      g.role_ = a.role;
     } else {
       // Announce ourselves before looking for CPU agents; a CPU attach does
       // the reverse, so of two racing attaches at least one sees the other.
@@ -150,7 +150,7 @@ GpuSide GpuSide::attach(const Segment& segment, const Registration& registration
     g.kind_ = kind;
     g.side_ = side;
     g.device_ = caps.device;
-    g.attached_pid_ = static_cast<std::uint32_t>(::getpid());
+    g.generation_ = process::generation();
     g.lifetime_ = segment.lifetime();
     return g;
   });

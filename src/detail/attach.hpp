@@ -4,10 +4,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string_view>
 
 #include "detail/fail.hpp"
+#include "detail/holding.hpp"
 #include "shmring/layout.hpp"
+#include "shmring/process.hpp"
 #include "shmring/segment.hpp"
 #include "shmring/spsc_view.hpp"
 
@@ -17,10 +20,10 @@ namespace shmring::detail {
 // `role` names the handle in the message ("SPSC producer").
 Failure check_attachable(const Segment& segment, RingKind kind, std::string_view role);
 
-// The SPSC side a process takes: the owner record it now holds and the
-// positions it resumes from.
+// The SPSC side a process takes: the role it now holds (given back when the
+// last reference goes) and the positions it resumes from.
 struct SpscAttachment {
-  std::uint64_t identity = 0;
+  std::shared_ptr<Holding> role;
   SpscProducerCursor producer;  // for the producer side
   SpscConsumerCursor consumer;  // for the consumer side
 };
@@ -29,14 +32,14 @@ struct SpscAttachment {
 // a producer resumes after slots a dead predecessor committed.
 SpscAttachment attach_spsc(const Segment& segment, bool producer, Failure& f);
 
-// Gives an SPSC role up, but only in the process that claimed it (a forked
-// child holds copies of its parent's handles).
-void detach_spsc(SideBlock& side, std::uint64_t identity) noexcept;
-
 // A CPU handle may not join an MPMC side whose GPU agents coordinate in
 // device memory (their claims would not be atomic with ours).
 Failure check_cpu_may_join(const Segment& segment, const SideBlock& side, std::string_view role);
 
-bool is_current_process(std::uint32_t pid) noexcept;
+// Whether a handle attached in fork generation `generation` is used in the
+// process that attached it (process.hpp, generation()).
+inline bool attached_here(std::uint32_t generation) noexcept {
+  return generation == process::generation();
+}
 
 }  // namespace shmring::detail

@@ -5,28 +5,35 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string_view>
 
 #include "detail/fail.hpp"
+#include "detail/holding.hpp"
 #include "shmring/layout.hpp"
 #include "shmring/mpmc_view.hpp"
 
 namespace shmring::detail {
 
-// Takes a free record of `table` (or one whose holder died) for the calling
-// process; nullptr, with `f` set, when every record is held by a live one.
-ClaimRecord* take_claim_record(ClaimTable& table, std::string_view segment, std::string_view side,
-                               std::uint64_t& identity, Failure& f);
+// Takes a free record of the `producer` (or consumer) side's table (or one
+// whose holder died) for the calling process, held through `holding`, which
+// gives it back when the last reference goes. nullptr, with `f` set, when
+// every record is held by a live holder.
+ClaimRecord* take_claim_record(const Segment& segment, bool producer,
+                               std::shared_ptr<Holding>& holding, Failure& f);
 
-// Gives a record back (only in the process that took it).
-void give_back_claim_record(ClaimRecord* record, std::uint64_t identity) noexcept;
+// Marks a record idle before it is given back (only in the process that
+// took it).
+void idle_claim_record(ClaimRecord* record) noexcept;
 
 // Recovers the positions of one side claimed by dead processes: producers
 // commit them as skipped (consumers pass over them, nothing half-written is
 // ever read), consumers release them (their messages are lost). Returns how
 // many positions were recovered. Does nothing while GPU agents, which keep
 // no records, take part in the ring.
-std::uint64_t recover_producer_claims(const MpmcView& view) noexcept;
-std::uint64_t recover_consumer_claims(const MpmcView& view) noexcept;
+// `holding` is the calling handle's: it tells live holders from dead ones
+// and takes the side's recovery lock.
+std::uint64_t recover_producer_claims(const MpmcView& view, Holding& holding) noexcept;
+std::uint64_t recover_consumer_claims(const MpmcView& view, Holding& holding) noexcept;
 
 }  // namespace shmring::detail

@@ -77,11 +77,11 @@ class GpuSide {
   std::uint64_t* shared_counter_ =
       nullptr;                  // MPMC with host-native atomics: the segment's (device address)
   SideBlock* block_ = nullptr;  // our side's block, host address
-  std::uint64_t identity_ = 0;  // SPSC: the owner record we hold
+  std::shared_ptr<const void> role_;  // SPSC: the role held (given back when reset)
   RingKind kind_ = RingKind::spsc;
   Side side_ = Side::producer;
   int device_ = -1;
-  std::uint32_t attached_pid_ = 0;
+  std::uint32_t generation_ = 0;  // process::generation() at attach
   std::shared_ptr<const void> lifetime_;
 };
 

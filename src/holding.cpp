@@ -1,0 +1,77 @@
+#include "detail/holding.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "shmring/atomic.hpp"
+#include "shmring/process.hpp"
+#include "shmring/spsc_view.hpp"
+
+namespace shmring::detail {
+
+Holding::Holding(std::shared_ptr<const void> mapping, int probe_fd, HolderLock lock,
+                 std::uint64_t identity, std::uint64_t start_time) noexcept
+    : mapping_(std::move(mapping)),
+      probe_fd_(probe_fd),
+      lock_(std::move(lock)),
+      identity_(identity),
+      start_time_(start_time),
+      generation_(process::generation()) {}
+
+std::shared_ptr<Holding> Holding::prepare(const Segment& segment, Failure& f) {
+  const std::optional<process::Identity> self = process::self();
+  if (!self) {
+    const int err = errno != 0 ? errno : ENOENT;
+    f = fail_errno(err, segment.name(),
+                   std::string("cannot read /proc/self/stat to record this process as a holder: ") +
+                       std::strerror(err));
+    return nullptr;
+  }
+  HolderLock lock = HolderLock::open(segment.fd(), segment.name(), f);
+  if (f) return nullptr;
+  return std::make_shared<Holding>(segment.lifetime(), segment.fd(), std::move(lock),
+                                   process::pack(*self), self->start_time);
+}
+
+int Holding::take(std::uint64_t* word, std::uint64_t byte) noexcept {
+  if (const int err = lock_.try_lock(byte); err != 0) return err;
+  // The lock makes us the one holder; whoever the word still names is gone.
+  word_ = word;
+  atomic::store_seq_cst(word_, identity_);
+  return 0;
+}
+
+Holding::~Holding() {
+  if (word_ != nullptr && generation_ == process::generation()) {
+    atomic::compare_exchange(word_, identity_, std::uint64_t{0});
+  }
+  // lock_ closes after this: nobody takes the record before it is cleared.
+}
+
+std::shared_ptr<Holding> claim_role(const Segment& segment, bool producer, Failure& f) {
+  std::shared_ptr<Holding> h = Holding::prepare(segment, f);
+  if (!h) return nullptr;
+  const SpscView view(segment.base(), segment.geometry());
+  OwnerRecord& record = (producer ? view.producer() : view.consumer())->owner;
+  const char* role = producer ? "producer" : "consumer";
+  const int err = h->take(&record.identity, lock_byte::owner(producer));
+  if (err == EAGAIN) {
+    // Named as it recorded itself: the pid is its own namespace's.
+    f = fail(errc::role_taken, segment.name(),
+             std::string(role) + " role is held by live process " +
+                 std::to_string(process::pid_of(atomic::load_acquire(&record.identity))));
+    return nullptr;
+  }
+  if (err != 0) {
+    f = fail_errno(
+        err, segment.name(),
+        std::string("cannot lock the ") + role + " role's record: " + std::strerror(err));
+    return nullptr;
+  }
+  atomic::store_release(&record.start_time, h->start_time());
+  return h;
+}
+
+}  // namespace shmring::detail
