@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -425,8 +426,11 @@ struct Names {
   UniqueShm src{"src"};
   UniqueShm dst{"dst"};
   ShmGuard state{dst.name() + ".bridge-state"};
-  ShmGuard state_tmp{dst.name() + ".bridge-state.tmp"};
 };
+
+bool listening(BridgeProcess& recv) {
+  return wait_until([&] { return recv.log().find("listening on") != std::string::npos; }, 20s);
+}
 
 // ---- tests ------------------------------------------------------------------
 
@@ -669,6 +673,42 @@ TEST(Bridge, ReceiverSurvivesAPeerThatIsNotUcx) {
   Consumer consumer(n.dst.name(), count);
   Producer producer(src, count);
   expect_every_message(producer, consumer, count, send->log() + recv->log());
+  EXPECT_EQ(recv->stop(), 0) << recv->log();
+}
+
+// /dev/shm is writable by every user: what lies at the state file's name
+// may be planted there, a FIFO to hang the receiver in open(), or a file of
+// another user's to feed it a stream position.
+TEST(Bridge, StateFileThatIsNotOurOwnRegularFileStopsTheReceiver) {
+  Names n;
+  ASSERT_EQ(::mkfifo(n.state.path().c_str(), 0666), 0);
+  auto recv = start_receiver(free_port(), n.dst.name());
+  EXPECT_EQ(recv->wait_exit(20s), 1) << recv->log();
+  EXPECT_NE(recv->log().find(n.state.path() + ": is a FIFO, not a regular file"), std::string::npos)
+      << recv->log();
+
+  ASSERT_EQ(::unlink(n.state.path().c_str()), 0);
+  const int fd = ::open(n.state.path().c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::fchown(fd, 65534, 65534), 0);
+  ::close(fd);
+  recv = start_receiver(free_port(), n.dst.name());
+  EXPECT_EQ(recv->wait_exit(20s), 1) << recv->log();
+  EXPECT_NE(recv->log().find(n.state.path() + ": belongs to uid 65534"), std::string::npos)
+      << recv->log();
+}
+
+TEST(Bridge, StateFifoPlantedWhileRunningRefusesTheSenderAndNeverHangs) {
+  Names n;
+  Segment src = make_ring(n.src.name(), 64);
+  const std::uint16_t port = free_port();
+  auto recv = start_receiver(port, n.dst.name());
+  ASSERT_TRUE(listening(*recv)) << recv->log();
+  ASSERT_EQ(::mkfifo(n.state.path().c_str(), 0666), 0);
+  auto send = start_sender(port, n.src.name(), {"--attempts", "2", "--connect-timeout", "3000"});
+  EXPECT_EQ(send->wait_exit(30s), 1) << send->log() << recv->log();
+  EXPECT_NE(send->log().find("refused"), std::string::npos) << send->log();
+  EXPECT_NE(send->log().find(n.state.path() + ": is a FIFO"), std::string::npos) << send->log();
   EXPECT_EQ(recv->stop(), 0) << recv->log();
 }
 

@@ -102,6 +102,8 @@ BridgeStats Receiver::run() {
   if (const std::string problem = Segment::name_problem(o_.ring); !problem.empty()) {
     throw BridgeError(BridgeErrc::ring, problem);
   }
+  // A state file that cannot be used would refuse every sender: say so now.
+  (void)detail::load_stream_state(o_.ring);
   worker_ = std::make_unique<Worker>();
   detail::Listener listener(*worker_, o_.bind_address, o_.port);
   log("listening on " + o_.bind_address + ":" + std::to_string(listener.port()) + " for ring '" +
