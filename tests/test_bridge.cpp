@@ -179,12 +179,13 @@ class BridgeProcess {
 };
 
 std::unique_ptr<BridgeProcess> start_receiver(std::uint16_t port, const std::string& ring,
+                                              std::vector<std::string> extra = {},
                                               const std::string& address = "127.0.0.1",
                                               const std::string& netns = {}) {
-  return std::make_unique<BridgeProcess>(
-      std::vector<std::string>{"recv", "--listen", address + ":" + std::to_string(port), "--ring",
-                               ring},
-      netns);
+  std::vector<std::string> args{"recv", "--listen", address + ":" + std::to_string(port), "--ring",
+                                ring};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return std::make_unique<BridgeProcess>(std::move(args), netns);
 }
 
 std::unique_ptr<BridgeProcess> start_sender(std::uint16_t port, const std::string& ring,
@@ -523,7 +524,7 @@ TEST(Bridge, ConnectionCutAndRestoredLosesAndDuplicatesNothing) {
   const std::uint64_t count = scaled_count(100'000);
   Segment src = make_ring(n.src.name(), 512);
   const std::uint16_t port = free_port();
-  auto recv = start_receiver(port, n.dst.name(), hosts.address_b(), hosts.b());
+  auto recv = start_receiver(port, n.dst.name(), {}, hosts.address_b(), hosts.b());
   auto send =
       start_sender(port, n.src.name(), {"--peer-timeout", "1000"}, hosts.address_b(), hosts.a());
   Consumer consumer(n.dst.name(), count);
@@ -710,6 +711,65 @@ TEST(Bridge, StateFifoPlantedWhileRunningRefusesTheSenderAndNeverHangs) {
   EXPECT_NE(send->log().find("refused"), std::string::npos) << send->log();
   EXPECT_NE(send->log().find(n.state.path() + ": is a FIFO"), std::string::npos) << send->log();
   EXPECT_EQ(recv->stop(), 0) << recv->log();
+}
+
+// A file of /tmp that the test removes, whatever it is by then.
+struct TmpPath {
+  std::string path = "/tmp/" + unique_name("file_" + std::to_string(counter++));
+  ~TmpPath() { ::unlink(path.c_str()); }
+  static inline int counter = 0;
+};
+
+std::string listened_port(BridgeProcess& recv) {
+  const std::string log = recv.log();
+  const std::string mark = "listening on 127.0.0.1:";
+  const auto at = log.find(mark);
+  if (at == std::string::npos) return {};
+  return log.substr(at + mark.size(), log.find(' ', at + mark.size()) - at - mark.size());
+}
+
+// --port-file usually names a file in /tmp, where another user may plant a
+// link at the name the receiver would write first.
+TEST(Bridge, PortFileIsWrittenWithoutFollowingAPlantedLink) {
+  Names n;
+  TmpPath port_file, victim;
+  std::ofstream(victim.path) << "precious\n";
+  const std::string planted = port_file.path + ".tmp";
+  ASSERT_EQ(::symlink(victim.path.c_str(), planted.c_str()), 0);
+  auto recv = start_receiver(0, n.dst.name(), {"--port-file", port_file.path});
+  ASSERT_TRUE(wait_until([&] { return !read_file(port_file.path).empty(); }, 20s)) << recv->log();
+  EXPECT_EQ(read_file(port_file.path), listened_port(*recv) + "\n") << recv->log();
+  EXPECT_EQ(read_file(victim.path), "precious\n");
+  struct stat st {};
+  ASSERT_EQ(::lstat(port_file.path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(recv->stop(), 0) << recv->log();
+  ::unlink(planted.c_str());
+}
+
+TEST(Bridge, PortFileThatCannotBeWrittenFailsTheReceiver) {
+  Names n;
+  const std::string nowhere = "/nonexistent-" + unique_name() + "/port";
+  auto recv = start_receiver(0, n.dst.name(), {"--port-file", nowhere});
+  EXPECT_EQ(recv->wait_exit(20s), 1) << recv->log();
+  EXPECT_NE(recv->log().find("port file /nonexistent-"), std::string::npos) << recv->log();
+  EXPECT_NE(recv->log().find("No such file or directory"), std::string::npos) << recv->log();
+
+  // A full file system: the file is created, its contents cannot be written.
+  TmpPath dir;
+  ASSERT_EQ(::mkdir(dir.path.c_str(), 0700), 0);
+  if (std::system(("mount -t tmpfs -o size=4k tmpfs " + dir.path + " 2>/dev/null").c_str()) != 0) {
+    ::rmdir(dir.path.c_str());
+    GTEST_SKIP() << "cannot mount a tmpfs here (needs CAP_SYS_ADMIN)";
+  }
+  std::ofstream(dir.path + "/fill") << std::string(4096, 'x');
+  recv = start_receiver(0, n.dst.name(), {"--port-file", dir.path + "/port"});
+  EXPECT_EQ(recv->wait_exit(20s), 1) << recv->log();
+  EXPECT_NE(recv->log().find("cannot write: No space left on device"), std::string::npos)
+      << recv->log();
+  EXPECT_EQ(read_file(dir.path + "/port"), "");
+  std::system(("umount " + dir.path).c_str());
+  ::rmdir(dir.path.c_str());
 }
 
 TEST(Bridge, RunsInProcessAsALibraryCall) {

@@ -15,11 +15,11 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <stop_token>
 #include <string>
 #include <thread>
 
+#include "bridge/files.hpp"
 #include "shmring/bridge.hpp"
 
 namespace {
@@ -134,7 +134,9 @@ int main(int argc, char** argv) {
                    "sender's geometry if missing")
       ->required();
   recv_cmd->add_option("--mode", mode_text, "permissions of a ring this side creates (0600)");
-  recv_cmd->add_option("--port-file", port_file, "write the port listened on to this file");
+  recv_cmd->add_option("--port-file", port_file,
+                       "write the port listened on to this file (replaced whole, links not "
+                       "followed; exit status 1 if it cannot be written)");
   recv_cmd->add_option("--stats", stats_ms, "print counters every MS milliseconds");
   recv_cmd->add_option("--idle-spin", idle_spin_us,
                        "us to keep polling when idle before blocking (default 200)");
@@ -219,12 +221,10 @@ int main(int argc, char** argv) {
       recv.on_stats = on_stats;
       recv.on_listening = [&](std::uint16_t bound) {
         if (port_file.empty()) return;
-        const std::string temporary = port_file + ".tmp";
-        {
-          std::ofstream out(temporary);
-          out << bound << "\n";
-        }
-        std::rename(temporary.c_str(), port_file.c_str());
+        // Port files go to shared directories such as /tmp, where another
+        // user may have planted anything under a predictable name.
+        bridge::detail::replace_file("port file", port_file, std::to_string(bound) + "\n", 0644,
+                                     bridge::BridgeErrc::config);
       };
       const bridge::BridgeStats s = bridge::run_receiver(recv, signals.token());
       log_line("recv", "stopped: " + std::to_string(s.messages) + " messages received");

@@ -38,6 +38,7 @@ enum class BridgeErrc {
   protocol,     // the peer sent something this protocol does not allow
   ring,         // the local ring could not be opened, created or attached
   stream_gap,   // the two sides disagree on what was delivered: continuing could lose messages
+  config,       // an option, or a file named by one (key file, port file), is unusable
 };
 
 class BridgeError : public std::runtime_error {

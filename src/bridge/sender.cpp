@@ -433,6 +433,8 @@ const char* to_string(BridgeErrc code) noexcept {
       return "ring";
     case BridgeErrc::stream_gap:
       return "stream_gap";
+    case BridgeErrc::config:
+      return "config";
   }
   return "unknown";
 }
