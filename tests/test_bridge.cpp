@@ -772,6 +772,16 @@ TEST(Bridge, PortFileThatCannotBeWrittenFailsTheReceiver) {
   ::rmdir(dir.path.c_str());
 }
 
+// Rings are read and written, never executed: a mode with other bits would
+// only fail once a sender came and the ring were created.
+TEST(Bridge, ModeBeyondReadAndWriteIsRefusedAtStartup) {
+  Names n;
+  auto recv = start_receiver(0, n.dst.name(), {"--mode", "0700"});
+  EXPECT_EQ(recv->wait_exit(20s), 1) << recv->log();
+  EXPECT_NE(recv->log().find("mode 0700"), std::string::npos) << recv->log();
+  EXPECT_NE(recv->log().find("within 0666"), std::string::npos) << recv->log();
+}
+
 TEST(Bridge, RunsInProcessAsALibraryCall) {
   Names n;
   const std::uint64_t count = scaled_count(50'000);

@@ -133,7 +133,8 @@ int main(int argc, char** argv) {
                    "local SPSC ring to fill (its producer role); created with the "
                    "sender's geometry if missing")
       ->required();
-  recv_cmd->add_option("--mode", mode_text, "permissions of a ring this side creates (0600)");
+  recv_cmd->add_option("--mode", mode_text,
+                       "permissions of a ring this side creates, within 0666 (default 0600)");
   recv_cmd->add_option("--port-file", port_file,
                        "write the port listened on to this file (replaced whole, links not "
                        "followed; exit status 1 if it cannot be written)");

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -102,7 +103,16 @@ BridgeStats Receiver::run() {
   if (const std::string problem = Segment::name_problem(o_.ring); !problem.empty()) {
     throw BridgeError(BridgeErrc::ring, problem);
   }
-  // A state file that cannot be used would refuse every sender: say so now.
+  // Problems that would otherwise show only when a sender comes, and then
+  // refuse every one: a mode the ring cannot be created with, a state file
+  // that cannot be used.
+  if ((o_.mode & ~mode_t{0666}) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(o_.mode));
+    throw BridgeError(BridgeErrc::config,
+                      std::string("mode ") + mode +
+                          " for the ring: only read and write bits (within 0666) are allowed");
+  }
   (void)detail::load_stream_state(o_.ring);
   worker_ = std::make_unique<Worker>();
   detail::Listener listener(*worker_, o_.bind_address, o_.port);
