@@ -133,3 +133,21 @@ void replace_file(std::string_view label, const std::string& path, std::string_v
 }
 
 }  // namespace shmring::bridge::detail
+
+namespace shmring::bridge {
+
+std::string read_key_file(const std::string& path) {
+  constexpr std::size_t kMinKey = 16;
+  std::optional<std::string> key =
+      detail::read_own_file("key file", path, 4096, detail::Secrecy::secret, BridgeErrc::config);
+  if (!key) throw BridgeError(BridgeErrc::config, "key file " + path + ": does not exist");
+  if (key->size() < kMinKey) {
+    throw BridgeError(BridgeErrc::config,
+                      "key file " + path + ": " + std::to_string(key->size()) +
+                          " bytes; a key needs at least " + std::to_string(kMinKey) +
+                          " (make one with: head -c 32 /dev/urandom > " + path + ")");
+  }
+  return *std::move(key);
+}
+
+}  // namespace shmring::bridge
