@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -178,12 +180,13 @@ class BridgeProcess {
 };
 
 std::unique_ptr<BridgeProcess> start_receiver(std::uint16_t port, const std::string& ring,
+                                              std::vector<std::string> extra = {},
                                               const std::string& address = "127.0.0.1",
                                               const std::string& netns = {}) {
-  return std::make_unique<BridgeProcess>(
-      std::vector<std::string>{"recv", "--listen", address + ":" + std::to_string(port), "--ring",
-                               ring},
-      netns);
+  std::vector<std::string> args{"recv", "--listen", address + ":" + std::to_string(port), "--ring",
+                                ring};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return std::make_unique<BridgeProcess>(std::move(args), netns);
 }
 
 std::unique_ptr<BridgeProcess> start_sender(std::uint16_t port, const std::string& ring,
@@ -425,7 +428,28 @@ struct Names {
   UniqueShm src{"src"};
   UniqueShm dst{"dst"};
   ShmGuard state{dst.name() + ".bridge-state"};
-  ShmGuard state_tmp{dst.name() + ".bridge-state.tmp"};
+};
+
+bool listening(BridgeProcess& recv) {
+  return wait_until([&] { return recv.log().find("listening on") != std::string::npos; }, 20s);
+}
+
+// A file of /tmp that the test removes, whatever it is by then.
+struct TmpPath {
+  std::string path = "/tmp/" + unique_name("file_" + std::to_string(counter++));
+  ~TmpPath() { ::unlink(path.c_str()); }
+  static inline int counter = 0;
+};
+
+// A key file as a user would make one: 32 random bytes, private.
+struct KeyFile : TmpPath {
+  explicit KeyFile(mode_t mode = 0600) {
+    std::random_device random;
+    std::string key;
+    for (int i = 0; i < 32; ++i) key += static_cast<char>(random());
+    std::ofstream(path) << key;
+    ::chmod(path.c_str(), mode);
+  }
 };
 
 // ---- tests ------------------------------------------------------------------
@@ -519,9 +543,11 @@ TEST(Bridge, ConnectionCutAndRestoredLosesAndDuplicatesNothing) {
   const std::uint64_t count = scaled_count(100'000);
   Segment src = make_ring(n.src.name(), 512);
   const std::uint16_t port = free_port();
-  auto recv = start_receiver(port, n.dst.name(), hosts.address_b(), hosts.b());
-  auto send =
-      start_sender(port, n.src.name(), {"--peer-timeout", "1000"}, hosts.address_b(), hosts.a());
+  KeyFile key;
+  auto recv =
+      start_receiver(port, n.dst.name(), {"--key-file", key.path}, hosts.address_b(), hosts.b());
+  auto send = start_sender(port, n.src.name(), {"--peer-timeout", "1000", "--key-file", key.path},
+                           hosts.address_b(), hosts.a());
   Consumer consumer(n.dst.name(), count);
   Producer producer(src, count);
   ASSERT_TRUE(wait_until([&] { return consumer.received >= count / 3; }, 60s))
@@ -604,38 +630,47 @@ TEST(Bridge, PeerSpeakingAnotherProtocolVersionIsRefused) {
   const std::uint16_t port = free_port();
   auto recv = start_receiver(port, n.dst.name());
   ::setenv("UCX_TLS", "tcp", 1);
+  namespace wire = bridge::wire;
   bridge::detail::Worker worker;
   std::unique_ptr<bridge::detail::Endpoint> ep;
-  bridge::wire::Welcome welcome{};
-  bridge::detail::Completion answer;
+  const auto await = [&](bridge::detail::Completion& c) {
+    const auto attempt = Clock::now() + 2s;
+    while (c.pending && !ep->failed() && Clock::now() < attempt) worker.progress();
+    if (c.pending) worker.cancel(c);
+    worker.settle(c);
+    return c.status == UCS_OK;
+  };
+  wire::Welcome welcome{};
+  bool answered = false;
   const std::uint64_t epoch = 12345;
   // The receiver may still be starting: retry the connection for a while.
   const auto deadline = Clock::now() + 20s;
-  for (;;) {
+  while (!answered && Clock::now() < deadline) {
     ep = bridge::detail::Endpoint::connect(worker, "127.0.0.1", port);
-    bridge::wire::Hello hello{};
-    hello.magic = bridge::wire::kMagic;
-    hello.protocol_version = 99;
-    hello.epoch = epoch;
-    worker.recv(&welcome, sizeof welcome, bridge::wire::tag(bridge::wire::Kind::welcome, epoch),
-                bridge::wire::kFullMask, answer);
-    bridge::detail::Completion sent;
-    worker.send(ep->handle(), &hello, sizeof hello,
-                bridge::wire::tag(bridge::wire::Kind::hello, epoch), sent);
-    const auto attempt = Clock::now() + 2s;
-    while (answer.pending && !ep->failed() && Clock::now() < attempt) worker.progress();
-    if (answer.pending) worker.cancel(answer);
-    worker.settle(answer);
-    if (sent.pending) ep.reset();
-    worker.settle(sent);
-    if (answer.status == UCS_OK || Clock::now() > deadline) break;
+    wire::Challenge challenge{};
+    bridge::detail::Completion challenged;
+    worker.recv(&challenge, sizeof challenge, wire::tag(wire::Kind::challenge, 0), wire::kKindMask,
+                challenged);
+    if (await(challenged)) {
+      wire::Hello hello{};
+      hello.magic = wire::kMagic;
+      hello.protocol_version = 99;
+      hello.epoch = epoch;
+      std::memcpy(hello.nonce, challenge.nonce, sizeof hello.nonce);
+      bridge::detail::Completion answer, sent;
+      worker.recv(&welcome, sizeof welcome, wire::tag(wire::Kind::welcome, epoch), wire::kFullMask,
+                  answer);
+      worker.send(ep->handle(), &hello, sizeof hello, wire::tag(wire::Kind::hello, epoch), sent);
+      answered = await(answer);
+      if (sent.pending) ep.reset();
+      worker.settle(sent);
+    }
     ep.reset();
-    std::this_thread::sleep_for(100ms);
+    if (!answered) std::this_thread::sleep_for(100ms);
   }
-  ASSERT_EQ(answer.status, UCS_OK) << recv->log();
-  EXPECT_EQ(welcome.result, bridge::wire::Result::bad_protocol);
+  ASSERT_TRUE(answered) << recv->log();
+  EXPECT_EQ(welcome.result, wire::Result::bad_protocol);
   EXPECT_NE(std::string(welcome.reason).find("protocol 99"), std::string::npos) << welcome.reason;
-  ep.reset();
   EXPECT_TRUE(recv->running()) << recv->log();
   EXPECT_EQ(recv->stop(), 0) << recv->log();
   EXPECT_FALSE(shm_exists(n.dst.name()));  // refused before any ring was made
@@ -670,6 +705,246 @@ TEST(Bridge, ReceiverSurvivesAPeerThatIsNotUcx) {
   Producer producer(src, count);
   expect_every_message(producer, consumer, count, send->log() + recv->log());
   EXPECT_EQ(recv->stop(), 0) << recv->log();
+}
+
+// /dev/shm is writable by every user: what lies at the state file's name
+// may be planted there, a FIFO to hang the receiver in open(), or a file of
+// another user's to feed it a stream position.
+TEST(Bridge, StateFileThatIsNotOurOwnRegularFileStopsTheReceiver) {
+  Names n;
+  ASSERT_EQ(::mkfifo(n.state.path().c_str(), 0666), 0);
+  auto recv = start_receiver(free_port(), n.dst.name());
+  EXPECT_EQ(recv->wait_exit(20s), 1) << recv->log();
+  EXPECT_NE(recv->log().find(n.state.path() + ": is a FIFO, not a regular file"), std::string::npos)
+      << recv->log();
+
+  ASSERT_EQ(::unlink(n.state.path().c_str()), 0);
+  const int fd = ::open(n.state.path().c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::fchown(fd, 65534, 65534), 0);
+  ::close(fd);
+  recv = start_receiver(free_port(), n.dst.name());
+  EXPECT_EQ(recv->wait_exit(20s), 1) << recv->log();
+  EXPECT_NE(recv->log().find(n.state.path() + ": belongs to uid 65534"), std::string::npos)
+      << recv->log();
+}
+
+TEST(Bridge, StateFifoPlantedWhileRunningRefusesTheSenderAndNeverHangs) {
+  Names n;
+  Segment src = make_ring(n.src.name(), 64);
+  const std::uint16_t port = free_port();
+  auto recv = start_receiver(port, n.dst.name());
+  ASSERT_TRUE(listening(*recv)) << recv->log();
+  ASSERT_EQ(::mkfifo(n.state.path().c_str(), 0666), 0);
+  auto send = start_sender(port, n.src.name(), {"--attempts", "2", "--connect-timeout", "3000"});
+  EXPECT_EQ(send->wait_exit(30s), 1) << send->log() << recv->log();
+  EXPECT_NE(send->log().find("refused"), std::string::npos) << send->log();
+  EXPECT_NE(send->log().find(n.state.path() + ": is a FIFO"), std::string::npos) << send->log();
+  EXPECT_EQ(recv->stop(), 0) << recv->log();
+}
+
+std::string listened_port(BridgeProcess& recv) {
+  const std::string log = recv.log();
+  const std::string mark = "listening on 127.0.0.1:";
+  const auto at = log.find(mark);
+  if (at == std::string::npos) return {};
+  return log.substr(at + mark.size(), log.find(' ', at + mark.size()) - at - mark.size());
+}
+
+// --port-file usually names a file in /tmp, where another user may plant a
+// link at the name the receiver would write first.
+TEST(Bridge, PortFileIsWrittenWithoutFollowingAPlantedLink) {
+  Names n;
+  TmpPath port_file, victim;
+  std::ofstream(victim.path) << "precious\n";
+  const std::string planted = port_file.path + ".tmp";
+  ASSERT_EQ(::symlink(victim.path.c_str(), planted.c_str()), 0);
+  auto recv = start_receiver(0, n.dst.name(), {"--port-file", port_file.path});
+  ASSERT_TRUE(wait_until([&] { return !read_file(port_file.path).empty(); }, 20s)) << recv->log();
+  EXPECT_EQ(read_file(port_file.path), listened_port(*recv) + "\n") << recv->log();
+  EXPECT_EQ(read_file(victim.path), "precious\n");
+  struct stat st {};
+  ASSERT_EQ(::lstat(port_file.path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(recv->stop(), 0) << recv->log();
+  ::unlink(planted.c_str());
+}
+
+TEST(Bridge, PortFileThatCannotBeWrittenFailsTheReceiver) {
+  Names n;
+  const std::string nowhere = "/nonexistent-" + unique_name() + "/port";
+  auto recv = start_receiver(0, n.dst.name(), {"--port-file", nowhere});
+  EXPECT_EQ(recv->wait_exit(20s), 1) << recv->log();
+  EXPECT_NE(recv->log().find("port file /nonexistent-"), std::string::npos) << recv->log();
+  EXPECT_NE(recv->log().find("No such file or directory"), std::string::npos) << recv->log();
+
+  // A full file system: the file is created, its contents cannot be written.
+  TmpPath dir;
+  ASSERT_EQ(::mkdir(dir.path.c_str(), 0700), 0);
+  if (std::system(("mount -t tmpfs -o size=4k tmpfs " + dir.path + " 2>/dev/null").c_str()) != 0) {
+    ::rmdir(dir.path.c_str());
+    GTEST_SKIP() << "cannot mount a tmpfs here (needs CAP_SYS_ADMIN)";
+  }
+  std::ofstream(dir.path + "/fill") << std::string(4096, 'x');
+  recv = start_receiver(0, n.dst.name(), {"--port-file", dir.path + "/port"});
+  EXPECT_EQ(recv->wait_exit(20s), 1) << recv->log();
+  EXPECT_NE(recv->log().find("cannot write: No space left on device"), std::string::npos)
+      << recv->log();
+  EXPECT_EQ(read_file(dir.path + "/port"), "");
+  std::system(("umount " + dir.path).c_str());
+  ::rmdir(dir.path.c_str());
+}
+
+// Rings are read and written, never executed: a mode with other bits would
+// only fail once a sender came and the ring were created.
+TEST(Bridge, ModeBeyondReadAndWriteIsRefusedAtStartup) {
+  Names n;
+  auto recv = start_receiver(0, n.dst.name(), {"--mode", "0700"});
+  EXPECT_EQ(recv->wait_exit(20s), 1) << recv->log();
+  EXPECT_NE(recv->log().find("mode 0700"), std::string::npos) << recv->log();
+  EXPECT_NE(recv->log().find("within 0666"), std::string::npos) << recv->log();
+}
+
+// The address of the listening TCP socket on `port`, as /proc/net/tcp
+// writes it (hex, network byte order), or empty.
+std::string listening_address(std::uint16_t port) {
+  std::ifstream in("/proc/net/tcp");
+  std::string line;
+  char wanted[8];
+  std::snprintf(wanted, sizeof wanted, ":%04X", port);
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state;
+    fields >> slot >> local >> remote >> state;
+    if (state == "0A" && local.size() > 5 && local.substr(local.size() - 5) == wanted) {
+      return local.substr(0, local.size() - 5);
+    }
+  }
+  return {};
+}
+
+TEST(Bridge, ReceiverListensOnLoopbackUnlessToldOtherwise) {
+  Names n;
+  auto recv = std::make_unique<BridgeProcess>(
+      std::vector<std::string>{"recv", "--listen", "0", "--ring", n.dst.name()});
+  ASSERT_TRUE(listening(*recv)) << recv->log();
+  const std::string port = listened_port(*recv);
+  ASSERT_FALSE(port.empty()) << recv->log();
+  EXPECT_EQ(listening_address(static_cast<std::uint16_t>(std::stoi(port))), "0100007F")
+      << recv->log();
+
+  // Any other address would let every host that reaches it write into the
+  // ring: only with a key.
+  recv = start_receiver(0, n.dst.name(), {}, "0.0.0.0");
+  EXPECT_EQ(recv->wait_exit(20s), 1) << recv->log();
+  EXPECT_NE(recv->log().find("0.0.0.0:"), std::string::npos) << recv->log();
+  EXPECT_NE(recv->log().find("is not a loopback address"), std::string::npos) << recv->log();
+  EXPECT_NE(recv->log().find("--key-file"), std::string::npos) << recv->log();
+  KeyFile key;
+  recv = start_receiver(0, n.dst.name(), {"--key-file", key.path}, "0.0.0.0");
+  ASSERT_TRUE(listening(*recv)) << recv->log();
+  EXPECT_NE(recv->log().find("senders must prove the key"), std::string::npos) << recv->log();
+  EXPECT_EQ(recv->stop(), 0) << recv->log();
+}
+
+TEST(Bridge, KeyFileMustBeOursAndPrivate) {
+  Names n;
+  Segment src = make_ring(n.src.name(), 64);
+  const auto refused = [&](const std::string& path, const std::string& why) {
+    auto recv = start_receiver(0, n.dst.name(), {"--key-file", path});
+    EXPECT_EQ(recv->wait_exit(20s), 1) << recv->log();
+    EXPECT_NE(recv->log().find("key file " + path + ": " + why), std::string::npos) << recv->log();
+    auto send = start_sender(free_port(), n.src.name(), {"--key-file", path});
+    EXPECT_EQ(send->wait_exit(20s), 1) << send->log();
+    EXPECT_NE(send->log().find("key file " + path + ": " + why), std::string::npos) << send->log();
+  };
+  KeyFile readable(0644);
+  refused(readable.path, "may be accessed by group or others (mode 0644)");
+  KeyFile foreign;
+  ASSERT_EQ(::chown(foreign.path.c_str(), 65534, 65534), 0);
+  refused(foreign.path, "belongs to uid 65534");
+  TmpPath link;
+  KeyFile good;
+  ASSERT_EQ(::symlink(good.path.c_str(), link.path.c_str()), 0);
+  refused(link.path, "is a symbolic link");
+  KeyFile short_key;
+  std::ofstream(short_key.path, std::ios::trunc) << "secret";
+  refused(short_key.path, "6 bytes; a key needs at least 16");
+  refused(short_key.path + ".missing", "does not exist");
+}
+
+// A stream runs from `ring` through a receiver started with `recv_args`
+// while each intruder (a sender of a ring of its own, given its extra
+// arguments) tries its luck: each must be refused and say `why`, and the
+// stream must deliver every message, none of the intruders' among them.
+struct Intruder {
+  std::string why;
+  std::vector<std::string> args;
+  std::uint64_t capacity;
+  std::uint64_t slot;
+};
+
+void expect_refused_while_streaming(const std::vector<std::string>& recv_args,
+                                    const std::vector<std::string>& send_args,
+                                    const std::vector<Intruder>& intruders) {
+  Names n;
+  const std::uint64_t count = scaled_count(60'000);
+  Segment src = make_ring(n.src.name(), 512);
+  const std::uint16_t port = free_port();
+  auto recv = start_receiver(port, n.dst.name(), recv_args);
+  auto send = start_sender(port, n.src.name(), send_args);
+  Consumer consumer(n.dst.name(), count);
+  Producer producer(src, count);
+  ASSERT_TRUE(wait_until([&] { return consumer.received >= count / 10; }, 60s))
+      << "stalled at " << consumer.received << "\n"
+      << send->log() << recv->log();
+  for (const Intruder& intruder : intruders) {
+    UniqueShm ring("intruder");
+    Segment segment = make_ring(ring.name(), intruder.capacity, intruder.slot);
+    SpscProducer tx = SpscProducer::attach(segment);
+    const std::string text = "not part of the stream";
+    for (int i = 0; i < 8; ++i) ASSERT_EQ(tx.try_push(std::as_bytes(std::span(text))), Status::ok);
+    auto other = start_sender(port, ring.name(), intruder.args);
+    EXPECT_EQ(other->wait_exit(30s), 1) << other->log() << recv->log();
+    EXPECT_NE(other->log().find("refused ring '" + ring.name() + "'"), std::string::npos)
+        << other->log();
+    EXPECT_NE(other->log().find(intruder.why), std::string::npos) << other->log();
+  }
+  expect_every_message(producer, consumer, count, send->log() + recv->log());
+  EXPECT_EQ(send->log().find("lost"), std::string::npos) << send->log();
+  EXPECT_EQ(send->stop(), 0) << send->log();
+  EXPECT_EQ(recv->stop(), 0) << recv->log();
+}
+
+TEST(Bridge, SenderWithoutTheKeyIsRefusedWhileTheStreamGoesOn) {
+  KeyFile key;
+  expect_refused_while_streaming(
+      {"--key-file", key.path}, {"--key-file", key.path},
+      {{"has no key; this receiver accepts only senders that hold its key", {}, 64, kSlot}});
+}
+
+TEST(Bridge, SenderWithAnotherKeyIsRefusedWhileTheStreamGoesOn) {
+  KeyFile key, other_key;
+  expect_refused_while_streaming({"--key-file", key.path}, {"--key-file", key.path},
+                                 {{"failed authentication: its key is not this receiver's",
+                                   {"--key-file", other_key.path},
+                                   64,
+                                   kSlot}});
+}
+
+TEST(Bridge, SecondSenderIsRefusedWhileTheFirstStreams) {
+  expect_refused_while_streaming({}, {}, {{"one sender per stream", {}, 64, kSlot}});
+}
+
+TEST(Bridge, SenderAskingForTooLargeARingIsRefusedWhileTheStreamGoesOn) {
+  expect_refused_while_streaming(
+      {"--max-capacity", "2048", "--max-slot-size", "512KiB", "--max-segment-bytes", "4MiB"}, {},
+      {{"4096 slots; this receiver accepts at most 2048 (--max-capacity)", {}, 4096, kSlot},
+       {"slots of 1048576 bytes; this receiver accepts at most 524288 (--max-slot-size)",
+        {},
+        16,
+        1 << 20},
+       {"this receiver accepts at most 4194304 (--max-segment-bytes)", {}, 64, 128 << 10}});
 }
 
 TEST(Bridge, RunsInProcessAsALibraryCall) {

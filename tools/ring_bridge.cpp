@@ -1,11 +1,11 @@
 // ring-bridge: carries an SPSC ring to another host over UCX.
 //
-//   ring-bridge recv --listen PORT --ring NAME     (on the consuming host)
-//   ring-bridge send --ring NAME --to HOST:PORT    (on the producing host)
+//   ring-bridge recv --listen ADDRESS:PORT --key-file KEY --ring NAME   (consuming host)
+//   ring-bridge send --ring NAME --to HOST:PORT --key-file KEY          (producing host)
 //
 // Exit status: 0 stopped by SIGINT/SIGTERM, 1 the bridge failed (refused by
-// the far side, a ring problem, a protocol error), 2 bad command line,
-// 3 no receiver reachable within --attempts.
+// the far side, a ring problem, a protocol error, an unusable option or
+// file), 2 bad command line, 3 no receiver reachable within --attempts.
 #include <fmt/core.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -15,11 +15,11 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <stop_token>
 #include <string>
 #include <thread>
 
+#include "bridge/files.hpp"
 #include "shmring/bridge.hpp"
 
 namespace {
@@ -86,6 +86,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "ring-bridge: carry an SPSC shmring ring to another host over UCX.\n"
       "Start the receiver on the consuming host, then the sender on the producing host.\n"
+      "Between hosts, give both the same key file: the receiver accepts only senders\n"
+      "that prove they hold it, and one sender per stream.\n"
       "Messages keep their order and boundaries, are delivered exactly once across\n"
       "dropped connections and restarts of either bridge, and a slow far consumer\n"
       "holds the local producer back instead of losing data.\n"
@@ -94,6 +96,7 @@ int main(int argc, char** argv) {
 
   bridge::SenderOptions send;
   std::string to;
+  std::string key_file;
   unsigned stats_ms = 0;
   unsigned idle_spin_us = 200;
   int attempts = -1;
@@ -103,6 +106,9 @@ int main(int argc, char** argv) {
   send_cmd->add_option("--ring", send.ring, "local SPSC ring to drain (its consumer role)")
       ->required();
   send_cmd->add_option("--to", to, "the receiving bridge, HOST:PORT")->required();
+  send_cmd->add_option("--key-file", key_file,
+                       "prove to the receiver that this side holds the key in this file "
+                       "(private: mode 0600, this user's)");
   send_cmd->add_option("--batch", send.max_batch, "messages per network message (default 64)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{4096}));
   send_cmd->add_option("--window", send.window,
@@ -126,15 +132,34 @@ int main(int argc, char** argv) {
   std::string port_file;
   std::string mode_text = "0600";
   auto* recv_cmd = app.add_subcommand("recv", "receive messages into a local ring");
-  recv_cmd->add_option("--listen", listen, "[ADDRESS:]PORT to listen on (PORT 0: any free port)")
+  recv_cmd
+      ->add_option("--listen", listen,
+                   "[ADDRESS:]PORT to listen on (PORT 0: any free port); ADDRESS is 127.0.0.1 "
+                   "unless given, and any but a loopback address needs --key-file")
       ->required();
+  recv_cmd->add_option("--key-file", key_file,
+                       "accept only senders that prove they hold the key in this file (private: "
+                       "mode 0600, this user's; 16 bytes or more, e.g. from /dev/urandom)");
   recv_cmd
       ->add_option("--ring", recv.ring,
                    "local SPSC ring to fill (its producer role); created with the "
                    "sender's geometry if missing")
       ->required();
-  recv_cmd->add_option("--mode", mode_text, "permissions of a ring this side creates (0600)");
-  recv_cmd->add_option("--port-file", port_file, "write the port listened on to this file");
+  recv_cmd->add_option("--mode", mode_text,
+                       "permissions of a ring this side creates, within 0666 (default 0600)");
+  recv_cmd->add_option("--max-capacity", recv.max_capacity,
+                       "refuse a sender whose ring has more slots (default 1048576)");
+  recv_cmd
+      ->add_option("--max-slot-size", recv.max_slot_size,
+                   "refuse a sender whose ring has larger slots, bytes (default 64MiB)")
+      ->transform(CLI::AsSizeValue(false));
+  recv_cmd
+      ->add_option("--max-segment-bytes", recv.max_segment_bytes,
+                   "refuse a sender whose ring would take more of /dev/shm here (default 1GiB)")
+      ->transform(CLI::AsSizeValue(false));
+  recv_cmd->add_option("--port-file", port_file,
+                       "write the port listened on to this file (replaced whole, links not "
+                       "followed; exit status 1 if it cannot be written)");
   recv_cmd->add_option("--stats", stats_ms, "print counters every MS milliseconds");
   recv_cmd->add_option("--idle-spin", idle_spin_us,
                        "us to keep polling when idle before blocking (default 200)");
@@ -160,6 +185,7 @@ int main(int argc, char** argv) {
     last_time = now;
   };
   try {
+    if (!key_file.empty()) send.key = recv.key = bridge::read_key_file(key_file);
     if (send_cmd->parsed()) {
       const auto colon = to.rfind(':');
       unsigned long port = 0;
@@ -219,12 +245,10 @@ int main(int argc, char** argv) {
       recv.on_stats = on_stats;
       recv.on_listening = [&](std::uint16_t bound) {
         if (port_file.empty()) return;
-        const std::string temporary = port_file + ".tmp";
-        {
-          std::ofstream out(temporary);
-          out << bound << "\n";
-        }
-        std::rename(temporary.c_str(), port_file.c_str());
+        // Port files go to shared directories such as /tmp, where another
+        // user may have planted anything under a predictable name.
+        bridge::detail::replace_file("port file", port_file, std::to_string(bound) + "\n", 0644,
+                                     bridge::BridgeErrc::config);
       };
       const bridge::BridgeStats s = bridge::run_receiver(recv, signals.token());
       log_line("recv", "stopped: " + std::to_string(s.messages) + " messages received");

@@ -38,6 +38,7 @@ enum class BridgeErrc {
   protocol,     // the peer sent something this protocol does not allow
   ring,         // the local ring could not be opened, created or attached
   stream_gap,   // the two sides disagree on what was delivered: continuing could lose messages
+  config,       // an option, or a file named by one (key file, port file), is unusable
 };
 
 class BridgeError : public std::runtime_error {
@@ -65,10 +66,19 @@ struct BridgeStats {
 // Informational lines (connected, dropped, retrying ...), one call per line.
 using LogFn = std::function<void(std::string_view line)>;
 
+// The shared secret of a sender and its receiver, from a file: a regular
+// file of this user's that no group or other user may access, of 16 to 4096
+// bytes (e.g. head -c 32 /dev/urandom > F). Throws BridgeError(config)
+// naming the file and what is wrong with it.
+std::string read_key_file(const std::string& path);
+
 struct SenderOptions {
   std::string ring;  // the local SPSC ring to drain (its consumer role is taken)
   std::string host;  // the receiving bridge
   std::uint16_t port = 0;
+  // Proves to a receiver that asks for it that this sender holds the key
+  // (read_key_file); never sent itself. Empty: none.
+  std::string key;
   std::size_t max_batch = 64;  // messages per network message (the receiver may lower it)
   // Messages sent but not yet acknowledged; 0 means four batches.
   std::size_t window = 0;
@@ -96,9 +106,19 @@ struct SenderOptions {
 
 struct ReceiverOptions {
   std::string ring;  // the local SPSC ring to fill (its producer role is taken)
-  std::string bind_address = "0.0.0.0";
+  // Any address but a loopback one needs a key: whoever reaches the port
+  // could otherwise write into the ring.
+  std::string bind_address = "127.0.0.1";
   std::uint16_t port = 0;  // 0: any free port (see on_listening)
-  mode_t mode = 0600;      // permissions of a ring this side creates
+  // Senders must prove they hold this key (read_key_file). Empty: any
+  // sender is accepted, which only a loopback bind_address allows.
+  std::string key;
+  mode_t mode = 0600;  // permissions of a ring this side creates (within 0666)
+  // The most a sender's ring may ask for; a sender beyond is refused. They
+  // bound what a remote peer can make this side allocate in /dev/shm.
+  std::uint64_t max_capacity = std::uint64_t{1} << 20;       // slots
+  std::uint64_t max_slot_size = std::uint64_t{64} << 20;     // bytes
+  std::uint64_t max_segment_bytes = std::uint64_t{1} << 30;  // bytes of the whole ring
   // Bytes of one network message at most; caps the batch the sender may use.
   std::size_t max_message_bytes = std::size_t{64} << 20;
   std::chrono::microseconds idle_spin{200};
@@ -114,10 +134,13 @@ struct ReceiverOptions {
 BridgeStats run_sender(const SenderOptions& options, std::stop_token stop);
 
 // Accepts senders on options.port and fills options.ring (created with the
-// first sender's geometry if missing) until `stop` is requested. A sender
-// whose ring does not fit (another kind, a larger slot size) or that speaks
-// another protocol is refused with a reason it can report; the receiver
-// goes on listening. Throws BridgeError only for local failures.
+// first sender's geometry if missing) until `stop` is requested. One stream
+// at a time: while one sender's stream lives, a sender of another stream is
+// refused (the same stream reconnecting takes its connection over). A
+// sender without the key, whose ring does not fit (another kind, a larger
+// slot size) or exceeds the limits, or that speaks another protocol is
+// refused with a reason it can report; the receiver goes on listening.
+// Throws BridgeError only for local failures.
 BridgeStats run_receiver(const ReceiverOptions& options, std::stop_token stop);
 
 }  // namespace shmring::bridge

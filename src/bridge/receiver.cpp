@@ -3,19 +3,28 @@
 // the stream position committed through; a full ring stops the
 // acknowledgements, which stops the sender (back-pressure end to end).
 //
+// Every new connection is challenged first (wire.hpp) and stays apart from
+// the stream until its Hello is accepted, so a connection that is refused,
+// or never answers, never disturbs the stream being delivered.
+//
 // What has been committed is derived from the ring's head and a stream state
 // recorded once per stream (stream_state.hpp), so a restarted receiver, or a
 // sender that reconnects, resumes exactly where the ring is.
+#include <sys/random.h>
+
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <deque>
+#include <list>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "bridge/hmac.hpp"
 #include "bridge/pacing.hpp"
 #include "bridge/stream_state.hpp"
 #include "bridge/ucx.hpp"
@@ -38,6 +47,12 @@ constexpr std::uint64_t kMaxBatch = 4096;
 // How often a receiver waiting for room in its ring tells the sender it
 // lives; well below any sensible SenderOptions::peer_timeout.
 constexpr auto kAliveInterval = std::chrono::milliseconds(200);
+// A new connection must send its Hello within this, and a refused one hang
+// up; connections that do neither are closed.
+constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
+// Connections waiting for their Hello at most; more are turned away, so a
+// flood of connections costs this side a bounded amount.
+constexpr std::size_t kMaxPending = 16;
 
 struct DataReceive {
   Completion done;
@@ -49,10 +64,23 @@ struct AckSend {
   wire::Ack ack{};
 };
 
-// One sender's connection and the stream it carries.
+// A connection not yet accepted: challenged, then answered (refused) or
+// moved to the stream.
+struct Pending {
+  std::unique_ptr<Endpoint> ep;
+  wire::Challenge challenge{};
+  Completion challenge_sent;
+  std::chrono::steady_clock::time_point deadline;
+  bool answered = false;  // refused: waits for the sender to hang up
+};
+
+// The accepted sender's connection and the stream it carries.
 struct Connection {
   std::unique_ptr<Endpoint> ep;
-  std::uint64_t epoch = 0;  // 0 until its Hello was accepted
+  std::uint64_t epoch = 0;
+  std::uint64_t stream_created_ns = 0;  // the stream's identity (wire::Hello)
+  std::uint64_t stream_creator = 0;
+  std::string stream_name;
   std::uint64_t committed = 0;
   std::uint64_t max_batch = 0;
   bool separate_payloads = false;  // wire::kSeparatePayloads
@@ -68,7 +96,14 @@ class Receiver {
   BridgeStats run();
 
  private:
+  void accept(detail::Listener& listener, ucp_conn_request_h request);
+  // Closes the pending connections whose sender hung up or ran out of time.
+  bool expire_pending();
+  void close(std::list<Pending>::iterator it);
   void on_hello(const wire::Hello& hello, std::size_t length);
+  // The reason to refuse a Hello before the ring is touched, if any.
+  std::optional<std::pair<wire::Result, std::string>> screen(const wire::Hello& hello,
+                                                             const std::string& peer);
   // Fills `w` with a refusal and says so in the log.
   void refuse(wire::Welcome& w, wire::Result result, const std::string& reason);
   // Opens or creates the ring for a sender's geometry and attaches its
@@ -92,6 +127,7 @@ class Receiver {
   std::unique_ptr<Worker> worker_;
   Segment segment_;
   SpscProducer tx_;
+  std::list<Pending> pending_;  // a list: UCX writes into its elements' completions
   Connection conn_;
   wire::Welcome welcome_{};  // the answer being sent
   BridgeStats stats_;
@@ -102,10 +138,31 @@ BridgeStats Receiver::run() {
   if (const std::string problem = Segment::name_problem(o_.ring); !problem.empty()) {
     throw BridgeError(BridgeErrc::ring, problem);
   }
+  // Problems that would otherwise show only when a sender comes, and then
+  // refuse every one: a mode the ring cannot be created with, a state file
+  // that cannot be used.
+  if ((o_.mode & ~mode_t{0666}) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(o_.mode));
+    throw BridgeError(BridgeErrc::config,
+                      std::string("mode ") + mode +
+                          " for the ring: only read and write bits (within 0666) are allowed");
+  }
+  (void)detail::load_stream_state(o_.ring);
   worker_ = std::make_unique<Worker>();
   detail::Listener listener(*worker_, o_.bind_address, o_.port);
-  log("listening on " + o_.bind_address + ":" + std::to_string(listener.port()) + " for ring '" +
-      o_.ring + "'");
+  const std::string where = o_.bind_address + ":" + std::to_string(listener.port());
+  if (!listener.loopback() && o_.key.empty()) {
+    throw BridgeError(BridgeErrc::config,
+                      where +
+                          " is not a loopback address: any host that reaches it could write "
+                          "into ring '" +
+                          o_.ring +
+                          "'. Give a key that senders must prove (--key-file), or listen on "
+                          "loopback");
+  }
+  log("listening on " + where + " for ring '" + o_.ring + "'" +
+      (o_.key.empty() ? "" : ", senders must prove the key"));
   if (o_.on_listening) o_.on_listening(listener.port());
 
   wire::Hello hello{};
@@ -120,17 +177,16 @@ BridgeStats Receiver::run() {
   try {
     while (!stop_.stop_requested()) {
       bool busy = worker_->progress() != 0;
-      // The newest connection wins: a sender that restarts reconnects before
-      // this side may have noticed that its old connection died.
       while (ucp_conn_request_h request = listener.take()) {
-        if (conn_.ep != nullptr) drop("replaced by a new connection");
-        try {
-          conn_.ep = Endpoint::accept(*worker_, request);
-          log("connection from " + conn_.ep->peer());
-        } catch (const BridgeError& e) {
-          log(e.what());
-        }
+        accept(listener, request);
         busy = true;
+      }
+      // Before any Hello is looked at: a stream whose connection died no
+      // longer holds the ring.
+      if (conn_.ep != nullptr && conn_.ep->failed()) {
+        ++stats_.connection_losses;
+        drop(std::string("connection from ") + conn_.ep->peer() +
+             " lost: " + ucs_status_string(conn_.ep->failure()));
       }
       if (!hello_receive.pending) {
         const Completion done = hello_receive;
@@ -140,13 +196,13 @@ BridgeStats Receiver::run() {
         } else {
           log(std::string("unreadable Hello (") + ucs_status_string(done.status) +
               "): not a ring-bridge sender, or another protocol version");
-          if (conn_.ep != nullptr) drop("unreadable Hello");
         }
         worker_->recv(&hello, sizeof hello, wire::tag(wire::Kind::hello, 0), wire::kKindMask,
                       hello_receive);
         busy = true;
       }
-      if (conn_.ep != nullptr && conn_.epoch != 0) {
+      if (expire_pending()) busy = true;
+      if (conn_.ep != nullptr) {
         while (conn_.ep != nullptr && !conn_.receives[conn_.next_receive].done.pending) {
           DataReceive& r = conn_.receives[conn_.next_receive];
           if (!on_data(r)) break;
@@ -159,11 +215,6 @@ BridgeStats Receiver::run() {
           worker_->settle(conn_.acks.front().done);
           conn_.acks.pop_front();
         }
-        if (conn_.ep->failed()) {
-          ++stats_.connection_losses;
-          drop(std::string("connection from ") + conn_.ep->peer() +
-               " lost: " + ucs_status_string(conn_.ep->failure()));
-        }
       }
       ticker.maybe_report(stats_);
       // Everything a receiver waits for comes over the network.
@@ -173,10 +224,63 @@ BridgeStats Receiver::run() {
     fatal = e;
   }
   if (conn_.ep != nullptr) drop("stopped");
+  while (!pending_.empty()) close(pending_.begin());
   worker_->cancel(hello_receive);
   worker_->settle(hello_receive);
   if (fatal) throw *fatal;
   return stats_;
+}
+
+void Receiver::accept(detail::Listener& listener, ucp_conn_request_h request) {
+  if (pending_.size() >= kMaxPending) {
+    log("turned away a connection from " + detail::client_address(request) + ": " +
+        std::to_string(pending_.size()) + " others have not sent their Hello yet");
+    listener.reject(request);
+    return;
+  }
+  Pending& p = pending_.emplace_back();
+  try {
+    p.ep = Endpoint::accept(*worker_, request);
+  } catch (const BridgeError& e) {
+    log(e.what());
+    pending_.pop_back();
+    return;
+  }
+  log("connection from " + p.ep->peer());
+  p.deadline = std::chrono::steady_clock::now() + kHandshakeTimeout;
+  p.challenge.magic = wire::kMagic;
+  p.challenge.protocol_version = wire::kProtocolVersion;
+  p.challenge.flags = o_.key.empty() ? 0 : wire::kKeyRequired;
+  if (::getrandom(p.challenge.nonce, sizeof p.challenge.nonce, 0) !=
+      static_cast<ssize_t>(sizeof p.challenge.nonce)) {
+    throw BridgeError(BridgeErrc::transport, "no random bytes for a challenge");
+  }
+  worker_->send(p.ep->handle(), &p.challenge, sizeof p.challenge,
+                wire::tag(wire::Kind::challenge, 0), p.challenge_sent);
+}
+
+bool Receiver::expire_pending() {
+  bool any = false;
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    const auto next = std::next(it);
+    if (it->ep->failed() || now > it->deadline) {
+      if (!it->answered) {
+        log("connection from " + it->ep->peer() + (it->ep->failed() ? " closed" : " timed out") +
+            " before its Hello");
+      }
+      close(it);
+      any = true;
+    }
+    it = next;
+  }
+  return any;
+}
+
+void Receiver::close(std::list<Pending>::iterator it) {
+  it->ep.reset();  // a forced close completes the Challenge if still in flight
+  worker_->settle(it->challenge_sent);
+  pending_.erase(it);
 }
 
 void Receiver::refuse(wire::Welcome& w, wire::Result result, const std::string& reason) {
@@ -186,52 +290,60 @@ void Receiver::refuse(wire::Welcome& w, wire::Result result, const std::string& 
 }
 
 void Receiver::on_hello(const wire::Hello& hello, std::size_t length) {
-  if (conn_.ep == nullptr) return;  // its connection is gone already
   if (length != sizeof hello) {
-    drop("a Hello of " + std::to_string(length) + " bytes, expected " +
-         std::to_string(sizeof hello) + ": not a ring-bridge sender");
+    log("a Hello of " + std::to_string(length) + " bytes, expected " +
+        std::to_string(sizeof hello) + ": not a ring-bridge sender of protocol " +
+        std::to_string(wire::kProtocolVersion));
     return;
   }
-  // A new Hello on this connection (or a stale one of a replaced connection)
-  // restarts the stream: forget the previous epoch's receives.
-  if (conn_.epoch != 0) {
-    std::unique_ptr<Endpoint> ep = std::move(conn_.ep);
-    drop("the sender started over");
-    conn_.ep = std::move(ep);
+  // Which connection sent it shows only by the nonce it echoes.
+  const auto it = std::find_if(pending_.begin(), pending_.end(), [&](const Pending& p) {
+    return !p.answered && detail::equal_constant_time(p.challenge.nonce, hello.nonce);
+  });
+  if (it == pending_.end()) {
+    log("a Hello that answers no open challenge (late, or replayed): ignored");
+    return;
   }
+  it->answered = true;
+  Endpoint& ep = *it->ep;
   wire::Welcome w{};
   w.magic = wire::kMagic;
   w.protocol_version = wire::kProtocolVersion;
   w.epoch = hello.epoch & wire::kEpochMask;
   w.result = wire::Result::accepted;
   wire::Result result = wire::Result::accepted;
-  if (hello.magic != wire::kMagic) {
-    refuse(w, wire::Result::bad_protocol,
-           "the Hello from " + conn_.ep->peer() + " has no ring-bridge magic");
-  } else if (hello.protocol_version != wire::kProtocolVersion) {
-    refuse(w, wire::Result::bad_protocol,
-           "bridge protocol " + std::to_string(hello.protocol_version) + " from " +
-               conn_.ep->peer() + "; this receiver speaks " +
-               std::to_string(wire::kProtocolVersion));
-  } else if (auto reason = ensure_ring(hello, result)) {
-    refuse(w, result, *reason);
+  if (auto refusal = screen(hello, ep.peer())) {
+    refuse(w, refusal->first, refusal->second);
   } else {
-    try {
-      const std::uint64_t resume = resume_position(hello);
-      if (hello.next_position > resume) {
-        refuse(w, wire::Result::stream_gap,
-               "the sender's ring released position " + std::to_string(hello.next_position) +
-                   " but ring '" + o_.ring + "' here has committed only through " +
-                   std::to_string(resume) + "; remove " + detail::stream_state_path(o_.ring) +
-                   " to accept the loss and start over");
-      } else {
-        w.committed_through = resume;
+    // Past screen(), a live stream is this one's: its sender reconnected
+    // before this side noticed the old connection die.
+    if (conn_.ep != nullptr) drop("connection from " + conn_.ep->peer() + " replaced by a new one");
+    if (auto reason = ensure_ring(hello, result)) {
+      refuse(w, result, *reason);
+    } else {
+      try {
+        const std::uint64_t resume = resume_position(hello);
+        if (hello.next_position > resume) {
+          refuse(w, wire::Result::stream_gap,
+                 "the sender's ring released position " + std::to_string(hello.next_position) +
+                     " but ring '" + o_.ring + "' here has committed only through " +
+                     std::to_string(resume) + "; remove " + detail::stream_state_path(o_.ring) +
+                     " to accept the loss and start over");
+        } else {
+          w.committed_through = resume;
+        }
+      } catch (const BridgeError& e) {
+        refuse(w, wire::Result::ring_error, e.what());
       }
-    } catch (const BridgeError& e) {
-      refuse(w, wire::Result::ring_error, e.what());
     }
   }
   if (w.result == wire::Result::accepted) {
+    worker_->settle(it->challenge_sent);
+    conn_.ep = std::move(it->ep);
+    pending_.erase(it);
+    conn_.stream_created_ns = hello.stream_created_ns;
+    conn_.stream_creator = hello.stream_creator;
+    conn_.stream_name.assign(hello.ring_name, strnlen(hello.ring_name, sizeof hello.ring_name));
     const std::uint64_t slot = tx_.slot_size();
     const std::uint64_t by_bytes =
         std::max<std::uint64_t>(1, o_.max_message_bytes / (slot + sizeof(std::uint32_t)));
@@ -253,16 +365,72 @@ void Receiver::on_hello(const wire::Hello& hello, std::size_t length) {
     w.slot_size = tx_.slot_size();
     ++stats_.connections;
     stats_.committed_through = conn_.committed;
-    std::string name(hello.ring_name, strnlen(hello.ring_name, sizeof hello.ring_name));
-    log("stream of ring '" + name + "' from " + conn_.ep->peer() + " into ring '" + o_.ring +
+    log("stream of ring '" + conn_.stream_name + "' from " + ep.peer() + " into ring '" + o_.ring +
         "', resuming at position " + std::to_string(conn_.committed));
   }
   // Small: the send completes at once, or with an error if the peer is gone.
   welcome_ = w;
   Completion sent;
-  worker_->send(conn_.ep->handle(), &welcome_, sizeof welcome_,
-                wire::tag(wire::Kind::welcome, w.epoch), sent);
+  worker_->send(ep.handle(), &welcome_, sizeof welcome_, wire::tag(wire::Kind::welcome, w.epoch),
+                sent);
   worker_->settle(sent);
+}
+
+std::optional<std::pair<wire::Result, std::string>> Receiver::screen(const wire::Hello& hello,
+                                                                     const std::string& peer) {
+  using R = wire::Result;
+  const auto n = [](std::uint64_t v) { return std::to_string(v); };
+  if (hello.magic != wire::kMagic) {
+    return {{R::bad_protocol, "the Hello from " + peer + " has no ring-bridge magic"}};
+  }
+  if (hello.protocol_version != wire::kProtocolVersion) {
+    return {{R::bad_protocol, "bridge protocol " + n(hello.protocol_version) + " from " + peer +
+                                  "; this receiver speaks " + n(wire::kProtocolVersion)}};
+  }
+  if (!o_.key.empty()) {
+    const std::span key(reinterpret_cast<const std::uint8_t*>(o_.key.data()), o_.key.size());
+    if ((hello.flags & wire::kHasMac) == 0) {
+      return {{R::unauthenticated, "the sender at " + peer +
+                                       " has no key; this receiver accepts only senders that "
+                                       "hold its key (--key-file)"}};
+    }
+    if (!detail::equal_constant_time(hello.mac, wire::hello_mac(key, hello))) {
+      return {{R::unauthenticated,
+               "the sender at " + peer + " failed authentication: its key is not this receiver's"}};
+    }
+  }
+  // Limits on what a peer may make this side allocate, checked whether or
+  // not the ring exists yet, so whether a sender is accepted does not
+  // depend on which one came first.
+  if (hello.capacity > o_.max_capacity) {
+    return {{R::bad_geometry, "the sender's ring has " + n(hello.capacity) +
+                                  " slots; this receiver accepts at most " + n(o_.max_capacity) +
+                                  " (--max-capacity)"}};
+  }
+  if (hello.slot_size > o_.max_slot_size) {
+    return {{R::bad_geometry, "the sender's ring has slots of " + n(hello.slot_size) +
+                                  " bytes; this receiver accepts at most " + n(o_.max_slot_size) +
+                                  " (--max-slot-size)"}};
+  }
+  Geometry g;
+  if (const GeometryCheck c = compute_geometry(RingKind::spsc, hello.capacity, hello.slot_size, g);
+      c != GeometryCheck::ok) {
+    return {{R::bad_geometry,
+             std::string("the sender's ring geometry is impossible: ") + to_string(c)}};
+  }
+  if (g.segment_size > o_.max_segment_bytes) {
+    return {{R::bad_geometry, "the sender's ring (" + n(hello.capacity) + " slots of " +
+                                  n(hello.slot_size) + " bytes) takes " + n(g.segment_size) +
+                                  " bytes; this receiver accepts at most " +
+                                  n(o_.max_segment_bytes) + " (--max-segment-bytes)"}};
+  }
+  if (conn_.ep != nullptr && (hello.stream_created_ns != conn_.stream_created_ns ||
+                              hello.stream_creator != conn_.stream_creator)) {
+    return {{R::busy, "ring '" + o_.ring + "' here is being filled by the stream of ring '" +
+                          conn_.stream_name + "' from " + conn_.ep->peer() +
+                          "; one sender per stream"}};
+  }
+  return std::nullopt;
 }
 
 std::optional<std::string> Receiver::ensure_ring(const wire::Hello& hello, wire::Result& result) {

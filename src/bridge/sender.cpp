@@ -174,6 +174,46 @@ BridgeStats Sender::run() {
 std::unique_ptr<Endpoint> Sender::handshake(std::uint64_t epoch, wire::Welcome& welcome,
                                             Retry& retry) {
   auto ep = Endpoint::connect(*worker_, o_.host, o_.port);
+  const auto deadline = steady_clock::now() + o_.connect_timeout;
+  // Waits for one answer of the receiver; false, with retry.why set, when
+  // none came (or stop was requested).
+  const auto await = [&](Completion& c) {
+    detail::IdlePacer pacer(o_.idle_spin);
+    while (c.pending && !ep->failed() && !stop_.stop_requested() &&
+           steady_clock::now() < deadline) {
+      if (pacer.should_block(worker_->progress() != 0)) {
+        worker_->wait(std::chrono::milliseconds(10));
+      }
+    }
+    if (c.pending) worker_->cancel(c);
+    worker_->settle(c);
+    if (ep->failed()) {
+      retry.why = ucs_status_string(ep->failure());
+    } else if (c.status == UCS_ERR_CANCELED) {
+      retry.why = "no answer within " + std::to_string(o_.connect_timeout.count()) +
+                  " ms (is a ring-bridge receiver listening there?)";
+    } else if (c.status != UCS_OK) {
+      retry.why = ucs_status_string(c.status);
+    }
+    return c.status == UCS_OK && !ep->failed() && !stop_.stop_requested();
+  };
+
+  wire::Challenge challenge{};
+  Completion challenged;
+  worker_->recv(&challenge, sizeof challenge, wire::tag(wire::Kind::challenge, 0), wire::kKindMask,
+                challenged);
+  if (!await(challenged)) return nullptr;
+  if (challenged.length < offsetof(wire::Challenge, flags) || challenge.magic != wire::kMagic) {
+    throw BridgeError(BridgeErrc::protocol, where() + " is not a ring-bridge receiver");
+  }
+  if (challenge.protocol_version != wire::kProtocolVersion ||
+      challenged.length != sizeof challenge) {
+    throw BridgeError(BridgeErrc::protocol, where() + " speaks bridge protocol " +
+                                                std::to_string(challenge.protocol_version) +
+                                                ", this side " +
+                                                std::to_string(wire::kProtocolVersion));
+  }
+
   const auto* header = reinterpret_cast<const SegmentHeader*>(segment_.base());
   wire::Hello hello{};
   hello.magic = wire::kMagic;
@@ -187,35 +227,22 @@ std::unique_ptr<Endpoint> Sender::handshake(std::uint64_t epoch, wire::Welcome& 
   hello.next_position = rx_.position();
   hello.max_batch = std::max<std::size_t>(o_.max_batch, 1);
   std::strncpy(hello.ring_name, o_.ring.c_str(), sizeof hello.ring_name - 1);
+  std::memcpy(hello.nonce, challenge.nonce, sizeof hello.nonce);
+  if (!o_.key.empty()) {
+    hello.flags |= wire::kHasMac;
+    const detail::Digest mac = wire::hello_mac(
+        {reinterpret_cast<const std::uint8_t*>(o_.key.data()), o_.key.size()}, hello);
+    std::memcpy(hello.mac, mac.data(), sizeof hello.mac);
+  }
 
   Completion answer, sent;
   worker_->recv(&welcome, sizeof welcome, wire::tag(wire::Kind::welcome, epoch), wire::kFullMask,
                 answer);
   worker_->send(ep->handle(), &hello, sizeof hello, wire::tag(wire::Kind::hello, epoch), sent);
-  const auto deadline = steady_clock::now() + o_.connect_timeout;
-  detail::IdlePacer pacer(o_.idle_spin);
-  while (answer.pending && !ep->failed() && !stop_.stop_requested() &&
-         steady_clock::now() < deadline) {
-    if (pacer.should_block(worker_->progress() != 0)) worker_->wait(std::chrono::milliseconds(10));
-  }
-  if (answer.pending) worker_->cancel(answer);
-  worker_->settle(answer);
-  if (sent.pending && (ep->failed() || answer.status != UCS_OK)) {
-    ep.reset();  // a forced close completes the send
-  }
+  const bool answered = await(answer);
+  if (sent.pending && !answered) ep.reset();  // a forced close completes the send
   worker_->settle(sent);
-  if (stop_.stop_requested()) return nullptr;
-  if (ep == nullptr || ep->failed() || answer.status != UCS_OK) {
-    if (ep != nullptr && ep->failed()) {
-      retry.why = ucs_status_string(ep->failure());
-    } else if (answer.status == UCS_ERR_CANCELED) {
-      retry.why = "no answer within " + std::to_string(o_.connect_timeout.count()) +
-                  " ms (is a ring-bridge receiver listening there?)";
-    } else {
-      retry.why = ucs_status_string(answer.status);
-    }
-    return nullptr;
-  }
+  if (!answered) return nullptr;
   if (answer.length != sizeof welcome || welcome.magic != wire::kMagic || welcome.epoch != epoch) {
     throw BridgeError(BridgeErrc::protocol,
                       where() + " answered with something that is not a ring-bridge Welcome");
@@ -433,6 +460,8 @@ const char* to_string(BridgeErrc code) noexcept {
       return "ring";
     case BridgeErrc::stream_gap:
       return "stream_gap";
+    case BridgeErrc::config:
+      return "config";
   }
   return "unknown";
 }

@@ -1,13 +1,9 @@
 #include "bridge/stream_state.hpp"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
 #include <string>
 
+#include "bridge/files.hpp"
 #include "shmring/bridge.hpp"
 
 namespace shmring::bridge::detail {
@@ -48,20 +44,17 @@ std::string stream_state_path(const std::string& ring) {
 
 std::optional<StreamState> load_stream_state(const std::string& ring) {
   const std::string path = stream_state_path(ring);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return std::nullopt;
-    fail(path, std::string("cannot open: ") + std::strerror(errno));
-  }
+  // Another user may plant anything under this name in /dev/shm: only our
+  // own regular file is a state.
+  const std::optional<std::string> bytes =
+      read_own_file("bridge state", path, sizeof(StateFile), Secrecy::shared, BridgeErrc::ring);
+  if (!bytes) return std::nullopt;
   StateFile f{};
-  const ssize_t n = ::read(fd, &f, sizeof f);
-  const int read_errno = errno;
-  ::close(fd);
-  if (n < 0) fail(path, std::string("cannot read: ") + std::strerror(read_errno));
   const std::string remedy =
       "; remove it to start the stream afresh (messages the sender "
       "has not released will be delivered again)";
-  if (n != static_cast<ssize_t>(sizeof f)) fail(path, "truncated" + remedy);
+  if (bytes->size() != sizeof f) fail(path, "truncated" + remedy);
+  std::memcpy(&f, bytes->data(), sizeof f);
   if (f.magic != kStateMagic) fail(path, "not a bridge state file" + remedy);
   if (f.checksum != checksum(f)) fail(path, "checksum mismatch (corrupted)" + remedy);
   return StreamState{f.ring_created_ns, f.stream_created_ns, f.stream_creator,
@@ -69,8 +62,6 @@ std::optional<StreamState> load_stream_state(const std::string& ring) {
 }
 
 void store_stream_state(const std::string& ring, const StreamState& state) {
-  const std::string path = stream_state_path(ring);
-  const std::string temporary = path + ".tmp";
   StateFile f{kStateMagic,
               state.ring_created_ns,
               state.stream_created_ns,
@@ -79,23 +70,9 @@ void store_stream_state(const std::string& ring, const StreamState& state) {
               state.base_ring_position,
               0};
   f.checksum = checksum(f);
-  ::unlink(temporary.c_str());
-  const int fd =
-      ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) fail(temporary, std::string("cannot create: ") + std::strerror(errno));
-  const ssize_t n = ::write(fd, &f, sizeof f);
-  const int write_errno = errno;
-  ::close(fd);
-  if (n != static_cast<ssize_t>(sizeof f)) {
-    ::unlink(temporary.c_str());
-    fail(temporary,
-         std::string("cannot write: ") + (n < 0 ? std::strerror(write_errno) : "short write"));
-  }
-  if (::rename(temporary.c_str(), path.c_str()) != 0) {
-    const int rename_errno = errno;
-    ::unlink(temporary.c_str());
-    fail(path, std::string("cannot replace: ") + std::strerror(rename_errno));
-  }
+  replace_file("bridge state", stream_state_path(ring),
+               std::string_view(reinterpret_cast<const char*>(&f), sizeof f), 0600,
+               BridgeErrc::ring);
 }
 
 }  // namespace shmring::bridge::detail

@@ -27,10 +27,11 @@ struct StreamState {
 std::string stream_state_path(const std::string& ring);
 
 // nullopt when there is no state file; throws BridgeError(ring) naming the
-// file when it exists but cannot be read or is not a valid state.
+// file when it exists but is not a regular file of this user's, cannot be
+// read or is not a valid state.
 std::optional<StreamState> load_stream_state(const std::string& ring);
 
-// Replaces the state atomically (write a temporary file, then rename).
+// Replaces the state atomically (a fresh temporary file, then a rename).
 void store_stream_state(const std::string& ring, const StreamState& state);
 
 }  // namespace shmring::bridge::detail

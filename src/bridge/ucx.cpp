@@ -1,6 +1,7 @@
 #include "bridge/ucx.hpp"
 
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -278,14 +279,21 @@ Listener::Listener(Worker& worker, const std::string& bind_address, std::uint16_
                                                  std::to_string(port) +
                                                  " failed: " + status_text(status));
   }
+  // The address actually bound decides what is loopback, not the name
+  // asked for (which a resolver could map anywhere).
   ucp_listener_attr_t attr{};
   attr.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
   if (ucp_listener_query(listener_, &attr) == UCS_OK) {
     const auto* sa = reinterpret_cast<const sockaddr*>(&attr.sockaddr);
     if (sa->sa_family == AF_INET) {
-      port_ = ntohs(reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
+      const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
+      port_ = ntohs(in->sin_port);
+      loopback_ = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
     } else if (sa->sa_family == AF_INET6) {
-      port_ = ntohs(reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port);
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
+      port_ = ntohs(in6->sin6_port);
+      loopback_ = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
+                  (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127);
     }
   }
   if (port_ == 0) port_ = port;

@@ -102,6 +102,8 @@ class Listener {
   Listener& operator=(const Listener&) = delete;
 
   std::uint16_t port() const noexcept { return port_; }
+  // Bound to a loopback address: only this host can connect.
+  bool loopback() const noexcept { return loopback_; }
   // The oldest waiting connection request, or nullptr.
   ucp_conn_request_h take() noexcept;
   // Declines a request (the client's connection fails).
@@ -112,6 +114,7 @@ class Listener {
 
   ucp_listener_h listener_ = nullptr;
   std::uint16_t port_ = 0;
+  bool loopback_ = false;
   std::deque<ucp_conn_request_h> requests_;
 };
 

@@ -1,9 +1,10 @@
-// The bridge protocol: four kinds of UCX tagged messages between one sender
+// The bridge protocol: a handful of UCX tagged messages between one sender
 // and one receiver. Fixed-width little-endian fields; every struct's size is
 // asserted, since both ends may be built apart.
 //
 //   sender                                   receiver
-//   Hello {geometry, stream, epoch} ------->  validate, open/create ring
+//          <------------------------------- Challenge {nonce, key required}
+//   Hello {nonce, MAC, geometry, stream, epoch} -> authenticate, validate, open/create ring
 //          <------------------------------- Welcome {result, committed_through, max_batch}
 //   Data {first position, n, lengths, payloads} -> commit into ring
 //          <------------------------------- Ack {committed_through}
@@ -16,19 +17,38 @@
 //
 // A tag is (kind << 56) | epoch. The epoch is a random number the sender
 // draws for each connection, so a message of an earlier connection can never
-// be matched as one of the current one.
+// be matched as one of the current one. The Challenge, sent before the
+// receiver knows the epoch, has epoch 0.
+//
+// Tags do not say which connection a message came in on. The receiver sends
+// each new connection a random nonce, and the Hello that echoes it is that
+// connection's. With a key, the Hello also carries
+// HMAC-SHA256(key, nonce || epoch || sender's ring name): proof that the
+// sender holds the key, valid for this connection only, and no secret on
+// the wire.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <span>
 #include <type_traits>
+
+#include "bridge/hmac.hpp"
 
 namespace shmring::bridge::wire {
 
 inline constexpr std::uint64_t kMagic = 0x31475242524d4853;  // "SHMRBRG1" little-endian
-inline constexpr std::uint32_t kProtocolVersion = 1;
+inline constexpr std::uint32_t kProtocolVersion = 2;
 
-enum class Kind : std::uint64_t { hello = 1, welcome = 2, data = 3, ack = 4, payload = 5 };
+enum class Kind : std::uint64_t {
+  hello = 1,
+  welcome = 2,
+  data = 3,
+  ack = 4,
+  payload = 5,
+  challenge = 6
+};
 
 // Slots of this size and more send each payload as a Payload message.
 inline constexpr std::uint64_t kSeparatePayloadSlot = 64 * 1024;
@@ -42,6 +62,17 @@ constexpr std::uint64_t tag(Kind kind, std::uint64_t epoch) noexcept {
   return (static_cast<std::uint64_t>(kind) << kKindShift) | (epoch & kEpochMask);
 }
 
+struct Challenge {
+  std::uint64_t magic;
+  std::uint32_t protocol_version;
+  std::uint32_t flags;  // kKeyRequired
+  std::uint8_t nonce[32];
+};
+static_assert(std::is_standard_layout_v<Challenge> && sizeof(Challenge) == 48);
+
+// Challenge::flags: the receiver accepts only a Hello with a valid MAC.
+inline constexpr std::uint32_t kKeyRequired = 1;
+
 struct Hello {
   std::uint64_t magic;
   std::uint32_t protocol_version;
@@ -54,15 +85,34 @@ struct Hello {
   std::uint64_t next_position;      // the sender's ring has released everything below
   std::uint64_t max_batch;          // messages per Data the sender would like
   char ring_name[64];               // the sender's ring, for the receiver's log
+  std::uint8_t nonce[32];           // echoes the Challenge of this connection
+  std::uint8_t mac[32];             // with kHasMac: hello_mac()
+  std::uint64_t flags;              // kHasMac
 };
-static_assert(std::is_standard_layout_v<Hello> && sizeof(Hello) == 136);
+static_assert(std::is_standard_layout_v<Hello> && sizeof(Hello) == 208);
+
+// Hello::flags: the sender has a key and proves it in Hello::mac.
+inline constexpr std::uint64_t kHasMac = 1;
+
+inline detail::Digest hello_mac(std::span<const std::uint8_t> key, const Hello& hello) noexcept {
+  detail::HmacSha256 mac(key);
+  mac.update(hello.nonce);
+  std::uint8_t epoch[8];
+  for (int i = 0; i < 8; ++i) epoch[i] = static_cast<std::uint8_t>(hello.epoch >> (8 * i));
+  mac.update(epoch);
+  mac.update({reinterpret_cast<const std::uint8_t*>(hello.ring_name),
+              strnlen(hello.ring_name, sizeof hello.ring_name)});
+  return mac.finish();
+}
 
 enum class Result : std::uint32_t {
   accepted = 0,
-  bad_protocol = 1,  // magic or version
-  bad_geometry = 2,  // kind or slot size does not fit the receiving ring
-  ring_error = 3,    // the receiving ring could not be opened, created or attached
-  stream_gap = 4,    // the sender released messages this side never committed
+  bad_protocol = 1,     // magic or version
+  bad_geometry = 2,     // kind or slot size does not fit the receiving ring
+  ring_error = 3,       // the receiving ring could not be opened, created or attached
+  stream_gap = 4,       // the sender released messages this side never committed
+  unauthenticated = 5,  // no key, or not the receiver's
+  busy = 6,             // another stream fills the receiving ring
 };
 
 struct Welcome {
