@@ -60,6 +60,8 @@ class Category final : public std::error_category {
         return "invalid slot format";
       case errc::invalid_argument:
         return "invalid argument";
+      case errc::not_sealed:
+        return "segment descriptor not sealed";
     }
     return "unknown shmring error";
   }

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cinttypes>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -266,41 +267,92 @@ std::shared_ptr<detail::Mapping> map_segment(Fd& fd, const std::string& name, co
   return map;
 }
 
+// The checks every create makes of its options and of the caller; the
+// geometry and the identity to record on success.
+Failure check_create(const std::string& name, const CreateOptions& o, Geometry& g,
+                     process::Identity& self) {
+  if (const GeometryCheck c = compute_geometry(o.kind, o.capacity, o.slot_size, g, o.format);
+      c != GeometryCheck::ok) {
+    return fail(errc_for(c), name,
+                std::string(to_string(c)) + " (capacity " + num(o.capacity) + ", slot size " +
+                    num(o.slot_size) + ", " + to_string(o.format) + " slots)");
+  }
+  if (o.kind != RingKind::spsc && o.kind != RingKind::mpmc) {
+    return fail(errc::invalid_argument, name,
+                "ring kind " + num(static_cast<std::uint32_t>(o.kind)) +
+                    " is neither spsc (1) nor mpmc (2)");
+  }
+  if ((o.mode & ~mode_t{0666}) != 0) {
+    char mode[16];
+    std::snprintf(mode, sizeof mode, "0%o", static_cast<unsigned>(o.mode));
+    return fail(errc::invalid_argument, name,
+                std::string("mode ") + mode + " is not a subset of 0666 (read/write bits only)");
+  }
+  // Recorded in the header for display; an identity that cannot be read is
+  // not recorded as a made-up one.
+  const std::optional<process::Identity> id = process::self();
+  if (!id) {
+    const int err = errno != 0 ? errno : ENOENT;
+    return fail_errno(
+        err, name,
+        std::string("cannot read /proc/self/stat to record the creator: ") + std::strerror(err));
+  }
+  self = *id;
+  return {};
+}
+
+// Reserves the memory of a new file (a full /dev/shm fails here, never as a
+// SIGBUS later), maps it and writes the header and slots; the ABI version is
+// stored last.
+std::shared_ptr<detail::Mapping> build(Fd& fd, const std::string& name, const Geometry& g,
+                                       const process::Identity& self, Failure& f) {
+  if (const int err = sys::fallocate(fd.fd, static_cast<off_t>(g.segment_size)); err != 0) {
+    f = err == ENOSPC || err == EFBIG || err == ENOMEM
+            ? fail(errc::no_space, name,
+                   "cannot reserve " + num(g.segment_size) +
+                       " bytes of shared memory: " + std::strerror(err))
+            : fail_errno(err, name, "posix_fallocate of " + num(g.segment_size) + " bytes failed");
+    return nullptr;
+  }
+  auto map = map_segment(fd, name, g, PROT_READ | PROT_WRITE, f);
+  if (!map) return nullptr;
+  map->created = true;
+
+  // The file is fresh from fallocate, so every byte is zero: only the
+  // non-zero fields are written.
+  auto* ctl = reinterpret_cast<ControlArea*>(map->base);
+  SegmentHeader& h = ctl->header;
+  // Atomic because an opener may be polling it already (see do_open).
+  atomic::store_relaxed(&h.magic, kMagic);
+  h.ring_kind = static_cast<std::uint32_t>(g.kind);
+  h.flags = g.format == SlotFormat::low_latency ? kHeaderLowLatencySlots : 0;
+  h.capacity = g.capacity;
+  h.slot_size = g.slot_size;
+  h.slot_stride = g.slot_stride;
+  h.slots_offset = g.slots_offset;
+  h.segment_size = g.segment_size;
+  h.created_unix_ns = unix_ns();
+  h.creator_pid = self.pid;
+  h.creator_start_time = self.start_time;
+  // Slot i is free for position i (the MPMC turn; SPSC ignores it).
+  const std::uint64_t trailer_at = g.slots_offset + g.trailer_offset();
+  for (std::uint64_t i = 0; i < g.capacity; ++i) {
+    auto* t = reinterpret_cast<SlotTrailer*>(map->base + trailer_at + i * g.slot_stride);
+    t->released = i;
+  }
+  // SYNC POINT (release, pairs with open's acquire of abi_version): the
+  // whole initialised segment visible to any process that sees the version.
+  atomic::store_release(&h.abi_version, kAbiVersion);
+  return map;
+}
+
 std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOptions& o,
                                            Failure& f) {
   if ((f = check_name(raw))) return nullptr;
   const std::string name(strip_slash(raw));
   Geometry g;
-  if (const GeometryCheck c = compute_geometry(o.kind, o.capacity, o.slot_size, g, o.format);
-      c != GeometryCheck::ok) {
-    f = fail(errc_for(c), name,
-             std::string(to_string(c)) + " (capacity " + num(o.capacity) + ", slot size " +
-                 num(o.slot_size) + ", " + to_string(o.format) + " slots)");
-    return nullptr;
-  }
-  if (o.kind != RingKind::spsc && o.kind != RingKind::mpmc) {
-    f = fail(errc::invalid_argument, name,
-             "ring kind " + num(static_cast<std::uint32_t>(o.kind)) +
-                 " is neither spsc (1) nor mpmc (2)");
-    return nullptr;
-  }
-  if ((o.mode & ~mode_t{0666}) != 0) {
-    char mode[16];
-    std::snprintf(mode, sizeof mode, "0%o", static_cast<unsigned>(o.mode));
-    f = fail(errc::invalid_argument, name,
-             std::string("mode ") + mode + " is not a subset of 0666 (read/write bits only)");
-    return nullptr;
-  }
-  // Recorded in the header for display; an identity that cannot be read is
-  // not recorded as a made-up one.
-  const std::optional<process::Identity> self = process::self();
-  if (!self) {
-    const int err = errno != 0 ? errno : ENOENT;
-    f = fail_errno(
-        err, name,
-        std::string("cannot read /proc/self/stat to record the creator: ") + std::strerror(err));
-    return nullptr;
-  }
+  process::Identity self;
+  if ((f = check_create(name, o, g, self))) return nullptr;
   const std::string path = kShmDir + name;
   // Cheap early refusal: allocating the whole segment only to find the name
   // taken would waste (and, for a large ring, briefly exhaust) /dev/shm.
@@ -335,43 +387,8 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
     ~UnlinkTemp() { sys::unlink(path.c_str()); }
   } unlink_temp{temp};
 
-  if (const int err = sys::fallocate(fd.fd, static_cast<off_t>(g.segment_size)); err != 0) {
-    f = err == ENOSPC || err == EFBIG || err == ENOMEM
-            ? fail(errc::no_space, name,
-                   "cannot reserve " + num(g.segment_size) + " bytes in " + kShmDir + ": " +
-                       std::strerror(err))
-            : fail_errno(err, name, "posix_fallocate of " + num(g.segment_size) + " bytes failed");
-    return nullptr;
-  }
-  auto map = map_segment(fd, name, g, PROT_READ | PROT_WRITE, f);
+  auto map = build(fd, name, g, self, f);
   if (!map) return nullptr;
-  map->created = true;
-
-  // The file is fresh from fallocate, so every byte is zero: only the
-  // non-zero fields are written.
-  auto* ctl = reinterpret_cast<ControlArea*>(map->base);
-  SegmentHeader& h = ctl->header;
-  // Atomic because an opener may be polling it already (see do_open).
-  atomic::store_relaxed(&h.magic, kMagic);
-  h.ring_kind = static_cast<std::uint32_t>(g.kind);
-  h.flags = g.format == SlotFormat::low_latency ? kHeaderLowLatencySlots : 0;
-  h.capacity = g.capacity;
-  h.slot_size = g.slot_size;
-  h.slot_stride = g.slot_stride;
-  h.slots_offset = g.slots_offset;
-  h.segment_size = g.segment_size;
-  h.created_unix_ns = unix_ns();
-  h.creator_pid = self->pid;
-  h.creator_start_time = self->start_time;
-  // Slot i is free for position i (the MPMC turn; SPSC ignores it).
-  const std::uint64_t trailer_at = g.slots_offset + g.trailer_offset();
-  for (std::uint64_t i = 0; i < g.capacity; ++i) {
-    auto* t = reinterpret_cast<SlotTrailer*>(map->base + trailer_at + i * g.slot_stride);
-    t->released = i;
-  }
-  // SYNC POINT (release, pairs with open's acquire of abi_version): the
-  // whole initialised segment visible to any process that sees the version.
-  atomic::store_release(&h.abi_version, kAbiVersion);
 
   // Always: the umask may have narrowed the 0600 that open() asked for.
   if (sys::fchmod(map->fd, o.mode) != 0) {
@@ -389,6 +406,10 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
   return map;
 }
 
+std::shared_ptr<detail::Mapping> open_descriptor(Fd& fd, const std::string& name,
+                                                 const std::string& path, const OpenOptions& o,
+                                                 Failure& f);
+
 std::shared_ptr<detail::Mapping> do_open(std::string_view raw, const OpenOptions& o, Failure& f) {
   if ((f = check_name(raw))) return nullptr;
   const std::string name(strip_slash(raw));
@@ -402,6 +423,14 @@ std::shared_ptr<detail::Mapping> do_open(std::string_view raw, const OpenOptions
     f = open_failure(errno, name, "open " + path);
     return nullptr;
   }
+  return open_descriptor(fd, name, path, o, f);
+}
+
+// What every open checks of a file open as `fd`, then the mapping, which
+// keeps `fd`. `path` names the file in messages.
+std::shared_ptr<detail::Mapping> open_descriptor(Fd& fd, const std::string& name,
+                                                 const std::string& path, const OpenOptions& o,
+                                                 Failure& f) {
   const auto deadline = Clock::now() + o.init_timeout;
   const int prot = o.read_only ? PROT_READ : PROT_READ | PROT_WRITE;
   // Wait (bounded) for the creator: first for the file to have a header's
@@ -489,6 +518,78 @@ std::shared_ptr<detail::Mapping> do_open(std::string_view raw, const OpenOptions
     return nullptr;
   }
   return map;
+}
+
+// A sealed memfd: the creator adds the seals once the segment is complete,
+// F_SEAL_SEAL last so nobody can take them back off.
+constexpr int kSizeSeals = F_SEAL_SHRINK | F_SEAL_GROW;
+
+std::shared_ptr<detail::Mapping> do_create_sealed(std::string_view label, const CreateOptions& o,
+                                                  Failure& f) {
+  // The label goes into /proc/<pid>/fd links and messages: refuse what would
+  // garble them, as for names.
+  if ((f = check_name(label))) return nullptr;
+  const std::string name = "memfd:" + std::string(strip_slash(label));
+  Geometry g;
+  process::Identity self;
+  if ((f = check_create(name, o, g, self))) return nullptr;
+  Fd fd;
+  fd.fd = ::memfd_create(name.c_str() + 6, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd.fd < 0) {
+    f = fail_errno(errno, name, std::string("memfd_create failed: ") + std::strerror(errno));
+    return nullptr;
+  }
+  auto map = build(fd, name, g, self, f);
+  if (!map) return nullptr;
+  if (::fcntl(map->fd, F_ADD_SEALS, kSizeSeals | F_SEAL_SEAL) != 0) {
+    f = fail_errno(errno, name, std::string("cannot seal the memfd: ") + std::strerror(errno));
+    return nullptr;
+  }
+  return map;
+}
+
+// How a descriptor is named in messages: what /proc says it is
+// ("memfd:frames", a path), or its number.
+std::string descriptor_name(int fd) {
+  char link[48];
+  std::snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+  char target[PATH_MAX];
+  const ssize_t n = ::readlink(link, target, sizeof target - 1);
+  if (n <= 0) return "fd " + num(static_cast<std::uint64_t>(fd));
+  std::string t(target, static_cast<std::size_t>(n));
+  if (const auto del = t.rfind(" (deleted)"); del != std::string::npos && del + 10 == t.size()) {
+    t.resize(del);
+  }
+  if (t.rfind(kShmDir, 0) == 0) return t.substr(std::strlen(kShmDir));
+  if (!t.empty() && t.front() == '/') t.erase(0, 1);
+  return t;
+}
+
+std::shared_ptr<detail::Mapping> do_open_fd(int given, const OpenOptions& o, Failure& f) {
+  const std::string name = descriptor_name(given);
+  Fd fd;
+  fd.fd = ::fcntl(given, F_DUPFD_CLOEXEC, 0);
+  if (fd.fd < 0) {
+    f = fail_errno(errno, name,
+                   std::string("cannot duplicate the descriptor: ") + std::strerror(errno));
+    return nullptr;
+  }
+  const int flags = ::fcntl(fd.fd, F_GETFL);
+  if (!o.read_only && (flags & O_ACCMODE) != O_RDWR) {
+    f = fail(errc::permission_denied, name,
+             "the descriptor is open read-only; set OpenOptions::read_only to map it so");
+    return nullptr;
+  }
+  if (o.require_sealed) {
+    const int seals = ::fcntl(fd.fd, F_GET_SEALS);
+    if (seals < 0 || (seals & kSizeSeals) != kSizeSeals) {
+      f = fail(errc::not_sealed, name,
+               "the descriptor's size is not sealed (F_SEAL_SHRINK | F_SEAL_GROW): whoever "
+               "holds it could truncate the segment under this process");
+      return nullptr;
+    }
+  }
+  return open_descriptor(fd, name, name, o, f);
 }
 
 // Removes the file under `path` if a creator began it and died before
@@ -608,6 +709,20 @@ Segment Segment::open_or_create(std::string_view name, const CreateOptions& opti
   return Segment(detail::or_report(
       ec, [&](Failure& f) { return do_open_or_create(name, options, init_timeout, f); }));
 }
+Segment Segment::create_sealed(std::string_view label, const CreateOptions& options) {
+  return Segment(detail::or_throw([&](Failure& f) { return do_create_sealed(label, options, f); }));
+}
+Segment Segment::create_sealed(std::string_view label, const CreateOptions& options,
+                               std::error_code& ec) {
+  return Segment(
+      detail::or_report(ec, [&](Failure& f) { return do_create_sealed(label, options, f); }));
+}
+Segment Segment::open_fd(int fd, const OpenOptions& options) {
+  return Segment(detail::or_throw([&](Failure& f) { return do_open_fd(fd, options, f); }));
+}
+Segment Segment::open_fd(int fd, const OpenOptions& options, std::error_code& ec) {
+  return Segment(detail::or_report(ec, [&](Failure& f) { return do_open_fd(fd, options, f); }));
+}
 void Segment::unlink(std::string_view name) {
   detail::or_throw([&](Failure& f) { return do_unlink(name, f); });
 }
@@ -629,6 +744,11 @@ const Geometry& Segment::geometry() const noexcept {
 std::byte* Segment::base() const noexcept { return map_ ? map_->base : nullptr; }
 std::size_t Segment::size() const noexcept { return map_ ? map_->size : 0; }
 int Segment::fd() const noexcept { return map_ ? map_->fd : -1; }
+bool Segment::sealed() const noexcept {
+  if (!map_) return false;
+  const int seals = ::fcntl(map_->fd, F_GET_SEALS);
+  return seals >= 0 && (seals & kSizeSeals) == kSizeSeals;
+}
 bool Segment::read_only() const noexcept { return map_ && map_->read_only; }
 bool Segment::created() const noexcept { return map_ && map_->created; }
 

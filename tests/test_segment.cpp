@@ -28,6 +28,7 @@
 #include "shmring/mpmc_ring.hpp"
 #include "shmring/process.hpp"
 #include "shmring/segment.hpp"
+#include "shmring/segment_passing.hpp"
 #include "shmring/spsc_ring.hpp"
 #include "test_support.hpp"
 
@@ -1138,6 +1139,104 @@ TEST(SegmentErrors, ErrorIsASystemError) {
   } catch (const std::system_error& e) {
     EXPECT_EQ(e.code(), make_error_code(errc::not_found));
   }
+}
+
+}  // namespace
+}  // namespace shmring
+
+// ---- sealed segments -------------------------------------------------------------
+
+namespace shmring {
+namespace {
+
+TEST(SegmentSealed, NobodyCanTruncateOrGrowIt) {
+  Segment s = Segment::create_sealed("frames", spsc(8, 64));
+  ASSERT_TRUE(s.sealed());
+  EXPECT_EQ(s.name(), "memfd:frames");
+  EXPECT_EQ(::ftruncate(s.fd(), 0), -1);
+  EXPECT_EQ(errno, EPERM);
+  EXPECT_EQ(::ftruncate(s.fd(), static_cast<off_t>(s.size()) * 2), -1);
+  EXPECT_EQ(errno, EPERM);
+  // Not even through a descriptor of its own.
+  const int other = ::open(("/proc/self/fd/" + std::to_string(s.fd())).c_str(), O_RDWR);
+  ASSERT_GE(other, 0);
+  EXPECT_EQ(::ftruncate(other, 0), -1);
+  ::close(other);
+  // The seals cannot be taken off.
+  EXPECT_EQ(::fcntl(s.fd(), F_ADD_SEALS, F_SEAL_WRITE), -1);
+}
+
+TEST(SegmentSealed, PassedToAnotherProcessOverAUnixSocket) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  constexpr std::uint64_t kMessages = 10000;
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(sv[0]);
+    OpenOptions o;
+    o.require_sealed = true;
+    Segment s = receive_segment(sv[1], o);
+    if (!s.sealed() || s.name() != "memfd:passed") ::_exit(3);
+    // A peer that holds the descriptor and tries to shrink it fails.
+    if (::ftruncate(s.fd(), 0) == 0) ::_exit(4);
+    SpscConsumer rx = SpscConsumer::attach(s);
+    for (std::uint64_t want = 0; want < kMessages; ++want) {
+      std::uint64_t got = 0;
+      std::size_t n = 0;
+      if (rx.pop(std::as_writable_bytes(std::span(&got, 1)), n, 10s) != Status::ok) ::_exit(1);
+      if (n != sizeof got || got != want) ::_exit(2);
+    }
+    ::_exit(0);
+  }
+  ::close(sv[1]);
+  Segment s = Segment::create_sealed("passed", spsc(64, 64));
+  send_segment(sv[0], s);
+  SpscProducer tx = SpscProducer::attach(s);
+  for (std::uint64_t v = 0; v < kMessages; ++v) {
+    ASSERT_EQ(tx.push(std::as_bytes(std::span(&v, 1)), 10s), Status::ok) << v;
+  }
+  EXPECT_EQ(test::wait_child(child), 0);
+  ::close(sv[0]);
+}
+
+TEST(SegmentSealed, OpenFdChecksLikeOpen) {
+  test::UniqueShm shm;
+  Segment named = Segment::create(shm.name(), spsc());
+  // A named segment's descriptor works, but is not sealed.
+  const int fd = ::open(test::shm_path(shm.name()).c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  Segment again = Segment::open_fd(fd);
+  ::close(fd);
+  EXPECT_EQ(again.name(), shm.name()) << "named after the path it was opened by";
+  EXPECT_FALSE(again.sealed());
+  EXPECT_EQ(again.geometry(), named.geometry());
+  OpenOptions sealed_only;
+  sealed_only.require_sealed = true;
+  std::error_code ec;
+  EXPECT_FALSE(Segment::open_fd(named.fd(), sealed_only, ec));
+  EXPECT_EQ(ec, make_error_code(errc::not_sealed)) << last_error_message();
+  EXPECT_NE(last_error_message().find("truncate"), std::string::npos) << last_error_message();
+  // Any other descriptor is refused with the check open() would make.
+  const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  EXPECT_FALSE(Segment::open_fd(null_fd, quick_open(), ec));
+  EXPECT_EQ(ec, make_error_code(errc::not_a_segment)) << last_error_message();
+  ::close(null_fd);
+  Segment::unlink(shm.name());
+}
+
+TEST(SegmentSealed, ReceiveWithoutADescriptorIsNamed) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  ASSERT_EQ(::write(sv[0], "x", 1), 1);
+  std::error_code ec;
+  EXPECT_FALSE(receive_segment(sv[1], {}, ec));
+  EXPECT_EQ(ec, make_error_code(errc::not_a_segment));
+  EXPECT_NE(last_error_message().find("no descriptor"), std::string::npos) << last_error_message();
+  ::close(sv[0]);
+  EXPECT_FALSE(receive_segment(sv[1], {}, ec));
+  EXPECT_NE(last_error_message().find("closed"), std::string::npos) << last_error_message();
+  ::close(sv[1]);
 }
 
 }  // namespace

@@ -43,6 +43,7 @@ enum class errc {
   // bad arguments, continued (appended: the numbers above are kept)
   invalid_slot_format,  // unknown slot format, or low-latency slots on an MPMC ring
   invalid_argument,     // any other bad argument: a mode beyond 0666, an unknown ring kind
+  not_sealed,           // open_fd with require_sealed: the descriptor's size is not sealed
 };
 
 const std::error_category& error_category() noexcept;

@@ -57,6 +57,8 @@ struct OpenOptions {
   // A segment owned by another user is refused unless this is set: whoever
   // owns it could have planted it under a name this process trusts.
   bool allow_foreign_owner = false;
+  // open_fd: refuse a descriptor whose size is not sealed (see create_sealed).
+  bool require_sealed = false;
 };
 
 namespace detail {
@@ -87,6 +89,23 @@ class Segment {
   static Segment open_or_create(std::string_view name, const CreateOptions& options,
                                 std::chrono::milliseconds init_timeout, std::error_code& ec);
 
+  // A segment with no name: a memfd sealed against shrinking and growing
+  // (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), so that no process, however
+  // it got the descriptor, can truncate it and kill the processes mapping it
+  // with SIGBUS, as a peer with write access to a named segment can. Other
+  // processes get it as a descriptor: inherited, or passed over a Unix socket
+  // (send_segment / receive_segment in segment_passing.hpp), and map it with
+  // open_fd. `label` (the rules of names apply) shows in messages and in
+  // /proc/<pid>/fd; options.mode does not apply.
+  static Segment create_sealed(std::string_view label, const CreateOptions& options);
+  static Segment create_sealed(std::string_view label, const CreateOptions& options,
+                               std::error_code& ec);
+
+  // Maps the segment behind a descriptor, with every check of open(); the
+  // Segment keeps a duplicate, the caller keeps `fd`.
+  static Segment open_fd(int fd, const OpenOptions& options = {});
+  static Segment open_fd(int fd, const OpenOptions& options, std::error_code& ec);
+
   // Removes the name; processes that have it mapped keep their mapping.
   static void unlink(std::string_view name);
   static bool unlink(std::string_view name, std::error_code& ec);
@@ -102,6 +121,8 @@ class Segment {
   // The segment file's descriptor, open as long as the Segment (or a handle
   // attached to it) lives; close-on-exec. Do not close it or lock through it.
   int fd() const noexcept;
+  // Its size is sealed: nobody can truncate it (create_sealed).
+  bool sealed() const noexcept;
   bool read_only() const noexcept;
   bool created() const noexcept;  // this call created the file
 

@@ -6,6 +6,7 @@
 #include "shmring/mpmc_ring.hpp"
 #include "shmring/process.hpp"
 #include "shmring/segment.hpp"
+#include "shmring/segment_passing.hpp"
 #include "shmring/spsc_ring.hpp"
 #include "shmring/status.hpp"
 #include "shmring/typed_ring.hpp"
