@@ -1,7 +1,8 @@
 // The shmring API in one file: SPSC copy, zero-copy claim/commit and
-// peek/release, a typed Ring<T>, and an MPMC ring. Producer and consumer live
+// peek/release, a typed Ring<T>, an MPMC ring and a sealed segment. Producer and consumer live
 // in one process here for brevity; in real use each attaches from its own
 // process (or language) by opening the segment by name.
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <fmt/core.h>
@@ -122,6 +123,30 @@ void mpmc() {
   check(received == 2, "one MPMC consumer pops both");
 }
 
+// A sealed segment handed over a Unix socket, as between two processes.
+void sealed() {
+  int sockets[2];
+  check(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sockets) == 0, "socketpair");
+  shmring::CreateOptions options;
+  options.capacity = 64;
+  options.slot_size = 64;
+  auto made = shmring::Segment::create_sealed("frames", options);
+  shmring::send_segment(sockets[0], made);
+  shmring::OpenOptions o;
+  o.require_sealed = true;
+  auto segment = shmring::receive_segment(sockets[1], o);
+  check(segment.sealed(), "the received segment is sealed");
+  auto tx = shmring::SpscProducer::attach(made);
+  auto rx = shmring::SpscConsumer::attach(segment);
+  check(tx.try_push(bytes("sealed")) == shmring::Status::ok, "push into the sealed ring");
+  std::byte buffer[64];
+  std::size_t size = 0;
+  check(rx.try_pop(buffer, size) == shmring::Status::ok && size == 6,
+        "pop through the received descriptor");
+  ::close(sockets[0]);
+  ::close(sockets[1]);
+}
+
 }  // namespace
 
 int main() {
@@ -129,6 +154,7 @@ int main() {
     spsc();
     typed();
     mpmc();
+    sealed();
   } catch (const shmring::Error& e) {  // create/open/attach report failures as exceptions
     fmt::print(stderr, "error: {}\n", e.what());
     return 1;
