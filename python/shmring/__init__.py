@@ -24,6 +24,7 @@ from ._errors import (
     NotFoundError,
     PermissionDeniedError,
     UnsupportedError,
+    WrongProcessError,
 )
 from ._shmring import (
     GpuView,
@@ -139,6 +140,7 @@ __all__ = [
     "TypedProducer",
     "TypedSegment",
     "UnsupportedError",
+    "WrongProcessError",
     "built_with_cuda",
     "create",
     "gpu_count",

@@ -38,6 +38,12 @@ class InvalidArgumentError(Error, ValueError):
     an MPMC ring)."""
 
 
+class WrongProcessError(Error):
+    """A handle used in a process other than the one that attached it (errc
+    ``wrong_process``): a forked child's copy of its parent's handle. Nothing
+    changed; attach a handle of the child's own."""
+
+
 class UnsupportedError(Error):
     """The call does not apply to this ring (errc ``unsupported``): zero-copy
     claims and peeks on a ring of low-latency slots, whose bytes are not the
@@ -53,12 +59,14 @@ _CLASSES = {
     "invalid_slot_size": (InvalidArgumentError, None),
     "size_overflow": (InvalidArgumentError, None),
     "invalid_slot_format": (InvalidArgumentError, None),
+    "invalid_argument": (InvalidArgumentError, None),
     "unsupported": (UnsupportedError, None),
+    "wrong_process": (WrongProcessError, None),
 }
 
 
 for _cls in (Error, NotFoundError, ExistsError, PermissionDeniedError, InvalidArgumentError,
-             UnsupportedError):
+             WrongProcessError, UnsupportedError):
     _cls.__module__ = "shmring"
 
 

@@ -46,7 +46,7 @@ const char* errc_name(int v) {
       "kind_mismatch",   "geometry_mismatch", "corrupt_header", "truncated",
       "init_timeout",    "role_taken",     "message_too_large", "no_segment",
       "no_gpu",          "cuda_error",     "gpu_not_allowed",   "mixed_agents",
-      "invalid_slot_format"};
+      "invalid_slot_format", "invalid_argument", "not_sealed"};
   if (v <= 0 || v >= static_cast<int>(sizeof names / sizeof names[0])) return "unknown";
   return names[v];
 }
@@ -104,6 +104,12 @@ bool claim_done(bool got, shmring::Status s) {
                       "the ring is corrupt: the peer side wrote impossible values");
   }
   if (s == shmring::Status::unsupported) throw_zero_copy_unsupported();
+  if (s == shmring::Status::wrong_process) {
+    throw StatusError("wrong_process",
+                      "this handle was attached by another process (this one is a fork of it): "
+                      "its calls would write over that process's messages. Attach a handle in "
+                      "this process (shmring.open(name) and producer()/consumer() here).");
+  }
   throw StatusError(shmring::to_string(s), std::string("unexpected status ") + shmring::to_string(s));
 }
 

@@ -753,3 +753,58 @@ def test_open_options(name):
     with pytest.raises(ValueError):
         shmring.open(name, init_timeout=-1.0)
     assert not hasattr(seg.producer(), "recover"), "recovery is an MPMC matter"
+
+
+# ---- fork -------------------------------------------------------------------
+
+
+def _push_through_inherited(tx, rx, result):
+    """In a fork child: every call of the parent's handles is refused."""
+    refused = 0
+    for call in (lambda: tx.try_push(b"child"), lambda: tx.push(b"child", timeout=0.01),
+                 lambda: rx.try_pop(), lambda: rx.pop(timeout=0.01)):
+        try:
+            call()
+        except shmring.WrongProcessError as e:
+            refused += "attached by another process" in str(e)
+    result.put(refused)
+
+
+@pytest.mark.parametrize("kind", ["spsc", "mpmc"])
+def test_fork_child_cannot_use_parents_handles(name, kind):
+    seg = shmring.create(name, kind=kind, capacity=8, slot_size=64)
+    tx, rx = seg.producer(), seg.consumer()
+    assert tx.try_push(b"parent 0")
+    ctx = mp.get_context("fork")
+    result = ctx.Queue()
+    child = ctx.Process(target=_push_through_inherited, args=(tx, rx, result))
+    child.start()
+    assert result.get(timeout=30) == 4
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    # The child's attempts reached nothing; the parent's handles work on.
+    assert tx.try_push(b"parent 1")
+    assert rx.try_pop() == b"parent 0"
+    assert rx.try_pop() == b"parent 1"
+    assert rx.try_pop() is None
+
+
+def _consume_own(name, count, result):
+    rx = shmring.open(name).consumer()
+    result.put([rx.pop(timeout=10) for _ in range(count)])
+
+
+def test_fork_child_attaches_its_own_handle(name):
+    seg = shmring.create(name, kind="spsc", capacity=64, slot_size=64)
+    tx = seg.producer()
+    ctx = mp.get_context("fork")
+    result = ctx.Queue()
+    child = ctx.Process(target=_consume_own, args=(name, 100, result))
+    child.start()
+    sent = [message(i, 64) for i in range(100)]
+    for m in sent:
+        tx.push(m, timeout=10)
+    got = result.get(timeout=30)
+    child.join(timeout=30)
+    for i, m in enumerate(got):
+        verify(m, i, 64)
