@@ -6,6 +6,7 @@
 #include <string>
 
 #include "shmring/atomic.hpp"
+#include "shmring/mpmc_ring.hpp"
 
 namespace shmring::detail {
 
@@ -95,27 +96,62 @@ static bool gpu_agents(const MpmcView& view) noexcept {
          atomic::load_seq_cst(&view.consumer()->gpu_attached) != 0;
 }
 
-std::uint64_t recover_producer_claims(const MpmcView& view, Holding& holding) noexcept {
+// Where a step starts: the caller's note if it lies in [front, end) (a step
+// of its pass stopped there and the side has not moved past it), else the
+// front, if the side is stuck there; kClaimIdle for no step at all.
+static std::uint64_t step_start(std::uint64_t front, bool stuck, std::uint64_t end,
+                                std::uint64_t capacity, std::uint64_t resume) noexcept {
+  if (resume != kClaimIdle &&
+      resume - front<capacity&& static_cast<std::int64_t>(end - resume)> 0) {
+    return resume;
+  }
+  return stuck ? front : kClaimIdle;
+}
+
+// Ends a step that stopped at `p` of [.., end): a note to go on from `p`, or
+// none when the pass is done (or this many positions were looked at since the
+// front).
+static RecoveryStep end_step(std::uint64_t p, std::uint64_t front, std::uint64_t end,
+                             std::uint64_t capacity, std::uint64_t recovered,
+                             std::uint64_t& resume) noexcept {
+  const bool more = static_cast<std::int64_t>(end - p) > 0 && p - front < capacity;
+  resume = more ? p : kClaimIdle;
+  return {recovered, more};
+}
+
+RecoveryStep recover_producer_claims(const MpmcView& view, Holding& holding,
+                                     std::uint64_t& resume) noexcept {
   SideBlock& side = *view.producer();
-  if (gpu_agents(view)) return 0;
-  // Only when the consumers are stuck: the next position to read was claimed
-  // but is not committed.
+  if (gpu_agents(view)) return {};
+  // Only when the consumers are stuck (the next position to read was claimed
+  // but is not committed), or to go on with a pass of ours.
   const std::uint64_t deq = atomic::load_seq_cst(&view.consumer()->position);
   const std::uint64_t enq = atomic::load_seq_cst(&side.position);
-  if (static_cast<std::int64_t>(enq - deq) <= 0 ||
-      atomic::load_seq_cst(&view.trailer(deq)->committed) == deq + 1) {
-    return 0;
+  if (static_cast<std::int64_t>(enq - deq) <= 0) {
+    resume = kClaimIdle;
+    return {};
+  }
+  const bool stuck = atomic::load_seq_cst(&view.trailer(deq)->committed) != deq + 1;
+  if (step_start(deq, stuck, enq, view.capacity(), resume) == kClaimIdle) {
+    resume = kClaimIdle;
+    return {};
   }
   RecoveryLock lock(side, /*producer=*/true, holding);
-  if (!lock) return 0;
+  if (!lock) return {};  // another recoverer is at it; our note stays for later
   // Read after the counter: a live holder that claimed below `enq` stored
   // its low before its claim, so the low is seen here.
   const std::uint64_t end = std::min(enq, lowest_live_claim(view, /*producer=*/true, holding));
+  const std::uint64_t first = step_start(deq, stuck, end, view.capacity(), resume);
+  if (first == kClaimIdle) {
+    resume = kClaimIdle;
+    return {};
+  }
+  const std::uint64_t last = first + std::min(view.capacity(), kMpmcRecoverStep);
   std::uint64_t recovered = 0;
+  std::uint64_t p = first;
   // Every position of [deq, end) was claimed, by a process now dead, if it
   // is neither committed nor covered by a live holder.
-  for (std::uint64_t p = deq; static_cast<std::int64_t>(end - p) > 0 && p - deq < view.capacity();
-       ++p) {
+  for (; static_cast<std::int64_t>(end - p) > 0 && p - deq < view.capacity() && p != last; ++p) {
     SlotTrailer* t = view.trailer(p);
     if (atomic::load_seq_cst(&t->committed) == p + 1) continue;
     if (atomic::load_acquire(&t->released) != p) continue;  // not this lap's: not claimed yet
@@ -126,27 +162,40 @@ std::uint64_t recover_producer_claims(const MpmcView& view, Holding& holding) no
     ++recovered;
   }
   if (recovered != 0) atomic::fetch_add(&side.abandoned, recovered);
-  return recovered;
+  return end_step(p, deq, end, view.capacity(), recovered, resume);
 }
 
-std::uint64_t recover_consumer_claims(const MpmcView& view, Holding& holding) noexcept {
+RecoveryStep recover_consumer_claims(const MpmcView& view, Holding& holding,
+                                     std::uint64_t& resume) noexcept {
   SideBlock& side = *view.consumer();
-  if (gpu_agents(view)) return 0;
-  // Only when the producers are stuck: the next position to write waits for
-  // a slot a lap behind that was read but never released.
+  if (gpu_agents(view)) return {};
+  // Only when the producers are stuck (the next position to write waits for
+  // a slot a lap behind that was read but never released), or to go on with
+  // a pass of ours.
   const std::uint64_t enq = atomic::load_seq_cst(&view.producer()->position);
   const std::uint64_t deq = atomic::load_seq_cst(&side.position);
-  const std::uint64_t first = enq - view.capacity();
-  if (atomic::load_seq_cst(&view.trailer(enq)->released) == enq ||
-      static_cast<std::int64_t>(deq - first) <= 0) {
-    return 0;
+  const std::uint64_t front = enq - view.capacity();
+  if (static_cast<std::int64_t>(deq - front) <= 0) {
+    resume = kClaimIdle;
+    return {};
+  }
+  const bool stuck = atomic::load_seq_cst(&view.trailer(enq)->released) != enq;
+  if (step_start(front, stuck, deq, view.capacity(), resume) == kClaimIdle) {
+    resume = kClaimIdle;
+    return {};
   }
   RecoveryLock lock(side, /*producer=*/false, holding);
-  if (!lock) return 0;
+  if (!lock) return {};
   const std::uint64_t end = std::min(deq, lowest_live_claim(view, /*producer=*/false, holding));
+  const std::uint64_t first = step_start(front, stuck, end, view.capacity(), resume);
+  if (first == kClaimIdle) {
+    resume = kClaimIdle;
+    return {};
+  }
+  const std::uint64_t last = first + std::min(view.capacity(), kMpmcRecoverStep);
   std::uint64_t recovered = 0;
-  for (std::uint64_t p = first;
-       static_cast<std::int64_t>(end - p) > 0 && p - first < view.capacity(); ++p) {
+  std::uint64_t p = first;
+  for (; static_cast<std::int64_t>(end - p) > 0 && p - front < view.capacity() && p != last; ++p) {
     SlotTrailer* t = view.trailer(p);
     if (atomic::load_acquire(&t->committed) != p + 1) continue;  // not readable this lap
     if (atomic::load_seq_cst(&t->released) != p) continue;       // released already
@@ -155,7 +204,7 @@ std::uint64_t recover_consumer_claims(const MpmcView& view, Holding& holding) no
     ++recovered;
   }
   if (recovered != 0) atomic::fetch_add(&side.abandoned, recovered);
-  return recovered;
+  return end_step(p, front, end, view.capacity(), recovered, resume);
 }
 
 }  // namespace shmring::detail

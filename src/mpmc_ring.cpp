@@ -65,13 +65,19 @@ MpmcProducer::~MpmcProducer() {
   }
 }
 
-std::uint64_t MpmcProducer::recover() noexcept {
-  if (!lifetime_) return 0;
-  if (!attached_here()) return 0;
+detail::RecoveryStep MpmcProducer::recover_step() noexcept {
+  if (!lifetime_ || !attached_here()) return {};
   auto& holding = *static_cast<detail::Holding*>(lifetime_.get());
-  const std::uint64_t n = detail::recover_producer_claims(view_, holding);
-  if (n != 0) wake_consumers();  // they were waiting at the recovered slots
-  return n;
+  const detail::RecoveryStep step = detail::recover_producer_claims(view_, holding, recover_from_);
+  if (step.recovered != 0) wake_consumers();  // they were waiting at the recovered slots
+  return step;
+}
+
+// A blocking call's stalled(): one recovery step; true to be called again,
+// after a look at the deadline (block_until).
+bool MpmcProducer::recovery_goes_on() noexcept {
+  const detail::RecoveryStep step = recover_step();
+  return step.recovered != 0 || step.more;
 }
 
 void MpmcProducer::wake_consumers() noexcept { futex::notify_all(&view_.producer()->notify); }
@@ -79,20 +85,22 @@ void MpmcProducer::wake_consumers() noexcept { futex::notify_all(&view_.producer
 Status MpmcProducer::push(std::span<const std::byte> message,
                           std::chrono::nanoseconds timeout) noexcept {
   if (message.size() > view_.slot_size()) return Status::too_large;
+  go_on_recovering();
   return as_timeout(detail::block_until(
       [&] { return try_push(message); }, not_would_block, [&] { return view_.space_ready(); },
       &view_.producer_wait()->waiters, &view_.consumer()->notify, &view_.consumer()->gpu_attached,
-      policy_, timeout, [&] { return recover() != 0; }));
+      policy_, timeout, [this] { return recovery_goes_on(); }));
 }
 
 WriteClaim MpmcProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0) return try_claim(0);  // nothing asked for: no wait
+  go_on_recovering();
   WriteClaim c =
       detail::block_until([&] { return try_claim(max); },
                           [](const WriteClaim& w) { return not_would_block(w.status()); },
                           [&] { return view_.space_ready(); }, &view_.producer_wait()->waiters,
                           &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_,
-                          timeout, [&] { return recover() != 0; });
+                          timeout, [this] { return recovery_goes_on(); });
   if (c.status_ == Status::would_block) c.status_ = Status::timeout;
   return c;
 }
@@ -133,13 +141,12 @@ MpmcConsumer MpmcConsumer::do_attach(const Segment& segment, const WaitPolicy& p
   return c;
 }
 
-std::uint64_t MpmcConsumer::recover() noexcept {
-  if (!lifetime_) return 0;
-  if (!attached_here()) return 0;
+detail::RecoveryStep MpmcConsumer::recover_step() noexcept {
+  if (!lifetime_ || !attached_here()) return {};
   auto& holding = *static_cast<detail::Holding*>(lifetime_.get());
-  const std::uint64_t n = detail::recover_consumer_claims(view_, holding);
-  if (n != 0) wake_producers();  // they were waiting for the recovered slots
-  return n;
+  const detail::RecoveryStep step = detail::recover_consumer_claims(view_, holding, recover_from_);
+  if (step.recovered != 0) wake_producers();  // they were waiting for the recovered slots
+  return step;
 }
 
 MpmcConsumer::~MpmcConsumer() {
@@ -151,23 +158,30 @@ MpmcConsumer::~MpmcConsumer() {
   atomic::fetch_sub(&view_.consumer()->attached, std::uint32_t{1});
 }
 
+bool MpmcConsumer::recovery_goes_on() noexcept {
+  const detail::RecoveryStep step = recover_step();
+  return step.recovered != 0 || step.more;
+}
+
 void MpmcConsumer::wake_producers() noexcept { futex::notify_all(&view_.consumer()->notify); }
 
 Status MpmcConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
                          std::chrono::nanoseconds timeout) noexcept {
+  go_on_recovering();
   return as_timeout(detail::block_until(
       [&] { return try_pop(buffer, size); }, not_would_block, [&] { return view_.data_ready(); },
       &view_.consumer_wait()->waiters, &view_.producer()->notify, &view_.producer()->gpu_attached,
-      policy_, timeout, [&] { return recover() != 0; }));
+      policy_, timeout, [this] { return recovery_goes_on(); }));
 }
 
 ReadClaim MpmcConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0) return try_peek(0);  // nothing asked for: no wait
+  go_on_recovering();
   ReadClaim c = detail::block_until(
       [&] { return try_peek(max); }, [](const ReadClaim& r) { return not_would_block(r.status()); },
       [&] { return view_.data_ready(); }, &view_.consumer_wait()->waiters,
       &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, timeout,
-      [&] { return recover() != 0; });
+      [this] { return recovery_goes_on(); });
   if (c.status_ == Status::would_block) c.status_ = Status::timeout;
   return c;
 }

@@ -252,6 +252,20 @@ __global__ void mpmc_consume_kernel(cuda::MpmcConsumerRef ref, std::uint64_t tot
   }
 }
 
+__global__ void mpmc_claim_read_once_kernel(cuda::MpmcConsumerRef ref, std::uint32_t max,
+                                            std::uint64_t timeout_ns, KernelResult* r) {
+  cuda::MpmcDeviceSide side(ref);
+  const std::uint64_t t0 = cuda::global_ns();
+  const DeviceClaim c = side.warp_claim_read(max, timeout_ns);
+  const std::uint64_t t1 = cuda::global_ns();
+  side.warp_release(c, c.count);
+  if ((threadIdx.x & 31u) == 0) {
+    r->elapsed_ns = t1 - t0;
+    r->status = static_cast<std::uint32_t>(c.status);
+    r->messages = c.count;
+  }
+}
+
 // Runs `launch(device_result)` with a zeroed result in device memory, waits,
 // and copies the result to *out. False on any CUDA error.
 template <class Launch>
@@ -311,6 +325,12 @@ bool mpmc_consume(const cuda::MpmcConsumerRef& ref, unsigned warps, std::uint64_
   });
   cudaFree(taken);
   return ok;
+}
+
+bool mpmc_claim_read_once(const cuda::MpmcConsumerRef& ref, std::uint32_t max,
+                          std::uint64_t timeout_ns, KernelResult* r) {
+  return run(
+      r, [&](KernelResult* d) { mpmc_claim_read_once_kernel<<<1, 32>>>(ref, max, timeout_ns, d); });
 }
 
 }  // namespace shmring::test::gpu

@@ -35,6 +35,7 @@ struct KernelResult {
   std::uint64_t errors = 0;    // wrong sequence, size or byte
   std::uint64_t checksum = 0;  // sum of the sequence numbers seen
   std::uint32_t status = 0;    // the first non-ok Status, as an integer
+  std::uint64_t elapsed_ns = 0;  // one call's time on the GPU's global timer, where measured
 };
 
 // Each launcher waits for its kernel; false if CUDA reported an error.
@@ -64,5 +65,11 @@ bool mpmc_produce(const cuda::MpmcProducerRef& ref, unsigned warps, std::uint64_
 bool mpmc_consume(const cuda::MpmcConsumerRef& ref, unsigned warps, std::uint64_t total,
                   std::uint32_t producers, std::uint64_t per_producer, std::uint64_t timeout_ns,
                   std::uint32_t* seen_device, KernelResult* result);
+
+// One warp calls warp_claim_read(max, timeout) once: its status, its count
+// (in messages) and how long the call took (elapsed_ns); a claim it gets is
+// released.
+bool mpmc_claim_read_once(const cuda::MpmcConsumerRef& ref, std::uint32_t max,
+                          std::uint64_t timeout_ns, KernelResult* result);
 
 }  // namespace shmring::test::gpu

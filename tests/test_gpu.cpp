@@ -11,11 +11,13 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gpu_kernels.hpp"
@@ -461,6 +463,59 @@ TEST_F(Gpu, MpmcCpuProducersToKernelConsumers) {
   std::uint64_t once = 0;
   for (std::uint32_t v : host) once += v == 1;
   EXPECT_EQ(once, kProducers * kPerProducer) << "every message delivered exactly once";
+}
+
+// One deadline per device call: a CPU producer that aborts a claim every
+// millisecond (each a skipped slot the kernel passes over) cannot keep a
+// kernel's warp_claim_read(timeout 10 ms) past its deadline. Each skipped
+// slot used to restart the clock, which held the kernel until the aborts
+// stopped (2 s here).
+TEST_F(Gpu, MpmcClaimReadDeadlineHoldsAgainstAborts) {
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), CreateOptions{RingKind::mpmc, 64, 64, 0600});
+  Registration reg = Registration::register_segment(seg);
+  GpuMpmcConsumers rx = GpuMpmcConsumers::attach(seg, reg);
+  MpmcProducer tx = MpmcProducer::attach(seg);
+  constexpr std::uint64_t kTimeout = 10'000'000;  // 10 ms
+  // Where the kernel's call starts (CUDA loads the module at the first
+  // launch): an empty ring times out, and the ring is unchanged.
+  KernelResult idle;
+  ASSERT_TRUE(test::gpu::mpmc_claim_read_once(rx.ref(), 1, kTimeout, &idle));
+  EXPECT_EQ(static_cast<Status>(idle.status), Status::timeout);
+  EXPECT_GE(idle.elapsed_ns, kTimeout);
+
+  std::atomic<bool> kernel_done{false};
+  std::atomic<std::uint64_t> aborts{0};
+  std::thread aborter([&] {
+    const auto until = std::chrono::steady_clock::now() + 2s;
+    while (!kernel_done.load() && std::chrono::steady_clock::now() < until) {
+      WriteClaim c = tx.try_claim(1);
+      if (!c.empty()) {
+        tx.abort(c);
+        ++aborts;
+      }
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  KernelResult r;
+  const bool ran = test::gpu::mpmc_claim_read_once(rx.ref(), 1, kTimeout, &r);
+  kernel_done.store(true);
+  aborter.join();
+  ASSERT_TRUE(ran);
+  std::printf(
+      "warp_claim_read(1, 10 ms) against a claim aborted every 1 ms: %s after %.3f ms "
+      "(%.3f ms past its deadline); %llu aborted claims, %llu passed over\n",
+      to_string(static_cast<Status>(r.status)), static_cast<double>(r.elapsed_ns) / 1e6,
+      (static_cast<double>(r.elapsed_ns) - static_cast<double>(kTimeout)) / 1e6,
+      static_cast<unsigned long long>(aborts.load()),
+      static_cast<unsigned long long>(rx.position()));
+  EXPECT_EQ(static_cast<Status>(r.status), Status::timeout) << "no message was ever committed";
+  EXPECT_EQ(r.messages, 0u);
+  EXPECT_GE(rx.position(), 2u) << "the kernel passed over skipped slots while it waited";
+  EXPECT_GE(r.elapsed_ns, kTimeout);
+  // Generous: a pass over one skipped slot is a few PCIe round trips (tens of
+  // microseconds); the restarted deadline held the kernel for 2 s.
+  EXPECT_LT(r.elapsed_ns, kTimeout + 50'000'000ull);
 }
 
 // Without host-native atomics a GPU side and CPU handles cannot share the

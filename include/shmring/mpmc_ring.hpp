@@ -16,6 +16,19 @@
 // slot, a consumer's as released. A handle belongs to the process that
 // attached it: in a forked child every call returns Status::wrong_process
 // (attach the child's own handles instead).
+//
+// Deadlines. A run of skipped or dead positions can be as long as the ring (a
+// peer that writes the enqueue counter a lap ahead makes a whole lap of dead
+// claims), so no call walks one in a go: recovery looks at no more than
+// kMpmcRecoverStep positions a step and a try_peek / try_pop passes over no
+// more than kMpmcSkipStep skipped slots (then returns would_block, having
+// made progress: calling again goes on). A blocking call looks at its deadline
+// after every try and every step, so it returns by its deadline plus the work
+// of about one step and two tries (tens of microseconds on current x86; see
+// the README) however long the run. A blocking call that has to wait runs a
+// recovery pass to its end if its deadline allows; what its deadline cut
+// short goes on by a step in each later blocking call of the handle (and in
+// recover()), or in the pass of any handle of the side that has to wait.
 #pragma once
 
 #include <chrono>
@@ -37,6 +50,20 @@ namespace shmring {
 namespace detail {
 struct Failure;
 }
+
+// The most positions one recovery step looks at (recover(), or one step of a
+// blocking call that has to wait).
+inline constexpr std::uint64_t kMpmcRecoverStep = 4096;
+// The most skipped slots one try_peek / try_pop passes over.
+inline constexpr std::uint64_t kMpmcSkipStep = 4096;
+
+namespace detail {
+// What one recovery step did (claims.hpp).
+struct RecoveryStep {
+  std::uint64_t recovered = 0;  // positions recovered by this step
+  bool more = false;            // the pass stopped at the step bound: call again
+};
+}  // namespace detail
 
 class MpmcProducer {
  public:
@@ -118,8 +145,10 @@ class MpmcProducer {
   void abort(WriteClaim& claim) noexcept { commit_batch(claim, 0); }
 
   // Commits, as skipped, the positions that producers which died claimed and
-  // never committed, if the consumers wait at one. Returns how many.
-  std::uint64_t recover() noexcept;
+  // never committed, if the consumers wait at one. Returns how many. One call
+  // looks at no more than kMpmcRecoverStep positions; the next goes on from
+  // where it stopped (blocking calls that wait do this by themselves).
+  std::uint64_t recover() noexcept { return recover_step().recovered; }
   // Positions of the producer side recovered so far, by any process.
   std::uint64_t abandoned() const noexcept {
     return atomic::load_relaxed(&view_.producer()->abandoned);
@@ -128,6 +157,14 @@ class MpmcProducer {
  private:
   static MpmcProducer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
+  detail::RecoveryStep recover_step() noexcept;
+  bool recovery_goes_on() noexcept;
+  // A pass that a deadline cut short goes on by a step in each blocking
+  // call, whether or not the call has to wait: the peers waiting behind the
+  // dead claims may wait on nothing else.
+  void go_on_recovering() noexcept {
+    if (recover_from_ != kClaimIdle) (void)recover_step();
+  }
   // The claim record: from where this handle may hold claims. A relaxed store
   // suffices before the claim: the claiming CAS releases it, so a recoverer
   // that sees the counter moved sees the record. Back to idle with release,
@@ -150,6 +187,7 @@ class MpmcProducer {
     std::swap(generation_, o.generation_);
     std::swap(record_, o.record_);
     std::swap(outstanding_, o.outstanding_);
+    std::swap(recover_from_, o.recover_from_);
     lifetime_.swap(o.lifetime_);
   }
   bool attached_here() const noexcept { return generation_ == process::generation(); }
@@ -158,7 +196,8 @@ class MpmcProducer {
   WaitPolicy policy_;
   std::uint32_t generation_ = 0;  // process::generation() at attach
   ClaimRecord* record_ = nullptr;
-  std::uint64_t outstanding_ = 0;   // claims taken and not yet committed
+  std::uint64_t outstanding_ = 0;            // claims taken and not yet committed
+  std::uint64_t recover_from_ = kClaimIdle;  // where our last recovery step stopped
   std::shared_ptr<void> lifetime_;  // the claim record held (detail::Holding), and the mapping
 };
 
@@ -207,30 +246,12 @@ class MpmcConsumer {
   [[nodiscard]] ReadClaim try_peek(std::size_t max = 1) noexcept {
     if (!attached_here()) return ReadClaim(view_, 0, 0, Status::wrong_process);
     before_claim();
-    for (;;) {
-      Status status = Status::ok;
-      const MpmcRange r = view_.claim_read(max, status);
-      if (r.count == 0) {
-        after_claims();
-        return ReadClaim(view_, 0, 0, status == Status::ok ? Status::would_block : status);
-      }
-      if (view_.skipped(r.first)) {  // an aborted claim: pass over it
-        release_range(r);
-        continue;
-      }
-      for (std::uint64_t i = 0; i < r.count; ++i) {
-        if (!view_.length_ok(view_.committed_length(r.first + i))) {
-          // Unreadable: drop the whole run rather than hand out a clamped
-          // message. It is counted, and the ring keeps moving.
-          release_range(r);
-          corrupt_dropped_ += r.count;
-          after_claims();
-          return ReadClaim(view_, 0, 0, Status::corrupt);
-        }
-      }
-      ++outstanding_;
-      return ReadClaim(view_, r.first, r.count, Status::ok);
-    }
+    // Sleeping producers are woken once, after the skipped slots passed over
+    // (each release of one would otherwise cost a system call).
+    bool wake = false;
+    ReadClaim c = next_claim(max, wake);
+    if (wake) wake_producers();
+    return c;
   }
   [[nodiscard]] ReadClaim peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
 
@@ -250,8 +271,8 @@ class MpmcConsumer {
 
   // Releases the positions that consumers which died claimed and never
   // released (their messages are lost), if the producers wait at one.
-  // Returns how many.
-  std::uint64_t recover() noexcept;
+  // Returns how many. Bounded and resumed as the producer's.
+  std::uint64_t recover() noexcept { return recover_step().recovered; }
   // Positions of the consumer side recovered so far, by any process.
   std::uint64_t abandoned() const noexcept {
     return atomic::load_relaxed(&view_.consumer()->abandoned);
@@ -260,6 +281,14 @@ class MpmcConsumer {
  private:
   static MpmcConsumer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
+  detail::RecoveryStep recover_step() noexcept;
+  bool recovery_goes_on() noexcept;
+  // A pass that a deadline cut short goes on by a step in each blocking
+  // call, whether or not the call has to wait: the peers waiting behind the
+  // dead claims may wait on nothing else.
+  void go_on_recovering() noexcept {
+    if (recover_from_ != kClaimIdle) (void)recover_step();
+  }
   // As for the producer.
   void before_claim() noexcept {
     if (outstanding_ == 0 && record_ != nullptr) {
@@ -272,6 +301,38 @@ class MpmcConsumer {
   void release_range(MpmcRange r) noexcept {
     if (view_.release(r)) wake_producers();
   }
+  ReadClaim next_claim(std::size_t max, bool& wake) noexcept {
+    // An aborted or recovered claim is passed over; at most kMpmcSkipStep of
+    // them a call, so that a lap of them (a scribbled counter's recovered
+    // lap) costs each call a bounded time. would_block then, with progress
+    // made: the next call goes on.
+    for (std::uint64_t skipped = 0; skipped < kMpmcSkipStep; ++skipped) {
+      Status status = Status::ok;
+      const MpmcRange r = view_.claim_read(max, status);
+      if (r.count == 0) {
+        after_claims();
+        return ReadClaim(view_, 0, 0, status == Status::ok ? Status::would_block : status);
+      }
+      if (view_.skipped(r.first)) {
+        wake = view_.release(r) || wake;
+        continue;
+      }
+      for (std::uint64_t i = 0; i < r.count; ++i) {
+        if (!view_.length_ok(view_.committed_length(r.first + i))) {
+          // Unreadable: drop the whole run rather than hand out a clamped
+          // message. It is counted, and the ring keeps moving.
+          wake = view_.release(r) || wake;
+          corrupt_dropped_ += r.count;
+          after_claims();
+          return ReadClaim(view_, 0, 0, Status::corrupt);
+        }
+      }
+      ++outstanding_;
+      return ReadClaim(view_, r.first, r.count, Status::ok);
+    }
+    after_claims();
+    return ReadClaim(view_, 0, 0, Status::would_block);
+  }
   void wake_producers() noexcept;
   void swap(MpmcConsumer& o) noexcept {
     std::swap(view_, o.view_);
@@ -281,6 +342,7 @@ class MpmcConsumer {
     std::swap(generation_, o.generation_);
     std::swap(record_, o.record_);
     std::swap(outstanding_, o.outstanding_);
+    std::swap(recover_from_, o.recover_from_);
     lifetime_.swap(o.lifetime_);
   }
   bool attached_here() const noexcept { return generation_ == process::generation(); }
@@ -291,7 +353,8 @@ class MpmcConsumer {
   std::uint64_t corrupt_dropped_ = 0;
   std::uint32_t generation_ = 0;  // process::generation() at attach
   ClaimRecord* record_ = nullptr;
-  std::uint64_t outstanding_ = 0;   // claims lent and not yet fully released
+  std::uint64_t outstanding_ = 0;            // claims lent and not yet fully released
+  std::uint64_t recover_from_ = kClaimIdle;  // where our last recovery step stopped
   std::shared_ptr<void> lifetime_;  // the claim record held (detail::Holding), and the mapping
 };
 

@@ -43,8 +43,17 @@ inline Status as_timeout(Status s) noexcept {
 // seq_cst re-check that pairs with the peer's publication (see the views).
 // `waiters` is our side's sleeper count, `notify` the peer side's futex word,
 // `peer_gpus` the peer side's count of GPU agents.
-// `stalled()` runs before each sleep: where a dead peer can hold the ring up
-// (MPMC claims), it recovers what the dead hold.
+// `stalled()` runs before each sleep and before the call gives up: where a
+// dead peer can hold the ring up (MPMC claims), it recovers what the dead
+// hold, one bounded step a call, and returns true to be called again (it made
+// progress, or has more to do).
+//
+// The deadline is looked at after every try and every step, so a call
+// returns by its deadline plus the work of one step and two tries: each of
+// those is bounded (MPMC: kMpmcRecoverStep positions recovered, kMpmcSkipStep
+// skipped slots passed), so that is the slack, whatever the state of the ring.
+// The first try runs before the clock is read, which keeps an uncontended
+// call free of clock reads; it is part of the slack.
 template <class TryOnce, class Done, class Ready, class Stalled>
 auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* waiters,
                  std::uint32_t* notify, const std::uint32_t* peer_gpus, const WaitPolicy& policy,
@@ -53,19 +62,32 @@ auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* 
   auto result = try_once();
   if (done(result)) return result;
   const auto deadline = deadline_after(timeout);
-  for (std::uint32_t i = 0; i < policy.spin_iterations; ++i) {
+  // Every phase ends at the deadline, but the loop below runs at least once:
+  // a call that gives up still does one recovery step, so that callers with
+  // short timeouts make progress on what the dead left.
+  bool in_time = true;
+  for (std::uint32_t i = 0; i < policy.spin_iterations && in_time; ++i) {
     atomic::cpu_relax();
     result = try_once();
     if (done(result)) return result;
+    // A try is cheap but not free (an MPMC try may pass over a run of
+    // skipped slots): thousands of spins must not outlast the deadline.
+    in_time = Clock::now() < deadline;
   }
-  for (std::uint32_t i = 0; i < policy.yield_iterations; ++i) {
+  for (std::uint32_t i = 0; i < policy.yield_iterations && in_time; ++i) {
     ::sched_yield();
     result = try_once();
     if (done(result)) return result;
-    if (Clock::now() >= deadline) return result;
+    in_time = Clock::now() < deadline;
   }
   for (;;) {
+    // A pass of recovery runs to its end, as the peers waiting behind it
+    // need, but in bounded steps with a look at the deadline between them:
+    // a long pass ends with the call's deadline instead of holding the call,
+    // and goes on in a later call.
     if (stalled()) {
+      while (Clock::now() < deadline && stalled()) {
+      }
       result = try_once();
       if (done(result)) return result;
     }

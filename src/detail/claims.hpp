@@ -11,6 +11,7 @@
 #include "detail/fail.hpp"
 #include "detail/holding.hpp"
 #include "shmring/layout.hpp"
+#include "shmring/mpmc_ring.hpp"
 #include "shmring/mpmc_view.hpp"
 
 namespace shmring::detail {
@@ -28,12 +29,23 @@ void idle_claim_record(ClaimRecord* record) noexcept;
 
 // Recovers the positions of one side claimed by dead processes: producers
 // commit them as skipped (consumers pass over them, nothing half-written is
-// ever read), consumers release them (their messages are lost). Returns how
-// many positions were recovered. Does nothing while GPU agents, which keep
-// no records, take part in the ring.
-// `holding` is the calling handle's: it tells live holders from dead ones
-// and takes the side's recovery lock.
-std::uint64_t recover_producer_claims(const MpmcView& view, Holding& holding) noexcept;
-std::uint64_t recover_consumer_claims(const MpmcView& view, Holding& holding) noexcept;
+// ever read), consumers release them (their messages are lost). Does nothing
+// while GPU agents, which keep no records, take part in the ring.
+//
+// One call is one bounded step: it looks at no more than kMpmcRecoverStep
+// positions, so that a lap of dead claims (a scribbled counter claims a whole
+// lap at once) cannot hold a blocking call past its deadline. A pass starts
+// where the side that waits is stuck (the consumers' next position for
+// producer claims, the producers' next slot a lap back for consumer claims)
+// only when it is stuck; `resume` is the caller's own note of where its last
+// step stopped, kClaimIdle when no pass of its is under way, so the next step
+// goes on from there. It is only a hint: every position is judged afresh
+// under the side's recovery lock, and a note outside the claimed range is
+// dropped. `holding` is the calling handle's: it tells live holders from
+// dead ones and takes the side's recovery lock.
+RecoveryStep recover_producer_claims(const MpmcView& view, Holding& holding,
+                                     std::uint64_t& resume) noexcept;
+RecoveryStep recover_consumer_claims(const MpmcView& view, Holding& holding,
+                                     std::uint64_t& resume) noexcept;
 
 }  // namespace shmring::detail

@@ -9,7 +9,11 @@
 //     from one leader thread with __nanosleep backoff, and a group checks
 //     many slots with one parallel load each;
 //   - every wait has a deadline on the GPU's global timer: a kernel facing an
-//     empty or full ring returns Status::timeout instead of hanging;
+//     empty or full ring returns Status::timeout instead of hanging. Each
+//     call takes its Deadline once, at entry, and hands it down to every loop
+//     it runs (helpers take a Deadline, never a timeout), so nothing a peer
+//     does (aborting claims, say) restarts the clock; within a warp one
+//     lane's clock decides, so the lanes never part ways;
 //   - publication is one release store per slot by the thread that wrote it
 //     (so lanes publish in parallel) plus one head store per group: a single
 //     thread publishing message by message costs a round trip each.
@@ -53,6 +57,10 @@ struct Deadline {
     return {timeout_ns > ~std::uint64_t{0} - now ? ~std::uint64_t{0} : now + timeout_ns};
   }
   __device__ bool passed() const { return global_ns() >= at; }
+  // For the whole warp (every lane calls): lane 0's reading of the clock.
+  __device__ bool warp_passed() const {
+    return __shfl_sync(kFullWarp, static_cast<int>(passed()), 0) != 0;
+  }
 };
 
 // Polling backoff for a leader thread. A poll of host memory is itself a PCIe
@@ -196,7 +204,7 @@ class SpscDeviceProducer {
   // parallel (set_size shrinks them).
   __device__ DeviceClaim warp_claim(std::uint32_t max, std::uint64_t timeout_ns) const {
     DeviceClaim c;
-    if ((threadIdx.x & 31u) == 0) c = claim(max, timeout_ns);
+    if ((threadIdx.x & 31u) == 0) c = claim(max, Deadline::after(timeout_ns));
     c = broadcast_warp(c);
     preset_lengths(c, threadIdx.x & 31u, 32);
     return c;
@@ -204,7 +212,7 @@ class SpscDeviceProducer {
   __device__ DeviceClaim block_claim(std::uint32_t max, std::uint64_t timeout_ns) const {
     __shared__ DeviceClaim shared;
     __syncthreads();  // a previous claim's readers are done with `shared`
-    if (flat_thread() == 0) shared = claim(max, timeout_ns);
+    if (flat_thread() == 0) shared = claim(max, Deadline::after(timeout_ns));
     __syncthreads();
     const DeviceClaim c = shared;
     preset_lengths(c, flat_thread(), block_threads());
@@ -273,14 +281,14 @@ class SpscDeviceProducer {
     }
   }
 
-  __device__ DeviceClaim claim(std::uint32_t max, std::uint64_t timeout_ns) const {
+  __device__ DeviceClaim claim(std::uint32_t max, Deadline d) const {
     DeviceClaim c;
     if (view_.low_latency()) {
       c.status = Status::unsupported;
       return c;
     }
     Status st = Status::ok;
-    const std::uint64_t n = max == 0 ? 0 : wait_room(1, max, Deadline::after(timeout_ns), st);
+    const std::uint64_t n = max == 0 ? 0 : wait_room(1, max, d, st);
     c.first = cursor_->head;
     c.count = static_cast<std::uint32_t>(n);
     c.status = n != 0 ? Status::ok : max == 0 ? Status::would_block : st;
@@ -338,23 +346,7 @@ class SpscDeviceConsumer {
   }
   __device__ Status pop(void* out, std::uint32_t capacity, std::uint32_t& size,
                         std::uint64_t timeout_ns) const {
-    // Poll the one word, then read length and payload: the fewest dependent
-    // PCIe round trips a message can cost.
-    const std::uint64_t pos = cursor_->tail;
-    const Deadline deadline = Deadline::after(timeout_ns);
-    Backoff backoff;
-    if (view_.low_latency()) return pop_words(pos, out, capacity, size, deadline, backoff);
-    while (!committed(pos)) {
-      if (deadline.passed()) return Status::timeout;
-      backoff.pause();
-    }
-    const std::uint32_t length = view_.committed_length(pos);
-    if (!view_.length_ok(length)) return Status::corrupt;
-    size = length;
-    if (length > capacity) return Status::too_large;
-    copy_bytes(out, view_.payload(pos), length);
-    release_slots(1);
-    return Status::ok;
+    return pop_until(out, capacity, size, Deadline::after(timeout_ns));
   }
 
   // ---- one warp, one message ----
@@ -367,16 +359,16 @@ class SpscDeviceConsumer {
   __device__ Status warp_pop(void* out, std::uint32_t capacity, std::uint32_t& size,
                              std::uint64_t timeout_ns) const {
     const unsigned lane = threadIdx.x & 31u;
+    const Deadline deadline = Deadline::after(timeout_ns);
     if (!view_.low_latency()) {
       Status st = Status::ok;
       std::uint32_t n = 0;
-      if (lane == 0) st = pop(out, capacity, n, timeout_ns);
+      if (lane == 0) st = pop_until(out, capacity, n, deadline);
       st = static_cast<Status>(__shfl_sync(kFullWarp, static_cast<int>(st), 0));
       size = __shfl_sync(kFullWarp, n, 0);
       return st;
     }
     const std::uint64_t pos = __shfl_sync(kFullWarp, cursor_->tail, 0);
-    const Deadline deadline = Deadline::after(timeout_ns);
     Backoff backoff;
     for (;;) {
       std::uint32_t length = 0;
@@ -391,9 +383,7 @@ class SpscDeviceConsumer {
         return Status::ok;
       }
       // One lane's clock decides for the warp, so the lanes never part ways.
-      if (__shfl_sync(kFullWarp, static_cast<int>(deadline.passed()), 0) != 0) {
-        return Status::timeout;
-      }
+      if (deadline.warp_passed()) return Status::timeout;
       backoff.pause();
     }
   }
@@ -405,7 +395,7 @@ class SpscDeviceConsumer {
   __device__ DeviceClaim warp_peek(std::uint32_t max, std::uint64_t timeout_ns) const {
     const unsigned lane = threadIdx.x & 31u;
     DeviceClaim c;
-    if (lane == 0) c = first_ready(timeout_ns);
+    if (lane == 0) c = first_ready(Deadline::after(timeout_ns));
     c.first = __shfl_sync(kFullWarp, c.first, 0);
     c.count = __shfl_sync(kFullWarp, c.count, 0);
     c.status = static_cast<Status>(__shfl_sync(kFullWarp, static_cast<int>(c.status), 0));
@@ -431,7 +421,7 @@ class SpscDeviceConsumer {
     const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
     __syncthreads();
     if (rank == 0) {
-      shared = first_ready(timeout_ns);
+      shared = first_ready(Deadline::after(timeout_ns));
       first_gap = max;
     }
     __syncthreads();
@@ -534,6 +524,27 @@ class SpscDeviceConsumer {
     return h.length <= capacity ? low_latency::Read::ready : low_latency::Read::too_large;
   }
 
+  // One thread's pop against a deadline its caller took. Polls the one word,
+  // then reads length and payload: the fewest dependent PCIe round trips a
+  // message can cost.
+  __device__ Status pop_until(void* out, std::uint32_t capacity, std::uint32_t& size,
+                              Deadline deadline) const {
+    const std::uint64_t pos = cursor_->tail;
+    Backoff backoff;
+    if (view_.low_latency()) return pop_words(pos, out, capacity, size, deadline, backoff);
+    while (!committed(pos)) {
+      if (deadline.passed()) return Status::timeout;
+      backoff.pause();
+    }
+    const std::uint32_t length = view_.committed_length(pos);
+    if (!view_.length_ok(length)) return Status::corrupt;
+    size = length;
+    if (length > capacity) return Status::too_large;
+    copy_bytes(out, view_.payload(pos), length);
+    release_slots(1);
+    return Status::ok;
+  }
+
   __device__ std::uint64_t wait_data(Deadline d, Status& st) const {
     Backoff backoff;
     for (;;) {
@@ -572,14 +583,14 @@ class SpscDeviceConsumer {
     }
   }
 
-  __device__ DeviceClaim first_ready(std::uint64_t timeout_ns) const {
+  __device__ DeviceClaim first_ready(Deadline d) const {
     DeviceClaim c;
     if (view_.low_latency()) {
       c.status = Status::unsupported;
       return c;
     }
     Status st = Status::ok;
-    const std::uint64_t n = wait_data(Deadline::after(timeout_ns), st);
+    const std::uint64_t n = wait_data(d, st);
     c.first = cursor_->tail;
     c.count = static_cast<std::uint32_t>(n);
     c.status = n != 0 ? Status::ok : st;
@@ -607,7 +618,7 @@ class MpmcDeviceSide {
   // ---- producers ----
   // Claims 1..min(max, 32) consecutive free slots for the warp.
   __device__ DeviceClaim warp_claim_write(std::uint32_t max, std::uint64_t timeout_ns) const {
-    return warp_claim(max, timeout_ns, /*reading=*/false);
+    return warp_claim(max, Deadline::after(timeout_ns), /*reading=*/false);
   }
   __device__ void set_size(const DeviceClaim& c, std::uint32_t i, std::uint32_t size) const {
     view_.set_length(c.first + i, size <= view_.slot_size()
@@ -650,13 +661,19 @@ class MpmcDeviceSide {
   // ---- consumers ----
   // Claims 1..min(max, 32) consecutive readable slots for the warp. A run
   // never holds the slot of an aborted claim: such a slot is claimed alone,
-  // released, and passed over.
+  // released, and passed over. One deadline for the whole call, however many
+  // such slots it passes over: a producer that aborts claims (or a peer that
+  // writes skipped slots) cannot keep the kernel here past it.
   __device__ DeviceClaim warp_claim_read(std::uint32_t max, std::uint64_t timeout_ns) const {
+    const Deadline d = Deadline::after(timeout_ns);
     for (;;) {
-      const DeviceClaim c = warp_claim(max, timeout_ns, /*reading=*/true);
-      if (c.count == 0 || !view_.skipped(c.first)) return c;
+      const WarpClaim c = warp_claim(max, d, /*reading=*/true);
+      if (c.count == 0 || !c.skipped) return c;
       if ((threadIdx.x & 31u) == 0) release_slot(c.first);
       __syncwarp();
+      // Passing over skipped slots is progress, not a reason to wait on:
+      // with the deadline gone, the caller hears so (and may call again).
+      if (d.warp_passed()) return DeviceClaim{0, 0, Status::timeout};
     }
   }
   __device__ ReadSlot slot(const DeviceClaim& c, std::uint32_t i) const {
@@ -677,13 +694,17 @@ class MpmcDeviceSide {
     atomic::store_release(&view_.trailer(pos)->released, pos + view_.capacity());
   }
 
-  __device__ DeviceClaim warp_claim(std::uint32_t max, std::uint64_t timeout_ns,
-                                    bool reading) const {
+  // The warp's claim, and for a reader whether it is one skipped slot (lane
+  // 0's reading, so every lane agrees).
+  struct WarpClaim : DeviceClaim {
+    bool skipped = false;
+  };
+
+  __device__ WarpClaim warp_claim(std::uint32_t max, Deadline d, bool reading) const {
     const unsigned lane = threadIdx.x & 31u;
     if (max > 32) max = 32;
-    DeviceClaim c;
+    WarpClaim c;
     if (max == 0) return c;
-    const Deadline d = Deadline::after(timeout_ns);
     Backoff backoff;
     std::uint64_t pos = atomic::load_relaxed(counter_);
     pos = __shfl_sync(kFullWarp, pos, 0);
@@ -692,10 +713,15 @@ class MpmcDeviceSide {
       // reader's run stops before a skipped slot, or is that slot alone.
       bool ok =
           lane < max && (reading ? view_.readable_at(pos + lane) : view_.writable_at(pos + lane));
+      // Lane 0 read the first slot's turn (acquire), so its reading of the
+      // slot's flags is the one the warp goes by.
+      const bool first_skipped =
+          __shfl_sync(kFullWarp, static_cast<int>(lane == 0 && reading && ok && view_.skipped(pos)),
+                      0) != 0;
       if (reading && ok && lane != 0) ok = !view_.skipped(pos + lane);
       const unsigned not_ok = __ballot_sync(kFullWarp, !ok);
       unsigned run = not_ok == 0 ? 32u : static_cast<unsigned>(__ffs(not_ok) - 1);
-      if (reading && run != 0 && view_.skipped(pos)) run = 1;
+      if (run != 0 && first_skipped) run = 1;
       std::uint64_t next = pos;
       bool claimed = false;
       if (lane == 0) {
@@ -711,14 +737,17 @@ class MpmcDeviceSide {
         c.first = pos;
         c.count = run;
         c.status = Status::ok;
+        c.skipped = first_skipped;
+        return c;
+      }
+      // Whether there was nothing to take or other agents took it first, the
+      // call's one deadline ends the wait.
+      if (d.warp_passed()) {
+        c.status = Status::timeout;
         return c;
       }
       if (run == 0 && next == pos) {
         // Nothing to take at the counter: full (writer) or empty (reader).
-        if (d.passed()) {
-          c.status = Status::timeout;
-          return c;
-        }
         if (lane == 0) backoff.pause();
         __syncwarp();
         next = __shfl_sync(kFullWarp, atomic::load_relaxed(counter_), 0);
