@@ -826,14 +826,8 @@ TEST(RingInspect, GcCollectsWhatAKilledCreatorLeft) {
   // A private file whose creator is at work: it holds the creator's lock.
   ShmGuard live(std::string(kInitFilePrefix) + "0123456789abcdef0123456789abcdef");
   ASSERT_TRUE(make_plain_file(live.name(), {}));
-  const int creator = ::open(shm_path(live.name()).c_str(), O_RDWR | O_CLOEXEC);
-  ASSERT_GE(creator, 0);
-  struct flock l {};
-  l.l_type = F_WRLCK;
-  l.l_whence = SEEK_SET;
-  l.l_start = lock_byte::kCreator;
-  l.l_len = 1;
-  ASSERT_EQ(::fcntl(creator, F_OFD_SETLK, &l), 0);
+  CreatorLock creator(shm_path(live.name()));
+  ASSERT_TRUE(creator.held());
 
   const Result list = inspect("list");
   ASSERT_EQ(list.rc, 0) << list.out;
@@ -855,7 +849,7 @@ TEST(RingInspect, GcCollectsWhatAKilledCreatorLeft) {
   EXPECT_TRUE(contains(gc.out, "removed " + dead_file + "\n")) << gc.out;
   EXPECT_FALSE(shm_exists(dead_file));
   // Its creator gone, the other file goes too.
-  ::close(creator);
+  creator.release();
   const Result gc2 = inspect("gc --prefix " + live.name());
   EXPECT_TRUE(contains(gc2.out, "removed " + live.name() + "\n")) << gc2.out;
   EXPECT_FALSE(shm_exists(live.name()));

@@ -1026,20 +1026,6 @@ std::set<std::string> init_files() {
   return found;
 }
 
-// Whether anybody holds the creator's lock on a file (layout.hpp, lock_byte).
-bool creator_locked(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return false;
-  struct flock l {};
-  l.l_type = F_WRLCK;
-  l.l_whence = SEEK_SET;
-  l.l_start = lock_byte::kCreator;
-  l.l_len = 1;
-  const bool locked = ::fcntl(fd, F_OFD_GETLK, &l) == 0 && l.l_type != F_UNLCK;
-  ::close(fd);
-  return locked;
-}
-
 // A creator killed (SIGKILL) at any step of create() never leaves a
 // half-made segment under the name: the next open_or_create creates at once.
 TEST(SegmentStale, CreatorKilledDuringInitialisationLeavesTheNameFree) {
@@ -1068,7 +1054,7 @@ TEST(SegmentStale, CreatorKilledDuringInitialisationLeavesTheNameFree) {
     }
     EXPECT_EQ(left.size(), 1u);
     for (const auto& f : left) {
-      EXPECT_FALSE(creator_locked(test::kShmDir + f));
+      EXPECT_FALSE(test::creator_locked(test::kShmDir + f));
       EXPECT_EQ(f.size(), kInitFilePrefix.size() + 32) << "128 random bits in hex: " << f;
       ::unlink((test::kShmDir + f).c_str());
     }
@@ -1091,21 +1077,15 @@ TEST(SegmentStale, OpenOrCreateReplacesAHalfMadeSegmentOfADeadCreator) {
   ASSERT_TRUE(
       test::write_value_at<std::uint32_t>(shm.name(), offsetof(SegmentHeader, abi_version), 0));
   // A creator at work: it holds the lock. Left alone: open_or_create times out.
-  const int creator = ::open(test::shm_path(shm.name()).c_str(), O_RDWR | O_CLOEXEC);
-  ASSERT_GE(creator, 0);
-  struct flock l {};
-  l.l_type = F_WRLCK;
-  l.l_whence = SEEK_SET;
-  l.l_start = lock_byte::kCreator;
-  l.l_len = 1;
-  ASSERT_EQ(::fcntl(creator, F_OFD_SETLK, &l), 0);
+  test::CreatorLock creator(test::shm_path(shm.name()));
+  ASSERT_TRUE(creator.held());
   std::error_code ec;
   EXPECT_FALSE(Segment::open_or_create(shm.name(), spsc(), 30ms, ec));
   EXPECT_EQ(ec, make_error_code(errc::init_timeout)) << last_error_message();
   EXPECT_TRUE(test::shm_exists(shm.name()));
 
   // The creator is gone: its lock with it.
-  ::close(creator);
+  creator.release();
   Segment s = Segment::open_or_create(shm.name(), spsc(8, 64), 30ms, ec);
   ASSERT_TRUE(s) << last_error_message();
   EXPECT_TRUE(s.created());

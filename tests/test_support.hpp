@@ -2,28 +2,28 @@
 // /dev/shm, raw access to the segment file, and fork() helpers.
 #pragma once
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
-#include "shmring/layout.hpp"
-#include "shmring/status.hpp"
-
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <dirent.h>
 #include <new>
 #include <ostream>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "shmring/layout.hpp"
+#include "shmring/process.hpp"
+#include "shmring/status.hpp"
 
 namespace shmring {
 // Readable statuses in assertion messages (found by ADL).
@@ -36,9 +36,7 @@ inline constexpr const char* kShmDir = "/dev/shm/";
 
 // Every name a test makes starts with this, followed by the pid, so a leak
 // check can find (only) this process's files.
-inline std::string name_prefix() {
-  return "shmring_test_" + std::to_string(::getpid()) + "_";
-}
+inline std::string name_prefix() { return "shmring_test_" + std::to_string(::getpid()) + "_"; }
 
 // "shmring_test_<pid>_<suite>_<test>[_<suffix>]", unique per process, test and
 // suffix; characters outside [A-Za-z0-9_.-] (a parameterised test's '/')
@@ -183,7 +181,7 @@ class HeapSegment {
     // Exactly segment_size bytes, so that under ASan a byte past the last
     // slot is a heap overflow.
     const std::size_t bytes = static_cast<std::size_t>(geometry_.segment_size);
-    base_ = static_cast<std::byte*>(::operator new(bytes, std::align_val_t{kBlockSize}));
+    base_ = static_cast<std::byte*>(::operator new (bytes, std::align_val_t{kBlockSize}));
     std::memset(base_, 0, bytes);
     auto* h = &reinterpret_cast<ControlArea*>(base_)->header;
     h->magic = kMagic;
@@ -199,7 +197,7 @@ class HeapSegment {
   HeapSegment(const HeapSegment&) = delete;
   HeapSegment& operator=(const HeapSegment&) = delete;
   ~HeapSegment() {
-    if (base_ != nullptr) ::operator delete(base_, std::align_val_t{kBlockSize});
+    if (base_ != nullptr) ::operator delete (base_, std::align_val_t{kBlockSize});
   }
   std::byte* base() const noexcept { return base_; }
   std::size_t size() const noexcept { return static_cast<std::size_t>(geometry_.segment_size); }
@@ -218,10 +216,49 @@ class HeapSegment {
 
 // The trailer of `position` in a mapped segment (white-box access).
 inline SlotTrailer* trailer_of(std::byte* base, const Geometry& g, std::uint64_t position) {
-  return reinterpret_cast<SlotTrailer*>(base + g.slots_offset + (position & g.mask()) * g.slot_stride +
-                                        g.trailer_offset());
+  return reinterpret_cast<SlotTrailer*>(base + g.slots_offset +
+                                        (position & g.mask()) * g.slot_stride + g.trailer_offset());
 }
 inline ControlArea* control_of(std::byte* base) { return reinterpret_cast<ControlArea*>(base); }
+
+// ---- the creator's lock (layout.hpp, lock_byte::kCreator) -------------------
+
+// Whether anybody holds the creator's lock on the file at `path`.
+inline bool creator_locked(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return false;
+  const bool locked = process::lock_held(fd, lock_byte::kCreator);
+  ::close(fd);
+  return locked;
+}
+
+// Holds the creator's lock on a file, as a creator at work does, until
+// released or destroyed.
+class CreatorLock {
+ public:
+  explicit CreatorLock(const std::string& path)
+      : fd_(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW)) {
+    struct flock l {};
+    l.l_type = F_WRLCK;
+    l.l_whence = SEEK_SET;
+    l.l_start = static_cast<off_t>(lock_byte::kCreator);
+    l.l_len = 1;
+    held_ = fd_ >= 0 && ::fcntl(fd_, F_OFD_SETLK, &l) == 0;
+  }
+  ~CreatorLock() { release(); }
+  CreatorLock(const CreatorLock&) = delete;
+  CreatorLock& operator=(const CreatorLock&) = delete;
+  bool held() const { return held_; }
+  void release() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    held_ = false;
+  }
+
+ private:
+  int fd_;
+  bool held_ = false;
+};
 
 // ---- processes --------------------------------------------------------------
 
