@@ -131,6 +131,7 @@ class Shmring:
             else:
                 with tx.claim(timeout=30) as slot:  # written in place
                     _fill_u64(slot, seq)
+                    slot.size = size  # written through a view: say how much to publish
 
     @staticmethod
     def tp_recv(state, seq, size):

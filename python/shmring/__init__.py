@@ -1,9 +1,9 @@
 """shmring: zero-copy SPSC/MPMC ring buffers in one /dev/shm segment.
 
-    seg = shmring.create("jobs", kind="spsc", capacity=1024, slot_size=256)
-    tx, rx = seg.producer(), seg.consumer()   # usually in two processes
-    tx.push(b"hello")
-    assert rx.pop(timeout=1.0) == b"hello"
+    with shmring.create("jobs", capacity=1024, slot_size=256, unlink_on_close=True) as seg:
+        tx, rx = seg.producer(), seg.consumer()   # usually in two processes
+        tx.push(b"hello")
+        assert rx.pop(timeout=1.0) == b"hello"
 
     frames = shmring.create("cam", capacity=8, dtype="uint8", shape=(480, 640, 3))
     with frames.producer().claim(timeout=1.0) as slot:
@@ -18,14 +18,18 @@ and its "Low-latency slots" section for slot_format="low_latency".
 
 from . import _shmring
 from ._errors import (
+    ClosedError,
     Error,
     ExistsError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    SizeNotSetError,
     UnsupportedError,
     WrongProcessError,
 )
+from ._lifetimes import DEFAULT_MODE as _DEFAULT_MODE
+from ._lifetimes import RoleRef
 from ._shmring import (
     GpuView,
     MessageIter,
@@ -39,6 +43,7 @@ from ._shmring import (
     gpu_count,
     unlink,
 )
+from . import _lifetimes
 
 __version__ = "0.1.0"
 
@@ -46,7 +51,7 @@ __version__ = "0.1.0"
 def _record(dtype, shape):
     if dtype is None:
         if shape is not None:
-            raise ValueError("shape= needs a dtype=")
+            raise InvalidArgumentError("shape= needs a dtype=")
         return None
     from .typed import Record
 
@@ -61,9 +66,19 @@ def _typed(segment, record):
     return TypedSegment(segment, record)
 
 
-def create(name, kind="spsc", capacity=1024, slot_size=None, mode=0o600, *, slot_format="plain",
-           dtype=None, shape=None):
+def create(name, kind="spsc", capacity=1024, slot_size=None, mode=_DEFAULT_MODE, *,
+           slot_format="plain", dtype=None, shape=None, exist_ok=False, unlink_on_close=False):
     """Creates a segment holding one ring of ``capacity`` slots (a power of two).
+
+    The segment is a context manager: leaving ``with shmring.create(...) as
+    seg:`` closes it, as ``seg.close()`` does. With ``unlink_on_close`` the
+    name is removed then too (or when the Segment is collected), in this
+    process only (a forked child's copy never unlinks); ``seg.unlink()`` and
+    ``shmring.unlink(name)`` remove it at any time. With ``exist_ok`` an
+    existing segment of that name is opened instead, if it holds a ring of
+    the same kind, capacity, slot size and slot format (else shmring.Error,
+    errc ``kind_mismatch`` or ``geometry_mismatch``, naming each difference);
+    ``seg.created`` tells which happened.
 
     Untyped rings carry bytes of up to ``slot_size`` (default 1024). With
     ``dtype`` (and ``shape``, default a scalar) every slot holds one record of
@@ -83,20 +98,32 @@ def create(name, kind="spsc", capacity=1024, slot_size=None, mode=0o600, *, slot
       and peek/try_peek raise UnsupportedError. Half of each slot's memory is
       flags, and every word of the slot is written for each message.
 
-    A bad format, or ``"low_latency"`` with ``kind="mpmc"``, raises
-    InvalidArgumentError (errc ``invalid_slot_format``); a low-latency
-    ``slot_size`` above 4096 raises it with errc ``invalid_slot_size``.
+    A bad argument raises InvalidArgumentError naming it: a bad format, or
+    ``"low_latency"`` with ``kind="mpmc"``, with errc
+    ``invalid_slot_format``; a low-latency ``slot_size`` above 4096 with errc
+    ``invalid_slot_size``.
     """
+    _lifetimes.check_name(name)
     record = _record(dtype, shape)  # checked before anything is created
     if record is not None:
         if slot_size is None:
             slot_size = record.nbytes
-        elif slot_size < record.nbytes:
-            raise ValueError(f"slot_size {slot_size} is smaller than one {record.describe()} "
-                             f"record ({record.nbytes} bytes)")
+        elif _lifetimes._int("slot_size", slot_size) < record.nbytes:
+            raise InvalidArgumentError(
+                f"slot_size {slot_size} is smaller than one {record.describe()} record "
+                f"({record.nbytes} bytes)", errc="invalid_slot_size")
     elif slot_size is None:
         slot_size = 1024
-    return _typed(_shmring.create(name, kind, capacity, slot_size, mode, slot_format), record)
+    capacity, slot_size, mode = _lifetimes.check_create_args(kind, capacity, slot_size, mode,
+                                                             slot_format)
+    try:
+        seg = _shmring.create(name, kind, capacity, slot_size, mode, slot_format, unlink_on_close)
+    except ExistsError:
+        if not exist_ok:
+            raise
+        seg = _lifetimes.open_checked(name, kind, capacity, slot_size, slot_format)
+        seg.unlink_on_close = unlink_on_close
+    return _typed(seg, record)
 
 
 def open(name, kind=None, *, dtype=None, shape=None,  # noqa: A001 (shmring.open)
@@ -108,8 +135,11 @@ def open(name, kind=None, *, dtype=None, shape=None,  # noqa: A001 (shmring.open
     whoever owns it could have planted it under a name this process trusts.
     ``init_timeout`` (seconds) bounds the wait for a creator that has not
     finished initialising it."""
+    _lifetimes.check_name(name)
+    _lifetimes.check_kind(kind, optional=True)
+    init_timeout = _lifetimes.check_timeout("init_timeout", init_timeout)
     record = _record(dtype, shape)
-    return _typed(_shmring.open(name, kind, allow_foreign_owner, init_timeout), record)
+    return _typed(_shmring.open(name, kind, bool(allow_foreign_owner), init_timeout), record)
 
 
 def __getattr__(name):
@@ -122,6 +152,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "ClosedError",
     "Error",
     "ExistsError",
     "GpuView",
@@ -132,7 +163,9 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "Record",
+    "RoleRef",
     "Segment",
+    "SizeNotSetError",
     "Slot",
     "SpscConsumer",
     "SpscProducer",

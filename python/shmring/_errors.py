@@ -18,6 +18,11 @@ class Error(Exception):
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
+    def __reduce__(self):
+        # The default pickles args only, losing errc and errno (an error
+        # raised in a multiprocessing worker comes back through pickle).
+        return (type(self), (str(self), self.errc, self.errno))
+
 
 class NotFoundError(Error, FileNotFoundError):
     """No segment of that name (errc ``not_found``)."""
@@ -32,16 +37,31 @@ class PermissionDeniedError(Error, PermissionError):
 
 
 class InvalidArgumentError(Error, ValueError):
-    """A bad name, capacity, slot size or slot format (errc ``invalid_name``,
-    ``invalid_capacity``, ``invalid_slot_size``, ``size_overflow`` or
-    ``invalid_slot_format``: an unknown format, or low-latency slots asked of
-    an MPMC ring)."""
+    """A bad argument: name, kind, capacity, slot size, mode or slot format
+    (errc ``invalid_name``, ``invalid_capacity``, ``invalid_slot_size``,
+    ``size_overflow``, ``invalid_argument``, or ``invalid_slot_format``: an
+    unknown format, or low-latency slots asked of an MPMC ring). The message
+    names the argument."""
 
 
 class WrongProcessError(Error):
     """A handle used in a process other than the one that attached it (errc
     ``wrong_process``): a forked child's copy of its parent's handle. Nothing
     changed; attach a handle of the child's own."""
+
+
+class ClosedError(Error, ValueError):
+    """A call on a Segment or role handle after its close() (errc ``closed``);
+    like a closed file's, also a ValueError. The message names the segment
+    and the role."""
+
+
+class SizeNotSetError(Error):
+    """A claimed slot was to be published without a size (errc
+    ``size_not_set``): it was written through a view, and nothing said how
+    many of its bytes are the message. Use ``slot.write(data)``, or set
+    ``slot.size`` (or call ``commit(n)``) after writing through a view. Left
+    by a ``with`` block, the claim is given back unpublished."""
 
 
 class UnsupportedError(Error):
@@ -62,11 +82,13 @@ _CLASSES = {
     "invalid_argument": (InvalidArgumentError, None),
     "unsupported": (UnsupportedError, None),
     "wrong_process": (WrongProcessError, None),
+    "closed": (ClosedError, None),
+    "size_not_set": (SizeNotSetError, None),
 }
 
 
 for _cls in (Error, NotFoundError, ExistsError, PermissionDeniedError, InvalidArgumentError,
-             WrongProcessError, UnsupportedError):
+             WrongProcessError, UnsupportedError, ClosedError, SizeNotSetError):
     _cls.__module__ = "shmring"
 
 

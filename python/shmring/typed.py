@@ -17,9 +17,11 @@ the bytes in such a slot are not the record.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
+
+from ._lifetimes import RoleRef
 
 # DLPack type codes (kDLInt, kDLUInt, kDLFloat, kDLComplex, kDLBool) by numpy kind.
 _DLPACK_CODES = {"i": 0, "u": 1, "f": 2, "c": 5, "b": 6}
@@ -65,6 +67,11 @@ class Record:
     def __repr__(self) -> str:
         return f"Record(dtype={self.dtype}, shape={self.shape})"
 
+    def ref(self, ref: RoleRef) -> RoleRef:
+        """``ref`` with this record, so that it attaches typed handles."""
+        ref.dtype, ref.shape = self.dtype, self.shape
+        return ref
+
     def apply(self, handle) -> None:
         handle._set_record(self.format, self.typestr, self.dtype.itemsize, list(self.shape),
                            self.dlpack_code)
@@ -101,13 +108,43 @@ class TypedSegment:
     def consumer(self) -> TypedConsumer:
         return TypedConsumer(self.segment.consumer(), self.record)
 
+    def producer_ref(self) -> RoleRef:
+        """A RoleRef to the producer role, with this record (see Segment.producer_ref)."""
+        return self.record.ref(self.segment.producer_ref())
+
+    def consumer_ref(self) -> RoleRef:
+        """A RoleRef to the consumer role, with this record (see Segment.consumer_ref)."""
+        return self.record.ref(self.segment.consumer_ref())
+
+    # Special methods are looked up on the type, not through __getattr__.
+    def __enter__(self) -> TypedSegment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.segment.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from ._lifetimes import _reopen_segment
+
+        seg = self.segment
+        return (_reopen_segment, (seg.name, seg.kind, seg.capacity, seg.slot_size,
+                                  seg.slot_format, *seg._open_options, self.record.dtype,
+                                  self.record.shape))
+
     def __repr__(self) -> str:
-        return f"<shmring.TypedSegment '{self.name}' {self.kind} capacity={self.capacity} record={self.record.describe()}>"
+        if self.segment.closed:
+            return f"<shmring.TypedSegment '{self.name}' closed>"
+        return (f"<shmring.TypedSegment '{self.name}' {self.kind} capacity={self.capacity} "
+                f"record={self.record.describe()} mode={self.mode:#o}>")
 
 
-class TypedProducer:
-    """Producer of records: push(array) copies one in, claim() lends a slot
-    whose ``array`` is written in place."""
+class _TypedHandle:
+    """What typed producers and consumers share: the handle's own calls
+    (through __getattr__) and its special methods, which Python looks up on
+    the type."""
+
+    handle: Any
+    record: Record
 
     def __init__(self, handle, record: Record):
         record.apply(handle)
@@ -115,9 +152,37 @@ class TypedProducer:
         self.record = record
 
     def __getattr__(self, name):
-        # claim/try_claim, peek/try_peek and the rest: the handle's own (it
-        # lends slots with the record set by apply()).
+        # claim/try_claim, peek/try_peek, close and the rest: the handle's
+        # own (it lends slots with the record set by apply()).
         return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+
+    def __len__(self) -> int:
+        return len(self.handle)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def ref(self) -> RoleRef:
+        """A RoleRef to this role, with this record (see the handles' ref())."""
+        return self.record.ref(self.handle.ref())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.ref().__reduce__()
+
+    def __repr__(self) -> str:
+        r = repr(self.handle)
+        return f"<shmring.Typed{r[len('<shmring.'):-1]} record={self.record.describe()}>"
+
+
+class TypedProducer(_TypedHandle):
+    """Producer of records: push(array) copies one in, claim() lends a slot
+    whose ``array`` is written in place."""
 
     def try_push(self, data) -> bool:
         return self.handle.try_push(self.record.check(data))
@@ -126,19 +191,9 @@ class TypedProducer:
         self.handle.push(self.record.check(data), timeout)
 
 
-class TypedConsumer:
+class TypedConsumer(_TypedHandle):
     """Consumer of records: pop() returns a new array, peek() lends the record
     in place (``slot.array``, read-only)."""
-
-    def __init__(self, handle, record: Record):
-        record.apply(handle)
-        self.handle = handle
-        self.record = record
-
-    def __getattr__(self, name):
-        # claim/try_claim, peek/try_peek and the rest: the handle's own (it
-        # lends slots with the record set by apply()).
-        return getattr(self.handle, name)
 
     def _checked(self, out: np.ndarray, size: int) -> np.ndarray:
         if size != self.record.nbytes:
@@ -156,9 +211,13 @@ class TypedConsumer:
         return None if size is None else self._checked(out, size)
 
     def iter(self, timeout: float | None = None) -> Iterator[np.ndarray]:
-        """Records (new arrays) until none arrives within timeout."""
+        """Records (new arrays) until none arrives within timeout (None: no limit)."""
         while True:
             try:
                 yield self.pop(timeout)
             except TimeoutError:
                 return
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Records (new arrays) as they come, each waited for without limit."""
+        return self.iter(None)

@@ -45,7 +45,26 @@ void GpuState::register_segment(const shmring::Segment& segment, int device) {
                              std::to_string(impl->registration.device()) + ", not " +
                              std::to_string(device));
   }
-  impl->registration = shmring::cuda::Registration::register_segment(segment, device);
+  try {
+    impl->registration = shmring::cuda::Registration::register_segment(segment, device);
+  } catch (const shmring::Error& e) {
+    // The device checks run before the segment is looked at and name none
+    // ("segment '(none)': ..."); the caller asked about this segment.
+    std::string message = e.what();
+    // std::system_error appended ": <code's message>"; the new Error does again.
+    const std::string suffix = ": " + e.code().message();
+    if (message.size() >= suffix.size() &&
+        message.compare(message.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      message.resize(message.size() - suffix.size());
+    }
+    const std::string none = "segment '(none)'";
+    if (const auto at = message.find(none); at != std::string::npos) {
+      message.replace(at, none.size(), "segment '" + segment.name() + "'");
+    } else if (message.find(segment.name()) == std::string::npos) {
+      message = "segment '" + segment.name() + "': " + message;
+    }
+    throw shmring::Error(e.code(), message);
+  }
 #else
   (void)device;
   throw shmring::Error(make_error_code(shmring::errc::no_gpu),

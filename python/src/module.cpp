@@ -9,8 +9,12 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <span>
@@ -51,12 +55,7 @@ const char* errc_name(int v) {
   return names[v];
 }
 
-// A hot-path failure that maps to shmring.Error (errc given by name).
-struct StatusError : std::runtime_error {
-  StatusError(std::string errc_, const std::string& message)
-      : std::runtime_error(message), errc(std::move(errc_)) {}
-  std::string errc;
-};
+using shmring_py::StatusError;
 
 void set_python_error(nb::object errc, nb::object err_no, const char* message) {
   try {
@@ -108,7 +107,8 @@ bool claim_done(bool got, shmring::Status s) {
     throw StatusError("wrong_process",
                       "this handle was attached by another process (this one is a fork of it): "
                       "its calls would write over that process's messages. Attach a handle in "
-                      "this process (shmring.open(name) and producer()/consumer() here).");
+                      "this process (handle.ref().attach(), or shmring.open(name) and "
+                      "producer()/consumer() here).");
   }
   throw StatusError(shmring::to_string(s), std::string("unexpected status ") + shmring::to_string(s));
 }
@@ -201,10 +201,31 @@ struct Buffer {  // a C-contiguous bytes-like object of plain data, held while i
   }
 };
 
+[[noreturn]] void raise_closed(const HandleBase& h) {
+  throw StatusError("closed", "this " + h.role + " of segment '" + h.segment_name +
+                                  "' is closed; attach a new one (seg." + h.role + "())");
+}
+
+void check_open(const HandleBase& h) {
+  if (h.closed) raise_closed(h);
+}
+
+// Messages waiting in the ring, from its shared positions: the producer
+// side's (SPSC head, MPMC enqueue counter) less the consumer side's. On an
+// MPMC ring this counts positions producers claimed but have not committed
+// yet. The tail is loaded first: it only grows, so the head read after it is
+// never behind it in a sound ring (a corrupt one is clamped).
+std::uint64_t waiting(const shmring::ControlArea* control, std::uint64_t capacity) {
+  const std::uint64_t tail = shmring::atomic::load_acquire(&control->consumer.position);
+  const std::uint64_t head = shmring::atomic::load_acquire(&control->producer.position);
+  return head > tail ? std::min(head - tail, capacity) : 0;
+}
+
 // Marks a handle busy for one call: handles are not for concurrent use.
 struct Busy {
   HandleBase& h;
   Busy(HandleBase& handle, bool uses_ring = true) : h(handle) {
+    check_open(h);
     if (h.busy) throw std::runtime_error("this handle is in use by another thread");
     if (uses_ring && h.single && h.outstanding != 0) {
       throw nb::buffer_error(
@@ -265,6 +286,14 @@ PyType_Slot slot_type_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void*>(slot_
                                  {Py_bf_releasebuffer, reinterpret_cast<void*>(slot_releasebuffer)},
                                  {0, nullptr}};
 
+void init_base(HandleBase& b, const shmring::Segment& seg, const char* role) {
+  b.segment_name = seg.name();
+  b.role = role;
+  b.geometry = seg.geometry();
+  b.control = reinterpret_cast<const shmring::ControlArea*>(seg.base());
+  b.mapping = seg.lifetime();
+}
+
 template <class H>
 struct Producer : HandleBase {
   H h;
@@ -273,7 +302,10 @@ struct Producer : HandleBase {
       : h(H::attach(seg)), low_latency(is_low_latency(seg)) {
     single = spsc;
     gpu = std::move(state);
+    init_base(*this, seg, "producer");
   }
+
+  void drop_role() noexcept override { h = H(); }
 
   void finish(Slot& s, bool commit) noexcept override {
     if (commit) {
@@ -332,7 +364,11 @@ struct Producer : HandleBase {
     const std::span<std::byte> bytes = c[0];
     s->data = bytes.data();
     s->capacity = record ? record->nbytes : bytes.size();
-    s->size = s->capacity;
+    // A typed slot always holds one whole record; an untyped claim publishes
+    // only the size it is given (Slot::check_size_set).
+    s->size = record ? s->capacity : 0;
+    s->size_set = record != nullptr;
+    s->position = c.position(0);
     s->record = record;
     outstanding++;
     return obj;
@@ -347,7 +383,10 @@ struct Consumer : HandleBase {
       : h(H::attach(seg)), low_latency(is_low_latency(seg)) {
     single = spsc;
     gpu = std::move(state);
+    init_base(*this, seg, "consumer");
   }
+
+  void drop_role() noexcept override { h = H(); }
 
   void finish(Slot& s, bool) noexcept override { h.release(s.rclaim); }
 
@@ -462,6 +501,8 @@ struct Consumer : HandleBase {
     s->data = const_cast<std::byte*>(m.data());  // exported read-only
     s->capacity = m.size();
     s->size = m.size();
+    s->size_set = true;
+    s->position = c.position(0);
     outstanding++;
     return obj;
   }
@@ -475,15 +516,54 @@ struct MessageIter {
 
 struct PySegment {
   shmring::Segment seg;
+  std::string name;  // kept after close, for messages and repr
   std::shared_ptr<GpuState> gpu = std::make_shared<GpuState>();
-  std::string kind() const { return shmring::to_string(seg.geometry().kind); }
-  std::string slot_format() const { return shmring::to_string(seg.geometry().format); }
+  // How it was opened, so that a pickled copy reopens it the same way.
+  bool allow_foreign_owner = false;
+  double init_timeout = 1.0;
+  // Remove the name on close (or collection), in the process that asked
+  // for it only: a forked child's copy must not unlink its parent's ring.
+  bool unlink_on_close = false;
+  pid_t pid = getpid();
+
+  explicit PySegment(shmring::Segment s) : seg(std::move(s)), name(seg.name()) {}
+  PySegment(const PySegment&) = delete;
+  ~PySegment() { close(); }
+
+  bool closed() const { return !seg; }
+  const shmring::Segment& open_seg() const {
+    if (!seg) {
+      throw StatusError("closed", "segment '" + name +
+                                      "' is closed in this process; open it again "
+                                      "(shmring.open(name))");
+    }
+    return seg;
+  }
+  // Drops this object's mapping; handles attached through it keep their own.
+  void close() noexcept {
+    if (!seg) return;
+    seg = shmring::Segment();
+    if (unlink_on_close && getpid() == pid) {
+      std::error_code ec;
+      (void)shmring::Segment::unlink(name, ec);  // already gone: nothing to do
+    }
+  }
+  std::string kind() const { return shmring::to_string(open_seg().geometry().kind); }
+  std::string slot_format() const { return shmring::to_string(open_seg().geometry().format); }
 };
+
+nb::object segment_role_ref(const PySegment& s, const char* role) {
+  const shmring::Geometry& g = s.open_seg().geometry();
+  return nb::module_::import_("shmring._lifetimes")
+      .attr("RoleRef")(s.name, role, shmring::to_string(g.kind), g.capacity, g.slot_size,
+                       shmring::to_string(g.format), nb::none(), nb::none(),
+                       s.allow_foreign_owner);
+}
 
 shmring::RingKind parse_kind(const std::string& kind) {
   if (kind == "spsc") return shmring::RingKind::spsc;
   if (kind == "mpmc") return shmring::RingKind::mpmc;
-  throw nb::value_error(("kind must be 'spsc' or 'mpmc', not '" + kind + "'").c_str());
+  throw StatusError("invalid_argument", "kind must be 'spsc' or 'mpmc', not '" + kind + "'");
 }
 
 // An unknown name is errc::invalid_slot_format, as the library reports an
@@ -500,6 +580,7 @@ shmring::SlotFormat parse_slot_format(const std::string& format) {
 template <class C>
 void set_record(C& c, std::string format, std::string typestr, std::size_t itemsize,
                 std::vector<Py_ssize_t> shape, int dlpack_code) {
+  check_open(c);
   if (c.outstanding != 0) throw std::runtime_error("a slot of this handle is still lent");
   if (itemsize == 0) throw nb::value_error("a record's item size must be at least 1 byte");
   auto r = std::make_shared<Record>();
@@ -546,14 +627,102 @@ void bind_recovery(nb::class_<C>& cls) {
   if constexpr (std::is_same_v<decltype(C::h), shmring::MpmcProducer> ||
                 std::is_same_v<decltype(C::h), shmring::MpmcConsumer>) {
     cls.def(
-           "recover", [](C& c) { return c.h.recover(); },
+           "recover", [](C& c) { Busy guard(c); return c.h.recover(); },
            "Recovers the positions that dead processes of this side claimed and left, if the "
            "other side waits at one (a producer's as skipped, a consumer's as released); "
            "returns how many. The blocking calls do this by themselves.")
         .def_prop_ro(
-            "abandoned", [](const C& c) { return c.h.abandoned(); },
+            "abandoned", [](const C& c) { check_open(c); return c.h.abandoned(); },
             "Positions of this side recovered from dead processes so far, by any process.");
   }
+}
+
+// A RoleRef (shmring/_lifetimes.py) naming this handle's segment and role:
+// what a handle pickles as, since a role cannot move to another process.
+nb::object role_ref(const HandleBase& b) {
+  return nb::module_::import_("shmring._lifetimes")
+      .attr("RoleRef")(b.segment_name, b.role, shmring::to_string(b.geometry.kind),
+                       b.geometry.capacity, b.geometry.slot_size,
+                       shmring::to_string(b.geometry.format));
+}
+
+// What every role handle has: lifetime (close, with), introspection (len,
+// empty, repr, name, position) and pickling (as a RoleRef).
+template <class C>
+void bind_handle(nb::class_<C>& cls) {
+  cls.def_prop_ro("capacity", [](const C& c) { return c.geometry.capacity; })
+      .def_prop_ro("slot_size", [](const C& c) { return c.geometry.slot_size; })
+      .def_prop_ro("kind", [](const C& c) { return shmring::to_string(c.geometry.kind); })
+      .def_prop_ro("name", [](const C& c) { return c.segment_name; },
+                   "The segment's name.")
+      .def_prop_ro("role", [](const C& c) { return c.role; }, "'producer' or 'consumer'.")
+      .def_prop_ro("closed", [](const C& c) { return c.closed; })
+      .def(
+          "close",
+          [](C& c) {
+            if (c.closed) return;
+            if (c.busy) throw std::runtime_error("this handle is in use by another thread");
+            c.closed = true;
+            if (c.outstanding == 0) {
+              c.release_role();
+            } else {
+              c.close_pending = true;  // a lent slot may still be written: keep the role
+            }
+          },
+          "Gives the role back (at once, or when the last slot it lent is finished); later "
+          "calls raise shmring.ClosedError. Closing again does nothing.")
+      .def("__enter__", [](nb::handle self) { return nb::borrow(self); })
+      .def(
+          "__exit__",
+          [](nb::handle self, nb::handle, nb::handle, nb::handle) {
+            self.attr("close")();
+            return false;
+          },
+          "exc_type"_a.none(), "exc"_a.none(), "tb"_a.none())
+      .def(
+          "__len__",
+          [](const C& c) -> std::size_t {
+            check_open(c);
+            return waiting(c.control, c.geometry.capacity);
+          },
+          "Messages waiting in the ring now (from the shared positions; on an MPMC ring, "
+          "positions claimed by producers count from their claim).")
+      .def(
+          "empty", [](const C& c) { check_open(c); return waiting(c.control, c.geometry.capacity) == 0; },
+          "Whether no message is waiting now.")
+      // A handle is always true: without this, __len__ would make an idle
+      // ring's handles false.
+      .def("__bool__", [](const C&) { return true; })
+      .def_prop_ro(
+          "position",
+          [](const C& c) {
+            check_open(c);
+            const shmring::SideBlock& side = c.role == "producer" ? c.control->producer
+                                                                  : c.control->consumer;
+            return shmring::atomic::load_acquire(&side.position);
+          },
+          "This side's shared position: messages published so far (producer), or taken so "
+          "far (consumer).")
+      .def("ref", [](const C& c) { return role_ref(c); },
+           "A RoleRef: the segment's name and this role, picklable, attaching nothing; "
+           "ref.attach() in another process attaches a handle there.")
+      .def(
+          "__reduce__",
+          [](const C& c) { return role_ref(c).attr("__reduce__")(); })
+      .def("__repr__", [](nb::handle self) {
+        const C& c = nb::cast<const C&>(self);
+        const std::string type = nb::cast<std::string>(nb::handle(Py_TYPE(self.ptr())).attr("__name__"));
+        std::string r = "<shmring." + type + " '" + c.segment_name + "'";
+        if (c.closed) return r + " closed>";
+        const shmring::SideBlock& side = c.role == "producer" ? c.control->producer
+                                                              : c.control->consumer;
+        r += " capacity=" + std::to_string(c.geometry.capacity) +
+             " slot_size=" + std::to_string(c.geometry.slot_size);
+        if (c.geometry.format == shmring::SlotFormat::low_latency) r += " slot_format=low_latency";
+        r += " position=" + std::to_string(shmring::atomic::load_acquire(&side.position)) +
+             " waiting=" + std::to_string(waiting(c.control, c.geometry.capacity)) + ">";
+        return r;
+      });
 }
 
 template <class C>
@@ -561,9 +730,8 @@ void bind_producer(nb::module_& m, const char* name) {
   nb::class_<C> cls(m, name);
   bind_record(cls);
   bind_recovery(cls);
+  bind_handle(cls);
   cls
-      .def_prop_ro("capacity", [](C& p) { return p.h.capacity(); })
-      .def_prop_ro("slot_size", [](C& p) { return p.h.slot_size(); })
       .def_prop_ro("slot_format", [](C& p) { return p.low_latency ? "low_latency" : "plain"; },
                    "'plain', or 'low_latency' (copy calls only: claim raises UnsupportedError).")
       .def("try_push", &C::try_push, "data"_a,
@@ -590,9 +758,8 @@ void bind_consumer(nb::module_& m, const char* name) {
   nb::class_<C> cls(m, name);
   bind_recovery(cls);
   bind_record(cls);
+  bind_handle(cls);
   cls
-      .def_prop_ro("capacity", [](C& c) { return c.h.capacity(); })
-      .def_prop_ro("slot_size", [](C& c) { return c.h.slot_size(); })
       .def_prop_ro("slot_format", [](C& c) { return c.low_latency ? "low_latency" : "plain"; },
                    "'plain', or 'low_latency' (copy calls only: peek raises UnsupportedError).")
       .def("try_pop", [](C& c) { return c.take({}, true); },
@@ -618,7 +785,13 @@ void bind_consumer(nb::module_& m, const char* name) {
             return MessageIter{nb::borrow(self), timeout};
           },
           "timeout"_a = nb::none(),
-          "An iterator of messages (bytes) that ends when none arrives within timeout.")
+          "An iterator of messages (bytes) that ends when none arrives within timeout "
+          "(None: it never ends by itself, like iterating the consumer).")
+      .def(
+          "__iter__",
+          [](nb::handle self) { return MessageIter{nb::borrow(self), std::nullopt}; },
+          "Messages (bytes) as they come, each waited for without limit: the loop ends by "
+          "break, an exception or Ctrl-C. rx.iter(timeout) ends when none comes in time.")
       .def(
           "pop_into",
           [](C& c, nb::handle buffer, std::optional<double> timeout) {
@@ -669,10 +842,15 @@ NB_MODULE(_shmring, m) {
                    "BufferError says so, while an exception leaving the block propagates "
                    "unchanged.")
       .def_prop_rw(
-          "size", [](const Slot& s) { return s.size; },
+          "size",
+          [](const Slot& s) -> std::optional<std::size_t> {
+            if (!s.size_set) return std::nullopt;
+            return s.size;
+          },
           [](Slot& s, std::size_t n) { s.set_size(n); },
-          "Bytes published on commit (claim; the whole slot until set) or the message's size "
-          "(peek).")
+          "Bytes published on commit: set by write(), by assignment, or by commit(n); None "
+          "on a claim until then (a typed claim holds one record from the start). On a peek, "
+          "the message's size.")
       .def_prop_ro("capacity", [](const Slot& s) { return s.capacity; },
                    "Bytes the buffer exposes: the slot size (claim) or the message size (peek).")
       .def_prop_ro("writable", [](const Slot& s) { return s.writable; })
@@ -692,18 +870,21 @@ NB_MODULE(_shmring, m) {
           "tobytes",
           [](const Slot& s) {
             s.check_active();
-            return nb::bytes(s.data, s.size);
+            return nb::bytes(s.data, s.size_set ? s.size : s.capacity);
           },
-          "A copy of the first size bytes.")
+          "A copy of the first size bytes (the whole slot while size is None).")
       .def(
           "commit",
           [](Slot& s, std::optional<std::size_t> n) {
             if (!s.writable) throw std::runtime_error("commit() is for claimed slots; use release()");
             if (n) s.set_size(*n);
             s.check_active();
+            s.check_size_set();
             s.finish(true);
           },
-          "size"_a = nb::none(), "Publishes the slot (size bytes, or the given size).")
+          "size"_a = nb::none(),
+          "Publishes the slot: size bytes, or the given size. A claim whose size was never "
+          "set (written only through a view) raises shmring.SizeNotSetError and stays held.")
       .def(
           "abort",
           [](Slot& s) {
@@ -716,6 +897,7 @@ NB_MODULE(_shmring, m) {
           "release",
           [](Slot& s) {
             s.check_active();
+            s.check_size_set();
             s.finish(s.writable);
           },
           "Releases a peeked message (commits a claimed slot).")
@@ -731,11 +913,30 @@ NB_MODULE(_shmring, m) {
           "cuda", [](nb::handle self) { return shmring_py::make_gpu_view(self); },
           "A GpuView of the slot for CuPy / PyTorch (no copy); the segment must be registered "
           "with CUDA in this process (Segment.register_cuda()).")
+      .def_prop_ro("position", [](const Slot& s) { return s.position; },
+                   "The slot's position in the ring.")
+      .def("__repr__",
+           [](const Slot& s) {
+             std::string r = std::string("<shmring.Slot ") + (s.writable ? "claimed" : "peeked") +
+                             " from '" + (s.handle ? s.handle->segment_name : "") +
+                             "' position=" + std::to_string(s.position) + " size=" +
+                             (s.size_set ? std::to_string(s.size) : "None") +
+                             " capacity=" + std::to_string(s.capacity);
+             if (s.state == Slot::State::deferred) r += " finishing (views alive)";
+             if (s.state == Slot::State::done) r += " finished";
+             return r + ">";
+           })
       .def("__enter__", [](nb::handle self) { return nb::borrow(self); })
       .def(
           "__exit__",
           [](Slot& s, nb::handle exc_type, nb::handle, nb::handle) {
             if (exc_type.is_none()) {
+              if (s.state == Slot::State::active && s.writable && !s.size_set) {
+                // The block is over and nothing says what to publish: the
+                // claim is given back unpublished, and the error says why.
+                s.abandon();
+                s.check_size_set();
+              }
               s.finish(true);  // views still alive: BufferError, the commit waits for them
             } else {
               s.abandon();  // never raises: the block's exception propagates unchanged
@@ -759,38 +960,110 @@ NB_MODULE(_shmring, m) {
         return msg;
       });
 
-  nb::class_<PySegment>(m, "Segment", "A named shared-memory segment holding one ring.")
-      .def_prop_ro("name", [](const PySegment& s) { return s.seg.name(); })
+  nb::class_<PySegment>(m, "Segment",
+                        "A named shared-memory segment holding one ring. A context manager: "
+                        "leaving the block closes it (and unlinks it if unlink_on_close).")
+      .def_prop_ro("name", [](const PySegment& s) { return s.name; })
       .def_prop_ro("kind", &PySegment::kind)
       .def_prop_ro("slot_format", &PySegment::slot_format,
                    "'plain' (bytes in place: zero-copy claims and peeks) or 'low_latency' "
                    "(messages as flagged 8-byte words: copy calls only, SPSC only).")
-      .def_prop_ro("capacity", [](const PySegment& s) { return s.seg.geometry().capacity; })
-      .def_prop_ro("slot_size", [](const PySegment& s) { return s.seg.geometry().slot_size; })
-      .def_prop_ro("size", [](const PySegment& s) { return s.seg.size(); },
+      .def_prop_ro("capacity", [](const PySegment& s) { return s.open_seg().geometry().capacity; })
+      .def_prop_ro("slot_size",
+                   [](const PySegment& s) { return s.open_seg().geometry().slot_size; })
+      .def_prop_ro("size", [](const PySegment& s) { return s.open_seg().size(); },
                    "Bytes of the mapping.")
-      .def_prop_ro("created", [](const PySegment& s) { return s.seg.created(); })
+      .def_prop_ro("created", [](const PySegment& s) { return s.open_seg().created(); },
+                   "Whether this object created the segment (rather than opening it).")
+      .def_prop_ro(
+          "mode",
+          [](const PySegment& s) {
+            struct stat st {};
+            if (fstat(s.open_seg().fd(), &st) != 0) {
+              throw shmring::Error(std::error_code(errno, std::system_category()),
+                                   "segment '" + s.name + "': fstat");
+            }
+            return static_cast<unsigned>(st.st_mode & 07777);
+          },
+          "The segment file's permission bits (0o600 by default).")
+      .def_prop_ro("closed", &PySegment::closed)
+      .def_prop_rw(
+          "unlink_on_close", [](const PySegment& s) { return s.unlink_on_close; },
+          [](PySegment& s, bool v) {
+            s.unlink_on_close = v;
+            s.pid = getpid();
+          },
+          "Whether close() (or collection) removes the segment's name; only in the process "
+          "that set it, never in a forked child.")
+      .def_prop_ro("_open_options", [](const PySegment& s) {
+        return nb::make_tuple(s.allow_foreign_owner, s.init_timeout);
+      })
+      .def("close", &PySegment::close,
+           "Drops this object's mapping (handles attached through it keep theirs) and, if "
+           "unlink_on_close, removes the name. Closing again does nothing.")
+      .def(
+          "unlink",
+          [](PySegment& s, bool missing_ok) {
+            try {
+              shmring::Segment::unlink(s.name);
+            } catch (const shmring::Error& e) {
+              if (!(missing_ok && e.code() == shmring::errc::not_found)) throw;
+            }
+          },
+          "missing_ok"_a = false,
+          "Removes the segment's name now; processes that have it mapped keep their mapping.")
+      .def("__enter__", [](nb::handle self) { return nb::borrow(self); })
+      .def(
+          "__exit__",
+          [](PySegment& s, nb::handle, nb::handle, nb::handle) {
+            s.close();
+            return false;
+          },
+          "exc_type"_a.none(), "exc"_a.none(), "tb"_a.none())
+      .def(
+          "__reduce__",
+          [](const PySegment& s) {
+            const shmring::Geometry& g = s.open_seg().geometry();
+            return nb::make_tuple(
+                nb::module_::import_("shmring._lifetimes").attr("_reopen_segment"),
+                nb::make_tuple(s.name, shmring::to_string(g.kind), g.capacity, g.slot_size,
+                               shmring::to_string(g.format), s.allow_foreign_owner,
+                               s.init_timeout));
+          },
+          "A Segment pickles as its name and geometry; unpickling opens it by name (and "
+          "checks the geometry). unlink_on_close does not travel: the copy is no owner.")
+      .def(
+          "producer_ref",
+          [](const PySegment& s) { return segment_role_ref(s, "producer"); },
+          "A RoleRef to this ring's producer role: picklable, attaching nothing; "
+          "ref.attach() in the receiving process attaches a producer there.")
+      .def(
+          "consumer_ref",
+          [](const PySegment& s) { return segment_role_ref(s, "consumer"); },
+          "A RoleRef to this ring's consumer role (see producer_ref).")
       .def(
           "producer",
           [](const PySegment& s) -> nb::object {
-            if (s.seg.geometry().kind == shmring::RingKind::spsc) {
-              return nb::cast(new SP(s.seg, true, s.gpu), nb::rv_policy::take_ownership);
+            const shmring::Segment& seg = s.open_seg();
+            if (seg.geometry().kind == shmring::RingKind::spsc) {
+              return nb::cast(new SP(seg, true, s.gpu), nb::rv_policy::take_ownership);
             }
-            return nb::cast(new MP(s.seg, false, s.gpu), nb::rv_policy::take_ownership);
+            return nb::cast(new MP(seg, false, s.gpu), nb::rv_policy::take_ownership);
           },
           "Attaches a producer of the ring's kind.")
       .def(
           "consumer",
           [](const PySegment& s) -> nb::object {
-            if (s.seg.geometry().kind == shmring::RingKind::spsc) {
-              return nb::cast(new SC(s.seg, true, s.gpu), nb::rv_policy::take_ownership);
+            const shmring::Segment& seg = s.open_seg();
+            if (seg.geometry().kind == shmring::RingKind::spsc) {
+              return nb::cast(new SC(seg, true, s.gpu), nb::rv_policy::take_ownership);
             }
-            return nb::cast(new MC(s.seg, false, s.gpu), nb::rv_policy::take_ownership);
+            return nb::cast(new MC(seg, false, s.gpu), nb::rv_policy::take_ownership);
           },
           "Attaches a consumer of the ring's kind.")
       .def(
           "register_cuda",
-          [](PySegment& s, int device) { s.gpu->register_segment(s.seg, device); },
+          [](PySegment& s, int device) { s.gpu->register_segment(s.open_seg(), device); },
           "device"_a = 0,
           "Registers this process's mapping of the segment with CUDA (mapped, portable), so "
           "that slots can be lent as GPU views (Slot.cuda()). Once per mapping.")
@@ -802,26 +1075,40 @@ NB_MODULE(_shmring, m) {
           },
           "The CUDA device the mapping is registered with, or None.")
       .def("__repr__", [](const PySegment& s) {
-        return "<shmring.Segment '" + s.seg.name() + "' " + s.kind() + " capacity=" +
-               std::to_string(s.seg.geometry().capacity) +
-               " slot_size=" + std::to_string(s.seg.geometry().slot_size) +
-               (is_low_latency(s.seg) ? " slot_format=low_latency" : "") + ">";
+        if (!s.seg) return "<shmring.Segment '" + s.name + "' closed>";
+        const shmring::Geometry& g = s.seg.geometry();
+        const auto* control = reinterpret_cast<const shmring::ControlArea*>(s.seg.base());
+        struct stat st {};
+        char mode[16] = "?";
+        if (fstat(s.seg.fd(), &st) == 0) {
+          std::snprintf(mode, sizeof mode, "0o%o", static_cast<unsigned>(st.st_mode & 07777));
+        }
+        return "<shmring.Segment '" + s.name + "' " + s.kind() +
+               " capacity=" + std::to_string(g.capacity) +
+               " slot_size=" + std::to_string(g.slot_size) +
+               (is_low_latency(s.seg) ? " slot_format=low_latency" : "") + " mode=" + mode +
+               " head=" + std::to_string(shmring::atomic::load_acquire(&control->producer.position)) +
+               " tail=" + std::to_string(shmring::atomic::load_acquire(&control->consumer.position)) +
+               (s.unlink_on_close ? " unlink_on_close" : "") + ">";
       });
 
   m.def(
       "create",
       [](const std::string& name, const std::string& kind, std::uint64_t capacity,
-         std::uint64_t slot_size, unsigned mode, const std::string& slot_format) {
+         std::uint64_t slot_size, unsigned mode, const std::string& slot_format,
+         bool unlink_on_close) {
         shmring::CreateOptions o;
         o.kind = parse_kind(kind);
         o.capacity = capacity;
         o.slot_size = slot_size;
         o.mode = static_cast<mode_t>(mode);
         o.format = parse_slot_format(slot_format);
-        return new PySegment{shmring::Segment::create(name, o)};
+        auto* s = new PySegment(shmring::Segment::create(name, o));
+        s->unlink_on_close = unlink_on_close;
+        return s;
       },
       "name"_a, "kind"_a = "spsc", "capacity"_a = 1024, "slot_size"_a = 1024, "mode"_a = 0600,
-      "slot_format"_a = "plain", nb::rv_policy::take_ownership,
+      "slot_format"_a = "plain", "unlink_on_close"_a = false, nb::rv_policy::take_ownership,
       "Creates a segment holding one ring; slot_format is 'plain' or 'low_latency'.");
   m.def(
       "open",
@@ -830,9 +1117,14 @@ NB_MODULE(_shmring, m) {
         shmring::OpenOptions o;
         if (kind) o.kind = parse_kind(*kind);
         o.allow_foreign_owner = allow_foreign_owner;
-        if (!(init_timeout >= 0)) throw nb::value_error("init_timeout must be >= 0 seconds");
+        if (!(init_timeout >= 0)) {
+          throw StatusError("invalid_argument", "init_timeout must be >= 0 seconds");
+        }
         o.init_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(init_timeout * 1000));
-        return new PySegment{shmring::Segment::open(name, o)};
+        auto* s = new PySegment(shmring::Segment::open(name, o));
+        s->allow_foreign_owner = allow_foreign_owner;
+        s->init_timeout = init_timeout;
+        return s;
       },
       "name"_a, "kind"_a = nb::none(), "allow_foreign_owner"_a = false, "init_timeout"_a = 1.0,
       nb::rv_policy::take_ownership,

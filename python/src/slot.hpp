@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,14 @@
 namespace shmring_py {
 
 namespace nb = nanobind;
+
+// A failure that maps to shmring.Error, its errc given by name
+// (shmring/_errors.py picks the subclass).
+struct StatusError : std::runtime_error {
+  StatusError(std::string errc_, const std::string& message)
+      : std::runtime_error(message), errc(std::move(errc_)) {}
+  std::string errc;
+};
 
 // A fixed-shape record (a numpy dtype and shape) that typed handles lend
 // every slot as; python/shmring/typed.py derives it from the dtype.
@@ -48,9 +57,30 @@ struct Slot;
 struct HandleBase {
   virtual ~HandleBase() = default;
   virtual void finish(Slot& s, bool commit) noexcept = 0;
+  // Gives the role back (the core handle is reset) and drops the mapping.
+  virtual void drop_role() noexcept = 0;
   bool single = false;  // SPSC: one slot lent at a time
   bool busy = false;    // a call is running (GIL released) on this handle
   int outstanding = 0;  // slots lent and not finished
+  // close(): no call is accepted any more. While slots are still lent the
+  // role stays held (a view may still write into one) and is given back
+  // when the last of them is finished (close_pending).
+  bool closed = false;
+  bool close_pending = false;
+  std::string segment_name;  // for messages, repr and pickling
+  std::string role;          // "producer" or "consumer"
+  shmring::Geometry geometry;  // the ring's, kept after close for ref() and repr
+  // The ring's shared positions, for len() and repr; valid while `mapping`
+  // (the segment's lifetime token) is held, i.e. until the role is dropped.
+  const shmring::ControlArea* control = nullptr;
+  std::shared_ptr<const void> mapping;
+
+  void release_role() noexcept {
+    drop_role();
+    control = nullptr;
+    mapping.reset();
+    close_pending = false;
+  }
   std::shared_ptr<const Record> record;  // typed handles: what each slot holds
   std::shared_ptr<GpuState> gpu;         // shared with the segment
 };
@@ -65,6 +95,11 @@ struct Slot {
   std::byte* data = nullptr;
   std::size_t capacity = 0;  // bytes exported: the slot or record (write), the message (read)
   std::size_t size = 0;      // bytes published on commit / the message's size
+  // A claim publishes only a size it was given (write(), size = n or
+  // commit(n)), never the whole slot by default: bytes of earlier messages
+  // would go out with it. Typed slots and peeks start with it set.
+  bool size_set = false;
+  std::uint64_t position = 0;  // the slot's ring position, for repr
   std::shared_ptr<const Record> record;  // null: the slot is lent as plain bytes
   State state = State::active;
   bool commit_on_finish = false;
@@ -80,6 +115,7 @@ struct Slot {
     handle->finish(*this, commit && writable);
     handle->outstanding--;
     state = State::done;
+    if (handle->close_pending && handle->outstanding == 0) handle->release_role();
   }
 
   // Commits (commit=true) or aborts a write slot, releases a read slot.
@@ -130,6 +166,19 @@ struct Slot {
                                 .c_str());
     }
     size = n;
+    size_set = true;
+  }
+
+  // A claim about to be published must have been given its size.
+  void check_size_set() const {
+    if (writable && !size_set) {
+      throw StatusError(
+          "size_not_set",
+          "the claimed slot's size was never set, so nothing says how many of its " +
+              std::to_string(capacity) +
+              " bytes are the message: use slot.write(data), or set slot.size = n (or "
+              "commit(n)) after writing through a view");
+    }
   }
 
   void check_active() const {
