@@ -24,6 +24,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +57,7 @@ def find_producer(arg: str | None) -> str | None:
     return built if os.access(built, os.X_OK) else shutil.which("shmring-frames")
 
 
-def choose_gpu(choice: str):
+def choose_gpu(choice: str) -> tuple[str | None, Any]:
     """(name, module) of the GPU library to hand frames to, or (None, None)."""
     if choice == "none":
         return None, None
@@ -72,7 +74,7 @@ def choose_gpu(choice: str):
     return None, None
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
@@ -112,7 +114,9 @@ def main() -> int:
                   f"{'torch.from_dlpack' if gpu_name == 'torch' else 'cupy.asarray'}(slot.cuda()), "
                   f"no copy")
 
-        access_ns, failures, start = [], 0, None
+        access_ns: list[int] = []
+        failures = 0
+        start: float | None = None
         for seq in range(a.frames):
             with rx.peek(timeout=a.timeout) as slot:
                 if start is None:
@@ -139,6 +143,7 @@ def main() -> int:
                     if failures == 1:
                         print(f"FAILED:   frame {seq} (carries sequence number {got_seq}) differs")
                 del frame, flat
+        assert start is not None  # set with the first frame
         elapsed = time.perf_counter() - start
     except TimeoutError:
         print(f"no frame for {a.timeout} s", file=sys.stderr)

@@ -113,7 +113,7 @@ test_stage "ctest build/ (all labels but python)" run_ctest build -LE python
 python_tests() {
   python3 -m venv "$venv" || return
   local pip=("$venv/bin/python3" -m pip install -q)
-  "${pip[@]}" nanobind scikit-build-core ninja pytest numpy &&
+  "${pip[@]}" nanobind scikit-build-core ninja pytest numpy mypy &&
     CMAKE_BUILD_PARALLEL_LEVEL=$JOBS "${pip[@]}" --no-build-isolation ./ &&
     run_ctest build -L python
 }

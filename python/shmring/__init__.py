@@ -16,6 +16,10 @@ See the README's Python section for zero-copy claims, peeks and GPU views,
 and its "Low-latency slots" section for slot_format="low_latency".
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, overload
+
 from . import _shmring
 from ._errors import (
     ClosedError,
@@ -45,10 +49,13 @@ from ._shmring import (
 )
 from . import _lifetimes
 
+if TYPE_CHECKING:
+    from .typed import Record, TypedConsumer, TypedProducer, TypedSegment
+
 __version__ = "0.1.0"
 
 
-def _record(dtype, shape):
+def _record(dtype: Any, shape: Any) -> Record | None:
     if dtype is None:
         if shape is not None:
             raise InvalidArgumentError("shape= needs a dtype=")
@@ -58,7 +65,7 @@ def _record(dtype, shape):
     return Record(dtype, () if shape is None else shape)
 
 
-def _typed(segment, record):
+def _typed(segment: Segment, record: Record | None) -> Segment | TypedSegment:
     if record is None:
         return segment
     from .typed import TypedSegment
@@ -66,8 +73,20 @@ def _typed(segment, record):
     return TypedSegment(segment, record)
 
 
-def create(name, kind="spsc", capacity=1024, slot_size=None, mode=_DEFAULT_MODE, *,
-           slot_format="plain", dtype=None, shape=None, exist_ok=False, unlink_on_close=False):
+@overload
+def create(name: str, kind: str = ..., capacity: int = ..., slot_size: int | None = ...,
+           mode: int = ..., *, slot_format: str = ..., dtype: None = ..., shape: None = ...,
+           exist_ok: bool = ..., unlink_on_close: bool = ...) -> Segment: ...
+@overload
+def create(name: str, kind: str = ..., capacity: int = ..., slot_size: int | None = ...,
+           mode: int = ..., *, slot_format: str = ..., dtype: Any, shape: Any = ...,
+           exist_ok: bool = ..., unlink_on_close: bool = ...) -> TypedSegment: ...
+
+
+def create(name: str, kind: str = "spsc", capacity: int = 1024, slot_size: int | None = None,
+           mode: int = _DEFAULT_MODE, *, slot_format: str = "plain", dtype: Any = None,
+           shape: Any = None, exist_ok: bool = False,
+           unlink_on_close: bool = False) -> Segment | TypedSegment:
     """Creates a segment holding one ring of ``capacity`` slots (a power of two).
 
     The segment is a context manager: leaving ``with shmring.create(...) as
@@ -126,8 +145,17 @@ def create(name, kind="spsc", capacity=1024, slot_size=None, mode=_DEFAULT_MODE,
     return _typed(seg, record)
 
 
-def open(name, kind=None, *, dtype=None, shape=None,  # noqa: A001 (shmring.open)
-         allow_foreign_owner=False, init_timeout=1.0):
+@overload
+def open(name: str, kind: str | None = ..., *, dtype: None = ..., shape: None = ...,
+         allow_foreign_owner: bool = ..., init_timeout: float = ...) -> Segment: ...
+@overload
+def open(name: str, kind: str | None = ..., *, dtype: Any, shape: Any = ...,
+         allow_foreign_owner: bool = ..., init_timeout: float = ...) -> TypedSegment: ...
+
+
+def open(name: str, kind: str | None = None, *, dtype: Any = None,  # noqa: A001
+         shape: Any = None, allow_foreign_owner: bool = False,
+         init_timeout: float = 1.0) -> Segment | TypedSegment:
     """Opens an existing segment (of the given kind, if one is given); with
     ``dtype`` and ``shape``, as a TypedSegment of those records. The slot
     format is the creator's: see ``Segment.slot_format``. A segment owned by
@@ -142,7 +170,7 @@ def open(name, kind=None, *, dtype=None, shape=None,  # noqa: A001 (shmring.open
     return _typed(_shmring.open(name, kind, bool(allow_foreign_owner), init_timeout), record)
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # The typed-ring classes import numpy: only when asked for.
     if name in ("Record", "TypedSegment", "TypedProducer", "TypedConsumer"):
         from . import typed

@@ -17,11 +17,13 @@ the bytes in such a slot are not the record.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 import numpy as np
 
 from ._lifetimes import RoleRef
+
+_H = TypeVar("_H", bound="_TypedHandle")
 
 # DLPack type codes (kDLInt, kDLUInt, kDLFloat, kDLComplex, kDLBool) by numpy kind.
 _DLPACK_CODES = {"i": 0, "u": 1, "f": 2, "c": 5, "b": 6}
@@ -88,7 +90,7 @@ class TypedSegment:
     """A Segment whose slots hold one record each. Its other attributes
     (name, kind, capacity, slot_size, register_cuda, ...) are the segment's."""
 
-    def __init__(self, segment, record: Record):
+    def __init__(self, segment: Any, record: Record) -> None:
         if record.nbytes > segment.slot_size:
             raise ValueError(f"a {record.describe()} record ({record.nbytes} bytes) does not fit "
                              f"the ring's {segment.slot_size}-byte slots")
@@ -99,7 +101,7 @@ class TypedSegment:
     shape = property(lambda self: self.record.shape)
     nbytes = property(lambda self: self.record.nbytes, doc="Bytes of one record.")
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.segment, name)
 
     def producer(self) -> TypedProducer:
@@ -146,17 +148,17 @@ class _TypedHandle:
     handle: Any
     record: Record
 
-    def __init__(self, handle, record: Record):
+    def __init__(self, handle: Any, record: Record) -> None:
         record.apply(handle)
         self.handle = handle
         self.record = record
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         # claim/try_claim, peek/try_peek, close and the rest: the handle's
         # own (it lends slots with the record set by apply()).
         return getattr(self.handle, name)
 
-    def __enter__(self):
+    def __enter__(self: _H) -> _H:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -184,10 +186,10 @@ class TypedProducer(_TypedHandle):
     """Producer of records: push(array) copies one in, claim() lends a slot
     whose ``array`` is written in place."""
 
-    def try_push(self, data) -> bool:
+    def try_push(self, data: Any) -> bool:
         return self.handle.try_push(self.record.check(data))
 
-    def push(self, data, timeout: float | None = None) -> None:
+    def push(self, data: Any, timeout: float | None = None) -> None:
         self.handle.push(self.record.check(data), timeout)
 
 
