@@ -3,8 +3,11 @@
 #
 #   bench/run.sh             measurement: several full passes of the suite, with a
 #                            probe of the cache-line floor before, between parts of
-#                            and after each pass; JSON and report.md under
-#                            bench/results/<machine>/<UTC stamp>/
+#                            and after each pass. The raw session (JSON of every
+#                            part and probe, console output, report, plots) goes to
+#                            build/bench-runs/<machine>/<UTC stamp>/ (outside git);
+#                            the summary (report.md, meta.txt, plots) replaces
+#                            bench/results/<machine>/
 #   bench/run.sh --smoke     CI: every benchmark once, very briefly; fails if any
 #                            benchmark fails or anything is left behind: a segment
 #                            or queue in /dev/shm, a socket in /tmp, RouDi's shared
@@ -22,10 +25,13 @@
 #   --build-dir DIR   build directory (default: build-bench in the repository)
 #   --bin PATH        run this shmring_bench and build nothing (a copied build)
 #   --no-plots        skip plot.py (and the pip install of matplotlib)
-#   --out DIR         session directory (default: bench/results/<machine>/<stamp>)
+#   --out DIR         session directory (default: $SHMRING_BENCH_RUNS/<machine>/<stamp>,
+#                     SHMRING_BENCH_RUNS defaulting to build/bench-runs)
 #   --more DIR        add --passes passes to an existing session (same filter and
 #                     part size), e.g. to redo what slow phases spoiled; the
 #                     report then covers every pass
+#   --summary DIR     where the summary goes (default: bench/results/<machine>)
+#   --no-summary      leave bench/results alone (exploratory or filtered runs)
 #   --slow-factor F   report.py: flag a pass whose floor p50 > F x best (default 1.3)
 #   --reference-floor NS  report.py: the machine's known-good floor p50, so that a
 #                     session spent wholly in a slow phase is flagged too
@@ -33,6 +39,7 @@
 #   SHMRING_BENCH_CPUS=a,b[,...]   cores to pin to (default 0,1); see bench/README.md
 #   SHMRING_BENCH_JOBS=N           build parallelism (default 2)
 #   SHMRING_BENCH_REFERENCE_FLOOR_NS=NS   default for --reference-floor
+#   SHMRING_BENCH_RUNS=DIR         where raw sessions go (default: build/bench-runs)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,6 +53,8 @@ bin=""
 plots=1
 more=0
 out=""
+summary=""
+write_summary=1
 slow_factor=1.3
 part_size=6
 reference_floor=${SHMRING_BENCH_REFERENCE_FLOOR_NS:-}
@@ -62,6 +71,8 @@ while [[ $# -gt 0 ]]; do
     --no-plots) plots=0 ;;
     --out) out=$2; shift ;;
     --more) out=$2; more=1; shift ;;
+    --summary) summary=$2; shift ;;
+    --no-summary) write_summary=0 ;;
     --slow-factor) slow_factor=$2; shift ;;
     --reference-floor) reference_floor=$2; shift ;;
     --part-size) part_size=$2; shift ;;
@@ -137,7 +148,9 @@ fi
 
 # ---- measurement ------------------------------------------------------------
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-out=${out:-"$root/bench/results/$machine/$stamp"}
+runs=${SHMRING_BENCH_RUNS:-"$root/build/bench-runs"}
+out=${out:-"$runs/$machine/$stamp"}
+summary=${summary:-"$root/bench/results/$machine"}
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 first=1
 if [[ $more == 1 ]]; then
@@ -214,6 +227,18 @@ fi
 if [[ $plots == 1 ]] && python3 -c 'import matplotlib' 2>/dev/null; then
   python3 "$root/bench/plot.py" "${report_args[@]}" "$out" || echo "run.sh: plotting failed" >&2
 fi
+
+# The summary kept in the repository: the report, the session's description
+# and the plots; the JSON and console output stay in the session directory.
+if [[ $write_summary == 1 ]]; then
+  mkdir -p "$summary"
+  rm -f "$summary"/{throughput,latency,mpmc_grid}.png
+  cp "$out/report.md" "$out/meta.txt" "$summary/"
+  for f in throughput.png latency.png mpmc_grid.png; do
+    if [[ -f "$out/$f" ]]; then cp "$out/$f" "$summary/"; fi
+  done
+fi
 echo
 echo "results: $out"
+if [[ $write_summary == 1 ]]; then echo "summary: $summary"; fi
 exit $status

@@ -5,6 +5,8 @@
 #      build/python-venv) and ctest -L python, its pytest suite
 #   2. ThreadSanitizer build in build-tsan/: ctest -L 'unit|stress|ipc'
 #   3. AddressSanitizer + UBSan build in build-asan/: ctest -L 'unit|stress|ipc|fuzz|bridge'
+# Before them, the documentation site: mkdocs build --strict into build/site,
+# with mkdocs from PyPI in the virtual environment build/docs-venv.
 # A failed setup, configure or build stops the script at once; a failed ctest
 # run is reported and the remaining stages still run, so one run shows every
 # failure; the script then exits non-zero. JOBS (default: nproc) sets the
@@ -98,6 +100,17 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 stage "setup" ./scripts/setup.sh
+
+# The documentation site (docs/, mkdocs.yml): --strict fails on a broken link
+# or a page left out of the navigation (not with -q: it would hide them).
+# Versions pinned in docs/requirements.txt.
+docs_venv=build/docs-venv
+docs_build() {
+  [[ -x $docs_venv/bin/python3 ]] || python3 -m venv "$docs_venv" || return
+  "$docs_venv/bin/python3" -m pip install -q -r docs/requirements.txt &&
+    NO_MKDOCS_2_WARNING=1 "$docs_venv/bin/mkdocs" build --strict -d build/site
+}
+test_stage "docs: mkdocs build --strict" docs_build
 
 # The Python tests run (ctest -L python) with the interpreter of a virtual
 # environment, so pip installs nothing into the system's Python.
