@@ -300,17 +300,19 @@ TEST(Fork, ChildThatOutlivesItsParentDoesNotKeepTheParentsRole) {
   ASSERT_EQ(::pipe(grandchild_pid), 0);
   ASSERT_EQ(::pipe(release_grandchild), 0);
   // The parent attaches, forks a child that inherits the handle and lives
-  // on, and dies.
+  // on, and dies. The child says who it is once fork() has returned in it,
+  // that is once its fork handlers have let the parent's locks go.
   const int rc = run_in_child([&] {
     static SpscProducer tx = SpscProducer::attach(seg);
     const pid_t g = ::fork();
     if (g == 0) {
+      const pid_t self = ::getpid();
+      (void)!::write(grandchild_pid[1], &self, sizeof self);
       char c = 0;
       (void)!::read(release_grandchild[0], &c, 1);
       ::_exit(0);
     }
-    (void)!::write(grandchild_pid[1], &g, sizeof g);
-    return 0;
+    return g > 0 ? 0 : 1;
   });
   ASSERT_EQ(rc, 0);
   pid_t g = 0;
