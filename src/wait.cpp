@@ -52,6 +52,7 @@ bool single_cpu() noexcept {
 WaitState WaitState::for_this_thread() noexcept {
   WaitState s;
   s.one_cpu = single_cpu();
+  if (s.one_cpu) s.spin_success = 0;
   return s;
 }
 

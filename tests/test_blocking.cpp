@@ -939,8 +939,9 @@ TEST(SleeperHandshake, MpmcConsumerMissingACommitWakesWithinTheFirstSleep) {
 
 // ---- fitting the spin to the machine -----------------------------------------
 
-// A blocking call on a thread confined to one CPU does not spin: its peer
-// could not run meanwhile. Counted in tries: a spin of an hour (and a
+// A blocking call on a thread confined to one CPU starts out not spinning:
+// a peer on that CPU could not run meanwhile (spinning only comes back if
+// the probes, one wait in 16, succeed). Counted in tries: a spin of an hour (and a
 // billion tries) would try until the deadline.
 TEST(WaitFitsTheMachine, NoSpinOnOneCpu) {
   test::HeapSegment heap(RingKind::spsc, 4, 64);

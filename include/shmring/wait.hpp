@@ -16,9 +16,9 @@ namespace shmring {
 // idle core (2-3 us measured on an x86 VM), so a peer that answers within a
 // few microseconds is caught without a system call, and one that does not
 // costs at most that much spinning. The wait loop also skips the spin where
-// it cannot succeed (the thread may run on one CPU only, where the peer
-// cannot run while we spin) and where it has not been paying off
-// (detail::WaitState).
+// it has not been paying off, and starts out not spinning where the thread
+// may run on one CPU only (a peer on that CPU cannot run while we spin;
+// detail::WaitState).
 struct WaitPolicy {
   std::uint32_t spin_iterations = 4000;
   std::uint32_t yield_iterations = 32;
@@ -52,7 +52,8 @@ struct WaitState {
   static constexpr std::uint32_t kProbeEvery = 16;
   static constexpr std::uint32_t kAffinityEvery = 64;
 
-  // At attach: is the calling thread confined to one CPU?
+  // At attach: a thread confined to one CPU starts with spin_success 0 (no
+  // spin but the probes), any other with 1/2.
   static WaitState for_this_thread() noexcept;
 };
 

@@ -56,8 +56,8 @@ extern std::atomic<std::uint64_t> g_late_wakeups;
 // 20-80 ns (vDSO; more under some hypervisors), a pause 1-40 ns.
 inline constexpr std::uint32_t kSpinClockEvery = 8;
 
-inline Clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexcept {
-  const auto now = Clock::now();
+inline Clock::time_point deadline_after(std::chrono::nanoseconds timeout,
+                                        Clock::time_point now = Clock::now()) noexcept {
   // A huge timeout means "wait forever": clamp instead of overflowing.
   if (timeout > Clock::time_point::max() - now) return Clock::time_point::max();
   return now + std::chrono::duration_cast<Clock::duration>(timeout);
@@ -95,21 +95,27 @@ auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* 
   auto result = try_once();
   if (done(result)) return result;
   const auto start = Clock::now();
-  const auto deadline = deadline_after(timeout);
+  const auto deadline = deadline_after(timeout, start);  // one clock read, not two
   // Every phase ends at the deadline, but the loop below runs at least once:
   // a call that gives up still does one recovery step, so that callers with
   // short timeouts make progress on what the dead left.
   bool in_time = start < deadline;
 
-  // Spin, where spinning can pay: not when this thread may only run on one
-  // CPU (the peer cannot run while we spin; re-checked every kAffinityEvery
-  // waits, a system call), and not when recent spins mostly ended empty
+  // Spin where spinning pays: not when recent spins mostly ended empty
   // (except one wait in kProbeEvery, which spins to notice when they would
-  // pay again).
+  // pay again). A thread that may only run on one CPU starts out not
+  // spinning (a peer on the same CPU cannot run while we spin), and so does
+  // one that is confined to one CPU later (re-checked every kAffinityEvery
+  // waits, a system call); a peer pinned to a core of its own answers the
+  // probes, and spinning comes back.
   ++state.waits;
-  if (state.waits % WaitState::kAffinityEvery == 0) state.one_cpu = single_cpu();
+  if (state.waits % WaitState::kAffinityEvery == 0) {
+    const bool one_cpu = single_cpu();
+    if (one_cpu && !state.one_cpu) state.spin_success = 0;
+    state.one_cpu = one_cpu;
+  }
   const bool spin =
-      in_time && !state.one_cpu && policy.spin_iterations != 0 &&
+      in_time && policy.spin_iterations != 0 &&
       policy.spin_time > std::chrono::nanoseconds::zero() &&
       (state.spin_success >= WaitState::kSpinWorthIt || state.waits % WaitState::kProbeEvery == 0);
   if (spin) {
