@@ -19,10 +19,12 @@
 #include <new>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "bench_support.hpp"
 #include "peer_harness.hpp"
+#include "plain_ring.hpp"
 #include "shmring/shmring.hpp"
 
 namespace {
@@ -127,7 +129,7 @@ class Sender {
           continue;
         }
         if (s != Status::would_block) return broken("try_push", s);
-      } else {
+      } else if constexpr (requires { tx_.try_claim(std::size_t{1}); }) {
         WriteClaim claim =
             tx_.try_claim(static_cast<std::size_t>(std::min<std::uint64_t>(count, batch_)));
         if (!claim.empty()) {
@@ -208,7 +210,7 @@ void receive_all(Consumer& rx, Api api, std::size_t batch, std::size_t size, uns
         spinner.progress();
         continue;
       }
-    } else {
+    } else if constexpr (requires { rx.try_peek(batch); }) {
       ReadClaim claim = rx.try_peek(batch);
       if (!claim.empty()) {
         for (std::size_t i = 0; i < claim.size(); ++i) {
@@ -474,169 +476,333 @@ void bm_floor(benchmark::State& state) {
   }
 }
 
-// Round trip through two SPSC rings: we send a message into `ping`; the echo
+// Round trip through two rings: we send a message into `ping`; the echo
 // process receives and checks it, then sends a message with the same tag
 // back through `pong`; we receive and check that. copy: try_push / try_pop;
 // zero-copy: try_claim / commit and try_peek / release, the message written
-// and verified in its slot.
-enum class RoundTripApi { copy, zero_copy };
+// and verified in its slot; blocking: push / pop, which wait in shmring's own
+// wait loop (spin, yield, futex) instead of the benchmark's spinner.
+enum class RoundTripApi { copy, zero_copy, blocking };
 
-// One end of a round trip. send() and receive() return what went wrong, or
-// nullptr.
+// One end of a round trip, over shmring's handles or the plain baseline ring.
+// send() and receive() return what went wrong, or nullptr.
+template <class Out, class In>
 class RoundTripEnd {
  public:
-  RoundTripEnd(SpscProducer& out, SpscConsumer& in, RoundTripApi api, std::size_t size,
-               Spinner& spinner)
+  static constexpr bool kShmring = std::is_same_v<Out, SpscProducer>;
+
+  RoundTripEnd(Out& out, In& in, RoundTripApi api, std::size_t size, Spinner& spinner)
       : out_(out), in_(in), api_(api), message_(size), buffer_(size), spinner_(spinner) {}
 
   const char* send(std::uint64_t tag) noexcept {
-    if (api_ == RoundTripApi::copy) {
-      Status s;
-      while ((s = out_.try_push(message_.stamped(tag))) == Status::would_block) {
-        if (!spinner_.failed_attempt()) return gave_up();
+    if constexpr (kShmring) {
+      if (api_ == RoundTripApi::blocking) {
+        Status s;
+        while ((s = out_.push(message_.stamped(tag), kBlockingSlice)) == Status::timeout) {
+          if (!spinner_.failed_attempt()) return gave_up();
+        }
+        spinner_.progress();
+        return s == Status::ok ? nullptr : to_string(s);
       }
-      spinner_.progress();
-      return s == Status::ok ? nullptr : to_string(s);
+      if (api_ == RoundTripApi::zero_copy) {
+        WriteClaim claim = out_.try_claim(1);
+        while (claim.empty()) {
+          if (claim.status() != Status::would_block) return to_string(claim.status());
+          if (!spinner_.failed_attempt()) return gave_up();
+          claim = out_.try_claim(1);
+        }
+        spinner_.progress();
+        message_.write(claim[0].data(), tag);
+        const Status s = out_.commit(claim, message_.size());
+        return s == Status::ok ? nullptr : to_string(s);
+      }
     }
-    WriteClaim claim = out_.try_claim(1);
-    while (claim.empty()) {
-      if (claim.status() != Status::would_block) return to_string(claim.status());
+    Status s;
+    while ((s = out_.try_push(message_.stamped(tag))) == Status::would_block) {
       if (!spinner_.failed_attempt()) return gave_up();
-      claim = out_.try_claim(1);
     }
     spinner_.progress();
-    message_.write(claim[0].data(), tag);
-    const Status s = out_.commit(claim, message_.size());
     return s == Status::ok ? nullptr : to_string(s);
   }
 
   const char* receive(std::uint64_t& tag) noexcept {
-    if (api_ == RoundTripApi::copy) {
-      Status s;
-      std::size_t got = 0;
-      while ((s = in_.try_pop(buffer_, got)) == Status::would_block) {
-        if (!spinner_.failed_attempt()) return gave_up();
+    if constexpr (kShmring) {
+      if (api_ == RoundTripApi::zero_copy) {
+        ReadClaim claim = in_.try_peek(1);
+        while (claim.empty()) {
+          if (claim.status() != Status::would_block) return to_string(claim.status());
+          if (!spinner_.failed_attempt()) return gave_up();
+          claim = in_.try_peek(1);
+        }
+        spinner_.progress();
+        const std::span<const std::byte> m = claim[0];
+        const bool intact = message_.check_in_place(m.data(), m.size(), tag);
+        in_.release(claim);
+        return intact ? nullptr : "message damaged";
       }
-      spinner_.progress();
-      if (s != Status::ok) return to_string(s);
-      return message_.check_copied(buffer_.data(), got, tag) ? nullptr : "message damaged";
     }
-    ReadClaim claim = in_.try_peek(1);
-    while (claim.empty()) {
-      if (claim.status() != Status::would_block) return to_string(claim.status());
+    Status s;
+    std::size_t got = 0;
+    for (;;) {
+      if constexpr (kShmring) {
+        if (api_ == RoundTripApi::blocking) {
+          s = in_.pop(buffer_, got, kBlockingSlice);
+          if (s == Status::timeout) s = Status::would_block;
+        } else {
+          s = in_.try_pop(buffer_, got);
+        }
+      } else {
+        s = in_.try_pop(buffer_, got);
+      }
+      if (s != Status::would_block) break;
       if (!spinner_.failed_attempt()) return gave_up();
-      claim = in_.try_peek(1);
     }
     spinner_.progress();
-    const std::span<const std::byte> m = claim[0];
-    const bool intact = message_.check_in_place(m.data(), m.size(), tag);
-    in_.release(claim);
-    return intact ? nullptr : "message damaged";
+    if (s != Status::ok) return to_string(s);
+    return message_.check_copied(buffer_.data(), got, tag) ? nullptr : "message damaged";
   }
 
  private:
+  // A blocking call waits this long before the benchmark looks at its peer's
+  // health (an abort, a dead peer, a stall).
+  static constexpr std::chrono::milliseconds kBlockingSlice{100};
+
   const char* gave_up() const noexcept {
     return spinner_.stalled() ? "stalled waiting for the peer" : "aborted";
   }
 
-  SpscProducer& out_;
-  SpscConsumer& in_;
+  Out& out_;
+  In& in_;
   RoundTripApi api_;
   MessageTemplate message_;
   std::vector<std::byte> buffer_;
   Spinner& spinner_;
 };
 
-void bm_round_trip(benchmark::State& state, RoundTripApi api, std::size_t size,
-                   std::uint64_t capacity) {
-  try {
-    SharedRegion region(sizeof(Control));
-    Control* control = new (region.data()) Control{};
-    NameGuard ping_name(unique_name("ping"));
-    NameGuard pong_name(unique_name("pong"));
+// The two rings of a round trip. Shmring: two SPSC segments, opened by name
+// in the echo process. Plain: two baseline rings in shared regions the echo
+// process inherits.
+class ShmringRings {
+ public:
+  using Out = SpscProducer;
+  using In = SpscConsumer;
+  ShmringRings(std::size_t size, std::uint64_t capacity)
+      : ping_name_(unique_name("ping")), pong_name_(unique_name("pong")) {
     CreateOptions options;
     options.kind = RingKind::spsc;
     options.capacity = capacity;
     options.slot_size = size;
-    const Segment ping = Segment::create(ping_name.name(), options);
-    const Segment pong = Segment::create(pong_name.name(), options);
+    ping_ = Segment::create(ping_name_.name(), options);
+    pong_ = Segment::create(pong_name_.name(), options);
+  }
+  // In the echo process: its ends (in: ping, out: pong) and what keeps them.
+  template <class Body>
+  void echo_side(Body&& body) {
+    const AgentSegment in_segment(ping_, ping_name_.name(), RingKind::spsc, true);
+    const AgentSegment out_segment(pong_, pong_name_.name(), RingKind::spsc, true);
+    auto in = SpscConsumer::attach(in_segment.get());
+    auto out = SpscProducer::attach(out_segment.get());
+    prefault(in_segment.get().base(), in_segment.get().size());
+    prefault(out_segment.get().base(), out_segment.get().size());
+    body(out, in);
+  }
+  template <class Body>
+  void main_side(Body&& body) {
+    auto out = SpscProducer::attach(ping_);
+    auto in = SpscConsumer::attach(pong_);
+    prefault(ping_.base(), ping_.size());
+    prefault(pong_.base(), pong_.size());
+    body(out, in);
+  }
+  void all_mapped() noexcept {
+    ping_name_.remove();
+    pong_name_.remove();
+  }
+
+ private:
+  NameGuard ping_name_;
+  NameGuard pong_name_;
+  Segment ping_;
+  Segment pong_;
+};
+
+class PlainRings {
+ public:
+  using Out = PlainProducer;
+  using In = PlainConsumer;
+  PlainRings(std::size_t size, std::uint64_t capacity)
+      : size_(size),
+        capacity_(capacity),
+        ping_(plain_ring_bytes(capacity, size)),
+        pong_(plain_ring_bytes(capacity, size)) {
+    PlainRing::initialise(ping_.data());
+    PlainRing::initialise(pong_.data());
+    prefault(ping_.data(), plain_ring_bytes(capacity, size));
+    prefault(pong_.data(), plain_ring_bytes(capacity, size));
+  }
+  template <class Body>
+  void echo_side(Body&& body) {
+    PlainConsumer in(ping_.data(), capacity_, size_);
+    PlainProducer out(pong_.data(), capacity_, size_);
+    body(out, in);
+  }
+  template <class Body>
+  void main_side(Body&& body) {
+    PlainProducer out(ping_.data(), capacity_, size_);
+    PlainConsumer in(pong_.data(), capacity_, size_);
+    body(out, in);
+  }
+  void all_mapped() noexcept {}
+
+ private:
+  std::size_t size_;
+  std::uint64_t capacity_;
+  SharedRegion ping_;
+  SharedRegion pong_;
+};
+
+template <class Rings>
+void bm_round_trip(benchmark::State& state, RoundTripApi api, std::size_t size,
+                   std::uint64_t capacity) {
+  using End = RoundTripEnd<typename Rings::Out, typename Rings::In>;
+  try {
+    SharedRegion region(sizeof(Control));
+    Control* control = new (region.data()) Control{};
+    Rings rings(size, capacity);
 
     Team team(*control, /*separate_processes=*/true);
     team.spawn(0, g_cpus[1], [&] {
-      const AgentSegment in_segment(ping, ping_name.name(), RingKind::spsc, true);
-      const AgentSegment out_segment(pong, pong_name.name(), RingKind::spsc, true);
-      auto in = SpscConsumer::attach(in_segment.get());
-      auto out = SpscProducer::attach(out_segment.get());
-      prefault(in_segment.get().base(), in_segment.get().size());
-      prefault(out_segment.get().base(), out_segment.get().size());
-      Spinner spinner(*control, share_cores(2));
-      RoundTripEnd echo(out, in, api, size, spinner);
-      control->agents[0].state.store(kReady, std::memory_order_release);
-      for (std::uint64_t expected = 0;; ++expected) {
-        std::uint64_t tag = 0;
-        const char* problem = echo.receive(tag);
-        if (problem == nullptr && tag == kStopTag) break;
-        if (problem == nullptr && tag != make_tag(0, expected)) problem = "out of sequence";
-        if (problem == nullptr) problem = echo.send(tag);
-        if (problem != nullptr) {
-          control->fail(0, "echo, message %llu: %s", static_cast<unsigned long long>(expected),
-                        problem);
-          return;
+      rings.echo_side([&](typename Rings::Out& out, typename Rings::In& in) {
+        Spinner spinner(*control, share_cores(2));
+        End echo(out, in, api, size, spinner);
+        control->agents[0].state.store(kReady, std::memory_order_release);
+        for (std::uint64_t expected = 0;; ++expected) {
+          std::uint64_t tag = 0;
+          const char* problem = echo.receive(tag);
+          if (problem == nullptr && tag == kStopTag) break;
+          if (problem == nullptr && tag != make_tag(0, expected)) problem = "out of sequence";
+          if (problem == nullptr) problem = echo.send(tag);
+          if (problem != nullptr) {
+            control->fail(0, "echo, message %llu: %s", static_cast<unsigned long long>(expected),
+                          problem);
+            return;
+          }
         }
-      }
-      control->agents[0].state.store(kFinished, std::memory_order_release);
+        control->agents[0].state.store(kFinished, std::memory_order_release);
+      });
     });
 
-    auto out = SpscProducer::attach(ping);
-    auto in = SpscConsumer::attach(pong);
-    prefault(ping.base(), ping.size());
-    prefault(pong.base(), pong.size());
-    Spinner spinner(*control, share_cores(2), [&] { return team.children_alive(); });
-    RoundTripEnd end(out, in, api, size, spinner);
+    rings.main_side([&](typename Rings::Out& out, typename Rings::In& in) {
+      Spinner spinner(*control, share_cores(2), [&] { return team.children_alive(); });
+      End end(out, in, api, size, spinner);
+      if (!team.wait_all(kReady, 20s)) {
+        const std::string why = team.first_error();
+        team.stop();
+        fail_benchmark(state, why.empty() ? "echo process did not get ready" : why);
+        return;
+      }
+      rings.all_mapped();
+
+      LatencyRecorder recorder(static_cast<std::uint64_t>(state.max_iterations));
+      const TickCalibration calibration;
+      std::uint64_t sequence = 0;
+      std::string why;
+      recorder.start();
+      for (auto _ : state) {
+        if (!why.empty()) continue;
+        const std::uint64_t tag = make_tag(0, sequence);
+        std::uint64_t back = 0;
+        const char* problem = end.send(tag);
+        if (problem == nullptr) problem = end.receive(back);
+        if (problem == nullptr && back != tag) problem = "reply out of sequence";
+        if (problem != nullptr) {
+          why = "round trip " + std::to_string(sequence) + ": " + problem;
+          continue;
+        }
+        ++sequence;
+        recorder.lap();
+      }
+      const double ns_per_tick = calibration.ns_per_tick();
+      if (why.empty()) {
+        if (const char* problem = end.send(kStopTag)) why = std::string("stop message: ") + problem;
+      }
+      const bool finished = why.empty() && team.wait_all(kFinished, 10s);
+      const std::string problem = team.stop();
+      if (const std::string agent_error = team.first_error(); !agent_error.empty()) {
+        why = agent_error;
+      }
+      if (!why.empty() && !problem.empty()) why += " (" + problem + ")";
+      if (why.empty() && !problem.empty()) why = problem;
+      if (why.empty() && !finished) why = "echo process did not finish";
+      if (!why.empty()) {
+        fail_benchmark(state, why);
+        return;
+      }
+      report_latency(state, recorder, ns_per_tick);
+      state.SetLabel("cap=" + std::to_string(capacity));
+    });
+  } catch (const std::exception& e) {
+    fail_benchmark(state, e.what());
+  }
+}
+
+// ---- the plain baseline ring: throughput ----------------------------------------
+
+// One producer (the benchmark thread) and one consumer process over the plain
+// ring, one message at a time through the same Sender and receive_all as
+// shmring's copy API, every message verified.
+void bm_plain_throughput(benchmark::State& state, std::size_t size, std::uint64_t capacity) {
+  try {
+    SharedRegion region(sizeof(Control));
+    Control* control = new (region.data()) Control{};
+    SharedRegion ring(plain_ring_bytes(capacity, size));
+    PlainRing::initialise(ring.data());
+    prefault(ring.data(), plain_ring_bytes(capacity, size));
+    const std::uint64_t total = static_cast<std::uint64_t>(state.max_iterations);
+    const bool share = share_cores(2);
+
+    Team team(*control, /*separate_processes=*/true);
+    team.spawn(0, consumer_cpu(0), [&] {
+      PlainConsumer rx(ring.data(), capacity, size);
+      Spinner spinner(*control, share);
+      control->agents[0].state.store(kReady, std::memory_order_release);
+      receive_all(rx, Api::copy, 1, size, 1, true, *control, 0, spinner);
+    });
+    PlainProducer tx(ring.data(), capacity, size);
+    Spinner spinner(*control, share, [&] { return team.children_alive(); });
+    Sender<PlainProducer> sender(tx, Api::copy, 1, size, 0, *control, kMainAgent, spinner);
     if (!team.wait_all(kReady, 20s)) {
       const std::string why = team.first_error();
       team.stop();
-      fail_benchmark(state, why.empty() ? "echo process did not get ready" : why);
+      fail_benchmark(state, why.empty() ? "consumer did not get ready" : why);
       return;
     }
-    ping_name.remove();
-    pong_name.remove();
-
-    LatencyRecorder recorder(static_cast<std::uint64_t>(state.max_iterations));
-    const TickCalibration calibration;
-    std::uint64_t sequence = 0;
-    std::string why;
-    recorder.start();
-    for (auto _ : state) {
-      if (!why.empty()) continue;
-      const std::uint64_t tag = make_tag(0, sequence);
-      std::uint64_t back = 0;
-      const char* problem = end.send(tag);
-      if (problem == nullptr) problem = end.receive(back);
-      if (problem == nullptr && back != tag) problem = "reply out of sequence";
-      if (problem != nullptr) {
-        why = "round trip " + std::to_string(sequence) + ": " + problem;
-        continue;
-      }
-      ++sequence;
-      recorder.lap();
+    const auto t0 = Clock::now();
+    std::uint64_t sent = 0;
+    bool ok = true;
+    while (state.KeepRunningBatch(1)) {
+      if (ok && sent < total) ok = sender.send(1), ++sent;
     }
-    const double ns_per_tick = calibration.ns_per_tick();
-    if (why.empty()) {
-      if (const char* problem = end.send(kStopTag)) why = std::string("stop message: ") + problem;
+    while (ok && sent < total) ok = sender.send(1), ++sent;
+    control->producers_done.fetch_add(1, std::memory_order_release);
+    const bool finished = ok && team.wait_all(kFinished, 20s);
+    const auto t1 = Clock::now();
+    const std::string process_problem = team.stop();
+    std::string why = team.first_error();
+    if (why.empty() && !process_problem.empty()) why = process_problem;
+    if (why.empty() && !finished) why = "consumer did not finish";
+    if (why.empty() && control->agents[0].tally[0].count != sent) {
+      why = "consumer saw " + std::to_string(control->agents[0].tally[0].count) + " of " +
+            std::to_string(sent) + " messages";
     }
-    const bool finished = why.empty() && team.wait_all(kFinished, 10s);
-    const std::string problem = team.stop();
-    if (const std::string agent_error = team.first_error(); !agent_error.empty()) why = agent_error;
-    if (!why.empty() && !problem.empty()) why += " (" + problem + ")";
-    if (why.empty() && !problem.empty()) why = problem;
-    if (why.empty() && !finished) why = "echo process did not finish";
     if (!why.empty()) {
       fail_benchmark(state, why);
       return;
     }
-    report_latency(state, recorder, ns_per_tick);
-    state.SetLabel("cap=" + std::to_string(capacity));
+    state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+    state.SetItemsProcessed(static_cast<std::int64_t>(sent));
+    state.SetBytesProcessed(static_cast<std::int64_t>(sent * size));
+    state.SetLabel("cap=" + std::to_string(capacity) + " batch=1");
   } catch (const std::exception& e) {
     fail_benchmark(state, e.what());
   }
@@ -703,17 +869,33 @@ void register_throughput(RingKind kind, bool processes, Api api, std::size_t siz
 void register_all() {
   // Latency, with its floor first.
   benchmark::RegisterBenchmark("floor/cacheline_pingpong/process", bm_floor)->UseRealTime();
+  // The plain baseline ring next to it (plain_ring.hpp).
+  benchmark::RegisterBenchmark("rtt/plain/process/copy/64B", bm_round_trip<PlainRings>,
+                               RoundTripApi::copy, std::size_t{64}, std::uint64_t{1024})
+      ->UseRealTime();
   for (const std::size_t size : {std::size_t{64}, std::size_t{8}}) {
     benchmark::RegisterBenchmark(("rtt/spsc/process/copy/" + size_name(size)).c_str(),
-                                 bm_round_trip, RoundTripApi::copy, size, std::uint64_t{1024})
+                                 bm_round_trip<ShmringRings>, RoundTripApi::copy, size,
+                                 std::uint64_t{1024})
         ->UseRealTime();
     benchmark::RegisterBenchmark(("rtt/spsc/process/zerocopy/" + size_name(size)).c_str(),
-                                 bm_round_trip, RoundTripApi::zero_copy, size, std::uint64_t{1024})
+                                 bm_round_trip<ShmringRings>, RoundTripApi::zero_copy, size,
+                                 std::uint64_t{1024})
         ->UseRealTime();
   }
+  // push / pop: shmring's own wait loop, which is what two processes on one
+  // core (SHMRING_BENCH_CPUS=0,0) depend on.
+  benchmark::RegisterBenchmark("rtt/spsc/process/blocking/64B", bm_round_trip<ShmringRings>,
+                               RoundTripApi::blocking, std::size_t{64}, std::uint64_t{1024})
+      ->UseRealTime();
   // Bandwidth floor.
   for (const std::size_t size : {std::size_t{64} << 10, std::size_t{1} << 20}) {
     benchmark::RegisterBenchmark(("memcpy/" + size_name(size)).c_str(), bm_memcpy, size);
+  }
+  for (const std::size_t size : {std::size_t{8}, std::size_t{64}}) {
+    benchmark::RegisterBenchmark(("plain/process/copy/" + size_name(size)).c_str(),
+                                 bm_plain_throughput, size, std::uint64_t{1024})
+        ->UseManualTime();
   }
   const std::size_t spsc_sizes[] = {8, 64, 4096, 64 << 10, 1 << 20};
   for (const std::size_t size : spsc_sizes) {

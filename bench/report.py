@@ -287,6 +287,23 @@ def main():
         if name in names:
             target_row(f"{name} p50 / floor p50", "<= 1.5",
                        ratio((name, "p50_ns"), (FLOOR, "p50_ns")), lambda v: v <= 1.5)
+    # Against the plain baseline ring (bench/plain_ring.hpp), same run.
+    for api in ("copy", "zerocopy"):
+        name, plain = f"rtt/spsc/process/{api}/64B", "rtt/plain/process/copy/64B"
+        if name in names and plain in names:
+            target_row(f"{name} p50 / {plain} p50", "<= 1.0",
+                       ratio((name, "p50_ns"), (plain, "p50_ns")), lambda v: v <= 1.0)
+    for size in ("8B", "64B"):
+        for api in ("copy", "batch"):
+            mine, plain = f"spsc/process/{api}/{size}", f"plain/process/copy/{size}"
+            if mine in names and plain in names:
+                target_row(f"{mine} / {plain} (msg/s)", ">= 1.0",
+                           ratio((mine, "items_per_second"), (plain, "items_per_second")),
+                           lambda v: v >= 1.0)
+    plain = "rtt/plain/process/copy/64B"
+    if plain in names:
+        target_row(f"{plain} p50 / floor p50", "(baseline)",
+                   ratio((plain, "p50_ns"), (FLOOR, "p50_ns")), lambda v: True)
     for api, rtt in (("batch", "zerocopy"), ("copy", "copy")):
         mine, theirs = f"spsc/process/{api}/64B", "peer/iceoryx/process/64B"
         if mine in names and theirs in names:
@@ -427,8 +444,8 @@ def main():
             w(f"| {n} | {fmt(s, digits=3, significant=True, mark=mark)} |")
     w("")
 
-    for kind, title in (("spsc/", "SPSC throughput"), ("mpmc/", "MPMC throughput"),
-                        ("peer/", "Peer throughput")):
+    for kind, title in (("plain/", "Plain baseline ring throughput"), ("spsc/", "SPSC throughput"),
+                        ("mpmc/", "MPMC throughput"), ("peer/", "Peer throughput")):
         rows = [n for n in names if n.startswith(kind)]
         if not rows:
             continue

@@ -50,6 +50,7 @@ MpmcProducer MpmcProducer::do_attach(const Segment& segment, const WaitPolicy& p
   }
   p.view_ = view;
   p.policy_ = policy;
+  p.wait_state_ = detail::WaitState::for_this_thread();
   p.lifetime_ = std::move(holding);
   p.generation_ = process::generation();
   // A producer that takes over from dead ones finishes what they left.
@@ -89,7 +90,7 @@ Status MpmcProducer::push(std::span<const std::byte> message,
   return as_timeout(detail::block_until(
       [&] { return try_push(message); }, not_would_block, [&] { return view_.space_ready(); },
       &view_.producer_wait()->waiters, &view_.consumer()->notify, &view_.consumer()->gpu_attached,
-      policy_, timeout, [this] { return recovery_goes_on(); }));
+      policy_, wait_state_, timeout, [this] { return recovery_goes_on(); }));
 }
 
 WriteClaim MpmcProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
@@ -100,7 +101,7 @@ WriteClaim MpmcProducer::claim(std::size_t max, std::chrono::nanoseconds timeout
                           [](const WriteClaim& w) { return not_would_block(w.status()); },
                           [&] { return view_.space_ready(); }, &view_.producer_wait()->waiters,
                           &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_,
-                          timeout, [this] { return recovery_goes_on(); });
+                          wait_state_, timeout, [this] { return recovery_goes_on(); });
   if (c.status_ == Status::would_block) c.status_ = Status::timeout;
   return c;
 }
@@ -135,6 +136,7 @@ MpmcConsumer MpmcConsumer::do_attach(const Segment& segment, const WaitPolicy& p
   }
   c.view_ = view;
   c.policy_ = policy;
+  c.wait_state_ = detail::WaitState::for_this_thread();
   c.lifetime_ = std::move(holding);
   c.generation_ = process::generation();
   (void)c.recover();
@@ -171,7 +173,7 @@ Status MpmcConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
   return as_timeout(detail::block_until(
       [&] { return try_pop(buffer, size); }, not_would_block, [&] { return view_.data_ready(); },
       &view_.consumer_wait()->waiters, &view_.producer()->notify, &view_.producer()->gpu_attached,
-      policy_, timeout, [this] { return recovery_goes_on(); }));
+      policy_, wait_state_, timeout, [this] { return recovery_goes_on(); }));
 }
 
 ReadClaim MpmcConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
@@ -180,7 +182,7 @@ ReadClaim MpmcConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) 
   ReadClaim c = detail::block_until(
       [&] { return try_peek(max); }, [](const ReadClaim& r) { return not_would_block(r.status()); },
       [&] { return view_.data_ready(); }, &view_.consumer_wait()->waiters,
-      &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, timeout,
+      &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, wait_state_, timeout,
       [this] { return recovery_goes_on(); });
   if (c.status_ == Status::would_block) c.status_ = Status::timeout;
   return c;

@@ -33,6 +33,7 @@ SpscProducer SpscProducer::do_attach(const Segment& segment, const WaitPolicy& p
   p.view_ = SpscView(segment.base(), segment.geometry());
   p.cursor_ = a.producer;
   p.policy_ = policy;
+  p.wait_state_ = detail::WaitState::for_this_thread();
   p.generation_ = process::generation();
   p.lifetime_ = a.role;
   return p;
@@ -46,10 +47,10 @@ void SpscProducer::wake_consumer() noexcept { futex::notify_all(&view_.producer(
 Status SpscProducer::push(std::span<const std::byte> message,
                           std::chrono::nanoseconds timeout) noexcept {
   if (message.size() > view_.slot_size()) return Status::too_large;
-  return as_timeout(detail::block_until([&] { return try_push(message); }, not_would_block,
-                                        [&] { return view_.space_ready(cursor_); },
-                                        &view_.producer_wait()->waiters, &view_.consumer()->notify,
-                                        &view_.consumer()->gpu_attached, policy_, timeout));
+  return as_timeout(detail::block_until(
+      [&] { return try_push(message); }, not_would_block,
+      [&] { return view_.space_ready(cursor_); }, &view_.producer_wait()->waiters,
+      &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_, wait_state_, timeout));
 }
 
 WriteClaim SpscProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
@@ -58,7 +59,7 @@ WriteClaim SpscProducer::claim(std::size_t max, std::chrono::nanoseconds timeout
       [&] { return try_claim(max); },
       [](const WriteClaim& w) { return not_would_block(w.status()); },
       [&] { return view_.space_ready(cursor_); }, &view_.producer_wait()->waiters,
-      &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_, timeout);
+      &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_, wait_state_, timeout);
   if (c.status_ == Status::would_block) c.status_ = Status::timeout;
   return c;
 }
@@ -81,6 +82,7 @@ SpscConsumer SpscConsumer::do_attach(const Segment& segment, const WaitPolicy& p
   c.view_ = SpscView(segment.base(), segment.geometry());
   c.cursor_ = a.consumer;
   c.policy_ = policy;
+  c.wait_state_ = detail::WaitState::for_this_thread();
   c.generation_ = process::generation();
   c.lifetime_ = a.role;
   return c;
@@ -92,10 +94,10 @@ void SpscConsumer::wake_producer() noexcept { futex::notify_all(&view_.consumer(
 
 Status SpscConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
                          std::chrono::nanoseconds timeout) noexcept {
-  return as_timeout(detail::block_until([&] { return try_pop(buffer, size); }, not_would_block,
-                                        [&] { return view_.data_ready(cursor_); },
-                                        &view_.consumer_wait()->waiters, &view_.producer()->notify,
-                                        &view_.producer()->gpu_attached, policy_, timeout));
+  return as_timeout(detail::block_until(
+      [&] { return try_pop(buffer, size); }, not_would_block,
+      [&] { return view_.data_ready(cursor_); }, &view_.consumer_wait()->waiters,
+      &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, wait_state_, timeout));
 }
 
 ReadClaim SpscConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
@@ -103,7 +105,7 @@ ReadClaim SpscConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) 
   ReadClaim c = detail::block_until(
       [&] { return try_peek(max); }, [](const ReadClaim& r) { return not_would_block(r.status()); },
       [&] { return view_.data_ready(cursor_); }, &view_.consumer_wait()->waiters,
-      &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, timeout);
+      &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, wait_state_, timeout);
   if (c.status_ == Status::would_block) c.status_ = Status::timeout;
   return c;
 }

@@ -1,10 +1,12 @@
 #include "shmring/wait.hpp"
 
 #include <linux/futex.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <climits>
 
 #include "detail/sys.hpp"
@@ -33,3 +35,32 @@ void notify_all(std::uint32_t* word) noexcept {
 }
 
 }  // namespace shmring::futex
+
+namespace shmring {
+namespace detail {
+
+std::atomic<std::uint64_t> g_sleeps{0};
+std::atomic<std::uint64_t> g_late_wakeups{0};
+
+bool single_cpu() noexcept {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0) return false;
+  return CPU_COUNT(&set) == 1;
+}
+
+WaitState WaitState::for_this_thread() noexcept {
+  WaitState s;
+  s.one_cpu = single_cpu();
+  if (s.one_cpu) s.spin_success = 0;
+  return s;
+}
+
+}  // namespace detail
+
+WaitStats wait_stats() noexcept {
+  return WaitStats{detail::g_sleeps.load(std::memory_order_relaxed),
+                   detail::g_late_wakeups.load(std::memory_order_relaxed)};
+}
+
+}  // namespace shmring

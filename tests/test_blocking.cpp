@@ -5,14 +5,14 @@
 // "Asleep" is observed, never assumed: the sleeper's side raises its waiters
 // word in the segment before it sleeps, and the kernel shows its thread in
 // state S; a test acts only once it sees both.
+#include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <array>
@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "../src/detail/blocking.hpp"
 #include "shmring/shmring.hpp"
 #include "test_support.hpp"
 
@@ -36,17 +37,21 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-constexpr auto kLongTimeout = 10s;         // a blocked call that should be woken well before
-constexpr auto kWakeBound = 100ms;         // each wake, push to return
-constexpr auto kMedianWakeBound = 10ms;    // typical wake (a periodic re-check would be ~25 ms)
-constexpr auto kAsleepDeadline = 10s;      // for a sleeper to be observed asleep
+constexpr auto kLongTimeout = 10s;       // a blocked call that should be woken well before
+constexpr auto kWakeBound = 100ms;       // each wake, push to return
+constexpr auto kMedianWakeBound = 10ms;  // typical wake (a periodic re-check would be ~25 ms)
+constexpr auto kAsleepDeadline = 10s;    // for a sleeper to be observed asleep
 constexpr int kWakeTrials = 9;
 
 // ---- observing sleepers ------------------------------------------------------
 
 ControlArea* control(const Segment& s) { return reinterpret_cast<ControlArea*>(s.base()); }
-const std::uint32_t* consumer_waiters(const Segment& s) { return &control(s)->consumer_wait.waiters; }
-const std::uint32_t* producer_waiters(const Segment& s) { return &control(s)->producer_wait.waiters; }
+const std::uint32_t* consumer_waiters(const Segment& s) {
+  return &control(s)->consumer_wait.waiters;
+}
+const std::uint32_t* producer_waiters(const Segment& s) {
+  return &control(s)->producer_wait.waiters;
+}
 // Producers bump producer.notify to wake consumers; consumers bump consumer.notify.
 const std::uint32_t* producer_notify(const Segment& s) { return &control(s)->producer.notify; }
 const std::uint32_t* consumer_notify(const Segment& s) { return &control(s)->consumer.notify; }
@@ -89,7 +94,9 @@ std::chrono::nanoseconds thread_cpu_time() {
   return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
 }
 
-double ms(std::chrono::nanoseconds d) { return std::chrono::duration<double, std::milli>(d).count(); }
+double ms(std::chrono::nanoseconds d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
 
 Segment make_ring(const test::UniqueShm& shm, RingKind kind, std::uint64_t capacity,
                   std::uint64_t slot_size = 64) {
@@ -208,19 +215,19 @@ void check_wakes(const std::vector<Wake>& wakes, const char* what) {
     const Wake& w = wakes[i];
     EXPECT_TRUE(w.asleep) << what << " trial " << i << ": the sleeper was never seen asleep";
     EXPECT_EQ(w.status, Status::ok) << what << " trial " << i;
-    EXPECT_LT(w.latency, kWakeBound) << what << " trial " << i << ": woke after " << ms(w.latency)
-                                     << " ms";
+    EXPECT_LT(w.latency, kWakeBound)
+        << what << " trial " << i << ": woke after " << ms(w.latency) << " ms";
     latencies.push_back(w.latency);
     notified += w.notified ? 1 : 0;
   }
   std::sort(latencies.begin(), latencies.end());
   const auto median = latencies[latencies.size() / 2];
-  std::printf("[ blocking ] %s: wake latency min %.3f ms, median %.3f ms, max %.3f ms; "
-              "%d of %zu peer calls saw the sleeper\n",
-              what, ms(latencies.front()), ms(median), ms(latencies.back()), notified,
-              wakes.size());
-  EXPECT_LT(median, kMedianWakeBound) << what << ": wake-ups look lost (median " << ms(median)
-                                      << " ms)";
+  std::printf(
+      "[ blocking ] %s: wake latency min %.3f ms, median %.3f ms, max %.3f ms; "
+      "%d of %zu peer calls saw the sleeper\n",
+      what, ms(latencies.front()), ms(median), ms(latencies.back()), notified, wakes.size());
+  EXPECT_LT(median, kMedianWakeBound)
+      << what << ": wake-ups look lost (median " << ms(median) << " ms)";
   // A sleeper briefly leaves its count during a periodic re-check; allow one
   // unlucky trial.
   EXPECT_GE(notified, static_cast<int>(wakes.size()) - 1) << what;
@@ -280,14 +287,13 @@ void producer_woken_by_pop(const char* what) {
   for (; next_in < kCapacity; ++next_in) ASSERT_EQ(r.tx.try_push(word_bytes(next_in)), Status::ok);
   std::vector<Wake> wakes;
   for (int i = 0; i < kWakeTrials; ++i) {
-    wakes.push_back(measure_wake(
-        [&] { return r.tx.push(word_bytes(next_in), kLongTimeout); },
-        [&] {
-          std::uint64_t v = 0;
-          ASSERT_EQ(try_pop_word(r.rx, v), Status::ok);
-          EXPECT_EQ(v, next_out++);
-        },
-        producer_waiters(r.seg), consumer_notify(r.seg)));
+    wakes.push_back(measure_wake([&] { return r.tx.push(word_bytes(next_in), kLongTimeout); },
+                                 [&] {
+                                   std::uint64_t v = 0;
+                                   ASSERT_EQ(try_pop_word(r.rx, v), Status::ok);
+                                   EXPECT_EQ(v, next_out++);
+                                 },
+                                 producer_waiters(r.seg), consumer_notify(r.seg)));
     ++next_in;  // the ring is full again
   }
   check_wakes(wakes, what);
@@ -476,7 +482,8 @@ void expect_timeout(Call&& call, std::chrono::nanoseconds timeout, const std::st
   EXPECT_GE(wall, timeout) << what << " returned early";
   EXPECT_LT(wall, timeout + kOvershootBound) << what << " overshot: " << ms(wall) << " ms";
   if (timeout >= kShortTimeout) {
-    EXPECT_LT(static_cast<double>(cpu.count()), kMaxCpuShare * static_cast<double>(wall.count()) + 5e6)
+    EXPECT_LT(static_cast<double>(cpu.count()),
+              kMaxCpuShare * static_cast<double>(wall.count()) + 5e6)
         << what << " used " << ms(cpu) << " ms of CPU while waiting " << ms(wall) << " ms";
   }
 }
@@ -710,9 +717,9 @@ TEST(BlockingCrossProcess, SpscKilledSleeperLeavesNoWaiterBehind) {
     }
     ::_exit(0);
   }
-  const bool asleep = poll_until(
-      [&] { return load(consumer_waiters(seg)) != 0 && task_state(pid, true) == 'S'; },
-      kAsleepDeadline);
+  const bool asleep =
+      poll_until([&] { return load(consumer_waiters(seg)) != 0 && task_state(pid, true) == 'S'; },
+                 kAsleepDeadline);
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -730,6 +737,305 @@ TEST(BlockingCrossProcess, SpscKilledSleeperLeavesNoWaiterBehind) {
   EXPECT_EQ(load(consumer_waiters(seg)), 0u) << "the killed consumer is still counted as asleep";
   EXPECT_EQ(load(producer_notify(seg)) - notify_before, 0u)
       << "pushes kept waking a consumer that no longer exists";
+}
+
+// ---- the sleeper handshake --------------------------------------------------
+//
+// A publication stores its position with release and then loads the sleeper
+// count without a fence (spsc_view.hpp, "The sleeper handshake"), so its
+// load may be satisfied before its store is visible. These tests force the
+// one interleaving that then loses a wake-up: the publisher's load of the
+// count comes first and sees nobody, the sleeper raises its count and
+// re-checks (nothing there yet), and only then does the position store
+// land. The publisher is the view's own publish() / release() / commit(),
+// made to read a sleeper count that the sleeper does not raise (the value
+// the early load returns); the sleeper is the wait loop of the handles. No
+// wake-up comes, so the sleeper must come back with the message by itself,
+// through its short first sleep. Its longest sleep is stretched to an hour:
+// a wait loop that relied on the wake-up (or on a periodic long re-check)
+// would hang here and fail on the watchdog, not pass slowly.
+
+constexpr int kHandshakeTrials = 100;
+constexpr auto kHandshakeWatchdog = 20s;  // far beyond the bound; only a hang reaches it
+
+struct MissedWakeUp {
+  std::vector<std::chrono::nanoseconds> delays;  // publication to the sleeper's return
+  std::uint64_t late_wakeups = 0;                // wait_stats() over the trials
+};
+
+// `sleep_once(decoy)`: blocks in the wait loop until its condition holds,
+// raising `decoy` as its sleeper count, and returns whether it got it.
+// `publish()`: the publication under test; returns whether it saw a sleeper.
+// `consume()`: takes what the sleeper waited for, checking it (trial number).
+template <class Sleep, class Publish, class Consume>
+MissedWakeUp force_missed_wake_ups(Sleep&& sleep_once, Publish&& publish, Consume&& consume) {
+  MissedWakeUp out;
+  const std::uint64_t late_before = wait_stats().late_wakeups;
+  for (int trial = 0; trial < kHandshakeTrials; ++trial) {
+    std::atomic<bool> rechecked{false};
+    std::atomic<bool> got{false};
+    std::atomic<bool> returned{false};
+    Clock::time_point returned_at{};
+    std::uint32_t decoy = 0;
+    std::thread sleeper([&] {
+      got = sleep_once(decoy, rechecked);
+      returned_at = Clock::now();
+      returned.store(true, std::memory_order_release);
+    });
+    // The sleeper has raised its count and re-checked, and found nothing.
+    // Publish right after the re-check (yielding, not sleeping, while we
+    // wait for it), so the sleeper's own sleep is what has to catch it.
+    const auto watchdog = Clock::now() + kHandshakeWatchdog;
+    while (!rechecked.load() && Clock::now() < watchdog) std::this_thread::yield();
+    EXPECT_TRUE(rechecked.load());
+    EXPECT_EQ(atomic::load_seq_cst(&decoy), 1u);
+    const auto published_at = Clock::now();
+    EXPECT_FALSE(publish()) << "the publisher saw a sleeper; the interleaving was not forced";
+    const bool back =
+        poll_until([&] { return returned.load(std::memory_order_acquire); }, kHandshakeWatchdog);
+    EXPECT_TRUE(back) << "trial " << trial << ": the sleeper missed the publication and slept on";
+    if (!back) {  // it sleeps for an hour: leave it to the process's end
+      sleeper.detach();
+      return out;
+    }
+    sleeper.join();
+    EXPECT_TRUE(got.load()) << "trial " << trial;
+    EXPECT_EQ(decoy, 0u) << "the sleeper left its count raised";
+    consume(static_cast<std::uint64_t>(trial));
+    out.delays.push_back(returned_at - published_at);
+  }
+  out.late_wakeups = wait_stats().late_wakeups - late_before;
+  return out;
+}
+
+void report_missed_wake_ups(const char* what, MissedWakeUp& m) {
+  ASSERT_EQ(m.delays.size(), static_cast<std::size_t>(kHandshakeTrials));
+  // Every trial was rescued by a sleep that ended by its time limit.
+  EXPECT_GE(m.late_wakeups, static_cast<std::uint64_t>(kHandshakeTrials));
+  std::sort(m.delays.begin(), m.delays.end());
+  std::printf("%s: a missed wake-up was caught after %.3f ms (median), %.3f ms (max)\n", what,
+              ms(m.delays[m.delays.size() / 2]), ms(m.delays.back()));
+}
+
+// No spinning or yielding: straight to the sleep under test.
+constexpr WaitPolicy kSleepAtOnce{0, 0};
+// The sleep schedule with its ceiling stretched to an hour.
+const detail::SleepBounds kOnlyTheFirstSleepRescues{detail::kFirstSleep, std::chrono::hours(1)};
+
+TEST(SleeperHandshake, SpscConsumerMissingAPublicationWakesWithinTheFirstSleep) {
+  test::HeapSegment heap(RingKind::spsc, 4, 64);
+  const SpscView view(heap.base(), heap.geometry());
+  SpscProducerCursor tx;
+  SpscConsumerCursor rx;
+  detail::WaitState state;
+  auto sleep_once = [&](std::uint32_t& decoy, std::atomic<bool>& rechecked) {
+    Status status = Status::ok;
+    const std::uint64_t n = detail::block_until(
+        [&] { return view.readable(rx, 1, status); }, [](std::uint64_t k) { return k != 0; },
+        [&] {
+          const bool ready = view.data_ready(rx);
+          rechecked.store(true);
+          return ready;
+        },
+        &decoy, &view.producer()->notify, &view.producer()->gpu_attached, kSleepAtOnce, state,
+        std::chrono::hours(1), [] { return false; }, kOnlyTheFirstSleepRescues);
+    return n == 1;
+  };
+  auto publish = [&] {
+    Status status = Status::ok;
+    EXPECT_EQ(view.writable(tx, 1, status), 1u);
+    const std::uint64_t v = tx.head;
+    std::memcpy(view.payload(tx.head), &v, sizeof v);
+    view.set_length(tx.head, sizeof v);
+    return view.publish(tx, 1);
+  };
+  auto consume = [&](std::uint64_t trial) {
+    const ReadSlot slot = view.read_slot(rx.tail);
+    ASSERT_EQ(slot.size, 8u);
+    EXPECT_EQ(bytes_word({slot.data, slot.size}), trial) << "out of sequence";
+    EXPECT_FALSE(view.release(rx, 1));
+  };
+  MissedWakeUp m = force_missed_wake_ups(sleep_once, publish, consume);
+  report_missed_wake_ups("SPSC consumer", m);
+}
+
+TEST(SleeperHandshake, SpscProducerMissingAReleaseWakesWithinTheFirstSleep) {
+  constexpr std::uint64_t kCapacity = 4;
+  test::HeapSegment heap(RingKind::spsc, kCapacity, 64);
+  const SpscView view(heap.base(), heap.geometry());
+  SpscProducerCursor tx;
+  SpscConsumerCursor rx;
+  detail::WaitState state;
+  // Fill the ring: the producer then waits for space.
+  auto push = [&] {
+    Status status = Status::ok;
+    if (view.writable(tx, 1, status) != 1) return false;
+    const std::uint64_t v = tx.head;
+    std::memcpy(view.payload(tx.head), &v, sizeof v);
+    view.set_length(tx.head, sizeof v);
+    (void)view.publish(tx, 1);
+    return true;
+  };
+  for (std::uint64_t i = 0; i < kCapacity; ++i) ASSERT_TRUE(push());
+  auto sleep_once = [&](std::uint32_t& decoy, std::atomic<bool>& rechecked) {
+    Status status = Status::ok;
+    const std::uint64_t n = detail::block_until(
+        [&] { return view.writable(tx, 1, status); }, [](std::uint64_t k) { return k != 0; },
+        [&] {
+          const bool ready = view.space_ready(tx);
+          rechecked.store(true);
+          return ready;
+        },
+        &decoy, &view.consumer()->notify, &view.consumer()->gpu_attached, kSleepAtOnce, state,
+        std::chrono::hours(1), [] { return false; }, kOnlyTheFirstSleepRescues);
+    return n == 1 && push();
+  };
+  // The release under test hands back the oldest message, checked first.
+  auto release = [&] {
+    const ReadSlot slot = view.read_slot(rx.tail);
+    EXPECT_EQ(bytes_word({slot.data, slot.size}), rx.tail) << "out of sequence";
+    return view.release(rx, 1);
+  };
+  MissedWakeUp m = force_missed_wake_ups(sleep_once, release, [](std::uint64_t) {});
+  report_missed_wake_ups("SPSC producer", m);
+  EXPECT_EQ(tx.head - rx.tail, kCapacity);
+}
+
+TEST(SleeperHandshake, MpmcConsumerMissingACommitWakesWithinTheFirstSleep) {
+  test::HeapSegment heap(RingKind::mpmc, 4, 64);
+  const MpmcView view(heap.base(), heap.geometry());
+  detail::WaitState state;
+  MpmcRange taken;
+  auto sleep_once = [&](std::uint32_t& decoy, std::atomic<bool>& rechecked) {
+    Status status = Status::ok;
+    taken = detail::block_until(
+        [&] { return view.claim_read(1, status); }, [](MpmcRange r) { return r.count != 0; },
+        [&] {
+          const bool ready = view.data_ready();
+          rechecked.store(true);
+          return ready;
+        },
+        &decoy, &view.producer()->notify, &view.producer()->gpu_attached, kSleepAtOnce, state,
+        std::chrono::hours(1), [] { return false; }, kOnlyTheFirstSleepRescues);
+    return taken.count == 1;
+  };
+  auto commit = [&] {
+    Status status = Status::ok;
+    const MpmcRange r = view.claim_write(1, status);
+    EXPECT_EQ(r.count, 1u);
+    std::memcpy(view.payload(r.first), &r.first, sizeof r.first);
+    view.set_length(r.first, sizeof r.first);
+    return view.commit(r);
+  };
+  auto consume = [&](std::uint64_t trial) {
+    ASSERT_EQ(taken.first, trial) << "out of sequence";
+    const ReadSlot slot = view.read_slot(taken.first);
+    EXPECT_EQ(bytes_word({slot.data, slot.size}), trial);
+    EXPECT_FALSE(view.release(taken));
+  };
+  MissedWakeUp m = force_missed_wake_ups(sleep_once, commit, consume);
+  report_missed_wake_ups("MPMC consumer", m);
+}
+
+// ---- fitting the spin to the machine -----------------------------------------
+
+// A blocking call on a thread confined to one CPU starts out not spinning:
+// a peer on that CPU could not run meanwhile (spinning only comes back if
+// the probes, one wait in 16, succeed). Counted in tries: a spin of an hour (and a
+// billion tries) would try until the deadline.
+TEST(WaitFitsTheMachine, NoSpinOnOneCpu) {
+  test::HeapSegment heap(RingKind::spsc, 4, 64);
+  const SpscView view(heap.base(), heap.geometry());
+  SpscConsumerCursor rx;
+  std::uint64_t tries = 0;
+  detail::WaitState state;
+  std::thread t([&] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    ASSERT_EQ(::sched_setaffinity(0, sizeof one, &one), 0);
+    state = detail::WaitState::for_this_thread();
+    const WaitPolicy spin_long{1'000'000'000, 0, std::chrono::hours(1)};
+    Status status = Status::ok;
+    (void)detail::block_until(
+        [&] {
+          ++tries;
+          return view.readable(rx, 1, status);
+        },
+        [](std::uint64_t k) { return k != 0; }, [&] { return view.data_ready(rx); },
+        &view.consumer_wait()->waiters, &view.producer()->notify, &view.producer()->gpu_attached,
+        spin_long, state, 20ms);
+  });
+  t.join();
+  EXPECT_TRUE(state.one_cpu);
+  // The first try, and one after each sleep round (the slices double from
+  // 100 us up to the 20 ms deadline: a handful).
+  EXPECT_LE(tries, 4u) << "the call spun on a single CPU";
+}
+
+// The spin ends by its time, whatever the iteration count: a call that waits
+// for an hour reaches its futex sleep (observed: its sleeper count raised)
+// although its policy allows a billion tries.
+TEST(WaitFitsTheMachine, SpinIsBoundedInTime) {
+  test::UniqueShm shm;
+  const Segment seg = make_ring(shm, RingKind::spsc, 4);
+  const WaitPolicy spin_long{1'000'000'000, 4, 2ms};
+  SpscConsumer rx = SpscConsumer::attach(seg, spin_long);
+  SpscProducer tx = SpscProducer::attach(seg);
+  std::uint64_t got = 0;
+  std::thread t([&] { EXPECT_EQ(pop_word(rx, got, kLongTimeout), Status::ok); });
+  const bool asleep = poll_until([&] { return load(consumer_waiters(seg)) == 1; }, kAsleepDeadline);
+  EXPECT_TRUE(asleep) << "the consumer never stopped spinning";
+  ASSERT_EQ(tx.push(word_bytes(42), kLongTimeout), Status::ok);
+  t.join();
+  EXPECT_EQ(got, 42u);
+}
+
+// Spins that keep ending empty stop being spun (except a probe now and then),
+// and spins that pay are spun again.
+TEST(WaitFitsTheMachine, SpinAdaptsToHowOftenItPays) {
+  test::HeapSegment heap(RingKind::spsc, 4, 64);
+  const SpscView view(heap.base(), heap.geometry());
+  SpscConsumerCursor rx;
+  detail::WaitState state;
+  state.one_cpu = false;
+  const WaitPolicy policy{1'000'000'000, 0, 200us};
+  std::uint64_t tries = 0;
+  bool publish_on_second_try = false;
+  SpscProducerCursor tx;
+  auto wait_once = [&](std::chrono::nanoseconds timeout) {
+    tries = 0;
+    Status status = Status::ok;
+    return detail::block_until(
+        [&] {
+          if (++tries == 2 && publish_on_second_try) {
+            Status s = Status::ok;
+            EXPECT_EQ(view.writable(tx, 1, s), 1u);
+            view.set_length(tx.head, 0);
+            (void)view.publish(tx, 1);
+          }
+          return view.readable(rx, 1, status);
+        },
+        [](std::uint64_t k) { return k != 0; }, [&] { return view.data_ready(rx); },
+        &view.consumer_wait()->waiters, &view.producer()->notify, &view.producer()->gpu_attached,
+        policy, state, timeout);
+  };
+  // Waits that time out: each spin ends empty.
+  for (int i = 0; i < 40; ++i) EXPECT_EQ(wait_once(1ms), 0u);
+  EXPECT_LT(state.spin_success, detail::WaitState::kSpinWorthIt);
+  // Now a wait that is not a probe tries once, then yields/sleeps.
+  while ((state.waits + 1) % detail::WaitState::kProbeEvery == 0) (void)wait_once(0ns);
+  EXPECT_EQ(wait_once(1ms), 0u);
+  EXPECT_LE(tries, 3u) << "spun although spinning has not paid for a while";
+  // Spins that pay (the message comes on the second try) raise it again.
+  publish_on_second_try = true;
+  for (int i = 0; i < 40; ++i) {
+    (void)wait_once(1ms);
+    Status status = Status::ok;
+    ASSERT_EQ(view.readable(rx, 1, status), 1u);  // published on the second try
+    EXPECT_FALSE(view.release(rx, 1));
+  }
+  EXPECT_GE(state.spin_success, detail::WaitState::kSpinWorthIt);
 }
 
 }  // namespace

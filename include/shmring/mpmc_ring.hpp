@@ -86,8 +86,7 @@ class MpmcProducer {
     if (!attached_here()) return Status::wrong_process;
     if (message.size() > view_.slot_size()) return Status::too_large;
     Status status = Status::ok;
-    before_claim();
-    const MpmcRange r = view_.claim_write(1, status);
+    const MpmcRange r = view_.claim_write_from(before_claim(), 1, status);
     if (r.count != 0) {
       copy_message(view_.payload(r.first), message.data(), message.size());
       view_.set_length(r.first, static_cast<std::uint32_t>(message.size()));
@@ -105,8 +104,7 @@ class MpmcProducer {
   [[nodiscard]] WriteClaim try_claim(std::size_t max = 1) noexcept {
     if (!attached_here()) return WriteClaim(view_, 0, 0, Status::wrong_process);
     Status status = Status::ok;
-    before_claim();
-    const MpmcRange r = view_.claim_write(max, status);
+    const MpmcRange r = view_.claim_write_from(before_claim(), max, status);
     if (r.count != 0) {
       ++outstanding_;
     } else {
@@ -168,11 +166,15 @@ class MpmcProducer {
   // The claim record: from where this handle may hold claims. A relaxed store
   // suffices before the claim: the claiming CAS releases it, so a recoverer
   // that sees the counter moved sees the record. Back to idle with release,
-  // after the commits, which a recoverer that sees idle then sees too.
-  void before_claim() noexcept {
-    if (outstanding_ == 0 && record_ != nullptr) {
-      atomic::store_relaxed(&record_->low, atomic::load_relaxed(&view_.producer()->position));
-    }
+  // after the commits, which a recoverer that sees idle then sees too (an
+  // idle handle must not cover the claims of the dead, so a push writes its
+  // record twice; the line is this handle's own, so both stores stay in its
+  // cache). Returns the counter value it read, where the claim starts: the
+  // contended counter is read once per claim.
+  std::uint64_t before_claim() noexcept {
+    const std::uint64_t counter = atomic::load_relaxed(&view_.producer()->position);
+    if (outstanding_ == 0 && record_ != nullptr) atomic::store_relaxed(&record_->low, counter);
+    return counter;
   }
   void after_claims() noexcept {
     if (outstanding_ == 0 && record_ != nullptr) atomic::store_release(&record_->low, kClaimIdle);
@@ -184,6 +186,7 @@ class MpmcProducer {
   void swap(MpmcProducer& o) noexcept {
     std::swap(view_, o.view_);
     std::swap(policy_, o.policy_);
+    std::swap(wait_state_, o.wait_state_);
     std::swap(generation_, o.generation_);
     std::swap(record_, o.record_);
     std::swap(outstanding_, o.outstanding_);
@@ -194,6 +197,7 @@ class MpmcProducer {
 
   MpmcView view_;
   WaitPolicy policy_;
+  detail::WaitState wait_state_;  // what the wait loop learnt about spinning here
   std::uint32_t generation_ = 0;  // process::generation() at attach
   ClaimRecord* record_ = nullptr;
   std::uint64_t outstanding_ = 0;            // claims taken and not yet committed
@@ -245,11 +249,11 @@ class MpmcConsumer {
   // consumer may hold several claims at once.
   [[nodiscard]] ReadClaim try_peek(std::size_t max = 1) noexcept {
     if (!attached_here()) return ReadClaim(view_, 0, 0, Status::wrong_process);
-    before_claim();
+    const std::uint64_t counter = before_claim();
     // Sleeping producers are woken once, after the skipped slots passed over
     // (each release of one would otherwise cost a system call).
     bool wake = false;
-    ReadClaim c = next_claim(max, wake);
+    ReadClaim c = next_claim(counter, max, wake);
     if (wake) wake_producers();
     return c;
   }
@@ -290,10 +294,10 @@ class MpmcConsumer {
     if (recover_from_ != kClaimIdle) (void)recover_step();
   }
   // As for the producer.
-  void before_claim() noexcept {
-    if (outstanding_ == 0 && record_ != nullptr) {
-      atomic::store_relaxed(&record_->low, atomic::load_relaxed(&view_.consumer()->position));
-    }
+  std::uint64_t before_claim() noexcept {
+    const std::uint64_t counter = atomic::load_relaxed(&view_.consumer()->position);
+    if (outstanding_ == 0 && record_ != nullptr) atomic::store_relaxed(&record_->low, counter);
+    return counter;
   }
   void after_claims() noexcept {
     if (outstanding_ == 0 && record_ != nullptr) atomic::store_release(&record_->low, kClaimIdle);
@@ -301,14 +305,16 @@ class MpmcConsumer {
   void release_range(MpmcRange r) noexcept {
     if (view_.release(r)) wake_producers();
   }
-  ReadClaim next_claim(std::size_t max, bool& wake) noexcept {
+  // `counter`: the dequeue counter as before_claim() read it.
+  ReadClaim next_claim(std::uint64_t counter, std::size_t max, bool& wake) noexcept {
     // An aborted or recovered claim is passed over; at most kMpmcSkipStep of
     // them a call, so that a lap of them (a scribbled counter's recovered
     // lap) costs each call a bounded time. would_block then, with progress
     // made: the next call goes on.
     for (std::uint64_t skipped = 0; skipped < kMpmcSkipStep; ++skipped) {
       Status status = Status::ok;
-      const MpmcRange r = view_.claim_read(max, status);
+      const MpmcRange r = skipped == 0 ? view_.claim_read_from(counter, max, status)
+                                       : view_.claim_read(max, status);
       if (r.count == 0) {
         after_claims();
         return ReadClaim(view_, 0, 0, status == Status::ok ? Status::would_block : status);
@@ -337,6 +343,7 @@ class MpmcConsumer {
   void swap(MpmcConsumer& o) noexcept {
     std::swap(view_, o.view_);
     std::swap(policy_, o.policy_);
+    std::swap(wait_state_, o.wait_state_);
     std::swap(held_, o.held_);
     std::swap(corrupt_dropped_, o.corrupt_dropped_);
     std::swap(generation_, o.generation_);
@@ -349,7 +356,8 @@ class MpmcConsumer {
 
   MpmcView view_;
   WaitPolicy policy_;
-  ReadClaim held_;  // a message too large for the last pop's buffer
+  detail::WaitState wait_state_;  // what the wait loop learnt about spinning here
+  ReadClaim held_;                // a message too large for the last pop's buffer
   std::uint64_t corrupt_dropped_ = 0;
   std::uint32_t generation_ = 0;  // process::generation() at attach
   ClaimRecord* record_ = nullptr;

@@ -13,8 +13,10 @@
 //      the claimed slots in place, then stores each slot's `released`.
 // The counters are read-modify-written by agents of one side only (the
 // producers, or the consumers), which on a discrete GPU means one side of the
-// PCIe link (DESIGN principle 2). Sleepers pair with the seq_cst turn stores
-// exactly as in the SPSC view.
+// PCIe link (DESIGN principle 2). Turns are published with release stores
+// and sleepers are woken exactly as in the SPSC view (spsc_view.hpp, "The
+// sleeper handshake"): one relaxed load of the sleeper count per commit or
+// release, however many slots it covers, and no full fence.
 #pragma once
 
 #include <cstdint>
@@ -37,13 +39,20 @@ class MpmcView : public RingView {
   // Claims up to `max` consecutive writable positions. Empty when the ring is
   // full; status = corrupt when the counters contradict the slots.
   SHMRING_HD MpmcRange claim_write(std::uint64_t max, Status& status) const noexcept {
-    return claim(&producer()->position, max, /*turn_offset=*/0, /*reading=*/false, status);
+    return claim_write_from(atomic::load_relaxed(&producer()->position), max, status);
+  }
+  // The same, starting from a value of the enqueue counter the caller has
+  // just read (for its claim record), so the contended line is read once.
+  SHMRING_HD MpmcRange claim_write_from(std::uint64_t counter_value, std::uint64_t max,
+                                        Status& status) const noexcept {
+    return claim(&producer()->position, counter_value, max, /*turn_offset=*/0,
+                 /*reading=*/false, status);
   }
   // The same on another counter: GPU producers without host-native atomics
   // claim on a counter in device memory (DESIGN principle 2).
   SHMRING_HD MpmcRange claim_write_on(std::uint64_t* counter, std::uint64_t max,
                                       Status& status) const noexcept {
-    return claim(counter, max, 0, false, status);
+    return claim(counter, atomic::load_relaxed(counter), max, 0, false, status);
   }
 
   // Publishes a claimed range (lengths already set); with kSlotSkipped the
@@ -53,21 +62,27 @@ class MpmcView : public RingView {
     for (std::uint64_t i = 0; i < r.count; ++i) {
       const std::uint64_t pos = r.first + i;
       atomic::store_relaxed(&trailer(pos)->flags, flags);
-      // SYNC POINT (seq_cst, pairs with claim_read() and data_ready()):
-      // payload and length of `pos` visible to the consumers.
-      atomic::store_seq_cst(&trailer(pos)->committed, pos + 1);
+      // SYNC POINT (release, pairs with claim_read() and data_ready()):
+      // payload, length and flags of `pos` visible to the consumers.
+      atomic::store_release(&trailer(pos)->committed, pos + 1);
     }
-    return atomic::load_seq_cst(&consumer_wait()->waiters) != 0;
+    // The sleeper handshake (spsc_view.hpp): once per range, relaxed.
+    return atomic::load_relaxed(&consumer_wait()->waiters) != 0;
   }
 
   // Claims up to `max` consecutive readable positions. A skipped slot ends a
   // run, so a range is either one skipped slot or only messages.
   SHMRING_HD MpmcRange claim_read(std::uint64_t max, Status& status) const noexcept {
-    return claim(&consumer()->position, max, /*turn_offset=*/1, /*reading=*/true, status);
+    return claim_read_from(atomic::load_relaxed(&consumer()->position), max, status);
+  }
+  SHMRING_HD MpmcRange claim_read_from(std::uint64_t counter_value, std::uint64_t max,
+                                       Status& status) const noexcept {
+    return claim(&consumer()->position, counter_value, max, /*turn_offset=*/1, /*reading=*/true,
+                 status);
   }
   SHMRING_HD MpmcRange claim_read_on(std::uint64_t* counter, std::uint64_t max,
                                      Status& status) const noexcept {
-    return claim(counter, max, 1, true, status);
+    return claim(counter, atomic::load_relaxed(counter), max, 1, true, status);
   }
 
   // Whether `position` may be claimed now: released for a writer, committed
@@ -89,20 +104,24 @@ class MpmcView : public RingView {
   SHMRING_HD bool release(MpmcRange r) const noexcept {
     for (std::uint64_t i = 0; i < r.count; ++i) {
       const std::uint64_t pos = r.first + i;
-      // SYNC POINT (seq_cst, pairs with claim_write() and space_ready()):
+      // SYNC POINT (release, pairs with claim_write() and space_ready()):
       // the slot of `pos` may take the message of position pos + capacity.
-      atomic::store_seq_cst(&trailer(pos)->released, pos + capacity());
+      atomic::store_release(&trailer(pos)->released, pos + capacity());
     }
-    return atomic::load_seq_cst(&producer_wait()->waiters) != 0;
+    // The sleeper handshake (spsc_view.hpp): once per range, relaxed.
+    return atomic::load_relaxed(&producer_wait()->waiters) != 0;
   }
 
-  // Re-checks for a sleeper that has raised its count (seq_cst).
+  // Re-checks for a sleeper that has raised its count. seq_cst, so that the
+  // loads stay after the raise (a seq_cst read-modify-write) everywhere.
   SHMRING_HD bool data_ready() const noexcept {
     const std::uint64_t pos = atomic::load_seq_cst(&consumer()->position);
+    // SYNC POINT (seq_cst load, pairs with commit()'s release store).
     return atomic::load_seq_cst(&trailer(pos)->committed) == pos + 1;
   }
   SHMRING_HD bool space_ready() const noexcept {
     const std::uint64_t pos = atomic::load_seq_cst(&producer()->position);
+    // SYNC POINT (seq_cst load, pairs with release()'s release store).
     return atomic::load_seq_cst(&trailer(pos)->released) == pos;
   }
 
@@ -116,10 +135,12 @@ class MpmcView : public RingView {
                    : atomic::load_acquire(&trailer(pos)->released);
   }
 
-  SHMRING_HD MpmcRange claim(std::uint64_t* counter, std::uint64_t max, std::uint64_t turn_offset,
-                             bool reading, Status& status) const noexcept {
+  // `pos`: a value of the counter read by the caller (any recent one: a
+  // stale value fails the CAS, which hands back the current one).
+  SHMRING_HD MpmcRange claim(std::uint64_t* counter, std::uint64_t pos, std::uint64_t max,
+                             std::uint64_t turn_offset, bool reading,
+                             Status& status) const noexcept {
     if (max == 0) return {};
-    std::uint64_t pos = atomic::load_relaxed(counter);
     for (;;) {
       const std::uint64_t first_turn = turn(pos, reading);
       if (first_turn != pos + turn_offset) {

@@ -139,6 +139,7 @@ class SpscProducer {
     std::swap(view_, o.view_);
     std::swap(cursor_, o.cursor_);
     std::swap(policy_, o.policy_);
+    std::swap(wait_state_, o.wait_state_);
     std::swap(generation_, o.generation_);
     lifetime_.swap(o.lifetime_);
   }
@@ -147,6 +148,7 @@ class SpscProducer {
   SpscView view_;
   SpscProducerCursor cursor_;
   WaitPolicy policy_;
+  detail::WaitState wait_state_;          // what the wait loop learnt about spinning here
   std::uint32_t generation_ = 0;          // process::generation() at attach
   std::shared_ptr<const void> lifetime_;  // the role held, and through it the mapping
 };
@@ -245,6 +247,7 @@ class SpscConsumer {
     std::swap(view_, o.view_);
     std::swap(cursor_, o.cursor_);
     std::swap(policy_, o.policy_);
+    std::swap(wait_state_, o.wait_state_);
     std::swap(generation_, o.generation_);
     lifetime_.swap(o.lifetime_);
   }
@@ -253,6 +256,7 @@ class SpscConsumer {
   SpscView view_;
   SpscConsumerCursor cursor_;
   WaitPolicy policy_;
+  detail::WaitState wait_state_;          // what the wait loop learnt about spinning here
   std::uint32_t generation_ = 0;          // process::generation() at attach
   std::shared_ptr<const void> lifetime_;  // the role held, and through it the mapping
 };

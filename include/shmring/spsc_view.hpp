@@ -9,9 +9,38 @@
 //   4. It releases slots by storing its tail once per batch.
 //   Low-latency slots (low_latency.hpp) replace steps 2-3: the message's
 //      words carry their own flags, so no `committed` word is stored or polled.
-//   5. Sleepers: each side stores its position seq_cst, then loads the other
-//      side's sleeper count; a sleeper raises its count, then re-reads the
-//      position (Dekker), so a wake-up is never lost.
+//   5. Sleepers: each side stores its position (release), then loads the
+//      other side's sleeper count (relaxed) and wakes the peer if it is not
+//      zero; a sleeper raises its count (a read-modify-write, a full fence),
+//      then re-reads the position. No full fence on the publishing side, so
+//      a publication costs plain stores and one load of a line that only
+//      changes when somebody goes to sleep (see "The sleeper handshake").
+//
+// The sleeper handshake. With a fence on both sides (a seq_cst store and a
+// seq_cst load, an xchg on x86) the two form a Dekker pair and no wake-up is
+// ever lost; but the publisher's fence waits for every store before it (the
+// payload, whose lines the peer last owned) to reach the cache, which costs
+// a cross-core round trip on every message, sleeper or not. So the publisher
+// has no fence: its load of the sleeper count may be satisfied before its
+// position store is visible (store buffering, allowed on x86, ARM and GPUs).
+// The one interleaving that loses a wake-up is then: the publisher loads the
+// count (0), the sleeper raises the count and re-checks (old position), the
+// position store becomes visible. Any publication whose load comes after the
+// sleeper's raise sees the count, so the late store is the only thing the
+// sleeper can miss, and it becomes visible as soon as the publisher's store
+// buffer drains (nanoseconds; a context switch or an interrupt drains it
+// too). The sleeper therefore never sleeps long on a first look: its first
+// futex sleep lasts kFirstSleep (100 us, src/detail/blocking.hpp), each
+// further one twice the last, up to kMaxSleep, with a re-check between. A
+// lost wake-up costs at most kFirstSleep (or twice the time the store took
+// to become visible, if that was longer), never a long sleep. The
+// alternative, an asymmetric fence (the sleeper runs
+// membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), the publisher a compiler
+// barrier), needs every publishing process registered, interrupts other
+// processes' threads on each sleep, may be refused by a seccomp filter, and
+// does not reach a GPU publisher; MEMBARRIER_CMD_GLOBAL, which needs no
+// registration, took 8-16 ms a call on a 2-vCPU VM. docs/design.md, SYNC
+// POINTs 6-7.
 //
 // The producer side writes head, trailers and its sleeper count; the consumer
 // side writes tail and its sleeper count. No word has two writing sides, so
@@ -69,10 +98,13 @@ class SpscView : public RingView {
       atomic::store_release(&trailer(pos)->committed, pos + 1);
     }
     c.head += count;
-    // SYNC POINT (seq_cst, pairs with data_ready()): head, then the sleeper
-    // count; a consumer that went to sleep after our load sees this head.
-    atomic::store_seq_cst(&producer()->position, c.head);
-    return atomic::load_seq_cst(&consumer_wait()->waiters) != 0;
+    // SYNC POINT (release, pairs with data_ready()): the slots below head are
+    // published, for a sleeper's re-check, attach and takeover.
+    atomic::store_release(&producer()->position, c.head);
+    // The sleeper handshake (above): a consumer that raised its count before
+    // this load is woken; one that raised it while our stores were still on
+    // their way may miss them for at most its first, short sleep.
+    return atomic::load_relaxed(&consumer_wait()->waiters) != 0;
   }
 
   // How many consecutive committed slots from c.tail can be read, at most
@@ -101,16 +133,19 @@ class SpscView : public RingView {
   // producer sleeps and must be woken.
   SHMRING_HD bool release(SpscConsumerCursor& c, std::uint64_t count) const noexcept {
     c.tail += count;
-    // SYNC POINT (seq_cst, pairs with writable() and space_ready()): slots
+    // SYNC POINT (release, pairs with writable() and space_ready()): slots
     // below tail are free again.
-    atomic::store_seq_cst(&consumer()->position, c.tail);
-    return atomic::load_seq_cst(&producer_wait()->waiters) != 0;
+    atomic::store_release(&consumer()->position, c.tail);
+    // The sleeper handshake, as in publish().
+    return atomic::load_relaxed(&producer_wait()->waiters) != 0;
   }
 
   // Re-checks for a consumer that has raised its sleeper count: has the head
-  // moved past c.tail? (seq_cst, the other half of publish()'s Dekker pair.)
-  // Signed: the tail may run ahead of a head store still to come.
+  // moved past c.tail? seq_cst, so that the load stays after the raise (a
+  // seq_cst read-modify-write) on every architecture. Signed: the tail may
+  // run ahead of a head store still to come.
   SHMRING_HD bool data_ready(const SpscConsumerCursor& c) const noexcept {
+    // SYNC POINT (seq_cst load, pairs with publish()'s release head store).
     const std::uint64_t head = atomic::load_seq_cst(&producer()->position);
     return static_cast<std::int64_t>(head - c.tail) > 0;
   }
@@ -118,6 +153,7 @@ class SpscView : public RingView {
   // The producer's twin of data_ready(). An impossible tail counts as "ready"
   // so the caller's retry reports corrupt instead of sleeping.
   SHMRING_HD bool space_ready(const SpscProducerCursor& c) const noexcept {
+    // SYNC POINT (seq_cst load, pairs with release()'s release tail store).
     const std::uint64_t tail = atomic::load_seq_cst(&consumer()->position);
     return c.head - tail != capacity();
   }

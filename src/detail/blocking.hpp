@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 
@@ -16,17 +17,47 @@ namespace shmring::detail {
 
 using Clock = std::chrono::steady_clock;
 
-// The longest single futex sleep. Correctness never depends on it (wake-ups
-// are not lost), but a peer that cannot call futex, or one that scribbled
-// over our sleeper count, must not leave us asleep until the deadline.
+// How long a sleeper sleeps before it looks again by itself. A publisher
+// stores its position with release and loads the sleeper count without a
+// fence, so a sleeper that raised its count just as a publication was on its
+// way may miss that one publication (spsc_view.hpp, "The sleeper
+// handshake"); the store it missed is visible nanoseconds later. So the first
+// sleep of a round lasts kFirstSleep, and each further one twice the last,
+// up to kMaxSleep, with a re-check of the ring between: a missed wake-up
+// costs at most kFirstSleep (plus the kernel's timer slack, 50 us by
+// default), or twice the time the store took to become visible if that was
+// longer, and a long idle wait costs about ten system calls to reach
+// kMaxSleep, then one per kMaxSleep. 100 us: ten times the time a futex
+// wake-up takes to run the sleeper on a busy VM (2-3 us idle), so the extra
+// look is rarely the first thing to wake us, and short against what a
+// sleeping peer costs anyway.
+inline constexpr std::chrono::microseconds kFirstSleep{100};
+
+// The longest single futex sleep: a peer that cannot call futex, or one that
+// scribbled over our sleeper count, must not leave us asleep until the
+// deadline.
 inline constexpr std::chrono::milliseconds kMaxSleep{50};
 
 // The longest sleep while GPU agents hold the other side: a kernel cannot
 // call futex, so we are never woken and must look again soon.
 inline constexpr std::chrono::microseconds kGpuPeerSleep{50};
 
-inline Clock::time_point deadline_after(std::chrono::nanoseconds timeout) noexcept {
-  const auto now = Clock::now();
+// The sleep schedule of one round (tests lengthen kMaxSleep to show that
+// nothing but the short first sleep rescues a missed wake-up).
+struct SleepBounds {
+  std::chrono::nanoseconds first = kFirstSleep;
+  std::chrono::nanoseconds max = kMaxSleep;
+};
+
+extern std::atomic<std::uint64_t> g_sleeps;
+extern std::atomic<std::uint64_t> g_late_wakeups;
+
+// Tries between two looks at the clock while spinning: a clock read costs
+// 20-80 ns (vDSO; more under some hypervisors), a pause 1-40 ns.
+inline constexpr std::uint32_t kSpinClockEvery = 8;
+
+inline Clock::time_point deadline_after(std::chrono::nanoseconds timeout,
+                                        Clock::time_point now = Clock::now()) noexcept {
   // A huge timeout means "wait forever": clamp instead of overflowing.
   if (timeout > Clock::time_point::max() - now) return Clock::time_point::max();
   return now + std::chrono::duration_cast<Clock::duration>(timeout);
@@ -40,38 +71,72 @@ inline Status as_timeout(Status s) noexcept {
 }
 
 // try_once() -> T, with done(T) telling whether to stop; ready() is the
-// seq_cst re-check that pairs with the peer's publication (see the views).
+// re-check that a sleeper makes after raising its count (see the views).
 // `waiters` is our side's sleeper count, `notify` the peer side's futex word,
-// `peer_gpus` the peer side's count of GPU agents.
+// `peer_gpus` the peer side's count of GPU agents, `state` what this handle
+// learnt about spinning.
 // `stalled()` runs before each sleep and before the call gives up: where a
 // dead peer can hold the ring up (MPMC claims), it recovers what the dead
 // hold, one bounded step a call, and returns true to be called again (it made
 // progress, or has more to do).
 //
-// The deadline is looked at after every try and every step, so a call
-// returns by its deadline plus the work of one step and two tries: each of
-// those is bounded (MPMC: kMpmcRecoverStep positions recovered, kMpmcSkipStep
-// skipped slots passed), so that is the slack, whatever the state of the ring.
-// The first try runs before the clock is read, which keeps an uncontended
-// call free of clock reads; it is part of the slack.
+// The deadline is looked at after every try and every step (while spinning,
+// every kSpinClockEvery tries), so a call returns by its deadline plus the
+// work of one step and a few tries: each of those is bounded (MPMC:
+// kMpmcRecoverStep positions recovered, kMpmcSkipStep skipped slots passed),
+// so that is the slack, whatever the state of the ring. The first try runs
+// before the clock is read, which keeps an uncontended call free of clock
+// reads; it is part of the slack.
 template <class TryOnce, class Done, class Ready, class Stalled>
 auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* waiters,
                  std::uint32_t* notify, const std::uint32_t* peer_gpus, const WaitPolicy& policy,
-                 std::chrono::nanoseconds timeout, Stalled&& stalled) noexcept
-    -> decltype(try_once()) {
+                 WaitState& state, std::chrono::nanoseconds timeout, Stalled&& stalled,
+                 SleepBounds bounds = {}) noexcept -> decltype(try_once()) {
   auto result = try_once();
   if (done(result)) return result;
-  const auto deadline = deadline_after(timeout);
+  const auto start = Clock::now();
+  const auto deadline = deadline_after(timeout, start);  // one clock read, not two
   // Every phase ends at the deadline, but the loop below runs at least once:
   // a call that gives up still does one recovery step, so that callers with
   // short timeouts make progress on what the dead left.
-  bool in_time = true;
-  for (std::uint32_t i = 0; i < policy.spin_iterations && in_time; ++i) {
-    atomic::cpu_relax();
-    result = try_once();
-    if (done(result)) return result;
-    // A try is cheap but not free (an MPMC try may pass over a run of
-    // skipped slots): thousands of spins must not outlast the deadline.
+  bool in_time = start < deadline;
+
+  // Spin where spinning pays: not when recent spins mostly ended empty
+  // (except one wait in kProbeEvery, which spins to notice when they would
+  // pay again). A thread that may only run on one CPU starts out not
+  // spinning (a peer on the same CPU cannot run while we spin), and so does
+  // one that is confined to one CPU later (re-checked every kAffinityEvery
+  // waits, a system call); a peer pinned to a core of its own answers the
+  // probes, and spinning comes back.
+  ++state.waits;
+  if (state.waits % WaitState::kAffinityEvery == 0) {
+    const bool one_cpu = single_cpu();
+    if (one_cpu && !state.one_cpu) state.spin_success = 0;
+    state.one_cpu = one_cpu;
+  }
+  const bool spin =
+      in_time && policy.spin_iterations != 0 &&
+      policy.spin_time > std::chrono::nanoseconds::zero() &&
+      (state.spin_success >= WaitState::kSpinWorthIt || state.waits % WaitState::kProbeEvery == 0);
+  if (spin) {
+    const auto spin_end =
+        std::min(deadline, start + std::chrono::duration_cast<Clock::duration>(policy.spin_time));
+    bool caught = false;
+    for (std::uint32_t i = 1; i <= policy.spin_iterations; ++i) {
+      atomic::cpu_relax();
+      result = try_once();
+      if (done(result)) {
+        caught = true;
+        break;
+      }
+      // A try is cheap but not free (an MPMC try may pass over a run of
+      // skipped slots): the clock bounds the phase, read every few tries.
+      if (i % kSpinClockEvery == 0 && Clock::now() >= spin_end) break;
+    }
+    // Weight 1/8: a handful of waits moves the average, one odd wait does not.
+    const std::uint32_t sample = caught ? WaitState::kOne : 0;
+    state.spin_success = state.spin_success - state.spin_success / 8 + sample / 8;
+    if (caught) return result;
     in_time = Clock::now() < deadline;
   }
   for (std::uint32_t i = 0; i < policy.yield_iterations && in_time; ++i) {
@@ -91,17 +156,33 @@ auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* 
       result = try_once();
       if (done(result)) return result;
     }
-    const auto now = Clock::now();
+    auto now = Clock::now();
     if (now >= deadline) return result;
+    // One round: raise the count (a seq_cst read-modify-write: the re-checks
+    // below cannot move above it), read the notify word before the re-check
+    // (a publication after the re-check bumps it, and the futex then refuses
+    // to sleep), re-check, sleep. The count stays raised for the whole
+    // round, so the only publication it can miss is one already on its way
+    // when it was raised: the short first sleep catches that one.
     atomic::fetch_add(waiters, std::uint32_t{1});
-    // Read the notify word before the re-check: a publication after the
-    // re-check bumps it, and the futex then refuses to sleep.
     const std::uint32_t seen = atomic::load_seq_cst(notify);
-    if (!ready()) {
-      const std::chrono::nanoseconds slice = atomic::load_relaxed(peer_gpus) != 0
-                                                 ? std::chrono::nanoseconds(kGpuPeerSleep)
-                                                 : std::chrono::nanoseconds(kMaxSleep);
+    const bool gpu_peer = atomic::load_relaxed(peer_gpus) != 0;
+    std::chrono::nanoseconds slice =
+        gpu_peer ? std::min<std::chrono::nanoseconds>(bounds.first, kGpuPeerSleep) : bounds.first;
+    while (!ready() && now < deadline) {
+      g_sleeps.fetch_add(1, std::memory_order_relaxed);
       futex::wait(notify, seen, std::min<std::chrono::nanoseconds>(deadline - now, slice));
+      if (atomic::load_seq_cst(notify) != seen) break;  // woken (or a wake-up for another)
+      if (ready()) {
+        // Nobody woke us, yet the ring moved: a publication that missed our
+        // count, or a peer that cannot call futex.
+        g_late_wakeups.fetch_add(1, std::memory_order_relaxed);
+        break;
+      }
+      now = Clock::now();
+      const std::chrono::nanoseconds cap =
+          gpu_peer ? std::chrono::nanoseconds(kGpuPeerSleep) : bounds.max;
+      slice = std::min(cap, slice * 2);
     }
     atomic::fetch_sub(waiters, std::uint32_t{1});
     result = try_once();
@@ -112,8 +193,9 @@ auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* 
 template <class TryOnce, class Done, class Ready>
 auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* waiters,
                  std::uint32_t* notify, const std::uint32_t* peer_gpus, const WaitPolicy& policy,
-                 std::chrono::nanoseconds timeout) noexcept -> decltype(try_once()) {
-  return block_until(try_once, done, ready, waiters, notify, peer_gpus, policy, timeout,
+                 WaitState& state, std::chrono::nanoseconds timeout) noexcept
+    -> decltype(try_once()) {
+  return block_until(try_once, done, ready, waiters, notify, peer_gpus, policy, state, timeout,
                      [] { return false; });
 }
 
