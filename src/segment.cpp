@@ -26,6 +26,7 @@ namespace detail {
 struct Mapping {
   std::string name;
   Geometry geometry;
+  std::string metadata;  // a copy: the segment's bytes may change under us
   std::byte* base = nullptr;
   std::size_t size = 0;
   // Kept open for liveness: holders' locks are asked about through it, and
@@ -282,6 +283,11 @@ Failure check_create(const std::string& name, const CreateOptions& o, Geometry& 
                 "ring kind " + num(static_cast<std::uint32_t>(o.kind)) +
                     " is neither spsc (1) nor mpmc (2)");
   }
+  if (o.metadata.size() > kMetadataCapacity) {
+    return fail(errc::invalid_argument, name,
+                "metadata of " + num(o.metadata.size()) + " bytes does not fit the " +
+                    num(kMetadataCapacity) + " a segment holds");
+  }
   if ((o.mode & ~mode_t{0666}) != 0) {
     char mode[16];
     std::snprintf(mode, sizeof mode, "0%o", static_cast<unsigned>(o.mode));
@@ -305,7 +311,8 @@ Failure check_create(const std::string& name, const CreateOptions& o, Geometry& 
 // SIGBUS later), maps it and writes the header and slots; the ABI version is
 // stored last.
 std::shared_ptr<detail::Mapping> build(Fd& fd, const std::string& name, const Geometry& g,
-                                       const process::Identity& self, Failure& f) {
+                                       const std::string& metadata, const process::Identity& self,
+                                       Failure& f) {
   if (const int err = sys::fallocate(fd.fd, static_cast<off_t>(g.segment_size)); err != 0) {
     f = err == ENOSPC || err == EFBIG || err == ENOMEM
             ? fail(errc::no_space, name,
@@ -334,6 +341,9 @@ std::shared_ptr<detail::Mapping> build(Fd& fd, const std::string& name, const Ge
   h.created_unix_ns = unix_ns();
   h.creator_pid = self.pid;
   h.creator_start_time = self.start_time;
+  ctl->metadata.length = static_cast<std::uint32_t>(metadata.size());
+  if (!metadata.empty()) std::memcpy(ctl->metadata.bytes, metadata.data(), metadata.size());
+  map->metadata = metadata;
   // Slot i is free for position i (the MPMC turn; SPSC ignores it).
   const std::uint64_t trailer_at = g.slots_offset + g.trailer_offset();
   for (std::uint64_t i = 0; i < g.capacity; ++i) {
@@ -387,7 +397,7 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
     ~UnlinkTemp() { sys::unlink(path.c_str()); }
   } unlink_temp{temp};
 
-  auto map = build(fd, name, g, self, f);
+  auto map = build(fd, name, g, o.metadata, self, f);
   if (!map) return nullptr;
 
   // Always: the umask may have narrowed the 0600 that open() asked for.
@@ -517,6 +527,16 @@ std::shared_ptr<detail::Mapping> open_descriptor(Fd& fd, const std::string& name
     f = fail(errc::corrupt_header, name, "header changed while the segment was being opened");
     return nullptr;
   }
+  // Copied once; a length a peer scribbled is refused, never followed.
+  const auto* meta = &reinterpret_cast<const ControlArea*>(map->base)->metadata;
+  const std::uint32_t length = atomic::load_relaxed(&meta->length);
+  if (length > kMetadataCapacity) {
+    f = fail(errc::corrupt_header, name,
+             "metadata length " + num(length) + " exceeds the " + num(kMetadataCapacity) +
+                 " bytes a segment holds");
+    return nullptr;
+  }
+  map->metadata.assign(reinterpret_cast<const char*>(meta->bytes), length);
   return map;
 }
 
@@ -539,7 +559,7 @@ std::shared_ptr<detail::Mapping> do_create_sealed(std::string_view label, const 
     f = fail_errno(errno, name, std::string("memfd_create failed: ") + std::strerror(errno));
     return nullptr;
   }
-  auto map = build(fd, name, g, self, f);
+  auto map = build(fd, name, g, o.metadata, self, f);
   if (!map) return nullptr;
   if (::fcntl(map->fd, F_ADD_SEALS, kSizeSeals | F_SEAL_SEAL) != 0) {
     f = fail_errno(errno, name, std::string("cannot seal the memfd: ") + std::strerror(errno));
@@ -738,6 +758,9 @@ const detail::Mapping& empty_mapping() {
 }  // namespace
 
 const std::string& Segment::name() const noexcept { return (map_ ? *map_ : empty_mapping()).name; }
+std::string_view Segment::metadata() const noexcept {
+  return (map_ ? *map_ : empty_mapping()).metadata;
+}
 const Geometry& Segment::geometry() const noexcept {
   return (map_ ? *map_ : empty_mapping()).geometry;
 }

@@ -196,7 +196,7 @@ TEST(SlotLayout, ViewAddressesMatchTheGeometry) {
   EXPECT_EQ(reinterpret_cast<std::byte*>(view.consumer_wait()), buffer + 512);
   EXPECT_EQ(reinterpret_cast<std::byte*>(view.producer_claims()), buffer + 640);
   EXPECT_EQ(reinterpret_cast<std::byte*>(view.consumer_claims()), buffer + 2688);
-  EXPECT_EQ(g.slots_offset, 4736u);
+  EXPECT_EQ(g.slots_offset, 5760u);
 }
 
 // ---- ABI constants -----------------------------------------------------------
@@ -215,7 +215,8 @@ TEST(Abi, Constants) {
   EXPECT_EQ(sizeof(ProducerBlock), kBlockSize);
   EXPECT_EQ(sizeof(ConsumerBlock), kBlockSize);
   EXPECT_EQ(sizeof(WaitBlock), kBlockSize);
-  EXPECT_EQ(sizeof(ControlArea), 37 * kBlockSize) << "5 blocks, then two claim tables of 16";
+  EXPECT_EQ(sizeof(ControlArea), 45 * kBlockSize)
+      << "5 blocks, then two claim tables of 16, then 8 of metadata";
   EXPECT_EQ(kSlotsOffset, sizeof(ControlArea));
   EXPECT_EQ(sizeof(SlotTrailer), 32u);
   EXPECT_EQ(static_cast<std::uint32_t>(RingKind::spsc), 1u);

@@ -1221,3 +1221,50 @@ TEST(SegmentSealed, ReceiveWithoutADescriptorIsNamed) {
 
 }  // namespace
 }  // namespace shmring
+
+// ---- metadata --------------------------------------------------------------------
+
+namespace shmring {
+namespace {
+
+TEST(SegmentMetadata, EveryOpenerReadsWhatTheCreatorWrote) {
+  test::UniqueShm shm;
+  CreateOptions o = spsc();
+  o.metadata = std::string("{\"dtype\": \"<f4\"}\0binary", 24);
+  Segment made = Segment::create(shm.name(), o);
+  EXPECT_EQ(made.metadata(), o.metadata);
+  EXPECT_EQ(Segment::open(shm.name()).metadata(), o.metadata);
+  OpenOptions ro = quick_open();
+  ro.read_only = true;
+  EXPECT_EQ(Segment::open(shm.name(), ro).metadata(), o.metadata);
+  // A sealed segment carries it too.
+  Segment sealed = Segment::create_sealed("meta", o);
+  EXPECT_EQ(Segment::open_fd(sealed.fd()).metadata(), o.metadata);
+  // None given, none read.
+  test::UniqueShm plain("plain");
+  EXPECT_TRUE(Segment::create(plain.name(), spsc()).metadata().empty());
+  Segment::unlink(plain.name());
+  Segment::unlink(shm.name());
+}
+
+TEST(SegmentMetadata, TooMuchIsRefusedAndAScribbledLengthIsNamed) {
+  test::UniqueShm shm;
+  CreateOptions o = spsc();
+  o.metadata.assign(kMetadataCapacity + 1, 'm');
+  expect_create_fails(shm.name(), o, errc::invalid_argument, shm.name(),
+                      {"metadata of " + std::to_string(kMetadataCapacity + 1) + " bytes"});
+  o.metadata.assign(kMetadataCapacity, 'm');
+  Segment made = Segment::create(shm.name(), o);
+  EXPECT_EQ(made.metadata().size(), kMetadataCapacity);
+  // A peer that writes an impossible length makes the next open refuse.
+  ASSERT_TRUE(test::write_value_at<std::uint32_t>(
+      shm.name(), offsetof(ControlArea, metadata) + offsetof(Metadata, length), 5000));
+  expect_open_fails(shm.name(), quick_open(), errc::corrupt_header, shm.name(),
+                    {"metadata length 5000"});
+  // What was copied at open stays as it was.
+  EXPECT_EQ(made.metadata().size(), kMetadataCapacity);
+  Segment::unlink(shm.name());
+}
+
+}  // namespace
+}  // namespace shmring

@@ -7,7 +7,8 @@
 //   offset 512  ConsumerWaitBlock  consumers' sleeper count (read by producers)
 //   offset 640  ProducerClaims     MPMC: which processes may hold claimed positions
 //   offset 2688 ConsumerClaims     MPMC: the same for the consumer side
-//   offset 4736 slots[capacity]    each slot_stride bytes: payload, then trailer
+//   offset 4736 Metadata           the creator's description of the messages
+//   offset 5760 slots[capacity]    each slot_stride bytes: payload, then trailer
 //
 // Every field is fixed-width; offsets are stored, never pointers; each hot
 // word sits in its own 128-byte block so the two sides never false-share
@@ -29,7 +30,8 @@ namespace shmring {
 inline constexpr std::uint64_t kMagic = 0x31474E49524D4853ull;  // "SHMRING1", little-endian
 // 2: MPMC claim tables (recovery of claims held by dead processes).
 // 3: header flags name the slot format (kHeaderLowLatencySlots).
-// 4: holders prove they live by locks on bytes of the file (see lock_byte).
+// 4: holders prove they live by locks on bytes of the file (see lock_byte);
+//    the metadata block.
 inline constexpr std::uint32_t kAbiVersion = 4;
 inline constexpr std::size_t kBlockSize = 128;
 inline constexpr std::size_t kPayloadAlign = 64;
@@ -170,6 +172,18 @@ struct SlotTrailer {
 // (the claim moved the shared counter); consumers pass over such a slot.
 inline constexpr std::uint32_t kSlotSkipped = 1;
 
+// What the creator says about the messages, for every opener to read: a
+// typed ring's dtype and shape, a video stream's caps. Opaque bytes to the
+// library, written once before the ABI version is stored and never after;
+// an opener copies them once and checks the length.
+inline constexpr std::size_t kMetadataCapacity = 1024 - 8;
+
+struct Metadata {
+  std::uint32_t length;  // bytes of `bytes` in use, at most kMetadataCapacity
+  std::uint32_t reserved;
+  std::uint8_t bytes[kMetadataCapacity];
+};
+
 struct ControlArea {
   SegmentHeader header;
   ProducerBlock producer;
@@ -178,6 +192,7 @@ struct ControlArea {
   WaitBlock consumer_wait;
   ClaimTable producer_claims;
   ClaimTable consumer_claims;
+  Metadata metadata;
 };
 
 static_assert(std::endian::native == std::endian::little, "the segment ABI is little-endian");
@@ -217,7 +232,9 @@ static_assert(offsetof(ControlArea, consumer) == 384,
 static_assert(offsetof(ControlArea, consumer_wait) == 512);
 static_assert(offsetof(ControlArea, producer_claims) == 640);
 static_assert(offsetof(ControlArea, consumer_claims) == 2688);
-static_assert(sizeof(ControlArea) == 4736);
+static_assert(offsetof(ControlArea, metadata) == 4736);
+static_assert(sizeof(Metadata) == 8 * kBlockSize && offsetof(Metadata, bytes) == 8);
+static_assert(sizeof(ControlArea) == 5760);
 static_assert(sizeof(SlotTrailer) == 32);
 static_assert(offsetof(SlotTrailer, committed) == 0 && offsetof(SlotTrailer, length) == 8);
 static_assert(offsetof(SlotTrailer, flags) == 12 && offsetof(SlotTrailer, released) == 16);

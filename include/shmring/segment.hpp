@@ -47,6 +47,10 @@ struct CreateOptions {
   mode_t mode = 0600;
   // plain, or low_latency (SPSC, copy calls, slot_size <= 4096): see layout.hpp
   SlotFormat format = SlotFormat::plain;
+  // What the messages are, for every opener to read (Segment::metadata()):
+  // up to kMetadataCapacity bytes, opaque to the library. The Python module
+  // keeps a typed ring's dtype and shape here.
+  std::string metadata;
 };
 
 struct OpenOptions {
@@ -116,6 +120,8 @@ class Segment {
   explicit operator bool() const noexcept { return map_ != nullptr; }
   const std::string& name() const noexcept;  // without the leading '/'
   const Geometry& geometry() const noexcept;
+  // The creator's metadata (CreateOptions::metadata), as read at open.
+  std::string_view metadata() const noexcept;
   std::byte* base() const noexcept;
   std::size_t size() const noexcept;
   // The segment file's descriptor, open as long as the Segment (or a handle
