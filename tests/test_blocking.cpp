@@ -5,14 +5,13 @@
 // "Asleep" is observed, never assumed: the sleeper's side raises its waiters
 // word in the segment before it sleeps, and the kernel shows its thread in
 // state S; a test acts only once it sees both.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <array>
@@ -36,17 +35,21 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-constexpr auto kLongTimeout = 10s;         // a blocked call that should be woken well before
-constexpr auto kWakeBound = 100ms;         // each wake, push to return
-constexpr auto kMedianWakeBound = 10ms;    // typical wake (a periodic re-check would be ~25 ms)
-constexpr auto kAsleepDeadline = 10s;      // for a sleeper to be observed asleep
+constexpr auto kLongTimeout = 10s;       // a blocked call that should be woken well before
+constexpr auto kWakeBound = 100ms;       // each wake, push to return
+constexpr auto kMedianWakeBound = 10ms;  // typical wake (a periodic re-check would be ~25 ms)
+constexpr auto kAsleepDeadline = 10s;    // for a sleeper to be observed asleep
 constexpr int kWakeTrials = 9;
 
 // ---- observing sleepers ------------------------------------------------------
 
 ControlArea* control(const Segment& s) { return reinterpret_cast<ControlArea*>(s.base()); }
-const std::uint32_t* consumer_waiters(const Segment& s) { return &control(s)->consumer_wait.waiters; }
-const std::uint32_t* producer_waiters(const Segment& s) { return &control(s)->producer_wait.waiters; }
+const std::uint32_t* consumer_waiters(const Segment& s) {
+  return &control(s)->consumer_wait.waiters;
+}
+const std::uint32_t* producer_waiters(const Segment& s) {
+  return &control(s)->producer_wait.waiters;
+}
 // Producers bump producer.notify to wake consumers; consumers bump consumer.notify.
 const std::uint32_t* producer_notify(const Segment& s) { return &control(s)->producer.notify; }
 const std::uint32_t* consumer_notify(const Segment& s) { return &control(s)->consumer.notify; }
@@ -89,7 +92,9 @@ std::chrono::nanoseconds thread_cpu_time() {
   return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
 }
 
-double ms(std::chrono::nanoseconds d) { return std::chrono::duration<double, std::milli>(d).count(); }
+double ms(std::chrono::nanoseconds d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
 
 Segment make_ring(const test::UniqueShm& shm, RingKind kind, std::uint64_t capacity,
                   std::uint64_t slot_size = 64) {
@@ -208,19 +213,19 @@ void check_wakes(const std::vector<Wake>& wakes, const char* what) {
     const Wake& w = wakes[i];
     EXPECT_TRUE(w.asleep) << what << " trial " << i << ": the sleeper was never seen asleep";
     EXPECT_EQ(w.status, Status::ok) << what << " trial " << i;
-    EXPECT_LT(w.latency, kWakeBound) << what << " trial " << i << ": woke after " << ms(w.latency)
-                                     << " ms";
+    EXPECT_LT(w.latency, kWakeBound)
+        << what << " trial " << i << ": woke after " << ms(w.latency) << " ms";
     latencies.push_back(w.latency);
     notified += w.notified ? 1 : 0;
   }
   std::sort(latencies.begin(), latencies.end());
   const auto median = latencies[latencies.size() / 2];
-  std::printf("[ blocking ] %s: wake latency min %.3f ms, median %.3f ms, max %.3f ms; "
-              "%d of %zu peer calls saw the sleeper\n",
-              what, ms(latencies.front()), ms(median), ms(latencies.back()), notified,
-              wakes.size());
-  EXPECT_LT(median, kMedianWakeBound) << what << ": wake-ups look lost (median " << ms(median)
-                                      << " ms)";
+  std::printf(
+      "[ blocking ] %s: wake latency min %.3f ms, median %.3f ms, max %.3f ms; "
+      "%d of %zu peer calls saw the sleeper\n",
+      what, ms(latencies.front()), ms(median), ms(latencies.back()), notified, wakes.size());
+  EXPECT_LT(median, kMedianWakeBound)
+      << what << ": wake-ups look lost (median " << ms(median) << " ms)";
   // A sleeper briefly leaves its count during a periodic re-check; allow one
   // unlucky trial.
   EXPECT_GE(notified, static_cast<int>(wakes.size()) - 1) << what;
@@ -280,14 +285,13 @@ void producer_woken_by_pop(const char* what) {
   for (; next_in < kCapacity; ++next_in) ASSERT_EQ(r.tx.try_push(word_bytes(next_in)), Status::ok);
   std::vector<Wake> wakes;
   for (int i = 0; i < kWakeTrials; ++i) {
-    wakes.push_back(measure_wake(
-        [&] { return r.tx.push(word_bytes(next_in), kLongTimeout); },
-        [&] {
-          std::uint64_t v = 0;
-          ASSERT_EQ(try_pop_word(r.rx, v), Status::ok);
-          EXPECT_EQ(v, next_out++);
-        },
-        producer_waiters(r.seg), consumer_notify(r.seg)));
+    wakes.push_back(measure_wake([&] { return r.tx.push(word_bytes(next_in), kLongTimeout); },
+                                 [&] {
+                                   std::uint64_t v = 0;
+                                   ASSERT_EQ(try_pop_word(r.rx, v), Status::ok);
+                                   EXPECT_EQ(v, next_out++);
+                                 },
+                                 producer_waiters(r.seg), consumer_notify(r.seg)));
     ++next_in;  // the ring is full again
   }
   check_wakes(wakes, what);
@@ -476,7 +480,8 @@ void expect_timeout(Call&& call, std::chrono::nanoseconds timeout, const std::st
   EXPECT_GE(wall, timeout) << what << " returned early";
   EXPECT_LT(wall, timeout + kOvershootBound) << what << " overshot: " << ms(wall) << " ms";
   if (timeout >= kShortTimeout) {
-    EXPECT_LT(static_cast<double>(cpu.count()), kMaxCpuShare * static_cast<double>(wall.count()) + 5e6)
+    EXPECT_LT(static_cast<double>(cpu.count()),
+              kMaxCpuShare * static_cast<double>(wall.count()) + 5e6)
         << what << " used " << ms(cpu) << " ms of CPU while waiting " << ms(wall) << " ms";
   }
 }
@@ -710,9 +715,9 @@ TEST(BlockingCrossProcess, SpscKilledSleeperLeavesNoWaiterBehind) {
     }
     ::_exit(0);
   }
-  const bool asleep = poll_until(
-      [&] { return load(consumer_waiters(seg)) != 0 && task_state(pid, true) == 'S'; },
-      kAsleepDeadline);
+  const bool asleep =
+      poll_until([&] { return load(consumer_waiters(seg)) != 0 && task_state(pid, true) == 'S'; },
+                 kAsleepDeadline);
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);

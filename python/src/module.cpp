@@ -39,14 +39,33 @@ using shmring_py::Slot;
 constexpr nanoseconds kSlice = std::chrono::milliseconds(50);
 
 const char* errc_name(int v) {
-  static const char* const names[] = {
-      nullptr,           "invalid_name",   "invalid_capacity",  "invalid_slot_size",
-      "size_overflow",   "not_found",      "already_exists",    "no_space",
-      "permission_denied", "not_a_segment", "bad_magic",        "abi_mismatch",
-      "kind_mismatch",   "geometry_mismatch", "corrupt_header", "truncated",
-      "init_timeout",    "role_taken",     "message_too_large", "no_segment",
-      "no_gpu",          "cuda_error",     "gpu_not_allowed",   "mixed_agents",
-      "invalid_slot_format", "invalid_argument", "not_sealed"};
+  static const char* const names[] = {nullptr,
+                                      "invalid_name",
+                                      "invalid_capacity",
+                                      "invalid_slot_size",
+                                      "size_overflow",
+                                      "not_found",
+                                      "already_exists",
+                                      "no_space",
+                                      "permission_denied",
+                                      "not_a_segment",
+                                      "bad_magic",
+                                      "abi_mismatch",
+                                      "kind_mismatch",
+                                      "geometry_mismatch",
+                                      "corrupt_header",
+                                      "truncated",
+                                      "init_timeout",
+                                      "role_taken",
+                                      "message_too_large",
+                                      "no_segment",
+                                      "no_gpu",
+                                      "cuda_error",
+                                      "gpu_not_allowed",
+                                      "mixed_agents",
+                                      "invalid_slot_format",
+                                      "invalid_argument",
+                                      "not_sealed"};
   if (v <= 0 || v >= static_cast<int>(sizeof names / sizeof names[0])) return "unknown";
   return names[v];
 }
@@ -100,8 +119,7 @@ bool claim_done(bool got, shmring::Status s) {
                               .c_str());
   }
   if (s == shmring::Status::corrupt) {
-    throw StatusError("corrupt",
-                      "the ring is corrupt: the peer side wrote impossible values");
+    throw StatusError("corrupt", "the ring is corrupt: the peer side wrote impossible values");
   }
   if (s == shmring::Status::unsupported) throw_zero_copy_unsupported();
   if (s == shmring::Status::wrong_process) {
@@ -110,7 +128,8 @@ bool claim_done(bool got, shmring::Status s) {
                       "its calls would write over that process's messages. Attach a handle in "
                       "this process (shmring.open(name) and producer()/consumer() here).");
   }
-  throw StatusError(shmring::to_string(s), std::string("unexpected status ") + shmring::to_string(s));
+  throw StatusError(shmring::to_string(s),
+                    std::string("unexpected status ") + shmring::to_string(s));
 }
 
 // Runs attempt(slice) without the GIL until it reports done or the timeout
@@ -295,7 +314,8 @@ struct Producer : HandleBase {
   void push(nb::handle data, std::optional<double> timeout) {
     Buffer b(data);
     Busy guard(*this);
-    if (b.span().size() > h.slot_size()) raise_status(shmring::Status::too_large, b.span().size(), h.slot_size());
+    if (b.span().size() > h.slot_size())
+      raise_status(shmring::Status::too_large, b.span().size(), h.slot_size());
     shmring::Status s = shmring::Status::ok;
     const bool done = wait_loop(timeout, [&](nanoseconds slice) {
       s = h.push(b.span(), slice);
@@ -446,9 +466,8 @@ struct Consumer : HandleBase {
     if (record && c[0].size() != record->nbytes) {
       const std::size_t got = c[0].size();
       h.release(c);
-      throw nb::value_error(("message of " + std::to_string(got) +
-                             " bytes is not one record of " + std::to_string(record->nbytes) +
-                             " bytes; it was consumed")
+      throw nb::value_error(("message of " + std::to_string(got) + " bytes is not one record of " +
+                             std::to_string(record->nbytes) + " bytes; it was consumed")
                                 .c_str());
     }
     nb::object obj = nb::cast(new Slot(), nb::rv_policy::take_ownership);
@@ -532,11 +551,10 @@ template <class C>
 void bind_record(nb::class_<C>& cls) {
   cls.def("_set_record", &set_record<C>, "format"_a, "typestr"_a, "itemsize"_a, "shape"_a,
           "dlpack_code"_a)
-      .def_prop_ro("_record_nbytes",
-                   [](const C& c) -> std::optional<std::size_t> {
-                     if (!c.record) return std::nullopt;
-                     return c.record->nbytes;
-                   });
+      .def_prop_ro("_record_nbytes", [](const C& c) -> std::optional<std::size_t> {
+        if (!c.record) return std::nullopt;
+        return c.record->nbytes;
+      });
 }
 
 // MPMC handles: recovery of positions that dead processes of the same side
@@ -561,11 +579,11 @@ void bind_producer(nb::module_& m, const char* name) {
   nb::class_<C> cls(m, name);
   bind_record(cls);
   bind_recovery(cls);
-  cls
-      .def_prop_ro("capacity", [](C& p) { return p.h.capacity(); })
+  cls.def_prop_ro("capacity", [](C& p) { return p.h.capacity(); })
       .def_prop_ro("slot_size", [](C& p) { return p.h.slot_size(); })
-      .def_prop_ro("slot_format", [](C& p) { return p.low_latency ? "low_latency" : "plain"; },
-                   "'plain', or 'low_latency' (copy calls only: claim raises UnsupportedError).")
+      .def_prop_ro(
+          "slot_format", [](C& p) { return p.low_latency ? "low_latency" : "plain"; },
+          "'plain', or 'low_latency' (copy calls only: claim raises UnsupportedError).")
       .def("try_push", &C::try_push, "data"_a,
            "Copies one message into the ring; False if it is full.")
       .def("push", &C::push, "data"_a, "timeout"_a = nb::none(),
@@ -590,13 +608,14 @@ void bind_consumer(nb::module_& m, const char* name) {
   nb::class_<C> cls(m, name);
   bind_recovery(cls);
   bind_record(cls);
-  cls
-      .def_prop_ro("capacity", [](C& c) { return c.h.capacity(); })
+  cls.def_prop_ro("capacity", [](C& c) { return c.h.capacity(); })
       .def_prop_ro("slot_size", [](C& c) { return c.h.slot_size(); })
-      .def_prop_ro("slot_format", [](C& c) { return c.low_latency ? "low_latency" : "plain"; },
-                   "'plain', or 'low_latency' (copy calls only: peek raises UnsupportedError).")
-      .def("try_pop", [](C& c) { return c.take({}, true); },
-           "The next message as bytes, or None if the ring is empty.")
+      .def_prop_ro(
+          "slot_format", [](C& c) { return c.low_latency ? "low_latency" : "plain"; },
+          "'plain', or 'low_latency' (copy calls only: peek raises UnsupportedError).")
+      .def(
+          "try_pop", [](C& c) { return c.take({}, true); },
+          "The next message as bytes, or None if the ring is empty.")
       .def("pop", &C::pop, "timeout"_a = nb::none(),
            "The next message as bytes, waiting up to timeout seconds (None: no limit); "
            "TimeoutError if none arrives.")
@@ -629,9 +648,8 @@ void bind_consumer(nb::module_& m, const char* name) {
           "timeout seconds; TimeoutError if none arrives. A message larger than the buffer "
           "raises ValueError and is kept.")
       .def(
-          "try_pop_into",
-          [](C& c, nb::handle buffer) { return c.pop_into(buffer, {}, true); }, "buffer"_a,
-          "Like pop_into, but None at once if the ring is empty.")
+          "try_pop_into", [](C& c, nb::handle buffer) { return c.pop_into(buffer, {}, true); },
+          "buffer"_a, "Like pop_into, but None at once if the ring is empty.")
       .def("_next", [](C& c, std::optional<double> timeout) { return c.take(timeout, false); });
 }
 
@@ -673,8 +691,9 @@ NB_MODULE(_shmring, m) {
           [](Slot& s, std::size_t n) { s.set_size(n); },
           "Bytes published on commit (claim; the whole slot until set) or the message's size "
           "(peek).")
-      .def_prop_ro("capacity", [](const Slot& s) { return s.capacity; },
-                   "Bytes the buffer exposes: the slot size (claim) or the message size (peek).")
+      .def_prop_ro(
+          "capacity", [](const Slot& s) { return s.capacity; },
+          "Bytes the buffer exposes: the slot size (claim) or the message size (peek).")
       .def_prop_ro("writable", [](const Slot& s) { return s.writable; })
       .def_prop_ro("finished", [](const Slot& s) { return s.state != Slot::State::active; })
       .def("__len__", [](const Slot& s) { return s.capacity; })
@@ -698,7 +717,8 @@ NB_MODULE(_shmring, m) {
       .def(
           "commit",
           [](Slot& s, std::optional<std::size_t> n) {
-            if (!s.writable) throw std::runtime_error("commit() is for claimed slots; use release()");
+            if (!s.writable)
+              throw std::runtime_error("commit() is for claimed slots; use release()");
             if (n) s.set_size(*n);
             s.check_active();
             s.finish(true);
@@ -707,7 +727,8 @@ NB_MODULE(_shmring, m) {
       .def(
           "abort",
           [](Slot& s) {
-            if (!s.writable) throw std::runtime_error("abort() is for claimed slots; use release()");
+            if (!s.writable)
+              throw std::runtime_error("abort() is for claimed slots; use release()");
             s.check_active();
             s.finish(false);
           },
@@ -767,8 +788,8 @@ NB_MODULE(_shmring, m) {
                    "(messages as flagged 8-byte words: copy calls only, SPSC only).")
       .def_prop_ro("capacity", [](const PySegment& s) { return s.seg.geometry().capacity; })
       .def_prop_ro("slot_size", [](const PySegment& s) { return s.seg.geometry().slot_size; })
-      .def_prop_ro("size", [](const PySegment& s) { return s.seg.size(); },
-                   "Bytes of the mapping.")
+      .def_prop_ro(
+          "size", [](const PySegment& s) { return s.seg.size(); }, "Bytes of the mapping.")
       .def_prop_ro("created", [](const PySegment& s) { return s.seg.created(); })
       .def(
           "producer",
@@ -789,8 +810,7 @@ NB_MODULE(_shmring, m) {
           },
           "Attaches a consumer of the ring's kind.")
       .def(
-          "register_cuda",
-          [](PySegment& s, int device) { s.gpu->register_segment(s.seg, device); },
+          "register_cuda", [](PySegment& s, int device) { s.gpu->register_segment(s.seg, device); },
           "device"_a = 0,
           "Registers this process's mapping of the segment with CUDA (mapped, portable), so "
           "that slots can be lent as GPU views (Slot.cuda()). Once per mapping.")
@@ -802,8 +822,8 @@ NB_MODULE(_shmring, m) {
           },
           "The CUDA device the mapping is registered with, or None.")
       .def("__repr__", [](const PySegment& s) {
-        return "<shmring.Segment '" + s.seg.name() + "' " + s.kind() + " capacity=" +
-               std::to_string(s.seg.geometry().capacity) +
+        return "<shmring.Segment '" + s.seg.name() + "' " + s.kind() +
+               " capacity=" + std::to_string(s.seg.geometry().capacity) +
                " slot_size=" + std::to_string(s.seg.geometry().slot_size) +
                (is_low_latency(s.seg) ? " slot_format=low_latency" : "") + ">";
       });

@@ -48,9 +48,9 @@ struct Slot;
 struct HandleBase {
   virtual ~HandleBase() = default;
   virtual void finish(Slot& s, bool commit) noexcept = 0;
-  bool single = false;  // SPSC: one slot lent at a time
-  bool busy = false;    // a call is running (GIL released) on this handle
-  int outstanding = 0;  // slots lent and not finished
+  bool single = false;                   // SPSC: one slot lent at a time
+  bool busy = false;                     // a call is running (GIL released) on this handle
+  int outstanding = 0;                   // slots lent and not finished
   std::shared_ptr<const Record> record;  // typed handles: what each slot holds
   std::shared_ptr<GpuState> gpu;         // shared with the segment
 };
@@ -125,9 +125,9 @@ struct Slot {
                                 .c_str());
     }
     if (n > capacity) {
-      throw nb::value_error(("size " + std::to_string(n) + " exceeds the slot size " +
-                             std::to_string(capacity))
-                                .c_str());
+      throw nb::value_error(
+          ("size " + std::to_string(n) + " exceeds the slot size " + std::to_string(capacity))
+              .c_str());
     }
     size = n;
   }
