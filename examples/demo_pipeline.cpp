@@ -10,6 +10,8 @@
 //
 // Exit status: 0 every message verified, 1 a message failed verification,
 // 2 bad command line, 3 a runtime failure (segment, peer died, stall).
+#include <fmt/core.h>
+#include <fmt/format.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -17,13 +19,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <fmt/core.h>
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstddef>
@@ -193,7 +192,8 @@ std::string parse_options(int argc, char** argv, Options& o, bool& help) {
       if (!next(v)) return "--cpus needs a value";
       const auto comma = v.find(',');
       const auto p = comma == std::string_view::npos ? std::nullopt : parse_u64(v.substr(0, comma));
-      const auto c = comma == std::string_view::npos ? std::nullopt : parse_u64(v.substr(comma + 1));
+      const auto c =
+          comma == std::string_view::npos ? std::nullopt : parse_u64(v.substr(comma + 1));
       if (!p || !c || *p >= CPU_SETSIZE || *c >= CPU_SETSIZE) {
         return fmt::format("--cpus: '{}' is not two CPU numbers like 0,1", v);
       }
@@ -207,8 +207,9 @@ std::string parse_options(int argc, char** argv, Options& o, bool& help) {
   }
   if (o.messages == 0) return "--messages must be at least 1";
   if (o.size < kHeaderBytes) {
-    return fmt::format("--size must be at least {} bytes (8-byte sequence number + 8-byte checksum)",
-                       kHeaderBytes);
+    return fmt::format(
+        "--size must be at least {} bytes (8-byte sequence number + 8-byte checksum)",
+        kHeaderBytes);
   }
   if (o.size > shmring::kMaxSlotSize) {
     return fmt::format("--size must be at most {} bytes", shmring::kMaxSlotSize);
@@ -297,10 +298,14 @@ enum class Verdict { ok, wrong_size, wrong_sequence, bad_checksum };
 
 const char* to_string(Verdict v) {
   switch (v) {
-    case Verdict::ok: return "ok";
-    case Verdict::wrong_size: return "wrong size";
-    case Verdict::wrong_sequence: return "wrong sequence number";
-    case Verdict::bad_checksum: return "bad checksum";
+    case Verdict::ok:
+      return "ok";
+    case Verdict::wrong_size:
+      return "wrong size";
+    case Verdict::wrong_sequence:
+      return "wrong sequence number";
+    case Verdict::bad_checksum:
+      return "bad checksum";
   }
   return "?";
 }
@@ -676,8 +681,8 @@ struct CleanupState {
   static constexpr std::size_t kMax = 3;
   char paths[kMax][300] = {};
   std::atomic<int> count{0};
-  pid_t owner = 0;    // only this process unlinks (a forked child does not)
-  pid_t child = 0;    // killed on a signal
+  pid_t owner = 0;  // only this process unlinks (a forked child does not)
+  pid_t child = 0;  // killed on a signal
 };
 CleanupState g_cleanup;
 
@@ -741,9 +746,10 @@ shmring::Segment create_segment(const std::string& name, const shmring::CreateOp
       const auto* h = reinterpret_cast<const shmring::SegmentHeader*>(old.base());
       const shmring::process::Identity creator{h->creator_pid, h->creator_start_time};
       if (shmring::process::alive(shmring::process::pack(creator))) {
-        throw RunError{fmt::format("segment '{}' belongs to a running process (pid {}); choose "
-                                   "another --name",
-                                   name, creator.pid)};
+        throw RunError{
+            fmt::format("segment '{}' belongs to a running process (pid {}); choose "
+                        "another --name",
+                        name, creator.pid)};
       }
     }
     fmt::print("removing stale segment /dev/shm/{}\n", name);
@@ -757,14 +763,12 @@ shmring::Segment create_segment(const std::string& name, const shmring::CreateOp
 
 Segments create_segments(const Options& o, bool replace_stale) {
   Segments s;
-  s.data = create_segment(o.name + "-data",
-                          create_options(o.kind, o.capacity, o.size, o.format), replace_stale);
-  s.ping = create_segment(o.name + "-ping",
-                          create_options(o.kind, kLatencyCapacity, o.size, o.format),
+  s.data = create_segment(o.name + "-data", create_options(o.kind, o.capacity, o.size, o.format),
                           replace_stale);
-  s.pong = create_segment(o.name + "-pong",
-                          create_options(o.kind, kLatencyCapacity, o.size, o.format),
-                          replace_stale);
+  s.ping = create_segment(
+      o.name + "-ping", create_options(o.kind, kLatencyCapacity, o.size, o.format), replace_stale);
+  s.pong = create_segment(
+      o.name + "-pong", create_options(o.kind, kLatencyCapacity, o.size, o.format), replace_stale);
   return s;
 }
 
@@ -779,15 +783,16 @@ Segments open_segments(const Options& o) {
       shmring::Segment s = shmring::Segment::open(name, oo, ec);
       if (s) {
         if (s.geometry().slot_size != o.size) {
-          throw RunError{fmt::format("segment '{}' holds {}-byte slots, --size is {}; give both "
-                                     "sides the same options",
-                                     name, s.geometry().slot_size, o.size)};
+          throw RunError{
+              fmt::format("segment '{}' holds {}-byte slots, --size is {}; give both "
+                          "sides the same options",
+                          name, s.geometry().slot_size, o.size)};
         }
         if (s.geometry().format != o.format) {
-          throw RunError{fmt::format("segment '{}' holds {} slots, --slot-format is {}; give "
-                                     "both sides the same options",
-                                     name, shmring::to_string(s.geometry().format),
-                                     shmring::to_string(o.format))};
+          throw RunError{fmt::format(
+              "segment '{}' holds {} slots, --slot-format is {}; give "
+              "both sides the same options",
+              name, shmring::to_string(s.geometry().format), shmring::to_string(o.format))};
         }
         return s;
       }
@@ -853,7 +858,8 @@ std::string format_ns(double ns) {
 std::string format_bytes(std::uint64_t b) {
   if (b < 1024) return fmt::format("{} B", b);
   if (b < 1024 * 1024) return fmt::format("{:.1f} KiB", static_cast<double>(b) / 1024);
-  if (b < 1024ull * 1024 * 1024) return fmt::format("{:.1f} MiB", static_cast<double>(b) / (1024 * 1024));
+  if (b < 1024ull * 1024 * 1024)
+    return fmt::format("{:.1f} MiB", static_cast<double>(b) / (1024 * 1024));
   return fmt::format("{:.2f} GiB", static_cast<double>(b) / (1024.0 * 1024 * 1024));
 }
 
@@ -862,8 +868,8 @@ void print_header(const Options& o, const Segments& s, const std::string& cpu_no
              shmring::to_string(o.kind),
              o.format == shmring::SlotFormat::low_latency ? " (low-latency slots, copy calls)" : "",
              o.capacity, format_bytes(o.size), o.batch, fmt::group_digits(o.messages));
-  fmt::print("  segment  /dev/shm/{} ({}), ping/pong rings /dev/shm/{}-ping|-pong\n",
-             s.data.name(), format_bytes(s.data.size()), o.name);
+  fmt::print("  segment  /dev/shm/{} ({}), ping/pong rings /dev/shm/{}-ping|-pong\n", s.data.name(),
+             format_bytes(s.data.size()), o.name);
   if (!cpu_note.empty()) fmt::print("  cpus     {}\n", cpu_note);
 }
 
@@ -882,7 +888,8 @@ void print_latency(const Options& o, std::vector<std::int64_t>& rtt) {
   if (rtt.empty()) return;
   std::sort(rtt.begin(), rtt.end());
   auto pct = [&](double p) {
-    const auto idx = static_cast<std::size_t>(p / 100.0 * static_cast<double>(rtt.size() - 1) + 0.5);
+    const auto idx =
+        static_cast<std::size_t>(p / 100.0 * static_cast<double>(rtt.size() - 1) + 0.5);
     return static_cast<double>(rtt[std::min(idx, rtt.size() - 1)]);
   };
   double sum = 0;
@@ -902,8 +909,8 @@ int print_verdict(const Options& o, const ConsumerReport& c, const ProducerRepor
   const std::uint64_t pong_failures = p != nullptr ? p->pong_failures : 0;
   if (c.failures != 0) {
     fmt::print("FAILED:   {} of {} messages failed verification; the first, #{}: {}\n",
-               fmt::group_digits(c.failures), fmt::group_digits(c.received),
-               c.first_failure_seq, to_string(c.first_failure));
+               fmt::group_digits(c.failures), fmt::group_digits(c.received), c.first_failure_seq,
+               to_string(c.first_failure));
   }
   if (c.ping_failures != 0 || pong_failures != 0) {
     fmt::print("FAILED:   {} pings and {} pongs failed verification\n", c.ping_failures,

@@ -98,21 +98,24 @@ void stream(const Options& o, const shmring::Segment& segment, std::size_t frame
   for (std::uint64_t seq = 0; seq < o.frames; ++seq) {
     shmring::WriteClaim c = tx.claim(1, std::chrono::seconds(o.timeout_s));
     if (c.empty()) {
-      throw std::runtime_error(fmt::format("no free slot for {} s at frame {}: is the consumer "
-                                           "running?",
-                                           o.timeout_s, seq));
+      throw std::runtime_error(
+          fmt::format("no free slot for {} s at frame {}: is the consumer "
+                      "running?",
+                      o.timeout_s, seq));
     }
     auto* frame = reinterpret_cast<std::uint8_t*>(c[0].data());
     const auto add = static_cast<std::uint8_t>(seq);
-    for (std::size_t i = 8; i < frame_bytes; ++i) frame[i] = static_cast<std::uint8_t>(base[i] + add);
+    for (std::size_t i = 8; i < frame_bytes; ++i)
+      frame[i] = static_cast<std::uint8_t>(base[i] + add);
     std::memcpy(frame, &seq, sizeof seq);  // little endian on every supported host
     if (tx.commit(c, frame_bytes) != shmring::Status::ok) throw std::runtime_error("commit failed");
   }
   const double s = std::chrono::duration<double>(Clock::now() - start).count();
-  fmt::print("shmring-frames: {} frames of {} B written in place in {:.3f} s ({:.0f} frames/s, "
-             "{:.2f} GB/s)\n",
-             o.frames, frame_bytes, s, static_cast<double>(o.frames) / s,
-             static_cast<double>(o.frames * frame_bytes) / s / 1e9);
+  fmt::print(
+      "shmring-frames: {} frames of {} B written in place in {:.3f} s ({:.0f} frames/s, "
+      "{:.2f} GB/s)\n",
+      o.frames, frame_bytes, s, static_cast<double>(o.frames) / s,
+      static_cast<double>(o.frames * frame_bytes) / s / 1e9);
 }
 
 }  // namespace

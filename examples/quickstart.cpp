@@ -2,10 +2,9 @@
 // peek/release, a typed Ring<T>, an MPMC ring and a sealed segment. Producer and consumer live
 // in one process here for brevity; in real use each attaches from its own
 // process (or language) by opening the segment by name.
+#include <fmt/core.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <fmt/core.h>
 
 #include <chrono>
 #include <cstddef>
@@ -49,9 +48,9 @@ struct Sample {
 
 void spsc() {
   const std::string name = "quickstart-spsc-" + std::to_string(::getpid());
-  shmring::CreateOptions options;  // SPSC by default
-  options.capacity = 1024;         // slots, a power of two
-  options.slot_size = 256;         // the largest message, bytes
+  shmring::CreateOptions options;                                      // SPSC by default
+  options.capacity = 1024;                                             // slots, a power of two
+  options.slot_size = 256;                                             // the largest message, bytes
   shmring::Segment segment = shmring::Segment::create(name, options);  // /dev/shm/<name>
   Unlink unlink{name};
   // Another process: shmring::Segment::open(name) and attach the other role.

@@ -64,8 +64,8 @@ using fuzz::touch;
 
 struct Buffer {
   explicit Buffer(std::size_t n)
-      : size(n), bytes(static_cast<std::byte*>(::operator new(n, std::align_val_t{kBlockSize}))) {}
-  ~Buffer() { ::operator delete(bytes, std::align_val_t{kBlockSize}); }
+      : size(n), bytes(static_cast<std::byte*>(::operator new (n, std::align_val_t{kBlockSize}))) {}
+  ~Buffer() { ::operator delete (bytes, std::align_val_t{kBlockSize}); }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
   std::size_t size;
@@ -96,8 +96,8 @@ struct Env {
 
 // A peer scribbling one word: arg chooses which and with what.
 void scribble(std::byte* base, const RingView& v, std::uint64_t at, std::uint8_t arg) {
-  const std::uint64_t values[] = {0, 1, v.capacity(), ~std::uint64_t{0}, std::uint64_t{1} << 63,
-                                  at, at + 1, at + v.capacity()};
+  const std::uint64_t values[] = {
+      0, 1, v.capacity(), ~std::uint64_t{0}, std::uint64_t{1} << 63, at, at + 1, at + v.capacity()};
   const std::uint64_t value = values[arg & 7];
   switch ((arg >> 3) & 3) {
     case 0:
@@ -304,7 +304,6 @@ void run_mpmc(std::byte* base, const Geometry& g, const Env& e, const std::uint8
   }
 }
 
-
 // ---- low-latency slots -------------------------------------------------------
 
 // The words of `position`'s slot: inside the slot area, and inside the slot.
@@ -388,8 +387,8 @@ void ll_write(const Env& e, std::uint64_t position, std::uint32_t incarnation,
 // word of the slot at `at` (`data` in its low half, a flag chosen by arg:
 // `at`'s own, another lap's, another incarnation's, or none).
 void scribble_ll(const RingView& v, std::uint64_t at, std::uint8_t arg, std::uint8_t data) {
-  const std::uint64_t values[] = {0, 1, v.capacity(), ~std::uint64_t{0}, std::uint64_t{1} << 63,
-                                  at, at + 1, at + v.capacity()};
+  const std::uint64_t values[] = {
+      0, 1, v.capacity(), ~std::uint64_t{0}, std::uint64_t{1} << 63, at, at + 1, at + v.capacity()};
   const std::uint64_t n = low_latency_words(v.slot_size());
   std::uint64_t* w = low_latency::words(v, at);
   const std::uint32_t own = low_latency::flag(v, at, data >> 5);

@@ -6,6 +6,8 @@
 set -euo pipefail
 
 packages=(build-essential cmake g++ libgtest-dev libgmock-dev libbenchmark-dev libfmt-dev libcli11-dev python3 python3-dev python3-venv libucx-dev ucx-utils iproute2)
+# The format and static-analysis checks (Debian 12: version 14 of both).
+packages+=(clang-format clang-tidy)
 # The benchmarks' peers (bench/peer_*.cpp): iceoryx with its iox-roudi daemon,
 # Boost.Interprocess, ZeroMQ (found through pkg-config), moodycamel.
 packages+=(iceoryx libiceoryx-posh-dev libboost-dev libzmq3-dev pkg-config libconcurrentqueue-dev)

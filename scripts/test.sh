@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Sets up, builds and runs every test:
+#   0. The layout of every C++/CUDA file (scripts/check_format.sh) and,
+#      once build/ is configured, clang-tidy on the library
+#      (scripts/clang_tidy.sh)
 #   1. Release build in build/: ctest, every label but python; then the
 #      Python wheel (pip wheel, auditwheel repair: a manylinux wheel in
 #      build/wheelhouse), installed from that file alone into the virtual
@@ -102,6 +105,9 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 stage "setup" ./scripts/setup.sh
 
+# First: it takes seconds and needs no build.
+test_stage "format: scripts/check_format.sh" ./scripts/check_format.sh
+
 # The documentation site (docs/, mkdocs.yml): --strict fails on a broken link
 # or a page left out of the navigation (not with -q: it would hide them).
 # Versions pinned in docs/requirements.txt.
@@ -117,7 +123,11 @@ test_stage "docs: mkdocs build --strict" docs_build
 # environment, so pip installs nothing into the system's Python.
 venv=build/python-venv
 stage "configure build/ (Release)" configure build Release "" \
-  -DSHMRING_BUILD_EXAMPLES=ON -DSHMRING_BUILD_BENCH="$bench" -DSHMRING_PYTHON="$PWD/$venv/bin/python3"
+  -DSHMRING_BUILD_EXAMPLES=ON -DSHMRING_BUILD_BENCH="$bench" -DSHMRING_PYTHON="$PWD/$venv/bin/python3" \
+  -DCMAKE_EXPORT_COMPILE_COMMANDS=ON
+# clang-tidy needs only the configured compile_commands.json (and the
+# generated version header), not the build.
+test_stage "clang-tidy: src/, include/shmring" env JOBS="$JOBS" ./scripts/clang_tidy.sh build
 stage "build build/" build build
 test_stage "ctest build/ (all labels but python)" run_ctest build -LE python
 

@@ -688,19 +688,19 @@ bool do_unlink(std::string_view raw, Failure& f) {
 
 }  // namespace
 
-std::string Segment::name_problem(std::string_view raw) {
-  const std::string_view name = strip_slash(raw);
-  if (name.empty()) return "the name is empty";
-  if (name.size() > kMaxNameLength) {
-    return "the name has " + num(name.size()) + " characters, at most " + num(kMaxNameLength) +
+std::string Segment::name_problem(std::string_view name) {
+  const std::string_view bare = strip_slash(name);
+  if (bare.empty()) return "the name is empty";
+  if (bare.size() > kMaxNameLength) {
+    return "the name has " + num(bare.size()) + " characters, at most " + num(kMaxNameLength) +
            " are allowed";
   }
-  if (name.find('/') != std::string_view::npos) {
+  if (bare.find('/') != std::string_view::npos) {
     return "the name contains '/' (only one leading '/' is allowed)";
   }
-  if (name.find('\0') != std::string_view::npos) return "the name contains a NUL byte";
-  if (name == "." || name == "..") return "the name is '.' or '..'";
-  if (name.substr(0, kInitFilePrefix.size()) == kInitFilePrefix) {
+  if (bare.find('\0') != std::string_view::npos) return "the name contains a NUL byte";
+  if (bare == "." || bare == "..") return "the name is '.' or '..'";
+  if (bare.substr(0, kInitFilePrefix.size()) == kInitFilePrefix) {
     return "names beginning with '" + std::string(kInitFilePrefix) +
            "' are reserved for segments being created";
   }

@@ -1,7 +1,6 @@
-#include "gpu_kernels.hpp"
-
 #include <cuda_runtime_api.h>
 
+#include "gpu_kernels.hpp"
 #include "shmring/cuda/device.cuh"
 
 namespace shmring::test::gpu {
@@ -9,7 +8,8 @@ namespace {
 
 using cuda::DeviceClaim;
 
-__device__ void fill(std::byte* dst, std::uint64_t seq, std::uint32_t producer, std::uint32_t size) {
+__device__ void fill(std::byte* dst, std::uint64_t seq, std::uint32_t producer,
+                     std::uint32_t size) {
   MessageHeader h{seq, producer, size};
   cuda::copy_bytes(dst, &h, size < sizeof h ? size : static_cast<std::uint32_t>(sizeof h));
   for (std::uint32_t i = sizeof h; i < size; ++i) {
@@ -67,7 +67,8 @@ __global__ void produce_kernel(cuda::SpscProducerRef ref, Mode mode, std::uint64
   // block: claim up to blockDim slots, each thread fills one, one commit
   for (std::uint64_t done = 0; done < count;) {
     const std::uint64_t left = count - done;
-    const DeviceClaim c = p.block_claim(left < blockDim.x ? static_cast<std::uint32_t>(left) : blockDim.x, timeout_ns);
+    const DeviceClaim c = p.block_claim(
+        left < blockDim.x ? static_cast<std::uint32_t>(left) : blockDim.x, timeout_ns);
     if (c.count == 0) {
       if (threadIdx.x == 0) note_status(r, c.status);
       return;
@@ -121,7 +122,8 @@ __global__ void consume_kernel(cuda::SpscConsumerRef ref, Mode mode, std::uint64
   for (std::uint64_t done = 0; done < count;) {
     const std::uint64_t left = count - done;
     const std::uint32_t want = left < 256 ? static_cast<std::uint32_t>(left) : 256u;
-    const DeviceClaim cl = mode == Mode::warp ? c.warp_peek(want, timeout_ns) : c.block_peek(want, timeout_ns);
+    const DeviceClaim cl =
+        mode == Mode::warp ? c.warp_peek(want, timeout_ns) : c.block_peek(want, timeout_ns);
     if (cl.count == 0) {
       if (threadIdx.x == 0) note_status(r, cl.status);
       return;
@@ -145,8 +147,8 @@ __global__ void consume_kernel(cuda::SpscConsumerRef ref, Mode mode, std::uint64
   }
 }
 
-__global__ void echo_kernel(cuda::SpscConsumerRef in, cuda::SpscProducerRef out, std::uint64_t count,
-                            std::uint64_t timeout_ns, KernelResult* r) {
+__global__ void echo_kernel(cuda::SpscConsumerRef in, cuda::SpscProducerRef out,
+                            std::uint64_t count, std::uint64_t timeout_ns, KernelResult* r) {
   cuda::SpscDeviceConsumer rx(in);
   cuda::SpscDeviceProducer tx(out);
   alignas(16) std::byte buf[256];
@@ -176,29 +178,31 @@ __global__ void warp_echo_kernel(cuda::SpscConsumerRef in, cuda::SpscProducerRef
   }
 }
 
-__global__ void pop_once_kernel(cuda::SpscConsumerRef ref, std::uint64_t timeout_ns, KernelResult* r) {
+__global__ void pop_once_kernel(cuda::SpscConsumerRef ref, std::uint64_t timeout_ns,
+                                KernelResult* r) {
   cuda::SpscDeviceConsumer c(ref);
   alignas(16) std::byte buf[256];
   std::uint32_t got = 0;
   r->status = static_cast<std::uint32_t>(c.pop(buf, sizeof buf, got, timeout_ns));
 }
 
-__global__ void push_once_kernel(cuda::SpscProducerRef ref, std::uint32_t size, std::uint64_t timeout_ns,
-                                 KernelResult* r) {
+__global__ void push_once_kernel(cuda::SpscProducerRef ref, std::uint32_t size,
+                                 std::uint64_t timeout_ns, KernelResult* r) {
   cuda::SpscDeviceProducer p(ref);
   alignas(16) std::byte buf[256];
   fill(buf, 0, 0, size);
   r->status = static_cast<std::uint32_t>(p.push(buf, size, timeout_ns));
 }
 
-__global__ void mpmc_produce_kernel(cuda::MpmcProducerRef ref, std::uint64_t per_warp, std::uint32_t size,
-                                    std::uint64_t timeout_ns, KernelResult* r) {
+__global__ void mpmc_produce_kernel(cuda::MpmcProducerRef ref, std::uint64_t per_warp,
+                                    std::uint32_t size, std::uint64_t timeout_ns, KernelResult* r) {
   cuda::MpmcDeviceSide side(ref);
   const unsigned lane = threadIdx.x & 31u;
   const unsigned warp = (blockIdx.x * blockDim.x + threadIdx.x) / 32u;
   for (std::uint64_t done = 0; done < per_warp;) {
     const std::uint64_t left = per_warp - done;
-    const DeviceClaim c = side.warp_claim_write(left < 32 ? static_cast<std::uint32_t>(left) : 32u, timeout_ns);
+    const DeviceClaim c =
+        side.warp_claim_write(left < 32 ? static_cast<std::uint32_t>(left) : 32u, timeout_ns);
     if (c.count == 0) {
       if (lane == 0) note_status(r, c.status);
       return;
@@ -213,9 +217,10 @@ __global__ void mpmc_produce_kernel(cuda::MpmcProducerRef ref, std::uint64_t per
   }
 }
 
-__global__ void mpmc_consume_kernel(cuda::MpmcConsumerRef ref, std::uint64_t total, std::uint32_t producers,
-                                    std::uint64_t per_producer, std::uint64_t timeout_ns,
-                                    std::uint32_t* seen, unsigned long long* taken, KernelResult* r) {
+__global__ void mpmc_consume_kernel(cuda::MpmcConsumerRef ref, std::uint64_t total,
+                                    std::uint32_t producers, std::uint64_t per_producer,
+                                    std::uint64_t timeout_ns, std::uint32_t* seen,
+                                    unsigned long long* taken, KernelResult* r) {
   cuda::MpmcDeviceSide side(ref);
   const unsigned lane = threadIdx.x & 31u;
   const cuda::Deadline deadline = cuda::Deadline::after(timeout_ns);
@@ -284,25 +289,30 @@ bool run(KernelResult* out, Launch&& launch) {
 
 }  // namespace
 
-bool spsc_produce(const cuda::SpscProducerRef& ref, Mode mode, std::uint64_t first, std::uint64_t count,
-                  std::uint32_t size, std::uint64_t timeout_ns, KernelResult* r) {
+bool spsc_produce(const cuda::SpscProducerRef& ref, Mode mode, std::uint64_t first,
+                  std::uint64_t count, std::uint32_t size, std::uint64_t timeout_ns,
+                  KernelResult* r) {
   return run(r, [&](KernelResult* d) {
-    produce_kernel<<<1, mode == Mode::block ? 128 : 32>>>(ref, mode, first, count, size, timeout_ns, d);
+    produce_kernel<<<1, mode == Mode::block ? 128 : 32>>>(ref, mode, first, count, size, timeout_ns,
+                                                          d);
   });
 }
-bool spsc_consume(const cuda::SpscConsumerRef& ref, Mode mode, std::uint64_t first, std::uint64_t count,
-                  std::uint32_t size, std::uint64_t timeout_ns, KernelResult* r) {
+bool spsc_consume(const cuda::SpscConsumerRef& ref, Mode mode, std::uint64_t first,
+                  std::uint64_t count, std::uint32_t size, std::uint64_t timeout_ns,
+                  KernelResult* r) {
   return run(r, [&](KernelResult* d) {
-    consume_kernel<<<1, mode == Mode::block ? 128 : 32>>>(ref, mode, first, count, size, timeout_ns, d);
+    consume_kernel<<<1, mode == Mode::block ? 128 : 32>>>(ref, mode, first, count, size, timeout_ns,
+                                                          d);
   });
 }
-bool spsc_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out, std::uint64_t count,
-               std::uint64_t timeout_ns, KernelResult* r) {
+bool spsc_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out,
+               std::uint64_t count, std::uint64_t timeout_ns, KernelResult* r) {
   return run(r, [&](KernelResult* d) { echo_kernel<<<1, 1>>>(in, out, count, timeout_ns, d); });
 }
-bool spsc_warp_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out, std::uint64_t count,
-                    std::uint64_t timeout_ns, KernelResult* r) {
-  return run(r, [&](KernelResult* d) { warp_echo_kernel<<<1, 32>>>(in, out, count, timeout_ns, d); });
+bool spsc_warp_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out,
+                    std::uint64_t count, std::uint64_t timeout_ns, KernelResult* r) {
+  return run(r,
+             [&](KernelResult* d) { warp_echo_kernel<<<1, 32>>>(in, out, count, timeout_ns, d); });
 }
 bool spsc_pop_once(const cuda::SpscConsumerRef& ref, std::uint64_t timeout_ns, KernelResult* r) {
   return run(r, [&](KernelResult* d) { pop_once_kernel<<<1, 1>>>(ref, timeout_ns, d); });
@@ -311,17 +321,21 @@ bool spsc_push_once(const cuda::SpscProducerRef& ref, std::uint32_t size, std::u
                     KernelResult* r) {
   return run(r, [&](KernelResult* d) { push_once_kernel<<<1, 1>>>(ref, size, timeout_ns, d); });
 }
-bool mpmc_produce(const cuda::MpmcProducerRef& ref, unsigned warps, std::uint64_t per_warp, std::uint32_t size,
-                  std::uint64_t timeout_ns, KernelResult* r) {
-  return run(r, [&](KernelResult* d) { mpmc_produce_kernel<<<warps, 32>>>(ref, per_warp, size, timeout_ns, d); });
+bool mpmc_produce(const cuda::MpmcProducerRef& ref, unsigned warps, std::uint64_t per_warp,
+                  std::uint32_t size, std::uint64_t timeout_ns, KernelResult* r) {
+  return run(r, [&](KernelResult* d) {
+    mpmc_produce_kernel<<<warps, 32>>>(ref, per_warp, size, timeout_ns, d);
+  });
 }
-bool mpmc_consume(const cuda::MpmcConsumerRef& ref, unsigned warps, std::uint64_t total, std::uint32_t producers,
-                  std::uint64_t per_producer, std::uint64_t timeout_ns, std::uint32_t* seen, KernelResult* r) {
+bool mpmc_consume(const cuda::MpmcConsumerRef& ref, unsigned warps, std::uint64_t total,
+                  std::uint32_t producers, std::uint64_t per_producer, std::uint64_t timeout_ns,
+                  std::uint32_t* seen, KernelResult* r) {
   unsigned long long* taken = nullptr;
   if (cudaMalloc(&taken, sizeof *taken) != cudaSuccess) return false;
   cudaMemset(taken, 0, sizeof *taken);
   const bool ok = run(r, [&](KernelResult* d) {
-    mpmc_consume_kernel<<<warps, 32>>>(ref, total, producers, per_producer, timeout_ns, seen, taken, d);
+    mpmc_consume_kernel<<<warps, 32>>>(ref, total, producers, per_producer, timeout_ns, seen, taken,
+                                       d);
   });
   cudaFree(taken);
   return ok;

@@ -19,7 +19,8 @@ struct MessageHeader {
 };
 static_assert(sizeof(MessageHeader) == 16);
 
-SHMRING_HD constexpr std::uint8_t pattern_byte(std::uint64_t seq, std::uint32_t producer, std::uint32_t i) {
+SHMRING_HD constexpr std::uint8_t pattern_byte(std::uint64_t seq, std::uint32_t producer,
+                                               std::uint32_t i) {
   return static_cast<std::uint8_t>(seq * 131u + producer * 7u + i);
 }
 
@@ -31,10 +32,10 @@ enum class Mode { thread, warp, block, warp_pop };
 // on host memory are not guaranteed atomic over PCIe); the launcher copies
 // the result out.
 struct KernelResult {
-  std::uint64_t messages = 0;  // delivered (consumer) or pushed (producer)
-  std::uint64_t errors = 0;    // wrong sequence, size or byte
-  std::uint64_t checksum = 0;  // sum of the sequence numbers seen
-  std::uint32_t status = 0;    // the first non-ok Status, as an integer
+  std::uint64_t messages = 0;    // delivered (consumer) or pushed (producer)
+  std::uint64_t errors = 0;      // wrong sequence, size or byte
+  std::uint64_t checksum = 0;    // sum of the sequence numbers seen
+  std::uint32_t status = 0;      // the first non-ok Status, as an integer
   std::uint64_t elapsed_ns = 0;  // one call's time on the GPU's global timer, where measured
 };
 
@@ -52,7 +53,8 @@ bool spsc_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out
 bool spsc_warp_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out,
                     std::uint64_t count, std::uint64_t timeout_ns, KernelResult* result);
 // One pop / push attempt with a timeout; the Status lands in result->status.
-bool spsc_pop_once(const cuda::SpscConsumerRef& ref, std::uint64_t timeout_ns, KernelResult* result);
+bool spsc_pop_once(const cuda::SpscConsumerRef& ref, std::uint64_t timeout_ns,
+                   KernelResult* result);
 bool spsc_push_once(const cuda::SpscProducerRef& ref, std::uint32_t size, std::uint64_t timeout_ns,
                     KernelResult* result);
 

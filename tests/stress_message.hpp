@@ -41,9 +41,12 @@ inline std::size_t payload_length(std::uint32_t producer, std::uint64_t seq,
                                   std::size_t max_payload) noexcept {
   const std::uint64_t s = mix(seed(producer, seq) ^ 0x1e57ull);
   switch (s & 15) {
-    case 0: return 0;
-    case 1: return max_payload;
-    default: return static_cast<std::size_t>((s >> 4) % (max_payload + 1));
+    case 0:
+      return 0;
+    case 1:
+      return max_payload;
+    default:
+      return static_cast<std::size_t>((s >> 4) % (max_payload + 1));
   }
 }
 
@@ -86,23 +89,30 @@ inline std::size_t write(std::span<std::byte> out, std::uint32_t producer, std::
 
 enum class Verdict : std::uint8_t {
   ok,
-  too_short,     // smaller than a header
-  size_mismatch, // size != header + header.length
-  bad_producer,  // producer id out of range
-  bad_seq,       // seq out of range
-  bad_length,    // header.length is not the length (producer, seq) has
-  bad_checksum,  // payload torn, stale or overwritten
+  too_short,      // smaller than a header
+  size_mismatch,  // size != header + header.length
+  bad_producer,   // producer id out of range
+  bad_seq,        // seq out of range
+  bad_length,     // header.length is not the length (producer, seq) has
+  bad_checksum,   // payload torn, stale or overwritten
 };
 
 inline const char* to_string(Verdict v) noexcept {
   switch (v) {
-    case Verdict::ok: return "ok";
-    case Verdict::too_short: return "shorter than a header";
-    case Verdict::size_mismatch: return "size does not match the header's length";
-    case Verdict::bad_producer: return "producer id out of range";
-    case Verdict::bad_seq: return "sequence number out of range";
-    case Verdict::bad_length: return "length differs from the one its (producer, seq) has";
-    case Verdict::bad_checksum: return "checksum mismatch";
+    case Verdict::ok:
+      return "ok";
+    case Verdict::too_short:
+      return "shorter than a header";
+    case Verdict::size_mismatch:
+      return "size does not match the header's length";
+    case Verdict::bad_producer:
+      return "producer id out of range";
+    case Verdict::bad_seq:
+      return "sequence number out of range";
+    case Verdict::bad_length:
+      return "length differs from the one its (producer, seq) has";
+    case Verdict::bad_checksum:
+      return "checksum mismatch";
   }
   return "?";
 }

@@ -4,12 +4,11 @@
 // fork); the parent then requires every message exactly once. Every wait in
 // a child has a deadline (the blocking API with timeouts), and the parent
 // kills the children and fails if they overrun theirs.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <array>
@@ -19,8 +18,8 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
-#include <stdexcept>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -208,8 +207,12 @@ class Checker {
  public:
   Checker(Verification& v, ChildResult& r, std::uint32_t producers, std::uint64_t per_producer,
           std::size_t max_payload)
-      : v_(v), r_(r), producers_(producers), per_producer_(per_producer),
-        max_payload_(max_payload), last_(producers, kNone) {}
+      : v_(v),
+        r_(r),
+        producers_(producers),
+        per_producer_(per_producer),
+        max_payload_(max_payload),
+        last_(producers, kNone) {}
 
   bool accept(std::span<const std::byte> m) {
     msg::Header h{};
@@ -293,7 +296,8 @@ class IpcRun {
       const unsigned n = v_.seen(i);
       if (n == 1) continue;
       (n == 0 ? missing : duplicated) += 1;
-      if (first.empty()) first = "message " + std::to_string(i) + " seen " + std::to_string(n) + " times";
+      if (first.empty())
+        first = "message " + std::to_string(i) + " seen " + std::to_string(n) + " times";
     }
     EXPECT_EQ(missing, 0u) << first;
     EXPECT_EQ(duplicated, 0u) << first;
@@ -466,7 +470,8 @@ TEST(IpcMpmc, CopyApiThreeByThreeProcesses) {
       // every message of every producer.
       if (atomic::fetch_add(v.producers_done(), std::uint32_t{1}) + 1 == kProducers) {
         for (int c = 0; c < kConsumers; ++c) {
-          const std::size_t n = msg::write(buf, kProducers, static_cast<std::uint64_t>(c), kMaxPayload);
+          const std::size_t n =
+              msg::write(buf, kProducers, static_cast<std::uint64_t>(c), kMaxPayload);
           if (tx.push({buf.data(), n}, kBlockingTimeout) != Status::ok) {
             note(r, "push of a stop message timed out");
             return kWaitFailed;
@@ -477,19 +482,20 @@ TEST(IpcMpmc, CopyApiThreeByThreeProcesses) {
     });
   }
   for (int c = 0; c < kConsumers; ++c) {
-    run.spawn<MpmcConsumer>(static_cast<int>(kProducers) + c, [&](MpmcConsumer& rx, ChildResult& r) {
-      Checker check(v, r, kProducers, per_producer, kMaxPayload);
-      std::array<std::byte, kSlot> buf{};
-      for (;;) {
-        std::size_t size = 0;
-        if (const Status st = rx.pop(buf, size, kBlockingTimeout); st != Status::ok) {
-          note(r, "pop after " + std::to_string(r.messages) + " messages: " + to_string(st));
-          return kWaitFailed;
-        }
-        if (is_stop({buf.data(), size})) return kOk;
-        if (!check.accept({buf.data(), size})) return kBadMessage;
-      }
-    });
+    run.spawn<MpmcConsumer>(
+        static_cast<int>(kProducers) + c, [&](MpmcConsumer& rx, ChildResult& r) {
+          Checker check(v, r, kProducers, per_producer, kMaxPayload);
+          std::array<std::byte, kSlot> buf{};
+          for (;;) {
+            std::size_t size = 0;
+            if (const Status st = rx.pop(buf, size, kBlockingTimeout); st != Status::ok) {
+              note(r, "pop after " + std::to_string(r.messages) + " messages: " + to_string(st));
+              return kWaitFailed;
+            }
+            if (is_stop({buf.data(), size})) return kOk;
+            if (!check.accept({buf.data(), size})) return kBadMessage;
+          }
+        });
   }
   run.verify(kProducers + kConsumers, "mpmc copy, 3 producer x 3 consumer processes");
   EXPECT_EQ(consumed(v), kProducers * per_producer);
@@ -507,44 +513,47 @@ TEST(IpcMpmc, BatchClaimPeekThreeByThreeProcesses) {
     run.spawn<MpmcProducer>(static_cast<int>(p), [&, p](MpmcProducer& tx, ChildResult& r) {
       std::mt19937_64 rng(300 + p);
       return produce_batches(tx, r, p, per_producer, kMaxBatch, rng, [&](std::size_t count) {
-        if (rng() % 16 == 0) count = 0;  // abort: every slot skipped
-        else if (count > 1 && rng() % 4 == 0) count = 1 + rng() % (count - 1);  // skip a tail
+        if (rng() % 16 == 0)
+          count = 0;  // abort: every slot skipped
+        else if (count > 1 && rng() % 4 == 0)
+          count = 1 + rng() % (count - 1);  // skip a tail
         return count;
       });
     });
   }
   for (int c = 0; c < kConsumers; ++c) {
-    run.spawn<MpmcConsumer>(static_cast<int>(kProducers) + c, [&, c](MpmcConsumer& rx, ChildResult& r) {
-      Checker check(v, r, kProducers, per_producer, kMaxPayload);
-      std::mt19937_64 rng(400 + c);
-      // Stops when all messages are delivered; short timed peeks re-check
-      // that, and a consumer that sees nothing for kBlockingTimeout fails.
-      auto idle_since = Clock::now();
-      while (atomic::load_acquire(v.delivered()) < total) {
-        ReadClaim claim = rx.peek(1 + rng() % kMaxBatch, 20ms);
-        if (claim.empty()) {
-          if (claim.status() != Status::timeout) {
-            note(r, std::string("peek: ") + to_string(claim.status()));
-            return kWaitFailed;
+    run.spawn<MpmcConsumer>(
+        static_cast<int>(kProducers) + c, [&, c](MpmcConsumer& rx, ChildResult& r) {
+          Checker check(v, r, kProducers, per_producer, kMaxPayload);
+          std::mt19937_64 rng(400 + c);
+          // Stops when all messages are delivered; short timed peeks re-check
+          // that, and a consumer that sees nothing for kBlockingTimeout fails.
+          auto idle_since = Clock::now();
+          while (atomic::load_acquire(v.delivered()) < total) {
+            ReadClaim claim = rx.peek(1 + rng() % kMaxBatch, 20ms);
+            if (claim.empty()) {
+              if (claim.status() != Status::timeout) {
+                note(r, std::string("peek: ") + to_string(claim.status()));
+                return kWaitFailed;
+              }
+              if (Clock::now() - idle_since > kBlockingTimeout) {
+                note(r, "no message for 5 s with " +
+                            std::to_string(total - atomic::load_acquire(v.delivered())) +
+                            " still undelivered");
+                return kWaitFailed;
+              }
+              continue;
+            }
+            idle_since = Clock::now();
+            for (std::size_t i = 0; i < claim.size(); ++i) {
+              if (!check.accept(claim[i])) return kBadMessage;
+            }
+            const std::uint64_t n = claim.size();
+            rx.release(claim);
+            atomic::fetch_add(v.delivered(), n);
           }
-          if (Clock::now() - idle_since > kBlockingTimeout) {
-            note(r, "no message for 5 s with " +
-                        std::to_string(total - atomic::load_acquire(v.delivered())) +
-                        " still undelivered");
-            return kWaitFailed;
-          }
-          continue;
-        }
-        idle_since = Clock::now();
-        for (std::size_t i = 0; i < claim.size(); ++i) {
-          if (!check.accept(claim[i])) return kBadMessage;
-        }
-        const std::uint64_t n = claim.size();
-        rx.release(claim);
-        atomic::fetch_add(v.delivered(), n);
-      }
-      return kOk;
-    });
+          return kOk;
+        });
   }
   run.verify(kProducers + kConsumers, "mpmc batch, 3 producer x 3 consumer processes");
   EXPECT_EQ(consumed(v), total);

@@ -96,9 +96,10 @@ class Spinner {
     if ((idle_ & 1023) == 0) {
       if (failures_.stop_now()) return false;
       if (Clock::now() - since_ > kStall) {
-        failures_.add(who_ + ": no progress for " +
-                      std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kStall).count()) +
-                      " s (lost message or lost wake-up?)");
+        failures_.add(
+            who_ + ": no progress for " +
+            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kStall).count()) +
+            " s (lost message or lost wake-up?)");
         return false;
       }
     }
@@ -257,8 +258,7 @@ class Ledger {
       last_[h.producer] = h.seq;
       const std::uint64_t index = h.producer * ledger_.per_producer_ + h.seq;
       if (ledger_.seen_[index].fetch_add(1, std::memory_order_relaxed) != 0) {
-        failures_.add("consumer " + std::to_string(id_) + ": " + describe(h) +
-                      " delivered twice");
+        failures_.add("consumer " + std::to_string(id_) + ": " + describe(h) + " delivered twice");
         return false;
       }
       ledger_.delivered_.fetch_add(1, std::memory_order_relaxed);
@@ -532,8 +532,8 @@ TEST(StressSpsc, BatchClaimPeekWrapsSmallRing) {
       }
       spin.progress();
       if (claim.position(0) != seq) {
-        return failures.add("claim starts at " + std::to_string(claim.position(0)) +
-                            ", expected " + std::to_string(seq));
+        return failures.add("claim starts at " + std::to_string(claim.position(0)) + ", expected " +
+                            std::to_string(seq));
       }
       if (rng() % 64 == 0) {  // give the slots back unpublished
         if (claim.set_size(0, kSlot + 1) != Status::too_large) {
@@ -604,10 +604,11 @@ TEST(StressSpsc, BatchClaimPeekWrapsSmallRing) {
   producer.join();
   consumer.join();
   report_rate("spsc batch 1x1", total, start);
-  std::printf("[ stress   ] aborted claims %llu, partial commits %llu, claims across the wrap %llu\n",
-              static_cast<unsigned long long>(aborted.load()),
-              static_cast<unsigned long long>(partial.load()),
-              static_cast<unsigned long long>(wrapped.load()));
+  std::printf(
+      "[ stress   ] aborted claims %llu, partial commits %llu, claims across the wrap %llu\n",
+      static_cast<unsigned long long>(aborted.load()),
+      static_cast<unsigned long long>(partial.load()),
+      static_cast<unsigned long long>(wrapped.load()));
 
   ASSERT_FALSE(failures.any()) << failures.report();
   EXPECT_EQ(checker.received(), total);
@@ -700,10 +701,11 @@ void spsc_blocking_run(SlotFormat format, std::uint64_t total) {
   report_rate(("spsc blocking 1x1, " + std::string(format_name(format))).c_str(), total, start);
   const std::uint32_t woke_consumer = producer_notify(seg);
   const std::uint32_t woke_producer = consumer_notify(seg);
-  std::printf("[ stress   ] handshakes: producer %llu, consumer %llu; wakes: of the consumer %u, "
-              "of the producer %u\n",
-              static_cast<unsigned long long>(producer_handshakes),
-              static_cast<unsigned long long>(consumer_handshakes), woke_consumer, woke_producer);
+  std::printf(
+      "[ stress   ] handshakes: producer %llu, consumer %llu; wakes: of the consumer %u, "
+      "of the producer %u\n",
+      static_cast<unsigned long long>(producer_handshakes),
+      static_cast<unsigned long long>(consumer_handshakes), woke_consumer, woke_producer);
 
   ASSERT_FALSE(failures.any()) << failures.report();
   EXPECT_EQ(checker.received(), total);
@@ -748,7 +750,8 @@ void mpmc_copy_run(std::uint64_t capacity, std::uint64_t per_producer) {
         for (;;) {
           const Status s = tx.try_push({buf.data(), n});
           if (s == Status::ok) break;
-          if (s != Status::would_block) return failures.add(std::string("try_push: ") + to_string(s));
+          if (s != Status::would_block)
+            return failures.add(std::string("try_push: ") + to_string(s));
           if (!spin.wait()) return;
         }
         spin.progress();
@@ -831,8 +834,10 @@ TEST(StressMpmc, BatchClaimPeekFourByFour) {
       };
       auto pick = [&](const WriteClaim& claim) {
         std::size_t count = claim.size();
-        if (rng() % 16 == 0) count = 0;                          // abort
-        else if (count > 1 && rng() % 4 == 0) count = 1 + rng() % (count - 1);  // prefix
+        if (rng() % 16 == 0)
+          count = 0;  // abort
+        else if (count > 1 && rng() % 4 == 0)
+          count = 1 + rng() % (count - 1);  // prefix
         count = std::min<std::size_t>(count, per_producer - seq);
         skipped_slots.fetch_add(claim.size() - count, std::memory_order_relaxed);
         return count;
@@ -962,7 +967,8 @@ TEST(StressMpmc, BlockingFormsFourByFour) {
           ++seq;
         } else {
           WriteClaim claim = tx.claim(1 + seq % 3, kBlockingTimeout);
-          if (claim.empty()) return failures.add(std::string("claim: ") + to_string(claim.status()));
+          if (claim.empty())
+            return failures.add(std::string("claim: ") + to_string(claim.status()));
           const std::size_t count = std::min<std::size_t>(claim.size(), per_producer - seq);
           for (std::size_t i = 0; i < count; ++i) {
             const std::size_t n = msg::write(claim[i], p, seq + i, kMaxPayload);
@@ -974,7 +980,8 @@ TEST(StressMpmc, BlockingFormsFourByFour) {
       }
     });
   }
-  ASSERT_TRUE(poll_until([&] { return producer_waiters(seg) == kProducers || failures.stopped(); }, kStall))
+  ASSERT_TRUE(
+      poll_until([&] { return producer_waiters(seg) == kProducers || failures.stopped(); }, kStall))
       << "producers did not all sleep on the full ring: " << producer_waiters(seg);
   ASSERT_FALSE(failures.any()) << failures.report();
 
@@ -1028,15 +1035,16 @@ TEST(StressMpmc, BlockingFormsFourByFour) {
     std::array<std::byte, kSlot> buf{};
     for (int i = 0; i < kConsumers && !failures.stopped(); ++i) {
       const std::uint32_t remaining = static_cast<std::uint32_t>(kConsumers - i);
-      EXPECT_TRUE(poll_until([&] { return consumer_waiters(seg) == remaining || failures.stopped(); },
-                             kStall))
-          << remaining << " consumers should be asleep on the empty ring, "
-          << consumer_waiters(seg) << " are";
+      EXPECT_TRUE(poll_until(
+          [&] { return consumer_waiters(seg) == remaining || failures.stopped(); }, kStall))
+          << remaining << " consumers should be asleep on the empty ring, " << consumer_waiters(seg)
+          << " are";
       const std::uint32_t notify_before = producer_notify(seg);
       const std::size_t n = msg::write(buf, kProducers, static_cast<std::uint64_t>(i), kMaxPayload);
       EXPECT_EQ(tx.push({buf.data(), n}, kBlockingTimeout), Status::ok);
       if (producer_notify(seg) != notify_before) ++stops_that_woke;
-      EXPECT_TRUE(poll_until([&] { return stops_taken.load() == i + 1 || failures.stopped(); }, kStall))
+      EXPECT_TRUE(
+          poll_until([&] { return stops_taken.load() == i + 1 || failures.stopped(); }, kStall))
           << "stop message " << i << " was not taken";
     }
   }
@@ -1065,10 +1073,8 @@ constexpr std::size_t kBigMaxPayload = kBigSlot - msg::kHeaderSize;
 
 // 4096-byte slots popped into a 1024-byte buffer first (pop_two_step).
 TEST(StressMixed, SizesFromEmptyToFullSlotSpsc) {
-  spsc_copy_run({.capacity = 16,
-                 .slot = kBigSlot,
-                 .total = msg::scaled(500'000, 4),
-                 .two_step_pops = true});
+  spsc_copy_run(
+      {.capacity = 16, .slot = kBigSlot, .total = msg::scaled(500'000, 4), .two_step_pops = true});
 }
 
 TEST(StressMixed, SizesFromEmptyToFullSlotMpmc) {
@@ -1096,7 +1102,8 @@ TEST(StressMixed, SizesFromEmptyToFullSlotMpmc) {
         for (;;) {
           const Status s = tx.try_push({buf.data(), n});
           if (s == Status::ok) break;
-          if (s != Status::would_block) return failures.add(std::string("try_push: ") + to_string(s));
+          if (s != Status::would_block)
+            return failures.add(std::string("try_push: ") + to_string(s));
           if (!spin.wait()) return;
         }
         spin.progress();

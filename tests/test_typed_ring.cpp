@@ -192,8 +192,12 @@ void smaller_message_is_corrupt_and_consumed(SlotFormat format = SlotFormat::pla
   Segment::unlink(shm.name());
 }
 
-TEST(TypedRing, SmallerMessageIsCorruptSpsc) { smaller_message_is_corrupt_and_consumed<RingKind::spsc>(); }
-TEST(TypedRing, SmallerMessageIsCorruptMpmc) { smaller_message_is_corrupt_and_consumed<RingKind::mpmc>(); }
+TEST(TypedRing, SmallerMessageIsCorruptSpsc) {
+  smaller_message_is_corrupt_and_consumed<RingKind::spsc>();
+}
+TEST(TypedRing, SmallerMessageIsCorruptMpmc) {
+  smaller_message_is_corrupt_and_consumed<RingKind::mpmc>();
+}
 TEST(TypedRing, SmallerMessageIsCorruptLowLatency) {
   smaller_message_is_corrupt_and_consumed<RingKind::spsc>(SlotFormat::low_latency);
 }
@@ -221,8 +225,12 @@ void larger_message_is_corrupt_and_consumed() {
   Segment::unlink(shm.name());
 }
 
-TEST(TypedRing, LargerMessageIsCorruptSpsc) { larger_message_is_corrupt_and_consumed<RingKind::spsc>(); }
-TEST(TypedRing, LargerMessageIsCorruptMpmc) { larger_message_is_corrupt_and_consumed<RingKind::mpmc>(); }
+TEST(TypedRing, LargerMessageIsCorruptSpsc) {
+  larger_message_is_corrupt_and_consumed<RingKind::spsc>();
+}
+TEST(TypedRing, LargerMessageIsCorruptMpmc) {
+  larger_message_is_corrupt_and_consumed<RingKind::mpmc>();
+}
 
 // Low-latency slots: the consumer copies through the copy calls (a peek is
 // unsupported there); a message of another size: SmallerMessageIsCorrupt*.

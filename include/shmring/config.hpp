@@ -19,6 +19,6 @@
 #define SHMRING_UNROLL
 #endif
 
-#define SHMRING_VERSION_MAJOR 0
-#define SHMRING_VERSION_MINOR 1
-#define SHMRING_VERSION_PATCH 0
+// SHMRING_VERSION_MAJOR/MINOR/PATCH, generated from CMakeLists.txt's
+// project(VERSION) into the build tree and installed beside this header.
+#include "shmring/version.hpp"

@@ -52,7 +52,7 @@ from . import _lifetimes
 if TYPE_CHECKING:
     from .typed import Record, TypedConsumer, TypedProducer, TypedSegment
 
-__version__ = "0.1.0"
+from ._version import __version__  # written by the build from CMakeLists.txt
 
 
 def _record(dtype: Any, shape: Any) -> Record | None:

@@ -10,7 +10,14 @@ namespace shmring_py::dlpack {
 
 enum DeviceType : std::int32_t { kCPU = 1, kCUDA = 2 };
 
-enum TypeCode : std::uint8_t { kInt = 0, kUInt = 1, kFloat = 2, kBfloat = 4, kComplex = 5, kBool = 6 };
+enum TypeCode : std::uint8_t {
+  kInt = 0,
+  kUInt = 1,
+  kFloat = 2,
+  kBfloat = 4,
+  kComplex = 5,
+  kBool = 6
+};
 
 struct Device {
   std::int32_t device_type;

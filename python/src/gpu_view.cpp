@@ -185,7 +185,8 @@ nb::object dlpack_capsule(nb::handle self, std::optional<nb::tuple> max_version,
                             "') has no DLPack equivalent; use __cuda_array_interface__")
                                .c_str());
   }
-  if (copy && *copy) throw nb::buffer_error("a GPU view of a slot is zero-copy; copy=True is refused");
+  if (copy && *copy)
+    throw nb::buffer_error("a GPU view of a slot is zero-copy; copy=True is refused");
   if (dl_device) {
     const int type = nb::cast<int>((*dl_device)[0]);
     const int id = nb::cast<int>((*dl_device)[1]);
@@ -198,7 +199,8 @@ nb::object dlpack_capsule(nb::handle self, std::optional<nb::tuple> max_version,
   }
   auto* m = new Manager{self.ptr(), v.shape};
   Py_INCREF(self.ptr());
-  const bool versioned = max_version && nb::len(*max_version) >= 1 && nb::cast<int>((*max_version)[0]) >= 1;
+  const bool versioned =
+      max_version && nb::len(*max_version) >= 1 && nb::cast<int>((*max_version)[0]) >= 1;
   PyObject* capsule = nullptr;
   if (versioned) {
     auto* t = new dlpack::ManagedTensorVersioned{};
@@ -232,7 +234,8 @@ nb::tuple shape_tuple(const std::vector<std::int64_t>& shape) {
 
 nb::dict cuda_array_interface(const GpuView& v) {
   if (v.typestr.empty()) {
-    throw nb::value_error("the record's dtype has no array-interface typestr (a structured dtype?)");
+    throw nb::value_error(
+        "the record's dtype has no array-interface typestr (a structured dtype?)");
   }
   nb::dict d;
   d["shape"] = shape_tuple(v.shape);
@@ -303,14 +306,15 @@ void bind_gpu(nb::module_& m) {
       .def("__dlpack_device__",
            [](const GpuView& v) { return nb::make_tuple(int(dlpack::kCUDA), v.device); })
       .def_prop_ro("device", [](const GpuView& v) { return v.device; })
-      .def_prop_ro("address", [](const GpuView& v) { return v.address; },
-                   "The slot's device address.")
+      .def_prop_ro(
+          "address", [](const GpuView& v) { return v.address; }, "The slot's device address.")
       .def_prop_ro("readonly", [](const GpuView& v) { return v.readonly; })
       .def_prop_ro("shape", [](const GpuView& v) { return shape_tuple(v.shape); });
 
   m.def("built_with_cuda", &built_with_cuda,
         "True if this module was built with the CUDA toolkit (GPU views possible).");
-  m.def("gpu_count", &gpu_count, "CUDA devices visible to this process; 0 without driver or device.");
+  m.def("gpu_count", &gpu_count,
+        "CUDA devices visible to this process; 0 without driver or device.");
 }
 
 }  // namespace shmring_py

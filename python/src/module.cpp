@@ -8,7 +8,6 @@
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
-
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,14 +42,33 @@ using shmring_py::Slot;
 constexpr nanoseconds kSlice = std::chrono::milliseconds(50);
 
 const char* errc_name(int v) {
-  static const char* const names[] = {
-      nullptr,           "invalid_name",   "invalid_capacity",  "invalid_slot_size",
-      "size_overflow",   "not_found",      "already_exists",    "no_space",
-      "permission_denied", "not_a_segment", "bad_magic",        "abi_mismatch",
-      "kind_mismatch",   "geometry_mismatch", "corrupt_header", "truncated",
-      "init_timeout",    "role_taken",     "message_too_large", "no_segment",
-      "no_gpu",          "cuda_error",     "gpu_not_allowed",   "mixed_agents",
-      "invalid_slot_format", "invalid_argument", "not_sealed"};
+  static const char* const names[] = {nullptr,
+                                      "invalid_name",
+                                      "invalid_capacity",
+                                      "invalid_slot_size",
+                                      "size_overflow",
+                                      "not_found",
+                                      "already_exists",
+                                      "no_space",
+                                      "permission_denied",
+                                      "not_a_segment",
+                                      "bad_magic",
+                                      "abi_mismatch",
+                                      "kind_mismatch",
+                                      "geometry_mismatch",
+                                      "corrupt_header",
+                                      "truncated",
+                                      "init_timeout",
+                                      "role_taken",
+                                      "message_too_large",
+                                      "no_segment",
+                                      "no_gpu",
+                                      "cuda_error",
+                                      "gpu_not_allowed",
+                                      "mixed_agents",
+                                      "invalid_slot_format",
+                                      "invalid_argument",
+                                      "not_sealed"};
   if (v <= 0 || v >= static_cast<int>(sizeof names / sizeof names[0])) return "unknown";
   return names[v];
 }
@@ -99,8 +117,7 @@ bool claim_done(bool got, shmring::Status s) {
                               .c_str());
   }
   if (s == shmring::Status::corrupt) {
-    throw StatusError("corrupt",
-                      "the ring is corrupt: the peer side wrote impossible values");
+    throw StatusError("corrupt", "the ring is corrupt: the peer side wrote impossible values");
   }
   if (s == shmring::Status::unsupported) throw_zero_copy_unsupported();
   if (s == shmring::Status::wrong_process) {
@@ -110,7 +127,8 @@ bool claim_done(bool got, shmring::Status s) {
                       "this process (handle.ref().attach(), or shmring.open(name) and "
                       "producer()/consumer() here).");
   }
-  throw StatusError(shmring::to_string(s), std::string("unexpected status ") + shmring::to_string(s));
+  throw StatusError(shmring::to_string(s),
+                    std::string("unexpected status ") + shmring::to_string(s));
 }
 
 // Runs attempt(slice) without the GIL until it reports done or the timeout
@@ -327,7 +345,8 @@ struct Producer : HandleBase {
   void push(nb::handle data, std::optional<double> timeout) {
     Buffer b(data);
     Busy guard(*this);
-    if (b.span().size() > h.slot_size()) raise_status(shmring::Status::too_large, b.span().size(), h.slot_size());
+    if (b.span().size() > h.slot_size())
+      raise_status(shmring::Status::too_large, b.span().size(), h.slot_size());
     shmring::Status s = shmring::Status::ok;
     const bool done = wait_loop(timeout, [&](nanoseconds slice) {
       s = h.push(b.span(), slice);
@@ -485,9 +504,8 @@ struct Consumer : HandleBase {
     if (record && c[0].size() != record->nbytes) {
       const std::size_t got = c[0].size();
       h.release(c);
-      throw nb::value_error(("message of " + std::to_string(got) +
-                             " bytes is not one record of " + std::to_string(record->nbytes) +
-                             " bytes; it was consumed")
+      throw nb::value_error(("message of " + std::to_string(got) + " bytes is not one record of " +
+                             std::to_string(record->nbytes) + " bytes; it was consumed")
                                 .c_str());
     }
     nb::object obj = nb::cast(new Slot(), nb::rv_policy::take_ownership);
@@ -556,8 +574,7 @@ nb::object segment_role_ref(const PySegment& s, const char* role) {
   const shmring::Geometry& g = s.open_seg().geometry();
   return nb::module_::import_("shmring._lifetimes")
       .attr("RoleRef")(s.name, role, shmring::to_string(g.kind), g.capacity, g.slot_size,
-                       shmring::to_string(g.format), nb::none(), nb::none(),
-                       s.allow_foreign_owner);
+                       shmring::to_string(g.format), nb::none(), nb::none(), s.allow_foreign_owner);
 }
 
 shmring::RingKind parse_kind(const std::string& kind) {
@@ -613,11 +630,10 @@ template <class C>
 void bind_record(nb::class_<C>& cls) {
   cls.def("_set_record", &set_record<C>, "format"_a, "typestr"_a, "itemsize"_a, "shape"_a,
           "dlpack_code"_a)
-      .def_prop_ro("_record_nbytes",
-                   [](const C& c) -> std::optional<std::size_t> {
-                     if (!c.record) return std::nullopt;
-                     return c.record->nbytes;
-                   });
+      .def_prop_ro("_record_nbytes", [](const C& c) -> std::optional<std::size_t> {
+        if (!c.record) return std::nullopt;
+        return c.record->nbytes;
+      });
 }
 
 // MPMC handles: recovery of positions that dead processes of the same side
@@ -627,12 +643,20 @@ void bind_recovery(nb::class_<C>& cls) {
   if constexpr (std::is_same_v<decltype(C::h), shmring::MpmcProducer> ||
                 std::is_same_v<decltype(C::h), shmring::MpmcConsumer>) {
     cls.def(
-           "recover", [](C& c) { Busy guard(c); return c.h.recover(); },
+           "recover",
+           [](C& c) {
+             Busy guard(c);
+             return c.h.recover();
+           },
            "Recovers the positions that dead processes of this side claimed and left, if the "
            "other side waits at one (a producer's as skipped, a consumer's as released); "
            "returns how many. The blocking calls do this by themselves.")
         .def_prop_ro(
-            "abandoned", [](const C& c) { check_open(c); return c.h.abandoned(); },
+            "abandoned",
+            [](const C& c) {
+              check_open(c);
+              return c.h.abandoned();
+            },
             "Positions of this side recovered from dead processes so far, by any process.");
   }
 }
@@ -653,9 +677,10 @@ void bind_handle(nb::class_<C>& cls) {
   cls.def_prop_ro("capacity", [](const C& c) { return c.geometry.capacity; })
       .def_prop_ro("slot_size", [](const C& c) { return c.geometry.slot_size; })
       .def_prop_ro("kind", [](const C& c) { return shmring::to_string(c.geometry.kind); })
-      .def_prop_ro("name", [](const C& c) { return c.segment_name; },
-                   "The segment's name.")
-      .def_prop_ro("role", [](const C& c) { return c.role; }, "'producer' or 'consumer'.")
+      .def_prop_ro(
+          "name", [](const C& c) { return c.segment_name; }, "The segment's name.")
+      .def_prop_ro(
+          "role", [](const C& c) { return c.role; }, "'producer' or 'consumer'.")
       .def_prop_ro("closed", [](const C& c) { return c.closed; })
       .def(
           "close",
@@ -688,7 +713,11 @@ void bind_handle(nb::class_<C>& cls) {
           "Messages waiting in the ring now (from the shared positions; on an MPMC ring, "
           "positions claimed by producers count from their claim).")
       .def(
-          "empty", [](const C& c) { check_open(c); return waiting(c.control, c.geometry.capacity) == 0; },
+          "empty",
+          [](const C& c) {
+            check_open(c);
+            return waiting(c.control, c.geometry.capacity) == 0;
+          },
           "Whether no message is waiting now.")
       // A handle is always true: without this, __len__ would make an idle
       // ring's handles false.
@@ -697,25 +726,25 @@ void bind_handle(nb::class_<C>& cls) {
           "position",
           [](const C& c) {
             check_open(c);
-            const shmring::SideBlock& side = c.role == "producer" ? c.control->producer
-                                                                  : c.control->consumer;
+            const shmring::SideBlock& side =
+                c.role == "producer" ? c.control->producer : c.control->consumer;
             return shmring::atomic::load_acquire(&side.position);
           },
           "This side's shared position: messages published so far (producer), or taken so "
           "far (consumer).")
-      .def("ref", [](const C& c) { return role_ref(c); },
-           "A RoleRef: the segment's name and this role, picklable, attaching nothing; "
-           "ref.attach() in another process attaches a handle there.")
       .def(
-          "__reduce__",
-          [](const C& c) { return role_ref(c).attr("__reduce__")(); })
+          "ref", [](const C& c) { return role_ref(c); },
+          "A RoleRef: the segment's name and this role, picklable, attaching nothing; "
+          "ref.attach() in another process attaches a handle there.")
+      .def("__reduce__", [](const C& c) { return role_ref(c).attr("__reduce__")(); })
       .def("__repr__", [](nb::handle self) {
         const C& c = nb::cast<const C&>(self);
-        const std::string type = nb::cast<std::string>(nb::handle(Py_TYPE(self.ptr())).attr("__name__"));
+        const std::string type =
+            nb::cast<std::string>(nb::handle(Py_TYPE(self.ptr())).attr("__name__"));
         std::string r = "<shmring." + type + " '" + c.segment_name + "'";
         if (c.closed) return r + " closed>";
-        const shmring::SideBlock& side = c.role == "producer" ? c.control->producer
-                                                              : c.control->consumer;
+        const shmring::SideBlock& side =
+            c.role == "producer" ? c.control->producer : c.control->consumer;
         r += " capacity=" + std::to_string(c.geometry.capacity) +
              " slot_size=" + std::to_string(c.geometry.slot_size);
         if (c.geometry.format == shmring::SlotFormat::low_latency) r += " slot_format=low_latency";
@@ -731,9 +760,9 @@ void bind_producer(nb::module_& m, const char* name) {
   bind_record(cls);
   bind_recovery(cls);
   bind_handle(cls);
-  cls
-      .def_prop_ro("slot_format", [](C& p) { return p.low_latency ? "low_latency" : "plain"; },
-                   "'plain', or 'low_latency' (copy calls only: claim raises UnsupportedError).")
+  cls.def_prop_ro(
+         "slot_format", [](C& p) { return p.low_latency ? "low_latency" : "plain"; },
+         "'plain', or 'low_latency' (copy calls only: claim raises UnsupportedError).")
       .def("try_push", &C::try_push, "data"_a,
            "Copies one message into the ring; False if it is full.")
       .def("push", &C::push, "data"_a, "timeout"_a = nb::none(),
@@ -759,11 +788,12 @@ void bind_consumer(nb::module_& m, const char* name) {
   bind_recovery(cls);
   bind_record(cls);
   bind_handle(cls);
-  cls
-      .def_prop_ro("slot_format", [](C& c) { return c.low_latency ? "low_latency" : "plain"; },
-                   "'plain', or 'low_latency' (copy calls only: peek raises UnsupportedError).")
-      .def("try_pop", [](C& c) { return c.take({}, true); },
-           "The next message as bytes, or None if the ring is empty.")
+  cls.def_prop_ro(
+         "slot_format", [](C& c) { return c.low_latency ? "low_latency" : "plain"; },
+         "'plain', or 'low_latency' (copy calls only: peek raises UnsupportedError).")
+      .def(
+          "try_pop", [](C& c) { return c.take({}, true); },
+          "The next message as bytes, or None if the ring is empty.")
       .def("pop", &C::pop, "timeout"_a = nb::none(),
            "The next message as bytes, waiting up to timeout seconds (None: no limit); "
            "TimeoutError if none arrives.")
@@ -789,7 +819,9 @@ void bind_consumer(nb::module_& m, const char* name) {
           "(None: it never ends by itself, like iterating the consumer).")
       .def(
           "__iter__",
-          [](nb::handle self) { return MessageIter{nb::borrow(self), std::nullopt}; },
+          [](nb::handle self) {
+            return MessageIter{nb::borrow(self), std::nullopt};
+          },
           "Messages (bytes) as they come, each waited for without limit: the loop ends by "
           "break, an exception or Ctrl-C. rx.iter(timeout) ends when none comes in time.")
       .def(
@@ -802,9 +834,8 @@ void bind_consumer(nb::module_& m, const char* name) {
           "timeout seconds; TimeoutError if none arrives. A message larger than the buffer "
           "raises ValueError and is kept.")
       .def(
-          "try_pop_into",
-          [](C& c, nb::handle buffer) { return c.pop_into(buffer, {}, true); }, "buffer"_a,
-          "Like pop_into, but None at once if the ring is empty.")
+          "try_pop_into", [](C& c, nb::handle buffer) { return c.pop_into(buffer, {}, true); },
+          "buffer"_a, "Like pop_into, but None at once if the ring is empty.")
       .def("_next", [](C& c, std::optional<double> timeout) { return c.take(timeout, false); });
 }
 
@@ -851,8 +882,9 @@ NB_MODULE(_shmring, m) {
           "Bytes published on commit: set by write(), by assignment, or by commit(n); None "
           "on a claim until then (a typed claim holds one record from the start). On a peek, "
           "the message's size.")
-      .def_prop_ro("capacity", [](const Slot& s) { return s.capacity; },
-                   "Bytes the buffer exposes: the slot size (claim) or the message size (peek).")
+      .def_prop_ro(
+          "capacity", [](const Slot& s) { return s.capacity; },
+          "Bytes the buffer exposes: the slot size (claim) or the message size (peek).")
       .def_prop_ro("writable", [](const Slot& s) { return s.writable; })
       .def_prop_ro("finished", [](const Slot& s) { return s.state != Slot::State::active; })
       .def("__len__", [](const Slot& s) { return s.capacity; })
@@ -876,7 +908,8 @@ NB_MODULE(_shmring, m) {
       .def(
           "commit",
           [](Slot& s, std::optional<std::size_t> n) {
-            if (!s.writable) throw std::runtime_error("commit() is for claimed slots; use release()");
+            if (!s.writable)
+              throw std::runtime_error("commit() is for claimed slots; use release()");
             if (n) s.set_size(*n);
             s.check_active();
             s.check_size_set();
@@ -888,7 +921,8 @@ NB_MODULE(_shmring, m) {
       .def(
           "abort",
           [](Slot& s) {
-            if (!s.writable) throw std::runtime_error("abort() is for claimed slots; use release()");
+            if (!s.writable)
+              throw std::runtime_error("abort() is for claimed slots; use release()");
             s.check_active();
             s.finish(false);
           },
@@ -913,14 +947,14 @@ NB_MODULE(_shmring, m) {
           "cuda", [](nb::handle self) { return shmring_py::make_gpu_view(self); },
           "A GpuView of the slot for CuPy / PyTorch (no copy); the segment must be registered "
           "with CUDA in this process (Segment.register_cuda()).")
-      .def_prop_ro("position", [](const Slot& s) { return s.position; },
-                   "The slot's position in the ring.")
+      .def_prop_ro(
+          "position", [](const Slot& s) { return s.position; }, "The slot's position in the ring.")
       .def("__repr__",
            [](const Slot& s) {
              std::string r = std::string("<shmring.Slot ") + (s.writable ? "claimed" : "peeked") +
                              " from '" + (s.handle ? s.handle->segment_name : "") +
-                             "' position=" + std::to_string(s.position) + " size=" +
-                             (s.size_set ? std::to_string(s.size) : "None") +
+                             "' position=" + std::to_string(s.position) +
+                             " size=" + (s.size_set ? std::to_string(s.size) : "None") +
                              " capacity=" + std::to_string(s.capacity);
              if (s.state == Slot::State::deferred) r += " finishing (views alive)";
              if (s.state == Slot::State::done) r += " finished";
@@ -971,10 +1005,11 @@ NB_MODULE(_shmring, m) {
       .def_prop_ro("capacity", [](const PySegment& s) { return s.open_seg().geometry().capacity; })
       .def_prop_ro("slot_size",
                    [](const PySegment& s) { return s.open_seg().geometry().slot_size; })
-      .def_prop_ro("size", [](const PySegment& s) { return s.open_seg().size(); },
-                   "Bytes of the mapping.")
-      .def_prop_ro("created", [](const PySegment& s) { return s.open_seg().created(); },
-                   "Whether this object created the segment (rather than opening it).")
+      .def_prop_ro(
+          "size", [](const PySegment& s) { return s.open_seg().size(); }, "Bytes of the mapping.")
+      .def_prop_ro(
+          "created", [](const PySegment& s) { return s.open_seg().created(); },
+          "Whether this object created the segment (rather than opening it).")
       .def_prop_ro(
           "mode",
           [](const PySegment& s) {
@@ -995,9 +1030,9 @@ NB_MODULE(_shmring, m) {
           },
           "Whether close() (or collection) removes the segment's name; only in the process "
           "that set it, never in a forked child.")
-      .def_prop_ro("_open_options", [](const PySegment& s) {
-        return nb::make_tuple(s.allow_foreign_owner, s.init_timeout);
-      })
+      .def_prop_ro(
+          "_open_options",
+          [](const PySegment& s) { return nb::make_tuple(s.allow_foreign_owner, s.init_timeout); })
       .def("close", &PySegment::close,
            "Drops this object's mapping (handles attached through it keep theirs) and, if "
            "unlink_on_close, removes the name. Closing again does nothing.")
@@ -1033,13 +1068,11 @@ NB_MODULE(_shmring, m) {
           "A Segment pickles as its name and geometry; unpickling opens it by name (and "
           "checks the geometry). unlink_on_close does not travel: the copy is no owner.")
       .def(
-          "producer_ref",
-          [](const PySegment& s) { return segment_role_ref(s, "producer"); },
+          "producer_ref", [](const PySegment& s) { return segment_role_ref(s, "producer"); },
           "A RoleRef to this ring's producer role: picklable, attaching nothing; "
           "ref.attach() in the receiving process attaches a producer there.")
       .def(
-          "consumer_ref",
-          [](const PySegment& s) { return segment_role_ref(s, "consumer"); },
+          "consumer_ref", [](const PySegment& s) { return segment_role_ref(s, "consumer"); },
           "A RoleRef to this ring's consumer role (see producer_ref).")
       .def(
           "producer",
@@ -1087,8 +1120,10 @@ NB_MODULE(_shmring, m) {
                " capacity=" + std::to_string(g.capacity) +
                " slot_size=" + std::to_string(g.slot_size) +
                (is_low_latency(s.seg) ? " slot_format=low_latency" : "") + " mode=" + mode +
-               " head=" + std::to_string(shmring::atomic::load_acquire(&control->producer.position)) +
-               " tail=" + std::to_string(shmring::atomic::load_acquire(&control->consumer.position)) +
+               " head=" +
+               std::to_string(shmring::atomic::load_acquire(&control->producer.position)) +
+               " tail=" +
+               std::to_string(shmring::atomic::load_acquire(&control->consumer.position)) +
                (s.unlink_on_close ? " unlink_on_close" : "") + ">";
       });
 

@@ -67,8 +67,8 @@ struct HandleBase {
   // when the last of them is finished (close_pending).
   bool closed = false;
   bool close_pending = false;
-  std::string segment_name;  // for messages, repr and pickling
-  std::string role;          // "producer" or "consumer"
+  std::string segment_name;    // for messages, repr and pickling
+  std::string role;            // "producer" or "consumer"
   shmring::Geometry geometry;  // the ring's, kept after close for ref() and repr
   // The ring's shared positions, for len() and repr; valid while `mapping`
   // (the segment's lifetime token) is held, i.e. until the role is dropped.
@@ -99,7 +99,7 @@ struct Slot {
   // commit(n)), never the whole slot by default: bytes of earlier messages
   // would go out with it. Typed slots and peeks start with it set.
   bool size_set = false;
-  std::uint64_t position = 0;  // the slot's ring position, for repr
+  std::uint64_t position = 0;            // the slot's ring position, for repr
   std::shared_ptr<const Record> record;  // null: the slot is lent as plain bytes
   State state = State::active;
   bool commit_on_finish = false;
@@ -161,9 +161,9 @@ struct Slot {
                                 .c_str());
     }
     if (n > capacity) {
-      throw nb::value_error(("size " + std::to_string(n) + " exceeds the slot size " +
-                             std::to_string(capacity))
-                                .c_str());
+      throw nb::value_error(
+          ("size " + std::to_string(n) + " exceeds the slot size " + std::to_string(capacity))
+              .c_str());
     }
     size = n;
     size_set = true;

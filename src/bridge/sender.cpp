@@ -87,7 +87,7 @@ class Sender {
   std::unique_ptr<Endpoint> handshake(std::uint64_t epoch, wire::Welcome& welcome, Retry& retry);
   // Streams until the connection fails (returns why) or stop is requested;
   // closes the endpoint.
-  std::string stream(std::unique_ptr<Endpoint>& ep, std::uint64_t epoch,
+  std::string stream(std::unique_ptr<Endpoint>& endpoint, std::uint64_t epoch,
                      const wire::Welcome& welcome);
   // The readable messages from the released position on, at most `max`;
   // throws when the ring's producer side wrote impossible values.

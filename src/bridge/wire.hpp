@@ -51,7 +51,7 @@ enum class Kind : std::uint64_t {
 };
 
 // Slots of this size and more send each payload as a Payload message.
-inline constexpr std::uint64_t kSeparatePayloadSlot = 64 * 1024;
+inline constexpr std::uint64_t kSeparatePayloadSlot = std::uint64_t{64} * 1024;
 
 inline constexpr int kKindShift = 56;
 inline constexpr std::uint64_t kEpochMask = (std::uint64_t{1} << kKindShift) - 1;

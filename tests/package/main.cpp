@@ -4,11 +4,10 @@
 
 #include <cstdio>
 #include <cstring>
+#include <shmring/shmring.hpp>
 #include <span>
 #include <string>
 #include <string_view>
-
-#include <shmring/shmring.hpp>
 
 int main() {
   const std::string name = "shmring_package_test_" + std::to_string(::getpid());
@@ -29,7 +28,8 @@ int main() {
     std::size_t size = 0;
     const shmring::Status s = rx.try_pop(std::as_writable_bytes(std::span(buffer)), size);
     if (s != shmring::Status::ok || std::string_view(buffer, size) != sent) {
-      std::fprintf(stderr, "package_test: pop returned %s, %zu bytes\n", shmring::to_string(s), size);
+      std::fprintf(stderr, "package_test: pop returned %s, %zu bytes\n", shmring::to_string(s),
+                   size);
       return 1;
     }
   } catch (const shmring::Error& e) {

@@ -1,10 +1,11 @@
 # cmake -DSOURCE_DIR=<shmring source> -DBUILD_DIR=<a built shmring> -DWORK_DIR=<scratch>
-#       [-DCONFIG=Release] [-DGENERATOR=...] [-DCXX_COMPILER=...] -P run.cmake
+#       [-DCONFIG=Release] [-DGENERATOR=...] [-DCXX_COMPILER=...] [-DVERSION=x.y.z] -P run.cmake
 #
 # Installs shmring from BUILD_DIR into a scratch prefix, then builds and runs
 # the consumer project in tests/package three ways: find_package() against the
 # install prefix, find_package() against the build tree, and add_subdirectory()
-# of the source tree.
+# of the source tree. With VERSION, each consumer also checks that the package
+# and its headers carry exactly that version.
 cmake_minimum_required(VERSION 3.25)
 
 foreach(var SOURCE_DIR BUILD_DIR WORK_DIR)
@@ -28,6 +29,9 @@ if(GENERATOR)
 endif()
 if(CXX_COMPILER)
   list(APPEND config_args -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
+endif()
+if(VERSION)
+  list(APPEND config_args -DSHMRING_EXPECTED_VERSION=${VERSION})
 endif()
 
 function(step what)
