@@ -66,6 +66,20 @@ def _record(dtype: Any, shape: Any) -> Record | None:
 
 
 def _typed(segment: Segment, record: Record | None) -> Segment | TypedSegment:
+    """The segment, typed by the record the opener gave or, failing that, the
+    one its creator stored; a record given that differs from the stored one
+    is refused, naming both."""
+    stored = None
+    if segment.metadata.startswith(b'{"shmring.record":'):
+        from .typed import Record
+
+        stored = Record.from_metadata(segment.metadata)
+    if record is None:
+        record = stored
+    elif stored is not None and (stored.dtype, stored.shape) != (record.dtype, record.shape):
+        raise InvalidArgumentError(
+            f"segment '{segment.name}' holds records of {stored.describe()} (stored by its "
+            f"creator), not {record.describe()}", errc="invalid_argument")
     if record is None:
         return segment
     from .typed import TypedSegment
@@ -136,7 +150,8 @@ def create(name: str, kind: str = "spsc", capacity: int = 1024, slot_size: int |
     capacity, slot_size, mode = _lifetimes.check_create_args(kind, capacity, slot_size, mode,
                                                              slot_format)
     try:
-        seg = _shmring.create(name, kind, capacity, slot_size, mode, slot_format, unlink_on_close)
+        seg = _shmring.create(name, kind, capacity, slot_size, mode, slot_format, unlink_on_close,
+                              b"" if record is None else record.to_metadata())
     except ExistsError:
         if not exist_ok:
             raise

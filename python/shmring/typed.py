@@ -1,8 +1,9 @@
 """Typed rings: every slot holds one fixed-shape record, a numpy dtype and
 shape (a video frame of shape (480, 640, 3) uint8, a structured sensor
-sample, ...). Made by ``shmring.create(..., dtype=, shape=)`` or
-``shmring.open(..., dtype=, shape=)``; the record is this process's view of
-the ring (the segment stores bytes), so every process gives the same one.
+sample, ...). Made by ``shmring.create(..., dtype=, shape=)``, which stores
+the record (dtype and shape) in the segment's metadata, so that
+``shmring.open(name)`` returns the typed ring without being told; an opener
+that names a different dtype or shape is refused, naming both.
 
 Claims and peeks lend the record in place: ``slot.array`` (or
 ``numpy.asarray(slot)``) is an array of that dtype and shape on the slot
@@ -16,17 +17,33 @@ the bytes in such a slot are not the record.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Iterator, TypeVar
 
 import numpy as np
 
+from ._errors import Error
 from ._lifetimes import RoleRef
 
 _H = TypeVar("_H", bound="_TypedHandle")
 
 # DLPack type codes (kDLInt, kDLUInt, kDLFloat, kDLComplex, kDLBool) by numpy kind.
 _DLPACK_CODES = {"i": 0, "u": 1, "f": 2, "c": 5, "b": 6}
+
+
+def _descr_from_json(d: Any) -> Any:
+    # JSON has no tuples; numpy's descr needs (name, format[, shape]) tuples.
+    if isinstance(d, str):
+        return d
+    fields = []
+    for f in d:
+        name = tuple(f[0]) if isinstance(f[0], list) else f[0]
+        field = [name, _descr_from_json(f[1])]
+        if len(f) > 2:
+            field.append(tuple(f[2]))
+        fields.append(tuple(field))
+    return fields
 
 
 class Record:
@@ -65,6 +82,30 @@ class Record:
 
     def describe(self) -> str:
         return f"{self.shape} {self.dtype}"
+
+    # The record as the segment's metadata (Segment.metadata), so that an
+    # opener finds dtype and shape without being told: JSON of numpy's own
+    # description of the dtype (dtype_to_descr), which round-trips
+    # structured, padded and byte-ordered dtypes.
+    def to_metadata(self) -> bytes:
+        descr = np.lib.format.dtype_to_descr(self.dtype)
+        return json.dumps({"shmring.record": 1, "dtype": descr, "shape": list(self.shape)},
+                          separators=(",", ":")).encode()
+
+    @classmethod
+    def from_metadata(cls, metadata: bytes) -> Record | None:
+        """The record a creator stored, or None if the metadata holds none.
+        Metadata that claims to be a record but is not one raises Error: the
+        segment's bytes are not to be trusted."""
+        if not metadata.startswith(b'{"shmring.record":'):
+            return None
+        try:
+            d = json.loads(metadata)
+            dtype = np.lib.format.descr_to_dtype(_descr_from_json(d["dtype"]))
+            return cls(dtype, tuple(d["shape"]))
+        except Exception as e:  # anything a scribbled segment could hold
+            raise Error(f"the segment's record metadata is not valid: {e}",
+                        errc="corrupt_header") from None
 
     def __repr__(self) -> str:
         return f"Record(dtype={self.dtype}, shape={self.shape})"

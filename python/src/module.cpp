@@ -1002,6 +1002,14 @@ NB_MODULE(_shmring, m) {
       .def_prop_ro("slot_format", &PySegment::slot_format,
                    "'plain' (bytes in place: zero-copy claims and peeks) or 'low_latency' "
                    "(messages as flagged 8-byte words: copy calls only, SPSC only).")
+      .def_prop_ro(
+          "metadata",
+          [](const PySegment& s) {
+            const std::string_view m = s.open_seg().metadata();
+            return nb::bytes(m.data(), m.size());
+          },
+          "What the creator stored about the messages (a typed ring's dtype and shape), "
+          "as read at open; b'' if nothing.")
       .def_prop_ro("capacity", [](const PySegment& s) { return s.open_seg().geometry().capacity; })
       .def_prop_ro("slot_size",
                    [](const PySegment& s) { return s.open_seg().geometry().slot_size; })
@@ -1131,8 +1139,9 @@ NB_MODULE(_shmring, m) {
       "create",
       [](const std::string& name, const std::string& kind, std::uint64_t capacity,
          std::uint64_t slot_size, unsigned mode, const std::string& slot_format,
-         bool unlink_on_close) {
+         bool unlink_on_close, nb::bytes metadata) {
         shmring::CreateOptions o;
+        o.metadata.assign(metadata.c_str(), metadata.size());
         o.kind = parse_kind(kind);
         o.capacity = capacity;
         o.slot_size = slot_size;
@@ -1143,7 +1152,8 @@ NB_MODULE(_shmring, m) {
         return s;
       },
       "name"_a, "kind"_a = "spsc", "capacity"_a = 1024, "slot_size"_a = 1024, "mode"_a = 0600,
-      "slot_format"_a = "plain", "unlink_on_close"_a = false, nb::rv_policy::take_ownership,
+      "slot_format"_a = "plain", "unlink_on_close"_a = false, "metadata"_a = nb::bytes(""),
+      nb::rv_policy::take_ownership,
       "Creates a segment holding one ring; slot_format is 'plain' or 'low_latency'.");
   m.def(
       "open",

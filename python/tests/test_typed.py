@@ -34,7 +34,33 @@ def test_create_and_open_typed(name):
     assert (seg.dtype, seg.shape, seg.kind, seg.capacity) == (np.dtype(np.uint8), FRAME, "spsc", 4)
     other = shmring.open(name, dtype="u1", shape=list(FRAME))
     assert other.shape == FRAME and not other.created
-    assert isinstance(shmring.open(name), shmring.Segment)  # untyped: bytes
+    # The creator stored the record: an opener need not repeat it.
+    found = shmring.open(name)
+    assert isinstance(found, shmring.TypedSegment)
+    assert (found.dtype, found.shape) == (np.dtype(np.uint8), FRAME)
+
+
+def test_open_finds_a_structured_record_and_refuses_another(name):
+    sample = np.dtype({"names": ["t", "xyz", "ok"], "formats": ["<u8", ("<f4", (3,)), "u1"],
+                       "offsets": [0, 8, 24], "itemsize": 32})
+    seg = shmring.create(name, capacity=8, dtype=sample, shape=(2,))
+    rec = np.zeros(2, sample)
+    rec["t"] = [5, 6]
+    rec["xyz"] = [[1, 2, 3], [4, 5, 6]]
+    seg.producer().push(rec)
+    found = shmring.open(name)
+    assert (found.dtype, found.shape) == (sample, (2,))
+    assert np.array_equal(found.consumer().pop(timeout=1.0), rec)
+    # An opener that names another record is refused, naming both.
+    with pytest.raises(shmring.InvalidArgumentError,
+                       match=r"holds records of \(2,\) .* not \(2,\) float64"):
+        shmring.open(name, dtype=np.float64, shape=(2,))
+    with pytest.raises(shmring.InvalidArgumentError, match=r"not \(8,\) float64"):
+        shmring.create(name, capacity=8, dtype=np.float64, shape=(8,), exist_ok=True)
+    # The same record, given again, is fine.
+    assert shmring.open(name, dtype=sample, shape=(2,)).shape == (2,)
+    assert isinstance(shmring.create(name, capacity=8, dtype=sample, shape=(2,), exist_ok=True),
+                      shmring.TypedSegment)
 
 
 @pytest.mark.parametrize("kind", ["spsc", "mpmc"])
