@@ -810,8 +810,11 @@ MissedWakeUp force_missed_wake_ups(Sleep&& sleep_once, Publish&& publish, Consum
 
 void report_missed_wake_ups(const char* what, MissedWakeUp& m) {
   ASSERT_EQ(m.delays.size(), static_cast<std::size_t>(kHandshakeTrials));
-  // Every trial was rescued by a sleep that ended by its time limit.
-  EXPECT_GE(m.late_wakeups, static_cast<std::uint64_t>(kHandshakeTrials));
+  // The trials were rescued by sleeps that ended by their time limit. Not
+  // necessarily every one: futex may return early (a signal, as sanitizer
+  // runtimes send), and the sleeper then finds the message by its own
+  // re-check. What fails a broken protocol is the watchdog above.
+  EXPECT_GE(m.late_wakeups, static_cast<std::uint64_t>(kHandshakeTrials) / 2);
   std::sort(m.delays.begin(), m.delays.end());
   std::printf("%s: a missed wake-up was caught after %.3f ms (median), %.3f ms (max)\n", what,
               ms(m.delays[m.delays.size() / 2]), ms(m.delays.back()));
