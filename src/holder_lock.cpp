@@ -110,16 +110,27 @@ HolderLock HolderLock::open(int segment_fd, std::string_view segment, Failure& f
   return lock;
 }
 
-int HolderLock::try_lock(std::uint64_t byte) noexcept {
-  struct flock l = byte_lock(F_WRLCK, byte);
-  if (::fcntl(fd_, F_OFD_SETLK, &l) == 0) return 0;
+int set_byte_lock(int fd, short type, std::uint64_t byte) noexcept {
+  struct flock l = byte_lock(type, byte);
+  if (::fcntl(fd, F_OFD_SETLK, &l) == 0) return 0;
   return errno == EACCES ? EAGAIN : errno;
 }
 
-void HolderLock::unlock(std::uint64_t byte) noexcept {
-  struct flock l = byte_lock(F_UNLCK, byte);
-  (void)::fcntl(fd_, F_OFD_SETLK, &l);
+Failure identify_self(std::string_view segment, std::string_view as_what, process::Identity& out) {
+  const std::optional<process::Identity> self = process::self();
+  if (!self) {
+    const int err = errno != 0 ? errno : ENOENT;
+    return fail_errno(err, segment,
+                      "cannot read /proc/self/stat to record " + std::string(as_what) + ": " +
+                          std::strerror(err));
+  }
+  out = *self;
+  return {};
 }
+
+int HolderLock::try_lock(std::uint64_t byte) noexcept { return set_byte_lock(fd_, F_WRLCK, byte); }
+
+void HolderLock::unlock(std::uint64_t byte) noexcept { (void)set_byte_lock(fd_, F_UNLCK, byte); }
 
 }  // namespace shmring::detail
 

@@ -21,18 +21,12 @@ Holding::Holding(std::shared_ptr<const void> mapping, int probe_fd, HolderLock l
       generation_(process::generation()) {}
 
 std::shared_ptr<Holding> Holding::prepare(const Segment& segment, Failure& f) {
-  const std::optional<process::Identity> self = process::self();
-  if (!self) {
-    const int err = errno != 0 ? errno : ENOENT;
-    f = fail_errno(err, segment.name(),
-                   std::string("cannot read /proc/self/stat to record this process as a holder: ") +
-                       std::strerror(err));
-    return nullptr;
-  }
+  process::Identity self;
+  if ((f = identify_self(segment.name(), "this process as a holder", self))) return nullptr;
   HolderLock lock = HolderLock::open(segment.fd(), segment.name(), f);
   if (f) return nullptr;
   return std::make_shared<Holding>(segment.lifetime(), segment.fd(), std::move(lock),
-                                   process::pack(*self), self->start_time);
+                                   process::pack(self), self.start_time);
 }
 
 int Holding::take(std::uint64_t* word, std::uint64_t byte) noexcept {

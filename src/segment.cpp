@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "detail/fail.hpp"
+#include "detail/holder_lock.hpp"
 #include "detail/sys.hpp"
 #include "shmring/atomic.hpp"
 #include "shmring/process.hpp"
@@ -243,12 +244,7 @@ std::string init_name() {
 
 // Takes or gives up the creator's lock on a file being initialised.
 int creator_lock(int fd, short type) {
-  struct flock l {};
-  l.l_type = type;
-  l.l_whence = SEEK_SET;
-  l.l_start = static_cast<off_t>(lock_byte::kCreator);
-  l.l_len = 1;
-  return ::fcntl(fd, F_OFD_SETLK, &l);
+  return detail::set_byte_lock(fd, type, lock_byte::kCreator);
 }
 
 // Maps the whole segment that `g` describes; the mapping keeps `fd`.
@@ -294,17 +290,8 @@ Failure check_create(const std::string& name, const CreateOptions& o, Geometry& 
     return fail(errc::invalid_argument, name,
                 std::string("mode ") + mode + " is not a subset of 0666 (read/write bits only)");
   }
-  // Recorded in the header for display; an identity that cannot be read is
-  // not recorded as a made-up one.
-  const std::optional<process::Identity> id = process::self();
-  if (!id) {
-    const int err = errno != 0 ? errno : ENOENT;
-    return fail_errno(
-        err, name,
-        std::string("cannot read /proc/self/stat to record the creator: ") + std::strerror(err));
-  }
-  self = *id;
-  return {};
+  // Recorded in the header for display.
+  return detail::identify_self(name, "the creator", self);
 }
 
 // Reserves the memory of a new file (a full /dev/shm fails here, never as a
@@ -387,8 +374,8 @@ std::shared_ptr<detail::Mapping> do_create(std::string_view raw, const CreateOpt
       return nullptr;
     }
   }
-  if (creator_lock(fd.fd, F_WRLCK) != 0) {
-    f = fail_errno(errno, name, "cannot lock " + temp + " while initialising it");
+  if (const int err = creator_lock(fd.fd, F_WRLCK); err != 0) {
+    f = fail_errno(err, name, "cannot lock " + temp + " while initialising it");
     sys::unlink(temp.c_str());
     return nullptr;
   }

@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "detail/fail.hpp"
+#include "shmring/process.hpp"
 
 namespace shmring::detail {
 
@@ -42,6 +43,17 @@ class HolderLock {
   void close() noexcept;
   int fd_ = -1;
 };
+
+// Takes (F_WRLCK) or gives up (F_UNLCK) the lock on `byte` through the
+// description behind `fd`: 0, EAGAIN while another description holds it, or
+// the error of the call. HolderLock and the creator's lock (segment.cpp)
+// both go through it.
+int set_byte_lock(int fd, short type, std::uint64_t byte) noexcept;
+
+// The calling process's identity for a record, or a failure naming the
+// segment and what the identity was for (no /proc, no descriptor left): an
+// identity that cannot be read is never recorded.
+Failure identify_self(std::string_view segment, std::string_view as_what, process::Identity& out);
 
 // Called in a forked child before fork() returns there: every holder lock's
 // descriptor is pointed at /dev/null (the number stays taken, so the handle
