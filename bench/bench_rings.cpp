@@ -140,7 +140,7 @@ class Sender {
           }
           next_ += claim.size();
           count -= claim.size();
-          tx_.commit_batch(claim);
+          claim.commit_batch();
           spinner_.progress();
           continue;
         }
@@ -219,7 +219,7 @@ void receive_all(Consumer& rx, Api api, std::size_t batch, std::size_t size, uns
           const bool intact = message.check_in_place(m.data(), m.size(), tag);
           if (!verify(intact, tag)) return;
         }
-        rx.release(claim);
+        claim.release();
         spinner.progress();
         continue;
       }
@@ -513,7 +513,7 @@ class RoundTripEnd {
         }
         spinner_.progress();
         message_.write(claim[0].data(), tag);
-        const Status s = out_.commit(claim, message_.size());
+        const Status s = claim.commit(message_.size());
         return s == Status::ok ? nullptr : to_string(s);
       }
     }
@@ -537,7 +537,7 @@ class RoundTripEnd {
         spinner_.progress();
         const std::span<const std::byte> m = claim[0];
         const bool intact = message_.check_in_place(m.data(), m.size(), tag);
-        in_.release(claim);
+        claim.release();
         return intact ? nullptr : "message damaged";
       }
     }

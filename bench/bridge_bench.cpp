@@ -232,7 +232,7 @@ Throughput bridge_throughput(const Options& o, std::size_t size, std::uint64_t c
       for (std::size_t i = 0; i < c.size(); ++i, ++seq) {
         if (!stamped(c[i], size, seq)) bad = true;
       }
-      rx.release(c);
+      c.release();
       got = seq;
       last = Clock::now();
     }
@@ -242,7 +242,7 @@ Throughput bridge_throughput(const Options& o, std::size_t size, std::uint64_t c
   for (std::uint64_t p = 0; p < co.capacity; ++p) {
     shmring::WriteClaim w = tx.try_claim(1);
     std::memset(w[0].data(), 0x5a, size);
-    tx.abort(w);
+    w.abort();
   }
   while (!connected) std::this_thread::sleep_for(1ms);
   const auto start = Clock::now();
@@ -253,7 +253,7 @@ Throughput bridge_throughput(const Options& o, std::size_t size, std::uint64_t c
       stamp(w[i].first(size), seq);
       (void)w.set_size(i, size);
     }
-    tx.commit_batch(w);
+    w.commit_batch();
     if (Clock::now() - start > 120s) die("bridge throughput run did not finish");
   }
   consumer.join();
@@ -287,8 +287,8 @@ std::vector<double> bridge_round_trips(const Options& o, std::size_t size, std::
       shmring::WriteClaim out = tx.claim(1, 1s);
       if (out.empty()) continue;
       std::memcpy(out[0].data(), in[0].data(), in[0].size());
-      (void)tx.commit(out, in[0].size());
-      rx.release(in);
+      (void)out.commit(in[0].size());
+      in.release();
     }
   });
   shmring::SpscProducer ping = shmring::SpscProducer::attach(sa);
@@ -304,7 +304,7 @@ std::vector<double> bridge_round_trips(const Options& o, std::size_t size, std::
     if (r.empty()) die("round trip: no pong within 10 s");
     const auto t1 = Clock::now();
     if (!stamped(r[0], size, seq)) die("round trip: wrong pong");
-    pong.release(r);
+    r.release();
     if (seq > trips / 10) us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
   }
   done = true;

@@ -494,7 +494,7 @@ void agent_consume(const AgentJob& job, AgentControl* ctl, std::uint32_t n, Agen
         errors += std::memcmp(p + 16, frame.data() + 16, size - 24) != 0;
       }
     }
-    rx.release(c);
+    c.release();
     seq += k;
   }
   r.t_end = now_ns();
@@ -543,7 +543,7 @@ void agent_produce(const AgentJob& job, AgentControl* ctl, std::uint32_t n, Agen
       store_word(p + 8, size);
       store_word(p + size - 8, ~s);
     }
-    tx.commit_batch(w);
+    w.commit_batch();
     seq += k;
   }
   r.t_end = now_ns();

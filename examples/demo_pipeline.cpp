@@ -594,7 +594,7 @@ void run_producer(const Options& o, const Segments& s, Watchdog& wd, ProducerRep
       }
     }
     const std::size_t n = c.size();  // commit_batch empties the claim
-    tx.commit_batch(c);
+    c.commit_batch();
     seq += n;
     r.sent = seq;
   }
@@ -609,12 +609,12 @@ void run_producer(const Options& o, const Segments& s, Watchdog& wd, ProducerRep
     const auto t0 = Clock::now();
     shmring::WriteClaim w = claim_slots(ping, 1, wd, "ping");
     fill_message(w[0].first(static_cast<std::size_t>(o.size)), i);
-    if (ping.commit(w, static_cast<std::size_t>(o.size)) != shmring::Status::ok) {
+    if (w.commit(static_cast<std::size_t>(o.size)) != shmring::Status::ok) {
       throw RunError{"commit on the ping ring failed"};
     }
     shmring::ReadClaim m = peek_messages(pong, 1, wd, "pong");
     const Verdict v = verify_message(m[0], o.size, i);
-    pong.release(m);
+    m.release();
     const auto t1 = Clock::now();
     if (v != Verdict::ok) {
       ++r.pong_failures;
@@ -648,7 +648,7 @@ void run_consumer(const Options& o, const Segments& s, Watchdog& wd, ConsumerRep
         r.first_failure_seq = expected;
       }
     }
-    rx.release(c);
+    c.release();
     r.received = expected;
   }
   r.last_ns = now_ns();
@@ -666,10 +666,10 @@ void run_consumer(const Options& o, const Segments& s, Watchdog& wd, ConsumerRep
     }
     shmring::WriteClaim w = claim_slots(pong, 1, wd, "pong");
     std::memcpy(w[0].data(), m[0].data(), m[0].size());
-    if (pong.commit(w, m[0].size()) != shmring::Status::ok) {
+    if (w.commit(m[0].size()) != shmring::Status::ok) {
       throw RunError{"commit on the pong ring failed"};
     }
-    ping.release(m);
+    m.release();
   }
 }
 

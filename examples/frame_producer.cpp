@@ -108,7 +108,7 @@ void stream(const Options& o, const shmring::Segment& segment, std::size_t frame
     for (std::size_t i = 8; i < frame_bytes; ++i)
       frame[i] = static_cast<std::uint8_t>(base[i] + add);
     std::memcpy(frame, &seq, sizeof seq);  // little endian on every supported host
-    if (tx.commit(c, frame_bytes) != shmring::Status::ok) throw std::runtime_error("commit failed");
+    if (c.commit(frame_bytes) != shmring::Status::ok) throw std::runtime_error("commit failed");
   }
   const double s = std::chrono::duration<double>(Clock::now() - start).count();
   fmt::print(

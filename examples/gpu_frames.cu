@@ -151,7 +151,7 @@ int cpu_side(const std::string& to_cpu, const std::string& to_gpu, std::uint64_t
       }
       bad += !ok;
     }
-    rx.release(claim);
+    claim.release();
   }
   print_rate("GPU -> CPU", frames, seconds_since(t0));
   std::printf("GPU -> CPU: the CPU checked every byte: %llu bad frames\n",
@@ -173,7 +173,7 @@ int cpu_side(const std::string& to_cpu, const std::string& to_gpu, std::uint64_t
         std::memcpy(bytes + 8 * w, &word, 8);
       }
     }
-    tx.commit_batch(claim, n);  // one publication for the batch
+    claim.commit_batch(n);  // one publication for the batch
   }
   print_rate("CPU -> GPU (CPU side)", frames, seconds_since(t0));
   return bad == 0 ? 0 : 1;

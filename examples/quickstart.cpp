@@ -68,13 +68,13 @@ void spsc() {
   shmring::WriteClaim claim = tx.try_claim();
   if (claim) {
     std::memcpy(claim[0].data(), "in place", 8);
-    check(tx.commit(claim, 8) == shmring::Status::ok, "claim + commit");
+    check(claim.commit(8) == shmring::Status::ok, "claim + commit");
   }
 
   // 3. Zero-copy read: peek at the message in its slot, release when done.
   shmring::ReadClaim message = rx.try_peek();
   check(message && text(message[0]) == "in place", "peek reads the slot in place");
-  rx.release(message);
+  message.release();
 
   // Batches: claim several slots, publish them with one store.
   shmring::WriteClaim batch = tx.try_claim(4);
@@ -82,10 +82,10 @@ void spsc() {
     std::memcpy(batch[i].data(), &i, sizeof i);
     (void)batch.set_size(i, sizeof i);
   }
-  tx.commit_batch(batch);
+  batch.commit_batch();
   shmring::ReadClaim got = rx.try_peek(4);
   check(got.size() == 4, "claim(4) + commit_batch, then peek(4)");
-  rx.release(got);
+  got.release();
   check(rx.try_pop(buffer, size) == shmring::Status::would_block, "empty ring: would_block");
 }
 

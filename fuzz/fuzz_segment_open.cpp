@@ -204,7 +204,7 @@ void use_handles(const Segment& seg, const Bounds& b) {
         check_inside(m.data(), m.size(), b.lo, b.hi);
         touch(m.data(), m.size());
       }
-      consumer.release(claim);
+      claim.release();
       std::size_t size = 0;
       const Status s = consumer.try_pop(std::span<std::byte>(buffer), size);
       if (s == Status::ok || s == Status::too_large) check(size <= b.slot_size);

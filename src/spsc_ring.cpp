@@ -13,7 +13,28 @@ using detail::as_timeout;
 using detail::Failure;
 using detail::not_would_block;
 
+// A core for the role `a` took, in this process.
+template <class Core>
+std::unique_ptr<Core> make_core(const Segment& segment, const WaitPolicy& policy,
+                                std::shared_ptr<detail::Holding> role) {
+  auto core = std::make_unique<Core>();
+  core->view = SpscView(segment.base(), segment.geometry());
+  core->policy = policy;
+  core->wait_state = detail::WaitState::for_this_thread();
+  core->generation = process::generation();
+  core->lifetime = std::move(role);
+  return core;
+}
+
 }  // namespace
+
+void detail::SpscProducerCore::wake_consumer() noexcept {
+  futex::notify_all(&view.producer()->notify);
+}
+
+void detail::SpscConsumerCore::wake_producer() noexcept {
+  futex::notify_all(&view.consumer()->notify);
+}
 
 // ---- producer --------------------------------------------------------------
 
@@ -28,40 +49,32 @@ SpscProducer SpscProducer::attach(const Segment& segment, const WaitPolicy& poli
 
 SpscProducer SpscProducer::do_attach(const Segment& segment, const WaitPolicy& policy, Failure& f) {
   SpscProducer p;
-  const detail::SpscAttachment a = detail::attach_spsc(segment, /*producer=*/true, f);
+  detail::SpscAttachment a = detail::attach_spsc(segment, /*producer=*/true, f);
   if (f) return p;
-  p.view_ = SpscView(segment.base(), segment.geometry());
-  p.cursor_ = a.producer;
-  p.policy_ = policy;
-  p.wait_state_ = detail::WaitState::for_this_thread();
-  p.generation_ = process::generation();
-  p.lifetime_ = a.role;
+  auto core = make_core<detail::SpscProducerCore>(segment, policy, std::move(a.role));
+  core->cursor = a.producer;
+  p.core_ = core.release();
   return p;
 }
 
-// The role goes with the last reference to it (detail::Holding).
-SpscProducer::~SpscProducer() = default;
-
-void SpscProducer::wake_consumer() noexcept { futex::notify_all(&view_.producer()->notify); }
-
 Status SpscProducer::push(std::span<const std::byte> message,
                           std::chrono::nanoseconds timeout) noexcept {
-  if (message.size() > view_.slot_size()) return Status::too_large;
+  if (const Status s = refusal(); s != Status::ok) return s;
+  if (message.size() > core_->view.slot_size()) return Status::too_large;
+  detail::SpscProducerCore& c = *core_;
   return as_timeout(detail::block_until(
-      [&] { return try_push(message); }, not_would_block,
-      [&] { return view_.space_ready(cursor_); }, &view_.producer_wait()->waiters,
-      &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_, wait_state_, timeout));
+      detail::room_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_push(message); },
+      not_would_block, [&] { return c.view.space_ready(c.cursor); }));
 }
 
 WriteClaim SpscProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
-  if (max == 0) return try_claim(0);  // nothing asked for: no wait
-  WriteClaim c = detail::block_until(
-      [&] { return try_claim(max); },
-      [](const WriteClaim& w) { return not_would_block(w.status()); },
-      [&] { return view_.space_ready(cursor_); }, &view_.producer_wait()->waiters,
-      &view_.consumer()->notify, &view_.consumer()->gpu_attached, policy_, wait_state_, timeout);
-  if (c.status_ == Status::would_block) c.status_ = Status::timeout;
-  return c;
+  if (max == 0 || refusal() != Status::ok) return try_claim(max);  // no wait
+  detail::SpscProducerCore& c = *core_;
+  WriteClaim claim = detail::block_until(
+      detail::room_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_claim(max); },
+      detail::claim_done<WriteClaim>, [&] { return c.view.space_ready(c.cursor); });
+  if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
+  return claim;
 }
 
 // ---- consumer --------------------------------------------------------------
@@ -77,37 +90,41 @@ SpscConsumer SpscConsumer::attach(const Segment& segment, const WaitPolicy& poli
 
 SpscConsumer SpscConsumer::do_attach(const Segment& segment, const WaitPolicy& policy, Failure& f) {
   SpscConsumer c;
-  const detail::SpscAttachment a = detail::attach_spsc(segment, /*producer=*/false, f);
+  detail::SpscAttachment a = detail::attach_spsc(segment, /*producer=*/false, f);
   if (f) return c;
-  c.view_ = SpscView(segment.base(), segment.geometry());
-  c.cursor_ = a.consumer;
-  c.policy_ = policy;
-  c.wait_state_ = detail::WaitState::for_this_thread();
-  c.generation_ = process::generation();
-  c.lifetime_ = a.role;
+  auto core = make_core<detail::SpscConsumerCore>(segment, policy, std::move(a.role));
+  core->cursor = a.consumer;
+  c.core_ = core.release();
   return c;
 }
-
-SpscConsumer::~SpscConsumer() = default;
-
-void SpscConsumer::wake_producer() noexcept { futex::notify_all(&view_.consumer()->notify); }
 
 Status SpscConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
                          std::chrono::nanoseconds timeout) noexcept {
+  if (const Status s = refusal(); s != Status::ok) return s;
+  detail::SpscConsumerCore& c = *core_;
   return as_timeout(detail::block_until(
+      detail::data_side(c.view), c.policy, c.wait_state, timeout,
       [&] { return try_pop(buffer, size); }, not_would_block,
-      [&] { return view_.data_ready(cursor_); }, &view_.consumer_wait()->waiters,
-      &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, wait_state_, timeout));
+      [&] { return c.view.data_ready(c.cursor); }));
 }
 
 ReadClaim SpscConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
-  if (max == 0) return try_peek(0);  // nothing asked for: no wait
-  ReadClaim c = detail::block_until(
-      [&] { return try_peek(max); }, [](const ReadClaim& r) { return not_would_block(r.status()); },
-      [&] { return view_.data_ready(cursor_); }, &view_.consumer_wait()->waiters,
-      &view_.producer()->notify, &view_.producer()->gpu_attached, policy_, wait_state_, timeout);
-  if (c.status_ == Status::would_block) c.status_ = Status::timeout;
-  return c;
+  if (max == 0 || refusal() != Status::ok) return try_peek(max);  // no wait
+  detail::SpscConsumerCore& c = *core_;
+  ReadClaim claim = detail::block_until(
+      detail::data_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_peek(max); },
+      detail::claim_done<ReadClaim>, [&] { return c.view.data_ready(c.cursor); });
+  if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
+  return claim;
+}
+
+bool SpscConsumer::wait_for_data(std::chrono::nanoseconds timeout) noexcept {
+  if (refusal() != Status::ok) return false;
+  detail::SpscConsumerCore& c = *core_;
+  auto ready = [&] { return c.view.data_ready(c.cursor); };
+  return detail::block_until(
+      detail::data_side(c.view), c.policy, c.wait_state, timeout, ready, [](bool r) { return r; },
+      ready);
 }
 
 }  // namespace shmring

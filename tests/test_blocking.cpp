@@ -262,14 +262,13 @@ TEST(BlockingWake, SpscConsumerPeekWokenByClaimCommit) {
         [&] {
           ReadClaim c = r.rx.peek(4, kLongTimeout);
           if (!c.empty()) got = bytes_word(c[0]);
-          r.rx.release(c);
-          return c.empty() ? c.status() : Status::ok;
+          return c.status();  // released as it goes
         },
         [&] {
           WriteClaim c = r.tx.try_claim(1);
           ASSERT_FALSE(c.empty());
           std::memcpy(c[0].data(), word_bytes(i).data(), 8);
-          EXPECT_EQ(r.tx.commit(c, 8), Status::ok);
+          EXPECT_EQ(c.commit(8), Status::ok);
         },
         consumer_waiters(r.seg), producer_notify(r.seg)));
     EXPECT_EQ(got, i);
@@ -315,12 +314,12 @@ TEST(BlockingWake, SpscProducerClaimWokenByRelease) {
           if (c.empty()) return c.status();
           const Status s = c.size() == 1 ? Status::ok : Status::corrupt;  // one slot was freed
           std::memcpy(c[0].data(), word_bytes(100 + i).data(), 8);
-          return r.tx.commit(c, 8) == Status::ok ? s : Status::corrupt;
+          return c.commit(8) == Status::ok ? s : Status::corrupt;
         },
         [&] {
           ReadClaim c = r.rx.try_peek(1);
           ASSERT_FALSE(c.empty());
-          r.rx.release(c);
+          c.release();
         },
         producer_waiters(r.seg), consumer_notify(r.seg)));
   }
@@ -834,14 +833,15 @@ TEST(SleeperHandshake, SpscConsumerMissingAPublicationWakesWithinTheFirstSleep) 
   auto sleep_once = [&](std::uint32_t& decoy, std::atomic<bool>& rechecked) {
     Status status = Status::ok;
     const std::uint64_t n = detail::block_until(
-        [&] { return view.readable(rx, 1, status); }, [](std::uint64_t k) { return k != 0; },
+        detail::WaitSide{&decoy, &view.producer()->notify, &view.producer()->gpu_attached},
+        kSleepAtOnce, state, std::chrono::hours(1), [&] { return view.readable(rx, 1, status); },
+        [](std::uint64_t k) { return k != 0; },
         [&] {
           const bool ready = view.data_ready(rx);
           rechecked.store(true);
           return ready;
         },
-        &decoy, &view.producer()->notify, &view.producer()->gpu_attached, kSleepAtOnce, state,
-        std::chrono::hours(1), [] { return false; }, kOnlyTheFirstSleepRescues);
+        [] { return false; }, kOnlyTheFirstSleepRescues);
     return n == 1;
   };
   auto publish = [&] {
@@ -883,14 +883,15 @@ TEST(SleeperHandshake, SpscProducerMissingAReleaseWakesWithinTheFirstSleep) {
   auto sleep_once = [&](std::uint32_t& decoy, std::atomic<bool>& rechecked) {
     Status status = Status::ok;
     const std::uint64_t n = detail::block_until(
-        [&] { return view.writable(tx, 1, status); }, [](std::uint64_t k) { return k != 0; },
+        detail::WaitSide{&decoy, &view.consumer()->notify, &view.consumer()->gpu_attached},
+        kSleepAtOnce, state, std::chrono::hours(1), [&] { return view.writable(tx, 1, status); },
+        [](std::uint64_t k) { return k != 0; },
         [&] {
           const bool ready = view.space_ready(tx);
           rechecked.store(true);
           return ready;
         },
-        &decoy, &view.consumer()->notify, &view.consumer()->gpu_attached, kSleepAtOnce, state,
-        std::chrono::hours(1), [] { return false; }, kOnlyTheFirstSleepRescues);
+        [] { return false; }, kOnlyTheFirstSleepRescues);
     return n == 1 && push();
   };
   // The release under test hands back the oldest message, checked first.
@@ -912,14 +913,15 @@ TEST(SleeperHandshake, MpmcConsumerMissingACommitWakesWithinTheFirstSleep) {
   auto sleep_once = [&](std::uint32_t& decoy, std::atomic<bool>& rechecked) {
     Status status = Status::ok;
     taken = detail::block_until(
-        [&] { return view.claim_read(1, status); }, [](MpmcRange r) { return r.count != 0; },
+        detail::WaitSide{&decoy, &view.producer()->notify, &view.producer()->gpu_attached},
+        kSleepAtOnce, state, std::chrono::hours(1), [&] { return view.claim_read(1, status); },
+        [](MpmcRange r) { return r.count != 0; },
         [&] {
           const bool ready = view.data_ready();
           rechecked.store(true);
           return ready;
         },
-        &decoy, &view.producer()->notify, &view.producer()->gpu_attached, kSleepAtOnce, state,
-        std::chrono::hours(1), [] { return false; }, kOnlyTheFirstSleepRescues);
+        [] { return false; }, kOnlyTheFirstSleepRescues);
     return taken.count == 1;
   };
   auto commit = [&] {
@@ -961,13 +963,14 @@ TEST(WaitFitsTheMachine, NoSpinOnOneCpu) {
     const WaitPolicy spin_long{1'000'000'000, 0, std::chrono::hours(1)};
     Status status = Status::ok;
     (void)detail::block_until(
+        detail::WaitSide{&view.consumer_wait()->waiters, &view.producer()->notify,
+                         &view.producer()->gpu_attached},
+        spin_long, state, 20ms,
         [&] {
           ++tries;
           return view.readable(rx, 1, status);
         },
-        [](std::uint64_t k) { return k != 0; }, [&] { return view.data_ready(rx); },
-        &view.consumer_wait()->waiters, &view.producer()->notify, &view.producer()->gpu_attached,
-        spin_long, state, 20ms);
+        [](std::uint64_t k) { return k != 0; }, [&] { return view.data_ready(rx); });
   });
   t.join();
   EXPECT_TRUE(state.one_cpu);
@@ -1010,6 +1013,9 @@ TEST(WaitFitsTheMachine, SpinAdaptsToHowOftenItPays) {
     tries = 0;
     Status status = Status::ok;
     return detail::block_until(
+        detail::WaitSide{&view.consumer_wait()->waiters, &view.producer()->notify,
+                         &view.producer()->gpu_attached},
+        policy, state, timeout,
         [&] {
           if (++tries == 2 && publish_on_second_try) {
             Status s = Status::ok;
@@ -1019,9 +1025,7 @@ TEST(WaitFitsTheMachine, SpinAdaptsToHowOftenItPays) {
           }
           return view.readable(rx, 1, status);
         },
-        [](std::uint64_t k) { return k != 0; }, [&] { return view.data_ready(rx); },
-        &view.consumer_wait()->waiters, &view.producer()->notify, &view.producer()->gpu_attached,
-        policy, state, timeout);
+        [](std::uint64_t k) { return k != 0; }, [&] { return view.data_ready(rx); });
   };
   // Waits that time out: each spin ends empty.
   for (int i = 0; i < 40; ++i) EXPECT_EQ(wait_once(1ms), 0u);

@@ -386,7 +386,7 @@ class Consumer : public EndProcess {
           }
           st.received = ++got;
         }
-        rx.release(c);
+        c.release();
         last_progress = Clock::now();
       }
       // Exactly once: nothing may follow the last message.

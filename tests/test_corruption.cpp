@@ -201,7 +201,7 @@ TEST(CorruptSpsc, BadLengthEndsAPeekRun) {
   r.trailer(1)->length = 0xffffffffu;
   EXPECT_EQ(c[1].size(), 32u);
   EXPECT_TRUE(r.in_slots(c[1].data(), c[1].size()));
-  rx.release(c);
+  c.release();
   EXPECT_EQ(rx.try_peek(8).status(), Status::corrupt);
 }
 
@@ -490,11 +490,11 @@ TEST(CorruptHeader, AttachedHandlesKeepTheirBounds) {
       ASSERT_TRUE(r.in_slots(w[k].data(), w[k].size()));
       std::memset(w[k].data(), 'h', w[k].size());
     }
-    tx.commit_batch(w);
+    w.commit_batch();
     ReadClaim c = rx.try_peek(4);
     ASSERT_FALSE(c.empty());
     for (std::size_t k = 0; k < c.size(); ++k) ASSERT_TRUE(r.in_slots(c[k].data(), c[k].size()));
-    rx.release(c);
+    c.release();
   }
   EXPECT_EQ(tx.capacity(), 4u);
   EXPECT_EQ(rx.slot_size(), 32u);

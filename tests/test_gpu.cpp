@@ -192,7 +192,7 @@ void kernel_to_cpu_process(const CreateOptions& options, std::uint32_t size, Mod
         if (!matches(c[k], i + k, 0, size)) ::_exit(1);
       }
       i += c.size();
-      rx.release(c);
+      c.release();
     }
     ::_exit(0);
   }
@@ -404,7 +404,7 @@ TEST_F(Gpu, MpmcKernelProducersToCpuConsumers) {
             ::_exit(1);
           atomic::fetch_add(&seen[h.producer * kPerWarp + h.seq], std::uint8_t{1});
         }
-        rx.release(claim);
+        claim.release();
       }
     }
     children.push_back(pid);
@@ -491,7 +491,7 @@ TEST_F(Gpu, MpmcClaimReadDeadlineHoldsAgainstAborts) {
     while (!kernel_done.load() && std::chrono::steady_clock::now() < until) {
       WriteClaim c = tx.try_claim(1);
       if (!c.empty()) {
-        tx.abort(c);
+        c.abort();
         ++aborts;
       }
       std::this_thread::sleep_for(1ms);

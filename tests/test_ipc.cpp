@@ -338,9 +338,9 @@ int produce_batches(Producer& tx, ChildResult& r, std::uint32_t producer, std::u
       }
     }
     if (count == 0) {
-      tx.abort(claim);
+      claim.abort();
     } else {
-      tx.commit_batch(claim, count);
+      claim.commit_batch(count);
     }
     seq += count;
     r.messages = seq;
@@ -419,7 +419,7 @@ TEST(IpcSpsc, BatchClaimPeekAcrossProcesses) {
       for (std::size_t i = 0; i < claim.size(); ++i) {
         if (!check.expect_next(claim[i], seq++)) return kBadMessage;
       }
-      rx.release(claim);
+      claim.release();
     }
     return kOk;
   });
@@ -549,7 +549,7 @@ TEST(IpcMpmc, BatchClaimPeekThreeByThreeProcesses) {
               if (!check.accept(claim[i])) return kBadMessage;
             }
             const std::uint64_t n = claim.size();
-            rx.release(claim);
+            claim.release();
             atomic::fetch_add(v.delivered(), n);
           }
           return kOk;

@@ -186,7 +186,7 @@ TEST(MpmcClaim, InvisibleUntilCommit) {
   std::memcpy(c[0].data(), "hidden", 6);
   f.expect_empty();
   EXPECT_EQ(f.control()->consumer.position, 0u);
-  ASSERT_EQ(f.tx.commit(c, 6), Status::ok);
+  ASSERT_EQ(c.commit(6), Status::ok);
   EXPECT_TRUE(c.empty());
   EXPECT_EQ(pop(f.rx), "hidden");
 }
@@ -195,13 +195,13 @@ TEST(MpmcClaim, CommitTooLargeKeepsTheClaim) {
   MpmcFixture f(4, 64);
   WriteClaim c = f.tx.try_claim(1);
   std::memcpy(c[0].data(), "abc", 3);
-  EXPECT_EQ(f.tx.commit(c, 65), Status::too_large);
+  EXPECT_EQ(c.commit(65), Status::too_large);
   EXPECT_FALSE(c.empty());
   f.expect_empty();
-  ASSERT_EQ(f.tx.commit(c, 3), Status::ok);
+  ASSERT_EQ(c.commit(3), Status::ok);
   EXPECT_EQ(pop(f.rx), "abc");
   WriteClaim none;
-  EXPECT_EQ(f.tx.commit(none, 1), Status::would_block);
+  EXPECT_EQ(none.commit(1), Status::would_block);
 }
 
 TEST(MpmcClaim, BatchAcrossTheWrap) {
@@ -214,18 +214,18 @@ TEST(MpmcClaim, BatchAcrossTheWrap) {
   EXPECT_EQ(c[3].data(), f.segment.base() + f.segment.geometry().slots_offset) << "wrapped";
   for (std::size_t i = 0; i < 8; ++i) write_claim_slot(c, i, message(i, 64));
   f.expect_empty();
-  f.tx.commit_batch(c);
+  c.commit_batch();
   ReadClaim r = f.rx.try_peek(100);
   ASSERT_EQ(r.size(), 8u);
   for (std::size_t i = 0; i < 8; ++i) EXPECT_EQ(test::to_string(r[i]), message(i, 64));
   EXPECT_TRUE(push(f.tx, "x") == Status::would_block) << "peeked slots are not free yet";
-  f.rx.release(r, 3);
+  r.release(3);
   EXPECT_EQ(r.size(), 5u);
   EXPECT_EQ(test::to_string(r[0]), message(3, 64));
   WriteClaim room = f.tx.try_claim(100);
   EXPECT_EQ(room.size(), 3u) << "exactly the released slots";
-  f.tx.abort(room);
-  f.rx.release(r, 100);  // more than it holds: all of it
+  room.abort();
+  r.release(100);  // more than it holds: all of it
   EXPECT_TRUE(r.empty());
   f.expect_empty();  // the three aborted slots are skipped
   EXPECT_EQ(f.control()->consumer.position, f.control()->producer.position);
@@ -240,7 +240,7 @@ TEST(MpmcClaim, AbortIsSkippedSilently) {
   ASSERT_EQ(push(f.tx, "second"), Status::ok);
   EXPECT_EQ(pop(f.rx), "first");
   f.expect_empty();  // the claimed slot blocks the consumers until it is resolved
-  f.tx.abort(c);
+  c.abort();
   EXPECT_TRUE(c.empty());
   EXPECT_EQ(f.trailer(1)->flags, kSlotSkipped);
   EXPECT_EQ(f.trailer(2)->flags, kSlotSkipped);
@@ -260,7 +260,7 @@ TEST(MpmcClaim, CommitBatchOfAPrefixSkipsTheRest) {
   WriteClaim c = f.tx.try_claim(6);
   ASSERT_EQ(c.size(), 6u);
   for (std::size_t i = 0; i < 6; ++i) write_claim_slot(c, i, message(i, 64));
-  f.tx.commit_batch(c, 2);
+  c.commit_batch(2);
   EXPECT_TRUE(c.empty());
   ASSERT_EQ(push(f.tx, "after"), Status::ok);
   EXPECT_EQ(pop(f.rx), message(0, 64));
@@ -271,7 +271,7 @@ TEST(MpmcClaim, CommitBatchOfAPrefixSkipsTheRest) {
   WriteClaim d = f.tx.try_claim(3);
   ASSERT_EQ(d.size(), 3u);
   std::memcpy(d[0].data(), "only", 4);
-  ASSERT_EQ(f.tx.commit(d, 4), Status::ok);
+  ASSERT_EQ(d.commit(4), Status::ok);
   EXPECT_EQ(pop(f.rx), "only");
   f.expect_empty();
   EXPECT_EQ(f.control()->consumer.position, 10u);
@@ -282,18 +282,18 @@ TEST(MpmcClaim, PeekReturnsRunsOfMessagesOnly) {
   ASSERT_EQ(push(f.tx, "a"), Status::ok);
   ASSERT_EQ(push(f.tx, "b"), Status::ok);
   WriteClaim gap = f.tx.try_claim(1);
-  f.tx.abort(gap);
+  gap.abort();
   ASSERT_EQ(push(f.tx, "c"), Status::ok);
   ReadClaim r = f.rx.try_peek(8);
   ASSERT_EQ(r.size(), 2u) << "a skipped slot ends a run";
   EXPECT_EQ(test::to_string(r[0]), "a");
   EXPECT_EQ(test::to_string(r[1]), "b");
-  f.rx.release(r);
+  r.release();
   ReadClaim s = f.rx.try_peek(8);
   ASSERT_EQ(s.size(), 1u);
   EXPECT_EQ(test::to_string(s[0]), "c");
   EXPECT_EQ(s.position(0), 3u);
-  f.rx.release(s);
+  s.release();
 }
 
 // ---- copying pops ----------------------------------------------------------------
@@ -349,7 +349,7 @@ TEST(MpmcHandles, ProducersAndConsumersInterleaved) {
   EXPECT_FALSE(pop(c2, &s)) << "position 0 is not committed yet";
   EXPECT_EQ(s, Status::would_block);
   write_claim_slot(slow, 0, "p1 slow");
-  f.tx.commit_batch(slow);
+  slow.commit_batch();
   EXPECT_EQ(pop(c2), "p1 slow");
   EXPECT_EQ(pop(f.rx), "p2 first");
   // c1 peeks position 2 and holds it; c2 takes position 3.
@@ -364,7 +364,7 @@ TEST(MpmcHandles, ProducersAndConsumersInterleaved) {
   EXPECT_EQ(push(p2, "five"), Status::ok);
   EXPECT_EQ(push(f.tx, "six"), Status::would_block);
   EXPECT_EQ(test::to_string(held[0]), "two");
-  f.rx.release(held);
+  held.release();
   EXPECT_EQ(push(p2, "six"), Status::ok);
   EXPECT_EQ(pop(c2), "four");
   EXPECT_EQ(pop(f.rx), "five");

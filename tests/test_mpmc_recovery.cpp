@@ -74,6 +74,7 @@ TEST(MpmcRecovery, ProducerKilledBetweenClaimAndCommit) {
     for (std::uint64_t v : {100u, 101u}) (void)dying.try_push(bytes_of(v));
     WriteClaim c = dying.try_claim(3);  // positions 2..4, half written, never committed
     std::memset(c[0].data(), 0xee, 10);
+    ::raise(SIGKILL);  // with the claim held
   });
   EXPECT_EQ(try_pop_value(rx), 100u);
   EXPECT_EQ(try_pop_value(rx), 101u);
@@ -98,7 +99,8 @@ TEST(MpmcRecovery, BlockingProducerRecoversByItself) {
   die_in_child([&] {
     Segment s = Segment::open(shm.name());
     auto dying = MpmcProducer::attach(s);
-    (void)dying.try_claim(2);  // positions 0 and 1
+    const WriteClaim c = dying.try_claim(2);  // positions 0 and 1
+    ::raise(SIGKILL);                         // with the claim held
   });
   std::vector<std::uint64_t> got;
   std::thread consumer([&] {
@@ -137,7 +139,7 @@ TEST(MpmcRecovery, LiveClaimsAreNeverRecovered) {
     std::memcpy(held[i].data(), &x, sizeof x);
     ASSERT_EQ(held.set_size(i, sizeof x), Status::ok);
   }
-  slow.commit_batch(held);
+  held.commit_batch();
   EXPECT_EQ(try_pop_value(rx), 50u);
   EXPECT_EQ(try_pop_value(rx), 51u);
   EXPECT_EQ(try_pop_value(rx), 7u);
@@ -153,8 +155,8 @@ TEST(MpmcRecovery, ConsumerKilledWhileReading) {
   die_in_child([&] {
     Segment s = Segment::open(shm.name());
     auto dying = MpmcConsumer::attach(s);
-    ReadClaim c = dying.try_peek(2);  // positions 0 and 1, read, never released
-    (void)c;
+    const ReadClaim c = dying.try_peek(2);  // positions 0 and 1, read, never released
+    ::raise(SIGKILL);                       // with the claim held
   });
   EXPECT_EQ(try_pop_value(rx), 2u);
   EXPECT_EQ(try_pop_value(rx), 3u);
@@ -179,7 +181,8 @@ TEST(MpmcRecovery, BlockingConsumerRecoversByItself) {
   die_in_child([&] {
     Segment s = Segment::open(shm.name());
     auto dying = MpmcConsumer::attach(s);
-    (void)dying.try_peek(4);
+    const ReadClaim c = dying.try_peek(4);
+    ::raise(SIGKILL);  // with the claim held
   });
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> received{0};

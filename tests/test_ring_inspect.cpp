@@ -876,7 +876,7 @@ TEST(RingInspect, ShowNamesWhoDiedHoldingMpmcClaims) {
   if (child == 0) {
     auto dying = MpmcProducer::attach(seg);
     (void)dying.try_push(as_bytes(message(0)));
-    (void)dying.try_claim(2);  // positions 1 and 2, never committed
+    const WriteClaim held = dying.try_claim(2);  // positions 1 and 2, never committed
     ::raise(SIGKILL);
     ::_exit(1);
   }

@@ -230,7 +230,7 @@ TEST(SpscClaim, InvisibleUntilCommit) {
   EXPECT_NE(f.trailer(0)->committed, 1u);
   EXPECT_EQ(f.control()->producer.position, 0u);
 
-  ASSERT_EQ(f.tx.commit(c, 8), Status::ok);
+  ASSERT_EQ(c.commit(8), Status::ok);
   EXPECT_TRUE(c.empty()) << "commit consumes the claim";
   EXPECT_EQ(f.trailer(0)->committed, 1u);
   EXPECT_EQ(f.control()->producer.position, 1u);
@@ -242,7 +242,7 @@ TEST(SpscClaim, AbortLeavesNothingVisible) {
   WriteClaim c = f.tx.try_claim(3);
   ASSERT_EQ(c.size(), 3u);
   for (std::size_t i = 0; i < 3; ++i) std::memcpy(c[i].data(), "junk", 4);
-  f.tx.abort(c);
+  c.abort();
   EXPECT_TRUE(c.empty());
   EXPECT_EQ(f.tx.position(), 0u);
   EXPECT_TRUE(f.rx.try_peek(4).empty());
@@ -250,7 +250,7 @@ TEST(SpscClaim, AbortLeavesNothingVisible) {
   WriteClaim again = f.tx.try_claim(4);
   ASSERT_EQ(again.size(), 4u) << "aborted slots are free again";
   EXPECT_EQ(again.position(0), 0u);
-  f.tx.abort(again);
+  again.abort();
   ASSERT_EQ(f.push("real"), Status::ok);
   EXPECT_EQ(f.pop(), "real");
   Status s = Status::ok;
@@ -263,26 +263,25 @@ TEST(SpscClaim, CommitTooLargePublishesNothing) {
   WriteClaim c = f.tx.try_claim(1);
   ASSERT_FALSE(c.empty());
   std::memcpy(c[0].data(), "abc", 3);
-  EXPECT_EQ(f.tx.commit(c, 65), Status::too_large);
+  EXPECT_EQ(c.commit(65), Status::too_large);
   EXPECT_FALSE(c.empty()) << "the claim is kept for another try";
   EXPECT_EQ(f.tx.position(), 0u);
   EXPECT_TRUE(f.rx.try_peek(1).empty());
   EXPECT_EQ(c.set_size(0, 65), Status::too_large);
-  ASSERT_EQ(f.tx.commit(c, 3), Status::ok);
+  ASSERT_EQ(c.commit(3), Status::ok);
   EXPECT_EQ(f.pop(), "abc");
 }
 
-TEST(SpscClaim, CommitOfAnEmptyOrStaleClaim) {
+TEST(SpscClaim, CommitOfAnEmptyOrFinishedClaim) {
   SpscFixture f(4, 64);
   WriteClaim none;
-  EXPECT_EQ(f.tx.commit(none, 1), Status::would_block);
+  EXPECT_EQ(none.commit(1), Status::would_block) << "a claim that got no slots says why";
   WriteClaim first = f.tx.try_claim(1);
-  WriteClaim copy = first;
-  ASSERT_EQ(f.tx.commit(first, 1), Status::ok);
-  // `copy` still names position 0, which is published already.
-  EXPECT_EQ(f.tx.commit(copy, 1), Status::would_block);
-  f.tx.commit_batch(copy);
-  EXPECT_EQ(f.tx.position(), 1u) << "a stale batch commit publishes nothing";
+  ASSERT_EQ(first.commit(1), Status::ok);
+  EXPECT_EQ(first.status(), Status::finished);
+  EXPECT_EQ(first.commit(1), Status::finished);
+  EXPECT_EQ(first.commit_batch(), Status::finished);
+  EXPECT_EQ(f.tx.position(), 1u) << "a finished claim publishes nothing";
   EXPECT_EQ(f.rx.try_peek(4).size(), 1u);
 }
 
@@ -304,7 +303,7 @@ TEST(SpscClaim, BatchAcrossTheWrap) {
     ASSERT_EQ(c.set_size(i, m.size()), Status::ok);
   }
   EXPECT_TRUE(f.rx.try_peek(8).empty()) << "nothing before the commit";
-  f.tx.commit_batch(c);
+  c.commit_batch();
   EXPECT_EQ(f.tx.position(), 14u);
   EXPECT_EQ(f.control()->producer.position, 14u) << "one head store for the batch";
   ReadClaim r = f.rx.try_peek(100);
@@ -314,7 +313,7 @@ TEST(SpscClaim, BatchAcrossTheWrap) {
     EXPECT_EQ(r.position(i), 6 + i);
   }
   // Release part of the claim: the rest stays in it and stays readable.
-  f.rx.release(r, 3);
+  r.release(3);
   EXPECT_EQ(r.size(), 5u);
   EXPECT_EQ(r.position(0), 9u);
   EXPECT_EQ(test::to_string(r[0]), message(3, 64));
@@ -323,11 +322,11 @@ TEST(SpscClaim, BatchAcrossTheWrap) {
   // Exactly the three released slots are free for the producer.
   WriteClaim room = f.tx.try_claim(100);
   EXPECT_EQ(room.size(), 3u);
-  f.tx.abort(room);
-  f.rx.release(r, 0);  // nothing: ignored
+  room.abort();
+  r.release(0);  // nothing: ignored
   EXPECT_EQ(r.size(), 5u);
   EXPECT_EQ(f.rx.position(), 9u);
-  f.rx.release(r, 6);  // more than it holds: clamped to the claim, as in MPMC
+  r.release(6);  // more than it holds: clamped to the claim, as in MPMC
   EXPECT_TRUE(r.empty());
   EXPECT_EQ(f.rx.position(), 14u);
   EXPECT_TRUE(f.rx.try_peek(8).empty());
@@ -342,21 +341,21 @@ TEST(SpscClaim, CommitBatchOfAPrefix) {
     std::memcpy(c[i].data(), m.data(), m.size());
     ASSERT_EQ(c.set_size(i, m.size()), Status::ok);
   }
-  f.tx.commit_batch(c, 2);
+  c.commit_batch(2);
   EXPECT_TRUE(c.empty());
   EXPECT_EQ(f.tx.position(), 2u);
   // The three slots not committed are claimed again, from position 2.
   WriteClaim next = f.tx.try_claim(1);
   EXPECT_EQ(next.position(0), 2u);
-  f.tx.abort(next);
+  next.abort();
   ReadClaim r = f.rx.try_peek(8);
   ASSERT_EQ(r.size(), 2u);
   EXPECT_EQ(test::to_string(r[0]), message(0, 64));
   EXPECT_EQ(test::to_string(r[1]), message(1, 64));
-  f.rx.release(r);
+  r.release();
   // A batch commit of 0 slots publishes nothing.
   WriteClaim zero = f.tx.try_claim(2);
-  f.tx.commit_batch(zero, 0);
+  zero.commit_batch(0);
   EXPECT_EQ(f.tx.position(), 2u);
   EXPECT_TRUE(f.rx.try_peek(8).empty());
 }
@@ -365,7 +364,7 @@ TEST(SpscClaim, UnsizedSlotsPublishTheWholeSlot) {
   SpscFixture f(4, 48);
   WriteClaim c = f.tx.try_claim(1);
   std::memset(c[0].data(), 'z', 48);
-  f.tx.commit_batch(c);
+  c.commit_batch();
   EXPECT_EQ(f.pop(), std::string(48, 'z'));
 }
 
@@ -378,7 +377,7 @@ TEST(SpscClaim, PeekLendsInPlace) {
       << "the consumer reads the slot itself";
   ReadClaim again = f.rx.try_peek(1);
   EXPECT_EQ(again.position(0), r.position(0)) << "peek without release consumes nothing";
-  f.rx.release(r);
+  r.release();
   EXPECT_TRUE(f.rx.try_peek(1).empty());
 }
 
@@ -577,8 +576,9 @@ TEST(SpscRoles, DeadConsumerIsTakenOver) {
       if (test::to_string({buf, size}) != message(static_cast<std::uint64_t>(i), 32)) ::_exit(2);
     }
     // A peeked but unreleased message is not consumed.
-    if (c.try_peek(1).empty()) ::_exit(3);
-    ::_exit(0);  // with `c` alive: the consumer role stays recorded
+    const ReadClaim held = c.try_peek(1);
+    if (held.empty()) ::_exit(3);
+    ::_exit(0);  // with `c` and `held` alive: the consumer role stays recorded
     return 4;
   });
   ASSERT_EQ(rc, 0);
@@ -730,7 +730,7 @@ TEST(SpscBlocking, ReadyRingReturnsAtOnce) {
   WriteClaim w = f.tx.claim(1, 0ns);
   ASSERT_EQ(w.size(), 1u);
   EXPECT_EQ(w.status(), Status::ok);
-  f.tx.abort(w);
+  w.abort();
   std::byte buf[16];
   std::size_t size = 0;
   EXPECT_EQ(f.rx.pop(buf, size, 0ns), Status::ok);

@@ -539,7 +539,7 @@ TEST(StressSpsc, BatchClaimPeekWrapsSmallRing) {
         if (claim.set_size(0, kSlot + 1) != Status::too_large) {
           return failures.add("set_size beyond the slot was accepted");
         }
-        tx.abort(claim);
+        claim.abort();
         aborted.fetch_add(1, std::memory_order_relaxed);
         continue;
       }
@@ -556,7 +556,7 @@ TEST(StressSpsc, BatchClaimPeekWrapsSmallRing) {
         const std::size_t n = spsc_write(claim[i], seq + i, kSlot);
         if (claim.set_size(i, n) != Status::ok) return failures.add("set_size refused");
       }
-      tx.commit_batch(claim, count);
+      claim.commit_batch(count);
       if (!claim.empty()) return failures.add("claim not empty after commit_batch");
       seq += count;
       if (tx.position() != seq) {
@@ -589,12 +589,12 @@ TEST(StressSpsc, BatchClaimPeekWrapsSmallRing) {
         const std::size_t first = 1 + rng() % (claim.size() - 1);
         const std::size_t rest = claim.size() - first;
         const std::uint64_t next = claim.position(first);
-        rx.release(claim, first);
+        claim.release(first);
         if (claim.size() != rest || claim.position(0) != next || rx.position() != next) {
           return failures.add("partial release left the claim inconsistent");
         }
       }
-      rx.release(claim);
+      claim.release();
       if (!claim.empty() || rx.position() != checker.received()) {
         return failures.add("tail " + std::to_string(rx.position()) + " after reading " +
                             std::to_string(checker.received()));
@@ -662,7 +662,7 @@ void spsc_blocking_run(SlotFormat format, std::uint64_t total) {
           const std::size_t n = spsc_write(claim[i], seq + i, kSlot);
           if (claim.set_size(i, n) != Status::ok) return failures.add("set_size refused");
         }
-        tx.commit_batch(claim, count);
+        claim.commit_batch(count);
         seq += count;
       }
     }
@@ -692,7 +692,7 @@ void spsc_blocking_run(SlotFormat format, std::uint64_t total) {
         for (std::size_t i = 0; i < claim.size(); ++i) {
           if (!checker.accept(claim[i])) return;
         }
-        rx.release(claim);
+        claim.release();
       }
     }
   });
@@ -862,14 +862,14 @@ TEST(StressMpmc, BatchClaimPeekFourByFour) {
             }
             const std::size_t count_b = pick(b);
             if (!fill(b, count_b)) return;
-            tx.commit_batch(b, count_b);  // the later claim first
+            b.commit_batch(count_b);  // the later claim first
             out_of_order.fetch_add(1, std::memory_order_relaxed);
           }
         }
         if (count_a == 0) {
-          tx.abort(a);
+          a.abort();
         } else {
-          tx.commit_batch(a, count_a);
+          a.commit_batch(count_a);
         }
       }
     });
@@ -909,16 +909,16 @@ TEST(StressMpmc, BatchClaimPeekFourByFour) {
               return failures.add("a later peek starts at or below an earlier one");
             }
             if (!take(b)) return;
-            rx.release(b);
+            b.release();
           }
         }
         if (a.size() > 1 && rng() % 3 == 0) {
           const std::size_t first = 1 + rng() % (a.size() - 1);
           const std::size_t rest = a.size() - first;
-          rx.release(a, first);
+          a.release(first);
           if (a.size() != rest) return failures.add("partial release kept the wrong count");
         }
-        rx.release(a);
+        a.release();
         if (!a.empty()) return failures.add("claim not empty after release");
       }
     });
@@ -974,7 +974,7 @@ TEST(StressMpmc, BlockingFormsFourByFour) {
             const std::size_t n = msg::write(claim[i], p, seq + i, kMaxPayload);
             if (claim.set_size(i, n) != Status::ok) return failures.add("set_size refused");
           }
-          tx.commit_batch(claim, count);
+          claim.commit_batch(count);
           seq += count;
         }
       }
@@ -1020,7 +1020,7 @@ TEST(StressMpmc, BlockingFormsFourByFour) {
               return;
             }
           }
-          rx.release(claim);
+          claim.release();
           if (stop) {
             stops_taken.fetch_add(1);
             return;

@@ -314,14 +314,13 @@ struct Process {
 
   // Writes the first `keep` messages of `c` and commits them (MPMC gives the
   // rest of the claim up), then records them as committed.
-  template <class Producer>
-  void commit(Producer& tx, WriteClaim& c, std::size_t keep) const {
+  void commit(WriteClaim& c, std::size_t keep) const {
     for (std::size_t i = 0; i < keep; ++i) {
       write_message(c[i], c.position(i), incarnation);
       (void)c.set_size(i, length_for(c.position(i)));
     }
     const std::uint64_t first = c.position(0);
-    tx.commit_batch(c, keep);
+    c.commit_batch(keep);
     // Recorded after the commit: a kill in between leaves a committed
     // message unrecorded, never the reverse.
     for (std::size_t i = 0; i < keep; ++i) shared.committed_by(first + i).store(incarnation);
@@ -365,7 +364,7 @@ struct Process {
     }
     const std::size_t want = 1 + me.rng() % kMaxBatch;
     WriteClaim c = me.wait("claim", [&] { return tx.claim(want, kWait); });
-    if (!c.empty()) me.commit(tx, c, c.size());
+    if (!c.empty()) me.commit(c, c.size());
   }
 }
 
@@ -398,7 +397,7 @@ struct Process {
       shared.processed_from(p).store(from);
       l.processed_upto.store(p + 1);  // processed: exactly once
     }
-    rx.release(c);
+    c.release();
   }
 }
 
@@ -667,7 +666,7 @@ constexpr int kMpmcConsumers = 2;
     // Now and then give part of a claim up: those slots are skipped.
     const std::size_t keep = me.rng() % 16 == 0 ? me.rng() % c.size() : c.size();
     const std::size_t n = c.size();
-    me.commit(tx, c, keep);
+    me.commit(c, keep);
     l.aborted.fetch_add(n - keep);
   }
 }
@@ -688,7 +687,7 @@ constexpr int kMpmcConsumers = 2;
       if (shared.reads(p).fetch_add(1) != 0) me.fail("position %" PRIu64 " read twice", p);
       shared.processed_from(p).store(from);
     }
-    rx.release(c);
+    c.release();
   }
 }
 

@@ -5,13 +5,18 @@
 // cuda::atomic_ref with system scope (the peer may be a CPU process); on the
 // host it is std::atomic_ref. Only loads, stores and, for words that a single
 // side read-modify-writes, CAS/fetch_add are offered (DESIGN principle 2).
+//
+// The choice is made on __CUDA_ARCH__ (set only while nvcc compiles device
+// code), not __CUDACC__ (set for both halves of a .cu file): the host half of
+// a .cu file and a .cpp file must compile these inline functions the same
+// way, or one definition of them would differ between translation units.
 #pragma once
 
 #include <cstdint>
 
 #include "shmring/config.hpp"
 
-#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__)
 #include <cuda/atomic>
 #else
 #include <atomic>
@@ -19,7 +24,7 @@
 
 namespace shmring::atomic {
 
-#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__)
 template <class T>
 using ref = ::cuda::atomic_ref<T, ::cuda::thread_scope_system>;
 namespace mo = ::cuda::std;

@@ -5,7 +5,9 @@
 // counter, each pop or peek with one CAS on the dequeue counter; every slot is
 // published by the one producer that claimed it and released by the one
 // consumer that claimed it. A claimed slot cannot be handed back to the
-// counter, so abort() commits it marked "skipped" and consumers pass over it.
+// counter, so an aborted (or dropped) claim commits it marked "skipped" and
+// consumers pass over it. Unlike SPSC, a handle may hold several claims at
+// once, and its copy calls work while they are live.
 //
 // A process killed while it holds claims would stall the ring at them. Each
 // CPU handle therefore keeps a record in the segment's claim table of its side
@@ -40,6 +42,7 @@
 #include <system_error>
 
 #include "shmring/claim.hpp"
+#include "shmring/handle.hpp"
 #include "shmring/mpmc_view.hpp"
 #include "shmring/process.hpp"
 #include "shmring/segment.hpp"
@@ -49,7 +52,8 @@
 namespace shmring {
 namespace detail {
 struct Failure;
-}
+class Holding;
+}  // namespace detail
 
 // The most positions one recovery step looks at (recover(), or one step of a
 // blocking call that has to wait).
@@ -63,106 +67,21 @@ struct RecoveryStep {
   std::uint64_t recovered = 0;  // positions recovered by this step
   bool more = false;            // the pass stopped at the step bound: call again
 };
-}  // namespace detail
 
-class MpmcProducer {
- public:
-  MpmcProducer() noexcept = default;
-  MpmcProducer(MpmcProducer&& other) noexcept { swap(other); }
-  MpmcProducer& operator=(MpmcProducer&& other) noexcept {
-    MpmcProducer(std::move(other)).swap(*this);
-    return *this;
-  }
-  ~MpmcProducer();
+// What the handles of both MPMC sides hold: the claim record that says from
+// where the handle may hold claims (layout.hpp, ClaimRecord), and the
+// recovery of what dead handles of the side left claimed.
+struct MpmcSideCore : HandleCore {
+  MpmcView view;
+  bool producer = false;
+  ClaimRecord* record = nullptr;
+  Holding* holding = nullptr;               // the record's holder (kept alive by lifetime)
+  std::uint64_t recover_from = kClaimIdle;  // where our last recovery step stopped
+  MpmcRange held;                           // consumer: claimed messages kept for the next read
 
-  static MpmcProducer attach(const Segment& segment, const WaitPolicy& policy = {});
-  static MpmcProducer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
+  ~MpmcSideCore() override;
 
-  explicit operator bool() const noexcept { return lifetime_ != nullptr; }
-  std::uint64_t capacity() const noexcept { return view_.capacity(); }
-  std::uint64_t slot_size() const noexcept { return view_.slot_size(); }
-
-  [[nodiscard]] Status try_push(std::span<const std::byte> message) noexcept {
-    if (!attached_here()) return Status::wrong_process;
-    if (message.size() > view_.slot_size()) return Status::too_large;
-    Status status = Status::ok;
-    const MpmcRange r = view_.claim_write_from(before_claim(), 1, status);
-    if (r.count != 0) {
-      copy_message(view_.payload(r.first), message.data(), message.size());
-      view_.set_length(r.first, static_cast<std::uint32_t>(message.size()));
-      publish(r, 0);
-    }
-    after_claims();
-    if (r.count == 0) return status == Status::ok ? Status::would_block : status;
-    return Status::ok;
-  }
-  [[nodiscard]] Status push(std::span<const std::byte> message,
-                            std::chrono::nanoseconds timeout) noexcept;
-
-  // Lends up to `max` consecutive free slots. Unlike SPSC, a producer may
-  // hold several claims at once; each must be committed or aborted.
-  [[nodiscard]] WriteClaim try_claim(std::size_t max = 1) noexcept {
-    if (!attached_here()) return WriteClaim(view_, 0, 0, Status::wrong_process);
-    Status status = Status::ok;
-    const MpmcRange r = view_.claim_write_from(before_claim(), max, status);
-    if (r.count != 0) {
-      ++outstanding_;
-    } else {
-      after_claims();
-    }
-    return WriteClaim(view_, r.first, r.count,
-                      r.count != 0           ? Status::ok
-                      : status == Status::ok ? Status::would_block
-                                             : status);
-  }
-  [[nodiscard]] WriteClaim claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
-
-  // Publishes slot 0 with `bytes` of payload; the rest of the claim is
-  // skipped. too_large, and the claim kept, if `bytes` does not fit.
-  [[nodiscard]] Status commit(WriteClaim& claim, std::size_t bytes) noexcept {
-    if (!attached_here()) return Status::wrong_process;
-    if (claim.empty()) return Status::would_block;
-    if (const Status s = claim.set_size(0, bytes); s != Status::ok) return s;
-    commit_batch(claim, 1);
-    return Status::ok;
-  }
-  // Publishes the first `count` slots (sizes set with set_size); the rest of
-  // the claim is skipped.
-  void commit_batch(WriteClaim& claim, std::size_t count) noexcept {
-    if (claim.count_ == 0 || !attached_here()) return;
-    if (count > claim.count_) count = static_cast<std::size_t>(claim.count_);
-    if (count != 0) publish(MpmcRange{claim.first_, count}, 0);
-    if (claim.count_ > count) {
-      publish(MpmcRange{claim.first_ + count, claim.count_ - count}, kSlotSkipped);
-    }
-    claim = WriteClaim();
-    if (outstanding_ != 0) --outstanding_;
-    after_claims();
-  }
-  void commit_batch(WriteClaim& claim) noexcept { commit_batch(claim, claim.size()); }
-  void abort(WriteClaim& claim) noexcept { commit_batch(claim, 0); }
-
-  // Commits, as skipped, the positions that producers which died claimed and
-  // never committed, if the consumers wait at one. Returns how many. One call
-  // looks at no more than kMpmcRecoverStep positions; the next goes on from
-  // where it stopped (blocking calls that wait do this by themselves).
-  std::uint64_t recover() noexcept { return recover_step().recovered; }
-  // Positions of the producer side recovered so far, by any process.
-  std::uint64_t abandoned() const noexcept {
-    return atomic::load_relaxed(&view_.producer()->abandoned);
-  }
-
- private:
-  static MpmcProducer do_attach(const Segment& segment, const WaitPolicy& policy,
-                                detail::Failure& f);
-  detail::RecoveryStep recover_step() noexcept;
-  bool recovery_goes_on() noexcept;
-  // A pass that a deadline cut short goes on by a step in each blocking
-  // call, whether or not the call has to wait: the peers waiting behind the
-  // dead claims may wait on nothing else.
-  void go_on_recovering() noexcept {
-    if (recover_from_ != kClaimIdle) (void)recover_step();
-  }
+  SideBlock& side() const noexcept { return producer ? *view.producer() : *view.consumer(); }
   // The claim record: from where this handle may hold claims. A relaxed store
   // suffices before the claim: the claiming CAS releases it, so a recoverer
   // that sees the counter moved sees the record. Back to idle with release,
@@ -172,198 +91,282 @@ class MpmcProducer {
   // cache). Returns the counter value it read, where the claim starts: the
   // contended counter is read once per claim.
   std::uint64_t before_claim() noexcept {
-    const std::uint64_t counter = atomic::load_relaxed(&view_.producer()->position);
-    if (outstanding_ == 0 && record_ != nullptr) atomic::store_relaxed(&record_->low, counter);
+    const std::uint64_t counter = atomic::load_relaxed(&side().position);
+    if (idle() && record != nullptr) atomic::store_relaxed(&record->low, counter);
     return counter;
   }
   void after_claims() noexcept {
-    if (outstanding_ == 0 && record_ != nullptr) atomic::store_release(&record_->low, kClaimIdle);
+    if (idle() && record != nullptr) atomic::store_release(&record->low, kClaimIdle);
   }
-  void publish(MpmcRange r, std::uint32_t flags) noexcept {
-    if (view_.commit(r, flags)) wake_consumers();
+  bool idle() const noexcept { return live_claims == 0 && held.count == 0; }
+  void claims_done() noexcept override { after_claims(); }
+
+  // Wakes the other side's sleepers.
+  void wake_peers() noexcept;
+  // One bounded step of recovery (claims.cpp); wakes the other side if it
+  // recovered something.
+  RecoveryStep recover_step() noexcept;
+  // A blocking call's stalled(): one recovery step; true to be called again,
+  // after a look at the deadline (block_until).
+  bool recovery_goes_on() noexcept {
+    const RecoveryStep step = recover_step();
+    return step.recovered != 0 || step.more;
   }
-  void wake_consumers() noexcept;
-  void swap(MpmcProducer& o) noexcept {
-    std::swap(view_, o.view_);
-    std::swap(policy_, o.policy_);
-    std::swap(wait_state_, o.wait_state_);
-    std::swap(generation_, o.generation_);
-    std::swap(record_, o.record_);
-    std::swap(outstanding_, o.outstanding_);
-    std::swap(recover_from_, o.recover_from_);
-    lifetime_.swap(o.lifetime_);
-  }
-  bool attached_here() const noexcept { return generation_ == process::generation(); }
-
-  MpmcView view_;
-  WaitPolicy policy_;
-  detail::WaitState wait_state_;  // what the wait loop learnt about spinning here
-  std::uint32_t generation_ = 0;  // process::generation() at attach
-  ClaimRecord* record_ = nullptr;
-  std::uint64_t outstanding_ = 0;            // claims taken and not yet committed
-  std::uint64_t recover_from_ = kClaimIdle;  // where our last recovery step stopped
-  std::shared_ptr<void> lifetime_;  // the claim record held (detail::Holding), and the mapping
-};
-
-class MpmcConsumer {
- public:
-  MpmcConsumer() noexcept = default;
-  MpmcConsumer(MpmcConsumer&& other) noexcept { swap(other); }
-  MpmcConsumer& operator=(MpmcConsumer&& other) noexcept {
-    MpmcConsumer(std::move(other)).swap(*this);
-    return *this;
-  }
-  ~MpmcConsumer();
-
-  static MpmcConsumer attach(const Segment& segment, const WaitPolicy& policy = {});
-  static MpmcConsumer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
-
-  explicit operator bool() const noexcept { return lifetime_ != nullptr; }
-  std::uint64_t capacity() const noexcept { return view_.capacity(); }
-  std::uint64_t slot_size() const noexcept { return view_.slot_size(); }
-  // Messages dropped because their producer wrote an impossible length.
-  std::uint64_t corrupt_dropped() const noexcept { return corrupt_dropped_; }
-
-  // Copies the next message into `buffer`. If the buffer is too small:
-  // too_large, `size` = the message's size, and this handle keeps the message
-  // for its next pop (a claimed MPMC slot cannot go back to the others).
-  [[nodiscard]] Status try_pop(std::span<std::byte> buffer, std::size_t& size) noexcept {
-    if (!attached_here()) return Status::wrong_process;
-    ReadClaim c = held_.empty() ? try_peek(1) : held_;
-    if (c.empty()) return c.status();
-    const std::span<const std::byte> m = c[0];
-    size = m.size();
-    if (m.size() > buffer.size()) {
-      held_ = c;
-      return Status::too_large;
-    }
-    copy_message(buffer.data(), m.data(), m.size());
-    held_ = ReadClaim();
-    release(c);
-    return Status::ok;
-  }
-  [[nodiscard]] Status pop(std::span<std::byte> buffer, std::size_t& size,
-                           std::chrono::nanoseconds timeout) noexcept;
-
-  // Lends up to `max` consecutive messages in place, until release(). A
-  // consumer may hold several claims at once.
-  [[nodiscard]] ReadClaim try_peek(std::size_t max = 1) noexcept {
-    if (!attached_here()) return ReadClaim(view_, 0, 0, Status::wrong_process);
-    const std::uint64_t counter = before_claim();
-    // Sleeping producers are woken once, after the skipped slots passed over
-    // (each release of one would otherwise cost a system call).
-    bool wake = false;
-    ReadClaim c = next_claim(counter, max, wake);
-    if (wake) wake_producers();
-    return c;
-  }
-  [[nodiscard]] ReadClaim peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
-
-  // Hands the first `count` messages back to the producers.
-  void release(ReadClaim& claim, std::size_t count) noexcept {
-    if (count > claim.count_) count = static_cast<std::size_t>(claim.count_);
-    if (count == 0 || !attached_here()) return;
-    release_range(MpmcRange{claim.first_, count});
-    claim.first_ += count;
-    claim.count_ -= count;
-    if (claim.count_ == 0) {
-      if (outstanding_ != 0) --outstanding_;
-      after_claims();
-    }
-  }
-  void release(ReadClaim& claim) noexcept { release(claim, claim.size()); }
-
-  // Releases the positions that consumers which died claimed and never
-  // released (their messages are lost), if the producers wait at one.
-  // Returns how many. Bounded and resumed as the producer's.
-  std::uint64_t recover() noexcept { return recover_step().recovered; }
-  // Positions of the consumer side recovered so far, by any process.
-  std::uint64_t abandoned() const noexcept {
-    return atomic::load_relaxed(&view_.consumer()->abandoned);
-  }
-
- private:
-  static MpmcConsumer do_attach(const Segment& segment, const WaitPolicy& policy,
-                                detail::Failure& f);
-  detail::RecoveryStep recover_step() noexcept;
-  bool recovery_goes_on() noexcept;
   // A pass that a deadline cut short goes on by a step in each blocking
   // call, whether or not the call has to wait: the peers waiting behind the
   // dead claims may wait on nothing else.
   void go_on_recovering() noexcept {
-    if (recover_from_ != kClaimIdle) (void)recover_step();
+    if (recover_from != kClaimIdle) (void)recover_step();
   }
-  // As for the producer.
-  std::uint64_t before_claim() noexcept {
-    const std::uint64_t counter = atomic::load_relaxed(&view_.consumer()->position);
-    if (outstanding_ == 0 && record_ != nullptr) atomic::store_relaxed(&record_->low, counter);
-    return counter;
+};
+
+struct MpmcProducerCore final : MpmcSideCore {
+  void publish(MpmcRange r, std::uint32_t flags) noexcept {
+    if (view.commit(r, flags)) wake_peers();
   }
-  void after_claims() noexcept {
-    if (outstanding_ == 0 && record_ != nullptr) atomic::store_release(&record_->low, kClaimIdle);
+  void finish_write(std::uint64_t first, std::uint64_t count,
+                    std::uint64_t publish_count) noexcept override {
+    if (publish_count != 0) publish(MpmcRange{first, publish_count}, 0);
+    if (count > publish_count) {
+      publish(MpmcRange{first + publish_count, count - publish_count}, kSlotSkipped);
+    }
   }
-  void release_range(MpmcRange r) noexcept {
-    if (view_.release(r)) wake_producers();
+};
+
+struct MpmcConsumerCore final : MpmcSideCore {
+  std::uint64_t corrupt_dropped = 0;
+
+  void release(MpmcRange r) noexcept {
+    if (view.release(r)) wake_peers();
   }
+  void finish_read(std::uint64_t first, std::uint64_t count) noexcept override {
+    release(MpmcRange{first, count});
+  }
+  // Kept messages are handed out first, as one run of positions.
+  bool keep_unread(std::uint64_t first, std::uint64_t count) noexcept override {
+    if (held.count == 0) {
+      held = MpmcRange{first, count};
+    } else if (first + count == held.first) {
+      held = MpmcRange{first, count + held.count};
+    } else if (held.first + held.count == first) {
+      held.count += count;
+    } else {
+      return false;
+    }
+    return true;
+  }
+  // The next run of up to `max` readable messages: first what was kept, then
+  // from the dequeue counter. Empty with `status` set if none.
+  MpmcRange take(std::uint64_t max, Status& status) noexcept {
+    if (held.count != 0) {
+      const MpmcRange r{held.first, held.count < max ? held.count : max};
+      held.first += r.count;
+      held.count -= r.count;
+      return r;
+    }
+    const std::uint64_t counter = before_claim();
+    // Sleeping producers are woken once, after the skipped slots passed over
+    // (each release of one would otherwise cost a system call).
+    bool wake = false;
+    const MpmcRange r = next_run(counter, max, status, wake);
+    if (wake) wake_peers();
+    return r;
+  }
+
+ private:
   // `counter`: the dequeue counter as before_claim() read it.
-  ReadClaim next_claim(std::uint64_t counter, std::size_t max, bool& wake) noexcept {
+  MpmcRange next_run(std::uint64_t counter, std::uint64_t max, Status& status,
+                     bool& wake) noexcept {
     // An aborted or recovered claim is passed over; at most kMpmcSkipStep of
     // them a call, so that a lap of them (a scribbled counter's recovered
     // lap) costs each call a bounded time. would_block then, with progress
     // made: the next call goes on.
     for (std::uint64_t skipped = 0; skipped < kMpmcSkipStep; ++skipped) {
-      Status status = Status::ok;
-      const MpmcRange r = skipped == 0 ? view_.claim_read_from(counter, max, status)
-                                       : view_.claim_read(max, status);
+      Status s = Status::ok;
+      const MpmcRange r =
+          skipped == 0 ? view.claim_read_from(counter, max, s) : view.claim_read(max, s);
       if (r.count == 0) {
         after_claims();
-        return ReadClaim(view_, 0, 0, status == Status::ok ? Status::would_block : status);
+        status = s == Status::ok ? Status::would_block : s;
+        return r;
       }
-      if (view_.skipped(r.first)) {
-        wake = view_.release(r) || wake;
+      if (view.skipped(r.first)) {
+        wake = view.release(r) || wake;
         continue;
       }
       for (std::uint64_t i = 0; i < r.count; ++i) {
-        if (!view_.length_ok(view_.committed_length(r.first + i))) {
+        if (!view.length_ok(view.committed_length(r.first + i))) {
           // Unreadable: drop the whole run rather than hand out a clamped
           // message. It is counted, and the ring keeps moving.
-          wake = view_.release(r) || wake;
-          corrupt_dropped_ += r.count;
+          wake = view.release(r) || wake;
+          corrupt_dropped += r.count;
           after_claims();
-          return ReadClaim(view_, 0, 0, Status::corrupt);
+          status = Status::corrupt;
+          return {};
         }
       }
-      ++outstanding_;
-      return ReadClaim(view_, r.first, r.count, Status::ok);
+      return r;
     }
     after_claims();
-    return ReadClaim(view_, 0, 0, Status::would_block);
+    status = Status::would_block;
+    return {};
   }
-  void wake_producers() noexcept;
-  void swap(MpmcConsumer& o) noexcept {
-    std::swap(view_, o.view_);
-    std::swap(policy_, o.policy_);
-    std::swap(wait_state_, o.wait_state_);
-    std::swap(held_, o.held_);
-    std::swap(corrupt_dropped_, o.corrupt_dropped_);
-    std::swap(generation_, o.generation_);
-    std::swap(record_, o.record_);
-    std::swap(outstanding_, o.outstanding_);
-    std::swap(recover_from_, o.recover_from_);
-    lifetime_.swap(o.lifetime_);
-  }
-  bool attached_here() const noexcept { return generation_ == process::generation(); }
+};
 
-  MpmcView view_;
-  WaitPolicy policy_;
-  detail::WaitState wait_state_;  // what the wait loop learnt about spinning here
-  ReadClaim held_;                // a message too large for the last pop's buffer
-  std::uint64_t corrupt_dropped_ = 0;
-  std::uint32_t generation_ = 0;  // process::generation() at attach
-  ClaimRecord* record_ = nullptr;
-  std::uint64_t outstanding_ = 0;            // claims lent and not yet fully released
-  std::uint64_t recover_from_ = kClaimIdle;  // where our last recovery step stopped
-  std::shared_ptr<void> lifetime_;  // the claim record held (detail::Holding), and the mapping
+}  // namespace detail
+
+class MpmcProducer : public detail::Handle<detail::MpmcProducerCore> {
+ public:
+  MpmcProducer() noexcept = default;
+
+  static MpmcProducer attach(const Segment& segment, const WaitPolicy& policy = {});
+  static MpmcProducer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
+
+  // Positions claimed so far by all producers of the ring (the enqueue
+  // counter).
+  std::uint64_t position() const noexcept {
+    return core_ ? atomic::load_relaxed(&core_->view.producer()->position) : 0;
+  }
+
+  [[nodiscard]] Status try_push(std::span<const std::byte> message) noexcept {
+    if (!detail::usable(core_)) return detail::unusable(core_);
+    detail::MpmcProducerCore& c = *core_;
+    if (message.size() > c.view.slot_size()) return Status::too_large;
+    Status status = Status::ok;
+    const MpmcRange r = c.view.claim_write_from(c.before_claim(), 1, status);
+    if (r.count != 0) {
+      copy_message(c.view.payload(r.first), message.data(), message.size());
+      c.view.set_length(r.first, static_cast<std::uint32_t>(message.size()));
+      c.publish(r, 0);
+    }
+    c.after_claims();
+    if (r.count == 0) return status == Status::ok ? Status::would_block : status;
+    return Status::ok;
+  }
+  [[nodiscard]] Status push(std::span<const std::byte> message,
+                            std::chrono::nanoseconds timeout) noexcept;
+
+  // Copies up to messages.size() messages into consecutive slots with one
+  // claim and one publication; returns how many went in (stops at the first
+  // that is too large, or when full).
+  std::size_t try_push_many(std::span<const std::span<const std::byte>> messages) noexcept {
+    if (!detail::usable(core_)) return 0;
+    detail::MpmcProducerCore& c = *core_;
+    std::size_t fit = 0;
+    while (fit < messages.size() && messages[fit].size() <= c.view.slot_size()) ++fit;
+    if (fit == 0) return 0;
+    Status status = Status::ok;
+    const MpmcRange r = c.view.claim_write_from(c.before_claim(), fit, status);
+    for (std::uint64_t i = 0; i < r.count; ++i) {
+      copy_message(c.view.payload(r.first + i), messages[i].data(), messages[i].size());
+      c.view.set_length(r.first + i, static_cast<std::uint32_t>(messages[i].size()));
+    }
+    if (r.count != 0) c.publish(r, 0);
+    c.after_claims();
+    return static_cast<std::size_t>(r.count);
+  }
+
+  // Lends up to `max` consecutive free slots (claim.hpp).
+  [[nodiscard]] WriteClaim try_claim(std::size_t max = 1) noexcept {
+    if (!detail::usable(core_)) return WriteClaim(detail::unusable(core_));
+    detail::MpmcProducerCore& c = *core_;
+    Status status = Status::ok;
+    const MpmcRange r = c.view.claim_write_from(c.before_claim(), max, status);
+    if (r.count == 0) {
+      c.after_claims();
+      return WriteClaim(status == Status::ok ? Status::would_block : status);
+    }
+    return WriteClaim(c, c.view, r.first, r.count);
+  }
+  [[nodiscard]] WriteClaim claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
+
+  // Commits, as skipped, the positions that producers which died claimed and
+  // never committed, if the consumers wait at one. Returns how many. One call
+  // looks at no more than kMpmcRecoverStep positions; the next goes on from
+  // where it stopped (blocking calls that wait do this by themselves).
+  std::uint64_t recover() noexcept { return core_ ? core_->recover_step().recovered : 0; }
+  // Positions of the producer side recovered so far, by any process.
+  std::uint64_t abandoned() const noexcept {
+    return core_ ? atomic::load_relaxed(&core_->view.producer()->abandoned) : 0;
+  }
+
+ private:
+  static MpmcProducer do_attach(const Segment& segment, const WaitPolicy& policy,
+                                detail::Failure& f);
+};
+
+class MpmcConsumer : public detail::Handle<detail::MpmcConsumerCore> {
+ public:
+  MpmcConsumer() noexcept = default;
+
+  static MpmcConsumer attach(const Segment& segment, const WaitPolicy& policy = {});
+  static MpmcConsumer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
+
+  // Positions claimed so far by all consumers of the ring (the dequeue
+  // counter).
+  std::uint64_t position() const noexcept {
+    return core_ ? atomic::load_relaxed(&core_->view.consumer()->position) : 0;
+  }
+  // Messages dropped because their producer wrote an impossible length.
+  std::uint64_t corrupt_dropped() const noexcept { return core_ ? core_->corrupt_dropped : 0; }
+
+  // Copies the next message into `buffer`. If the buffer is too small:
+  // too_large, `size` = the message's size, and this handle keeps the message
+  // for its next read (a claimed MPMC slot cannot go back to the others).
+  [[nodiscard]] Status try_pop(std::span<std::byte> buffer, std::size_t& size) noexcept {
+    if (!detail::usable(core_)) return detail::unusable(core_);
+    detail::MpmcConsumerCore& c = *core_;
+    Status status = Status::ok;
+    const MpmcRange r = c.take(1, status);
+    if (r.count == 0) return status;
+    const ReadSlot m = c.view.read_slot(r.first);
+    size = m.size;
+    if (m.size > buffer.size()) {
+      (void)c.keep_unread(r.first, 1);  // from the front of what is kept, or all of it
+      return Status::too_large;
+    }
+    copy_message(buffer.data(), m.data, m.size);
+    c.release(r);
+    c.after_claims();
+    return Status::ok;
+  }
+  [[nodiscard]] Status pop(std::span<std::byte> buffer, std::size_t& size,
+                           std::chrono::nanoseconds timeout) noexcept;
+
+  // Lends up to `max` consecutive messages in place (claim.hpp).
+  [[nodiscard]] ReadClaim try_peek(std::size_t max = 1) noexcept {
+    if (!detail::usable(core_)) return ReadClaim(detail::unusable(core_));
+    if (max == 0) return ReadClaim(Status::would_block);
+    detail::MpmcConsumerCore& c = *core_;
+    Status status = Status::ok;
+    const MpmcRange r = c.take(max, status);
+    if (r.count == 0) return ReadClaim(status);
+    return ReadClaim(c, c.view, r.first, r.count);
+  }
+  [[nodiscard]] ReadClaim peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
+
+  // As SpscConsumer::drain().
+  template <class Handler>
+  std::size_t drain(Handler&& handler, std::size_t max = SIZE_MAX) {
+    return detail::drain(try_peek(max), handler);
+  }
+  template <class Handler>
+  std::size_t drain(Handler&& handler, std::size_t max, std::chrono::nanoseconds timeout) {
+    return detail::drain(peek(max, timeout), handler);
+  }
+
+  // Releases the positions that consumers which died claimed and never
+  // released (their messages are lost), if the producers wait at one.
+  // Returns how many. Bounded and resumed as the producer's.
+  std::uint64_t recover() noexcept { return core_ ? core_->recover_step().recovered : 0; }
+  // Positions of the consumer side recovered so far, by any process.
+  std::uint64_t abandoned() const noexcept {
+    return core_ ? atomic::load_relaxed(&core_->view.consumer()->abandoned) : 0;
+  }
+
+ private:
+  static MpmcConsumer do_attach(const Segment& segment, const WaitPolicy& policy,
+                                detail::Failure& f);
 };
 
 }  // namespace shmring

@@ -10,8 +10,13 @@
 // returns Status::wrong_process (attach in the child instead). The try_ forms never block; the
 // blocking forms spin, yield, then sleep on a futex in the segment until the deadline. Hot-path
 // calls are noexcept, allocate nothing and make a system call only to wake a sleeper. On a ring of
-// low-latency slots (SlotFormat::low_latency) the copy calls work as on any ring, and the zero-copy
-// ones return Status::unsupported.
+// low-latency slots (SlotFormat::low_latency) the copy calls and drain() work as on any ring, and
+// the zero-copy ones return Status::unsupported.
+//
+// Claims (claim.hpp): one at a time per handle, because the ring is read and
+// written in order. While a claim of the producer is live, the calls that
+// take slots (try_push, try_push_many, try_claim and their blocking forms)
+// return Status::busy; so do the consumer's while one of its peeks is live.
 #pragma once
 
 #include <chrono>
@@ -23,6 +28,7 @@
 #include <system_error>
 
 #include "shmring/claim.hpp"
+#include "shmring/handle.hpp"
 #include "shmring/process.hpp"
 #include "shmring/segment.hpp"
 #include "shmring/spsc_view.hpp"
@@ -32,39 +38,67 @@
 namespace shmring {
 namespace detail {
 struct Failure;
-}
 
-class SpscProducer {
+// What an SpscProducer holds, and the steps its claims finish with.
+struct SpscProducerCore final : HandleCore {
+  SpscView view;
+  SpscProducerCursor cursor;
+
+  void write(std::uint64_t position, std::span<const std::byte> message) noexcept {
+    const auto size = static_cast<std::uint32_t>(message.size());
+    if (view.low_latency()) {
+      low_latency::write(view, position, cursor.incarnation, message.data(), size);
+      return;
+    }
+    copy_message(view.payload(position), message.data(), size);
+    view.set_length(position, size);
+  }
+  void publish(std::uint64_t count) noexcept {
+    if (view.publish(cursor, count)) wake_consumer();
+  }
+  void wake_consumer() noexcept;
+  void finish_write(std::uint64_t first, std::uint64_t, std::uint64_t count) noexcept override {
+    if (count != 0 && first == cursor.head) publish(count);
+  }
+};
+
+// What an SpscConsumer holds.
+struct SpscConsumerCore final : HandleCore {
+  SpscView view;
+  SpscConsumerCursor cursor;
+
+  void release(std::uint64_t count) noexcept {
+    if (view.release(cursor, count)) wake_producer();
+  }
+  void wake_producer() noexcept;
+  void finish_read(std::uint64_t first, std::uint64_t count) noexcept override {
+    if (first == cursor.tail) release(count);
+  }
+};
+
+}  // namespace detail
+
+class SpscProducer : public detail::Handle<detail::SpscProducerCore> {
  public:
   SpscProducer() noexcept = default;
-  SpscProducer(SpscProducer&& other) noexcept { swap(other); }
-  SpscProducer& operator=(SpscProducer&& other) noexcept {
-    SpscProducer(std::move(other)).swap(*this);
-    return *this;
-  }
-  ~SpscProducer();
 
   static SpscProducer attach(const Segment& segment, const WaitPolicy& policy = {});
   static SpscProducer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
 
-  explicit operator bool() const noexcept { return lifetime_ != nullptr; }
-  std::uint64_t capacity() const noexcept { return view_.capacity(); }
-  std::uint64_t slot_size() const noexcept { return view_.slot_size(); }
-  // SlotFormat::low_latency: copy calls only.
-  bool low_latency() const noexcept { return view_.low_latency(); }
   // Messages published through this ring so far (the head position).
-  std::uint64_t position() const noexcept { return cursor_.head; }
+  std::uint64_t position() const noexcept { return core_ ? core_->cursor.head : 0; }
 
   // Copies one message into the ring.
   [[nodiscard]] Status try_push(std::span<const std::byte> message) noexcept {
-    if (!attached_here()) return Status::wrong_process;
-    if (message.size() > view_.slot_size()) return Status::too_large;
+    if (const Status s = refusal(); s != Status::ok) return s;
+    detail::SpscProducerCore& c = *core_;
+    if (message.size() > c.view.slot_size()) return Status::too_large;
     Status status = Status::ok;
-    if (view_.writable(cursor_, 1, status) == 0) {
+    if (c.view.writable(c.cursor, 1, status) == 0) {
       return status == Status::ok ? Status::would_block : status;
     }
-    write(cursor_.head, message);
-    publish(1);
+    c.write(c.cursor.head, message);
+    c.publish(1);
     return Status::ok;
   }
   [[nodiscard]] Status push(std::span<const std::byte> message,
@@ -73,161 +107,115 @@ class SpscProducer {
   // Copies up to messages.size() messages with one publication; returns how
   // many went in (stops at the first that is too large, or when full).
   std::size_t try_push_many(std::span<const std::span<const std::byte>> messages) noexcept {
-    if (!attached_here()) return 0;
+    if (refusal() != Status::ok) return 0;
+    detail::SpscProducerCore& c = *core_;
     Status status = Status::ok;
-    const std::uint64_t room = view_.writable(cursor_, messages.size(), status);
+    const std::uint64_t room = c.view.writable(c.cursor, messages.size(), status);
     std::uint64_t n = 0;
-    for (; n < room && messages[n].size() <= view_.slot_size(); ++n) {
-      write(cursor_.head + n, messages[n]);
+    for (; n < room && messages[n].size() <= c.view.slot_size(); ++n) {
+      c.write(c.cursor.head + n, messages[n]);
     }
-    if (n != 0) publish(n);
+    if (n != 0) c.publish(n);
     return static_cast<std::size_t>(n);
   }
 
-  // Lends up to `max` free slots to write in place. One claim at a time: a new
-  // claim replaces (aborts) one not yet committed.
+  // Lends up to `max` free slots to write in place (claim.hpp).
   [[nodiscard]] WriteClaim try_claim(std::size_t max = 1) noexcept {
-    if (!attached_here()) return WriteClaim(view_, cursor_.head, 0, Status::wrong_process);
-    if (view_.low_latency()) return WriteClaim(view_, cursor_.head, 0, Status::unsupported);
+    if (const Status s = refusal(); s != Status::ok) return WriteClaim(s);
+    detail::SpscProducerCore& c = *core_;
+    if (c.view.low_latency()) return WriteClaim(Status::unsupported);
     Status status = Status::ok;
-    const std::uint64_t n = view_.writable(cursor_, max, status);
-    return WriteClaim(view_, cursor_.head, n,
-                      n != 0                 ? Status::ok
-                      : status == Status::ok ? Status::would_block
-                                             : status);
+    const std::uint64_t n = c.view.writable(c.cursor, max, status);
+    if (n == 0) return WriteClaim(status == Status::ok ? Status::would_block : status);
+    return WriteClaim(c, c.view, c.cursor.head, n);
   }
   [[nodiscard]] WriteClaim claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
-
-  // Publishes slot 0 of a claim with `bytes` of payload (too_large, and
-  // nothing published, if it does not fit); the rest of the claim is dropped.
-  [[nodiscard]] Status commit(WriteClaim& claim, std::size_t bytes) noexcept {
-    if (!attached_here()) return Status::wrong_process;
-    if (claim.empty() || claim.first_ != cursor_.head) return Status::would_block;
-    if (const Status s = claim.set_size(0, bytes); s != Status::ok) return s;
-    publish(1);
-    claim = WriteClaim();
-    return Status::ok;
-  }
-  // Publishes the first `count` slots of a claim (sizes set with set_size)
-  // with one head store; the rest of the claim is dropped.
-  void commit_batch(WriteClaim& claim, std::size_t count) noexcept {
-    if (count > claim.count_) count = static_cast<std::size_t>(claim.count_);
-    if (claim.first_ == cursor_.head && count != 0 && attached_here()) publish(count);
-    claim = WriteClaim();
-  }
-  void commit_batch(WriteClaim& claim) noexcept { commit_batch(claim, claim.size()); }
-  // Gives the slots back unpublished.
-  void abort(WriteClaim& claim) noexcept { claim = WriteClaim(); }
 
  private:
   static SpscProducer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
-  void write(std::uint64_t position, std::span<const std::byte> message) noexcept {
-    const auto size = static_cast<std::uint32_t>(message.size());
-    if (view_.low_latency()) {
-      low_latency::write(view_, position, cursor_.incarnation, message.data(), size);
-      return;
-    }
-    copy_message(view_.payload(position), message.data(), size);
-    view_.set_length(position, size);
+  Status refusal() const noexcept {
+    if (!detail::usable(core_)) return detail::unusable(core_);
+    return core_->live_claims != 0 ? Status::busy : Status::ok;
   }
-  void publish(std::uint64_t count) noexcept {
-    if (view_.publish(cursor_, count)) wake_consumer();
-  }
-  void wake_consumer() noexcept;
-  void swap(SpscProducer& o) noexcept {
-    std::swap(view_, o.view_);
-    std::swap(cursor_, o.cursor_);
-    std::swap(policy_, o.policy_);
-    std::swap(wait_state_, o.wait_state_);
-    std::swap(generation_, o.generation_);
-    lifetime_.swap(o.lifetime_);
-  }
-  bool attached_here() const noexcept { return generation_ == process::generation(); }
-
-  SpscView view_;
-  SpscProducerCursor cursor_;
-  WaitPolicy policy_;
-  detail::WaitState wait_state_;          // what the wait loop learnt about spinning here
-  std::uint32_t generation_ = 0;          // process::generation() at attach
-  std::shared_ptr<const void> lifetime_;  // the role held, and through it the mapping
 };
 
-class SpscConsumer {
+class SpscConsumer : public detail::Handle<detail::SpscConsumerCore> {
  public:
   SpscConsumer() noexcept = default;
-  SpscConsumer(SpscConsumer&& other) noexcept { swap(other); }
-  SpscConsumer& operator=(SpscConsumer&& other) noexcept {
-    SpscConsumer(std::move(other)).swap(*this);
-    return *this;
-  }
-  ~SpscConsumer();
 
   static SpscConsumer attach(const Segment& segment, const WaitPolicy& policy = {});
   static SpscConsumer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
 
-  explicit operator bool() const noexcept { return lifetime_ != nullptr; }
-  std::uint64_t capacity() const noexcept { return view_.capacity(); }
-  std::uint64_t slot_size() const noexcept { return view_.slot_size(); }
-  // SlotFormat::low_latency: copy calls only.
-  bool low_latency() const noexcept { return view_.low_latency(); }
   // Messages consumed so far (the tail position).
-  std::uint64_t position() const noexcept { return cursor_.tail; }
+  std::uint64_t position() const noexcept { return core_ ? core_->cursor.tail : 0; }
 
   // Copies the next message into `buffer` and sets `size`. If the buffer is
   // too small: too_large, `size` = the message's size, message kept. On
   // low-latency slots a call that finds the message incomplete (would_block)
   // may have copied part of it into `buffer`.
   [[nodiscard]] Status try_pop(std::span<std::byte> buffer, std::size_t& size) noexcept {
-    if (!attached_here()) return Status::wrong_process;
-    if (view_.low_latency()) return try_pop_words(buffer, size);
+    if (const Status s = refusal(); s != Status::ok) return s;
+    detail::SpscConsumerCore& c = *core_;
+    if (c.view.low_latency()) return try_pop_words(buffer, size);
     Status status = Status::ok;
-    if (view_.readable(cursor_, 1, status) == 0) {
+    if (c.view.readable(c.cursor, 1, status) == 0) {
       return status == Status::ok ? Status::would_block : status;
     }
-    const ReadSlot slot = view_.read_slot(cursor_.tail);
+    const ReadSlot slot = c.view.read_slot(c.cursor.tail);
     size = slot.size;
     if (slot.size > buffer.size()) return Status::too_large;
     copy_message(buffer.data(), slot.data, slot.size);
-    release_slots(1);
+    c.release(1);
     return Status::ok;
   }
   [[nodiscard]] Status pop(std::span<std::byte> buffer, std::size_t& size,
                            std::chrono::nanoseconds timeout) noexcept;
 
-  // Lends up to `max` readable messages in place, until release().
+  // Lends up to `max` readable messages in place (claim.hpp).
   [[nodiscard]] ReadClaim try_peek(std::size_t max = 1) noexcept {
-    if (!attached_here()) return ReadClaim(view_, cursor_.tail, 0, Status::wrong_process);
-    if (view_.low_latency()) return ReadClaim(view_, cursor_.tail, 0, Status::unsupported);
+    if (const Status s = refusal(); s != Status::ok) return ReadClaim(s);
+    detail::SpscConsumerCore& c = *core_;
+    if (c.view.low_latency()) return ReadClaim(Status::unsupported);
     Status status = Status::ok;
-    const std::uint64_t n = view_.readable(cursor_, max, status);
-    return ReadClaim(view_, cursor_.tail, n,
-                     n != 0                 ? Status::ok
-                     : status == Status::ok ? Status::would_block
-                                            : status);
+    const std::uint64_t n = c.view.readable(c.cursor, max, status);
+    if (n == 0) return ReadClaim(status == Status::ok ? Status::would_block : status);
+    return ReadClaim(c, c.view, c.cursor.tail, n);
   }
   [[nodiscard]] ReadClaim peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
 
-  // Hands the first `count` messages of a claim back to the producer with one
-  // tail store; the rest stay readable (and the claim keeps them).
-  void release(ReadClaim& claim, std::size_t count) noexcept {
-    if (count > claim.count_) count = static_cast<std::size_t>(claim.count_);
-    if (claim.first_ != cursor_.tail || count == 0 || !attached_here()) return;
-    release_slots(count);
-    claim.first_ += count;
-    claim.count_ -= count;
+  // Hands up to `max` readable messages, in place and in order, to
+  // `handler(std::span<const std::byte>)`, then releases them all with one
+  // store; returns how many. If the handler throws, the messages up to the
+  // one that threw count as read and the rest stay for the next call. On
+  // low-latency slots each message is copied out first.
+  template <class Handler>
+  std::size_t drain(Handler&& handler, std::size_t max = SIZE_MAX) {
+    if (low_latency()) return drain_words(handler, max);
+    return detail::drain(try_peek(max), handler);
   }
-  void release(ReadClaim& claim) noexcept { release(claim, claim.size()); }
+  // The same, waiting up to `timeout` for the first message (0 if none came).
+  template <class Handler>
+  std::size_t drain(Handler&& handler, std::size_t max, std::chrono::nanoseconds timeout) {
+    if (low_latency()) {
+      std::size_t n = drain_words(handler, max);
+      if (n == 0 && wait_for_data(timeout)) n = drain_words(handler, max);
+      return n;
+    }
+    return detail::drain(peek(max, timeout), handler);
+  }
 
  private:
   static SpscConsumer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
-  void release_slots(std::uint64_t count) noexcept {
-    if (view_.release(cursor_, count)) wake_producer();
+  Status refusal() const noexcept {
+    if (!detail::usable(core_)) return detail::unusable(core_);
+    return core_->live_claims != 0 ? Status::busy : Status::ok;
   }
   Status try_pop_words(std::span<std::byte> buffer, std::size_t& size) noexcept {
+    detail::SpscConsumerCore& c = *core_;
     std::uint32_t length = 0;
-    switch (low_latency::read(view_, cursor_.tail, buffer.data(), buffer.size(), length)) {
+    switch (low_latency::read(c.view, c.cursor.tail, buffer.data(), buffer.size(), length)) {
       case low_latency::Read::not_ready:
         return Status::would_block;
       case low_latency::Read::corrupt:
@@ -239,26 +227,21 @@ class SpscConsumer {
         break;
     }
     size = length;
-    release_slots(1);
+    c.release(1);
     return Status::ok;
   }
-  void wake_producer() noexcept;
-  void swap(SpscConsumer& o) noexcept {
-    std::swap(view_, o.view_);
-    std::swap(cursor_, o.cursor_);
-    std::swap(policy_, o.policy_);
-    std::swap(wait_state_, o.wait_state_);
-    std::swap(generation_, o.generation_);
-    lifetime_.swap(o.lifetime_);
+  // drain() on low-latency slots: the words are not the message, so each is
+  // copied out (a low-latency slot holds at most kMaxLowLatencySlotSize).
+  template <class Handler>
+  std::size_t drain_words(Handler& handler, std::size_t max) {
+    alignas(8) std::byte buffer[kMaxLowLatencySlotSize];
+    std::size_t n = 0;
+    for (std::size_t size = 0; n < max && try_pop(buffer, size) == Status::ok; ++n) {
+      handler(std::span<const std::byte>(buffer, size));
+    }
+    return n;
   }
-  bool attached_here() const noexcept { return generation_ == process::generation(); }
-
-  SpscView view_;
-  SpscConsumerCursor cursor_;
-  WaitPolicy policy_;
-  detail::WaitState wait_state_;          // what the wait loop learnt about spinning here
-  std::uint32_t generation_ = 0;          // process::generation() at attach
-  std::shared_ptr<const void> lifetime_;  // the role held, and through it the mapping
+  bool wait_for_data(std::chrono::nanoseconds timeout) noexcept;
 };
 
 }  // namespace shmring

@@ -19,6 +19,13 @@ enum class Status : std::uint8_t {
   // parent's handle, which would write over the parent's messages. Nothing
   // changed; attach a handle of its own in the child.
   wrong_process,
+  // SPSC: this handle has a claim (or peek) not yet finished, and the ring's
+  // order allows no other call that takes slots until it is. Nothing changed.
+  busy,
+  // The claim holds no slots: it was committed, aborted or released already.
+  finished,
+  // The handle holds no ring: default-constructed or moved from.
+  detached,
 };
 
 SHMRING_HD constexpr const char* to_string(Status s) noexcept {
@@ -37,6 +44,12 @@ SHMRING_HD constexpr const char* to_string(Status s) noexcept {
       return "unsupported";
     case Status::wrong_process:
       return "wrong_process";
+    case Status::busy:
+      return "busy";
+    case Status::finished:
+      return "finished";
+    case Status::detached:
+      return "detached";
   }
   return "unknown";
 }

@@ -107,7 +107,7 @@ class Ring {
       const std::span<const std::byte> m = claim[0];
       const bool fits = m.size() == sizeof(T);
       if (fits) std::memcpy(&out, m.data(), sizeof(T));
-      raw_.release(claim);
+      (void)claim.release();
       return fits ? Status::ok : Status::corrupt;
     }
     RawConsumer raw_;

@@ -25,6 +25,7 @@ import numpy as np
 
 from ._errors import Error
 from ._lifetimes import RoleRef
+from ._shmring import WaitPolicy
 
 _H = TypeVar("_H", bound="_TypedHandle")
 
@@ -204,6 +205,16 @@ class _TypedHandle:
 
     def __exit__(self, *exc: object) -> None:
         self.handle.close()
+
+    @property
+    def wait_policy(self) -> WaitPolicy:
+        """How blocking calls wait (the handle's own; settable)."""
+        policy: WaitPolicy = self.handle.wait_policy
+        return policy
+
+    @wait_policy.setter
+    def wait_policy(self, policy: WaitPolicy) -> None:
+        self.handle.wait_policy = policy
 
     def __len__(self) -> int:
         return len(self.handle)

@@ -327,9 +327,9 @@ struct Producer : HandleBase {
 
   void finish(Slot& s, bool commit) noexcept override {
     if (commit) {
-      (void)h.commit(s.wclaim, s.size);
+      (void)s.wclaim.commit(s.size);
     } else {
-      h.abort(s.wclaim);
+      s.wclaim.abort();
     }
   }
 
@@ -379,7 +379,6 @@ struct Producer : HandleBase {
     s->owner = nb::borrow(self);
     s->handle = this;
     s->writable = true;
-    s->wclaim = c;
     const std::span<std::byte> bytes = c[0];
     s->data = bytes.data();
     s->capacity = record ? record->nbytes : bytes.size();
@@ -389,6 +388,7 @@ struct Producer : HandleBase {
     s->size_set = record != nullptr;
     s->position = c.position(0);
     s->record = record;
+    s->wclaim = std::move(c);
     outstanding++;
     return obj;
   }
@@ -407,7 +407,7 @@ struct Consumer : HandleBase {
 
   void drop_role() noexcept override { h = H(); }
 
-  void finish(Slot& s, bool) noexcept override { h.release(s.rclaim); }
+  void finish(Slot& s, bool) noexcept override { s.rclaim.release(); }
 
   // Waits for one message (None: no limit); an empty claim on timeout.
   shmring::ReadClaim next(std::optional<double> timeout, bool try_once) {
@@ -459,7 +459,7 @@ struct Consumer : HandleBase {
     if (c.empty()) return std::nullopt;
     const std::span<const std::byte> m = c[0];
     nb::bytes out(m.data(), m.size());
-    h.release(c);
+    c.release();
     return out;
   }
 
@@ -503,7 +503,7 @@ struct Consumer : HandleBase {
     }
     if (record && c[0].size() != record->nbytes) {
       const std::size_t got = c[0].size();
-      h.release(c);
+      c.release();
       throw nb::value_error(("message of " + std::to_string(got) + " bytes is not one record of " +
                              std::to_string(record->nbytes) + " bytes; it was consumed")
                                 .c_str());
@@ -514,13 +514,13 @@ struct Consumer : HandleBase {
     s->handle = this;
     s->writable = false;
     s->record = record;
-    s->rclaim = c;
     const std::span<const std::byte> m = c[0];
     s->data = const_cast<std::byte*>(m.data());  // exported read-only
     s->capacity = m.size();
     s->size = m.size();
     s->size_set = true;
     s->position = c.position(0);
+    s->rclaim = std::move(c);
     outstanding++;
     return obj;
   }
@@ -732,6 +732,18 @@ void bind_handle(nb::class_<C>& cls) {
           },
           "This side's shared position: messages published so far (producer), or taken so "
           "far (consumer).")
+      .def_prop_rw(
+          "wait_policy",
+          [](const C& c) {
+            check_open(c);
+            return c.h.wait_policy();
+          },
+          [](C& c, const shmring::WaitPolicy& p) {
+            check_open(c);
+            c.h.set_wait_policy(p);
+          },
+          "How this handle's blocking calls wait (a WaitPolicy); settable. Where producer and "
+          "consumer share one CPU, WaitPolicy(spin_time=0) sleeps at once instead of spinning.")
       .def(
           "ref", [](const C& c) { return role_ref(c); },
           "A RoleRef: the segment's name and this role, picklable, attaching nothing; "
@@ -985,6 +997,51 @@ NB_MODULE(_shmring, m) {
   bind_producer<MP>(m, "MpmcProducer");
   bind_consumer<SC>(m, "SpscConsumer");
   bind_consumer<MC>(m, "MpmcConsumer");
+
+  nb::class_<shmring::WaitPolicy>(
+      m, "WaitPolicy",
+      "How a blocking call waits: it polls for at most spin_time seconds and spin_iterations "
+      "tries, then yields the CPU yield_iterations times, then sleeps until woken.")
+      .def(
+          "__init__",
+          [](shmring::WaitPolicy* p, std::uint32_t spin_iterations, std::uint32_t yield_iterations,
+             double spin_time) {
+            if (!(spin_time >= 0.0 && spin_time <= 3600.0)) {
+              throw nb::value_error("spin_time must be between 0 and 3600 seconds");
+            }
+            new (p) shmring::WaitPolicy{
+                spin_iterations, yield_iterations,
+                std::chrono::duration_cast<nanoseconds>(std::chrono::duration<double>(spin_time))};
+          },
+          "spin_iterations"_a = shmring::WaitPolicy{}.spin_iterations,
+          "yield_iterations"_a = shmring::WaitPolicy{}.yield_iterations,
+          "spin_time"_a = std::chrono::duration<double>(shmring::WaitPolicy{}.spin_time).count())
+      .def_rw("spin_iterations", &shmring::WaitPolicy::spin_iterations)
+      .def_rw("yield_iterations", &shmring::WaitPolicy::yield_iterations)
+      .def_prop_rw(
+          "spin_time",
+          [](const shmring::WaitPolicy& p) {
+            return std::chrono::duration<double>(p.spin_time).count();
+          },
+          [](shmring::WaitPolicy& p, double seconds) {
+            if (!(seconds >= 0.0 && seconds <= 3600.0)) {
+              throw nb::value_error("spin_time must be between 0 and 3600 seconds");
+            }
+            p.spin_time =
+                std::chrono::duration_cast<nanoseconds>(std::chrono::duration<double>(seconds));
+          },
+          "Seconds of polling before yielding (float).")
+      .def("__eq__",
+           [](const shmring::WaitPolicy& a, const shmring::WaitPolicy& b) {
+             return a.spin_iterations == b.spin_iterations &&
+                    a.yield_iterations == b.yield_iterations && a.spin_time == b.spin_time;
+           })
+      .def("__repr__", [](const shmring::WaitPolicy& p) {
+        return "WaitPolicy(spin_iterations=" + std::to_string(p.spin_iterations) +
+               ", yield_iterations=" + std::to_string(p.yield_iterations) +
+               ", spin_time=" + std::to_string(std::chrono::duration<double>(p.spin_time).count()) +
+               ")";
+      });
 
   nb::class_<MessageIter>(m, "MessageIter")
       .def("__iter__", [](nb::handle self) { return nb::borrow(self); })

@@ -808,3 +808,25 @@ def test_fork_child_attaches_its_own_handle(name):
     child.join(timeout=30)
     for i, m in enumerate(got):
         verify(m, i, 64)
+
+
+def test_wait_policy_is_settable_and_applies(name):
+    with shmring.create(name, capacity=4, slot_size=64, unlink_on_close=True) as seg:
+        with seg.producer() as tx, seg.consumer() as rx:
+            default = rx.wait_policy
+            assert default == shmring.WaitPolicy()
+            assert default.spin_iterations == 4000 and default.yield_iterations == 32
+            assert default.spin_time == pytest.approx(20e-6)
+            rx.wait_policy = shmring.WaitPolicy(spin_time=0, yield_iterations=0)
+            assert rx.wait_policy.spin_time == 0 and rx.wait_policy.yield_iterations == 0
+            assert tx.wait_policy == default, "each handle has its own"
+            # Sleeping at once still receives what is pushed meanwhile.
+            got = []
+            t = threading.Thread(target=lambda: got.append(rx.pop(timeout=5)))
+            t.start()
+            tx.push(b"after the sleep began")
+            t.join()
+            assert got == [b"after the sleep began"]
+            with pytest.raises(ValueError, match="spin_time"):
+                shmring.WaitPolicy(spin_time=-1)
+            assert "spin_time=0" in repr(rx.wait_policy)

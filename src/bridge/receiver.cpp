@@ -579,7 +579,7 @@ bool Receiver::on_data(DataReceive& r) {
       stats_.bytes += lengths[i];
     }
     stats_.messages += claim.size();
-    tx_.commit_batch(claim);
+    claim.commit_batch();
   }
   conn_.committed = std::max(conn_.committed, h.first_position + h.count);
   stats_.committed_through = conn_.committed;
@@ -648,7 +648,7 @@ bool Receiver::receive_payloads(std::uint64_t count, const std::vector<std::uint
       // Nothing of this claim is committed; the sender sends it again.
       for (Completion& c : parts) worker_->cancel(c);
       for (Completion& c : parts) worker_->settle(c);
-      tx_.abort(claim);
+      claim.abort();
       if (bad != "stopped") {
         if (conn_.ep->failed()) ++stats_.connection_losses;
         drop(bad);
@@ -662,7 +662,7 @@ bool Receiver::receive_payloads(std::uint64_t count, const std::vector<std::uint
     }
     stats_.messages += claim.size();
     i += claim.size();
-    tx_.commit_batch(claim);
+    claim.commit_batch();
   }
   conn_.committed += count;
   stats_.committed_through = conn_.committed;

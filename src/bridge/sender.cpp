@@ -267,8 +267,11 @@ std::string Sender::stream(std::unique_ptr<Endpoint>& endpoint, std::uint64_t ep
   Endpoint& ep = *endpoint;
   // Resume where the receiver is: release what it already committed.
   const std::uint64_t released = rx_.position();
+  // Messages stay in the ring until the receiver has committed them: every
+  // peek below is put back unless it is released.
   ReadClaim claim = peek_checked(rx_.capacity());
   const std::uint64_t readable_end = released + claim.size();
+  (void)claim.put_back();
   if (welcome.committed_through < released) {
     throw BridgeError(BridgeErrc::stream_gap,
                       where() + " has committed ring '" + o_.ring + "' only through position " +
@@ -283,7 +286,8 @@ std::string Sender::stream(std::unique_ptr<Endpoint>& endpoint, std::uint64_t ep
                                                   std::to_string(readable_end) +
                                                   "): it is fed by another stream");
   }
-  rx_.release(claim, static_cast<std::size_t>(welcome.committed_through - released));
+  claim = rx_.try_peek(static_cast<std::size_t>(welcome.committed_through - released));
+  (void)claim.release();
   stats_.committed_through = welcome.committed_through;
 
   const std::size_t max_batch = static_cast<std::size_t>(std::clamp<std::uint64_t>(
@@ -369,7 +373,8 @@ std::string Sender::stream(std::unique_ptr<Endpoint>& endpoint, std::uint64_t ep
         claim = rx_.try_peek(static_cast<std::size_t>(releasable - from));
         const std::uint64_t n = std::min<std::uint64_t>(claim.size(), releasable - from);
         for (std::uint64_t i = 0; i < n; ++i) stats_.bytes += claim[i].size();
-        rx_.release(claim, static_cast<std::size_t>(n));
+        (void)claim.release(static_cast<std::size_t>(n));
+        (void)claim.put_back();
         stats_.messages += n;
         stats_.committed_through = rx_.position();
         busy = true;
@@ -397,6 +402,9 @@ std::string Sender::stream(std::unique_ptr<Endpoint>& endpoint, std::uint64_t ep
             std::memcpy(s.prefix.data() + sizeof h + i * sizeof length, &length, sizeof length);
             if (!m.empty()) s.iov.push_back({const_cast<std::byte*>(m.data()), m.size()});
           }
+          // In flight from here; released once acknowledged (the slots stay
+          // put until then, so the spans stay valid).
+          (void)claim.put_back();
           next_send += n;
           s.end_position = next_send;
           ++stats_.batches;
@@ -414,13 +422,14 @@ std::string Sender::stream(std::unique_ptr<Endpoint>& endpoint, std::uint64_t ep
           }
           busy = true;
         }
+        (void)claim.put_back();  // nothing new to send: the peek goes back unread
       }
       ticker.maybe_report(stats_);
       if (pacer.should_block(busy)) {
         if (next_send == acked) {
           // Nothing owed by the receiver: wait for the local producer (on the
           // ring's futex), looking at the network again every 20 ms.
-          (void)rx_.peek(1, std::chrono::milliseconds(20));
+          (void)rx_.peek(1, std::chrono::milliseconds(20)).put_back();
         } else {
           // Waiting for acknowledgements; new messages are looked for every
           // 200 us.

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "shmring/atomic.hpp"
+#include "shmring/ring_view.hpp"
 #include "shmring/status.hpp"
 #include "shmring/wait.hpp"
 
@@ -70,11 +71,29 @@ inline Status as_timeout(Status s) noexcept {
   return s == Status::would_block ? Status::timeout : s;
 }
 
+// The words a wait on one side of a ring uses: our side's sleeper count,
+// the peer side's futex word, and the peer side's count of GPU agents (who
+// cannot call futex, so we must look again by ourselves).
+struct WaitSide {
+  std::uint32_t* waiters;
+  std::uint32_t* notify;
+  const std::uint32_t* peer_gpus;
+};
+// Producers wait for room, which consumers announce.
+inline WaitSide room_side(const RingView& view) noexcept {
+  return {&view.producer_wait()->waiters, &view.consumer()->notify, &view.consumer()->gpu_attached};
+}
+// Consumers wait for data, which producers announce.
+inline WaitSide data_side(const RingView& view) noexcept {
+  return {&view.consumer_wait()->waiters, &view.producer()->notify, &view.producer()->gpu_attached};
+}
+
+// Nothing holds the ring up but the peer.
+inline bool never_stalled() noexcept { return false; }
+
 // try_once() -> T, with done(T) telling whether to stop; ready() is the
 // re-check that a sleeper makes after raising its count (see the views).
-// `waiters` is our side's sleeper count, `notify` the peer side's futex word,
-// `peer_gpus` the peer side's count of GPU agents, `state` what this handle
-// learnt about spinning.
+// `state` is what the handle learnt about spinning.
 // `stalled()` runs before each sleep and before the call gives up: where a
 // dead peer can hold the ring up (MPMC claims), it recovers what the dead
 // hold, one bounded step a call, and returns true to be called again (it made
@@ -87,11 +106,14 @@ inline Status as_timeout(Status s) noexcept {
 // so that is the slack, whatever the state of the ring. The first try runs
 // before the clock is read, which keeps an uncontended call free of clock
 // reads; it is part of the slack.
-template <class TryOnce, class Done, class Ready, class Stalled>
-auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* waiters,
-                 std::uint32_t* notify, const std::uint32_t* peer_gpus, const WaitPolicy& policy,
-                 WaitState& state, std::chrono::nanoseconds timeout, Stalled&& stalled,
-                 SleepBounds bounds = {}) noexcept -> decltype(try_once()) {
+template <class TryOnce, class Done, class Ready, class Stalled = bool (*)() noexcept>
+auto block_until(WaitSide side, const WaitPolicy& policy, WaitState& state,
+                 std::chrono::nanoseconds timeout, TryOnce&& try_once, Done&& done, Ready&& ready,
+                 Stalled&& stalled = never_stalled, SleepBounds bounds = {}) noexcept
+    -> decltype(try_once()) {
+  std::uint32_t* const waiters = side.waiters;
+  std::uint32_t* const notify = side.notify;
+  const std::uint32_t* const peer_gpus = side.peer_gpus;
   auto result = try_once();
   if (done(result)) return result;
   const auto start = Clock::now();
@@ -190,13 +212,11 @@ auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* 
   }
 }
 
-template <class TryOnce, class Done, class Ready>
-auto block_until(TryOnce&& try_once, Done&& done, Ready&& ready, std::uint32_t* waiters,
-                 std::uint32_t* notify, const std::uint32_t* peer_gpus, const WaitPolicy& policy,
-                 WaitState& state, std::chrono::nanoseconds timeout) noexcept
-    -> decltype(try_once()) {
-  return block_until(try_once, done, ready, waiters, notify, peer_gpus, policy, state, timeout,
-                     [] { return false; });
+// A blocking claim or peek is done with any claim but an empty one that
+// would block; at its deadline that one reports timeout.
+template <class Claim>
+bool claim_done(const Claim& c) noexcept {
+  return c.status() != Status::would_block;
 }
 
 }  // namespace shmring::detail

@@ -1,0 +1,122 @@
+// What every role handle is: a move-only owner of its role's state.
+//
+// The state of a handle (its view of the ring, its position, how it waits,
+// the role it holds) lives in a core on the heap, and the handle is a pointer
+// to it. Claims point to the same core, so a claim stays valid when its
+// handle is moved, and a claim that outlives its handle keeps the core (and
+// with it the role and the mapping) until it is finished: the last of the
+// handle and its claims to go frees the core. A handle and its claims belong
+// to one thread at a time, as the handle always did; the count of live claims
+// is therefore a plain integer.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <utility>
+
+#include "shmring/process.hpp"
+#include "shmring/status.hpp"
+#include "shmring/wait.hpp"
+
+namespace shmring::detail {
+
+// The state every role shares.
+struct HandleCore {
+  HandleCore() = default;
+  HandleCore(const HandleCore&) = delete;
+  HandleCore& operator=(const HandleCore&) = delete;
+  virtual ~HandleCore() = default;
+
+  bool attached_here() const noexcept { return generation == process::generation(); }
+
+  // How a claim of this handle is finished (claim.hpp): a producer publishes
+  // the first `publish` of the `count` slots from `first` and gives up the
+  // rest (MPMC: commits them as skipped); a consumer hands `count` messages
+  // from `first` back. Called in the process that attached the handle only.
+  virtual void finish_write(std::uint64_t first, std::uint64_t count,
+                            std::uint64_t publish) noexcept {
+    (void)first, (void)count, (void)publish;
+  }
+  virtual void finish_read(std::uint64_t first, std::uint64_t count) noexcept {
+    (void)first, (void)count;
+  }
+  // A consumer keeps `count` messages from `first` unread, to hand out again
+  // first (ReadClaim::put_back). SPSC: nothing to do, its tail has not moved
+  // past them. False if it cannot keep them.
+  virtual bool keep_unread(std::uint64_t first, std::uint64_t count) noexcept {
+    (void)first, (void)count;
+    return true;
+  }
+  // After the last claim of the handle is finished.
+  virtual void claims_done() noexcept {}
+
+  WaitPolicy policy;
+  WaitState wait_state;            // what the wait loop learnt about spinning here
+  std::uint32_t generation = 0;    // process::generation() at attach
+  std::uint32_t live_claims = 0;   // claims lent and not yet finished
+  bool handle_gone = false;        // the handle went first: the last claim frees the core
+  std::shared_ptr<const void> lifetime;  // the role held, and through it the mapping
+};
+
+// Why a call of a handle without a usable core did nothing.
+inline Status unusable(const HandleCore* core) noexcept {
+  return core == nullptr ? Status::detached : Status::wrong_process;
+}
+inline bool usable(const HandleCore* core) noexcept {
+  return core != nullptr && core->attached_here();
+}
+
+// A claim is lent: the core stays until it is finished.
+inline void lend(HandleCore& core) noexcept { ++core.live_claims; }
+// A claim is finished: the core goes if its handle went before.
+inline void give_back(HandleCore& core) noexcept {
+  if (--core.live_claims != 0) return;
+  if (core.attached_here()) core.claims_done();
+  if (core.handle_gone) delete &core;
+}
+
+// The one base of the role handles: ownership of the core, moves, and what
+// every handle answers the same way.
+template <class Core>
+class Handle {
+ public:
+  explicit operator bool() const noexcept { return core_ != nullptr; }
+  std::uint64_t capacity() const noexcept { return core_ ? core_->view.capacity() : 0; }
+  std::uint64_t slot_size() const noexcept { return core_ ? core_->view.slot_size() : 0; }
+  // SlotFormat::low_latency: copy calls only.
+  bool low_latency() const noexcept { return core_ && core_->view.low_latency(); }
+  WaitPolicy wait_policy() const noexcept { return core_ ? core_->policy : WaitPolicy{}; }
+  // How later blocking calls wait (WaitPolicy); what the handle learnt about
+  // spinning is kept.
+  void set_wait_policy(const WaitPolicy& policy) noexcept {
+    if (core_) core_->policy = policy;
+  }
+
+ protected:
+  Handle() noexcept = default;
+  explicit Handle(std::unique_ptr<Core> core) noexcept : core_(core.release()) {}
+  Handle(Handle&& other) noexcept : core_(std::exchange(other.core_, nullptr)) {}
+  Handle& operator=(Handle&& other) noexcept {
+    if (this != &other) {
+      drop();
+      core_ = std::exchange(other.core_, nullptr);
+    }
+    return *this;
+  }
+  ~Handle() { drop(); }
+
+  Core* core_ = nullptr;
+
+ private:
+  void drop() noexcept {
+    if (core_ == nullptr) return;
+    if (core_->live_claims == 0) {
+      delete core_;
+    } else {
+      core_->handle_gone = true;
+    }
+    core_ = nullptr;
+  }
+};
+
+}  // namespace shmring::detail
