@@ -19,6 +19,10 @@ enum class Status : std::uint8_t {
   // parent's handle, which would write over the parent's messages. Nothing
   // changed; attach a handle of its own in the child.
   wrong_process,
+  // Lossy broadcast: the producer lapped this subscriber, so the message at
+  // its cursor is gone (or was overwritten while it was read: discard what
+  // was read). It skips to the newest message and goes on; nothing is torn.
+  overrun,
 };
 
 SHMRING_HD constexpr const char* to_string(Status s) noexcept {
@@ -37,6 +41,8 @@ SHMRING_HD constexpr const char* to_string(Status s) noexcept {
       return "unsupported";
     case Status::wrong_process:
       return "wrong_process";
+    case Status::overrun:
+      return "overrun";
   }
   return "unknown";
 }
