@@ -20,9 +20,11 @@
 #include <cstdint>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "fuzz_check.hpp"
 #include "shmring/atomic.hpp"
+#include "shmring/broadcast_view.hpp"
 #include "shmring/low_latency.hpp"
 #include "shmring/mpmc_ring.hpp"
 #include "shmring/mpmc_view.hpp"
@@ -75,6 +77,56 @@ struct Bounds {
     }
   }
 };
+
+// A broadcast ring: the producer's scan and every subscriber block's reads,
+// from whatever cursors and floor the bytes hold. Joining, writing and
+// publishing only into a writable mapping.
+void walk_broadcast(std::byte* base, const Geometry& g, const Bounds& b, bool writable_map) {
+  const BroadcastView v(base, g);
+  check(v.subscribers() == g.subscribers && g.subscribers >= 1 && g.subscribers <= 64);
+  const std::uint64_t walk = std::min(g.capacity, kMaxWalk);
+  std::vector<std::byte> out(g.slot_size);
+  for (std::uint32_t i = 0; i < v.subscribers(); ++i) {
+    check_inside(reinterpret_cast<std::byte*>(v.subscriber(i)), sizeof(SubscriberBlock), base,
+                 b.lo);
+    BroadcastSubscriberCursor c;
+    c.index = i;
+    c.next = atomic::load_relaxed(&v.subscriber(i)->cursor);
+    if (writable_map && (i & 1) != 0) c = v.join(i, JoinAt::oldest);
+    Status st = Status::ok;
+    const std::uint64_t n = v.readable(c, walk, st);
+    check(n <= walk);
+    for (std::uint64_t k = 0; k < walk; ++k) {
+      b.trailer(v, c.next + k);
+      b.slot(v.read_slot(c.next + k), c.next + k);
+      (void)v.still_valid(c.next + k);
+    }
+    if (n != 0) {
+      std::uint32_t size = 0;
+      const Status copied = v.copy_out(c.next, out.data(), out.size(), size);
+      if (copied == Status::ok) check(size <= g.slot_size);
+    }
+    (void)v.data_ready(c);
+    if (writable_map) {
+      if (n != 0) (void)v.release(c, n);
+      if (st == Status::overrun) (void)v.recover_overrun(c);
+      (void)v.newest(c);
+      (void)v.leave(c);
+    }
+  }
+  if (!writable_map) return;
+  BroadcastProducerCursor p = v.resume();
+  Status st = Status::ok;
+  const std::uint64_t room = v.writable(p, walk, st);
+  check(room <= walk);
+  static constexpr std::byte kMessage[64] = {};
+  for (std::uint64_t k = 0; k < room; ++k) {
+    v.write(p.head + k, kMessage,
+            static_cast<std::uint32_t>(std::min<std::uint64_t>(64, g.slot_size)));
+  }
+  (void)v.publish(p, room);
+  (void)v.space_ready(p);
+}
 
 void walk_spsc(std::byte* base, const Geometry& g, const Bounds& b, bool writable_map) {
   const SpscView v(base, g);
@@ -250,14 +302,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // open accepted it: the geometry is one create could have made, and the
     // file is exactly as large as it says.
     Geometry expect;
-    check(compute_geometry(g.kind, g.capacity, g.slot_size, expect, g.format) == GeometryCheck::ok);
+    check(compute_geometry(g.kind, g.capacity, g.slot_size, expect, g.format, g.subscribers,
+                           g.delivery) == GeometryCheck::ok);
     check(expect == g);
     check(g.format == SlotFormat::plain || g.kind == RingKind::spsc);
     check(seg.size() == size && g.segment_size == size);
     check(!o.kind || *o.kind == g.kind);
     std::byte* base = seg.base();
     const Bounds b{base + g.slots_offset, base + seg.size(), g.slot_size, g.capacity};
-    if (!o.read_only && (mode & 8) != 0) {
+    if (g.kind == RingKind::broadcast) {
+      walk_broadcast(base, g, b, !o.read_only);  // no handles yet
+    } else if (!o.read_only && (mode & 8) != 0) {
       if (g.kind == RingKind::spsc) {
         use_handles<SpscProducer, SpscConsumer>(seg, b);
       } else {

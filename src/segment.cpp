@@ -151,10 +151,41 @@ errc errc_for(GeometryCheck c) {
       return errc::invalid_slot_format;
     case GeometryCheck::size_overflow:
       return errc::size_overflow;
+    case GeometryCheck::kind_unknown:
+    case GeometryCheck::subscribers_out_of_range:
+    case GeometryCheck::subscribers_need_broadcast:
+    case GeometryCheck::delivery_unknown:
+    case GeometryCheck::delivery_needs_broadcast:
+      return errc::invalid_argument;
     case GeometryCheck::ok:
       break;
   }
   return errc{};
+}
+
+constexpr const char* kKindRule = "is not spsc (1), mpmc (2) or broadcast (3)";
+
+bool known_kind(std::uint32_t kind) {
+  return kind == static_cast<std::uint32_t>(RingKind::spsc) ||
+         kind == static_cast<std::uint32_t>(RingKind::mpmc) ||
+         kind == static_cast<std::uint32_t>(RingKind::broadcast);
+}
+
+// "capacity 8, slot size 64, plain slots" and, where they apply or are
+// wrong, the subscriber count and the delivery mode, by number when unknown.
+std::string describe(RingKind kind, std::uint64_t capacity, std::uint64_t slot_size,
+                     SlotFormat format, std::uint32_t subscribers, std::uint32_t delivery) {
+  std::string d = "capacity " + num(capacity) + ", slot size " + num(slot_size) + ", " +
+                  to_string(format) + " slots";
+  if (kind == RingKind::broadcast || subscribers != 0)
+    d += ", " + num(subscribers) + " subscribers";
+  if (kind == RingKind::broadcast || delivery != 0) {
+    const auto mode = static_cast<Delivery>(delivery);
+    d += ", delivery " + (mode == Delivery::reliable || mode == Delivery::lossy
+                              ? std::string(to_string(mode))
+                              : num(delivery));
+  }
+  return d;
 }
 
 // Checks a header against everything a reader relies on, and returns the
@@ -171,10 +202,8 @@ Failure validate_header(const SegmentHeader& h, std::string_view name,
                 "ABI version is " + num(h.abi_version) + ", this library speaks version " +
                     num(kAbiVersion));
   }
-  if (h.ring_kind != static_cast<std::uint32_t>(RingKind::spsc) &&
-      h.ring_kind != static_cast<std::uint32_t>(RingKind::mpmc)) {
-    return fail(errc::corrupt_header, name,
-                "ring kind " + num(h.ring_kind) + " is neither spsc (1) nor mpmc (2)");
+  if (!known_kind(h.ring_kind)) {
+    return fail(errc::corrupt_header, name, "ring kind " + num(h.ring_kind) + " " + kKindRule);
   }
   const auto kind = static_cast<RingKind>(h.ring_kind);
   if (want_kind && *want_kind != kind) {
@@ -190,12 +219,13 @@ Failure validate_header(const SegmentHeader& h, std::string_view name,
   const SlotFormat format =
       (h.flags & kHeaderLowLatencySlots) != 0 ? SlotFormat::low_latency : SlotFormat::plain;
   Geometry g;
-  if (const GeometryCheck c = compute_geometry(kind, h.capacity, h.slot_size, g, format);
+  if (const GeometryCheck c = compute_geometry(kind, h.capacity, h.slot_size, g, format,
+                                               h.subscribers, static_cast<Delivery>(h.delivery));
       c != GeometryCheck::ok) {
     return fail(errc::corrupt_header, name,
-                std::string("header geometry is invalid: ") + to_string(c) + " (capacity " +
-                    num(h.capacity) + ", slot size " + num(h.slot_size) + ", " + to_string(format) +
-                    " slots)");
+                std::string("header geometry is invalid: ") + to_string(c) + " (" +
+                    describe(kind, h.capacity, h.slot_size, format, h.subscribers, h.delivery) +
+                    ")");
   }
   if (h.slot_stride != g.slot_stride || h.slots_offset != g.slots_offset ||
       h.segment_size != g.segment_size) {
@@ -268,16 +298,19 @@ std::shared_ptr<detail::Mapping> map_segment(Fd& fd, const std::string& name, co
 // geometry and the identity to record on success.
 Failure check_create(const std::string& name, const CreateOptions& o, Geometry& g,
                      process::Identity& self) {
-  if (const GeometryCheck c = compute_geometry(o.kind, o.capacity, o.slot_size, g, o.format);
-      c != GeometryCheck::ok) {
-    return fail(errc_for(c), name,
-                std::string(to_string(c)) + " (capacity " + num(o.capacity) + ", slot size " +
-                    num(o.slot_size) + ", " + to_string(o.format) + " slots)");
-  }
-  if (o.kind != RingKind::spsc && o.kind != RingKind::mpmc) {
+  if (!known_kind(static_cast<std::uint32_t>(o.kind))) {
     return fail(errc::invalid_argument, name,
-                "ring kind " + num(static_cast<std::uint32_t>(o.kind)) +
-                    " is neither spsc (1) nor mpmc (2)");
+                "ring kind " + num(static_cast<std::uint32_t>(o.kind)) + " " + kKindRule);
+  }
+  if (const GeometryCheck c =
+          compute_geometry(o.kind, o.capacity, o.slot_size, g, o.format, o.subscribers, o.delivery);
+      c != GeometryCheck::ok) {
+    std::string what = std::string(to_string(c)) + " (" +
+                       describe(o.kind, o.capacity, o.slot_size, o.format, o.subscribers,
+                                static_cast<std::uint32_t>(o.delivery)) +
+                       ")";
+    if (c == GeometryCheck::subscribers_out_of_range) what += ": set CreateOptions::subscribers";
+    return fail(errc_for(c), name, what);
   }
   if (o.metadata.size() > kMetadataCapacity) {
     return fail(errc::invalid_argument, name,
@@ -320,6 +353,9 @@ std::shared_ptr<detail::Mapping> build(Fd& fd, const std::string& name, const Ge
   atomic::store_relaxed(&h.magic, kMagic);
   h.ring_kind = static_cast<std::uint32_t>(g.kind);
   h.flags = g.format == SlotFormat::low_latency ? kHeaderLowLatencySlots : 0;
+  // Broadcast: the subscriber blocks stay zero, every one free.
+  h.subscribers = g.subscribers;
+  h.delivery = static_cast<std::uint32_t>(g.delivery);
   h.capacity = g.capacity;
   h.slot_size = g.slot_size;
   h.slot_stride = g.slot_stride;
@@ -646,13 +682,16 @@ std::shared_ptr<detail::Mapping> do_open_or_create(std::string_view raw, const C
       continue;
     }
     if (!map) return map;
-    if (map->geometry.capacity != o.capacity || map->geometry.slot_size != o.slot_size ||
-        map->geometry.format != o.format) {
+    const Geometry& have = map->geometry;
+    if (have.capacity != o.capacity || have.slot_size != o.slot_size || have.format != o.format ||
+        have.subscribers != o.subscribers || have.delivery != o.delivery) {
       f = fail(errc::geometry_mismatch, map->name,
-               "existing ring has capacity " + num(map->geometry.capacity) + ", slot size " +
-                   num(map->geometry.slot_size) + " and " + to_string(map->geometry.format) +
-                   " slots, the caller asked for capacity " + num(o.capacity) + ", slot size " +
-                   num(o.slot_size) + " and " + to_string(o.format) + " slots");
+               "existing ring has " +
+                   describe(have.kind, have.capacity, have.slot_size, have.format, have.subscribers,
+                            static_cast<std::uint32_t>(have.delivery)) +
+                   "; the caller asked for " +
+                   describe(o.kind, o.capacity, o.slot_size, o.format, o.subscribers,
+                            static_cast<std::uint32_t>(o.delivery)));
       return nullptr;
     }
     return map;

@@ -403,7 +403,7 @@ TEST(SegmentCreate, UnknownRingKind) {
   CreateOptions o = spsc();
   o.kind = static_cast<RingKind>(5);
   expect_create_fails(shm.name(), o, errc::invalid_argument, shm.name(),
-                      {"ring kind 5", "neither spsc (1) nor mpmc (2)"});
+                      {"ring kind 5", "is not spsc (1), mpmc (2) or broadcast (3)"});
   EXPECT_FALSE(test::shm_exists(shm.name()));
 }
 

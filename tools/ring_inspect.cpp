@@ -362,6 +362,60 @@ std::string gpu_summary([[maybe_unused]] shmring::RingKind kind) {
 #endif
 }
 
+// Broadcast rings: the delivery mode and every subscriber block; null for
+// the other kinds.
+std::string broadcast_json(const Snapshot& s) {
+  if (!s.broadcast()) return "null";
+  std::vector<std::string> subs;
+  for (const Subscriber& sub : s.subscribers) {
+    JsonObject o;
+    o.num("index", sub.index).str("state", sub.state_name()).num("cursor", sub.cursor);
+    o.raw("lag", fmt::format("{}", s.lag(sub)));
+    if (sub.holder != 0) {
+      o.num("pid", sub.pid()).num("start_time", sub.start_time);
+    } else {
+      o.null("pid").null("start_time");
+    }
+    o.boolean("alive", sub.live)
+        .num("session", sub.session)
+        .num("joined_at", sub.joined_at)
+        .num("lapped", sub.lapped)
+        .num("lost", sub.lost);
+    subs.push_back(o.text());
+  }
+  JsonObject o;
+  o.str("delivery", shmring::to_string(s.geometry.delivery))
+      .num("subscriber_blocks", s.geometry.subscribers)
+      .num("floor", s.floor)
+      .raw("subscribers", json_array(subs));
+  return o.text();
+}
+
+// One line per subscriber block that was ever used (free ones are counted).
+void print_subscribers(const Snapshot& s) {
+  const shmring::Geometry& g = s.geometry;
+  std::size_t unused = 0;
+  for (const Subscriber& sub : s.subscribers)
+    unused += sub.state == shmring::kSubscriberFree && !sub.live;
+  fmt::print("delivery      {}{}\n", shmring::to_string(g.delivery),
+             g.delivery == shmring::Delivery::lossy
+                 ? " (the producer never waits; lapped subscribers skip ahead)"
+                 : fmt::format(" (the producer waits for the slowest; floor {})", s.floor));
+  fmt::print("subscribers   {} blocks, {} never used\n", g.subscribers, unused);
+  for (const Subscriber& sub : s.subscribers) {
+    if (sub.state == shmring::kSubscriberFree && !sub.live) continue;
+    const std::string holder =
+        sub.holder != 0 ? fmt::format("pid {} (start time {})", sub.pid(), sub.start_time)
+                        : std::string("none");
+    std::string line = fmt::format("  [{}] {:<14} cursor {} lag {} holder {}", sub.index,
+                                   sub.state_name(), sub.cursor, s.lag(sub), holder);
+    if (g.delivery == shmring::Delivery::lossy) {
+      line += fmt::format(", lapped {} times, {} lost", sub.lapped, sub.lost);
+    }
+    fmt::print("{}\n", line);
+  }
+}
+
 int cmd_show(const std::string& name, bool json) {
   auto file = open_readonly(name);
   if (!file) return kExitBad;
@@ -387,6 +441,7 @@ int cmd_show(const std::string& name, bool json) {
         .raw("fill_percent", fmt::format("{:.1f}", s.fill_percent()))
         .raw("producer", side_json(s, s.producer))
         .raw("consumer", side_json(s, s.consumer))
+        .raw("broadcast", broadcast_json(s))
         .num("creator_pid", h.creator_pid)
         .num("creator_start_time", h.creator_start_time)
         .boolean("creator_alive", s.creator_alive())
@@ -426,6 +481,7 @@ int cmd_show(const std::string& name, bool json) {
         s.spsc() && prod ? fmt::format(", incarnation {}", side.incarnation) : std::string());
     if (!s.spsc()) fmt::print("{:<13} {}\n", "", claims_summary(side));
   }
+  if (s.broadcast()) print_subscribers(s);
   fmt::print("gpu           {}\n", gpu_summary(g.kind));
   return kExitOk;
 }

@@ -49,7 +49,8 @@ bool same_layout(const shmring::SegmentHeader& a, const shmring::SegmentHeader& 
   return a.magic == b.magic && a.abi_version == b.abi_version && a.ring_kind == b.ring_kind &&
          a.flags == b.flags && a.capacity == b.capacity && a.slot_size == b.slot_size &&
          a.slot_stride == b.slot_stride && a.slots_offset == b.slots_offset &&
-         a.segment_size == b.segment_size;
+         a.segment_size == b.segment_size && a.subscribers == b.subscribers &&
+         a.delivery == b.delivery;
 }
 
 }  // namespace
@@ -67,8 +68,9 @@ std::string header_problem(const shmring::SegmentHeader& h, std::uint64_t file_s
                        shmring::kAbiVersion);
   }
   if (h.ring_kind != static_cast<std::uint32_t>(RingKind::spsc) &&
-      h.ring_kind != static_cast<std::uint32_t>(RingKind::mpmc)) {
-    return fmt::format("ring kind {} is neither spsc (1) nor mpmc (2)", h.ring_kind);
+      h.ring_kind != static_cast<std::uint32_t>(RingKind::mpmc) &&
+      h.ring_kind != static_cast<std::uint32_t>(RingKind::broadcast)) {
+    return fmt::format("ring kind {} is not spsc (1), mpmc (2) or broadcast (3)", h.ring_kind);
   }
   if ((h.flags & ~shmring::kHeaderKnownFlags) != 0) {
     return fmt::format("header flags {:#x} have bits this ring-inspect does not know ({:#x})",
@@ -79,10 +81,14 @@ std::string header_problem(const shmring::SegmentHeader& h, std::uint64_t file_s
                                 : SlotFormat::plain;
   shmring::Geometry g;
   if (const shmring::GeometryCheck c = shmring::compute_geometry(
-          static_cast<RingKind>(h.ring_kind), h.capacity, h.slot_size, g, format);
+          static_cast<RingKind>(h.ring_kind), h.capacity, h.slot_size, g, format, h.subscribers,
+          static_cast<shmring::Delivery>(h.delivery));
       c != shmring::GeometryCheck::ok) {
-    return fmt::format("header geometry is invalid: {} (capacity {}, slot size {}, {} slots)",
-                       shmring::to_string(c), h.capacity, h.slot_size, shmring::to_string(format));
+    return fmt::format(
+        "header geometry is invalid: {} (capacity {}, slot size {}, {} slots, {} subscribers, "
+        "delivery {})",
+        shmring::to_string(c), h.capacity, h.slot_size, shmring::to_string(format), h.subscribers,
+        h.delivery);
   }
   if (h.slot_stride != g.slot_stride || h.slots_offset != g.slots_offset ||
       h.segment_size != g.segment_size) {
@@ -215,6 +221,15 @@ void SegmentFile::read(std::uint64_t offset, void* out, std::size_t n) const {
                                      size, geometry_.segment_size));
 }
 
+std::int64_t Snapshot::lag() const {
+  if (!broadcast()) return static_cast<std::int64_t>(producer.position - consumer.position);
+  std::int64_t most = 0;
+  for (const Subscriber& sub : subscribers) {
+    if (sub.active() && sub.live) most = std::max(most, lag(sub));
+  }
+  return most;
+}
+
 std::uint64_t Snapshot::fill() const {
   const std::int64_t l = lag();
   if (l <= 0) return 0;
@@ -234,7 +249,13 @@ bool Snapshot::creator_alive() const {
 
 std::string Snapshot::in_use() const {
   std::vector<std::string> why;
-  if (spsc()) {
+  if (broadcast()) {
+    if (producer.owner_alive())
+      why.push_back(fmt::format("producer pid {} alive", producer.owner_pid()));
+    for (const Subscriber& sub : subscribers) {
+      if (sub.live) why.push_back(fmt::format("subscriber {} pid {} alive", sub.index, sub.pid()));
+    }
+  } else if (spsc()) {
     if (producer.owner_alive())
       why.push_back(fmt::format("producer pid {} alive", producer.owner_pid()));
     if (consumer.owner_alive())
@@ -314,7 +335,47 @@ Snapshot snapshot(const SegmentFile& file) {
   s.geometry = file.geometry();
   s.consumer = read_side(file, /*producer=*/false, c.consumer, c.consumer_wait, c.consumer_claims);
   s.producer = read_side(file, /*producer=*/true, c.producer, c.producer_wait, c.producer_claims);
+  s.floor = c.producer.floor;
+  const shmring::Geometry& g = file.geometry();
+  if (g.kind == shmring::RingKind::broadcast) {
+    // The validated count, never the header's bytes as they are now.
+    std::vector<shmring::SubscriberBlock> blocks(g.subscribers);
+    if (!blocks.empty()) {
+      file.read(shmring::kSlotsOffset, blocks.data(),
+                blocks.size() * sizeof(shmring::SubscriberBlock));
+    }
+    for (std::uint32_t i = 0; i < blocks.size(); ++i) {
+      const shmring::SubscriberBlock& b = blocks[i];
+      Subscriber sub;
+      sub.index = i;
+      sub.cursor = b.cursor;
+      sub.holder = b.holder;
+      sub.start_time = b.start_time;
+      sub.state = b.state;
+      sub.session = b.session;
+      sub.evicted = b.session != 0 && b.evicted == b.session;
+      sub.lapped = b.lapped;
+      sub.lost = b.lost;
+      sub.joined_at = b.joined_at;
+      sub.live = file.held(shmring::lock_byte::subscriber(i));
+      s.subscribers.push_back(sub);
+    }
+  }
   return s;
+}
+
+const char* Subscriber::state_name() const {
+  switch (state) {
+    case shmring::kSubscriberFree:
+      return live ? "joining" : "free";
+    case shmring::kSubscriberActive:
+      if (live) return "active";
+      return evicted ? "dead (evicted)" : "dead";
+    case shmring::kSubscriberRetired:
+      return live ? "joining" : "retired";
+    default:
+      return "corrupt state";
+  }
 }
 
 SlotView slot_at(const SegmentFile& file, std::uint64_t pos, std::uint64_t max_bytes) {

@@ -128,18 +128,46 @@ struct Side {
   }
 };
 
+// A broadcast subscriber block (layout.hpp, SubscriberBlock).
+struct Subscriber {
+  std::uint32_t index = 0;
+  std::uint64_t cursor = 0;  // next position it reads
+  std::uint64_t holder = 0;  // identity of its holder, 0 if none
+  std::uint64_t start_time = 0;
+  std::uint32_t state = 0;  // kSubscriberFree / Active / Retired, or a scribble
+  std::uint32_t session = 0;
+  bool evicted = false;  // the producer found this session's holder dead
+  std::uint64_t lapped = 0;
+  std::uint64_t lost = 0;
+  std::uint64_t joined_at = 0;
+  bool live = false;  // somebody keeps the block's lock
+
+  std::uint32_t pid() const { return shmring::process::pid_of(holder); }
+  // "free", "joining", "active", "retired", "dead", "dead (evicted)" or
+  // "corrupt state".
+  const char* state_name() const;
+  bool active() const { return state == shmring::kSubscriberActive; }
+};
+
 struct Snapshot {
   std::string name;
   shmring::SegmentHeader header{};
   shmring::Geometry geometry;
   Side producer;
   Side consumer;
+  std::uint64_t floor = 0;              // reliable broadcast: the producer's floor
+  std::vector<Subscriber> subscribers;  // broadcast: every block
 
   bool spsc() const { return geometry.kind == shmring::RingKind::spsc; }
+  bool broadcast() const { return geometry.kind == shmring::RingKind::broadcast; }
   bool low_latency() const { return geometry.format == shmring::SlotFormat::low_latency; }
-  // Producer position minus consumer position; may be odd on a damaged ring.
-  std::int64_t lag() const {
-    return static_cast<std::int64_t>(producer.position - consumer.position);
+  // Producer position minus consumer position (broadcast: minus the cursor
+  // of the slowest active subscriber, 0 with none); may be odd on a damaged
+  // ring.
+  std::int64_t lag() const;
+  // Broadcast: the producer's position minus this subscriber's cursor.
+  std::int64_t lag(const Subscriber& sub) const {
+    return static_cast<std::int64_t>(producer.position - sub.cursor);
   }
   std::uint64_t fill() const;
   double fill_percent() const;

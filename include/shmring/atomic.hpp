@@ -73,6 +73,38 @@ SHMRING_HD inline T fetch_sub(T* p, T v) noexcept {
   return ref<T>(*p).fetch_sub(v, mo::memory_order_seq_cst);
 }
 
+// Standalone fences, for the seqlock of lossy broadcast slots
+// (broadcast_view.hpp): the payload words between them are relaxed atomics.
+// ThreadSanitizer does not model standalone fences (GCC says so with
+// -Wtsan); every access they order is atomic, so it reports no race either
+// way, and the fences stay what the hardware needs.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#define SHMRING_FENCE_BEGIN \
+  _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wtsan\"")
+#define SHMRING_FENCE_END _Pragma("GCC diagnostic pop")
+#else
+#define SHMRING_FENCE_BEGIN
+#define SHMRING_FENCE_END
+#endif
+SHMRING_HD inline void fence_release() noexcept {
+#if defined(__CUDA_ARCH__)
+  ::cuda::atomic_thread_fence(mo::memory_order_release, ::cuda::thread_scope_system);
+#else
+  SHMRING_FENCE_BEGIN
+  std::atomic_thread_fence(std::memory_order_release);
+  SHMRING_FENCE_END
+#endif
+}
+SHMRING_HD inline void fence_acquire() noexcept {
+#if defined(__CUDA_ARCH__)
+  ::cuda::atomic_thread_fence(mo::memory_order_acquire, ::cuda::thread_scope_system);
+#else
+  SHMRING_FENCE_BEGIN
+  std::atomic_thread_fence(std::memory_order_acquire);
+  SHMRING_FENCE_END
+#endif
+}
+
 // A processor hint inside spin loops: lets the sibling hyper-thread run and
 // avoids the memory-order machine clear when the awaited line changes.
 SHMRING_HD inline void cpu_relax() noexcept {

@@ -8,7 +8,8 @@
 //   offset 640  ProducerClaims     MPMC: which processes may hold claimed positions
 //   offset 2688 ConsumerClaims     MPMC: the same for the consumer side
 //   offset 4736 Metadata           the creator's description of the messages
-//   offset 5760 slots[capacity]    each slot_stride bytes: payload, then trailer
+//   offset 5760 SubscriberBlock[n] broadcast rings only: one per subscriber (n = 0 otherwise)
+//   slots_offset slots[capacity]   each slot_stride bytes: payload, then trailer
 //
 // Every field is fixed-width; offsets are stored, never pointers; each hot
 // word sits in its own 128-byte block so the two sides never false-share
@@ -32,7 +33,9 @@ inline constexpr std::uint64_t kMagic = 0x31474E49524D4853ull;  // "SHMRING1", l
 // 3: header flags name the slot format (kHeaderLowLatencySlots).
 // 4: holders prove they live by locks on bytes of the file (see lock_byte);
 //    the metadata block.
-inline constexpr std::uint32_t kAbiVersion = 4;
+// 5: broadcast rings (header subscribers and delivery, subscriber blocks
+//    between the control area and the slots, the producer block's floor).
+inline constexpr std::uint32_t kAbiVersion = 5;
 inline constexpr std::size_t kBlockSize = 128;
 inline constexpr std::size_t kPayloadAlign = 64;
 // Upper bounds a creator may ask for. They keep every product below in 64 bits
@@ -41,11 +44,33 @@ inline constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 31;
 inline constexpr std::uint64_t kMaxSlotSize = std::uint64_t{1} << 30;
 inline constexpr std::uint64_t kMaxSegmentSize = std::uint64_t{1} << 44;
 
-enum class RingKind : std::uint32_t { spsc = 1, mpmc = 2 };
+// broadcast: one producer, up to kMaxSubscribers subscribers that each read
+// every message (broadcast_view.hpp).
+enum class RingKind : std::uint32_t { spsc = 1, mpmc = 2, broadcast = 3 };
 
 SHMRING_HD constexpr const char* to_string(RingKind k) noexcept {
-  return k == RingKind::spsc ? "spsc" : k == RingKind::mpmc ? "mpmc" : "unknown";
+  return k == RingKind::spsc        ? "spsc"
+         : k == RingKind::mpmc      ? "mpmc"
+         : k == RingKind::broadcast ? "broadcast"
+                                    : "unknown";
 }
+
+// How a broadcast ring treats a subscriber that falls behind.
+//   reliable  the producer never overwrites a slot a live subscriber has not
+//             released: it waits for the slowest (back-pressure).
+//   lossy     the producer never waits; a subscriber lapped by it learns so
+//             (Status::overrun) and skips to the newest message. Every slot
+//             carries a sequence checked before and after reading, so a
+//             message overwritten while it was read is never taken as whole.
+enum class Delivery : std::uint32_t { reliable = 0, lossy = 1 };
+
+SHMRING_HD constexpr const char* to_string(Delivery d) noexcept {
+  return d == Delivery::reliable ? "reliable" : d == Delivery::lossy ? "lossy" : "unknown";
+}
+
+// A broadcast ring has 1 to 64 subscriber blocks, fixed at create: the
+// producer of a reliable ring scans them all when its cached room runs out.
+inline constexpr std::uint32_t kMaxSubscribers = 64;
 
 // How a slot holds its message.
 //   plain        the payload bytes as they are, published by the trailer's
@@ -86,7 +111,9 @@ struct SegmentHeader {
   std::uint32_t creator_pid;
   std::uint32_t flags;               // kHeaderLowLatencySlots or 0
   std::uint64_t creator_start_time;  // clock ticks since boot, /proc/<pid>/stat field 22
-  std::uint8_t reserved[48];
+  std::uint32_t subscribers;         // broadcast: subscriber blocks, 1..kMaxSubscribers; else 0
+  std::uint32_t delivery;            // broadcast: Delivery; else 0
+  std::uint8_t reserved[40];
 };
 
 // The process that holds a role: the pid (low 32 bits) packed with the low 32
@@ -124,7 +151,13 @@ struct SideBlock {
   // SPSC producer block: bumped by each producer that attaches; its low 8
   // bits go into the flags of low-latency slots (see low_latency.hpp).
   std::uint32_t incarnation;
-  std::uint8_t reserved[68];
+  std::uint32_t reserved0;
+  // Reliable broadcast producer block: no position at or above `floor` will
+  // be overwritten until every subscriber the producer sees has released it.
+  // It only grows; a subscriber that joins reads it to know where it may
+  // start (broadcast_view.hpp, "Joining").
+  std::uint64_t floor;
+  std::uint8_t reserved[56];
 };
 using ProducerBlock = SideBlock;
 using ConsumerBlock = SideBlock;
@@ -184,6 +217,41 @@ struct Metadata {
   std::uint8_t bytes[kMetadataCapacity];
 };
 
+// Broadcast rings: one block per subscriber, right after the control area.
+// A subscriber takes a block by locking its lock byte (lock_byte::subscriber)
+// and writes every word of it but `evicted`, the producer's one word, which
+// sits in the other 64-byte line and is written only when a holder died.
+//
+//   state    kSubscriberFree (never used), kSubscriberActive (it reads and,
+//            in a reliable ring, holds the producer back), kSubscriberRetired
+//            (it left). A holder that dies leaves it active: whether the
+//            block still counts is told by its lock, and the producer of a
+//            reliable ring records the death in `evicted`.
+//   session  bumped by every join, so that `evicted`, which names a session,
+//            never applies to the block's next holder.
+//   cursor   the next position it reads; in a reliable ring every slot from
+//            cursor on is kept until the subscriber releases it.
+inline constexpr std::uint32_t kSubscriberFree = 0;
+inline constexpr std::uint32_t kSubscriberActive = 1;
+inline constexpr std::uint32_t kSubscriberRetired = 2;
+
+struct SubscriberBlock {
+  std::uint64_t cursor;      // subscriber: next position to read
+  std::uint64_t holder;      // subscriber: pid | start time << 32 (OwnerRecord::identity); 0: none
+  std::uint64_t start_time;  // subscriber: its full start time (informational)
+  std::uint32_t state;       // subscriber: kSubscriberFree / Active / Retired
+  std::uint32_t session;     // subscriber: joins of this block so far
+  std::uint64_t lapped;      // subscriber, lossy: times the producer lapped it
+  std::uint64_t lost;        // subscriber, lossy: messages skipped because lapped
+  std::uint64_t joined_at;   // subscriber: the position it joined at (informational)
+  std::uint8_t reserved0[8];
+  // Producer: the session it found dead (its holder's lock gone while the
+  // state said active). A reliable producer no longer waits for the block
+  // while `evicted == session`.
+  std::uint32_t evicted;
+  std::uint8_t reserved1[60];
+};
+
 struct ControlArea {
   SegmentHeader header;
   ProducerBlock producer;
@@ -211,6 +279,8 @@ static_assert(offsetof(SegmentHeader, created_unix_ns) == 56);
 static_assert(offsetof(SegmentHeader, creator_pid) == 64);
 static_assert(offsetof(SegmentHeader, flags) == 68);
 static_assert(offsetof(SegmentHeader, creator_start_time) == 72);
+static_assert(offsetof(SegmentHeader, subscribers) == 80);
+static_assert(offsetof(SegmentHeader, delivery) == 84);
 static_assert(sizeof(OwnerRecord) == 16 && offsetof(OwnerRecord, start_time) == 8);
 static_assert(offsetof(OwnerRecord, identity) == 0);
 static_assert(sizeof(SideBlock) == kBlockSize);
@@ -222,6 +292,7 @@ static_assert(offsetof(SideBlock, gpu_attached) == 32);
 static_assert(offsetof(SideBlock, gpu_flags) == 36);
 static_assert(offsetof(SideBlock, abandoned) == 40 && offsetof(SideBlock, recovering) == 48);
 static_assert(offsetof(SideBlock, incarnation) == 56);
+static_assert(offsetof(SideBlock, floor) == 64);
 static_assert(sizeof(ClaimRecord) == 64 && offsetof(ClaimRecord, low) == 8);
 static_assert(sizeof(ClaimTable) == 16 * kBlockSize);
 static_assert(sizeof(WaitBlock) == kBlockSize && offsetof(WaitBlock, waiters) == 0);
@@ -236,6 +307,16 @@ static_assert(offsetof(ControlArea, metadata) == 4736);
 static_assert(sizeof(Metadata) == 8 * kBlockSize && offsetof(Metadata, bytes) == 8);
 static_assert(sizeof(ControlArea) == 5760);
 static_assert(sizeof(SlotTrailer) == 32);
+static_assert(sizeof(SubscriberBlock) == kBlockSize);
+static_assert(std::is_standard_layout_v<SubscriberBlock> &&
+              std::is_trivially_copyable_v<SubscriberBlock>);
+static_assert(offsetof(SubscriberBlock, cursor) == 0 && offsetof(SubscriberBlock, holder) == 8);
+static_assert(offsetof(SubscriberBlock, start_time) == 16);
+static_assert(offsetof(SubscriberBlock, state) == 24 && offsetof(SubscriberBlock, session) == 28);
+static_assert(offsetof(SubscriberBlock, lapped) == 32 && offsetof(SubscriberBlock, lost) == 40);
+static_assert(offsetof(SubscriberBlock, joined_at) == 48);
+static_assert(offsetof(SubscriberBlock, evicted) == 64,
+              "the producer's word starts the block's second 64-byte line");
 static_assert(offsetof(SlotTrailer, committed) == 0 && offsetof(SlotTrailer, length) == 8);
 static_assert(offsetof(SlotTrailer, flags) == 12 && offsetof(SlotTrailer, released) == 16);
 
@@ -266,12 +347,22 @@ constexpr std::uint64_t claim_record(bool producer, std::size_t i) noexcept {
                    : offsetof(ControlArea, consumer_claims)) +
          i * sizeof(ClaimRecord);
 }
+// Broadcast subscriber block `i`: the first byte of its holder word.
+constexpr std::uint64_t subscriber(std::size_t i) noexcept {
+  return sizeof(ControlArea) + i * sizeof(SubscriberBlock) + offsetof(SubscriberBlock, holder);
+}
 }  // namespace lock_byte
+static_assert(lock_byte::subscriber(0) == 5768 && lock_byte::subscriber(63) == 5768 + 63 * 128);
 static_assert(lock_byte::owner(true) == 144 && lock_byte::owner(false) == 400);
 static_assert(lock_byte::recovering(true) == 176 && lock_byte::claim_record(false, 1) == 2752);
 
+// Where slot 0 begins: right after the control area, and after the
+// subscriber blocks of a broadcast ring (kSlotsOffset + n * 128).
 inline constexpr std::uint64_t kSlotsOffset = sizeof(ControlArea);
 static_assert(kSlotsOffset % kBlockSize == 0, "slot 0 must start a 128-byte block");
+SHMRING_HD constexpr std::uint64_t slots_offset_for(std::uint32_t subscribers) noexcept {
+  return kSlotsOffset + std::uint64_t{subscribers} * sizeof(SubscriberBlock);
+}
 
 // Why a geometry is not acceptable; shared by create's argument checks and
 // open's header validation so both name the same rule.
@@ -286,6 +377,11 @@ enum class GeometryCheck : std::uint8_t {
   format_unknown,
   format_needs_spsc,
   low_latency_slot_too_large,
+  kind_unknown,
+  subscribers_out_of_range,    // broadcast with 0 or more than kMaxSubscribers
+  subscribers_need_broadcast,  // a subscriber count on an spsc or mpmc ring
+  delivery_unknown,
+  delivery_needs_broadcast,  // lossy delivery on an spsc or mpmc ring
 };
 
 struct Geometry {
@@ -296,6 +392,8 @@ struct Geometry {
   std::uint64_t slot_stride = 0;
   std::uint64_t slots_offset = 0;
   std::uint64_t segment_size = 0;
+  std::uint32_t subscribers = 0;  // broadcast: subscriber blocks; else 0
+  Delivery delivery = Delivery::reliable;
 
   SHMRING_HD constexpr std::uint64_t mask() const noexcept { return capacity - 1; }
   // The trailer sits at the end of the slot, slot_stride - 32 bytes in.
@@ -316,10 +414,16 @@ SHMRING_HD constexpr std::uint64_t low_latency_words(std::uint64_t slot_size) no
   return round_up(1 + (slot_size + 3) / 4, 2);
 }
 
-// The one place the layout of the slot area is decided.
+// The one place the layout of the slot area is decided. `subscribers` and
+// `delivery` describe broadcast rings and must be 0 and reliable for the
+// others, so that a header scribbled into looking like one is refused.
 SHMRING_HD constexpr GeometryCheck compute_geometry(
     RingKind kind, std::uint64_t capacity, std::uint64_t slot_size, Geometry& out,
-    SlotFormat format = SlotFormat::plain) noexcept {
+    SlotFormat format = SlotFormat::plain, std::uint32_t subscribers = 0,
+    Delivery delivery = Delivery::reliable) noexcept {
+  if (kind != RingKind::spsc && kind != RingKind::mpmc && kind != RingKind::broadcast) {
+    return GeometryCheck::kind_unknown;
+  }
   if (capacity == 0) return GeometryCheck::capacity_zero;
   if ((capacity & (capacity - 1)) != 0) return GeometryCheck::capacity_not_power_of_two;
   if (capacity > kMaxCapacity) return GeometryCheck::capacity_too_large;
@@ -335,18 +439,30 @@ SHMRING_HD constexpr GeometryCheck compute_geometry(
   if (low_latency && slot_size > kMaxLowLatencySlotSize) {
     return GeometryCheck::low_latency_slot_too_large;
   }
+  const bool broadcast = kind == RingKind::broadcast;
+  if (broadcast && (subscribers == 0 || subscribers > kMaxSubscribers)) {
+    return GeometryCheck::subscribers_out_of_range;
+  }
+  if (!broadcast && subscribers != 0) return GeometryCheck::subscribers_need_broadcast;
+  if (delivery != Delivery::reliable && delivery != Delivery::lossy) {
+    return GeometryCheck::delivery_unknown;
+  }
+  if (!broadcast && delivery != Delivery::reliable) return GeometryCheck::delivery_needs_broadcast;
   const std::uint64_t body = low_latency ? 8 * low_latency_words(slot_size) : slot_size;
   const std::uint64_t stride = round_up(body + sizeof(SlotTrailer), kPayloadAlign);
+  const std::uint64_t slots_offset = slots_offset_for(subscribers);
   // capacity <= 2^31 and stride <= 2^30 + 64: the product fits in 64 bits, but
   // not in the segment limit; check by division so the rule reads plainly.
-  if (capacity > (kMaxSegmentSize - kSlotsOffset) / stride) return GeometryCheck::size_overflow;
+  if (capacity > (kMaxSegmentSize - slots_offset) / stride) return GeometryCheck::size_overflow;
   out.kind = kind;
   out.format = format;
   out.capacity = capacity;
   out.slot_size = slot_size;
   out.slot_stride = stride;
-  out.slots_offset = kSlotsOffset;
-  out.segment_size = kSlotsOffset + capacity * stride;
+  out.slots_offset = slots_offset;
+  out.segment_size = slots_offset + capacity * stride;
+  out.subscribers = subscribers;
+  out.delivery = delivery;
   return GeometryCheck::ok;
 }
 
@@ -372,6 +488,16 @@ SHMRING_HD constexpr const char* to_string(GeometryCheck c) noexcept {
       return "low-latency slots need an spsc ring";
     case GeometryCheck::low_latency_slot_too_large:
       return "low-latency slots hold at most 4096 bytes";
+    case GeometryCheck::kind_unknown:
+      return "ring kind is not spsc (1), mpmc (2) or broadcast (3)";
+    case GeometryCheck::subscribers_out_of_range:
+      return "a broadcast ring has 1 to 64 subscribers";
+    case GeometryCheck::subscribers_need_broadcast:
+      return "only broadcast rings have subscribers";
+    case GeometryCheck::delivery_unknown:
+      return "delivery is neither reliable (0) nor lossy (1)";
+    case GeometryCheck::delivery_needs_broadcast:
+      return "lossy delivery needs a broadcast ring";
   }
   return "unknown";
 }

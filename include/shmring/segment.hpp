@@ -47,6 +47,12 @@ struct CreateOptions {
   mode_t mode = 0600;
   // plain, or low_latency (SPSC, copy calls, slot_size <= 4096): see layout.hpp
   SlotFormat format = SlotFormat::plain;
+  // Broadcast rings only (kind == RingKind::broadcast): how many subscribers
+  // may read at once, 1..kMaxSubscribers (0, the default, is refused for a
+  // broadcast ring and required for the others), and what the producer does
+  // about a subscriber that falls a lap behind (layout.hpp, Delivery).
+  std::uint32_t subscribers = 0;
+  Delivery delivery = Delivery::reliable;
   // What the messages are, for every opener to read (Segment::metadata()):
   // up to kMetadataCapacity bytes, opaque to the library. The Python module
   // keeps a typed ring's dtype and shape here.

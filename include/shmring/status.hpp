@@ -26,6 +26,10 @@ enum class Status : std::uint8_t {
   finished,
   // The handle holds no ring: default-constructed or moved from.
   detached,
+  // Lossy broadcast: the producer lapped this subscriber, so the message at
+  // its cursor is gone (or was overwritten while it was read: discard what
+  // was read). It skips to the newest message and goes on; nothing is torn.
+  overrun,
 };
 
 SHMRING_HD constexpr const char* to_string(Status s) noexcept {
@@ -50,6 +54,8 @@ SHMRING_HD constexpr const char* to_string(Status s) noexcept {
       return "finished";
     case Status::detached:
       return "detached";
+    case Status::overrun:
+      return "overrun";
   }
   return "unknown";
 }
