@@ -9,6 +9,7 @@
 #include "detail/claims.hpp"
 #include "detail/fail.hpp"
 #include "detail/holding.hpp"
+#include "shmring/event.hpp"
 
 namespace shmring {
 namespace {
@@ -81,7 +82,10 @@ bool MpmcProducer::recovery_goes_on() noexcept {
   return step.recovered != 0 || step.more;
 }
 
-void MpmcProducer::wake_consumers() noexcept { futex::notify_all(&view_.producer()->notify); }
+void MpmcProducer::wake_consumers() noexcept {
+  futex::notify_all(&view_.producer()->notify);
+  (void)detail::signal_waiters(view_.base(), WaitFor::data);
+}
 
 Status MpmcProducer::push(std::span<const std::byte> message,
                           std::chrono::nanoseconds timeout) noexcept {
@@ -165,7 +169,10 @@ bool MpmcConsumer::recovery_goes_on() noexcept {
   return step.recovered != 0 || step.more;
 }
 
-void MpmcConsumer::wake_producers() noexcept { futex::notify_all(&view_.consumer()->notify); }
+void MpmcConsumer::wake_producers() noexcept {
+  futex::notify_all(&view_.consumer()->notify);
+  (void)detail::signal_waiters(view_.base(), WaitFor::room);
+}
 
 Status MpmcConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
                          std::chrono::nanoseconds timeout) noexcept {

@@ -5,6 +5,7 @@
 #include "detail/attach.hpp"
 #include "detail/blocking.hpp"
 #include "detail/fail.hpp"
+#include "shmring/event.hpp"
 
 namespace shmring {
 namespace {
@@ -42,7 +43,10 @@ SpscProducer SpscProducer::do_attach(const Segment& segment, const WaitPolicy& p
 // The role goes with the last reference to it (detail::Holding).
 SpscProducer::~SpscProducer() = default;
 
-void SpscProducer::wake_consumer() noexcept { futex::notify_all(&view_.producer()->notify); }
+void SpscProducer::wake_consumer() noexcept {
+  futex::notify_all(&view_.producer()->notify);
+  (void)detail::signal_waiters(view_.base(), WaitFor::data);
+}
 
 Status SpscProducer::push(std::span<const std::byte> message,
                           std::chrono::nanoseconds timeout) noexcept {
@@ -90,7 +94,10 @@ SpscConsumer SpscConsumer::do_attach(const Segment& segment, const WaitPolicy& p
 
 SpscConsumer::~SpscConsumer() = default;
 
-void SpscConsumer::wake_producer() noexcept { futex::notify_all(&view_.consumer()->notify); }
+void SpscConsumer::wake_producer() noexcept {
+  futex::notify_all(&view_.consumer()->notify);
+  (void)detail::signal_waiters(view_.base(), WaitFor::room);
+}
 
 Status SpscConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
                          std::chrono::nanoseconds timeout) noexcept {
