@@ -273,13 +273,14 @@ int EventSignaller::endpoint(std::byte* base, WaitFor what, std::size_t i) noexc
 
 unsigned EventSignaller::signal(std::byte* base, WaitFor what) noexcept {
   EventTable& table = event_table(base, what);
-  // SYNC POINT (seq_cst fence, pairs with arm()'s fetch_or on `armed`): our
-  // position store comes before our look at `armed`. A waiter whose bit we
-  // miss here set it after this point, and its re-check (after its own
-  // fetch_or) sees our position.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  std::uint32_t taken = 0;
-  if (atomic::load_seq_cst(&table.armed) != 0) taken = atomic::exchange(&table.armed, 0u);
+  // SYNC POINT (seq_cst read-modify-write, pairs with arm()'s fetch_or on
+  // `armed`): the exchange reads the latest `armed` and comes after our
+  // position store. If a waiter's fetch_or comes first, we take its bit; if
+  // ours comes first, its fetch_or reads ours and acquires our position
+  // store, so its re-check sees the publication. An RMW, not a fence and a
+  // load: the wake path is already taken (a futex wake is due), one more
+  // RMW costs nothing there, and the argument needs no fence rules.
+  std::uint32_t taken = atomic::exchange(&table.armed, 0u);
   // A forged bit beyond the table names no entry.
   taken &= kEventEntries >= 32 ? ~0u : (std::uint32_t{1} << kEventEntries) - 1;
   unsigned n = 0;
@@ -633,9 +634,10 @@ bool EventWaiter::arm() noexcept {
     s.raised = true;
     fresh = true;
   }
-  // SYNC POINT (seq_cst RMW, pairs with signal()'s fence and exchange): a
-  // publisher that does not take our bit looked at `armed` before this, so
-  // its position store is visible to the re-check below.
+  // SYNC POINT (seq_cst RMW, pairs with signal()'s exchange): if the
+  // publisher's exchange comes first, this reads it and acquires the
+  // publisher's position store, which the re-check below then sees; if this
+  // comes first, the exchange takes our bit and the publisher signals.
   atomic::fetch_or(&s.table().armed, s.bit);
   bool ready_now = true;
   try {
