@@ -62,6 +62,8 @@ class Category final : public std::error_category {
         return "invalid argument";
       case errc::not_sealed:
         return "segment descriptor not sealed";
+      case errc::bad_endpoint:
+        return "event endpoint is not a FIFO of the expected owner";
     }
     return "unknown shmring error";
   }

@@ -9,6 +9,7 @@
 #include "detail/claims.hpp"
 #include "detail/fail.hpp"
 #include "detail/holding.hpp"
+#include "shmring/event.hpp"
 
 namespace shmring {
 namespace {
@@ -63,7 +64,11 @@ detail::MpmcSideCore::~MpmcSideCore() {
   atomic::fetch_sub(&side().attached, std::uint32_t{1});
 }
 
-void detail::MpmcSideCore::wake_peers() noexcept { futex::notify_all(&side().notify); }
+// Sleepers on the futex, and waiters in epoll (event.hpp).
+void detail::MpmcSideCore::wake_peers() noexcept {
+  futex::notify_all(&side().notify);
+  (void)signal_waiters(view.base(), producer ? WaitFor::data : WaitFor::room);
+}
 
 detail::RecoveryStep detail::MpmcSideCore::recover_step() noexcept {
   if (!lifetime || !attached_here()) return {};

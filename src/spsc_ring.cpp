@@ -5,6 +5,7 @@
 #include "detail/attach.hpp"
 #include "detail/blocking.hpp"
 #include "detail/fail.hpp"
+#include "shmring/event.hpp"
 
 namespace shmring {
 namespace {
@@ -28,12 +29,15 @@ std::unique_ptr<Core> make_core(const Segment& segment, const WaitPolicy& policy
 
 }  // namespace
 
+// Sleepers on the futex, and waiters in epoll (event.hpp).
 void detail::SpscProducerCore::wake_consumer() noexcept {
   futex::notify_all(&view.producer()->notify);
+  (void)signal_waiters(view.base(), WaitFor::data);
 }
 
 void detail::SpscConsumerCore::wake_producer() noexcept {
   futex::notify_all(&view.consumer()->notify);
+  (void)signal_waiters(view.base(), WaitFor::room);
 }
 
 // ---- producer --------------------------------------------------------------

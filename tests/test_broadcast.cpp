@@ -532,7 +532,7 @@ TEST(BroadcastReliable, JoinsRacingTheProducerNeverReadARewrittenSlot) {
   constexpr std::uint32_t kSubs = 2;
   Ring r(broadcast(kSubs, Delivery::reliable, 8));
   const BroadcastView v = r.view();
-  const std::uint64_t total = msg::scaled(20'000, 10);
+  const std::uint64_t total = msg::scaled(4'000, 10);
   const auto deadline = Clock::now() + kDeadline;
   std::atomic<bool> done{false}, failed{false};
   std::atomic<std::uint64_t> joins{0};

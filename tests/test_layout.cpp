@@ -177,7 +177,7 @@ TEST(SlotLayout, SmallPayloadSharesTheLineOfItsTrailer) {
 TEST(SlotLayout, ViewAddressesMatchTheGeometry) {
   Geometry g;
   ASSERT_EQ(compute_geometry(RingKind::spsc, 8, 100, g), GeometryCheck::ok);
-  alignas(128) static std::byte buffer[8192];
+  alignas(128) static std::byte buffer[16384];
   ASSERT_LE(g.segment_size, sizeof buffer);
   RingView view(buffer, g);
   for (std::uint64_t pos = 0; pos < 3 * g.capacity; ++pos) {
@@ -196,7 +196,7 @@ TEST(SlotLayout, ViewAddressesMatchTheGeometry) {
   EXPECT_EQ(reinterpret_cast<std::byte*>(view.consumer_wait()), buffer + 512);
   EXPECT_EQ(reinterpret_cast<std::byte*>(view.producer_claims()), buffer + 640);
   EXPECT_EQ(reinterpret_cast<std::byte*>(view.consumer_claims()), buffer + 2688);
-  EXPECT_EQ(g.slots_offset, 5760u);
+  EXPECT_EQ(g.slots_offset, 8064u);
 }
 
 // ---- ABI constants -----------------------------------------------------------
@@ -215,8 +215,8 @@ TEST(Abi, Constants) {
   EXPECT_EQ(sizeof(ProducerBlock), kBlockSize);
   EXPECT_EQ(sizeof(ConsumerBlock), kBlockSize);
   EXPECT_EQ(sizeof(WaitBlock), kBlockSize);
-  EXPECT_EQ(sizeof(ControlArea), 45 * kBlockSize)
-      << "5 blocks, then two claim tables of 16, then 8 of metadata";
+  EXPECT_EQ(sizeof(ControlArea), 63 * kBlockSize)
+      << "5 blocks, then two claim tables of 16, then 8 of metadata, then two event tables of 9";
   EXPECT_EQ(kSlotsOffset, sizeof(ControlArea));
   EXPECT_EQ(sizeof(SlotTrailer), 32u);
   EXPECT_EQ(static_cast<std::uint32_t>(RingKind::spsc), 1u);

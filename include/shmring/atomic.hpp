@@ -72,6 +72,21 @@ template <class T>
 SHMRING_HD inline T fetch_sub(T* p, T v) noexcept {
   return ref<T>(*p).fetch_sub(v, mo::memory_order_seq_cst);
 }
+// Bit sets (EventTable::armed), which CPU agents of both sides share; no GPU
+// agent ever touches them (a kernel can neither sleep in epoll nor write to
+// a FIFO).
+template <class T>
+SHMRING_HD inline T fetch_or(T* p, T v) noexcept {
+  return ref<T>(*p).fetch_or(v, mo::memory_order_seq_cst);
+}
+template <class T>
+SHMRING_HD inline T fetch_and(T* p, T v) noexcept {
+  return ref<T>(*p).fetch_and(v, mo::memory_order_seq_cst);
+}
+template <class T>
+SHMRING_HD inline T exchange(T* p, T v) noexcept {
+  return ref<T>(*p).exchange(v, mo::memory_order_seq_cst);
+}
 
 // Standalone fences, for the seqlock of lossy broadcast slots
 // (broadcast_view.hpp): the payload words between them are relaxed atomics.

@@ -44,6 +44,8 @@ enum class errc {
   invalid_slot_format,  // unknown slot format, or low-latency slots on an MPMC ring
   invalid_argument,     // any other bad argument: a mode beyond 0666, an unknown ring kind
   not_sealed,           // open_fd with require_sealed: the descriptor's size is not sealed
+  // events (event.hpp)
+  bad_endpoint,  // an event FIFO in /dev/shm is not a FIFO, or not its waiter's
 };
 
 const std::error_category& error_category() noexcept;

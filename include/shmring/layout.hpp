@@ -8,7 +8,9 @@
 //   offset 640  ProducerClaims     MPMC: which processes may hold claimed positions
 //   offset 2688 ConsumerClaims     MPMC: the same for the consumer side
 //   offset 4736 Metadata           the creator's description of the messages
-//   offset 5760 SubscriberBlock[n] broadcast rings only: one per subscriber (n = 0 otherwise)
+//   offset 5760 DataEvents         descriptors to signal when data comes (event.hpp)
+//   offset 6912 RoomEvents         descriptors to signal when room comes
+//   offset 8064 SubscriberBlock[n] broadcast rings only: one per subscriber (n = 0 otherwise)
 //   slots_offset slots[capacity]   each slot_stride bytes: payload, then trailer
 //
 // Every field is fixed-width; offsets are stored, never pointers; each hot
@@ -34,7 +36,9 @@ inline constexpr std::uint64_t kMagic = 0x31474E49524D4853ull;  // "SHMRING1", l
 // 4: holders prove they live by locks on bytes of the file (see lock_byte);
 //    the metadata block.
 // 5: broadcast rings (header subscribers and delivery, subscriber blocks
-//    between the control area and the slots, the producer block's floor).
+//    between the control area and the slots, the producer block's floor);
+//    event tables (waiters that sleep in epoll, not on the futex), after
+//    the metadata block.
 inline constexpr std::uint32_t kAbiVersion = 5;
 inline constexpr std::size_t kBlockSize = 128;
 inline constexpr std::size_t kPayloadAlign = 64;
@@ -217,6 +221,38 @@ struct Metadata {
   std::uint8_t bytes[kMetadataCapacity];
 };
 
+// Waiters that sleep in epoll/poll/select (shmring/event.hpp), one table per
+// kind of progress: DataEvents for consumers waiting for data (signalled by
+// producers), RoomEvents for producers waiting for room (signalled by
+// consumers). Each waiter holds an entry (taken like a claim record: a lock
+// on its first byte, lock_byte::event_entry) and has a FIFO in /dev/shm named
+// kEventFifoPrefix (event.hpp) + the entry's endpoint id in hex. To wait it sets its bit
+// in `armed` and raises the side's sleeper count (WaitBlock::waiters), so a
+// publisher's one existing check of that count is the only hook on the hot
+// path; a publisher that sees the count takes `armed` with one exchange and
+// writes a byte to each FIFO whose bit it took. `armed` is the one word both
+// sides read-modify-write: only CPU agents arm or signal (a kernel cannot
+// write to a FIFO), so principle 2 holds.
+inline constexpr std::size_t kEventEntries = 16;
+inline constexpr std::size_t kEventIdBytes = 16;
+
+struct EventEntry {
+  std::uint64_t holder;  // pid | start time << 32, as OwnerRecord::identity; 0: free
+  // 1 while this waiter's raise of the side's sleeper count is outstanding:
+  // set after the raise, cleared before the matching drop, so whoever
+  // collects a dead waiter's entry knows whether to drop the count for it.
+  std::uint32_t raised;
+  std::uint32_t uid;                     // owner the FIFO must have
+  std::uint8_t endpoint[kEventIdBytes];  // random; names the FIFO; all 0: none yet
+  std::uint8_t reserved[32];
+};
+
+struct EventTable {
+  std::uint32_t armed;  // bit i: entry i waits and has not been signalled
+  std::uint8_t reserved[124];
+  EventEntry entries[kEventEntries];
+};
+
 // Broadcast rings: one block per subscriber, right after the control area.
 // A subscriber takes a block by locking its lock byte (lock_byte::subscriber)
 // and writes every word of it but `evicted`, the producer's one word, which
@@ -261,6 +297,8 @@ struct ControlArea {
   ClaimTable producer_claims;
   ClaimTable consumer_claims;
   Metadata metadata;
+  EventTable data_events;  // consumers waiting for data
+  EventTable room_events;  // producers waiting for room
 };
 
 static_assert(std::endian::native == std::endian::little, "the segment ABI is little-endian");
@@ -305,7 +343,13 @@ static_assert(offsetof(ControlArea, producer_claims) == 640);
 static_assert(offsetof(ControlArea, consumer_claims) == 2688);
 static_assert(offsetof(ControlArea, metadata) == 4736);
 static_assert(sizeof(Metadata) == 8 * kBlockSize && offsetof(Metadata, bytes) == 8);
-static_assert(sizeof(ControlArea) == 5760);
+static_assert(sizeof(EventEntry) == 64 && offsetof(EventEntry, raised) == 8);
+static_assert(offsetof(EventEntry, uid) == 12 && offsetof(EventEntry, endpoint) == 16);
+static_assert(sizeof(EventTable) == 9 * kBlockSize && offsetof(EventTable, entries) == kBlockSize);
+static_assert(kEventEntries <= 32, "one bit of EventTable::armed per entry");
+static_assert(offsetof(ControlArea, data_events) == 5760);
+static_assert(offsetof(ControlArea, room_events) == 6912);
+static_assert(sizeof(ControlArea) == 8064);
 static_assert(sizeof(SlotTrailer) == 32);
 static_assert(sizeof(SubscriberBlock) == kBlockSize);
 static_assert(std::is_standard_layout_v<SubscriberBlock> &&
@@ -347,12 +391,18 @@ constexpr std::uint64_t claim_record(bool producer, std::size_t i) noexcept {
                    : offsetof(ControlArea, consumer_claims)) +
          i * sizeof(ClaimRecord);
 }
+// Event entry `i` of the table of waiters for data (or for room).
+constexpr std::uint64_t event_entry(bool data, std::size_t i) noexcept {
+  return (data ? offsetof(ControlArea, data_events) : offsetof(ControlArea, room_events)) +
+         offsetof(EventTable, entries) + i * sizeof(EventEntry);
+}
+static_assert(lock_byte::event_entry(true, 0) == 5888 && lock_byte::event_entry(false, 1) == 7104);
 // Broadcast subscriber block `i`: the first byte of its holder word.
 constexpr std::uint64_t subscriber(std::size_t i) noexcept {
   return sizeof(ControlArea) + i * sizeof(SubscriberBlock) + offsetof(SubscriberBlock, holder);
 }
 }  // namespace lock_byte
-static_assert(lock_byte::subscriber(0) == 5768 && lock_byte::subscriber(63) == 5768 + 63 * 128);
+static_assert(lock_byte::subscriber(0) == 8072 && lock_byte::subscriber(63) == 8072 + 63 * 128);
 static_assert(lock_byte::owner(true) == 144 && lock_byte::owner(false) == 400);
 static_assert(lock_byte::recovering(true) == 176 && lock_byte::claim_record(false, 1) == 2752);
 

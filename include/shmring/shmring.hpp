@@ -2,6 +2,7 @@
 #pragma once
 
 #include "shmring/error.hpp"
+#include "shmring/event.hpp"
 #include "shmring/layout.hpp"
 #include "shmring/mpmc_ring.hpp"
 #include "shmring/process.hpp"
