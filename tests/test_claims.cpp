@@ -187,9 +187,8 @@ TYPED_TEST(Claims, DrainHandsEveryMessageInOrder) {
   TypeParam r(8);
   for (std::uint64_t v = 0; v < 6; ++v) ASSERT_EQ(r.push(v), Status::ok);
   std::vector<std::uint64_t> seen;
-  const std::size_t n = r.rx.drain([&](std::span<const std::byte> m) {
-    seen.push_back(TypeParam::word(m));
-  }, 4);
+  const std::size_t n =
+      r.rx.drain([&](std::span<const std::byte> m) { seen.push_back(TypeParam::word(m)); }, 4);
   EXPECT_EQ(n, 4u);
   EXPECT_EQ(seen, (std::vector<std::uint64_t>{0, 1, 2, 3}));
   EXPECT_EQ(r.rx.drain([&](std::span<const std::byte> m) { seen.push_back(TypeParam::word(m)); }),
@@ -239,10 +238,9 @@ TYPED_TEST(Claims, PushManyAndPosition) {
   TypeParam r(4);
   const std::uint64_t a = 10, b = 11, c = 12;
   std::string big(100, 'x');
-  const std::span<const std::byte> msgs[] = {std::as_bytes(std::span(&a, 1)),
-                                             std::as_bytes(std::span(&b, 1)),
-                                             std::as_bytes(std::span(big)),
-                                             std::as_bytes(std::span(&c, 1))};
+  const std::span<const std::byte> msgs[] = {
+      std::as_bytes(std::span(&a, 1)), std::as_bytes(std::span(&b, 1)),
+      std::as_bytes(std::span(big)), std::as_bytes(std::span(&c, 1))};
   EXPECT_EQ(r.tx.try_push_many(msgs), 2u) << "stops at the message that does not fit";
   EXPECT_EQ(r.tx.position(), 2u);
   EXPECT_EQ(r.pop(), 10u);

@@ -51,10 +51,10 @@ struct HandleCore {
   virtual void claims_done() noexcept {}
 
   WaitPolicy policy;
-  WaitState wait_state;            // what the wait loop learnt about spinning here
-  std::uint32_t generation = 0;    // process::generation() at attach
-  std::uint32_t live_claims = 0;   // claims lent and not yet finished
-  bool handle_gone = false;        // the handle went first: the last claim frees the core
+  WaitState wait_state;                  // what the wait loop learnt about spinning here
+  std::uint32_t generation = 0;          // process::generation() at attach
+  std::uint32_t live_claims = 0;         // claims lent and not yet finished
+  bool handle_gone = false;              // the handle went first: the last claim frees the core
   std::shared_ptr<const void> lifetime;  // the role held, and through it the mapping
 };
 
