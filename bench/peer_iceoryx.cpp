@@ -180,7 +180,7 @@ class IceoryxTransport {
           const std::uint32_t got =
               iox::mepoo::ChunkHeader::fromUserPayload(payload)->userPayloadSize();
           const bool intact = m.check_in_place(static_cast<const std::byte*>(payload), got, tag);
-          payload.release();
+          subscriber_.release(payload);
           return intact ? nullptr : "message damaged";
         }
         if (taken.get_error() != iox::popo::ChunkReceiveResult::NO_CHUNK_AVAILABLE) {
