@@ -97,9 +97,14 @@ class AgentSegment {
 
 // ---- the copy API and the zero-copy batch API ----------------------------------
 
-enum class Api { copy, batch };
+// copy: try_push / try_pop, one message a call. zerocopy: one claim and
+// commit (one peek and release) a message. batch: claims and peeks of up to
+// 32 slots, one publication each.
+enum class Api { copy, zerocopy, batch };
 
-const char* api_name(Api api) { return api == Api::copy ? "copy" : "batch"; }
+const char* api_name(Api api) {
+  return api == Api::copy ? "copy" : api == Api::zerocopy ? "zerocopy" : "batch";
+}
 
 // Sends a producer's messages, one try_push each (copy) or through claims of
 // up to `batch` slots published with one commit_batch (batch).
@@ -900,8 +905,12 @@ void register_all() {
   const std::size_t spsc_sizes[] = {8, 64, 4096, 64 << 10, 1 << 20};
   for (const std::size_t size : spsc_sizes) {
     for (const bool processes : {false, true}) {
-      for (const Api api : {Api::copy, Api::batch})
-        register_throughput(RingKind::spsc, processes, api, size, 1, 1);
+      for (const Api api : {Api::copy, Api::zerocopy, Api::batch}) {
+        // One message a claim: for small messages, where the call is the cost.
+        if (api != Api::zerocopy || size <= 64) {
+          register_throughput(RingKind::spsc, processes, api, size, 1, 1);
+        }
+      }
     }
   }
   std::vector<unsigned> pair_counts = {1, 2};

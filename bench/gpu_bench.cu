@@ -23,6 +23,7 @@
 // Prints a markdown report on stdout (progress on stderr). Exit status: 0 all
 // messages verified, 1 a verification or a run failed, 2 bad usage, 77 no
 // CUDA device.
+#include <cuda/atomic>
 #include <cuda_runtime_api.h>
 #include <sched.h>
 #include <signal.h>

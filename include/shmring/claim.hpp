@@ -104,6 +104,7 @@ class WriteClaim : public detail::Claim {
   WriteClaim& operator=(WriteClaim&& other) noexcept {
     if (this != &other) {
       abort();
+      sized_ = other.sized_;
       take(std::move(other));
     }
     return *this;
@@ -117,10 +118,11 @@ class WriteClaim : public detail::Claim {
 
   // How many bytes of slot i a commit_batch() publishes (the full slot until
   // set). too_large, and nothing recorded, if `bytes` exceeds the slot.
-  [[nodiscard]] Status set_size(std::size_t i, std::size_t bytes) const noexcept {
+  [[nodiscard]] Status set_size(std::size_t i, std::size_t bytes) noexcept {
     if (i >= count_) return count_ == 0 ? Status::finished : Status::too_large;
     if (bytes > view_.slot_size()) return Status::too_large;
     view_.set_length(first_ + i, static_cast<std::uint32_t>(bytes));
+    if (i < kTracked) sized_ |= std::uint64_t{1} << i;
     return Status::ok;
   }
 
@@ -135,7 +137,14 @@ class WriteClaim : public detail::Claim {
   // as set with set_size, with one publication; gives up the rest.
   Status commit_batch(std::size_t count) noexcept {
     if (const Status s = refusal(); s != Status::ok) return s;
-    core_->finish_write(first_, count_, count < count_ ? count : count_);
+    if (count > count_) count = static_cast<std::size_t>(count_);
+    // Slots whose size was never set publish the whole slot.
+    for (std::size_t i = 0; i < count && i < kTracked; ++i) {
+      if ((sized_ >> i & 1) == 0) {
+        view_.set_length(first_ + i, static_cast<std::uint32_t>(view_.slot_size()));
+      }
+    }
+    core_->finish_write(first_, count_, count);
     done();
     return Status::ok;
   }
@@ -150,14 +159,20 @@ class WriteClaim : public detail::Claim {
   friend class SpscProducer;
   friend class MpmcProducer;
   explicit WriteClaim(Status status) noexcept : Claim(status) {}
-  // A fresh claim: every slot's size is the whole slot until set.
+  // A fresh claim: every slot's size is the whole slot until set. The first
+  // kTracked slots record that in `sized_` and get their length at commit:
+  // the length shares the trailer line that consumers poll, and writing it
+  // before the payload would pull that line over from them one extra time.
+  // Slots beyond (large batches only) get it now.
   WriteClaim(detail::HandleCore& core, const RingView& view, std::uint64_t first,
              std::uint64_t count) noexcept
       : Claim(core, view, first, count) {
-    for (std::uint64_t i = 0; i < count; ++i) {
+    for (std::uint64_t i = kTracked; i < count; ++i) {
       view.set_length(first + i, static_cast<std::uint32_t>(view.slot_size()));
     }
   }
+  static constexpr std::size_t kTracked = 64;
+  std::uint64_t sized_ = 0;  // bit i: slot i's size was set
 };
 
 class ReadClaim : public detail::Claim {
