@@ -7,6 +7,9 @@
 // decodes their words) and averages lengths, and everything it hands out
 // must stay within the slot size. The slot format, like
 // the rest of the geometry, comes from the input's header (its flags word).
+// Broadcast rings: every subscriber block the snapshot holds (as many as the
+// validated header says), its state's name and lag, and the trailers of
+// slots from its cursor.
 // The first bytes of the input, as a name, also go through the parser of
 // creators' private names.
 #include <algorithm>
@@ -54,6 +57,36 @@ void read_low_latency(const ring_inspect::SegmentFile& file, std::uint64_t posit
   }
 }
 
+// What `show` prints for a broadcast ring's subscriber blocks, and slots
+// read from each cursor as `dump` would read them.
+void read_subscribers(const ring_inspect::SegmentFile& file, const ring_inspect::Snapshot& s) {
+  const Geometry& g = file.geometry();
+  if (!s.broadcast()) {
+    check(s.subscribers.empty());
+    return;
+  }
+  check(g.subscribers >= 1 && g.subscribers <= kMaxSubscribers);
+  check(s.subscribers.size() == g.subscribers);
+  check(s.lag() >= 0);  // the slowest live active subscriber's, 0 with none
+  // Fewer slots per block than a lap: up to 64 blocks of them.
+  const std::uint64_t walk = std::min<std::uint64_t>(g.capacity, 8);
+  for (std::uint32_t i = 0; i < s.subscribers.size(); ++i) {
+    const ring_inspect::Subscriber& sub = s.subscribers[i];
+    check(sub.index == i);
+    const std::string_view state = sub.state_name();
+    check(!state.empty());
+    check(!sub.evicted || sub.session != 0);
+    (void)s.lag(sub);
+    (void)sub.pid();
+    for (std::uint64_t k = 0; k < walk; ++k) {
+      const ring_inspect::SlotView v = ring_inspect::slot_at(file, sub.cursor + k, g.slot_size);
+      check(v.index < g.capacity && v.length <= g.slot_size && v.data.size() == v.length);
+    }
+    const double mean = ring_inspect::mean_length(file, sub.cursor);
+    check(mean >= 0.0 && mean <= static_cast<double>(g.slot_size));
+  }
+}
+
 void read_segment(const ring_inspect::SegmentFile& file) {
   const Geometry& g = file.geometry();
   const ring_inspect::Snapshot s = ring_inspect::snapshot(file);
@@ -66,6 +99,7 @@ void read_segment(const ring_inspect::SegmentFile& file) {
   (void)s.creator_alive();
   (void)s.producer.owner_state();
   (void)s.consumer.owner_state();
+  read_subscribers(file, s);
 
   const std::uint64_t walk = std::min(g.capacity, kMaxWalk);
   for (const std::uint64_t from : {s.consumer.position, s.producer.position - walk}) {

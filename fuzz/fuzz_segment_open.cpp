@@ -7,21 +7,31 @@
 // complete() and return at most the slot size) and written with
 // low_latency::write on read-write opens.
 //
+// Broadcast rings are walked through the view from every subscriber block's
+// cursor; on read-write opens blocks are joined, released and left, the
+// producer evicts the blocks whose holders died (nobody holds a lock here),
+// a subscriber block is taken as a subscribing process takes one, and the
+// producer writes and publishes what its room allows.
+//
 // The last input byte chooses how it is opened (it is also part of the file):
 //   bit 0: read-only (only reading calls), else read-write (claims too)
-//   bits 1-2: kind asked for: 0 any, 1 spsc, 2 mpmc, 3 any
-//   bit 3: on a read-write open, attach the role handles (which read the
-//          owner records, MPMC claim records, sleeper counts and positions,
-//          and recover dead claimants) instead of walking
-//          the views, and push, pop and peek through them
+//   bits 1-2: kind asked for: 0 any, 1 spsc, 2 mpmc, 3 broadcast
+//   bit 3: on a read-write open of an SPSC or MPMC ring, attach the role
+//          handles (which read the owner records, MPMC claim records, sleeper
+//          counts and positions, and recover dead claimants) instead of
+//          walking the views, and push, pop and peek through them
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
 
+#include "detail/holding.hpp"
+#include "detail/subscribers.hpp"
 #include "fuzz_check.hpp"
 #include "shmring/atomic.hpp"
 #include "shmring/broadcast_view.hpp"
@@ -78,10 +88,32 @@ struct Bounds {
   }
 };
 
+// Reads from a subscriber's cursor: everything readable() grants lies in the
+// slot area and fits the slot size, and so does a copy of the first message.
+void read_broadcast(const BroadcastView& v, const BroadcastSubscriberCursor& c, const Bounds& b,
+                    std::uint64_t walk, std::vector<std::byte>& out, Status& st, std::uint64_t& n) {
+  st = Status::ok;
+  n = v.readable(c, walk, st);
+  check(n <= walk);
+  check(n == 0 || st == Status::ok);
+  for (std::uint64_t k = 0; k < walk; ++k) {
+    b.trailer(v, c.next + k);
+    b.slot(v.read_slot(c.next + k), c.next + k);
+    (void)v.still_valid(c.next + k);
+  }
+  if (n != 0) {
+    std::uint32_t size = 0;
+    const Status copied = v.copy_out(c.next, out.data(), out.size(), size);
+    if (copied == Status::ok) check(size <= b.slot_size);
+  }
+  (void)v.data_ready(c);
+}
+
 // A broadcast ring: the producer's scan and every subscriber block's reads,
-// from whatever cursors and floor the bytes hold. Joining, writing and
-// publishing only into a writable mapping.
-void walk_broadcast(std::byte* base, const Geometry& g, const Bounds& b, bool writable_map) {
+// from whatever cursors and floor the bytes hold. Joining, evicting, taking
+// a block, writing and publishing only into a writable mapping.
+void walk_broadcast(const Segment& seg, const Geometry& g, const Bounds& b, bool writable_map) {
+  std::byte* base = seg.base();
   const BroadcastView v(base, g);
   check(v.subscribers() == g.subscribers && g.subscribers >= 1 && g.subscribers <= 64);
   const std::uint64_t walk = std::min(g.capacity, kMaxWalk);
@@ -89,24 +121,17 @@ void walk_broadcast(std::byte* base, const Geometry& g, const Bounds& b, bool wr
   for (std::uint32_t i = 0; i < v.subscribers(); ++i) {
     check_inside(reinterpret_cast<std::byte*>(v.subscriber(i)), sizeof(SubscriberBlock), base,
                  b.lo);
+    (void)v.counts(i);
     BroadcastSubscriberCursor c;
     c.index = i;
     c.next = atomic::load_relaxed(&v.subscriber(i)->cursor);
-    if (writable_map && (i & 1) != 0) c = v.join(i, JoinAt::oldest);
+    if (writable_map && (i & 1) != 0) {
+      c = v.join(i, static_cast<JoinAt>(i % 3));
+      check(v.counts(i) || v.subscriber(i)->evicted == v.subscriber(i)->session);
+    }
     Status st = Status::ok;
-    const std::uint64_t n = v.readable(c, walk, st);
-    check(n <= walk);
-    for (std::uint64_t k = 0; k < walk; ++k) {
-      b.trailer(v, c.next + k);
-      b.slot(v.read_slot(c.next + k), c.next + k);
-      (void)v.still_valid(c.next + k);
-    }
-    if (n != 0) {
-      std::uint32_t size = 0;
-      const Status copied = v.copy_out(c.next, out.data(), out.size(), size);
-      if (copied == Status::ok) check(size <= g.slot_size);
-    }
-    (void)v.data_ready(c);
+    std::uint64_t n = 0;
+    read_broadcast(v, c, b, walk, out, st, n);
     if (writable_map) {
       if (n != 0) (void)v.release(c, n);
       if (st == Status::overrun) (void)v.recover_overrun(c);
@@ -115,6 +140,27 @@ void walk_broadcast(std::byte* base, const Geometry& g, const Bounds& b, bool wr
     }
   }
   if (!writable_map) return;
+  // Nobody holds a block's lock here: every active block's holder is dead,
+  // and once the producer of a reliable ring has evicted them none counts.
+  const std::uint32_t evicted = detail::evict_dead_subscribers(v, seg.fd());
+  check(evicted <= v.subscribers() && (evicted == 0 || !v.lossy()));
+  for (std::uint32_t i = 0; i < v.subscribers(); ++i) check(v.lossy() || !v.counts(i));
+  // A subscriber as a process becomes one: take a free block, join, read, leave.
+  {
+    std::shared_ptr<detail::Holding> holding;
+    detail::Failure f;
+    const std::optional<std::uint32_t> index = detail::take_subscriber(seg, holding, f);
+    if (index) {
+      check(*index < v.subscribers());
+      BroadcastSubscriberCursor c = v.join(*index, JoinAt::newest);
+      Status st = Status::ok;
+      std::uint64_t n = 0;
+      read_broadcast(v, c, b, walk, out, st, n);
+      if (n != 0) (void)v.release(c, n);
+      (void)detail::retire_subscriber(v, c, holding);
+      check(v.subscriber(*index)->state == kSubscriberRetired);
+    }
+  }
   BroadcastProducerCursor p = v.resume();
   Status st = Status::ok;
   const std::uint64_t room = v.writable(p, walk, st);
@@ -291,6 +337,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 2:
       o.kind = RingKind::mpmc;
       break;
+    case 3:
+      o.kind = RingKind::broadcast;
+      break;
     default:
       break;
   }
@@ -311,7 +360,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::byte* base = seg.base();
     const Bounds b{base + g.slots_offset, base + seg.size(), g.slot_size, g.capacity};
     if (g.kind == RingKind::broadcast) {
-      walk_broadcast(base, g, b, !o.read_only);  // no handles yet
+      walk_broadcast(seg, g, b, !o.read_only);  // no role handles yet
     } else if (!o.read_only && (mode & 8) != 0) {
       if (g.kind == RingKind::spsc) {
         use_handles<SpscProducer, SpscConsumer>(seg, b);

@@ -1,6 +1,7 @@
 // Writes seed inputs for the fuzz targets: real segment files made by the
 // library (fresh, part-filled, wrapped, with skipped MPMC slots, SPSC rings of
-// low-latency slots), and view
+// low-latency slots, reliable and lossy broadcast rings with subscribers
+// joined at different positions, lapped, retired or evicted), and view
 // programs over small geometries. Usage: fuzz_make_seeds OUT_DIR
 // (writes OUT_DIR/fuzz_segment_open/ and OUT_DIR/fuzz_views/).
 #include <unistd.h>
@@ -11,9 +12,12 @@
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "shmring/broadcast_view.hpp"
 #include "shmring/low_latency.hpp"
 #include "shmring/mpmc_view.hpp"
 #include "shmring/segment.hpp"
@@ -98,6 +102,103 @@ void segment_seed(const fs::path& dir, RingKind kind, std::uint64_t capacity,
   Segment::unlink(name);
 }
 
+// A broadcast subscriber in a seed: block `index` joins at `where` once
+// `after` messages are published, then reads (and releases) up to `reads`
+// of them, one per message the producer publishes; lapped in a lossy ring,
+// it skips ahead. At the end it stays active, leaves (retired) or, reliable
+// rings only, is evicted as a subscriber whose process died.
+enum class End : std::uint8_t { stay, leave, evict };
+struct Sub {
+  std::uint32_t index;
+  JoinAt where;
+  std::uint64_t after;
+  std::uint64_t reads;
+  End end = End::stay;
+};
+
+// A broadcast segment file after `produce` messages (as many as the reliable
+// ring's room lets the producer publish) and the subscribers' reads; the
+// last byte of the copy is set to `mode`.
+void broadcast_seed(const fs::path& dir, const std::string& tag, Delivery delivery,
+                    std::uint32_t subscribers, std::uint64_t capacity, std::uint64_t slot_size,
+                    std::uint64_t produce, const std::vector<Sub>& subs,
+                    std::initializer_list<std::uint8_t> modes) {
+  const std::string name = "shmring_seed_" + std::to_string(::getpid());
+  CreateOptions o;
+  o.kind = RingKind::broadcast;
+  o.capacity = capacity;
+  o.slot_size = slot_size;
+  o.subscribers = subscribers;
+  o.delivery = delivery;
+  std::error_code ignored;
+  Segment::unlink(name, ignored);
+  Segment seg = Segment::create(name, o);
+  const BroadcastView v(seg.base(), seg.geometry());
+  BroadcastProducerCursor p = v.resume();
+  std::vector<std::optional<BroadcastSubscriberCursor>> cursor(subs.size());
+  std::vector<std::uint64_t> read(subs.size(), 0);
+  std::vector<std::byte> message(slot_size), out(slot_size);
+  for (;;) {
+    bool progress = false;
+    for (std::size_t i = 0; i < subs.size(); ++i) {
+      if (!cursor[i] && p.head >= subs[i].after) {
+        cursor[i] = v.join(subs[i].index, subs[i].where);
+        // As take_subscriber() would record it: an identity (pid 4242), the
+        // start time; nobody holds the lock, so the holder reads as dead.
+        v.subscriber(subs[i].index)->holder = (std::uint64_t{977} << 32) | 4242u;
+        v.subscriber(subs[i].index)->start_time = 977;
+        progress = true;
+      }
+    }
+    Status st = Status::ok;
+    if (p.head < produce && v.writable(p, 1, st) == 1) {
+      const auto length = static_cast<std::uint32_t>(p.head % (slot_size + 1));
+      std::memset(message.data(), static_cast<int>(p.head & 0xff), length);
+      v.write(p.head, message.data(), length);
+      v.publish(p, 1);
+      progress = true;
+    }
+    for (std::size_t i = 0; i < subs.size(); ++i) {
+      if (!cursor[i] || read[i] >= subs[i].reads) continue;
+      BroadcastSubscriberCursor& c = *cursor[i];
+      st = Status::ok;
+      if (v.readable(c, 1, st) == 1) {
+        std::uint32_t size = 0;
+        if (v.copy_out(c.next, out.data(), out.size(), size) == Status::ok) {
+          v.release(c, 1);
+          ++read[i];
+          progress = true;
+        }
+      } else if (st == Status::overrun && v.recover_overrun(c) != 0) {
+        progress = true;
+      }
+    }
+    if (!progress) break;
+  }
+  if (delivery == Delivery::reliable) {
+    Status st = Status::ok;
+    v.refresh(p, st);  // the floor, as the producer's last scan left it
+  }
+  for (std::size_t i = 0; i < subs.size(); ++i) {
+    if (!cursor[i]) continue;
+    if (subs[i].end == End::leave) v.leave(*cursor[i]);
+    if (subs[i].end == End::evict) v.evict(subs[i].index, v.subscriber(subs[i].index)->session);
+  }
+  std::vector<unsigned char> bytes(seg.size());
+  std::memcpy(bytes.data(), seg.base(), seg.size());
+  Segment::unlink(name);
+  for (const std::uint8_t mode : modes) {
+    bytes.back() = mode;
+    char file[160];
+    std::snprintf(file, sizeof file, "broadcast_%s_n%u_c%llu_s%llu_p%llu_%s_m%u",
+                  delivery == Delivery::lossy ? "lossy" : "reliable", unsigned{subscribers},
+                  static_cast<unsigned long long>(capacity),
+                  static_cast<unsigned long long>(slot_size),
+                  static_cast<unsigned long long>(p.head), tag.c_str(), unsigned{mode});
+    save(dir / file, bytes.data(), bytes.size());
+  }
+}
+
 void views_seed(const fs::path& dir, const std::string& file, std::vector<std::uint8_t> bytes) {
   save(dir / file, bytes.data(), bytes.size());
 }
@@ -130,6 +231,49 @@ int main(int argc, char** argv) {
     segment_seed(seg_dir, RingKind::spsc, 8, 20, 5, 2, mode, SlotFormat::low_latency);
     segment_seed(seg_dir, RingKind::spsc, 4, 56, 11, 9, mode, SlotFormat::low_latency);
     segment_seed(seg_dir, RingKind::spsc, 2, 100, 7, 6, mode, SlotFormat::low_latency);
+  }
+
+  // Broadcast rings, opened read-write (0), read-only (1), as broadcast (6,
+  // 7) and as the wrong kind (2). The subscriber blocks come after the
+  // control area, so a ring of many subscribers is a larger file.
+  const auto all = {std::uint8_t{0}, std::uint8_t{1}, std::uint8_t{2}, std::uint8_t{6},
+                    std::uint8_t{7}};
+  const auto some = {std::uint8_t{0}, std::uint8_t{7}};
+  for (const Delivery d : {Delivery::reliable, Delivery::lossy}) {
+    // Fresh: every block free.
+    broadcast_seed(seg_dir, "fresh", d, 1, 4, 8, 0, {}, all);
+    broadcast_seed(seg_dir, "fresh", d, 3, 8, 32, 0, {}, some);
+    // Published with nobody subscribed (a reliable producer is not held
+    // back), then joined from the oldest, the newest and the next message.
+    broadcast_seed(
+        seg_dir, "late", d, 3, 8, 32, 13,
+        {{0, JoinAt::oldest, 13, 0}, {1, JoinAt::newest, 13, 0}, {2, JoinAt::next, 13, 0}}, all);
+    // Subscribers joined at different positions, reading at different
+    // speeds: a reliable ring is held back by the slowest (full), a lossy
+    // one laps it.
+    broadcast_seed(seg_dir, "spread", d, 4, 8, 24, 30,
+                   {{0, JoinAt::oldest, 0, 30},
+                    {1, JoinAt::oldest, 0, 3},
+                    {2, JoinAt::newest, 5, 40},
+                    {3, JoinAt::next, 9, 1}},
+                   all);
+    // Left and (reliable) evicted blocks among active ones; block 2 never
+    // used.
+    broadcast_seed(seg_dir, "ended", d, 4, 4, 100, 11,
+                   {{0, JoinAt::oldest, 0, 2, End::leave},
+                    {1, JoinAt::oldest, 2, 1, d == Delivery::reliable ? End::evict : End::stay},
+                    {3, JoinAt::newest, 4, 20}},
+                   all);
+    // One slot, and a subscriber that reads everything.
+    broadcast_seed(seg_dir, "one", d, 2, 1, 16, 5, {{1, JoinAt::oldest, 0, 10}}, some);
+    // Wrapped many laps, one lapped subscriber (lossy) or a reader keeping up.
+    broadcast_seed(
+        seg_dir, "laps", d, 2, 2, 8, 70,
+        {{0, JoinAt::oldest, 0, d == Delivery::lossy ? 3u : 100u}, {1, JoinAt::newest, 40, 100}},
+        some);
+    // The most subscriber blocks a ring may have.
+    broadcast_seed(seg_dir, "max", d, kMaxSubscribers, 1, 8, 3,
+                   {{0, JoinAt::oldest, 0, 3}, {kMaxSubscribers - 1, JoinAt::next, 1, 3}}, some);
   }
 
   // Views: [kind | log2 cap << 1] [slot size - 1, 2 bytes] [K] [K ops] [memory].
