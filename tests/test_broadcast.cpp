@@ -560,6 +560,9 @@ TEST(BroadcastReliable, JoinsRacingTheProducerNeverReadARewrittenSlot) {
   };
   std::vector<std::thread> threads;
   for (std::uint32_t i = 0; i < kSubs; ++i) threads.emplace_back(subscriber, i);
+  // The race is between joins and publications: start once both have joined
+  // (a reliable ring with nobody joined holds nothing back).
+  while (joins.load() < kSubs && Clock::now() < deadline) std::this_thread::yield();
   BroadcastProducerCursor p = v.resume();
   std::vector<std::byte> buf;
   while (p.head < total && !failed) {

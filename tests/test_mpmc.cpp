@@ -41,7 +41,7 @@ std::optional<std::string> pop(MpmcConsumer& c, Status* status = nullptr,
   return test::to_string({buf.data(), size});
 }
 
-void write_claim_slot(const WriteClaim& c, std::size_t i, const std::string& m) {
+void write_claim_slot(WriteClaim& c, std::size_t i, const std::string& m) {
   std::memcpy(c[i].data(), m.data(), m.size());
   ASSERT_EQ(c.set_size(i, m.size()), Status::ok);
 }
