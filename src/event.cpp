@@ -700,6 +700,14 @@ void EventWaiter::disarm() noexcept {
   if (impl_ && impl_->here()) impl_->lower();
 }
 
+void EventWaiter::poke() noexcept {
+  if (!impl_) return;
+  const char byte = 1;
+  // A full pipe is readable already; nothing else can fail here.
+  while (::write(impl_->fifo, &byte, 1) < 0 && errno == EINTR) {
+  }
+}
+
 }  // namespace detail
 
 // ---- WaitSet ----------------------------------------------------------------------

@@ -9,6 +9,7 @@
 #include "detail/claims.hpp"
 #include "detail/fail.hpp"
 #include "detail/holding.hpp"
+#include "detail/peers.hpp"
 #include "shmring/event.hpp"
 
 namespace shmring {
@@ -48,6 +49,10 @@ std::unique_ptr<Core> attach_side(const Segment& segment, const WaitPolicy& poli
   core->wait_state = detail::WaitState::for_this_thread();
   core->generation = process::generation();
   core->lifetime = std::move(holding);
+  core->segment = segment.share();
+  core->signaller = detail::EventSignaller(segment);
+  // A producer that attaches reopens the stream a predecessor closed.
+  if (producer) atomic::store_seq_cst(&view.producer()->stream, kStreamOpen);
   (void)core->recover_step();
   return core;
 }
@@ -62,12 +67,57 @@ detail::MpmcSideCore::~MpmcSideCore() {
   if (held.count != 0 && view.release(held)) wake_peers();
   detail::idle_claim_record(record);
   atomic::fetch_sub(&side().attached, std::uint32_t{1});
+  if (!producer || !close_on_exit || closed_here) return;
+  // The last producer out closes the stream. Our record goes first (its
+  // holder word cleared, then its lock let go), then the others are looked
+  // at: of two producers leaving at once, the later one finds none.
+  lifetime.reset();
+  holding = nullptr;
+  record = nullptr;
+  if (!mpmc_side_peers(segment, /*producer=*/true).live) close();
 }
 
-// Sleepers on the futex, and waiters in epoll (event.hpp).
+// Sleepers on the futex, and waiters in epoll (event.hpp), through the
+// handle's own signaller: no lock shared with other threads on this path.
 void detail::MpmcSideCore::wake_peers() noexcept {
   futex::notify_all(&side().notify);
-  (void)signal_waiters(view.base(), producer ? WaitFor::data : WaitFor::room);
+  (void)signaller.signal(view.base(), producer ? WaitFor::data : WaitFor::room);
+}
+
+// ---- end of stream -----------------------------------------------------------
+
+void detail::MpmcSideCore::close() noexcept {
+  closed_here = true;
+  // SYNC POINT (seq_cst store, after this handle's commits): as the SPSC
+  // producer's close (spsc_ring.cpp).
+  atomic::store_seq_cst(&view.producer()->stream, kStreamClosed);
+  wake_peers();
+}
+
+Status detail::MpmcSideCore::end_status(bool probe) noexcept {
+  if (producer) {
+    if (closed_here) return Status::closed;
+    // Full, and every consumer that attached died: nobody will make room.
+    if (probe) {
+      const SidePeers peers = mpmc_side_peers(segment, /*producer=*/false);
+      peer_gone_seen = peers.recorded && !peers.live;
+    }
+    if (!peer_gone_seen) return Status::would_block;
+    if (!probe) peer_gone_seen = false;
+    return view.space_ready() ? Status::would_block : Status::peer_gone;
+  }
+  if (atomic::load_seq_cst(&view.producer()->stream) == kStreamClosed) {
+    return view.data_ready() ? Status::would_block : Status::closed;
+  }
+  // Producers had attached (their records name them) and none lives: what
+  // they left claimed is recovered as skipped, nothing more comes.
+  if (probe) {
+    const SidePeers peers = mpmc_side_peers(segment, /*producer=*/true);
+    peer_gone_seen = peers.recorded && !peers.live;
+  }
+  if (!peer_gone_seen) return Status::would_block;
+  if (!probe) peer_gone_seen = false;
+  return view.data_ready() ? Status::would_block : Status::peer_gone;
 }
 
 detail::RecoveryStep detail::MpmcSideCore::recover_step() noexcept {
@@ -101,18 +151,20 @@ Status MpmcProducer::push(std::span<const std::byte> message,
   detail::MpmcProducerCore& c = *core_;
   if (message.size() > c.view.slot_size()) return Status::too_large;
   c.go_on_recovering();
+  const detail::QuietTries quiet(c);
   return as_timeout(detail::block_until(
       detail::room_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_push(message); },
-      not_would_block, [&] { return c.view.space_ready(); }, [&] { return c.recovery_goes_on(); }));
+      not_would_block, [&] { return c.event_ready(); }, [&] { return c.recovery_goes_on(); }));
 }
 
 WriteClaim MpmcProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0 || !detail::usable(core_)) return try_claim(max);  // no wait
   detail::MpmcProducerCore& c = *core_;
   c.go_on_recovering();
+  const detail::QuietTries quiet(c);
   WriteClaim claim = detail::block_until(
       detail::room_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_claim(max); },
-      detail::claim_done<WriteClaim>, [&] { return c.view.space_ready(); },
+      detail::claim_done<WriteClaim>, [&] { return c.event_ready(); },
       [&] { return c.recovery_goes_on(); });
   if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
   return claim;
@@ -140,9 +192,10 @@ Status MpmcConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
   if (!detail::usable(core_)) return detail::unusable(core_);
   detail::MpmcConsumerCore& c = *core_;
   c.go_on_recovering();
+  const detail::QuietTries quiet(c);
   return as_timeout(detail::block_until(
       detail::data_side(c.view), c.policy, c.wait_state, timeout,
-      [&] { return try_pop(buffer, size); }, not_would_block, [&] { return c.view.data_ready(); },
+      [&] { return try_pop(buffer, size); }, not_would_block, [&] { return c.event_ready(); },
       [&] { return c.recovery_goes_on(); }));
 }
 
@@ -150,9 +203,10 @@ ReadClaim MpmcConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) 
   if (max == 0 || !detail::usable(core_)) return try_peek(max);  // no wait
   detail::MpmcConsumerCore& c = *core_;
   c.go_on_recovering();
+  const detail::QuietTries quiet(c);
   ReadClaim claim = detail::block_until(
       detail::data_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_peek(max); },
-      detail::claim_done<ReadClaim>, [&] { return c.view.data_ready(); },
+      detail::claim_done<ReadClaim>, [&] { return c.event_ready(); },
       [&] { return c.recovery_goes_on(); });
   if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
   return claim;

@@ -5,6 +5,7 @@
 #include "detail/attach.hpp"
 #include "detail/blocking.hpp"
 #include "detail/fail.hpp"
+#include "detail/peers.hpp"
 #include "shmring/event.hpp"
 
 namespace shmring {
@@ -24,20 +25,63 @@ std::unique_ptr<Core> make_core(const Segment& segment, const WaitPolicy& policy
   core->wait_state = detail::WaitState::for_this_thread();
   core->generation = process::generation();
   core->lifetime = std::move(role);
+  core->segment = segment.share();
+  core->signaller = detail::EventSignaller(segment);
   return core;
 }
 
 }  // namespace
 
-// Sleepers on the futex, and waiters in epoll (event.hpp).
+// Sleepers on the futex, and waiters in epoll (event.hpp), through the
+// handle's own signaller: no lock shared with other threads on this path.
 void detail::SpscProducerCore::wake_consumer() noexcept {
   futex::notify_all(&view.producer()->notify);
-  (void)signal_waiters(view.base(), WaitFor::data);
+  (void)signaller.signal(view.base(), WaitFor::data);
 }
 
 void detail::SpscConsumerCore::wake_producer() noexcept {
   futex::notify_all(&view.consumer()->notify);
-  (void)signal_waiters(view.base(), WaitFor::room);
+  (void)signaller.signal(view.base(), WaitFor::room);
+}
+
+// ---- end of stream -----------------------------------------------------------
+
+void detail::SpscProducerCore::close() noexcept {
+  closed_here = true;
+  // SYNC POINT (seq_cst store, after every position store of this handle):
+  // a consumer that reads kStreamClosed then re-reads the head sees every
+  // message. Against an arming waiter (a seq_cst RMW, then its re-check
+  // reads this word) it is the sleeper handshake: the waiter sees the word,
+  // or the wake-up below finds its bit.
+  atomic::store_seq_cst(&view.producer()->stream, kStreamClosed);
+  wake_consumer();
+}
+
+detail::SpscProducerCore::~SpscProducerCore() {
+  if (close_on_exit && !closed_here && lifetime && attached_here()) close();
+}
+
+Status detail::SpscProducerCore::end_status(bool probe) noexcept {
+  if (closed_here) return Status::closed;
+  // The ring is full: room comes only from a consumer. One that died will
+  // not make it (a new one may take the role over and go on).
+  if (probe) peer_gone_seen = spsc_role_died(segment, /*producer=*/false);
+  if (!peer_gone_seen) return Status::would_block;
+  if (!probe) peer_gone_seen = false;  // reported once; the next wait probes again
+  return view.space_ready(cursor) ? Status::would_block : Status::peer_gone;
+}
+
+Status detail::SpscConsumerCore::end_status(bool probe) noexcept {
+  if (atomic::load_seq_cst(&view.producer()->stream) == kStreamClosed) {
+    // Stored after the last publication: with it seen, the head re-read
+    // says whether anything is left.
+    return view.data_ready(cursor) ? Status::would_block : Status::closed;
+  }
+  if (probe) peer_gone_seen = spsc_role_died(segment, /*producer=*/true);
+  if (!peer_gone_seen) return Status::would_block;
+  if (!probe) peer_gone_seen = false;
+  // A dead producer's stores are all visible: what it published is read first.
+  return view.data_ready(cursor) ? Status::would_block : Status::peer_gone;
 }
 
 // ---- producer --------------------------------------------------------------
@@ -57,6 +101,8 @@ SpscProducer SpscProducer::do_attach(const Segment& segment, const WaitPolicy& p
   if (f) return p;
   auto core = make_core<detail::SpscProducerCore>(segment, policy, std::move(a.role));
   core->cursor = a.producer;
+  // A producer that attaches reopens the stream a predecessor closed.
+  atomic::store_seq_cst(&core->view.producer()->stream, kStreamOpen);
   p.core_ = core.release();
   return p;
 }
@@ -66,17 +112,19 @@ Status SpscProducer::push(std::span<const std::byte> message,
   if (const Status s = refusal(); s != Status::ok) return s;
   if (message.size() > core_->view.slot_size()) return Status::too_large;
   detail::SpscProducerCore& c = *core_;
+  const detail::QuietTries quiet(c);
   return as_timeout(detail::block_until(
       detail::room_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_push(message); },
-      not_would_block, [&] { return c.view.space_ready(c.cursor); }));
+      not_would_block, [&] { return c.event_ready(); }));
 }
 
 WriteClaim SpscProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0 || refusal() != Status::ok) return try_claim(max);  // no wait
   detail::SpscProducerCore& c = *core_;
+  const detail::QuietTries quiet(c);
   WriteClaim claim = detail::block_until(
       detail::room_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_claim(max); },
-      detail::claim_done<WriteClaim>, [&] { return c.view.space_ready(c.cursor); });
+      detail::claim_done<WriteClaim>, [&] { return c.event_ready(); });
   if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
   return claim;
 }
@@ -106,18 +154,19 @@ Status SpscConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
                          std::chrono::nanoseconds timeout) noexcept {
   if (const Status s = refusal(); s != Status::ok) return s;
   detail::SpscConsumerCore& c = *core_;
+  const detail::QuietTries quiet(c);
   return as_timeout(detail::block_until(
       detail::data_side(c.view), c.policy, c.wait_state, timeout,
-      [&] { return try_pop(buffer, size); }, not_would_block,
-      [&] { return c.view.data_ready(c.cursor); }));
+      [&] { return try_pop(buffer, size); }, not_would_block, [&] { return c.event_ready(); }));
 }
 
 ReadClaim SpscConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0 || refusal() != Status::ok) return try_peek(max);  // no wait
   detail::SpscConsumerCore& c = *core_;
+  const detail::QuietTries quiet(c);
   ReadClaim claim = detail::block_until(
       detail::data_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_peek(max); },
-      detail::claim_done<ReadClaim>, [&] { return c.view.data_ready(c.cursor); });
+      detail::claim_done<ReadClaim>, [&] { return c.event_ready(); });
   if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
   return claim;
 }
@@ -125,7 +174,8 @@ ReadClaim SpscConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) 
 bool SpscConsumer::wait_for_data(std::chrono::nanoseconds timeout) noexcept {
   if (refusal() != Status::ok) return false;
   detail::SpscConsumerCore& c = *core_;
-  auto ready = [&] { return c.view.data_ready(c.cursor); };
+  const detail::QuietTries quiet(c);
+  auto ready = [&] { return c.event_ready(); };
   return detail::block_until(
       detail::data_side(c.view), c.policy, c.wait_state, timeout, ready, [](bool r) { return r; },
       ready);

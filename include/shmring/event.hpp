@@ -152,7 +152,9 @@ class EventSignaller {
 
 // signal() through one signaller shared by the process (a mutex around a
 // small cache keyed by the segment's address): for publishers that keep no
-// EventSignaller of their own.
+// EventSignaller of their own (the role handles keep one each, in their
+// core: no mutex on their wake path, nothing a forked child could find
+// locked).
 unsigned signal_waiters(std::byte* base, WaitFor what) noexcept;
 
 // Collects the entries of `what`'s table left by dead waiters: drops the
@@ -213,6 +215,10 @@ class EventWaiter {
 
   // Stops waiting: gives back the count and the bit if still raised.
   void disarm() noexcept;
+
+  // Makes fd() readable now, with a byte to its own FIFO (consume() takes
+  // it): for a handle that told its user to wait, then found the ring moved.
+  void poke() noexcept;
 
   // The readiness predicate.
   bool ready() const;

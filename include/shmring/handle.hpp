@@ -8,13 +8,25 @@
 // handle and its claims to go frees the core. A handle and its claims belong
 // to one thread at a time, as the handle always did; the count of live claims
 // is therefore a plain integer.
+//
+// Events and end of stream (docs/events.md). Every handle can hand out a
+// descriptor (event_fd()) that is readable while a try_ call may make
+// progress or has news (end of stream, a dead peer): the core owns the
+// waiter, made when first asked for, and a try_ call that finds nothing
+// (would_block) arms it again, so that "readable" means "call try_ until it
+// says would_block" and an event loop needs nothing else. The core also owns
+// the signaller that wakes the other side's descriptors, used only where the
+// futex wake already runs.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <utility>
 
+#include "shmring/error.hpp"
+#include "shmring/event.hpp"
 #include "shmring/process.hpp"
+#include "shmring/segment.hpp"
 #include "shmring/status.hpp"
 #include "shmring/wait.hpp"
 
@@ -50,12 +62,62 @@ struct HandleCore {
   // After the last claim of the handle is finished.
   virtual void claims_done() noexcept {}
 
+  // What this role waits for: data (consumers) or room (producers).
+  virtual WaitFor waits_for() const noexcept { return WaitFor::data; }
+  // May a try_ call make progress now (seq_cst loads, as the views' ready
+  // checks)? The progress half of the descriptor's readiness.
+  virtual bool progress_ready() const noexcept { return true; }
+  // What a try_ call that found nothing reports: Status::closed or
+  // Status::peer_gone once the stream ended, else would_block. `probe`:
+  // also look for a dead peer (lock probes: system calls, so only where a
+  // wait is due). A dead peer found is remembered for the next call.
+  virtual Status end_status(bool probe) noexcept {
+    (void)probe;
+    return Status::would_block;
+  }
+
+  // A try_ call found nothing: the end of the stream if it ended, else
+  // would_block, with the descriptor (if made) armed again, or made readable
+  // when the ring moved meanwhile. Out of line (handle.cpp): not the path of
+  // a message.
+  Status nothing_now() noexcept;
+  // The readiness predicate of the descriptor: progress, or an ended stream.
+  bool event_ready() noexcept {
+    return progress_ready() || end_status(true) != Status::would_block;
+  }
+  // The waiter, opened (and armed or made readable) when first asked for.
+  // Throws shmring::Error as EventWaiter::open.
+  EventWaiter& open_events();
+
+  Segment segment;              // the mapping, for the waiter opened later and the signaller
+  EventSignaller signaller;     // wakes the other side's descriptors
+  EventWaiter events;           // ours, once event_fd() was asked for
+  std::uint32_t quiet = 0;      // in a blocking call: its tries do not arm the descriptor
+  bool peer_gone_seen = false;  // end_status(true) found the peer dead
+  // Producers: close() was called (later pushes say Status::closed), and
+  // whether the handle's end closes the stream.
+  bool closed_here = false;
+  bool close_on_exit = true;
+
   WaitPolicy policy;
   WaitState wait_state;                  // what the wait loop learnt about spinning here
   std::uint32_t generation = 0;          // process::generation() at attach
   std::uint32_t live_claims = 0;         // claims lent and not yet finished
   bool handle_gone = false;              // the handle went first: the last claim frees the core
   std::shared_ptr<const void> lifetime;  // the role held, and through it the mapping
+};
+
+// While a blocking call runs, its tries leave the descriptor alone (the call
+// waits on the futex; arming at every spin would cost system calls).
+class QuietTries {
+ public:
+  explicit QuietTries(HandleCore& core) noexcept : core_(core) { ++core_.quiet; }
+  ~QuietTries() { --core_.quiet; }
+  QuietTries(const QuietTries&) = delete;
+  QuietTries& operator=(const QuietTries&) = delete;
+
+ private:
+  HandleCore& core_;
 };
 
 // Why a call of a handle without a usable core did nothing.
@@ -91,6 +153,35 @@ class Handle {
   void set_wait_policy(const WaitPolicy& policy) noexcept {
     if (core_) core_->policy = policy;
   }
+
+  // A descriptor for poll/epoll/select or an event loop, readable while a
+  // try_ call of this handle may make progress (data for a consumer, room
+  // for a producer) or would report the end of the stream (Status::closed,
+  // Status::peer_gone). The protocol: wait until it is readable, then call
+  // try_ forms until one returns would_block; that call arms the descriptor
+  // again (or leaves it readable if the ring moved meanwhile), so wait
+  // again. It may also be readable for nothing (a periodic "look",
+  // event.hpp): the try says would_block and re-arms. Made when first asked
+  // for (a FIFO in /dev/shm and an entry of the segment's event table,
+  // kEventEntries per kind of waiter), closed with the handle; the handle
+  // keeps it, do not close it. Throws shmring::Error: errc::invalid_argument
+  // for an empty handle, errc::wrong_process in a forked child, else as
+  // EventWaiter::open (errc::role_taken when the table is full).
+  int event_fd() { return event_waiter().fd(); }
+  // The waiter behind event_fd(), for WaitSet::add(handle, tag).
+  EventWaiter& event_waiter() {
+    if (core_ == nullptr) {
+      throw Error(make_error_code(errc::invalid_argument), "event_fd: the handle holds no ring");
+    }
+    if (!core_->attached_here()) {
+      throw Error(make_error_code(errc::invalid_argument),
+                  "event_fd: the handle was attached by another process (a forked child's "
+                  "copy); attach a handle of its own");
+    }
+    return core_->open_events();
+  }
+  // Whether event_fd() was asked for.
+  bool has_event_fd() const noexcept { return core_ && core_->events; }
 
  protected:
   Handle() noexcept = default;

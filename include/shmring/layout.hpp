@@ -161,8 +161,17 @@ struct SideBlock {
   // It only grows; a subscriber that joins reads it to know where it may
   // start (broadcast_view.hpp, "Joining").
   std::uint64_t floor;
-  std::uint8_t reserved[56];
+  // Producer block: kStreamOpen, or kStreamClosed once a producer ended the
+  // stream (close(), or its handle went with close-on-exit). Written by the
+  // producer side only (an attaching producer reopens it), after the last
+  // publication, so a consumer that reads kStreamClosed and then finds the
+  // ring empty has every message. In bytes that were reserved (zero in every
+  // version-5 segment, hence open): no ABI bump.
+  std::uint32_t stream;
+  std::uint8_t reserved[52];
 };
+inline constexpr std::uint32_t kStreamOpen = 0;
+inline constexpr std::uint32_t kStreamClosed = 1;
 using ProducerBlock = SideBlock;
 using ConsumerBlock = SideBlock;
 
@@ -330,7 +339,7 @@ static_assert(offsetof(SideBlock, gpu_attached) == 32);
 static_assert(offsetof(SideBlock, gpu_flags) == 36);
 static_assert(offsetof(SideBlock, abandoned) == 40 && offsetof(SideBlock, recovering) == 48);
 static_assert(offsetof(SideBlock, incarnation) == 56);
-static_assert(offsetof(SideBlock, floor) == 64);
+static_assert(offsetof(SideBlock, floor) == 64 && offsetof(SideBlock, stream) == 72);
 static_assert(sizeof(ClaimRecord) == 64 && offsetof(ClaimRecord, low) == 8);
 static_assert(sizeof(ClaimTable) == 16 * kBlockSize);
 static_assert(sizeof(WaitBlock) == kBlockSize && offsetof(WaitBlock, waiters) == 0);

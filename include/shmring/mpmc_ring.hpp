@@ -103,6 +103,14 @@ struct MpmcSideCore : HandleCore {
 
   // Wakes the other side's sleepers.
   void wake_peers() noexcept;
+
+  WaitFor waits_for() const noexcept override { return producer ? WaitFor::room : WaitFor::data; }
+  bool progress_ready() const noexcept override {
+    return producer ? view.space_ready() : view.data_ready();
+  }
+  Status end_status(bool probe) noexcept override;
+  // Producers: ends the stream for every consumer (mpmc_ring.cpp).
+  void close() noexcept;
   // One bounded step of recovery (claims.cpp); wakes the other side if it
   // recovered something.
   RecoveryStep recover_step() noexcept;
@@ -228,9 +236,29 @@ class MpmcProducer : public detail::Handle<detail::MpmcProducerCore> {
     return core_ ? atomic::load_relaxed(&core_->view.producer()->position) : 0;
   }
 
+  // Ends the stream for every consumer (docs/events.md): they read what was
+  // published, then get Status::closed. Close once the other producers are
+  // done: what they push afterwards is still delivered to consumers that
+  // call again, but one that saw closed may have stopped. This handle's
+  // later pushes and claims get Status::closed. A producer that attaches
+  // later reopens the stream.
+  Status close() noexcept {
+    if (!detail::usable(core_)) return detail::unusable(core_);
+    if (!core_->closed_here) core_->close();
+    return Status::ok;
+  }
+  bool closed() const noexcept { return core_ && core_->closed_here; }
+  // Whether the end of this handle closes the stream when no other producer
+  // of the ring is alive (the last one out closes); true by default.
+  void set_close_on_exit(bool close) noexcept {
+    if (core_) core_->close_on_exit = close;
+  }
+  bool close_on_exit() const noexcept { return core_ && core_->close_on_exit; }
+
   [[nodiscard]] Status try_push(std::span<const std::byte> message) noexcept {
     if (!detail::usable(core_)) return detail::unusable(core_);
     detail::MpmcProducerCore& c = *core_;
+    if (c.closed_here) return Status::closed;
     if (message.size() > c.view.slot_size()) return Status::too_large;
     Status status = Status::ok;
     const MpmcRange r = c.view.claim_write_from(c.before_claim(), 1, status);
@@ -240,7 +268,7 @@ class MpmcProducer : public detail::Handle<detail::MpmcProducerCore> {
       c.publish(r, 0);
     }
     c.after_claims();
-    if (r.count == 0) return status == Status::ok ? Status::would_block : status;
+    if (r.count == 0) return status == Status::ok ? c.nothing_now() : status;
     return Status::ok;
   }
   [[nodiscard]] Status push(std::span<const std::byte> message,
@@ -250,7 +278,7 @@ class MpmcProducer : public detail::Handle<detail::MpmcProducerCore> {
   // claim and one publication; returns how many went in (stops at the first
   // that is too large, or when full).
   std::size_t try_push_many(std::span<const std::span<const std::byte>> messages) noexcept {
-    if (!detail::usable(core_)) return 0;
+    if (!detail::usable(core_) || core_->closed_here) return 0;
     detail::MpmcProducerCore& c = *core_;
     std::size_t fit = 0;
     while (fit < messages.size() && messages[fit].size() <= c.view.slot_size()) ++fit;
@@ -263,6 +291,7 @@ class MpmcProducer : public detail::Handle<detail::MpmcProducerCore> {
     }
     if (r.count != 0) c.publish(r, 0);
     c.after_claims();
+    if (r.count == 0 && status == Status::ok) (void)c.nothing_now();
     return static_cast<std::size_t>(r.count);
   }
 
@@ -270,11 +299,12 @@ class MpmcProducer : public detail::Handle<detail::MpmcProducerCore> {
   [[nodiscard]] WriteClaim try_claim(std::size_t max = 1) noexcept {
     if (!detail::usable(core_)) return WriteClaim(detail::unusable(core_));
     detail::MpmcProducerCore& c = *core_;
+    if (c.closed_here) return WriteClaim(Status::closed);
     Status status = Status::ok;
     const MpmcRange r = c.view.claim_write_from(c.before_claim(), max, status);
     if (r.count == 0) {
       c.after_claims();
-      return WriteClaim(status == Status::ok ? Status::would_block : status);
+      return WriteClaim(status == Status::ok ? c.nothing_now() : status);
     }
     return WriteClaim(c, c.view, r.first, r.count);
   }
@@ -318,7 +348,7 @@ class MpmcConsumer : public detail::Handle<detail::MpmcConsumerCore> {
     detail::MpmcConsumerCore& c = *core_;
     Status status = Status::ok;
     const MpmcRange r = c.take(1, status);
-    if (r.count == 0) return status;
+    if (r.count == 0) return status == Status::would_block ? c.nothing_now() : status;
     const ReadSlot m = c.view.read_slot(r.first);
     size = m.size;
     if (m.size > buffer.size()) {
@@ -340,7 +370,7 @@ class MpmcConsumer : public detail::Handle<detail::MpmcConsumerCore> {
     detail::MpmcConsumerCore& c = *core_;
     Status status = Status::ok;
     const MpmcRange r = c.take(max, status);
-    if (r.count == 0) return ReadClaim(status);
+    if (r.count == 0) return ReadClaim(status == Status::would_block ? c.nothing_now() : status);
     return ReadClaim(c, c.view, r.first, r.count);
   }
   [[nodiscard]] ReadClaim peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept;

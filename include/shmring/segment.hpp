@@ -141,6 +141,9 @@ class Segment {
   // Keeps the mapping alive for as long as the returned token lives; role
   // handles and language bindings hold one.
   std::shared_ptr<const void> lifetime() const noexcept { return map_; }
+  // Another Segment of the same mapping (no new descriptor or mapping): role
+  // handles keep one to open their event waiter when first asked for it.
+  Segment share() const noexcept { return Segment(map_); }
 
  private:
   explicit Segment(std::shared_ptr<const detail::Mapping> map) noexcept : map_(std::move(map)) {}

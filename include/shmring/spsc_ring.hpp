@@ -60,6 +60,14 @@ struct SpscProducerCore final : HandleCore {
   void finish_write(std::uint64_t first, std::uint64_t, std::uint64_t count) noexcept override {
     if (count != 0 && first == cursor.head) publish(count);
   }
+
+  WaitFor waits_for() const noexcept override { return WaitFor::room; }
+  bool progress_ready() const noexcept override { return view.space_ready(cursor); }
+  Status end_status(bool probe) noexcept override;
+  // Ends the stream: stored after every publication of this handle, then
+  // the consumer is woken (futex and descriptor) whether or not it sleeps.
+  void close() noexcept;
+  ~SpscProducerCore() override;
 };
 
 // What an SpscConsumer holds.
@@ -74,6 +82,9 @@ struct SpscConsumerCore final : HandleCore {
   void finish_read(std::uint64_t first, std::uint64_t count) noexcept override {
     if (first == cursor.tail) release(count);
   }
+
+  bool progress_ready() const noexcept override { return view.data_ready(cursor); }
+  Status end_status(bool probe) noexcept override;
 };
 
 }  // namespace detail
@@ -88,6 +99,26 @@ class SpscProducer : public detail::Handle<detail::SpscProducerCore> {
   // Messages published through this ring so far (the head position).
   std::uint64_t position() const noexcept { return core_ ? core_->cursor.head : 0; }
 
+  // Ends the stream (docs/events.md): the consumer reads what was published,
+  // then gets Status::closed; this handle's later pushes and claims get it
+  // too. The handle keeps the role. A producer that attaches later reopens
+  // the stream. Returns ok, or why nothing happened (detached,
+  // wrong_process, busy while a claim is live).
+  Status close() noexcept {
+    if (core_ != nullptr && core_->closed_here) return Status::ok;
+    if (const Status s = refusal(); s != Status::ok) return s;
+    core_->close();
+    return Status::ok;
+  }
+  bool closed() const noexcept { return core_ && core_->closed_here; }
+  // Whether the end of this handle (destruction, or assigning over it)
+  // closes the stream as close() does; true by default. false leaves the
+  // stream open for a producer that attaches later.
+  void set_close_on_exit(bool close) noexcept {
+    if (core_) core_->close_on_exit = close;
+  }
+  bool close_on_exit() const noexcept { return core_ && core_->close_on_exit; }
+
   // Copies one message into the ring.
   [[nodiscard]] Status try_push(std::span<const std::byte> message) noexcept {
     if (const Status s = refusal(); s != Status::ok) return s;
@@ -95,7 +126,7 @@ class SpscProducer : public detail::Handle<detail::SpscProducerCore> {
     if (message.size() > c.view.slot_size()) return Status::too_large;
     Status status = Status::ok;
     if (c.view.writable(c.cursor, 1, status) == 0) {
-      return status == Status::ok ? Status::would_block : status;
+      return status == Status::ok ? c.nothing_now() : status;
     }
     c.write(c.cursor.head, message);
     c.publish(1);
@@ -111,6 +142,7 @@ class SpscProducer : public detail::Handle<detail::SpscProducerCore> {
     detail::SpscProducerCore& c = *core_;
     Status status = Status::ok;
     const std::uint64_t room = c.view.writable(c.cursor, messages.size(), status);
+    if (room == 0 && status == Status::ok && !messages.empty()) (void)c.nothing_now();
     std::uint64_t n = 0;
     for (; n < room && messages[n].size() <= c.view.slot_size(); ++n) {
       c.write(c.cursor.head + n, messages[n]);
@@ -126,7 +158,7 @@ class SpscProducer : public detail::Handle<detail::SpscProducerCore> {
     if (c.view.low_latency()) return WriteClaim(Status::unsupported);
     Status status = Status::ok;
     const std::uint64_t n = c.view.writable(c.cursor, max, status);
-    if (n == 0) return WriteClaim(status == Status::ok ? Status::would_block : status);
+    if (n == 0) return WriteClaim(status == Status::ok ? c.nothing_now() : status);
     return WriteClaim(c, c.view, c.cursor.head, n);
   }
   [[nodiscard]] WriteClaim claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
@@ -136,7 +168,8 @@ class SpscProducer : public detail::Handle<detail::SpscProducerCore> {
                                 detail::Failure& f);
   Status refusal() const noexcept {
     if (!detail::usable(core_)) return detail::unusable(core_);
-    return core_->live_claims != 0 ? Status::busy : Status::ok;
+    if (core_->live_claims != 0) return Status::busy;
+    return core_->closed_here ? Status::closed : Status::ok;
   }
 };
 
@@ -160,7 +193,7 @@ class SpscConsumer : public detail::Handle<detail::SpscConsumerCore> {
     if (c.view.low_latency()) return try_pop_words(buffer, size);
     Status status = Status::ok;
     if (c.view.readable(c.cursor, 1, status) == 0) {
-      return status == Status::ok ? Status::would_block : status;
+      return status == Status::ok ? c.nothing_now() : status;
     }
     const ReadSlot slot = c.view.read_slot(c.cursor.tail);
     size = slot.size;
@@ -179,7 +212,7 @@ class SpscConsumer : public detail::Handle<detail::SpscConsumerCore> {
     if (c.view.low_latency()) return ReadClaim(Status::unsupported);
     Status status = Status::ok;
     const std::uint64_t n = c.view.readable(c.cursor, max, status);
-    if (n == 0) return ReadClaim(status == Status::ok ? Status::would_block : status);
+    if (n == 0) return ReadClaim(status == Status::ok ? c.nothing_now() : status);
     return ReadClaim(c, c.view, c.cursor.tail, n);
   }
   [[nodiscard]] ReadClaim peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
@@ -217,7 +250,7 @@ class SpscConsumer : public detail::Handle<detail::SpscConsumerCore> {
     std::uint32_t length = 0;
     switch (low_latency::read(c.view, c.cursor.tail, buffer.data(), buffer.size(), length)) {
       case low_latency::Read::not_ready:
-        return Status::would_block;
+        return c.nothing_now();
       case low_latency::Read::corrupt:
         return Status::corrupt;
       case low_latency::Read::too_large:

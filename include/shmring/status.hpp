@@ -30,6 +30,18 @@ enum class Status : std::uint8_t {
   // its cursor is gone (or was overwritten while it was read: discard what
   // was read). It skips to the newest message and goes on; nothing is torn.
   overrun,
+  // End of stream: a producer closed the ring (close(), or its handle went
+  // with close-on-exit) and this consumer has read every message published
+  // before. A producer gets it from its own pushes after its close(). Blocking
+  // calls return it at once; nothing changed.
+  closed,
+  // The peer side died without closing: a consumer has read every message
+  // the dead producer published (SPSC: the producer role's holder died; MPMC:
+  // producers had attached and none lives), or a producer waits for room that
+  // no consumer will make (the consumer role's holder, or every consumer,
+  // died). Seen by blocking calls before they sleep and by handles with an
+  // event descriptor; a peer that attaches again ends it. Nothing changed.
+  peer_gone,
 };
 
 SHMRING_HD constexpr const char* to_string(Status s) noexcept {
@@ -56,6 +68,10 @@ SHMRING_HD constexpr const char* to_string(Status s) noexcept {
       return "detached";
     case Status::overrun:
       return "overrun";
+    case Status::closed:
+      return "closed";
+    case Status::peer_gone:
+      return "peer_gone";
   }
   return "unknown";
 }

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any, overload
 from . import _shmring
 from ._errors import (
     ClosedError,
+    EndOfStream,
     Error,
     ExistsError,
     InvalidArgumentError,
     NotFoundError,
+    PeerGoneError,
     PermissionDeniedError,
     SizeNotSetError,
     UnsupportedError,
@@ -49,6 +51,10 @@ from ._shmring import (
     unlink,
 )
 from . import _lifetimes
+from . import _asyncio
+
+# pop_async / peek_async / push_async / async for (shmring/_asyncio.py).
+_asyncio.install((SpscConsumer, MpmcConsumer), (SpscProducer, MpmcProducer))
 
 if TYPE_CHECKING:
     from .typed import Record, TypedConsumer, TypedProducer, TypedSegment
@@ -197,6 +203,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ClosedError",
+    "EndOfStream",
     "Error",
     "ExistsError",
     "GpuView",
@@ -205,6 +212,7 @@ __all__ = [
     "MpmcConsumer",
     "MpmcProducer",
     "NotFoundError",
+    "PeerGoneError",
     "PermissionDeniedError",
     "Record",
     "RoleRef",

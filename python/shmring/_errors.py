@@ -56,6 +56,21 @@ class ClosedError(Error, ValueError):
     and the role."""
 
 
+class EndOfStream(Error):
+    """The ring's producer closed it and every message published before was
+    read (errc ``end_of_stream``): nothing more will come unless a producer
+    attaches again. ``for`` and ``async for`` loops over a consumer end
+    here; a producer gets it from pushes after its ``end_stream()``."""
+
+
+class PeerGoneError(Error):
+    """The other side of the ring died without closing it (errc
+    ``peer_gone``): a consumer has read every message the dead producer
+    published, or a producer's ring is full and its consumers died. Unlike
+    EndOfStream, loops do not end quietly on it: a crash is an error. A peer
+    that attaches again resumes the ring."""
+
+
 class SizeNotSetError(Error):
     """A claimed slot was to be published without a size (errc
     ``size_not_set``): it was written through a view, and nothing said how
@@ -83,12 +98,15 @@ _CLASSES = {
     "unsupported": (UnsupportedError, None),
     "wrong_process": (WrongProcessError, None),
     "closed": (ClosedError, None),
+    "end_of_stream": (EndOfStream, None),
+    "peer_gone": (PeerGoneError, None),
     "size_not_set": (SizeNotSetError, None),
 }
 
 
 for _cls in (Error, NotFoundError, ExistsError, PermissionDeniedError, InvalidArgumentError,
-             WrongProcessError, UnsupportedError, ClosedError, SizeNotSetError):
+             WrongProcessError, UnsupportedError, ClosedError, SizeNotSetError, EndOfStream,
+             PeerGoneError):
     _cls.__module__ = "shmring"
 
 

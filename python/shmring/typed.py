@@ -23,7 +23,7 @@ from typing import Any, Iterator, TypeVar
 
 import numpy as np
 
-from ._errors import Error
+from ._errors import EndOfStream, Error
 from ._lifetimes import RoleRef
 from ._shmring import WaitPolicy
 
@@ -265,11 +265,12 @@ class TypedConsumer(_TypedHandle):
         return None if size is None else self._checked(out, size)
 
     def iter(self, timeout: float | None = None) -> Iterator[np.ndarray]:
-        """Records (new arrays) until none arrives within timeout (None: no limit)."""
+        """Records (new arrays) until none arrives within timeout (None: no
+        limit) or the stream ends (the producer closed the ring)."""
         while True:
             try:
                 yield self.pop(timeout)
-            except TimeoutError:
+            except (TimeoutError, EndOfStream):
                 return
 
     def __iter__(self) -> Iterator[np.ndarray]:

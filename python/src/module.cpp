@@ -120,6 +120,16 @@ bool claim_done(bool got, shmring::Status s) {
     throw StatusError("corrupt", "the ring is corrupt: the peer side wrote impossible values");
   }
   if (s == shmring::Status::unsupported) throw_zero_copy_unsupported();
+  if (s == shmring::Status::closed) {
+    throw StatusError("end_of_stream",
+                      "end of stream: the ring's producer closed it and every message published "
+                      "before was read");
+  }
+  if (s == shmring::Status::peer_gone) {
+    throw StatusError("peer_gone",
+                      "the other side of the ring died without closing it (every message it "
+                      "published was read); one that attaches again resumes the ring");
+  }
   if (s == shmring::Status::wrong_process) {
     throw StatusError("wrong_process",
                       "this handle was attached by another process (this one is a fork of it): "
@@ -695,7 +705,19 @@ void bind_handle(nb::class_<C>& cls) {
             }
           },
           "Gives the role back (at once, or when the last slot it lent is finished); later "
-          "calls raise shmring.ClosedError. Closing again does nothing.")
+          "calls raise shmring.ClosedError. Closing again does nothing. A producer's close "
+          "also ends the stream for the consumers (SPSC; MPMC: when no other producer of the "
+          "ring is alive), unless close_on_exit was set to False.")
+      .def(
+          "event_fd",
+          [](C& c) {
+            check_open(c);
+            return c.h.event_fd();
+          },
+          "A descriptor (for select, poll, selectors or loop.add_reader) readable while a try_ "
+          "call of this handle may make progress or would report the end of the stream. "
+          "Protocol: wait until readable, then call try_ forms until one says 'nothing' "
+          "(None/False), which arms the descriptor again. The handle owns it: do not close it.")
       .def("__enter__", [](nb::handle self) { return nb::borrow(self); })
       .def(
           "__exit__",
@@ -777,6 +799,29 @@ void bind_producer(nb::module_& m, const char* name) {
          "'plain', or 'low_latency' (copy calls only: claim raises UnsupportedError).")
       .def("try_push", &C::try_push, "data"_a,
            "Copies one message into the ring; False if it is full.")
+      .def(
+          "end_stream",
+          [](C& p) {
+            Busy guard(p);
+            const shmring::Status s = p.h.close();
+            if (s != shmring::Status::ok) raise_status(s, 0, p.h.slot_size());
+          },
+          "Ends the stream now: consumers read what was published, then get "
+          "shmring.EndOfStream (their for/async for loops end). This handle's later pushes "
+          "raise EndOfStream; it keeps the role until close(). A producer that attaches later "
+          "reopens the stream.")
+      .def_prop_rw(
+          "close_on_exit",
+          [](const C& p) {
+            check_open(p);
+            return p.h.close_on_exit();
+          },
+          [](C& p, bool on) {
+            check_open(p);
+            p.h.set_close_on_exit(on);
+          },
+          "Whether close() (or the handle's collection) ends the stream; True by default. "
+          "False leaves it open for a producer that attaches later.")
       .def("push", &C::push, "data"_a, "timeout"_a = nb::none(),
            "Copies one message into the ring, waiting up to timeout seconds (None: no limit); "
            "TimeoutError if it stays full.")
@@ -834,8 +879,9 @@ void bind_consumer(nb::module_& m, const char* name) {
           [](nb::handle self) {
             return MessageIter{nb::borrow(self), std::nullopt};
           },
-          "Messages (bytes) as they come, each waited for without limit: the loop ends by "
-          "break, an exception or Ctrl-C. rx.iter(timeout) ends when none comes in time.")
+          "Messages (bytes) as they come, each waited for without limit: the loop ends at the "
+          "end of the stream (the producer closed the ring), or by break, an exception or "
+          "Ctrl-C. rx.iter(timeout) also ends when none comes in time.")
       .def(
           "pop_into",
           [](C& c, nb::handle buffer, std::optional<double> timeout) {
@@ -1046,7 +1092,18 @@ NB_MODULE(_shmring, m) {
   nb::class_<MessageIter>(m, "MessageIter")
       .def("__iter__", [](nb::handle self) { return nb::borrow(self); })
       .def("__next__", [](MessageIter& it) {
-        nb::object msg = it.consumer.attr("_next")(it.timeout);
+        // The loop ends at the end of the stream (a dead producer raises).
+        nb::object msg;
+        try {
+          msg = it.consumer.attr("_next")(it.timeout);
+        } catch (nb::python_error& e) {
+          // Raised through the module's translator: shmring.EndOfStream.
+          const nb::object errc = nb::getattr(e.value(), "errc", nb::none());
+          if (nb::isinstance<nb::str>(errc) && nb::cast<std::string>(errc) == "end_of_stream") {
+            throw nb::stop_iteration();  // the stored exception is dropped with `e`
+          }
+          throw;
+        }
         if (msg.is_none()) throw nb::stop_iteration();
         return msg;
       });

@@ -530,7 +530,9 @@ def test_across_processes(name, kind, producers):
     for p in procs:
         p.join(timeout=30)
         assert p.exitcode == 0
-    assert rx.try_pop() is None
+    # Nothing beyond the last message: the producers' exit ended the stream.
+    with pytest.raises(shmring.EndOfStream):
+        rx.try_pop()
 
 
 # ---- C++ producer -> Python consumer ----------------------------------------

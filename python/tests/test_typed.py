@@ -241,4 +241,6 @@ def test_frames_across_processes(name, kind):
             assert np.array_equal(msg.array, frame(seq)), f"frame {seq} differs"
     proc.join(timeout=30)
     assert proc.exitcode == 0
-    assert rx.try_pop() is None
+    # Nothing beyond the last frame: the producer's exit ended the stream.
+    with pytest.raises(shmring.EndOfStream):
+        rx.try_pop()

@@ -1,0 +1,78 @@
+// The handles' event descriptor and their report of an ended stream
+// (handle.hpp; docs/events.md).
+#include "shmring/handle.hpp"
+
+#include "detail/peers.hpp"
+#include "shmring/atomic.hpp"
+#include "shmring/layout.hpp"
+#include "shmring/process.hpp"
+
+namespace shmring::detail {
+
+Status HandleCore::nothing_now() noexcept {
+  const Status end = end_status(/*probe=*/false);
+  if (end != Status::would_block) return end;
+  if (!events || quiet != 0) return Status::would_block;
+  // The user of the descriptor goes back to waiting on it: empty it, then
+  // arm it. If the ring moved (or the stream ended) since the try, arm()
+  // says so and nothing is armed: the descriptor is made readable, or the
+  // user would wait for a publication that already happened.
+  (void)events.consume();
+  if (events.arm()) events.poke();
+  return Status::would_block;
+}
+
+EventWaiter& HandleCore::open_events() {
+  if (!events) {
+    events = EventWaiter::open(segment, waits_for(), [this] { return event_ready(); });
+    // Readable or armed from the start, as after a would_block.
+    if (events.arm()) events.poke();
+  }
+  return events;
+}
+
+}  // namespace shmring::detail
+
+namespace shmring::detail {
+namespace {
+
+const ControlArea& control(const Segment& segment) noexcept {
+  return *reinterpret_cast<const ControlArea*>(segment.base());
+}
+const SideBlock& side_block(const Segment& segment, bool producer) noexcept {
+  return producer ? control(segment).producer : control(segment).consumer;
+}
+
+}  // namespace
+
+bool spsc_role_died(const Segment& segment, bool producer) noexcept {
+  if (!segment) return false;
+  const SideBlock& side = side_block(segment, producer);
+  if (atomic::load_relaxed(&side.gpu_attached) != 0) return false;
+  // The holder clears its identity before it lets the lock go: a recorded
+  // identity without the lock is a holder that never got to clear it.
+  if (atomic::load_seq_cst(&side.owner.identity) == 0) return false;
+  return !process::lock_held(segment.fd(), lock_byte::owner(producer));
+}
+
+SidePeers mpmc_side_peers(const Segment& segment, bool producer) noexcept {
+  SidePeers p;
+  if (!segment) return p;
+  if (atomic::load_relaxed(&side_block(segment, producer).gpu_attached) != 0) {
+    p.recorded = p.live = true;
+    return p;
+  }
+  const ClaimTable& table =
+      producer ? control(segment).producer_claims : control(segment).consumer_claims;
+  for (std::size_t i = 0; i < kClaimRecords; ++i) {
+    if (atomic::load_seq_cst(&table.records[i].holder) == 0) continue;
+    p.recorded = true;
+    if (process::lock_held(segment.fd(), lock_byte::claim_record(producer, i))) {
+      p.live = true;
+      return p;
+    }
+  }
+  return p;
+}
+
+}  // namespace shmring::detail
