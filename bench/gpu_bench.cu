@@ -23,7 +23,6 @@
 // Prints a markdown report on stdout (progress on stderr). Exit status: 0 all
 // messages verified, 1 a verification or a run failed, 2 bad usage, 77 no
 // CUDA device.
-#include <cuda/atomic>
 #include <cuda_runtime_api.h>
 #include <sched.h>
 #include <signal.h>
@@ -45,6 +44,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <cuda/atomic>
 #include <exception>
 #include <fstream>
 #include <new>

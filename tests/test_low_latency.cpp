@@ -94,6 +94,9 @@ struct LlFixture {
   explicit LlFixture(std::uint64_t capacity = 8, std::uint64_t slot_size = 64) {
     segment = Segment::create(shm.name(), ll(capacity, slot_size));
     tx = SpscProducer::attach(segment);
+    // The white-box tests write words by hand after dropping the producer:
+    // its going must not end the stream.
+    tx.set_close_on_exit(false);
     rx = SpscConsumer::attach(segment);
   }
   ~LlFixture() {

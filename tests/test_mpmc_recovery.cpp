@@ -178,6 +178,9 @@ TEST(MpmcRecovery, BlockingConsumerRecoversByItself) {
   Segment seg = make_mpmc(shm.name(), 4);
   auto tx = MpmcProducer::attach(seg);
   for (std::uint64_t v = 0; v < 4; ++v) ASSERT_EQ(tx.try_push(bytes_of(v)), Status::ok);
+  // Attached before the other dies: with no live consumer at all, a producer
+  // waiting on a full ring would be told peer_gone instead.
+  auto rx = MpmcConsumer::attach(seg);
   die_in_child([&] {
     Segment s = Segment::open(shm.name());
     auto dying = MpmcConsumer::attach(s);
@@ -187,7 +190,6 @@ TEST(MpmcRecovery, BlockingConsumerRecoversByItself) {
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> received{0};
   std::thread consumer([&] {
-    auto rx = MpmcConsumer::attach(seg);
     std::byte buf[64];
     std::size_t size = 0;
     while (!stop) {

@@ -464,6 +464,8 @@ std::optional<std::string> Receiver::ensure_ring(const wire::Hello& hello, wire:
         return "ring '" + o_.ring + "' here is " + kind + "; ring-bridge fills SPSC rings";
       }
       tx_ = SpscProducer::attach(segment_);
+      // A relay: its restart or a reconnect is not the end of the stream.
+      tx_.set_close_on_exit(false);
     } catch (const Error& e) {
       segment_ = Segment();
       return e.what();
