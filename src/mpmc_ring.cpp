@@ -44,10 +44,7 @@ std::unique_ptr<Core> attach_side(const Segment& segment, const WaitPolicy& poli
   core->producer = producer;
   core->record = record;
   core->holding = holding.get();
-  core->policy = policy;
-  core->wait_state = detail::WaitState::for_this_thread();
-  core->generation = process::generation();
-  core->lifetime = std::move(holding);
+  detail::init_core(*core, policy, std::move(holding));
   (void)core->recover_step();
   return core;
 }

@@ -49,6 +49,13 @@ struct HandleCore {
   }
   // After the last claim of the handle is finished.
   virtual void claims_done() noexcept {}
+  // Whether what a reader read in place from `position` on is still the
+  // message there (ReadClaim::valid). Only a lossy broadcast ring rewrites
+  // slots under its readers.
+  virtual bool still_valid(std::uint64_t position) const noexcept {
+    (void)position;
+    return true;
+  }
 
   WaitPolicy policy;
   WaitState wait_state;                  // what the wait loop learnt about spinning here
@@ -57,6 +64,16 @@ struct HandleCore {
   bool handle_gone = false;              // the handle went first: the last claim frees the core
   std::shared_ptr<const void> lifetime;  // the role held, and through it the mapping
 };
+
+// A fresh core's shared state: attached in this process now, waiting as
+// `policy` says, holding `lifetime` (the role, and through it the mapping).
+inline void init_core(HandleCore& core, const WaitPolicy& policy,
+                      std::shared_ptr<const void> lifetime) noexcept {
+  core.policy = policy;
+  core.wait_state = WaitState::for_this_thread();
+  core.generation = process::generation();
+  core.lifetime = std::move(lifetime);
+}
 
 // Why a call of a handle without a usable core did nothing.
 inline Status unusable(const HandleCore* core) noexcept {
@@ -91,6 +108,10 @@ class Handle {
   void set_wait_policy(const WaitPolicy& policy) noexcept {
     if (core_) core_->policy = policy;
   }
+  // Gives the role up now, as destroying the handle does (a claim still live
+  // keeps it until the claim is finished). Later calls return
+  // Status::detached.
+  void detach() noexcept { drop(); }
 
  protected:
   Handle() noexcept = default;
@@ -104,6 +125,14 @@ class Handle {
     return *this;
   }
   ~Handle() { drop(); }
+
+  // Why a call that takes slots cannot run now, for handles that hold one
+  // claim at a time because their ring is read (or written) in order: busy
+  // while that claim is live.
+  Status exclusive_refusal() const noexcept {
+    if (!usable(core_)) return unusable(core_);
+    return core_->live_claims != 0 ? Status::busy : Status::ok;
+  }
 
   Core* core_ = nullptr;
 

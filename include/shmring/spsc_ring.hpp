@@ -29,6 +29,7 @@
 
 #include "shmring/claim.hpp"
 #include "shmring/handle.hpp"
+#include "shmring/in_order.hpp"
 #include "shmring/process.hpp"
 #include "shmring/segment.hpp"
 #include "shmring/spsc_view.hpp"
@@ -78,66 +79,23 @@ struct SpscConsumerCore final : HandleCore {
 
 }  // namespace detail
 
-class SpscProducer : public detail::Handle<detail::SpscProducerCore> {
+class SpscProducer : public detail::InOrderProducer<detail::SpscProducerCore> {
  public:
   SpscProducer() noexcept = default;
 
   static SpscProducer attach(const Segment& segment, const WaitPolicy& policy = {});
   static SpscProducer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
 
-  // Messages published through this ring so far (the head position).
-  std::uint64_t position() const noexcept { return core_ ? core_->cursor.head : 0; }
-
-  // Copies one message into the ring.
-  [[nodiscard]] Status try_push(std::span<const std::byte> message) noexcept {
-    if (const Status s = refusal(); s != Status::ok) return s;
-    detail::SpscProducerCore& c = *core_;
-    if (message.size() > c.view.slot_size()) return Status::too_large;
-    Status status = Status::ok;
-    if (c.view.writable(c.cursor, 1, status) == 0) {
-      return status == Status::ok ? Status::would_block : status;
-    }
-    c.write(c.cursor.head, message);
-    c.publish(1);
-    return Status::ok;
-  }
+  // position(), try_push(), try_push_many(), try_claim(): in_order.hpp.
   [[nodiscard]] Status push(std::span<const std::byte> message,
                             std::chrono::nanoseconds timeout) noexcept;
 
-  // Copies up to messages.size() messages with one publication; returns how
-  // many went in (stops at the first that is too large, or when full).
-  std::size_t try_push_many(std::span<const std::span<const std::byte>> messages) noexcept {
-    if (refusal() != Status::ok) return 0;
-    detail::SpscProducerCore& c = *core_;
-    Status status = Status::ok;
-    const std::uint64_t room = c.view.writable(c.cursor, messages.size(), status);
-    std::uint64_t n = 0;
-    for (; n < room && messages[n].size() <= c.view.slot_size(); ++n) {
-      c.write(c.cursor.head + n, messages[n]);
-    }
-    if (n != 0) c.publish(n);
-    return static_cast<std::size_t>(n);
-  }
-
-  // Lends up to `max` free slots to write in place (claim.hpp).
-  [[nodiscard]] WriteClaim try_claim(std::size_t max = 1) noexcept {
-    if (const Status s = refusal(); s != Status::ok) return WriteClaim(s);
-    detail::SpscProducerCore& c = *core_;
-    if (c.view.low_latency()) return WriteClaim(Status::unsupported);
-    Status status = Status::ok;
-    const std::uint64_t n = c.view.writable(c.cursor, max, status);
-    if (n == 0) return WriteClaim(status == Status::ok ? Status::would_block : status);
-    return WriteClaim(c, c.view, c.cursor.head, n);
-  }
+  // Waits up to `timeout` for at least one free slot to claim.
   [[nodiscard]] WriteClaim claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
 
  private:
   static SpscProducer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
-  Status refusal() const noexcept {
-    if (!detail::usable(core_)) return detail::unusable(core_);
-    return core_->live_claims != 0 ? Status::busy : Status::ok;
-  }
 };
 
 class SpscConsumer : public detail::Handle<detail::SpscConsumerCore> {
@@ -155,7 +113,7 @@ class SpscConsumer : public detail::Handle<detail::SpscConsumerCore> {
   // low-latency slots a call that finds the message incomplete (would_block)
   // may have copied part of it into `buffer`.
   [[nodiscard]] Status try_pop(std::span<std::byte> buffer, std::size_t& size) noexcept {
-    if (const Status s = refusal(); s != Status::ok) return s;
+    if (const Status s = exclusive_refusal(); s != Status::ok) return s;
     detail::SpscConsumerCore& c = *core_;
     if (c.view.low_latency()) return try_pop_words(buffer, size);
     Status status = Status::ok;
@@ -174,12 +132,12 @@ class SpscConsumer : public detail::Handle<detail::SpscConsumerCore> {
 
   // Lends up to `max` readable messages in place (claim.hpp).
   [[nodiscard]] ReadClaim try_peek(std::size_t max = 1) noexcept {
-    if (const Status s = refusal(); s != Status::ok) return ReadClaim(s);
+    if (const Status s = exclusive_refusal(); s != Status::ok) return ReadClaim(s);
     detail::SpscConsumerCore& c = *core_;
     if (c.view.low_latency()) return ReadClaim(Status::unsupported);
     Status status = Status::ok;
     const std::uint64_t n = c.view.readable(c.cursor, max, status);
-    if (n == 0) return ReadClaim(status == Status::ok ? Status::would_block : status);
+    if (n == 0) return ReadClaim(detail::none_because(status));
     return ReadClaim(c, c.view, c.cursor.tail, n);
   }
   [[nodiscard]] ReadClaim peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
@@ -208,10 +166,6 @@ class SpscConsumer : public detail::Handle<detail::SpscConsumerCore> {
  private:
   static SpscConsumer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
-  Status refusal() const noexcept {
-    if (!detail::usable(core_)) return detail::unusable(core_);
-    return core_->live_claims != 0 ? Status::busy : Status::ok;
-  }
   Status try_pop_words(std::span<std::byte> buffer, std::size_t& size) noexcept {
     detail::SpscConsumerCore& c = *core_;
     std::uint32_t length = 0;
