@@ -20,10 +20,10 @@
 #include <thread>
 #include <vector>
 
+#include "broadcast_support.hpp"
 #include "shmring/broadcast_ring.hpp"
 #include "shmring/error.hpp"
 #include "shmring/segment.hpp"
-#include "broadcast_support.hpp"
 #include "stress_message.hpp"
 #include "test_support.hpp"
 
@@ -210,7 +210,8 @@ TEST(BroadcastHandles, ASubscriberKilledWhileTheProducerWaitsForItLetsItGoOn) {
   ::close(fds[1]);
 
   BroadcastProducer p = BroadcastProducer::attach(ring.segment);
-  for (std::uint64_t i = 0; i < kCapacity; ++i) ASSERT_EQ(p.try_push(Message(i).span()), Status::ok);
+  for (std::uint64_t i = 0; i < kCapacity; ++i)
+    ASSERT_EQ(p.try_push(Message(i).span()), Status::ok);
   EXPECT_EQ(p.try_push(Message(kCapacity).span()), Status::would_block);
   // The live reader keeps up; only the stalled child holds the producer.
   std::vector<std::byte> buf(kSlot);
@@ -270,7 +271,8 @@ TEST(BroadcastHandles, AProducerKilledIsTakenOverWhereItStopped) {
 
   BroadcastProducer p = BroadcastProducer::attach(ring.segment);
   EXPECT_EQ(p.position(), kFirst);
-  for (std::uint64_t i = kFirst; i < kTotal; ++i) ASSERT_EQ(p.try_push(Message(i).span()), Status::ok);
+  for (std::uint64_t i = kFirst; i < kTotal; ++i)
+    ASSERT_EQ(p.try_push(Message(i).span()), Status::ok);
   // The subscriber never re-attached: it reads on across the takeover.
   std::vector<std::byte> buf(kSlot);
   std::size_t size = 0;
