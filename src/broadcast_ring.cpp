@@ -132,13 +132,14 @@ Status BroadcastProducer::push(std::span<const std::byte> message,
                                std::chrono::nanoseconds timeout) noexcept {
   if (const Status s = exclusive_refusal(); s != Status::ok) return s;
   if (message.size() > core_->view.slot_size()) return Status::too_large;
-  return as_timeout(wait_for_room(timeout, [&] { return try_push(message); }, not_would_block));
+  return as_timeout(wait_for_room(
+      timeout, [&] { return try_push(message); }, not_would_block));
 }
 
 WriteClaim BroadcastProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0 || exclusive_refusal() != Status::ok) return try_claim(max);  // no wait
-  WriteClaim claim =
-      wait_for_room(timeout, [&] { return try_claim(max); }, detail::claim_done<WriteClaim>);
+  WriteClaim claim = wait_for_room(
+      timeout, [&] { return try_claim(max); }, detail::claim_done<WriteClaim>);
   if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
   return claim;
 }
@@ -193,21 +194,21 @@ auto BroadcastSubscriber::wait_for_message(std::chrono::nanoseconds timeout, Try
 Status BroadcastSubscriber::pop(std::span<std::byte> buffer, std::size_t& size,
                                 std::chrono::nanoseconds timeout) noexcept {
   if (const Status s = exclusive_refusal(); s != Status::ok) return s;
-  return as_timeout(
-      wait_for_message(timeout, [&] { return try_pop(buffer, size); }, not_would_block));
+  return as_timeout(wait_for_message(
+      timeout, [&] { return try_pop(buffer, size); }, not_would_block));
 }
 
 Status BroadcastSubscriber::newest(std::span<std::byte> buffer, std::size_t& size,
                                    std::chrono::nanoseconds timeout) noexcept {
   if (const Status s = exclusive_refusal(); s != Status::ok) return s;
-  return as_timeout(
-      wait_for_message(timeout, [&] { return try_newest(buffer, size); }, not_would_block));
+  return as_timeout(wait_for_message(
+      timeout, [&] { return try_newest(buffer, size); }, not_would_block));
 }
 
 ReadClaim BroadcastSubscriber::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0 || exclusive_refusal() != Status::ok) return try_peek(max);  // no wait
-  ReadClaim claim =
-      wait_for_message(timeout, [&] { return try_peek(max); }, detail::claim_done<ReadClaim>);
+  ReadClaim claim = wait_for_message(
+      timeout, [&] { return try_peek(max); }, detail::claim_done<ReadClaim>);
   if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
   return claim;
 }
@@ -216,7 +217,8 @@ bool BroadcastSubscriber::wait_for_data(std::chrono::nanoseconds timeout) noexce
   if (exclusive_refusal() != Status::ok) return false;
   const BroadcastView& v = core_->view;
   const BroadcastSubscriberCursor& c = core_->cursor;
-  return wait_for_message(timeout, [&] { return v.data_ready(c); }, [](bool r) { return r; });
+  return wait_for_message(
+      timeout, [&] { return v.data_ready(c); }, [](bool r) { return r; });
 }
 
 }  // namespace shmring

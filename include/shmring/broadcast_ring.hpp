@@ -115,9 +115,7 @@ class BroadcastProducer : public detail::InOrderProducer<detail::BroadcastProduc
   static BroadcastProducer attach(const Segment& segment, const WaitPolicy& policy,
                                   std::error_code& ec);
 
-  Delivery delivery() const noexcept {
-    return core_ ? core_->view.delivery() : Delivery::reliable;
-  }
+  Delivery delivery() const noexcept { return core_ ? core_->view.delivery() : Delivery::reliable; }
   // position(), try_push(), try_push_many() and try_claim() as on an SPSC
   // ring (in_order.hpp). Reliable: they would_block while the slowest live
   // subscriber has not released the slot they need. Lossy: a claim's slots
@@ -152,9 +150,7 @@ class BroadcastSubscriber : public detail::Handle<detail::BroadcastSubscriberCor
   static BroadcastSubscriber attach(const Segment& segment, JoinAt at, const WaitPolicy& policy,
                                     std::error_code& ec);
 
-  Delivery delivery() const noexcept {
-    return core_ ? core_->view.delivery() : Delivery::reliable;
-  }
+  Delivery delivery() const noexcept { return core_ ? core_->view.delivery() : Delivery::reliable; }
   // The next position this subscriber reads.
   std::uint64_t position() const noexcept { return core_ ? core_->cursor.next : 0; }
   // Lossy: times the producer lapped this subscriber, and messages it missed
