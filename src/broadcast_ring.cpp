@@ -56,7 +56,9 @@ Status detail::BroadcastSubscriberCore::copy_next(std::span<std::byte> buffer, s
       wake_producer();
     }
     Status status = Status::ok;
-    if (view.readable(cursor, 1, status) != 0) {
+    if (view.readable(cursor, 1, status) == 0) {
+      status = nothing_readable(status);
+    } else {
       std::uint32_t length = 0;
       status = view.copy_out(cursor.next, buffer.data(), buffer.size(), length);
       if (status == Status::ok) {

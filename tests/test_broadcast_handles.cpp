@@ -343,6 +343,33 @@ TEST(BroadcastHandles, ALappedSubscriberGetsOverrunOnceThenTheNewest) {
   EXPECT_FALSE(c.valid());
 }
 
+// A lossy producer's claim takes its slots from the readers at once; given
+// up unpublished, the message a subscriber had not read there is lost, and
+// the subscriber learns so at once rather than spinning until its deadline.
+TEST(BroadcastHandles, ALossyClaimGivenUpCountsAsALap) {
+  Ring ring(broadcast(1, Delivery::lossy, 4));
+  BroadcastSubscriber sub = BroadcastSubscriber::attach(ring.segment);
+  BroadcastProducer p = BroadcastProducer::attach(ring.segment);
+  for (std::uint64_t i = 0; i < 4; ++i) ASSERT_EQ(p.try_push(Message(i).span()), Status::ok);
+  p.try_claim(1).abort();  // position 4: the slot of message 0
+  std::vector<std::byte> buf(kSlot);
+  std::size_t size = 0;
+  const auto start = Clock::now();
+  EXPECT_EQ(sub.pop(buf, size, kDeadline), Status::overrun);
+  EXPECT_LT(Clock::now() - start, 10s);
+  EXPECT_EQ(sub.lapped(), 1u);
+  EXPECT_EQ(sub.lost(), 3u);  // 0..2; 3 is the newest
+  ASSERT_EQ(sub.try_pop(buf, size), Status::ok);
+  EXPECT_EQ(seq_of({buf.data(), size}, 4), 3u);
+  // The zero-copy path the same way.
+  for (std::uint64_t i = 4; i < 7; ++i) ASSERT_EQ(p.try_push(Message(i).span()), Status::ok);
+  p.try_claim(2).abort();  // positions 7, 8: the slots of message 3 (read) and 4 (not yet)
+  EXPECT_EQ(sub.peek(1, kDeadline).status(), Status::overrun);
+  ReadClaim c = sub.try_peek();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(seq_of(c[0], 7), 6u);
+}
+
 // Lossy, under a producer that never waits: whatever a subscriber accepts is
 // whole (checksums) and in order, through the copy path and through peeks
 // checked with valid().

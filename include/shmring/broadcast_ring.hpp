@@ -99,6 +99,17 @@ struct BroadcastSubscriberCore final : HandleCore {
   bool still_valid(std::uint64_t position) const noexcept override {
     return view.still_valid(position);
   }
+  // Nothing was readable at the cursor (`status` from readable()). Lossy: a
+  // published position whose slot is being rewritten, or was taken by a
+  // claim the producer then gave up, lost its message as surely as a lap
+  // does; the view tells only once the producer publishes past it, and until
+  // then a blocking read would find the head ahead and never sleep. So it is
+  // overrun now.
+  Status nothing_readable(Status status) const noexcept {
+    if (status != Status::ok || !view.lossy() || !view.data_ready(cursor)) return status;
+    const std::uint64_t seq = atomic::load_acquire(&view.trailer(cursor.next)->committed);
+    return seq == cursor.next + 1 ? status : Status::overrun;  // published meanwhile: read it
+  }
   // Copies the message at the cursor and releases it. Lapped (lossy):
   // `conflated` moves on to the newest message and tries again; otherwise the
   // lap is counted and the call says overrun.
@@ -189,7 +200,11 @@ class BroadcastSubscriber : public detail::Handle<detail::BroadcastSubscriberCor
     Status status = Status::ok;
     const std::uint64_t n = c.view.readable(c.cursor, max, status);
     if (n != 0) return ReadClaim(c, c.view, c.cursor.next, n);
-    if (status == Status::overrun) c.view.recover_overrun(c.cursor);
+    status = c.nothing_readable(status);
+    // Overrun once, when the cursor moved on; else nothing to skip to yet.
+    if (status == Status::overrun && c.view.recover_overrun(c.cursor) == 0) {
+      status = Status::would_block;
+    }
     return ReadClaim(detail::none_because(status));
   }
   [[nodiscard]] ReadClaim peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept;

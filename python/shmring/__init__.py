@@ -172,6 +172,8 @@ def create(name: str, kind: str = "spsc", capacity: int = 1024, slot_size: int |
         if not exist_ok:
             raise
         seg = _lifetimes.open_checked(name, kind, capacity, slot_size, slot_format)
+        if kind == "broadcast":
+            _lifetimes.check_broadcast_geometry(seg, subscribers, delivery)
         seg.unlink_on_close = unlink_on_close
     return _typed(seg, record)
 

@@ -141,6 +141,20 @@ def open_checked(name: str, kind: str | None, capacity: int, slot_size: int, slo
     return seg
 
 
+def check_broadcast_geometry(seg: Any, subscribers: int, delivery: str) -> None:
+    """create(exist_ok=True) of a broadcast ring: the one found has as many
+    subscriber blocks and the same delivery (else shmring.Error, errc
+    ``geometry_mismatch``, naming each difference; the segment is closed)."""
+    asked = {"subscribers": subscribers, "delivery": delivery}
+    diffs = [f"{k}={getattr(seg, k)!r} (asked for {v!r})" for k, v in asked.items()
+             if getattr(seg, k) != v]
+    if diffs:
+        name = seg.name
+        seg.close()
+        raise Error(f"segment '{name}' holds a different broadcast ring: " + ", ".join(diffs),
+                    errc="geometry_mismatch")
+
+
 def _reopen_segment(name: str, kind: str, capacity: int, slot_size: int, slot_format: str,
                     allow_foreign_owner: bool, init_timeout: float, dtype: Any = None,
                     shape: Any = None) -> Any:

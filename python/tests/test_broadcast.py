@@ -57,6 +57,19 @@ def test_bad_create_arguments_are_named(name, kwargs, match):
         shmring.create(name, capacity=8, slot_size=64, **kwargs)
 
 
+def test_exist_ok_checks_subscribers_and_delivery(name):
+    seg = shmring.create(name, kind="broadcast", subscribers=2, capacity=8, slot_size=64)
+    same = shmring.create(name, kind="broadcast", subscribers=2, capacity=8, slot_size=64,
+                          exist_ok=True)
+    assert not same.created and same.subscribers == 2
+    with pytest.raises(shmring.Error, match=r"subscribers=2 \(asked for 3\), "
+                                            r"delivery='reliable' \(asked for 'lossy'\)") as e:
+        shmring.create(name, kind="broadcast", subscribers=3, delivery="lossy", capacity=8,
+                       slot_size=64, exist_ok=True)
+    assert e.value.errc == "geometry_mismatch"
+    seg.close()
+
+
 def test_bad_join_point_and_consumer_are_refused(name):
     seg = shmring.create(name, kind="broadcast", subscribers=1, capacity=8, slot_size=64)
     with pytest.raises(shmring.InvalidArgumentError, match="'next', 'oldest' or 'newest'"):
