@@ -45,12 +45,7 @@ std::unique_ptr<Core> attach_side(const Segment& segment, const WaitPolicy& poli
   core->producer = producer;
   core->record = record;
   core->holding = holding.get();
-  core->policy = policy;
-  core->wait_state = detail::WaitState::for_this_thread();
-  core->generation = process::generation();
-  core->lifetime = std::move(holding);
-  core->segment = segment.share();
-  core->signaller = detail::EventSignaller(segment);
+  detail::init_core(*core, segment, policy, std::move(holding));
   // A producer that attaches reopens the stream a predecessor closed.
   if (producer) atomic::store_seq_cst(&view.producer()->stream, kStreamOpen);
   (void)core->recover_step();

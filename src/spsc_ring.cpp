@@ -21,12 +21,7 @@ std::unique_ptr<Core> make_core(const Segment& segment, const WaitPolicy& policy
                                 std::shared_ptr<detail::Holding> role) {
   auto core = std::make_unique<Core>();
   core->view = SpscView(segment.base(), segment.geometry());
-  core->policy = policy;
-  core->wait_state = detail::WaitState::for_this_thread();
-  core->generation = process::generation();
-  core->lifetime = std::move(role);
-  core->segment = segment.share();
-  core->signaller = detail::EventSignaller(segment);
+  detail::init_core(*core, segment, policy, std::move(role));
   return core;
 }
 
@@ -109,7 +104,7 @@ SpscProducer SpscProducer::do_attach(const Segment& segment, const WaitPolicy& p
 
 Status SpscProducer::push(std::span<const std::byte> message,
                           std::chrono::nanoseconds timeout) noexcept {
-  if (const Status s = refusal(); s != Status::ok) return s;
+  if (const Status s = exclusive_refusal(); s != Status::ok) return s;
   if (message.size() > core_->view.slot_size()) return Status::too_large;
   detail::SpscProducerCore& c = *core_;
   const detail::QuietTries quiet(c);
@@ -119,7 +114,7 @@ Status SpscProducer::push(std::span<const std::byte> message,
 }
 
 WriteClaim SpscProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
-  if (max == 0 || refusal() != Status::ok) return try_claim(max);  // no wait
+  if (max == 0 || exclusive_refusal() != Status::ok) return try_claim(max);  // no wait
   detail::SpscProducerCore& c = *core_;
   const detail::QuietTries quiet(c);
   WriteClaim claim = detail::block_until(
@@ -152,7 +147,7 @@ SpscConsumer SpscConsumer::do_attach(const Segment& segment, const WaitPolicy& p
 
 Status SpscConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
                          std::chrono::nanoseconds timeout) noexcept {
-  if (const Status s = refusal(); s != Status::ok) return s;
+  if (const Status s = exclusive_refusal(); s != Status::ok) return s;
   detail::SpscConsumerCore& c = *core_;
   const detail::QuietTries quiet(c);
   return as_timeout(detail::block_until(
@@ -161,7 +156,7 @@ Status SpscConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
 }
 
 ReadClaim SpscConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
-  if (max == 0 || refusal() != Status::ok) return try_peek(max);  // no wait
+  if (max == 0 || exclusive_refusal() != Status::ok) return try_peek(max);  // no wait
   detail::SpscConsumerCore& c = *core_;
   const detail::QuietTries quiet(c);
   ReadClaim claim = detail::block_until(
@@ -172,7 +167,7 @@ ReadClaim SpscConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) 
 }
 
 bool SpscConsumer::wait_for_data(std::chrono::nanoseconds timeout) noexcept {
-  if (refusal() != Status::ok) return false;
+  if (exclusive_refusal() != Status::ok) return false;
   detail::SpscConsumerCore& c = *core_;
   const detail::QuietTries quiet(c);
   auto ready = [&] { return c.event_ready(); };

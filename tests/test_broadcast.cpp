@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "broadcast_support.hpp"
 #include "detail/holding.hpp"
 #include "detail/subscribers.hpp"
 #include "shmring/broadcast_view.hpp"
@@ -46,24 +47,10 @@ constexpr auto kDeadline = 60s;
 
 CreateOptions broadcast(std::uint32_t subscribers, Delivery delivery, std::uint64_t capacity = 16,
                         std::uint64_t slot = kSlot) {
-  CreateOptions o;
-  o.kind = RingKind::broadcast;
-  o.subscribers = subscribers;
-  o.delivery = delivery;
-  o.capacity = capacity;
-  o.slot_size = slot;
-  return o;
+  return test::broadcast_options(subscribers, delivery, capacity, slot);
 }
 
-// A broadcast segment of its own, unlinked at the end.
-struct Ring {
-  explicit Ring(const CreateOptions& o, std::string_view suffix = "ring")
-      : shm(suffix), segment(Segment::create(shm.name(), o)) {}
-  ~Ring() { Segment::unlink(shm.name()); }
-  BroadcastView view() const { return BroadcastView(segment.base(), segment.geometry()); }
-  test::UniqueShm shm;
-  Segment segment;
-};
+using Ring = test::BroadcastRing;
 
 // The message for `position`: its header says seq = position.
 std::size_t make_message(std::vector<std::byte>& buf, std::uint64_t position) {

@@ -259,6 +259,50 @@ TEST(RingInspect, ShowMpmcReportsCountersAndAttached) {
   EXPECT_TRUE(shm_exists(shm.name()));
 }
 
+TEST(RingInspect, ShowBroadcastNamesDeliverySubscribersAndCursors) {
+  UniqueShm shm;
+  CreateOptions o;
+  o.kind = RingKind::broadcast;
+  o.subscribers = 3;
+  o.delivery = Delivery::reliable;
+  o.capacity = 8;
+  o.slot_size = 64;
+  Segment seg = Segment::create(shm.name(), o);
+  auto fast = BroadcastSubscriber::attach(seg);
+  auto slow = BroadcastSubscriber::attach(seg);
+  auto producer = BroadcastProducer::attach(seg);
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(producer.try_push(as_bytes(message(i))), Status::ok);
+  std::array<std::byte, 64> buf{};
+  std::size_t size = 0;
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(fast.try_pop(buf, size), Status::ok);
+  ASSERT_EQ(slow.try_pop(buf, size), Status::ok);
+
+  const Result r = inspect("show " + shm.name() + " --json");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  expect_contains(r.out, {"\"kind\": \"broadcast\"", "\"delivery\": \"reliable\"",
+                          "\"subscriber_blocks\": 3,"});
+  const std::string pid = "\"pid\": " + std::to_string(::getpid()) + ",";
+  // Each block by its index, with its own cursor and lag behind head 5.
+  expect_contains(r.out, {"\"index\": " + std::to_string(fast.block()) +
+                              ", \"state\": \"active\", \"cursor\": 4, \"lag\": 1",
+                          "\"index\": " + std::to_string(slow.block()) +
+                              ", \"state\": \"active\", \"cursor\": 1, \"lag\": 4",
+                          pid});
+
+  const Result text = inspect("show " + shm.name());
+  ASSERT_EQ(text.rc, 0) << text.out;
+  expect_contains(text.out,
+                  {"delivery      reliable (the producer waits for the slowest",
+                   "subscribers   3 blocks, 1 never used",
+                   "[" + std::to_string(fast.block()) +
+                       "] active         cursor 4 lag 1 holder pid " + std::to_string(::getpid()),
+                   "[" + std::to_string(slow.block()) + "] active         cursor 1 lag 4"});
+  // A detached subscriber's block shows as retired.
+  slow.detach();
+  const Result after = inspect("show " + shm.name());
+  EXPECT_TRUE(contains(after.out, "] retired")) << after.out;
+}
+
 TEST(RingInspect, DumpShowsUnreadMessagesAndClampsLengths) {
   UniqueShm shm;
   auto seg = make_ring(shm.name(), RingKind::spsc);

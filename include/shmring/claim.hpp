@@ -30,11 +30,15 @@ class SpscProducer;
 class SpscConsumer;
 class MpmcProducer;
 class MpmcConsumer;
+class BroadcastProducer;
+class BroadcastSubscriber;
 class ReadClaim;
 namespace detail {
 template <class Handler>
 std::size_t drain(ReadClaim claim, Handler& handler);
-}
+template <class Core>
+class InOrderProducer;
+}  // namespace detail
 
 namespace detail {
 
@@ -93,6 +97,8 @@ class Claim {
   friend class shmring::SpscConsumer;
   friend class shmring::MpmcProducer;
   friend class shmring::MpmcConsumer;
+  friend class shmring::BroadcastProducer;
+  friend class shmring::BroadcastSubscriber;
 };
 
 }  // namespace detail
@@ -158,6 +164,9 @@ class WriteClaim : public detail::Claim {
  private:
   friend class SpscProducer;
   friend class MpmcProducer;
+  friend class BroadcastProducer;
+  template <class Core>
+  friend class detail::InOrderProducer;
   explicit WriteClaim(Status status) noexcept : Claim(status) {}
   // A fresh claim: every slot's size is the whole slot until set. The first
   // kTracked slots record that in `sized_` and get their length at commit:
@@ -194,6 +203,18 @@ class ReadClaim : public detail::Claim {
     return {s.data, s.size};
   }
 
+  // Whether what was read in place is still the claim's messages. Always
+  // true but on a lossy broadcast ring, whose producer may rewrite a slot
+  // while it is read: there, ask after reading (with load_words()) and
+  // discard what was read if false (broadcast_ring.hpp). False for a claim
+  // that holds nothing.
+  bool valid() const noexcept {
+    if (count_ == 0 || !core_->attached_here()) return false;
+    // The producer rewrites slots in position order, so a later slot of the
+    // claim is rewritten only after the first: the first one answers for all.
+    return core_->still_valid(first_);
+  }
+
   // Hands the first `count` messages back with one store; the claim keeps
   // the rest.
   Status release(std::size_t count) noexcept {
@@ -228,6 +249,7 @@ class ReadClaim : public detail::Claim {
  private:
   friend class SpscConsumer;
   friend class MpmcConsumer;
+  friend class BroadcastSubscriber;
   explicit ReadClaim(Status status) noexcept : Claim(status) {}
   ReadClaim(detail::HandleCore& core, const RingView& view, std::uint64_t first,
             std::uint64_t count) noexcept

@@ -61,6 +61,13 @@ struct HandleCore {
   }
   // After the last claim of the handle is finished.
   virtual void claims_done() noexcept {}
+  // Whether what a reader read in place from `position` on is still the
+  // message there (ReadClaim::valid). Only a lossy broadcast ring rewrites
+  // slots under its readers.
+  virtual bool still_valid(std::uint64_t position) const noexcept {
+    (void)position;
+    return true;
+  }
 
   // What this role waits for: data (consumers) or room (producers).
   virtual WaitFor waits_for() const noexcept { return WaitFor::data; }
@@ -120,6 +127,19 @@ class QuietTries {
   HandleCore& core_;
 };
 
+// A fresh core's shared state: attached in this process now, waiting as
+// `policy` says, holding `lifetime` (the role, and through it the mapping),
+// and ready to open and signal descriptors on `segment`.
+inline void init_core(HandleCore& core, const Segment& segment, const WaitPolicy& policy,
+                      std::shared_ptr<const void> lifetime) {
+  core.policy = policy;
+  core.wait_state = WaitState::for_this_thread();
+  core.generation = process::generation();
+  core.lifetime = std::move(lifetime);
+  core.segment = segment.share();
+  core.signaller = EventSignaller(segment);
+}
+
 // Why a call of a handle without a usable core did nothing.
 inline Status unusable(const HandleCore* core) noexcept {
   return core == nullptr ? Status::detached : Status::wrong_process;
@@ -153,6 +173,10 @@ class Handle {
   void set_wait_policy(const WaitPolicy& policy) noexcept {
     if (core_) core_->policy = policy;
   }
+  // Gives the role up now, as destroying the handle does (a claim still live
+  // keeps it until the claim is finished). Later calls return
+  // Status::detached.
+  void detach() noexcept { drop(); }
 
   // A descriptor for poll/epoll/select or an event loop, readable while a
   // try_ call of this handle may make progress (data for a consumer, room
@@ -195,6 +219,14 @@ class Handle {
     return *this;
   }
   ~Handle() { drop(); }
+
+  // Why a call that takes slots cannot run now, for handles that hold one
+  // claim at a time because their ring is read (or written) in order: busy
+  // while that claim is live.
+  Status exclusive_refusal() const noexcept {
+    if (!usable(core_)) return unusable(core_);
+    return core_->live_claims != 0 ? Status::busy : Status::ok;
+  }
 
   Core* core_ = nullptr;
 

@@ -1,6 +1,7 @@
 // Everything a CPU user of shmring needs.
 #pragma once
 
+#include "shmring/broadcast_ring.hpp"
 #include "shmring/error.hpp"
 #include "shmring/event.hpp"
 #include "shmring/layout.hpp"

@@ -29,6 +29,7 @@
 
 #include "shmring/claim.hpp"
 #include "shmring/handle.hpp"
+#include "shmring/in_order.hpp"
 #include "shmring/process.hpp"
 #include "shmring/segment.hpp"
 #include "shmring/spsc_view.hpp"
@@ -89,15 +90,12 @@ struct SpscConsumerCore final : HandleCore {
 
 }  // namespace detail
 
-class SpscProducer : public detail::Handle<detail::SpscProducerCore> {
+class SpscProducer : public detail::InOrderProducer<detail::SpscProducerCore> {
  public:
   SpscProducer() noexcept = default;
 
   static SpscProducer attach(const Segment& segment, const WaitPolicy& policy = {});
   static SpscProducer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
-
-  // Messages published through this ring so far (the head position).
-  std::uint64_t position() const noexcept { return core_ ? core_->cursor.head : 0; }
 
   // Ends the stream (docs/events.md): the consumer reads what was published,
   // then gets Status::closed; this handle's later pushes and claims get it
@@ -106,7 +104,7 @@ class SpscProducer : public detail::Handle<detail::SpscProducerCore> {
   // wrong_process, busy while a claim is live).
   Status close() noexcept {
     if (core_ != nullptr && core_->closed_here) return Status::ok;
-    if (const Status s = refusal(); s != Status::ok) return s;
+    if (const Status s = exclusive_refusal(); s != Status::ok) return s;
     core_->close();
     return Status::ok;
   }
@@ -119,58 +117,16 @@ class SpscProducer : public detail::Handle<detail::SpscProducerCore> {
   }
   bool close_on_exit() const noexcept { return core_ && core_->close_on_exit; }
 
-  // Copies one message into the ring.
-  [[nodiscard]] Status try_push(std::span<const std::byte> message) noexcept {
-    if (const Status s = refusal(); s != Status::ok) return s;
-    detail::SpscProducerCore& c = *core_;
-    if (message.size() > c.view.slot_size()) return Status::too_large;
-    Status status = Status::ok;
-    if (c.view.writable(c.cursor, 1, status) == 0) {
-      return status == Status::ok ? c.nothing_now() : status;
-    }
-    c.write(c.cursor.head, message);
-    c.publish(1);
-    return Status::ok;
-  }
+  // position(), try_push(), try_push_many(), try_claim(): in_order.hpp.
   [[nodiscard]] Status push(std::span<const std::byte> message,
                             std::chrono::nanoseconds timeout) noexcept;
 
-  // Copies up to messages.size() messages with one publication; returns how
-  // many went in (stops at the first that is too large, or when full).
-  std::size_t try_push_many(std::span<const std::span<const std::byte>> messages) noexcept {
-    if (refusal() != Status::ok) return 0;
-    detail::SpscProducerCore& c = *core_;
-    Status status = Status::ok;
-    const std::uint64_t room = c.view.writable(c.cursor, messages.size(), status);
-    if (room == 0 && status == Status::ok && !messages.empty()) (void)c.nothing_now();
-    std::uint64_t n = 0;
-    for (; n < room && messages[n].size() <= c.view.slot_size(); ++n) {
-      c.write(c.cursor.head + n, messages[n]);
-    }
-    if (n != 0) c.publish(n);
-    return static_cast<std::size_t>(n);
-  }
-
-  // Lends up to `max` free slots to write in place (claim.hpp).
-  [[nodiscard]] WriteClaim try_claim(std::size_t max = 1) noexcept {
-    if (const Status s = refusal(); s != Status::ok) return WriteClaim(s);
-    detail::SpscProducerCore& c = *core_;
-    if (c.view.low_latency()) return WriteClaim(Status::unsupported);
-    Status status = Status::ok;
-    const std::uint64_t n = c.view.writable(c.cursor, max, status);
-    if (n == 0) return WriteClaim(status == Status::ok ? c.nothing_now() : status);
-    return WriteClaim(c, c.view, c.cursor.head, n);
-  }
+  // Waits up to `timeout` for at least one free slot to claim.
   [[nodiscard]] WriteClaim claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
 
  private:
   static SpscProducer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
-  Status refusal() const noexcept {
-    if (!detail::usable(core_)) return detail::unusable(core_);
-    if (core_->live_claims != 0) return Status::busy;
-    return core_->closed_here ? Status::closed : Status::ok;
-  }
 };
 
 class SpscConsumer : public detail::Handle<detail::SpscConsumerCore> {
@@ -188,7 +144,7 @@ class SpscConsumer : public detail::Handle<detail::SpscConsumerCore> {
   // low-latency slots a call that finds the message incomplete (would_block)
   // may have copied part of it into `buffer`.
   [[nodiscard]] Status try_pop(std::span<std::byte> buffer, std::size_t& size) noexcept {
-    if (const Status s = refusal(); s != Status::ok) return s;
+    if (const Status s = exclusive_refusal(); s != Status::ok) return s;
     detail::SpscConsumerCore& c = *core_;
     if (c.view.low_latency()) return try_pop_words(buffer, size);
     Status status = Status::ok;
@@ -207,7 +163,7 @@ class SpscConsumer : public detail::Handle<detail::SpscConsumerCore> {
 
   // Lends up to `max` readable messages in place (claim.hpp).
   [[nodiscard]] ReadClaim try_peek(std::size_t max = 1) noexcept {
-    if (const Status s = refusal(); s != Status::ok) return ReadClaim(s);
+    if (const Status s = exclusive_refusal(); s != Status::ok) return ReadClaim(s);
     detail::SpscConsumerCore& c = *core_;
     if (c.view.low_latency()) return ReadClaim(Status::unsupported);
     Status status = Status::ok;
@@ -241,10 +197,6 @@ class SpscConsumer : public detail::Handle<detail::SpscConsumerCore> {
  private:
   static SpscConsumer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
-  Status refusal() const noexcept {
-    if (!detail::usable(core_)) return detail::unusable(core_);
-    return core_->live_claims != 0 ? Status::busy : Status::ok;
-  }
   Status try_pop_words(std::span<std::byte> buffer, std::size_t& size) noexcept {
     detail::SpscConsumerCore& c = *core_;
     std::uint32_t length = 0;

@@ -37,6 +37,8 @@ from ._errors import (
 from ._lifetimes import DEFAULT_MODE as _DEFAULT_MODE
 from ._lifetimes import RoleRef
 from ._shmring import (
+    BroadcastProducer,
+    BroadcastSubscriber,
     GpuView,
     MessageIter,
     MpmcConsumer,
@@ -97,17 +99,20 @@ def _typed(segment: Segment, record: Record | None) -> Segment | TypedSegment:
 @overload
 def create(name: str, kind: str = ..., capacity: int = ..., slot_size: int | None = ...,
            mode: int = ..., *, slot_format: str = ..., dtype: None = ..., shape: None = ...,
-           exist_ok: bool = ..., unlink_on_close: bool = ...) -> Segment: ...
+           exist_ok: bool = ..., unlink_on_close: bool = ..., subscribers: int | None = ...,
+           delivery: str | None = ...) -> Segment: ...
 @overload
 def create(name: str, kind: str = ..., capacity: int = ..., slot_size: int | None = ...,
            mode: int = ..., *, slot_format: str = ..., dtype: Any, shape: Any = ...,
-           exist_ok: bool = ..., unlink_on_close: bool = ...) -> TypedSegment: ...
+           exist_ok: bool = ..., unlink_on_close: bool = ..., subscribers: int | None = ...,
+           delivery: str | None = ...) -> TypedSegment: ...
 
 
 def create(name: str, kind: str = "spsc", capacity: int = 1024, slot_size: int | None = None,
            mode: int = _DEFAULT_MODE, *, slot_format: str = "plain", dtype: Any = None,
-           shape: Any = None, exist_ok: bool = False,
-           unlink_on_close: bool = False) -> Segment | TypedSegment:
+           shape: Any = None, exist_ok: bool = False, unlink_on_close: bool = False,
+           subscribers: int | None = None,
+           delivery: str | None = None) -> Segment | TypedSegment:
     """Creates a segment holding one ring of ``capacity`` slots (a power of two).
 
     The segment is a context manager: leaving ``with shmring.create(...) as
@@ -138,6 +143,14 @@ def create(name: str, kind: str = "spsc", capacity: int = 1024, slot_size: int |
       and peek/try_peek raise UnsupportedError. Half of each slot's memory is
       flags, and every word of the slot is written for each message.
 
+    ``kind="broadcast"``: one producer (``seg.producer()``) and up to
+    ``subscribers`` subscribers (``seg.subscriber(at=...)``), each of which
+    reads every message. ``delivery="reliable"`` (default) makes the
+    producer wait for the slowest live subscriber; ``"lossy"`` never makes
+    it wait, and a subscriber it laps skips ahead to the newest message
+    (``sub.lapped`` and ``sub.lost`` count what it missed). See
+    docs/broadcast.md.
+
     A bad argument raises InvalidArgumentError naming it: a bad format, or
     ``"low_latency"`` with ``kind="mpmc"``, with errc
     ``invalid_slot_format``; a low-latency ``slot_size`` above 4096 with errc
@@ -156,13 +169,17 @@ def create(name: str, kind: str = "spsc", capacity: int = 1024, slot_size: int |
         slot_size = 1024
     capacity, slot_size, mode = _lifetimes.check_create_args(kind, capacity, slot_size, mode,
                                                              slot_format)
+    subscribers, delivery = _lifetimes.check_broadcast_args(kind, subscribers, delivery)
     try:
         seg = _shmring.create(name, kind, capacity, slot_size, mode, slot_format, unlink_on_close,
-                              b"" if record is None else record.to_metadata())
+                              b"" if record is None else record.to_metadata(), subscribers,
+                              delivery)
     except ExistsError:
         if not exist_ok:
             raise
         seg = _lifetimes.open_checked(name, kind, capacity, slot_size, slot_format)
+        if kind == "broadcast":
+            _lifetimes.check_broadcast_geometry(seg, subscribers, delivery)
         seg.unlink_on_close = unlink_on_close
     return _typed(seg, record)
 
@@ -202,6 +219,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BroadcastProducer",
+    "BroadcastSubscriber",
     "ClosedError",
     "EndOfStream",
     "Error",

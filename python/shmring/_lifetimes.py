@@ -18,9 +18,10 @@ from typing import Any
 from . import _shmring
 from ._errors import Error, InvalidArgumentError
 
-KINDS = ("spsc", "mpmc")
+KINDS = ("spsc", "mpmc", "broadcast")
 SLOT_FORMATS = ("plain", "low_latency")
-ROLES = ("producer", "consumer")
+ROLES = ("producer", "consumer", "subscriber")
+DELIVERIES = ("reliable", "lossy")
 
 
 class _Mode(int):
@@ -57,8 +58,29 @@ def check_kind(kind: Any, *, optional: bool = False) -> str | None:
     if kind is None and optional:
         return None
     if kind not in KINDS:
-        raise _invalid(f"kind must be 'spsc' or 'mpmc', not {kind!r}")
+        raise _invalid(f"kind must be 'spsc', 'mpmc' or 'broadcast', not {kind!r}")
     return kind
+
+
+def check_broadcast_args(kind: str, subscribers: Any, delivery: Any) -> tuple[int, str]:
+    """create()'s ``subscribers`` and ``delivery``: needed by a broadcast
+    ring (delivery defaults to reliable), refused for the other kinds."""
+    if kind != "broadcast":
+        for name, value in (("subscribers", subscribers), ("delivery", delivery)):
+            if value is not None:
+                raise _invalid(f"{name}= is for kind='broadcast' rings, not {kind!r} ones")
+        return 0, "reliable"
+    if subscribers is None:
+        raise _invalid("a broadcast ring needs subscribers=N: how many subscribers may be "
+                       "attached at once (1 to 64)")
+    subscribers = _int("subscribers", subscribers)
+    if not 1 <= subscribers <= 64:
+        raise _invalid(f"subscribers must be between 1 and 64, not {subscribers}")
+    if delivery is None:
+        delivery = "reliable"
+    if delivery not in DELIVERIES:
+        raise _invalid(f"delivery must be 'reliable' or 'lossy', not {delivery!r}")
+    return subscribers, delivery
 
 
 def check_create_args(kind: Any, capacity: Any, slot_size: Any, mode: Any,
@@ -119,6 +141,20 @@ def open_checked(name: str, kind: str | None, capacity: int, slot_size: int, slo
     return seg
 
 
+def check_broadcast_geometry(seg: Any, subscribers: int, delivery: str) -> None:
+    """create(exist_ok=True) of a broadcast ring: the one found has as many
+    subscriber blocks and the same delivery (else shmring.Error, errc
+    ``geometry_mismatch``, naming each difference; the segment is closed)."""
+    asked = {"subscribers": subscribers, "delivery": delivery}
+    diffs = [f"{k}={getattr(seg, k)!r} (asked for {v!r})" for k, v in asked.items()
+             if getattr(seg, k) != v]
+    if diffs:
+        name = seg.name
+        seg.close()
+        raise Error(f"segment '{name}' holds a different broadcast ring: " + ", ".join(diffs),
+                    errc="geometry_mismatch")
+
+
 def _reopen_segment(name: str, kind: str, capacity: int, slot_size: int, slot_format: str,
                     allow_foreign_owner: bool, init_timeout: float, dtype: Any = None,
                     shape: Any = None) -> Any:
@@ -154,7 +190,7 @@ class RoleRef:
                  slot_format: str = "plain", dtype: Any = None, shape: Any = None,
                  allow_foreign_owner: bool = False) -> None:
         if role not in ROLES:
-            raise _invalid(f"role must be 'producer' or 'consumer', not {role!r}")
+            raise _invalid(f"role must be 'producer', 'consumer' or 'subscriber', not {role!r}")
         self.segment = check_name(segment)
         self.role = role
         self.kind = check_kind(kind)
@@ -174,6 +210,8 @@ class RoleRef:
         # The handle keeps the mapping alive on its own; this process's
         # Segment object is not needed past the attach.
         try:
+            if self.role == "subscriber":
+                return seg.subscriber()
             return seg.producer() if self.role == "producer" else seg.consumer()
         except Error as e:
             if e.errc != "role_taken":

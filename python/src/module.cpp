@@ -103,10 +103,16 @@ bool is_low_latency(const shmring::Segment& seg) {
   return seg.geometry().format == shmring::SlotFormat::low_latency;
 }
 
+// A lossy broadcast subscriber that was lapped: the call that found out
+// moved it to the newest message (and counted the lap), so the next try
+// reads that one. Python callers get the next whole message; lapped and
+// lost say what they missed.
+bool lapped(shmring::Status s) { return s == shmring::Status::overrun; }
+
 // Whether a blocking claim/peek attempt is over: it got slots, or a status
 // other than "not yet" (corrupt, unsupported).
 bool claim_done(bool got, shmring::Status s) {
-  return got || (s != shmring::Status::would_block && s != shmring::Status::timeout);
+  return got || (s != shmring::Status::would_block && s != shmring::Status::timeout && !lapped(s));
 }
 
 [[noreturn]] void raise_status(shmring::Status s, std::size_t bytes, std::uint64_t slot_size) {
@@ -408,11 +414,18 @@ template <class H>
 struct Consumer : HandleBase {
   H h;
   bool low_latency = false;  // SlotFormat::low_latency: copy calls only
+  // A lossy broadcast subscriber: pop copies out through the seqlock check
+  // (into `scratch`), so that it never returns a torn message.
+  bool copy_reads = false;
+  std::vector<std::byte> scratch;
   Consumer(const shmring::Segment& seg, bool spsc, std::shared_ptr<GpuState> state)
-      : h(H::attach(seg)), low_latency(is_low_latency(seg)) {
+      : Consumer(H::attach(seg), seg, spsc, std::move(state), "consumer") {}
+  Consumer(H handle, const shmring::Segment& seg, bool spsc, std::shared_ptr<GpuState> state,
+           const char* role)
+      : h(std::move(handle)), low_latency(is_low_latency(seg)) {
     single = spsc;
     gpu = std::move(state);
-    init_base(*this, seg, "consumer");
+    init_base(*this, seg, role);
   }
 
   void drop_role() noexcept override { h = H(); }
@@ -424,6 +437,7 @@ struct Consumer : HandleBase {
     shmring::ReadClaim c;
     if (try_once) {
       c = h.try_peek(1);
+      if (lapped(c.status())) c = h.try_peek(1);
     } else {
       const bool done = wait_loop(timeout, [&](nanoseconds slice) {
         c = h.peek(1, slice);
@@ -440,12 +454,14 @@ struct Consumer : HandleBase {
   // bytes, so a buffer on the stack takes any message.
   std::optional<nb::bytes> take_copy(std::optional<double> timeout, bool try_once) {
     std::byte buf[shmring::kMaxLowLatencySlotSize];
-    const std::span<std::byte> out(buf, std::min<std::size_t>(sizeof buf, h.slot_size()));
+    const std::span<std::byte> out =
+        copy_reads ? std::span<std::byte>(scratch)
+                   : std::span<std::byte>(buf, std::min<std::size_t>(sizeof buf, h.slot_size()));
     std::size_t size = 0;
     shmring::Status s = shmring::Status::ok;
     if (!pop_copy(out, size, s, timeout, try_once)) return std::nullopt;
     if (s != shmring::Status::ok) raise_status(s, size, h.slot_size());
-    return nb::bytes(buf, size);
+    return nb::bytes(out.data(), size);
   }
 
   // One copy pop into `out`: false if nothing came (try_once on an empty
@@ -454,17 +470,18 @@ struct Consumer : HandleBase {
                 std::optional<double> timeout, bool try_once) {
     if (try_once) {
       s = h.try_pop(out, size);
+      if (lapped(s)) s = h.try_pop(out, size);
       return s != shmring::Status::would_block;
     }
     return wait_loop(timeout, [&](nanoseconds slice) {
       s = h.pop(out, size, slice);
-      return s != shmring::Status::timeout && s != shmring::Status::would_block;
+      return s != shmring::Status::timeout && s != shmring::Status::would_block && !lapped(s);
     });
   }
 
   std::optional<nb::bytes> take(std::optional<double> timeout, bool try_once) {
     Busy guard(*this);
-    if (low_latency) return take_copy(timeout, try_once);
+    if (low_latency || copy_reads) return take_copy(timeout, try_once);
     shmring::ReadClaim c = next(timeout, try_once);
     if (c.empty()) return std::nullopt;
     const std::span<const std::byte> m = c[0];
@@ -503,6 +520,26 @@ struct Consumer : HandleBase {
     return size;
   }
 
+  // Broadcast subscribers only: the newest message not read yet, passing
+  // over (and releasing) the ones before it; None if nothing new came
+  // (try_once) or in time.
+  std::optional<nb::bytes> newest(std::optional<double> timeout, bool try_once) {
+    Busy guard(*this);
+    std::size_t size = 0;
+    shmring::Status s = shmring::Status::ok;
+    if (try_once) {
+      s = h.try_newest(scratch, size);
+      if (s == shmring::Status::would_block) return std::nullopt;
+    } else if (!wait_loop(timeout, [&](nanoseconds slice) {
+                 s = h.newest(scratch, size, slice);
+                 return s != shmring::Status::timeout && s != shmring::Status::would_block;
+               })) {
+      return std::nullopt;
+    }
+    if (s != shmring::Status::ok) raise_status(s, size, h.slot_size());
+    return nb::bytes(scratch.data(), size);
+  }
+
   nb::object peek(nb::handle self, std::optional<double> timeout, bool try_once) {
     if (low_latency) throw_zero_copy_unsupported();
     Busy guard(*this);
@@ -535,6 +572,27 @@ struct Consumer : HandleBase {
     return obj;
   }
 };
+
+shmring::JoinAt parse_join(const std::string& at) {
+  if (at == "next") return shmring::JoinAt::next;
+  if (at == "oldest") return shmring::JoinAt::oldest;
+  if (at == "newest") return shmring::JoinAt::newest;
+  throw StatusError("invalid_argument",
+                    "at must be 'next', 'oldest' or 'newest', not '" + at + "'");
+}
+
+// A broadcast subscriber: the consumer's calls, plus conflated reads
+// (Consumer::newest) and the lap counters of a lossy ring.
+using Subscriber = Consumer<shmring::BroadcastSubscriber>;
+
+Subscriber* make_subscriber(const shmring::Segment& seg, const std::string& at,
+                            std::shared_ptr<GpuState> gpu) {
+  auto* s = new Subscriber(shmring::BroadcastSubscriber::attach(seg, parse_join(at)), seg, true,
+                           std::move(gpu), "subscriber");
+  s->copy_reads = s->h.delivery() == shmring::Delivery::lossy;
+  s->scratch.resize(s->h.slot_size());
+  return s;
+}
 
 // for msg in consumer.iter(timeout): bytes until a wait times out.
 struct MessageIter {
@@ -590,7 +648,9 @@ nb::object segment_role_ref(const PySegment& s, const char* role) {
 shmring::RingKind parse_kind(const std::string& kind) {
   if (kind == "spsc") return shmring::RingKind::spsc;
   if (kind == "mpmc") return shmring::RingKind::mpmc;
-  throw StatusError("invalid_argument", "kind must be 'spsc' or 'mpmc', not '" + kind + "'");
+  if (kind == "broadcast") return shmring::RingKind::broadcast;
+  throw StatusError("invalid_argument",
+                    "kind must be 'spsc', 'mpmc' or 'broadcast', not '" + kind + "'");
 }
 
 // An unknown name is errc::invalid_slot_format, as the library reports an
@@ -680,6 +740,34 @@ nb::object role_ref(const HandleBase& b) {
                        shmring::to_string(b.geometry.format));
 }
 
+template <class C>
+constexpr bool kIsSubscriber = std::is_same_v<decltype(C::h), shmring::BroadcastSubscriber>;
+
+// This side's position: a subscriber's own cursor, else the side's shared one.
+template <class C>
+std::uint64_t position_of(const C& c) {
+  if constexpr (kIsSubscriber<C>) {
+    return c.h.position();
+  } else {
+    const shmring::SideBlock& side =
+        c.role == "producer" ? c.control->producer : c.control->consumer;
+    return shmring::atomic::load_acquire(&side.position);
+  }
+}
+
+// Messages waiting for this handle: a subscriber's own backlog, else the
+// ring's (waiting()).
+template <class C>
+std::uint64_t waiting_for(const C& c) {
+  if constexpr (kIsSubscriber<C>) {
+    const std::uint64_t head = shmring::atomic::load_acquire(&c.control->producer.position);
+    const std::uint64_t next = c.h.position();
+    return head > next ? std::min(head - next, c.geometry.capacity) : 0;
+  } else {
+    return waiting(c.control, c.geometry.capacity);
+  }
+}
+
 // What every role handle has: lifetime (close, with), introspection (len,
 // empty, repr, name, position) and pickling (as a RoleRef).
 template <class C>
@@ -690,7 +778,7 @@ void bind_handle(nb::class_<C>& cls) {
       .def_prop_ro(
           "name", [](const C& c) { return c.segment_name; }, "The segment's name.")
       .def_prop_ro(
-          "role", [](const C& c) { return c.role; }, "'producer' or 'consumer'.")
+          "role", [](const C& c) { return c.role; }, "'producer', 'consumer' or 'subscriber'.")
       .def_prop_ro("closed", [](const C& c) { return c.closed; })
       .def(
           "close",
@@ -730,7 +818,7 @@ void bind_handle(nb::class_<C>& cls) {
           "__len__",
           [](const C& c) -> std::size_t {
             check_open(c);
-            return waiting(c.control, c.geometry.capacity);
+            return waiting_for(c);
           },
           "Messages waiting in the ring now (from the shared positions; on an MPMC ring, "
           "positions claimed by producers count from their claim).")
@@ -738,7 +826,7 @@ void bind_handle(nb::class_<C>& cls) {
           "empty",
           [](const C& c) {
             check_open(c);
-            return waiting(c.control, c.geometry.capacity) == 0;
+            return waiting_for(c) == 0;
           },
           "Whether no message is waiting now.")
       // A handle is always true: without this, __len__ would make an idle
@@ -748,12 +836,10 @@ void bind_handle(nb::class_<C>& cls) {
           "position",
           [](const C& c) {
             check_open(c);
-            const shmring::SideBlock& side =
-                c.role == "producer" ? c.control->producer : c.control->consumer;
-            return shmring::atomic::load_acquire(&side.position);
+            return position_of(c);
           },
-          "This side's shared position: messages published so far (producer), or taken so "
-          "far (consumer).")
+          "This side's position: messages published so far (producer), taken so far "
+          "(consumer), or the next one this subscriber reads (subscriber).")
       .def_prop_rw(
           "wait_policy",
           [](const C& c) {
@@ -777,13 +863,11 @@ void bind_handle(nb::class_<C>& cls) {
             nb::cast<std::string>(nb::handle(Py_TYPE(self.ptr())).attr("__name__"));
         std::string r = "<shmring." + type + " '" + c.segment_name + "'";
         if (c.closed) return r + " closed>";
-        const shmring::SideBlock& side =
-            c.role == "producer" ? c.control->producer : c.control->consumer;
         r += " capacity=" + std::to_string(c.geometry.capacity) +
              " slot_size=" + std::to_string(c.geometry.slot_size);
         if (c.geometry.format == shmring::SlotFormat::low_latency) r += " slot_format=low_latency";
-        r += " position=" + std::to_string(shmring::atomic::load_acquire(&side.position)) +
-             " waiting=" + std::to_string(waiting(c.control, c.geometry.capacity)) + ">";
+        r += " position=" + std::to_string(position_of(c)) +
+             " waiting=" + std::to_string(waiting_for(c)) + ">";
         return r;
       });
 }
@@ -840,7 +924,7 @@ void bind_producer(nb::module_& m, const char* name) {
 }
 
 template <class C>
-void bind_consumer(nb::module_& m, const char* name) {
+nb::class_<C> bind_consumer(nb::module_& m, const char* name) {
   nb::class_<C> cls(m, name);
   bind_recovery(cls);
   bind_record(cls);
@@ -895,6 +979,47 @@ void bind_consumer(nb::module_& m, const char* name) {
           "try_pop_into", [](C& c, nb::handle buffer) { return c.pop_into(buffer, {}, true); },
           "buffer"_a, "Like pop_into, but None at once if the ring is empty.")
       .def("_next", [](C& c, std::optional<double> timeout) { return c.take(timeout, false); });
+  return cls;
+}
+
+void bind_subscriber(nb::module_& m) {
+  nb::class_<Subscriber> sub = bind_consumer<Subscriber>(m, "BroadcastSubscriber");
+  sub.def(
+         "newest",
+         [](Subscriber& s, std::optional<double> timeout) {
+           std::optional<nb::bytes> m = s.newest(timeout, false);
+           if (!m) raise_timeout("newest timed out: nothing new was published");
+           return *m;
+         },
+         "timeout"_a = nb::none(),
+         "The newest message published since the last one read, as bytes, passing over the "
+         "ones before it (they do not count as lost); waits up to timeout seconds (None: no "
+         "limit) if there is none, then TimeoutError.")
+      .def(
+          "try_newest", [](Subscriber& s) { return s.newest({}, true); },
+          "Like newest, but None at once if nothing new was published.")
+      .def_prop_ro(
+          "delivery",
+          [](const Subscriber& s) {
+            check_open(s);
+            return shmring::to_string(s.h.delivery());
+          },
+          "'reliable' or 'lossy'.")
+      .def_prop_ro(
+          "lapped",
+          [](const Subscriber& s) {
+            check_open(s);
+            return s.h.lapped();
+          },
+          "Lossy: times the producer lapped this subscriber (each time, its reads skipped "
+          "ahead to the newest message).")
+      .def_prop_ro(
+          "lost",
+          [](const Subscriber& s) {
+            check_open(s);
+            return s.h.lost();
+          },
+          "Lossy: messages this subscriber missed because it was lapped.");
 }
 
 }  // namespace
@@ -921,6 +1046,7 @@ NB_MODULE(_shmring, m) {
   using MP = Producer<shmring::MpmcProducer>;
   using SC = Consumer<shmring::SpscConsumer>;
   using MC = Consumer<shmring::MpmcConsumer>;
+  using BP = Producer<shmring::BroadcastProducer>;
 
   nb::class_<Slot>(m, "Slot", nb::type_slots(slot_type_slots),
                    "One slot lent in place: a writable buffer (claim) or a read-only one (peek). "
@@ -993,6 +1119,15 @@ NB_MODULE(_shmring, m) {
             s.finish(s.writable);
           },
           "Releases a peeked message (commits a claimed slot).")
+      .def(
+          "valid",
+          [](const Slot& s) {
+            return s.state == Slot::State::active && (s.writable || s.rclaim.valid());
+          },
+          "Whether the slot still holds what was lent: always, until it is finished, except on "
+          "a lossy broadcast ring, whose producer may rewrite a peeked slot while it is read. "
+          "There, read what you need, then ask: False means it was overwritten meanwhile and "
+          "what was read must be discarded.")
       .def_prop_ro(
           "array",
           [](nb::handle self) {
@@ -1043,6 +1178,8 @@ NB_MODULE(_shmring, m) {
   bind_producer<MP>(m, "MpmcProducer");
   bind_consumer<SC>(m, "SpscConsumer");
   bind_consumer<MC>(m, "MpmcConsumer");
+  bind_producer<BP>(m, "BroadcastProducer");
+  bind_subscriber(m);
 
   nb::class_<shmring::WaitPolicy>(
       m, "WaitPolicy",
@@ -1203,6 +1340,9 @@ NB_MODULE(_shmring, m) {
             if (seg.geometry().kind == shmring::RingKind::spsc) {
               return nb::cast(new SP(seg, true, s.gpu), nb::rv_policy::take_ownership);
             }
+            if (seg.geometry().kind == shmring::RingKind::broadcast) {
+              return nb::cast(new BP(seg, true, s.gpu), nb::rv_policy::take_ownership);
+            }
             return nb::cast(new MP(seg, false, s.gpu), nb::rv_policy::take_ownership);
           },
           "Attaches a producer of the ring's kind.")
@@ -1213,9 +1353,39 @@ NB_MODULE(_shmring, m) {
             if (seg.geometry().kind == shmring::RingKind::spsc) {
               return nb::cast(new SC(seg, true, s.gpu), nb::rv_policy::take_ownership);
             }
+            if (seg.geometry().kind == shmring::RingKind::broadcast) {
+              throw StatusError("kind_mismatch", "segment '" + s.name +
+                                                     "' holds a broadcast ring, which has "
+                                                     "subscribers: use seg.subscriber(at=...)");
+            }
             return nb::cast(new MC(seg, false, s.gpu), nb::rv_policy::take_ownership);
           },
-          "Attaches a consumer of the ring's kind.")
+          "Attaches a consumer of the ring's kind (spsc or mpmc).")
+      .def(
+          "subscriber",
+          [](const PySegment& s, const std::string& at) {
+            const shmring::Segment& seg = s.open_seg();
+            return nb::cast(make_subscriber(seg, at, s.gpu), nb::rv_policy::take_ownership);
+          },
+          "at"_a = "next",
+          "Attaches a subscriber of a broadcast ring, which reads every message from where it "
+          "joins: at='next' (default) the first one published after now, 'oldest' the oldest "
+          "the ring still holds, 'newest' the last one published.")
+      .def(
+          "subscriber_ref", [](const PySegment& s) { return segment_role_ref(s, "subscriber"); },
+          "A RoleRef to a subscriber of this broadcast ring (see producer_ref); it attaches at "
+          "'next'.")
+      .def_prop_ro(
+          "subscribers", [](const PySegment& s) { return s.open_seg().geometry().subscribers; },
+          "Broadcast: how many subscribers may be attached at once (0 for other kinds).")
+      .def_prop_ro(
+          "delivery",
+          [](const PySegment& s) -> std::optional<std::string> {
+            const shmring::Geometry& g = s.open_seg().geometry();
+            if (g.kind != shmring::RingKind::broadcast) return std::nullopt;
+            return shmring::to_string(g.delivery);
+          },
+          "Broadcast: 'reliable' or 'lossy'; None for other kinds.")
       .def(
           "register_cuda",
           [](PySegment& s, int device) { s.gpu->register_segment(s.open_seg(), device); },
@@ -1253,8 +1423,16 @@ NB_MODULE(_shmring, m) {
       "create",
       [](const std::string& name, const std::string& kind, std::uint64_t capacity,
          std::uint64_t slot_size, unsigned mode, const std::string& slot_format,
-         bool unlink_on_close, nb::bytes metadata) {
+         bool unlink_on_close, nb::bytes metadata, std::uint32_t subscribers,
+         const std::string& delivery) {
         shmring::CreateOptions o;
+        o.subscribers = subscribers;
+        if (delivery == "lossy") {
+          o.delivery = shmring::Delivery::lossy;
+        } else if (delivery != "reliable") {
+          throw StatusError("invalid_argument",
+                            "delivery must be 'reliable' or 'lossy', not '" + delivery + "'");
+        }
         o.metadata.assign(metadata.c_str(), metadata.size());
         o.kind = parse_kind(kind);
         o.capacity = capacity;
@@ -1267,7 +1445,7 @@ NB_MODULE(_shmring, m) {
       },
       "name"_a, "kind"_a = "spsc", "capacity"_a = 1024, "slot_size"_a = 1024, "mode"_a = 0600,
       "slot_format"_a = "plain", "unlink_on_close"_a = false, "metadata"_a = nb::bytes(""),
-      nb::rv_policy::take_ownership,
+      "subscribers"_a = 0, "delivery"_a = "reliable", nb::rv_policy::take_ownership,
       "Creates a segment holding one ring; slot_format is 'plain' or 'low_latency'.");
   m.def(
       "open",

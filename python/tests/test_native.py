@@ -413,7 +413,8 @@ def test_reprs(name):
 
 
 @pytest.mark.parametrize("kwargs,errc,what", [
-    (dict(kind="fifo"), "invalid_argument", "kind must be 'spsc' or 'mpmc', not 'fifo'"),
+    (dict(kind="fifo"), "invalid_argument",
+     "kind must be 'spsc', 'mpmc' or 'broadcast', not 'fifo'"),
     (dict(capacity=-1), "invalid_capacity", "capacity must be a power of two >= 1, not -1"),
     (dict(capacity=3), "invalid_capacity", "capacity must be a power of two >= 1, not 3"),
     (dict(slot_size=0), "invalid_slot_size", "slot_size must be >= 1 byte, not 0"),

@@ -400,7 +400,7 @@ def test_bad_geometry_and_kind(name):
     with pytest.raises(shmring.Error) as e:
         shmring.create(name, capacity=3)
     assert e.value.errc == "invalid_capacity"
-    with pytest.raises(ValueError, match="kind must be 'spsc' or 'mpmc'"):
+    with pytest.raises(ValueError, match="kind must be 'spsc', 'mpmc' or 'broadcast'"):
         shmring.create(name, kind="ring")
     shmring.create(name, kind="spsc", capacity=4, slot_size=16)
     with pytest.raises(shmring.ExistsError) as e:

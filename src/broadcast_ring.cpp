@@ -1,0 +1,226 @@
+#include "shmring/broadcast_ring.hpp"
+
+#include <string>
+
+#include "detail/attach.hpp"
+#include "detail/blocking.hpp"
+#include "detail/fail.hpp"
+#include "detail/subscribers.hpp"
+#include "shmring/event.hpp"
+
+namespace shmring {
+namespace {
+
+using detail::as_timeout;
+using detail::Failure;
+using detail::not_would_block;
+
+// A conflated read that keeps being lapped while it copies the newest
+// message gives up after this many tries (Status::overrun): the producer
+// rewrites the ring faster than one message can be copied.
+constexpr int kNewestTries = 8;
+
+}  // namespace
+
+// Sleepers on the futex, and waiters in epoll (event.hpp).
+void detail::BroadcastProducerCore::wake_subscribers() noexcept {
+  futex::notify_all(&view.producer()->notify);
+  (void)signal_waiters(view.base(), WaitFor::data);
+}
+
+void detail::BroadcastSubscriberCore::wake_producer() noexcept {
+  futex::notify_all(&view.consumer()->notify);
+  (void)signal_waiters(view.base(), WaitFor::room);
+}
+
+bool detail::BroadcastProducerCore::evict_dead() noexcept {
+  return evict_dead_subscribers(view, probe_fd) != 0;
+}
+
+detail::BroadcastSubscriberCore::~BroadcastSubscriberCore() {
+  if (!block) return;
+  if (!attached_here()) {
+    block.reset();  // a forked child's copy: the block is its parent's
+    return;
+  }
+  if (retire_subscriber(view, cursor, block)) wake_producer();
+}
+
+Status detail::BroadcastSubscriberCore::copy_next(std::span<std::byte> buffer, std::size_t& size,
+                                                  bool conflated) noexcept {
+  for (int tries = 1;; ++tries) {
+    // Passing over messages releases them: a reliable producer waiting for
+    // them may go on.
+    if (conflated && view.newest(cursor) != 0 && !view.lossy() &&
+        atomic::load_relaxed(&view.producer_wait()->waiters) != 0) {
+      wake_producer();
+    }
+    Status status = Status::ok;
+    if (view.readable(cursor, 1, status) == 0) {
+      status = nothing_readable(status);
+    } else {
+      std::uint32_t length = 0;
+      status = view.copy_out(cursor.next, buffer.data(), buffer.size(), length);
+      if (status == Status::ok) {
+        size = length;
+        release(1);
+        return Status::ok;
+      }
+      if (status == Status::too_large) size = view.committed_length(cursor.next);
+    }
+    if (status != Status::overrun) return detail::none_because(*this, status);
+    if (conflated) {
+      if (tries < kNewestTries) continue;
+      return Status::overrun;
+    }
+    // Lapped: counted, and the next read is the newest message. A slot found
+    // being rewritten before the head says so is a lap not yet published:
+    // nothing to skip to yet, and the lap is reported when it is.
+    return view.recover_overrun(cursor) != 0 ? Status::overrun : Status::would_block;
+  }
+}
+
+// ---- producer --------------------------------------------------------------
+
+BroadcastProducer BroadcastProducer::attach(const Segment& segment, const WaitPolicy& policy) {
+  return detail::or_throw([&](Failure& f) { return do_attach(segment, policy, f); });
+}
+
+BroadcastProducer BroadcastProducer::attach(const Segment& segment, const WaitPolicy& policy,
+                                            std::error_code& ec) {
+  return detail::or_report(ec, [&](Failure& f) { return do_attach(segment, policy, f); });
+}
+
+BroadcastProducer BroadcastProducer::do_attach(const Segment& segment, const WaitPolicy& policy,
+                                               Failure& f) {
+  BroadcastProducer p;
+  if ((f = detail::check_attachable(segment, RingKind::broadcast, "broadcast producer"))) return p;
+  std::shared_ptr<detail::Holding> role = detail::claim_role(segment, /*producer=*/true, f);
+  if (f) return p;
+  auto core = std::make_unique<detail::BroadcastProducerCore>();
+  detail::init_core(*core, segment, policy, std::move(role));
+  core->view = BroadcastView(segment.base(), segment.geometry());
+  core->probe_fd = segment.fd();
+  const BroadcastView& v = core->view;
+  // The role is exclusive, so no producer sleeps now; a predecessor killed in
+  // its sleep left its count behind, which would cost every release a futex
+  // call from now on.
+  atomic::store_seq_cst(&v.producer_wait()->waiters, std::uint32_t{0});
+  // A predecessor that died between its slot commits and its head store left
+  // published slots beyond the head (subscribers may have read them): the
+  // head moves past them, and the subscribers go on from where they are.
+  core->cursor = v.resume();
+  if (core->cursor.head != atomic::load_acquire(&v.producer()->position)) {
+    atomic::store_seq_cst(&v.producer()->position, core->cursor.head);
+  }
+  p.core_ = core.release();
+  return p;
+}
+
+template <class TryOnce, class Done>
+auto BroadcastProducer::wait_for_room(std::chrono::nanoseconds timeout, TryOnce&& try_once,
+                                      Done&& done) noexcept -> decltype(try_once()) {
+  detail::BroadcastProducerCore& c = *core_;
+  // A dead subscriber never releases and never wakes us, so both the check
+  // before each sleep (stalled) and the re-check after it (ready) evict the
+  // dead: a subscriber killed while we sleep lets us go on at our next look.
+  return detail::block_until(
+      detail::room_side(c.view), c.policy, c.wait_state, timeout, try_once, done,
+      [&] { return c.evict_dead() || c.view.space_ready(c.cursor); },
+      [&] { return c.evict_dead(); });
+}
+
+Status BroadcastProducer::push(std::span<const std::byte> message,
+                               std::chrono::nanoseconds timeout) noexcept {
+  if (const Status s = exclusive_refusal(); s != Status::ok) return s;
+  if (message.size() > core_->view.slot_size()) return Status::too_large;
+  return as_timeout(wait_for_room(
+      timeout, [&] { return try_push(message); }, not_would_block));
+}
+
+WriteClaim BroadcastProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
+  if (max == 0 || exclusive_refusal() != Status::ok) return try_claim(max);  // no wait
+  WriteClaim claim = wait_for_room(
+      timeout, [&] { return try_claim(max); }, detail::claim_done<WriteClaim>);
+  if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
+  return claim;
+}
+
+// ---- subscriber ------------------------------------------------------------
+
+BroadcastSubscriber BroadcastSubscriber::attach(const Segment& segment, JoinAt at,
+                                                const WaitPolicy& policy) {
+  return detail::or_throw([&](Failure& f) { return do_attach(segment, at, policy, f); });
+}
+
+BroadcastSubscriber BroadcastSubscriber::attach(const Segment& segment, JoinAt at,
+                                                const WaitPolicy& policy, std::error_code& ec) {
+  return detail::or_report(ec, [&](Failure& f) { return do_attach(segment, at, policy, f); });
+}
+
+BroadcastSubscriber BroadcastSubscriber::do_attach(const Segment& segment, JoinAt at,
+                                                   const WaitPolicy& policy, Failure& f) {
+  BroadcastSubscriber s;
+  if (at != JoinAt::oldest && at != JoinAt::newest && at != JoinAt::next) {
+    f = detail::fail(errc::invalid_argument, segment.name(),
+                     "a subscriber joins at JoinAt::oldest, newest or next, not JoinAt(" +
+                         std::to_string(static_cast<int>(at)) + ")");
+    return s;
+  }
+  if ((f = detail::check_attachable(segment, RingKind::broadcast, "broadcast subscriber"))) {
+    return s;
+  }
+  std::shared_ptr<detail::Holding> block;
+  const std::optional<std::uint32_t> index = detail::take_subscriber(segment, block, f);
+  if (!index) return s;
+  auto core = std::make_unique<detail::BroadcastSubscriberCore>();
+  // The block's holding keeps the mapping; the core retires the block itself
+  // when it goes (its destructor), so `lifetime` stays empty.
+  detail::init_core(*core, segment, policy, nullptr);
+  core->view = BroadcastView(segment.base(), segment.geometry());
+  core->cursor = core->view.join(*index, at);
+  core->block = std::move(block);
+  if (core->view.lossy()) core->scratch.resize(core->view.slot_size());
+  s.core_ = core.release();
+  return s;
+}
+
+template <class TryOnce, class Done>
+auto BroadcastSubscriber::wait_for_message(std::chrono::nanoseconds timeout, TryOnce&& try_once,
+                                           Done&& done) noexcept -> decltype(try_once()) {
+  detail::BroadcastSubscriberCore& c = *core_;
+  return detail::block_until(detail::data_side(c.view), c.policy, c.wait_state, timeout, try_once,
+                             done, [&] { return c.view.data_ready(c.cursor); });
+}
+
+Status BroadcastSubscriber::pop(std::span<std::byte> buffer, std::size_t& size,
+                                std::chrono::nanoseconds timeout) noexcept {
+  if (const Status s = exclusive_refusal(); s != Status::ok) return s;
+  return as_timeout(wait_for_message(
+      timeout, [&] { return try_pop(buffer, size); }, not_would_block));
+}
+
+Status BroadcastSubscriber::newest(std::span<std::byte> buffer, std::size_t& size,
+                                   std::chrono::nanoseconds timeout) noexcept {
+  if (const Status s = exclusive_refusal(); s != Status::ok) return s;
+  return as_timeout(wait_for_message(
+      timeout, [&] { return try_newest(buffer, size); }, not_would_block));
+}
+
+ReadClaim BroadcastSubscriber::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
+  if (max == 0 || exclusive_refusal() != Status::ok) return try_peek(max);  // no wait
+  ReadClaim claim = wait_for_message(
+      timeout, [&] { return try_peek(max); }, detail::claim_done<ReadClaim>);
+  if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
+  return claim;
+}
+
+bool BroadcastSubscriber::wait_for_data(std::chrono::nanoseconds timeout) noexcept {
+  if (exclusive_refusal() != Status::ok) return false;
+  const BroadcastView& v = core_->view;
+  const BroadcastSubscriberCursor& c = core_->cursor;
+  return wait_for_message(
+      timeout, [&] { return v.data_ready(c); }, [](bool r) { return r; });
+}
+
+}  // namespace shmring
