@@ -37,7 +37,7 @@ class Server:
 
     async def forward(self, name: str, rx) -> None:
         # Ends when the ring's producer closes it (shmring.EndOfStream ends
-        # `async for`); a producer that dies raises shmring.PeerGoneError.
+        # `async for`); a producer that dies raises shmring.PeerDeadError.
         async for msg in rx:
             self.counts[name] += 1
             line = name.encode() + b" " + msg + b"\n"

@@ -95,11 +95,11 @@ Status detail::MpmcSideCore::end_status(bool probe) noexcept {
     // Full, and every consumer that attached died: nobody will make room.
     if (probe) {
       const SidePeers peers = mpmc_side_peers(segment, /*producer=*/false);
-      peer_gone_seen = peers.recorded && !peers.live;
+      peer_dead_seen = peers.recorded && !peers.live;
     }
-    if (!peer_gone_seen) return Status::would_block;
-    if (!probe) peer_gone_seen = false;
-    return view.space_ready() ? Status::would_block : Status::peer_gone;
+    if (!peer_dead_seen) return Status::would_block;
+    if (!probe) peer_dead_seen = false;
+    return view.space_ready() ? Status::would_block : Status::peer_dead;
   }
   if (atomic::load_seq_cst(&view.producer()->stream) == kStreamClosed) {
     return view.data_ready() ? Status::would_block : Status::closed;
@@ -108,11 +108,11 @@ Status detail::MpmcSideCore::end_status(bool probe) noexcept {
   // they left claimed is recovered as skipped, nothing more comes.
   if (probe) {
     const SidePeers peers = mpmc_side_peers(segment, /*producer=*/true);
-    peer_gone_seen = peers.recorded && !peers.live;
+    peer_dead_seen = peers.recorded && !peers.live;
   }
-  if (!peer_gone_seen) return Status::would_block;
-  if (!probe) peer_gone_seen = false;
-  return view.data_ready() ? Status::would_block : Status::peer_gone;
+  if (!peer_dead_seen) return Status::would_block;
+  if (!probe) peer_dead_seen = false;
+  return view.data_ready() ? Status::would_block : Status::peer_dead;
 }
 
 detail::RecoveryStep detail::MpmcSideCore::recover_step() noexcept {

@@ -18,10 +18,10 @@ using detail::not_would_block;
 // A core for the role `a` took, in this process.
 template <class Core>
 std::unique_ptr<Core> make_core(const Segment& segment, const WaitPolicy& policy,
-                                std::shared_ptr<detail::Holding> role) {
+                                const std::shared_ptr<detail::Holding>& role) {
   auto core = std::make_unique<Core>();
   core->view = SpscView(segment.base(), segment.geometry());
-  detail::init_core(*core, segment, policy, std::move(role));
+  detail::init_core(*core, segment, policy, role);
   return core;
 }
 
@@ -60,10 +60,10 @@ Status detail::SpscProducerCore::end_status(bool probe) noexcept {
   if (closed_here) return Status::closed;
   // The ring is full: room comes only from a consumer. One that died will
   // not make it (a new one may take the role over and go on).
-  if (probe) peer_gone_seen = spsc_role_died(segment, /*producer=*/false);
-  if (!peer_gone_seen) return Status::would_block;
-  if (!probe) peer_gone_seen = false;  // reported once; the next wait probes again
-  return view.space_ready(cursor) ? Status::would_block : Status::peer_gone;
+  if (probe) peer_dead_seen = spsc_role_died(segment, /*producer=*/false);
+  if (!peer_dead_seen) return Status::would_block;
+  if (!probe) peer_dead_seen = false;  // reported once; the next wait probes again
+  return view.space_ready(cursor) ? Status::would_block : Status::peer_dead;
 }
 
 Status detail::SpscConsumerCore::end_status(bool probe) noexcept {
@@ -72,11 +72,11 @@ Status detail::SpscConsumerCore::end_status(bool probe) noexcept {
     // says whether anything is left.
     return view.data_ready(cursor) ? Status::would_block : Status::closed;
   }
-  if (probe) peer_gone_seen = spsc_role_died(segment, /*producer=*/true);
-  if (!peer_gone_seen) return Status::would_block;
-  if (!probe) peer_gone_seen = false;
+  if (probe) peer_dead_seen = spsc_role_died(segment, /*producer=*/true);
+  if (!peer_dead_seen) return Status::would_block;
+  if (!probe) peer_dead_seen = false;
   // A dead producer's stores are all visible: what it published is read first.
-  return view.data_ready(cursor) ? Status::would_block : Status::peer_gone;
+  return view.data_ready(cursor) ? Status::would_block : Status::peer_dead;
 }
 
 // ---- producer --------------------------------------------------------------
@@ -94,7 +94,7 @@ SpscProducer SpscProducer::do_attach(const Segment& segment, const WaitPolicy& p
   SpscProducer p;
   detail::SpscAttachment a = detail::attach_spsc(segment, /*producer=*/true, f);
   if (f) return p;
-  auto core = make_core<detail::SpscProducerCore>(segment, policy, std::move(a.role));
+  auto core = make_core<detail::SpscProducerCore>(segment, policy, a.role);
   core->cursor = a.producer;
   // A producer that attaches reopens the stream a predecessor closed.
   atomic::store_seq_cst(&core->view.producer()->stream, kStreamOpen);
@@ -139,7 +139,7 @@ SpscConsumer SpscConsumer::do_attach(const Segment& segment, const WaitPolicy& p
   SpscConsumer c;
   detail::SpscAttachment a = detail::attach_spsc(segment, /*producer=*/false, f);
   if (f) return c;
-  auto core = make_core<detail::SpscConsumerCore>(segment, policy, std::move(a.role));
+  auto core = make_core<detail::SpscConsumerCore>(segment, policy, a.role);
   core->cursor = a.consumer;
   c.core_ = core.release();
   return c;

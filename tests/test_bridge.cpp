@@ -317,16 +317,16 @@ class Producer : public EndProcess {
         fill_message(seq, buffer, slot);
         const auto deadline = Clock::now() + 60s;
         Status s;
-        // peer_gone: the sender reading this ring was killed; the test starts
+        // peer_dead: the sender reading this ring was killed; the test starts
         // another, so wait for it as for room.
         while ((s = tx.push(std::span(buffer).first(message_size(seq, slot)), 50ms)) ==
                    Status::timeout ||
-               s == Status::peer_gone) {
+               s == Status::peer_dead) {
           if (Clock::now() > deadline) {
             st.failed = true;
             return;
           }
-          if (s == Status::peer_gone) std::this_thread::sleep_for(1ms);
+          if (s == Status::peer_dead) std::this_thread::sleep_for(1ms);
         }
         if (s != Status::ok) {
           st.failed = true;

@@ -2,7 +2,7 @@
 // docs/events.md): consumers and producers driven by poll or a WaitSet on
 // event_fd() alone, every message checked by its sequence number; close ->
 // drain -> Status::closed, within a process and across processes; a producer
-// (or consumer) that died reported as Status::peer_gone; descriptors readable
+// (or consumer) that died reported as Status::peer_dead; descriptors readable
 // when the stream ends.
 //
 // Counts scale with SHMRING_STRESS_SCALE (and shrink under ThreadSanitizer).
@@ -400,7 +400,7 @@ TEST(HandleEnd, MpmcLastProducerOutCloses) {
 // ---- peer death ---------------------------------------------------------------------
 
 // A producer process publishes some messages and is killed: the consumer
-// reads them, then Status::peer_gone, from a blocking pop and through its
+// reads them, then Status::peer_dead, from a blocking pop and through its
 // descriptor.
 template <RingKind Kind>
 void dead_producer_detected() {
@@ -430,17 +430,17 @@ void dead_producer_detected() {
   // the death.
   EXPECT_EQ(rx.try_pop(buf, size), Status::would_block) << "try_ alone does not probe";
   ASSERT_TRUE(readable(fd, kWatchdog)) << "a dead producer never made the descriptor readable";
-  EXPECT_EQ(rx.try_pop(buf, size), Status::peer_gone);
+  EXPECT_EQ(rx.try_pop(buf, size), Status::peer_dead);
   const auto start = Clock::now();
-  EXPECT_EQ(rx.pop(buf, size, 30s), Status::peer_gone);
+  EXPECT_EQ(rx.pop(buf, size, 30s), Status::peer_dead);
   EXPECT_LT(Clock::now() - start, 10s);
 }
 
-TEST(HandlePeer, SpscDeadProducerIsPeerGone) { dead_producer_detected<RingKind::spsc>(); }
-TEST(HandlePeer, MpmcDeadProducerIsPeerGone) { dead_producer_detected<RingKind::mpmc>(); }
+TEST(HandlePeer, SpscDeadProducerIsPeerDead) { dead_producer_detected<RingKind::spsc>(); }
+TEST(HandlePeer, MpmcDeadProducerIsPeerDead) { dead_producer_detected<RingKind::mpmc>(); }
 
 // A consumer process is killed while the ring is full: the producer's
-// blocking push says peer_gone rather than wait for room nobody will make.
+// blocking push says peer_dead rather than wait for room nobody will make.
 template <RingKind Kind>
 void dead_consumer_detected() {
   test::UniqueShm shm;
@@ -461,7 +461,7 @@ void dead_consumer_detected() {
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   const auto start = Clock::now();
-  EXPECT_EQ(tx.push(word_bytes(9), 30s), Status::peer_gone);
+  EXPECT_EQ(tx.push(word_bytes(9), 30s), Status::peer_dead);
   EXPECT_LT(Clock::now() - start, 10s);
   // A new consumer takes over (MPMC: joins) and room comes again.
   auto rx = Roles<Kind>::Consumer::attach(seg);
@@ -471,10 +471,10 @@ void dead_consumer_detected() {
   EXPECT_EQ(tx.push(word_bytes(9), kWatchdog), Status::ok);
 }
 
-TEST(HandlePeer, SpscDeadConsumerIsPeerGoneForAFullProducer) {
+TEST(HandlePeer, SpscDeadConsumerIsPeerDeadForAFullProducer) {
   dead_consumer_detected<RingKind::spsc>();
 }
-TEST(HandlePeer, MpmcDeadConsumerIsPeerGoneForAFullProducer) {
+TEST(HandlePeer, MpmcDeadConsumerIsPeerDeadForAFullProducer) {
   dead_consumer_detected<RingKind::mpmc>();
 }
 

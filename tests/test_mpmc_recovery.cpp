@@ -179,7 +179,7 @@ TEST(MpmcRecovery, BlockingConsumerRecoversByItself) {
   auto tx = MpmcProducer::attach(seg);
   for (std::uint64_t v = 0; v < 4; ++v) ASSERT_EQ(tx.try_push(bytes_of(v)), Status::ok);
   // Attached before the other dies: with no live consumer at all, a producer
-  // waiting on a full ring would be told peer_gone instead.
+  // waiting on a full ring would be told peer_dead instead.
   auto rx = MpmcConsumer::attach(seg);
   die_in_child([&] {
     Segment s = Segment::open(shm.name());

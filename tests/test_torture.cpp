@@ -306,10 +306,10 @@ struct Process {
     const auto start = Clock::now();
     auto c = call();
     if (c.empty()) {
-      // A killed peer is replaced by the next incarnation: peer_gone (and
+      // A killed peer is replaced by the next incarnation: peer_dead (and
       // closed, from an incarnation that finished) mean "not now" here.
       const Status s = c.status();
-      if (s != Status::timeout && s != Status::peer_gone && s != Status::closed) {
+      if (s != Status::timeout && s != Status::peer_dead && s != Status::closed) {
         fail("%s failed: %s", what, to_string(s));
       }
       if (s != Status::timeout) std::this_thread::sleep_for(std::chrono::milliseconds(1));

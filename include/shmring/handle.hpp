@@ -75,7 +75,7 @@ struct HandleCore {
   // checks)? The progress half of the descriptor's readiness.
   virtual bool progress_ready() const noexcept { return true; }
   // What a try_ call that found nothing reports: Status::closed or
-  // Status::peer_gone once the stream ended, else would_block. `probe`:
+  // Status::peer_dead once the stream ended, else would_block. `probe`:
   // also look for a dead peer (lock probes: system calls, so only where a
   // wait is due). A dead peer found is remembered for the next call.
   virtual Status end_status(bool probe) noexcept {
@@ -100,7 +100,7 @@ struct HandleCore {
   EventSignaller signaller;     // wakes the other side's descriptors
   EventWaiter events;           // ours, once event_fd() was asked for
   std::uint32_t quiet = 0;      // in a blocking call: its tries do not arm the descriptor
-  bool peer_gone_seen = false;  // end_status(true) found the peer dead
+  bool peer_dead_seen = false;  // end_status(true) found the peer dead
   // Producers: close() was called (later pushes say Status::closed), and
   // whether the handle's end closes the stream.
   bool closed_here = false;
@@ -181,7 +181,7 @@ class Handle {
   // A descriptor for poll/epoll/select or an event loop, readable while a
   // try_ call of this handle may make progress (data for a consumer, room
   // for a producer) or would report the end of the stream (Status::closed,
-  // Status::peer_gone). The protocol: wait until it is readable, then call
+  // Status::peer_dead). The protocol: wait until it is readable, then call
   // try_ forms until one returns would_block; that call arms the descriptor
   // again (or leaves it readable if the ring moved meanwhile), so wait
   // again. It may also be readable for nothing (a periodic "look",

@@ -18,7 +18,7 @@ namespace shmring::detail {
 
 // Why an in-order handle got none of what it asked for: what the view said,
 // or that there is nothing yet (which also re-arms its descriptor, and says
-// closed or peer_gone once the stream ended: HandleCore::nothing_now).
+// closed or peer_dead once the stream ended: HandleCore::nothing_now).
 inline Status none_because(HandleCore& core, Status status) noexcept {
   return status == Status::ok ? core.nothing_now() : status;
 }

@@ -41,7 +41,7 @@ enum class Status : std::uint8_t {
   // no consumer will make (the consumer role's holder, or every consumer,
   // died). Seen by blocking calls before they sleep and by handles with an
   // event descriptor; a peer that attaches again ends it. Nothing changed.
-  peer_gone,
+  peer_dead,
 };
 
 SHMRING_HD constexpr const char* to_string(Status s) noexcept {
@@ -70,8 +70,8 @@ SHMRING_HD constexpr const char* to_string(Status s) noexcept {
       return "overrun";
     case Status::closed:
       return "closed";
-    case Status::peer_gone:
-      return "peer_gone";
+    case Status::peer_dead:
+      return "peer_dead";
   }
   return "unknown";
 }

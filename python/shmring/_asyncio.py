@@ -52,7 +52,7 @@ async def _readable(handle: Any) -> None:
 async def pop_async(self: Any) -> bytes:
     """The next message as bytes, waiting on the running loop. EndOfStream
     once the producer closed the ring and every message was read;
-    PeerGoneError if it died. Cancelling the wait leaves the ring as it was."""
+    PeerDeadError if it died. Cancelling the wait leaves the ring as it was."""
     while True:
         msg = self.try_pop()
         if msg is not None:
@@ -62,7 +62,7 @@ async def pop_async(self: Any) -> bytes:
 
 async def push_async(self: Any, data: Any) -> None:
     """Copies one message into the ring, waiting on the running loop for room.
-    PeerGoneError if the ring is full and its consumers died. Cancelling the
+    PeerDeadError if the ring is full and its consumers died. Cancelling the
     wait leaves the ring as it was (nothing was pushed)."""
     while not self.try_push(data):
         await _readable(self)
@@ -106,7 +106,7 @@ async def _messages(consumer: Any) -> AsyncIterator[bytes]:
 
 def aiter_messages(self: Any) -> AsyncIterator[bytes]:
     """``async for msg in rx``: messages as they come, until the end of the
-    stream (PeerGoneError if the producer died)."""
+    stream (PeerDeadError if the producer died)."""
     return _messages(self)
 
 

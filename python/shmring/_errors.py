@@ -63,9 +63,9 @@ class EndOfStream(Error):
     here; a producer gets it from pushes after its ``end_stream()``."""
 
 
-class PeerGoneError(Error):
+class PeerDeadError(Error):
     """The other side of the ring died without closing it (errc
-    ``peer_gone``): a consumer has read every message the dead producer
+    ``peer_dead``): a consumer has read every message the dead producer
     published, or a producer's ring is full and its consumers died. Unlike
     EndOfStream, loops do not end quietly on it: a crash is an error. A peer
     that attaches again resumes the ring."""
@@ -99,14 +99,14 @@ _CLASSES = {
     "wrong_process": (WrongProcessError, None),
     "closed": (ClosedError, None),
     "end_of_stream": (EndOfStream, None),
-    "peer_gone": (PeerGoneError, None),
+    "peer_dead": (PeerDeadError, None),
     "size_not_set": (SizeNotSetError, None),
 }
 
 
 for _cls in (Error, NotFoundError, ExistsError, PermissionDeniedError, InvalidArgumentError,
              WrongProcessError, UnsupportedError, ClosedError, SizeNotSetError, EndOfStream,
-             PeerGoneError):
+             PeerDeadError):
     _cls.__module__ = "shmring"
 
 

@@ -131,8 +131,8 @@ bool claim_done(bool got, shmring::Status s) {
                       "end of stream: the ring's producer closed it and every message published "
                       "before was read");
   }
-  if (s == shmring::Status::peer_gone) {
-    throw StatusError("peer_gone",
+  if (s == shmring::Status::peer_dead) {
+    throw StatusError("peer_dead",
                       "the other side of the ring died without closing it (every message it "
                       "published was read); one that attaches again resumes the ring");
   }
@@ -878,12 +878,9 @@ void bind_producer(nb::module_& m, const char* name) {
   bind_record(cls);
   bind_recovery(cls);
   bind_handle(cls);
-  cls.def_prop_ro(
-         "slot_format", [](C& p) { return p.low_latency ? "low_latency" : "plain"; },
-         "'plain', or 'low_latency' (copy calls only: claim raises UnsupportedError).")
-      .def("try_push", &C::try_push, "data"_a,
-           "Copies one message into the ring; False if it is full.")
-      .def(
+  // Producers that can end the stream (SPSC, MPMC).
+  if constexpr (requires(C& p) { p.h.close(); }) {
+    cls.def(
           "end_stream",
           [](C& p) {
             Busy guard(p);
@@ -905,7 +902,13 @@ void bind_producer(nb::module_& m, const char* name) {
             p.h.set_close_on_exit(on);
           },
           "Whether close() (or the handle's collection) ends the stream; True by default. "
-          "False leaves it open for a producer that attaches later.")
+          "False leaves it open for a producer that attaches later.");
+  }
+  cls.def_prop_ro(
+         "slot_format", [](C& p) { return p.low_latency ? "low_latency" : "plain"; },
+         "'plain', or 'low_latency' (copy calls only: claim raises UnsupportedError).")
+      .def("try_push", &C::try_push, "data"_a,
+           "Copies one message into the ring; False if it is full.")
       .def("push", &C::push, "data"_a, "timeout"_a = nb::none(),
            "Copies one message into the ring, waiting up to timeout seconds (None: no limit); "
            "TimeoutError if it stays full.")

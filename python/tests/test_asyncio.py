@@ -1,7 +1,7 @@
 """asyncio on the role handles (shmring/_asyncio.py) and end of stream:
 every message through pop_async from two rings at once, cancellation leaves
 the ring unchanged, ``async for`` and ``for`` end at close, push_async waits
-for room, a dead producer raises PeerGoneError. Each test runs its own
+for room, a dead producer raises PeerDeadError. Each test runs its own
 event loop under a watchdog (asyncio.wait_for), so a lost wake-up fails
 instead of hanging."""
 
@@ -212,7 +212,7 @@ def test_peek_async_lends_in_place_and_releases(name):
     run(main())
 
 
-def test_dead_producer_raises_peer_gone(name):
+def test_dead_producer_raises_peer_dead(name):
     seg = shmring.create(name, capacity=4, slot_size=16, unlink_on_close=True)
     rx = seg.consumer()
     pid = os.fork()
@@ -227,7 +227,7 @@ def test_dead_producer_raises_peer_gone(name):
 
     async def main():
         assert await rx.pop_async() == b"last words"
-        with pytest.raises(shmring.PeerGoneError):
+        with pytest.raises(shmring.PeerDeadError):
             await rx.pop_async()
 
     run(main())

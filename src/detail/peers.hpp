@@ -1,5 +1,5 @@
 // Is the other side of a ring still there? Cold checks (lock probes) behind
-// Status::peer_gone and close-on-exit (handle.hpp).
+// Status::peer_dead and close-on-exit (handle.hpp).
 #pragma once
 
 #include "shmring/segment.hpp"
