@@ -58,7 +58,7 @@ class Claim {
   Claim() noexcept = default;
   explicit Claim(Status status) noexcept : status_(status) {}
   Claim(HandleCore& core, const RingView& view, std::uint64_t first, std::uint64_t count) noexcept
-      : core_(&core), view_(view), first_(first), count_(count), status_(Status::ok) {
+      : core_(&core), view_(&view), first_(first), count_(count), status_(Status::ok) {
     lend(core);
   }
   Claim(Claim&& other) noexcept
@@ -88,7 +88,9 @@ class Claim {
   }
 
   HandleCore* core_ = nullptr;
-  RingView view_;
+  // The core's view: the core outlives the claim. A pointer, not a copy: a
+  // claim is made and moved for every message.
+  const RingView* view_ = nullptr;
   std::uint64_t first_ = 0;
   std::uint64_t count_ = 0;
   Status status_ = Status::would_block;
@@ -119,15 +121,15 @@ class WriteClaim : public detail::Claim {
 
   // The whole writable payload of slot i (slot_size bytes, 64-byte aligned).
   std::span<std::byte> operator[](std::size_t i) const noexcept {
-    return {view_.payload(first_ + i), static_cast<std::size_t>(view_.slot_size())};
+    return {view_->payload(first_ + i), static_cast<std::size_t>(view_->slot_size())};
   }
 
   // How many bytes of slot i a commit_batch() publishes (the full slot until
   // set). too_large, and nothing recorded, if `bytes` exceeds the slot.
   [[nodiscard]] Status set_size(std::size_t i, std::size_t bytes) noexcept {
     if (i >= count_) return count_ == 0 ? Status::finished : Status::too_large;
-    if (bytes > view_.slot_size()) return Status::too_large;
-    view_.set_length(first_ + i, static_cast<std::uint32_t>(bytes));
+    if (bytes > view_->slot_size()) return Status::too_large;
+    view_->set_length(first_ + i, static_cast<std::uint32_t>(bytes));
     if (i < kTracked) sized_ |= std::uint64_t{1} << i;
     return Status::ok;
   }
@@ -135,9 +137,13 @@ class WriteClaim : public detail::Claim {
   // Publishes slot 0 with `bytes` of payload and gives up the rest of the
   // claim. too_large, and the claim kept, if `bytes` does not fit.
   [[nodiscard]] Status commit(std::size_t bytes) noexcept {
-    if (const Status s = refusal(); s != Status::ok) return s;
-    if (const Status s = set_size(0, bytes); s != Status::ok) return s;
-    return commit_batch(1);
+    // The one-message path, written out: it runs once per message.
+    if (count_ == 0 || !core_->attached_here()) return refusal();
+    if (bytes > view_->slot_size()) return Status::too_large;
+    view_->set_length(first_, static_cast<std::uint32_t>(bytes));
+    core_->finish_write(first_, count_, 1);
+    done();
+    return Status::ok;
   }
   // Publishes the first `count` slots (all of them by default), their sizes
   // as set with set_size, with one publication; gives up the rest.
@@ -147,7 +153,7 @@ class WriteClaim : public detail::Claim {
     // Slots whose size was never set publish the whole slot.
     for (std::size_t i = 0; i < count && i < kTracked; ++i) {
       if ((sized_ >> i & 1) == 0) {
-        view_.set_length(first_ + i, static_cast<std::uint32_t>(view_.slot_size()));
+        view_->set_length(first_ + i, static_cast<std::uint32_t>(view_->slot_size()));
       }
     }
     core_->finish_write(first_, count_, count);
@@ -199,7 +205,7 @@ class ReadClaim : public detail::Claim {
 
   // The message in slot i, in place.
   std::span<const std::byte> operator[](std::size_t i) const noexcept {
-    const ReadSlot s = view_.read_slot(first_ + i);
+    const ReadSlot s = view_->read_slot(first_ + i);
     return {s.data, s.size};
   }
 
@@ -239,11 +245,14 @@ class ReadClaim : public detail::Claim {
   }
   // Hands every message of the claim back.
   Status release() noexcept {
-    if (count_ != 0 && !core_->attached_here()) {
+    if (count_ == 0) return refusal();
+    if (!core_->attached_here()) {
       done();  // a forked child's copy: the ring is not ours to touch
       return Status::wrong_process;
     }
-    return release(size());
+    core_->finish_read(first_, count_);
+    done();
+    return Status::ok;
   }
 
  private:

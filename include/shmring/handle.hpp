@@ -59,8 +59,11 @@ struct HandleCore {
     (void)first, (void)count;
     return true;
   }
-  // After the last claim of the handle is finished.
+  // After the last claim of the handle is finished, if `tracks_claims`: a
+  // flag rather than a virtual call for every handle, as it runs once per
+  // message and only MPMC handles need it.
   virtual void claims_done() noexcept {}
+  bool tracks_claims = false;
   // Whether what a reader read in place from `position` on is still the
   // message there (ReadClaim::valid). Only a lossy broadcast ring rewrites
   // slots under its readers.
@@ -153,7 +156,7 @@ inline void lend(HandleCore& core) noexcept { ++core.live_claims; }
 // A claim is finished: the core goes if its handle went before.
 inline void give_back(HandleCore& core) noexcept {
   if (--core.live_claims != 0) return;
-  if (core.attached_here()) core.claims_done();
+  if (core.tracks_claims && core.attached_here()) core.claims_done();
   if (core.handle_gone) delete &core;
 }
 

@@ -79,6 +79,7 @@ struct MpmcSideCore : HandleCore {
   std::uint64_t recover_from = kClaimIdle;  // where our last recovery step stopped
   MpmcRange held;                           // consumer: claimed messages kept for the next read
 
+  MpmcSideCore() noexcept { tracks_claims = true; }
   ~MpmcSideCore() override;
 
   SideBlock& side() const noexcept { return producer ? *view.producer() : *view.consumer(); }
