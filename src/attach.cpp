@@ -2,8 +2,10 @@
 
 #include <unistd.h>
 
+#include <optional>
 #include <string>
 
+#include "detail/subscribers.hpp"
 #include "shmring/atomic.hpp"
 #include "shmring/process.hpp"
 
@@ -68,6 +70,40 @@ SpscAttachment attach_spsc(const Segment& segment, bool producer, Failure& f) {
     a.consumer = SpscConsumerCursor{tail};
   }
   return a;
+}
+
+BroadcastProducerAttachment attach_broadcast_producer(const Segment& segment, std::string_view role,
+                                                      Failure& f) {
+  BroadcastProducerAttachment a;
+  if ((f = check_attachable(segment, RingKind::broadcast, role))) return a;
+  a.role = claim_role(segment, /*producer=*/true, f);
+  if (f) return a;
+  const BroadcastView v(segment.base(), segment.geometry());
+  // The role is exclusive, so no producer sleeps now; a predecessor killed in
+  // its sleep left its count behind, which would cost every release a futex
+  // call from now on.
+  atomic::store_seq_cst(&v.producer_wait()->waiters, std::uint32_t{0});
+  a.cursor = v.resume();
+  if (a.cursor.head != atomic::load_acquire(&v.producer()->position)) {
+    atomic::store_seq_cst(&v.producer()->position, a.cursor.head);
+  }
+  return a;
+}
+
+BroadcastSubscription attach_broadcast_subscriber(const Segment& segment, JoinAt at,
+                                                  std::string_view role, Failure& f) {
+  BroadcastSubscription s;
+  if (at != JoinAt::oldest && at != JoinAt::newest && at != JoinAt::next) {
+    f = fail(errc::invalid_argument, segment.name(),
+             "a subscriber joins at JoinAt::oldest, newest or next, not JoinAt(" +
+                 std::to_string(static_cast<int>(at)) + ")");
+    return s;
+  }
+  if ((f = check_attachable(segment, RingKind::broadcast, role))) return s;
+  const std::optional<std::uint32_t> index = take_subscriber(segment, s.block, f);
+  if (!index) return s;
+  s.cursor = BroadcastView(segment.base(), segment.geometry()).join(*index, at);
+  return s;
 }
 
 Failure check_cpu_may_join(const Segment& segment, const SideBlock& side, std::string_view role) {

@@ -94,25 +94,14 @@ BroadcastProducer BroadcastProducer::attach(const Segment& segment, const WaitPo
 BroadcastProducer BroadcastProducer::do_attach(const Segment& segment, const WaitPolicy& policy,
                                                Failure& f) {
   BroadcastProducer p;
-  if ((f = detail::check_attachable(segment, RingKind::broadcast, "broadcast producer"))) return p;
-  std::shared_ptr<detail::Holding> role = detail::claim_role(segment, /*producer=*/true, f);
+  detail::BroadcastProducerAttachment a =
+      detail::attach_broadcast_producer(segment, "broadcast producer", f);
   if (f) return p;
   auto core = std::make_unique<detail::BroadcastProducerCore>();
-  detail::init_core(*core, segment, policy, std::move(role));
+  detail::init_core(*core, segment, policy, std::move(a.role));
   core->view = BroadcastView(segment.base(), segment.geometry());
   core->probe_fd = segment.fd();
-  const BroadcastView& v = core->view;
-  // The role is exclusive, so no producer sleeps now; a predecessor killed in
-  // its sleep left its count behind, which would cost every release a futex
-  // call from now on.
-  atomic::store_seq_cst(&v.producer_wait()->waiters, std::uint32_t{0});
-  // A predecessor that died between its slot commits and its head store left
-  // published slots beyond the head (subscribers may have read them): the
-  // head moves past them, and the subscribers go on from where they are.
-  core->cursor = v.resume();
-  if (core->cursor.head != atomic::load_acquire(&v.producer()->position)) {
-    atomic::store_seq_cst(&v.producer()->position, core->cursor.head);
-  }
+  core->cursor = a.cursor;
   p.core_ = core.release();
   return p;
 }
@@ -161,25 +150,16 @@ BroadcastSubscriber BroadcastSubscriber::attach(const Segment& segment, JoinAt a
 BroadcastSubscriber BroadcastSubscriber::do_attach(const Segment& segment, JoinAt at,
                                                    const WaitPolicy& policy, Failure& f) {
   BroadcastSubscriber s;
-  if (at != JoinAt::oldest && at != JoinAt::newest && at != JoinAt::next) {
-    f = detail::fail(errc::invalid_argument, segment.name(),
-                     "a subscriber joins at JoinAt::oldest, newest or next, not JoinAt(" +
-                         std::to_string(static_cast<int>(at)) + ")");
-    return s;
-  }
-  if ((f = detail::check_attachable(segment, RingKind::broadcast, "broadcast subscriber"))) {
-    return s;
-  }
-  std::shared_ptr<detail::Holding> block;
-  const std::optional<std::uint32_t> index = detail::take_subscriber(segment, block, f);
-  if (!index) return s;
+  detail::BroadcastSubscription sub =
+      detail::attach_broadcast_subscriber(segment, at, "broadcast subscriber", f);
+  if (f) return s;
   auto core = std::make_unique<detail::BroadcastSubscriberCore>();
   // The block's holding keeps the mapping; the core retires the block itself
   // when it goes (its destructor), so `lifetime` stays empty.
   detail::init_core(*core, segment, policy, nullptr);
   core->view = BroadcastView(segment.base(), segment.geometry());
-  core->cursor = core->view.join(*index, at);
-  core->block = std::move(block);
+  core->cursor = sub.cursor;
+  core->block = std::move(sub.block);
   if (core->view.lossy()) core->scratch.resize(core->view.slot_size());
   s.core_ = core.release();
   return s;

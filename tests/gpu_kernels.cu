@@ -1,6 +1,7 @@
 #include <cuda_runtime_api.h>
 
 #include "gpu_kernels.hpp"
+#include "shmring/cuda/broadcast_device.cuh"
 #include "shmring/cuda/device.cuh"
 
 namespace shmring::test::gpu {
@@ -271,6 +272,138 @@ __global__ void mpmc_claim_read_once_kernel(cuda::MpmcConsumerRef ref, std::uint
   }
 }
 
+// ---- broadcast ----
+
+// fill() by a whole block: thread 0 the header, every thread its bytes.
+__device__ void group_fill(std::byte* dst, std::uint64_t seq, std::uint32_t size) {
+  const MessageHeader h{seq, 0, size};
+  if (threadIdx.x == 0) {
+    cuda::copy_bytes(dst, &h, size < sizeof h ? size : static_cast<std::uint32_t>(sizeof h));
+  }
+  for (std::uint32_t i = sizeof h + threadIdx.x; i < size; i += blockDim.x) {
+    dst[i] = static_cast<std::byte>(pattern_byte(seq, 0, i));
+  }
+}
+
+// check() by a whole block: every thread gets the number of wrong bytes (the
+// header counts as one) of the message, whose sequence number it returns.
+__device__ std::uint64_t group_check(const std::byte* src, std::uint32_t got_size,
+                                     std::uint32_t size, std::uint64_t& seq) {
+  __shared__ unsigned long long bad;
+  __shared__ std::uint64_t shared_seq;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    MessageHeader h{};
+    cuda::copy_bytes(&h, src, sizeof h);
+    bad = got_size != size || h.producer != 0 || h.size != size ? 1 : 0;
+    shared_seq = h.seq;
+  }
+  __syncthreads();
+  const std::uint64_t s = shared_seq;
+  unsigned long long mine = 0;
+  for (std::uint32_t i = sizeof(MessageHeader) + threadIdx.x; i < size && i < got_size;
+       i += blockDim.x) {
+    if (static_cast<std::uint8_t>(src[i]) != pattern_byte(s, 0, i)) ++mine;
+  }
+  if (mine != 0) atomicAdd(&bad, mine);
+  __syncthreads();
+  seq = s;
+  return bad;
+}
+
+__global__ void broadcast_produce_kernel(cuda::BroadcastProducerRef ref, Mode mode,
+                                         std::uint64_t first, std::uint64_t count,
+                                         std::uint32_t size, std::uint64_t timeout_ns,
+                                         KernelResult* r) {
+  cuda::BroadcastDeviceProducer p(ref);
+  if (mode == Mode::thread) {
+    if (threadIdx.x != 0) return;
+    alignas(16) std::byte buf[256];
+    for (std::uint64_t i = 0; i < count; ++i) {
+      fill(buf, first + i, 0, size);
+      const Status s = p.push(buf, size, timeout_ns);
+      if (s != Status::ok) return note_status(r, s);
+      r->messages++;
+    }
+    return;
+  }
+  for (std::uint64_t i = 0; i < count; ++i) {
+    const DeviceClaim c = p.block_claim(1, timeout_ns);
+    if (c.count == 0) {
+      if (threadIdx.x == 0) note_status(r, c.status);
+      return;
+    }
+    group_fill(p.payload(c.first), first + i, size);
+    if (threadIdx.x == 0) p.set_size(c, 0, size);
+    p.block_commit(c, 1);
+    if (threadIdx.x == 0) r->messages++;
+  }
+}
+
+__global__ void broadcast_subscribe_kernel(cuda::BroadcastSubscriberRef ref, Mode mode,
+                                           std::uint64_t first, std::uint64_t last_seq,
+                                           std::uint32_t size, std::uint64_t timeout_ns,
+                                           KernelResult* r) {
+  cuda::BroadcastDeviceSubscriber sub(ref);
+  const bool lossy = sub.view().lossy();
+  std::uint64_t expected = first;  // the next sequence number due (reliable: exactly)
+  if (mode == Mode::thread) {
+    if (threadIdx.x != 0) return;
+    alignas(16) std::byte buf[256];
+    for (;;) {
+      std::uint32_t got = 0;
+      const Status s = sub.pop(buf, sizeof buf, got, timeout_ns);
+      if (s == Status::overrun && lossy) {
+        r->discarded++;
+        continue;
+      }
+      if (s != Status::ok) return note_status(r, s);
+      MessageHeader h{};
+      cuda::copy_bytes(&h, buf, sizeof h);
+      if (h.seq < expected || (!lossy && h.seq != expected) ||
+          check(buf, got, h.seq, 0, size) != 0) {
+        r->errors++;
+        return;
+      }
+      r->gaps += h.seq - expected;
+      r->checksum += h.seq;
+      r->messages++;
+      expected = h.seq + 1;
+      if (h.seq == last_seq) return;
+    }
+  }
+  for (;;) {
+    const DeviceClaim c = sub.block_peek(1, timeout_ns);
+    if (c.count == 0) {
+      if (c.status == Status::overrun && lossy) {
+        if (threadIdx.x == 0) r->discarded++;
+        continue;
+      }
+      if (threadIdx.x == 0) note_status(r, c.status);
+      return;
+    }
+    const ReadSlot s = sub.slot(c, 0);
+    std::uint64_t seq = 0;
+    const std::uint64_t bad = group_check(s.data, s.size, size, seq);
+    if (!sub.block_valid(c)) {  // rewritten while read: what was read is dropped
+      if (threadIdx.x == 0) r->discarded++;
+      continue;
+    }
+    sub.block_release(c, 1);
+    if (bad != 0 || seq < expected || (!lossy && seq != expected)) {
+      if (threadIdx.x == 0) r->errors++;
+      return;
+    }
+    if (threadIdx.x == 0) {
+      r->gaps += seq - expected;
+      r->checksum += seq;
+      r->messages++;
+    }
+    expected = seq + 1;
+    if (seq == last_seq) return;
+  }
+}
+
 // Runs `launch(device_result)` with a zeroed result in device memory, waits,
 // and copies the result to *out. False on any CUDA error.
 template <class Launch>
@@ -345,6 +478,23 @@ bool mpmc_claim_read_once(const cuda::MpmcConsumerRef& ref, std::uint32_t max,
                           std::uint64_t timeout_ns, KernelResult* r) {
   return run(
       r, [&](KernelResult* d) { mpmc_claim_read_once_kernel<<<1, 32>>>(ref, max, timeout_ns, d); });
+}
+
+bool broadcast_produce(const cuda::BroadcastProducerRef& ref, Mode mode, std::uint64_t first,
+                       std::uint64_t count, std::uint32_t size, std::uint64_t timeout_ns,
+                       KernelResult* r) {
+  return run(r, [&](KernelResult* d) {
+    broadcast_produce_kernel<<<1, mode == Mode::block ? 256 : 32>>>(ref, mode, first, count, size,
+                                                                    timeout_ns, d);
+  });
+}
+bool broadcast_subscribe(const cuda::BroadcastSubscriberRef& ref, Mode mode, std::uint64_t first,
+                         std::uint64_t last_seq, std::uint32_t size, std::uint64_t timeout_ns,
+                         KernelResult* r) {
+  return run(r, [&](KernelResult* d) {
+    broadcast_subscribe_kernel<<<1, mode == Mode::block ? 256 : 32>>>(ref, mode, first, last_seq,
+                                                                      size, timeout_ns, d);
+  });
 }
 
 }  // namespace shmring::test::gpu

@@ -37,6 +37,8 @@ struct KernelResult {
   std::uint64_t checksum = 0;    // sum of the sequence numbers seen
   std::uint32_t status = 0;      // the first non-ok Status, as an integer
   std::uint64_t elapsed_ns = 0;  // one call's time on the GPU's global timer, where measured
+  std::uint64_t gaps = 0;        // lossy subscribers: messages skipped (sequence gaps)
+  std::uint64_t discarded = 0;   // lossy subscribers: reads found rewritten and dropped
 };
 
 // Each launcher waits for its kernel; false if CUDA reported an error.
@@ -73,5 +75,20 @@ bool mpmc_consume(const cuda::MpmcConsumerRef& ref, unsigned warps, std::uint64_
 // released.
 bool mpmc_claim_read_once(const cuda::MpmcConsumerRef& ref, std::uint32_t max,
                           std::uint64_t timeout_ns, KernelResult* result);
+
+// Broadcast. A producer kernel publishes messages first..first+count-1
+// (producer id 0): Mode::thread, one thread pushing copies (size <= 256);
+// Mode::block, one block filling each slot in place (any size).
+bool broadcast_produce(const cuda::BroadcastProducerRef& ref, Mode mode, std::uint64_t first,
+                       std::uint64_t count, std::uint32_t size, std::uint64_t timeout_ns,
+                       KernelResult* result);
+// A subscriber kernel reads until it has seen message last_seq, checking
+// every byte of what it reads. Reliable: exactly first..last_seq in order
+// (else errors). Lossy: strictly increasing sequence numbers, every message
+// intact; gaps counts the skipped ones, discarded the reads found rewritten.
+// Mode::thread pops copies (size <= 256); Mode::block peeks in place.
+bool broadcast_subscribe(const cuda::BroadcastSubscriberRef& ref, Mode mode, std::uint64_t first,
+                         std::uint64_t last_seq, std::uint32_t size, std::uint64_t timeout_ns,
+                         KernelResult* result);
 
 }  // namespace shmring::test::gpu

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "broadcast_support.hpp"
 #include "gpu_kernels.hpp"
 #include "shmring/cuda/capabilities.hpp"
 #include "shmring/cuda/gpu_ring.hpp"
@@ -34,6 +35,8 @@ namespace shmring {
 namespace {
 
 using namespace std::chrono_literals;
+using cuda::GpuBroadcastProducer;
+using cuda::GpuBroadcastSubscriber;
 using cuda::GpuMpmcConsumers;
 using cuda::GpuMpmcProducers;
 using cuda::GpuSpscConsumer;
@@ -559,6 +562,192 @@ TEST_F(Gpu, SpscRoleIsExclusive) {
   EXPECT_EQ(seg.base() != nullptr, true);
   auto* block = &reinterpret_cast<ControlArea*>(seg.base())->producer;
   EXPECT_EQ(block->gpu_attached, 1u);
+}
+
+// ---- broadcast ----------------------------------------------------------------
+
+// Waits (up to kCpuTimeout) until `n` subscriber blocks of the ring are
+// active: the subscribers in other processes have joined.
+bool subscribers_joined(const BroadcastView& view, std::uint32_t n) {
+  const auto until = std::chrono::steady_clock::now() + kCpuTimeout;
+  while (std::chrono::steady_clock::now() < until) {
+    std::uint32_t active = 0;
+    for (std::uint32_t i = 0; i < view.subscribers(); ++i) {
+      if (atomic::load_acquire(&view.subscriber(i)->state) == kSubscriberActive) ++active;
+    }
+    if (active >= n) return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return false;
+}
+
+// A CPU subscriber process: reads messages until it has seen `last_seq`,
+// checking each. Reliable: exactly 0..last_seq in order (peeks in place).
+// Lossy: copies (never torn), increasing sequence numbers. Exit status 0 if
+// all was well; 1 a wrong message; 2 a failed call.
+int cpu_subscriber(const std::string& name, std::uint64_t last_seq, std::uint32_t size) {
+  Segment s = Segment::open(name);
+  BroadcastSubscriber rx = BroadcastSubscriber::attach(s, JoinAt::oldest);
+  const bool lossy = s.geometry().delivery == Delivery::lossy;
+  std::vector<std::byte> buf(s.geometry().slot_size);
+  for (std::uint64_t next = 0;;) {
+    if (lossy) {
+      std::size_t n = 0;
+      const Status st = rx.pop(buf, n, kCpuTimeout);
+      if (st == Status::overrun) continue;
+      if (st != Status::ok) return 2;
+      MessageHeader h{};
+      std::memcpy(&h, buf.data(), sizeof h);
+      if (h.seq < next || !matches(std::span(buf).first(n), h.seq, 0, size)) return 1;
+      next = h.seq + 1;
+      if (h.seq == last_seq) return 0;
+      continue;
+    }
+    ReadClaim c = rx.peek(64, kCpuTimeout);
+    if (c.empty()) return 2;
+    for (std::size_t k = 0; k < c.size(); ++k) {
+      if (!matches(c[k], next + k, 0, size)) return 1;
+    }
+    next += c.size();
+    c.release();
+    if (next > last_seq) return 0;
+  }
+}
+
+template <class Body>
+pid_t fork_child(Body&& body) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    int rc = 99;
+    try {
+      rc = body();
+    } catch (...) {
+      rc = 98;
+    }
+    ::_exit(rc);
+  }
+  return pid;
+}
+
+class BroadcastModes
+    : public Gpu,
+      public ::testing::WithParamInterface<std::tuple<Mode, std::uint32_t, Delivery>> {};
+
+// Kernel producer -> three CPU subscriber processes, each checking every
+// message (reliable: every one, in order; lossy: none torn).
+TEST_P(BroadcastModes, KernelToCpuSubscribers) {
+  const auto [mode, size, delivery] = GetParam();
+  test::BroadcastRing ring(test::broadcast_options(4, delivery, 8, size));
+  constexpr std::uint32_t kSubscribers = 3;
+  const std::uint64_t count = size > 4096 ? 2000 : 20000;
+  std::vector<pid_t> children;
+  for (std::uint32_t i = 0; i < kSubscribers; ++i) {
+    children.push_back(
+        fork_child([&] { return cpu_subscriber(ring.shm.name(), count - 1, size); }));
+  }
+  ASSERT_TRUE(subscribers_joined(ring.view(), kSubscribers));
+  Registration reg = Registration::register_segment(ring.segment);
+  GpuBroadcastProducer tx = GpuBroadcastProducer::attach(ring.segment, reg);
+  KernelResult r;
+  ASSERT_TRUE(test::gpu::broadcast_produce(tx.ref(), mode, 0, count, size, kKernelTimeout, &r));
+  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
+  EXPECT_EQ(r.messages, count);
+  for (const pid_t c : children) EXPECT_EQ(test::wait_child(c), 0);
+  EXPECT_EQ(tx.position(), count);
+}
+
+// CPU producer process -> a kernel subscriber and a CPU subscriber process at
+// once, both checking every message.
+TEST_P(BroadcastModes, CpuProducerToKernelAndCpuSubscribers) {
+  const auto [mode, size, delivery] = GetParam();
+  test::BroadcastRing ring(test::broadcast_options(4, delivery, 8, size));
+  const std::uint64_t count = size > 4096 ? 2000 : 20000;
+  Registration reg = Registration::register_segment(ring.segment);
+  GpuBroadcastSubscriber rx = GpuBroadcastSubscriber::attach(ring.segment, reg, JoinAt::oldest);
+  const pid_t cpu_sub =
+      fork_child([&] { return cpu_subscriber(ring.shm.name(), count - 1, size); });
+  ASSERT_TRUE(subscribers_joined(ring.view(), 2));
+  const pid_t producer = fork_child([&] {
+    Segment s = Segment::open(ring.shm.name());
+    BroadcastProducer tx = BroadcastProducer::attach(s);
+    std::vector<std::byte> buf(size);
+    for (std::uint64_t i = 0; i < count; ++i) {
+      fill(buf, i, 0, size);
+      if (tx.push(buf, kCpuTimeout) != Status::ok) return 2;
+    }
+    return 0;
+  });
+  KernelResult r;
+  ASSERT_TRUE(
+      test::gpu::broadcast_subscribe(rx.ref(), mode, 0, count - 1, size, kKernelTimeout, &r));
+  EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_EQ(test::wait_child(producer), 0);
+  EXPECT_EQ(test::wait_child(cpu_sub), 0);
+  if (delivery == Delivery::reliable) {
+    EXPECT_EQ(r.messages, count);
+    EXPECT_EQ(r.gaps, 0u);
+    EXPECT_EQ(r.checksum, count * (count - 1) / 2);
+    EXPECT_EQ(rx.position(), count);
+  } else {
+    EXPECT_EQ(r.messages + r.gaps, count);  // every message read, or counted as skipped
+    std::printf("[ lossy    ] kernel subscriber: %llu read, %llu skipped, %llu discarded\n",
+                static_cast<unsigned long long>(r.messages),
+                static_cast<unsigned long long>(r.gaps),
+                static_cast<unsigned long long>(r.discarded));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Gpu, BroadcastModes,
+                         ::testing::Values(std::tuple{Mode::thread, 64u, Delivery::reliable},
+                                           std::tuple{Mode::block, 64u << 10, Delivery::reliable},
+                                           std::tuple{Mode::thread, 200u, Delivery::lossy},
+                                           std::tuple{Mode::block, 16u << 10, Delivery::lossy}),
+                         [](const auto& p) {
+                           const Mode m = std::get<0>(p.param);
+                           return std::string(m == Mode::thread ? "thread" : "block") + "_" +
+                                  std::to_string(std::get<1>(p.param)) + "B_" +
+                                  (std::get<2>(p.param) == Delivery::lossy ? "lossy" : "reliable");
+                         });
+
+// A kernel subscriber facing an empty ring times out by its deadline; a GPU
+// subscriber handle that goes retires its block, so a reliable CPU producer
+// no longer waits for it; a GPU producer sees the same room.
+TEST_F(Gpu, BroadcastSubscriberTimesOutAndRetiresOnDetach) {
+  test::BroadcastRing ring(test::broadcast_options(2, Delivery::reliable, 4, 64));
+  Registration reg = Registration::register_segment(ring.segment);
+  BroadcastProducer tx = BroadcastProducer::attach(ring.segment);
+  {
+    GpuBroadcastSubscriber rx = GpuBroadcastSubscriber::attach(ring.segment, reg);
+    KernelResult r;
+    const auto t0 = std::chrono::steady_clock::now();
+    ASSERT_TRUE(test::gpu::broadcast_subscribe(rx.ref(), Mode::thread, 0, 0, 64,
+                                               50'000'000 /* 50 ms */, &r));
+    const auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_EQ(static_cast<Status>(r.status), Status::timeout);
+    EXPECT_LT(took, 5s);
+    std::array<std::byte, 64> m{};
+    for (int i = 0; i < 4; ++i) ASSERT_EQ(tx.try_push(m), Status::ok);
+    EXPECT_EQ(tx.try_push(m), Status::would_block);  // the GPU subscriber holds it back
+  }
+  std::array<std::byte, 64> m{};
+  EXPECT_EQ(tx.try_push(m), Status::ok);  // retired: no longer counted
+}
+
+// A second producer, CPU or GPU, is refused while the GPU producer holds the
+// role; the role is free again when it goes.
+TEST_F(Gpu, BroadcastProducerRoleIsExclusive) {
+  test::BroadcastRing ring(test::broadcast_options(2, Delivery::reliable, 4, 64));
+  Registration reg = Registration::register_segment(ring.segment);
+  {
+    GpuBroadcastProducer gpu = GpuBroadcastProducer::attach(ring.segment, reg);
+    std::error_code ec;
+    (void)BroadcastProducer::attach(ring.segment, {}, ec);
+    EXPECT_EQ(ec, make_error_code(errc::role_taken));
+    (void)GpuBroadcastProducer::attach(ring.segment, reg, ec);
+    EXPECT_EQ(ec, make_error_code(errc::role_taken));
+  }
+  EXPECT_TRUE(BroadcastProducer::attach(ring.segment));
 }
 
 // With no device visible, every GPU call fails with a clear error and the

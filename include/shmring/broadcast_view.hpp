@@ -382,6 +382,20 @@ class BroadcastView : public RingView {
     return publish_cursor(c);
   }
 
+  // The subscriber's cursor into its block, without the sleeper handshake:
+  // for a GPU subscriber, which cannot wake a sleeper (a CPU producer polls
+  // while one is attached) and would pay a PCIe round trip for the load.
+  SHMRING_HD void store_cursor(const BroadcastSubscriberCursor& c) const noexcept {
+    SubscriberBlock* b = subscriber(c.index);
+    if (lossy_) {
+      atomic::store_relaxed(&b->cursor, c.next);
+      return;
+    }
+    // SYNC POINT (release, pairs with refresh()'s scans and space_ready()):
+    // the slots below the cursor may be rewritten.
+    atomic::store_release(&b->cursor, c.next);
+  }
+
   // Lapped (readable() said overrun): skips to the newest published message,
   // counting the lap and the messages lost in the block. Returns how many
   // positions were skipped (0 if it was not lapped after all).
@@ -478,16 +492,9 @@ class BroadcastView : public RingView {
   }
 
   SHMRING_HD bool publish_cursor(const BroadcastSubscriberCursor& c) const noexcept {
-    SubscriberBlock* b = subscriber(c.index);
-    if (lossy_) {
-      atomic::store_relaxed(&b->cursor, c.next);
-      return false;
-    }
-    // SYNC POINT (release, pairs with refresh()'s scans and space_ready()):
-    // the slots below the cursor may be rewritten.
-    atomic::store_release(&b->cursor, c.next);
+    store_cursor(c);
     // The sleeper handshake, as in publish().
-    return atomic::load_relaxed(&producer_wait()->waiters) != 0;
+    return !lossy_ && atomic::load_relaxed(&producer_wait()->waiters) != 0;
   }
 
   static constexpr int kJoinRounds = 1 << 16;

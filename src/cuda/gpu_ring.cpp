@@ -3,13 +3,16 @@
 #include <cuda_runtime_api.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <string>
 #include <utility>
 
 #include "detail/attach.hpp"
 #include "detail/cuda_check.hpp"
 #include "detail/fail.hpp"
+#include "detail/subscribers.hpp"
 #include "shmring/atomic.hpp"
+#include "shmring/wait.hpp"
 
 namespace shmring::cuda {
 
@@ -19,11 +22,14 @@ GpuSide& GpuSide::operator=(GpuSide&& other) noexcept {
   if (this != &other) {
     release();
     device_base_ = std::exchange(other.device_base_, nullptr);
+    host_base_ = std::exchange(other.host_base_, nullptr);
+    probe_fd_ = other.probe_fd_;
     geometry_ = other.geometry_;
     device_state_ = std::exchange(other.device_state_, nullptr);
     shared_counter_ = std::exchange(other.shared_counter_, nullptr);
     block_ = std::exchange(other.block_, nullptr);
     role_ = std::move(other.role_);
+    subscriber_block_ = std::move(other.subscriber_block_);
     kind_ = other.kind_;
     side_ = other.side_;
     device_ = other.device_;
@@ -39,6 +45,7 @@ void GpuSide::release() noexcept {
   if (block_ == nullptr || !detail::attached_here(generation_)) {
     block_ = nullptr;
     role_.reset();
+    subscriber_block_.reset();
     lifetime_.reset();
     return;
   }
@@ -54,7 +61,19 @@ void GpuSide::release() noexcept {
       atomic::store_seq_cst(&block_->position, counter);
     }
   }
-  role_.reset();  // SPSC: gives the role back
+  if (kind_ == RingKind::broadcast && side_ == Side::consumer && subscriber_block_) {
+    // The kernel's cursor says how far it read; the block is retired (a
+    // reliable producer stops waiting for it) and its lock let go.
+    BroadcastSubscriberCursor cursor{};
+    if (cudaMemcpy(&cursor, device_state_, sizeof cursor, cudaMemcpyDeviceToHost) == cudaSuccess) {
+      const BroadcastView view(host_base_, geometry_);
+      if (detail::retire_subscriber(view, cursor, subscriber_block_)) {
+        futex::notify_all(&view.consumer()->notify);
+      }
+    }
+    subscriber_block_.reset();
+  }
+  role_.reset();  // SPSC, broadcast producer: gives the role back
   if (device_state_ != nullptr) cudaFree(device_state_);
   cudaGetLastError();
   if (had) cudaSetDevice(previous);
@@ -70,18 +89,46 @@ void GpuSide::release() noexcept {
 std::uint64_t GpuSide::position() const {
   if (block_ == nullptr) return 0;
   if (shared_counter_ != nullptr) return atomic::load_acquire(&block_->position);
-  std::uint64_t v = 0;  // both cursors and the counter start with the position
-  cudaMemcpy(&v, device_state_, sizeof v, cudaMemcpyDeviceToHost);
+  // The SPSC and broadcast producer cursors and the counter start with the
+  // position; a broadcast subscriber's is its `next`.
+  const std::size_t offset = kind_ == RingKind::broadcast && side_ == Side::consumer
+                                 ? offsetof(BroadcastSubscriberCursor, next)
+                                 : 0;
+  std::uint64_t v = 0;
+  cudaMemcpy(&v, static_cast<const std::byte*>(device_state_) + offset, sizeof v,
+             cudaMemcpyDeviceToHost);
   return v;
 }
 
+std::uint32_t GpuSide::evict_dead_subscribers() const noexcept {
+  if (block_ == nullptr || kind_ != RingKind::broadcast || side_ != Side::producer ||
+      !detail::attached_here(generation_)) {
+    return 0;
+  }
+  return detail::evict_dead_subscribers(BroadcastView(host_base_, geometry_), probe_fd_);
+}
+
+// Copies a cursor a kernel starts from into fresh device memory.
+static detail::Failure device_cursor(const Segment& segment, const void* init, std::size_t size,
+                                     void*& state) {
+  detail::Failure f;
+  if ((f = detail::cuda_check(cudaMalloc(&state, size), segment.name(), "cudaMalloc")) ||
+      (f = detail::cuda_check(cudaMemcpy(state, init, size, cudaMemcpyHostToDevice), segment.name(),
+                              "cudaMemcpy"))) {
+    if (state != nullptr) cudaFree(state);
+    state = nullptr;
+  }
+  return f;
+}
+
 GpuSide GpuSide::attach(const Segment& segment, const Registration& registration, RingKind kind,
-                        Side side, std::error_code& ec) {
+                        Side side, JoinAt at, std::error_code& ec) {
   return detail::or_report(ec, [&](detail::Failure& f) {
     GpuSide g;
     const bool producer = side == Side::producer;
-    const std::string role =
-        std::string("GPU ") + to_string(kind) + (producer ? " producer" : " consumer");
+    const char* side_name = kind == RingKind::broadcast ? (producer ? " producer" : " subscriber")
+                                                        : (producer ? " producer" : " consumer");
+    const std::string role = std::string("GPU ") + to_string(kind) + side_name;
     if ((f = detail::check_attachable(segment, kind, role))) return g;
     if (!registration || registration.host_pointer() != segment.base()) {
       f = detail::fail(make_error_code(errc::gpu_not_allowed), segment.name(),
@@ -105,15 +152,22 @@ GpuSide GpuSide::attach(const Segment& segment, const Registration& registration
       if (f) return g;
       const std::size_t size = producer ? sizeof(SpscProducerCursor) : sizeof(SpscConsumerCursor);
       const void* init = producer ? static_cast<const void*>(&a.producer) : &a.consumer;
-      if ((f = detail::cuda_check(cudaMalloc(&g.device_state_, size), segment.name(),
-                                  "cudaMalloc")) ||
-          (f = detail::cuda_check(cudaMemcpy(g.device_state_, init, size, cudaMemcpyHostToDevice),
-                                  segment.name(), "cudaMemcpy"))) {
-        if (g.device_state_ != nullptr) cudaFree(g.device_state_);
-        g.device_state_ = nullptr;
+      if ((f = device_cursor(segment, init, size, g.device_state_))) return g;
+      g.role_ = a.role;
+    } else if (kind == RingKind::broadcast && producer) {
+      detail::BroadcastProducerAttachment a = detail::attach_broadcast_producer(segment, role, f);
+      if (f) return g;
+      if ((f = device_cursor(segment, &a.cursor, sizeof a.cursor, g.device_state_))) return g;
+      g.role_ = std::move(a.role);
+    } else if (kind == RingKind::broadcast) {
+      detail::BroadcastSubscription sub = detail::attach_broadcast_subscriber(segment, at, role, f);
+      if (f) return g;
+      if ((f = device_cursor(segment, &sub.cursor, sizeof sub.cursor, g.device_state_))) {
+        (void)detail::retire_subscriber(BroadcastView(segment.base(), segment.geometry()),
+                                        sub.cursor, sub.block);
         return g;
       }
-      g.role_ = a.role;
+      g.subscriber_block_ = std::move(sub.block);
     } else {
       // Announce ourselves before looking for CPU agents; a CPU attach does
       // the reverse, so of two racing attaches at least one sees the other.
@@ -143,8 +197,13 @@ GpuSide GpuSide::attach(const Segment& segment, const Registration& registration
         return g;
       }
     }
-    if (kind == RingKind::spsc) atomic::fetch_add(&block->gpu_attached, std::uint32_t{1});
+    // CPU peers poll rather than wait to be woken: a GPU cannot call futex.
+    // A GPU subscriber is counted on the consumer side, where a reliable
+    // producer waiting for room looks.
+    if (kind != RingKind::mpmc) atomic::fetch_add(&block->gpu_attached, std::uint32_t{1});
     g.device_base_ = registration.device_pointer();
+    g.host_base_ = segment.base();
+    g.probe_fd_ = segment.fd();
     g.geometry_ = segment.geometry();
     g.block_ = block;
     g.kind_ = kind;

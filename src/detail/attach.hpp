@@ -9,6 +9,7 @@
 
 #include "detail/fail.hpp"
 #include "detail/holding.hpp"
+#include "shmring/broadcast_view.hpp"
 #include "shmring/layout.hpp"
 #include "shmring/process.hpp"
 #include "shmring/segment.hpp"
@@ -31,6 +32,25 @@ struct SpscAttachment {
 // Claims the SPSC `producer` (or consumer) role and validates the positions;
 // a producer resumes after slots a dead predecessor committed.
 SpscAttachment attach_spsc(const Segment& segment, bool producer, Failure& f);
+
+// The broadcast producer role, and where a producer resumes: after any
+// slots a dead predecessor committed but never covered with a head store
+// (subscribers may have read them; the head is moved past them).
+struct BroadcastProducerAttachment {
+  std::shared_ptr<Holding> role;
+  BroadcastProducerCursor cursor;
+};
+BroadcastProducerAttachment attach_broadcast_producer(const Segment& segment, std::string_view role,
+                                                      Failure& f);
+
+// A subscriber block of a broadcast ring taken (held through `block`, whose
+// lock proves the holder lives) and joined at `at`.
+struct BroadcastSubscription {
+  std::shared_ptr<Holding> block;
+  BroadcastSubscriberCursor cursor;
+};
+BroadcastSubscription attach_broadcast_subscriber(const Segment& segment, JoinAt at,
+                                                  std::string_view role, Failure& f);
 
 // A CPU handle may not join an MPMC side whose GPU agents coordinate in
 // device memory (their claims would not be atomic with ours).

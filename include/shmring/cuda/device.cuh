@@ -111,12 +111,56 @@ __device__ inline void group_copy(void* __restrict__ dst, const void* __restrict
   for (std::uint64_t i = done + rank; i < n; i += threads) d[i] = s[i];
 }
 
+// A thread's rank in its block, and the block's size, for group forms.
+__device__ inline unsigned flat_thread() {
+  return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+}
+__device__ inline unsigned block_threads() { return blockDim.x * blockDim.y * blockDim.z; }
+
 // Slots lent to a kernel group: positions first .. first + count - 1.
 struct DeviceClaim {
   std::uint64_t first = 0;
   std::uint32_t count = 0;
   Status status = Status::would_block;
 };
+
+// A claim lane 0 made, for the whole warp.
+__device__ inline DeviceClaim broadcast_warp(DeviceClaim c) {
+  c.first = __shfl_sync(kFullWarp, c.first, 0);
+  c.count = __shfl_sync(kFullWarp, c.count, 0);
+  c.status = static_cast<Status>(__shfl_sync(kFullWarp, static_cast<int>(c.status), 0));
+  return c;
+}
+
+// Publication by the producers that write in order (SPSC, broadcast).
+//
+// SYNC POINT (release, system scope, pairs with the consumer's acquire of
+// `committed`): this thread's payload writes, and those ordered before it by
+// its group's barrier, visible before the slot is.
+__device__ inline void publish_slot(const RingView& view, std::uint64_t pos) {
+  atomic::store_release(&view.trailer(pos)->committed, pos + 1);
+}
+// This thread's share of a group commit: one system fence (it orders the
+// group's payload writes, which the barrier before it ordered before this
+// thread), then plain stores of the `committed` words.
+// SYNC POINT (fence + relaxed, system scope: a release pattern, pairs with
+// the consumer's acquire of `committed`).
+__device__ inline void publish_share(const RingView& view, const DeviceClaim& c,
+                                     std::uint32_t count, unsigned rank, unsigned threads) {
+  if (rank >= count) return;
+  __threadfence_system();
+  for (std::uint32_t i = rank; i < count; i += threads) {
+    atomic::store_relaxed(&view.trailer(c.first + i)->committed, c.first + i + 1);
+  }
+}
+// The head serves CPU sleepers' re-checks, attach and inspection; a GPU
+// cannot wake a sleeper, so unlike the CPU publish it loads no sleeper count
+// (a load of host memory: a PCIe round trip).
+__device__ inline void publish_head(const RingView& view, std::uint64_t& head_cursor,
+                                    std::uint64_t head) {
+  head_cursor = head;
+  atomic::store_release(&view.producer()->position, head);
+}
 
 // ---------------------------------------------------------------------------
 // SPSC, the GPU as producer. One agent at a time: a single thread, a warp, or
@@ -149,8 +193,8 @@ class SpscDeviceProducer {
     }
     copy_bytes(view_.payload(pos), data, size);
     view_.set_length(pos, size);
-    publish_slot(pos);
-    publish_head(pos + 1);
+    publish_slot(view_, pos);
+    publish_head(view_, cursor_->head, pos + 1);
     return Status::ok;
   }
 
@@ -185,10 +229,10 @@ class SpscDeviceProducer {
         const std::uint64_t pos = first + (rank - done);
         copy_bytes(view_.payload(pos), data, size);
         view_.set_length(pos, size);
-        publish_slot(pos);
+        publish_slot(view_, pos);
       }
       __syncwarp();
-      if (lane == 0) publish_head(first + n);
+      if (lane == 0) publish_head(view_, cursor_->head, first + n);
       __syncwarp();
       done += static_cast<unsigned>(n);
     }
@@ -232,33 +276,21 @@ class SpscDeviceProducer {
   // the leader stores the head once.
   __device__ void warp_commit(const DeviceClaim& c, std::uint32_t count) const {
     __syncwarp();
-    publish_share(c, count, threadIdx.x & 31u, 32);
+    publish_share(view_, c, count, threadIdx.x & 31u, 32);
     __syncwarp();
-    if ((threadIdx.x & 31u) == 0 && count != 0) publish_head(c.first + count);
+    if ((threadIdx.x & 31u) == 0 && count != 0) publish_head(view_, cursor_->head, c.first + count);
     __syncwarp();
   }
   __device__ void block_commit(const DeviceClaim& c, std::uint32_t count) const {
     __syncthreads();
     const unsigned rank = flat_thread();
-    publish_share(c, count, rank, block_threads());
+    publish_share(view_, c, count, rank, block_threads());
     __syncthreads();
-    if (rank == 0 && count != 0) publish_head(c.first + count);
+    if (rank == 0 && count != 0) publish_head(view_, cursor_->head, c.first + count);
     __syncthreads();
   }
 
  private:
-  __device__ static unsigned flat_thread() {
-    return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
-  }
-  __device__ static unsigned block_threads() { return blockDim.x * blockDim.y * blockDim.z; }
-
-  __device__ static DeviceClaim broadcast_warp(DeviceClaim c) {
-    c.first = __shfl_sync(kFullWarp, c.first, 0);
-    c.count = __shfl_sync(kFullWarp, c.count, 0);
-    c.status = static_cast<Status>(__shfl_sync(kFullWarp, static_cast<int>(c.status), 0));
-    return c;
-  }
-
   // Leader only: waits until at least `least` slots are free and returns up
   // to `most` (0 with status timeout or corrupt).
   __device__ std::uint64_t wait_room(std::uint64_t least, std::uint64_t most, Deadline d,
@@ -299,32 +331,6 @@ class SpscDeviceProducer {
     for (std::uint32_t i = rank; i < c.count; i += threads) {
       view_.set_length(c.first + i, static_cast<std::uint32_t>(view_.slot_size()));
     }
-  }
-
-  // SYNC POINT (release, system scope, pairs with the consumer's acquire of
-  // `committed`): this thread's payload writes, and those ordered before it
-  // by the group's barrier, visible before the slot is.
-  __device__ void publish_slot(std::uint64_t pos) const {
-    atomic::store_release(&view_.trailer(pos)->committed, pos + 1);
-  }
-  // This thread's share of a group commit: one system fence (it orders the
-  // group's payload writes, which the barrier before it ordered before this
-  // thread), then plain stores of the `committed` words.
-  // SYNC POINT (fence + relaxed, system scope: a release pattern, pairs with
-  // the consumer's acquire of `committed`).
-  __device__ void publish_share(const DeviceClaim& c, std::uint32_t count, unsigned rank,
-                                unsigned threads) const {
-    if (rank >= count) return;
-    __threadfence_system();
-    for (std::uint32_t i = rank; i < count; i += threads) {
-      atomic::store_relaxed(&view_.trailer(c.first + i)->committed, c.first + i + 1);
-    }
-  }
-  // The head serves CPU sleepers' re-checks, attach and inspection; a GPU
-  // cannot wake a sleeper, so unlike the CPU publish it loads no sleeper count.
-  __device__ void publish_head(std::uint64_t head) const {
-    cursor_->head = head;
-    atomic::store_release(&view_.producer()->position, head);
   }
 
   SpscView view_;
@@ -417,8 +423,8 @@ class SpscDeviceConsumer {
   __device__ DeviceClaim block_peek(std::uint32_t max, std::uint64_t timeout_ns) const {
     __shared__ DeviceClaim shared;
     __shared__ unsigned first_gap;
-    const unsigned rank = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
-    const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
+    const unsigned rank = flat_thread();
+    const unsigned threads = block_threads();
     __syncthreads();
     if (rank == 0) {
       shared = first_ready(Deadline::after(timeout_ns));
@@ -449,8 +455,7 @@ class SpscDeviceConsumer {
   }
   __device__ void block_release(const DeviceClaim& c, std::uint32_t count) const {
     __syncthreads();
-    if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0 && count != 0 &&
-        c.first == cursor_->tail) {
+    if (flat_thread() == 0 && count != 0 && c.first == cursor_->tail) {
       release_slots(count);
     }
     __syncthreads();
