@@ -56,6 +56,7 @@
 #include <utility>
 #include <vector>
 
+#include "shmring/cuda/broadcast_device.cuh"
 #include "shmring/cuda/capabilities.hpp"
 #include "shmring/cuda/device.cuh"
 #include "shmring/cuda/gpu_ring.hpp"
@@ -98,6 +99,9 @@ struct Options {
   int cpu_agent = -1;
   double timeout_s = 10;
   bool ceilings = true, gpu_to_cpu = true, cpu_to_gpu = true, round_trip = true;
+  bool broadcast = true;
+  std::vector<std::uint64_t> subscribers{1, 2, 4};  // broadcast: subscriber processes per row
+  std::uint64_t broadcast_size = 64 * KiB;
   bool reference = true;   // also run the minimal hand-written variants
   bool full_write = true;  // CPU -> GPU: also rows where the CPU writes every byte
   bool diagnose = false;   // also the variants that tell costs apart
@@ -132,7 +136,9 @@ struct Options {
       "  --cpus HOST,AGENT      cores for this process and the CPU agent process\n"
       "                         (default: 2nd and 3rd core local to the GPU)\n"
       "  --timeout S            any single wait, seconds (default 10)\n"
-      "  --only LIST            parts: ceilings,g2c,c2g,rtt (default all)\n"
+      "  --only LIST            parts: ceilings,g2c,c2g,rtt,bcast (default all)\n"
+      "  --subscribers LIST     bcast: CPU subscriber processes per row (default 1,2,4)\n"
+      "  --broadcast-size B     bcast: slot size (default 64K)\n"
       "  --no-reference         skip the minimal hand-written variants\n"
       "  --no-full-write        skip the CPU -> GPU rows where the CPU writes every byte\n"
       "  --diagnose             GPU -> CPU 64 B: also each of the two minimal changes alone;\n"
@@ -234,6 +240,11 @@ Options parse_options(int argc, char** argv) {
         o.gpu_to_cpu = parts.find(",g2c,") != std::string::npos;
         o.cpu_to_gpu = parts.find(",c2g,") != std::string::npos;
         o.round_trip = parts.find(",rtt,") != std::string::npos;
+        o.broadcast = parts.find(",bcast,") != std::string::npos;
+      } else if (a == "--subscribers") {
+        o.subscribers = parse_list(value());
+      } else if (a == "--broadcast-size") {
+        o.broadcast_size = parse_bytes(value());
       } else if (a == "--no-reference")
         o.reference = false;
       else if (a == "--no-full-write")
@@ -402,7 +413,7 @@ inline void store_word(std::byte* p, std::uint64_t w) { std::memcpy(p, &w, 8); }
 // ---------------------------------------------------------------------------
 // The CPU agent: a process forked before CUDA, running one job at a time.
 
-enum class JobKind : std::uint32_t { consume = 1, produce = 2, quit = 3 };
+enum class JobKind : std::uint32_t { consume = 1, produce = 2, quit = 3, subscribe = 4 };
 
 struct AgentJob {
   JobKind kind = JobKind::quit;
@@ -458,9 +469,12 @@ struct IdleClock {
   void progress() { idle_since = 0; }
 };
 
-void agent_consume(const AgentJob& job, AgentControl* ctl, std::uint32_t n, AgentResult& r) {
-  const sr::Segment seg = sr::Segment::open(job.segment);
-  sr::SpscConsumer rx = sr::SpscConsumer::attach(seg);
+// Reads job.messages through `rx` (an SpscConsumer, or a BroadcastSubscriber
+// of a broadcast ring), checking the stamps of every message and the whole
+// body of every deep_every-th.
+template <class Consumer>
+void consume_checked(Consumer& rx, const sr::Segment& seg, const AgentJob& job, AgentControl* ctl,
+                     std::uint32_t n, AgentResult& r) {
   ctl->attached.store(n, std::memory_order_release);
   const std::vector<unsigned char> frame = host_frame(job.size);
   const std::uint64_t size = job.size;
@@ -502,6 +516,19 @@ void agent_consume(const AgentJob& job, AgentControl* ctl, std::uint32_t n, Agen
   r.messages = job.messages;
   r.errors = errors;
   r.deep_checked = deep;
+}
+
+void agent_consume(const AgentJob& job, AgentControl* ctl, std::uint32_t n, AgentResult& r) {
+  const sr::Segment seg = sr::Segment::open(job.segment);
+  sr::SpscConsumer rx = sr::SpscConsumer::attach(seg);
+  consume_checked(rx, seg, job, ctl, n, r);
+}
+
+// A subscriber of a broadcast ring, joined before the producer starts.
+void agent_subscribe(const AgentJob& job, AgentControl* ctl, std::uint32_t n, AgentResult& r) {
+  const sr::Segment seg = sr::Segment::open(job.segment);
+  sr::BroadcastSubscriber rx = sr::BroadcastSubscriber::attach(seg, sr::JoinAt::oldest);
+  consume_checked(rx, seg, job, ctl, n, r);
 }
 
 void agent_produce(const AgentJob& job, AgentControl* ctl, std::uint32_t n, AgentResult& r) {
@@ -568,6 +595,8 @@ void agent_produce(const AgentJob& job, AgentControl* ctl, std::uint32_t n, Agen
     try {
       if (job.kind == JobKind::consume)
         agent_consume(job, ctl, seen, r);
+      else if (job.kind == JobKind::subscribe)
+        agent_subscribe(job, ctl, seen, r);
       else
         agent_produce(job, ctl, seen, r);
       r.ok = 1;
@@ -802,12 +831,12 @@ __device__ inline void fill_staged(const sr::RingView& view, std::uint64_t first
 
 // The library path: block_claim, fill, block_commit. kStaged: the large-slot
 // copy is fill_staged instead of group_copy.
-template <bool kStaged>
+// Producer: SpscDeviceProducer, or BroadcastDeviceProducer (the same calls).
+template <bool kStaged, class Producer = sc::SpscDeviceProducer, class Ref>
 __global__ void __launch_bounds__(1024)
-    produce_kernel(sc::SpscProducerRef ref, std::uint64_t messages, std::uint32_t size,
-                   std::uint32_t batch, const unsigned char* frame, std::uint64_t timeout_ns,
-                   KernelResult* r) {
-  const sc::SpscDeviceProducer tx(ref);
+    produce_kernel(Ref ref, std::uint64_t messages, std::uint32_t size, std::uint32_t batch,
+                   const unsigned char* frame, std::uint64_t timeout_ns, KernelResult* r) {
+  const Producer tx(ref);
   const unsigned rank = threadIdx.x, threads = blockDim.x;
   std::uint64_t done = 0;
   while (done < messages) {
@@ -1165,6 +1194,8 @@ struct Context {
   Options opt;
   Device dev;
   Agent* agent = nullptr;
+  std::vector<Agent>* subscribers = nullptr;  // broadcast: agents beyond the first
+  std::vector<int> subscriber_cpus;           // their cores
   int cpu_host = -1, cpu_agent = -1;
   std::string cpu_choice;
   KernelResult* result = nullptr;  // device memory
@@ -1555,6 +1586,97 @@ Throughput measure_gpu_to_cpu(Context& ctx, std::uint64_t size, ProducerKind kin
   return t;
 }
 
+// A GPU producer (the library's block path) publishing to k CPU subscriber
+// processes of a reliable broadcast ring, each checking every message as the
+// GPU -> CPU consumer does. Time: from the launch until the last subscriber
+// has checked the last message; GB/s: what the producer published.
+Throughput measure_broadcast(Context& ctx, std::uint64_t size, std::uint64_t k) {
+  const Options& o = ctx.opt;
+  const RingShape shape = ring_shape(o, size);
+  Throughput t;
+  t.direction = "gpu_to_cpu";
+  t.method = "broadcast, block_claim, group_copy, block_commit -> " + std::to_string(k) +
+             (k == 1 ? " subscriber" : " subscribers");
+  t.cpu_writes = "-";
+  t.size = size;
+  t.capacity = shape.capacity;
+  t.gpu_batch = shape.gpu_batch;
+  t.cpu_batch = shape.cpu_peek;
+  t.messages = std::max<std::uint64_t>(1, o.volume / size / 4);
+  std::vector<Agent*> agents{ctx.agent};
+  for (std::uint64_t i = 1; i < k && i - 1 < ctx.subscribers->size(); ++i) {
+    agents.push_back(&(*ctx.subscribers)[i - 1]);
+  }
+  if (agents.size() != k) {
+    t.failure = "not enough subscriber agents";
+    return t;
+  }
+  const std::vector<unsigned char> frame = host_frame(size);
+  unsigned char* dframe = nullptr;
+  cuda_ok(cudaMalloc(&dframe, size), "cudaMalloc frame");
+  cuda_ok(cudaMemcpy(dframe, frame.data(), size, cudaMemcpyHostToDevice), "cudaMemcpy frame");
+  for (unsigned rep = 0; rep < o.reps && t.failure.empty(); ++rep) {
+    try {
+      const std::string name = segment_name("bcast");
+      sr::CreateOptions co;
+      co.kind = sr::RingKind::broadcast;
+      co.subscribers = static_cast<std::uint32_t>(k);
+      co.capacity = shape.capacity;
+      co.slot_size = size;
+      const sr::Segment seg = sr::Segment::create(name, co);
+      Unlink unlink{name};
+      std::vector<std::uint32_t> jobs;
+      for (std::size_t i = 0; i < agents.size(); ++i) {
+        AgentJob job;
+        job.kind = JobKind::subscribe;
+        job.cpu = i == 0 ? ctx.cpu_agent : ctx.subscriber_cpus[i - 1];
+        std::snprintf(job.segment, sizeof job.segment, "%s", name.c_str());
+        job.messages = t.messages;
+        job.size = size;
+        job.batch = shape.cpu_peek;
+        job.deep_every = std::max<std::uint64_t>(1, o.deep_bytes / size);
+        job.prefetch = static_cast<std::uint32_t>(o.cpu_prefetch);
+        job.timeout_s = o.timeout_s;
+        jobs.push_back(agents[i]->post(job));
+      }
+      for (std::size_t i = 0; i < agents.size(); ++i)
+        agents[i]->wait_attached(jobs[i], o.timeout_s);
+      const sc::Registration reg = sc::Registration::register_segment(seg, ctx.dev.id);
+      const sc::GpuBroadcastProducer tx = sc::GpuBroadcastProducer::attach(seg, reg);
+      ctx.reset_result();
+      const std::int64_t t_go = now_ns();
+      produce_kernel<false, sc::BroadcastDeviceProducer><<<1, o.gpu_threads>>>(
+          tx.ref(), t.messages, static_cast<std::uint32_t>(size),
+          static_cast<std::uint32_t>(shape.gpu_batch), dframe, ctx.timeout_ns(), ctx.result);
+      cuda_ok(cudaGetLastError(), "producer launch");
+      cuda_ok(cudaDeviceSynchronize(), "producer kernel");
+      const KernelResult kr = ctx.read_result();
+      std::int64_t t_end = 0;
+      for (std::size_t i = 0; i < agents.size(); ++i) {
+        const AgentResult ar = agents[i]->wait_finished(jobs[i], o.timeout_s + 60);
+        if (!ar.ok && t.failure.empty()) t.failure = ar.failure;
+        if (ar.ok && ar.messages != t.messages && t.failure.empty()) {
+          t.failure = "message count mismatch";
+        }
+        t.errors += ar.errors;
+        t.deep_checked += ar.deep_checked;
+        t_end = std::max(t_end, ar.t_end);
+      }
+      if (kr.status != 0) {
+        t.failure =
+            "GPU producer: " + std::string(sr::to_string(static_cast<sr::Status>(kr.status)));
+      } else if (kr.messages != t.messages && t.failure.empty()) {
+        t.failure = "message count mismatch";
+      }
+      if (t.failure.empty()) t.seconds.push_back(static_cast<double>(t_end - t_go) / 1e9);
+    } catch (const std::exception& e) {
+      t.failure = e.what();
+    }
+  }
+  cudaFree(dframe);
+  return t;
+}
+
 Throughput measure_cpu_to_gpu(Context& ctx, std::uint64_t size, bool write_full) {
   const Options& o = ctx.opt;
   const RingShape shape = ring_shape(o, size);
@@ -1814,7 +1936,8 @@ struct Report {
     if (!tp.empty()) {
       std::fprintf(
           f,
-          "## Throughput: one GPU block <-> one CPU process over an SPSC ring (median of %u)\n\n",
+          "## Throughput: one GPU block <-> one CPU process over an SPSC ring; broadcast rows: one "
+          "GPU block publishing to k CPU subscriber processes (median of %u)\n\n",
           ctx.opt.reps);
       std::fprintf(
           f,
@@ -2019,6 +2142,21 @@ void choose_cpus(Context& ctx) {
     ctx.cpu_host = pool[0];
     ctx.cpu_agent = pool[pool.size() - 1];
   }
+  // Broadcast subscribers beyond the first: the next cores of the pool, then
+  // of every allowed core, shared round-robin if there are too few.
+  std::vector<int> rest;
+  for (const std::vector<int>* from : {&pool, &allowed}) {
+    for (const int c : *from) {
+      if (c != ctx.cpu_host && c != ctx.cpu_agent &&
+          std::find(rest.begin(), rest.end(), c) == rest.end()) {
+        rest.push_back(c);
+      }
+    }
+  }
+  if (rest.empty()) rest.push_back(ctx.cpu_agent);
+  for (std::size_t i = 0; ctx.subscribers != nullptr && i < ctx.subscribers->size(); ++i) {
+    ctx.subscriber_cpus.push_back(rest[i % rest.size()]);
+  }
 }
 
 int run(int argc, char** argv) {
@@ -2032,6 +2170,19 @@ int run(int argc, char** argv) {
     Agent& a;
     ~StopAgent() { a.stop(); }
   } stop_agent{agent};
+  std::vector<Agent> subscribers;
+  struct StopAgents {
+    std::vector<Agent>& v;
+    ~StopAgents() {
+      for (Agent& a : v) a.stop();
+    }
+  } stop_subscribers{subscribers};
+  if (o.broadcast) {
+    std::uint64_t most = 1;
+    for (const std::uint64_t k : o.subscribers) most = std::max(most, k);
+    for (std::uint64_t i = 1; i < most; ++i) subscribers.push_back(Agent::start());
+  }
+  ctx.subscribers = &subscribers;
 
   if (sc::device_count() <= o.device) {
     std::fprintf(stderr, "no CUDA device: %s\n",
@@ -2090,8 +2241,14 @@ int run(int argc, char** argv) {
     const double one_block = g2c ? ceil.store_1block_gbps : ceil.load_1block_gbps;
     t.ratio = t.ceiling_gbps > 0 ? t.gbps / t.ceiling_gbps : 0;
     t.ratio_1block = one_block > 0 ? t.gbps / one_block : 0;
+    const bool broadcast = t.method.rfind("broadcast", 0) == 0;
     if (!t.library) {
       // reference rows carry no target
+    } else if (broadcast && t.method.find("-> 4 ") != std::string::npos) {
+      t.target = ">= 70% of the store ceiling";
+      t.met = t.failure.empty() && t.errors == 0 && t.ratio >= 0.7;
+    } else if (broadcast) {
+      // the other subscriber counts: for the scaling, no target
     } else if (g2c && t.size == 64) {
       t.target = ">= 100 M msg/s";
       t.met = t.failure.empty() && t.errors == 0 && t.msg_per_s >= 100e6;
@@ -2122,6 +2279,9 @@ int run(int argc, char** argv) {
       add(measure_cpu_to_gpu(ctx, size, false));
       if (o.full_write && size != 64) add(measure_cpu_to_gpu(ctx, size, true));
     }
+  }
+  if (o.broadcast) {
+    for (const std::uint64_t k : o.subscribers) add(measure_broadcast(ctx, o.broadcast_size, k));
   }
   std::vector<RoundTrip> rtt;
   if (o.round_trip) {
