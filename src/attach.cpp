@@ -87,6 +87,8 @@ BroadcastProducerAttachment attach_broadcast_producer(const Segment& segment, st
   if (a.cursor.head != atomic::load_acquire(&v.producer()->position)) {
     atomic::store_seq_cst(&v.producer()->position, a.cursor.head);
   }
+  // A producer that attaches reopens the stream a predecessor closed.
+  atomic::store_seq_cst(&v.producer()->stream, kStreamOpen);
   return a;
 }
 

@@ -5,6 +5,7 @@
 #include "detail/attach.hpp"
 #include "detail/blocking.hpp"
 #include "detail/fail.hpp"
+#include "detail/peers.hpp"
 #include "detail/subscribers.hpp"
 #include "shmring/event.hpp"
 
@@ -22,15 +23,51 @@ constexpr int kNewestTries = 8;
 
 }  // namespace
 
-// Sleepers on the futex, and waiters in epoll (event.hpp).
+// Sleepers on the futex, and waiters in epoll (event.hpp), through the
+// handle's own signaller.
 void detail::BroadcastProducerCore::wake_subscribers() noexcept {
   futex::notify_all(&view.producer()->notify);
-  (void)signal_waiters(view.base(), WaitFor::data);
+  (void)signaller.signal(view.base(), WaitFor::data);
 }
 
 void detail::BroadcastSubscriberCore::wake_producer() noexcept {
   futex::notify_all(&view.consumer()->notify);
-  (void)signal_waiters(view.base(), WaitFor::room);
+  (void)signaller.signal(view.base(), WaitFor::room);
+}
+
+// ---- end of stream -----------------------------------------------------------
+
+// As an SPSC producer's (spsc_ring.cpp): the word is the same.
+void detail::BroadcastProducerCore::close() noexcept {
+  closed_here = true;
+  // SYNC POINT (seq_cst store, after every position store of this handle):
+  // a subscriber that reads kStreamClosed then re-reads the head sees every
+  // message.
+  atomic::store_seq_cst(&view.producer()->stream, kStreamClosed);
+  wake_subscribers();
+}
+
+detail::BroadcastProducerCore::~BroadcastProducerCore() {
+  if (close_on_exit && !closed_here && lifetime && attached_here()) close();
+}
+
+// A reliable producer waits for the slowest live subscriber; dead ones are
+// evicted before it sleeps, so no peer's death ends its stream.
+Status detail::BroadcastProducerCore::end_status(bool) noexcept {
+  return closed_here ? Status::closed : Status::would_block;
+}
+
+Status detail::BroadcastSubscriberCore::end_status(bool probe) noexcept {
+  if (atomic::load_seq_cst(&view.producer()->stream) == kStreamClosed) {
+    // Stored after the last publication: with it seen, the head re-read
+    // says whether anything is left.
+    return view.data_ready(cursor) ? Status::would_block : Status::closed;
+  }
+  if (probe) peer_dead_seen = role_holder_died(segment, /*producer=*/true);
+  if (!peer_dead_seen) return Status::would_block;
+  if (!probe) peer_dead_seen = false;  // reported once; the next wait probes again
+  // A dead producer's stores are all visible: what it published is read first.
+  return view.data_ready(cursor) ? Status::would_block : Status::peer_dead;
 }
 
 bool detail::BroadcastProducerCore::evict_dead() noexcept {

@@ -333,24 +333,6 @@ void EventSignaller::maybe_collect(std::byte* base, WaitFor what) noexcept {
 
 namespace {
 
-// A few signallers keyed by the segment's address, least recently used
-// replaced; by value, so that signalling never allocates.
-struct SharedSignallers {
-  struct Slot {
-    std::byte* base = nullptr;
-    std::uint64_t used = 0;
-    EventSignaller signaller;
-  };
-  std::mutex mutex;
-  std::uint64_t tick = 0;
-  Slot slots[8];
-};
-
-SharedSignallers& shared_signallers() {
-  static auto* s = new SharedSignallers;  // never destroyed: publishers may signal at exit
-  return *s;
-}
-
 // A description of the segment file of our own (/proc/self/fd), whose locks
 // are ours alone; -1 on failure with errno set.
 int own_description(int segment_fd) noexcept {
@@ -360,24 +342,6 @@ int own_description(int segment_fd) noexcept {
 }
 
 }  // namespace
-
-unsigned signal_waiters(std::byte* base, WaitFor what) noexcept {
-  SharedSignallers& shared = shared_signallers();
-  const std::lock_guard<std::mutex> lock(shared.mutex);
-  SharedSignallers::Slot* slot = nullptr;
-  SharedSignallers::Slot* oldest = &shared.slots[0];
-  for (auto& s : shared.slots) {
-    if (s.base == base) slot = &s;
-    if (s.used < oldest->used) oldest = &s;
-  }
-  if (slot == nullptr) {
-    slot = oldest;
-    slot->signaller = EventSignaller{};  // closes the descriptors of another segment
-    slot->base = base;
-  }
-  slot->used = ++shared.tick;
-  return slot->signaller.signal(base, what);
-}
 
 std::size_t collect_dead_waiters(const Segment& segment, WaitFor what) {
   if (!segment) fail(errc::no_segment, "", "collect_dead_waiters needs an open segment").raise();

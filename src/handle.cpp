@@ -45,7 +45,7 @@ const SideBlock& side_block(const Segment& segment, bool producer) noexcept {
 
 }  // namespace
 
-bool spsc_role_died(const Segment& segment, bool producer) noexcept {
+bool role_holder_died(const Segment& segment, bool producer) noexcept {
   if (!segment) return false;
   const SideBlock& side = side_block(segment, producer);
   if (atomic::load_relaxed(&side.gpu_attached) != 0) return false;

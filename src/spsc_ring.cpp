@@ -60,7 +60,7 @@ Status detail::SpscProducerCore::end_status(bool probe) noexcept {
   if (closed_here) return Status::closed;
   // The ring is full: room comes only from a consumer. One that died will
   // not make it (a new one may take the role over and go on).
-  if (probe) peer_dead_seen = spsc_role_died(segment, /*producer=*/false);
+  if (probe) peer_dead_seen = role_holder_died(segment, /*producer=*/false);
   if (!peer_dead_seen) return Status::would_block;
   if (!probe) peer_dead_seen = false;  // reported once; the next wait probes again
   return view.space_ready(cursor) ? Status::would_block : Status::peer_dead;
@@ -72,7 +72,7 @@ Status detail::SpscConsumerCore::end_status(bool probe) noexcept {
     // says whether anything is left.
     return view.data_ready(cursor) ? Status::would_block : Status::closed;
   }
-  if (probe) peer_dead_seen = spsc_role_died(segment, /*producer=*/true);
+  if (probe) peer_dead_seen = role_holder_died(segment, /*producer=*/true);
   if (!peer_dead_seen) return Status::would_block;
   if (!probe) peer_dead_seen = false;
   // A dead producer's stores are all visible: what it published is read first.

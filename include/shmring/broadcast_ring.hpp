@@ -79,6 +79,17 @@ struct BroadcastProducerCore final : HandleCore {
   void finish_write(std::uint64_t first, std::uint64_t, std::uint64_t count) noexcept override {
     if (count != 0 && first == cursor.head) publish(count);
   }
+
+  WaitFor waits_for() const noexcept override { return WaitFor::room; }
+  bool progress_ready() const noexcept override {
+    BroadcastProducerCursor c = cursor;  // a look, which must not move our cache
+    return view.space_ready(c);
+  }
+  Status end_status(bool probe) noexcept override;
+  // Ends the stream: stored after every publication of this handle, then the
+  // subscribers are woken (futex and descriptors) whether or not they sleep.
+  void close() noexcept;
+  ~BroadcastProducerCore() override;
 };
 
 // What a BroadcastSubscriber holds: its block (retired when the core goes).
@@ -99,6 +110,9 @@ struct BroadcastSubscriberCore final : HandleCore {
   bool still_valid(std::uint64_t position) const noexcept override {
     return view.still_valid(position);
   }
+
+  bool progress_ready() const noexcept override { return view.data_ready(cursor); }
+  Status end_status(bool probe) noexcept override;
   // Nothing was readable at the cursor (`status` from readable()). Lossy: a
   // published position whose slot is being rewritten, or was taken by a
   // claim the producer then gave up, lost its message as surely as a lap
@@ -127,9 +141,10 @@ class BroadcastProducer : public detail::InOrderProducer<detail::BroadcastProduc
                                   std::error_code& ec);
 
   Delivery delivery() const noexcept { return core_ ? core_->view.delivery() : Delivery::reliable; }
-  // position(), try_push(), try_push_many() and try_claim() as on an SPSC
-  // ring (in_order.hpp). Reliable: they would_block while the slowest live
-  // subscriber has not released the slot they need. Lossy: a claim's slots
+  // close(), set_close_on_exit(), position(), try_push(), try_push_many()
+  // and try_claim() as on an SPSC ring (in_order.hpp): a producer's end
+  // (close, or the handle dropped) ends the stream for every subscriber. Reliable: they would_block
+  // while the slowest live subscriber has not released the slot they need. Lossy: a claim's slots
   // lose their old messages from the claim on, published or not; write them
   // with store_words() (subscribers may still be reading them).
   [[nodiscard]] Status push(std::span<const std::byte> message,

@@ -24,7 +24,7 @@
 //              (WaitBlock::waiters), sets its bit in `armed`, then re-checks
 //              the ring (a full fence between). A publisher that sees the
 //              count (its existing check, unchanged) wakes the futex and
-//              calls signal_waiters(), which takes `armed` with one exchange
+//              calls EventSignaller::signal(), which takes `armed` with one exchange
 //              and writes a byte to each FIFO whose bit it took.
 //   the look   the publisher's load of the count has no fence after its
 //              position store (spsc_view.hpp, "The sleeper handshake"), so a
@@ -149,13 +149,6 @@ class EventSignaller {
   std::uint64_t refused_ = 0;
   char last_error_[256] = {};
 };
-
-// signal() through one signaller shared by the process (a mutex around a
-// small cache keyed by the segment's address): for publishers that keep no
-// EventSignaller of their own (the role handles keep one each, in their
-// core: no mutex on their wake path, nothing a forked child could find
-// locked).
-unsigned signal_waiters(std::byte* base, WaitFor what) noexcept;
 
 // Collects the entries of `what`'s table left by dead waiters: drops the
 // sleeper count each had raised, clears its bit, unlinks its FIFO. Returns

@@ -1,9 +1,9 @@
 // What the producers of the rings that are written in order (SPSC,
 // broadcast) share: one writer, a head it alone moves, one claim at a time.
 // Their cores have `view` (writable(cursor, want, status), slot_size(),
-// low_latency()), `cursor` (head), write(position, message) and
-// publish(count); the handles add the blocking forms, which wait each in
-// their own way.
+// low_latency()), `cursor` (head), write(position, message), publish(count)
+// and close() (the end of the stream, docs/events.md); the handles add the
+// blocking forms, which wait each in their own way.
 #pragma once
 
 #include <cstddef>
@@ -32,6 +32,26 @@ class InOrderProducer : public Handle<Core> {
     if (const Status s = this->exclusive_refusal(); s != Status::ok) return s;
     return this->core_->closed_here ? Status::closed : Status::ok;
   }
+
+  // Ends the stream (docs/events.md): the consumers read what was
+  // published, then get Status::closed; this handle's later pushes and
+  // claims get it too. The handle keeps the role. A producer that attaches
+  // later reopens the stream. Returns ok, or why nothing happened (detached,
+  // wrong_process, busy while a claim is live).
+  Status close() noexcept {
+    if (this->core_ != nullptr && this->core_->closed_here) return Status::ok;
+    if (const Status s = this->exclusive_refusal(); s != Status::ok) return s;
+    this->core_->close();
+    return Status::ok;
+  }
+  bool closed() const noexcept { return this->core_ && this->core_->closed_here; }
+  // Whether the end of this handle (destruction, or assigning over it)
+  // closes the stream as close() does; true by default. false leaves the
+  // stream open for a producer that attaches later.
+  void set_close_on_exit(bool close) noexcept {
+    if (this->core_) this->core_->close_on_exit = close;
+  }
+  bool close_on_exit() const noexcept { return this->core_ && this->core_->close_on_exit; }
 
   // Messages published through this ring so far (the head position).
   std::uint64_t position() const noexcept { return this->core_ ? this->core_->cursor.head : 0; }

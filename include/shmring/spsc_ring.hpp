@@ -97,27 +97,8 @@ class SpscProducer : public detail::InOrderProducer<detail::SpscProducerCore> {
   static SpscProducer attach(const Segment& segment, const WaitPolicy& policy = {});
   static SpscProducer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
 
-  // Ends the stream (docs/events.md): the consumer reads what was published,
-  // then gets Status::closed; this handle's later pushes and claims get it
-  // too. The handle keeps the role. A producer that attaches later reopens
-  // the stream. Returns ok, or why nothing happened (detached,
-  // wrong_process, busy while a claim is live).
-  Status close() noexcept {
-    if (core_ != nullptr && core_->closed_here) return Status::ok;
-    if (const Status s = exclusive_refusal(); s != Status::ok) return s;
-    core_->close();
-    return Status::ok;
-  }
-  bool closed() const noexcept { return core_ && core_->closed_here; }
-  // Whether the end of this handle (destruction, or assigning over it)
-  // closes the stream as close() does; true by default. false leaves the
-  // stream open for a producer that attaches later.
-  void set_close_on_exit(bool close) noexcept {
-    if (core_) core_->close_on_exit = close;
-  }
-  bool close_on_exit() const noexcept { return core_ && core_->close_on_exit; }
-
-  // position(), try_push(), try_push_many(), try_claim(): in_order.hpp.
+  // close(), closed(), set_close_on_exit(), position(), try_push(),
+  // try_push_many(), try_claim(): in_order.hpp.
   [[nodiscard]] Status push(std::span<const std::byte> message,
                             std::chrono::nanoseconds timeout) noexcept;
 

@@ -6,11 +6,12 @@
 
 namespace shmring::detail {
 
-// SPSC: the `producer` (or consumer) role was held by a process that died:
+// SPSC, and the producer of a broadcast ring: the `producer` (or consumer)
+// role was held by a process that died:
 // its identity is still recorded but nobody holds its lock, and no GPU agent
 // is attached to that side. A role given back cleanly, or never taken, is
 // not "died": a peer may still come.
-bool spsc_role_died(const Segment& segment, bool producer) noexcept;
+bool role_holder_died(const Segment& segment, bool producer) noexcept;
 
 // MPMC: how the CPU handles of the `producer` (or consumer) side stand, by
 // their claim records: `recorded` when any record names a holder, `live`
