@@ -340,6 +340,20 @@ struct Process {
     return c;
   }
 
+  // A producer at `position`, before it writes: told to stop, it records
+  // its head and leaves; with the ledger full (`limit`) it idles a moment
+  // and says so (true: nothing to write this time round).
+  bool producer_idles(std::uint64_t position, std::uint64_t limit) const {
+    if (l.stop.load() != 0) {
+      l.final_position.store(position);
+      l.producer_done.store(1);
+      ::_exit(0);
+    }
+    if (position < limit) return false;
+    std::this_thread::sleep_for(1ms);
+    return true;
+  }
+
   // Writes the first `keep` messages of `c` and commits them (MPMC gives the
   // rest of the claim up), then records them as committed. `words`: through
   // store_words(), as the slots of a lossy broadcast ring are written (its
@@ -384,20 +398,11 @@ struct Process {
 [[noreturn]] void producer_process(const std::string& name, const SharedLedger& shared,
                                    std::uint32_t incarnation, std::uint64_t seed) {
   Process me(shared, "producer", incarnation, seed);
-  Ledger& l = me.l;
   SpscProducer tx = me.attach<SpscProducer>(name);
   // Leave room for a batch below the ledger's end.
   const std::uint64_t limit = shared.positions() - kMaxBatch;
   for (;;) {
-    if (l.stop.load() != 0) {
-      l.final_position.store(tx.position());
-      l.producer_done.store(1);
-      ::_exit(0);
-    }
-    if (tx.position() >= limit) {  // the ledger is full: idle until told to stop
-      std::this_thread::sleep_for(1ms);
-      continue;
-    }
+    if (me.producer_idles(tx.position(), limit)) continue;
     const std::size_t want = 1 + me.rng() % kMaxBatch;
     WriteClaim c = me.wait("claim", [&] { return tx.claim(want, kWait); });
     if (!c.empty()) me.commit(c, c.size());
@@ -866,15 +871,7 @@ int survivor_column(int k) { return 3 + k; }
   const std::uint64_t limit = shared.positions() - kMaxBatch;
   std::byte message[kSlotSize];
   for (;;) {
-    if (l.stop.load() != 0) {
-      l.final_position.store(tx.position());
-      l.producer_done.store(1);
-      ::_exit(0);
-    }
-    if (tx.position() >= limit) {  // the ledger is full: idle until told to stop
-      std::this_thread::sleep_for(1ms);
-      continue;
-    }
+    if (me.producer_idles(tx.position(), limit)) continue;
     // A lossy producer never waits: a pause now and then lets the
     // subscribers catch up, so that they read in order as well as lapped.
     if (lossy && me.rng() % 256 == 0) {
