@@ -7,6 +7,8 @@
 //   shmring-demo --role producer --name cam &      # or the same binary twice
 //   shmring-demo --role consumer --name cam
 //   shmring-demo --slot-format low_latency         # SPSC rings of low-latency slots
+//   shmring-demo --kind broadcast --subscribers 3  # fan-out: every subscriber process
+//                                                  # reads (and verifies) every message
 //
 // Exit status: 0 every message verified, 1 a message failed verification,
 // 2 bad command line, 3 a runtime failure (segment, peer died, stall).
@@ -72,6 +74,11 @@ struct Options {
   bool pin = true;
   std::optional<std::array<int, 2>> cpus;  // producer, consumer
   std::uint64_t timeout_s = 10;
+  // Fan-out (--kind broadcast): subscriber processes, and the ring's delivery.
+  std::uint64_t subscribers = 2;
+  bool subscribers_given = false;
+  shmring::Delivery delivery = shmring::Delivery::reliable;
+  bool delivery_given = false;
 };
 
 constexpr std::uint64_t kHeaderBytes = 16;  // sequence number + checksum
@@ -86,7 +93,14 @@ void print_usage(std::FILE* to) {
              "  --messages N      messages to stream (default 2000000)\n"
              "  --size BYTES      message size, >= 16: sequence + checksum + body (default 64)\n"
              "  --capacity N      slots in the ring, a power of two (default 1024)\n"
-             "  --kind K          spsc or mpmc (default spsc)\n"
+             "  --kind K          spsc, mpmc or broadcast (default spsc); broadcast is the\n"
+             "                    fan-out mode: one producer, --subscribers processes that\n"
+             "                    each read every message (no ping/pong phase)\n"
+             "  --subscribers N   broadcast: subscriber processes, 1-64 (default 2)\n"
+             "  --delivery D      broadcast: reliable (default; every subscriber verifies\n"
+             "                    every message, the producer waits for the slowest) or\n"
+             "                    lossy (the producer never waits; subscribers verify what\n"
+             "                    they read and count the sequence gaps)\n"
              "  --slot-format F   plain (default) or low_latency: SPSC only, size <= 4096;\n"
              "                    messages are copied in and out (push/pop), not claimed\n"
              "  --batch N         slots claimed, committed and released at once (default 16)\n"
@@ -162,9 +176,24 @@ std::string parse_options(int argc, char** argv, Options& o, bool& help) {
         o.kind = shmring::RingKind::spsc;
       } else if (v == "mpmc") {
         o.kind = shmring::RingKind::mpmc;
+      } else if (v == "broadcast") {
+        o.kind = shmring::RingKind::broadcast;
       } else {
-        return fmt::format("--kind: '{}' is neither spsc nor mpmc", v);
+        return fmt::format("--kind: '{}' is not spsc, mpmc or broadcast", v);
       }
+    } else if (arg == "--subscribers") {
+      err = number(o.subscribers);
+      o.subscribers_given = true;
+    } else if (arg == "--delivery") {
+      if (!next(v)) return "--delivery needs a value";
+      if (v == "reliable") {
+        o.delivery = shmring::Delivery::reliable;
+      } else if (v == "lossy") {
+        o.delivery = shmring::Delivery::lossy;
+      } else {
+        return fmt::format("--delivery: '{}' is neither reliable nor lossy", v);
+      }
+      o.delivery_given = true;
     } else if (arg == "--slot-format") {
       if (!next(v)) return "--slot-format needs a value";
       if (v == "plain") {
@@ -223,6 +252,19 @@ std::string parse_options(int argc, char** argv, Options& o, bool& help) {
       return fmt::format("--size must be at most {} bytes with --slot-format low_latency",
                          shmring::kMaxLowLatencySlotSize);
     }
+  }
+  if (o.kind == shmring::RingKind::broadcast) {
+    if (o.subscribers == 0 || o.subscribers > shmring::kMaxSubscribers) {
+      return fmt::format("--subscribers must be between 1 and {}", shmring::kMaxSubscribers);
+    }
+    if (o.role != Role::both) {
+      return "--kind broadcast runs every process itself: it takes no --role";
+    }
+    if (o.format == shmring::SlotFormat::low_latency) {
+      return "--slot-format low_latency needs --kind spsc, not broadcast";
+    }
+  } else if (o.subscribers_given || o.delivery_given) {
+    return "--subscribers and --delivery are for --kind broadcast (the fan-out mode)";
   }
   if (o.capacity == 0 || (o.capacity & (o.capacity - 1)) != 0) {
     return fmt::format("--capacity {} is not a power of two", o.capacity);
@@ -1065,6 +1107,291 @@ int run_one_role(const Options& o) {
   return print_verdict(o, c, nullptr, false);
 }
 
+// ---- fan-out: one producer, k subscriber processes (--kind broadcast) --------
+//
+// Every subscriber joins before the first message and reads the whole
+// stream. Reliable: each verifies every message in place (its sequence number
+// is the next one, its checksum holds); the producer waits for the slowest.
+// Lossy: the producer never waits; each subscriber copies a message out
+// (checked against a rewrite while it copied, so never torn), verifies it,
+// and counts the sequence numbers it never saw, which must equal what the
+// ring says it lost (BroadcastSubscriber::lost()).
+
+struct SubscriberReport {
+  std::uint32_t joined = 0;  // set once attached: the producer starts after all
+  ConsumerReport stream;     // received, verified, first failure, times, error
+  std::uint64_t gaps = 0;    // lossy: sequence numbers never seen
+  std::uint64_t lost = 0;    // lossy: what the ring counted as lost
+  std::uint64_t laps = 0;
+};
+
+// Verifies message `m` read as the next after `expected` (lossy: it may come
+// later), counting the gap; updates `expected`. False if it failed.
+bool take_fanout_message(const Options& o, std::span<const std::byte> m, std::uint64_t& expected,
+                         SubscriberReport& r) {
+  ConsumerReport& c = r.stream;
+  const bool lossy = o.delivery == shmring::Delivery::lossy;
+  const std::uint64_t seq = m.size() >= 8 ? load64(m.data()) : expected;
+  // Lossy: the sequence number it carries, if it moved forward; a reliable
+  // ring must deliver exactly the next one.
+  const std::uint64_t want = lossy && seq > expected && seq < o.messages ? seq : expected;
+  const Verdict v = verify_message(m, o.size, want);
+  if (c.received++ == 0) c.first_ns = now_ns();
+  if (v != Verdict::ok) {
+    if (c.failures++ == 0) {
+      c.first_failure = v;
+      c.first_failure_seq = want;
+    }
+    expected = want + 1;
+    return false;
+  }
+  ++c.verified;
+  r.gaps += want - expected;
+  expected = want + 1;
+  return true;
+}
+
+void run_subscriber(const Options& o, const shmring::Segment& data, Watchdog& wd,
+                    SubscriberReport& r) {
+  shmring::BroadcastSubscriber sub =
+      shmring::BroadcastSubscriber::attach(data, shmring::JoinAt::next);
+  if (sub.position() != 0) throw RunError{"joined after the stream had started"};
+  std::atomic_ref<std::uint32_t>(r.joined).store(1);
+  const bool lossy = o.delivery == shmring::Delivery::lossy;
+  std::vector<std::byte> buffer(static_cast<std::size_t>(data.geometry().slot_size));
+  std::uint64_t expected = 0;
+  while (expected < o.messages) {
+    if (!lossy) {
+      shmring::ReadClaim c = peek_messages(sub, o.batch, wd, "data");
+      for (std::size_t i = 0; i < c.size(); ++i) take_fanout_message(o, c[i], expected, r);
+      c.release();
+      continue;
+    }
+    std::size_t size = 0;
+    const shmring::Status st = sub.pop(buffer, size, kPoll);
+    if (st == shmring::Status::ok) {
+      wd.progress();
+      take_fanout_message(o, {buffer.data(), size}, expected, r);
+    } else if (st == shmring::Status::overrun) {
+      wd.progress();  // lapped: counted by the ring; the next pop is the newest
+    } else if (st != shmring::Status::timeout) {
+      throw RunError{fmt::format("pop on the data ring failed: {}", to_string(st))};
+    } else if (auto why = wd.idle("messages in the data ring"); !why.empty()) {
+      throw RunError{why};
+    }
+  }
+  r.stream.last_ns = now_ns();
+  r.lost = sub.lost();
+  r.laps = sub.lapped();
+}
+
+// Publishes every message, claimed and written in place: as relaxed atomic
+// words in a lossy ring (subscribers may be reading the slots meanwhile).
+void run_fanout_producer(const Options& o, const shmring::Segment& data, Watchdog& wd,
+                         ProducerReport& r) {
+  shmring::BroadcastProducer tx = shmring::BroadcastProducer::attach(data);
+  const bool lossy = o.delivery == shmring::Delivery::lossy;
+  const auto size = static_cast<std::size_t>(o.size);
+  std::vector<std::byte> message(size);
+  r.start_ns = now_ns();
+  std::uint64_t seq = 0;
+  while (seq < o.messages) {
+    shmring::WriteClaim c = claim_slots(tx, std::min(o.batch, o.messages - seq), wd, "data");
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      if (lossy) {
+        fill_message(message, seq + i);
+        shmring::store_words(c[i].data(), message.data(), size);
+      } else {
+        fill_message(c[i].first(size), seq + i);
+      }
+      if (c.set_size(i, size) != shmring::Status::ok) {
+        throw RunError{"set_size refused a message that fits its slot"};
+      }
+    }
+    const std::size_t n = c.size();
+    c.commit_batch();
+    seq += n;
+    r.sent = seq;
+  }
+  r.end_ns = now_ns();
+}
+
+int run_fanout(const Options& o) {
+  const bool lossy = o.delivery == shmring::Delivery::lossy;
+  shmring::CreateOptions ring =
+      create_options(shmring::RingKind::broadcast, o.capacity, o.size, shmring::SlotFormat::plain);
+  ring.subscribers = static_cast<std::uint32_t>(o.subscribers);
+  ring.delivery = o.delivery;
+  const shmring::Segment data = create_segment(o.name + "-data", ring, /*replace_stale=*/false);
+  fmt::print(
+      "shmring demo: broadcast ring ({}), {} slots x {}, batch {}, {} messages to {} "
+      "subscriber processes\n",
+      shmring::to_string(o.delivery), o.capacity, format_bytes(o.size), o.batch,
+      fmt::group_digits(o.messages), o.subscribers);
+  fmt::print("  segment  /dev/shm/{} ({})\n", data.name(), format_bytes(data.size()));
+
+  const std::size_t bytes = sizeof(SubscriberReport) * o.subscribers;
+  void* shared = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (shared == MAP_FAILED) throw RunError{fmt::format("mmap: {}", std::strerror(errno))};
+  auto* reports = static_cast<SubscriberReport*>(shared);
+  for (std::uint64_t k = 0; k < o.subscribers; ++k) new (&reports[k]) SubscriberReport();
+
+  const pid_t parent = ::getpid();
+  std::vector<pid_t> children;
+  std::vector<std::optional<int>> statuses(o.subscribers);
+  auto reap = [&](std::size_t k, bool block) {
+    int st = 0;
+    if (!statuses[k] && ::waitpid(children[k], &st, block ? 0 : WNOHANG) == children[k]) {
+      statuses[k] = st;
+    }
+  };
+  std::fflush(nullptr);
+  for (std::uint64_t k = 0; k < o.subscribers; ++k) {
+    const pid_t child = ::fork();
+    if (child < 0) {
+      for (const pid_t c : children) ::kill(c, SIGKILL);
+      throw RunError{fmt::format("fork: {}", std::strerror(errno))};
+    }
+    if (child == 0) {
+      // A subscriber. It must not outlive the producer, nor unlink anything.
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != parent) ::_exit(kExitRuntime);
+      int rc = kExitOk;
+      try {
+        Watchdog wd(o.timeout_s, [parent] { return ::getppid() == parent; });
+        run_subscriber(o, data, wd, reports[k]);
+      } catch (const RunError& e) {
+        set_error(reports[k].stream, e.message);
+        rc = kExitRuntime;
+      } catch (const std::exception& e) {
+        set_error(reports[k].stream, e.what());
+        rc = kExitRuntime;
+      }
+      std::fflush(nullptr);
+      ::_exit(rc);
+    }
+    children.push_back(child);
+  }
+  // On a signal the cleanup kills one child; the others die with the parent
+  // (PR_SET_PDEATHSIG).
+  g_cleanup.child = children.front();
+
+  // Every subscriber joins before the first message, so each reads them all.
+  ProducerReport p;
+  const auto join_deadline = Clock::now() + std::chrono::seconds(o.timeout_s);
+  auto all_joined = [&] {
+    for (std::uint64_t k = 0; k < o.subscribers; ++k) {
+      if (std::atomic_ref<std::uint32_t>(reports[k].joined).load() == 0) return false;
+    }
+    return true;
+  };
+  auto all_alive = [&] {
+    for (std::size_t k = 0; k < children.size(); ++k) reap(k, false);
+    return std::none_of(statuses.begin(), statuses.end(), [](auto& s) { return s.has_value(); });
+  };
+  while (!all_joined() && all_alive() && Clock::now() < join_deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  if (!all_joined()) {
+    p.error = "not every subscriber joined";
+  } else {
+    try {
+      // Reliable: a subscriber that died would stall the producer (until it is
+      // found dead); either way the run has failed.
+      Watchdog wd(o.timeout_s, all_alive);
+      run_fanout_producer(o, data, wd, p);
+    } catch (const RunError& e) {
+      p.error = e.message;
+    } catch (const std::exception& e) {
+      p.error = e.what();
+    }
+  }
+  if (!p.error.empty()) {
+    for (std::size_t k = 0; k < children.size(); ++k) {
+      reap(k, false);
+      if (!statuses[k]) ::kill(children[k], SIGKILL);
+    }
+  }
+  for (std::size_t k = 0; k < children.size(); ++k) {
+    while (!statuses[k]) {
+      reap(k, true);
+      if (!statuses[k] && errno != EINTR) break;
+    }
+  }
+  g_cleanup.child = 0;
+
+  int rc = kExitOk;
+  bool verify_failed = false;
+  std::uint64_t all_verified = 0;
+  for (std::uint64_t k = 0; k < o.subscribers; ++k) {
+    const SubscriberReport& r = reports[k];
+    const ConsumerReport& s = r.stream;
+    const double secs =
+        static_cast<double>(std::max<std::int64_t>(s.last_ns - s.first_ns, 1)) / 1e9;
+    std::string line = fmt::format("sub {:>2}:   {} verified in {:.3f} s, {:.2f} M msg/s", k,
+                                   fmt::group_digits(s.verified), secs,
+                                   static_cast<double>(s.verified) / secs / 1e6);
+    if (lossy) {
+      line += fmt::format(", {} sequence gaps ({} lost in {} laps)", fmt::group_digits(r.gaps),
+                          fmt::group_digits(r.lost), r.laps);
+    }
+    fmt::print("{}\n", line);
+    if (s.failures != 0) {
+      fmt::print("FAILED:   subscriber {}: {} messages failed verification; the first, #{}: {}\n",
+                 k, s.failures, s.first_failure_seq, to_string(s.first_failure));
+      verify_failed = true;
+    }
+    // Every message is accounted for: verified, or (lossy) a counted gap.
+    const std::uint64_t accounted = s.verified + (lossy ? r.gaps : 0);
+    if (s.error[0] == '\0' && s.failures == 0 &&
+        (accounted != o.messages || (lossy && r.gaps != r.lost))) {
+      fmt::print(
+          "FAILED:   subscriber {}: {} verified + {} gaps of {} messages; the ring "
+          "counted {} lost\n",
+          k, s.verified, r.gaps, o.messages, r.lost);
+      verify_failed = true;
+    }
+    if (s.error[0] != '\0') {
+      fmt::print("error:    subscriber {}: {}\n", k, s.error);
+      rc = kExitRuntime;
+    }
+    if (statuses[k] && WIFSIGNALED(*statuses[k])) {
+      fmt::print("error:    subscriber {} killed by signal {} ({})\n", k, WTERMSIG(*statuses[k]),
+                 strsignal(WTERMSIG(*statuses[k])));
+      rc = kExitRuntime;
+    } else if (statuses[k] && WEXITSTATUS(*statuses[k]) != 0 && rc == kExitOk) {
+      fmt::print("error:    subscriber {} exited with status {}\n", k, WEXITSTATUS(*statuses[k]));
+      rc = kExitRuntime;
+    }
+    all_verified += s.verified;
+  }
+  if (p.sent != 0) {
+    const double secs = static_cast<double>(std::max<std::int64_t>(p.end_ns - p.start_ns, 1)) / 1e9;
+    fmt::print("producer: {} published in {:.3f} s, {:.2f} M msg/s\n", fmt::group_digits(p.sent),
+               secs, static_cast<double>(p.sent) / secs / 1e6);
+  }
+  if (!p.error.empty()) {
+    fmt::print("error:    producer: {}\n", p.error);
+    rc = kExitRuntime;
+  }
+  ::munmap(shared, bytes);
+  if (verify_failed) return kExitVerifyFailed;
+  if (rc != kExitOk) {
+    fmt::print("FAILED:   the run stopped early\n");
+    return rc;
+  }
+  if (lossy) {
+    fmt::print(
+        "result:   OK, {} subscribers: every message read was whole, {} verified, every "
+        "gap counted\n",
+        o.subscribers, fmt::group_digits(all_verified));
+  } else {
+    fmt::print("result:   OK, all {} messages verified by each of {} subscribers\n",
+               fmt::group_digits(o.messages), o.subscribers);
+  }
+  return kExitOk;
+}
+
 template <shmring::RingKind K>
 int run(const Options& o) {
   return o.role == Role::both ? run_both<K>(o) : run_one_role<K>(o);
@@ -1088,6 +1415,7 @@ int main(int argc, char** argv) {
   CleanupOnExit cleanup;
   for (const int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) ::signal(sig, on_fatal_signal);
   try {
+    if (o.kind == shmring::RingKind::broadcast) return run_fanout(o);
     return o.kind == shmring::RingKind::spsc ? run<shmring::RingKind::spsc>(o)
                                              : run<shmring::RingKind::mpmc>(o);
   } catch (const RunError& e) {

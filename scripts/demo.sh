@@ -6,6 +6,9 @@
 #   ./scripts/demo.sh                    # an SPSC and an MPMC run with defaults
 #   ./scripts/demo.sh --size 4096 ...    # one run; options go to shmring-demo
 #                                        # (./scripts/demo.sh --help lists them)
+#   ./scripts/demo.sh --kind broadcast --subscribers 4 [--delivery lossy]
+#                                        # fan-out: one producer, 4 subscriber
+#                                        # processes, each verifying the stream
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

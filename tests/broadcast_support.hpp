@@ -1,17 +1,28 @@
-// What the broadcast suites share: a broadcast segment of a test's own.
+// What the broadcast suites share: their messages' size, their deadline, and
+// a broadcast segment of a test's own.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
 #include "shmring/broadcast_view.hpp"
 #include "shmring/segment.hpp"
+#include "stress_message.hpp"
 #include "test_support.hpp"
 
 namespace shmring::test {
 
-inline CreateOptions broadcast_options(std::uint32_t subscribers, Delivery delivery,
-                                       std::uint64_t capacity, std::uint64_t slot) {
+// Messages are stress_message.hpp's: a header and up to kMaxPayload bytes,
+// so that every slot can hold the largest.
+inline constexpr std::size_t kMaxPayload = 200;
+inline constexpr std::size_t kSlot = msg::kHeaderSize + kMaxPayload;
+// Generous: a run that needs it has hung, not slowed down.
+inline constexpr std::chrono::seconds kDeadline{60};
+
+inline CreateOptions broadcast(std::uint32_t subscribers, Delivery delivery,
+                               std::uint64_t capacity = 16, std::uint64_t slot = kSlot) {
   CreateOptions o;
   o.kind = RingKind::broadcast;
   o.subscribers = subscribers;

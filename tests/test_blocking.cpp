@@ -36,6 +36,10 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using test::bytes_word;
+using test::make_ring;
+using test::poll_until;
+using test::word_bytes;
 
 constexpr auto kLongTimeout = 10s;       // a blocked call that should be woken well before
 constexpr auto kWakeBound = 100ms;       // each wake, push to return
@@ -78,16 +82,6 @@ char task_state(pid_t tid, bool other_process = false) {
   return (p != nullptr && p[1] == ' ') ? p[2] : 0;
 }
 
-template <class Pred>
-bool poll_until(Pred&& pred, std::chrono::nanoseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (!pred()) {
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(100us);
-  }
-  return true;
-}
-
 std::chrono::nanoseconds thread_cpu_time() {
   timespec ts{};
   ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
@@ -96,26 +90,6 @@ std::chrono::nanoseconds thread_cpu_time() {
 
 double ms(std::chrono::nanoseconds d) {
   return std::chrono::duration<double, std::milli>(d).count();
-}
-
-Segment make_ring(const test::UniqueShm& shm, RingKind kind, std::uint64_t capacity,
-                  std::uint64_t slot_size = 64) {
-  CreateOptions o;
-  o.kind = kind;
-  o.capacity = capacity;
-  o.slot_size = slot_size;
-  return Segment::create(shm.name(), o);
-}
-
-std::array<std::byte, 8> word_bytes(std::uint64_t v) {
-  std::array<std::byte, 8> b{};
-  std::memcpy(b.data(), &v, 8);
-  return b;
-}
-std::uint64_t bytes_word(std::span<const std::byte> b) {
-  std::uint64_t v = 0;
-  std::memcpy(&v, b.data(), std::min<std::size_t>(8, b.size()));
-  return v;
 }
 
 // pop() of one message, its first word to `value` (0 if none came).

@@ -40,16 +40,10 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 namespace msg = test::msg;
 
-constexpr std::size_t kMaxPayload = 200;
-constexpr std::size_t kSlot = msg::kHeaderSize + kMaxPayload;
-// Generous: a run that needs it has hung, not slowed down.
-constexpr auto kDeadline = 60s;
-
-CreateOptions broadcast(std::uint32_t subscribers, Delivery delivery, std::uint64_t capacity = 16,
-                        std::uint64_t slot = kSlot) {
-  return test::broadcast_options(subscribers, delivery, capacity, slot);
-}
-
+using test::broadcast;
+using test::kDeadline;
+using test::kMaxPayload;
+using test::kSlot;
 using Ring = test::BroadcastRing;
 
 // The message for `position`: its header says seq = position.
@@ -69,6 +63,24 @@ bool try_push(const BroadcastView& v, BroadcastProducerCursor& c, std::vector<st
   v.write(c.head, buf.data(), static_cast<std::uint32_t>(n));
   v.publish(c, 1);
   return true;
+}
+
+// Publishes messages from the head up to `total` as fast as the ring takes
+// them; a producer held back past `deadline` fails the test and sets
+// `failed`, as does any other thread's failure stop it.
+void produce_until(const BroadcastView& v, std::uint64_t total, Clock::time_point deadline,
+                   std::atomic<bool>& failed) {
+  BroadcastProducerCursor p = v.resume();
+  std::vector<std::byte> buf;
+  while (p.head < total && !failed) {
+    if (!try_push(v, p, buf)) {
+      if (Clock::now() > deadline) {
+        ADD_FAILURE() << "producer stuck at " << p.head;
+        failed = true;
+      }
+      std::this_thread::yield();
+    }
+  }
 }
 
 // Whether `bytes` is the intact message of `position`.
@@ -489,17 +501,7 @@ TEST(BroadcastReliable, EverySubscriberSeesEveryMessageInOrder) {
   // Subscribers 0-2 join at the start; the producer waits for them so that
   // they see message 0.
   while (joined.load() < 3 && Clock::now() < deadline) std::this_thread::yield();
-  BroadcastProducerCursor p = v.resume();
-  std::vector<std::byte> buf;
-  while (p.head < total && !failed) {
-    if (!try_push(v, p, buf)) {
-      if (Clock::now() > deadline) {
-        ADD_FAILURE() << "producer stuck at " << p.head;
-        failed = true;
-      }
-      std::this_thread::yield();
-    }
-  }
+  produce_until(v, total, deadline, failed);
   for (auto& t : threads) t.join();
   ASSERT_FALSE(failed);
   EXPECT_EQ(first[0], 0u);
@@ -550,17 +552,7 @@ TEST(BroadcastReliable, JoinsRacingTheProducerNeverReadARewrittenSlot) {
   // The race is between joins and publications: start once both have joined
   // (a reliable ring with nobody joined holds nothing back).
   while (joins.load() < kSubs && Clock::now() < deadline) std::this_thread::yield();
-  BroadcastProducerCursor p = v.resume();
-  std::vector<std::byte> buf;
-  while (p.head < total && !failed) {
-    if (!try_push(v, p, buf)) {
-      if (Clock::now() > deadline) {
-        ADD_FAILURE() << "producer stuck at " << p.head;
-        failed = true;
-      }
-      std::this_thread::yield();
-    }
-  }
+  produce_until(v, total, deadline, failed);
   done = true;
   for (auto& t : threads) t.join();
   EXPECT_FALSE(failed);

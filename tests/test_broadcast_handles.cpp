@@ -34,15 +34,10 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 namespace msg = test::msg;
 
-constexpr std::size_t kMaxPayload = 200;
-constexpr std::size_t kSlot = msg::kHeaderSize + kMaxPayload;
-// Generous: a run that needs it has hung, not slowed down.
-constexpr auto kDeadline = 60s;
-
-CreateOptions broadcast(std::uint32_t subscribers, Delivery delivery, std::uint64_t capacity = 16) {
-  return test::broadcast_options(subscribers, delivery, capacity, kSlot);
-}
-
+using test::broadcast;
+using test::kDeadline;
+using test::kMaxPayload;
+using test::kSlot;
 using Ring = test::BroadcastRing;
 
 // The message with sequence number `seq`.

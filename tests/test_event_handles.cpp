@@ -31,6 +31,10 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using test::bytes_word;
+using test::make_ring;
+using test::readable;
+using test::word_bytes;
 
 // Far beyond any look (50 ms at most) and any scheduling delay of a loaded
 // machine: a wait that runs into it lost a wake-up.
@@ -48,39 +52,6 @@ struct Roles<RingKind::mpmc> {
   using Producer = MpmcProducer;
   using Consumer = MpmcConsumer;
 };
-
-Segment make_ring(const test::UniqueShm& shm, RingKind kind, std::uint64_t capacity) {
-  CreateOptions o;
-  o.kind = kind;
-  o.capacity = capacity;
-  o.slot_size = 64;
-  return Segment::create(shm.name(), o);
-}
-
-std::array<std::byte, 8> word_bytes(std::uint64_t v) {
-  std::array<std::byte, 8> b{};
-  std::memcpy(b.data(), &v, 8);
-  return b;
-}
-
-std::uint64_t bytes_word(const std::array<std::byte, 64>& b) {
-  std::uint64_t v = 0;
-  std::memcpy(&v, b.data(), 8);
-  return v;
-}
-
-bool readable(int fd, std::chrono::milliseconds timeout) {
-  pollfd p{fd, POLLIN, 0};
-  const auto deadline = Clock::now() + timeout;
-  for (;;) {
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    const int rc = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
-    if (rc > 0) return (p.revents & POLLIN) != 0;
-    if (rc == 0) return false;
-    if (errno != EINTR) return false;
-  }
-}
 
 // Irregular gaps, from none to tens of microseconds, so that the other side
 // arms at every stage of a publication.

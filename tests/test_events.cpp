@@ -44,31 +44,16 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using detail::EventSignaller;
 using detail::EventWaiter;
+using test::bytes_word;
+using test::make_ring;
+using test::poll_until;
+using test::readable;
+using test::word_bytes;
 
 // How long a signalled descriptor may take to become readable before the
 // test calls the wake-up lost: far beyond any look (50 ms at most) and any
 // scheduling delay of a loaded 2-core machine.
 constexpr auto kWatchdog = 5s;
-
-Segment make_ring(const test::UniqueShm& shm, RingKind kind, std::uint64_t capacity) {
-  CreateOptions o;
-  o.kind = kind;
-  o.capacity = capacity;
-  o.slot_size = 64;
-  return Segment::create(shm.name(), o);
-}
-
-std::array<std::byte, 8> word_bytes(std::uint64_t v) {
-  std::array<std::byte, 8> b{};
-  std::memcpy(b.data(), &v, 8);
-  return b;
-}
-
-std::uint64_t bytes_word(const std::array<std::byte, 64>& b) {
-  std::uint64_t v = 0;
-  std::memcpy(&v, b.data(), 8);
-  return v;
-}
 
 ControlArea& control(const Segment& seg) { return *reinterpret_cast<ControlArea*>(seg.base()); }
 std::uint32_t data_count(const Segment& seg) {
@@ -76,30 +61,6 @@ std::uint32_t data_count(const Segment& seg) {
 }
 std::uint32_t data_armed(const Segment& seg) {
   return atomic::load_seq_cst(&control(seg).data_events.armed);
-}
-
-// Whether `fd` becomes readable within `timeout`.
-bool readable(int fd, std::chrono::milliseconds timeout) {
-  pollfd p{fd, POLLIN, 0};
-  const auto deadline = Clock::now() + timeout;
-  for (;;) {
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    const int rc = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
-    if (rc > 0) return (p.revents & POLLIN) != 0;
-    if (rc == 0) return false;
-    if (errno != EINTR) return false;
-  }
-}
-
-template <class Pred>
-bool poll_until(Pred&& pred, std::chrono::nanoseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (!pred()) {
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(100us);
-  }
-  return true;
 }
 
 // An SPSC consumer's readiness: the head moved past what it has taken.

@@ -34,6 +34,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 namespace msg = test::msg;
+using test::make_ring;
 
 constexpr auto kBlockingTimeout = 5s;  // a child's single wait
 constexpr auto kChildrenDeadline = msg::kThreadSanitizer ? 300s : 120s;
@@ -182,15 +183,6 @@ class Children {
   std::vector<pid_t> pids_;
   std::vector<int> codes_;
 };
-
-Segment make_ring(const std::string& name, RingKind kind, std::uint64_t capacity,
-                  std::uint64_t slot_size) {
-  CreateOptions o;
-  o.kind = kind;
-  o.capacity = capacity;
-  o.slot_size = slot_size;
-  return Segment::create(name, o);
-}
 
 Segment open_ring(const std::string& name, RingKind kind) {
   OpenOptions o;

@@ -33,6 +33,8 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 namespace msg = test::msg;
+using test::make_ring;
+using test::poll_until;
 
 constexpr auto kStall = msg::kThreadSanitizer ? 60s : 20s;
 constexpr auto kBlockingTimeout = 10s;
@@ -113,17 +115,6 @@ class Spinner {
   Clock::time_point since_{};
 };
 
-// Polls `pred` until it holds or `timeout` passes.
-template <class Pred>
-bool poll_until(Pred&& pred, std::chrono::nanoseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (!pred()) {
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(50us);
-  }
-  return true;
-}
-
 ControlArea* control(const Segment& s) { return reinterpret_cast<ControlArea*>(s.base()); }
 std::uint32_t consumer_waiters(const Segment& s) {
   return atomic::load_seq_cst(&control(s)->consumer_wait.waiters);
@@ -137,16 +128,6 @@ std::uint32_t producer_notify(const Segment& s) {
 }
 std::uint32_t consumer_notify(const Segment& s) {
   return atomic::load_seq_cst(&control(s)->consumer.notify);
-}
-
-Segment make_ring(const test::UniqueShm& shm, RingKind kind, std::uint64_t capacity,
-                  std::uint64_t slot_size, SlotFormat format = SlotFormat::plain) {
-  CreateOptions o;
-  o.kind = kind;
-  o.capacity = capacity;
-  o.slot_size = slot_size;
-  o.format = format;
-  return Segment::create(shm.name(), o);
 }
 
 std::string describe(const msg::Header& h) {

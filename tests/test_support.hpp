@@ -5,12 +5,16 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -19,10 +23,12 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "shmring/layout.hpp"
 #include "shmring/process.hpp"
+#include "shmring/segment.hpp"
 #include "shmring/status.hpp"
 
 namespace shmring {
@@ -95,6 +101,18 @@ class UniqueShm : public ShmGuard {
   explicit UniqueShm(std::string_view suffix = {}) : ShmGuard(unique_name(suffix)) {}
 };
 
+// A new SPSC or MPMC segment `name` (a UniqueShm will do) of `capacity` slots
+// of `slot_size` bytes.
+inline Segment make_ring(const std::string& name, RingKind kind, std::uint64_t capacity,
+                         std::uint64_t slot_size = 64, SlotFormat format = SlotFormat::plain) {
+  CreateOptions o;
+  o.kind = kind;
+  o.capacity = capacity;
+  o.slot_size = slot_size;
+  o.format = format;
+  return Segment::create(name, o);
+}
+
 // ---- raw file access (bypassing the library) --------------------------------
 
 inline std::int64_t file_size(std::string_view name) {
@@ -165,6 +183,50 @@ inline std::span<const std::byte> as_bytes(std::string_view s) {
 
 inline std::string to_string(std::span<const std::byte> b) {
   return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+// A message of one 8-byte word (the suites that only count messages send
+// their sequence number so), and the word back from the front of a message
+// (0 past its end).
+inline std::array<std::byte, 8> word_bytes(std::uint64_t v) {
+  std::array<std::byte, 8> b{};
+  std::memcpy(b.data(), &v, 8);
+  return b;
+}
+inline std::uint64_t bytes_word(std::span<const std::byte> b) {
+  std::uint64_t v = 0;
+  std::memcpy(&v, b.data(), std::min<std::size_t>(8, b.size()));
+  return v;
+}
+
+// ---- waiting for a condition -------------------------------------------------
+
+// Whether `fd` becomes readable within `timeout` (EINTR retried).
+inline bool readable(int fd, std::chrono::milliseconds timeout) {
+  pollfd p{fd, POLLIN, 0};
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    const int rc = ::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
+    if (rc > 0) return (p.revents & POLLIN) != 0;
+    if (rc == 0) return false;
+    if (errno != EINTR) return false;
+  }
+}
+
+// Polls `pred` every `interval` until it holds (true) or `timeout` passes
+// (false): for a condition another thread or process makes true, with no
+// event to wait on.
+template <class Pred>
+bool poll_until(Pred&& pred, std::chrono::nanoseconds timeout,
+                std::chrono::nanoseconds interval = std::chrono::microseconds(100)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(interval);
+  }
+  return true;
 }
 
 // ---- a segment's bytes on the heap -------------------------------------------

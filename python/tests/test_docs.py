@@ -1,7 +1,7 @@
 """The documentation's Python code: every ```python block of README.md and
 docs/*.md runs, twice in a row (a snippet must clean up after itself), and
 leaves nothing in /dev/shm; with mypy installed, the blocks and
-examples/python_consumer.py type-check under --strict.
+examples/python_consumer.py and camera_viewer.py type-check under --strict.
 
 A block that needs what this machine may not have (a GPU, CuPy, PyTorch, a
 camera) is marked on the line before its fence:
@@ -82,7 +82,7 @@ def test_python_block_runs_twice_and_cleans_up(where, code, skip, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed")
 def test_mypy_strict_accepts_the_examples(tmp_path):
-    files = [os.path.join(ROOT, "examples", "python_consumer.py")]
+    files = [os.path.join(ROOT, "examples", name) for name in ("python_consumer.py", "camera_viewer.py")]
     for n, (where, code, skip) in enumerate(BLOCKS):
         if skip:
             continue
