@@ -147,6 +147,7 @@ template <class TryOnce, class Done>
 auto BroadcastProducer::wait_for_room(std::chrono::nanoseconds timeout, TryOnce&& try_once,
                                       Done&& done) noexcept -> decltype(try_once()) {
   detail::BroadcastProducerCore& c = *core_;
+  const detail::QuietTries quiet(c);
   // A dead subscriber never releases and never wakes us, so both the check
   // before each sleep (stalled) and the re-check after it (ready) evict the
   // dead: a subscriber killed while we sleep lets us go on at our next look.
@@ -206,8 +207,10 @@ template <class TryOnce, class Done>
 auto BroadcastSubscriber::wait_for_message(std::chrono::nanoseconds timeout, TryOnce&& try_once,
                                            Done&& done) noexcept -> decltype(try_once()) {
   detail::BroadcastSubscriberCore& c = *core_;
+  const detail::QuietTries quiet(c);
+  // Ready: data, or the end of the stream (closed, or a dead producer).
   return detail::block_until(detail::data_side(c.view), c.policy, c.wait_state, timeout, try_once,
-                             done, [&] { return c.view.data_ready(c.cursor); });
+                             done, [&] { return c.event_ready(); });
 }
 
 Status BroadcastSubscriber::pop(std::span<std::byte> buffer, std::size_t& size,

@@ -606,5 +606,129 @@ TEST(BroadcastHandles, AForkedChildsCopyDoesNothingToTheRing) {
   EXPECT_EQ(seq_of({buf.data(), size}, 1), 0u);
 }
 
+// ---- end of stream and event descriptors ---------------------------------------
+
+// Every subscriber reads what was published before the close, then gets
+// closed (at once, also from a blocking call); the producer's later pushes
+// are refused. Dropping the producer closes as close() does; a producer that
+// attaches reopens the stream.
+TEST(BroadcastHandles, AClosedStreamIsDrainedThenSaysClosed) {
+  for (const Delivery delivery : {Delivery::reliable, Delivery::lossy}) {
+    Ring ring(broadcast(2, delivery, 16));
+    BroadcastSubscriber a = BroadcastSubscriber::attach(ring.segment);
+    BroadcastSubscriber b = BroadcastSubscriber::attach(ring.segment);
+    constexpr std::uint64_t kTotal = 5;
+    {
+      BroadcastProducer p = BroadcastProducer::attach(ring.segment);
+      for (std::uint64_t i = 0; i < kTotal; ++i) {
+        ASSERT_EQ(p.try_push(Message(i).span()), Status::ok);
+      }
+      ASSERT_EQ(p.close(), Status::ok);
+      EXPECT_TRUE(p.closed());
+      EXPECT_EQ(p.try_push(Message(kTotal).span()), Status::closed);
+      EXPECT_EQ(p.try_claim().status(), Status::closed);
+    }
+    std::vector<std::byte> buf(kSlot);
+    std::size_t size = 0;
+    for (BroadcastSubscriber* s : {&a, &b}) {
+      for (std::uint64_t i = 0; i < kTotal; ++i) {
+        ASSERT_EQ(s->try_pop(buf, size), Status::ok);
+        EXPECT_EQ(seq_of({buf.data(), size}, kTotal), i);
+      }
+      EXPECT_EQ(s->try_pop(buf, size), Status::closed);
+      const auto t0 = Clock::now();
+      EXPECT_EQ(s->pop(buf, size, kDeadline), Status::closed);
+      EXPECT_LT(Clock::now() - t0, 5s);  // at once, not at the deadline
+    }
+    {
+      // A new producer reopens the stream; dropping it closes it again.
+      BroadcastProducer p = BroadcastProducer::attach(ring.segment);
+      EXPECT_EQ(a.try_pop(buf, size), Status::would_block);
+      ASSERT_EQ(p.try_push(Message(0).span()), Status::ok);
+    }
+    ASSERT_EQ(a.try_pop(buf, size), Status::ok);
+    EXPECT_EQ(a.try_pop(buf, size), Status::closed);
+    {
+      BroadcastProducer p = BroadcastProducer::attach(ring.segment);
+      p.set_close_on_exit(false);
+    }
+    EXPECT_EQ(b.try_pop(buf, size), Status::ok);  // the one message of the second producer
+    EXPECT_EQ(b.try_pop(buf, size), Status::would_block);
+  }
+}
+
+// A producer killed with SIGKILL closes nothing: its subscribers read what
+// it published, then learn that it died (peer_dead) long before their
+// deadline.
+TEST(BroadcastHandles, ADeadProducerIsPeerDeadForItsSubscribers) {
+  Ring ring(broadcast(1, Delivery::reliable, 16));
+  BroadcastSubscriber sub = BroadcastSubscriber::attach(ring.segment);
+  constexpr std::uint64_t kTotal = 3;
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    Segment s = Segment::open(ring.shm.name());
+    BroadcastProducer p = BroadcastProducer::attach(s);
+    for (std::uint64_t i = 0; i < kTotal; ++i) {
+      if (p.try_push(Message(i).span()) != Status::ok) ::_exit(2);
+    }
+    const char c = 1;
+    if (::write(fds[1], &c, 1) != 1) ::_exit(3);
+    for (;;) ::pause();
+  }
+  char c = 0;
+  ASSERT_EQ(::read(fds[0], &c, 1), 1);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  ::kill(child, SIGKILL);
+  EXPECT_EQ(test::wait_child(child), -1);
+  std::vector<std::byte> buf(kSlot);
+  std::size_t size = 0;
+  for (std::uint64_t i = 0; i < kTotal; ++i) {
+    ASSERT_EQ(sub.pop(buf, size, kDeadline), Status::ok);
+    EXPECT_EQ(seq_of({buf.data(), size}, kTotal), i);
+  }
+  const auto t0 = Clock::now();
+  EXPECT_EQ(sub.pop(buf, size, kDeadline), Status::peer_dead);
+  EXPECT_LT(Clock::now() - t0, 5s);
+}
+
+// A subscriber's descriptor becomes readable when a message comes and when
+// the stream ends; a reliable producer's when a subscriber makes room.
+// (Readable for nothing is allowed, event.hpp: only readiness is asserted.)
+TEST(BroadcastHandles, EventDescriptorsFollowDataRoomAndTheEnd) {
+  Ring ring(broadcast(1, Delivery::reliable, 4));
+  BroadcastSubscriber sub = BroadcastSubscriber::attach(ring.segment);
+  BroadcastProducer p = BroadcastProducer::attach(ring.segment);
+  std::vector<std::byte> buf(kSlot);
+  std::size_t size = 0;
+  const int sub_fd = sub.event_fd();
+  ASSERT_EQ(sub.try_pop(buf, size), Status::would_block);  // armed
+  std::thread publisher([&] { EXPECT_EQ(p.try_push(Message(0).span()), Status::ok); });
+  publisher.join();
+  EXPECT_TRUE(test::readable(sub_fd, 2000ms));
+  ASSERT_EQ(sub.try_pop(buf, size), Status::ok);
+  EXPECT_EQ(sub.try_pop(buf, size), Status::would_block);  // armed again
+
+  // Fill the ring: the producer's descriptor waits for room.
+  for (std::uint64_t i = 1; i <= 4; ++i) ASSERT_EQ(p.try_push(Message(i).span()), Status::ok);
+  const int p_fd = p.event_fd();
+  ASSERT_EQ(p.try_push(Message(5).span()), Status::would_block);  // armed
+  std::thread reader([&] { EXPECT_EQ(sub.try_pop(buf, size), Status::ok); });
+  reader.join();
+  EXPECT_TRUE(test::readable(p_fd, 2000ms));
+  EXPECT_EQ(p.try_push(Message(5).span()), Status::ok);
+
+  // Drain, arm, then the end of the stream makes it readable.
+  std::size_t drained = 0;
+  while (sub.try_pop(buf, size) == Status::ok) ++drained;
+  EXPECT_EQ(drained, 4u);
+  ASSERT_EQ(p.close(), Status::ok);
+  EXPECT_TRUE(test::readable(sub_fd, 2000ms));
+  EXPECT_EQ(sub.try_pop(buf, size), Status::closed);
+}
+
 }  // namespace
 }  // namespace shmring

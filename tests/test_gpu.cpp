@@ -637,7 +637,7 @@ class BroadcastModes
 // message (reliable: every one, in order; lossy: none torn).
 TEST_P(BroadcastModes, KernelToCpuSubscribers) {
   const auto [mode, size, delivery] = GetParam();
-  test::BroadcastRing ring(test::broadcast_options(4, delivery, 8, size));
+  test::BroadcastRing ring(test::broadcast(4, delivery, 8, size));
   constexpr std::uint32_t kSubscribers = 3;
   const std::uint64_t count = size > 4096 ? 2000 : 20000;
   std::vector<pid_t> children;
@@ -660,7 +660,7 @@ TEST_P(BroadcastModes, KernelToCpuSubscribers) {
 // once, both checking every message.
 TEST_P(BroadcastModes, CpuProducerToKernelAndCpuSubscribers) {
   const auto [mode, size, delivery] = GetParam();
-  test::BroadcastRing ring(test::broadcast_options(4, delivery, 8, size));
+  test::BroadcastRing ring(test::broadcast(4, delivery, 8, size));
   const std::uint64_t count = size > 4096 ? 2000 : 20000;
   Registration reg = Registration::register_segment(ring.segment);
   GpuBroadcastSubscriber rx = GpuBroadcastSubscriber::attach(ring.segment, reg, JoinAt::oldest);
@@ -714,7 +714,7 @@ INSTANTIATE_TEST_SUITE_P(Gpu, BroadcastModes,
 // subscriber handle that goes retires its block, so a reliable CPU producer
 // no longer waits for it; a GPU producer sees the same room.
 TEST_F(Gpu, BroadcastSubscriberTimesOutAndRetiresOnDetach) {
-  test::BroadcastRing ring(test::broadcast_options(2, Delivery::reliable, 4, 64));
+  test::BroadcastRing ring(test::broadcast(2, Delivery::reliable, 4, 64));
   Registration reg = Registration::register_segment(ring.segment);
   BroadcastProducer tx = BroadcastProducer::attach(ring.segment);
   {
@@ -737,7 +737,7 @@ TEST_F(Gpu, BroadcastSubscriberTimesOutAndRetiresOnDetach) {
 // A second producer, CPU or GPU, is refused while the GPU producer holds the
 // role; the role is free again when it goes.
 TEST_F(Gpu, BroadcastProducerRoleIsExclusive) {
-  test::BroadcastRing ring(test::broadcast_options(2, Delivery::reliable, 4, 64));
+  test::BroadcastRing ring(test::broadcast(2, Delivery::reliable, 4, 64));
   Registration reg = Registration::register_segment(ring.segment);
   {
     GpuBroadcastProducer gpu = GpuBroadcastProducer::attach(ring.segment, reg);
