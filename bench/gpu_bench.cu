@@ -26,6 +26,7 @@
 #include <cuda_runtime_api.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -1748,7 +1749,15 @@ Throughput measure_cpu_to_gpu(Context& ctx, std::uint64_t size, bool write_full)
 // and low_latency_warp over rings of low-latency slots (low_latency.hpp).
 enum class EchoKind { pop_push, low_latency_warp, low_latency_thread, peek_push, minimal };
 
-RoundTrip measure_round_trip(Context& ctx, std::uint64_t size, EchoKind kind) {
+// How the CPU side waits for the kernel's reply: spinning on try_pop, in a
+// blocking pop that does not spin (it sleeps at once: a GPU peer cannot wake
+// it, so it looks again every kGpuPeerSleep), or in epoll on the handle's
+// descriptor (which a GPU peer cannot signal either: it becomes readable by
+// the periodic look, as often).
+enum class CpuWait { spin, blocking, epoll };
+
+RoundTrip measure_round_trip(Context& ctx, std::uint64_t size, EchoKind kind,
+                             CpuWait wait = CpuWait::spin) {
   const Options& o = ctx.opt;
   RoundTrip rt;
   const bool low_latency =
@@ -1759,6 +1768,8 @@ RoundTrip measure_round_trip(Context& ctx, std::uint64_t size, EchoKind kind) {
                    ? "low-latency slots: pop() + push(), thread 0"
                : kind == EchoKind::peek_push ? "warp_peek(1) + push() + warp_release()"
                                              : "minimal: tight poll, no sleeper-count loads";
+  if (wait == CpuWait::blocking) rt.variant += "; CPU waits in pop() without spinning";
+  if (wait == CpuWait::epoll) rt.variant += "; CPU waits in epoll on event_fd()";
   rt.size = size;
   try {
     const std::string ping_name = segment_name("ping");
@@ -1772,7 +1783,27 @@ RoundTrip measure_round_trip(Context& ctx, std::uint64_t size, EchoKind kind) {
     const sr::Segment pong = sr::Segment::create(pong_name, co);
     Unlink u2{pong_name};
     sr::SpscProducer tx = sr::SpscProducer::attach(ping);
-    sr::SpscConsumer rx = sr::SpscConsumer::attach(pong);
+    sr::WaitPolicy no_spin;
+    no_spin.spin_iterations = 0;
+    no_spin.yield_iterations = 0;
+    no_spin.spin_time = std::chrono::nanoseconds(0);
+    sr::SpscConsumer rx =
+        sr::SpscConsumer::attach(pong, wait == CpuWait::spin ? sr::WaitPolicy{} : no_spin);
+    int epfd = -1;
+    if (wait == CpuWait::epoll) {
+      epfd = epoll_create1(EPOLL_CLOEXEC);
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      if (epfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, rx.event_fd(), &ev) != 0) {
+        throw std::runtime_error("epoll setup failed");
+      }
+    }
+    struct CloseFd {
+      int fd;
+      ~CloseFd() {
+        if (fd >= 0) close(fd);
+      }
+    } close_epfd{epfd};
     const sc::Registration reg_ping = sc::Registration::register_segment(ping, ctx.dev.id);
     const sc::Registration reg_pong = sc::Registration::register_segment(pong, ctx.dev.id);
     const sc::GpuSpscConsumer gin = sc::GpuSpscConsumer::attach(ping, reg_ping);
@@ -1810,7 +1841,18 @@ RoundTrip measure_round_trip(Context& ctx, std::uint64_t size, EchoKind kind) {
       while ((s = tx.try_push({msg, size})) == sr::Status::would_block && idle.wait()) {
       }
       std::size_t got = 0;
-      if (s == sr::Status::ok) {
+      if (s == sr::Status::ok && wait == CpuWait::blocking) {
+        s = rx.pop(reply, got,
+                   std::chrono::nanoseconds(static_cast<std::int64_t>(o.timeout_s * 1e9)));
+        if (s == sr::Status::timeout) s = sr::Status::would_block;
+      } else if (s == sr::Status::ok && wait == CpuWait::epoll) {
+        // The protocol: try until would_block (which arms the descriptor),
+        // then wait for it to become readable.
+        while ((s = rx.try_pop(reply, got)) == sr::Status::would_block) {
+          epoll_event ev{};
+          if (epoll_wait(epfd, &ev, 1, static_cast<int>(o.timeout_s * 1000)) <= 0) break;
+        }
+      } else if (s == sr::Status::ok) {
         while ((s = rx.try_pop(reply, got)) == sr::Status::would_block && idle.wait()) {
         }
       }
@@ -2303,6 +2345,16 @@ int run(int argc, char** argv) {
                  r.p99_ns / 1e3, r.ratio);
         rtt.push_back(std::move(r));
       }
+    }
+    // A CPU thread that sleeps while the kernel answers: the cost of being
+    // woken by a peer that cannot call futex (bounded looks instead).
+    for (const CpuWait wait : {CpuWait::blocking, CpuWait::epoll}) {
+      RoundTrip r = measure_round_trip(ctx, 64, EchoKind::pop_push, wait);
+      r.ratio = ceil.flag_median_ns > 0 ? r.median_ns / ceil.flag_median_ns : 0;
+      progress("round trip %s 64 B: %s median %.2f us, p99 %.2f us", r.variant.c_str(),
+               r.failure.empty() ? "" : ("FAILED: " + r.failure + ";").c_str(), r.median_ns / 1e3,
+               r.p99_ns / 1e3);
+      rtt.push_back(std::move(r));
     }
   }
 

@@ -878,32 +878,30 @@ void bind_producer(nb::module_& m, const char* name) {
   bind_record(cls);
   bind_recovery(cls);
   bind_handle(cls);
-  // Producers that can end the stream (SPSC, MPMC).
-  if constexpr (requires(C & p) { p.h.close(); }) {
-    cls.def(
-           "end_stream",
-           [](C& p) {
-             Busy guard(p);
-             const shmring::Status s = p.h.close();
-             if (s != shmring::Status::ok) raise_status(s, 0, p.h.slot_size());
-           },
-           "Ends the stream now: consumers read what was published, then get "
-           "shmring.EndOfStream (their for/async for loops end). This handle's later pushes "
-           "raise EndOfStream; it keeps the role until close(). A producer that attaches later "
-           "reopens the stream.")
-        .def_prop_rw(
-            "close_on_exit",
-            [](const C& p) {
-              check_open(p);
-              return p.h.close_on_exit();
-            },
-            [](C& p, bool on) {
-              check_open(p);
-              p.h.set_close_on_exit(on);
-            },
-            "Whether close() (or the handle's collection) ends the stream; True by default. "
-            "False leaves it open for a producer that attaches later.");
-  }
+  // Every producer can end the stream.
+  cls.def(
+         "end_stream",
+         [](C& p) {
+           Busy guard(p);
+           const shmring::Status s = p.h.close();
+           if (s != shmring::Status::ok) raise_status(s, 0, p.h.slot_size());
+         },
+         "Ends the stream now: consumers read what was published, then get "
+         "shmring.EndOfStream (their for/async for loops end). This handle's later pushes "
+         "raise EndOfStream; it keeps the role until close(). A producer that attaches later "
+         "reopens the stream.")
+      .def_prop_rw(
+          "close_on_exit",
+          [](const C& p) {
+            check_open(p);
+            return p.h.close_on_exit();
+          },
+          [](C& p, bool on) {
+            check_open(p);
+            p.h.set_close_on_exit(on);
+          },
+          "Whether close() (or the handle's collection) ends the stream; True by default. "
+          "False leaves it open for a producer that attaches later.");
   cls.def_prop_ro(
          "slot_format", [](C& p) { return p.low_latency ? "low_latency" : "plain"; },
          "'plain', or 'low_latency' (copy calls only: claim raises UnsupportedError).")

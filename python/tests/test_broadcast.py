@@ -249,3 +249,50 @@ def test_detached_subscriber_no_longer_holds_the_producer(name):
     # A RoleRef attaches a subscriber in the block it left.
     again = seg.subscriber_ref().attach()
     assert again.role == "subscriber"
+
+
+def test_end_of_stream_reaches_every_subscriber(name):
+    seg = shmring.create(name, kind="broadcast", subscribers=2, capacity=8, slot_size=128)
+    subs = [seg.subscriber(), seg.subscriber()]
+    p = seg.producer()
+    for seq in range(3):
+        p.push(message(seq))
+    p.end_stream()
+    with pytest.raises(shmring.EndOfStream):
+        p.push(message(3))
+    for s in subs:
+        assert [seq_of(m) for m in s] == [0, 1, 2]  # the for loop ends at the end
+        with pytest.raises(shmring.EndOfStream):
+            s.pop(timeout=60)  # at once
+    p.close()
+    # A new producer reopens the stream; its collection closes it again.
+    p = seg.producer()
+    p.push(message(7))
+    del p
+    assert [seq_of(m) for m in subs[0]] == [7]
+
+
+def test_async_for_over_a_subscriber_ends_with_the_stream(name):
+    import asyncio
+
+    seg = shmring.create(name, kind="broadcast", subscribers=1, capacity=4, slot_size=128)
+    sub = seg.subscriber()
+    total = 50
+
+    def produce():
+        p = seg.producer()
+        for seq in range(total):
+            p.push(message(seq), timeout=30)
+        p.close()  # ends the stream
+
+    async def consume():
+        seen = []
+        async for m in sub:  # waits on the subscriber's descriptor
+            seen.append(seq_of(bytes(m)))
+        return seen
+
+    t = threading.Thread(target=produce)
+    t.start()
+    seen = asyncio.run(asyncio.wait_for(consume(), 60))
+    t.join()
+    assert seen == list(range(total))
