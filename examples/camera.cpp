@@ -8,12 +8,10 @@
 //   shmring-camera record --name cam --frames 300 --out frames.raw &
 //   python3 examples/camera_viewer.py --name cam --frames 300
 //
-// A frame is a 64-byte header (FrameHeader) and width x height x channels
-// pixel bytes. Pixel byte i of frame n is (7 * i + n) mod 256, so every
-// byte can be checked, and the header's checksum is the wrapping sum of the
-// pixels read as little-endian 64-bit words, which numpy computes in one
-// call. The ring is reliable: the camera waits for the slowest subscriber,
-// so every subscriber gets every frame.
+// The frames are camera_frame.hpp's. The ring is reliable: the camera waits
+// for the slowest subscriber, so every subscriber gets every frame.
+// shmring-gpu-camera (gpu_camera.cu) is the same camera drawing its frames in
+// a CUDA kernel.
 //
 // Exit status: 0 every frame sent (camera) or received and verified
 // (record), 1 a frame failed verification, 2 bad command line, 3 a runtime
@@ -35,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "camera_frame.hpp"
 #include "shmring/shmring.hpp"
 
 namespace {
@@ -44,19 +43,8 @@ using namespace std::chrono_literals;
 
 constexpr int kExitOk = 0, kExitVerifyFailed = 1, kExitUsage = 2, kExitRuntime = 3;
 
-// The header before the pixels; 64 bytes, so that the pixels start on a
-// cache line (and numpy's view of them is aligned).
-struct FrameHeader {
-  std::uint32_t magic;  // kMagic
-  std::uint32_t width;
-  std::uint32_t height;
-  std::uint32_t channels;
-  std::uint64_t counter;   // 0, 1, 2, ...
-  std::uint64_t checksum;  // wrapping sum of the pixels as little-endian u64 words
-  std::uint8_t reserved[32];
-};
-static_assert(sizeof(FrameHeader) == 64);
-constexpr std::uint32_t kMagic = 0x4d435253;  // "SRCM"
+using camera::FrameHeader;
+using camera::kMagic;
 
 struct Options {
   std::string mode;  // camera or record
@@ -138,10 +126,7 @@ std::string parse(int argc, char** argv, Options& o, bool& help) {
 
 // The pixels of frame `counter`, and their checksum.
 void fill_pixels(std::span<std::uint8_t> pixels, std::uint64_t counter) {
-  const auto add = static_cast<std::uint8_t>(counter);
-  for (std::size_t i = 0; i < pixels.size(); ++i) {
-    pixels[i] = static_cast<std::uint8_t>(7 * i + add);
-  }
+  for (std::size_t i = 0; i < pixels.size(); ++i) pixels[i] = camera::pixel(i, counter);
 }
 
 std::uint64_t checksum(std::span<const std::uint8_t> pixels) {
@@ -152,18 +137,6 @@ std::uint64_t checksum(std::span<const std::uint8_t> pixels) {
     sum += w;
   }
   return sum;
-}
-
-// How many subscriber blocks of the ring are held by an attached subscriber.
-std::uint32_t attached_subscribers(const shmring::Segment& segment) {
-  const shmring::BroadcastView view(segment.base(), segment.geometry());
-  std::uint32_t n = 0;
-  for (std::uint32_t i = 0; i < view.subscribers(); ++i) {
-    if (shmring::atomic::load_acquire(&view.subscriber(i)->state) == shmring::kSubscriberActive) {
-      ++n;
-    }
-  }
-  return n;
 }
 
 int run_camera(const Options& o) {
@@ -190,10 +163,10 @@ int run_camera(const Options& o) {
   std::fflush(stdout);
   // Subscribers join at "next": each must be there before frame 0 to get it.
   const auto deadline = Clock::now() + std::chrono::seconds(o.timeout_s);
-  while (attached_subscribers(segment) < o.subscribers) {
+  while (camera::attached_subscribers(segment) < o.subscribers) {
     if (Clock::now() >= deadline) {
       fmt::print(stderr, "shmring-camera: only {} of {} subscribers came in {} s\n",
-                 attached_subscribers(segment), o.subscribers, o.timeout_s);
+                 camera::attached_subscribers(segment), o.subscribers, o.timeout_s);
       return kExitRuntime;
     }
     std::this_thread::sleep_for(5ms);

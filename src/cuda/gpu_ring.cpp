@@ -121,6 +121,17 @@ static detail::Failure device_cursor(const Segment& segment, const void* init, s
   return f;
 }
 
+void GpuSide::close_stream() noexcept {
+  if (block_ == nullptr || side_ != Side::producer || kind_ == RingKind::mpmc ||
+      !detail::attached_here(generation_)) {
+    return;
+  }
+  // SYNC POINT (seq_cst store after the kernels' head stores, which the
+  // caller waited for): as a CPU producer's close (spsc_ring.cpp).
+  atomic::store_seq_cst(&block_->stream, kStreamClosed);
+  futex::notify_all(&block_->notify);
+}
+
 GpuSide GpuSide::attach(const Segment& segment, const Registration& registration, RingKind kind,
                         Side side, JoinAt at, std::error_code& ec) {
   return detail::or_report(ec, [&](detail::Failure& f) {

@@ -98,6 +98,8 @@ class GpuSide {
   // Broadcast, reliable, the producer: blocks whose holders died stop
   // holding it back (how many); see BroadcastProducer.
   std::uint32_t evict_dead_subscribers() const noexcept;
+  // SPSC or broadcast producer: ends the stream (docs/events.md).
+  void close_stream() noexcept;
   std::byte* device_base_ = nullptr;
   std::byte* host_base_ = nullptr;  // the same mapping on the host
   int probe_fd_ = -1;               // the segment's descriptor: whose locks live
@@ -152,6 +154,12 @@ class GpuHandle : public GpuSide {
                                                         S == Side::consumer) {
     return attach_at(segment, registration, at, ec);
   }
+
+  // Ends the stream after what the kernels published: consumers read it,
+  // then get Status::closed. Call it once the producing kernels finished; a
+  // GPU producer handle never closes by itself (a CPU one does at its end).
+  // A producer that attaches later reopens the stream.
+  void close() requires(Kind != RingKind::mpmc && S == Side::producer) { close_stream(); }
 
   // Reliable broadcast rings: subscribers whose processes died stop holding
   // the GPU producer back; returns how many. Call it from the host when the
