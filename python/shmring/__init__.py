@@ -56,7 +56,8 @@ from . import _lifetimes
 from . import _asyncio
 
 # pop_async / peek_async / push_async / async for (shmring/_asyncio.py).
-_asyncio.install((SpscConsumer, MpmcConsumer), (SpscProducer, MpmcProducer))
+_asyncio.install((SpscConsumer, MpmcConsumer, BroadcastSubscriber),
+                 (SpscProducer, MpmcProducer, BroadcastProducer))
 
 if TYPE_CHECKING:
     from .typed import Record, TypedConsumer, TypedProducer, TypedSegment
