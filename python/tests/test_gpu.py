@@ -130,3 +130,28 @@ def test_torch_aliases_the_slot(name):
         assert t.data_ptr() == msg.array.ctypes.data
         assert int(t.sum()) == 3 * 480 * 640 * 3 - 9 + 6
         del t
+
+
+@needs_gpu
+def test_broadcast_subscribers_view_the_same_slot_on_the_gpu(name):
+    cp = pytest.importorskip("cupy")
+    seg = shmring.create(name, kind="broadcast", subscribers=2, capacity=4, dtype=np.float32,
+                         shape=(128, 128))
+    seg.register_cuda()
+    subs = [seg.subscriber(), seg.subscriber()]
+    tx = seg.producer()
+    frame = np.arange(128 * 128, dtype=np.float32).reshape(128, 128)
+    with tx.claim(timeout=1.0) as slot:
+        gpu = cp.asarray(slot.cuda())
+        gpu[...] = cp.asarray(frame)  # the frame is written by the GPU, in the slot
+        cp.cuda.runtime.deviceSynchronize()
+        del gpu
+    addresses = []
+    for s in subs:
+        with s.peek(timeout=1.0) as msg:
+            gpu = cp.from_dlpack(msg.cuda())
+            assert gpu.data.ptr == msg.array.ctypes.data  # in place, for each subscriber
+            assert cp.array_equal(gpu, cp.asarray(frame))
+            addresses.append(gpu.data.ptr)
+            del gpu
+    assert addresses[0] == addresses[1]  # both read the one slot: nothing was copied
