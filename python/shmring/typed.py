@@ -152,6 +152,10 @@ class TypedSegment:
     def consumer(self) -> TypedConsumer:
         return TypedConsumer(self.segment.consumer(), self.record)
 
+    def subscriber(self, at: str = "next") -> TypedConsumer:
+        """A subscriber of a broadcast ring, lending records (see Segment.subscriber)."""
+        return TypedConsumer(self.segment.subscriber(at=at), self.record)
+
     def producer_ref(self) -> RoleRef:
         """A RoleRef to the producer role, with this record (see Segment.producer_ref)."""
         return self.record.ref(self.segment.producer_ref())

@@ -244,3 +244,23 @@ def test_frames_across_processes(name, kind):
     # Nothing beyond the last frame: the producer's exit ended the stream.
     with pytest.raises(shmring.EndOfStream):
         rx.try_pop()
+
+
+def test_typed_broadcast_subscribers_lend_the_record(name):
+    seg = shmring.create(name, kind="broadcast", subscribers=3, capacity=4, dtype=np.float32,
+                         shape=(16, 8))
+    subs = [seg.subscriber(), seg.subscriber(at="next")]
+    tx = seg.producer()
+    frame = np.arange(16 * 8, dtype=np.float32).reshape(16, 8)
+    tx.push(frame)
+    for s in subs:
+        with s.peek(timeout=1.0) as msg:
+            assert msg.array.shape == (16, 8) and msg.array.dtype == np.float32
+            assert np.array_equal(msg.array, frame)  # in place, for each subscriber
+    tx.push(frame * 2)
+    for s in subs:
+        assert np.array_equal(s.pop(timeout=1.0), frame * 2)
+    # A reopened typed ring gives typed subscribers too.
+    again = shmring.open(name)
+    late = again.subscriber(at="newest")
+    assert np.array_equal(late.pop(timeout=1.0), frame * 2)
