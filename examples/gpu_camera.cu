@@ -213,11 +213,11 @@ int run(const Options& o) {
                  shmring::to_string(static_cast<shmring::Status>(result.status)));
     return kExitRuntime;
   }
-  std::printf("gpu camera: %llu frames of %llux%llux%llu drawn in place in %.3f s (%.0f frames/s)\n",
-              static_cast<unsigned long long>(result.frames),
-              static_cast<unsigned long long>(o.width), static_cast<unsigned long long>(o.height),
-              static_cast<unsigned long long>(o.channels), s,
-              static_cast<double>(result.frames) / s);
+  std::printf(
+      "gpu camera: %llu frames of %llux%llux%llu drawn in place in %.3f s (%.0f frames/s)\n",
+      static_cast<unsigned long long>(result.frames), static_cast<unsigned long long>(o.width),
+      static_cast<unsigned long long>(o.height), static_cast<unsigned long long>(o.channels), s,
+      static_cast<double>(result.frames) / s);
   return kExitOk;
 }
 

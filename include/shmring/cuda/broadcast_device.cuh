@@ -42,13 +42,11 @@
 
 namespace shmring::cuda {
 
-class BroadcastDeviceProducer {
+class BroadcastDeviceProducer
+    : public InOrderDeviceProducer<BroadcastView, BroadcastProducerCursor> {
  public:
   __device__ explicit BroadcastDeviceProducer(const BroadcastProducerRef& r)
-      : view_(r.base, r.geometry), cursor_(r.cursor) {}
-
-  __device__ const BroadcastView& view() const { return view_; }
-  __device__ std::byte* payload(std::uint64_t position) const { return view_.payload(position); }
+      : InOrderDeviceProducer(r.base, r.geometry, r.cursor) {}
 
   // ---- one thread ----
   __device__ Status try_push(const void* data, std::uint32_t size) const {
@@ -69,34 +67,15 @@ class BroadcastDeviceProducer {
   // gets the same claim. The lengths are preset to the full slot (set_size
   // shrinks them).
   __device__ DeviceClaim block_claim(std::uint32_t max, std::uint64_t timeout_ns) const {
-    __shared__ DeviceClaim shared;
-    __syncthreads();  // a previous claim's readers are done with `shared`
-    if (flat_thread() == 0) shared = claim(max, Deadline::after(timeout_ns));
-    __syncthreads();
-    const DeviceClaim c = shared;
-    for (std::uint32_t i = flat_thread(); i < c.count; i += block_threads()) {
-      view_.set_length(c.first + i, static_cast<std::uint32_t>(view_.slot_size()));
-    }
+    const DeviceClaim c = block_claim_with(
+        max, timeout_ns, [this](std::uint32_t m, Deadline d) { return claim(m, d); });
     // Lossy: the leader's marks before this thread's payload stores (see the
     // top of this file).
     if (view_.lossy() && c.count != 0) __threadfence_system();
     return c;
   }
-  __device__ void set_size(const DeviceClaim& c, std::uint32_t i, std::uint32_t size) const {
-    view_.set_length(c.first + i, size <= view_.slot_size()
-                                      ? size
-                                      : static_cast<std::uint32_t>(view_.slot_size()));
-  }
-  // Publishes the first `count` slots of a block claim; every thread calls
-  // it after its writes.
-  __device__ void block_commit(const DeviceClaim& c, std::uint32_t count) const {
-    __syncthreads();
-    const unsigned rank = flat_thread();
-    publish_share(view_, c, count, rank, block_threads());
-    __syncthreads();
-    if (rank == 0 && count != 0) publish_head(view_, cursor_->head, c.first + count);
-    __syncthreads();
-  }
+  // set_size() and block_commit() (after every thread's writes):
+  // InOrderDeviceProducer, device.cuh.
   // One message of `size` bytes from `data` (device or host memory), copied
   // by the whole block: a frame.
   __device__ Status block_push(const void* data, std::uint32_t size,
@@ -116,30 +95,15 @@ class BroadcastDeviceProducer {
   __device__ DeviceClaim claim(std::uint32_t max, Deadline d) const {
     DeviceClaim c;
     if (max == 0) return c;
-    Backoff backoff;
-    for (;;) {
-      Status st = Status::ok;
-      const std::uint64_t n = view_.writable(*cursor_, max, st);
-      if (n != 0) {
-        c.first = cursor_->head;
-        c.count = static_cast<std::uint32_t>(n);
-        c.status = Status::ok;
-        return c;
-      }
-      if (st == Status::corrupt) {
-        c.status = st;
-        return c;
-      }
-      if (d.passed()) {
-        c.status = Status::timeout;
-        return c;
-      }
-      backoff.pause();
-    }
+    std::uint64_t n = 0;
+    c.status = poll_until(d, [&](Status& st) {
+      n = view_.writable(*cursor_, max, st);
+      return n != 0 || st == Status::corrupt;
+    });
+    c.first = cursor_->head;
+    c.count = c.status == Status::ok ? static_cast<std::uint32_t>(n) : 0;
+    return c;
   }
-
-  BroadcastView view_;
-  BroadcastProducerCursor* cursor_;
 };
 
 class BroadcastDeviceSubscriber {
@@ -259,32 +223,17 @@ class BroadcastDeviceSubscriber {
   // Leader (or the one thread): waits for the message at the cursor.
   __device__ DeviceClaim first_ready(Deadline d) const {
     DeviceClaim c;
-    Backoff backoff;
-    for (;;) {
-      Status st = Status::ok;
-      if (view_.readable(*cursor_, 1, st) != 0) {
-        c.first = cursor_->next;
-        c.count = 1;
-        c.status = Status::ok;
-        return c;
-      }
+    c.status = poll_until(d, [&](Status& st) {
+      if (view_.readable(*cursor_, 1, st) != 0) return true;
       // Lapped: counted, and the next read is the newest message. A slot
       // being rewritten before the head says so is a lap not yet published:
       // wait for it as for a message.
-      if (st == Status::overrun && view_.recover_overrun(*cursor_) != 0) {
-        c.status = st;
-        return c;
-      }
-      if (st == Status::corrupt) {
-        c.status = st;
-        return c;
-      }
-      if (d.passed()) {
-        c.status = Status::timeout;
-        return c;
-      }
-      backoff.pause();
-    }
+      if (st == Status::overrun) return view_.recover_overrun(*cursor_) != 0;
+      return st == Status::corrupt;
+    });
+    c.first = cursor_->next;
+    c.count = c.status == Status::ok ? 1 : 0;
+    return c;
   }
 
   // The cursor, stored in the subscriber's block: a reliable producer may

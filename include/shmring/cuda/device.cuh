@@ -163,15 +163,87 @@ __device__ inline void publish_head(const RingView& view, std::uint64_t& head_cu
 }
 
 // ---------------------------------------------------------------------------
+// What the producers that write in order (SPSC, broadcast: one agent, a head
+// it alone moves) share: the slot sizes and the group commit.
+template <class View, class Cursor>
+class InOrderDeviceProducer {
+ public:
+  __device__ InOrderDeviceProducer(std::byte* base, const Geometry& geometry, Cursor* cursor)
+      : view_(base, geometry), cursor_(cursor) {}
+
+  __device__ const View& view() const { return view_; }
+  __device__ std::byte* payload(std::uint64_t position) const { return view_.payload(position); }
+
+  // Records slot i's payload size (by any thread, before the commit).
+  __device__ void set_size(const DeviceClaim& c, std::uint32_t i, std::uint32_t size) const {
+    view_.set_length(c.first + i, size <= view_.slot_size()
+                                      ? size
+                                      : static_cast<std::uint32_t>(view_.slot_size()));
+  }
+
+  // Publishes the first `count` slots of a claim. Every thread of the group
+  // calls it after its writes; each thread publishes a share of the slots
+  // (release: its fence covers the group's writes before the barrier), then
+  // the leader stores the head once.
+  __device__ void warp_commit(const DeviceClaim& c, std::uint32_t count) const {
+    __syncwarp();
+    publish_share(view_, c, count, threadIdx.x & 31u, 32);
+    __syncwarp();
+    if ((threadIdx.x & 31u) == 0 && count != 0) publish_head(view_, cursor_->head, c.first + count);
+    __syncwarp();
+  }
+  __device__ void block_commit(const DeviceClaim& c, std::uint32_t count) const {
+    __syncthreads();
+    const unsigned rank = flat_thread();
+    publish_share(view_, c, count, rank, block_threads());
+    __syncthreads();
+    if (rank == 0 && count != 0) publish_head(view_, cursor_->head, c.first + count);
+    __syncthreads();
+  }
+
+ protected:
+  // The group's claim of `max` slots by its leader: `claim(max, deadline)`
+  // of the derived producer, broadcast to the block through shared memory,
+  // with the claimed lengths preset to the whole slot in parallel.
+  template <class Claim>
+  __device__ DeviceClaim block_claim_with(std::uint32_t max, std::uint64_t timeout_ns,
+                                          Claim&& claim) const {
+    __shared__ DeviceClaim shared;
+    __syncthreads();  // a previous claim's readers are done with `shared`
+    if (flat_thread() == 0) shared = claim(max, Deadline::after(timeout_ns));
+    __syncthreads();
+    const DeviceClaim c = shared;
+    for (std::uint32_t i = flat_thread(); i < c.count; i += block_threads()) {
+      view_.set_length(c.first + i, static_cast<std::uint32_t>(view_.slot_size()));
+    }
+    return c;
+  }
+
+  View view_;
+  Cursor* cursor_;
+};
+
+// Polls `attempt(status)` from one thread (the leader) until it says done
+// (true, with `status` ok or final) or `d` passes (Status::timeout), backing
+// off between polls: the waits of the device producers and consumers.
+template <class Attempt>
+__device__ Status poll_until(Deadline d, Attempt&& attempt) {
+  Backoff backoff;
+  for (;;) {
+    Status st = Status::ok;
+    if (attempt(st)) return st;
+    if (d.passed()) return Status::timeout;
+    backoff.pause();
+  }
+}
+
+// ---------------------------------------------------------------------------
 // SPSC, the GPU as producer. One agent at a time: a single thread, a warp, or
 // a block, each using the forms of its size.
-class SpscDeviceProducer {
+class SpscDeviceProducer : public InOrderDeviceProducer<SpscView, SpscProducerCursor> {
  public:
   __device__ explicit SpscDeviceProducer(const SpscProducerRef& r)
-      : view_(r.base, r.geometry), cursor_(r.cursor) {}
-
-  __device__ const SpscView& view() const { return view_; }
-  __device__ std::byte* payload(std::uint64_t position) const { return view_.payload(position); }
+      : InOrderDeviceProducer(r.base, r.geometry, r.cursor) {}
 
   // ---- one thread ----
   __device__ Status try_push(const void* data, std::uint32_t size) const {
@@ -254,40 +326,8 @@ class SpscDeviceProducer {
     return c;
   }
   __device__ DeviceClaim block_claim(std::uint32_t max, std::uint64_t timeout_ns) const {
-    __shared__ DeviceClaim shared;
-    __syncthreads();  // a previous claim's readers are done with `shared`
-    if (flat_thread() == 0) shared = claim(max, Deadline::after(timeout_ns));
-    __syncthreads();
-    const DeviceClaim c = shared;
-    preset_lengths(c, flat_thread(), block_threads());
-    return c;
-  }
-
-  // Records slot i's payload size (by any thread, before the commit).
-  __device__ void set_size(const DeviceClaim& c, std::uint32_t i, std::uint32_t size) const {
-    view_.set_length(c.first + i, size <= view_.slot_size()
-                                      ? size
-                                      : static_cast<std::uint32_t>(view_.slot_size()));
-  }
-
-  // Publishes the first `count` slots of a claim. Every thread of the group
-  // calls it after its writes; each thread publishes a share of the slots
-  // (release: its fence covers the group's writes before the barrier), then
-  // the leader stores the head once.
-  __device__ void warp_commit(const DeviceClaim& c, std::uint32_t count) const {
-    __syncwarp();
-    publish_share(view_, c, count, threadIdx.x & 31u, 32);
-    __syncwarp();
-    if ((threadIdx.x & 31u) == 0 && count != 0) publish_head(view_, cursor_->head, c.first + count);
-    __syncwarp();
-  }
-  __device__ void block_commit(const DeviceClaim& c, std::uint32_t count) const {
-    __syncthreads();
-    const unsigned rank = flat_thread();
-    publish_share(view_, c, count, rank, block_threads());
-    __syncthreads();
-    if (rank == 0 && count != 0) publish_head(view_, cursor_->head, c.first + count);
-    __syncthreads();
+    return block_claim_with(max, timeout_ns,
+                            [this](std::uint32_t m, Deadline d) { return claim(m, d); });
   }
 
  private:
@@ -299,18 +339,12 @@ class SpscDeviceProducer {
       st = Status::too_large;
       return 0;
     }
-    Backoff backoff;
-    for (;;) {
-      st = Status::ok;
-      const std::uint64_t n = view_.writable(*cursor_, most, st);
-      if (st == Status::corrupt) return 0;
-      if (n >= least) return n;
-      if (d.passed()) {
-        st = Status::timeout;
-        return 0;
-      }
-      backoff.pause();
-    }
+    std::uint64_t n = 0;
+    st = poll_until(d, [&](Status& s) {
+      n = view_.writable(*cursor_, most, s);
+      return s == Status::corrupt || n >= least;
+    });
+    return st == Status::ok ? n : 0;
   }
 
   __device__ DeviceClaim claim(std::uint32_t max, Deadline d) const {
@@ -332,9 +366,6 @@ class SpscDeviceProducer {
       view_.set_length(c.first + i, static_cast<std::uint32_t>(view_.slot_size()));
     }
   }
-
-  SpscView view_;
-  SpscProducerCursor* cursor_;
 };
 
 // ---------------------------------------------------------------------------
@@ -551,17 +582,12 @@ class SpscDeviceConsumer {
   }
 
   __device__ std::uint64_t wait_data(Deadline d, Status& st) const {
-    Backoff backoff;
-    for (;;) {
-      st = Status::ok;
-      const std::uint64_t n = view_.readable(*cursor_, 1, st);
-      if (n != 0 || st == Status::corrupt) return n;
-      if (d.passed()) {
-        st = Status::timeout;
-        return 0;
-      }
-      backoff.pause();
-    }
+    std::uint64_t n = 0;
+    st = poll_until(d, [&](Status& s) {
+      n = view_.readable(*cursor_, 1, s);
+      return n != 0 || s == Status::corrupt;
+    });
+    return st == Status::ok ? n : 0;
   }
 
   // Low-latency slots: each poll loads the whole (small) message at once, so
