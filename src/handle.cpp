@@ -13,6 +13,7 @@ Status HandleCore::nothing_now() noexcept {
   const Status end = end_status(/*probe=*/false);
   if (end != Status::would_block) return end;
   if (!events || quiet != 0) return Status::would_block;
+  before_wait();
   // The user of the descriptor goes back to waiting on it: empty it, then
   // arm it. If the ring moved (or the stream ended) since the try, arm()
   // says so and nothing is armed: the descriptor is made readable, or the

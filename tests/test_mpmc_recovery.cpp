@@ -120,6 +120,46 @@ TEST(MpmcRecovery, BlockingProducerRecoversByItself) {
   EXPECT_EQ(tx.abandoned(), 2u);
 }
 
+// The same with a producer that never blocks: it waits on its descriptor
+// after each would_block (as an event loop does), and its try_push that
+// found the ring full did the recovery step a blocking call does.
+TEST(MpmcRecovery, DescriptorDrivenProducerRecoversByItself) {
+  test::UniqueShm shm;
+  Segment seg = make_mpmc(shm.name());
+  auto tx = MpmcProducer::attach(seg);
+  die_in_child([&] {
+    Segment s = Segment::open(shm.name());
+    auto dying = MpmcProducer::attach(s);
+    const WriteClaim c = dying.try_claim(2);  // positions 0 and 1
+    ::raise(SIGKILL);                         // with the claim held
+  });
+  std::vector<std::uint64_t> got;
+  std::thread consumer([&] {
+    auto rx = MpmcConsumer::attach(seg);
+    std::byte buf[64];
+    std::size_t size = 0;
+    while (got.size() < 20 && rx.pop(buf, size, 10s) == Status::ok) {
+      std::uint64_t v = 0;
+      std::memcpy(&v, buf, sizeof v);
+      got.push_back(v);
+    }
+  });
+  const int fd = tx.event_fd();
+  for (std::uint64_t v = 0; v < 20;) {
+    const Status s = tx.try_push(bytes_of(v));
+    if (s == Status::ok) {
+      ++v;
+      continue;
+    }
+    ASSERT_EQ(s, Status::would_block);
+    ASSERT_TRUE(test::readable(fd, 10000ms)) << "the producer's descriptor stayed quiet at " << v;
+  }
+  consumer.join();
+  ASSERT_EQ(got.size(), 20u);
+  for (std::uint64_t v = 0; v < 20; ++v) EXPECT_EQ(got[v], v);
+  EXPECT_EQ(tx.abandoned(), 2u);
+}
+
 // A claim held by a live handle is never taken from it, whatever waits.
 TEST(MpmcRecovery, LiveClaimsAreNeverRecovered) {
   test::UniqueShm shm;

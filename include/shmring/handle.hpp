@@ -86,6 +86,13 @@ struct HandleCore {
     return Status::would_block;
   }
 
+  // A try_ call of a handle with a descriptor found nothing, and its user
+  // waits on the descriptor next: what a blocking call does before it
+  // sleeps. MPMC: one bounded recovery step (a side stuck behind the claims
+  // of dead handles gets going again; without it, a handle driven only by
+  // its descriptor never recovers them).
+  virtual void before_wait() noexcept {}
+
   // A try_ call found nothing: the end of the stream if it ended, else
   // would_block, with the descriptor (if made) armed again, or made readable
   // when the ring moved meanwhile. Out of line (handle.cpp): not the path of

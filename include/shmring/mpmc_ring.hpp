@@ -127,6 +127,7 @@ struct MpmcSideCore : HandleCore {
   void go_on_recovering() noexcept {
     if (recover_from != kClaimIdle) (void)recover_step();
   }
+  void before_wait() noexcept override { (void)recover_step(); }
 };
 
 struct MpmcProducerCore final : MpmcSideCore {
