@@ -516,13 +516,19 @@ def main() -> int:
                          "64 B, 2000 x 1 MiB per repetition)")
     ap.add_argument("--no-pin", action="store_true",
                     help="do not pin this process and its peer to two different CPUs")
+    ap.add_argument("--one-core", action="store_true",
+                    help="pin this process and its peer to the same CPU (a container with one "
+                         "CPU, an oversubscribed host): a spin cannot succeed there")
     ap.add_argument("--out", help="also write the report (markdown) here")
     a = ap.parse_args()
     n_rt, n_64, n_1m, warm = (20000, 200000, 2000, 2000) if not a.quick else (500, 2000, 20, 100)
     n_rt, n_64, n_1m, warm = (max(10, int(n * a.scale)) for n in (n_rt, n_64, n_1m, warm))
     global CPUS
     allowed = sorted(os.sched_getaffinity(0))
-    if not a.no_pin and len(allowed) >= 2:
+    if a.one_core:
+        CPUS = (allowed[-1], allowed[-1])
+        pin(CPUS[0])
+    elif not a.no_pin and len(allowed) >= 2:
         # Two processes that sleep and wake each other tend to be placed on
         # one CPU by the scheduler, where a spinning waiter then delays its
         # peer; the C++ benchmarks pin too.
