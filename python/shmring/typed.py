@@ -28,7 +28,7 @@ import numpy as np
 from . import _asyncio
 from ._errors import EndOfStream, Error
 from ._lifetimes import RoleRef
-from ._shmring import BroadcastSubscriber, MpmcConsumer, MpmcProducer, Slot, WaitPolicy
+from ._shmring import BroadcastSubscriber, MpmcConsumer, MpmcProducer, Segment, Slot, WaitPolicy
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, DTypeLike, NDArray
@@ -146,19 +146,101 @@ class TypedSegment:
     """A Segment whose slots hold one record each. Its other attributes
     (name, kind, capacity, slot_size, register_cuda, ...) are the segment's."""
 
-    def __init__(self, segment: Any, record: Record) -> None:
+    segment: Segment
+
+    def __init__(self, segment: Segment, record: Record) -> None:
         if record.nbytes > segment.slot_size:
             raise ValueError(f"a {record.describe()} record ({record.nbytes} bytes) does not fit "
                              f"the ring's {segment.slot_size}-byte slots")
         self.segment = segment
         self.record = record
 
-    dtype = property(lambda self: self.record.dtype)
-    shape = property(lambda self: self.record.shape)
-    nbytes = property(lambda self: self.record.nbytes, doc="Bytes of one record.")
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.record.dtype
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.segment, name)
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.record.shape
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of one record."""
+        return self.record.nbytes
+
+    # The segment's own, forwarded (typed, so that type checkers see them).
+    @property
+    def name(self) -> str:
+        return self.segment.name
+
+    @property
+    def kind(self) -> _Kind:
+        return self.segment.kind
+
+    @property
+    def slot_format(self) -> _SlotFormat:
+        return self.segment.slot_format
+
+    @property
+    def capacity(self) -> int:
+        return self.segment.capacity
+
+    @property
+    def slot_size(self) -> int:
+        return self.segment.slot_size
+
+    @property
+    def size(self) -> int:
+        return self.segment.size
+
+    @property
+    def metadata(self) -> bytes:
+        return self.segment.metadata
+
+    @property
+    def created(self) -> bool:
+        return self.segment.created
+
+    @property
+    def mode(self) -> int:
+        return self.segment.mode
+
+    @property
+    def closed(self) -> bool:
+        return self.segment.closed
+
+    @property
+    def cuda_device(self) -> int | None:
+        return self.segment.cuda_device
+
+    @property
+    def subscribers(self) -> int:
+        return self.segment.subscribers
+
+    @property
+    def delivery(self) -> Literal["reliable", "lossy"] | None:
+        return self.segment.delivery
+
+    @property
+    def unlink_on_close(self) -> bool:
+        return self.segment.unlink_on_close
+
+    @unlink_on_close.setter
+    def unlink_on_close(self, value: bool) -> None:
+        self.segment.unlink_on_close = value
+
+    def close(self) -> None:
+        self.segment.close()
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        self.segment.unlink(missing_ok)
+
+    def register_cuda(self, device: int = 0) -> None:
+        self.segment.register_cuda(device)
+
+    def subscriber_ref(self) -> RoleRef:
+        """A RoleRef to a subscriber, with this record (see Segment.subscriber_ref)."""
+        return self.record.ref(self.segment.subscriber_ref())
 
     def producer(self) -> TypedProducer:
         """A producer of records (a TypedMpmcProducer on an MPMC ring)."""
@@ -355,20 +437,23 @@ class TypedConsumer(_TypedHandle):
 
     handle: _Consumer
 
-    def _checked(self, out: NDArray[Any], size: int) -> NDArray[Any]:
+    def _check_size(self, size: int) -> None:
         if size != self.record.nbytes:
             raise ValueError(f"message of {size} bytes is not one {self.record.describe()} record "
                              f"of {self.record.nbytes} bytes; it was consumed")
-        return out
 
     def pop(self, timeout: float | None = None) -> NDArray[Any]:
         out = np.empty(self.record.shape, self.record.dtype)
-        return self._checked(out, self.handle.pop_into(_buffer(out), timeout))
+        self._check_size(self.handle.pop_into(_buffer(out), timeout))
+        return out
 
     def try_pop(self) -> NDArray[Any] | None:
         out = np.empty(self.record.shape, self.record.dtype)
         size = self.handle.try_pop_into(_buffer(out))
-        return None if size is None else self._checked(out, size)
+        if size is None:
+            return None
+        self._check_size(size)
+        return out
 
     def pop_into(self, buffer: Buffer, timeout: float | None = None) -> int:
         """The next message copied into ``buffer`` (see the untyped pop_into)."""
@@ -427,7 +512,7 @@ class TypedSubscriber(TypedConsumer):
     handle: BroadcastSubscriber
 
     def _record_of(self, msg: bytes) -> NDArray[Any]:
-        self._checked(np.empty(0), len(msg))
+        self._check_size(len(msg))
         return np.frombuffer(msg, self.record.dtype).reshape(self.record.shape).copy()
 
     def newest(self, timeout: float | None = None) -> NDArray[Any]:

@@ -289,6 +289,9 @@ import shmring
 
 
 async def typed_calls(seg: shmring.TypedSegment, bc: shmring.TypedSegment) -> None:
+    reveal_type(seg.capacity)  # ^(builtins\\.)?int$
+    reveal_type(seg.shape)  # ^tuple\\[(builtins\\.)?int, \\.\\.\\.\\]$
+    reveal_type(seg.subscriber_ref())  # RoleRef$
     tx, rx = seg.producer(), seg.consumer()
     reveal_type(tx.claim(timeout=1.0))  # Slot$
     reveal_type(tx.try_claim())  # Slot \\| None$
@@ -330,6 +333,7 @@ def misuse(seg: shmring.TypedSegment) -> None:
     tx, rx = seg.producer(), seg.consumer()
     msg: bytes = rx.pop()  # E: Incompatible types in assignment
     tx.clam()  # E: has no attribute "clam"
+    seg.capcity  # E: has no attribute "capcity"
     tx.recover()  # E: has no attribute "recover"
     rx.push(b"x")  # E: has no attribute "push"
     size: str = rx.try_peek()  # E: Incompatible types in assignment
