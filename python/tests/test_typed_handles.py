@@ -138,7 +138,7 @@ def test_typed_mpmc_handles_recover(name):
 
 
 def test_typed_subscriber_newest_and_laps(name):
-    seg = typed(name, kind="broadcast", subscribers=2, delivery="lossy", capacity=4)
+    seg = typed(name, kind="broadcast", subscribers=3, delivery="lossy", capacity=4)
     lossy, conflated = seg.subscriber(), seg.subscriber()
     assert type(lossy) is shmring.TypedSubscriber and lossy.delivery == "lossy"
     tx = seg.producer()
@@ -155,6 +155,9 @@ def test_typed_subscriber_newest_and_laps(name):
     assert (lossy.lapped, lossy.lost) == (1, 10) == (lossy.handle.lapped, lossy.handle.lost)
     tx.push(record(11))
     assert seq_of(lossy.try_newest()) == 11
+    # A subscriber's RoleRef carries the record: it attaches a typed subscriber.
+    attached = seg.subscriber_ref().attach()
+    assert type(attached) is shmring.TypedSubscriber and attached.try_pop() is None
 
 
 def test_typed_newest_refuses_a_foreign_message(name):
