@@ -60,7 +60,15 @@ _asyncio.install((SpscConsumer, MpmcConsumer, BroadcastSubscriber),
                  (SpscProducer, MpmcProducer, BroadcastProducer))
 
 if TYPE_CHECKING:
-    from .typed import Record, TypedConsumer, TypedProducer, TypedSegment
+    from .typed import (
+        Record,
+        TypedConsumer,
+        TypedMpmcConsumer,
+        TypedMpmcProducer,
+        TypedProducer,
+        TypedSegment,
+        TypedSubscriber,
+    )
 
 from ._version import __version__  # written by the build from CMakeLists.txt
 
@@ -212,7 +220,8 @@ def open(name: str, kind: str | None = None, *, dtype: Any = None,  # noqa: A001
 
 def __getattr__(name: str) -> Any:
     # The typed-ring classes import numpy: only when asked for.
-    if name in ("Record", "TypedSegment", "TypedProducer", "TypedConsumer"):
+    if name in ("Record", "TypedSegment", "TypedProducer", "TypedConsumer", "TypedMpmcProducer",
+                "TypedMpmcConsumer", "TypedSubscriber"):
         from . import typed
 
         return getattr(typed, name)
@@ -242,8 +251,11 @@ __all__ = [
     "SpscConsumer",
     "SpscProducer",
     "TypedConsumer",
+    "TypedMpmcConsumer",
+    "TypedMpmcProducer",
     "TypedProducer",
     "TypedSegment",
+    "TypedSubscriber",
     "UnsupportedError",
     "WaitPolicy",
     "WrongProcessError",

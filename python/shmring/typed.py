@@ -19,18 +19,32 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterator, TypeVar
+from contextlib import AbstractAsyncContextManager
+from typing import (TYPE_CHECKING, Any, AsyncIterator, Coroutine, Iterator, Literal, TypeVar,
+                    cast)
 
 import numpy as np
 
+from . import _asyncio
 from ._errors import EndOfStream, Error
 from ._lifetimes import RoleRef
-from ._shmring import WaitPolicy
+from ._shmring import BroadcastSubscriber, MpmcConsumer, MpmcProducer, Segment, Slot, WaitPolicy
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
+    from typing_extensions import Buffer
+
+    from ._shmring import _Consumer, _Handle, _Kind, _Producer, _Recovery, _SlotFormat
 
 _H = TypeVar("_H", bound="_TypedHandle")
 
 # DLPack type codes (kDLInt, kDLUInt, kDLFloat, kDLComplex, kDLBool) by numpy kind.
 _DLPACK_CODES = {"i": 0, "u": 1, "f": 2, "c": 5, "b": 6}
+
+
+def _buffer(a: NDArray[Any]) -> Buffer:
+    # An ndarray is a buffer; numpy's stubs say so for Python 3.12 and later only.
+    return cast("Buffer", a)
 
 
 def _descr_from_json(d: Any) -> Any:
@@ -50,7 +64,7 @@ def _descr_from_json(d: Any) -> Any:
 class Record:
     """A dtype and a shape, checked once and described for the extension."""
 
-    def __init__(self, dtype, shape=()):
+    def __init__(self, dtype: DTypeLike, shape: Any = ()) -> None:
         self.dtype = np.dtype(dtype)
         if self.dtype.hasobject:
             raise ValueError(f"dtype {self.dtype} holds Python objects, which cannot live in shared memory")
@@ -68,7 +82,7 @@ class Record:
         if self.nbytes == 0:
             raise ValueError(f"a record of shape {self.shape} and dtype {self.dtype} holds no bytes")
         try:
-            self.format = memoryview(np.empty(0, self.dtype)).format
+            self.format = memoryview(_buffer(np.empty(0, self.dtype))).format
         except (ValueError, TypeError) as e:
             raise ValueError(f"dtype {self.dtype} has no buffer-protocol format: {e}") from None
         structured = self.dtype.fields is not None
@@ -116,11 +130,11 @@ class Record:
         ref.dtype, ref.shape = self.dtype, self.shape
         return ref
 
-    def apply(self, handle) -> None:
+    def apply(self, handle: _Handle) -> None:
         handle._set_record(self.format, self.typestr, self.dtype.itemsize, list(self.shape),
                            self.dlpack_code)
 
-    def check(self, data) -> np.ndarray:
+    def check(self, data: ArrayLike) -> NDArray[Any]:
         """``data`` as a C-contiguous array of this record, or ValueError."""
         a = data if isinstance(data, np.ndarray) else np.asarray(data)
         if a.dtype != self.dtype or a.shape != self.shape:
@@ -132,29 +146,113 @@ class TypedSegment:
     """A Segment whose slots hold one record each. Its other attributes
     (name, kind, capacity, slot_size, register_cuda, ...) are the segment's."""
 
-    def __init__(self, segment: Any, record: Record) -> None:
+    segment: Segment
+
+    def __init__(self, segment: Segment, record: Record) -> None:
         if record.nbytes > segment.slot_size:
             raise ValueError(f"a {record.describe()} record ({record.nbytes} bytes) does not fit "
                              f"the ring's {segment.slot_size}-byte slots")
         self.segment = segment
         self.record = record
 
-    dtype = property(lambda self: self.record.dtype)
-    shape = property(lambda self: self.record.shape)
-    nbytes = property(lambda self: self.record.nbytes, doc="Bytes of one record.")
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self.record.dtype
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.segment, name)
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.record.shape
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of one record."""
+        return self.record.nbytes
+
+    # The segment's own, forwarded (typed, so that type checkers see them).
+    @property
+    def name(self) -> str:
+        return self.segment.name
+
+    @property
+    def kind(self) -> _Kind:
+        return self.segment.kind
+
+    @property
+    def slot_format(self) -> _SlotFormat:
+        return self.segment.slot_format
+
+    @property
+    def capacity(self) -> int:
+        return self.segment.capacity
+
+    @property
+    def slot_size(self) -> int:
+        return self.segment.slot_size
+
+    @property
+    def size(self) -> int:
+        return self.segment.size
+
+    @property
+    def metadata(self) -> bytes:
+        return self.segment.metadata
+
+    @property
+    def created(self) -> bool:
+        return self.segment.created
+
+    @property
+    def mode(self) -> int:
+        return self.segment.mode
+
+    @property
+    def closed(self) -> bool:
+        return self.segment.closed
+
+    @property
+    def cuda_device(self) -> int | None:
+        return self.segment.cuda_device
+
+    @property
+    def subscribers(self) -> int:
+        return self.segment.subscribers
+
+    @property
+    def delivery(self) -> Literal["reliable", "lossy"] | None:
+        return self.segment.delivery
+
+    @property
+    def unlink_on_close(self) -> bool:
+        return self.segment.unlink_on_close
+
+    @unlink_on_close.setter
+    def unlink_on_close(self, value: bool) -> None:
+        self.segment.unlink_on_close = value
+
+    def close(self) -> None:
+        self.segment.close()
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        self.segment.unlink(missing_ok)
+
+    def register_cuda(self, device: int = 0) -> None:
+        self.segment.register_cuda(device)
+
+    def subscriber_ref(self) -> RoleRef:
+        """A RoleRef to a subscriber, with this record (see Segment.subscriber_ref)."""
+        return self.record.ref(self.segment.subscriber_ref())
 
     def producer(self) -> TypedProducer:
-        return TypedProducer(self.segment.producer(), self.record)
+        """A producer of records (a TypedMpmcProducer on an MPMC ring)."""
+        return _typed_producer(self.segment.producer(), self.record)
 
     def consumer(self) -> TypedConsumer:
-        return TypedConsumer(self.segment.consumer(), self.record)
+        """A consumer of records (a TypedMpmcConsumer on an MPMC ring)."""
+        return _typed_consumer(self.segment.consumer(), self.record)
 
-    def subscriber(self, at: str = "next") -> TypedConsumer:
+    def subscriber(self, at: Literal["next", "oldest", "newest"] = "next") -> TypedSubscriber:
         """A subscriber of a broadcast ring, lending records (see Segment.subscriber)."""
-        return TypedConsumer(self.segment.subscriber(at=at), self.record)
+        return TypedSubscriber(self.segment.subscriber(at=at), self.record)
 
     def producer_ref(self) -> RoleRef:
         """A RoleRef to the producer role, with this record (see Segment.producer_ref)."""
@@ -187,38 +285,76 @@ class TypedSegment:
 
 
 class _TypedHandle:
-    """What typed producers and consumers share: the handle's own calls
-    (through __getattr__) and its special methods, which Python looks up on
-    the type."""
+    """What typed producers and consumers share. Each call is written out,
+    typed, and forwards to the untyped handle (which lends slots with the
+    record set by apply()), so that type checkers see what comes back."""
 
-    handle: Any
+    handle: _Handle
     record: Record
 
-    def __init__(self, handle: Any, record: Record) -> None:
+    def __init__(self, handle: _Handle, record: Record) -> None:
         record.apply(handle)
         self.handle = handle
         self.record = record
 
-    def __getattr__(self, name: str) -> Any:
-        # claim/try_claim, peek/try_peek, close and the rest: the handle's
-        # own (it lends slots with the record set by apply()).
-        return getattr(self.handle, name)
+    @property
+    def name(self) -> str:
+        """The segment's name."""
+        return self.handle.name
+
+    @property
+    def kind(self) -> _Kind:
+        return self.handle.kind
+
+    @property
+    def role(self) -> Literal["producer", "consumer", "subscriber"]:
+        return self.handle.role
+
+    @property
+    def capacity(self) -> int:
+        return self.handle.capacity
+
+    @property
+    def slot_size(self) -> int:
+        return self.handle.slot_size
+
+    @property
+    def slot_format(self) -> _SlotFormat:
+        return self.handle.slot_format
+
+    @property
+    def closed(self) -> bool:
+        return self.handle.closed
+
+    @property
+    def position(self) -> int:
+        return self.handle.position
+
+    @property
+    def wait_policy(self) -> WaitPolicy:
+        """How blocking calls wait (the handle's own; settable)."""
+        return self.handle.wait_policy
+
+    @wait_policy.setter
+    def wait_policy(self, policy: WaitPolicy) -> None:
+        self.handle.wait_policy = policy
+
+    def close(self) -> None:
+        """Closes the handle (see the untyped handles' close())."""
+        self.handle.close()
+
+    def event_fd(self) -> int:
+        """The handle's event descriptor (docs/events.md)."""
+        return self.handle.event_fd()
+
+    def empty(self) -> bool:
+        return self.handle.empty()
 
     def __enter__(self: _H) -> _H:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.handle.close()
-
-    @property
-    def wait_policy(self) -> WaitPolicy:
-        """How blocking calls wait (the handle's own; settable)."""
-        policy: WaitPolicy = self.handle.wait_policy
-        return policy
-
-    @wait_policy.setter
-    def wait_policy(self, policy: WaitPolicy) -> None:
-        self.handle.wait_policy = policy
 
     def __len__(self) -> int:
         return len(self.handle)
@@ -238,37 +374,102 @@ class _TypedHandle:
         return f"<shmring.Typed{r[len('<shmring.'):-1]} record={self.record.describe()}>"
 
 
+class _TypedRecovery:
+    """recover() and abandoned, of the MPMC handles."""
+
+    handle: _Recovery
+
+    def recover(self) -> int:
+        """See MpmcProducer.recover / MpmcConsumer.recover."""
+        return self.handle.recover()
+
+    @property
+    def abandoned(self) -> int:
+        return self.handle.abandoned
+
+
 class TypedProducer(_TypedHandle):
     """Producer of records: push(array) copies one in, claim() lends a slot
     whose ``array`` is written in place."""
 
-    def try_push(self, data: Any) -> bool:
-        return self.handle.try_push(self.record.check(data))
+    handle: _Producer
 
-    def push(self, data: Any, timeout: float | None = None) -> None:
-        self.handle.push(self.record.check(data), timeout)
+    def try_push(self, data: ArrayLike) -> bool:
+        return self.handle.try_push(_buffer(self.record.check(data)))
+
+    def push(self, data: ArrayLike, timeout: float | None = None) -> None:
+        self.handle.push(_buffer(self.record.check(data)), timeout)
+
+    def push_async(self, data: ArrayLike) -> Coroutine[Any, Any, None]:
+        """Copies one record in (checked as push() checks it), waiting on the
+        running loop for room (see the untyped push_async)."""
+        return _asyncio.push_async(self.handle, self.record.check(data))
+
+    def claim(self, timeout: float | None = None) -> Slot:
+        """A slot lent in place; ``slot.array`` is its record, writable."""
+        return self.handle.claim(timeout)
+
+    def try_claim(self) -> Slot | None:
+        return self.handle.try_claim()
+
+    def end_stream(self) -> None:
+        self.handle.end_stream()
+
+    @property
+    def close_on_exit(self) -> bool:
+        """Whether close() ends the stream (settable; see the untyped handles)."""
+        return self.handle.close_on_exit
+
+    @close_on_exit.setter
+    def close_on_exit(self, on: bool) -> None:
+        self.handle.close_on_exit = on
+
+
+class TypedMpmcProducer(TypedProducer, _TypedRecovery):
+    """Producer of records of an MPMC ring."""
+
+    handle: MpmcProducer
 
 
 class TypedConsumer(_TypedHandle):
     """Consumer of records: pop() returns a new array, peek() lends the record
     in place (``slot.array``, read-only)."""
 
-    def _checked(self, out: np.ndarray, size: int) -> np.ndarray:
+    handle: _Consumer
+
+    def _check_size(self, size: int) -> None:
         if size != self.record.nbytes:
             raise ValueError(f"message of {size} bytes is not one {self.record.describe()} record "
                              f"of {self.record.nbytes} bytes; it was consumed")
+
+    def pop(self, timeout: float | None = None) -> NDArray[Any]:
+        out = np.empty(self.record.shape, self.record.dtype)
+        self._check_size(self.handle.pop_into(_buffer(out), timeout))
         return out
 
-    def pop(self, timeout: float | None = None) -> np.ndarray:
+    def try_pop(self) -> NDArray[Any] | None:
         out = np.empty(self.record.shape, self.record.dtype)
-        return self._checked(out, self.handle.pop_into(out, timeout))
+        size = self.handle.try_pop_into(_buffer(out))
+        if size is None:
+            return None
+        self._check_size(size)
+        return out
 
-    def try_pop(self) -> np.ndarray | None:
-        out = np.empty(self.record.shape, self.record.dtype)
-        size = self.handle.try_pop_into(out)
-        return None if size is None else self._checked(out, size)
+    def pop_into(self, buffer: Buffer, timeout: float | None = None) -> int:
+        """The next message copied into ``buffer`` (see the untyped pop_into)."""
+        return self.handle.pop_into(buffer, timeout)
 
-    def iter(self, timeout: float | None = None) -> Iterator[np.ndarray]:
+    def try_pop_into(self, buffer: Buffer) -> int | None:
+        return self.handle.try_pop_into(buffer)
+
+    def peek(self, timeout: float | None = None) -> Slot:
+        """The next record lent in place: ``slot.array``, read-only."""
+        return self.handle.peek(timeout)
+
+    def try_peek(self) -> Slot | None:
+        return self.handle.try_peek()
+
+    def iter(self, timeout: float | None = None) -> Iterator[NDArray[Any]]:
         """Records (new arrays) until none arrives within timeout (None: no
         limit) or the stream ends (the producer closed the ring)."""
         while True:
@@ -277,6 +478,72 @@ class TypedConsumer(_TypedHandle):
             except (TimeoutError, EndOfStream):
                 return
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def __iter__(self) -> Iterator[NDArray[Any]]:
         """Records (new arrays) as they come, each waited for without limit."""
         return self.iter(None)
+
+    # asyncio: the untyped handles' machinery (shmring/_asyncio.py), driven
+    # through this handle's try_pop and try_peek, so records come out.
+    def pop_async(self) -> Coroutine[Any, Any, NDArray[Any]]:
+        """The next record (a new array), waiting on the running loop; as the
+        untyped pop_async (EndOfStream, cancellation leaves the ring as it was)."""
+        return _asyncio.pop_async(self)
+
+    def peek_async(self) -> AbstractAsyncContextManager[Slot]:
+        """``async with rx.peek_async() as slot``: the next record lent in
+        place (``slot.array``, read-only) until the block ends."""
+        return _asyncio.peek_async(self)
+
+    def __aiter__(self) -> AsyncIterator[NDArray[Any]]:
+        """``async for rec in rx``: records (new arrays) until the end of the stream."""
+        return _asyncio.aiter_messages(self)
+
+
+class TypedMpmcConsumer(TypedConsumer, _TypedRecovery):
+    """Consumer of records of an MPMC ring."""
+
+    handle: MpmcConsumer
+
+
+class TypedSubscriber(TypedConsumer):
+    """Subscriber of a broadcast ring of records: a consumer that also reads
+    the newest record and counts what a lossy ring made it miss."""
+
+    handle: BroadcastSubscriber
+
+    def _record_of(self, msg: bytes) -> NDArray[Any]:
+        self._check_size(len(msg))
+        return np.frombuffer(msg, self.record.dtype).reshape(self.record.shape).copy()
+
+    def newest(self, timeout: float | None = None) -> NDArray[Any]:
+        """The newest record published since the last one read (a new array),
+        passing over the ones before it; TimeoutError if none comes in time."""
+        return self._record_of(self.handle.newest(timeout))
+
+    def try_newest(self) -> NDArray[Any] | None:
+        msg = self.handle.try_newest()
+        return None if msg is None else self._record_of(msg)
+
+    @property
+    def delivery(self) -> Literal["reliable", "lossy"]:
+        return self.handle.delivery
+
+    @property
+    def lapped(self) -> int:
+        return self.handle.lapped
+
+    @property
+    def lost(self) -> int:
+        return self.handle.lost
+
+
+def _typed_producer(handle: _Producer, record: Record) -> TypedProducer:
+    if isinstance(handle, MpmcProducer):
+        return TypedMpmcProducer(handle, record)
+    return TypedProducer(handle, record)
+
+
+def _typed_consumer(handle: _Consumer, record: Record) -> TypedConsumer:
+    if isinstance(handle, MpmcConsumer):
+        return TypedMpmcConsumer(handle, record)
+    return TypedConsumer(handle, record)

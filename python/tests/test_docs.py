@@ -80,7 +80,20 @@ def test_python_block_runs_twice_and_cleans_up(where, code, skip, tmp_path):
     assert not left, f"{where} left {sorted(left)} in /dev/shm"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed")
+needs_mypy = pytest.mark.skipif(importlib.util.find_spec("mypy") is None,
+                                reason="mypy is not installed")
+
+
+def mypy_strict(files: list[str], tmp_path, *options: str) -> subprocess.CompletedProcess[str]:
+    """mypy --strict over files, as a user's code sees the installed shmring."""
+    # Run from an empty directory, so that the installed shmring (its stubs
+    # and py.typed) is what mypy sees, not the source tree.
+    return subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                           "--cache-dir", str(tmp_path / "cache"), *options, *files], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+
+
+@needs_mypy
 def test_mypy_strict_accepts_the_examples(tmp_path):
     files = [os.path.join(ROOT, "examples", name) for name in ("python_consumer.py", "camera_viewer.py")]
     for n, (where, code, skip) in enumerate(BLOCKS):
@@ -89,9 +102,5 @@ def test_mypy_strict_accepts_the_examples(tmp_path):
         f = tmp_path / f"block_{n}.py"
         f.write_text(f"# {where}\n{code}")
         files.append(str(f))
-    # Run from an empty directory, so that the installed shmring (its stubs
-    # and py.typed) is what mypy sees, not the source tree.
-    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
-                        "--cache-dir", str(tmp_path / "cache"), *files], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=600)
+    r = mypy_strict(files, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
