@@ -496,8 +496,13 @@ def test_blocking_pop_interrupted_by_signal(name):
 # ---- across processes -------------------------------------------------------
 
 
-def _producer_process(name: str, first: int, count: int, size: int) -> None:
+def _producer_process(name: str, first: int, count: int, size: int, attached=None) -> None:
     tx = shmring.open(name).producer()
+    if attached is not None:
+        # Every producer attaches before any pushes: the last one to leave
+        # ends the stream, so one that finished before the next had attached
+        # would end it too early.
+        attached.wait(timeout=60)
     for seq in range(first, first + count):
         if seq % 2:
             tx.push(message(seq, size), timeout=30)
@@ -512,8 +517,9 @@ def test_across_processes(name, kind, producers):
     seg = shmring.create(name, kind=kind, capacity=64, slot_size=size)
     rx = seg.consumer()
     ctx = mp.get_context("spawn")
+    attached = ctx.Barrier(producers)
     procs = [
-        ctx.Process(target=_producer_process, args=(name, p * count, count, size))
+        ctx.Process(target=_producer_process, args=(name, p * count, count, size, attached))
         for p in range(producers)
     ]
     for p in procs:
