@@ -99,6 +99,9 @@ struct BroadcastSubscriberCore final : HandleCore {
   bool still_valid(std::uint64_t position) const noexcept override {
     return view.still_valid(position);
   }
+  // The descriptor's readiness: a message at the cursor (without it, the
+  // default "always" made every wait on a subscriber return at once).
+  bool progress_ready() const noexcept override { return view.data_ready(cursor); }
   // Nothing was readable at the cursor (`status` from readable()). Lossy: a
   // published position whose slot is being rewritten, or was taken by a
   // claim the producer then gave up, lost its message as surely as a lap
