@@ -7,6 +7,8 @@
 //           each message wakes a sleeper on the futex
 //   epoll   the same, both sides waiting in epoll_wait on their consumer's
 //           event_fd(), then try_pop until would_block (the protocol)
+//   floors  the same sleep and wake without a ring: a futex ping-pong on a
+//           shared word, and a byte through a pipe each way in epoll_wait
 //   publish 64 B messages a second, try_push + try_pop with nobody waiting,
 //           with and without event_fd() opened (and never waited on) on the
 //           consumer handle: in one thread (push, then pop), and streaming
@@ -37,6 +39,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "bench_support.hpp"
@@ -49,6 +52,10 @@ using namespace shmring::bench;
 using namespace std::chrono_literals;
 
 constexpr std::size_t kMessage = 64;
+// How long each side holds its message in the "asleep" round trips: several
+// times what arming a descriptor or entering the futex takes, and below the
+// first look (kFirstSleep, 100 us), which would wake the waiter by itself.
+constexpr std::chrono::nanoseconds kAsleep = std::chrono::microseconds(50);
 
 struct Options {
   int reps = 5;
@@ -65,11 +72,13 @@ std::uint64_t g_quantum = 1;
 
 struct Latency {
   double p50 = 0, p99 = 0, min = 0;
+  double sleeps = -1;  // ring round trips: sleeps of both sides per round trip
 };
 
 // One repetition: every measurement once, in this order.
 struct Rep {
-  Latency floor_before, futex, epoll, floor_after;
+  Latency floor_before, futex_floor, futex, pipe_floor, epoll, futex_asleep, epoll_asleep,
+      floor_after;
   double same_thread_plain = 0, same_thread_fd = 0;  // msg/s
   double stream_plain = 0, stream_fd = 0;            // msg/s
   std::string load_before, load_after;
@@ -145,13 +154,6 @@ Latency floor_rtt(const Options& o) {
   return {s.p50, s.p99, s.min};
 }
 
-// ---- round trips through two rings ---------------------------------------------------------
-
-// Sleeps on the futex at once: no spin, no yield.
-constexpr WaitPolicy kNoSpin{0, 0, std::chrono::nanoseconds::zero()};
-
-enum class Wait { futex, epoll };
-
 // An epoll instance on one descriptor, as an event loop has.
 class Epoll {
  public:
@@ -179,11 +181,124 @@ class Epoll {
   int epoll_;
 };
 
+// ---- the kernel's floors -----------------------------------------------------------------
+
+// What sleeping and waking cost without a ring, between the same two CPUs:
+// a counter passed back and forth, each side asleep until the other's store.
+//   futex  on the counter's word itself (shmring::futex::wait / wake_all),
+//          the floor of the futex round trip
+//   pipe   a byte through a pipe each way, each side in epoll_wait, the floor
+//          of the epoll round trip
+enum class KernelFloor { futex, pipe };
+
+Latency kernel_floor(const Options& o, KernelFloor kind) {
+  const char* what = kind == KernelFloor::futex ? "futex floor" : "pipe floor";
+  SharedRegion region(sizeof(Control));
+  Control* control = new (region.data()) Control{};
+  SharedRegion words_region(4096);
+  auto* ping = static_cast<std::uint32_t*>(words_region.data());
+  std::uint32_t* pong = ping + 32;  // its own 128-byte block
+  int to_echo[2] = {-1, -1};
+  int to_main[2] = {-1, -1};
+  if (kind == KernelFloor::pipe &&
+      (::pipe2(to_echo, O_CLOEXEC) != 0 || ::pipe2(to_main, O_CLOEXEC) != 0)) {
+    die(std::string("pipe: ") + std::strerror(errno));
+  }
+  const std::uint64_t total = o.warmup + o.rounds;
+  Team team(*control, /*separate_processes=*/true);
+  team.spawn(0, g_cpus[1], [&] {
+    std::unique_ptr<Epoll> loop;
+    if (kind == KernelFloor::pipe) loop = std::make_unique<Epoll>(to_echo[0]);
+    control->agents[0].state.store(kReady, std::memory_order_release);
+    for (std::uint64_t i = 0; i < total; ++i) {
+      const auto v = static_cast<std::uint32_t>(i + 1);
+      if (kind == KernelFloor::futex) {
+        for (int idle = 0; atomic::load_acquire(ping) != v; ++idle) {
+          if (idle > 20 || control->aborted()) {
+            control->fail(0, "%s: ping %u never came", what, v);
+            return;
+          }
+          futex::wait(ping, v - 1, 1s);
+        }
+        atomic::store_release(pong, v);
+        futex::wake_all(pong);
+        continue;
+      }
+      unsigned char b = 0;
+      while (::read(to_echo[0], &b, 1) != 1) {
+        if (!loop->wait(20000) || control->aborted()) {
+          control->fail(0, "%s: ping %u never came", what, v);
+          return;
+        }
+      }
+      if (b != static_cast<unsigned char>(v) || ::write(to_main[1], &b, 1) != 1) {
+        control->fail(0, "%s: ping %u arrived as %u or could not be answered", what, v, b);
+        return;
+      }
+    }
+    control->agents[0].state.store(kFinished, std::memory_order_release);
+  });
+  if (!team.wait_all(kReady, 20s)) check_team(team, false, what);
+  std::unique_ptr<Epoll> loop;
+  if (kind == KernelFloor::pipe) {
+    loop = std::make_unique<Epoll>(to_main[0]);
+    // Non-blocking reads: the wait is epoll's, as a ring's descriptor user has it.
+    ::fcntl(to_main[0], F_SETFL, O_NONBLOCK);
+  }
+  LatencyRecorder recorder(o.rounds);
+  const TickCalibration calibration;
+  bool ok = true;
+  for (std::uint64_t i = 0; i < total && ok; ++i) {
+    if (i == o.warmup) recorder.start();
+    const auto v = static_cast<std::uint32_t>(i + 1);
+    if (kind == KernelFloor::futex) {
+      atomic::store_release(ping, v);
+      futex::wake_all(ping);
+      for (int idle = 0; ok && atomic::load_acquire(pong) != v; ++idle) {
+        ok = idle <= 20;
+        futex::wait(pong, v - 1, 1s);
+      }
+    } else {
+      unsigned char b = static_cast<unsigned char>(v);
+      ok = ::write(to_echo[1], &b, 1) == 1;
+      while (ok && ::read(to_main[0], &b, 1) != 1) ok = loop->wait(20000);
+      ok = ok && b == static_cast<unsigned char>(v);
+    }
+    if (i >= o.warmup) recorder.lap();
+  }
+  const double ns_per_tick = calibration.ns_per_tick();
+  if (!ok) control->abort.store(1, std::memory_order_release);
+  check_team(team, ok, what);
+  for (const int fd : {to_echo[0], to_echo[1], to_main[0], to_main[1]}) {
+    if (fd >= 0) ::close(fd);
+  }
+  const auto s = recorder.summarise(ns_per_tick, g_quantum);
+  return {s.p50, s.p99, s.min};
+}
+
+// ---- round trips through two rings ---------------------------------------------------------
+
+// Sleeps on the futex at once: no spin, no yield.
+constexpr WaitPolicy kNoSpin{0, 0, std::chrono::nanoseconds::zero()};
+
+enum class Wait { futex, epoll };
+
+// How often a side of a round trip really slept. Epoll: waits that lasted
+// over kSleptNs (a descriptor that is readable already answers in well under
+// a microsecond; a sleep and wake-up take several). Futex: the sleeps
+// shmring's wait loop entered (wait_stats()).
+struct Sleeps {
+  std::uint64_t epoll_waits = 0;
+  std::uint64_t epoll_slept = 0;
+  std::uint64_t futex_sleeps = 0;
+};
+constexpr std::chrono::nanoseconds kSleptNs{2000};
+
 // Takes the next message from `rx`, waiting as `how` says; false if the
 // ring reported an error, the run was aborted, or nothing came for
 // kStallLimit (a lost message or a dead peer).
 bool take(SpscConsumer& rx, Wait how, const Epoll* loop, std::span<std::byte> buf,
-          std::size_t& size, const Control& control) {
+          std::size_t& size, const Control& control, Sleeps& sleeps) {
   constexpr int kStallLimit = 20;  // seconds
   for (int idle = 0; idle < kStallLimit && !control.aborted();) {
     if (how == Wait::futex) {
@@ -196,12 +311,26 @@ bool take(SpscConsumer& rx, Wait how, const Epoll* loop, std::span<std::byte> bu
     const Status s = rx.try_pop(buf, size);
     if (s == Status::ok) return true;
     if (s != Status::would_block) return false;
+    const auto start = Clock::now();
     if (!loop->wait(1000)) ++idle;
+    ++sleeps.epoll_waits;
+    if (Clock::now() - start > kSleptNs) ++sleeps.epoll_slept;
   }
   return false;
 }
 
-Latency ring_rtt(const Options& o, Wait how) {
+// Spins until `delay` has passed since `from` (a pause between tries).
+void spin_until(Clock::time_point from, std::chrono::nanoseconds delay) noexcept {
+  while (Clock::now() - from < delay) atomic::cpu_relax();
+}
+
+// A 64 B round trip through a ping ring and a pong ring. `asleep` > 0: each
+// side holds its message that long before sending it, so that the other has
+// gone to sleep by then (in the futex, or in epoll_wait), and the echo's
+// hold is taken off the result: the round trip of two sleeping peers. With
+// 0, each side answers at once, and a waiter still arming when the answer
+// comes does not sleep at all.
+Latency ring_rtt(const Options& o, Wait how, std::chrono::nanoseconds asleep) {
   const char* what = how == Wait::futex ? "futex round trip" : "epoll round trip";
   SharedRegion region(sizeof(Control));
   Control* control = new (region.data()) Control{};
@@ -213,6 +342,8 @@ Latency ring_rtt(const Options& o, Wait how) {
   const Segment ping = Segment::create(ping_name.name(), co);
   const Segment pong = Segment::create(pong_name.name(), co);
   const std::uint64_t total = o.warmup + o.rounds;
+  SharedRegion echo_sleeps_region(sizeof(Sleeps));
+  auto* echo_sleeps = new (echo_sleeps_region.data()) Sleeps{};
 
   Team team(*control, /*separate_processes=*/true);
   team.spawn(0, g_cpus[1], [&] {
@@ -224,10 +355,12 @@ Latency ring_rtt(const Options& o, Wait how) {
     if (how == Wait::epoll) loop = std::make_unique<Epoll>(rx.event_fd());
     MessageTemplate msg(kMessage);
     std::array<std::byte, kMessage> buf{};
+    Sleeps sleeps;
+    const std::uint64_t sleeps_before = wait_stats().sleeps;
     control->agents[0].state.store(kReady, std::memory_order_release);
     for (std::uint64_t i = 0; i < total; ++i) {
       std::size_t size = 0;
-      if (!take(rx, how, loop.get(), buf, size, *control)) {
+      if (!take(rx, how, loop.get(), buf, size, *control, sleeps)) {
         control->fail(0, "echo: ping %llu never came", static_cast<unsigned long long>(i));
         return;
       }
@@ -237,12 +370,15 @@ Latency ring_rtt(const Options& o, Wait how) {
                       static_cast<unsigned long long>(tag));
         return;
       }
+      if (asleep.count() != 0) spin_until(Clock::now(), asleep);
       // One message in flight: the pong ring always has room.
       if (const Status s = tx.try_push(msg.stamped(tag)); s != Status::ok) {
         control->fail(0, "echo: pong %llu: %s", static_cast<unsigned long long>(i), to_string(s));
         return;
       }
     }
+    sleeps.futex_sleeps = wait_stats().sleeps - sleeps_before;
+    *echo_sleeps = sleeps;
     tx.set_close_on_exit(false);
     control->agents[0].state.store(kFinished, std::memory_order_release);
   });
@@ -256,24 +392,42 @@ Latency ring_rtt(const Options& o, Wait how) {
   std::array<std::byte, kMessage> buf{};
   LatencyRecorder recorder(o.rounds);
   const TickCalibration calibration;
+  Sleeps sleeps;
+  const std::uint64_t sleeps_before = wait_stats().sleeps;
   bool ok = true;
   for (std::uint64_t i = 0; i < total && ok; ++i) {
-    if (i == o.warmup) recorder.start();
+    if (asleep.count() != 0) {
+      spin_until(Clock::now(), asleep);
+      recorder.start();  // the interval is this round trip alone
+    } else if (i == o.warmup) {
+      recorder.start();
+    }
     if (tx.try_push(msg.stamped(i)) != Status::ok) {
       ok = false;
       break;
     }
     std::size_t size = 0;
     std::uint64_t tag = 0;
-    ok = take(rx, how, loop.get(), buf, size, *control) &&
+    ok = take(rx, how, loop.get(), buf, size, *control, sleeps) &&
          msg.check_copied(buf.data(), size, tag) && tag == i;
     if (i >= o.warmup) recorder.lap();
   }
   const double ns_per_tick = calibration.ns_per_tick();
+  sleeps.futex_sleeps = wait_stats().sleeps - sleeps_before;
   if (!ok) control->abort.store(1, std::memory_order_release);
   check_team(team, ok, what);
-  const auto s = recorder.summarise(ns_per_tick, g_quantum);
-  return {s.p50, s.p99, s.min};
+  auto s = recorder.summarise(ns_per_tick, g_quantum);
+  const double hold = static_cast<double>(asleep.count());
+  s.p50 -= hold;
+  s.p99 -= hold;
+  s.min -= hold;
+  // Sleeps of both sides per round trip (warm-up included in both counts).
+  const double per = 1.0 / static_cast<double>(total);
+  const double slept =
+      how == Wait::futex
+          ? static_cast<double>(sleeps.futex_sleeps + echo_sleeps->futex_sleeps) * per
+          : static_cast<double>(sleeps.epoll_slept + echo_sleeps->epoll_slept) * per;
+  return {s.p50, s.p99, s.min, slept};
 }
 
 // ---- the publisher with nobody waiting ------------------------------------------------------
@@ -383,8 +537,12 @@ Rep one_rep(const Options& o) {
   Rep r;
   r.load_before = load_average();
   r.floor_before = floor_rtt(o);
-  r.futex = ring_rtt(o, Wait::futex);
-  r.epoll = ring_rtt(o, Wait::epoll);
+  r.futex_floor = kernel_floor(o, KernelFloor::futex);
+  r.futex = ring_rtt(o, Wait::futex, 0ns);
+  r.pipe_floor = kernel_floor(o, KernelFloor::pipe);
+  r.epoll = ring_rtt(o, Wait::epoll, 0ns);
+  r.futex_asleep = ring_rtt(o, Wait::futex, kAsleep);
+  r.epoll_asleep = ring_rtt(o, Wait::epoll, kAsleep);
   r.same_thread_plain = same_thread_rate(o, false);
   r.same_thread_fd = same_thread_rate(o, true);
   r.stream_plain = stream_rate(o, false);
@@ -395,9 +553,10 @@ Rep one_rep(const Options& o) {
 }
 
 std::string json_latency(const Latency& l) {
-  char b[128];
-  std::snprintf(b, sizeof b, "{\"p50_ns\": %.1f, \"p99_ns\": %.1f, \"min_ns\": %.1f}", l.p50, l.p99,
-                l.min);
+  char b[160];
+  std::snprintf(b, sizeof b,
+                "{\"p50_ns\": %.1f, \"p99_ns\": %.1f, \"min_ns\": %.1f, \"sleeps\": %.2f}", l.p50,
+                l.p99, l.min, l.sleeps);
   return b;
 }
 
@@ -405,13 +564,16 @@ void print_json(const Rep& r, const Options& o) {
   std::printf(
       "{\"cpu_model\": \"%s\", \"cpus_online\": %ld, \"pinned\": \"%s\", \"rounds\": %llu, "
       "\"messages\": %llu, \"load_before\": \"%s\", \"load_after\": \"%s\", "
-      "\"floor_before\": %s, \"futex\": %s, \"epoll\": %s, \"floor_after\": %s, "
+      "\"floor_before\": %s, \"futex_floor\": %s, \"futex\": %s, \"pipe_floor\": %s, "
+      "\"epoll\": %s, \"futex_asleep\": %s, \"epoll_asleep\": %s, \"floor_after\": %s, "
       "\"same_thread_plain\": %.0f, \"same_thread_fd\": %.0f, \"stream_plain\": %.0f, "
       "\"stream_fd\": %.0f}\n",
       cpu_model().c_str(), ::sysconf(_SC_NPROCESSORS_ONLN), cpu_list_string(g_cpus).c_str(),
       static_cast<unsigned long long>(o.rounds), static_cast<unsigned long long>(o.messages),
       r.load_before.c_str(), r.load_after.c_str(), json_latency(r.floor_before).c_str(),
-      json_latency(r.futex).c_str(), json_latency(r.epoll).c_str(),
+      json_latency(r.futex_floor).c_str(), json_latency(r.futex).c_str(),
+      json_latency(r.pipe_floor).c_str(), json_latency(r.epoll).c_str(),
+      json_latency(r.futex_asleep).c_str(), json_latency(r.epoll_asleep).c_str(),
       json_latency(r.floor_after).c_str(), r.same_thread_plain, r.same_thread_fd, r.stream_plain,
       r.stream_fd);
   std::fflush(stdout);
@@ -438,26 +600,30 @@ void print_table(const std::vector<Rep>& reps, const Options& o) {
   std::printf("round trips: %llu per measurement (after %llu warm-up); rates: %llu messages\n\n",
               static_cast<unsigned long long>(o.rounds), static_cast<unsigned long long>(o.warmup),
               static_cast<unsigned long long>(o.messages));
-  auto lat = [&](const char* name, auto get_p50, auto get_p99) {
-    const Spread a = spread(reps, get_p50), b = spread(reps, get_p99);
-    std::printf("  %-34s p50 %8.2f us (%.2f-%.2f)   p99 %8.2f us (%.2f-%.2f)\n", name,
-                a.median / 1e3, a.min / 1e3, a.max / 1e3, b.median / 1e3, b.min / 1e3, b.max / 1e3);
+  const std::pair<const char*, Latency Rep::*> rows[] = {
+      {"cache-line floor, before", &Rep::floor_before},
+      {"futex wait/wake ping-pong (floor)", &Rep::futex_floor},
+      {"64 B round trip, futex (no spin)", &Rep::futex},
+      {"pipe + epoll ping-pong (floor)", &Rep::pipe_floor},
+      {"64 B round trip, epoll + event_fd", &Rep::epoll},
+      {"  the same, both peers asleep: futex", &Rep::futex_asleep},
+      {"  the same, both peers asleep: epoll", &Rep::epoll_asleep},
+      {"cache-line floor, after", &Rep::floor_after},
   };
-  lat(
-      "cache-line floor, before", [](const Rep& r) { return r.floor_before.p50; },
-      [](const Rep& r) { return r.floor_before.p99; });
-  lat(
-      "64 B round trip, futex (no spin)", [](const Rep& r) { return r.futex.p50; },
-      [](const Rep& r) { return r.futex.p99; });
-  lat(
-      "64 B round trip, epoll + event_fd", [](const Rep& r) { return r.epoll.p50; },
-      [](const Rep& r) { return r.epoll.p99; });
-  lat(
-      "cache-line floor, after", [](const Rep& r) { return r.floor_after.p50; },
-      [](const Rep& r) { return r.floor_after.p99; });
+  for (const auto& [name, field] : rows) {
+    const Spread a = spread(reps, [field](const Rep& r) { return (r.*field).p50; });
+    const Spread b = spread(reps, [field](const Rep& r) { return (r.*field).p99; });
+    std::printf("  %-38s p50 %8.2f us (%.2f-%.2f)   p99 %8.2f us (%.2f-%.2f)", name, a.median / 1e3,
+                a.min / 1e3, a.max / 1e3, b.median / 1e3, b.min / 1e3, b.max / 1e3);
+    if ((reps.front().*field).sleeps >= 0) {
+      std::printf("   sleeps per round trip %.2f",
+                  spread(reps, [field](const Rep& r) { return (r.*field).sleeps; }).median);
+    }
+    std::printf("\n");
+  }
   auto rate = [&](const char* name, auto get) {
     const Spread s = spread(reps, get);
-    std::printf("  %-34s %8.2f M msg/s (%.2f-%.2f)\n", name, s.median / 1e6, s.min / 1e6,
+    std::printf("  %-38s %8.2f M msg/s (%.2f-%.2f)\n", name, s.median / 1e6, s.min / 1e6,
                 s.max / 1e6);
   };
   std::printf("\n");
@@ -467,7 +633,10 @@ void print_table(const std::vector<Rep>& reps, const Options& o) {
   rate("two processes, event_fd() opened", [](const Rep& r) { return r.stream_fd; });
   const double epoll_ratio = spread(reps, [](const Rep& r) { return r.epoll.p50; }).median /
                              spread(reps, [](const Rep& r) { return r.futex.p50; }).median;
-  std::printf("\nepoll / futex round trip p50: %.2fx (target <= 2x)\n", epoll_ratio);
+  const double asleep_ratio = spread(reps, [](const Rep& r) { return r.epoll_asleep.p50; }).median /
+                              spread(reps, [](const Rep& r) { return r.futex_asleep.p50; }).median;
+  std::printf("\nepoll / futex round trip p50: %.2fx, both peers asleep %.2fx (target <= 2x)\n",
+              epoll_ratio, asleep_ratio);
   std::printf(
       "publisher rate with / without descriptor: one thread %.2fx, two processes %.2fx "
       "(target ~1.0x)\n",

@@ -5,7 +5,9 @@ Each repetition runs, in this order, between two processes pinned to two CPUs:
 
   C++ (shmring_event_rtt_bench --reps 1 --json, bench/event_rtt_bench.cpp):
     the cache-line floor; a 64 B round trip through the futex (blocking pops
-    that never spin) and through epoll + event_fd(); the publisher's rate
+    that never spin) and through epoll + event_fd(), answered at once and
+    with both peers asleep, next to the kernel's floors (a futex ping-pong,
+    a pipe ping-pong in epoll_wait); the publisher's rate
     with and without event_fd() opened on the consumer, in one thread and
     between two processes; the floor again
   Python:
@@ -13,6 +15,9 @@ Each repetition runs, in this order, between two processes pinned to two CPUs:
              on both sides (each wait is loop.add_reader on event_fd())
     blocking 64 B round trip, ``tx.push`` / ``rx.pop`` (spin, then futex), for
              reference
+    pipes    asyncio's own floor, no shmring: a 64 B round trip over two pipes,
+             each wait add_reader / await / remove_reader as pop_async's, and
+             with one reader kept for the whole run
 
 Every message is its sequence number repeated, checked on both sides.
 Repetitions are interleaved (rep 1 of everything, then rep 2, ...); the
@@ -174,6 +179,88 @@ def python_round_trip(mode: str, rounds: int, cpus: tuple[int, int]) -> dict:
     return {"p50_ns": times[len(times) // 2], "p99_ns": times[int(len(times) * 0.99)]}
 
 
+# ---- asyncio's own floor ------------------------------------------------------------------
+
+
+async def _wait_readable(loop, fd: int) -> None:
+    """One wait as pop_async makes it: add_reader, await, remove_reader."""
+    ready = loop.create_future()
+    loop.add_reader(fd, ready.set_result, None)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _pipe_echo(r: int, w: int, total: int, kept: bool) -> None:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    if kept:
+        loop.add_reader(r, lambda: queue.put_nowait(os.read(r, SIZE)))
+    for seq in range(total):
+        if kept:
+            msg = await queue.get()
+        else:
+            await _wait_readable(loop, r)
+            msg = os.read(r, SIZE)
+        if msg != pattern(seq):
+            raise AssertionError(f"pipe echo: ping {seq} arrived damaged or out of order")
+        os.write(w, msg)
+
+
+async def _pipe_ping(r: int, w: int, total: int, warmup: int, kept: bool) -> list[int]:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    if kept:
+        loop.add_reader(r, lambda: queue.put_nowait(os.read(r, SIZE)))
+    times = []
+    for seq in range(total):
+        msg = pattern(seq)
+        t0 = time.perf_counter_ns()
+        os.write(w, msg)
+        if kept:
+            reply = await queue.get()
+        else:
+            await _wait_readable(loop, r)
+            reply = os.read(r, SIZE)
+        t1 = time.perf_counter_ns()
+        if reply != msg:
+            raise AssertionError(f"pipe pong {seq} came back damaged or out of order")
+        if seq >= warmup:
+            times.append(t1 - t0)
+    return times
+
+
+def pipe_round_trip(kept: bool, rounds: int, cpus: tuple[int, int]) -> dict:
+    """asyncio's own floor: a 64 B round trip over two pipes (no shmring), each
+    wait add_reader / await / remove_reader as pop_async's (kept=False), or
+    one reader kept for the whole run feeding a queue (kept=True)."""
+    warmup = max(1, rounds // 20)
+    total = warmup + rounds
+    ping_r, ping_w = os.pipe()
+    pong_r, pong_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.sched_setaffinity(0, {cpus[1]})
+            asyncio.run(_pipe_echo(ping_r, pong_w, total, kept))
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        os.sched_setaffinity(0, {cpus[0]})
+        times = asyncio.run(_pipe_ping(pong_r, ping_w, total, warmup, kept))
+    finally:
+        for fd in (ping_r, ping_w, pong_r, pong_w):
+            os.close(fd)
+        _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise RuntimeError(f"the pipe echo process ended with status {status}")
+    times.sort()
+    return {"p50_ns": times[len(times) // 2], "p99_ns": times[int(len(times) * 0.99)]}
+
+
 # ---- the run ---------------------------------------------------------------------------------
 
 
@@ -238,22 +325,30 @@ def report(reps: list[dict], args: argparse.Namespace, cpus: tuple[int, int], co
     w(command)
     w("```\n")
     w("## Round trips, 64 B\n")
-    w("| path | p50 us | p99 us |")
-    w("|---|---:|---:|")
+    w("| path | p50 us | p99 us | sleeps per round trip |")
+    w("|---|---:|---:|---:|")
 
     def lat_row(name: str, get) -> None:
         p50 = [get(r)["p50_ns"] for r in reps if get(r) is not None]
         p99 = [get(r)["p99_ns"] for r in reps if get(r) is not None]
+        sleeps = [get(r).get("sleeps", -1) for r in reps if get(r) is not None]
+        slept = f"{statistics.median(sleeps):.2f}" if sleeps and min(sleeps) >= 0 else ""
         if p50:
-            w(f"| {name} | {us(p50)} | {us(p99)} |")
+            w(f"| {name} | {us(p50)} | {us(p99)} | {slept} |")
         else:
-            w(f"| {name} | not measured | |")
+            w(f"| {name} | not measured | | |")
 
     lat_row("cache-line ping-pong (floor), before", lambda r: r["cpp"]["floor_before"])
-    lat_row("C++ futex: blocking pop, no spin, peer asleep", lambda r: r["cpp"]["futex"])
+    lat_row("futex wait/wake ping-pong, no ring (floor)", lambda r: r["cpp"]["futex_floor"])
+    lat_row("C++ futex: blocking pops that never spin", lambda r: r["cpp"]["futex"])
+    lat_row("C++ futex, both peers asleep (50 us hold taken off)", lambda r: r["cpp"]["futex_asleep"])
+    lat_row("pipe + epoll_wait ping-pong, no ring (floor)", lambda r: r["cpp"]["pipe_floor"])
     lat_row("C++ epoll_wait on event_fd(), try_pop until would_block", lambda r: r["cpp"]["epoll"])
+    lat_row("C++ epoll, both peers asleep (50 us hold taken off)", lambda r: r["cpp"]["epoll_asleep"])
     lat_row("Python asyncio: await push_async / pop_async", lambda r: r.get("asyncio"))
     lat_row("Python blocking: push / pop (spin, then futex)", lambda r: r.get("blocking"))
+    lat_row("asyncio over two pipes, add_reader per wait (no shmring)", lambda r: r["pipe_asyncio"])
+    lat_row("asyncio over two pipes, one reader kept (no shmring)", lambda r: r["pipe_asyncio_kept"])
     lat_row("cache-line ping-pong (floor), after", lambda r: r["cpp"]["floor_after"])
     w("")
     w("## Publisher with nobody waiting, 64 B try_push + try_pop\n")
@@ -272,9 +367,15 @@ def report(reps: list[dict], args: argparse.Namespace, cpus: tuple[int, int], co
     epoll = med([r["cpp"]["epoll"]["p50_ns"] for r in reps])
     futex = med([r["cpp"]["futex"]["p50_ns"] for r in reps])
     w(f"| epoll round trip p50 / futex round trip p50 | {epoll / futex:.2f}x | <= 2x |")
+    epoll_asleep = med([r["cpp"]["epoll_asleep"]["p50_ns"] for r in reps])
+    futex_asleep = med([r["cpp"]["futex_asleep"]["p50_ns"] for r in reps])
+    w(f"| the same, both peers asleep | {epoll_asleep / futex_asleep:.2f}x | <= 2x |")
     aio = [r["asyncio"]["p50_ns"] for r in reps if r.get("asyncio")]
     w(f"| Python asyncio round trip p50 | "
       f"{f'{med(aio) / 1e3:.1f} us' if aio else 'not measured'} | <= 20 us (2 cores) |")
+    pipe = med([r["pipe_asyncio"]["p50_ns"] for r in reps])
+    if aio:
+        w(f"| Python asyncio round trip p50 / asyncio over pipes p50 | {med(aio) / pipe:.2f}x | |")
     for name, plain, fd in (("one thread", "same_thread_plain", "same_thread_fd"),
                             ("two processes", "stream_plain", "stream_fd")):
         ratio = med([r["cpp"][fd] for r in reps]) / med([r["cpp"][plain] for r in reps])
@@ -311,6 +412,8 @@ def main() -> int:
     for i in range(args.reps):
         rep = {"load_before": load_average()}
         rep["cpp"] = cpp_rep(args.bin, args, cpus)
+        rep["pipe_asyncio"] = pipe_round_trip(False, py_rounds, cpus)
+        rep["pipe_asyncio_kept"] = pipe_round_trip(True, py_rounds, cpus)
         if shmring is not None:
             rep["asyncio"] = python_round_trip("asyncio", py_rounds, cpus)
             rep["blocking"] = python_round_trip("blocking", py_rounds, cpus)
