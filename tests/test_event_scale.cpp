@@ -672,6 +672,12 @@ void killed_consumers_collected(bool by_publisher) {
       const Segment mine = Segment::open(shm.name());
       MpmcConsumer rx = MpmcConsumer::attach(mine);
       (void)rx.event_fd();
+      // As an event loop starts: try; the would_block arms the descriptor.
+      std::array<std::byte, kSlot> buf{};
+      std::size_t size = 0;
+      if (rx.try_pop(buf, size) != Status::would_block) {
+        return peer_fail(report, "the empty ring gave a message");
+      }
       if (!say_ready(ready)) return peer_fail(report, "cannot say ready");
       for (;;) ::pause();
     }));
@@ -710,7 +716,10 @@ void killed_consumers_collected(bool by_publisher) {
     std::size_t size = 0;
     EXPECT_EQ(rx.try_pop(buf, size), Status::ok);
   } else {
-    (void)rx.event_fd();  // registration collects first, then arms (the ring is empty)
+    (void)rx.event_fd();  // registration collects first
+    std::array<std::byte, kSlot> buf{};
+    std::size_t size = 0;
+    EXPECT_EQ(rx.try_pop(buf, size), Status::would_block);  // and this arms it
     EXPECT_EQ(data_count(seg), 1u) << "only the new waiter's raise may remain";
     EXPECT_EQ(data_armed(seg), std::uint32_t{1} << rx.event_waiter().entry());
     for (const std::string& f : fifos) EXPECT_FALSE(exists(f)) << f << " was left behind";
@@ -719,6 +728,7 @@ void killed_consumers_collected(bool by_publisher) {
     for (std::size_t i = 1; i < kEventEntries; ++i) {
       more.push_back(MpmcConsumer::attach(seg));
       EXPECT_GE(more.back().event_fd(), 0);
+      EXPECT_EQ(more.back().try_pop(buf, size), Status::would_block);
     }
     EXPECT_EQ(data_count(seg), kEventEntries);
   }
