@@ -12,7 +12,8 @@
 //   publish 64 B messages a second, try_push + try_pop with nobody waiting,
 //           with and without event_fd() opened (and never waited on) on the
 //           consumer handle: in one thread (push, then pop), and streaming
-//           from a producer process to a consumer process that spins
+//           from a producer process to a consumer process that spins; and
+//           the same stream to a consumer that waits in epoll, or in pop()
 //
 // Every message carries its sequence number (bench_support.hpp,
 // MessageTemplate) and is checked on arrival; the echo side checks what it
@@ -81,6 +82,7 @@ struct Rep {
       floor_after;
   double same_thread_plain = 0, same_thread_fd = 0;  // msg/s
   double stream_plain = 0, stream_fd = 0;            // msg/s
+  double stream_epoll = 0, stream_blocking = 0;      // msg/s
   std::string load_before, load_after;
 };
 
@@ -459,11 +461,19 @@ double same_thread_rate(const Options& o, bool descriptor) {
   return static_cast<double>(o.messages) / s;
 }
 
-// A producer (this process) streams to a consumer process; both spin on
-// would_block (the Spinner). With `descriptor`, the consumer opened its
-// event_fd() and never waits on it, so each try_pop that finds the ring
-// empty re-arms it. The rate is the consumer's, first message to last.
-double stream_rate(const Options& o, bool descriptor) {
+// How the consumer of stream_rate() waits when the ring is empty.
+enum class StreamConsumer {
+  spin,      // try_pop again (the Spinner), no descriptor
+  spin_fd,   // the same with event_fd() opened and never waited on: each
+             // try_pop that finds the ring empty re-arms it
+  epoll,     // sleeps in epoll_wait on event_fd() (the protocol)
+  blocking,  // pop(), shmring's wait loop (spin, then futex)
+};
+
+// A producer (this process) streams to a consumer process; the producer
+// spins on would_block (the Spinner). The rate is the consumer's, first
+// message to last.
+double stream_rate(const Options& o, StreamConsumer how) {
   SharedRegion region(sizeof(Control));
   Control* control = new (region.data()) Control{};
   struct Result {
@@ -482,15 +492,26 @@ double stream_rate(const Options& o, bool descriptor) {
   team.spawn(0, g_cpus[1], [&] {
     const Segment mine = Segment::open(name.name());
     SpscConsumer rx = SpscConsumer::attach(mine);
-    if (descriptor) (void)rx.event_fd();
+    std::unique_ptr<Epoll> loop;
+    if (how == StreamConsumer::spin_fd) (void)rx.event_fd();
+    if (how == StreamConsumer::epoll) loop = std::make_unique<Epoll>(rx.event_fd());
     MessageTemplate msg(kMessage);
     std::array<std::byte, kMessage> buf{};
     Spinner spinner(*control, share);
+    Sleeps sleeps;
     control->agents[0].state.store(kReady, std::memory_order_release);
     Clock::time_point first{};
     for (std::uint64_t i = 0; i < o.messages;) {
       std::size_t size = 0;
-      const Status s = rx.try_pop(buf, size);
+      Status s;
+      if (how == StreamConsumer::blocking || how == StreamConsumer::epoll) {
+        s = take(rx, how == StreamConsumer::epoll ? Wait::epoll : Wait::futex, loop.get(), buf,
+                 size, *control, sleeps)
+                ? Status::ok
+                : Status::timeout;
+      } else {
+        s = rx.try_pop(buf, size);
+      }
       if (s == Status::would_block) {
         if (!spinner.failed_attempt()) {
           control->fail(0, "consumer: message %llu never came", static_cast<unsigned long long>(i));
@@ -545,8 +566,10 @@ Rep one_rep(const Options& o) {
   r.epoll_asleep = ring_rtt(o, Wait::epoll, kAsleep);
   r.same_thread_plain = same_thread_rate(o, false);
   r.same_thread_fd = same_thread_rate(o, true);
-  r.stream_plain = stream_rate(o, false);
-  r.stream_fd = stream_rate(o, true);
+  r.stream_plain = stream_rate(o, StreamConsumer::spin);
+  r.stream_fd = stream_rate(o, StreamConsumer::spin_fd);
+  r.stream_epoll = stream_rate(o, StreamConsumer::epoll);
+  r.stream_blocking = stream_rate(o, StreamConsumer::blocking);
   r.floor_after = floor_rtt(o);
   r.load_after = load_average();
   return r;
@@ -567,7 +590,7 @@ void print_json(const Rep& r, const Options& o) {
       "\"floor_before\": %s, \"futex_floor\": %s, \"futex\": %s, \"pipe_floor\": %s, "
       "\"epoll\": %s, \"futex_asleep\": %s, \"epoll_asleep\": %s, \"floor_after\": %s, "
       "\"same_thread_plain\": %.0f, \"same_thread_fd\": %.0f, \"stream_plain\": %.0f, "
-      "\"stream_fd\": %.0f}\n",
+      "\"stream_fd\": %.0f, \"stream_epoll\": %.0f, \"stream_blocking\": %.0f}\n",
       cpu_model().c_str(), ::sysconf(_SC_NPROCESSORS_ONLN), cpu_list_string(g_cpus).c_str(),
       static_cast<unsigned long long>(o.rounds), static_cast<unsigned long long>(o.messages),
       r.load_before.c_str(), r.load_after.c_str(), json_latency(r.floor_before).c_str(),
@@ -575,7 +598,7 @@ void print_json(const Rep& r, const Options& o) {
       json_latency(r.pipe_floor).c_str(), json_latency(r.epoll).c_str(),
       json_latency(r.futex_asleep).c_str(), json_latency(r.epoll_asleep).c_str(),
       json_latency(r.floor_after).c_str(), r.same_thread_plain, r.same_thread_fd, r.stream_plain,
-      r.stream_fd);
+      r.stream_fd, r.stream_epoll, r.stream_blocking);
   std::fflush(stdout);
 }
 
@@ -631,6 +654,8 @@ void print_table(const std::vector<Rep>& reps, const Options& o) {
   rate("one thread, event_fd() opened", [](const Rep& r) { return r.same_thread_fd; });
   rate("two processes, no descriptor", [](const Rep& r) { return r.stream_plain; });
   rate("two processes, event_fd() opened", [](const Rep& r) { return r.stream_fd; });
+  rate("two processes, consumer in epoll", [](const Rep& r) { return r.stream_epoll; });
+  rate("two processes, consumer in pop()", [](const Rep& r) { return r.stream_blocking; });
   const double epoll_ratio = spread(reps, [](const Rep& r) { return r.epoll.p50; }).median /
                              spread(reps, [](const Rep& r) { return r.futex.p50; }).median;
   const double asleep_ratio = spread(reps, [](const Rep& r) { return r.epoll_asleep.p50; }).median /

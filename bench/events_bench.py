@@ -9,7 +9,8 @@ Each repetition runs, in this order, between two processes pinned to two CPUs:
     with both peers asleep, next to the kernel's floors (a futex ping-pong,
     a pipe ping-pong in epoll_wait); the publisher's rate
     with and without event_fd() opened on the consumer, in one thread and
-    between two processes; the floor again
+    streaming to a consumer process (which spins, or waits in epoll or in
+    pop()); the floor again
   Python:
     asyncio  64 B round trip, ``await tx.push_async`` / ``await rx.pop_async``
              on both sides (each wait is loop.add_reader on event_fd())
@@ -359,6 +360,16 @@ def report(reps: list[dict], args: argparse.Namespace, cpus: tuple[int, int], co
         a = [r["cpp"][plain] for r in reps]
         b = [r["cpp"][fd] for r in reps]
         w(f"| {name} | {mps(a)} | {mps(b)} | {statistics.median(b) / statistics.median(a):.2f}x |")
+    w("")
+    w("Streaming to a consumer process (the producer spins on a full ring), by how the "
+      "consumer waits when the ring is empty:\n")
+    w("| consumer | M msg/s |")
+    w("|---|---:|")
+    for name, key in (("spins on try_pop, no descriptor", "stream_plain"),
+                      ("spins on try_pop, event_fd() opened, never waited on", "stream_fd"),
+                      ("epoll_wait on event_fd(), try_pop until would_block", "stream_epoll"),
+                      ("pop() (spin, then futex)", "stream_blocking")):
+        w(f"| {name} | {mps([r['cpp'][key] for r in reps])} |")
     w("")
     w("## Against the targets\n")
     w("| ratio | measured | target |")
