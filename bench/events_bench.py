@@ -356,6 +356,8 @@ def report(reps: list[dict], args: argparse.Namespace, cpus: tuple[int, int], co
     w("| where | no descriptor, M msg/s | event_fd() opened on the consumer, M msg/s | ratio |")
     w("|---|---:|---:|---:|")
     for name, plain, fd in (("one thread (push, then pop)", "same_thread_plain", "same_thread_fd"),
+                            ("one thread, the descriptor armed by a try that found nothing, "
+                             "never waited on", "same_thread_plain", "same_thread_armed"),
                             ("two processes, both spinning", "stream_plain", "stream_fd")):
         a = [r["cpp"][plain] for r in reps]
         b = [r["cpp"][fd] for r in reps]
@@ -388,6 +390,8 @@ def report(reps: list[dict], args: argparse.Namespace, cpus: tuple[int, int], co
     if aio:
         w(f"| Python asyncio round trip p50 / asyncio over pipes p50 | {med(aio) / pipe:.2f}x | |")
     for name, plain, fd in (("one thread", "same_thread_plain", "same_thread_fd"),
+                            ("one thread, armed and never waited on", "same_thread_plain",
+                             "same_thread_armed"),
                             ("two processes", "stream_plain", "stream_fd")):
         ratio = med([r["cpp"][fd] for r in reps]) / med([r["cpp"][plain] for r in reps])
         w(f"| publisher rate with / without descriptor, {name} | {ratio:.2f}x | ~1.0x |")
