@@ -420,22 +420,7 @@ void bm_floor(benchmark::State& state) {
     team.spawn(0, g_cpus[1], [&] {
       Spinner spinner(*control, share_cores(2));
       control->agents[0].state.store(kReady, std::memory_order_release);
-      std::uint64_t seen = 0;
-      for (;;) {
-        std::uint64_t v;
-        while ((v = atomic::load_acquire(line)) == seen) {
-          if (!spinner.failed_attempt()) return;
-        }
-        if (v == kStopTag) break;
-        if (v != seen + 1) {
-          control->fail(0, "ping-pong word went from %llu to %llu",
-                        static_cast<unsigned long long>(seen), static_cast<unsigned long long>(v));
-          return;
-        }
-        seen = v + 1;
-        atomic::store_release(line, seen);
-        spinner.progress();
-      }
+      if (!floor_echo(*control, 0, line, spinner)) return;
       control->agents[0].state.store(kFinished, std::memory_order_release);
     });
     Spinner spinner(*control, share_cores(2), [&] { return team.children_alive(); });
@@ -453,15 +438,7 @@ void bm_floor(benchmark::State& state) {
     recorder.start();
     for (auto _ : state) {
       if (!ok) continue;
-      atomic::store_release(line, v + 1);
-      while (atomic::load_acquire(line) != v + 2) {
-        if (!spinner.failed_attempt()) {
-          ok = false;
-          break;
-        }
-      }
-      spinner.progress();
-      v += 2;
+      ok = floor_round_trip(line, v, spinner);
       recorder.lap();
     }
     const double ns_per_tick = calibration.ns_per_tick();

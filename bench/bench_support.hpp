@@ -682,4 +682,47 @@ class SequenceChecker {
   std::vector<Tally> tally_;
 };
 
+// ---- the cache-line floor ----------------------------------------------------------
+
+// The latency floor of two cores: two processes pass one word (alone in its
+// 128-byte block, e.g. at the start of a page of a SharedRegion) back and
+// forth, each waiting for the other's store with a Spinner. The measuring
+// side stores v + 1 and waits for v + 2; the echo side answers each odd
+// value with the next even one. Whatever a ring adds to a round trip is
+// measured above this.
+
+// The echo side, in its own agent: answers until it reads kStopTag (true) or
+// the spinner gives up or the sequence breaks (false, reported through
+// control.fail for `agent`).
+inline bool floor_echo(Control& control, int agent, std::uint64_t* line, Spinner& spinner) {
+  std::uint64_t seen = 0;
+  for (;;) {
+    std::uint64_t v;
+    while ((v = atomic::load_acquire(line)) == seen) {
+      if (!spinner.failed_attempt()) return false;
+    }
+    if (v == kStopTag) return true;
+    if (v != seen + 1) {
+      control.fail(agent, "ping-pong word went from %llu to %llu",
+                   static_cast<unsigned long long>(seen), static_cast<unsigned long long>(v));
+      return false;
+    }
+    seen = v + 1;
+    atomic::store_release(line, seen);
+    spinner.progress();
+  }
+}
+
+// One round trip from the measuring side; `v` is the last value it saw (0 at
+// first). False if the spinner gave up.
+inline bool floor_round_trip(std::uint64_t* line, std::uint64_t& v, Spinner& spinner) noexcept {
+  atomic::store_release(line, v + 1);
+  while (atomic::load_acquire(line) != v + 2) {
+    if (!spinner.failed_attempt()) return false;
+  }
+  spinner.progress();
+  v += 2;
+  return true;
+}
+
 }  // namespace shmring::bench

@@ -26,8 +26,12 @@ Status HandleCore::nothing_now() noexcept {
 EventWaiter& HandleCore::open_events() {
   if (!events) {
     events = EventWaiter::open(segment, waits_for(), [this] { return event_ready(); });
-    // Readable or armed from the start, as after a would_block.
-    if (events.arm()) events.poke();
+    // Readable from the start: the user's first try then arms it (or finds
+    // something). Not armed here: an armed descriptor counts as a sleeper,
+    // and one opened but never waited on would send every publication down
+    // the wake path (a futex wake each) for as long as the handle's tries
+    // kept finding messages.
+    events.poke();
   }
   return events;
 }

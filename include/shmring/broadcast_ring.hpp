@@ -111,6 +111,7 @@ struct BroadcastSubscriberCore final : HandleCore {
     return view.still_valid(position);
   }
 
+  // The descriptor's readiness: a message at the cursor.
   bool progress_ready() const noexcept override { return view.data_ready(cursor); }
   Status end_status(bool probe) noexcept override;
   // Nothing was readable at the cursor (`status` from readable()). Lossy: a

@@ -102,7 +102,8 @@ struct HandleCore {
   bool event_ready() noexcept {
     return progress_ready() || end_status(true) != Status::would_block;
   }
-  // The waiter, opened (and armed or made readable) when first asked for.
+  // The waiter, opened (and made readable, so that the first try arms it)
+  // when first asked for.
   // Throws shmring::Error as EventWaiter::open.
   EventWaiter& open_events();
 

@@ -24,3 +24,19 @@ def test_python_bench_smoke(tmp_path):
     assert "VERIFICATION FAILED" not in run.stdout and "verification failed" not in report
     for row in ("| shmring |", "| shmring, polling |", "| multiprocessing.Queue |", "| 1 MiB |"):
         assert row in report, report
+
+
+def test_events_bench_python_round_trips(monkeypatch):
+    """bench/events_bench.py's Python measurements (its C++ part has the
+    ctest smoke run event_rtt_bench_smoke): each round trip checks every
+    message on both sides and raises on a wrong one."""
+    # On the path for the echo processes too (spawned: they import it).
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "bench"))
+    import events_bench
+
+    cpus = events_bench.bench_cpus()
+    for result in (events_bench.python_round_trip("asyncio", 200, cpus),
+                   events_bench.python_round_trip("blocking", 200, cpus),
+                   events_bench.pipe_round_trip(False, 200, cpus),
+                   events_bench.pipe_round_trip(True, 200, cpus)):
+        assert 0 < result["p50_ns"] <= result["p99_ns"], result
