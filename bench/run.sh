@@ -157,8 +157,6 @@ if [[ $more == 1 ]]; then
   [[ -f "$out/meta.txt" ]] || { echo "run.sh: --more: no session in $out" >&2; exit 2; }
   first=$(($(find "$out" -maxdepth 1 -name 'pass-*-part-1.json' | sed 's/.*pass-\([0-9]*\)-part.*/\1/' |
     sort -n | tail -1) + 1))
-  echo "more=passes $first-$((first + passes - 1)) from $(date -u +%Y-%m-%dT%H:%M:%SZ), load $(load)" >>"$out/meta.txt"
-  sed -i "s/^passes=.*/passes=$((first + passes - 1))/" "$out/meta.txt"
 fi
 mkdir -p "$out"
 [[ $more == 1 ]] || {
@@ -197,7 +195,10 @@ for ((k = 0; k < ${#names[@]}; k += part_size)); do
 done
 if [[ $more == 1 ]]; then
   grep -qx "parts=${#parts[@]}" "$out/meta.txt" ||
-    { echo "run.sh: --more: the session in $out was cut into other parts" >&2; exit 2; }
+    { echo "run.sh: --more: the session in $out was cut into other parts (give the same --filter and --part-size)" >&2; exit 2; }
+  # Only once the session is known to fit: a refused --more leaves it as it was.
+  echo "more=passes $first-$((first + passes - 1)) from $(date -u +%Y-%m-%dT%H:%M:%SZ), load $(load)" >>"$out/meta.txt"
+  sed -i "s/^passes=.*/passes=$((first + passes - 1))/" "$out/meta.txt"
 else
   echo "parts=${#parts[@]}" >>"$out/meta.txt"
 fi
