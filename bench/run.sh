@@ -233,9 +233,9 @@ fi
 # and the plots; the JSON and console output stay in the session directory.
 if [[ $write_summary == 1 ]]; then
   mkdir -p "$summary"
-  rm -f "$summary"/{throughput,latency,mpmc_grid}.png
+  rm -f "$summary"/{throughput,latency,mpmc_grid,broadcast}.png
   cp "$out/report.md" "$out/meta.txt" "$summary/"
-  for f in throughput.png latency.png mpmc_grid.png; do
+  for f in throughput.png latency.png mpmc_grid.png broadcast.png; do
     if [[ -f "$out/$f" ]]; then cp "$out/$f" "$summary/"; fi
   done
 fi
