@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "bench_support.hpp"
+#include "fanout_harness.hpp"
 #include "peer_harness.hpp"
 #include "plain_ring.hpp"
 #include "shmring/shmring.hpp"
@@ -946,6 +947,7 @@ int main(int argc, char** argv) {
   }
   register_all();
   peers::settings() = peers::Settings{g_cpus, g_tick_quantum};
+  peers::register_broadcast_benchmarks();
   peers::register_peer_benchmarks();
   benchmark::RunSpecifiedBenchmarks();
   peers::stop_peers();

@@ -5,9 +5,14 @@
 // The subscriber asks the publisher to wait when its queue is full, so no
 // message is discarded. Each agent process registers its own runtime.
 //
+// The same transport also runs in the fan-out harness (fanout_harness.hpp):
+// one publisher, N subscribers, each with its own queue, the publisher
+// waiting while any of them is full, next to shmring's broadcast ring.
+//
 // The benchmark starts iox-roudi itself (from SHMRING_BENCH_IOX_ROUDI, the
 // path found at configure time, or PATH) before the first iceoryx benchmark,
-// and stops it at the end of the run; RouDi then removes its shared memory.
+// with a memory-pool configuration of its own (kRoudiConfig), and stops it at
+// the end of the run; RouDi then removes its shared memory.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -18,6 +23,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "fanout_harness.hpp"
 #include "iceoryx_hoofs/log/logmanager.hpp"
 #include "iceoryx_posh/mepoo/chunk_header.hpp"
 #include "iceoryx_posh/popo/untyped_publisher.hpp"
@@ -42,6 +48,35 @@ pid_t g_roudi_owner = -1;  // the process that started it
 int g_roudi_log = -1;      // memfd with its output, for error messages
 std::string g_roudi_error;
 
+// RouDi's memory pools, given on its command line so that neither its
+// built-in defaults nor a host's /etc/iceoryx/roudi_config.toml decide what
+// fits. Sizes are payloads (RouDi adds the chunk header). A chunk is shared
+// by all subscribers of a publisher, so one publisher has at most about queue
+// + subscribers + 2 chunks out: 256 + 10 for 64 B and 4 KiB, 64 + 10 for
+// 64 KiB, 16 + 10 for 1 MiB (8 subscribers; the round trips use two
+// services). About 120 MB of /dev/shm.
+constexpr const char* kRoudiConfig = R"([general]
+version = 1
+
+[[segment]]
+
+[[segment.mempool]]
+size = 128
+count = 20000
+
+[[segment.mempool]]
+size = 4096
+count = 4000
+
+[[segment.mempool]]
+size = 65536
+count = 400
+
+[[segment.mempool]]
+size = 1048576
+count = 72
+)";
+
 std::string roudi_output() {
   std::string text;
   char buffer[4096];
@@ -61,6 +96,16 @@ const std::string& ensure_roudi() {
   const std::string path = env != nullptr && *env != '\0' ? env : SHMRING_BENCH_IOX_ROUDI_PATH;
   g_roudi_log = ::memfd_create("iox-roudi-output", MFD_CLOEXEC);
   if (g_roudi_log < 0) return g_roudi_error = std::string("memfd_create: ") + std::strerror(errno);
+  // The configuration lives in a memfd that RouDi reads through
+  // /proc/self/fd: nothing to write to or remove from the file system.
+  const int config = ::memfd_create("iox-roudi-config", MFD_CLOEXEC);
+  if (config < 0) return g_roudi_error = std::string("memfd_create: ") + std::strerror(errno);
+  const std::string_view config_text(kRoudiConfig);
+  if (::write(config, config_text.data(), config_text.size()) !=
+      static_cast<ssize_t>(config_text.size())) {
+    ::close(config);
+    return g_roudi_error = std::string("writing RouDi's configuration: ") + std::strerror(errno);
+  }
   std::fflush(nullptr);
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
@@ -76,10 +121,14 @@ const std::string& ensure_roudi() {
     ::sched_setaffinity(0, sizeof all, &all);
     ::dup2(g_roudi_log, STDOUT_FILENO);
     ::dup2(g_roudi_log, STDERR_FILENO);
-    ::execlp(path.c_str(), path.c_str(), "--log-level", "warning", static_cast<char*>(nullptr));
+    const int kept = ::fcntl(config, F_DUPFD, 10);  // without close-on-exec
+    const std::string config_path = "/proc/self/fd/" + std::to_string(kept);
+    ::execlp(path.c_str(), path.c_str(), "--log-level", "warning", "--config-file",
+             config_path.c_str(), static_cast<char*>(nullptr));
     std::fprintf(stderr, "cannot run %s: %s\n", path.c_str(), std::strerror(errno));
     ::_exit(127);
   }
+  ::close(config);
   g_roudi_pid = pid;
   g_roudi_owner = parent;
   const auto deadline = Clock::now() + std::chrono::seconds(20);
@@ -112,10 +161,12 @@ class IceoryxTransport {
   IceoryxTransport(std::size_t size, std::uint64_t depth, int /*channels*/, const std::string& id)
       : size_(size), id_(id) {
     if (const std::string& why = ensure_roudi(); !why.empty()) throw std::runtime_error(why);
-    // RouDi's built-in mempools hold 10 chunks big enough for 1 MiB: at most
-    // queue + one loaned + one held may be out at once. Its queues hold 256.
-    queue_ = size > (std::size_t{512} << 10) ? 4 : std::min<std::uint64_t>(depth, 256);
+    // The depth shmring's ring gets, up to the 256 an iceoryx queue holds
+    // (kRoudiConfig has the chunks for it).
+    queue_ = std::min<std::uint64_t>(depth, iox::MAX_SUBSCRIBER_QUEUE_CAPACITY);
   }
+  // In the fan-out harness: channel 0 is the fan-out, channel 1 the echo.
+  explicit IceoryxTransport(const FanoutConfig& c) : IceoryxTransport(c.size, c.depth, 2, c.id) {}
 
   // One runtime per process, named after it; leave_process() deregisters it.
   struct Agent {
@@ -191,6 +242,18 @@ class IceoryxTransport {
       }
     }
 
+    // Waits until RouDi has connected it to the publisher: from then on the
+    // publisher delivers to its queue.
+    void await_subscribed() {
+      const auto deadline = Clock::now() + std::chrono::seconds(10);
+      while (subscriber_.getSubscriptionState() != iox::SubscribeState::SUBSCRIBED) {
+        if (Clock::now() > deadline) {
+          throw std::runtime_error("iceoryx: subscriber not connected within 10 s");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
+
    private:
     static iox::popo::SubscriberOptions options(std::uint64_t queue) {
       iox::popo::SubscriberOptions o;
@@ -199,6 +262,42 @@ class IceoryxTransport {
       return o;
     }
     iox::popo::UntypedSubscriber subscriber_;
+  };
+
+  // The fan-out harness's roles: one message a call, as above.
+  class Publisher {
+   public:
+    Publisher(IceoryxTransport& t, Agent& a) : sender_(t, a, 0) {}
+    std::size_t publish(MessageTemplate& m, unsigned producer, std::uint64_t first,
+                        std::size_t /*max*/, Spinner& spinner, const char*& problem) noexcept {
+      problem = sender_.send(m, make_tag(producer, first), spinner);
+      return problem == nullptr ? 1 : 0;
+    }
+
+   private:
+    Sender sender_;
+  };
+  class Subscriber {
+   public:
+    Subscriber(IceoryxTransport& t, Agent& a, unsigned /*index*/) : receiver_(t, a, 0) {
+      receiver_.await_subscribed();
+    }
+    std::size_t receive(const MessageTemplate& m, std::uint64_t* tags, std::size_t /*max*/,
+                        Spinner& spinner, const char*& problem) noexcept {
+      problem = receiver_.receive(m, tags[0], spinner);
+      return problem == nullptr ? 1 : 0;
+    }
+
+   private:
+    Receiver receiver_;
+  };
+  // The echo channel: one publisher (subscriber 0), one subscriber (the
+  // pinger); the Sender waits for it to be connected.
+  struct EchoSender : Sender {
+    EchoSender(IceoryxTransport& t, Agent& a) : Sender(t, a, 1) {}
+  };
+  struct EchoReceiver : Receiver {
+    EchoReceiver(IceoryxTransport& t, Agent& a) : Receiver(t, a, 1) {}
   };
 
   // exit(), not _exit(): the runtime's destructor deregisters from RouDi,
@@ -218,6 +317,7 @@ class IceoryxTransport {
 
 void register_iceoryx_benchmarks() {
   register_peer<IceoryxTransport>("iceoryx", peer_sizes(std::size_t{1} << 20));
+  register_fanout<IceoryxTransport>("iceoryx", "iceoryx", {64, std::size_t{1} << 20}, false);
 }
 
 void stop_iceoryx() {

@@ -7,7 +7,10 @@
   latency.png     the 64 B round-trip latency distribution of each transport
                   (min, p50, p90, p99, p99.9) and the cache-line floor;
   mpmc_grid.png   MPMC messages per second over the producer x consumer grid
-                  (64 B, processes), when the session has more than the diagonal.
+                  (64 B, processes), when the session has more than the diagonal;
+  broadcast.png   one publisher and N subscribers, shmring's broadcast ring and
+                  iceoryx: per-subscriber 64 B and 1 MiB throughput and the 64 B
+                  round trip against N, with the cache-line floor.
 
 The figures are those of report.md: slow-phase parts set aside the same way
 (report.analyse). Needs matplotlib (bench/run.sh installs it with pip).
@@ -170,6 +173,60 @@ def plot_grid(a, path):
     return True
 
 
+def plot_broadcast(a, path):
+    counts = sorted({int(m.group(1)) for n in a.names
+                     for m in [re.match(r"(?:rtt/)?bcast/.*/(\d+)sub/", n)] if m})
+    if not counts:
+        return False
+    panels = (("64 B, M msg/s per subscriber (log)", "bcast/{p}/{n}sub/64B", "items_per_second", 1e-6, False),
+              ("1 MiB, GB/s per subscriber", "bcast/{p}/{n}sub/1MiB", "bytes_per_second", 1e-9, False),
+              ("64 B round trip p50, ns (log)", "rtt/bcast/{r}/{n}sub/64B", "p50_ns", 1.0, True))
+    colours = dict(zip((label for label, _, _ in report.BROADCAST),
+                       (SHMRING_COLOURS[0], SHMRING_COLOURS[1], PEER_COLOURS[0])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(14, 4.4))
+    for ax, (title, pattern, key, scale, rtt) in zip(axes, panels):
+        for label, prefix, rtt_prefix in report.BROADCAST:
+            xs, ys, lo, hi = [], [], [], []
+            for n in counts:
+                name = pattern.format(p=prefix, r=rtt_prefix, n=n)
+                s, _ = a.over_passes(name, key, scale) if name in a.names else (None, "")
+                if s is None:
+                    continue
+                med, mn, mx, _ = s
+                xs.append(n)
+                ys.append(med)
+                lo.append(med - mn)
+                hi.append(mx - med)
+            if xs:
+                is_shmring = label.startswith("shmring")
+                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o" if is_shmring else "s", capsize=3,
+                            linewidth=2.2 if is_shmring else 1.3, color=colours[label], label=label)
+        if rtt:
+            s, _ = a.over_passes(report.FLOOR, "p50_ns") if report.FLOOR in a.names else (None, "")
+            if s is not None:
+                ax.axhline(s[0], color="black", linestyle=":", label="cache-line ping-pong (floor)")
+        if "(log)" in title:
+            ax.set_yscale("log")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(counts)
+        ax.set_xticklabels(counts)
+        ax.set_xlabel("subscribers")
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    handles, labels = [], []
+    for ax in axes:
+        for h, l_ in zip(*ax.get_legend_handles_labels()):
+            if l_ not in labels:
+                handles.append(h)
+                labels.append(l_)
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(labels))
+    fig.suptitle(f"Broadcast, one publisher and N subscriber processes ({title_of(a)})", fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("session", help="directory written by bench/run.sh")
@@ -185,6 +242,8 @@ def main():
         written.append("latency.png")
     if plot_grid(a, os.path.join(args.session, "mpmc_grid.png")):
         written.append("mpmc_grid.png")
+    if plot_broadcast(a, os.path.join(args.session, "broadcast.png")):
+        written.append("broadcast.png")
     print(f"plots: {', '.join(written)} in {args.session}")
 
 

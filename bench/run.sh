@@ -157,8 +157,6 @@ if [[ $more == 1 ]]; then
   [[ -f "$out/meta.txt" ]] || { echo "run.sh: --more: no session in $out" >&2; exit 2; }
   first=$(($(find "$out" -maxdepth 1 -name 'pass-*-part-1.json' | sed 's/.*pass-\([0-9]*\)-part.*/\1/' |
     sort -n | tail -1) + 1))
-  echo "more=passes $first-$((first + passes - 1)) from $(date -u +%Y-%m-%dT%H:%M:%SZ), load $(load)" >>"$out/meta.txt"
-  sed -i "s/^passes=.*/passes=$((first + passes - 1))/" "$out/meta.txt"
 fi
 mkdir -p "$out"
 [[ $more == 1 ]] || {
@@ -197,7 +195,10 @@ for ((k = 0; k < ${#names[@]}; k += part_size)); do
 done
 if [[ $more == 1 ]]; then
   grep -qx "parts=${#parts[@]}" "$out/meta.txt" ||
-    { echo "run.sh: --more: the session in $out was cut into other parts" >&2; exit 2; }
+    { echo "run.sh: --more: the session in $out was cut into other parts (give the same --filter and --part-size)" >&2; exit 2; }
+  # Only once the session is known to fit: a refused --more leaves it as it was.
+  echo "more=passes $first-$((first + passes - 1)) from $(date -u +%Y-%m-%dT%H:%M:%SZ), load $(load)" >>"$out/meta.txt"
+  sed -i "s/^passes=.*/passes=$((first + passes - 1))/" "$out/meta.txt"
 else
   echo "parts=${#parts[@]}" >>"$out/meta.txt"
 fi
@@ -232,9 +233,9 @@ fi
 # and the plots; the JSON and console output stay in the session directory.
 if [[ $write_summary == 1 ]]; then
   mkdir -p "$summary"
-  rm -f "$summary"/{throughput,latency,mpmc_grid}.png
+  rm -f "$summary"/{throughput,latency,mpmc_grid,broadcast}.png
   cp "$out/report.md" "$out/meta.txt" "$summary/"
-  for f in throughput.png latency.png mpmc_grid.png; do
+  for f in throughput.png latency.png mpmc_grid.png broadcast.png; do
     if [[ -f "$out/$f" ]]; then cp "$out/$f" "$summary/"; fi
   done
 fi
