@@ -11,6 +11,11 @@ packages+=(clang-format clang-tidy)
 # The benchmarks' peers (bench/peer_*.cpp): iceoryx with its iox-roudi daemon,
 # Boost.Interprocess, ZeroMQ (found through pkg-config), moodycamel.
 packages+=(iceoryx libiceoryx-posh-dev libboost-dev libzmq3-dev pkg-config libconcurrentqueue-dev)
+# The aarch64 (Jetson) cross build and its tests under emulation: the GNU
+# cross compiler with the target's C library (its libstdc++ comes with g++),
+# qemu-aarch64, and GoogleTest's sources to build for the target
+# (/usr/src/googletest).
+packages+=(g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user googletest)
 
 log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }

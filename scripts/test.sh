@@ -9,6 +9,9 @@
 #      environment build/python-venv, and ctest -L python, its pytest suite
 #   2. ThreadSanitizer build in build-tsan/: ctest -L 'unit|stress|ipc'
 #   3. AddressSanitizer + UBSan build in build-asan/: ctest -L 'unit|stress|ipc|fuzz|bridge'
+#   4. aarch64 (Jetson) cross build in build-aarch64/ with
+#      cmake/toolchains/aarch64-linux-gnu.cmake (library and tests only):
+#      ctest -L unit, every test executable run under qemu-aarch64
 # Before them, the documentation site: mkdocs build --strict into build/site,
 # with mkdocs from PyPI in the virtual environment build/docs-venv.
 # A failed setup, configure or build stops the script at once; a failed ctest
@@ -163,6 +166,18 @@ stage "configure build-asan/ (address)" configure build-asan RelWithDebInfo addr
   -DSHMRING_BUILD_EXAMPLES=OFF -DSHMRING_BUILD_BENCH=OFF
 stage "build build-asan/" build build-asan
 test_stage "ctest build-asan/ ($ASAN_LABELS)" run_ctest build-asan -L "$ASAN_LABELS"
+
+# The aarch64 cross build: the library and its tests for Jetson's ARM cores,
+# GoogleTest built from source with them (the host's libgtest is x86-64). It
+# shows that shmring compiles for ARM and that its unit
+# tests pass there, run by ctest under qemu-aarch64. It cannot show ARM's
+# weaker memory ordering: qemu runs the code on this host's stronger one.
+aarch64_toolchain=cmake/toolchains/aarch64-linux-gnu.cmake
+stage "configure build-aarch64/ (cross)" configure build-aarch64 Release "" \
+  -DCMAKE_TOOLCHAIN_FILE="$aarch64_toolchain" -DSHMRING_CUDA=OFF -DSHMRING_BRIDGE=OFF \
+  -DSHMRING_BUILD_BENCH=OFF -DSHMRING_BUILD_TOOLS=OFF -DSHMRING_BUILD_EXAMPLES=OFF
+stage "build build-aarch64/" build build-aarch64
+test_stage "ctest build-aarch64/ (unit, qemu)" run_ctest build-aarch64 -L unit
 
 current_stage=""
 if ((${#failed[@]} > 0)); then

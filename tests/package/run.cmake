@@ -1,5 +1,6 @@
 # cmake -DSOURCE_DIR=<shmring source> -DBUILD_DIR=<a built shmring> -DWORK_DIR=<scratch>
-#       [-DCONFIG=Release] [-DGENERATOR=...] [-DCXX_COMPILER=...] [-DVERSION=x.y.z] -P run.cmake
+#       [-DCONFIG=Release] [-DGENERATOR=...] [-DCXX_COMPILER=...] [-DVERSION=x.y.z]
+#       [-DTOOLCHAIN_FILE=... [-DEMULATOR=program|arg|...]] -P run.cmake
 #
 # Installs shmring from BUILD_DIR into a scratch prefix, then builds and runs
 # the consumer project in tests/package three ways: find_package() against the
@@ -33,6 +34,14 @@ endif()
 if(VERSION)
   list(APPEND config_args -DSHMRING_EXPECTED_VERSION=${VERSION})
 endif()
+# A cross build: the consumers are built for the same target and run under
+# its emulator (given with '|' between its words).
+# BOTH: the scratch prefix and the build tree lie outside the target's root,
+# where a cross toolchain file confines find_package().
+if(TOOLCHAIN_FILE)
+  list(APPEND config_args -DCMAKE_TOOLCHAIN_FILE=${TOOLCHAIN_FILE} -DCMAKE_FIND_ROOT_PATH_MODE_PACKAGE=BOTH)
+endif()
+string(REPLACE "|" ";" emulator "${EMULATOR}")
 
 function(step what)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
@@ -55,7 +64,7 @@ function(consumer name)
     message(FATAL_ERROR "test_package: ${name}: no package_test executable under ${dir}")
   endif()
   list(GET exe 0 exe)
-  step("${name}: run" ${exe})
+  step("${name}: run" ${emulator} ${exe})
 endfunction()
 
 step("install into ${prefix}" ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix} ${build_config})

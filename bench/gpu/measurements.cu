@@ -1,0 +1,685 @@
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cinttypes>
+#include <cstring>
+#include <cuda/atomic>
+#include <exception>
+#include <stdexcept>
+
+#include "kernels.cuh"
+#include "measurements.hpp"
+#include "messages.cuh"
+#include "shmring/cuda/gpu_ring.hpp"
+#include "shmring/cuda/registration.hpp"
+
+namespace gpu_bench {
+
+namespace {
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct Percentiles {
+  double median = 0, p99 = 0, min = 0, mean = 0;
+};
+Percentiles percentiles(std::vector<std::int64_t> v) {
+  Percentiles p;
+  if (v.empty()) return p;
+  std::sort(v.begin(), v.end());
+  p.median = static_cast<double>(v[v.size() / 2]);
+  p.p99 = static_cast<double>(v[std::min(v.size() - 1, v.size() * 99 / 100)]);
+  p.min = static_cast<double>(v.front());
+  double s = 0;
+  for (const auto x : v) s += static_cast<double>(x);
+  p.mean = s / static_cast<double>(v.size());
+  return p;
+}
+
+// Times a kernel launch with events; returns seconds.
+template <class Launch>
+double timed(Launch&& launch) {
+  cudaEvent_t a, b;
+  cuda_ok(cudaEventCreate(&a), "cudaEventCreate");
+  cuda_ok(cudaEventCreate(&b), "cudaEventCreate");
+  cuda_ok(cudaEventRecord(a), "cudaEventRecord");
+  launch();
+  cuda_ok(cudaGetLastError(), "kernel launch");
+  cuda_ok(cudaEventRecord(b), "cudaEventRecord");
+  cuda_ok(cudaEventSynchronize(b), "kernel");
+  float ms = 0;
+  cuda_ok(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return ms / 1e3;
+}
+
+}  // namespace
+
+Ceilings measure_ceilings(Context& ctx) {
+  Ceilings c;
+  const Options& o = ctx.opt;
+  const std::uint64_t bytes = o.ceiling_bytes / 16 * 16;
+  const std::uint64_t vectors = bytes / 16;
+  const std::uint64_t one_block_vectors = std::min(o.one_block_ceiling_bytes, bytes) / 16;
+  const std::string name = segment_name("ceiling");
+  sr::CreateOptions co;
+  co.capacity = pow2_floor(std::max<std::uint64_t>(1, bytes / MiB));
+  if (co.capacity * MiB < bytes) co.capacity *= 2;
+  co.slot_size = MiB;  // the slot area, one stretch of co.capacity MiB and a bit, is the region
+  const sr::Segment seg = sr::Segment::create(name, co);
+  Unlink unlink{name};
+  const std::uint64_t offset = seg.geometry().slots_offset;
+  const std::int64_t t0 = now_ns();
+  const sc::Registration reg = sc::Registration::register_segment(seg, ctx.dev.id);
+  c.register_ms = static_cast<double>(now_ns() - t0) / 1e6;
+  auto* host = reinterpret_cast<std::uint64_t*>(seg.base() + offset);
+  auto* dev = reinterpret_cast<ulonglong2*>(reg.device_pointer() + offset);
+  const int blocks = ctx.dev.prop.multiProcessorCount * 4;
+  const int threads = 512;
+  progress("ceilings: %s registered in %.0f ms", human_bytes(bytes).c_str(), c.register_ms);
+
+  auto verify_stores = [&](std::uint64_t n_vectors, std::uint64_t salt) {
+    std::uint64_t bad = 0;
+    for (std::uint64_t w = 0; w < 2 * n_vectors; ++w) bad += host[w] != (w ^ salt);
+    return bad;
+  };
+  // Stores, whole grid and one block.
+  std::vector<double> gbps;
+  std::uint64_t salt = 0;
+  for (unsigned rep = 0; rep < o.ceiling_reps + 1; ++rep) {  // the first is a warm-up
+    salt = 0x1234567800000000ull + rep;
+    const double s = timed([&] { store_kernel<<<blocks, threads>>>(dev, vectors, salt); });
+    if (rep != 0) gbps.push_back(static_cast<double>(bytes) / s / 1e9);
+  }
+  c.errors += verify_stores(vectors, salt);
+  c.store_gbps = median(gbps);
+  gbps.clear();
+  for (unsigned rep = 0; rep < 2; ++rep) {
+    salt = 0xABCDEF0000000000ull + rep;
+    const double s =
+        timed([&] { store_kernel<<<1, o.gpu_threads>>>(dev, one_block_vectors, salt); });
+    gbps.push_back(static_cast<double>(one_block_vectors * 16) / s / 1e9);
+  }
+  c.errors += verify_stores(one_block_vectors, salt);
+  c.store_1block_gbps = *std::max_element(gbps.begin(), gbps.end());
+  if (o.diagnose) {  // one block, the region shifted off its 128-byte lines
+    for (const unsigned shift : {1u, 4u}) {
+      double best = 0;
+      for (unsigned rep = 0; rep < 2; ++rep) {
+        const double s = timed([&] {
+          store_kernel<<<1, o.gpu_threads>>>(dev + shift, one_block_vectors - shift, salt);
+        });
+        best = std::max(best, static_cast<double>((one_block_vectors - shift) * 16) / s / 1e9);
+      }
+      c.diagnosis.push_back({"kernel stores, one block, region starting " +
+                                 std::to_string(16 * shift) + " bytes into a 128-byte line",
+                             best});
+    }
+  }
+  progress("ceilings: kernel stores %.1f GB/s (one block %.1f GB/s)", c.store_gbps,
+           c.store_1block_gbps);
+
+  // Loads: the CPU writes a pattern and its sum; the kernel sums it back.
+  unsigned long long expect = 0, expect_1block = 0;
+  for (std::uint64_t w = 0; w < 2 * vectors; ++w) {
+    host[w] = pattern_word(w);
+    expect += host[w];
+    if (w + 1 == 2 * one_block_vectors) expect_1block = expect;
+  }
+  gbps.clear();
+  for (unsigned rep = 0; rep < o.ceiling_reps + 1; ++rep) {
+    cuda_ok(cudaMemset(ctx.scratch, 0, 8), "cudaMemset");
+    const double s =
+        timed([&] { load_sum_kernel<8><<<blocks, threads>>>(dev, vectors, ctx.scratch); });
+    unsigned long long got = 0;
+    cuda_ok(cudaMemcpy(&got, ctx.scratch, 8, cudaMemcpyDeviceToHost), "cudaMemcpy");
+    c.errors += got != expect;
+    if (rep != 0) gbps.push_back(static_cast<double>(bytes) / s / 1e9);
+  }
+  c.load_gbps = median(gbps);
+  gbps.clear();
+  for (unsigned rep = 0; rep < 2; ++rep) {
+    cuda_ok(cudaMemset(ctx.scratch, 0, 8), "cudaMemset");
+    const double s = timed(
+        [&] { load_sum_kernel<8><<<1, o.gpu_threads>>>(dev, one_block_vectors, ctx.scratch); });
+    unsigned long long got = 0;
+    cuda_ok(cudaMemcpy(&got, ctx.scratch, 8, cudaMemcpyDeviceToHost), "cudaMemcpy");
+    c.errors += got != expect_1block;
+    gbps.push_back(static_cast<double>(one_block_vectors * 16) / s / 1e9);
+  }
+  c.load_1block_gbps = *std::max_element(gbps.begin(), gbps.end());
+  if (o.diagnose) {
+    auto one_block = [&](auto kernel, unsigned block_threads) {
+      double best = 0;
+      for (unsigned rep = 0; rep < 2; ++rep) {
+        cuda_ok(cudaMemset(ctx.scratch, 0, 8), "cudaMemset");
+        const double s =
+            timed([&] { kernel<<<1, block_threads>>>(dev, one_block_vectors, ctx.scratch); });
+        unsigned long long got = 0;
+        cuda_ok(cudaMemcpy(&got, ctx.scratch, 8, cudaMemcpyDeviceToHost), "cudaMemcpy");
+        c.errors += got != expect_1block;
+        best = std::max(best, static_cast<double>(one_block_vectors * 16) / s / 1e9);
+      }
+      return best;
+    };
+    c.diagnosis.push_back({"kernel loads, one block, 4 in flight x 1024 threads",
+                           one_block(load_sum_kernel<4>, 1024)});
+    c.diagnosis.push_back({"kernel loads, one block, 8 in flight x 1024 threads",
+                           one_block(load_sum_kernel<8>, 1024)});
+    c.diagnosis.push_back({"kernel loads, one block, 16 in flight x 512 threads",
+                           one_block(load_sum_kernel<16>, 512)});
+    for (const auto& [what, v] : c.diagnosis) progress("ceilings: %s: %.1f GB/s", what.c_str(), v);
+  }
+  progress("ceilings: kernel loads %.1f GB/s (one block %.1f GB/s)", c.load_gbps,
+           c.load_1block_gbps);
+
+  // cudaMemcpy: H2D of the pattern (checked by a device sum), D2H back into
+  // the cleared region (checked by the CPU).
+  void* dbuf = nullptr;
+  cuda_ok(cudaMalloc(&dbuf, bytes), "cudaMalloc");
+  gbps.clear();
+  for (unsigned rep = 0; rep < o.ceiling_reps + 1; ++rep) {
+    const double s = timed([&] {
+      cuda_ok(cudaMemcpyAsync(dbuf, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
+    });
+    if (rep != 0) gbps.push_back(static_cast<double>(bytes) / s / 1e9);
+  }
+  c.h2d_gbps = median(gbps);
+  cuda_ok(cudaMemset(ctx.scratch, 0, 8), "cudaMemset");
+  load_sum_kernel<8>
+      <<<blocks, threads>>>(static_cast<const ulonglong2*>(dbuf), vectors, ctx.scratch);
+  cuda_ok(cudaDeviceSynchronize(), "device sum");
+  unsigned long long got = 0;
+  cuda_ok(cudaMemcpy(&got, ctx.scratch, 8, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  c.errors += got != expect;
+  std::memset(host, 0, bytes);
+  gbps.clear();
+  for (unsigned rep = 0; rep < o.ceiling_reps + 1; ++rep) {
+    const double s = timed([&] {
+      cuda_ok(cudaMemcpyAsync(host, dbuf, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+    });
+    if (rep != 0) gbps.push_back(static_cast<double>(bytes) / s / 1e9);
+  }
+  c.d2h_gbps = median(gbps);
+  unsigned long long back = 0;
+  for (std::uint64_t w = 0; w < 2 * vectors; ++w) back += host[w];
+  c.errors += back != expect;
+  cudaFree(dbuf);
+  progress("ceilings: cudaMemcpy H2D %.1f GB/s, D2H %.1f GB/s", c.h2d_gbps, c.d2h_gbps);
+
+  // One-flag ping-pong, this thread pinned, kernel thread 0 tight-polling.
+  auto* flag = host;
+  *flag = 0;
+  const std::uint64_t rounds = o.rtt_warmup + o.rtt_rounds;
+  ctx.reset_result();
+  flag_echo_kernel<<<1, 32>>>(reinterpret_cast<std::uint64_t*>(dev), rounds, ctx.timeout_ns(),
+                              ctx.result);
+  cuda_ok(cudaGetLastError(), "flag kernel launch");
+  std::vector<std::int64_t> samples;
+  samples.reserve(o.rtt_rounds);
+  IdleClock idle{o.timeout_s};
+  for (std::uint64_t i = 1; i <= rounds; ++i) {
+    const std::int64_t a = now_ns();
+    sr::atomic::store_release(flag, 2 * i - 1);
+    bool alive = true;
+    while (sr::atomic::load_acquire(flag) != 2 * i && (alive = idle.wait())) {
+    }
+    const std::int64_t b = now_ns();
+    if (!alive) {
+      c.failures.push_back("flag ping-pong: no answer from the kernel");
+      break;
+    }
+    idle.progress();
+    if (i > o.rtt_warmup) samples.push_back(b - a);
+  }
+  cuda_ok(cudaDeviceSynchronize(), "flag kernel");
+  const KernelResult kr = ctx.read_result();
+  if (kr.status != 0)
+    c.failures.push_back("flag kernel: " +
+                         std::string(sr::to_string(static_cast<sr::Status>(kr.status))));
+  const Percentiles p = percentiles(samples);
+  c.flag_median_ns = p.median;
+  c.flag_p99_ns = p.p99;
+  c.flag_min_ns = p.min;
+  c.flag_rounds = samples.size();
+  progress("ceilings: flag ping-pong median %.2f us, p99 %.2f us", p.median / 1e3, p.p99 / 1e3);
+  if (c.errors != 0)
+    c.failures.push_back(std::to_string(c.errors) + " ceiling verification errors");
+  c.measured = true;
+  return c;
+}
+
+namespace {
+
+struct RingShape {
+  std::uint64_t capacity, gpu_batch, gpu_peek, cpu_batch, cpu_peek;
+};
+
+RingShape ring_shape(const Options& o, std::uint64_t size) {
+  sr::Geometry g;
+  sr::compute_geometry(sr::RingKind::spsc, 1, size, g);
+  RingShape s;
+  s.capacity = clamp_u64(pow2_floor(std::max<std::uint64_t>(1, o.ring_bytes / g.slot_stride)), 4,
+                         std::max<std::uint64_t>(4, o.max_capacity));
+  s.gpu_batch = clamp_u64(o.gpu_claim_bytes / size, 1, std::min(o.max_gpu_claim, s.capacity / 4));
+  s.gpu_peek = clamp_u64(o.gpu_peek_bytes / size, 1, std::min(o.max_gpu_peek, s.capacity / 2));
+  s.cpu_batch = clamp_u64(o.cpu_batch_bytes / size, 1, s.capacity / 4);
+  s.cpu_peek = clamp_u64(o.cpu_batch_bytes / size, 1, s.capacity / 4);
+  return s;
+}
+
+const char* producer_label(ProducerKind kind, std::uint64_t size) {
+  switch (kind) {
+    case ProducerKind::library:
+      return size <= kFlatFillMax ? "block_claim, fill, block_commit"
+                                  : "block_claim, group_copy, block_commit";
+    case ProducerKind::staged_copy:
+      return "block_claim, staged copy (local), block_commit";
+    case ProducerKind::minimal:
+      return "minimal: parallel lengths, one fence per thread";
+    case ProducerKind::serial_lengths:
+      return "diagnostic: lengths by the leader, one fence per thread";
+    case ProducerKind::fence_per_slot:
+      return "diagnostic: parallel lengths, a release store per slot";
+  }
+  return "?";
+}
+
+}  // namespace
+
+Throughput measure_gpu_to_cpu(Context& ctx, std::uint64_t size, ProducerKind kind) {
+  const Options& o = ctx.opt;
+  const RingShape shape = ring_shape(o, size);
+  Throughput t;
+  t.direction = "gpu_to_cpu";
+  t.method = producer_label(kind, size);
+  t.library = kind == ProducerKind::library;
+  if (!o.cpu_check) {
+    t.cpu_writes = "- (CPU checks nothing: diagnosis)";
+    t.library = false;
+  }
+  t.cpu_writes = "-";
+  t.size = size;
+  t.capacity = shape.capacity;
+  t.gpu_batch = shape.gpu_batch;
+  t.cpu_batch = shape.cpu_peek;
+  t.messages = std::max<std::uint64_t>(1, o.volume / size);
+
+  const std::vector<unsigned char> frame = host_frame(size);
+  unsigned char* dframe = nullptr;
+  cuda_ok(cudaMalloc(&dframe, size), "cudaMalloc frame");
+  cuda_ok(cudaMemcpy(dframe, frame.data(), size, cudaMemcpyHostToDevice), "cudaMemcpy frame");
+  for (unsigned rep = 0; rep < o.reps && t.failure.empty(); ++rep) {
+    try {
+      const std::string name = segment_name("g2c");
+      sr::CreateOptions co;
+      co.capacity = shape.capacity;
+      co.slot_size = size;
+      const sr::Segment seg = sr::Segment::create(name, co);
+      Unlink unlink{name};
+      AgentJob job;
+      job.kind = JobKind::consume;
+      job.cpu = ctx.cpu_agent;
+      std::snprintf(job.segment, sizeof job.segment, "%s", name.c_str());
+      job.messages = t.messages;
+      job.size = size;
+      job.batch = shape.cpu_peek;
+      job.deep_every = std::max<std::uint64_t>(1, o.deep_bytes / size);
+      job.check = o.cpu_check ? 1 : 0;
+      job.prefetch = static_cast<std::uint32_t>(o.cpu_prefetch);
+      job.timeout_s = o.timeout_s;
+      const std::uint32_t n = ctx.agent->post(job);
+      ctx.agent->wait_attached(n, o.timeout_s);
+      const sc::Registration reg = sc::Registration::register_segment(seg, ctx.dev.id);
+      const sc::GpuSpscProducer tx = sc::GpuSpscProducer::attach(seg, reg);
+      ctx.reset_result();
+      const std::int64_t t_go = now_ns();
+      const auto s32 = static_cast<std::uint32_t>(size);
+      const auto b32 = static_cast<std::uint32_t>(shape.gpu_batch);
+      const unsigned threads = o.gpu_threads;
+      const std::uint64_t tmo = ctx.timeout_ns();
+      switch (kind) {
+        case ProducerKind::library:
+          produce_kernel<false>
+              <<<1, threads>>>(tx.ref(), t.messages, s32, b32, dframe, tmo, ctx.result);
+          break;
+        case ProducerKind::staged_copy:
+          produce_kernel<true>
+              <<<1, threads>>>(tx.ref(), t.messages, s32, b32, dframe, tmo, ctx.result);
+          break;
+        case ProducerKind::minimal:
+          produce_minimal_kernel<true, true>
+              <<<1, threads>>>(tx.ref(), t.messages, s32, b32, tmo, ctx.result);
+          break;
+        case ProducerKind::serial_lengths:
+          produce_minimal_kernel<false, true>
+              <<<1, threads>>>(tx.ref(), t.messages, s32, b32, tmo, ctx.result);
+          break;
+        case ProducerKind::fence_per_slot:
+          produce_minimal_kernel<true, false>
+              <<<1, threads>>>(tx.ref(), t.messages, s32, b32, tmo, ctx.result);
+          break;
+      }
+      cuda_ok(cudaGetLastError(), "producer launch");
+      cuda_ok(cudaDeviceSynchronize(), "producer kernel");
+      const KernelResult kr = ctx.read_result();
+      const AgentResult ar = ctx.agent->wait_finished(n, o.timeout_s + 60);
+      if (kr.status != 0) {
+        t.failure =
+            "GPU producer: " + std::string(sr::to_string(static_cast<sr::Status>(kr.status)));
+      } else if (!ar.ok) {
+        t.failure = ar.failure;
+      } else if (kr.messages != t.messages || ar.messages != t.messages) {
+        t.failure = "message count mismatch";
+      }
+      t.errors += ar.errors;
+      t.deep_checked += ar.deep_checked;
+      if (t.failure.empty()) t.seconds.push_back(static_cast<double>(ar.t_end - t_go) / 1e9);
+    } catch (const std::exception& e) {
+      t.failure = e.what();
+    }
+  }
+  cudaFree(dframe);
+  return t;
+}
+
+// A GPU producer (the library's block path) publishing to k CPU subscriber
+// processes of a reliable broadcast ring, each checking every message as the
+// GPU -> CPU consumer does. Time: from the launch until the last subscriber
+// has checked the last message; GB/s: what the producer published.
+Throughput measure_broadcast(Context& ctx, std::uint64_t size, std::uint64_t k) {
+  const Options& o = ctx.opt;
+  const RingShape shape = ring_shape(o, size);
+  Throughput t;
+  t.direction = "gpu_to_cpu";
+  t.method = "broadcast, block_claim, group_copy, block_commit -> " + std::to_string(k) +
+             (k == 1 ? " subscriber" : " subscribers");
+  t.cpu_writes = "-";
+  t.size = size;
+  t.capacity = shape.capacity;
+  t.gpu_batch = shape.gpu_batch;
+  t.cpu_batch = shape.cpu_peek;
+  t.messages = std::max<std::uint64_t>(1, o.volume / size / 4);
+  std::vector<Agent*> agents{ctx.agent};
+  for (std::uint64_t i = 1; i < k && i - 1 < ctx.subscribers->size(); ++i) {
+    agents.push_back(&(*ctx.subscribers)[i - 1]);
+  }
+  if (agents.size() != k) {
+    t.failure = "not enough subscriber agents";
+    return t;
+  }
+  const std::vector<unsigned char> frame = host_frame(size);
+  unsigned char* dframe = nullptr;
+  cuda_ok(cudaMalloc(&dframe, size), "cudaMalloc frame");
+  cuda_ok(cudaMemcpy(dframe, frame.data(), size, cudaMemcpyHostToDevice), "cudaMemcpy frame");
+  for (unsigned rep = 0; rep < o.reps && t.failure.empty(); ++rep) {
+    try {
+      const std::string name = segment_name("bcast");
+      sr::CreateOptions co;
+      co.kind = sr::RingKind::broadcast;
+      co.subscribers = static_cast<std::uint32_t>(k);
+      co.capacity = shape.capacity;
+      co.slot_size = size;
+      const sr::Segment seg = sr::Segment::create(name, co);
+      Unlink unlink{name};
+      std::vector<std::uint32_t> jobs;
+      for (std::size_t i = 0; i < agents.size(); ++i) {
+        AgentJob job;
+        job.kind = JobKind::subscribe;
+        job.cpu = i == 0 ? ctx.cpu_agent : ctx.subscriber_cpus[i - 1];
+        std::snprintf(job.segment, sizeof job.segment, "%s", name.c_str());
+        job.messages = t.messages;
+        job.size = size;
+        job.batch = shape.cpu_peek;
+        job.deep_every = std::max<std::uint64_t>(1, o.deep_bytes / size);
+        job.prefetch = static_cast<std::uint32_t>(o.cpu_prefetch);
+        job.timeout_s = o.timeout_s;
+        jobs.push_back(agents[i]->post(job));
+      }
+      for (std::size_t i = 0; i < agents.size(); ++i)
+        agents[i]->wait_attached(jobs[i], o.timeout_s);
+      const sc::Registration reg = sc::Registration::register_segment(seg, ctx.dev.id);
+      const sc::GpuBroadcastProducer tx = sc::GpuBroadcastProducer::attach(seg, reg);
+      ctx.reset_result();
+      const std::int64_t t_go = now_ns();
+      produce_kernel<false, sc::BroadcastDeviceProducer><<<1, o.gpu_threads>>>(
+          tx.ref(), t.messages, static_cast<std::uint32_t>(size),
+          static_cast<std::uint32_t>(shape.gpu_batch), dframe, ctx.timeout_ns(), ctx.result);
+      cuda_ok(cudaGetLastError(), "producer launch");
+      cuda_ok(cudaDeviceSynchronize(), "producer kernel");
+      const KernelResult kr = ctx.read_result();
+      std::int64_t t_end = 0;
+      for (std::size_t i = 0; i < agents.size(); ++i) {
+        const AgentResult ar = agents[i]->wait_finished(jobs[i], o.timeout_s + 60);
+        if (!ar.ok && t.failure.empty()) t.failure = ar.failure;
+        if (ar.ok && ar.messages != t.messages && t.failure.empty()) {
+          t.failure = "message count mismatch";
+        }
+        t.errors += ar.errors;
+        t.deep_checked += ar.deep_checked;
+        t_end = std::max(t_end, ar.t_end);
+      }
+      if (kr.status != 0) {
+        t.failure =
+            "GPU producer: " + std::string(sr::to_string(static_cast<sr::Status>(kr.status)));
+      } else if (kr.messages != t.messages && t.failure.empty()) {
+        t.failure = "message count mismatch";
+      }
+      if (t.failure.empty()) t.seconds.push_back(static_cast<double>(t_end - t_go) / 1e9);
+    } catch (const std::exception& e) {
+      t.failure = e.what();
+    }
+  }
+  cudaFree(dframe);
+  return t;
+}
+
+Throughput measure_cpu_to_gpu(Context& ctx, std::uint64_t size, bool write_full) {
+  const Options& o = ctx.opt;
+  const RingShape shape = ring_shape(o, size);
+  Throughput t;
+  t.direction = "cpu_to_gpu";
+  t.method = "block_peek, read all, block_release";
+  t.cpu_writes = size == 64 || write_full ? "every byte" : "stamps (24 B)";
+  t.size = size;
+  t.capacity = shape.capacity;
+  t.gpu_batch = shape.gpu_peek;
+  t.cpu_batch = shape.cpu_batch;
+  t.messages = std::max<std::uint64_t>(1, o.volume / size);
+  const std::vector<unsigned char> frame = host_frame(size);
+  for (unsigned rep = 0; rep < o.reps && t.failure.empty(); ++rep) {
+    try {
+      const std::string name = segment_name("c2g");
+      sr::CreateOptions co;
+      co.capacity = shape.capacity;
+      co.slot_size = size;
+      const sr::Segment seg = sr::Segment::create(name, co);
+      Unlink unlink{name};
+      // Every slot starts with the pattern, so a producer that writes only
+      // the stamps still hands over complete messages.
+      const sr::RingView view(seg.base(), seg.geometry());
+      for (std::uint64_t s = 0; s < shape.capacity; ++s)
+        std::memcpy(view.payload(s), frame.data(), size);
+      AgentJob job;
+      job.kind = JobKind::produce;
+      job.cpu = ctx.cpu_agent;
+      std::snprintf(job.segment, sizeof job.segment, "%s", name.c_str());
+      job.messages = t.messages;
+      job.size = size;
+      job.batch = shape.cpu_batch;
+      job.write_full = write_full ? 1 : 0;
+      job.timeout_s = o.timeout_s;
+      const std::uint32_t n = ctx.agent->post(job);
+      ctx.agent->wait_attached(n, o.timeout_s);
+      const sc::Registration reg = sc::Registration::register_segment(seg, ctx.dev.id);
+      const sc::GpuSpscConsumer rx = sc::GpuSpscConsumer::attach(seg, reg);
+      ctx.reset_result();
+      consume_kernel<<<1, o.gpu_threads>>>(rx.ref(), t.messages, static_cast<std::uint32_t>(size),
+                                           static_cast<std::uint32_t>(shape.gpu_peek),
+                                           ctx.timeout_ns(), ctx.result);
+      cuda_ok(cudaGetLastError(), "consumer launch");
+      ctx.agent->go(n);
+      cuda_ok(cudaDeviceSynchronize(), "consumer kernel");
+      const std::int64_t t_done = now_ns();
+      const KernelResult kr = ctx.read_result();
+      const AgentResult ar = ctx.agent->wait_finished(n, o.timeout_s + 60);
+      if (kr.status != 0) {
+        t.failure =
+            "GPU consumer: " + std::string(sr::to_string(static_cast<sr::Status>(kr.status)));
+      } else if (!ar.ok) {
+        t.failure = ar.failure;
+      } else if (kr.messages != t.messages || ar.messages != t.messages) {
+        t.failure = "message count mismatch";
+      }
+      t.errors += kr.errors;
+      t.deep_checked += kr.messages;
+      if (t.failure.empty()) t.seconds.push_back(static_cast<double>(t_done - ar.t_start) / 1e9);
+    } catch (const std::exception& e) {
+      t.failure = e.what();
+    }
+  }
+  return t;
+}
+
+RoundTrip measure_round_trip(Context& ctx, std::uint64_t size, EchoKind kind, CpuWait wait) {
+  const Options& o = ctx.opt;
+  RoundTrip rt;
+  const bool low_latency =
+      kind == EchoKind::low_latency_warp || kind == EchoKind::low_latency_thread;
+  rt.variant = kind == EchoKind::pop_push           ? "pop() + push(), thread 0"
+               : kind == EchoKind::low_latency_warp ? "low-latency slots: warp_pop() + push()"
+               : kind == EchoKind::low_latency_thread
+                   ? "low-latency slots: pop() + push(), thread 0"
+               : kind == EchoKind::peek_push ? "warp_peek(1) + push() + warp_release()"
+                                             : "minimal: tight poll, no sleeper-count loads";
+  if (wait == CpuWait::blocking) rt.variant += "; CPU waits in pop() without spinning";
+  if (wait == CpuWait::epoll) rt.variant += "; CPU waits in epoll on event_fd()";
+  rt.size = size;
+  try {
+    const std::string ping_name = segment_name("ping");
+    const std::string pong_name = segment_name("pong");
+    sr::CreateOptions co;
+    co.capacity = 64;
+    co.slot_size = size;
+    if (low_latency) co.format = sr::SlotFormat::low_latency;
+    const sr::Segment ping = sr::Segment::create(ping_name, co);
+    Unlink u1{ping_name};
+    const sr::Segment pong = sr::Segment::create(pong_name, co);
+    Unlink u2{pong_name};
+    sr::SpscProducer tx = sr::SpscProducer::attach(ping);
+    sr::WaitPolicy no_spin;
+    no_spin.spin_iterations = 0;
+    no_spin.yield_iterations = 0;
+    no_spin.spin_time = std::chrono::nanoseconds(0);
+    sr::SpscConsumer rx =
+        sr::SpscConsumer::attach(pong, wait == CpuWait::spin ? sr::WaitPolicy{} : no_spin);
+    int epfd = -1;
+    if (wait == CpuWait::epoll) {
+      epfd = epoll_create1(EPOLL_CLOEXEC);
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      if (epfd < 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, rx.event_fd(), &ev) != 0) {
+        throw std::runtime_error("epoll setup failed");
+      }
+    }
+    struct CloseFd {
+      int fd;
+      ~CloseFd() {
+        if (fd >= 0) close(fd);
+      }
+    } close_epfd{epfd};
+    const sc::Registration reg_ping = sc::Registration::register_segment(ping, ctx.dev.id);
+    const sc::Registration reg_pong = sc::Registration::register_segment(pong, ctx.dev.id);
+    const sc::GpuSpscConsumer gin = sc::GpuSpscConsumer::attach(ping, reg_ping);
+    const sc::GpuSpscProducer gout = sc::GpuSpscProducer::attach(pong, reg_pong);
+    const std::uint64_t rounds = o.rtt_warmup + o.rtt_rounds;
+    ctx.reset_result();
+    const auto s32 = static_cast<std::uint32_t>(size);
+    if (kind == EchoKind::low_latency_warp) {
+      echo_warp_pop_push_kernel<<<1, 32>>>(gin.ref(), gout.ref(), rounds, s32, ctx.timeout_ns(),
+                                           ctx.result);
+    } else if (kind == EchoKind::pop_push || kind == EchoKind::low_latency_thread) {
+      echo_pop_push_kernel<<<1, 32>>>(gin.ref(), gout.ref(), rounds, s32, ctx.timeout_ns(),
+                                      ctx.result);
+    } else if (kind == EchoKind::peek_push) {
+      echo_peek_push_kernel<<<1, 32>>>(gin.ref(), gout.ref(), rounds, s32, ctx.timeout_ns(),
+                                       ctx.result);
+    } else {
+      echo_minimal_kernel<<<1, 32>>>(gin.ref(), gout.ref(), rounds, s32, ctx.timeout_ns(),
+                                     ctx.result);
+    }
+    cuda_ok(cudaGetLastError(), "echo launch");
+    alignas(64) std::byte msg[64] = {};
+    alignas(64) std::byte reply[64] = {};
+    std::vector<std::int64_t> samples;
+    samples.reserve(o.rtt_rounds);
+    IdleClock idle{o.timeout_s};
+    for (std::uint64_t i = 0; i < rounds && rt.failure.empty(); ++i) {
+      store_word(msg, i);
+      if (size >= 16) {
+        store_word(msg + 8, size);
+        store_word(msg + size - 8, ~i);
+      }
+      const std::int64_t a = now_ns();
+      sr::Status s;
+      while ((s = tx.try_push({msg, size})) == sr::Status::would_block && idle.wait()) {
+      }
+      std::size_t got = 0;
+      if (s == sr::Status::ok && wait == CpuWait::blocking) {
+        s = rx.pop(reply, got,
+                   std::chrono::nanoseconds(static_cast<std::int64_t>(o.timeout_s * 1e9)));
+        if (s == sr::Status::timeout) s = sr::Status::would_block;
+      } else if (s == sr::Status::ok && wait == CpuWait::epoll) {
+        // The protocol: try until would_block (which arms the descriptor),
+        // then wait for it to become readable.
+        while ((s = rx.try_pop(reply, got)) == sr::Status::would_block) {
+          epoll_event ev{};
+          if (epoll_wait(epfd, &ev, 1, static_cast<int>(o.timeout_s * 1000)) <= 0) break;
+        }
+      } else if (s == sr::Status::ok) {
+        while ((s = rx.try_pop(reply, got)) == sr::Status::would_block && idle.wait()) {
+        }
+      }
+      const std::int64_t b = now_ns();
+      if (s != sr::Status::ok) {
+        rt.failure = std::string("CPU side: ") +
+                     (s == sr::Status::would_block ? "no reply" : sr::to_string(s));
+        break;
+      }
+      idle.progress();
+      rt.errors +=
+          got != size || load_word(reply) != i || (size >= 16 && load_word(reply + size - 8) != ~i);
+      if (i >= o.rtt_warmup) samples.push_back(b - a);
+    }
+    cuda_ok(cudaDeviceSynchronize(), "echo kernel");
+    const KernelResult kr = ctx.read_result();
+    if (kr.status != 0 && rt.failure.empty()) {
+      rt.failure = "GPU echo: " + std::string(sr::to_string(static_cast<sr::Status>(kr.status)));
+    }
+    rt.errors += kr.errors;
+    const Percentiles p = percentiles(samples);
+    rt.rounds = samples.size();
+    rt.median_ns = p.median;
+    rt.p99_ns = p.p99;
+    rt.min_ns = p.min;
+    rt.mean_ns = p.mean;
+  } catch (const std::exception& e) {
+    rt.failure = e.what();
+  }
+  return rt;
+}
+
+void finish(Throughput& t) {
+  if (t.seconds.empty()) return;
+  const double s = median(t.seconds);
+  t.msg_per_s = static_cast<double>(t.messages) / s;
+  t.gbps = static_cast<double>(t.messages * t.size) / s / 1e9;
+}
+
+}  // namespace gpu_bench
