@@ -5,6 +5,7 @@
 #include "detail/attach.hpp"
 #include "detail/blocking.hpp"
 #include "detail/fail.hpp"
+#include "detail/peers.hpp"
 #include "detail/subscribers.hpp"
 #include "shmring/event.hpp"
 
@@ -35,6 +36,34 @@ void detail::BroadcastSubscriberCore::wake_producer() noexcept {
 
 bool detail::BroadcastProducerCore::evict_dead() noexcept {
   return evict_dead_subscribers(view, probe_fd) != 0;
+}
+
+// ---- end of stream -----------------------------------------------------------
+
+void detail::BroadcastProducerCore::close() noexcept {
+  closed_here = true;
+  // SYNC POINT (seq_cst store, after every position store of this handle),
+  // as on an SPSC ring: a subscriber that reads kStreamClosed then re-reads
+  // the head sees every message; an arming waiter sees the word or the
+  // wake-up below finds it.
+  atomic::store_seq_cst(&view.producer()->stream, kStreamClosed);
+  wake_subscribers();
+}
+
+detail::BroadcastProducerCore::~BroadcastProducerCore() {
+  if (close_on_exit && !closed_here && lifetime && attached_here()) close();
+}
+
+Status detail::BroadcastSubscriberCore::end_status(bool probe) noexcept {
+  if (atomic::load_seq_cst(&view.producer()->stream) == kStreamClosed) {
+    return view.data_ready(cursor) ? Status::would_block : Status::closed;
+  }
+  // The broadcast producer holds the producer role as an SPSC producer does.
+  if (probe) peer_dead_seen = spsc_role_died(segment, /*producer=*/true);
+  if (!peer_dead_seen) return Status::would_block;
+  if (!probe) peer_dead_seen = false;  // reported once; the next wait probes again
+  // A dead producer's stores are all visible: what it published is read first.
+  return view.data_ready(cursor) ? Status::would_block : Status::peer_dead;
 }
 
 detail::BroadcastSubscriberCore::~BroadcastSubscriberCore() {
@@ -113,6 +142,8 @@ BroadcastProducer BroadcastProducer::do_attach(const Segment& segment, const Wai
   if (core->cursor.head != atomic::load_acquire(&v.producer()->position)) {
     atomic::store_seq_cst(&v.producer()->position, core->cursor.head);
   }
+  // A producer that attaches reopens the stream a predecessor closed.
+  atomic::store_seq_cst(&v.producer()->stream, kStreamOpen);
   p.core_ = core.release();
   return p;
 }
@@ -189,8 +220,10 @@ template <class TryOnce, class Done>
 auto BroadcastSubscriber::wait_for_message(std::chrono::nanoseconds timeout, TryOnce&& try_once,
                                            Done&& done) noexcept -> decltype(try_once()) {
   detail::BroadcastSubscriberCore& c = *core_;
+  // The re-check also looks for the end of the stream (a close, or a
+  // producer that died: a lock probe once per sleep slice).
   return detail::block_until(detail::data_side(c.view), c.policy, c.wait_state, timeout, try_once,
-                             done, [&] { return c.view.data_ready(c.cursor); });
+                             done, [&] { return c.event_ready(); });
 }
 
 Status BroadcastSubscriber::pop(std::span<std::byte> buffer, std::size_t& size,

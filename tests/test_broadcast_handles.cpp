@@ -283,6 +283,94 @@ TEST(BroadcastHandles, AProducerKilledIsTakenOverWhereItStopped) {
   EXPECT_EQ(sub.try_pop(buf, size), Status::would_block);
 }
 
+// End of stream: every subscriber reads what was published, then gets
+// Status::closed (a blocking pop at once); the closed producer pushes nothing;
+// a producer that attaches again reopens the stream.
+TEST(BroadcastHandles, SubscribersDrainThenSeeTheStreamClosed) {
+  Ring ring(broadcast(2, Delivery::reliable, 16));
+  BroadcastSubscriber a = BroadcastSubscriber::attach(ring.segment);
+  BroadcastSubscriber b = BroadcastSubscriber::attach(ring.segment);
+  constexpr std::uint64_t kTotal = 5;
+  {
+    BroadcastProducer p = BroadcastProducer::attach(ring.segment);
+    for (std::uint64_t i = 0; i < kTotal; ++i) ASSERT_EQ(p.try_push(Message(i).span()), Status::ok);
+    ASSERT_EQ(p.close(), Status::ok);
+    EXPECT_TRUE(p.closed());
+    EXPECT_EQ(p.try_push(Message(kTotal).span()), Status::closed);
+  }
+  std::vector<std::byte> buf(kSlot);
+  std::size_t size = 0;
+  for (BroadcastSubscriber* s : {&a, &b}) {
+    for (std::uint64_t i = 0; i < kTotal; ++i) {
+      ASSERT_EQ(s->try_pop(buf, size), Status::ok);
+      EXPECT_EQ(seq_of({buf.data(), size}, kTotal), i);
+    }
+    EXPECT_EQ(s->try_pop(buf, size), Status::closed);
+    const auto start = Clock::now();
+    EXPECT_EQ(s->pop(buf, size, 30s), Status::closed);
+    EXPECT_EQ(s->peek(1, 30s).status(), Status::closed);
+    EXPECT_LT(Clock::now() - start, 10s) << "a blocking call waited on a closed stream";
+  }
+  BroadcastProducer again = BroadcastProducer::attach(ring.segment);
+  EXPECT_EQ(a.try_pop(buf, size), Status::would_block) << "a new producer reopens the stream";
+  ASSERT_EQ(again.try_push(Message(kTotal).span()), Status::ok);
+  ASSERT_EQ(a.try_pop(buf, size), Status::ok);
+  EXPECT_EQ(seq_of({buf.data(), size}, kTotal + 1), kTotal);
+  // Close on exit: dropping the handle ends the stream.
+  again = BroadcastProducer();
+  EXPECT_EQ(a.try_pop(buf, size), Status::closed);
+}
+
+// A producer killed without closing: a subscriber sleeping in pop reads what
+// it published, then gets Status::peer_dead (not a hang, not closed), for
+// both deliveries; a subscriber that never slept finds out on its next wait.
+TEST(BroadcastHandles, AProducerKilledIsPeerDeadAfterItsMessages) {
+  for (const Delivery delivery : {Delivery::reliable, Delivery::lossy}) {
+    Ring ring(broadcast(1, delivery, 16), delivery == Delivery::lossy ? "lossy" : "reliable");
+    BroadcastSubscriber sub = BroadcastSubscriber::attach(ring.segment);
+    constexpr std::uint64_t kFirst = 3;
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      Segment s = Segment::open(ring.shm.name());
+      BroadcastProducer p = BroadcastProducer::attach(s);
+      for (std::uint64_t i = 0; i < kFirst; ++i) {
+        if (p.try_push(Message(i).span()) != Status::ok) ::_exit(2);
+      }
+      const char c = 1;
+      if (::write(fds[1], &c, 1) != 1) ::_exit(3);
+      for (;;) ::pause();
+    }
+    char c = 0;
+    ASSERT_EQ(::read(fds[0], &c, 1), 1);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    std::vector<std::byte> buf(kSlot);
+    std::size_t size = 0;
+    for (std::uint64_t i = 0; i < kFirst; ++i) {
+      ASSERT_EQ(sub.pop(buf, size, kDeadline), Status::ok);
+      EXPECT_EQ(seq_of({buf.data(), size}, kFirst), i);
+    }
+    EXPECT_EQ(sub.try_pop(buf, size), Status::would_block) << "alive: nothing yet";
+    std::atomic<bool> started{false};
+    Status got = Status::ok;
+    std::thread waiter([&] {
+      started = true;
+      got = sub.pop(buf, size, kDeadline);
+    });
+    ASSERT_TRUE(eventually([&] { return started.load(); }));
+    ::kill(child, SIGKILL);
+    EXPECT_EQ(test::wait_child(child), -1);
+    const auto start = Clock::now();
+    waiter.join();
+    EXPECT_EQ(got, Status::peer_dead) << to_string(got);
+    EXPECT_LT(Clock::now() - start, 10s);
+    EXPECT_EQ(sub.pop(buf, size, 1s), Status::peer_dead);
+  }
+}
+
 // The first message a subscriber joining at `at` reads.
 std::uint64_t first_read(const Segment& seg, JoinAt at, std::uint64_t total) {
   BroadcastSubscriber s = BroadcastSubscriber::attach(seg, at);

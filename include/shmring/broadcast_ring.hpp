@@ -79,6 +79,16 @@ struct BroadcastProducerCore final : HandleCore {
   void finish_write(std::uint64_t first, std::uint64_t, std::uint64_t count) noexcept override {
     if (count != 0 && first == cursor.head) publish(count);
   }
+
+  Status end_status(bool probe) noexcept override {
+    (void)probe;  // dead subscribers are evicted, never a dead end
+    return closed_here ? Status::closed : Status::would_block;
+  }
+  // Ends the stream: stored after every publication of this handle, then
+  // the subscribers are woken (futex and descriptors) whether or not they
+  // sleep.
+  void close() noexcept;
+  ~BroadcastProducerCore() override;
 };
 
 // What a BroadcastSubscriber holds: its block (retired when the core goes).
@@ -99,6 +109,11 @@ struct BroadcastSubscriberCore final : HandleCore {
   bool still_valid(std::uint64_t position) const noexcept override {
     return view.still_valid(position);
   }
+  bool progress_ready() const noexcept override { return view.data_ready(cursor); }
+  // Status::closed once the producer closed the stream, Status::peer_dead
+  // once the process holding the producer role died without closing it;
+  // either only after every message published before it was read.
+  Status end_status(bool probe) noexcept override;
   // Nothing was readable at the cursor (`status` from readable()). Lossy: a
   // published position whose slot is being rewritten, or was taken by a
   // claim the producer then gave up, lost its message as surely as a lap
@@ -127,6 +142,27 @@ class BroadcastProducer : public detail::InOrderProducer<detail::BroadcastProduc
                                   std::error_code& ec);
 
   Delivery delivery() const noexcept { return core_ ? core_->view.delivery() : Delivery::reliable; }
+
+  // Ends the stream (docs/events.md): each subscriber reads what was
+  // published, then gets Status::closed; this handle's later pushes and
+  // claims get it too. The handle keeps the role; a producer that attaches
+  // later reopens the stream. Returns ok, or why nothing happened (detached,
+  // wrong_process, busy while a claim is live).
+  Status close() noexcept {
+    if (core_ != nullptr && core_->closed_here) return Status::ok;
+    if (const Status s = exclusive_refusal(); s != Status::ok) return s;
+    core_->close();
+    return Status::ok;
+  }
+  bool closed() const noexcept { return core_ && core_->closed_here; }
+  // Whether the end of this handle (destruction, or assigning over it)
+  // closes the stream as close() does; true by default. false leaves the
+  // stream open for a producer that attaches later.
+  void set_close_on_exit(bool close) noexcept {
+    if (core_) core_->close_on_exit = close;
+  }
+  bool close_on_exit() const noexcept { return core_ && core_->close_on_exit; }
+
   // position(), try_push(), try_push_many() and try_claim() as on an SPSC
   // ring (in_order.hpp). Reliable: they would_block while the slowest live
   // subscriber has not released the slot they need. Lossy: a claim's slots
