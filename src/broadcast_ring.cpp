@@ -66,6 +66,20 @@ Status detail::BroadcastSubscriberCore::end_status(bool probe) noexcept {
   return view.data_ready(cursor) ? Status::would_block : Status::peer_dead;
 }
 
+Status BroadcastSubscriber::ended_at(std::uint64_t position) noexcept {
+  if (!detail::usable(core_)) return detail::unusable(core_);
+  const BroadcastView& v = core_->view;
+  // The stream word first: stored after the last publication, so the head
+  // read after it is final (and so is a dead producer's).
+  const bool closed = atomic::load_seq_cst(&v.producer()->stream) == kStreamClosed;
+  if (!closed && !detail::spsc_role_died(core_->segment, /*producer=*/true)) {
+    return Status::would_block;
+  }
+  const std::uint64_t head = atomic::load_seq_cst(&v.producer()->position);
+  if (static_cast<std::int64_t>(head - position) > 0) return Status::would_block;
+  return closed ? Status::closed : Status::peer_dead;
+}
+
 detail::BroadcastSubscriberCore::~BroadcastSubscriberCore() {
   if (!block) return;
   if (!attached_here()) {

@@ -298,6 +298,15 @@ TEST(BroadcastHandles, SubscribersDrainThenSeeTheStreamClosed) {
     EXPECT_TRUE(p.closed());
     EXPECT_EQ(p.try_push(Message(kTotal).span()), Status::closed);
   }
+  {
+    // A reader that keeps the messages (peeked, put back) asks where the
+    // stream ends.
+    ReadClaim kept = a.try_peek(kTotal);
+    ASSERT_EQ(kept.size(), kTotal);
+    EXPECT_EQ(a.ended_at(kept.position(0)), Status::would_block);
+    EXPECT_EQ(a.ended_at(kept.position(0) + kTotal), Status::closed);
+    ASSERT_EQ(kept.put_back(), Status::ok);
+  }
   std::vector<std::byte> buf(kSlot);
   std::size_t size = 0;
   for (BroadcastSubscriber* s : {&a, &b}) {
@@ -354,6 +363,7 @@ TEST(BroadcastHandles, AProducerKilledIsPeerDeadAfterItsMessages) {
       EXPECT_EQ(seq_of({buf.data(), size}, kFirst), i);
     }
     EXPECT_EQ(sub.try_pop(buf, size), Status::would_block) << "alive: nothing yet";
+    EXPECT_EQ(sub.ended_at(kFirst), Status::would_block) << "alive";
     std::atomic<bool> started{false};
     Status got = Status::ok;
     std::thread waiter([&] {
@@ -368,6 +378,8 @@ TEST(BroadcastHandles, AProducerKilledIsPeerDeadAfterItsMessages) {
     EXPECT_EQ(got, Status::peer_dead) << to_string(got);
     EXPECT_LT(Clock::now() - start, 10s);
     EXPECT_EQ(sub.pop(buf, size, 1s), Status::peer_dead);
+    EXPECT_EQ(sub.ended_at(kFirst), Status::peer_dead);
+    EXPECT_EQ(sub.ended_at(kFirst - 1), Status::would_block) << "a message left after it";
   }
 }
 

@@ -207,6 +207,14 @@ class BroadcastSubscriber : public detail::Handle<detail::BroadcastSubscriberCor
   // The block this subscriber holds (ring-inspect lists the blocks).
   std::uint32_t block() const noexcept { return core_ ? core_->cursor.index : 0; }
 
+  // Whether the stream ended with nothing published at or after `position`:
+  // Status::closed (the producer closed it), Status::peer_dead (the process
+  // holding the producer role died; a lock probe, a system call), else
+  // would_block. For a reader that keeps messages peeked from its cursor on
+  // (a claim put back, its slots still in use) and asks whether more will
+  // come: the reading calls would hand the kept messages again instead.
+  [[nodiscard]] Status ended_at(std::uint64_t position) noexcept;
+
   // Copies the next message into `buffer` and sets `size`. If the buffer is
   // too small: too_large, `size` = the message's size, message kept. Lossy:
   // overrun once when lapped, the cursor then at the newest message.
