@@ -37,11 +37,11 @@ struct SinkState {
 #if SHMRING_HAVE_CUDA
   shmring::cuda::Registration registration;
 #endif
-  bool created = false;        // this sink created the ring (and unlinks it at stop)
-  bool have_caps = false;      // set_caps ran
+  bool created = false;    // this sink created the ring (and unlinks it at stop)
+  bool have_caps = false;  // set_caps ran
   bool lossy = false;
-  std::string caps;            // the negotiated caps, as stored in the ring
-  std::size_t frame_size = 0;  // raw video: the frame's bytes; else 0 (known per buffer)
+  std::string caps;                      // the negotiated caps, as stored in the ring
+  std::size_t frame_size = 0;            // raw video: the frame's bytes; else 0 (known per buffer)
   std::atomic<std::uint64_t> frames{0};  // buffers written (read by get_property)
   bool subscribers_seen = false;
 };
@@ -123,11 +123,11 @@ bool ensure_ring(GstShmringSink* self, std::size_t payload) {
   SinkState& st = *self->state;
   if (st.producer) {
     if (kHeader + payload > st.producer.slot_size()) {
-      GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Buffer too large for the ring's slots"),
-                        ("a buffer of %zu bytes (+%zu of header) does not fit ring '%s', whose "
-                         "slots hold %llu bytes; set max-bytes",
-                         payload, kHeader, self->ring,
-                         static_cast<unsigned long long>(st.producer.slot_size())));
+      GST_ELEMENT_ERROR(
+          self, STREAM, FAILED, ("Buffer too large for the ring's slots"),
+          ("a buffer of %zu bytes (+%zu of header) does not fit ring '%s', whose "
+           "slots hold %llu bytes; set max-bytes",
+           payload, kHeader, self->ring, static_cast<unsigned long long>(st.producer.slot_size())));
       return false;
     }
     return true;
@@ -154,8 +154,8 @@ bool ensure_ring(GstShmringSink* self, std::size_t payload) {
   o.metadata = sg::metadata_for_caps(st.caps);
   if (o.metadata.size() > shmring::kMetadataCapacity) {
     GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Caps too long for the ring"),
-                      ("the caps string is %zu bytes; a ring stores at most %zu",
-                       st.caps.size(), shmring::kMetadataCapacity - sg::kMetadataPrefix.size()));
+                      ("the caps string is %zu bytes; a ring stores at most %zu", st.caps.size(),
+                       shmring::kMetadataCapacity - sg::kMetadataPrefix.size()));
     return false;
   }
 
@@ -192,16 +192,16 @@ bool ensure_ring(GstShmringSink* self, std::size_t payload) {
     if (theirs) gst_caps_unref(theirs);
     if (ours) gst_caps_unref(ours);
     if (!same) {
-      GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Ring '%s' carries other caps", name.c_str()),
-                        ("the ring holds '%s', this stream is '%s'", stored.c_str(),
-                         st.caps.c_str()));
+      GST_ELEMENT_ERROR(
+          self, CORE, NEGOTIATION, ("Ring '%s' carries other caps", name.c_str()),
+          ("the ring holds '%s', this stream is '%s'", stored.c_str(), st.caps.c_str()));
       return false;
     }
     if (kHeader + payload > st.segment.geometry().slot_size) {
-      GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE, ("Ring '%s' has slots too small", name.c_str()),
-                        ("its slots hold %llu bytes, a buffer needs %zu",
-                         static_cast<unsigned long long>(st.segment.geometry().slot_size),
-                         kHeader + payload));
+      GST_ELEMENT_ERROR(
+          self, RESOURCE, OPEN_WRITE, ("Ring '%s' has slots too small", name.c_str()),
+          ("its slots hold %llu bytes, a buffer needs %zu",
+           static_cast<unsigned long long>(st.segment.geometry().slot_size), kHeader + payload));
       return false;
     }
   }
@@ -209,8 +209,8 @@ bool ensure_ring(GstShmringSink* self, std::size_t payload) {
 #if SHMRING_HAVE_CUDA
     st.registration = shmring::cuda::Registration::register_segment(st.segment, 0, ec);
     if (ec) {
-      GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("Could not register ring '%s' with CUDA",
-                                                   name.c_str()),
+      GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
+                        ("Could not register ring '%s' with CUDA", name.c_str()),
                         ("%s", ec.message().c_str()));
       return false;
     }
@@ -223,11 +223,10 @@ bool ensure_ring(GstShmringSink* self, std::size_t payload) {
     return false;
   }
   st.lossy = st.producer.delivery() == shmring::Delivery::lossy;
-  GST_INFO_OBJECT(self, "%s ring '%s': %llu slots of %llu bytes, %s",
-                  st.created ? "created" : "opened", name.c_str(),
-                  static_cast<unsigned long long>(st.producer.capacity()),
-                  static_cast<unsigned long long>(st.producer.slot_size()),
-                  st.lossy ? "lossy" : "reliable");
+  GST_INFO_OBJECT(
+      self, "%s ring '%s': %llu slots of %llu bytes, %s", st.created ? "created" : "opened",
+      name.c_str(), static_cast<unsigned long long>(st.producer.capacity()),
+      static_cast<unsigned long long>(st.producer.slot_size()), st.lossy ? "lossy" : "reliable");
   return true;
 }
 
@@ -348,9 +347,9 @@ static gboolean gst_shmring_sink_set_caps(GstBaseSink* sink, GstCaps* caps) {
     const bool same = old && gst_caps_is_equal(old, caps);
     if (old) gst_caps_unref(old);
     if (same) return TRUE;
-    GST_ELEMENT_ERROR(self, CORE, NEGOTIATION, ("Caps changed mid-stream"),
-                      ("ring '%s' carries '%s'; the stream now is '%s'", self->ring,
-                       st.caps.c_str(), s.c_str()));
+    GST_ELEMENT_ERROR(
+        self, CORE, NEGOTIATION, ("Caps changed mid-stream"),
+        ("ring '%s' carries '%s'; the stream now is '%s'", self->ring, st.caps.c_str(), s.c_str()));
     return FALSE;
   }
   st.caps = std::move(s);
@@ -464,8 +463,9 @@ static void gst_shmring_sink_set_property(GObject* object, guint id, const GValu
       self->cuda_register = g_value_get_boolean(value);
 #if !SHMRING_HAVE_CUDA
       if (self->cuda_register) {
-        g_warning("shmringsink: cuda-register=true, but this plugin was built without CUDA; "
-                  "the element will refuse to start");
+        g_warning(
+            "shmringsink: cuda-register=true, but this plugin was built without CUDA; "
+            "the element will refuse to start");
       }
 #endif
       break;
@@ -564,9 +564,8 @@ static void gst_shmring_sink_class_init(GstShmringSinkClass* klass) {
   gobject->set_property = gst_shmring_sink_set_property;
   gobject->get_property = gst_shmring_sink_get_property;
   gobject->finalize = gst_shmring_sink_finalize;
-  const auto rw =
-      static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-                               GST_PARAM_MUTABLE_READY);
+  const auto rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+                                           GST_PARAM_MUTABLE_READY);
   g_object_class_install_property(
       gobject, PROP_RING,
       g_param_spec_string("ring", "Ring", "Name of the broadcast ring (in /dev/shm)", nullptr, rw));
@@ -603,8 +602,8 @@ static void gst_shmring_sink_class_init(GstShmringSinkClass* klass) {
   g_object_class_install_property(
       gobject, PROP_WAIT_SUBSCRIBERS,
       g_param_spec_uint("wait-subscribers", "Wait for subscribers",
-                        "Before the first buffer, wait until this many subscribers attached", 0,
-                        64, 0, rw));
+                        "Before the first buffer, wait until this many subscribers attached", 0, 64,
+                        0, rw));
   g_object_class_install_property(
       gobject, PROP_WAIT_TIMEOUT,
       g_param_spec_uint64("wait-timeout", "Wait timeout",

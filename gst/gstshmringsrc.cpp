@@ -117,8 +117,16 @@ struct _GstShmringSrc {
   guint64 lost;
 };
 
-enum { PROP_0, PROP_RING, PROP_JOIN, PROP_TIMEOUT, PROP_COPY, PROP_FRAME_META, PROP_FRAMES,
-       PROP_LOST };
+enum {
+  PROP_0,
+  PROP_RING,
+  PROP_JOIN,
+  PROP_TIMEOUT,
+  PROP_COPY,
+  PROP_FRAME_META,
+  PROP_FRAMES,
+  PROP_LOST
+};
 
 GType gst_shmring_join_get_type(void) {
   static GType type = 0;
@@ -183,8 +191,8 @@ GstFlowReturn attach(GstShmringSrc* self) {
   }
   st.caps = gst_caps_from_string(caps.c_str());
   if (st.caps == nullptr) {
-    GST_ELEMENT_ERROR(self, STREAM, FORMAT, ("Ring '%s' holds caps that do not parse",
-                                             name.c_str()),
+    GST_ELEMENT_ERROR(self, STREAM, FORMAT,
+                      ("Ring '%s' holds caps that do not parse", name.c_str()),
                       ("'%s'", caps.c_str()));
     return GST_FLOW_ERROR;
   }
@@ -199,8 +207,7 @@ GstFlowReturn attach(GstShmringSrc* self) {
   auto window = std::make_shared<Window>();
   window->sub = shmring::BroadcastSubscriber::attach(st.segment, at, {}, ec);
   if (ec) {
-    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not subscribe to ring '%s'",
-                                                  name.c_str()),
+    GST_ELEMENT_ERROR(self, RESOURCE, OPEN_READ, ("Could not subscribe to ring '%s'", name.c_str()),
                       ("%s", ec.message().c_str()));
     return GST_FLOW_ERROR;
   }
@@ -314,8 +321,8 @@ GstFlowReturn create_copy(GstShmringSrc* self, GstBuffer** out) {
   }
   if (!valid_header(h, size)) {
     gst_buffer_unref(buf);
-    GST_ELEMENT_ERROR(self, STREAM, DECODE, ("A slot of ring '%s' is not a shmringsink frame",
-                                             self->ring),
+    GST_ELEMENT_ERROR(self, STREAM, DECODE,
+                      ("A slot of ring '%s' is not a shmringsink frame", self->ring),
                       ("bad slot header (magic %08x, %zu bytes)", h.magic, size));
     return GST_FLOW_ERROR;
   }
@@ -371,8 +378,8 @@ GstFlowReturn create_in_place(GstShmringSrc* self, GstBuffer** out) {
   sg::SlotHeader h{};
   std::memcpy(&h, m.data(), std::min(m.size(), sizeof h));
   if (!valid_header(h, m.size())) {
-    GST_ELEMENT_ERROR(self, STREAM, DECODE, ("A slot of ring '%s' is not a shmringsink frame",
-                                             self->ring),
+    GST_ELEMENT_ERROR(self, STREAM, DECODE,
+                      ("A slot of ring '%s' is not a shmringsink frame", self->ring),
                       ("bad slot header (magic %08x, %zu bytes)", h.magic, m.size()));
     return GST_FLOW_ERROR;
   }
@@ -425,8 +432,8 @@ static GstFlowReturn gst_shmring_src_create(GstPushSrc* src, GstBuffer** buf) {
 
 static GstCaps* gst_shmring_src_get_caps(GstBaseSrc* src, GstCaps* filter) {
   GstShmringSrc* self = GST_SHMRING_SRC(src);
-  GstCaps* caps = (self->state && self->state->caps) ? gst_caps_ref(self->state->caps)
-                                                     : gst_caps_new_any();
+  GstCaps* caps =
+      (self->state && self->state->caps) ? gst_caps_ref(self->state->caps) : gst_caps_new_any();
   if (filter) {
     GstCaps* both = gst_caps_intersect_full(filter, caps, GST_CAPS_INTERSECT_FIRST);
     gst_caps_unref(caps);
@@ -553,17 +560,16 @@ static void gst_shmring_src_class_init(GstShmringSrcClass* klass) {
   gobject->set_property = gst_shmring_src_set_property;
   gobject->get_property = gst_shmring_src_get_property;
   gobject->finalize = gst_shmring_src_finalize;
-  const auto rw =
-      static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
-                               GST_PARAM_MUTABLE_READY);
+  const auto rw = static_cast<GParamFlags>(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+                                           GST_PARAM_MUTABLE_READY);
   const auto ro = static_cast<GParamFlags>(G_PARAM_READABLE | G_PARAM_STATIC_STRINGS);
   g_object_class_install_property(
       gobject, PROP_RING,
       g_param_spec_string("ring", "Ring", "Name of the broadcast ring (in /dev/shm)", nullptr, rw));
   g_object_class_install_property(
       gobject, PROP_JOIN,
-      g_param_spec_enum("join", "Join", "Where the source joins the stream",
-                        GST_TYPE_SHMRING_JOIN, GST_SHMRING_JOIN_NEXT, rw));
+      g_param_spec_enum("join", "Join", "Where the source joins the stream", GST_TYPE_SHMRING_JOIN,
+                        GST_SHMRING_JOIN_NEXT, rw));
   g_object_class_install_property(
       gobject, PROP_TIMEOUT,
       g_param_spec_uint64("timeout", "Timeout",
@@ -575,12 +581,11 @@ static void gst_shmring_src_class_init(GstShmringSrcClass* klass) {
                            "Copy each buffer out of its slot instead of lending the slot (a "
                            "lossy ring is always copied)",
                            FALSE, rw));
-  g_object_class_install_property(
-      gobject, PROP_FRAME_META,
-      g_param_spec_boolean("frame-meta", "Frame meta",
-                           "Attach a " GST_SHMRING_FRAME_META_NAME
-                           " (frame number, checksum) to each buffer",
-                           FALSE, rw));
+  g_object_class_install_property(gobject, PROP_FRAME_META,
+                                  g_param_spec_boolean("frame-meta", "Frame meta",
+                                                       "Attach a " GST_SHMRING_FRAME_META_NAME
+                                                       " (frame number, checksum) to each buffer",
+                                                       FALSE, rw));
   g_object_class_install_property(
       gobject, PROP_FRAMES,
       g_param_spec_uint64("frames", "Frames", "Buffers pushed so far", 0, G_MAXUINT64, 0, ro));

@@ -19,8 +19,8 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -60,8 +60,7 @@ class Launch {
     argv.push_back(nullptr);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0600);
+    posix_spawn_file_actions_addopen(&fa, 1, log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
     const int rc = ::posix_spawnp(&pid_, "gst-launch-1.0", &fa, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
@@ -302,8 +301,8 @@ TEST_F(Gst, ARingWithOtherCapsIsRefused) {
     ASSERT_EQ(first.wait(), 0) << first.log();
   }
   ASSERT_TRUE(test::shm_exists(ring.name()));
-  Launch other(producer(ring.name(), 2, "",
-                        "video/x-raw,format=RGB,width=80,height=60,framerate=30/1"));
+  Launch other(
+      producer(ring.name(), 2, "", "video/x-raw,format=RGB,width=80,height=60,framerate=30/1"));
   EXPECT_NE(other.wait(), 0);
   const std::string log = other.log();
   EXPECT_NE(log.find("carries other caps"), std::string::npos) << log;
@@ -354,8 +353,7 @@ TEST_F(Gst, ALossyRingLapsASlowConsumerWithoutTornFrames) {
     Segment s = Segment::open(ring.name());
     const BroadcastView v(s.base(), s.geometry());
     const auto deadline = Clock::now() + 30s;
-    while (atomic::load_acquire(&v.producer()->position) < 4 * kSlots &&
-           Clock::now() < deadline) {
+    while (atomic::load_acquire(&v.producer()->position) < 4 * kSlots && Clock::now() < deadline) {
       std::this_thread::sleep_for(1ms);
     }
   };
