@@ -276,7 +276,7 @@ void write_slot(SinkState& st, shmring::WriteClaim& claim, GstBuffer* buf, const
   h.pts = GST_BUFFER_PTS(buf);
   h.dts = GST_BUFFER_DTS(buf);
   h.duration = GST_BUFFER_DURATION(buf);
-  h.frame = st.frames.load(std::memory_order_relaxed);
+  h.frame = claim.position(0);
   h.offset = GST_BUFFER_OFFSET(buf);
   h.buffer_flags = GST_BUFFER_FLAGS(buf);
   h.size = static_cast<std::uint32_t>(map.size);
@@ -312,6 +312,16 @@ static gboolean gst_shmring_sink_start(GstBaseSink* sink) {
     return FALSE;
   }
 #endif
+  GST_OBJECT_LOCK(self);
+  const std::string name = self->ring ? self->ring : "";
+  GST_OBJECT_UNLOCK(self);
+  const std::string problem =
+      name.empty() ? "set the 'ring' property" : shmring::Segment::name_problem(name);
+  if (!problem.empty()) {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("Bad ring name '%s'", name.c_str()),
+                      ("%s", problem.c_str()));
+    return FALSE;
+  }
   self->state = new SinkState();
   g_atomic_int_set(&self->unlocked, 0);
   return TRUE;
@@ -355,13 +365,13 @@ static gboolean gst_shmring_sink_set_caps(GstBaseSink* sink, GstCaps* caps) {
   st.caps = std::move(s);
   st.have_caps = true;
   st.frame_size = 0;
+  // Raw video: slots sized for a frame of these caps. The ring itself is
+  // made with the first buffer (render), where a failure is an ordinary
+  // flow error; a source still learns the caps before that first frame.
   GstVideoInfo info;
   GstStructure* str = gst_caps_get_structure(caps, 0);
   if (gst_structure_has_name(str, "video/x-raw") && gst_video_info_from_caps(&info, caps)) {
     st.frame_size = GST_VIDEO_INFO_SIZE(&info);
-    // Raw video: the frame size is known, so the ring is made now and a
-    // source can learn the caps before the first frame.
-    return ensure_ring(self, st.frame_size) ? TRUE : FALSE;
   }
   return TRUE;
 }
@@ -374,7 +384,7 @@ static GstFlowReturn gst_shmring_sink_render(GstBaseSink* sink, GstBuffer* buf) 
     return GST_FLOW_NOT_NEGOTIATED;
   }
   const std::size_t size = gst_buffer_get_size(buf);
-  if (!ensure_ring(self, size)) return GST_FLOW_ERROR;
+  if (!ensure_ring(self, std::max(size, st.frame_size))) return GST_FLOW_ERROR;
   if (!st.subscribers_seen) {
     const GstFlowReturn r = wait_for_subscribers(self);
     if (r != GST_FLOW_OK) return r;

@@ -27,9 +27,6 @@ constexpr std::size_t kHeader = sizeof(sg::SlotHeader);
 // Waits are cut into slices this long, so that unlock() (a flush, a state
 // change) is seen within one of them.
 constexpr auto kWaitSlice = 20ms;
-// Zero-copy, while downstream still holds buffers and nothing new came:
-// how long to sleep before looking again (see Window).
-constexpr auto kHeldPoll = 500us;
 
 // The slots a zero-copy source lends downstream, in place.
 //
@@ -92,8 +89,7 @@ struct SrcState {
   bool in_place = false;  // reliable and copy=false
   GstCaps* caps = nullptr;
   GstClockTime frame_duration = GST_CLOCK_TIME_NONE;  // from the caps' framerate
-  std::uint64_t next_frame = 0;                       // the frame number expected next
-  bool first = true;
+  std::uint64_t next_frame = 0;  // the frame number (ring position) expected next
   ~SrcState() {
     if (caps) gst_caps_unref(caps);
   }
@@ -212,6 +208,7 @@ GstFlowReturn attach(GstShmringSrc* self) {
     return GST_FLOW_ERROR;
   }
   st.lossy = window->sub.delivery() == shmring::Delivery::lossy;
+  st.next_frame = window->sub.position();
   // A lossy producer may rewrite a slot while downstream reads it: those
   // buffers are copies, checked against a rewrite while copied.
   st.in_place = !st.lossy && !copy;
@@ -262,16 +259,16 @@ void restore(GstShmringSrc* self, GstBuffer* buf, const sg::SlotHeader& h) {
                           GST_BUFFER_FLAG_DROPPABLE | GST_BUFFER_FLAG_DELTA_UNIT |
                           GST_BUFFER_FLAG_NON_DROPPABLE;
   GST_BUFFER_FLAG_SET(buf, h.buffer_flags & kKept);
-  // A gap in the frame numbers (a lossy lap, or a source that joined late)
-  // is a discontinuity downstream should know about.
-  if (!st.first && h.frame != st.next_frame) GST_BUFFER_FLAG_SET(buf, GST_BUFFER_FLAG_DISCONT);
-  if (!st.first && h.frame > st.next_frame) {
+  // Frame numbers are ring positions: a gap from the position the source
+  // joined at, or between two frames, is frames missed (a lossy lap), and
+  // a discontinuity downstream should know about.
+  if (h.frame != st.next_frame) GST_BUFFER_FLAG_SET(buf, GST_BUFFER_FLAG_DISCONT);
+  if (h.frame > st.next_frame) {
     const guint64 gap = h.frame - st.next_frame;
     GST_OBJECT_LOCK(self);
     self->lost += gap;
     GST_OBJECT_UNLOCK(self);
   }
-  st.first = false;
   st.next_frame = h.frame + 1;
   GST_OBJECT_LOCK(self);
   const bool meta = self->frame_meta;
@@ -356,15 +353,17 @@ GstFlowReturn create_in_place(GstShmringSrc* self, GstBuffer** out) {
       if (s == shmring::Status::ok && w.claim.size() > w.lent) continue;
       if (s == shmring::Status::ok) {
         // Nothing new, and the reading calls would hand the lent slots again
-        // rather than say that the stream ended: ask the ring.
-        const shmring::Status end = w.sub.ended_at(w.claim.position(0) + w.claim.size());
-        if (end != shmring::Status::would_block) return end_of(self, end);
-        // Downstream holds buffers: look again shortly, without the lock, so
-        // that frees go back to the ring meanwhile.
+        // rather than wait or say that the stream ended: wait for what comes
+        // after them, without the lock, so that frees go back to the ring
+        // meanwhile (wait_past touches nothing they change).
+        const std::uint64_t end = w.claim.position(0) + w.claim.size();
         lock.unlock();
-        g_usleep(static_cast<gulong>(std::chrono::microseconds(kHeldPoll).count()));
+        const shmring::Status waited = w.sub.wait_past(end, kWaitSlice);
         lock.lock();
-        s = shmring::Status::timeout;
+        if (waited == shmring::Status::closed || waited == shmring::Status::peer_dead) {
+          return end_of(self, waited);
+        }
+        s = shmring::Status::timeout;  // look again
       }
     }
     GST_LOG_OBJECT(self, "window: %s, %zu slots, %zu lent, at %llu", shmring::to_string(s),
@@ -402,6 +401,16 @@ GstFlowReturn create_in_place(GstShmringSrc* self, GstBuffer** out) {
 
 static gboolean gst_shmring_src_start(GstBaseSrc* src) {
   GstShmringSrc* self = GST_SHMRING_SRC(src);
+  GST_OBJECT_LOCK(self);
+  const std::string name = self->ring ? self->ring : "";
+  GST_OBJECT_UNLOCK(self);
+  const std::string problem =
+      name.empty() ? "set the 'ring' property" : shmring::Segment::name_problem(name);
+  if (!problem.empty()) {
+    GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS, ("Bad ring name '%s'", name.c_str()),
+                      ("%s", problem.c_str()));
+    return FALSE;
+  }
   self->state = new SrcState();
   g_atomic_int_set(&self->unlocked, 0);
   GST_OBJECT_LOCK(self);

@@ -35,7 +35,7 @@ struct SlotHeader {
   std::uint64_t pts;           // nanoseconds, kNoTime if none
   std::uint64_t dts;           // nanoseconds, kNoTime if none
   std::uint64_t duration;      // nanoseconds, kNoTime if none
-  std::uint64_t frame;         // the sink's count of buffers written, from 0
+  std::uint64_t frame;         // the ring position: 0, 1, ... from the ring's first frame
   std::uint64_t offset;        // GST_BUFFER_OFFSET as upstream set it
   std::uint32_t buffer_flags;  // GstBufferFlags
   std::uint32_t size;          // payload bytes after the header

@@ -80,6 +80,34 @@ Status BroadcastSubscriber::ended_at(std::uint64_t position) noexcept {
   return closed ? Status::closed : Status::peer_dead;
 }
 
+Status BroadcastSubscriber::wait_past(std::uint64_t position,
+                                      std::chrono::nanoseconds timeout) noexcept {
+  if (!detail::usable(core_)) return detail::unusable(core_);
+  const detail::BroadcastSubscriberCore& c = *core_;
+  const BroadcastView& v = c.view;
+  const auto published = [&] {
+    return static_cast<std::int64_t>(atomic::load_seq_cst(&v.producer()->position) - position) > 0;
+  };
+  const auto closed = [&] { return atomic::load_seq_cst(&v.producer()->stream) == kStreamClosed; };
+  // A wait state of its own: the core's belongs to the thread that uses
+  // the handle's other calls.
+  detail::WaitState state = detail::WaitState::for_this_thread();
+  // Tries are cheap loads; the lock probe for a dead producer runs only in
+  // the re-check before each sleep.
+  const bool done = detail::block_until(
+      detail::data_side(v), c.policy, state, timeout, [&] { return published() || closed(); },
+      [](bool r) { return r; },
+      [&] {
+        return published() || closed() || detail::spsc_role_died(c.segment, /*producer=*/true);
+      });
+  if (published()) return Status::ok;
+  if (!done && !closed() && !detail::spsc_role_died(c.segment, /*producer=*/true)) {
+    return Status::timeout;
+  }
+  const Status end = ended_at(position);
+  return end == Status::would_block ? Status::ok : end;  // published meanwhile
+}
+
 detail::BroadcastSubscriberCore::~BroadcastSubscriberCore() {
   if (!block) return;
   if (!attached_here()) {

@@ -215,6 +215,15 @@ class BroadcastSubscriber : public detail::Handle<detail::BroadcastSubscriberCor
   // come: the reading calls would hand the kept messages again instead.
   [[nodiscard]] Status ended_at(std::uint64_t position) noexcept;
 
+  // Waits up to `timeout` for a message at or after `position` to be
+  // published: ok when one is, Status::closed or Status::peer_dead when the
+  // stream ended before it (as ended_at()), else timeout. Sleeps on the
+  // ring's futex like pop(). For the same reader as ended_at(): its peeks
+  // put back, it waits for what comes after the messages it keeps. It reads
+  // nothing the handle's claims change, so another thread may finish (say,
+  // release) those claims meanwhile.
+  [[nodiscard]] Status wait_past(std::uint64_t position, std::chrono::nanoseconds timeout) noexcept;
+
   // Copies the next message into `buffer` and sets `size`. If the buffer is
   // too small: too_large, `size` = the message's size, message kept. Lossy:
   // overrun once when lapped, the cursor then at the newest message.

@@ -209,7 +209,8 @@ class Frame:
     """One buffer of the stream: its data and what its slot header says.
 
     Times are nanoseconds (None where the pipeline set none); ``frame`` is
-    the sink's count from 0 (a gap means frames were missed), ``offset`` the
+    the frame's position in the ring, 0, 1, ... (a gap means frames were
+    missed), ``offset`` the
     buffer offset upstream set, ``flags`` the GstBufferFlags, ``checksum`` the
     sink's checksum (None unless the sink ran with checksum=true).
     """
