@@ -313,30 +313,36 @@ TEST_F(Gst, ARingWithOtherCapsIsRefused) {
 }
 
 TEST_F(Gst, AProducerKilledIsAnErrorNotAHang) {
-  test::UniqueShm ring;
-  Consumer c(ring.name());
-  std::mutex mu;
-  std::condition_variable cv;
-  int frames = 0;
-  c.before = [&](const Seen&) {
-    const std::lock_guard lock(mu);
-    ++frames;
-    cv.notify_all();
-  };
-  c.start();
-  // A live producer that never ends by itself.
-  Launch p(producer(ring.name(), -1, "wait-subscribers=1", kVideo, "is-live=true"));
-  {
-    std::unique_lock lock(mu);
-    ASSERT_TRUE(cv.wait_for(lock, 30s, [&] { return frames >= 3; })) << p.log();
+  // Reliable: the source lends slots in place (and waits past the lent ones);
+  // lossy: it copies.
+  for (const char* mode : {"reliable", "lossy"}) {
+    SCOPED_TRACE(mode);
+    test::UniqueShm ring(mode);
+    Consumer c(ring.name());
+    std::mutex mu;
+    std::condition_variable cv;
+    int frames = 0;
+    c.before = [&](const Seen&) {
+      const std::lock_guard lock(mu);
+      ++frames;
+      cv.notify_all();
+    };
+    c.start();
+    // A live producer that never ends by itself.
+    Launch p(producer(ring.name(), -1, std::string("wait-subscribers=1 mode=") + mode, kVideo,
+                      "is-live=true"));
+    {
+      std::unique_lock lock(mu);
+      ASSERT_TRUE(cv.wait_for(lock, 30s, [&] { return frames >= 3; })) << p.log();
+    }
+    p.kill9();
+    const auto start = Clock::now();
+    std::string error;
+    ASSERT_EQ(c.finish(&error), GST_MESSAGE_ERROR);
+    EXPECT_LT(Clock::now() - start, 10s);
+    EXPECT_NE(error.find("died"), std::string::npos) << error;
+    for (const Seen& s : c.seen()) EXPECT_TRUE(s.checksum_ok);
   }
-  p.kill9();
-  const auto start = Clock::now();
-  std::string error;
-  ASSERT_EQ(c.finish(&error), GST_MESSAGE_ERROR);
-  EXPECT_LT(Clock::now() - start, 10s);
-  EXPECT_NE(error.find("died"), std::string::npos) << error;
-  for (const Seen& s : c.seen()) EXPECT_TRUE(s.checksum_ok);
 }
 
 TEST_F(Gst, ALossyRingLapsASlowConsumerWithoutTornFrames) {

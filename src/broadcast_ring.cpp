@@ -93,17 +93,17 @@ Status BroadcastSubscriber::wait_past(std::uint64_t position,
   // the handle's other calls.
   detail::WaitState state = detail::WaitState::for_this_thread();
   // Tries are cheap loads; the lock probe for a dead producer runs only in
-  // the re-check before each sleep.
+  // the re-check before each sleep, and what it found ends the tries.
+  bool dead = false;
+  const auto over = [&] { return published() || closed() || dead; };
   const bool done = detail::block_until(
-      detail::data_side(v), c.policy, state, timeout, [&] { return published() || closed(); },
-      [](bool r) { return r; },
+      detail::data_side(v), c.policy, state, timeout, over, [](bool r) { return r; },
       [&] {
-        return published() || closed() || detail::spsc_role_died(c.segment, /*producer=*/true);
+        if (!dead) dead = detail::spsc_role_died(c.segment, /*producer=*/true);
+        return over();
       });
   if (published()) return Status::ok;
-  if (!done && !closed() && !detail::spsc_role_died(c.segment, /*producer=*/true)) {
-    return Status::timeout;
-  }
+  if (!done) return Status::timeout;
   const Status end = ended_at(position);
   return end == Status::would_block ? Status::ok : end;  // published meanwhile
 }

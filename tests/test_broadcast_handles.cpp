@@ -305,6 +305,10 @@ TEST(BroadcastHandles, SubscribersDrainThenSeeTheStreamClosed) {
     ASSERT_EQ(kept.size(), kTotal);
     EXPECT_EQ(a.ended_at(kept.position(0)), Status::would_block);
     EXPECT_EQ(a.ended_at(kept.position(0) + kTotal), Status::closed);
+    EXPECT_EQ(a.wait_past(kept.position(0) + kTotal - 1, 10s), Status::ok);
+    const auto start = Clock::now();
+    EXPECT_EQ(a.wait_past(kept.position(0) + kTotal, 30s), Status::closed);
+    EXPECT_LT(Clock::now() - start, 10s) << "waited on a closed stream";
     ASSERT_EQ(kept.put_back(), Status::ok);
   }
   std::vector<std::byte> buf(kSlot);
@@ -328,6 +332,36 @@ TEST(BroadcastHandles, SubscribersDrainThenSeeTheStreamClosed) {
   // Close on exit: dropping the handle ends the stream.
   again = BroadcastProducer();
   EXPECT_EQ(a.try_pop(buf, size), Status::closed);
+}
+
+// wait_past(): a reader that keeps the messages it peeked (put back) sleeps
+// until one past them is published, while another thread releases the kept
+// ones; a deadline with nothing new is a timeout.
+TEST(BroadcastHandles, WaitPastSleepsUntilAMessageBeyondTheKeptOnes) {
+  Ring ring(broadcast(1, Delivery::reliable, 4));
+  BroadcastSubscriber sub = BroadcastSubscriber::attach(ring.segment);
+  BroadcastProducer p = BroadcastProducer::attach(ring.segment);
+  ASSERT_EQ(p.try_push(Message(0).span()), Status::ok);
+  ReadClaim kept = sub.try_peek(4);
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_EQ(sub.wait_past(1, 1ms), Status::timeout);
+  std::thread publisher([&] {
+    // The ring has room for three more; the fourth needs the kept one.
+    for (std::uint64_t i = 1; i < 5; ++i) {
+      if (p.push(Message(i).span(), kDeadline) != Status::ok) ADD_FAILURE() << "push " << i;
+    }
+  });
+  EXPECT_EQ(sub.wait_past(1, kDeadline), Status::ok);
+  ASSERT_TRUE(eventually([&] { return sub.wait_past(3, 0s) == Status::ok; }));
+  EXPECT_EQ(kept.release(), Status::ok);  // lets the fifth in
+  EXPECT_EQ(sub.wait_past(4, kDeadline), Status::ok);
+  publisher.join();
+  std::vector<std::byte> buf(kSlot);
+  std::size_t size = 0;
+  for (std::uint64_t i = 1; i < 5; ++i) {
+    ASSERT_EQ(sub.try_pop(buf, size), Status::ok);
+    EXPECT_EQ(seq_of({buf.data(), size}, 5), i);
+  }
 }
 
 // A producer killed without closing: a subscriber sleeping in pop reads what
@@ -379,6 +413,7 @@ TEST(BroadcastHandles, AProducerKilledIsPeerDeadAfterItsMessages) {
     EXPECT_LT(Clock::now() - start, 10s);
     EXPECT_EQ(sub.pop(buf, size, 1s), Status::peer_dead);
     EXPECT_EQ(sub.ended_at(kFirst), Status::peer_dead);
+    EXPECT_EQ(sub.wait_past(kFirst, kDeadline), Status::peer_dead);
     EXPECT_EQ(sub.ended_at(kFirst - 1), Status::would_block) << "a message left after it";
   }
 }
