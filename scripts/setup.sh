@@ -8,6 +8,10 @@ set -euo pipefail
 packages=(build-essential cmake g++ libgtest-dev libgmock-dev libbenchmark-dev libfmt-dev libcli11-dev python3 python3-dev python3-venv libucx-dev ucx-utils iproute2)
 # The format and static-analysis checks (Debian 12: version 14 of both).
 packages+=(clang-format clang-tidy)
+# The GStreamer plugin (gst/: shmringsink, shmringsrc), its tests and
+# bench/gst_bench.sh (shmsink/shmsrc of plugins-bad as the peer).
+packages+=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
+           gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
 # The benchmarks' peers (bench/peer_*.cpp): iceoryx with its iox-roudi daemon,
 # Boost.Interprocess, ZeroMQ (found through pkg-config), moodycamel.
 packages+=(iceoryx libiceoryx-posh-dev libboost-dev libzmq3-dev pkg-config libconcurrentqueue-dev)

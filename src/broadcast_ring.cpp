@@ -74,6 +74,48 @@ bool detail::BroadcastProducerCore::evict_dead() noexcept {
   return evict_dead_subscribers(view, probe_fd) != 0;
 }
 
+Status BroadcastSubscriber::ended_at(std::uint64_t position) noexcept {
+  if (!detail::usable(core_)) return detail::unusable(core_);
+  const BroadcastView& v = core_->view;
+  // The stream word first: stored after the last publication, so the head
+  // read after it is final (and so is a dead producer's).
+  const bool closed = atomic::load_seq_cst(&v.producer()->stream) == kStreamClosed;
+  if (!closed && !detail::role_holder_died(core_->segment, /*producer=*/true)) {
+    return Status::would_block;
+  }
+  const std::uint64_t head = atomic::load_seq_cst(&v.producer()->position);
+  if (static_cast<std::int64_t>(head - position) > 0) return Status::would_block;
+  return closed ? Status::closed : Status::peer_dead;
+}
+
+Status BroadcastSubscriber::wait_past(std::uint64_t position,
+                                      std::chrono::nanoseconds timeout) noexcept {
+  if (!detail::usable(core_)) return detail::unusable(core_);
+  const detail::BroadcastSubscriberCore& c = *core_;
+  const BroadcastView& v = c.view;
+  const auto published = [&] {
+    return static_cast<std::int64_t>(atomic::load_seq_cst(&v.producer()->position) - position) > 0;
+  };
+  const auto closed = [&] { return atomic::load_seq_cst(&v.producer()->stream) == kStreamClosed; };
+  // A wait state of its own: the core's belongs to the thread that uses
+  // the handle's other calls.
+  detail::WaitState state = detail::WaitState::for_this_thread();
+  // Tries are cheap loads; the lock probe for a dead producer runs only in
+  // the re-check before each sleep, and what it found ends the tries.
+  bool dead = false;
+  const auto over = [&] { return published() || closed() || dead; };
+  const bool done = detail::block_until(
+      detail::data_side(v), c.policy, state, timeout, over, [](bool r) { return r; },
+      [&] {
+        if (!dead) dead = detail::role_holder_died(c.segment, /*producer=*/true);
+        return over();
+      });
+  if (published()) return Status::ok;
+  if (!done) return Status::timeout;
+  const Status end = ended_at(position);
+  return end == Status::would_block ? Status::ok : end;  // published meanwhile
+}
+
 detail::BroadcastSubscriberCore::~BroadcastSubscriberCore() {
   if (!block) return;
   if (!attached_here()) {

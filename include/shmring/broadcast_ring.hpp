@@ -113,6 +113,9 @@ struct BroadcastSubscriberCore final : HandleCore {
 
   // The descriptor's readiness: a message at the cursor.
   bool progress_ready() const noexcept override { return view.data_ready(cursor); }
+  // Status::closed once the producer closed the stream, Status::peer_dead
+  // once the process holding the producer role died without closing it;
+  // either only after every message published before it was read.
   Status end_status(bool probe) noexcept override;
   // Nothing was readable at the cursor (`status` from readable()). Lossy: a
   // published position whose slot is being rewritten, or was taken by a
@@ -186,6 +189,23 @@ class BroadcastSubscriber : public detail::Handle<detail::BroadcastSubscriberCor
   std::uint64_t lost() const noexcept { return core_ ? core_->cursor.lost : 0; }
   // The block this subscriber holds (ring-inspect lists the blocks).
   std::uint32_t block() const noexcept { return core_ ? core_->cursor.index : 0; }
+
+  // Whether the stream ended with nothing published at or after `position`:
+  // Status::closed (the producer closed it), Status::peer_dead (the process
+  // holding the producer role died; a lock probe, a system call), else
+  // would_block. For a reader that keeps messages peeked from its cursor on
+  // (a claim put back, its slots still in use) and asks whether more will
+  // come: the reading calls would hand the kept messages again instead.
+  [[nodiscard]] Status ended_at(std::uint64_t position) noexcept;
+
+  // Waits up to `timeout` for a message at or after `position` to be
+  // published: ok when one is, Status::closed or Status::peer_dead when the
+  // stream ended before it (as ended_at()), else timeout. Sleeps on the
+  // ring's futex like pop(). For the same reader as ended_at(): its peeks
+  // put back, it waits for what comes after the messages it keeps. It reads
+  // nothing the handle's claims change, so another thread may finish (say,
+  // release) those claims meanwhile.
+  [[nodiscard]] Status wait_past(std::uint64_t position, std::chrono::nanoseconds timeout) noexcept;
 
   // Copies the next message into `buffer` and sets `size`. If the buffer is
   // too small: too_large, `size` = the message's size, message kept. Lossy:
