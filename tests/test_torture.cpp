@@ -930,7 +930,7 @@ class Reader {
         const Status st = sub_.pop(buf, size, kWait);
         if (st == Status::ok) {
           take({buf, size}, sub_.position() - 1);  // released: the cursor is past it
-        } else if (st == Status::timeout) {
+        } else if (st == Status::timeout || between_producers(st)) {
           note_wait(me_.l, start);
         } else if (!(lossy_ && st == Status::overrun)) {
           me_.fail("pop failed: %s", to_string(st));
@@ -941,7 +941,7 @@ class Reader {
         ReadClaim c = sub_.peek(1 + me_.rng() % kMaxBatch, kWait);
         if (c.empty()) {
           const Status st = c.status();
-          if (st == Status::timeout) {
+          if (st == Status::timeout || between_producers(st)) {
             note_wait(me_.l, start);
           } else if (!(lossy_ && st == Status::overrun)) {
             me_.fail("peek failed: %s", to_string(st));
@@ -963,6 +963,15 @@ class Reader {
       }
     }
     check_accounts();
+  }
+
+  // The producer was killed (peer_dead) or an incarnation finished
+  // (closed): the next incarnation takes over and the stream goes on, so
+  // these mean "not now" here (after a short pause: they return at once).
+  static bool between_producers(Status st) {
+    if (st != Status::peer_dead && st != Status::closed) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return true;
   }
 
   // The cursor moved by exactly the messages read, those lost to laps and
