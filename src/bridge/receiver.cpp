@@ -142,7 +142,7 @@ BridgeStats Receiver::run() {
   // refuse every one: a mode the ring cannot be created with, a state file
   // that cannot be used.
   if ((o_.mode & ~mode_t{0666}) != 0) {
-    char mode[8];
+    char mode[12];  // any unsigned in octal
     std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(o_.mode));
     throw BridgeError(BridgeErrc::config,
                       std::string("mode ") + mode +
