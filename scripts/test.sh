@@ -175,7 +175,8 @@ test_stage "ctest build-asan/ ($ASAN_LABELS)" run_ctest build-asan -L "$ASAN_LAB
 aarch64_toolchain=cmake/toolchains/aarch64-linux-gnu.cmake
 stage "configure build-aarch64/ (cross)" configure build-aarch64 Release "" \
   -DCMAKE_TOOLCHAIN_FILE="$aarch64_toolchain" -DSHMRING_CUDA=OFF -DSHMRING_BRIDGE=OFF \
-  -DSHMRING_BUILD_BENCH=OFF -DSHMRING_BUILD_TOOLS=OFF -DSHMRING_BUILD_EXAMPLES=OFF
+  -DSHMRING_BUILD_BENCH=OFF -DSHMRING_BUILD_TOOLS=OFF -DSHMRING_BUILD_EXAMPLES=OFF \
+  -DSHMRING_BUILD_GST=OFF
 stage "build build-aarch64/" build build-aarch64
 test_stage "ctest build-aarch64/ (unit, qemu)" run_ctest build-aarch64 -L unit
 
