@@ -235,18 +235,16 @@ TEST(BroadcastHandles, ASubscriberKilledWhileTheProducerWaitsForItLetsItGoOn) {
   EXPECT_EQ(seq_of({buf.data(), size}, kCapacity + 1), kCapacity);
 }
 
-TEST(BroadcastHandles, AProducerKilledIsTakenOverWhereItStopped) {
-  Ring ring(broadcast(1, Delivery::reliable, 16));
-  BroadcastSubscriber sub = BroadcastSubscriber::attach(ring.segment);
-  constexpr std::uint64_t kFirst = 5, kTotal = 12;
+// A producer process that publishes messages 0..count-1 and then waits to
+// be killed; returns once they are published (-1 if it could not start).
+pid_t producer_child(const std::string& name, std::uint64_t count) {
   int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
+  if (::pipe(fds) != 0) return -1;
   const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
   if (child == 0) {
-    Segment s = Segment::open(ring.shm.name());
+    Segment s = Segment::open(name);
     BroadcastProducer p = BroadcastProducer::attach(s);
-    for (std::uint64_t i = 0; i < kFirst; ++i) {
+    for (std::uint64_t i = 0; i < count; ++i) {
       if (p.try_push(Message(i).span()) != Status::ok) ::_exit(2);
     }
     const char c = 1;
@@ -254,9 +252,18 @@ TEST(BroadcastHandles, AProducerKilledIsTakenOverWhereItStopped) {
     for (;;) ::pause();
   }
   char c = 0;
-  ASSERT_EQ(::read(fds[0], &c, 1), 1);
+  const bool published = child > 0 && ::read(fds[0], &c, 1) == 1;
   ::close(fds[0]);
   ::close(fds[1]);
+  return published ? child : -1;
+}
+
+TEST(BroadcastHandles, AProducerKilledIsTakenOverWhereItStopped) {
+  Ring ring(broadcast(1, Delivery::reliable, 16));
+  BroadcastSubscriber sub = BroadcastSubscriber::attach(ring.segment);
+  constexpr std::uint64_t kFirst = 5, kTotal = 12;
+  const pid_t child = producer_child(ring.shm.name(), kFirst);
+  ASSERT_GT(child, 0);
   std::error_code ec;
   BroadcastProducer refused = BroadcastProducer::attach(ring.segment, {}, ec);
   EXPECT_EQ(ec, errc::role_taken) << ec.message();
@@ -367,24 +374,8 @@ TEST(BroadcastHandles, AProducerKilledIsPeerDeadAfterItsMessages) {
     Ring ring(broadcast(1, delivery, 16), delivery == Delivery::lossy ? "lossy" : "reliable");
     BroadcastSubscriber sub = BroadcastSubscriber::attach(ring.segment);
     constexpr std::uint64_t kFirst = 3;
-    int fds[2];
-    ASSERT_EQ(::pipe(fds), 0);
-    const pid_t child = ::fork();
-    ASSERT_GE(child, 0);
-    if (child == 0) {
-      Segment s = Segment::open(ring.shm.name());
-      BroadcastProducer p = BroadcastProducer::attach(s);
-      for (std::uint64_t i = 0; i < kFirst; ++i) {
-        if (p.try_push(Message(i).span()) != Status::ok) ::_exit(2);
-      }
-      const char c = 1;
-      if (::write(fds[1], &c, 1) != 1) ::_exit(3);
-      for (;;) ::pause();
-    }
-    char c = 0;
-    ASSERT_EQ(::read(fds[0], &c, 1), 1);
-    ::close(fds[0]);
-    ::close(fds[1]);
+    const pid_t child = producer_child(ring.shm.name(), kFirst);
+    ASSERT_GT(child, 0);
     std::vector<std::byte> buf(kSlot);
     std::size_t size = 0;
     for (std::uint64_t i = 0; i < kFirst; ++i) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -63,6 +64,32 @@ void die_in_child(Body&& body) {
   ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "the child did not die";
 }
 
+// A producer in a child claims positions 0 and 1 and is killed holding them.
+void producer_dies_holding_two_claims(const std::string& name) {
+  die_in_child([&] {
+    Segment s = Segment::open(name);
+    auto dying = MpmcProducer::attach(s);
+    const WriteClaim c = dying.try_claim(2);  // positions 0 and 1
+    ::raise(SIGKILL);                         // with the claim held
+  });
+}
+
+// A consumer thread popping up to `count` values into `got` (blocking pops
+// of 10 s each; it stops at the first that fails).
+std::thread consume_in_thread(const Segment& seg, std::size_t count,
+                              std::vector<std::uint64_t>& got) {
+  return std::thread([&seg, count, &got] {
+    auto rx = MpmcConsumer::attach(seg);
+    std::byte buf[64];
+    std::size_t size = 0;
+    while (got.size() < count && rx.pop(buf, size, 10s) == Status::ok) {
+      std::uint64_t v = 0;
+      std::memcpy(&v, buf, sizeof v);
+      got.push_back(v);
+    }
+  });
+}
+
 TEST(MpmcRecovery, ProducerKilledBetweenClaimAndCommit) {
   test::UniqueShm shm;
   Segment seg = make_mpmc(shm.name());
@@ -96,23 +123,9 @@ TEST(MpmcRecovery, BlockingProducerRecoversByItself) {
   test::UniqueShm shm;
   Segment seg = make_mpmc(shm.name());
   auto tx = MpmcProducer::attach(seg);
-  die_in_child([&] {
-    Segment s = Segment::open(shm.name());
-    auto dying = MpmcProducer::attach(s);
-    const WriteClaim c = dying.try_claim(2);  // positions 0 and 1
-    ::raise(SIGKILL);                         // with the claim held
-  });
+  producer_dies_holding_two_claims(shm.name());
   std::vector<std::uint64_t> got;
-  std::thread consumer([&] {
-    auto rx = MpmcConsumer::attach(seg);
-    std::byte buf[64];
-    std::size_t size = 0;
-    while (got.size() < 20 && rx.pop(buf, size, 10s) == Status::ok) {
-      std::uint64_t v = 0;
-      std::memcpy(&v, buf, sizeof v);
-      got.push_back(v);
-    }
-  });
+  std::thread consumer = consume_in_thread(seg, 20, got);
   for (std::uint64_t v = 0; v < 20; ++v) ASSERT_EQ(tx.push(bytes_of(v), 10s), Status::ok) << v;
   consumer.join();
   ASSERT_EQ(got.size(), 20u);
@@ -127,23 +140,9 @@ TEST(MpmcRecovery, DescriptorDrivenProducerRecoversByItself) {
   test::UniqueShm shm;
   Segment seg = make_mpmc(shm.name());
   auto tx = MpmcProducer::attach(seg);
-  die_in_child([&] {
-    Segment s = Segment::open(shm.name());
-    auto dying = MpmcProducer::attach(s);
-    const WriteClaim c = dying.try_claim(2);  // positions 0 and 1
-    ::raise(SIGKILL);                         // with the claim held
-  });
+  producer_dies_holding_two_claims(shm.name());
   std::vector<std::uint64_t> got;
-  std::thread consumer([&] {
-    auto rx = MpmcConsumer::attach(seg);
-    std::byte buf[64];
-    std::size_t size = 0;
-    while (got.size() < 20 && rx.pop(buf, size, 10s) == Status::ok) {
-      std::uint64_t v = 0;
-      std::memcpy(&v, buf, sizeof v);
-      got.push_back(v);
-    }
-  });
+  std::thread consumer = consume_in_thread(seg, 20, got);
   const int fd = tx.event_fd();
   for (std::uint64_t v = 0; v < 20;) {
     const Status s = tx.try_push(bytes_of(v));
