@@ -33,10 +33,12 @@ constexpr std::uint64_t kSlotSize = 16;
 
 // How far past its deadline a call may run: the work of one recovery step
 // and two tries at 1 us a slot (measured: 10-25 ns a slot on x86, so about
-// 50x that, which covers sanitizers), plus 25 ms for being scheduled out on a
-// loaded machine. A call that walks a lap of 2^24 slots takes 0.2-1.4 s.
-constexpr auto kSlack =
-    std::chrono::microseconds(kMpmcRecoverStep + 2 * kMpmcSkipStep) + std::chrono::milliseconds(25);
+// 50x that, which covers sanitizers), plus 100 ms for being scheduled out on
+// a loaded machine (a ThreadSanitizer run on a busy 2-vCPU VM once took 46
+// ms for one try). A call that walks a lap instead is far past it: 2^20
+// slots take 0.5-1 s under ThreadSanitizer, a lap of 2^24 0.2-1.4 s without.
+constexpr auto kSlack = std::chrono::microseconds(kMpmcRecoverStep + 2 * kMpmcSkipStep) +
+                        std::chrono::milliseconds(100);
 
 std::uint64_t segment_bytes(unsigned log2) {
   Geometry g;
