@@ -216,9 +216,15 @@ class RoleRef:
         except Error as e:
             if e.errc != "role_taken":
                 raise
-            raise Error(f"{e}; an SPSC ring has one {self.role} at a time: close the handle "
-                        f"that holds it (the sending process's, before passing this "
-                        f"reference) and attach again", errc=e.errc, errno=e.errno) from None
+            if self.role == "subscriber":
+                why = "every subscriber block of the broadcast ring is held: close a subscriber"
+            elif self.kind == "mpmc":
+                why = f"every {self.role} record of the MPMC ring is held: close a {self.role}"
+            else:
+                why = (f"the ring has one {self.role} at a time: close the handle that holds "
+                       f"it")
+            raise Error(f"{e}; {why} (the sending process's, before passing this reference) "
+                        f"and attach again", errc=e.errc, errno=e.errno) from None
         finally:
             seg.close()
 

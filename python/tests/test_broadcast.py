@@ -296,3 +296,13 @@ def test_async_for_over_a_subscriber_ends_with_the_stream(name):
     seen = asyncio.run(asyncio.wait_for(consume(), 60))
     t.join()
     assert seen == list(range(total))
+
+
+def test_a_subscriber_ref_to_a_full_ring_says_why(name):
+    seg = shmring.create(name, kind="broadcast", subscribers=1, capacity=4, slot_size=64)
+    held = seg.subscriber()
+    with pytest.raises(shmring.Error, match="every subscriber block") as e:
+        seg.subscriber_ref().attach()
+    assert e.value.errc == "role_taken"
+    held.close()
+    assert seg.subscriber_ref().attach().role == "subscriber"
