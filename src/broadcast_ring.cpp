@@ -25,14 +25,12 @@ constexpr int kNewestTries = 8;
 
 // Sleepers on the futex, and waiters in epoll (event.hpp), through the
 // handle's own signaller.
-void detail::BroadcastProducerCore::wake_subscribers() noexcept {
-  futex::notify_all(&view.producer()->notify);
-  (void)signaller.signal(view.base(), WaitFor::data);
+void detail::BroadcastProducerCore::wake_subscribers(bool everyone) noexcept {
+  wake(data_side(view), signaller, view.base(), WaitFor::data, everyone);
 }
 
 void detail::BroadcastSubscriberCore::wake_producer() noexcept {
-  futex::notify_all(&view.consumer()->notify);
-  (void)signaller.signal(view.base(), WaitFor::room);
+  wake(room_side(view), signaller, view.base(), WaitFor::room, false);
 }
 
 // ---- end of stream -----------------------------------------------------------
@@ -44,7 +42,7 @@ void detail::BroadcastProducerCore::close() noexcept {
   // a subscriber that reads kStreamClosed then re-reads the head sees every
   // message.
   atomic::store_seq_cst(&view.producer()->stream, kStreamClosed);
-  wake_subscribers();
+  wake_subscribers(/*everyone=*/true);
 }
 
 detail::BroadcastProducerCore::~BroadcastProducerCore() {

@@ -153,7 +153,7 @@ bool collect_entry(std::byte* base, WaitFor what, std::size_t i) noexcept {
   if ((atomic::fetch_and(&table.armed, ~bit) & bit) != 0) any = true;
   std::uint32_t one = 1;
   if (atomic::compare_exchange(&e.raised, one, std::uint32_t{0})) {
-    atomic::fetch_sub(&side_count(base, what), std::uint32_t{1});
+    atomic::fetch_sub(&side_count(base, what), kEventWaiter);
     any = true;
   }
   std::uint64_t id[2];
@@ -287,6 +287,15 @@ unsigned EventSignaller::signal(std::byte* base, WaitFor what) noexcept {
   while (taken != 0) {
     const auto i = static_cast<std::size_t>(std::countr_zero(taken));
     taken &= taken - 1;
+    // The raise of the waiter we signal has done its work: give it back
+    // for it, so that a waiter that never comes to consume() (an event loop
+    // busy elsewhere) leaves no count that sends every later publication
+    // down this path. `raised` is the token: whoever moves it from 1 to 0
+    // (we, the waiter's lower() or a collector) drops the count, once.
+    std::uint32_t one = 1;
+    if (atomic::compare_exchange(&table.entries[i].raised, one, std::uint32_t{0})) {
+      atomic::fetch_sub(&side_count(base, what), kEventWaiter);
+    }
     const int fd = endpoint(base, what, i);
     if (fd < 0) {
       ++refused_;
@@ -403,13 +412,16 @@ struct EventWaiter::Impl {
     timer_set = false;
   }
 
-  // Gives back our raise: bit first, then `raised`, then the count, so that
-  // a collector (which trusts `raised`) can only find the count too high.
+  // Gives back our raise: bit first, then `raised`, then the count. A
+  // publisher that signalled us, or a collector, may have given it back
+  // already: whoever moves `raised` from 1 to 0 drops the count.
   void lower() noexcept {
     if (!raised) return;
     atomic::fetch_and(&table().armed, ~bit);
-    atomic::store_seq_cst(&entry().raised, std::uint32_t{0});
-    atomic::fetch_sub(&count(), std::uint32_t{1});
+    std::uint32_t one = 1;
+    if (atomic::compare_exchange(&entry().raised, one, std::uint32_t{0})) {
+      atomic::fetch_sub(&count(), kEventWaiter);
+    }
     raised = false;
     cancel_timer();
   }
@@ -589,11 +601,16 @@ bool EventWaiter::arm() noexcept {
   if (!impl_ || !impl_->here()) return true;
   Impl& s = *impl_;
   bool fresh = false;
+  // A publisher that took our bit gave our raise back (signal()): raise
+  // again. If it takes the bit only after this load, its exchange comes
+  // before our fetch_or below, which then acquires its publication for
+  // the re-check.
+  if (s.raised && atomic::load_seq_cst(&s.entry().raised) == 0) s.raised = false;
   if (!s.raised) {
     // SYNC POINT (seq_cst RMW; the sleeper handshake, SYNC POINTs 6-9): a
     // publication whose load of the count comes after this sees it and
     // signals.
-    atomic::fetch_add(&s.count(), std::uint32_t{1});
+    atomic::fetch_add(&s.count(), kEventWaiter);
     atomic::store_seq_cst(&s.entry().raised, std::uint32_t{1});
     s.raised = true;
     fresh = true;

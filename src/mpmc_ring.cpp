@@ -74,9 +74,9 @@ detail::MpmcSideCore::~MpmcSideCore() {
 
 // Sleepers on the futex, and waiters in epoll (event.hpp), through the
 // handle's own signaller: no lock shared with other threads on this path.
-void detail::MpmcSideCore::wake_peers() noexcept {
-  futex::notify_all(&side().notify);
-  (void)signaller.signal(view.base(), producer ? WaitFor::data : WaitFor::room);
+void detail::MpmcSideCore::wake_peers(bool everyone) noexcept {
+  wake(producer ? data_side(view) : room_side(view), signaller, view.base(),
+       producer ? WaitFor::data : WaitFor::room, everyone);
 }
 
 // ---- end of stream -----------------------------------------------------------
@@ -86,7 +86,7 @@ void detail::MpmcSideCore::close() noexcept {
   // SYNC POINT (seq_cst store, after this handle's commits): as the SPSC
   // producer's close (spsc_ring.cpp).
   atomic::store_seq_cst(&view.producer()->stream, kStreamClosed);
-  wake_peers();
+  wake_peers(/*everyone=*/true);
 }
 
 Status detail::MpmcSideCore::end_status(bool probe) noexcept {
@@ -119,7 +119,8 @@ detail::RecoveryStep detail::MpmcSideCore::recover_step() noexcept {
   if (!lifetime || !attached_here()) return {};
   const RecoveryStep step = producer ? recover_producer_claims(view, *holding, recover_from)
                                      : recover_consumer_claims(view, *holding, recover_from);
-  if (step.recovered != 0) wake_peers();  // they were waiting at the recovered slots
+  if (step.recovered != 0)
+    wake_peers(/*everyone=*/true);  // they were waiting at the recovered slots
   return step;
 }
 

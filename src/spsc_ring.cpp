@@ -29,14 +29,12 @@ std::unique_ptr<Core> make_core(const Segment& segment, const WaitPolicy& policy
 
 // Sleepers on the futex, and waiters in epoll (event.hpp), through the
 // handle's own signaller: no lock shared with other threads on this path.
-void detail::SpscProducerCore::wake_consumer() noexcept {
-  futex::notify_all(&view.producer()->notify);
-  (void)signaller.signal(view.base(), WaitFor::data);
+void detail::SpscProducerCore::wake_consumer(bool everyone) noexcept {
+  wake(data_side(view), signaller, view.base(), WaitFor::data, everyone);
 }
 
 void detail::SpscConsumerCore::wake_producer() noexcept {
-  futex::notify_all(&view.consumer()->notify);
-  (void)signaller.signal(view.base(), WaitFor::room);
+  wake(room_side(view), signaller, view.base(), WaitFor::room, false);
 }
 
 // ---- end of stream -----------------------------------------------------------
@@ -49,7 +47,7 @@ void detail::SpscProducerCore::close() noexcept {
   // reads this word) it is the sleeper handshake: the waiter sees the word,
   // or the wake-up below finds its bit.
   atomic::store_seq_cst(&view.producer()->stream, kStreamClosed);
-  wake_consumer();
+  wake_consumer(/*everyone=*/true);
 }
 
 detail::SpscProducerCore::~SpscProducerCore() {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <climits>
 
+#include "detail/blocking.hpp"
 #include "detail/sys.hpp"
 #include "shmring/atomic.hpp"
 
@@ -26,6 +27,7 @@ void wait(std::uint32_t* word, std::uint32_t expected, std::chrono::nanoseconds 
 }
 
 void wake_all(std::uint32_t* word) noexcept {
+  ::shmring::detail::g_futex_wakes.fetch_add(1, std::memory_order_relaxed);
   ::syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
 }
 
@@ -41,6 +43,7 @@ namespace detail {
 
 std::atomic<std::uint64_t> g_sleeps{0};
 std::atomic<std::uint64_t> g_late_wakeups{0};
+std::atomic<std::uint64_t> g_futex_wakes{0};
 
 bool single_cpu() noexcept {
   cpu_set_t set;
@@ -60,7 +63,8 @@ WaitState WaitState::for_this_thread() noexcept {
 
 WaitStats wait_stats() noexcept {
   return WaitStats{detail::g_sleeps.load(std::memory_order_relaxed),
-                   detail::g_late_wakeups.load(std::memory_order_relaxed)};
+                   detail::g_late_wakeups.load(std::memory_order_relaxed),
+                   detail::g_futex_wakes.load(std::memory_order_relaxed)};
 }
 
 }  // namespace shmring

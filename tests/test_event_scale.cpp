@@ -683,7 +683,7 @@ void killed_consumers_collected(bool by_publisher) {
     }));
     ASSERT_TRUE(waiters.back()->wait_ready()) << waiters.back()->error();
   }
-  EXPECT_EQ(data_count(seg), kEventEntries);
+  EXPECT_EQ(data_count(seg), kEventEntries * kEventWaiter);
   EXPECT_EQ(std::popcount(data_armed(seg)), static_cast<int>(kEventEntries));
   const std::vector<std::string> fifos = data_fifos(seg);
   ASSERT_EQ(fifos.size(), kEventEntries);
@@ -699,7 +699,8 @@ void killed_consumers_collected(bool by_publisher) {
     }
   }
   waiters.clear();  // SIGKILL and reaped: no destructor of theirs ran
-  EXPECT_EQ(data_count(seg), kEventEntries) << "nothing collects before somebody looks";
+  EXPECT_EQ(data_count(seg), kEventEntries * kEventWaiter)
+      << "nothing collects before somebody looks";
 
   MpmcConsumer rx = MpmcConsumer::attach(seg);
   if (by_publisher) {
@@ -720,7 +721,7 @@ void killed_consumers_collected(bool by_publisher) {
     std::array<std::byte, kSlot> buf{};
     std::size_t size = 0;
     EXPECT_EQ(rx.try_pop(buf, size), Status::would_block);  // and this arms it
-    EXPECT_EQ(data_count(seg), 1u) << "only the new waiter's raise may remain";
+    EXPECT_EQ(data_count(seg), kEventWaiter) << "only the new waiter's raise may remain";
     EXPECT_EQ(data_armed(seg), std::uint32_t{1} << rx.event_waiter().entry());
     for (const std::string& f : fifos) EXPECT_FALSE(exists(f)) << f << " was left behind";
     // And the freed entries take 15 more waiters.
@@ -730,7 +731,7 @@ void killed_consumers_collected(bool by_publisher) {
       EXPECT_GE(more.back().event_fd(), 0);
       EXPECT_EQ(more.back().try_pop(buf, size), Status::would_block);
     }
-    EXPECT_EQ(data_count(seg), kEventEntries);
+    EXPECT_EQ(data_count(seg), kEventEntries * kEventWaiter);
   }
 }
 

@@ -85,7 +85,7 @@ TEST(EventWaiter, ReadableWhenAProducerPublishesAndNeverSignalledForNothing) {
   // Nothing published: the descriptor only ever shows looks (about 9 of them
   // in 30 ms: 0.1, 0.2, 0.4 ... ms), never a signal.
   ASSERT_FALSE(w.arm());
-  EXPECT_EQ(data_count(seg), 1u) << "arming raises the consumers' sleeper count";
+  EXPECT_EQ(data_count(seg), kEventWaiter) << "arming raises the consumers' descriptor count";
   EXPECT_NE(data_armed(seg) & (1u << w.entry()), 0u);
   int looks = 0;
   const auto quiet_end = Clock::now() + 30ms;
@@ -99,7 +99,7 @@ TEST(EventWaiter, ReadableWhenAProducerPublishesAndNeverSignalledForNothing) {
   }
   EXPECT_GE(looks, 1);
   EXPECT_LE(looks, 12) << "looks must back off (doubling) like futex sleeps";
-  EXPECT_EQ(data_count(seg), 1u) << "looks keep the count raised: no new window opens";
+  EXPECT_EQ(data_count(seg), kEventWaiter) << "looks keep the count raised: no new window opens";
 
   // A publication through the handle's wake path signals.
   ASSERT_EQ(tx.try_push(word_bytes(7)), Status::ok);
@@ -121,6 +121,48 @@ TEST(EventWaiter, ReadableWhenAProducerPublishesAndNeverSignalledForNothing) {
   EXPECT_EQ(data_armed(seg), 0u);
 }
 
+// An event loop whose last try found nothing, and which then got busy
+// elsewhere, leaves its descriptor armed: the first publication signals it
+// and gives its raise of the count back, so the rest cost the producer one
+// load each, and no system call.
+TEST(EventWaiter, ArmedAndNeverWaitedOnCostsPublishersNoSystemCall) {
+  test::UniqueShm shm;
+  const Segment seg = make_ring(shm, RingKind::spsc, 1024);
+  SpscProducer tx = SpscProducer::attach(seg);
+  SpscConsumer rx = SpscConsumer::attach(seg);
+  const int fd = rx.event_fd();
+  ASSERT_GE(fd, 0);
+  std::array<std::byte, 64> buf{};
+  std::size_t size = 0;
+  // The descriptor starts readable; tries until would_block arm it.
+  ASSERT_EQ(rx.try_pop(buf, size), Status::would_block);
+  ASSERT_EQ(data_count(seg), kEventWaiter);
+  const std::uint64_t wakes = wait_stats().futex_wakes;
+  constexpr std::uint64_t kMessages = 1000;
+  for (std::uint64_t i = 0; i < kMessages; ++i) ASSERT_EQ(tx.try_push(word_bytes(i)), Status::ok);
+  EXPECT_EQ(wait_stats().futex_wakes - wakes, 0u) << "futex wakes with no futex sleeper";
+  EXPECT_EQ(data_armed(seg), 0u) << "the first publication takes the armed bit";
+  EXPECT_EQ(data_count(seg), 0u) << "and gives the waiter's raise back for it";
+  EXPECT_TRUE(readable(fd, kWatchdog)) << "the publication was not signalled";
+  for (std::uint64_t i = 0; i < kMessages; ++i) {
+    ASSERT_EQ(rx.try_pop(buf, size), Status::ok);
+    ASSERT_EQ(bytes_word(buf), i);
+  }
+
+  // A futex sleeper beside the descriptor is still woken.
+  std::thread sleeper([&] {
+    std::array<std::byte, 64> b{};
+    std::size_t n = 0;
+    EXPECT_EQ(rx.pop(b, n, kWatchdog), Status::ok);
+    EXPECT_EQ(bytes_word(b), 4242u);
+  });
+  ASSERT_TRUE(
+      test::poll_until([&] { return (data_count(seg) & kFutexWaiterMask) != 0; }, kWatchdog));
+  ASSERT_EQ(tx.try_push(word_bytes(4242)), Status::ok);
+  sleeper.join();
+  EXPECT_GE(wait_stats().futex_wakes - wakes, 1u);
+}
+
 TEST(EventWaiter, ProducerWaitingForRoomIsSignalledByARelease) {
   test::UniqueShm shm;
   constexpr std::uint64_t kCapacity = 4;
@@ -134,7 +176,7 @@ TEST(EventWaiter, ProducerWaitingForRoomIsSignalledByARelease) {
   while (tx.try_push(word_bytes(sent)) == Status::ok) ++sent;
   ASSERT_EQ(sent, kCapacity);
   ASSERT_FALSE(w.arm());
-  EXPECT_EQ(atomic::load_seq_cst(&control(seg).producer_wait.waiters), 1u);
+  EXPECT_EQ(atomic::load_seq_cst(&control(seg).producer_wait.waiters), kEventWaiter);
   std::thread consumer([&] {
     std::array<std::byte, 64> buf{};
     std::size_t size = 0;
@@ -413,7 +455,7 @@ TEST(EventDeath, AWaiterKilledWhileArmedIsCollected) {
     char ok = 0;
     ASSERT_EQ(::read(ready_pipe[0], &ok, 1), 1);
     ::close(ready_pipe[0]);
-    EXPECT_EQ(data_count(seg), 1u);
+    EXPECT_EQ(data_count(seg), kEventWaiter);
     const std::uint32_t armed = data_armed(seg);
     ASSERT_NE(armed, 0u);
     const std::size_t entry = static_cast<std::size_t>(std::countr_zero(armed));
@@ -428,7 +470,7 @@ TEST(EventDeath, AWaiterKilledWhileArmedIsCollected) {
 
     ASSERT_EQ(::kill(pid, SIGKILL), 0);
     EXPECT_EQ(test::wait_child(pid), -1);
-    EXPECT_EQ(data_count(seg), 1u) << "nothing collects before somebody looks";
+    EXPECT_EQ(data_count(seg), kEventWaiter) << "nothing collects before somebody looks";
     if (by_publisher) {
       // Its signal writes into the dead FIFO (harmless) and collects.
       EventSignaller signaller(seg);

@@ -319,6 +319,7 @@ std::string side_json(const Snapshot& s, const Side& side) {
   }
   o.str("owner_state", side.owner_state())
       .num("waiters", side.waiters)
+      .num("event_waiters", side.event_waiters)
       .num("notify", side.notify)
       .num("gpu_attached", side.gpu_attached)
       .num("gpu_flags", side.gpu_flags);
@@ -475,8 +476,9 @@ int cmd_show(const std::string& name, bool json) {
                           side.owner_start_time);
     }
     fmt::print(
-        "{:<13} owner {}, {} attached, {} waiting, {} GPU attached{}{}\n", label, owner,
-        side.attached, side.waiters, side.gpu_attached,
+        "{:<13} owner {}, {} attached, {} waiting ({} in a descriptor), {} GPU attached{}{}\n",
+        label, owner, side.attached, side.waiters + side.event_waiters, side.event_waiters,
+        side.gpu_attached,
         (side.gpu_flags & shmring::kGpuSharedCounter) != 0 ? " (GPU shared counter)" : "",
         s.spsc() && prod ? fmt::format(", incarnation {}", side.incarnation) : std::string());
     if (!s.spsc()) fmt::print("{:<13} {}\n", "", claims_summary(side));

@@ -286,7 +286,8 @@ Side read_side(const SegmentFile& file, bool producer, const shmring::SideBlock&
   s.owner_start_time = b.owner.start_time;
   s.gpu_attached = b.gpu_attached;
   s.gpu_flags = b.gpu_flags;
-  s.waiters = w.waiters;
+  s.waiters = w.waiters & shmring::kFutexWaiterMask;
+  s.event_waiters = w.waiters / shmring::kEventWaiter;
   s.abandoned = b.abandoned;
   s.incarnation = b.incarnation;
   if (s.owner_identity != 0) s.owner_live = file.held(shmring::lock_byte::owner(producer));

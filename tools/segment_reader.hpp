@@ -114,7 +114,8 @@ struct Side {
   std::uint64_t owner_start_time = 0;
   std::uint32_t gpu_attached = 0;
   std::uint32_t gpu_flags = 0;
-  std::uint32_t waiters = 0;
+  std::uint32_t waiters = 0;        // futex sleepers
+  std::uint32_t event_waiters = 0;  // armed event descriptors
   std::uint64_t abandoned = 0;      // MPMC: positions recovered from dead processes
   std::uint32_t incarnation = 0;    // SPSC producer: producers attached so far
   std::vector<Claimant> claimants;  // MPMC: holders of this side's claim records

@@ -73,7 +73,7 @@ struct BroadcastProducerCore final : HandleCore {
   void publish(std::uint64_t count) noexcept {
     if (view.publish(cursor, count)) wake_subscribers();
   }
-  void wake_subscribers() noexcept;
+  void wake_subscribers(bool everyone = false) noexcept;
   // Reliable: blocks whose holders died stop counting; whether any did.
   bool evict_dead() noexcept;
   void finish_write(std::uint64_t first, std::uint64_t, std::uint64_t count) noexcept override {

@@ -177,10 +177,19 @@ using ConsumerBlock = SideBlock;
 
 // Sleeper counts live apart from the hot positions: the other side reads them
 // after every publication, and they change only when somebody goes to sleep.
+// One word counts both kinds of waiter, so that a publisher's one load tells
+// whether anybody waits: futex sleepers in units of kFutexWaiter (the low 16
+// bits), armed event descriptors (event.hpp) in units of kEventWaiter (the
+// high 16). The wake path then makes the futex call only for sleepers and
+// writes FIFOs only for descriptors: a descriptor armed and never waited on
+// costs a publisher a load, not a system call per message.
 struct WaitBlock {
   std::uint32_t waiters;
   std::uint8_t reserved[124];
 };
+inline constexpr std::uint32_t kFutexWaiter = 1;
+inline constexpr std::uint32_t kEventWaiter = std::uint32_t{1} << 16;
+inline constexpr std::uint32_t kFutexWaiterMask = kEventWaiter - 1;
 
 // MPMC: which process may still hold claimed positions of one side. A CPU
 // handle takes a record when it attaches (one CAS on `holder`, from 0 or from

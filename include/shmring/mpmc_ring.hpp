@@ -103,7 +103,7 @@ struct MpmcSideCore : HandleCore {
   void claims_done() noexcept override { after_claims(); }
 
   // Wakes the other side's sleepers.
-  void wake_peers() noexcept;
+  void wake_peers(bool everyone = false) noexcept;
 
   WaitFor waits_for() const noexcept override { return producer ? WaitFor::room : WaitFor::data; }
   bool progress_ready() const noexcept override {

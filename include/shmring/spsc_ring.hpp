@@ -57,7 +57,7 @@ struct SpscProducerCore final : HandleCore {
   void publish(std::uint64_t count) noexcept {
     if (view.publish(cursor, count)) wake_consumer();
   }
-  void wake_consumer() noexcept;
+  void wake_consumer(bool everyone = false) noexcept;
   void finish_write(std::uint64_t first, std::uint64_t, std::uint64_t count) noexcept override {
     if (count != 0 && first == cursor.head) publish(count);
   }

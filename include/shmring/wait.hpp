@@ -33,6 +33,8 @@ struct WaitStats {
   // there: a publication that woke nobody, caught by the short first sleep
   // (the sleeper handshake, spsc_view.hpp), or a peer that cannot call futex.
   std::uint64_t late_wakeups = 0;
+  // Futex wake calls this process made for sleepers it saw counted.
+  std::uint64_t futex_wakes = 0;
 };
 WaitStats wait_stats() noexcept;
 

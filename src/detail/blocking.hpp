@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "shmring/atomic.hpp"
+#include "shmring/event.hpp"
 #include "shmring/ring_view.hpp"
 #include "shmring/status.hpp"
 #include "shmring/wait.hpp"
@@ -52,6 +53,7 @@ struct SleepBounds {
 
 extern std::atomic<std::uint64_t> g_sleeps;
 extern std::atomic<std::uint64_t> g_late_wakeups;
+extern std::atomic<std::uint64_t> g_futex_wakes;
 
 // Tries between two looks at the clock while spinning: a clock read costs
 // 20-80 ns (vDSO; more under some hypervisors), a pause 1-40 ns.
@@ -86,6 +88,18 @@ inline WaitSide room_side(const RingView& view) noexcept {
 // Consumers wait for data, which producers announce.
 inline WaitSide data_side(const RingView& view) noexcept {
   return {&view.consumer_wait()->waiters, &view.producer()->notify, &view.producer()->gpu_attached};
+}
+
+// Wakes whoever the waiters word of `side` says waits (layout.hpp, WaitBlock):
+// futex sleepers (the notify word bumped and one system call) and armed
+// descriptors (a byte to each FIFO, through `signaller`). `everyone`: both,
+// whatever the word says, for the rare wake-ups that must not lean on a
+// sleeper's look (end of stream, recovered claims).
+inline void wake(const WaitSide& side, EventSignaller& signaller, std::byte* base, WaitFor what,
+                 bool everyone) noexcept {
+  const std::uint32_t w = everyone ? ~std::uint32_t{0} : atomic::load_relaxed(side.waiters);
+  if ((w & kFutexWaiterMask) != 0) futex::notify_all(side.notify);
+  if (w >= kEventWaiter) (void)signaller.signal(base, what);
 }
 
 // Nothing holds the ring up but the peer.
@@ -186,7 +200,7 @@ auto block_until(WaitSide side, const WaitPolicy& policy, WaitState& state,
     // to sleep), re-check, sleep. The count stays raised for the whole
     // round, so the only publication it can miss is one already on its way
     // when it was raised: the short first sleep catches that one.
-    atomic::fetch_add(waiters, std::uint32_t{1});
+    atomic::fetch_add(waiters, kFutexWaiter);
     const std::uint32_t seen = atomic::load_seq_cst(notify);
     const bool gpu_peer = atomic::load_relaxed(peer_gpus) != 0;
     std::chrono::nanoseconds slice =
@@ -206,7 +220,7 @@ auto block_until(WaitSide side, const WaitPolicy& policy, WaitState& state,
           gpu_peer ? std::chrono::nanoseconds(kGpuPeerSleep) : bounds.max;
       slice = std::min(cap, slice * 2);
     }
-    atomic::fetch_sub(waiters, std::uint32_t{1});
+    atomic::fetch_sub(waiters, kFutexWaiter);
     result = try_once();
     if (done(result)) return result;
   }
