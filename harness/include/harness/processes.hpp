@@ -97,6 +97,7 @@ inline bool killed_by(int status, int sig) noexcept {
 
 // "exited with status 3", "killed by signal 9 (Killed)".
 inline std::string describe_exit(int status) {
+  if (status < 0) return "not reaped (waitpid failed)";
   if (WIFSIGNALED(status)) {
     return "killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
            ::strsignal(WTERMSIG(status)) + ")";
