@@ -67,18 +67,19 @@ class Watchdog {
 // Backoff for a loop of try_ calls, with a Watchdog: failed_attempt() pauses
 // the core (or yields every `yield_every` failures, where agents share a
 // core; 0: never) and asks the watchdog every `check_every` failures in a
-// row (a power of two). False: give up.
+// row. Both are powers of two (masks, no division in the spin loop). False:
+// give up.
 class Spinner {
  public:
-  Spinner(std::chrono::nanoseconds limit, Watchdog::Alive alive, unsigned yield_every = 0,
+  Spinner(std::chrono::nanoseconds limit, Watchdog::Alive alive, std::uint64_t yield_every = 0,
           std::uint64_t check_every = 4096)
       : watchdog_(limit, std::move(alive)),
-        yield_every_(yield_every),
+        yield_mask_(yield_every - 1),
         check_mask_(check_every - 1) {}
 
   bool failed_attempt() noexcept {
     ++fails_;
-    if (yield_every_ != 0 && fails_ % yield_every_ == 0) {
+    if (yield_mask_ != ~std::uint64_t{0} && (fails_ & yield_mask_) == 0) {
       ::sched_yield();
     } else {
       atomic::cpu_relax();
@@ -96,7 +97,7 @@ class Spinner {
 
  private:
   Watchdog watchdog_;
-  unsigned yield_every_;
+  std::uint64_t yield_mask_;  // all ones: never yield
   std::uint64_t check_mask_;
   std::uint64_t fails_ = 0;
   Watchdog::Verdict verdict_ = Watchdog::Verdict::keep_waiting;
