@@ -39,6 +39,9 @@
 #include <utility>
 #include <vector>
 
+#include "harness/cpus.hpp"
+#include "harness/processes.hpp"
+#include "harness/watchdog.hpp"
 #include "shmring/atomic.hpp"
 
 namespace shmring::bench {
@@ -52,31 +55,7 @@ using Clock = std::chrono::steady_clock;
 // consumer i on entry 2i+1 (modulo the list), so a longer list spreads wider
 // MPMC configurations over more cores.
 inline std::vector<int> parse_cpu_list(std::string_view text) {
-  std::vector<int> cpus;
-  std::size_t i = 0;
-  auto number = [&](int& out) {
-    if (i >= text.size() || text[i] < '0' || text[i] > '9') return false;
-    out = 0;
-    while (i < text.size() && text[i] >= '0' && text[i] <= '9') out = out * 10 + (text[i++] - '0');
-    return true;
-  };
-  while (i < text.size()) {
-    int first = 0;
-    if (!number(first)) throw std::invalid_argument("bad CPU list '" + std::string(text) + "'");
-    int last = first;
-    if (i < text.size() && text[i] == '-') {
-      ++i;
-      if (!number(last) || last < first) {
-        throw std::invalid_argument("bad CPU range in '" + std::string(text) + "'");
-      }
-    }
-    for (int c = first; c <= last; ++c) cpus.push_back(c);
-    if (i < text.size()) {
-      if (text[i] != ',') throw std::invalid_argument("bad CPU list '" + std::string(text) + "'");
-      ++i;
-    }
-  }
-  if (cpus.empty()) throw std::invalid_argument("SHMRING_BENCH_CPUS names no CPU");
+  std::vector<int> cpus = harness::parse_cpu_list(text);
   if (cpus.size() < 2) cpus.push_back(cpus[0]);
   return cpus;
 }
@@ -86,14 +65,8 @@ inline std::vector<int> parse_cpu_list(std::string_view text) {
 inline std::vector<int> bench_cpus_from_env() {
   const char* env = std::getenv("SHMRING_BENCH_CPUS");
   if (env != nullptr && *env != '\0') return parse_cpu_list(env);
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  std::vector<int> cpus;
-  if (::sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
-    for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c) {
-      if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
-    }
-  }
+  std::vector<int> cpus = harness::allowed_cpus();
+  if (cpus.size() > 2) cpus.resize(2);
   if (cpus.empty()) cpus.push_back(0);
   if (cpus.size() < 2) cpus.push_back(cpus[0]);
   return cpus;
@@ -123,13 +96,7 @@ inline std::string cpu_list_string(const std::vector<int>& cpus) {
   return s;
 }
 
-// Pins the calling thread (pid 0 = the caller) to one CPU.
-inline bool pin_to_cpu(int cpu) noexcept {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  return ::sched_setaffinity(0, sizeof set, &set) == 0;
-}
+using harness::pin_to_cpu;
 
 // ---- names and shared memory -------------------------------------------------
 
@@ -264,48 +231,22 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free,
 class Spinner {
  public:
   using Liveness = std::function<bool()>;  // false: a peer died
-
-  Spinner(const Control& control, bool may_yield, Liveness liveness = {})
-      : control_(control), may_yield_(may_yield), liveness_(std::move(liveness)) {}
-
-  bool failed_attempt() noexcept {
-    ++fails_;
-    if (may_yield_ && (fails_ & 63) == 0) {
-      ::sched_yield();
-    } else {
-      atomic::cpu_relax();
-    }
-    if ((fails_ & 0xfff) != 0) return true;
-    return still_worth_waiting();
-  }
-  void progress() noexcept {
-    fails_ = 0;
-    streak_start_ = Clock::time_point{};
-  }
-  bool stalled() const noexcept { return stalled_; }
-
   static constexpr std::chrono::seconds kStallLimit{20};
 
- private:
-  bool still_worth_waiting() noexcept {
-    if (control_.aborted()) return false;
-    if (liveness_ && !liveness_()) return false;
-    const auto now = Clock::now();
-    if (streak_start_ == Clock::time_point{}) {
-      streak_start_ = now;
-    } else if (now - streak_start_ > kStallLimit) {
-      stalled_ = true;
-      return false;
-    }
-    return true;
-  }
+  Spinner(const Control& control, bool may_yield, Liveness liveness = {})
+      : spin_(
+            kStallLimit,
+            [&control, liveness = std::move(liveness)] {
+              return !control.aborted() && (!liveness || liveness());
+            },
+            may_yield ? 64 : 0) {}
 
-  const Control& control_;
-  bool may_yield_;
-  Liveness liveness_;
-  std::uint64_t fails_ = 0;
-  Clock::time_point streak_start_{};
-  bool stalled_ = false;
+  bool failed_attempt() noexcept { return spin_.failed_attempt(); }
+  void progress() noexcept { spin_.progress(); }
+  bool stalled() const noexcept { return spin_.stalled(); }
+
+ private:
+  harness::Spinner spin_;
 };
 
 // ---- agents: threads or processes -----------------------------------------------
@@ -343,18 +284,13 @@ class Team {
       threads_.emplace_back(std::move(run));
       return;
     }
-    std::fflush(nullptr);
-    const pid_t parent = ::getpid();
-    const pid_t pid = ::fork();
+    const pid_t pid = harness::fork_child([&run] {
+      run();
+      return 0;
+    });
     if (pid < 0) {
       control_.fail(id, "fork: %s", std::strerror(errno));
       return;
-    }
-    if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(3);
-      run();
-      ::_exit(0);
     }
     pids_.emplace_back(id, pid);
   }
@@ -409,21 +345,12 @@ class Team {
     for (auto& t : threads_) t.join();
     threads_.clear();
     for (const auto& [id, pid] : pids_) {
-      int status = 0;
-      const auto deadline = Clock::now() + std::chrono::seconds(2);
-      pid_t r = 0;
-      while ((r = ::waitpid(pid, &status, WNOHANG)) == 0 && Clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
-      if (r == 0) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, &status, 0);
+      const harness::Reaped r = harness::reap_within(pid, std::chrono::seconds(2));
+      if (r.killed) {
         problem += "agent process " + std::to_string(pid) + " did not exit and was killed; ";
-      } else if (r == pid && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-        problem += "agent process " + std::to_string(pid) + " ended with " +
-                   (WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status))
-                                        : "status " + std::to_string(WEXITSTATUS(status))) +
-                   "; ";
+      } else if (!harness::exited_ok(r.status)) {
+        problem +=
+            "agent process " + std::to_string(pid) + " " + harness::describe_exit(r.status) + "; ";
       }
     }
     pids_.clear();

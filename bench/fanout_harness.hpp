@@ -116,24 +116,6 @@ struct FanoutShared {
 inline constexpr int kPublisherAgent = 0;
 inline int subscriber_agent(unsigned i) { return 1 + static_cast<int>(i); }
 
-// Waits (sleeping: the benchmark thread shares the first CPU with the
-// publisher) for agents 0..subscribers to reach `state`.
-inline bool await_fanout(const Team& team, const Control& control, unsigned subscribers,
-                         AgentState state, std::chrono::seconds limit) {
-  const auto deadline = Clock::now() + limit;
-  for (;;) {
-    bool all = true;
-    for (unsigned a = 0; a <= subscribers; ++a) {
-      const std::uint32_t s = control.agents[a].state.load(std::memory_order_acquire);
-      if (s == kFailed) return false;
-      if (s < state) all = false;
-    }
-    if (all) return true;
-    if (control.aborted() || !team.children_alive() || Clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-}
-
 // The publisher waits for every subscriber (and the echo channel) to be
 // connected before it sends anything: a message published before a
 // subscriber joined would never reach it.
@@ -194,12 +176,7 @@ bool publish_sequence(Tx& tx, MessageTemplate& message, unsigned producer, std::
 // still queued when the publishing end goes.
 inline void linger(Control& control, unsigned subscribers, int self) {
   for (unsigned i = 0; i < subscribers; ++i) {
-    const int a = subscriber_agent(i);
-    if (a == self) continue;
-    while (control.agents[a].state.load(std::memory_order_acquire) < kFinished &&
-           !control.aborted()) {
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
+    if (subscriber_agent(i) != self) await_finished(control, subscriber_agent(i));
   }
 }
 
@@ -253,10 +230,7 @@ void bm_fanout_throughput(benchmark::State& state, FanoutConfig config) {
           return;
         }
         control.agents[kPublisherAgent].state.store(kReady, std::memory_order_release);
-        while (control.go.load(std::memory_order_acquire) == 0) {
-          if (!spinner.failed_attempt()) return;
-        }
-        spinner.progress();
+        if (!await_go(control, spinner)) return;
         shared->start_ns = now_ns();
         if (!publish_sequence(tx, message, 0, count, config.batch, spinner, control, "measured")) {
           return;
@@ -267,18 +241,7 @@ void bm_fanout_throughput(benchmark::State& state, FanoutConfig config) {
       control.agents[kPublisherAgent].state.store(kFinished, std::memory_order_release);
     });
 
-    if (!await_fanout(team, control, n, kReady, std::chrono::seconds(30))) {
-      fail(state, team_failure(team, false, "agents did not get ready"));
-      return;
-    }
-    if constexpr (requires { transport.all_ready(); }) transport.all_ready();
-    control.go.store(1, std::memory_order_release);
-    const bool finished = await_fanout(team, control, n, kFinished, std::chrono::seconds(120));
-    const std::string why = team_failure(team, finished, "agents did not finish (stalled or died)");
-    if (!why.empty()) {
-      fail(state, why);
-      return;
-    }
+    if (!run_agents(state, team, control, static_cast<int>(n) + 1, transport)) return;
     std::int64_t end = 0;
     for (unsigned i = 0; i < n; ++i) end = std::max(end, shared->end[subscriber_agent(i)].ns);
     const double seconds = static_cast<double>(end - shared->start_ns) * 1e-9;
@@ -347,12 +310,7 @@ void bm_fanout_round_trip(benchmark::State& state, FanoutConfig config) {
                 return;
               }
             }
-            // The last reply may still be queued: stay until the pinger has it.
-            while (control.agents[kPublisherAgent].state.load(std::memory_order_acquire) <
-                       kFinished &&
-                   !control.aborted()) {
-              std::this_thread::sleep_for(std::chrono::microseconds(100));
-            }
+            await_finished(control, kPublisherAgent);  // the last reply may still be queued
           }
           control.agents[id].messages = total;
         }
@@ -386,10 +344,7 @@ void bm_fanout_round_trip(benchmark::State& state, FanoutConfig config) {
           }
         }
         control.agents[kPublisherAgent].state.store(kReady, std::memory_order_release);
-        while (control.go.load(std::memory_order_acquire) == 0) {
-          if (!spinner.failed_attempt()) return;
-        }
-        spinner.progress();
+        if (!await_go(control, spinner)) return;
         const TickCalibration calibration;
         shared->start_ns = now_ns();
         recorder.start();
@@ -409,29 +364,13 @@ void bm_fanout_round_trip(benchmark::State& state, FanoutConfig config) {
       control.agents[kPublisherAgent].state.store(kFinished, std::memory_order_release);
     });
 
-    if (!await_fanout(team, control, n, kReady, std::chrono::seconds(30))) {
-      fail(state, team_failure(team, false, "agents did not get ready"));
-      return;
-    }
-    if constexpr (requires { transport.all_ready(); }) transport.all_ready();
-    control.go.store(1, std::memory_order_release);
-    const bool finished = await_fanout(team, control, n, kFinished, std::chrono::seconds(120));
-    const std::string why = team_failure(team, finished, "agents did not finish (stalled or died)");
-    if (!why.empty()) {
-      fail(state, why);
-      return;
-    }
+    if (!run_agents(state, team, control, static_cast<int>(n) + 1, transport)) return;
     const double seconds =
         static_cast<double>(shared->end[kPublisherAgent].ns - shared->start_ns) * 1e-9;
     while (state.KeepRunningBatch(static_cast<benchmark::IterationCount>(count))) {
       state.SetIterationTime(seconds);
     }
-    const LatencyRecorder::Summary& s = shared->latency;
-    state.counters["p50_ns"] = s.p50;
-    state.counters["p90_ns"] = s.p90;
-    state.counters["p99_ns"] = s.p99;
-    state.counters["p999_ns"] = s.p999;
-    state.counters["min_ns"] = s.min;
+    set_latency_counters(state, shared->latency);
     state.counters["subscribers"] = n;
     state.SetLabel("depth=" + std::to_string(config.depth) + (share ? " shared-cores" : ""));
   } catch (const std::exception& e) {

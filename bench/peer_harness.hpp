@@ -117,15 +117,16 @@ inline constexpr int kReceiverAgent = 1;  // echo in a round trip; on the second
 inline std::uint64_t warmup_messages(std::size_t size) { return 2 * peer_depth(size); }
 inline constexpr std::uint64_t kWarmupRoundTrips = 64;
 
-// Waits for both agents to reach `state`, sleeping (the benchmark thread
-// shares the first CPU with an agent and must not compete with it). False on
-// a failure, an abort, a child gone early or the time limit.
-inline bool await_agents(const Team& team, const Control& control, AgentState state,
+// Waits for agents 0 .. agents - 1 to reach `state`, sleeping (the
+// benchmark thread shares the first CPU with an agent and must not compete
+// with it). False on a failure, an abort, a child gone early or the time
+// limit.
+inline bool await_agents(const Team& team, const Control& control, int agents, AgentState state,
                          std::chrono::seconds limit) {
   const auto deadline = Clock::now() + limit;
   for (;;) {
     bool all = true;
-    for (const int id : {kSenderAgent, kReceiverAgent}) {
+    for (int id = 0; id < agents; ++id) {
       const std::uint32_t s = control.agents[id].state.load(std::memory_order_acquire);
       if (s == kFailed) return false;
       if (s < state) all = false;
@@ -142,6 +143,50 @@ inline std::string team_failure(Team& team, bool finished, const char* otherwise
   if (why.empty()) why = problem;
   if (why.empty() && !finished) why = otherwise;
   return why;
+}
+
+// The benchmark thread's part of a measurement with agents 0 .. agents - 1:
+// once every one is ready (and the transport told so, if it asks), starts
+// them and waits for them to finish. False, with the benchmark failed, if
+// they did not.
+template <class T>
+bool run_agents(benchmark::State& state, Team& team, Control& control, int agents, T& transport) {
+  if (!await_agents(team, control, agents, kReady, std::chrono::seconds(30))) {
+    fail(state, team_failure(team, false, "agents did not get ready"));
+    return false;
+  }
+  if constexpr (requires { transport.all_ready(); }) transport.all_ready();
+  control.go.store(1, std::memory_order_release);
+  const bool finished = await_agents(team, control, agents, kFinished, std::chrono::seconds(120));
+  const std::string why = team_failure(team, finished, "agents did not finish (stalled or died)");
+  if (!why.empty()) fail(state, why);
+  return why.empty();
+}
+
+// An agent's wait for the start of the measurement.
+inline bool await_go(const Control& control, Spinner& spinner) {
+  while (control.go.load(std::memory_order_acquire) == 0) {
+    if (!spinner.failed_attempt()) return false;
+  }
+  spinner.progress();
+  return true;
+}
+
+// An agent that stays until agent `other` has finished: some transports drop
+// what is still queued when the sending end goes.
+inline void await_finished(const Control& control, int other) {
+  while (control.agents[other].state.load(std::memory_order_acquire) < kFinished &&
+         !control.aborted()) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
+inline void set_latency_counters(benchmark::State& state, const LatencyRecorder::Summary& s) {
+  state.counters["p50_ns"] = s.p50;
+  state.counters["p90_ns"] = s.p90;
+  state.counters["p99_ns"] = s.p99;
+  state.counters["p999_ns"] = s.p999;
+  state.counters["min_ns"] = s.min;
 }
 
 // Runs `body` as agent `id` on `cpu`; a forked agent then leaves the way its
@@ -213,10 +258,7 @@ void bm_peer_throughput(benchmark::State& state, std::size_t size) {
           }
         }
         control.agents[kSenderAgent].state.store(kReady, std::memory_order_release);
-        while (control.go.load(std::memory_order_acquire) == 0) {
-          if (!spinner.failed_attempt()) return;
-        }
-        spinner.progress();
+        if (!await_go(control, spinner)) return;
         shared->start_ns = now_ns();
         for (std::uint64_t i = 0; i < count; ++i) {
           if (const char* problem = tx.send(message, make_tag(0, i), spinner)) {
@@ -226,27 +268,12 @@ void bm_peer_throughput(benchmark::State& state, std::size_t size) {
           }
         }
         control.agents[kSenderAgent].messages = count;
-        // Stay until the receiver is done: some transports drop what is
-        // still queued when the sending end closes.
-        while (control.agents[kReceiverAgent].state.load(std::memory_order_acquire) < kFinished &&
-               !control.aborted()) {
-          std::this_thread::sleep_for(std::chrono::microseconds(100));
-        }
+        await_finished(control, kReceiverAgent);
       }
       control.agents[kSenderAgent].state.store(kFinished, std::memory_order_release);
     });
 
-    if (!await_agents(team, control, kReady, std::chrono::seconds(30))) {
-      fail(state, team_failure(team, false, "agents did not get ready"));
-      return;
-    }
-    control.go.store(1, std::memory_order_release);
-    const bool finished = await_agents(team, control, kFinished, std::chrono::seconds(120));
-    const std::string why = team_failure(team, finished, "agents did not finish (stalled or died)");
-    if (!why.empty()) {
-      fail(state, why);
-      return;
-    }
+    if (!run_agents(state, team, control, 2, transport)) return;
     const double seconds = static_cast<double>(shared->end_ns - shared->start_ns) * 1e-9;
     while (state.KeepRunningBatch(static_cast<benchmark::IterationCount>(count))) {
       state.SetIterationTime(seconds);
@@ -299,11 +326,7 @@ void bm_peer_round_trip(benchmark::State& state, std::size_t size) {
         control.agents[kReceiverAgent].state.store(kReady, std::memory_order_release);
         if (!echo(0, count)) return;
         control.agents[kReceiverAgent].messages = count;
-        // The last reply may still be queued: stay until the pinger has it.
-        while (control.agents[kSenderAgent].state.load(std::memory_order_acquire) < kFinished &&
-               !control.aborted()) {
-          std::this_thread::sleep_for(std::chrono::microseconds(100));
-        }
+        await_finished(control, kSenderAgent);  // the last reply may still be queued
       }
       control.agents[kReceiverAgent].state.store(kFinished, std::memory_order_release);
     });
@@ -328,10 +351,7 @@ void bm_peer_round_trip(benchmark::State& state, std::size_t size) {
           }
         }
         control.agents[kSenderAgent].state.store(kReady, std::memory_order_release);
-        while (control.go.load(std::memory_order_acquire) == 0) {
-          if (!spinner.failed_attempt()) return;
-        }
-        spinner.progress();
+        if (!await_go(control, spinner)) return;
         const TickCalibration calibration;
         shared->start_ns = now_ns();
         recorder.start();
@@ -355,27 +375,12 @@ void bm_peer_round_trip(benchmark::State& state, std::size_t size) {
       control.agents[kSenderAgent].state.store(kFinished, std::memory_order_release);
     });
 
-    if (!await_agents(team, control, kReady, std::chrono::seconds(30))) {
-      fail(state, team_failure(team, false, "agents did not get ready"));
-      return;
-    }
-    control.go.store(1, std::memory_order_release);
-    const bool finished = await_agents(team, control, kFinished, std::chrono::seconds(120));
-    const std::string why = team_failure(team, finished, "agents did not finish (stalled or died)");
-    if (!why.empty()) {
-      fail(state, why);
-      return;
-    }
+    if (!run_agents(state, team, control, 2, transport)) return;
     const double seconds = static_cast<double>(shared->end_ns - shared->start_ns) * 1e-9;
     while (state.KeepRunningBatch(static_cast<benchmark::IterationCount>(count))) {
       state.SetIterationTime(seconds);
     }
-    const LatencyRecorder::Summary& s = shared->latency;
-    state.counters["p50_ns"] = s.p50;
-    state.counters["p90_ns"] = s.p90;
-    state.counters["p99_ns"] = s.p99;
-    state.counters["p999_ns"] = s.p999;
-    state.counters["min_ns"] = s.min;
+    set_latency_counters(state, shared->latency);
   } catch (const std::exception& e) {
     fail(state, e.what());
   }

@@ -62,3 +62,13 @@ function(shmring_summary)
     message(STATUS "${line}")
   endforeach()
 endfunction()
+
+# shmring_link_cli11(<target>): CLI11 for a command-line program, from its
+# CMake package or, where Debian's libcli11-dev ships none, its headers.
+function(shmring_link_cli11 target)
+  if(TARGET CLI11::CLI11)
+    target_link_libraries(${target} PRIVATE CLI11::CLI11)
+  else()
+    target_include_directories(${target} PRIVATE ${CLI11_INCLUDE_DIR})
+  endif()
+endfunction()

@@ -46,16 +46,7 @@ constexpr int kExitOk = 0, kExitVerifyFailed = 1, kExitUsage = 2, kExitRuntime =
 using camera::FrameHeader;
 using camera::kMagic;
 
-struct Options {
-  std::string mode;  // camera or record
-  std::string name = "shmring-camera";
-  std::uint64_t frames = 300;
-  std::uint64_t width = 640, height = 480, channels = 3;
-  std::uint64_t subscribers = 2;  // camera: how many to wait for before the first frame
-  std::uint64_t capacity = 8;
-  std::uint64_t timeout_s = 10;
-  std::string out;  // record: file to write the frames to (none: count and check only)
-};
+using camera::Options;
 
 void usage(std::FILE* to) {
   fmt::print(to,
@@ -74,54 +65,15 @@ void usage(std::FILE* to) {
 
 std::string parse(int argc, char** argv, Options& o, bool& help) {
   if (argc < 2) return "name a mode: camera or record";
-  o.mode = argv[1];
-  if (o.mode == "-h" || o.mode == "--help") {
+  const std::string mode = argv[1];
+  if (mode == "-h" || mode == "--help") {
     help = true;
     return "";
   }
-  if (o.mode != "camera" && o.mode != "record") {
-    return fmt::format("unknown mode '{}': camera or record", o.mode);
+  if (mode != "camera" && mode != "record") {
+    return fmt::format("unknown mode '{}': camera or record", mode);
   }
-  for (int i = 2; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "-h" || arg == "--help") {
-      help = true;
-      return "";
-    }
-    if (i + 1 >= argc) return fmt::format("{} needs a value", arg);
-    const std::string_view v = argv[++i];
-    if (arg == "--name" || arg == "--out") {
-      (arg == "--name" ? o.name : o.out) = std::string(v);
-      continue;
-    }
-    std::uint64_t* target = arg == "--frames"        ? &o.frames
-                            : arg == "--width"       ? &o.width
-                            : arg == "--height"      ? &o.height
-                            : arg == "--channels"    ? &o.channels
-                            : arg == "--subscribers" ? &o.subscribers
-                            : arg == "--capacity"    ? &o.capacity
-                            : arg == "--timeout"     ? &o.timeout_s
-                                                     : nullptr;
-    if (target == nullptr) return fmt::format("unknown option '{}'", arg);
-    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), *target);
-    if (ec != std::errc() || end != v.data() + v.size() || *target == 0) {
-      return fmt::format("{}: '{}' is not a positive number", arg, v);
-    }
-  }
-  if (o.width > 16384 || o.height > 16384 || o.channels > 4) {
-    return "a frame is at most 16384 x 16384 pixels of at most 4 channels";
-  }
-  if ((o.width * o.height * o.channels) % 8 != 0) {
-    return fmt::format("{} x {} x {} pixel bytes are not a whole number of 8-byte words", o.width,
-                       o.height, o.channels);
-  }
-  if (o.subscribers > shmring::kMaxSubscribers) {
-    return fmt::format("--subscribers must be at most {}", shmring::kMaxSubscribers);
-  }
-  if ((o.capacity & (o.capacity - 1)) != 0) {
-    return fmt::format("--capacity {} is not a power of two", o.capacity);
-  }
-  return "";
+  return camera::parse_options(argc, argv, 2, /*with_out=*/true, o, help);
 }
 
 // The pixels of frame `counter`, and their checksum.
@@ -141,12 +93,7 @@ std::uint64_t checksum(std::span<const std::uint8_t> pixels) {
 
 int run_camera(const Options& o) {
   const std::size_t pixel_bytes = o.width * o.height * o.channels;
-  shmring::CreateOptions c;
-  c.kind = shmring::RingKind::broadcast;
-  c.delivery = shmring::Delivery::reliable;
-  c.subscribers = static_cast<std::uint32_t>(o.subscribers);
-  c.capacity = o.capacity;
-  c.slot_size = sizeof(FrameHeader) + pixel_bytes;
+  const shmring::CreateOptions c = camera::ring_options(o);
   const shmring::Segment segment = shmring::Segment::create(o.name, c);
   // The name goes with the camera, whichever way it leaves; the subscribers
   // keep their mappings, so frames not yet read stay readable.
@@ -161,15 +108,10 @@ int run_camera(const Options& o) {
   fmt::print("camera: ring /dev/shm/{} ({} slots of {} B), waiting for {} subscribers\n", o.name,
              o.capacity, c.slot_size, o.subscribers);
   std::fflush(stdout);
-  // Subscribers join at "next": each must be there before frame 0 to get it.
-  const auto deadline = Clock::now() + std::chrono::seconds(o.timeout_s);
-  while (camera::attached_subscribers(segment) < o.subscribers) {
-    if (Clock::now() >= deadline) {
-      fmt::print(stderr, "shmring-camera: only {} of {} subscribers came in {} s\n",
-                 camera::attached_subscribers(segment), o.subscribers, o.timeout_s);
-      return kExitRuntime;
-    }
-    std::this_thread::sleep_for(5ms);
+  if (!camera::await_subscribers(segment, o)) {
+    fmt::print(stderr, "shmring-camera: only {} of {} subscribers came in {} s\n",
+               camera::attached_subscribers(segment), o.subscribers, o.timeout_s);
+    return kExitRuntime;
   }
   const auto start = Clock::now();
   for (std::uint64_t n = 0; n < o.frames; ++n) {
@@ -285,7 +227,7 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   try {
-    return o.mode == "camera" ? run_camera(o) : run_record(o);
+    return std::string_view(argv[1]) == "camera" ? run_camera(o) : run_record(o);
   } catch (const std::exception& e) {
     fmt::print(stderr, "shmring-camera: {}\n", e.what());
   }

@@ -38,14 +38,7 @@ namespace gpu = shmring::cuda;
 
 constexpr int kExitOk = 0, kExitUsage = 2, kExitRuntime = 3, kExitNoGpu = 77;
 
-struct Options {
-  std::string name = "shmring-camera";
-  std::uint64_t frames = 300;
-  std::uint64_t width = 640, height = 480, channels = 3;
-  std::uint64_t subscribers = 2;
-  std::uint64_t capacity = 8;
-  std::uint64_t timeout_s = 10;
-};
+using camera::Options;
 
 struct Shape {
   std::uint32_t width, height, channels;
@@ -112,56 +105,13 @@ void usage(std::FILE* to) {
                "  Exit status: 0 ok, 2 usage, 3 runtime failure, 77 no CUDA device.\n");
 }
 
-std::string parse(int argc, char** argv, Options& o, bool& help) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "-h" || arg == "--help") {
-      help = true;
-      return "";
-    }
-    if (i + 1 >= argc) return std::string(arg) + " needs a value";
-    const std::string_view v = argv[++i];
-    if (arg == "--name") {
-      o.name = std::string(v);
-      continue;
-    }
-    std::uint64_t* target = arg == "--frames"        ? &o.frames
-                            : arg == "--width"       ? &o.width
-                            : arg == "--height"      ? &o.height
-                            : arg == "--channels"    ? &o.channels
-                            : arg == "--subscribers" ? &o.subscribers
-                            : arg == "--capacity"    ? &o.capacity
-                            : arg == "--timeout"     ? &o.timeout_s
-                                                     : nullptr;
-    if (target == nullptr) return "unknown option '" + std::string(arg) + "'";
-    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), *target);
-    if (ec != std::errc() || end != v.data() + v.size() || *target == 0) {
-      return std::string(arg) + ": '" + std::string(v) + "' is not a positive number";
-    }
-  }
-  if (o.width > 16384 || o.height > 16384 || o.channels > 4) {
-    return "a frame is at most 16384 x 16384 pixels of at most 4 channels";
-  }
-  if ((o.width * o.height * o.channels) % 8 != 0) {
-    return "the pixel bytes are not a whole number of 8-byte words";
-  }
-  if (o.subscribers > shmring::kMaxSubscribers) return "too many --subscribers";
-  if ((o.capacity & (o.capacity - 1)) != 0) return "--capacity is not a power of two";
-  return "";
-}
-
 int run(const Options& o) {
   if (gpu::device_count() == 0) {
     std::printf("shmring-gpu-camera: no CUDA device visible, nothing to do\n");
     return kExitNoGpu;
   }
   const std::uint64_t pixel_bytes = o.width * o.height * o.channels;
-  shmring::CreateOptions c;
-  c.kind = shmring::RingKind::broadcast;
-  c.delivery = shmring::Delivery::reliable;
-  c.subscribers = static_cast<std::uint32_t>(o.subscribers);
-  c.capacity = o.capacity;
-  c.slot_size = sizeof(camera::FrameHeader) + pixel_bytes;
+  const shmring::CreateOptions c = camera::ring_options(o);
   const shmring::Segment segment = shmring::Segment::create(o.name, c);
   struct Unlink {
     const std::string& name;
@@ -177,15 +127,11 @@ int run(const Options& o) {
               static_cast<unsigned long long>(c.slot_size),
               static_cast<unsigned long long>(o.subscribers));
   std::fflush(stdout);
-  const auto deadline = Clock::now() + std::chrono::seconds(o.timeout_s);
-  while (camera::attached_subscribers(segment) < o.subscribers) {
-    if (Clock::now() >= deadline) {
-      std::fprintf(stderr, "shmring-gpu-camera: only %u of %llu subscribers came\n",
-                   camera::attached_subscribers(segment),
-                   static_cast<unsigned long long>(o.subscribers));
-      return kExitRuntime;
-    }
-    std::this_thread::sleep_for(5ms);
+  if (!camera::await_subscribers(segment, o)) {
+    std::fprintf(stderr, "shmring-gpu-camera: only %u of %llu subscribers came\n",
+                 camera::attached_subscribers(segment),
+                 static_cast<unsigned long long>(o.subscribers));
+    return kExitRuntime;
   }
   Result* r = nullptr;
   if (cudaMalloc(&r, sizeof *r) != cudaSuccess || cudaMemset(r, 0, sizeof *r) != cudaSuccess) {
@@ -226,7 +172,8 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   Options o;
   bool help = false;
-  if (const std::string err = parse(argc, argv, o, help); !err.empty()) {
+  if (const std::string err = camera::parse_options(argc, argv, 1, /*with_out=*/false, o, help);
+      !err.empty()) {
     std::fprintf(stderr, "shmring-gpu-camera: %s\n\n", err.c_str());
     usage(stderr);
     return kExitUsage;

@@ -1,28 +1,26 @@
-// Self-checking messages for the stress and cross-process suites.
-//
-// A message is a Header followed by `length` payload bytes. The payload and
-// its length are a pure function of (producer, seq), and the checksum is
-// seeded with both, so a consumer can tell an intact message from a torn,
-// stale, truncated or misdirected one without any shared state.
+// Self-checking messages for the stress and cross-process suites: the
+// harness's stamped and checksummed message (harness/message.hpp), tagged
+// (producer, seq), with a length that is a pure function of (producer, seq)
+// too, so a consumer can tell an intact message from a torn, stale,
+// truncated or misdirected one without any shared state.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <span>
-#include <string>
+
+#include "harness/message.hpp"
 
 namespace shmring::test::msg {
 
+// What a message says about itself (decoded by check()).
 struct Header {
   std::uint32_t producer;
   std::uint32_t length;  // payload bytes after the header
   std::uint64_t seq;
-  std::uint64_t checksum;
 };
-static_assert(sizeof(Header) == 24);
-inline constexpr std::size_t kHeaderSize = sizeof(Header);
+inline constexpr std::size_t kHeaderSize = harness::kStampBytes;
 
 inline constexpr std::uint64_t mix(std::uint64_t x) noexcept {  // splitmix64 finaliser
   x += 0x9E3779B97F4A7C15ull;
@@ -31,15 +29,11 @@ inline constexpr std::uint64_t mix(std::uint64_t x) noexcept {  // splitmix64 fi
   return x ^ (x >> 31);
 }
 
-inline constexpr std::uint64_t seed(std::uint32_t producer, std::uint64_t seq) noexcept {
-  return mix((std::uint64_t{producer} << 48) ^ seq ^ 0x5348'4D52'494E'4721ull);
-}
-
 // Payload length for (producer, seq), at most `max_payload`: 1 in 16 empty,
 // 1 in 16 exactly `max_payload`, the rest spread over [0, max_payload].
 inline std::size_t payload_length(std::uint32_t producer, std::uint64_t seq,
                                   std::size_t max_payload) noexcept {
-  const std::uint64_t s = mix(seed(producer, seq) ^ 0x1e57ull);
+  const std::uint64_t s = mix(harness::make_tag(producer, seq) ^ 0x5348'4D52'494E'4721ull);
   switch (s & 15) {
     case 0:
       return 0;
@@ -50,51 +44,22 @@ inline std::size_t payload_length(std::uint32_t producer, std::uint64_t seq,
   }
 }
 
-inline std::uint64_t checksum(std::uint64_t s, const std::byte* p, std::size_t n) noexcept {
-  std::uint64_t h = s ^ (n * 0x100000001B3ull);
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    h = mix(h ^ w);
-  }
-  if (i < n) {
-    std::uint64_t w = 0;
-    std::memcpy(&w, p + i, n - i);
-    h = mix(h ^ w ^ 0xA5);
-  }
-  return h;
-}
-
 // Writes message (producer, seq) into `out` (which must hold kHeaderSize +
 // max_payload bytes) and returns its size.
 inline std::size_t write(std::span<std::byte> out, std::uint32_t producer, std::uint64_t seq,
                          std::size_t max_payload) noexcept {
-  const std::size_t n = payload_length(producer, seq, max_payload);
-  std::byte* payload = out.data() + kHeaderSize;
-  const std::uint64_t s = seed(producer, seq);
-  std::size_t i = 0;
-  for (std::uint64_t k = 0; i + 8 <= n; i += 8, ++k) {
-    const std::uint64_t w = mix(s + k);
-    std::memcpy(payload + i, &w, 8);
-  }
-  if (i < n) {
-    const std::uint64_t w = mix(s + 0xFFFF);
-    std::memcpy(payload + i, &w, n - i);
-  }
-  Header h{producer, static_cast<std::uint32_t>(n), seq, checksum(s, payload, n)};
-  std::memcpy(out.data(), &h, kHeaderSize);
-  return kHeaderSize + n;
+  const std::size_t size = kHeaderSize + payload_length(producer, seq, max_payload);
+  harness::fill_message(out.first(size), harness::make_tag(producer, seq));
+  return size;
 }
 
 enum class Verdict : std::uint8_t {
   ok,
-  too_short,      // smaller than a header
-  size_mismatch,  // size != header + header.length
-  bad_producer,   // producer id out of range
-  bad_seq,        // seq out of range
-  bad_length,     // header.length is not the length (producer, seq) has
-  bad_checksum,   // payload torn, stale or overwritten
+  too_short,     // smaller than a header
+  bad_producer,  // producer id out of range
+  bad_seq,       // seq out of range
+  bad_length,    // not the length (producer, seq) has
+  bad_checksum,  // payload torn, stale or overwritten
 };
 
 inline const char* to_string(Verdict v) noexcept {
@@ -103,8 +68,6 @@ inline const char* to_string(Verdict v) noexcept {
       return "ok";
     case Verdict::too_short:
       return "shorter than a header";
-    case Verdict::size_mismatch:
-      return "size does not match the header's length";
     case Verdict::bad_producer:
       return "producer id out of range";
     case Verdict::bad_seq:
@@ -117,17 +80,24 @@ inline const char* to_string(Verdict v) noexcept {
   return "?";
 }
 
+// The header `m` carries (zeros if it is shorter than one).
+inline Header header_of(std::span<const std::byte> m) noexcept {
+  if (m.size() < kHeaderSize) return Header{};
+  const std::uint64_t tag = harness::message_tag(m);
+  return Header{static_cast<std::uint32_t>(harness::tag_sender(tag)),
+                static_cast<std::uint32_t>(m.size() - kHeaderSize), harness::tag_sequence(tag)};
+}
+
 // Checks a received message. `producers` and `per_producer` bound the ids;
 // the caller checks order and uniqueness with the returned header.
 inline Verdict check(std::span<const std::byte> m, std::uint32_t producers,
                      std::uint64_t per_producer, std::size_t max_payload, Header& h) noexcept {
   if (m.size() < kHeaderSize) return Verdict::too_short;
-  std::memcpy(&h, m.data(), kHeaderSize);
-  if (m.size() != kHeaderSize + std::size_t{h.length}) return Verdict::size_mismatch;
+  h = header_of(m);
   if (h.producer >= producers) return Verdict::bad_producer;
   if (h.seq >= per_producer) return Verdict::bad_seq;
   if (h.length != payload_length(h.producer, h.seq, max_payload)) return Verdict::bad_length;
-  if (h.checksum != checksum(seed(h.producer, h.seq), m.data() + kHeaderSize, h.length)) {
+  if (harness::verify_message(m, m.size(), harness::message_tag(m)) != harness::Verdict::ok) {
     return Verdict::bad_checksum;
   }
   return Verdict::ok;

@@ -227,8 +227,7 @@ class Checker {
   }
   // SPSC: the one producer's messages must come with no gap.
   bool expect_next(std::span<const std::byte> m, std::uint64_t expected) {
-    msg::Header h{};
-    std::memcpy(&h, m.data(), std::min(m.size(), msg::kHeaderSize));
+    const msg::Header h = msg::header_of(m);
     if (m.size() >= msg::kHeaderSize && h.seq != expected) {
       note(r_, "expected seq " + std::to_string(expected) + ", got " + std::to_string(h.seq));
       return false;

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "harness/watchdog.hpp"
 #include "shmring/shmring.hpp"
 #include "stress_message.hpp"
 #include "test_support.hpp"
@@ -81,38 +82,33 @@ class Failures {
   Clock::time_point deadline_;
 };
 
-// Backoff for try_ loops, with a stall watchdog: wait() returns false when
-// the run must end (a failure elsewhere, or no progress here for kStall).
+// Backoff for try_ loops (the harness's Spinner): wait() returns false when
+// the run must end, a failure elsewhere or no progress here for kStall (then
+// a failure itself).
 class Spinner {
  public:
-  Spinner(Failures& failures, std::string who) : failures_(failures), who_(std::move(who)) {}
-  void progress() noexcept { idle_ = 0; }
+  Spinner(Failures& failures, std::string who)
+      : failures_(failures),
+        who_(std::move(who)),
+        // Yields often: fewer cores than threads, the peer must run.
+        spin_(
+            kStall, [&failures] { return !failures.stop_now(); }, 16, 1024) {}
+  void progress() noexcept { spin_.progress(); }
   bool wait() {
-    if (idle_ == 0) since_ = Clock::now();
-    ++idle_;
-    if ((idle_ & 15) == 0) {
-      std::this_thread::yield();  // fewer cores than threads: let the peer run
-    } else {
-      atomic::cpu_relax();
+    if (spin_.failed_attempt()) return true;
+    if (spin_.stalled()) {
+      failures_.add(
+          who_ + ": no progress for " +
+          std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kStall).count()) +
+          " s (lost message or lost wake-up?)");
     }
-    if ((idle_ & 1023) == 0) {
-      if (failures_.stop_now()) return false;
-      if (Clock::now() - since_ > kStall) {
-        failures_.add(
-            who_ + ": no progress for " +
-            std::to_string(std::chrono::duration_cast<std::chrono::seconds>(kStall).count()) +
-            " s (lost message or lost wake-up?)");
-        return false;
-      }
-    }
-    return true;
+    return false;
   }
 
  private:
   Failures& failures_;
   std::string who_;
-  std::uint64_t idle_ = 0;
-  Clock::time_point since_{};
+  harness::Spinner spin_;
 };
 
 ControlArea* control(const Segment& s) { return reinterpret_cast<ControlArea*>(s.base()); }
@@ -138,24 +134,17 @@ std::string describe(const msg::Header& h) {
 //
 // An SPSC message may have any length from 0 to the slot size, so no header
 // fits every one: message `seq` has msg::payload_length(0, seq, slot) bytes
-// (1 in 16 empty, 1 in 16 a full slot), all derived from seq; from 8 bytes on
-// it begins with seq, from 16 on it ends with the checksum of the bytes in
-// between. The consumer knows the seq to expect and checks length, seq,
-// checksum and then every byte. Plain and low-latency slots carry the same
-// messages.
+// (1 in 16 empty, 1 in 16 a full slot). From 16 bytes on it is the harness's
+// message tagged seq (seq, checksum, body); a shorter one is the first bytes
+// of the 16-byte one, so from 8 bytes on it begins with seq. The consumer
+// knows the seq to expect and checks length, seq, checksum and then every
+// byte. Plain and low-latency slots carry the same messages.
 
 std::size_t spsc_write(std::span<std::byte> out, std::uint64_t seq, std::size_t slot) {
   const std::size_t n = msg::payload_length(0, seq, slot);
-  const std::uint64_t s = msg::seed(0, seq);
-  for (std::size_t i = 0; i < n; i += 8) {
-    const std::uint64_t w = msg::mix(s + i / 8);
-    std::memcpy(out.data() + i, &w, std::min<std::size_t>(8, n - i));
-  }
-  if (n >= 8) std::memcpy(out.data(), &seq, 8);
-  if (n >= 16) {
-    const std::uint64_t c = msg::checksum(s, out.data() + 8, n - 16);
-    std::memcpy(out.data() + n - 8, &c, 8);
-  }
+  std::array<std::byte, msg::kHeaderSize> stamp;
+  harness::fill_message(n >= stamp.size() ? out.first(n) : std::span<std::byte>(stamp), seq);
+  if (n < stamp.size()) std::memcpy(out.data(), stamp.data(), n);
   return n;
 }
 
@@ -180,12 +169,9 @@ class SpscChecker {
                     (got < seq ? " (duplicate or stale)" : " (messages lost)"));
       }
     }
-    if (n >= 16) {
-      std::uint64_t got = 0;
-      std::memcpy(&got, m.data() + n - 8, 8);
-      if (got != msg::checksum(msg::seed(0, seq), m.data() + 8, n - 16)) {
-        return fail("checksum mismatch (torn, stale or overwritten body)");
-      }
+    if (n >= msg::kHeaderSize &&
+        harness::verify_message(m, n, seq) == harness::Verdict::bad_checksum) {
+      return fail("checksum mismatch (torn, stale or overwritten body)");
     }
     if (n != 0 && std::memcmp(m.data(), expected_.data(), n) != 0) {
       return fail("bytes differ from the message's");

@@ -57,6 +57,8 @@
 #include <thread>
 
 #include "broadcast_support.hpp"
+#include "harness/message.hpp"
+#include "harness/processes.hpp"
 #include "shmring/atomic.hpp"
 #include "shmring/broadcast_ring.hpp"
 #include "shmring/error.hpp"
@@ -85,16 +87,8 @@ std::uint64_t env_u64(const char* name, std::uint64_t fallback) {
 
 // ---- messages -------------------------------------------------------------
 
-// A message: its position, the incarnation of the producer that wrote it,
-// its length, a checksum, then body bytes derived from all three.
-struct MessageHead {
-  std::uint64_t position;
-  std::uint32_t incarnation;
-  std::uint32_t length;
-  std::uint64_t checksum;
-};
-static_assert(sizeof(MessageHead) == 24);
-
+// A message is the harness's, tagged (incarnation of the producer that wrote
+// it, position), with a length that is a function of its position.
 constexpr std::uint64_t kSlotSize = 200;
 constexpr std::uint64_t kCapacity = 64;
 constexpr std::size_t kMaxBatch = 16;
@@ -108,64 +102,35 @@ std::uint64_t mix(std::uint64_t x) {
   return x;
 }
 
-std::uint32_t length_for(std::uint64_t position) {
-  return static_cast<std::uint32_t>(sizeof(MessageHead) +
-                                    mix(position) % (kSlotSize - sizeof(MessageHead) + 1));
-}
-
-std::byte body_byte(std::uint64_t position, std::uint32_t incarnation, std::size_t i) {
-  return static_cast<std::byte>(mix(position * 31 + incarnation + (i << 40)) & 0xff);
-}
-
-std::uint64_t checksum(const MessageHead& h, const std::byte* body, std::size_t n) {
-  std::uint64_t sum =
-      1469598103934665603ull ^ mix(h.position) ^ (std::uint64_t{h.incarnation} << 32) ^ h.length;
-  for (std::size_t i = 0; i < n; ++i) {
-    sum ^= static_cast<std::uint8_t>(body[i]);
-    sum *= 1099511628211ull;
-  }
-  return sum;
+std::size_t length_for(std::uint64_t position) {
+  return harness::kStampBytes + mix(position) % (kSlotSize - harness::kStampBytes + 1);
 }
 
 void write_message(std::span<std::byte> slot, std::uint64_t position, std::uint32_t incarnation) {
-  MessageHead h{position, incarnation, length_for(position), 0};
-  std::byte* body = slot.data() + sizeof h;
-  const std::size_t n = h.length - sizeof h;
-  for (std::size_t i = 0; i < n; ++i) body[i] = body_byte(position, incarnation, i);
-  h.checksum = checksum(h, body, n);
-  std::memcpy(slot.data(), &h, sizeof h);
+  harness::fill_message(slot.first(length_for(position)), harness::make_tag(incarnation, position));
+}
+
+// The position a message says it has.
+std::uint64_t position_of(std::span<const std::byte> m) {
+  return harness::tag_sequence(harness::message_tag(m));
 }
 
 // Checks a message read at `position`; returns its incarnation, or 0 (and
 // describes the problem in `why`) if it is not intact.
 std::uint32_t check_message(std::span<const std::byte> m, std::uint64_t position, char* why,
                             std::size_t why_size) {
-  if (m.size() < sizeof(MessageHead)) {
-    std::snprintf(why, why_size, "position %" PRIu64 ": %zu bytes, shorter than a header", position,
-                  m.size());
-    return 0;
-  }
-  MessageHead h;
-  std::memcpy(&h, m.data(), sizeof h);
-  const std::byte* body = m.data() + sizeof h;
-  const std::size_t n = m.size() - sizeof h;
-  if (h.position != position || h.length != m.size() || h.length != length_for(position) ||
-      h.incarnation == 0 || h.checksum != checksum(h, body, n)) {
-    std::snprintf(why, why_size,
-                  "position %" PRIu64 ": message says position %" PRIu64
-                  ", length %u (slot %zu, "
-                  "expected %u), incarnation %u, checksum %s",
-                  position, h.position, h.length, m.size(), length_for(position), h.incarnation,
-                  h.checksum == checksum(h, body, n) ? "ok" : "wrong");
-    return 0;
-  }
-  for (std::size_t i = 0; i < n; ++i) {
-    if (body[i] != body_byte(position, h.incarnation, i)) {
-      std::snprintf(why, why_size, "position %" PRIu64 ": body byte %zu differs", position, i);
-      return 0;
-    }
-  }
-  return h.incarnation;
+  const std::uint64_t tag = harness::message_tag(m);
+  const auto incarnation = static_cast<std::uint32_t>(harness::tag_sender(tag));
+  const harness::Verdict v =
+      harness::verify_message(m, length_for(position), harness::make_tag(incarnation, position));
+  if (v == harness::Verdict::ok && incarnation != 0) return incarnation;
+  std::snprintf(
+      why, why_size,
+      "position %" PRIu64 ": %zu bytes (expected %zu), message says position %" PRIu64
+      ", incarnation %u: %s",
+      position, m.size(), length_for(position), harness::tag_sequence(tag), incarnation,
+      v == harness::Verdict::ok ? "no producer has incarnation 0" : harness::to_string(v));
+  return 0;
 }
 
 // ---- the ledger: what the processes record, in memory shared with the parent --
@@ -327,17 +292,23 @@ struct Process {
   auto wait(const char* what, Call&& call) const {
     const auto start = Clock::now();
     auto c = call();
-    if (c.empty()) {
-      // A killed peer is replaced by the next incarnation: peer_dead (and
-      // closed, from an incarnation that finished) mean "not now" here.
-      const Status s = c.status();
-      if (s != Status::timeout && s != Status::peer_dead && s != Status::closed) {
-        fail("%s failed: %s", what, to_string(s));
-      }
-      if (s != Status::timeout) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      note_wait(l, start);
-    }
+    if (c.empty()) retry_later(what, c.status(), start);
     return c;
+  }
+
+  // The one way every wait that came back with nothing goes on, `s` saying
+  // why. A timeout is noted. A killed peer is replaced by the next
+  // incarnation, so peer_dead (and closed, from an incarnation that
+  // finished) mean "not now" here; they return at once, so the caller
+  // pauses a moment before trying again instead of spinning. Anything else
+  // is a failure.
+  void retry_later(const char* what, Status s, Clock::time_point start) const {
+    if (s == Status::peer_dead || s == Status::closed) {
+      std::this_thread::sleep_for(1ms);
+    } else if (s != Status::timeout) {
+      fail("%s failed: %s", what, to_string(s));
+    }
+    note_wait(l, start);
   }
 
   // A producer at `position`, before it writes: told to stop, it records
@@ -449,44 +420,30 @@ struct Child {
   std::uint32_t incarnation = 0;
 };
 
+// Starts `body` (which never returns) in a child that dies with the test.
 template <class Body>
 Child spawn(std::uint32_t incarnation, Body&& body) {
-  const pid_t pid = ::fork();
-  if (pid == 0) body();  // never returns
-  return Child{pid, incarnation};
+  return Child{harness::fork_child([&] {
+                 body();
+                 return 0;
+               }),
+               incarnation};
 }
 
 // Kills and reaps `c`; false (and a test failure) if it had died on its own.
 bool kill_and_reap(const Child& c, const char* role) {
-  ::kill(c.pid, SIGKILL);
-  int status = 0;
-  if (::waitpid(c.pid, &status, 0) != c.pid) {
-    ADD_FAILURE() << role << " " << c.incarnation << ": waitpid failed";
-    return false;
-  }
-  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) return true;
+  const int status = harness::kill_and_reap(c.pid);
+  if (harness::killed_by(status, SIGKILL)) return true;
   ADD_FAILURE() << role << " " << c.incarnation << " died on its own before its kill ("
-                << (WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
-                                      : "signal " + std::to_string(WTERMSIG(status)))
-                << ")";
+                << harness::describe_exit(status) << ")";
   return false;
 }
 
 // Waits up to `limit` for `c` to exit; its exit status, or -1 (it is then
 // killed) if it did not.
 int wait_exit(const Child& c, std::chrono::seconds limit) {
-  const auto until = Clock::now() + limit;
-  int status = 0;
-  for (;;) {
-    const pid_t r = ::waitpid(c.pid, &status, WNOHANG);
-    if (r == c.pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    if (Clock::now() > until) {
-      ::kill(c.pid, SIGKILL);
-      ::waitpid(c.pid, &status, 0);
-      return -1;
-    }
-    std::this_thread::sleep_for(1ms);
-  }
+  const harness::Reaped r = harness::reap_within(c.pid, limit);
+  return !r.killed && WIFEXITED(r.status) ? WEXITSTATUS(r.status) : -1;
 }
 
 using ProcessMain = void (*)(const std::string& name, const SharedLedger& shared,
@@ -552,6 +509,8 @@ class Torture {
   template <class Main>
   Child start_process(Main&& main) {
     const std::uint32_t inc = next_incarnation_++;
+    // Messages carry the incarnation in their tag's sender bits.
+    if (inc > harness::kMaxSender) ADD_FAILURE() << "more incarnations than a tag holds";
     const std::uint64_t s = rng();
     return spawn(inc, [&main, inc, s] { main(inc, s); });
   }
@@ -865,7 +824,6 @@ int survivor_column(int k) { return 3 + k; }
 [[noreturn]] void broadcast_producer_process(const std::string& name, const SharedLedger& shared,
                                              std::uint32_t incarnation, std::uint64_t seed) {
   Process me(shared, "producer", incarnation, seed);
-  Ledger& l = me.l;
   BroadcastProducer tx = me.attach<BroadcastProducer>(name);
   const bool lossy = tx.delivery() == Delivery::lossy;
   const std::uint64_t limit = shared.positions() - kMaxBatch;
@@ -884,10 +842,8 @@ int survivor_column(int k) { return 3 + k; }
       const Status st = tx.push({message, length_for(p)}, kWait);
       if (st == Status::ok) {
         shared.committed_by(p).store(incarnation);  // after the commit, as in commit()
-      } else if (st == Status::timeout) {
-        note_wait(l, start);
       } else {
-        me.fail("push failed: %s", to_string(st));
+        me.retry_later("push", st, start);
       }
       continue;
     }
@@ -929,23 +885,17 @@ class Reader {
         std::size_t size = 0;
         const Status st = sub_.pop(buf, size, kWait);
         if (st == Status::ok) {
-          take({buf, size}, sub_.position() - 1);  // released: the cursor is past it
-        } else if (st == Status::timeout || between_producers(st)) {
-          note_wait(me_.l, start);
-        } else if (!(lossy_ && st == Status::overrun)) {
-          me_.fail("pop failed: %s", to_string(st));
+          take({buf, size}, sub_.position() - 1);         // released: the cursor is past it
+        } else if (!(lossy_ && st == Status::overrun)) {  // a lap: counted, read on
+          me_.retry_later("pop", st, start);
         }
         break;
       }
       case 1: {
         ReadClaim c = sub_.peek(1 + me_.rng() % kMaxBatch, kWait);
         if (c.empty()) {
-          const Status st = c.status();
-          if (st == Status::timeout || between_producers(st)) {
-            note_wait(me_.l, start);
-          } else if (!(lossy_ && st == Status::overrun)) {
-            me_.fail("peek failed: %s", to_string(st));
-          }
+          if (!(lossy_ && c.status() == Status::overrun))
+            me_.retry_later("peek", c.status(), start);
           break;
         }
         take_claim(c);
@@ -954,24 +904,18 @@ class Reader {
       default: {
         const std::size_t n = sub_.drain(
             [&](std::span<const std::byte> m) {
-              MessageHead h{};
-              std::memcpy(&h, m.data(), std::min(m.size(), sizeof h));
-              take(m, h.position);  // the position it names, checked to be the next
+              take(m, position_of(m));  // the position it names, checked to be the next
             },
             1 + me_.rng() % kMaxBatch, kWait);
-        if (n == 0) note_wait(me_.l, start);
+        // drain() says only how many it handed over: empty before its
+        // deadline, it found the producer dead or closed.
+        if (n == 0) {
+          me_.retry_later(
+              "drain", Clock::now() - start < kWait ? Status::peer_dead : Status::timeout, start);
+        }
       }
     }
     check_accounts();
-  }
-
-  // The producer was killed (peer_dead) or an incarnation finished
-  // (closed): the next incarnation takes over and the stream goes on, so
-  // these mean "not now" here (after a short pause: they return at once).
-  static bool between_producers(Status st) {
-    if (st != Status::peer_dead && st != Status::closed) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    return true;
   }
 
   // The cursor moved by exactly the messages read, those lost to laps and

@@ -1,0 +1,106 @@
+// When a waiting loop should give up instead of hanging: its peer is gone,
+// or nothing has moved for too long. The clock is read only once a wait has
+// come back empty, never on the path that makes progress.
+#pragma once
+
+#include <sched.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "shmring/atomic.hpp"
+
+namespace shmring::harness {
+
+class Watchdog {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // False once the peer (a process, a thread, the run) is gone or aborted.
+  using Alive = std::function<bool()>;
+  enum class Verdict { keep_waiting, peer_gone, stalled };
+
+  explicit Watchdog(std::chrono::nanoseconds limit, Alive alive = {})
+      : limit_(limit), alive_(std::move(alive)) {}
+
+  void progress() noexcept { idle_since_ = Clock::time_point{}; }
+
+  // After an attempt that moved nothing. The idle time counts from the first
+  // such attempt after progress().
+  Verdict idle() {
+    if (alive_ && !alive_()) return Verdict::peer_gone;
+    const auto now = Clock::now();
+    if (idle_since_ == Clock::time_point{}) idle_since_ = now;
+    return now - idle_since_ > limit_ ? Verdict::stalled : Verdict::keep_waiting;
+  }
+
+  // idle() for a loop that reports why it stops: "" to keep waiting, else a
+  // sentence naming what it was `waiting_for`.
+  std::string idle(std::string_view waiting_for) {
+    switch (idle()) {
+      case Verdict::keep_waiting:
+        return {};
+      case Verdict::peer_gone:
+        return "the peer process exited while we waited for " + std::string(waiting_for);
+      case Verdict::stalled:
+        break;
+    }
+    return "no progress for " + std::to_string(idle_ms()) + " ms while waiting for " +
+           std::string(waiting_for);
+  }
+
+  std::int64_t idle_ms() const {
+    if (idle_since_ == Clock::time_point{}) return 0;
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - idle_since_)
+        .count();
+  }
+
+ private:
+  std::chrono::nanoseconds limit_;
+  Alive alive_;
+  Clock::time_point idle_since_{};
+};
+
+// Backoff for a loop of try_ calls, with a Watchdog: failed_attempt() pauses
+// the core (or yields every `yield_every` failures, where agents share a
+// core; 0: never) and asks the watchdog every `check_every` failures in a
+// row. Both are powers of two (masks, no division in the spin loop). False:
+// give up.
+class Spinner {
+ public:
+  Spinner(std::chrono::nanoseconds limit, Watchdog::Alive alive, std::uint64_t yield_every = 0,
+          std::uint64_t check_every = 4096)
+      : watchdog_(limit, std::move(alive)),
+        yield_mask_(yield_every - 1),
+        check_mask_(check_every - 1) {}
+
+  bool failed_attempt() noexcept {
+    ++fails_;
+    if (yield_mask_ != ~std::uint64_t{0} && (fails_ & yield_mask_) == 0) {
+      ::sched_yield();
+    } else {
+      atomic::cpu_relax();
+    }
+    if ((fails_ & check_mask_) != 0) return true;
+    verdict_ = watchdog_.idle();
+    return verdict_ == Watchdog::Verdict::keep_waiting;
+  }
+  void progress() noexcept {
+    fails_ = 0;
+    watchdog_.progress();
+  }
+  // Why the last failed_attempt() said to give up.
+  bool stalled() const noexcept { return verdict_ == Watchdog::Verdict::stalled; }
+
+ private:
+  Watchdog watchdog_;
+  std::uint64_t yield_mask_;  // all ones: never yield
+  std::uint64_t check_mask_;
+  std::uint64_t fails_ = 0;
+  Watchdog::Verdict verdict_ = Watchdog::Verdict::keep_waiting;
+};
+
+}  // namespace shmring::harness
