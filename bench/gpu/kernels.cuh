@@ -55,23 +55,65 @@ __global__ void load_sum_kernel(const ulonglong2* src, std::uint64_t vectors,
   if ((threadIdx.x & 31u) == 0) atomicAdd(out, s);
 }
 
-// One flag, one writer at a time: the CPU stores 2i - 1, thread 0 answers 2i.
-__global__ void flag_echo_kernel(std::uint64_t* flag, std::uint64_t rounds,
-                                 std::uint64_t timeout_ns, KernelResult* r) {
-  if (threadIdx.x != 0) return;
-  for (std::uint64_t i = 1; i <= rounds; ++i) {
-    const std::uint64_t want = 2 * i - 1;
-    const std::uint64_t start = sc::global_ns();
-    std::uint32_t polls = 0;
-    while (sr::atomic::load_acquire(flag) != want) {
-      if ((++polls & 255u) == 0 && sc::global_ns() - start > timeout_ns) {
-        note_status(r, sr::Status::timeout);
-        return;
-      }
-    }
-    sr::atomic::store_release(flag, want + 1);
+// The flag ping-pong of the ceiling: the CPU stores 2i - 1 into `request`,
+// the kernel answers 2i into `reply` (the same word, or a word on a line of
+// its own). Lane 0 of `k.pollers` warps poll; with several, the first to see
+// a round claims it in shared memory and it alone answers. `k.relaxed`: the
+// polls are relaxed loads and one acquire fence follows the one that saw the
+// round. `k.reply_delay_ns`: after answering, the poller waits this long
+// before it polls again (a poll sent at once reaches the host before the CPU
+// can have seen the answer, and the next one leaves only a PCIe round trip
+// later). `k.stagger_ns`: poller w starts w times this late. A poller looks
+// at the clock once per `k.check_mask + 1` polls, to give up after
+// `timeout_ns`.
+struct FlagKernel {
+  unsigned pollers = 1;
+  std::uint32_t check_mask = 65535;
+  bool relaxed = false;
+  std::uint32_t reply_delay_ns = 0;
+  std::uint32_t stagger_ns = 0;
+};
+
+__device__ inline void spin_ns(std::uint64_t ns) {
+  if (ns == 0) return;
+  const std::uint64_t start = sc::global_ns();
+  while (sc::global_ns() - start < ns) {
   }
-  r->messages = rounds;
+}
+
+__global__ void flag_echo_kernel(const std::uint64_t* request, std::uint64_t* reply,
+                                 std::uint64_t rounds, FlagKernel k, std::uint64_t timeout_ns,
+                                 KernelResult* r) {
+  __shared__ unsigned long long answered;
+  if (threadIdx.x == 0) answered = 0;
+  __syncthreads();
+  if ((threadIdx.x & 31u) != 0 || threadIdx.x / 32 >= k.pollers) return;
+  spin_ns(std::uint64_t{k.stagger_ns} * (threadIdx.x / 32));
+  std::uint64_t next = 1;
+  std::uint64_t start = sc::global_ns();
+  std::uint32_t polls = 0;
+  for (;;) {
+    if (k.pollers > 1) next = *static_cast<volatile unsigned long long*>(&answered) + 1;
+    if (next > rounds) break;
+    const std::uint64_t want = 2 * next - 1;
+    const std::uint64_t seen =
+        k.relaxed ? sr::atomic::load_relaxed(request) : sr::atomic::load_acquire(request);
+    if (seen == want) {
+      if (k.relaxed) sr::atomic::fence_acquire();
+      if (k.pollers == 1 || atomicCAS(&answered, next - 1, next) == next - 1) {
+        sr::atomic::store_release(reply, want + 1);
+        if (k.pollers == 1) ++next;
+        spin_ns(k.reply_delay_ns);
+      }
+      start = sc::global_ns();
+      continue;
+    }
+    if ((++polls & k.check_mask) == 0 && sc::global_ns() - start > timeout_ns) {
+      note_status(r, sr::Status::timeout);
+      return;
+    }
+  }
+  if (threadIdx.x == 0) r->messages = rounds;
 }
 
 // -- GPU producer -----------------------------------------------------------

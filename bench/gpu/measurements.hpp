@@ -26,6 +26,16 @@ struct Device {
   std::string pci;
 };
 
+// One setup of the flag ping-pong study: the median of its runs' medians,
+// the lowest and highest run median, and p99 and min over every round.
+struct FlagVariant {
+  std::string name;
+  unsigned pollers = 1;
+  bool pinned = false;
+  double median_ns = 0, run_min_ns = 0, run_max_ns = 0, p99_ns = 0, min_ns = 0;
+  std::uint64_t rounds = 0;
+};
+
 struct Ceilings {
   bool measured = false;
   double store_gbps = 0, load_gbps = 0;  // whole grid, median
@@ -33,6 +43,9 @@ struct Ceilings {
   double h2d_gbps = 0, d2h_gbps = 0;
   double register_ms = 0;
   std::vector<std::pair<std::string, double>> diagnosis;  // --diagnose: what, GB/s
+  // The flag ping-pong ceiling: the tightest one-poller variant of the study.
+  std::vector<FlagVariant> flag_variants;
+  std::string flag_ceiling;
   double flag_median_ns = 0, flag_p99_ns = 0, flag_min_ns = 0;
   std::uint64_t flag_rounds = 0;
   std::uint64_t errors = 0;

@@ -33,6 +33,7 @@ namespace {
       "  --ceiling-bytes B      registered region for the ceilings (default 256M)\n"
       "  --ceiling-reps N       (default 5)\n"
       "  --rtt-rounds N         measured round trips per row (default 10000)\n"
+      "  --flag-reps N          interleaved runs of each flag ping-pong setup (default 5)\n"
       "  --rtt-warmup N         round trips discarded first (default 1000)\n"
       "  --gpu-threads N        threads of the one block on each ring (default 1024)\n"
       "  --device N             CUDA device (default 0)\n"
@@ -126,6 +127,8 @@ Options parse_options(int argc, char** argv) {
         o.ceiling_reps = static_cast<unsigned>(parse_bytes(value()));
       else if (a == "--rtt-rounds")
         o.rtt_rounds = parse_bytes(value());
+      else if (a == "--flag-reps")
+        o.flag_reps = static_cast<unsigned>(parse_bytes(value()));
       else if (a == "--rtt-warmup")
         o.rtt_warmup = parse_bytes(value());
       else if (a == "--gpu-threads")

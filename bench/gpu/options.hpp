@@ -28,6 +28,7 @@ struct Options {
   unsigned ceiling_reps = 5;
   std::uint64_t rtt_rounds = 10000;
   std::uint64_t rtt_warmup = 1000;
+  unsigned flag_reps = 5;  // interleaved runs of each flag ping-pong setup
   unsigned gpu_threads = 1024;
   int device = 0;
   int cpu_host = -1;  // -1: chosen from the GPU's local CPUs

@@ -72,13 +72,28 @@ void Report::markdown(std::FILE* f) const {
     std::fprintf(f, "| cudaMemcpy H2D from registered memory | %.1f GB/s |\n", ceil.h2d_gbps);
     std::fprintf(f, "| cudaMemcpy D2H to registered memory | %.1f GB/s |\n", ceil.d2h_gbps);
     std::fprintf(f,
-                 "| one-flag CPU <-> kernel ping-pong, median / p99 / min (%" PRIu64
+                 "| one-flag CPU <-> kernel ping-pong (%s), median / p99 / min (%" PRIu64
                  " round trips) | %.2f / %.2f / %.2f us |\n",
-                 ceil.flag_rounds, ceil.flag_median_ns / 1e3, ceil.flag_p99_ns / 1e3,
-                 ceil.flag_min_ns / 1e3);
+                 ceil.flag_ceiling.c_str(), ceil.flag_rounds, ceil.flag_median_ns / 1e3,
+                 ceil.flag_p99_ns / 1e3, ceil.flag_min_ns / 1e3);
     std::fprintf(f, "| cudaHostRegister of the region | %.0f ms |\n", ceil.register_ms);
     std::fprintf(f, "| verification | %s |\n\n",
                  ceil.errors == 0 && ceil.failures.empty() ? "ok" : "FAILED");
+    if (!ceil.flag_variants.empty()) {
+      std::fprintf(f,
+                   "The flag ping-pong, set up each way (runs interleaved; median of the run "
+                   "medians, their range, p99 and min over every round). The ceiling is the "
+                   "lowest median with one poller.\n\n"
+                   "| setup | median us | run medians us | p99 us | min us | vs ceiling |\n"
+                   "| --- | ---: | ---: | ---: | ---: | ---: |\n");
+      for (const FlagVariant& v : ceil.flag_variants) {
+        std::fprintf(f, "| %s | %.2f | %.2f-%.2f | %.2f | %.2f | %.2fx |\n", v.name.c_str(),
+                     v.median_ns / 1e3, v.run_min_ns / 1e3, v.run_max_ns / 1e3, v.p99_ns / 1e3,
+                     v.min_ns / 1e3,
+                     ceil.flag_median_ns > 0 ? v.median_ns / ceil.flag_median_ns : 0);
+      }
+      std::fprintf(f, "\n");
+    }
   }
   if (!tp.empty()) {
     std::fprintf(
@@ -189,7 +204,18 @@ void Report::json(std::ostream& os) const {
        << ", \"register_ms\": " << num(ceil.register_ms, 1)
        << ", \"flag_round_trip_ns\": {\"median\": " << num(ceil.flag_median_ns, 0)
        << ", \"p99\": " << num(ceil.flag_p99_ns, 0) << ", \"min\": " << num(ceil.flag_min_ns, 0)
-       << ", \"rounds\": " << ceil.flag_rounds << "}, \"diagnosis\": [";
+       << ", \"rounds\": " << ceil.flag_rounds << ", \"setup\": \""
+       << json_escape(ceil.flag_ceiling) << "\"}, \"flag_study\": [";
+    for (std::size_t i = 0; i < ceil.flag_variants.size(); ++i) {
+      const FlagVariant& v = ceil.flag_variants[i];
+      os << (i ? ", " : "") << "{\"setup\": \"" << json_escape(v.name)
+         << "\", \"pollers\": " << v.pollers << ", \"pinned\": " << (v.pinned ? "true" : "false")
+         << ", \"median_ns\": " << num(v.median_ns, 0)
+         << ", \"run_min_ns\": " << num(v.run_min_ns, 0)
+         << ", \"run_max_ns\": " << num(v.run_max_ns, 0) << ", \"p99_ns\": " << num(v.p99_ns, 0)
+         << ", \"min_ns\": " << num(v.min_ns, 0) << ", \"rounds\": " << v.rounds << "}";
+    }
+    os << "], \"diagnosis\": [";
     for (std::size_t i = 0; i < ceil.diagnosis.size(); ++i) {
       os << (i ? ", " : "") << "{\"what\": \"" << json_escape(ceil.diagnosis[i].first)
          << "\", \"GBps\": " << num(ceil.diagnosis[i].second) << "}";
