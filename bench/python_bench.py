@@ -167,53 +167,14 @@ class ShmringPolling(Shmring):
 
 
 class MpQueue:
+    """A queue between two processes that pickles what it carries; faster-fifo's
+    has the same calls."""
+
     name = "multiprocessing.Queue"
 
     def rt_setup(self, size):
         ctx = mp.get_context("spawn")
         a, b = ctx.Queue(), ctx.Queue()
-        return (a, b), (a, b)
-
-    @staticmethod
-    def rt_child(a, b, n, size, ready):
-        ready.set()
-        for seq in range(n):
-            m = a.get(timeout=30)
-            check(m == pattern(seq, size), f"ping {seq}")
-            b.put(m)
-
-    @staticmethod
-    def rt_ping(state, msg):
-        state[0].put(msg)
-        return state[1].get(timeout=30)
-
-    def tp_setup(self, size):
-        q = mp.get_context("spawn").Queue(maxsize=64)
-        return (q,), (q,)
-
-    @staticmethod
-    def tp_child(q, n, size, ready):
-        ready.set()
-        for seq in range(n):
-            q.put(pattern(seq, size))
-
-    @staticmethod
-    def tp_recv(state, seq, size):
-        m = state[0].get(timeout=30)
-        check(m == pattern(seq, size) if size <= 4096 else _is_u64(m, seq), f"message {seq}")
-
-    @staticmethod
-    def close(state):
-        pass
-
-
-class FasterFifo:
-    name = "faster-fifo"
-
-    def rt_setup(self, size):
-        import faster_fifo
-
-        a, b = faster_fifo.Queue(max_size_bytes=1 << 20), faster_fifo.Queue(max_size_bytes=1 << 20)
         return (a, b), (a, b)
 
     @staticmethod
@@ -230,9 +191,7 @@ class FasterFifo:
         return state[1].get(timeout=30)
 
     def tp_setup(self, size):
-        import faster_fifo
-
-        q = faster_fifo.Queue(max_size_bytes=max(1 << 20, 16 * (size + 4096)))
+        q = mp.get_context("spawn").Queue(maxsize=64)
         return (q,), (q,)
 
     @staticmethod
@@ -249,6 +208,24 @@ class FasterFifo:
     @staticmethod
     def close(state):
         pass
+
+
+class FasterFifo(MpQueue):
+    """faster-fifo's queue: bounded by bytes, not by messages."""
+
+    name = "faster-fifo"
+
+    def rt_setup(self, size):
+        import faster_fifo
+
+        a, b = faster_fifo.Queue(max_size_bytes=1 << 20), faster_fifo.Queue(max_size_bytes=1 << 20)
+        return (a, b), (a, b)
+
+    def tp_setup(self, size):
+        import faster_fifo
+
+        q = faster_fifo.Queue(max_size_bytes=max(1 << 20, 16 * (size + 4096)))
+        return (q,), (q,)
 
 
 class Iceoryx2:
