@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import sys
 import time
@@ -44,21 +42,9 @@ import time
 import numpy as np
 
 import shmring
-
-MiB = 1 << 20
-
-
-def pattern(seq: int, size: int) -> bytes:
-    return seq.to_bytes(8, "little") * (size // 8)
-
-
-class VerifyError(AssertionError):
-    pass
-
-
-def check(ok: bool, what: str) -> None:
-    if not ok:
-        raise VerifyError(what)
+from pybench_common import (MiB, VerifyError, available_transports, check, fmt_range, iox2_node,
+                            iox2_publisher, iox2_send, iox2_service, machine_line, pattern, pin,
+                            poll, write_report)
 
 
 def seq_of(m) -> int:
@@ -155,19 +141,12 @@ class ShmringPolling(Shmring):
     name = "shmring, polling"
 
     @staticmethod
-    def _pop(rx):
-        while True:
-            m = rx.try_pop()
-            if m is not None:
-                return m
-
-    @staticmethod
     def rt_child(ping, pong, n, size, ready):
         rx = shmring.open(ping).consumer()
         tx = shmring.open(pong).producer()
         ready.set()
         for seq in range(n):
-            m = ShmringPolling._pop(rx)
+            m = poll(rx.try_pop)
             check(m == pattern(seq, size), f"ping {seq}")
             tx.push(m)
 
@@ -175,68 +154,27 @@ class ShmringPolling(Shmring):
     def rt_ping(state, msg):
         tx, rx, _ = state
         tx.push(msg)
-        return ShmringPolling._pop(rx)
+        return poll(rx.try_pop)
 
     @staticmethod
     def tp_recv(state, seq, size):
         rx = state[0]
         if size <= 4096:
-            check(ShmringPolling._pop(rx) == pattern(seq, size), f"message {seq}")
+            check(poll(rx.try_pop) == pattern(seq, size), f"message {seq}")
             return
-        while (msg := rx.try_peek()) is None:
-            pass
-        with msg:
+        with poll(rx.try_peek) as msg:
             check(_is_u64(msg, seq), f"message {seq}")
 
 
 class MpQueue:
+    """A queue between two processes that pickles what it carries; faster-fifo's
+    has the same calls."""
+
     name = "multiprocessing.Queue"
 
     def rt_setup(self, size):
         ctx = mp.get_context("spawn")
         a, b = ctx.Queue(), ctx.Queue()
-        return (a, b), (a, b)
-
-    @staticmethod
-    def rt_child(a, b, n, size, ready):
-        ready.set()
-        for seq in range(n):
-            m = a.get(timeout=30)
-            check(m == pattern(seq, size), f"ping {seq}")
-            b.put(m)
-
-    @staticmethod
-    def rt_ping(state, msg):
-        state[0].put(msg)
-        return state[1].get(timeout=30)
-
-    def tp_setup(self, size):
-        q = mp.get_context("spawn").Queue(maxsize=64)
-        return (q,), (q,)
-
-    @staticmethod
-    def tp_child(q, n, size, ready):
-        ready.set()
-        for seq in range(n):
-            q.put(pattern(seq, size))
-
-    @staticmethod
-    def tp_recv(state, seq, size):
-        m = state[0].get(timeout=30)
-        check(m == pattern(seq, size) if size <= 4096 else _is_u64(m, seq), f"message {seq}")
-
-    @staticmethod
-    def close(state):
-        pass
-
-
-class FasterFifo:
-    name = "faster-fifo"
-
-    def rt_setup(self, size):
-        import faster_fifo
-
-        a, b = faster_fifo.Queue(max_size_bytes=1 << 20), faster_fifo.Queue(max_size_bytes=1 << 20)
         return (a, b), (a, b)
 
     @staticmethod
@@ -253,9 +191,7 @@ class FasterFifo:
         return state[1].get(timeout=30)
 
     def tp_setup(self, size):
-        import faster_fifo
-
-        q = faster_fifo.Queue(max_size_bytes=max(1 << 20, 16 * (size + 4096)))
+        q = mp.get_context("spawn").Queue(maxsize=64)
         return (q,), (q,)
 
     @staticmethod
@@ -274,6 +210,24 @@ class FasterFifo:
         pass
 
 
+class FasterFifo(MpQueue):
+    """faster-fifo's queue: bounded by bytes, not by messages."""
+
+    name = "faster-fifo"
+
+    def rt_setup(self, size):
+        import faster_fifo
+
+        a, b = faster_fifo.Queue(max_size_bytes=1 << 20), faster_fifo.Queue(max_size_bytes=1 << 20)
+        return (a, b), (a, b)
+
+    def tp_setup(self, size):
+        import faster_fifo
+
+        q = faster_fifo.Queue(max_size_bytes=max(1 << 20, 16 * (size + 4096)))
+        return (q,), (q,)
+
+
 class Iceoryx2:
     name = "iceoryx2"
 
@@ -282,77 +236,36 @@ class Iceoryx2:
         self.count = 0
 
     @staticmethod
-    def _service(node, name, size, buffer):
-        import iceoryx2 as iox2
-
-        return (node.service_builder(iox2.ServiceName.new(name))
-                .publish_subscribe(ctypes.c_uint8 * size)
-                .subscriber_max_buffer_size(buffer).history_size(0)
-                .enable_safe_overflow(False)  # else a full buffer drops the oldest sample
-                .open_or_create())
-
-    @staticmethod
-    def _ports(node, pub_name, sub_name, size, buffer):
-        import iceoryx2 as iox2
-
-        pub_service = Iceoryx2._service(node, pub_name, size, buffer)
-        sub_service = Iceoryx2._service(node, sub_name, size, buffer)
-        pub = (pub_service.publisher_builder()
-               .backpressure_strategy(iox2.BackpressureStrategy.RetryUntilDelivered).create())
+    def _ports(pub_name, sub_name, size, buffer):
+        pub_service = iox2_service(pub_name, size, buffer)
+        sub_service = iox2_service(sub_name, size, buffer)
         sub = sub_service.subscriber_builder().buffer_size(buffer).create()
-        return pub, sub, (pub_service, sub_service)
-
-    _the_node = None
-
-    @staticmethod
-    def _node():
-        # One node per process, kept for the whole run.
-        import iceoryx2 as iox2
-
-        if Iceoryx2._the_node is None:
-            iox2.set_log_level(iox2.LogLevel.Error)
-            Iceoryx2._the_node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
-        return Iceoryx2._the_node
-
-    @staticmethod
-    def _send(pub, msg: bytes):
-        sample = pub.loan_uninit()
-        ctypes.memmove(sample.payload_ptr, msg, len(msg))
-        sample.assume_init().send()
-
-    @staticmethod
-    def _receive(sub):
-        while True:  # polls: no blocking receive without an event service
-            sample = sub.receive()
-            if sample is not None:
-                return sample
+        return iox2_publisher(pub_service), sub, (pub_service, sub_service)
 
     def rt_setup(self, size):
         self.count += 1
         ping, pong = f"{self.prefix}-{self.count}-ping", f"{self.prefix}-{self.count}-pong"
-        node = self._node()
-        pub, sub, keep = self._ports(node, ping, pong, size, 4)
-        return [node, pub, sub, keep, False], (ping, pong)
+        pub, sub, keep = self._ports(ping, pong, size, 4)
+        return [iox2_node(), pub, sub, keep, False], (ping, pong)
 
     @staticmethod
     def rt_child(ping, pong, n, size, ready):
-        node = Iceoryx2._node()
-        pub, sub, _ = Iceoryx2._ports(node, pong, ping, size, 4)
+        pub, sub, _ = Iceoryx2._ports(pong, ping, size, 4)
         ready.set()
         for seq in range(n):
-            sample = Iceoryx2._receive(sub)
+            sample = poll(sub.receive)
             m = ctypes.string_at(sample.payload_ptr, size)
             sample.delete()
             check(m == pattern(seq, size), f"ping {seq}")
-            Iceoryx2._send(pub, m)
+            iox2_send(pub, m)
 
     @staticmethod
     def rt_ping(state, msg):
         if not state[4]:  # connect to the echo process's subscriber
             state[1].update_connections()
             state[4] = True
-        Iceoryx2._send(state[1], msg)
-        sample = Iceoryx2._receive(state[2])
+        iox2_send(state[1], msg)
+        sample = poll(state[2].receive)
         m = ctypes.string_at(sample.payload_ptr, len(msg))
         sample.delete()
         return m
@@ -360,23 +273,17 @@ class Iceoryx2:
     def tp_setup(self, size):
         self.count += 1
         data = f"{self.prefix}-{self.count}-data"
-        node = self._node()
-        service = self._service(node, data, size, 64 if size <= 4096 else 16)
+        service = iox2_service(data, size, 64 if size <= 4096 else 16)
         sub = service.subscriber_builder().buffer_size(64 if size <= 4096 else 16).create()
-        return [node, service, sub], (data,)
+        return [iox2_node(), service, sub], (data,)
 
     @staticmethod
     def tp_child(data, n, size, ready):
-        import iceoryx2 as iox2
-
-        node = Iceoryx2._node()
-        service = Iceoryx2._service(node, data, size, 64 if size <= 4096 else 16)
-        pub = (service.publisher_builder()
-               .backpressure_strategy(iox2.BackpressureStrategy.RetryUntilDelivered).create())
+        pub = iox2_publisher(iox2_service(data, size, 64 if size <= 4096 else 16))
         ready.set()
         for seq in range(n):
             if size <= 4096:
-                Iceoryx2._send(pub, pattern(seq, size))
+                iox2_send(pub, pattern(seq, size))
             else:  # written in place
                 sample = pub.loan_uninit()
                 _fill_u64((ctypes.c_uint8 * size).from_address(sample.payload_ptr), seq)
@@ -384,7 +291,7 @@ class Iceoryx2:
 
     @staticmethod
     def tp_recv(state, seq, size):
-        sample = Iceoryx2._receive(state[2])
+        sample = poll(state[2].receive)
         if size <= 4096:
             got = ctypes.string_at(sample.payload_ptr, size)
             ok = got == pattern(seq, size)
@@ -405,11 +312,6 @@ TRANSPORTS = {"shmring": Shmring, "shmring-poll": ShmringPolling, "mpqueue": MpQ
 
 
 # ---- measurements -------------------------------------------------------------------
-
-
-def pin(cpu: int | None) -> None:
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
 
 
 CPUS: tuple[int | None, int | None] = (None, None)  # (this process, the peer) when pinning
@@ -498,13 +400,6 @@ def zero_copy_access(size: int, n: int) -> float:
         shmring.unlink(name, missing_ok=True)
 
 
-def fmt_range(values, unit_fn):
-    if not values:
-        return "failed"
-    med = statistics.median(values)
-    return f"{unit_fn(med)} ({unit_fn(min(values))} - {unit_fn(max(values))})"
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=5)
@@ -534,19 +429,9 @@ def main() -> int:
         # peer; the C++ benchmarks pin too.
         CPUS = (allowed[0], allowed[1])
         pin(CPUS[0])
-    transports = []
-    for key in a.transports.split(","):
-        if key not in TRANSPORTS:
-            ap.error(f"unknown transport '{key}'")
-        try:
-            if key == "faster-fifo":
-                import faster_fifo  # noqa: F401
-            if key == "iceoryx2":
-                import iceoryx2  # noqa: F401
-        except ImportError:
-            print(f"skipping {key}: not installed (pip install {key})")
-            continue
-        transports.append(TRANSPORTS[key]())
+    keys = available_transports(ap, a.transports, TRANSPORTS,
+                                {"faster-fifo": "faster_fifo", "iceoryx2": "iceoryx2"})
+    transports = [TRANSPORTS[key]() for key in keys]
 
     results = {t.name: {"rt": [], "rt99": [], "tp64": [], "tp1m": []} for t in transports}
     failures = {t.name: [] for t in transports}
@@ -581,9 +466,7 @@ def main() -> int:
     mps = lambda v: f"{v / 1e6:.3f} M/s"  # noqa: E731
     gbs = lambda v: f"{v * MiB / 1e9:.2f} GB/s"  # noqa: E731
     lines = [
-        f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-        f"median of {a.reps} interleaved repetitions (range min - max); per repetition "
+        f"{machine_line()}; median of {a.reps} interleaved repetitions (range min - max); per repetition "
         f"{n_rt:,} round trips, {n_64:,} x 64 B, {n_1m:,} x 1 MiB; "
         + (f"this process on CPU {CPUS[0]}, its peer on CPU {CPUS[1]}" if CPUS[0] is not None
            else "not pinned"),
@@ -604,13 +487,7 @@ def main() -> int:
     for s in zc_sizes:
         label = f"{s // MiB} MiB" if s >= MiB else (f"{s // 1024} KiB" if s >= 1024 else f"{s} B")
         lines.append(f"| {label} | {fmt_range(zc[s], us)} |")
-    report = "\n".join(lines)
-    print()
-    print(report)
-    if a.out:
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        with open(a.out, "w") as f:
-            f.write(report + "\n")
+    write_report("\n".join(lines), a.out)
     return 0
 
 

@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime
 import multiprocessing as mp
 import os
-import platform
 import statistics
 import sys
 import time
@@ -45,7 +43,9 @@ import time
 import numpy as np
 
 import shmring
-from python_bench import VerifyError, check, fmt_range, pattern, pin
+from pybench_common import (VerifyError, available_transports, check, fmt_range, iox2_node,
+                            iox2_publisher, iox2_send, iox2_service, machine_line, pattern, pin,
+                            poll, write_report)
 
 SIZE = 64
 CPUS: list[int | None] = [None]
@@ -101,12 +101,7 @@ class Shmring:
         return rx, tx
 
     def recv(self, rx):
-        if not self.poll:
-            return rx.pop(timeout=30)
-        while True:
-            m = rx.try_pop()
-            if m is not None:
-                return m
+        return poll(rx.try_pop) if self.poll else rx.pop(timeout=30)
 
     @staticmethod
     def sub_echo(tx, msg):
@@ -125,59 +120,26 @@ class ShmringPolling(Shmring):
 
 class Iceoryx2:
     name = "iceoryx2"
-    _the_node = None
-
     def __init__(self):
         self.prefix = f"shmring-pybcast-iox2-{os.getpid()}"
         self.count = 0
 
     @staticmethod
-    def _node():
-        import iceoryx2 as iox2
-
-        if Iceoryx2._the_node is None:
-            iox2.set_log_level(iox2.LogLevel.Error)
-            Iceoryx2._the_node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
-        return Iceoryx2._the_node
-
-    @staticmethod
     def _service(name, n_subs):
-        import iceoryx2 as iox2
-
-        return (Iceoryx2._node().service_builder(iox2.ServiceName.new(name))
-                .publish_subscribe(ctypes.c_uint8 * SIZE)
-                .max_subscribers(max(n_subs, 1)).max_publishers(1)
-                .subscriber_max_buffer_size(64).history_size(0)
-                .enable_safe_overflow(False)  # else a full buffer drops the oldest sample
-                .open_or_create())
-
-    @staticmethod
-    def _publisher(service):
-        import iceoryx2 as iox2
-
-        return (service.publisher_builder()
-                .backpressure_strategy(iox2.BackpressureStrategy.RetryUntilDelivered).create())
-
-    @staticmethod
-    def _send(pub, msg):
-        sample = pub.loan_uninit()
-        ctypes.memmove(sample.payload_ptr, msg, SIZE)
-        sample.assume_init().send()
+        return iox2_service(name, SIZE, 64, max_subscribers=max(n_subs, 1))
 
     @staticmethod
     def _recv(sub):
-        while True:  # polls: no blocking receive without an event service
-            sample = sub.receive()
-            if sample is not None:
-                m = ctypes.string_at(sample.payload_ptr, SIZE)
-                sample.delete()
-                return m
+        sample = poll(sub.receive)  # no blocking receive without an event service
+        m = ctypes.string_at(sample.payload_ptr, SIZE)
+        sample.delete()
+        return m
 
     def setup(self, n_subs, echo):
         self.count += 1
         ring, back = f"{self.prefix}-{self.count}-ring", f"{self.prefix}-{self.count}-back"
         service = self._service(ring, n_subs)
-        state = {"service": service, "tx": self._publisher(service), "rx": None}
+        state = {"node": iox2_node(), "service": service, "tx": iox2_publisher(service), "rx": None}
         if echo:
             back_service = self._service(back, 1)
             state["back_service"] = back_service
@@ -192,7 +154,7 @@ class Iceoryx2:
         state["tx"].update_connections()
 
     def send(self, state, msg):
-        self._send(state["tx"], msg)
+        iox2_send(state["tx"], msg)
 
     def reply(self, state):
         return self._recv(state["rx"])
@@ -203,7 +165,7 @@ class Iceoryx2:
         tx = None
         if back is not None and index == 0:
             back_service = Iceoryx2._service(back, 1)
-            tx = Iceoryx2._publisher(back_service)
+            tx = iox2_publisher(back_service)
             deadline = time.monotonic() + 30
             while back_service.dynamic_config.number_of_subscribers < 1:
                 check(time.monotonic() < deadline, "iceoryx2: the pinger did not connect")
@@ -217,7 +179,7 @@ class Iceoryx2:
 
     @staticmethod
     def sub_echo(tx, msg):
-        Iceoryx2._send(tx[0], msg)
+        iox2_send(tx[0], msg)
 
     @staticmethod
     def close(state):
@@ -323,17 +285,7 @@ def main() -> int:
     if not a.no_pin and len(allowed) >= 2:
         CPUS = allowed
         pin(CPUS[0])
-    keys = []
-    for key in a.transports.split(","):
-        if key not in TRANSPORTS:
-            ap.error(f"unknown transport '{key}'")
-        if key == "iceoryx2":
-            try:
-                import iceoryx2  # noqa: F401
-            except ImportError:
-                print("skipping iceoryx2: not installed (pip install iceoryx2)")
-                continue
-        keys.append(key)
+    keys = available_transports(ap, a.transports, TRANSPORTS, {"iceoryx2": "iceoryx2"})
 
     res = {(k, c): {"tp": [], "rt": [], "rt99": []} for k in keys for c in counts}
     failures = []
@@ -357,8 +309,7 @@ def main() -> int:
     us = lambda v: f"{v / 1e3:.1f} us"  # noqa: E731
     mps = lambda v: f"{v / 1e6:.3f} M/s"  # noqa: E731
     lines = [
-        f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; shmring "
+        f"{machine_line()}; shmring "
         f"{getattr(shmring, '__version__', '?')}; median of {a.reps} interleaved repetitions (range "
         f"min - max); per repetition {n_tp:,} x 64 B and {n_rt:,} round trips after {warm:,} "
         "warm-up messages; "
@@ -390,13 +341,7 @@ def main() -> int:
         lines += ["", f"{len(failures)} measurement(s) failed (a message not the expected one, or a "
                   "subscriber that failed), left out of the table: "
                   + "; ".join(failures)]
-    report = "\n".join(lines)
-    print()
-    print(report)
-    if a.out:
-        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-        with open(a.out, "w") as f:
-            f.write(report + "\n")
+    write_report("\n".join(lines), a.out)
     return 1 if failures else 0
 
 

@@ -22,6 +22,8 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace shmring::harness {
 
@@ -105,6 +107,61 @@ inline std::string describe_exit(int status) {
   if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
   return "ended with wait status " + std::to_string(status);
 }
+
+// Forked children (fork_child) watched together while the parent does its
+// own part of a run: all_running() tells whether one has ended, reap_all()
+// collects every wait status. None outlives the group: the destructor kills
+// and reaps those still running (after an exception, say).
+class Children {
+ public:
+  Children() = default;
+  Children(const Children&) = delete;
+  Children& operator=(const Children&) = delete;
+  ~Children() {
+    for (std::size_t k = 0; k < pids_.size(); ++k) {
+      if (!statuses_[k]) kill_and_reap(pids_[k]);
+    }
+  }
+
+  // Forks a child running `body` (fork_child); throws std::runtime_error if
+  // fork fails.
+  template <class Body>
+  pid_t spawn(Body&& body, int death_signal = SIGKILL) {
+    const pid_t pid = fork_child(std::forward<Body>(body), death_signal);
+    if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+    pids_.push_back(pid);
+    statuses_.emplace_back();
+    return pid;
+  }
+
+  // False once a child has ended (it is reaped then).
+  bool all_running() noexcept {
+    bool all = true;
+    for (std::size_t k = 0; k < pids_.size(); ++k) {
+      if (!statuses_[k]) statuses_[k] = reap_now(pids_[k]);
+      all = all && !statuses_[k];
+    }
+    return all;
+  }
+
+  // Waits for every child to end. With a `grace` (after a failure, when a
+  // child may wait for a peer that will never come), one still running after
+  // it is killed.
+  void reap_all(std::optional<std::chrono::nanoseconds> grace = std::nullopt) {
+    for (std::size_t k = 0; k < pids_.size(); ++k) {
+      if (!statuses_[k])
+        statuses_[k] = grace ? reap_within(pids_[k], *grace).status : reap(pids_[k]);
+    }
+  }
+
+  // In the order spawned: the pid, and the wait status once reaped.
+  const std::vector<pid_t>& pids() const noexcept { return pids_; }
+  const std::vector<std::optional<int>>& statuses() const noexcept { return statuses_; }
+
+ private:
+  std::vector<pid_t> pids_;
+  std::vector<std::optional<int>> statuses_;
+};
 
 // `count` T in memory shared with the children forked after it (an anonymous
 // MAP_SHARED mapping): how they report to the parent. Value-initialised.

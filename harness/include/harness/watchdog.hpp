@@ -8,11 +8,14 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 #include "shmring/atomic.hpp"
+#include "shmring/status.hpp"
 
 namespace shmring::harness {
 
@@ -63,6 +66,41 @@ class Watchdog {
   Alive alive_;
   Clock::time_point idle_since_{};
 };
+
+// Repeats `attempt`, one blocking ring call with a timeout, until it
+// succeeds: a claim or a peek (returned, once it is not empty), or a copy
+// call returning a Status. A timeout only asks the watchdog whether to go on
+// waiting; any other failure, or the watchdog giving up, throws
+// std::runtime_error naming the `op` ("claim", "push", "peek", "pop") and the
+// `ring` ("data").
+template <class Attempt>
+auto await(Watchdog& wd, std::string_view op, std::string_view ring, Attempt&& attempt) {
+  const std::string what = std::string(op) + " on the " + std::string(ring) + " ring";
+  for (;;) {
+    auto r = attempt();
+    constexpr bool copy_call = std::is_same_v<decltype(r), Status>;
+    Status st = Status::ok;
+    if constexpr (copy_call) {
+      st = r;
+    } else if (r.empty()) {
+      st = r.status();
+    }
+    if (st == Status::ok) {
+      wd.progress();
+      if constexpr (!copy_call)
+        return r;
+      else
+        return;
+    }
+    if (st != Status::timeout) throw std::runtime_error(what + " failed: " + to_string(st));
+    const bool writing = op == "claim" || op == "push";
+    if (auto why = wd.idle(std::string(writing ? "free slots" : "messages") + " in the " +
+                           std::string(ring) + " ring");
+        !why.empty()) {
+      throw std::runtime_error(why);
+    }
+  }
+}
 
 // Backoff for a loop of try_ calls, with a Watchdog: failed_attempt() pauses
 // the core (or yields every `yield_every` failures, where agents share a
