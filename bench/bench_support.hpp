@@ -244,6 +244,7 @@ class Spinner {
   bool failed_attempt() noexcept { return spin_.failed_attempt(); }
   void progress() noexcept { spin_.progress(); }
   bool stalled() const noexcept { return spin_.stalled(); }
+  std::uint64_t failures() const noexcept { return spin_.failures(); }
 
  private:
   harness::Spinner spin_;

@@ -102,6 +102,9 @@ inline bool fanout_shares_cores(unsigned subscribers) {
 
 struct alignas(128) FanoutEnd {
   std::int64_t ns = 0;
+  // Failed attempts in the measured part: a subscriber that found nothing,
+  // the publisher a full ring. They tell who waits on whom.
+  std::uint64_t idle = 0;
 };
 
 // Lives in a SharedRegion, next to the Control block.
@@ -209,11 +212,13 @@ void bm_fanout_throughput(benchmark::State& state, FanoutConfig config) {
             return;
           }
           control.agents[id].state.store(kReady, std::memory_order_release);
+          const std::uint64_t idle = spinner.failures();
           if (!receive_sequence(rx, message, 0, count, config.batch, spinner, control, id,
                                 "measured")) {
             return;
           }
           shared->end[id].ns = now_ns();
+          shared->end[id].idle = spinner.failures() - idle;
           control.agents[id].messages = count;
         }
         control.agents[id].state.store(kFinished, std::memory_order_release);
@@ -232,9 +237,11 @@ void bm_fanout_throughput(benchmark::State& state, FanoutConfig config) {
         control.agents[kPublisherAgent].state.store(kReady, std::memory_order_release);
         if (!await_go(control, spinner)) return;
         shared->start_ns = now_ns();
+        const std::uint64_t idle = spinner.failures();
         if (!publish_sequence(tx, message, 0, count, config.batch, spinner, control, "measured")) {
           return;
         }
+        shared->end[kPublisherAgent].idle = spinner.failures() - idle;
         control.agents[kPublisherAgent].messages = count;
         linger(control, n, kPublisherAgent);
       }
@@ -254,6 +261,12 @@ void bm_fanout_throughput(benchmark::State& state, FanoutConfig config) {
     state.counters["deliveries_per_second"] =
         benchmark::Counter(static_cast<double>(count) * n, benchmark::Counter::kIsRate);
     state.counters["subscribers"] = n;
+    std::uint64_t sub_idle = 0;
+    for (unsigned i = 0; i < n; ++i) sub_idle += shared->end[subscriber_agent(i)].idle;
+    const auto per_message = [count](double v) { return count == 0 ? 0.0 : v / count; };
+    state.counters["publisher_idle_per_msg"] =
+        per_message(static_cast<double>(shared->end[kPublisherAgent].idle));
+    state.counters["subscriber_idle_per_msg"] = per_message(static_cast<double>(sub_idle) / n);
     state.SetLabel("depth=" + std::to_string(config.depth) +
                    " batch=" + std::to_string(config.batch) + (share ? " shared-cores" : ""));
   } catch (const std::exception& e) {

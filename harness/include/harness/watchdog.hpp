@@ -127,9 +127,13 @@ class Spinner {
     return verdict_ == Watchdog::Verdict::keep_waiting;
   }
   void progress() noexcept {
+    total_ += fails_;
     fails_ = 0;
     watchdog_.progress();
   }
+  // Failed attempts since construction: how often the loop found nothing
+  // to do (a consumer an empty ring, a producer a full one).
+  std::uint64_t failures() const noexcept { return total_ + fails_; }
   // Why the last failed_attempt() said to give up.
   bool stalled() const noexcept { return verdict_ == Watchdog::Verdict::stalled; }
 
@@ -138,6 +142,7 @@ class Spinner {
   std::uint64_t yield_mask_;  // all ones: never yield
   std::uint64_t check_mask_;
   std::uint64_t fails_ = 0;
+  std::uint64_t total_ = 0;
   Watchdog::Verdict verdict_ = Watchdog::Verdict::keep_waiting;
 };
 
