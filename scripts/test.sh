@@ -7,16 +7,21 @@
 #      Python wheel (pip wheel, auditwheel repair: a manylinux wheel in
 #      build/wheelhouse), installed from that file alone into the virtual
 #      environment build/python-venv, and ctest -L python, its pytest suite
-#   2. ThreadSanitizer build in build-tsan/: ctest -L 'unit|stress|ipc'
-#   3. AddressSanitizer + UBSan build in build-asan/: ctest -L 'unit|stress|ipc|fuzz|bridge'
-#   4. aarch64 (Jetson) cross build in build-aarch64/ with
+#   2. cuda-compile: the CUDA parts built in build-cuda/ for sm_90 with a
+#      CUDA 13 toolkit from PyPI (.ci/cuda_toolkit.sh), where none need be
+#      installed; ctest -L gpu there must report every test skipped (no
+#      device visible)
+#   3. ThreadSanitizer build in build-tsan/: ctest -L 'unit|stress|ipc'
+#   4. AddressSanitizer + UBSan build in build-asan/: ctest -L 'unit|stress|ipc|fuzz|bridge'
+#   5. aarch64 (Jetson) cross build in build-aarch64/ with
 #      cmake/toolchains/aarch64-linux-gnu.cmake (library and tests only):
 #      ctest -L unit, every test executable run under qemu-aarch64
 # Before them, the documentation site: mkdocs build --strict into build/site,
 # with mkdocs from PyPI in the virtual environment build/docs-venv.
 # A failed setup, configure or build stops the script at once; a failed ctest
-# run is reported and the remaining stages still run, so one run shows every
-# failure; the script then exits non-zero. JOBS (default: nproc) sets the
+# run (or cuda-compile, a check of the CUDA sources) is reported and the
+# remaining stages still run, so one run shows every failure; the script then
+# exits non-zero. JOBS (default: nproc) sets the
 # build and ctest parallelism.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -153,6 +158,38 @@ python_tests() {
     run_ctest build -L python
 }
 test_stage "python: manylinux wheel + ctest -L python" python_tests
+
+# The CUDA parts, compiled even where no CUDA toolkit is installed (a CI
+# runner has neither toolkit nor GPU), so that they cannot rot unseen:
+# shmring::cuda, test_gpu, shmring_gpu_bench and the GPU examples, built in
+# build-cuda/ for Hopper (sm_90) with nvcc from NVIDIA's PyPI wheels
+# (.ci/cuda_toolkit.sh installs them into build/cuda-toolkit). Then the gpu
+# label with no device visible (CUDA_VISIBLE_DEVICES empty, on a GPU host
+# too): every test must report skipped, none passed, none failed.
+cuda_targets=(shmring_cuda test_gpu shmring_gpu_bench gpu_frames shmring-gpu-camera)
+cuda_compile() {
+  local toolkit_out toolkit_args=() out total skipped
+  toolkit_out=$(./.ci/cuda_toolkit.sh build/cuda-toolkit) || return
+  mapfile -t toolkit_args <<<"$toolkit_out"
+  configure build-cuda Release "" -DSHMRING_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DSHMRING_BUILD_BENCH=ON -DSHMRING_BUILD_EXAMPLES=ON -DSHMRING_BENCH_PEERS=OFF \
+    -DSHMRING_BUILD_TOOLS=OFF -DSHMRING_BUILD_GST=OFF -DSHMRING_BRIDGE=OFF \
+    "${toolkit_args[@]}" || return
+  cmake --build build-cuda -j"$JOBS" --target "${cuda_targets[@]}" || return
+  out=$(CUDA_VISIBLE_DEVICES='' ctest --test-dir build-cuda --output-on-failure --no-tests=error \
+    -j"$JOBS" -L gpu) || {
+    printf '%s\n' "$out"
+    return 1
+  }
+  printf '%s\n' "$out"
+  total=$(grep -cE 'Test +#[0-9]+:' <<<"$out" || true)
+  skipped=$(grep -cE 'Test +#[0-9]+:.*\*\*\*Skipped' <<<"$out" || true)
+  if ((total == 0 || skipped != total)); then
+    echo "with no CUDA device visible, $skipped of $total gpu tests reported skipped (all must)" >&2
+    return 1
+  fi
+}
+test_stage "cuda-compile: build-cuda/ (nvcc from PyPI)" cuda_compile
 
 # The sanitizer builds skip the benchmarks and examples: their labels are not
 # run there.
