@@ -231,10 +231,6 @@ int run(int argc, char** argv) {
       if (o.reference && size > kFlatFillMax)
         add(measure_gpu_to_cpu(ctx, size, ProducerKind::staged_copy));
       if (o.reference && size == 64) add(measure_gpu_to_cpu(ctx, size, ProducerKind::minimal));
-      if (o.diagnose && size == 64) {
-        add(measure_gpu_to_cpu(ctx, size, ProducerKind::serial_lengths));
-        add(measure_gpu_to_cpu(ctx, size, ProducerKind::fence_per_slot));
-      }
     }
   }
   if (o.cpu_to_gpu) {

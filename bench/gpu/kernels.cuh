@@ -215,12 +215,11 @@ __global__ void __launch_bounds__(1024)
   if (rank == 0) r->messages = done;
 }
 
-// Minimal hand-written variant over the same words (not a library call): the
-// block sets the claimed slots' lengths in parallel, and each thread makes
-// one system-scope release fence before its relaxed `committed` stores.
-// Turning one change off (--diagnose) does that step the way block_claim
-// (the leader sets every length) or block_commit (a release store per slot) do.
-template <bool kParallelLengths, bool kOneFence>
+// Minimal hand-written producer over the same words (not a library call),
+// the reference the library's block forms are measured against: the block
+// sets the claimed slots' lengths in parallel, and each thread makes one
+// system-scope release fence before its relaxed `committed` stores, as
+// block_claim and block_commit do.
 __global__ void __launch_bounds__(1024)
     produce_minimal_kernel(sc::SpscProducerRef ref, std::uint64_t messages, std::uint32_t size,
                            std::uint32_t batch, std::uint64_t timeout_ns, KernelResult* r) {
@@ -251,9 +250,6 @@ __global__ void __launch_bounds__(1024)
       s_first = ref.cursor->head;
       s_count = static_cast<std::uint32_t>(n);
       s_status = static_cast<unsigned>(st);
-      if (!kParallelLengths) {
-        for (std::uint64_t i = 0; i < n; ++i) view.set_length(s_first + i, size);
-      }
     }
     __syncthreads();
     const std::uint64_t first = s_first;
@@ -262,23 +258,15 @@ __global__ void __launch_bounds__(1024)
       if (rank == 0) note_status(r, static_cast<sr::Status>(s_status));
       break;
     }
-    if (kParallelLengths) {
-      for (std::uint32_t i = rank; i < count; i += threads) view.set_length(first + i, size);
-    }
+    for (std::uint32_t i = rank; i < count; i += threads) view.set_length(first + i, size);
     fill_flat(view, first, count, size, rank, threads);
     __syncthreads();
     // SYNC POINT (release, system scope, pairs with the consumer's acquire of
     // `committed`): one fence covers the block's payload and length writes,
     // ordered before it by the barrier.
-    if (kOneFence) {
-      ::cuda::atomic_thread_fence(::cuda::std::memory_order_release, ::cuda::thread_scope_system);
-    }
+    ::cuda::atomic_thread_fence(::cuda::std::memory_order_release, ::cuda::thread_scope_system);
     for (std::uint32_t i = rank; i < count; i += threads) {
-      if (kOneFence) {
-        sr::atomic::store_relaxed(&view.trailer(first + i)->committed, first + i + 1);
-      } else {
-        sr::atomic::store_release(&view.trailer(first + i)->committed, first + i + 1);
-      }
+      sr::atomic::store_relaxed(&view.trailer(first + i)->committed, first + i + 1);
     }
     __syncthreads();
     if (rank == 0) {

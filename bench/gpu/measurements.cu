@@ -449,10 +449,6 @@ const char* producer_label(ProducerKind kind, std::uint64_t size) {
       return "block_claim, staged copy (local), block_commit";
     case ProducerKind::minimal:
       return "minimal: parallel lengths, one fence per thread";
-    case ProducerKind::serial_lengths:
-      return "diagnostic: lengths by the leader, one fence per thread";
-    case ProducerKind::fence_per_slot:
-      return "diagnostic: parallel lengths, a release store per slot";
   }
   return "?";
 }
@@ -520,16 +516,7 @@ Throughput measure_gpu_to_cpu(Context& ctx, std::uint64_t size, ProducerKind kin
               <<<1, threads>>>(tx.ref(), t.messages, s32, b32, dframe, tmo, ctx.result);
           break;
         case ProducerKind::minimal:
-          produce_minimal_kernel<true, true>
-              <<<1, threads>>>(tx.ref(), t.messages, s32, b32, tmo, ctx.result);
-          break;
-        case ProducerKind::serial_lengths:
-          produce_minimal_kernel<false, true>
-              <<<1, threads>>>(tx.ref(), t.messages, s32, b32, tmo, ctx.result);
-          break;
-        case ProducerKind::fence_per_slot:
-          produce_minimal_kernel<true, false>
-              <<<1, threads>>>(tx.ref(), t.messages, s32, b32, tmo, ctx.result);
+          produce_minimal_kernel<<<1, threads>>>(tx.ref(), t.messages, s32, b32, tmo, ctx.result);
           break;
       }
       cuda_ok(cudaGetLastError(), "producer launch");

@@ -101,7 +101,7 @@ struct Context {
 
 Ceilings measure_ceilings(Context& ctx);
 
-enum class ProducerKind { library, staged_copy, minimal, serial_lengths, fence_per_slot };
+enum class ProducerKind { library, staged_copy, minimal };
 Throughput measure_gpu_to_cpu(Context& ctx, std::uint64_t size, ProducerKind kind);
 Throughput measure_broadcast(Context& ctx, std::uint64_t size, std::uint64_t k);
 Throughput measure_cpu_to_gpu(Context& ctx, std::uint64_t size, bool write_full);

@@ -45,8 +45,8 @@ namespace {
       "  --broadcast-size B     bcast: slot size (default 64K)\n"
       "  --no-reference         skip the minimal hand-written variants\n"
       "  --no-full-write        skip the CPU -> GPU rows where the CPU writes every byte\n"
-      "  --diagnose             GPU -> CPU 64 B: also each of the two minimal changes alone;\n"
-      "                         one-block load ceiling with 4, 8 and 16 loads in flight\n"
+      "  --diagnose             ceilings: one-block loads with 4, 8 and 16 in flight, and\n"
+      "                         the region shifted off its 128-byte lines\n"
       "  --no-cpu-check         diagnosis only: the CPU consumer reads nothing (NOT verified)\n",
       argv0);
   std::exit(status);
