@@ -333,42 +333,35 @@ Ceilings measure_ceilings(Context& ctx) {
     expect += host[w];
     if (w + 1 == 2 * one_block_vectors) expect_1block = expect;
   }
-  gbps.clear();
-  for (unsigned rep = 0; rep < o.ceiling_reps + 1; ++rep) {
+  // One timed run of a kernel that sums into ctx.scratch, its sum checked.
+  auto timed_sum = [&](auto&& launch, unsigned long long want) {
     cuda_ok(cudaMemset(ctx.scratch, 0, 8), "cudaMemset");
-    const double s =
-        timed([&] { load_sum_kernel<8><<<blocks, threads>>>(dev, vectors, ctx.scratch); });
+    const double s = timed(launch);
     unsigned long long got = 0;
     cuda_ok(cudaMemcpy(&got, ctx.scratch, 8, cudaMemcpyDeviceToHost), "cudaMemcpy");
-    c.errors += got != expect;
+    c.errors += got != want;
+    return s;
+  };
+  gbps.clear();
+  for (unsigned rep = 0; rep < o.ceiling_reps + 1; ++rep) {
+    const double s = timed_sum(
+        [&] { load_sum_kernel<8><<<blocks, threads>>>(dev, vectors, ctx.scratch); }, expect);
     if (rep != 0) gbps.push_back(static_cast<double>(bytes) / s / 1e9);
   }
   c.load_gbps = median(gbps);
-  gbps.clear();
-  for (unsigned rep = 0; rep < 2; ++rep) {
-    cuda_ok(cudaMemset(ctx.scratch, 0, 8), "cudaMemset");
-    const double s = timed(
-        [&] { load_sum_kernel<8><<<1, o.gpu_threads>>>(dev, one_block_vectors, ctx.scratch); });
-    unsigned long long got = 0;
-    cuda_ok(cudaMemcpy(&got, ctx.scratch, 8, cudaMemcpyDeviceToHost), "cudaMemcpy");
-    c.errors += got != expect_1block;
-    gbps.push_back(static_cast<double>(one_block_vectors * 16) / s / 1e9);
-  }
-  c.load_1block_gbps = *std::max_element(gbps.begin(), gbps.end());
+  // One block: the best of two runs.
+  auto one_block = [&](auto kernel, unsigned block_threads) {
+    double best = 0;
+    for (unsigned rep = 0; rep < 2; ++rep) {
+      const double s = timed_sum(
+          [&] { kernel<<<1, block_threads>>>(dev, one_block_vectors, ctx.scratch); },
+          expect_1block);
+      best = std::max(best, static_cast<double>(one_block_vectors * 16) / s / 1e9);
+    }
+    return best;
+  };
+  c.load_1block_gbps = one_block(load_sum_kernel<8>, o.gpu_threads);
   if (o.diagnose) {
-    auto one_block = [&](auto kernel, unsigned block_threads) {
-      double best = 0;
-      for (unsigned rep = 0; rep < 2; ++rep) {
-        cuda_ok(cudaMemset(ctx.scratch, 0, 8), "cudaMemset");
-        const double s =
-            timed([&] { kernel<<<1, block_threads>>>(dev, one_block_vectors, ctx.scratch); });
-        unsigned long long got = 0;
-        cuda_ok(cudaMemcpy(&got, ctx.scratch, 8, cudaMemcpyDeviceToHost), "cudaMemcpy");
-        c.errors += got != expect_1block;
-        best = std::max(best, static_cast<double>(one_block_vectors * 16) / s / 1e9);
-      }
-      return best;
-    };
     c.diagnosis.push_back({"kernel loads, one block, 4 in flight x 1024 threads",
                            one_block(load_sum_kernel<4>, 1024)});
     c.diagnosis.push_back({"kernel loads, one block, 8 in flight x 1024 threads",
@@ -440,6 +433,40 @@ RingShape ring_shape(const Options& o, std::uint64_t size) {
   return s;
 }
 
+// A CPU agent's job on ring `name`: every message of the run, checked as
+// the options say.
+AgentJob ring_job(const Context& ctx, JobKind kind, int cpu, const std::string& name,
+                  std::uint64_t messages, std::uint64_t size, std::uint64_t batch) {
+  const Options& o = ctx.opt;
+  AgentJob job;
+  job.kind = kind;
+  job.cpu = cpu;
+  std::snprintf(job.segment, sizeof job.segment, "%s", name.c_str());
+  job.messages = messages;
+  job.size = size;
+  job.batch = batch;
+  job.deep_every = std::max<std::uint64_t>(1, o.deep_bytes / size);
+  job.check = o.cpu_check ? 1 : 0;
+  job.prefetch = static_cast<std::uint32_t>(o.cpu_prefetch);
+  job.timeout_s = o.timeout_s;
+  return job;
+}
+
+// What went wrong in a run, from the kernel's result and the CPU agents':
+// the first problem, or "" when every side moved all `messages`.
+std::string run_failure(const char* gpu_side, const KernelResult& kr,
+                        const std::vector<AgentResult>& agents, std::uint64_t messages) {
+  if (kr.status != 0) {
+    return std::string(gpu_side) + ": " + sr::to_string(static_cast<sr::Status>(kr.status));
+  }
+  for (const AgentResult& ar : agents) {
+    if (!ar.ok) return ar.failure;
+  }
+  bool all = kr.messages == messages;
+  for (const AgentResult& ar : agents) all = all && ar.messages == messages;
+  return all ? std::string() : std::string("message count mismatch");
+}
+
 const char* producer_label(ProducerKind kind, std::uint64_t size) {
   switch (kind) {
     case ProducerKind::library:
@@ -485,18 +512,8 @@ Throughput measure_gpu_to_cpu(Context& ctx, std::uint64_t size, ProducerKind kin
       co.slot_size = size;
       const sr::Segment seg = sr::Segment::create(name, co);
       Unlink unlink{name};
-      AgentJob job;
-      job.kind = JobKind::consume;
-      job.cpu = ctx.cpu_agent;
-      std::snprintf(job.segment, sizeof job.segment, "%s", name.c_str());
-      job.messages = t.messages;
-      job.size = size;
-      job.batch = shape.cpu_peek;
-      job.deep_every = std::max<std::uint64_t>(1, o.deep_bytes / size);
-      job.check = o.cpu_check ? 1 : 0;
-      job.prefetch = static_cast<std::uint32_t>(o.cpu_prefetch);
-      job.timeout_s = o.timeout_s;
-      const std::uint32_t n = ctx.agent->post(job);
+      const std::uint32_t n = ctx.agent->post(ring_job(ctx, JobKind::consume, ctx.cpu_agent, name,
+                                                       t.messages, size, shape.cpu_peek));
       ctx.agent->wait_attached(n, o.timeout_s);
       const sc::Registration reg = sc::Registration::register_segment(seg, ctx.dev.id);
       const sc::GpuSpscProducer tx = sc::GpuSpscProducer::attach(seg, reg);
@@ -523,14 +540,7 @@ Throughput measure_gpu_to_cpu(Context& ctx, std::uint64_t size, ProducerKind kin
       cuda_ok(cudaDeviceSynchronize(), "producer kernel");
       const KernelResult kr = ctx.read_result();
       const AgentResult ar = ctx.agent->wait_finished(n, o.timeout_s + 60);
-      if (kr.status != 0) {
-        t.failure =
-            "GPU producer: " + std::string(sr::to_string(static_cast<sr::Status>(kr.status)));
-      } else if (!ar.ok) {
-        t.failure = ar.failure;
-      } else if (kr.messages != t.messages || ar.messages != t.messages) {
-        t.failure = "message count mismatch";
-      }
+      t.failure = run_failure("GPU producer", kr, {ar}, t.messages);
       t.errors += ar.errors;
       t.deep_checked += ar.deep_checked;
       if (t.failure.empty()) t.seconds.push_back(static_cast<double>(ar.t_end - t_go) / 1e9);
@@ -583,17 +593,9 @@ Throughput measure_broadcast(Context& ctx, std::uint64_t size, std::uint64_t k) 
       Unlink unlink{name};
       std::vector<std::uint32_t> jobs;
       for (std::size_t i = 0; i < agents.size(); ++i) {
-        AgentJob job;
-        job.kind = JobKind::subscribe;
-        job.cpu = i == 0 ? ctx.cpu_agent : ctx.subscriber_cpus[i - 1];
-        std::snprintf(job.segment, sizeof job.segment, "%s", name.c_str());
-        job.messages = t.messages;
-        job.size = size;
-        job.batch = shape.cpu_peek;
-        job.deep_every = std::max<std::uint64_t>(1, o.deep_bytes / size);
-        job.prefetch = static_cast<std::uint32_t>(o.cpu_prefetch);
-        job.timeout_s = o.timeout_s;
-        jobs.push_back(agents[i]->post(job));
+        const int cpu = i == 0 ? ctx.cpu_agent : ctx.subscriber_cpus[i - 1];
+        jobs.push_back(agents[i]->post(ring_job(ctx, JobKind::subscribe, cpu, name, t.messages,
+                                                size, shape.cpu_peek)));
       }
       for (std::size_t i = 0; i < agents.size(); ++i)
         agents[i]->wait_attached(jobs[i], o.timeout_s);
@@ -608,22 +610,15 @@ Throughput measure_broadcast(Context& ctx, std::uint64_t size, std::uint64_t k) 
       cuda_ok(cudaDeviceSynchronize(), "producer kernel");
       const KernelResult kr = ctx.read_result();
       std::int64_t t_end = 0;
+      std::vector<AgentResult> results;
       for (std::size_t i = 0; i < agents.size(); ++i) {
-        const AgentResult ar = agents[i]->wait_finished(jobs[i], o.timeout_s + 60);
-        if (!ar.ok && t.failure.empty()) t.failure = ar.failure;
-        if (ar.ok && ar.messages != t.messages && t.failure.empty()) {
-          t.failure = "message count mismatch";
-        }
+        const AgentResult& ar =
+            results.emplace_back(agents[i]->wait_finished(jobs[i], o.timeout_s + 60));
         t.errors += ar.errors;
         t.deep_checked += ar.deep_checked;
         t_end = std::max(t_end, ar.t_end);
       }
-      if (kr.status != 0) {
-        t.failure =
-            "GPU producer: " + std::string(sr::to_string(static_cast<sr::Status>(kr.status)));
-      } else if (kr.messages != t.messages && t.failure.empty()) {
-        t.failure = "message count mismatch";
-      }
+      t.failure = run_failure("GPU producer", kr, results, t.messages);
       if (t.failure.empty()) t.seconds.push_back(static_cast<double>(t_end - t_go) / 1e9);
     } catch (const std::exception& e) {
       t.failure = e.what();
@@ -659,15 +654,9 @@ Throughput measure_cpu_to_gpu(Context& ctx, std::uint64_t size, bool write_full)
       const sr::RingView view(seg.base(), seg.geometry());
       for (std::uint64_t s = 0; s < shape.capacity; ++s)
         std::memcpy(view.payload(s), frame.data(), size);
-      AgentJob job;
-      job.kind = JobKind::produce;
-      job.cpu = ctx.cpu_agent;
-      std::snprintf(job.segment, sizeof job.segment, "%s", name.c_str());
-      job.messages = t.messages;
-      job.size = size;
-      job.batch = shape.cpu_batch;
+      AgentJob job = ring_job(ctx, JobKind::produce, ctx.cpu_agent, name, t.messages, size,
+                              shape.cpu_batch);
       job.write_full = write_full ? 1 : 0;
-      job.timeout_s = o.timeout_s;
       const std::uint32_t n = ctx.agent->post(job);
       ctx.agent->wait_attached(n, o.timeout_s);
       const sc::Registration reg = sc::Registration::register_segment(seg, ctx.dev.id);
@@ -682,14 +671,7 @@ Throughput measure_cpu_to_gpu(Context& ctx, std::uint64_t size, bool write_full)
       const std::int64_t t_done = now_ns();
       const KernelResult kr = ctx.read_result();
       const AgentResult ar = ctx.agent->wait_finished(n, o.timeout_s + 60);
-      if (kr.status != 0) {
-        t.failure =
-            "GPU consumer: " + std::string(sr::to_string(static_cast<sr::Status>(kr.status)));
-      } else if (!ar.ok) {
-        t.failure = ar.failure;
-      } else if (kr.messages != t.messages || ar.messages != t.messages) {
-        t.failure = "message count mismatch";
-      }
+      t.failure = run_failure("GPU consumer", kr, {ar}, t.messages);
       t.errors += kr.errors;
       t.deep_checked += kr.messages;
       if (t.failure.empty()) t.seconds.push_back(static_cast<double>(t_done - ar.t_start) / 1e9);
