@@ -353,9 +353,9 @@ Ceilings measure_ceilings(Context& ctx) {
   auto one_block = [&](auto kernel, unsigned block_threads) {
     double best = 0;
     for (unsigned rep = 0; rep < 2; ++rep) {
-      const double s = timed_sum(
-          [&] { kernel<<<1, block_threads>>>(dev, one_block_vectors, ctx.scratch); },
-          expect_1block);
+      const double s =
+          timed_sum([&] { kernel<<<1, block_threads>>>(dev, one_block_vectors, ctx.scratch); },
+                    expect_1block);
       best = std::max(best, static_cast<double>(one_block_vectors * 16) / s / 1e9);
     }
     return best;
@@ -512,8 +512,8 @@ Throughput measure_gpu_to_cpu(Context& ctx, std::uint64_t size, ProducerKind kin
       co.slot_size = size;
       const sr::Segment seg = sr::Segment::create(name, co);
       Unlink unlink{name};
-      const std::uint32_t n = ctx.agent->post(ring_job(ctx, JobKind::consume, ctx.cpu_agent, name,
-                                                       t.messages, size, shape.cpu_peek));
+      const std::uint32_t n = ctx.agent->post(
+          ring_job(ctx, JobKind::consume, ctx.cpu_agent, name, t.messages, size, shape.cpu_peek));
       ctx.agent->wait_attached(n, o.timeout_s);
       const sc::Registration reg = sc::Registration::register_segment(seg, ctx.dev.id);
       const sc::GpuSpscProducer tx = sc::GpuSpscProducer::attach(seg, reg);
@@ -594,8 +594,8 @@ Throughput measure_broadcast(Context& ctx, std::uint64_t size, std::uint64_t k) 
       std::vector<std::uint32_t> jobs;
       for (std::size_t i = 0; i < agents.size(); ++i) {
         const int cpu = i == 0 ? ctx.cpu_agent : ctx.subscriber_cpus[i - 1];
-        jobs.push_back(agents[i]->post(ring_job(ctx, JobKind::subscribe, cpu, name, t.messages,
-                                                size, shape.cpu_peek)));
+        jobs.push_back(agents[i]->post(
+            ring_job(ctx, JobKind::subscribe, cpu, name, t.messages, size, shape.cpu_peek)));
       }
       for (std::size_t i = 0; i < agents.size(); ++i)
         agents[i]->wait_attached(jobs[i], o.timeout_s);
@@ -654,8 +654,8 @@ Throughput measure_cpu_to_gpu(Context& ctx, std::uint64_t size, bool write_full)
       const sr::RingView view(seg.base(), seg.geometry());
       for (std::uint64_t s = 0; s < shape.capacity; ++s)
         std::memcpy(view.payload(s), frame.data(), size);
-      AgentJob job = ring_job(ctx, JobKind::produce, ctx.cpu_agent, name, t.messages, size,
-                              shape.cpu_batch);
+      AgentJob job =
+          ring_job(ctx, JobKind::produce, ctx.cpu_agent, name, t.messages, size, shape.cpu_batch);
       job.write_full = write_full ? 1 : 0;
       const std::uint32_t n = ctx.agent->post(job);
       ctx.agent->wait_attached(n, o.timeout_s);
