@@ -290,17 +290,23 @@ Ceilings measure_ceilings(Context& ctx) {
     for (std::uint64_t w = 0; w < 2 * n_vectors; ++w) bad += host[w] != (w ^ salt);
     return bad;
   };
+  // GB/s of `bytes`: the median of ceiling_reps timed runs after a warm-up.
+  auto median_gbps = [&](std::uint64_t n_bytes, auto&& run) {
+    std::vector<double> v;
+    for (unsigned rep = 0; rep < o.ceiling_reps + 1; ++rep) {
+      const double s = run(rep);
+      if (rep != 0) v.push_back(static_cast<double>(n_bytes) / s / 1e9);
+    }
+    return median(v);
+  };
   // Stores, whole grid and one block.
   std::vector<double> gbps;
   std::uint64_t salt = 0;
-  for (unsigned rep = 0; rep < o.ceiling_reps + 1; ++rep) {  // the first is a warm-up
+  c.store_gbps = median_gbps(bytes, [&](unsigned rep) {
     salt = 0x1234567800000000ull + rep;
-    const double s = timed([&] { store_kernel<<<blocks, threads>>>(dev, vectors, salt); });
-    if (rep != 0) gbps.push_back(static_cast<double>(bytes) / s / 1e9);
-  }
+    return timed([&] { store_kernel<<<blocks, threads>>>(dev, vectors, salt); });
+  });
   c.errors += verify_stores(vectors, salt);
-  c.store_gbps = median(gbps);
-  gbps.clear();
   for (unsigned rep = 0; rep < 2; ++rep) {
     salt = 0xABCDEF0000000000ull + rep;
     const double s =
@@ -342,13 +348,10 @@ Ceilings measure_ceilings(Context& ctx) {
     c.errors += got != want;
     return s;
   };
-  gbps.clear();
-  for (unsigned rep = 0; rep < o.ceiling_reps + 1; ++rep) {
-    const double s = timed_sum(
-        [&] { load_sum_kernel<8><<<blocks, threads>>>(dev, vectors, ctx.scratch); }, expect);
-    if (rep != 0) gbps.push_back(static_cast<double>(bytes) / s / 1e9);
-  }
-  c.load_gbps = median(gbps);
+  c.load_gbps = median_gbps(bytes, [&](unsigned) {
+    return timed_sum([&] { load_sum_kernel<8><<<blocks, threads>>>(dev, vectors, ctx.scratch); },
+                     expect);
+  });
   // One block: the best of two runs.
   auto one_block = [&](auto kernel, unsigned block_threads) {
     double best = 0;
@@ -377,30 +380,23 @@ Ceilings measure_ceilings(Context& ctx) {
   // the cleared region (checked by the CPU).
   void* dbuf = nullptr;
   cuda_ok(cudaMalloc(&dbuf, bytes), "cudaMalloc");
-  gbps.clear();
-  for (unsigned rep = 0; rep < o.ceiling_reps + 1; ++rep) {
-    const double s = timed([&] {
+  c.h2d_gbps = median_gbps(bytes, [&](unsigned) {
+    return timed([&] {
       cuda_ok(cudaMemcpyAsync(dbuf, host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy H2D");
     });
-    if (rep != 0) gbps.push_back(static_cast<double>(bytes) / s / 1e9);
-  }
-  c.h2d_gbps = median(gbps);
-  cuda_ok(cudaMemset(ctx.scratch, 0, 8), "cudaMemset");
-  load_sum_kernel<8>
-      <<<blocks, threads>>>(static_cast<const ulonglong2*>(dbuf), vectors, ctx.scratch);
-  cuda_ok(cudaDeviceSynchronize(), "device sum");
-  unsigned long long got = 0;
-  cuda_ok(cudaMemcpy(&got, ctx.scratch, 8, cudaMemcpyDeviceToHost), "cudaMemcpy");
-  c.errors += got != expect;
+  });
+  (void)timed_sum(
+      [&] {
+        load_sum_kernel<8>
+            <<<blocks, threads>>>(static_cast<const ulonglong2*>(dbuf), vectors, ctx.scratch);
+      },
+      expect);
   std::memset(host, 0, bytes);
-  gbps.clear();
-  for (unsigned rep = 0; rep < o.ceiling_reps + 1; ++rep) {
-    const double s = timed([&] {
+  c.d2h_gbps = median_gbps(bytes, [&](unsigned) {
+    return timed([&] {
       cuda_ok(cudaMemcpyAsync(host, dbuf, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
     });
-    if (rep != 0) gbps.push_back(static_cast<double>(bytes) / s / 1e9);
-  }
-  c.d2h_gbps = median(gbps);
+  });
   unsigned long long back = 0;
   for (std::uint64_t w = 0; w < 2 * vectors; ++w) back += host[w];
   c.errors += back != expect;
@@ -431,6 +427,33 @@ RingShape ring_shape(const Options& o, std::uint64_t size) {
   s.cpu_batch = clamp_u64(o.cpu_batch_bytes / size, 1, s.capacity / 4);
   s.cpu_peek = clamp_u64(o.cpu_batch_bytes / size, 1, s.capacity / 4);
   return s;
+}
+
+// host_frame(size), copied once to device memory, where GPU producers
+// copy their messages from.
+struct DeviceFrame {
+  unsigned char* device = nullptr;
+  explicit DeviceFrame(std::uint64_t size) {
+    const std::vector<unsigned char> frame = host_frame(size);
+    cuda_ok(cudaMalloc(&device, size), "cudaMalloc frame");
+    cuda_ok(cudaMemcpy(device, frame.data(), size, cudaMemcpyHostToDevice), "cudaMemcpy frame");
+  }
+  DeviceFrame(const DeviceFrame&) = delete;
+  DeviceFrame& operator=(const DeviceFrame&) = delete;
+  ~DeviceFrame() { cudaFree(device); }
+};
+
+// The ring of a throughput run, as the run's shape says.
+sr::Segment ring_segment(const std::string& name, const RingShape& shape, std::uint64_t size,
+                         std::uint32_t subscribers = 0) {
+  sr::CreateOptions co;
+  if (subscribers != 0) {
+    co.kind = sr::RingKind::broadcast;
+    co.subscribers = subscribers;
+  }
+  co.capacity = shape.capacity;
+  co.slot_size = size;
+  return sr::Segment::create(name, co);
 }
 
 // A CPU agent's job on ring `name`: every message of the run, checked as
@@ -500,17 +523,12 @@ Throughput measure_gpu_to_cpu(Context& ctx, std::uint64_t size, ProducerKind kin
   t.cpu_batch = shape.cpu_peek;
   t.messages = std::max<std::uint64_t>(1, o.volume / size);
 
-  const std::vector<unsigned char> frame = host_frame(size);
-  unsigned char* dframe = nullptr;
-  cuda_ok(cudaMalloc(&dframe, size), "cudaMalloc frame");
-  cuda_ok(cudaMemcpy(dframe, frame.data(), size, cudaMemcpyHostToDevice), "cudaMemcpy frame");
+  const DeviceFrame frame(size);
+  const unsigned char* dframe = frame.device;
   for (unsigned rep = 0; rep < o.reps && t.failure.empty(); ++rep) {
     try {
       const std::string name = segment_name("g2c");
-      sr::CreateOptions co;
-      co.capacity = shape.capacity;
-      co.slot_size = size;
-      const sr::Segment seg = sr::Segment::create(name, co);
+      const sr::Segment seg = ring_segment(name, shape, size);
       Unlink unlink{name};
       const std::uint32_t n = ctx.agent->post(
           ring_job(ctx, JobKind::consume, ctx.cpu_agent, name, t.messages, size, shape.cpu_peek));
@@ -548,7 +566,6 @@ Throughput measure_gpu_to_cpu(Context& ctx, std::uint64_t size, ProducerKind kin
       t.failure = e.what();
     }
   }
-  cudaFree(dframe);
   return t;
 }
 
@@ -577,19 +594,12 @@ Throughput measure_broadcast(Context& ctx, std::uint64_t size, std::uint64_t k) 
     t.failure = "not enough subscriber agents";
     return t;
   }
-  const std::vector<unsigned char> frame = host_frame(size);
-  unsigned char* dframe = nullptr;
-  cuda_ok(cudaMalloc(&dframe, size), "cudaMalloc frame");
-  cuda_ok(cudaMemcpy(dframe, frame.data(), size, cudaMemcpyHostToDevice), "cudaMemcpy frame");
+  const DeviceFrame frame(size);
+  const unsigned char* dframe = frame.device;
   for (unsigned rep = 0; rep < o.reps && t.failure.empty(); ++rep) {
     try {
       const std::string name = segment_name("bcast");
-      sr::CreateOptions co;
-      co.kind = sr::RingKind::broadcast;
-      co.subscribers = static_cast<std::uint32_t>(k);
-      co.capacity = shape.capacity;
-      co.slot_size = size;
-      const sr::Segment seg = sr::Segment::create(name, co);
+      const sr::Segment seg = ring_segment(name, shape, size, static_cast<std::uint32_t>(k));
       Unlink unlink{name};
       std::vector<std::uint32_t> jobs;
       for (std::size_t i = 0; i < agents.size(); ++i) {
@@ -624,7 +634,6 @@ Throughput measure_broadcast(Context& ctx, std::uint64_t size, std::uint64_t k) 
       t.failure = e.what();
     }
   }
-  cudaFree(dframe);
   return t;
 }
 
@@ -644,10 +653,7 @@ Throughput measure_cpu_to_gpu(Context& ctx, std::uint64_t size, bool write_full)
   for (unsigned rep = 0; rep < o.reps && t.failure.empty(); ++rep) {
     try {
       const std::string name = segment_name("c2g");
-      sr::CreateOptions co;
-      co.capacity = shape.capacity;
-      co.slot_size = size;
-      const sr::Segment seg = sr::Segment::create(name, co);
+      const sr::Segment seg = ring_segment(name, shape, size);
       Unlink unlink{name};
       // Every slot starts with the pattern, so a producer that writes only
       // the stamps still hands over complete messages.
