@@ -234,8 +234,10 @@ struct MpmcConsumerCore final : MpmcSideCore {
       }
       // The trailers were read, and the release writes them: taken exclusive
       // now, while the messages are read, the release's stores have their
-      // lines by the time the next call's locked claim waits for them.
-      for (std::uint64_t i = 0; i < r.count && i < kPrefetchReleases; ++i) {
+      // lines by the time the next call's locked claim waits for them. Not
+      // on slots of one line (RingView::prefetch_slot_for_write says why).
+      const std::uint64_t ahead = view.payload_lines() == 0 ? 0 : kPrefetchReleases;
+      for (std::uint64_t i = 0; i < r.count && i < ahead; ++i) {
         atomic::prefetch_write(view.trailer(r.first + i));
       }
       return r;
