@@ -39,6 +39,12 @@ void detail::SpscConsumerCore::wake_producer() noexcept {
   (void)signaller.signal(view.base(), WaitFor::room);
 }
 
+void detail::SpscProducerCore::write_words(std::uint64_t position,
+                                           std::span<const std::byte> message) noexcept {
+  low_latency::write(view, position, cursor.incarnation, message.data(),
+                     static_cast<std::uint32_t>(message.size()));
+}
+
 // ---- end of stream -----------------------------------------------------------
 
 void detail::SpscProducerCore::close() noexcept {
