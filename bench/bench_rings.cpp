@@ -569,12 +569,13 @@ class ShmringRings {
  public:
   using Out = SpscProducer;
   using In = SpscConsumer;
-  ShmringRings(std::size_t size, std::uint64_t capacity)
+  ShmringRings(std::size_t size, std::uint64_t capacity, SlotFormat format = SlotFormat::plain)
       : ping_name_(unique_name("ping")), pong_name_(unique_name("pong")) {
     CreateOptions options;
     options.kind = RingKind::spsc;
     options.capacity = capacity;
     options.slot_size = size;
+    options.format = format;
     ping_ = Segment::create(ping_name_.name(), options);
     pong_ = Segment::create(pong_name_.name(), options);
   }
@@ -607,6 +608,14 @@ class ShmringRings {
   NameGuard pong_name_;
   Segment ping_;
   Segment pong_;
+};
+
+// The same over low-latency slots (flagged 8-byte words, low_latency.hpp):
+// copy calls only.
+class LowLatencyRings : public ShmringRings {
+ public:
+  LowLatencyRings(std::size_t size, std::uint64_t capacity)
+      : ShmringRings(size, capacity, SlotFormat::low_latency) {}
 };
 
 class PlainRings {
@@ -863,6 +872,10 @@ void register_all() {
         ->UseRealTime();
     benchmark::RegisterBenchmark(("rtt/spsc/process/zerocopy/" + size_name(size)).c_str(),
                                  bm_round_trip<ShmringRings>, RoundTripApi::zero_copy, size,
+                                 std::uint64_t{1024})
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("rtt/spsc/process/lowlatency/" + size_name(size)).c_str(),
+                                 bm_round_trip<LowLatencyRings>, RoundTripApi::copy, size,
                                  std::uint64_t{1024})
         ->UseRealTime();
   }

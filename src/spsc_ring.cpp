@@ -37,6 +37,12 @@ void detail::SpscConsumerCore::wake_producer() noexcept {
   wake(room_side(view), signaller, view.base(), WaitFor::room, false);
 }
 
+void detail::SpscProducerCore::write_words(std::uint64_t position,
+                                           std::span<const std::byte> message) noexcept {
+  low_latency::write(view, position, cursor.incarnation, message.data(),
+                     static_cast<std::uint32_t>(message.size()));
+}
+
 // ---- end of stream -----------------------------------------------------------
 
 void detail::SpscProducerCore::close() noexcept {

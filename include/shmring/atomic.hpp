@@ -120,6 +120,33 @@ SHMRING_HD inline void fence_acquire() noexcept {
 #endif
 }
 
+// A cache hint: pull a line toward this core ahead of the loads that need
+// it, so that its transfer from another core overlaps other work (a locked
+// instruction, say) instead of following it. A hint only, as below.
+SHMRING_HD inline void prefetch_read(const void* p) noexcept {
+#if defined(__CUDA_ARCH__)
+  (void)p;
+#else
+  __builtin_prefetch(p, 0, 3);
+#endif
+}
+// A cache hint: take a line exclusive ahead of the stores that will write
+// it, so that its transfer from another core overlaps other work instead of
+// holding up a later locked instruction (which waits until every store
+// before it has its line). A hint only: it orders nothing and may be
+// dropped, so no correctness rests on it. x86: PREFETCHW (a no-op on cores
+// that predate it); ARM: PRFM PSTL1KEEP. A no-op on a GPU (a
+// kernel's stores to host memory are PCIe writes, not lines it could keep).
+SHMRING_HD inline void prefetch_write(const void* p) noexcept {
+#if defined(__CUDA_ARCH__)
+  (void)p;
+#elif defined(__x86_64__) || defined(__i386__)
+  asm volatile("prefetchw %0" ::"m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 1, 3);
+#endif
+}
+
 // A processor hint inside spin loops: lets the sibling hyper-thread run and
 // avoids the memory-order machine clear when the awaited line changes.
 SHMRING_HD inline void cpu_relax() noexcept {

@@ -46,9 +46,16 @@ inline constexpr std::uint32_t kLapMask = (std::uint32_t{1} << kLapBits) - 1;
 // Words loaded in one round, all issued before any is looked at.
 inline constexpr std::uint32_t kRound = 16;
 
-// The lap part of the flag that `position`'s words carry.
+// The lap part of the flag that `position`'s words carry. The capacity is a
+// power of two (layout.hpp): a shift, not a 64-bit division, on the path of
+// every word written and every poll.
 SHMRING_HD inline std::uint32_t lap_flag(const RingView& v, std::uint64_t position) noexcept {
-  return static_cast<std::uint32_t>(position / v.capacity() % kLapMask) + 1;
+#if defined(__CUDA_ARCH__)
+  const int shift = __ffsll(static_cast<long long>(v.capacity())) - 1;
+#else
+  const int shift = __builtin_ctzll(v.capacity());
+#endif
+  return static_cast<std::uint32_t>((position >> shift) % kLapMask) + 1;
 }
 SHMRING_HD inline std::uint32_t flag(const RingView& v, std::uint64_t position,
                                      std::uint32_t incarnation) noexcept {
@@ -86,15 +93,20 @@ SHMRING_HD inline void load_pair(const std::uint64_t* at, std::uint64_t& a,
 #endif
 }
 
-// The 4 message bytes that word k (k >= 1) carries.
+// The 4 message bytes that word k (k >= 1) carries. Whole chunks are one
+// 4-byte load; the last, partial one is assembled byte by byte (the words
+// are little-endian, layout.hpp): a memcpy of a variable length would be a
+// library call for every message.
 SHMRING_HD inline std::uint32_t chunk(const std::byte* data, std::uint32_t size,
                                       std::uint64_t k) noexcept {
   const std::uint64_t at = 4 * (k - 1);
   std::uint32_t d = 0;
   if (at + 4 <= size) {
     std::memcpy(&d, data + at, 4);
-  } else if (at < size) {
-    std::memcpy(&d, data + at, size - at);
+  } else {
+    for (std::uint64_t i = 0; at + i < size; ++i) {
+      d |= static_cast<std::uint32_t>(data[at + i]) << (8 * i);
+    }
   }
   return d;
 }
@@ -114,6 +126,31 @@ SHMRING_HD inline void write(const RingView& v, std::uint64_t position, std::uin
   std::uint64_t* w = words(v, position);
   const std::uint64_t n = low_latency_words(v.slot_size());
   constexpr std::uint64_t kLineWords = 8;
+#if !defined(__CUDA_ARCH__)
+  // A CPU stores word by word: the lines after the first in address order,
+  // then the rest of the first, then word 0 (x86 stores become visible in
+  // program order, so a reader that sees word 0 finds every other word).
+  // Three plain loops (whole chunks, the last partial one, the rest of the
+  // slot) rather than a branch per word.
+  const std::uint64_t whole = 1 + size / 4;  // words 1 .. whole - 1 carry 4 bytes each
+  auto put = [&](std::uint64_t from, std::uint64_t to) {
+    std::uint64_t k = from;
+    for (; k < to && k < whole; ++k) {
+      std::uint32_t d;
+      std::memcpy(&d, data + 4 * (k - 1), 4);
+      atomic::store_relaxed(w + k, word(d, f));
+    }
+    if (k < to && k == whole) {
+      atomic::store_relaxed(w + k, word(chunk(data, size, k), f));
+      ++k;
+    }
+    for (; k < to; ++k) atomic::store_relaxed(w + k, word(0, f));
+  };
+  const std::uint64_t line0 = n < kLineWords ? n : kLineWords;
+  put(line0, n);
+  put(1, line0);
+  atomic::store_relaxed(w, word(size, f));  // the word readers poll, last
+#else
   for (std::uint64_t line = (n - 1) / kLineWords + 1; line-- > 0;) {
     const std::uint64_t end = (line + 1) * kLineWords < n ? (line + 1) * kLineWords : n;
     for (std::uint64_t k = line * kLineWords; k < end; k += 2) {
@@ -121,6 +158,7 @@ SHMRING_HD inline void write(const RingView& v, std::uint64_t position, std::uin
                  word(chunk(data, size, k + 1), f));
     }
   }
+#endif
 }
 
 enum class Read : std::uint8_t {
@@ -157,7 +195,13 @@ SHMRING_HD inline bool take(const Head& h, std::uint64_t k, std::uint64_t x, std
   if (copy) {
     const auto d = static_cast<std::uint32_t>(x);
     const std::uint64_t at = 4 * (k - 1);
-    std::memcpy(dst + at, &d, h.length - at < 4 ? h.length - at : 4);
+    // A whole chunk is one 4-byte store; only the message's last word may
+    // carry fewer bytes (see chunk()).
+    if (at + 4 <= h.length) {
+      std::memcpy(dst + at, &d, 4);
+    } else {
+      for (std::uint64_t i = 0; at + i < h.length; ++i) dst[at + i] = std::byte(d >> (8 * i));
+    }
   }
   return true;
 }
@@ -172,9 +216,9 @@ SHMRING_HD inline void load_round(const std::uint64_t* w, std::uint64_t first, s
   }
 }
 
-// Reads `position`'s message into `out` (capacity bytes): the first pair
-// (length and 4 bytes), then what the length says is left, a round at a
-// time. A message not yet complete may have left some of its bytes in `out`
+// Reads `position`'s message into `out` (capacity bytes): word 0 (the
+// length), then what the length says is left; on a GPU the first pair, then
+// a round at a time. A message not yet complete may have left some of its bytes in `out`
 // all the same. Slots hold an even number of words, so a pair never reaches
 // past the slot. (On a GPU one thread's loads of host memory follow each
 // other, one PCIe round trip apiece; a warp reads faster, see
@@ -182,11 +226,32 @@ SHMRING_HD inline void load_round(const std::uint64_t* w, std::uint64_t first, s
 SHMRING_HD inline Read read(const RingView& v, std::uint64_t position, void* out,
                             std::uint64_t capacity, std::uint32_t& size) noexcept {
   const std::uint64_t* w = words(v, position);
+  auto* dst = static_cast<std::byte*>(out);
+#if !defined(__CUDA_ARCH__)
+  const Head h = head(v, position, atomic::load_relaxed(w));
+  if (h.state != Read::ready) return h.state;
+  const bool fits = h.length <= capacity;
+  // A CPU issues independent loads without waiting for earlier ones, so a
+  // plain loop loads as a round does: each word copied as it comes, every
+  // flag folded into one test at the end.
+  const std::uint64_t whole = 1 + h.length / 4;  // words 1 .. whole - 1 carry 4 bytes each
+  std::uint32_t stale = 0;
+  std::uint64_t k = 1;
+  for (; k < whole; ++k) {
+    const std::uint64_t x = atomic::load_relaxed(w + k);
+    stale |= static_cast<std::uint32_t>(x >> 32) ^ h.flag;
+    if (fits) {
+      const auto d = static_cast<std::uint32_t>(x);
+      std::memcpy(dst + 4 * (k - 1), &d, 4);
+    }
+  }
+  if (k < h.words && !take(h, k, atomic::load_relaxed(w + k), dst, fits)) return Read::not_ready;
+  if (stale != 0) return Read::not_ready;
+#else
   std::uint64_t r[kRound] = {};
   load_round(w, 0, 2, r);
   const Head h = head(v, position, r[0]);
   if (h.state != Read::ready) return h.state;
-  auto* dst = static_cast<std::byte*>(out);
   const bool fits = h.length <= capacity;
   // Round 0 is the pair already loaded; rounds after it start at even words.
   for (std::uint64_t base = 0; base < h.words;) {
@@ -198,6 +263,7 @@ SHMRING_HD inline Read read(const RingView& v, std::uint64_t position, void* out
     }
     base += count;
   }
+#endif
   size = h.length;
   return fits ? Read::ready : Read::too_large;
 }

@@ -131,6 +131,19 @@ struct MpmcSideCore : HandleCore {
 };
 
 struct MpmcProducerCore final : MpmcSideCore {
+  // Claims up to `max` slots from the enqueue counter as before_claim() read
+  // it, then takes a slot ahead exclusive (RingView::prefetch_slot_for_write).
+  // Each claim is a locked CAS, which waits until the stores before it (the
+  // last push's payload and trailer) have their lines; a line the consumers
+  // took meanwhile costs that wait a trip to their core. Taken two claims
+  // ahead, the lines are here when the push that writes them comes, and so
+  // is the `released` word its claim reads. Not the slot right after the
+  // claim: a consumer that has caught up polls that one next.
+  MpmcRange claim(std::uint64_t max, Status& status) noexcept {
+    const MpmcRange r = view.claim_write_from(before_claim(), max, status);
+    if (r.count != 0) view.prefetch_slot_for_write(r.first + r.count + 1);
+    return r;
+  }
   void publish(MpmcRange r, std::uint32_t flags) noexcept {
     if (view.commit(r, flags)) wake_peers();
   }
@@ -144,6 +157,8 @@ struct MpmcProducerCore final : MpmcSideCore {
 };
 
 struct MpmcConsumerCore final : MpmcSideCore {
+  // Trailers of a claimed run taken exclusive before its release (next_run).
+  static constexpr std::uint64_t kPrefetchReleases = 8;
   std::uint64_t corrupt_dropped = 0;
 
   void release(MpmcRange r) noexcept {
@@ -175,6 +190,8 @@ struct MpmcConsumerCore final : MpmcSideCore {
       return r;
     }
     const std::uint64_t counter = before_claim();
+    // The payload travels while the claim waits for the trailer and the CAS.
+    view.prefetch_payload(counter);
     // Sleeping producers are woken once, after the skipped slots passed over
     // (each release of one would otherwise cost a system call).
     bool wake = false;
@@ -214,6 +231,14 @@ struct MpmcConsumerCore final : MpmcSideCore {
           status = Status::corrupt;
           return {};
         }
+      }
+      // The trailers were read, and the release writes them: taken exclusive
+      // now, while the messages are read, the release's stores have their
+      // lines by the time the next call's locked claim waits for them. Not
+      // on slots of one line (RingView::prefetch_slot_for_write says why).
+      const std::uint64_t ahead = view.payload_lines() == 0 ? 0 : kPrefetchReleases;
+      for (std::uint64_t i = 0; i < r.count && i < ahead; ++i) {
+        atomic::prefetch_write(view.trailer(r.first + i));
       }
       return r;
     }
@@ -263,7 +288,7 @@ class MpmcProducer : public detail::Handle<detail::MpmcProducerCore> {
     if (c.closed_here) return Status::closed;
     if (message.size() > c.view.slot_size()) return Status::too_large;
     Status status = Status::ok;
-    const MpmcRange r = c.view.claim_write_from(c.before_claim(), 1, status);
+    const MpmcRange r = c.claim(1, status);
     if (r.count != 0) {
       copy_message(c.view.payload(r.first), message.data(), message.size());
       c.view.set_length(r.first, static_cast<std::uint32_t>(message.size()));
@@ -286,7 +311,7 @@ class MpmcProducer : public detail::Handle<detail::MpmcProducerCore> {
     while (fit < messages.size() && messages[fit].size() <= c.view.slot_size()) ++fit;
     if (fit == 0) return 0;
     Status status = Status::ok;
-    const MpmcRange r = c.view.claim_write_from(c.before_claim(), fit, status);
+    const MpmcRange r = c.claim(fit, status);
     for (std::uint64_t i = 0; i < r.count; ++i) {
       copy_message(c.view.payload(r.first + i), messages[i].data(), messages[i].size());
       c.view.set_length(r.first + i, static_cast<std::uint32_t>(messages[i].size()));
@@ -303,7 +328,7 @@ class MpmcProducer : public detail::Handle<detail::MpmcProducerCore> {
     detail::MpmcProducerCore& c = *core_;
     if (c.closed_here) return WriteClaim(Status::closed);
     Status status = Status::ok;
-    const MpmcRange r = c.view.claim_write_from(c.before_claim(), max, status);
+    const MpmcRange r = c.claim(max, status);
     if (r.count == 0) {
       c.after_claims();
       return WriteClaim(status == Status::ok ? c.nothing_now() : status);

@@ -80,6 +80,37 @@ class RingView {
     return ReadSlot{payload(position), safe, position};
   }
 
+  // Lines of a slot before its trailer's: 0 when the slot is one line
+  // (payloads up to 32 bytes).
+  SHMRING_HD std::uint64_t payload_lines() const noexcept {
+    return trailer_offset_ / kPayloadAlign;
+  }
+
+  static constexpr std::uint64_t kPrefetchLines = 2;
+  // A reader about to claim `position` pulls the payload's first
+  // kPrefetchLines lines (those before the trailer's) toward its core.
+  SHMRING_HD void prefetch_payload(std::uint64_t position) const noexcept {
+    const std::byte* p = payload(position);
+    const std::uint64_t lines = payload_lines();
+    for (std::uint64_t i = 0; i < lines && i < kPrefetchLines; ++i) {
+      atomic::prefetch_read(p + i * kPayloadAlign);
+    }
+  }
+  // A writer about to fill `position` takes the slot's lines exclusive now
+  // (atomic::prefetch_write): the payload's first kPrefetchLines lines and
+  // the trailer's. Only for slots of more than one line: on slots of one
+  // line (payloads up to 32 bytes) taking lines ahead cost MPMC throughput
+  // where it was measured (8-byte messages, two vCPUs).
+  SHMRING_HD void prefetch_slot_for_write(std::uint64_t position) const noexcept {
+    const std::uint64_t lines = payload_lines();
+    if (lines == 0) return;
+    std::byte* p = payload(position);
+    for (std::uint64_t i = 0; i < lines && i < kPrefetchLines; ++i) {
+      atomic::prefetch_write(p + i * kPayloadAlign);
+    }
+    atomic::prefetch_write(trailer(position));
+  }
+
   // Records the payload length of a claimed slot before it is published (the
   // consumer reads it only after the publishing store).
   SHMRING_HD void set_length(std::uint64_t position, std::uint32_t length) const noexcept {

@@ -46,14 +46,17 @@ struct SpscProducerCore final : HandleCore {
   SpscProducerCursor cursor;
 
   void write(std::uint64_t position, std::span<const std::byte> message) noexcept {
-    const auto size = static_cast<std::uint32_t>(message.size());
     if (view.low_latency()) {
-      low_latency::write(view, position, cursor.incarnation, message.data(), size);
+      write_words(position, message);
       return;
     }
+    const auto size = static_cast<std::uint32_t>(message.size());
     copy_message(view.payload(position), message.data(), size);
     view.set_length(position, size);
   }
+  // Low-latency slots: out of line (spsc_ring.cpp), so that write() stays
+  // small enough to inline into the push of a plain slot.
+  void write_words(std::uint64_t position, std::span<const std::byte> message) noexcept;
   void publish(std::uint64_t count) noexcept {
     if (view.publish(cursor, count)) wake_consumer();
   }
