@@ -263,7 +263,9 @@ void bm_fanout_throughput(benchmark::State& state, FanoutConfig config) {
     state.counters["subscribers"] = n;
     std::uint64_t sub_idle = 0;
     for (unsigned i = 0; i < n; ++i) sub_idle += shared->end[subscriber_agent(i)].idle;
-    const auto per_message = [count](double v) { return count == 0 ? 0.0 : v / count; };
+    const auto per_message = [count](double v) {
+      return count == 0 ? 0.0 : v / static_cast<double>(count);
+    };
     state.counters["publisher_idle_per_msg"] =
         per_message(static_cast<double>(shared->end[kPublisherAgent].idle));
     state.counters["subscriber_idle_per_msg"] = per_message(static_cast<double>(sub_idle) / n);
