@@ -42,4 +42,17 @@ struct BroadcastRing {
   Segment segment;
 };
 
+// What the broadcast suites name unqualified: `using namespace
+// test::broadcast_suite;` in a suite's own namespace.
+namespace broadcast_suite {
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+namespace msg = test::msg;
+using test::broadcast;
+using test::kDeadline;
+using test::kMaxPayload;
+using test::kSlot;
+using Ring = BroadcastRing;
+}  // namespace broadcast_suite
+
 }  // namespace shmring::test

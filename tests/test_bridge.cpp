@@ -348,7 +348,10 @@ class Consumer : public EndProcess {
   std::string problem;  // set by join()
 
   Consumer(const std::string& ring, std::uint64_t count, std::chrono::seconds timeout = 60s,
-           std::uint64_t slot = kSlot) {
+           std::uint64_t slot = kSlot, bool start_paused = false) {
+    // Set before the fork, so that not one message is read before the test
+    // lets the consumer go.
+    paused = start_paused;
     start([&ring, count, timeout, slot](EndState& st) {
       const auto fail = [&st](const std::string& what) {
         std::strncpy(st.problem, what.c_str(), sizeof st.problem - 1);
@@ -438,6 +441,70 @@ bool listening(BridgeProcess& recv) {
   return wait_until([&] { return recv.log().find("listening on") != std::string::npos; }, 20s);
 }
 
+// A stream end to end: the source ring, a receiver and a sender process,
+// the far consumer and the producer (forked in that order, before any
+// bridge thread of this process).
+struct StreamOptions {
+  std::uint64_t count = 0;
+  std::uint64_t capacity = 512;
+  std::uint64_t slot = kSlot;
+  std::vector<std::string> recv_args = {};
+  std::vector<std::string> send_args = {};
+  std::string address = "127.0.0.1";  // where the receiver listens
+  std::string recv_netns = {};
+  std::string send_netns = {};
+  bool consumer_paused = false;  // the far consumer reads nothing until unpaused
+};
+
+class Stream {
+ public:
+  explicit Stream(const StreamOptions& o)
+      : options(o),
+        count(o.count),
+        src(make_ring(n.src.name(), o.capacity, o.slot)),
+        recv(new_receiver()),
+        send(new_sender()),
+        consumer(n.dst.name(), o.count, 60s, o.slot, o.consumer_paused),
+        producer(src, o.count) {}
+
+  const StreamOptions options;  // first: the members below are made from it
+  Names n;
+  const std::uint64_t count;
+  Segment src;
+  const std::uint16_t port = free_port();
+  std::unique_ptr<BridgeProcess> recv;
+  std::unique_ptr<BridgeProcess> send;
+  Consumer consumer;
+  Producer producer;
+
+  std::string logs() const { return send->log() + recv->log(); }
+  // Waits until the far consumer has checked `at` messages.
+  testing::AssertionResult reaches(std::uint64_t at) {
+    if (wait_until([&] { return consumer.received >= at; }, 60s))
+      return testing::AssertionSuccess();
+    return testing::AssertionFailure() << "stalled at " << consumer.received << "\n" << logs();
+  }
+  // SIGKILL to one bridge process, then another in its place.
+  void kill_and_restart_receiver() {
+    recv->kill9();
+    recv = new_receiver();
+  }
+  void kill_and_restart_sender() {
+    send->kill9();
+    send = new_sender();
+  }
+  void expect_every_message() { test::expect_every_message(producer, consumer, count, logs()); }
+
+ private:
+  std::unique_ptr<BridgeProcess> new_receiver() {
+    return start_receiver(port, n.dst.name(), options.recv_args, options.address,
+                          options.recv_netns);
+  }
+  std::unique_ptr<BridgeProcess> new_sender() {
+    return start_sender(port, n.src.name(), options.send_args, options.address, options.send_netns);
+  }
+};
+
 // A file of /tmp that the test removes, whatever it is by then.
 struct TmpPath {
   std::string path = "/tmp/" + unique_name("file_" + std::to_string(counter++));
@@ -459,136 +526,87 @@ struct KeyFile : TmpPath {
 // ---- tests ------------------------------------------------------------------
 
 TEST(Bridge, StreamsEveryMessageInOrderExactlyOnce) {
-  Names n;
-  const std::uint64_t count = scaled_count(200'000);
-  Segment src = make_ring(n.src.name(), 1024);
-  const std::uint16_t port = free_port();
-  auto recv = start_receiver(port, n.dst.name());
-  auto send = start_sender(port, n.src.name());
-  Consumer consumer(n.dst.name(), count);
-  Producer producer(src, count);
-  expect_every_message(producer, consumer, count, send->log() + recv->log());
-  EXPECT_EQ(send->stop(), 0) << send->log();
-  EXPECT_EQ(recv->stop(), 0) << recv->log();
+  Stream s({.count = scaled_count(200'000), .capacity = 1024});
+  s.expect_every_message();
+  EXPECT_EQ(s.send->stop(), 0) << s.send->log();
+  EXPECT_EQ(s.recv->stop(), 0) << s.recv->log();
   // The receiver created the destination with the source's geometry.
-  const Segment dst = Segment::open(n.dst.name());
+  const Segment dst = Segment::open(s.n.dst.name());
   EXPECT_EQ(dst.geometry().capacity, 1024u);
   EXPECT_EQ(dst.geometry().slot_size, kSlot);
 }
 
 TEST(Bridge, ReceiverKilledMidStreamLosesAndDuplicatesNothing) {
-  Names n;
-  const std::uint64_t count = scaled_count(150'000);
-  Segment src = make_ring(n.src.name(), 512);
-  const std::uint16_t port = free_port();
-  auto recv = start_receiver(port, n.dst.name());
-  auto send = start_sender(port, n.src.name());
-  Consumer consumer(n.dst.name(), count);
-  Producer producer(src, count);
-  for (const std::uint64_t at : {count / 4, count / 2}) {
-    ASSERT_TRUE(wait_until([&] { return consumer.received >= at; }, 60s))
-        << "stalled at " << consumer.received << "\n"
-        << send->log() << recv->log();
-    recv->kill9();
-    recv = start_receiver(port, n.dst.name());
+  Stream s({.count = scaled_count(150'000)});
+  for (const std::uint64_t at : {s.count / 4, s.count / 2}) {
+    ASSERT_TRUE(s.reaches(at));
+    s.kill_and_restart_receiver();
   }
-  expect_every_message(producer, consumer, count, send->log() + recv->log());
+  s.expect_every_message();
   // The sender noticed each loss and reconnected.
-  EXPECT_NE(send->log().find("lost"), std::string::npos) << send->log();
-  EXPECT_EQ(send->stop(), 0) << send->log();
+  EXPECT_NE(s.send->log().find("lost"), std::string::npos) << s.send->log();
+  EXPECT_EQ(s.send->stop(), 0) << s.send->log();
 }
 
 // Slots of 64 KiB and more: each payload travels as a message of its own,
 // from the sender's slot straight into a claimed slot of the far ring.
 TEST(Bridge, LargeMessagesGoSlotToSlotAndSurviveAReceiverKill) {
-  Names n;
-  constexpr std::uint64_t kLargeSlot = 96 * 1024;
-  const std::uint64_t count = scaled_count(3'000);
-  Segment src = make_ring(n.src.name(), 16, kLargeSlot);
-  const std::uint16_t port = free_port();
-  auto recv = start_receiver(port, n.dst.name());
-  auto send = start_sender(port, n.src.name());
-  Consumer consumer(n.dst.name(), count, 60s, kLargeSlot);
-  Producer producer(src, count);
-  ASSERT_TRUE(wait_until([&] { return consumer.received >= count / 2; }, 60s))
-      << "stalled at " << consumer.received << "\n"
-      << send->log() << recv->log();
-  recv->kill9();
-  recv = start_receiver(port, n.dst.name());
-  expect_every_message(producer, consumer, count, send->log() + recv->log());
-  EXPECT_EQ(send->stop(), 0) << send->log();
+  Stream s({.count = scaled_count(3'000), .capacity = 16, .slot = 96 * 1024});
+  ASSERT_TRUE(s.reaches(s.count / 2));
+  s.kill_and_restart_receiver();
+  s.expect_every_message();
+  EXPECT_EQ(s.send->stop(), 0) << s.send->log();
 }
 
 TEST(Bridge, SenderKilledMidStreamLosesAndDuplicatesNothing) {
-  Names n;
-  const std::uint64_t count = scaled_count(150'000);
-  Segment src = make_ring(n.src.name(), 512);
-  const std::uint16_t port = free_port();
-  auto recv = start_receiver(port, n.dst.name());
-  auto send = start_sender(port, n.src.name());
-  Consumer consumer(n.dst.name(), count);
-  Producer producer(src, count);
-  for (const std::uint64_t at : {count / 4, count / 2}) {
-    ASSERT_TRUE(wait_until([&] { return consumer.received >= at; }, 60s))
-        << "stalled at " << consumer.received << "\n"
-        << send->log() << recv->log();
-    send->kill9();
+  Stream s({.count = scaled_count(150'000)});
+  for (const std::uint64_t at : {s.count / 4, s.count / 2}) {
+    ASSERT_TRUE(s.reaches(at));
     // The new sender takes the dead one's consumer role over and resumes
     // where the receiver's ring is.
-    send = start_sender(port, n.src.name());
+    s.kill_and_restart_sender();
   }
-  expect_every_message(producer, consumer, count, send->log() + recv->log());
+  s.expect_every_message();
 }
 
 TEST(Bridge, ConnectionCutAndRestoredLosesAndDuplicatesNothing) {
   TwoHosts hosts;
   if (!hosts.ready()) GTEST_SKIP() << "cannot make network namespaces here (needs CAP_NET_ADMIN)";
-  Names n;
-  const std::uint64_t count = scaled_count(100'000);
-  Segment src = make_ring(n.src.name(), 512);
-  const std::uint16_t port = free_port();
   KeyFile key;
-  auto recv =
-      start_receiver(port, n.dst.name(), {"--key-file", key.path}, hosts.address_b(), hosts.b());
-  auto send = start_sender(port, n.src.name(), {"--peer-timeout", "1000", "--key-file", key.path},
-                           hosts.address_b(), hosts.a());
-  Consumer consumer(n.dst.name(), count);
-  Producer producer(src, count);
-  ASSERT_TRUE(wait_until([&] { return consumer.received >= count / 3; }, 60s))
-      << "stalled at " << consumer.received << "\n"
-      << send->log() << recv->log();
+  Stream s({.count = scaled_count(100'000),
+            .recv_args = {"--key-file", key.path},
+            .send_args = {"--peer-timeout", "1000", "--key-file", key.path},
+            .address = hosts.address_b(),
+            .recv_netns = hosts.b(),
+            .send_netns = hosts.a()});
+  ASSERT_TRUE(s.reaches(s.count / 3));
   // The cable goes: no reset reaches either side, so the sender must notice
   // the silence itself, then keep trying until the cable is back.
   ASSERT_TRUE(hosts.link(false));
-  ASSERT_TRUE(wait_until([&] { return send->log().find("lost") != std::string::npos; }, 30s))
-      << send->log();
-  const std::uint64_t during = consumer.received;
+  ASSERT_TRUE(wait_until([&] { return s.send->log().find("lost") != std::string::npos; }, 30s))
+      << s.send->log();
+  const std::uint64_t during = s.consumer.received;
   ASSERT_TRUE(hosts.link(true));
-  expect_every_message(producer, consumer, count, send->log() + recv->log());
-  EXPECT_LT(during, count);
-  EXPECT_EQ(send->stop(), 0) << send->log();
-  EXPECT_EQ(recv->stop(), 0) << recv->log();
+  s.expect_every_message();
+  EXPECT_LT(during, s.count);
+  EXPECT_EQ(s.send->stop(), 0) << s.send->log();
+  EXPECT_EQ(s.recv->stop(), 0) << s.recv->log();
 }
 
 TEST(Bridge, SlowFarConsumerHoldsTheProducerBack) {
-  Names n;
-  const std::uint64_t count = scaled_count(20'000);
-  Segment src = make_ring(n.src.name(), 64);
-  const std::uint16_t port = free_port();
-  auto recv = start_receiver(port, n.dst.name());
   // A short peer timeout: the receiver, blocked on its full ring, must keep
   // saying it lives, or the sender would take the stall for a cut.
-  auto send = start_sender(port, n.src.name(), {"--peer-timeout", "500"});
-  Consumer consumer(n.dst.name(), count);
-  consumer.paused = true;
-  Producer producer(src, count);
+  Stream s({.count = scaled_count(20'000),
+            .capacity = 64,
+            .send_args = {"--peer-timeout", "500"},
+            .consumer_paused = true});
   // With the far consumer stopped, both rings fill and the producer stops:
   // at most the two rings' worth of messages is in flight, none dropped.
-  ASSERT_TRUE(wait_until([&] { return producer.pushed >= 128; }, 30s)) << send->log();
+  ASSERT_TRUE(wait_until([&] { return s.producer.pushed >= 128; }, 30s)) << s.send->log();
   std::uint64_t before = 0;
   ASSERT_TRUE(wait_until(
       [&] {
-        const std::uint64_t now = producer.pushed;
+        const std::uint64_t now = s.producer.pushed;
         const bool still = now == before;
         before = now;
         if (!still) std::this_thread::sleep_for(200ms);
@@ -597,12 +615,12 @@ TEST(Bridge, SlowFarConsumerHoldsTheProducerBack) {
       30s));
   // Held up for three peer timeouts.
   std::this_thread::sleep_for(1500ms);
-  EXPECT_LE(producer.pushed.load(), 64u + 64u + 1u);
-  EXPECT_EQ(consumer.received, 0u);
-  EXPECT_EQ(send->log().find("lost"), std::string::npos) << send->log();
-  consumer.paused = false;
-  expect_every_message(producer, consumer, count, send->log() + recv->log());
-  EXPECT_EQ(send->log().find("lost"), std::string::npos) << send->log();
+  EXPECT_LE(s.producer.pushed.load(), 64u + 64u + 1u);
+  EXPECT_EQ(s.consumer.received, 0u);
+  EXPECT_EQ(s.send->log().find("lost"), std::string::npos) << s.send->log();
+  s.consumer.paused = false;
+  s.expect_every_message();
+  EXPECT_EQ(s.send->log().find("lost"), std::string::npos) << s.send->log();
 }
 
 TEST(Bridge, RingOfAnotherGeometryIsRefusedWithAReason) {
@@ -891,33 +909,24 @@ struct Intruder {
 void expect_refused_while_streaming(const std::vector<std::string>& recv_args,
                                     const std::vector<std::string>& send_args,
                                     const std::vector<Intruder>& intruders) {
-  Names n;
-  const std::uint64_t count = scaled_count(60'000);
-  Segment src = make_ring(n.src.name(), 512);
-  const std::uint16_t port = free_port();
-  auto recv = start_receiver(port, n.dst.name(), recv_args);
-  auto send = start_sender(port, n.src.name(), send_args);
-  Consumer consumer(n.dst.name(), count);
-  Producer producer(src, count);
-  ASSERT_TRUE(wait_until([&] { return consumer.received >= count / 10; }, 60s))
-      << "stalled at " << consumer.received << "\n"
-      << send->log() << recv->log();
+  Stream s({.count = scaled_count(60'000), .recv_args = recv_args, .send_args = send_args});
+  ASSERT_TRUE(s.reaches(s.count / 10));
   for (const Intruder& intruder : intruders) {
     UniqueShm ring("intruder");
     Segment segment = make_ring(ring.name(), intruder.capacity, intruder.slot);
     SpscProducer tx = SpscProducer::attach(segment);
     const std::string text = "not part of the stream";
     for (int i = 0; i < 8; ++i) ASSERT_EQ(tx.try_push(std::as_bytes(std::span(text))), Status::ok);
-    auto other = start_sender(port, ring.name(), intruder.args);
-    EXPECT_EQ(other->wait_exit(30s), 1) << other->log() << recv->log();
+    auto other = start_sender(s.port, ring.name(), intruder.args);
+    EXPECT_EQ(other->wait_exit(30s), 1) << other->log() << s.recv->log();
     EXPECT_NE(other->log().find("refused ring '" + ring.name() + "'"), std::string::npos)
         << other->log();
     EXPECT_NE(other->log().find(intruder.why), std::string::npos) << other->log();
   }
-  expect_every_message(producer, consumer, count, send->log() + recv->log());
-  EXPECT_EQ(send->log().find("lost"), std::string::npos) << send->log();
-  EXPECT_EQ(send->stop(), 0) << send->log();
-  EXPECT_EQ(recv->stop(), 0) << recv->log();
+  s.expect_every_message();
+  EXPECT_EQ(s.send->log().find("lost"), std::string::npos) << s.send->log();
+  EXPECT_EQ(s.send->stop(), 0) << s.send->log();
+  EXPECT_EQ(s.recv->stop(), 0) << s.recv->log();
 }
 
 TEST(Bridge, SenderWithoutTheKeyIsRefusedWhileTheStreamGoesOn) {

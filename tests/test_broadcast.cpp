@@ -36,15 +36,7 @@
 namespace shmring {
 namespace {
 
-using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
-namespace msg = test::msg;
-
-using test::broadcast;
-using test::kDeadline;
-using test::kMaxPayload;
-using test::kSlot;
-using Ring = test::BroadcastRing;
+using namespace test::broadcast_suite;
 
 // The message for `position`: its header says seq = position.
 std::size_t make_message(std::vector<std::byte>& buf, std::uint64_t position) {

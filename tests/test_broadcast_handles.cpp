@@ -30,15 +30,7 @@
 namespace shmring {
 namespace {
 
-using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
-namespace msg = test::msg;
-
-using test::broadcast;
-using test::kDeadline;
-using test::kMaxPayload;
-using test::kSlot;
-using Ring = test::BroadcastRing;
+using namespace test::broadcast_suite;
 
 // The message with sequence number `seq`.
 struct Message {
@@ -56,6 +48,27 @@ std::uint64_t seq_of(std::span<const std::byte> m, std::uint64_t total) {
   const msg::Verdict v = msg::check(m, 1, total, kMaxPayload, h);
   EXPECT_EQ(v, msg::Verdict::ok) << msg::to_string(v);
   return v == msg::Verdict::ok ? h.seq : UINT64_MAX;
+}
+
+// Pops (try_pop) messages `first` .. `end - 1` of a stream of `total`, in
+// order.
+void expect_messages(BroadcastSubscriber& sub, std::uint64_t first, std::uint64_t end,
+                     std::uint64_t total) {
+  std::vector<std::byte> buf(kSlot);
+  std::size_t size = 0;
+  for (std::uint64_t i = first; i < end; ++i) {
+    ASSERT_EQ(sub.try_pop(buf, size), Status::ok) << "message " << i;
+    EXPECT_EQ(seq_of({buf.data(), size}, total), i);
+  }
+}
+
+// Publishes messages 0 .. count - 1, then closes the stream: the producer
+// says so and refuses the next push.
+void publish_and_close(BroadcastProducer& p, std::uint64_t count) {
+  for (std::uint64_t i = 0; i < count; ++i) ASSERT_EQ(p.try_push(Message(i).span()), Status::ok);
+  ASSERT_EQ(p.close(), Status::ok);
+  EXPECT_TRUE(p.closed());
+  EXPECT_EQ(p.try_push(Message(count).span()), Status::closed);
 }
 
 template <class Condition>
@@ -209,12 +222,7 @@ TEST(BroadcastHandles, ASubscriberKilledWhileTheProducerWaitsForItLetsItGoOn) {
     ASSERT_EQ(p.try_push(Message(i).span()), Status::ok);
   EXPECT_EQ(p.try_push(Message(kCapacity).span()), Status::would_block);
   // The live reader keeps up; only the stalled child holds the producer.
-  std::vector<std::byte> buf(kSlot);
-  std::size_t size = 0;
-  for (std::uint64_t i = 0; i < kCapacity; ++i) {
-    ASSERT_EQ(reader.try_pop(buf, size), Status::ok);
-    EXPECT_EQ(seq_of({buf.data(), size}, kCapacity + 1), i);
-  }
+  ASSERT_NO_FATAL_FAILURE(expect_messages(reader, 0, kCapacity, kCapacity + 1));
   Status pushed = Status::would_block;
   std::atomic<bool> returned{false};
   std::thread producer([&] {
@@ -231,6 +239,8 @@ TEST(BroadcastHandles, ASubscriberKilledWhileTheProducerWaitsForItLetsItGoOn) {
   producer.join();
   EXPECT_EQ(pushed, Status::ok);
   EXPECT_LT(Clock::now() - start, 10s);  // not the deadline
+  std::vector<std::byte> buf(kSlot);
+  std::size_t size = 0;
   ASSERT_EQ(reader.pop(buf, size, kDeadline), Status::ok);
   EXPECT_EQ(seq_of({buf.data(), size}, kCapacity + 1), kCapacity);
 }
@@ -276,12 +286,9 @@ TEST(BroadcastHandles, AProducerKilledIsTakenOverWhereItStopped) {
   for (std::uint64_t i = kFirst; i < kTotal; ++i)
     ASSERT_EQ(p.try_push(Message(i).span()), Status::ok);
   // The subscriber never re-attached: it reads on across the takeover.
+  ASSERT_NO_FATAL_FAILURE(expect_messages(sub, 0, kTotal, kTotal));
   std::vector<std::byte> buf(kSlot);
   std::size_t size = 0;
-  for (std::uint64_t i = 0; i < kTotal; ++i) {
-    ASSERT_EQ(sub.try_pop(buf, size), Status::ok);
-    EXPECT_EQ(seq_of({buf.data(), size}, kTotal), i);
-  }
   EXPECT_EQ(sub.try_pop(buf, size), Status::would_block);
 }
 
@@ -295,10 +302,7 @@ TEST(BroadcastHandles, SubscribersDrainThenSeeTheStreamClosed) {
   constexpr std::uint64_t kTotal = 5;
   {
     BroadcastProducer p = BroadcastProducer::attach(ring.segment);
-    for (std::uint64_t i = 0; i < kTotal; ++i) ASSERT_EQ(p.try_push(Message(i).span()), Status::ok);
-    ASSERT_EQ(p.close(), Status::ok);
-    EXPECT_TRUE(p.closed());
-    EXPECT_EQ(p.try_push(Message(kTotal).span()), Status::closed);
+    ASSERT_NO_FATAL_FAILURE(publish_and_close(p, kTotal));
   }
   {
     // A reader that keeps the messages (peeked, put back) asks where the
@@ -316,10 +320,7 @@ TEST(BroadcastHandles, SubscribersDrainThenSeeTheStreamClosed) {
   std::vector<std::byte> buf(kSlot);
   std::size_t size = 0;
   for (BroadcastSubscriber* s : {&a, &b}) {
-    for (std::uint64_t i = 0; i < kTotal; ++i) {
-      ASSERT_EQ(s->try_pop(buf, size), Status::ok);
-      EXPECT_EQ(seq_of({buf.data(), size}, kTotal), i);
-    }
+    ASSERT_NO_FATAL_FAILURE(expect_messages(*s, 0, kTotal, kTotal));
     EXPECT_EQ(s->try_pop(buf, size), Status::closed);
     const auto start = Clock::now();
     EXPECT_EQ(s->pop(buf, size, 30s), Status::closed);
@@ -358,12 +359,7 @@ TEST(BroadcastHandles, WaitPastSleepsUntilAMessageBeyondTheKeptOnes) {
   EXPECT_EQ(kept.release(), Status::ok);  // lets the fifth in
   EXPECT_EQ(sub.wait_past(4, kDeadline), Status::ok);
   publisher.join();
-  std::vector<std::byte> buf(kSlot);
-  std::size_t size = 0;
-  for (std::uint64_t i = 1; i < 5; ++i) {
-    ASSERT_EQ(sub.try_pop(buf, size), Status::ok);
-    EXPECT_EQ(seq_of({buf.data(), size}, 5), i);
-  }
+  ASSERT_NO_FATAL_FAILURE(expect_messages(sub, 1, 5, 5));
 }
 
 // A producer killed without closing: a subscriber sleeping in pop reads what
@@ -746,21 +742,13 @@ TEST(BroadcastHandles, BothDeliveriesCloseAndCloseOnExitCanBeTurnedOff) {
     constexpr std::uint64_t kTotal = 5;
     {
       BroadcastProducer p = BroadcastProducer::attach(ring.segment);
-      for (std::uint64_t i = 0; i < kTotal; ++i) {
-        ASSERT_EQ(p.try_push(Message(i).span()), Status::ok);
-      }
-      ASSERT_EQ(p.close(), Status::ok);
-      EXPECT_TRUE(p.closed());
-      EXPECT_EQ(p.try_push(Message(kTotal).span()), Status::closed);
+      ASSERT_NO_FATAL_FAILURE(publish_and_close(p, kTotal));
       EXPECT_EQ(p.try_claim().status(), Status::closed);
     }
     std::vector<std::byte> buf(kSlot);
     std::size_t size = 0;
     for (BroadcastSubscriber* s : {&a, &b}) {
-      for (std::uint64_t i = 0; i < kTotal; ++i) {
-        ASSERT_EQ(s->try_pop(buf, size), Status::ok);
-        EXPECT_EQ(seq_of({buf.data(), size}, kTotal), i);
-      }
+      ASSERT_NO_FATAL_FAILURE(expect_messages(*s, 0, kTotal, kTotal));
       EXPECT_EQ(s->try_pop(buf, size), Status::closed);
       const auto t0 = Clock::now();
       EXPECT_EQ(s->pop(buf, size, kDeadline), Status::closed);

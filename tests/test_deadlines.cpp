@@ -75,6 +75,39 @@ std::span<const std::byte> bytes_of(const std::uint64_t (&v)[2]) {
   return std::as_bytes(std::span<const std::uint64_t, 2>(v));
 }
 
+// An MPMC ring of 2^log2 slots with both roles attached, and its view to
+// scribble on the counters with.
+struct ScribbleRing {
+  explicit ScribbleRing(unsigned log2)
+      : shm(std::to_string(log2)),
+        seg(make_ring(shm.name(), log2)),
+        capacity(seg.geometry().capacity),
+        view(seg.base(), seg.geometry()),
+        tx(MpmcProducer::attach(seg)),
+        rx(MpmcConsumer::attach(seg)) {}
+
+  // The ring carries a message again: {a, b} goes through whole.
+  void expect_carries(std::uint64_t a, std::uint64_t b) {
+    const std::uint64_t m[2] = {a, b};
+    ASSERT_EQ(tx.try_push(bytes_of(m)), Status::ok) << "the lap was released";
+    std::byte buf[kSlotSize];
+    std::size_t size = 0;
+    ASSERT_EQ(rx.try_pop(buf, size), Status::ok);
+    ASSERT_EQ(size, sizeof m);
+    std::uint64_t got[2];
+    std::memcpy(got, buf, sizeof got);
+    EXPECT_EQ(got[0], a);
+    EXPECT_EQ(got[1], b);
+  }
+
+  test::UniqueShm shm;
+  Segment seg;
+  std::uint64_t capacity;
+  MpmcView view;
+  MpmcProducer tx;
+  MpmcConsumer rx;
+};
+
 template <class F>
 Clock::duration timed(F&& f) {
   const auto t0 = Clock::now();
@@ -91,33 +124,29 @@ double us(Clock::duration d) { return std::chrono::duration<double, std::micro>(
 TEST(MpmcDeadlines, ScribbledEnqueueCounter) {
   for (const unsigned log2 : ring_sizes()) {
     SCOPED_TRACE("capacity 2^" + std::to_string(log2));
-    test::UniqueShm shm(std::to_string(log2));
-    Segment seg = make_ring(shm.name(), log2);
-    const std::uint64_t capacity = seg.geometry().capacity;
-    MpmcView view(seg.base(), seg.geometry());
-    auto tx = MpmcProducer::attach(seg);
-    auto rx = MpmcConsumer::attach(seg);
-    const std::uint64_t deq = atomic::load_seq_cst(&view.consumer()->position);
-    atomic::store_seq_cst(&view.producer()->position, deq + capacity);
+    ScribbleRing r(log2);
+    const std::uint64_t capacity = r.capacity;
+    const std::uint64_t deq = atomic::load_seq_cst(&r.view.consumer()->position);
+    atomic::store_seq_cst(&r.view.producer()->position, deq + capacity);
 
     const std::uint64_t m[2] = {7, 8};
     constexpr auto kTimeout = 1ms;
     Status s = Status::ok;
-    const auto push_time = timed([&] { s = tx.push(bytes_of(m), kTimeout); });
+    const auto push_time = timed([&] { s = r.tx.push(bytes_of(m), kTimeout); });
     EXPECT_EQ(s, Status::timeout) << "no consumer frees a slot";
     EXPECT_LE(push_time, kTimeout + kSlack);
-    EXPECT_GE(tx.abandoned(), 1u) << "a call that gives up still recovers a step";
+    EXPECT_GE(r.tx.abandoned(), 1u) << "a call that gives up still recovers a step";
     std::printf(
         "capacity 2^%u: push(1 ms) returned after %.0f us (%.0f us past its deadline), "
         "%llu positions recovered\n",
         log2, us(push_time), us(push_time - kTimeout),
-        static_cast<unsigned long long>(tx.abandoned()));
+        static_cast<unsigned long long>(r.tx.abandoned()));
 
     // Nobody has consumed: where the consumers wait is recovered already, so
     // only the note of where the pass stopped lets the next call go on.
-    const std::uint64_t recovered = tx.abandoned();
-    EXPECT_EQ(tx.push(bytes_of(m), 0ns), Status::timeout);
-    EXPECT_GT(tx.abandoned(), recovered) << "a later blocking call goes on with the pass";
+    const std::uint64_t recovered = r.tx.abandoned();
+    EXPECT_EQ(r.tx.push(bytes_of(m), 0ns), Status::timeout);
+    EXPECT_GT(r.tx.abandoned(), recovered) << "a later blocking call goes on with the pass";
 
     // Drain: each try_pop passes over at most kMpmcSkipStep skipped slots,
     // each recover() step recovers at most kMpmcRecoverStep positions, and
@@ -128,23 +157,23 @@ TEST(MpmcDeadlines, ScribbledEnqueueCounter) {
     Clock::duration slowest_step{};
     std::uint64_t pops = 0;
     for (;;) {
-      const std::uint64_t before = atomic::load_seq_cst(&view.consumer()->position);
+      const std::uint64_t before = atomic::load_seq_cst(&r.view.consumer()->position);
       if (before == deq + capacity) break;
-      const auto t = timed([&] { s = rx.try_pop(buf, size); });
+      const auto t = timed([&] { s = r.rx.try_pop(buf, size); });
       ASSERT_EQ(s, Status::would_block) << "the lap holds no message";
       slowest_pop = std::max(slowest_pop, t);
       ++pops;
-      const std::uint64_t passed = atomic::load_seq_cst(&view.consumer()->position) - before;
+      const std::uint64_t passed = atomic::load_seq_cst(&r.view.consumer()->position) - before;
       ASSERT_LE(passed, kMpmcSkipStep) << "one try_pop passed over too many skipped slots";
       if (passed != 0) continue;
-      const std::uint64_t abandoned = tx.abandoned();
+      const std::uint64_t abandoned = r.tx.abandoned();
       std::uint64_t n = 0;
-      slowest_step = std::max(slowest_step, timed([&] { n = tx.recover(); }));
+      slowest_step = std::max(slowest_step, timed([&] { n = r.tx.recover(); }));
       ASSERT_LE(n, kMpmcRecoverStep) << "one recover() did more than a step";
       ASSERT_NE(n, 0u) << "the consumers wait at a dead position, yet nothing was recovered";
-      ASSERT_EQ(tx.abandoned(), abandoned + n);
+      ASSERT_EQ(r.tx.abandoned(), abandoned + n);
     }
-    EXPECT_EQ(tx.abandoned(), capacity) << "every position of the lap recovered, once";
+    EXPECT_EQ(r.tx.abandoned(), capacity) << "every position of the lap recovered, once";
     EXPECT_LE(slowest_pop, kSlack);
     EXPECT_LE(slowest_step, kSlack);
     std::printf(
@@ -152,13 +181,7 @@ TEST(MpmcDeadlines, ScribbledEnqueueCounter) {
         "slowest recover() step %.0f us\n",
         log2, static_cast<unsigned long long>(pops), us(slowest_pop), us(slowest_step));
 
-    ASSERT_EQ(tx.try_push(bytes_of(m)), Status::ok);
-    ASSERT_EQ(rx.try_pop(buf, size), Status::ok);
-    ASSERT_EQ(size, sizeof m);
-    std::uint64_t got[2];
-    std::memcpy(got, buf, sizeof got);
-    EXPECT_EQ(got[0], 7u);
-    EXPECT_EQ(got[1], 8u);
+    ASSERT_NO_FATAL_FAILURE(r.expect_carries(7, 8));
   }
 }
 
@@ -168,51 +191,41 @@ TEST(MpmcDeadlines, ScribbledEnqueueCounter) {
 TEST(MpmcDeadlines, ScribbledDequeueCounter) {
   for (const unsigned log2 : ring_sizes()) {
     SCOPED_TRACE("capacity 2^" + std::to_string(log2));
-    test::UniqueShm shm(std::to_string(log2));
-    Segment seg = make_ring(shm.name(), log2);
-    const std::uint64_t capacity = seg.geometry().capacity;
-    MpmcView view(seg.base(), seg.geometry());
-    auto tx = MpmcProducer::attach(seg);
-    auto rx = MpmcConsumer::attach(seg);
+    ScribbleRing r(log2);
+    const std::uint64_t capacity = r.capacity;
     for (std::uint64_t i = 0; i < capacity; ++i) {
       const std::uint64_t m[2] = {i, ~i};
-      ASSERT_EQ(tx.try_push(bytes_of(m)), Status::ok);
+      ASSERT_EQ(r.tx.try_push(bytes_of(m)), Status::ok);
     }
-    atomic::store_seq_cst(&view.consumer()->position, capacity);
+    atomic::store_seq_cst(&r.view.consumer()->position, capacity);
 
     std::byte buf[kSlotSize];
     std::size_t size = 0;
     constexpr auto kTimeout = 1ms;
     Status s = Status::ok;
-    const auto pop_time = timed([&] { s = rx.pop(buf, size, kTimeout); });
+    const auto pop_time = timed([&] { s = r.rx.pop(buf, size, kTimeout); });
     EXPECT_EQ(s, Status::timeout) << "nothing was published past the lap";
     EXPECT_LE(pop_time, kTimeout + kSlack);
-    EXPECT_GE(rx.abandoned(), 1u);
+    EXPECT_GE(r.rx.abandoned(), 1u);
     std::printf(
         "capacity 2^%u: pop(1 ms) returned after %.0f us (%.0f us past its deadline), "
         "%llu positions recovered\n",
         log2, us(pop_time), us(pop_time - kTimeout),
-        static_cast<unsigned long long>(rx.abandoned()));
+        static_cast<unsigned long long>(r.rx.abandoned()));
 
     Clock::duration slowest_step{};
-    while (rx.abandoned() < capacity) {
+    while (r.rx.abandoned() < capacity) {
       std::uint64_t n = 0;
-      slowest_step = std::max(slowest_step, timed([&] { n = rx.recover(); }));
+      slowest_step = std::max(slowest_step, timed([&] { n = r.rx.recover(); }));
       ASSERT_LE(n, kMpmcRecoverStep);
       ASSERT_NE(n, 0u) << "a pass that stops at the step bound goes on in the next call";
     }
-    EXPECT_EQ(rx.recover(), 0u);
-    EXPECT_EQ(rx.abandoned(), capacity);
+    EXPECT_EQ(r.rx.recover(), 0u);
+    EXPECT_EQ(r.rx.abandoned(), capacity);
     EXPECT_LE(slowest_step, kSlack);
     std::printf("capacity 2^%u: slowest recover() step %.0f us\n", log2, us(slowest_step));
 
-    const std::uint64_t m[2] = {1, 2};
-    ASSERT_EQ(tx.try_push(bytes_of(m)), Status::ok) << "the lap was released";
-    ASSERT_EQ(rx.try_pop(buf, size), Status::ok);
-    std::uint64_t got[2];
-    std::memcpy(got, buf, sizeof got);
-    EXPECT_EQ(got[0], 1u);
-    EXPECT_EQ(got[1], 2u);
+    ASSERT_NO_FATAL_FAILURE(r.expect_carries(1, 2));
   }
 }
 

@@ -90,21 +90,13 @@ std::vector<std::uint64_t> expected_words(std::uint64_t slot_size, std::uint64_t
 }
 
 // An SPSC ring of low-latency slots with both roles attached.
-struct LlFixture {
-  explicit LlFixture(std::uint64_t capacity = 8, std::uint64_t slot_size = 64) {
-    segment = Segment::create(shm.name(), ll(capacity, slot_size));
-    tx = SpscProducer::attach(segment);
+struct LlFixture : test::RingFixture<RingKind::spsc, SpscProducer, SpscConsumer> {
+  explicit LlFixture(std::uint64_t capacity = 8, std::uint64_t slot_size = 64)
+      : RingFixture(capacity, slot_size, {}, kLowLatency) {
     // The white-box tests write words by hand after dropping the producer:
     // its going must not end the stream.
     tx.set_close_on_exit(false);
-    rx = SpscConsumer::attach(segment);
   }
-  ~LlFixture() {
-    tx = SpscProducer();
-    rx = SpscConsumer();
-    Segment::unlink(shm.name());
-  }
-  ControlArea* control() const { return test::control_of(segment.base()); }
   SpscView view() const { return SpscView(segment.base(), segment.geometry()); }
   std::uint64_t slot_size() const { return segment.geometry().slot_size; }
   std::uint64_t capacity() const { return segment.geometry().capacity; }
@@ -132,30 +124,11 @@ struct LlFixture {
     return expected_words(slot_size(), capacity(), position, inc, m);
   }
 
-  Status push(const std::string& m) { return tx.try_push(as_bytes(m)); }
-  // The next message, or nothing with the status that try_pop returned.
-  std::optional<std::string> pop(Status* status = nullptr) {
-    std::vector<std::byte> buf(slot_size());
-    std::size_t size = ~std::size_t{0};
-    const Status s = rx.try_pop(buf, size);
-    if (status != nullptr) *status = s;
-    if (s != Status::ok) return std::nullopt;
-    if (size > buf.size()) {
-      ADD_FAILURE() << "try_pop reported " << size << " bytes, more than the buffer";
-      return std::nullopt;
-    }
-    return test::to_string({buf.data(), size});
-  }
   Status pop_status() {
     Status s = Status::ok;
     (void)pop(&s);
     return s;
   }
-
-  test::UniqueShm shm;
-  Segment segment;
-  SpscProducer tx;
-  SpscConsumer rx;
 };
 
 // ---- geometry ------------------------------------------------------------------

@@ -20,14 +20,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using test::as_bytes;
-
-std::string message(std::uint64_t seq, std::uint64_t slot_size) {
-  std::string m = "#" + std::to_string(seq) + ":";
-  const std::size_t size = static_cast<std::size_t>(seq % (slot_size + 1));
-  if (m.size() > size) return m.substr(0, size);
-  m.resize(size, static_cast<char>('a' + seq % 26));
-  return m;
-}
+using test::message;
 
 Status push(MpmcProducer& p, const std::string& m) { return p.try_push(as_bytes(m)); }
 
@@ -46,36 +39,8 @@ void write_claim_slot(WriteClaim& c, std::size_t i, const std::string& m) {
   ASSERT_EQ(c.set_size(i, m.size()), Status::ok);
 }
 
-struct MpmcFixture {
-  explicit MpmcFixture(std::uint64_t capacity = 8, std::uint64_t slot_size = 64) {
-    CreateOptions o;
-    o.kind = RingKind::mpmc;
-    o.capacity = capacity;
-    o.slot_size = slot_size;
-    segment = Segment::create(shm.name(), o);
-    tx = MpmcProducer::attach(segment);
-    rx = MpmcConsumer::attach(segment);
-  }
-  ~MpmcFixture() {
-    tx = MpmcProducer();
-    rx = MpmcConsumer();
-    Segment::unlink(shm.name());
-  }
-  ControlArea* control() const { return test::control_of(segment.base()); }
-  SlotTrailer* trailer(std::uint64_t pos) const {
-    return test::trailer_of(segment.base(), segment.geometry(), pos);
-  }
-  void expect_empty() {
-    Status s = Status::ok;
-    EXPECT_FALSE(pop(rx, &s));
-    EXPECT_EQ(s, Status::would_block);
-  }
-
-  test::UniqueShm shm;
-  Segment segment;
-  MpmcProducer tx;
-  MpmcConsumer rx;
-};
+// A ring of `capacity` slots with a producer and a consumer attached.
+using MpmcFixture = test::RingFixture<RingKind::mpmc, MpmcProducer, MpmcConsumer>;
 
 // ---- empty, full, wrap ----------------------------------------------------------
 

@@ -117,46 +117,48 @@ TEST(MpmcRecovery, ProducerKilledBetweenClaimAndCommit) {
   EXPECT_EQ(try_pop_value(rx), std::nullopt);
 }
 
-// A blocking producer facing a ring filled up behind a dead claim recovers
-// it by itself, and a consumer thread receives every message in order.
-TEST(MpmcRecovery, BlockingProducerRecoversByItself) {
+// A producer facing a ring filled up behind a dead producer's two claims
+// recovers them by itself: `push_all` pushes 0..19 with it, and a consumer
+// thread receives every message in order. (The consumer gives up after 10 s
+// without a message, so a failed push_all ends the test, never hangs it.)
+template <class PushAll>
+void expect_the_producer_recovers(PushAll push_all) {
+  constexpr std::uint64_t kCount = 20;
   test::UniqueShm shm;
   Segment seg = make_mpmc(shm.name());
   auto tx = MpmcProducer::attach(seg);
   producer_dies_holding_two_claims(shm.name());
   std::vector<std::uint64_t> got;
-  std::thread consumer = consume_in_thread(seg, 20, got);
-  for (std::uint64_t v = 0; v < 20; ++v) ASSERT_EQ(tx.push(bytes_of(v), 10s), Status::ok) << v;
+  std::thread consumer = consume_in_thread(seg, kCount, got);
+  push_all(tx, kCount);
   consumer.join();
-  ASSERT_EQ(got.size(), 20u);
-  for (std::uint64_t v = 0; v < 20; ++v) EXPECT_EQ(got[v], v);
+  ASSERT_EQ(got.size(), kCount);
+  for (std::uint64_t v = 0; v < kCount; ++v) EXPECT_EQ(got[v], v);
   EXPECT_EQ(tx.abandoned(), 2u);
+}
+
+TEST(MpmcRecovery, BlockingProducerRecoversByItself) {
+  expect_the_producer_recovers([](MpmcProducer& tx, std::uint64_t count) {
+    for (std::uint64_t v = 0; v < count; ++v) ASSERT_EQ(tx.push(bytes_of(v), 10s), Status::ok) << v;
+  });
 }
 
 // The same with a producer that never blocks: it waits on its descriptor
 // after each would_block (as an event loop does), and its try_push that
 // found the ring full did the recovery step a blocking call does.
 TEST(MpmcRecovery, DescriptorDrivenProducerRecoversByItself) {
-  test::UniqueShm shm;
-  Segment seg = make_mpmc(shm.name());
-  auto tx = MpmcProducer::attach(seg);
-  producer_dies_holding_two_claims(shm.name());
-  std::vector<std::uint64_t> got;
-  std::thread consumer = consume_in_thread(seg, 20, got);
-  const int fd = tx.event_fd();
-  for (std::uint64_t v = 0; v < 20;) {
-    const Status s = tx.try_push(bytes_of(v));
-    if (s == Status::ok) {
-      ++v;
-      continue;
+  expect_the_producer_recovers([](MpmcProducer& tx, std::uint64_t count) {
+    const int fd = tx.event_fd();
+    for (std::uint64_t v = 0; v < count;) {
+      const Status s = tx.try_push(bytes_of(v));
+      if (s == Status::ok) {
+        ++v;
+        continue;
+      }
+      ASSERT_EQ(s, Status::would_block);
+      ASSERT_TRUE(test::readable(fd, 10000ms)) << "the producer's descriptor stayed quiet at " << v;
     }
-    ASSERT_EQ(s, Status::would_block);
-    ASSERT_TRUE(test::readable(fd, 10000ms)) << "the producer's descriptor stayed quiet at " << v;
-  }
-  consumer.join();
-  ASSERT_EQ(got.size(), 20u);
-  for (std::uint64_t v = 0; v < 20; ++v) EXPECT_EQ(got[v], v);
-  EXPECT_EQ(tx.abandoned(), 2u);
+  });
 }
 
 // A claim held by a live handle is never taken from it, whatever waits.

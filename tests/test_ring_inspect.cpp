@@ -196,6 +196,20 @@ Segment make_ring(const std::string& name, RingKind kind, std::uint64_t capacity
 
 std::string message(int i) { return "message-" + std::to_string(i); }
 
+// Pushes message(0) .. message(count - 1).
+template <class Producer>
+void push_messages(Producer& tx, int count) {
+  for (int i = 0; i < count; ++i) ASSERT_EQ(tx.try_push(as_bytes(message(i))), Status::ok) << i;
+}
+
+// Pops `count` messages (of at most 64 bytes), which must be there.
+template <class Consumer>
+void pop_messages(Consumer& rx, int count) {
+  std::array<std::byte, 64> buf{};
+  std::size_t size = 0;
+  for (int i = 0; i < count; ++i) ASSERT_EQ(rx.try_pop(buf, size), Status::ok) << i;
+}
+
 constexpr std::uint64_t kMagicOffset = 0;
 constexpr std::uint64_t kAbiOffset = 8;
 
@@ -204,10 +218,8 @@ TEST(RingInspect, ShowReportsPositionsFillAndLiveOwners) {
   auto seg = make_ring(shm.name(), RingKind::spsc);
   auto producer = SpscProducer::attach(seg);
   auto consumer = SpscConsumer::attach(seg);
-  for (int i = 0; i < 5; ++i) ASSERT_EQ(producer.try_push(as_bytes(message(i))), Status::ok);
-  std::array<std::byte, 64> buf{};
-  std::size_t size = 0;
-  for (int i = 0; i < 2; ++i) ASSERT_EQ(consumer.try_pop(buf, size), Status::ok);
+  ASSERT_NO_FATAL_FAILURE(push_messages(producer, 5));
+  ASSERT_NO_FATAL_FAILURE(pop_messages(consumer, 2));
 
   const Result r = inspect("show " + shm.name() + " --json");
   ASSERT_EQ(r.rc, 0) << r.out;
@@ -240,10 +252,8 @@ TEST(RingInspect, ShowMpmcReportsCountersAndAttached) {
   auto p1 = MpmcProducer::attach(seg);
   auto p2 = MpmcProducer::attach(seg);
   auto consumer = MpmcConsumer::attach(seg);
-  for (int i = 0; i < 4; ++i) ASSERT_EQ(p1.try_push(as_bytes(message(i))), Status::ok);
-  std::array<std::byte, 64> buf{};
-  std::size_t size = 0;
-  ASSERT_EQ(consumer.try_pop(buf, size), Status::ok);
+  ASSERT_NO_FATAL_FAILURE(push_messages(p1, 4));
+  ASSERT_NO_FATAL_FAILURE(pop_messages(consumer, 1));
 
   const Result r = inspect("show " + shm.name() + " --json");
   ASSERT_EQ(r.rc, 0) << r.out;
@@ -271,11 +281,9 @@ TEST(RingInspect, ShowBroadcastNamesDeliverySubscribersAndCursors) {
   auto fast = BroadcastSubscriber::attach(seg);
   auto slow = BroadcastSubscriber::attach(seg);
   auto producer = BroadcastProducer::attach(seg);
-  for (int i = 0; i < 5; ++i) ASSERT_EQ(producer.try_push(as_bytes(message(i))), Status::ok);
-  std::array<std::byte, 64> buf{};
-  std::size_t size = 0;
-  for (int i = 0; i < 4; ++i) ASSERT_EQ(fast.try_pop(buf, size), Status::ok);
-  ASSERT_EQ(slow.try_pop(buf, size), Status::ok);
+  ASSERT_NO_FATAL_FAILURE(push_messages(producer, 5));
+  ASSERT_NO_FATAL_FAILURE(pop_messages(fast, 4));
+  ASSERT_NO_FATAL_FAILURE(pop_messages(slow, 1));
 
   const Result r = inspect("show " + shm.name() + " --json");
   ASSERT_EQ(r.rc, 0) << r.out;
@@ -308,10 +316,8 @@ TEST(RingInspect, DumpShowsUnreadMessagesAndClampsLengths) {
   auto seg = make_ring(shm.name(), RingKind::spsc);
   auto producer = SpscProducer::attach(seg);
   auto consumer = SpscConsumer::attach(seg);
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(producer.try_push(as_bytes(message(i))), Status::ok);
-  std::array<std::byte, 64> buf{};
-  std::size_t size = 0;
-  ASSERT_EQ(consumer.try_pop(buf, size), Status::ok);
+  ASSERT_NO_FATAL_FAILURE(push_messages(producer, 3));
+  ASSERT_NO_FATAL_FAILURE(pop_messages(consumer, 1));
 
   // Default: the unread ones (positions 1 and 2).
   const Result text = inspect("dump " + shm.name());
@@ -579,10 +585,8 @@ TEST(RingInspect, WatchStopsWhenTheSegmentShrinksOrItsHeaderChanges) {
       auto seg = make_ring(shm.name(), RingKind::spsc);
       auto producer = SpscProducer::attach(seg);
       auto consumer = SpscConsumer::attach(seg);
-      for (int i = 0; i < 3; ++i) ASSERT_EQ(producer.try_push(as_bytes(message(i))), Status::ok);
-      std::array<std::byte, 64> buf{};
-      std::size_t got = 0;
-      for (int i = 0; i < 2; ++i) ASSERT_EQ(consumer.try_pop(buf, got), Status::ok);
+      ASSERT_NO_FATAL_FAILURE(push_messages(producer, 3));
+      ASSERT_NO_FATAL_FAILURE(pop_messages(consumer, 2));
     }
     Background watch({"watch", shm.name(), "--interval", "20"});
     ASSERT_TRUE(watch.started());
@@ -703,7 +707,7 @@ TEST(RingInspect, ListFindsRingsByMagicAndSkipsPlainFiles) {
   auto a = make_ring(spsc.name(), RingKind::spsc, 16, 128);
   auto b = make_ring(mpmc.name(), RingKind::mpmc, 4, 32);
   auto producer = SpscProducer::attach(a);
-  for (int i = 0; i < 3; ++i) ASSERT_EQ(producer.try_push(as_bytes(message(i))), Status::ok);
+  ASSERT_NO_FATAL_FAILURE(push_messages(producer, 3));
   ASSERT_TRUE(make_plain_file(plain.name(), as_bytes("just some bytes, not a ring at all")));
   ASSERT_TRUE(make_plain_file(tiny.name(), as_bytes("x")));
 
@@ -737,7 +741,7 @@ TEST(RingInspect, WatchPrintsSamples) {
   UniqueShm shm;
   auto seg = make_ring(shm.name(), RingKind::spsc);
   auto producer = SpscProducer::attach(seg);
-  for (int i = 0; i < 2; ++i) ASSERT_EQ(producer.try_push(as_bytes(message(i))), Status::ok);
+  ASSERT_NO_FATAL_FAILURE(push_messages(producer, 2));
   const Result r = inspect("watch " + shm.name() + " --interval 10 --iterations 3");
   ASSERT_EQ(r.rc, 0) << r.out;
   EXPECT_TRUE(contains(r.out, "SECONDS")) << r.out;

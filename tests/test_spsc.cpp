@@ -23,64 +23,16 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using test::as_bytes;
-
-// A message that names its sequence number and has a size that varies with it
-// (0 .. slot_size bytes), so order, loss, duplication and length are checked.
-std::string message(std::uint64_t seq, std::uint64_t slot_size) {
-  std::string m = "#" + std::to_string(seq) + ":";
-  const std::size_t size = static_cast<std::size_t>(seq % (slot_size + 1));
-  if (m.size() > size) return m.substr(0, size);
-  m.resize(size, static_cast<char>('a' + seq % 26));
-  return m;
-}
+using test::message;
 
 // A ring of `capacity` slots with both roles attached.
-struct SpscFixture {
-  explicit SpscFixture(std::uint64_t capacity = 8, std::uint64_t slot_size = 64,
-                       std::string_view suffix = {})
-      : shm(suffix) {
-    CreateOptions o;
-    o.kind = RingKind::spsc;
-    o.capacity = capacity;
-    o.slot_size = slot_size;
-    segment = Segment::create(shm.name(), o);
-    tx = SpscProducer::attach(segment);
-    rx = SpscConsumer::attach(segment);
-  }
-  ~SpscFixture() {
-    tx = SpscProducer();
-    rx = SpscConsumer();
-    Segment::unlink(shm.name());
-  }
-  ControlArea* control() const { return test::control_of(segment.base()); }
-  SlotTrailer* trailer(std::uint64_t pos) const {
-    return test::trailer_of(segment.base(), segment.geometry(), pos);
-  }
-
-  Status push(const std::string& m) { return tx.try_push(as_bytes(m)); }
-  // The next message, or nothing with the status that try_pop returned.
-  std::optional<std::string> pop(Status* status = nullptr) {
-    std::vector<std::byte> buf(segment.geometry().slot_size);
-    std::size_t size = ~std::size_t{0};
-    const Status s = rx.try_pop(buf, size);
-    if (status != nullptr) *status = s;
-    if (s != Status::ok) return std::nullopt;
-    return test::to_string({buf.data(), size});
-  }
-
-  test::UniqueShm shm;
-  Segment segment;
-  SpscProducer tx;
-  SpscConsumer rx;
-};
+using SpscFixture = test::RingFixture<RingKind::spsc, SpscProducer, SpscConsumer>;
 
 // ---- empty and full --------------------------------------------------------
 
 TEST(SpscBoundary, EmptyRing) {
   SpscFixture f;
-  Status s = Status::ok;
-  EXPECT_FALSE(f.pop(&s));
-  EXPECT_EQ(s, Status::would_block);
+  f.expect_empty();
   const ReadClaim c = f.rx.try_peek(4);
   EXPECT_TRUE(c.empty());
   EXPECT_FALSE(c);
@@ -104,9 +56,7 @@ TEST(SpscBoundary, FullRing) {
   EXPECT_EQ(f.push(message(8, 64)), Status::ok);
   EXPECT_EQ(f.push("again too many"), Status::would_block);
   for (std::uint64_t i = 1; i <= 8; ++i) EXPECT_EQ(f.pop(), message(i, 64));
-  Status s = Status::ok;
-  EXPECT_FALSE(f.pop(&s));
-  EXPECT_EQ(s, Status::would_block);
+  f.expect_empty();
 }
 
 TEST(SpscBoundary, ZeroLengthAndFullSlotMessages) {
@@ -223,9 +173,7 @@ TEST(SpscClaim, InvisibleUntilCommit) {
   EXPECT_EQ(c[0].size(), 64u) << "the whole slot is lent";
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(c[0].data()) % kPayloadAlign, 0u);
   std::memcpy(c[0].data(), "in place", 8);
-  Status s = Status::ok;
-  EXPECT_FALSE(f.pop(&s)) << "a claimed, uncommitted slot is not readable";
-  EXPECT_EQ(s, Status::would_block);
+  f.expect_empty("a claimed, uncommitted slot is not readable");
   EXPECT_TRUE(f.rx.try_peek(1).empty());
   EXPECT_NE(f.trailer(0)->committed, 1u);
   EXPECT_EQ(f.control()->producer.position, 0u);
@@ -253,9 +201,7 @@ TEST(SpscClaim, AbortLeavesNothingVisible) {
   again.abort();
   ASSERT_EQ(f.push("real"), Status::ok);
   EXPECT_EQ(f.pop(), "real");
-  Status s = Status::ok;
-  EXPECT_FALSE(f.pop(&s));
-  EXPECT_EQ(s, Status::would_block);
+  f.expect_empty();
 }
 
 TEST(SpscClaim, CommitTooLargePublishesNothing) {
@@ -399,9 +345,7 @@ TEST(SpscCopy, TryPushMany) {
   EXPECT_EQ(f.tx.try_push_many(mixed), 2u);
   EXPECT_EQ(f.pop(), "ok1");
   EXPECT_EQ(f.pop(), "ok2");
-  Status s = Status::ok;
-  EXPECT_FALSE(f.pop(&s));
-  EXPECT_EQ(s, Status::would_block);
+  f.expect_empty();
 }
 
 TEST(SpscCopy, MessageLargerThanTheSlot) {
@@ -412,9 +356,7 @@ TEST(SpscCopy, MessageLargerThanTheSlot) {
       << "the blocking form refuses at once";
   EXPECT_EQ(f.tx.position(), 1u) << "the ring is unchanged";
   EXPECT_EQ(f.pop(), "earlier");
-  Status s = Status::ok;
-  EXPECT_FALSE(f.pop(&s));
-  EXPECT_EQ(s, Status::would_block);
+  f.expect_empty();
 }
 
 TEST(SpscCopy, PopBufferTooSmallKeepsTheMessage) {
@@ -558,9 +500,7 @@ TEST(SpscRoles, DeadProducerIsTakenOver) {
             static_cast<std::uint32_t>(::getpid()));
   for (std::uint64_t i = kChildMessages; i < 12; ++i) ASSERT_EQ(f.push(message(i, 32)), Status::ok);
   for (std::uint64_t i = 0; i < 12; ++i) EXPECT_EQ(f.pop(), message(i, 32)) << i;
-  Status s = Status::ok;
-  EXPECT_FALSE(f.pop(&s));
-  EXPECT_EQ(s, Status::would_block) << "every message exactly once";
+  f.expect_empty("every message exactly once");
 }
 
 TEST(SpscRoles, DeadConsumerIsTakenOver) {
@@ -586,9 +526,7 @@ TEST(SpscRoles, DeadConsumerIsTakenOver) {
   f.rx = SpscConsumer::attach(f.segment);
   EXPECT_EQ(f.rx.position(), 2u);
   for (std::uint64_t i = 2; i < 6; ++i) EXPECT_EQ(f.pop(), message(i, 32));
-  Status s = Status::ok;
-  EXPECT_FALSE(f.pop(&s));
-  EXPECT_EQ(s, Status::would_block);
+  f.expect_empty();
 }
 
 // A zombie (exited, not yet reaped) holds no role: its /proc entry says so,
@@ -662,9 +600,7 @@ TEST(SpscRoles, ResumeAfterCommittedSlotsBeyondTheHead) {
   EXPECT_EQ(f.control()->producer.position, 4u) << "the head now covers the orphaned commits";
   ASSERT_EQ(f.push(message(4, 32)), Status::ok);
   for (std::uint64_t i = 0; i <= 4; ++i) EXPECT_EQ(f.pop(), message(i, 32));
-  Status s = Status::ok;
-  EXPECT_FALSE(f.pop(&s));
-  EXPECT_EQ(s, Status::would_block);
+  f.expect_empty();
 }
 
 // The same, but the consumer has already read the orphaned slots (it polls

@@ -699,22 +699,41 @@ TEST(StressSpsc, BlockingFormsBothSidesSleep) {
 constexpr std::uint32_t kProducers = 4;
 constexpr int kConsumers = 4;
 
-// try_push / try_pop with spinning, kProducers x kConsumers threads.
-void mpmc_copy_run(std::uint64_t capacity, std::uint64_t per_producer) {
-  test::UniqueShm shm(std::to_string(capacity));
-  Segment seg = make_ring(shm, RingKind::mpmc, capacity, kSlot);
+struct MpmcCopyRun {
+  std::uint32_t producers = kProducers;
+  int consumers = kConsumers;
+  std::uint64_t capacity = 256;
+  std::uint64_t slot = kSlot;
+  std::uint64_t per_producer = 0;
+  bool two_step_pops = false;  // pops into kSmallBuffer bytes first (pop_two_step)
+};
+
+// try_push / try_pop with spinning, run.producers x run.consumers threads;
+// messages of any length up to the slot (msg::write). Every 1000 messages
+// each producer also offers one a byte over the slot, which must be refused.
+// With two-step pops a too_large pop must keep the message whole while the
+// others go on. At the end the ring is empty and closed.
+void mpmc_copy_run(const MpmcCopyRun& run) {
+  const std::uint64_t slot = run.slot;
+  const std::size_t max_payload = slot - msg::kHeaderSize;
+  test::UniqueShm shm(std::to_string(run.capacity) + "_" + std::to_string(slot));
+  Segment seg = make_ring(shm, RingKind::mpmc, run.capacity, slot);
   Failures failures;
-  Ledger ledger(kProducers, per_producer, kMaxPayload);
+  Ledger ledger(run.producers, run.per_producer, max_payload);
+  std::atomic<std::uint64_t> too_large_pops{0};
 
   const auto start = Clock::now();
   std::vector<std::thread> threads;
-  for (std::uint32_t p = 0; p < kProducers; ++p) {
+  for (std::uint32_t p = 0; p < run.producers; ++p) {
     threads.emplace_back([&, p] {
       MpmcProducer tx = MpmcProducer::attach(seg);
       Spinner spin(failures, "producer " + std::to_string(p));
-      std::array<std::byte, kSlot> buf{};
-      for (std::uint64_t seq = 0; seq < per_producer; ++seq) {
-        const std::size_t n = msg::write(buf, p, seq, kMaxPayload);
+      std::vector<std::byte> buf(slot + 1);
+      for (std::uint64_t seq = 0; seq < run.per_producer; ++seq) {
+        if (seq % 1000 == 0 && tx.try_push(buf) != Status::too_large) {
+          return failures.add("a message one byte over the slot was not refused");
+        }
+        const std::size_t n = msg::write(buf, p, seq, max_payload);
         for (;;) {
           const Status s = tx.try_push({buf.data(), n});
           if (s == Status::ok) break;
@@ -726,49 +745,61 @@ void mpmc_copy_run(std::uint64_t capacity, std::uint64_t per_producer) {
       }
     });
   }
-  for (int c = 0; c < kConsumers; ++c) {
+  for (int c = 0; c < run.consumers; ++c) {
     threads.emplace_back([&, c] {
       MpmcConsumer rx = MpmcConsumer::attach(seg);
       Ledger::Consumer check(ledger, failures, c);
       Spinner spin(failures, "consumer " + std::to_string(c));
-      std::array<std::byte, kSlot> buf{};
+      // A buffer of the slot size never meets too_large.
+      std::vector<std::byte> small(run.two_step_pops ? kSmallBuffer : slot), big(slot);
+      std::uint64_t too_large = 0;
       while (ledger.delivered() < ledger.total()) {
-        std::size_t size = 0;
-        const Status s = rx.try_pop(buf, size);
+        std::span<const std::byte> m;
+        const Status s = pop_two_step(rx, small, big, m, failures, too_large);
         if (s == Status::ok) {
-          if (!check.accept({buf.data(), size})) return;
+          if (!check.accept(m)) break;
           spin.progress();
           continue;
         }
         // closed: the last producer left and nothing is left for this
         // consumer (another may still be finishing the last messages).
-        if (s == Status::closed) return;
-        if (s != Status::would_block) return failures.add(std::string("try_pop: ") + to_string(s));
-        if (!spin.wait()) return;
+        if (s == Status::closed) break;
+        if (s != Status::would_block) {
+          failures.add(std::string("try_pop: ") + to_string(s));
+          break;
+        }
+        if (!spin.wait()) break;
       }
+      too_large_pops.fetch_add(too_large);
     });
   }
   join_all(threads);
-  report_rate(("mpmc copy 4x4, capacity " + std::to_string(capacity)).c_str(), ledger.total(),
-              start);
+  report_rate(("mpmc copy " + std::to_string(run.producers) + "x" + std::to_string(run.consumers) +
+               ", capacity " + std::to_string(run.capacity) + ", slot " + std::to_string(slot) +
+               (run.two_step_pops ? ", two-step pops" : ""))
+                  .c_str(),
+              ledger.total(), start);
 
   ASSERT_FALSE(failures.any()) << failures.report();
   ledger.verify();
+  if (run.two_step_pops) {
+    EXPECT_GT(too_large_pops.load(), ledger.total() / 4);
+  }
   MpmcConsumer rx = MpmcConsumer::attach(seg);
-  std::array<std::byte, kSlot> buf{};
+  std::vector<std::byte> buf(slot);
   std::size_t size = 0;
   EXPECT_EQ(rx.try_pop(buf, size), Status::closed)
       << "nothing beyond the last message, and the last producer ended the stream";
 }
 
-TEST(StressMpmc, CopyApiFourByFour) { mpmc_copy_run(256, msg::scaled(2'000'000, 8)); }
+TEST(StressMpmc, CopyApiFourByFour) { mpmc_copy_run({.per_producer = msg::scaled(2'000'000, 8)}); }
 
 // One and two slots shared by eight threads: every slot changes hands on
 // every lap, so turn words are reused as fast as they can be.
 TEST(StressMpmc, CopyApiTinyRings) {
   for (const std::uint64_t capacity : {1, 2}) {
     SCOPED_TRACE("capacity " + std::to_string(capacity));
-    mpmc_copy_run(capacity, msg::scaled(100'000, 8));
+    mpmc_copy_run({.capacity = capacity, .per_producer = msg::scaled(100'000, 8)});
   }
 }
 
@@ -1043,78 +1074,20 @@ TEST(StressMpmc, BlockingFormsFourByFour) {
 // Mixed sizes: 0 to slot-size payloads, buffers that are sometimes too small
 // ===========================================================================
 
-constexpr std::size_t kBigMaxPayload = kBigSlot - msg::kHeaderSize;
-
 // 4096-byte slots popped into a 1024-byte buffer first (pop_two_step).
 TEST(StressMixed, SizesFromEmptyToFullSlotSpsc) {
   spsc_copy_run(
       {.capacity = 16, .slot = kBigSlot, .total = msg::scaled(500'000, 4), .two_step_pops = true});
 }
 
+// The same over MPMC: 2 x 2 threads, each pop into a 1024-byte buffer first.
 TEST(StressMixed, SizesFromEmptyToFullSlotMpmc) {
-  test::UniqueShm shm;
-  constexpr std::uint32_t kMixedProducers = 2;
-  constexpr int kMixedConsumers = 2;
-  const std::uint64_t per_producer = msg::scaled(250'000, 4);
-  Segment seg = make_ring(shm, RingKind::mpmc, 32, kBigSlot);
-  Failures failures;
-  Ledger ledger(kMixedProducers, per_producer, kBigMaxPayload);
-  std::atomic<std::uint64_t> too_large_pops{0};
-
-  const auto start = Clock::now();
-  std::vector<std::thread> threads;
-  for (std::uint32_t p = 0; p < kMixedProducers; ++p) {
-    threads.emplace_back([&, p] {
-      MpmcProducer tx = MpmcProducer::attach(seg);
-      Spinner spin(failures, "producer " + std::to_string(p));
-      std::vector<std::byte> buf(kBigSlot + 1);
-      for (std::uint64_t seq = 0; seq < per_producer; ++seq) {
-        if (seq % 1000 == 0 && tx.try_push(buf) != Status::too_large) {
-          return failures.add("a message one byte over the slot was not refused");
-        }
-        const std::size_t n = msg::write(buf, p, seq, kBigMaxPayload);
-        for (;;) {
-          const Status s = tx.try_push({buf.data(), n});
-          if (s == Status::ok) break;
-          if (s != Status::would_block)
-            return failures.add(std::string("try_push: ") + to_string(s));
-          if (!spin.wait()) return;
-        }
-        spin.progress();
-      }
-    });
-  }
-  for (int c = 0; c < kMixedConsumers; ++c) {
-    threads.emplace_back([&, c] {
-      MpmcConsumer rx = MpmcConsumer::attach(seg);
-      Ledger::Consumer check(ledger, failures, c);
-      Spinner spin(failures, "consumer " + std::to_string(c));
-      std::vector<std::byte> small(kSmallBuffer), big(kBigSlot);
-      std::uint64_t too_large = 0;
-      while (ledger.delivered() < ledger.total()) {
-        std::span<const std::byte> m;
-        const Status s = pop_two_step(rx, small, big, m, failures, too_large);
-        if (s == Status::ok) {
-          if (!check.accept(m)) break;
-          spin.progress();
-          continue;
-        }
-        if (s == Status::closed) break;  // as in the copy run
-        if (s != Status::would_block) {
-          failures.add(std::string("try_pop: ") + to_string(s));
-          break;
-        }
-        if (!spin.wait()) break;
-      }
-      too_large_pops.fetch_add(too_large);
-    });
-  }
-  join_all(threads);
-  report_rate("mpmc mixed sizes 2x2", ledger.total(), start);
-
-  ASSERT_FALSE(failures.any()) << failures.report();
-  ledger.verify();
-  EXPECT_GT(too_large_pops.load(), ledger.total() / 4);
+  mpmc_copy_run({.producers = 2,
+                 .consumers = 2,
+                 .capacity = 32,
+                 .slot = kBigSlot,
+                 .per_producer = msg::scaled(250'000, 4),
+                 .two_step_pops = true});
 }
 
 // ===========================================================================

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <ostream>
 #include <span>
 #include <string>
@@ -282,6 +283,68 @@ inline SlotTrailer* trailer_of(std::byte* base, const Geometry& g, std::uint64_t
                                         (position & g.mask()) * g.slot_stride + g.trailer_offset());
 }
 inline ControlArea* control_of(std::byte* base) { return reinterpret_cast<ControlArea*>(base); }
+
+// A message that names its sequence number and has a size that varies with it
+// (0 .. slot_size bytes), so order, loss, duplication and length are checked.
+inline std::string message(std::uint64_t seq, std::uint64_t slot_size) {
+  std::string m = "#" + std::to_string(seq) + ":";
+  const std::size_t size = static_cast<std::size_t>(seq % (slot_size + 1));
+  if (m.size() > size) return m.substr(0, size);
+  m.resize(size, static_cast<char>('a' + seq % 26));
+  return m;
+}
+
+// A ring of `capacity` slots with both roles attached: Producer and Consumer
+// are SpscProducer/SpscConsumer or MpmcProducer/MpmcConsumer, as Kind says.
+// The roles go before the segment is unlinked.
+template <RingKind Kind, class Producer, class Consumer>
+struct RingFixture {
+  explicit RingFixture(std::uint64_t capacity = 8, std::uint64_t slot_size = 64,
+                       std::string_view suffix = {}, SlotFormat format = SlotFormat::plain)
+      : shm(suffix),
+        segment(make_ring(shm.name(), Kind, capacity, slot_size, format)),
+        tx(Producer::attach(segment)),
+        rx(Consumer::attach(segment)) {}
+  ~RingFixture() {
+    tx = Producer();
+    rx = Consumer();
+    Segment::unlink(shm.name());
+  }
+  RingFixture(const RingFixture&) = delete;
+  RingFixture& operator=(const RingFixture&) = delete;
+
+  ControlArea* control() const { return control_of(segment.base()); }
+  SlotTrailer* trailer(std::uint64_t pos) const {
+    return trailer_of(segment.base(), segment.geometry(), pos);
+  }
+
+  Status push(std::string_view m) { return tx.try_push(as_bytes(m)); }
+  // The next message (popped into a buffer of the slot size), or nothing
+  // with the status that try_pop returned.
+  std::optional<std::string> pop(Status* status = nullptr) {
+    std::vector<std::byte> buf(segment.geometry().slot_size);
+    std::size_t size = ~std::size_t{0};
+    const Status s = rx.try_pop(buf, size);
+    if (status != nullptr) *status = s;
+    if (s != Status::ok) return std::nullopt;
+    if (size > buf.size()) {
+      ADD_FAILURE() << "try_pop reported " << size << " bytes, more than the buffer";
+      return std::nullopt;
+    }
+    return to_string({buf.data(), size});
+  }
+  // Nothing to pop: try_pop says would_block. `why` goes with a failure.
+  void expect_empty(const std::string& why = {}) {
+    Status s = Status::ok;
+    EXPECT_FALSE(pop(&s)) << why;
+    EXPECT_EQ(s, Status::would_block) << why;
+  }
+
+  UniqueShm shm;
+  Segment segment;
+  Producer tx;
+  Consumer rx;
+};
 
 // ---- the creator's lock (layout.hpp, lock_byte::kCreator) -------------------
 
