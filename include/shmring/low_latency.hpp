@@ -128,10 +128,12 @@ SHMRING_HD inline void write(const RingView& v, std::uint64_t position, std::uin
   constexpr std::uint64_t kLineWords = 8;
 #if !defined(__CUDA_ARCH__)
   // A CPU stores word by word: the lines after the first in address order,
-  // then the rest of the first, then word 0 (x86 stores become visible in
-  // program order, so a reader that sees word 0 finds every other word).
-  // Three plain loops (whole chunks, the last partial one, the rest of the
-  // slot) rather than a branch per word.
+  // then the rest of the first, then word 0, the word readers poll. Every
+  // word carries its own flag, so no order is needed for correctness (a
+  // reader that finds any word of an older lap says not_ready); the order
+  // only makes a reader that sees word 0 likely to find the rest already
+  // there. Three plain loops (whole chunks, the last partial one, the rest
+  // of the slot) rather than a branch per word.
   const std::uint64_t whole = 1 + size / 4;  // words 1 .. whole - 1 carry 4 bytes each
   auto put = [&](std::uint64_t from, std::uint64_t to) {
     std::uint64_t k = from;
