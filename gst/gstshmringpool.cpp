@@ -109,17 +109,19 @@ static GstFlowReturn gst_shmring_slot_pool_acquire(GstBufferPool* pool, GstBuffe
         self->size != r.frame_size || self->size + sg::kHeader > r.producer.slot_size()) {
       break;
     }
-    shmring::WriteClaim c = dontwait ? r.producer.try_claim(1) : r.producer.claim(1, sg::kWaitSlice);
+    shmring::WriteClaim c =
+        dontwait ? r.producer.try_claim(1) : r.producer.claim(1, sg::kWaitSlice);
     if (c.status() == shmring::Status::ok) {
       const std::size_t index = r.index(c.position(0));
       if (r.live[index] != 0) {
         // A buffer upstream still holds lives in this slot: not this lap.
-        break;
+        publish_skip(r, c);
+        continue;
       }
       auto* lease = new sg::SlotLease{rp, c.position(0)};
-      GstMemory* mem = gst_memory_new_wrapped(
-          static_cast<GstMemoryFlags>(0), c[0].data() + sg::kHeader,
-          c[0].size() - sg::kHeader, 0, self->size, lease, sg::lease_freed);
+      GstMemory* mem =
+          gst_memory_new_wrapped(static_cast<GstMemoryFlags>(0), c[0].data() + sg::kHeader,
+                                 c[0].size() - sg::kHeader, 0, self->size, lease, sg::lease_freed);
       gst_mini_object_set_qdata(GST_MINI_OBJECT(mem), sg::lease_quark(), lease, nullptr);
       ++r.live[index];
       r.claim = std::move(c);
@@ -136,7 +138,8 @@ static GstFlowReturn gst_shmring_slot_pool_acquire(GstBufferPool* pool, GstBuffe
     lock.lock();
   }
   lock.unlock();
-  return GST_BUFFER_POOL_CLASS(gst_shmring_slot_pool_parent_class)->acquire_buffer(pool, out, params);
+  return GST_BUFFER_POOL_CLASS(gst_shmring_slot_pool_parent_class)
+      ->acquire_buffer(pool, out, params);
 }
 
 static void gst_shmring_slot_pool_finalize(GObject* object) {
@@ -164,8 +167,8 @@ static void gst_shmring_slot_pool_class_init(GstShmringSlotPoolClass* klass) {
 namespace shmring::gst {
 
 GstBufferPool* slot_pool_new(std::shared_ptr<SinkRing> ring) {
-  auto* pool = static_cast<GstShmringSlotPool*>(
-      g_object_new(gst_shmring_slot_pool_get_type(), nullptr));
+  auto* pool =
+      static_cast<GstShmringSlotPool*>(g_object_new(gst_shmring_slot_pool_get_type(), nullptr));
   gst_object_ref_sink(pool);
   pool->ring = new std::shared_ptr<SinkRing>(std::move(ring));
   return GST_BUFFER_POOL(pool);

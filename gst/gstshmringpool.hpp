@@ -5,8 +5,9 @@
 // position order (broadcast_ring.hpp, in_order.hpp). So the pool lends at
 // most one slot at a time: acquire claims the slot at the head and wraps its
 // payload in the buffer's memory; rendering that buffer writes the slot
-// header and publishes the claim, with no copy. While that buffer is out,
-// further acquires get ordinary memory, which render copies in once (a
+// header and publishes the claim, with no copy. Until the sink has made the
+// ring (with the first buffer), on a lossy ring, and while that buffer is out,
+// acquires get ordinary memory, which render copies in once (a
 // decoder or a queue upstream holds several buffers at once).
 //
 // Buffers are rendered in the order upstream pushes them, which need not be
@@ -50,12 +51,12 @@ struct SinkRing {
 #endif
   std::mutex mu;  // the producer and everything below: one thread at a time
   BroadcastProducer producer;
-  WriteClaim claim;                     // the slot lent to `claim_owner`
-  SlotLease* claim_owner = nullptr;     // the slot buffer not yet rendered, or none
-  std::vector<std::uint32_t> live;      // per slot index: slot buffers alive on it
-  std::size_t frame_size = 0;           // raw video: a frame of the caps; else 0 (no pool)
+  WriteClaim claim;                  // the slot lent to `claim_owner`
+  SlotLease* claim_owner = nullptr;  // the slot buffer not yet rendered, or none
+  std::vector<std::uint32_t> live;   // per slot index: slot buffers alive on it
+  std::size_t frame_size = 0;        // raw video: a frame of the caps; else 0 (no pool)
   bool lossy = false;
-  bool stopped = false;                 // the sink stopped: the producer is gone
+  bool stopped = false;  // the sink stopped: the producer is gone
 
   std::size_t index(std::uint64_t position) const noexcept {
     return static_cast<std::size_t>(position % live.size());

@@ -30,12 +30,15 @@ constexpr auto kWaitSlice = 20ms;
 
 // What the sink holds between start() and stop().
 struct SinkState {
-  std::shared_ptr<sg::SinkRing> ring;  // null until the ring is open
-  bool created = false;                // this sink created the ring (and unlinks it at stop)
-  bool have_caps = false;              // set_caps ran
+  // Made empty at start, for the pool to share; the ring is put in with
+  // the first buffer (ring_open).
+  std::shared_ptr<sg::SinkRing> ring = std::make_shared<sg::SinkRing>();
+  bool ring_open = false;
+  bool created = false;                  // this sink created the ring (and unlinks it at stop)
+  bool have_caps = false;                // set_caps ran
   std::string caps;                      // the negotiated caps, as stored in the ring
   std::size_t frame_size = 0;            // raw video: the frame's bytes; else 0 (known per buffer)
-  std::atomic<std::uint64_t> frames{0};    // buffers written (read by get_property)
+  std::atomic<std::uint64_t> frames{0};  // buffers written (read by get_property)
   std::atomic<std::uint64_t> in_place{0};  // of which upstream wrote in their slot
   bool subscribers_seen = false;
 };
@@ -116,14 +119,13 @@ bool upstream_is_live(GstShmringSink* self) {
 // Posts an element error and returns false where it cannot.
 bool ensure_ring(GstShmringSink* self, std::size_t payload) {
   SinkState& st = *self->state;
-  if (st.ring) {
+  if (st.ring_open) {
     if (kHeader + payload > st.ring->producer.slot_size()) {
-      GST_ELEMENT_ERROR(
-          self, STREAM, FAILED, ("Buffer too large for the ring's slots"),
-          ("a buffer of %zu bytes (+%zu of header) does not fit ring '%s', whose "
-           "slots hold %llu bytes; set max-bytes",
-           payload, kHeader, self->ring,
-           static_cast<unsigned long long>(st.ring->producer.slot_size())));
+      GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Buffer too large for the ring's slots"),
+                        ("a buffer of %zu bytes (+%zu of header) does not fit ring '%s', whose "
+                         "slots hold %llu bytes; set max-bytes",
+                         payload, kHeader, self->ring,
+                         static_cast<unsigned long long>(st.ring->producer.slot_size())));
       return false;
     }
     return true;
@@ -155,8 +157,7 @@ bool ensure_ring(GstShmringSink* self, std::size_t payload) {
     return false;
   }
 
-  auto ring = std::make_shared<sg::SinkRing>();
-  shmring::Segment& segment = ring->segment;
+  shmring::Segment segment;
   std::error_code ec;
   shmring::OpenOptions oo;
   oo.kind = shmring::RingKind::broadcast;
@@ -203,9 +204,10 @@ bool ensure_ring(GstShmringSink* self, std::size_t payload) {
       return false;
     }
   }
+  sg::SinkRing& ring = *st.ring;
   if (cuda) {
 #if SHMRING_HAVE_CUDA
-    ring->registration = shmring::cuda::Registration::register_segment(segment, 0, ec);
+    ring.registration = shmring::cuda::Registration::register_segment(segment, 0, ec);
     if (ec) {
       GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
                         ("Could not register ring '%s' with CUDA", name.c_str()),
@@ -214,21 +216,27 @@ bool ensure_ring(GstShmringSink* self, std::size_t payload) {
     }
 #endif
   }
-  ring->producer = shmring::BroadcastProducer::attach(segment, {}, ec);
+  shmring::BroadcastProducer producer = shmring::BroadcastProducer::attach(segment, {}, ec);
   if (ec) {
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE, ("Could not write to ring '%s'", name.c_str()),
                       ("%s", ec.message().c_str()));
     return false;
   }
-  ring->lossy = ring->producer.delivery() == shmring::Delivery::lossy;
-  ring->frame_size = st.frame_size;
-  ring->live.assign(static_cast<std::size_t>(ring->producer.capacity()), 0);
-  GST_INFO_OBJECT(self, "%s ring '%s': %llu slots of %llu bytes, %s",
-                  st.created ? "created" : "opened", name.c_str(),
-                  static_cast<unsigned long long>(ring->producer.capacity()),
-                  static_cast<unsigned long long>(ring->producer.slot_size()),
-                  ring->lossy ? "lossy" : "reliable");
-  st.ring = std::move(ring);
+  const bool is_lossy = producer.delivery() == shmring::Delivery::lossy;
+  GST_INFO_OBJECT(
+      self, "%s ring '%s': %llu slots of %llu bytes, %s", st.created ? "created" : "opened",
+      name.c_str(), static_cast<unsigned long long>(producer.capacity()),
+      static_cast<unsigned long long>(producer.slot_size()), is_lossy ? "lossy" : "reliable");
+  {
+    // From here on the pool lends slots (upstream may be acquiring now).
+    const std::lock_guard lock(ring.mu);
+    ring.live.assign(static_cast<std::size_t>(producer.capacity()), 0);
+    ring.segment = std::move(segment);
+    ring.producer = std::move(producer);
+    ring.lossy = is_lossy;
+    ring.frame_size = st.frame_size;
+  }
+  st.ring_open = true;
   return true;
 }
 
@@ -359,7 +367,7 @@ static gboolean gst_shmring_sink_stop(GstBaseSink* sink) {
   GST_OBJECT_UNLOCK(self);
   if (st == nullptr) return TRUE;
   const bool unlink = st->created && self->unlink_at_stop;
-  if (st->ring) {
+  {
     sg::SinkRing& r = *st->ring;
     const std::lock_guard lock(r.mu);
     r.stopped = true;  // slot buffers upstream still holds keep the mapping, nothing else
@@ -367,7 +375,7 @@ static gboolean gst_shmring_sink_stop(GstBaseSink* sink) {
     r.claim_owner = nullptr;
     // The producer's end closes the stream: subscribers drain, then see EOS.
     r.producer = shmring::BroadcastProducer();
-    if (unlink) {
+    if (unlink && st->ring_open) {
       std::error_code ec;
       shmring::Segment::unlink(r.segment.name(), ec);
     }
@@ -382,7 +390,7 @@ static gboolean gst_shmring_sink_set_caps(GstBaseSink* sink, GstCaps* caps) {
   gchar* text = gst_caps_to_string(caps);
   std::string s = text;
   g_free(text);
-  if (st.ring) {
+  if (st.ring_open) {
     // A ring keeps the caps it was made for.
     GstCaps* old = gst_caps_from_string(st.caps.c_str());
     const bool same = old && gst_caps_is_equal(old, caps);
@@ -484,31 +492,28 @@ static GstFlowReturn gst_shmring_sink_render(GstBaseSink* sink, GstBuffer* buf) 
   return ret;
 }
 
-// Raw video on a reliable ring: a pool whose buffers are the ring's slots,
-// so that upstream draws each frame where the readers read it. A lossy
-// ring's slots may be read while they are written, which only the sink's
-// own word-wise copy keeps defined: there, and for other caps, upstream
-// gets no pool and each buffer is copied once.
+// Raw video: a pool whose buffers are the ring's slots, so that upstream
+// draws each frame where the readers read it. The ring is made with the
+// first buffer (where a failure is a flow error, which stops upstream):
+// until then, and on a lossy ring, the pool hands out ordinary memory. A
+// lossy ring's slots may be read while they are written, which only the
+// sink's own word-wise copy keeps defined.
 static gboolean gst_shmring_sink_propose_allocation(GstBaseSink* sink, GstQuery* query) {
   GstShmringSink* self = GST_SHMRING_SINK(sink);
   GstCaps* caps = nullptr;
   gboolean need_pool = FALSE;
   gst_query_parse_allocation(query, &caps, &need_pool);
-  if (self->state == nullptr || !self->state->have_caps || self->state->frame_size == 0 ||
-      caps == nullptr) {
+  SinkState* st = self->state;
+  if (st == nullptr || !st->have_caps || st->frame_size == 0 || caps == nullptr || !need_pool) {
     return TRUE;
   }
   GstVideoInfo info;
-  if (!gst_video_info_from_caps(&info, caps) ||
-      GST_VIDEO_INFO_SIZE(&info) != self->state->frame_size) {
+  if (!gst_video_info_from_caps(&info, caps) || GST_VIDEO_INFO_SIZE(&info) != st->frame_size) {
     return TRUE;  // not the caps the sink has: no pool for those
   }
-  if (!ensure_ring(self, self->state->frame_size)) return FALSE;
-  const std::shared_ptr<sg::SinkRing>& ring = self->state->ring;
-  if (ring->lossy || !need_pool) return TRUE;
-  GstBufferPool* pool = sg::slot_pool_new(ring);
+  GstBufferPool* pool = sg::slot_pool_new(st->ring);
   GstStructure* config = gst_buffer_pool_get_config(pool);
-  const guint size = static_cast<guint>(self->state->frame_size);
+  const guint size = static_cast<guint>(st->frame_size);
   gst_buffer_pool_config_set_params(config, caps, size, 0, 0);
   if (!gst_buffer_pool_set_config(pool, config)) {
     gst_object_unref(pool);
@@ -522,7 +527,7 @@ static gboolean gst_shmring_sink_propose_allocation(GstBaseSink* sink, GstQuery*
 
 static gboolean gst_shmring_sink_event(GstBaseSink* sink, GstEvent* event) {
   GstShmringSink* self = GST_SHMRING_SINK(sink);
-  if (GST_EVENT_TYPE(event) == GST_EVENT_EOS && self->state && self->state->ring) {
+  if (GST_EVENT_TYPE(event) == GST_EVENT_EOS && self->state && self->state->ring_open) {
     sg::SinkRing& r = *self->state->ring;
     const std::lock_guard lock(r.mu);
     // A slot buffer upstream acquired and never pushed: nothing comes after
