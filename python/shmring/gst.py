@@ -41,6 +41,10 @@ METADATA_PREFIX = b"shmring.gst 1\n"
 SLOT_MAGIC = 0x54534753
 HEADER_SIZE = 64
 HAS_CHECKSUM = 1
+# A skip slot: no frame; the sink publishes one where it cannot write a frame
+# in position order (a buffer of its pool rendered out of turn). Readers pass
+# over it, and its position is no frame missed.
+SKIP = 2
 NO_TIME = (1 << 64) - 1
 # magic, header_size, version, header_flags, pts, dts, duration, frame, offset,
 # buffer_flags, size, checksum (gst/slot_format.hpp, SlotHeader)
@@ -243,7 +247,8 @@ class Frame:
         return self.checksum is None or checksum(self.payload) == self.checksum
 
 
-def _frame(buf: Any, caps: Caps, slot: Any) -> Frame:
+def _frame(buf: Any, caps: Caps, slot: Any) -> Frame | None:
+    """The frame in a slot, or None for a skip slot."""
     raw = np.frombuffer(buf, dtype=np.uint8)
     if raw.size < HEADER_SIZE:
         raise shmring.Error(f"a slot of {raw.size} bytes holds no shmringsink header")
@@ -252,6 +257,8 @@ def _frame(buf: Any, caps: Caps, slot: Any) -> Frame:
     if magic != SLOT_MAGIC or header_size != HEADER_SIZE or size != raw.size - HEADER_SIZE:
         raise shmring.Error(f"a slot is not a shmringsink frame (magic {magic:#x}, "
                             f"{raw.size} bytes, header says {size})")
+    if hflags & SKIP:
+        return None
     payload = raw[HEADER_SIZE:]
     layout = caps.layout()
     data = payload
@@ -304,8 +311,12 @@ def frames(name: str, timeout: float | None = None, at: str = "next",
                     else:
                         slot = sub.peek(timeout=timeout)
                         frame = _frame(slot, caps, slot)
+                        if frame is None:
+                            slot.release()
                 except shmring.EndOfStream:
                     return
+                if frame is None:
+                    continue
                 try:
                     yield frame
                 except GeneratorExit:

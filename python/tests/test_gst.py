@@ -73,6 +73,29 @@ def test_frames_are_shaped_stamped_and_end_with_the_stream(name, delivery):
     assert got == [(i, None if i == 4 else i * 1000, (3, 5, 3), [i, i + 1, i + 2]) for i in range(5)]
 
 
+@pytest.mark.parametrize("delivery", ["reliable", "lossy"])
+def test_skip_slots_are_passed_over(name, delivery):
+    import struct
+    frame_bytes = 16 * 3
+    # A skip slot as the sink writes it (docs/gstreamer.md): header only,
+    # header flag SKIP, size 0, its position as frame number.
+    def skip(position):
+        return struct.pack("<IHBBQQQQQIIQ", sg.SLOT_MAGIC, sg.HEADER_SIZE, 1, sg.SKIP,
+                           sg.NO_TIME, sg.NO_TIME, sg.NO_TIME, position, sg.NO_TIME, 0, 0, 0)
+    with sg.create(name, CAPS, frame_bytes, slots=8, subscribers=1, delivery=delivery) as seg:
+        with seg.producer() as producer:
+            for i in range(6):
+                if i in (0, 3):
+                    producer.push(skip(i), timeout=10)
+                else:
+                    producer.push(sg.pack(bytes([i]) * frame_bytes, frame=i, pts=i,
+                                          with_checksum=True), timeout=10)
+            producer.end_stream()
+            got = [(f.frame, f.pts, int(f.payload[0])) for f in sg.frames(name, timeout=10,
+                                                                          at="oldest")]
+    assert got == [(i, i, i) for i in (1, 2, 4, 5)]
+
+
 def test_a_frame_kept_past_its_turn_is_a_clear_error(name):
     with sg.create(name, CAPS, 48, slots=4, subscribers=1) as seg, seg.producer() as producer:
         for i in range(2):
