@@ -33,6 +33,9 @@ writes CLOCK_MONOTONIC into the first 8 bytes of each frame before the
 transport's sink and reads it back after its source in the other process;
 the first frames (start-up) are left out.
 
+The producer runs on one CPU and the consumer on another (the first two
+this process may use).
+
 Repetitions are interleaved (each repetition runs every transport once);
 the table gives the median and, in brackets, the range. The load average
 before and after each size is reported: the machine may be shared.
@@ -121,8 +124,23 @@ def pipelines(transport: str, caps: str, n: int, fsize: int, where: str, slots: 
     raise ValueError(transport)
 
 
-def spawn(argv: list[str], pipeline: str, stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
-    return subprocess.Popen([*argv, *pipeline.split()], stdout=stdout, stderr=subprocess.PIPE)
+def spawn(argv: list[str], pipeline: str, cpu: int | None,
+          stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """The pipeline in a process of its own, on CPU `cpu` (None: any)."""
+    def pin() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+    return subprocess.Popen([*argv, *pipeline.split()], stdout=stdout, stderr=subprocess.PIPE,
+                            preexec_fn=pin)
+
+
+# The producer on the first CPU this process may use, the consumer on the
+# second: where the scheduler puts both on one CPU, a frame waits there
+# until the producer has drawn the next one (videotestsrc starts on it as
+# soon as it has pushed one), which is the CPU's latency, not the transport's.
+_CPUS = sorted(os.sched_getaffinity(0))
+PRODUCER_CPU = _CPUS[0] if len(_CPUS) >= 2 else None
+CONSUMER_CPU = _CPUS[1] if len(_CPUS) >= 2 else None
 
 
 def reap(p: subprocess.Popen, deadline: float) -> tuple[int, float]:
@@ -152,14 +170,14 @@ def run_once(transport: str, caps: str, n: int, fsize: int, slots: int,
     cons_argv = [probe, "measure", "out"] if probe else ["gst-launch-1.0", "-q"]
     try:
         start = time.monotonic()
-        producer = spawn(prod_argv, prod_line)
+        producer = spawn(prod_argv, prod_line, PRODUCER_CPU)
         consumer = None
         if cons_line:
             if not transport.startswith("shmring"):
                 # The socket transports: the sink makes the socket first.
                 while not os.path.exists(where) and time.monotonic() - start < 10:
                     time.sleep(0.001)
-            consumer = spawn(cons_argv, cons_line, stdout=subprocess.PIPE)
+            consumer = spawn(cons_argv, cons_line, CONSUMER_CPU, stdout=subprocess.PIPE)
         deadline = time.monotonic() + 60
         c_rc, c_cpu = reap(consumer, deadline) if consumer else (0, 0.0)
         end = time.monotonic()
@@ -203,8 +221,8 @@ def fmt(values: list[float], digits: int = 0) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--format", default="I420")
-    ap.add_argument("--frames-720p", type=int, default=100, help="N at 720p (runs N and 4N)")
-    ap.add_argument("--frames-4k", type=int, default=20, help="N at 4K (runs N and 4N)")
+    ap.add_argument("--frames-720p", type=int, default=300, help="N at 720p (runs N and 4N)")
+    ap.add_argument("--frames-4k", type=int, default=80, help="N at 4K (runs N and 4N)")
     ap.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median reported)")
     ap.add_argument("--sizes", default="720p,4K")
     ap.add_argument("--slots", default="2,8",
@@ -264,7 +282,8 @@ def main() -> int:
         f"Raw video {args.format}, videotestsrc pattern=black, reliable delivery everywhere "
         f"(the sink waits for the source), shmring rings of {slots} slots unless the row "
         "says otherwise, consumer "
-        f"fakesink. Median of {args.reps} interleaved repetitions (range in brackets). "
+        f"fakesink. Producer on CPU {PRODUCER_CPU}, consumer on CPU {CONSUMER_CPU}. "
+        f"Median of {args.reps} interleaved repetitions (range in brackets). "
         "Throughput and CPU from the difference of runs of N and 4N frames; CPU per frame is "
         "user + system time of each process. Latency: a live producer at 30 frames/s, from "
         "before the transport's sink to after its source (CLOCK_MONOTONIC stamped in the "

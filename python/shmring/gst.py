@@ -26,7 +26,7 @@ import contextlib
 import re
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +34,8 @@ import numpy as np
 
 import shmring
 
-__all__ = ["Caps", "Frame", "HEADER_SIZE", "checksum", "create", "frames", "pack", "parse_caps",
-           "read_caps"]
+__all__ = ["Caps", "Frame", "HEADER_SIZE", "checksum", "create", "frames", "header", "pack",
+           "parse_caps", "read_caps"]
 
 METADATA_PREFIX = b"shmring.gst 1\n"
 SLOT_MAGIC = 0x54534753
@@ -193,15 +193,29 @@ def create(name: str, caps: str, frame_size: int, slots: int = 8, subscribers: i
                            METADATA_PREFIX + caps.encode(), subs, deliv)
 
 
+def header(frame: int, size: int, pts: int | None = None, dts: int | None = None,
+           duration: int | None = None, flags: int = 0, checksum: int | None = None,
+           skip: bool = False) -> bytes:
+    """The 64-byte slot header of a frame of ``size`` bytes at ring position
+    ``frame`` (``checksum``: the frame's, stored when given; ``skip``: a skip
+    slot, no frame, ``size`` 0). A producer that writes a slot in place puts
+    this in front of the frame."""
+    if skip and size != 0:
+        raise ValueError(f"a skip slot holds no frame: size must be 0, not {size}")
+    hflags = (HAS_CHECKSUM if checksum is not None else 0) | (SKIP if skip else 0)
+    return _HEADER.pack(SLOT_MAGIC, HEADER_SIZE, 1, hflags,
+                        NO_TIME if pts is None else pts, NO_TIME if dts is None else dts,
+                        NO_TIME if duration is None else duration, frame,
+                        NO_TIME if skip else frame, flags, size,
+                        0 if checksum is None else checksum)
+
+
 def pack(data: Any, frame: int, pts: int | None = None, dts: int | None = None,
          duration: int | None = None, flags: int = 0, with_checksum: bool = False) -> bytes:
     """One message as shmringsink writes it: the slot header, then ``data``."""
     payload = memoryview(data).cast("B").tobytes()
-    header = _HEADER.pack(SLOT_MAGIC, HEADER_SIZE, 1, HAS_CHECKSUM if with_checksum else 0,
-                          NO_TIME if pts is None else pts, NO_TIME if dts is None else dts,
-                          NO_TIME if duration is None else duration, frame, frame, flags,
-                          len(payload), checksum(payload) if with_checksum else 0)
-    return header + payload
+    return header(frame, len(payload), pts, dts, duration, flags,
+                  checksum(payload) if with_checksum else None) + payload
 
 
 def _time(t: int) -> int | None:
@@ -283,7 +297,8 @@ def _open_when_there(name: str, timeout: float | None) -> Any:
 
 
 def frames(name: str, timeout: float | None = None, at: str = "next",
-           register_cuda: bool = False) -> Iterator[Frame]:
+           register_cuda: bool = False,
+           subscribed: Callable[[], None] | None = None) -> Iterator[Frame]:
     """Subscribes to ring ``name`` and yields its frames until the producer ends.
 
     ``timeout``: seconds to wait for the ring to appear (a sink makes it when
@@ -295,6 +310,9 @@ def frames(name: str, timeout: float | None = None, at: str = "next",
     ring's are checked copies. ``register_cuda``: register the segment with
     CUDA in this process, so that ``frame.slot.cuda()`` is a GPU view of a
     reliable ring's slot (header included: the frame starts at HEADER_SIZE).
+    ``subscribed``: called once the subscription is made, before the first
+    frame is waited for (a producer started there misses no frame with
+    ``at="next"``).
     """
     seg = _open_when_there(name, timeout)
     try:
@@ -304,6 +322,8 @@ def frames(name: str, timeout: float | None = None, at: str = "next",
         sub = seg.subscriber(at=at)
         lossy = seg.delivery == "lossy"
         try:
+            if subscribed is not None:
+                subscribed()
             while True:
                 try:
                     if lossy:

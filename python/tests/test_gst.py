@@ -75,18 +75,17 @@ def test_frames_are_shaped_stamped_and_end_with_the_stream(name, delivery):
 
 @pytest.mark.parametrize("delivery", ["reliable", "lossy"])
 def test_skip_slots_are_passed_over(name, delivery):
-    import struct
     frame_bytes = 16 * 3
     # A skip slot as the sink writes it (docs/gstreamer.md): header only,
     # header flag SKIP, size 0, its position as frame number.
-    def skip(position):
-        return struct.pack("<IHBBQQQQQIIQ", sg.SLOT_MAGIC, sg.HEADER_SIZE, 1, sg.SKIP,
-                           sg.NO_TIME, sg.NO_TIME, sg.NO_TIME, position, sg.NO_TIME, 0, 0, 0)
+    assert sg.header(7, 0, skip=True)[7] == sg.SKIP
+    with pytest.raises(ValueError, match="size must be 0"):
+        sg.header(7, 10, skip=True)
     with sg.create(name, CAPS, frame_bytes, slots=8, subscribers=1, delivery=delivery) as seg:
         with seg.producer() as producer:
             for i in range(6):
                 if i in (0, 3):
-                    producer.push(skip(i), timeout=10)
+                    producer.push(sg.header(i, 0, skip=True), timeout=10)
                 else:
                     producer.push(sg.pack(bytes([i]) * frame_bytes, frame=i, pts=i,
                                           with_checksum=True), timeout=10)
