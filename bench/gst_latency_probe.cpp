@@ -116,7 +116,8 @@ int main(int argc, char** argv) {
     }
   } else {
     std::printf("latency_ns %zu", probe.latencies.size());
-    for (const std::uint64_t l : probe.latencies) std::printf(" %llu", static_cast<unsigned long long>(l));
+    for (const std::uint64_t l : probe.latencies)
+      std::printf(" %llu", static_cast<unsigned long long>(l));
     std::printf("\n");
   }
   return rc;

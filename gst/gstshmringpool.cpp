@@ -33,6 +33,7 @@ void lease_freed(gpointer data) {
   {
     const std::lock_guard lock(ring->mu);
     --ring->live[ring->index(lease->position)];
+    --ring->leases;
     if (ring->claim_owner == lease) {
       GST_DEBUG("slot buffer of position %llu freed unrendered: claim given up",
                 static_cast<unsigned long long>(lease->position));
@@ -106,7 +107,8 @@ static GstFlowReturn gst_shmring_slot_pool_acquire(GstBufferPool* pool, GstBuffe
   std::unique_lock lock(r.mu);
   for (;;) {
     if (r.stopped || r.lossy || r.claim_owner != nullptr || !r.producer ||
-        self->size != r.frame_size || self->size + sg::kHeader > r.producer.slot_size()) {
+        (r.leases + 1) * 2 > r.live.size() || self->size != r.frame_size ||
+        self->size + sg::kHeader > r.producer.slot_size()) {
       break;
     }
     shmring::WriteClaim c =
@@ -124,6 +126,7 @@ static GstFlowReturn gst_shmring_slot_pool_acquire(GstBufferPool* pool, GstBuffe
                                  c[0].size() - sg::kHeader, 0, self->size, lease, sg::lease_freed);
       gst_mini_object_set_qdata(GST_MINI_OBJECT(mem), sg::lease_quark(), lease, nullptr);
       ++r.live[index];
+      ++r.leases;
       r.claim = std::move(c);
       r.claim_owner = lease;
       lock.unlock();

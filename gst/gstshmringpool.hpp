@@ -19,7 +19,10 @@
 // alive (published, and kept upstream, or skipped) is never written again
 // until that buffer is freed: the ring's next lap publishes a skip slot
 // there instead. So nothing a buffer's owner can see ever changes under it,
-// and no buffer can hold the ring up.
+// and no buffer upstream keeps can hold the ring up alone: the pool lends
+// slots to at most half the ring's slots' worth of buffers alive at once, so
+// the other half is left for the buffers that are not slots and for what
+// readers hold.
 #pragma once
 
 #include <gst/gst.h>
@@ -54,6 +57,7 @@ struct SinkRing {
   WriteClaim claim;                  // the slot lent to `claim_owner`
   SlotLease* claim_owner = nullptr;  // the slot buffer not yet rendered, or none
   std::vector<std::uint32_t> live;   // per slot index: slot buffers alive on it
+  std::size_t leases = 0;            // slot buffers alive in all
   std::size_t frame_size = 0;        // raw video: a frame of the caps; else 0 (no pool)
   bool lossy = false;
   bool stopped = false;  // the sink stopped: the producer is gone

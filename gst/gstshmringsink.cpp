@@ -674,6 +674,9 @@ static void gst_shmring_sink_init(GstShmringSink* self) {
   self->unlocked = 0;
   // A sink that only hands buffers on: no clock sync, no preroll to hold.
   gst_base_sink_set_sync(GST_BASE_SINK(self), FALSE);
+  // Nor the last buffer (enable-last-sample): a slot buffer kept alive keeps
+  // its slot from being written on the ring's next lap (gstshmringpool.hpp).
+  gst_base_sink_set_last_sample_enabled(GST_BASE_SINK(self), FALSE);
 }
 
 static void gst_shmring_sink_class_init(GstShmringSinkClass* klass) {

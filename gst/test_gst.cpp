@@ -440,20 +440,25 @@ class Producer {
 };
 
 TEST_F(Gst, UpstreamDrawsIntoTheSlotsWithoutACopy) {
-  test::UniqueShm ring;
-  constexpr int kFrames = 60;
-  Consumer c(ring.name());
-  c.start();
-  // videotestsrc draws each frame into a buffer of the pool downstream
-  // proposes: the ring's slots.
-  Producer p(producer(ring.name(), kFrames, "name=sink mode=reliable slots=4 wait-subscribers=1"));
-  ASSERT_TRUE(p.finish());
-  EXPECT_EQ(p.sink_property("frames"), static_cast<std::uint64_t>(kFrames));
-  // All but the first: the sink makes the ring with the first buffer, which
-  // upstream drew before that.
-  EXPECT_EQ(p.sink_property("frames-in-place"), static_cast<std::uint64_t>(kFrames - 1));
-  ASSERT_EQ(c.finish(), GST_MESSAGE_EOS);
-  expect_every_frame(c.seen(), kFrames);
+  // Down to a ring of two slots, one of which the consumer holds.
+  for (const char* slots : {"slots=2", "slots=4"}) {
+    SCOPED_TRACE(slots);
+    test::UniqueShm ring;
+    constexpr int kFrames = 60;
+    Consumer c(ring.name());
+    c.start();
+    // videotestsrc draws each frame into a buffer of the pool downstream
+    // proposes: the ring's slots.
+    Producer p(producer(ring.name(), kFrames,
+                        std::string("name=sink mode=reliable wait-subscribers=1 ") + slots));
+    ASSERT_TRUE(p.finish());
+    EXPECT_EQ(p.sink_property("frames"), static_cast<std::uint64_t>(kFrames));
+    // All but the first: the sink makes the ring with the first buffer,
+    // which upstream drew before that.
+    EXPECT_EQ(p.sink_property("frames-in-place"), static_cast<std::uint64_t>(kFrames - 1));
+    ASSERT_EQ(c.finish(), GST_MESSAGE_EOS);
+    expect_every_frame(c.seen(), kFrames);
+  }
 }
 
 TEST_F(Gst, BuffersFromElsewhereAreCopiedOnce) {
@@ -607,6 +612,38 @@ TEST_F(Gst, ABufferRenderedOutOfTurnOrKeptIsNeverOverwritten) {
   gst_buffer_unref(a);
   EXPECT_EQ(f.sink_property("frames"), pushed.size());
   EXPECT_EQ(f.sink_property("frames-in-place"), pushed.size() - 3);  // not 0, 2 and 1
+  f.end();
+  ASSERT_EQ(c.finish(), GST_MESSAGE_EOS);
+  expect_frames(c.seen(), pushed);
+  EXPECT_EQ(c.property("lost"), 0u);
+}
+
+TEST_F(Gst, UpstreamKeepingSlotBuffersLeavesOneSlotForTheRest) {
+  test::UniqueShm ring;
+  Consumer c(ring.name());
+  c.start();
+  Feeder f(ring.name());  // 4 slots
+  // Upstream keeps every slot buffer it gets: the pool lends 2 of the 4
+  // slots (half), then ordinary memory, which goes into the slots left, lap
+  // after lap, past the kept ones (the consumer's fakesink holds one).
+  std::vector<GstBuffer*> kept;
+  std::vector<int> pushed = {0};
+  for (int k = 1; k < 12; ++k) {
+    GstBuffer* buf = f.acquire(k);
+    kept.push_back(gst_buffer_ref(buf));
+    f.push(buf);
+    pushed.push_back(k);
+  }
+  EXPECT_EQ(f.sink_property("frames-in-place"), 2u);
+  for (std::size_t i = 0; i < kept.size(); ++i) {
+    GstMapInfo map;
+    ASSERT_TRUE(gst_buffer_map(kept[i], &map, GST_MAP_READ));
+    std::size_t changed = 0;
+    for (std::size_t j = 0; j < map.size; ++j) changed += map.data[j] != static_cast<guint8>(i + 2);
+    gst_buffer_unmap(kept[i], &map);
+    EXPECT_EQ(changed, 0u) << "kept buffer of frame " << i + 1 << " was written";
+    gst_buffer_unref(kept[i]);
+  }
   f.end();
   ASSERT_EQ(c.finish(), GST_MESSAGE_EOS);
   expect_frames(c.seen(), pushed);
