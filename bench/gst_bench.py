@@ -33,8 +33,8 @@ writes CLOCK_MONOTONIC into the first 8 bytes of each frame before the
 transport's sink and reads it back after its source in the other process;
 the first frames (start-up) are left out.
 
-The producer runs on one CPU and the consumer on another (the first two
-this process may use).
+In the latency runs the producer runs on one CPU and the consumer on
+another (the first two this process may use).
 
 Repetitions are interleaved (each repetition runs every transport once);
 the table gives the median and, in brackets, the range. The load average
@@ -57,6 +57,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
 
 SIZES = {"720p": (1280, 720), "4K": (3840, 2160)}
 NAMES = {
@@ -134,10 +135,12 @@ def spawn(argv: list[str], pipeline: str, cpu: int | None,
                             preexec_fn=pin)
 
 
-# The producer on the first CPU this process may use, the consumer on the
-# second: where the scheduler puts both on one CPU, a frame waits there
-# until the producer has drawn the next one (videotestsrc starts on it as
-# soon as it has pushed one), which is the CPU's latency, not the transport's.
+# Latency runs: the producer on the first CPU this process may use, the
+# consumer on the second. Where the scheduler puts both on one CPU, a frame
+# waits there until the producer has drawn the next one (videotestsrc starts
+# on it as soon as it has pushed one), which is the CPU's latency, not the
+# transport's. Throughput runs are left to the scheduler: a process pinned
+# to a CPU that other work takes cannot move to the idle one.
 _CPUS = sorted(os.sched_getaffinity(0))
 PRODUCER_CPU = _CPUS[0] if len(_CPUS) >= 2 else None
 CONSUMER_CPU = _CPUS[1] if len(_CPUS) >= 2 else None
@@ -170,15 +173,16 @@ def run_once(transport: str, caps: str, n: int, fsize: int, slots: int,
     cons_argv = [probe, "measure", "out"] if probe else ["gst-launch-1.0", "-q"]
     try:
         start = time.monotonic()
-        producer = spawn(prod_argv, prod_line, PRODUCER_CPU)
+        producer = spawn(prod_argv, prod_line, PRODUCER_CPU if probe else None)
         consumer = None
         if cons_line:
             if not transport.startswith("shmring"):
                 # The socket transports: the sink makes the socket first.
                 while not os.path.exists(where) and time.monotonic() - start < 10:
                     time.sleep(0.001)
-            consumer = spawn(cons_argv, cons_line, CONSUMER_CPU, stdout=subprocess.PIPE)
-        deadline = time.monotonic() + 60
+            consumer = spawn(cons_argv, cons_line, CONSUMER_CPU if probe else None,
+                             stdout=subprocess.PIPE)
+        deadline = time.monotonic() + 30  # a run takes seconds: past this it stalled
         c_rc, c_cpu = reap(consumer, deadline) if consumer else (0, 0.0)
         end = time.monotonic()
         if consumer and transport in ("shm", "unixfd"):
@@ -200,6 +204,17 @@ def run_once(transport: str, caps: str, n: int, fsize: int, slots: int,
         if transport.startswith("shmring") and os.path.exists(f"/dev/shm/{where}"):
             os.unlink(f"/dev/shm/{where}")
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def retried(stalls: dict[str, int], transport: str, *args: Any,
+            **kwargs: Any) -> tuple[float, float, float, list[int]]:
+    """run_once, run again once if it stalled or failed (counted in `stalls`)."""
+    try:
+        return run_once(transport, *args, **kwargs)
+    except RuntimeError as e:
+        print(f"{e}\n(running it again)", file=sys.stderr)
+        stalls[transport] = stalls.get(transport, 0) + 1
+        return run_once(transport, *args, **kwargs)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -282,10 +297,11 @@ def main() -> int:
         f"Raw video {args.format}, videotestsrc pattern=black, reliable delivery everywhere "
         f"(the sink waits for the source), shmring rings of {slots} slots unless the row "
         "says otherwise, consumer "
-        f"fakesink. Producer on CPU {PRODUCER_CPU}, consumer on CPU {CONSUMER_CPU}. "
+        "fakesink. "
         f"Median of {args.reps} interleaved repetitions (range in brackets). "
         "Throughput and CPU from the difference of runs of N and 4N frames; CPU per frame is "
-        "user + system time of each process. Latency: a live producer at 30 frames/s, from "
+        "user + system time of each process. Latency: a live producer at 30 frames/s "
+        f"(producer on CPU {PRODUCER_CPU}, consumer on CPU {CONSUMER_CPU}), from "
         "before the transport's sink to after its source (CLOCK_MONOTONIC stamped in the "
         f"frame), frames {LATENCY_SKIP + 1} to {LATENCY_FRAMES} of each repetition: the median "
         "of each repetition's p50, and the largest p90.",
@@ -304,20 +320,21 @@ def main() -> int:
         res: dict[str, dict[str, list[float]]] = {
             t: {"fps": [], "pcpu": [], "ccpu": [], "p50": [], "p90": []} for t in transports}
         failed: dict[str, str] = {}
+        stalls: dict[str, int] = {}
         for rep in range(args.reps):
             for t in transports:
                 if t in failed:
                     continue
                 try:
-                    w1, p1, c1, _ = run_once(t, caps, n, fsize, slots)
-                    w4, p4, c4, _ = run_once(t, caps, 4 * n, fsize, slots)
+                    w1, p1, c1, _ = retried(stalls, t, caps, n, fsize, slots)
+                    w4, p4, c4, _ = retried(stalls, t, caps, 4 * n, fsize, slots)
                     lat: list[int] = []
                     if args.probe and t != "source":
-                        lat = run_once(t, caps, LATENCY_FRAMES, fsize, slots,
-                                       probe=args.probe)[3][LATENCY_SKIP:]
+                        lat = retried(stalls, t, caps, LATENCY_FRAMES, fsize, slots,
+                                      probe=args.probe)[3][LATENCY_SKIP:]
                 except RuntimeError as e:
                     print(e, file=sys.stderr)
-                    failed[t] = "stalled or failed (see stderr)"
+                    failed[t] = "stalled or failed twice in a row (see stderr)"
                     continue
                 extra = 3 * n
                 r = res[t]
@@ -344,6 +361,8 @@ def main() -> int:
             lines.append(f"| {size} | {name} | {fmt(r['fps'])} | {fmt(r['pcpu'])} | "
                          f"{consumer} | {fmt(r['p50'])} | {worst} | {load_before} / {load_after} |")
             print(lines[-1], flush=True)
+        for t, count in stalls.items():
+            notes.append(f"{size}, {t}: {count} run(s) stalled or failed and were run again")
         shm = res.get("shm")
         for t in transports:
             ring = res[t]
