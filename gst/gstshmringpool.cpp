@@ -33,7 +33,6 @@ void lease_freed(gpointer data) {
   {
     const std::lock_guard lock(ring->mu);
     --ring->live[ring->index(lease->position)];
-    --ring->leases;
     if (ring->claim_owner == lease) {
       GST_DEBUG("slot buffer of position %llu freed unrendered: claim given up",
                 static_cast<unsigned long long>(lease->position));
@@ -106,9 +105,8 @@ static GstFlowReturn gst_shmring_slot_pool_acquire(GstBufferPool* pool, GstBuffe
   const bool dontwait = params && (params->flags & GST_BUFFER_POOL_ACQUIRE_FLAG_DONTWAIT);
   std::unique_lock lock(r.mu);
   for (;;) {
-    if (r.stopped || r.lossy || r.claim_owner != nullptr || !r.producer ||
-        (r.leases + 1) * 2 > r.live.size() || self->size != r.frame_size ||
-        self->size + sg::kHeader > r.producer.slot_size()) {
+    if (r.stopped || r.lossy || r.claim_owner != nullptr || !r.producer || r.out != 0 ||
+        self->size != r.frame_size || self->size + sg::kHeader > r.producer.slot_size()) {
       break;
     }
     shmring::WriteClaim c =
@@ -126,7 +124,7 @@ static GstFlowReturn gst_shmring_slot_pool_acquire(GstBufferPool* pool, GstBuffe
                                  c[0].size() - sg::kHeader, 0, self->size, lease, sg::lease_freed);
       gst_mini_object_set_qdata(GST_MINI_OBJECT(mem), sg::lease_quark(), lease, nullptr);
       ++r.live[index];
-      ++r.leases;
+      ++r.out;
       r.claim = std::move(c);
       r.claim_owner = lease;
       lock.unlock();
@@ -140,9 +138,24 @@ static GstFlowReturn gst_shmring_slot_pool_acquire(GstBufferPool* pool, GstBuffe
     lock.unlock();  // others' turn
     lock.lock();
   }
-  lock.unlock();
-  return GST_BUFFER_POOL_CLASS(gst_shmring_slot_pool_parent_class)
-      ->acquire_buffer(pool, out, params);
+  // Ordinary memory, counted out like a slot buffer. (Under the ring's
+  // mutex: the parent's acquire does not wait, with no limit on buffers.)
+  const GstFlowReturn ret =
+      GST_BUFFER_POOL_CLASS(gst_shmring_slot_pool_parent_class)->acquire_buffer(pool, out, params);
+  if (ret == GST_FLOW_OK) ++r.out;
+  return ret;
+}
+
+// Every buffer of the pool comes back here when freed (the parent class then
+// frees a slot buffer, and keeps an ordinary one for reuse).
+static void gst_shmring_slot_pool_release(GstBufferPool* pool, GstBuffer* buffer) {
+  auto* self = reinterpret_cast<GstShmringSlotPool*>(pool);
+  {
+    sg::SinkRing& r = **self->ring;
+    const std::lock_guard lock(r.mu);
+    --r.out;
+  }
+  GST_BUFFER_POOL_CLASS(gst_shmring_slot_pool_parent_class)->release_buffer(pool, buffer);
 }
 
 static void gst_shmring_slot_pool_finalize(GObject* object) {
@@ -162,6 +175,7 @@ static void gst_shmring_slot_pool_class_init(GstShmringSlotPoolClass* klass) {
   GstBufferPoolClass* pool = GST_BUFFER_POOL_CLASS(klass);
   pool->set_config = gst_shmring_slot_pool_set_config;
   pool->acquire_buffer = gst_shmring_slot_pool_acquire;
+  pool->release_buffer = gst_shmring_slot_pool_release;
   // Slot buffers carry appended memory (GST_BUFFER_FLAG_TAG_MEMORY): the
   // parent's release frees them rather than keeping them, and keeps the
   // ordinary ones for reuse.

@@ -2,27 +2,26 @@
 // that lets upstream write frames straight into the ring's slots.
 //
 // A broadcast producer holds one write claim at a time and publishes in
-// position order (broadcast_ring.hpp, in_order.hpp). So the pool lends at
-// most one slot at a time: acquire claims the slot at the head and wraps its
-// payload in the buffer's memory; rendering that buffer writes the slot
-// header and publishes the claim, with no copy. Until the sink has made the
-// ring (with the first buffer), on a lossy ring, and while that buffer is out,
-// acquires get ordinary memory, which render copies in once (a
-// decoder or a queue upstream holds several buffers at once).
+// position order (broadcast_ring.hpp, in_order.hpp). So the pool lends a slot
+// only when no other buffer of it is out: acquire claims the slot at the
+// head and wraps its payload in the buffer's memory; rendering that buffer
+// writes the slot header and publishes the claim, with no copy. Otherwise
+// (a queue or a decoder upstream holds buffers, the sink has not made the
+// ring yet, the ring is lossy) acquire hands out ordinary memory, which
+// render copies in once. Lending a slot while another buffer is out would
+// not save that copy: the other buffer, rendered first, would find the slot
+// claimed ahead of it.
 //
 // Buffers are rendered in the order upstream pushes them, which need not be
-// the order it acquired them (a decoder outputs in display order). Whatever
-// is rendered while the lent slot's buffer has not been, the sink publishes
-// the lent slot as a skip slot (a header that readers pass over; the
-// payload, the buffer's memory, is not touched) and writes after it. A slot
-// buffer freed unrendered gives its claim up. A slot whose buffer is still
-// alive (published, and kept upstream, or skipped) is never written again
-// until that buffer is freed: the ring's next lap publishes a skip slot
-// there instead. So nothing a buffer's owner can see ever changes under it,
-// and no buffer upstream keeps can hold the ring up alone: the pool lends
-// slots to at most half the ring's slots' worth of buffers alive at once, so
-// the other half is left for the buffers that are not slots and for what
-// readers hold.
+// the order it acquired them. Whatever is rendered while the lent slot's
+// buffer has not been, the sink publishes the lent slot as a skip slot (a
+// header that readers pass over; the payload, the buffer's memory, is not
+// touched) and writes after it. A slot buffer freed unrendered gives its
+// claim up. A slot whose buffer is still alive (published, and kept
+// upstream, or skipped) is never written again until that buffer is freed:
+// the ring's next lap publishes a skip slot there instead. So nothing a
+// buffer's owner can see ever changes under it, and since no slot is lent
+// while a buffer is out, at most one slot is held that way.
 #pragma once
 
 #include <gst/gst.h>
@@ -57,7 +56,7 @@ struct SinkRing {
   WriteClaim claim;                  // the slot lent to `claim_owner`
   SlotLease* claim_owner = nullptr;  // the slot buffer not yet rendered, or none
   std::vector<std::uint32_t> live;   // per slot index: slot buffers alive on it
-  std::size_t leases = 0;            // slot buffers alive in all
+  std::size_t out = 0;               // buffers of the pools acquired and not yet back
   std::size_t frame_size = 0;        // raw video: a frame of the caps; else 0 (no pool)
   bool lossy = false;
   bool stopped = false;  // the sink stopped: the producer is gone

@@ -446,16 +446,17 @@ static GstFlowReturn gst_shmring_sink_render(GstBaseSink* sink, GstBuffer* buf) 
     gst_buffer_unmap(buf, &map);
     return GST_FLOW_OK;
   }
-  if (r.claim_owner != nullptr) {
-    // A slot buffer upstream has not pushed (yet), and this buffer comes
-    // first: its slot becomes a skip slot, and this buffer goes after it.
-    // The buffer, if it comes later, is copied as any other.
-    GST_DEBUG_OBJECT(self, "position %llu skipped: its slot buffer was not rendered in turn",
-                     static_cast<unsigned long long>(r.claim.position(0)));
-    sg::publish_skip(r, r.claim);
-    r.claim_owner = nullptr;
-  }
   for (;;) {
+    if (r.claim_owner != nullptr) {
+      // A slot buffer upstream has not pushed (yet), and this buffer comes
+      // first: its slot becomes a skip slot, and this buffer goes after it.
+      // The buffer, if it comes later, is copied as any other. (Looked at
+      // on every turn: the pool may lend a slot while this waits unlocked.)
+      GST_DEBUG_OBJECT(self, "position %llu skipped: its slot buffer was not rendered in turn",
+                       static_cast<unsigned long long>(r.claim.position(0)));
+      sg::publish_skip(r, r.claim);
+      r.claim_owner = nullptr;
+    }
     // Lossy: a claim never waits. Reliable: wait for the slowest subscriber
     // in slices, leaving at once for a flush or a state change.
     shmring::WriteClaim claim = r.producer.claim(1, kWaitSlice);
