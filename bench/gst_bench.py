@@ -371,11 +371,18 @@ def main() -> int:
 
             def per_frame(r: dict[str, list[float]]) -> float:
                 return statistics.median(r["pcpu"]) + statistics.median(r["ccpu"])
-            summary.append(
-                f"- {size}, {t.partition('@')[2]} slots: shmring / shmsink frames per second "
-                f"{statistics.median(ring['fps']) / statistics.median(shm['fps']):.2f}x; "
-                f"CPU per frame (producer + consumer) {per_frame(ring):.0f} us against "
-                f"{per_frame(shm):.0f} us ({per_frame(ring) / per_frame(shm):.2f}x)")
+            line = (f"- {size}, {t.partition('@')[2]} slots: shmring / shmsink frames per second "
+                    f"{statistics.median(ring['fps']) / statistics.median(shm['fps']):.2f}x; "
+                    f"CPU per frame (producer + consumer) {per_frame(ring):.0f} us against "
+                    f"{per_frame(shm):.0f} us ({per_frame(ring) / per_frame(shm):.2f}x)")
+            source = res.get("source")
+            if source and source["pcpu"]:
+                # The transport's own part: less what videotestsrc costs alone.
+                alone = statistics.median(source["pcpu"])
+                ring_t, shm_t = per_frame(ring) - alone, per_frame(shm) - alone
+                line += (f"; less the source alone ({alone:.0f} us): {ring_t:.0f} us against "
+                         f"{shm_t:.0f} us")
+            summary.append(line)
     lines.append("")
     lines.extend(summary)
     lines.extend(f"- {note}" for note in notes)
