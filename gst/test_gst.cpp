@@ -433,6 +433,9 @@ class Producer {
     g_object_get(sink_, name, &v, nullptr);
     return v;
   }
+  void stop() {
+    EXPECT_EQ(gst_element_set_state(pipeline_, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+  }
 
  protected:
   GstElement* pipeline_ = nullptr;
@@ -669,6 +672,26 @@ TEST_F(Gst, BuffersKeptUpstreamAreNeverOverwritten) {
   ASSERT_EQ(c.finish(), GST_MESSAGE_EOS);
   expect_frames(c.seen(), pushed);
   EXPECT_EQ(c.property("lost"), 0u);
+}
+
+TEST_F(Gst, ASlotBufferOutlivesTheSink) {
+  test::UniqueShm ring;
+  Consumer c(ring.name());
+  c.start();
+  GstBuffer* buf = nullptr;
+  {
+    Feeder f(ring.name());
+    f.push(f.acquire(1));
+    buf = f.acquire(2);  // a slot, claimed, never rendered
+    EXPECT_EQ(f.sink_property("frames-in-place"), 1u);
+    f.stop();  // the sink ends the stream, gives the claim up, unlinks the ring
+  }
+  // The buffer still holds the mapping: it can be written and freed.
+  gst_buffer_memset(buf, 0, 7, gst_buffer_get_size(buf));
+  gst_buffer_unref(buf);
+  ASSERT_EQ(c.finish(), GST_MESSAGE_EOS);
+  expect_frames(c.seen(), {0, 1});
+  EXPECT_FALSE(test::shm_exists(ring.name()));
 }
 
 TEST_F(Gst, TheSinkRefusesCudaWithoutCudaAndBadNames) {
