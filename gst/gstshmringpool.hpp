@@ -26,7 +26,6 @@
 
 #include <gst/gst.h>
 
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -79,8 +78,9 @@ SlotLease* slot_lease(GstMemory* mem) noexcept;
 // held): readers pass over it, the payload is left as it is.
 void publish_skip(SinkRing& ring, WriteClaim& claim) noexcept;
 
-// The pool shmringsink proposes for raw video on a reliable ring: buffers of
-// `ring.frame_size` bytes, each a slot of the ring where one is free.
+// The pool shmringsink proposes for raw video: buffers of the configured
+// size, each a slot of the ring where one can be lent (see above), ordinary
+// memory otherwise.
 GstBufferPool* slot_pool_new(std::shared_ptr<SinkRing> ring);
 
 }  // namespace shmring::gst
