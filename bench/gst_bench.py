@@ -1,26 +1,47 @@
 #!/usr/bin/env python3
 """shmringsink/shmringsrc against GStreamer's own shared-memory transports.
 
-Two gst-launch-1.0 processes per run: a producer (videotestsrc ! raw video
-caps ! <sink>) and a consumer (<src> num-buffers=N ! fakesink) that exits
-after N frames. Transports:
+Two processes per run: a producer (videotestsrc ! raw video caps ! <sink>)
+and a consumer (<src> num-buffers=N ! fakesink) that exits after N frames.
+Transports:
 
-- shmring: shmringsink (reliable ring) -> shmringsrc, frames lent in place
-- shmring-copy: the same with shmringsrc copy=true (one copy on each side)
-- shm: shmsink -> shmsrc (gst-plugins-bad; one copy into its area)
+- shmring: shmringsink (reliable ring) -> shmringsrc. videotestsrc draws
+  each frame into a slot of the ring (the sink's buffer pool), and the
+  source lends the slot downstream: no copy on either side. Once per ring
+  size of --slots: a 4K frame is 12 MB, and the fewer slots a ring has,
+  the more of it stays in the CPU's cache while videotestsrc writes it
+- shmring-sink-copy: the same with `identity drop-allocation=true` before
+  the sink, so that upstream does not get the sink's pool and the sink
+  copies each frame into its slot once (what any buffer not from the pool
+  costs: a tee, a decoder with its own pool)
+- shmring-src-copy: shmringsrc copy=true (the source copies each frame out)
+- shm: shmsink -> shmsrc (gst-plugins-bad; videotestsrc draws into its area)
 - unixfd: unixfdsink -> unixfdsrc (GStreamer 1.24 and later), where the
-  element exists; otherwise the table says it was skipped
+  element exists; otherwise the notes say it was skipped
 
-Each transport runs at two frame counts, N and 4N (the producer makes a
-few more, the same number in both runs); the figures are the
+Throughput: each transport runs at two frame counts, N and 4N (the producer
+makes a few more, the same number in both runs); the figures are the
 differences (frames per second = 3N / extra wall time; CPU per frame =
 extra CPU time / 3N, user + system from wait4() of each process), which
 takes the start-up of the pipelines out. The producer's CPU includes
 videotestsrc drawing each frame: the "source alone" row (videotestsrc !
-fakesink) is that part. Latency from sink to source is not measured.
+fakesink) is that part.
+
+Latency, sink to source: a live producer (is-live=true, the caps' 30 frames
+per second, so nothing queues) through bench's gst-latency-probe, which
+writes CLOCK_MONOTONIC into the first 8 bytes of each frame before the
+transport's sink and reads it back after its source in the other process;
+the first frames (start-up) are left out.
+
+In the latency runs the producer runs on one CPU and the consumer on
+another (the first two this process may use).
+
+Repetitions are interleaved (each repetition runs every transport once);
+the table gives the median and, in brackets, the range. The load average
+before and after each size is reported: the machine may be shared.
 
     GST_PLUGIN_PATH=build/gst/plugins python3 bench/gst_bench.py \\
-        --out bench/results/<machine>/gst.md
+        --probe build/gst/gst-latency-probe --out bench/results/<machine>/gst.md
 """
 
 from __future__ import annotations
@@ -36,8 +57,17 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
 
 SIZES = {"720p": (1280, 720), "4K": (3840, 2160)}
+NAMES = {
+    "source": "source alone (videotestsrc ! fakesink)",
+    "shmring": "shmring (no copy)",
+    "shmring-sink-copy": "shmring, sink copies",
+    "shmring-src-copy": "shmring, source copies too",
+    "shm": "shmsink/shmsrc",
+    "unixfd": "unixfdsink/unixfdsrc",
+}
 
 
 def frame_bytes(fmt: str, w: int, h: int) -> int:
@@ -54,35 +84,69 @@ def element_exists(name: str) -> bool:
 # still gets the consumer its N; the same for both runs, so it cancels out.
 MARGIN = 32
 SHM_FRAMES = 64
+# Latency runs: frames measured, after the start-up frames left out.
+LATENCY_FRAMES = 40
+LATENCY_SKIP = 10
 
 
-def pipelines(transport: str, caps: str, n: int, fsize: int, where: str) -> tuple[str, str]:
-    src = f"videotestsrc pattern=black num-buffers={n + MARGIN} ! {caps}"
-    if transport in ("shmring", "shmring-copy"):
-        copy = " copy=true" if transport == "shmring-copy" else ""
-        return (f"{src} ! shmringsink ring={where} mode=reliable slots=8 wait-subscribers=1",
-                f"shmringsrc ring={where} timeout=30000000000 num-buffers={n}{copy} ! fakesink")
+def transport_slots(transport: str, slots: int) -> tuple[str, int]:
+    """"shmring@8" is shmring with rings of 8 slots; others get `slots`."""
+    name, _, n = transport.partition("@")
+    return name, int(n) if n else slots
+
+
+def pipelines(transport: str, caps: str, n: int, fsize: int, where: str, slots: int,
+              live: bool = False) -> tuple[str, str]:
+    """(producer, consumer) pipelines; the transport's sink is named "out",
+    and the consumer's fakesink too."""
+    live_prop = " is-live=true" if live else ""
+    src = f"videotestsrc pattern=black{live_prop} num-buffers={n + MARGIN} ! {caps}"
+    transport, slots = transport_slots(transport, slots)
+    if transport.startswith("shmring"):
+        between = " ! identity drop-allocation=true" if transport == "shmring-sink-copy" else ""
+        copy = " copy=true" if transport == "shmring-src-copy" else ""
+        return (f"{src}{between} ! shmringsink name=out ring={where} mode=reliable slots={slots} "
+                "wait-subscribers=1",
+                f"shmringsrc ring={where} timeout=30000000000 num-buffers={n}{copy} "
+                "! fakesink name=out")
     if transport == "shm":
         # A smaller area stalled shmsink/shmsrc here (GStreamer 1.22: the
         # consumer waiting for a frame, the producer for room) after a few
         # hundred frames; 64 frames' worth did not.
-        return (f"{src} ! shmsink socket-path={where} shm-size={fsize * SHM_FRAMES + 4096} "
-                "wait-for-connection=true sync=false",
-                f"shmsrc socket-path={where} is-live=true num-buffers={n} ! {caps} ! fakesink")
+        return (f"{src} ! shmsink name=out socket-path={where} "
+                f"shm-size={fsize * SHM_FRAMES + 4096} wait-for-connection=true sync=false",
+                f"shmsrc socket-path={where} is-live=true num-buffers={n} ! {caps} "
+                "! fakesink name=out")
     if transport == "unixfd":
-        return (f"{src} ! unixfdsink socket-path={where} sync=false",
-                f"unixfdsrc socket-path={where} num-buffers={n} ! fakesink")
+        return (f"{src} ! unixfdsink name=out socket-path={where} sync=false",
+                f"unixfdsrc socket-path={where} num-buffers={n} ! fakesink name=out")
     if transport == "source":
         return (f"videotestsrc pattern=black num-buffers={n} ! {caps} ! fakesink", "")
     raise ValueError(transport)
 
 
-def spawn(pipeline: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["gst-launch-1.0", "-q", *pipeline.split()],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def spawn(argv: list[str], pipeline: str, cpu: int | None,
+          stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
+    """The pipeline in a process of its own, on CPU `cpu` (None: any)."""
+    def pin() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+    return subprocess.Popen([*argv, *pipeline.split()], stdout=stdout, stderr=subprocess.PIPE,
+                            preexec_fn=pin)
 
 
-def reap(p: subprocess.Popen[bytes], deadline: float) -> tuple[int, float]:
+# Latency runs: the producer on the first CPU this process may use, the
+# consumer on the second. Where the scheduler puts both on one CPU, a frame
+# waits there until the producer has drawn the next one (videotestsrc starts
+# on it as soon as it has pushed one), which is the CPU's latency, not the
+# transport's. Throughput runs are left to the scheduler: a process pinned
+# to a CPU that other work takes cannot move to the idle one.
+_CPUS = sorted(os.sched_getaffinity(0))
+PRODUCER_CPU = _CPUS[0] if len(_CPUS) >= 2 else None
+CONSUMER_CPU = _CPUS[1] if len(_CPUS) >= 2 else None
+
+
+def reap(p: subprocess.Popen, deadline: float) -> tuple[int, float]:
     """Waits for `p`; (exit status, CPU seconds). Kills it at the deadline."""
     while True:
         pid, status, usage = os.wait4(p.pid, os.WNOHANG)
@@ -94,23 +158,31 @@ def reap(p: subprocess.Popen[bytes], deadline: float) -> tuple[int, float]:
         time.sleep(0.002)
 
 
-def run_once(transport: str, caps: str, n: int, fsize: int) -> tuple[float, float, float]:
-    """(wall seconds, producer CPU s, consumer CPU s) of one run of n frames."""
+def run_once(transport: str, caps: str, n: int, fsize: int, slots: int,
+             probe: str | None = None) -> tuple[float, float, float, list[int]]:
+    """(wall s, producer CPU s, consumer CPU s, latencies ns) of one run of n
+    frames; with `probe`, a live run through gst-latency-probe."""
+    transport_name = transport
+    transport = transport.partition("@")[0]
     tmp = tempfile.mkdtemp(prefix="shmring-gst-bench-")
     where = (f"gstbench-{os.getpid()}-{uuid.uuid4().hex[:8]}" if transport.startswith("shmring")
              else os.path.join(tmp, "socket"))
-    prod_line, cons_line = pipelines(transport, caps, n, fsize, where)
+    prod_line, cons_line = pipelines(transport_name, caps, n, fsize, where, slots,
+                                     live=bool(probe))
+    prod_argv = [probe, "stamp", "out"] if probe else ["gst-launch-1.0", "-q"]
+    cons_argv = [probe, "measure", "out"] if probe else ["gst-launch-1.0", "-q"]
     try:
         start = time.monotonic()
-        producer = spawn(prod_line)
+        producer = spawn(prod_argv, prod_line, PRODUCER_CPU if probe else None)
         consumer = None
         if cons_line:
             if not transport.startswith("shmring"):
                 # The socket transports: the sink makes the socket first.
                 while not os.path.exists(where) and time.monotonic() - start < 10:
                     time.sleep(0.001)
-            consumer = spawn(cons_line)
-        deadline = time.monotonic() + 60
+            consumer = spawn(cons_argv, cons_line, CONSUMER_CPU if probe else None,
+                             stdout=subprocess.PIPE)
+        deadline = time.monotonic() + 30  # a run takes seconds: past this it stalled
         c_rc, c_cpu = reap(consumer, deadline) if consumer else (0, 0.0)
         end = time.monotonic()
         if consumer and transport in ("shm", "unixfd"):
@@ -121,45 +193,60 @@ def run_once(transport: str, caps: str, n: int, fsize: int) -> tuple[float, floa
         if consumer is None:
             end = time.monotonic()
         if c_rc != 0 or (p_rc != 0 and transport not in ("shm", "unixfd")):
-            out = (consumer.stdout.read().decode() if consumer else "") + producer.stdout.read().decode()
+            out = (consumer.stderr.read().decode() if consumer else "") + producer.stderr.read().decode()
             raise RuntimeError(f"{transport}: consumer {c_rc}, producer {p_rc}:\n{out}")
-        return end - start, p_cpu, c_cpu
+        latencies: list[int] = []
+        if probe and consumer:
+            words = consumer.stdout.read().decode().split()
+            latencies = [int(w) for w in words[2:]] if words[:1] == ["latency_ns"] else []
+        return end - start, p_cpu, c_cpu, latencies
     finally:
         if transport.startswith("shmring") and os.path.exists(f"/dev/shm/{where}"):
             os.unlink(f"/dev/shm/{where}")
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def measure(transport: str, caps: str, n: int, fsize: int, reps: int) -> dict[str, float] | None:
-    """Medians over `reps`; None if a run stalled (its consumer got fewer frames)."""
-    fps, pcpu, ccpu = [], [], []
-    for _ in range(reps):
-        try:
-            w1, p1, c1 = run_once(transport, caps, n, fsize)
-            w4, p4, c4 = run_once(transport, caps, 4 * n, fsize)
-        except RuntimeError as e:
-            print(e, file=sys.stderr)
-            return None
-        extra = 3 * n
-        if w4 <= w1:
-            continue  # start-up noise larger than the work: no figure from this pair
-        fps.append(extra / (w4 - w1))
-        pcpu.append((p4 - p1) / extra * 1e6)
-        ccpu.append((c4 - c1) / extra * 1e6)
-    if not fps:
-        return None
-    return {"fps": statistics.median(fps), "fps_min": min(fps), "fps_max": max(fps),
-            "producer_us": statistics.median(pcpu), "consumer_us": statistics.median(ccpu)}
+def retried(stalls: dict[str, int], transport: str, *args: Any,
+            **kwargs: Any) -> tuple[float, float, float, list[int]]:
+    """run_once, run again once if it stalled or failed (counted in `stalls`)."""
+    try:
+        return run_once(transport, *args, **kwargs)
+    except RuntimeError as e:
+        print(f"{e}\n(running it again)", file=sys.stderr)
+        stalls[transport] = stalls.get(transport, 0) + 1
+        return run_once(transport, *args, **kwargs)
+
+
+def percentile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def fmt(values: list[float], digits: int = 0) -> str:
+    if not values:
+        return "-"
+    return (f"{statistics.median(values):.{digits}f} "
+            f"({min(values):.{digits}f}-{max(values):.{digits}f})")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--format", default="I420")
-    ap.add_argument("--frames-720p", type=int, default=100, help="N at 720p (runs N and 4N)")
-    ap.add_argument("--frames-4k", type=int, default=20, help="N at 4K (runs N and 4N)")
-    ap.add_argument("--reps", type=int, default=3, help="repetitions (median reported)")
+    ap.add_argument("--frames-720p", type=int, default=300, help="N at 720p (runs N and 4N)")
+    ap.add_argument("--frames-4k", type=int, default=80, help="N at 4K (runs N and 4N)")
+    ap.add_argument("--reps", type=int, default=5, help="interleaved repetitions (median reported)")
     ap.add_argument("--sizes", default="720p,4K")
-    ap.add_argument("--out", help="write the markdown table here too")
+    ap.add_argument("--slots", default="2,8",
+                    help="slots of the shmring rings, comma-separated: the zero-copy transport "
+                    "runs once per value, the others with the first")
+    ap.add_argument("--transports", help="comma-separated subset of: " + ", ".join(NAMES))
+    ap.add_argument("--probe", help="gst-latency-probe (build/gst/gst-latency-probe) for the "
+                    "latency runs; without it latency is not measured")
+    ap.add_argument("--out", help="write the markdown report here too")
     args = ap.parse_args()
     if shutil.which("gst-launch-1.0") is None:
         print("gst-launch-1.0 not found (Debian: gstreamer1.0-tools)", file=sys.stderr)
@@ -167,52 +254,138 @@ def main() -> int:
     if not element_exists("shmringsink"):
         print("shmringsink not found: set GST_PLUGIN_PATH=build/gst/plugins", file=sys.stderr)
         return 2
-    transports = ["source", "shmring", "shmring-copy"]
+    if args.probe and not os.access(args.probe, os.X_OK):
+        print(f"--probe {args.probe}: not an executable (build the target gst-latency-probe)",
+              file=sys.stderr)
+        return 2
+    version = subprocess.run(["gst-launch-1.0", "--version"], capture_output=True,
+                             text=True).stdout.splitlines()[0]
+    slot_counts = [int(x) for x in args.slots.split(",")]
+    slots = slot_counts[0]
+    transports = ["source", *(f"shmring@{n}" for n in slot_counts), "shmring-sink-copy",
+                  "shmring-src-copy"]
     notes = []
     for t, element in (("shm", "shmsink"), ("unixfd", "unixfdsink")):
         if element_exists(element):
             transports.append(t)
         else:
-            notes.append(f"{element} skipped: no such element in this GStreamer "
-                         f"({subprocess.run(['gst-launch-1.0', '--version'], capture_output=True, text=True).stdout.splitlines()[0]})")
-    lines = []
+            notes.append(f"{element} skipped: `gst-inspect-1.0 {element}` finds no such element "
+                         f"in this GStreamer ({version})")
+    if args.transports:
+        wanted = args.transports.split(",")
+        unknown = [t for t in wanted if t not in NAMES]
+        if unknown:
+            print(f"--transports: unknown {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        transports = [t for t in transports if t.partition("@")[0] in wanted]
+
     cpu = "unknown"
     if shutil.which("lscpu"):
         for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
             if line.startswith("Model name:"):
                 cpu = line.split(":", 1)[1].strip()
-    lines.append(f"Machine: {cpu}, {os.cpu_count()} CPUs, {platform.platform()}")
-    lines.append("")
-    lines.append(f"Command: `GST_PLUGIN_PATH=build/gst/plugins python3 bench/gst_bench.py "
-                 f"{' '.join(sys.argv[1:])}`")
-    lines.append("")
-    lines.append(f"Raw video {args.format}, videotestsrc pattern=black, reliable delivery "
-                 "everywhere (the sink waits for the source), consumer fakesink. Median of "
-                 f"{args.reps} (fps: min-max); figures from the difference of runs of N and "
-                 "4N frames. CPU per frame: user + system of each process.")
-    lines.append("")
-    lines.append("| size | transport | frames/s (min-max) | producer CPU us/frame | "
-                 "consumer CPU us/frame |")
-    lines.append("| --- | --- | --- | --- | --- |")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    lines = [
+        f"Machine: {cpu}, {os.cpu_count()} CPUs, {platform.platform()}; {version}; "
+        f"commit {commit}; {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}.",
+        "",
+        "```sh",
+        f"GST_PLUGIN_PATH=build/gst/plugins python3 bench/gst_bench.py {' '.join(sys.argv[1:])}",
+        "```",
+        "",
+        f"Raw video {args.format}, videotestsrc pattern=black, reliable delivery everywhere "
+        f"(the sink waits for the source), shmring rings of {slots} slots unless the row "
+        "says otherwise, consumer "
+        "fakesink. "
+        f"Median of {args.reps} interleaved repetitions (range in brackets). "
+        "Throughput and CPU from the difference of runs of N and 4N frames; CPU per frame is "
+        "user + system time of each process. Latency: a live producer at 30 frames/s "
+        f"(producer on CPU {PRODUCER_CPU}, consumer on CPU {CONSUMER_CPU}), from "
+        "before the transport's sink to after its source (CLOCK_MONOTONIC stamped in the "
+        f"frame), frames {LATENCY_SKIP + 1} to {LATENCY_FRAMES} of each repetition: the median "
+        "of each repetition's p50, and the largest p90.",
+        "",
+        "| size | transport | frames/s | producer CPU us/frame | consumer CPU us/frame | "
+        "latency p50 us | latency p90 us (worst) | load before / after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    summary = []
     for size in args.sizes.split(","):
         w, h = SIZES[size]
         caps = f"video/x-raw,format={args.format},width={w},height={h},framerate=30/1"
         n = args.frames_720p if size == "720p" else args.frames_4k
         fsize = frame_bytes(args.format, w, h)
+        load_before = loadavg()
+        res: dict[str, dict[str, list[float]]] = {
+            t: {"fps": [], "pcpu": [], "ccpu": [], "p50": [], "p90": []} for t in transports}
+        failed: dict[str, str] = {}
+        stalls: dict[str, int] = {}
+        for rep in range(args.reps):
+            for t in transports:
+                if t in failed:
+                    continue
+                try:
+                    w1, p1, c1, _ = retried(stalls, t, caps, n, fsize, slots)
+                    w4, p4, c4, _ = retried(stalls, t, caps, 4 * n, fsize, slots)
+                    lat: list[int] = []
+                    if args.probe and t != "source":
+                        lat = retried(stalls, t, caps, LATENCY_FRAMES, fsize, slots,
+                                      probe=args.probe)[3][LATENCY_SKIP:]
+                except RuntimeError as e:
+                    print(e, file=sys.stderr)
+                    failed[t] = "stalled or failed twice in a row (see stderr)"
+                    continue
+                extra = 3 * n
+                r = res[t]
+                if w4 > w1:  # else start-up noise larger than the work: no figure from this pair
+                    r["fps"].append(extra / (w4 - w1))
+                    r["pcpu"].append((p4 - p1) / extra * 1e6)
+                    r["ccpu"].append((c4 - c1) / extra * 1e6)
+                if lat:
+                    r["p50"].append(statistics.median(lat) / 1e3)
+                    r["p90"].append(percentile(lat, 0.9) / 1e3)
+            print(f"{size}: repetition {rep + 1}/{args.reps} done, load {loadavg()}",
+                  file=sys.stderr, flush=True)
+        load_after = loadavg()
         for t in transports:
-            r = measure(t, caps, n, fsize, args.reps)
-            name = "source alone (videotestsrc ! fakesink)" if t == "source" else t
-            if r is None:
-                lines.append(f"| {size} | {name} | stalled (no N frames within 60 s) | - | - |")
-                print(lines[-1], flush=True)
+            r = res[t]
+            if t in failed or not r["fps"]:
+                lines.append(f"| {size} | {t} | {failed.get(t, 'no figure')} | - | - | - | "
+                             f"- | {load_before} / {load_after} |")
                 continue
-            consumer = "-" if t == "source" else f"{r['consumer_us']:.0f}"
-            lines.append(f"| {size} | {name} | {r['fps']:.0f} ({r['fps_min']:.0f}-{r['fps_max']:.0f}) "
-                         f"| {r['producer_us']:.0f} | {consumer} |")
+            consumer = "-" if t == "source" else fmt(r["ccpu"])
+            base, _, n_slots = t.partition("@")
+            name = NAMES[base] if not n_slots else f"shmring (no copy, {n_slots} slots)"
+            worst = f"{max(r['p90']):.0f}" if r["p90"] else "-"
+            lines.append(f"| {size} | {name} | {fmt(r['fps'])} | {fmt(r['pcpu'])} | "
+                         f"{consumer} | {fmt(r['p50'])} | {worst} | {load_before} / {load_after} |")
             print(lines[-1], flush=True)
+        for t, count in stalls.items():
+            notes.append(f"{size}, {t}: {count} run(s) stalled or failed and were run again")
+        shm = res.get("shm")
+        for t in transports:
+            ring = res[t]
+            if not t.startswith("shmring@") or not shm or not ring["fps"] or not shm["fps"]:
+                continue
+
+            def per_frame(r: dict[str, list[float]]) -> float:
+                return statistics.median(r["pcpu"]) + statistics.median(r["ccpu"])
+            line = (f"- {size}, {t.partition('@')[2]} slots: shmring / shmsink frames per second "
+                    f"{statistics.median(ring['fps']) / statistics.median(shm['fps']):.2f}x; "
+                    f"CPU per frame (producer + consumer) {per_frame(ring):.0f} us against "
+                    f"{per_frame(shm):.0f} us ({per_frame(ring) / per_frame(shm):.2f}x)")
+            source = res.get("source")
+            if source and source["pcpu"]:
+                # The transport's own part: less what videotestsrc costs alone.
+                alone = statistics.median(source["pcpu"])
+                ring_t, shm_t = per_frame(ring) - alone, per_frame(shm) - alone
+                line += (f"; less the source alone ({alone:.0f} us): {ring_t:.0f} us against "
+                         f"{shm_t:.0f} us")
+            summary.append(line)
     lines.append("")
-    lines.extend(f"- {n}" for n in notes)
-    lines.append("- Latency from sink to source: not measured.")
+    lines.extend(summary)
+    lines.extend(f"- {note}" for note in notes)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -10,13 +10,11 @@
 #include <string>
 #include <system_error>
 
+#include "gstshmringpool.hpp"
 #include "shmring/broadcast_ring.hpp"
 #include "shmring/error.hpp"
 #include "shmring/segment.hpp"
 #include "slot_format.hpp"
-#if SHMRING_HAVE_CUDA
-#include "shmring/cuda/registration.hpp"
-#endif
 
 GST_DEBUG_CATEGORY_STATIC(shmring_sink_debug);
 #define GST_CAT_DEFAULT shmring_sink_debug
@@ -32,17 +30,16 @@ constexpr auto kWaitSlice = 20ms;
 
 // What the sink holds between start() and stop().
 struct SinkState {
-  shmring::Segment segment;
-  shmring::BroadcastProducer producer;
-#if SHMRING_HAVE_CUDA
-  shmring::cuda::Registration registration;
-#endif
-  bool created = false;    // this sink created the ring (and unlinks it at stop)
-  bool have_caps = false;  // set_caps ran
-  bool lossy = false;
+  // Made empty at start, for the pool to share; the ring is put in with
+  // the first buffer (ring_open).
+  std::shared_ptr<sg::SinkRing> ring = std::make_shared<sg::SinkRing>();
+  bool ring_open = false;
+  bool created = false;                  // this sink created the ring (and unlinks it at stop)
+  bool have_caps = false;                // set_caps ran
   std::string caps;                      // the negotiated caps, as stored in the ring
   std::size_t frame_size = 0;            // raw video: the frame's bytes; else 0 (known per buffer)
   std::atomic<std::uint64_t> frames{0};  // buffers written (read by get_property)
+  std::atomic<std::uint64_t> in_place{0};  // of which upstream wrote in their slot
   bool subscribers_seen = false;
 };
 
@@ -79,6 +76,7 @@ enum {
   PROP_WAIT_TIMEOUT,
   PROP_UNLINK,
   PROP_FRAMES,
+  PROP_FRAMES_IN_PLACE,
 };
 
 GType gst_shmring_mode_get_type(void) {
@@ -121,13 +119,13 @@ bool upstream_is_live(GstShmringSink* self) {
 // Posts an element error and returns false where it cannot.
 bool ensure_ring(GstShmringSink* self, std::size_t payload) {
   SinkState& st = *self->state;
-  if (st.producer) {
-    if (kHeader + payload > st.producer.slot_size()) {
-      GST_ELEMENT_ERROR(
-          self, STREAM, FAILED, ("Buffer too large for the ring's slots"),
-          ("a buffer of %zu bytes (+%zu of header) does not fit ring '%s', whose "
-           "slots hold %llu bytes; set max-bytes",
-           payload, kHeader, self->ring, static_cast<unsigned long long>(st.producer.slot_size())));
+  if (st.ring_open) {
+    if (kHeader + payload > st.ring->producer.slot_size()) {
+      GST_ELEMENT_ERROR(self, STREAM, FAILED, ("Buffer too large for the ring's slots"),
+                        ("a buffer of %zu bytes (+%zu of header) does not fit ring '%s', whose "
+                         "slots hold %llu bytes; set max-bytes",
+                         payload, kHeader, self->ring,
+                         static_cast<unsigned long long>(st.ring->producer.slot_size())));
       return false;
     }
     return true;
@@ -159,17 +157,18 @@ bool ensure_ring(GstShmringSink* self, std::size_t payload) {
     return false;
   }
 
+  shmring::Segment segment;
   std::error_code ec;
   shmring::OpenOptions oo;
   oo.kind = shmring::RingKind::broadcast;
-  st.segment = shmring::Segment::open(name, oo, ec);
+  segment = shmring::Segment::open(name, oo, ec);
   if (ec == shmring::errc::not_found) {
     ec.clear();
-    st.segment = shmring::Segment::create(name, o, ec);
+    segment = shmring::Segment::create(name, o, ec);
     st.created = !ec;
     if (ec == shmring::errc::already_exists) {  // another sink won the race: use its ring
       ec.clear();
-      st.segment = shmring::Segment::open(name, oo, ec);
+      segment = shmring::Segment::open(name, oo, ec);
     }
   }
   if (ec) {
@@ -180,7 +179,7 @@ bool ensure_ring(GstShmringSink* self, std::size_t payload) {
   if (!st.created) {
     // An existing ring: its caps and slots must fit this stream.
     std::string stored;
-    if (!sg::caps_from_metadata(st.segment.metadata(), stored)) {
+    if (!sg::caps_from_metadata(segment.metadata(), stored)) {
       GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE,
                         ("Ring '%s' was not made by shmringsink", name.c_str()),
                         ("its metadata holds no caps; remove it or choose another name"));
@@ -197,17 +196,18 @@ bool ensure_ring(GstShmringSink* self, std::size_t payload) {
           ("the ring holds '%s', this stream is '%s'", stored.c_str(), st.caps.c_str()));
       return false;
     }
-    if (kHeader + payload > st.segment.geometry().slot_size) {
+    if (kHeader + payload > segment.geometry().slot_size) {
       GST_ELEMENT_ERROR(
           self, RESOURCE, OPEN_WRITE, ("Ring '%s' has slots too small", name.c_str()),
           ("its slots hold %llu bytes, a buffer needs %zu",
-           static_cast<unsigned long long>(st.segment.geometry().slot_size), kHeader + payload));
+           static_cast<unsigned long long>(segment.geometry().slot_size), kHeader + payload));
       return false;
     }
   }
+  sg::SinkRing& ring = *st.ring;
   if (cuda) {
 #if SHMRING_HAVE_CUDA
-    st.registration = shmring::cuda::Registration::register_segment(st.segment, 0, ec);
+    ring.registration = shmring::cuda::Registration::register_segment(segment, 0, ec);
     if (ec) {
       GST_ELEMENT_ERROR(self, RESOURCE, SETTINGS,
                         ("Could not register ring '%s' with CUDA", name.c_str()),
@@ -216,17 +216,27 @@ bool ensure_ring(GstShmringSink* self, std::size_t payload) {
     }
 #endif
   }
-  st.producer = shmring::BroadcastProducer::attach(st.segment, {}, ec);
+  shmring::BroadcastProducer producer = shmring::BroadcastProducer::attach(segment, {}, ec);
   if (ec) {
     GST_ELEMENT_ERROR(self, RESOURCE, OPEN_WRITE, ("Could not write to ring '%s'", name.c_str()),
                       ("%s", ec.message().c_str()));
     return false;
   }
-  st.lossy = st.producer.delivery() == shmring::Delivery::lossy;
+  const bool is_lossy = producer.delivery() == shmring::Delivery::lossy;
   GST_INFO_OBJECT(
       self, "%s ring '%s': %llu slots of %llu bytes, %s", st.created ? "created" : "opened",
-      name.c_str(), static_cast<unsigned long long>(st.producer.capacity()),
-      static_cast<unsigned long long>(st.producer.slot_size()), st.lossy ? "lossy" : "reliable");
+      name.c_str(), static_cast<unsigned long long>(producer.capacity()),
+      static_cast<unsigned long long>(producer.slot_size()), is_lossy ? "lossy" : "reliable");
+  {
+    // From here on the pool lends slots (upstream may be acquiring now).
+    const std::lock_guard lock(ring.mu);
+    ring.live.assign(static_cast<std::size_t>(producer.capacity()), 0);
+    ring.segment = std::move(segment);
+    ring.producer = std::move(producer);
+    ring.lossy = is_lossy;
+    ring.frame_size = st.frame_size;
+  }
+  st.ring_open = true;
   return true;
 }
 
@@ -249,7 +259,7 @@ GstFlowReturn wait_for_subscribers(GstShmringSink* self) {
   const guint64 timeout = self->wait_timeout;
   GST_OBJECT_UNLOCK(self);
   const gint64 deadline = g_get_monotonic_time() + static_cast<gint64>(timeout / 1000);
-  while (attached_subscribers(st.segment) < want) {
+  while (attached_subscribers(st.ring->segment) < want) {
     if (g_atomic_int_get(&self->unlocked)) {
       const GstFlowReturn r = gst_base_sink_wait_preroll(GST_BASE_SINK(self));
       if (r != GST_FLOW_OK) return r;
@@ -257,7 +267,7 @@ GstFlowReturn wait_for_subscribers(GstShmringSink* self) {
     if (timeout != GST_CLOCK_TIME_NONE && g_get_monotonic_time() > deadline) {
       GST_ELEMENT_ERROR(self, RESOURCE, BUSY, ("Too few subscribers"),
                         ("%u subscriber(s) wanted on ring '%s', %u came within the timeout", want,
-                         self->ring, attached_subscribers(st.segment)));
+                         self->ring, attached_subscribers(st.ring->segment)));
       return GST_FLOW_ERROR;
     }
     g_usleep(1000);
@@ -266,9 +276,8 @@ GstFlowReturn wait_for_subscribers(GstShmringSink* self) {
   return GST_FLOW_OK;
 }
 
-// Writes one buffer into the slot of `claim` and publishes it (one copy).
-void write_slot(SinkState& st, shmring::WriteClaim& claim, GstBuffer* buf, const GstMapInfo& map,
-                bool checksum) {
+sg::SlotHeader header_for(GstBuffer* buf, std::uint64_t position, const GstMapInfo& map,
+                          bool checksum) {
   sg::SlotHeader h{};
   h.magic = sg::kSlotMagic;
   h.header_size = sizeof(sg::SlotHeader);
@@ -276,7 +285,7 @@ void write_slot(SinkState& st, shmring::WriteClaim& claim, GstBuffer* buf, const
   h.pts = GST_BUFFER_PTS(buf);
   h.dts = GST_BUFFER_DTS(buf);
   h.duration = GST_BUFFER_DURATION(buf);
-  h.frame = claim.position(0);
+  h.frame = position;
   h.offset = GST_BUFFER_OFFSET(buf);
   h.buffer_flags = GST_BUFFER_FLAGS(buf);
   h.size = static_cast<std::uint32_t>(map.size);
@@ -284,8 +293,32 @@ void write_slot(SinkState& st, shmring::WriteClaim& claim, GstBuffer* buf, const
     h.header_flags |= sg::kHasChecksum;
     h.checksum = sg::payload_checksum(map.data, map.size);
   }
+  return h;
+}
+
+// A slot buffer of this ring's pool whose claim is still open: its header
+// goes in front of the frame upstream wrote in place, and the claim is
+// published. False (nothing done) for any other buffer (ring.mu held).
+bool publish_in_place(sg::SinkRing& r, GstBuffer* buf, const GstMapInfo& map, bool checksum) {
+  if (r.claim_owner == nullptr || gst_buffer_n_memory(buf) != 1) return false;
+  const sg::SlotLease* lease = sg::slot_lease(gst_buffer_peek_memory(buf, 0));
+  if (lease != r.claim_owner) return false;
+  std::byte* slot = r.claim[0].data();
+  // The buffer may have been resized or offset upstream: in place only if
+  // the frame still starts right after the header.
+  if (reinterpret_cast<std::byte*>(map.data) != slot + kHeader) return false;
+  const sg::SlotHeader h = header_for(buf, r.claim.position(0), map, checksum);
+  std::memcpy(slot, &h, sizeof h);  // reliable only: no reader looks at a claimed slot
+  r.claim_owner = nullptr;          // the buffer stays alive (r.live) until freed
+  return r.claim.commit(kHeader + map.size) == shmring::Status::ok;
+}
+
+// Copies one buffer into the slot of `claim` and publishes it (one copy).
+void copy_into(sg::SinkRing& r, shmring::WriteClaim& claim, GstBuffer* buf, const GstMapInfo& map,
+               bool checksum) {
+  const sg::SlotHeader h = header_for(buf, claim.position(0), map, checksum);
   std::byte* slot = claim[0].data();
-  if (st.lossy) {
+  if (r.lossy) {
     // Subscribers may be reading this slot while it is rewritten: relaxed
     // atomic words keep that race defined (their seqlock discards the read).
     shmring::store_words(slot, &h, sizeof h);
@@ -295,7 +328,6 @@ void write_slot(SinkState& st, shmring::WriteClaim& claim, GstBuffer* buf, const
     std::memcpy(slot + kHeader, map.data, map.size);
   }
   (void)claim.commit(kHeader + map.size);
-  st.frames.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -335,11 +367,18 @@ static gboolean gst_shmring_sink_stop(GstBaseSink* sink) {
   GST_OBJECT_UNLOCK(self);
   if (st == nullptr) return TRUE;
   const bool unlink = st->created && self->unlink_at_stop;
-  // The producer's end closes the stream: subscribers drain, then see EOS.
-  st->producer = shmring::BroadcastProducer();
-  if (unlink) {
-    std::error_code ec;
-    shmring::Segment::unlink(st->segment.name(), ec);
+  {
+    sg::SinkRing& r = *st->ring;
+    const std::lock_guard lock(r.mu);
+    r.stopped = true;  // slot buffers upstream still holds keep the mapping, nothing else
+    r.claim.abort();
+    r.claim_owner = nullptr;
+    // The producer's end closes the stream: subscribers drain, then see EOS.
+    r.producer = shmring::BroadcastProducer();
+    if (unlink && st->ring_open) {
+      std::error_code ec;
+      shmring::Segment::unlink(r.segment.name(), ec);
+    }
   }
   delete st;
   return TRUE;
@@ -351,7 +390,7 @@ static gboolean gst_shmring_sink_set_caps(GstBaseSink* sink, GstCaps* caps) {
   gchar* text = gst_caps_to_string(caps);
   std::string s = text;
   g_free(text);
-  if (st.producer) {
+  if (st.ring_open) {
     // A ring keeps the caps it was made for.
     GstCaps* old = gst_caps_from_string(st.caps.c_str());
     const bool same = old && gst_caps_is_equal(old, caps);
@@ -397,15 +436,40 @@ static GstFlowReturn gst_shmring_sink_render(GstBaseSink* sink, GstBuffer* buf) 
   GST_OBJECT_LOCK(self);
   const bool checksum = self->checksum;
   GST_OBJECT_UNLOCK(self);
+  sg::SinkRing& r = *st.ring;
   GstFlowReturn ret = GST_FLOW_OK;
+  std::unique_lock lock(r.mu);
+  if (publish_in_place(r, buf, map, checksum)) {
+    lock.unlock();
+    st.frames.fetch_add(1, std::memory_order_relaxed);
+    st.in_place.fetch_add(1, std::memory_order_relaxed);
+    gst_buffer_unmap(buf, &map);
+    return GST_FLOW_OK;
+  }
   for (;;) {
+    if (r.claim_owner != nullptr) {
+      // A slot buffer upstream has not pushed (yet), and this buffer comes
+      // first: its slot becomes a skip slot, and this buffer goes after it.
+      // The buffer, if it comes later, is copied as any other. (Looked at
+      // on every turn: the pool may lend a slot while this waits unlocked.)
+      GST_DEBUG_OBJECT(self, "position %llu skipped: its slot buffer was not rendered in turn",
+                       static_cast<unsigned long long>(r.claim.position(0)));
+      sg::publish_skip(r, r.claim);
+      r.claim_owner = nullptr;
+    }
     // Lossy: a claim never waits. Reliable: wait for the slowest subscriber
     // in slices, leaving at once for a flush or a state change.
-    shmring::WriteClaim claim = st.producer.claim(1, kWaitSlice);
+    shmring::WriteClaim claim = r.producer.claim(1, kWaitSlice);
     if (claim.status() == shmring::Status::ok) {
-      write_slot(st, claim, buf, map, checksum);
+      if (r.live[r.index(claim.position(0))] != 0) {
+        // A slot buffer upstream still holds lives in this slot: pass it by.
+        sg::publish_skip(r, claim);
+        continue;
+      }
+      copy_into(r, claim, buf, map, checksum);
+      st.frames.fetch_add(1, std::memory_order_relaxed);
       GST_LOG_OBJECT(self, "published frame %llu",
-                     static_cast<unsigned long long>(st.producer.position()));
+                     static_cast<unsigned long long>(r.producer.position()));
       break;
     }
     if (claim.status() != shmring::Status::timeout) {
@@ -415,19 +479,64 @@ static GstFlowReturn gst_shmring_sink_render(GstBaseSink* sink, GstBuffer* buf) 
       break;
     }
     if (g_atomic_int_get(&self->unlocked)) {
+      lock.unlock();
       ret = gst_base_sink_wait_preroll(sink);  // returns FLUSHING on a flush or a stop
+      lock.lock();
       if (ret != GST_FLOW_OK) break;
+    } else {
+      lock.unlock();  // the pool's and the frees' turn
+      lock.lock();
     }
   }
+  lock.unlock();
   gst_buffer_unmap(buf, &map);
   return ret;
 }
 
+// Raw video: a pool whose buffers are the ring's slots, so that upstream
+// draws each frame where the readers read it. The ring is made with the
+// first buffer (where a failure is a flow error, which stops upstream):
+// until then, and on a lossy ring, the pool hands out ordinary memory. A
+// lossy ring's slots may be read while they are written, which only the
+// sink's own word-wise copy keeps defined.
+static gboolean gst_shmring_sink_propose_allocation(GstBaseSink* sink, GstQuery* query) {
+  GstShmringSink* self = GST_SHMRING_SINK(sink);
+  GstCaps* caps = nullptr;
+  gboolean need_pool = FALSE;
+  gst_query_parse_allocation(query, &caps, &need_pool);
+  SinkState* st = self->state;
+  if (st == nullptr || !st->have_caps || st->frame_size == 0 || caps == nullptr || !need_pool) {
+    return TRUE;
+  }
+  GstVideoInfo info;
+  if (!gst_video_info_from_caps(&info, caps) || GST_VIDEO_INFO_SIZE(&info) != st->frame_size) {
+    return TRUE;  // not the caps the sink has: no pool for those
+  }
+  GstBufferPool* pool = sg::slot_pool_new(st->ring);
+  GstStructure* config = gst_buffer_pool_get_config(pool);
+  const guint size = static_cast<guint>(st->frame_size);
+  gst_buffer_pool_config_set_params(config, caps, size, 0, 0);
+  if (!gst_buffer_pool_set_config(pool, config)) {
+    gst_object_unref(pool);
+    return TRUE;
+  }
+  gst_query_add_allocation_pool(query, pool, size, 0, 0);
+  gst_object_unref(pool);
+  GST_DEBUG_OBJECT(self, "proposed a pool of the ring's slots (%u-byte frames)", size);
+  return TRUE;
+}
+
 static gboolean gst_shmring_sink_event(GstBaseSink* sink, GstEvent* event) {
   GstShmringSink* self = GST_SHMRING_SINK(sink);
-  if (GST_EVENT_TYPE(event) == GST_EVENT_EOS && self->state && self->state->producer) {
+  if (GST_EVENT_TYPE(event) == GST_EVENT_EOS && self->state && self->state->ring_open) {
+    sg::SinkRing& r = *self->state->ring;
+    const std::lock_guard lock(r.mu);
+    // A slot buffer upstream acquired and never pushed: nothing comes after
+    // EOS, so its claim goes (a producer with a claim cannot close).
+    r.claim.abort();
+    r.claim_owner = nullptr;
     // Subscribers read every buffer, then get the end of the stream.
-    (void)self->state->producer.close();
+    (void)r.producer.close();
   }
   return GST_BASE_SINK_CLASS(gst_shmring_sink_parent_class)->event(sink, event);
 }
@@ -535,6 +644,9 @@ static void gst_shmring_sink_get_property(GObject* object, guint id, GValue* val
     case PROP_FRAMES:
       g_value_set_uint64(value, self->state ? self->state->frames.load() : 0);
       break;
+    case PROP_FRAMES_IN_PLACE:
+      g_value_set_uint64(value, self->state ? self->state->in_place.load() : 0);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   }
@@ -563,6 +675,9 @@ static void gst_shmring_sink_init(GstShmringSink* self) {
   self->unlocked = 0;
   // A sink that only hands buffers on: no clock sync, no preroll to hold.
   gst_base_sink_set_sync(GST_BASE_SINK(self), FALSE);
+  // Nor the last buffer (enable-last-sample): a slot buffer kept alive keeps
+  // its slot from being written on the ring's next lap (gstshmringpool.hpp).
+  gst_base_sink_set_last_sample_enabled(GST_BASE_SINK(self), FALSE);
 }
 
 static void gst_shmring_sink_class_init(GstShmringSinkClass* klass) {
@@ -629,6 +744,13 @@ static void gst_shmring_sink_class_init(GstShmringSinkClass* klass) {
       gobject, PROP_FRAMES,
       g_param_spec_uint64("frames", "Frames", "Buffers written so far", 0, G_MAXUINT64, 0,
                           static_cast<GParamFlags>(G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
+  g_object_class_install_property(
+      gobject, PROP_FRAMES_IN_PLACE,
+      g_param_spec_uint64("frames-in-place", "Frames in place",
+                          "Of the buffers written, those upstream wrote straight into their slot "
+                          "(no copy)",
+                          0, G_MAXUINT64, 0,
+                          static_cast<GParamFlags>(G_PARAM_READABLE | G_PARAM_STATIC_STRINGS)));
 
   gst_element_class_add_static_pad_template(element, &sink_template);
   gst_element_class_set_static_metadata(
@@ -640,6 +762,7 @@ static void gst_shmring_sink_class_init(GstShmringSinkClass* klass) {
   base->stop = gst_shmring_sink_stop;
   base->set_caps = gst_shmring_sink_set_caps;
   base->render = gst_shmring_sink_render;
+  base->propose_allocation = gst_shmring_sink_propose_allocation;
   base->event = gst_shmring_sink_event;
   base->unlock = gst_shmring_sink_unlock;
   base->unlock_stop = gst_shmring_sink_unlock_stop;

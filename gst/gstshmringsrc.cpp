@@ -245,6 +245,19 @@ bool valid_header(const sg::SlotHeader& h, std::size_t message) {
          h.size == message - kHeader;
 }
 
+// A skip slot (slot_format.hpp): no frame, and no frame missed either.
+bool is_skip(const sg::SlotHeader& h, std::size_t message, SrcState& st) {
+  if (!valid_header(h, message) || (h.header_flags & sg::kSkip) == 0) return false;
+  st.next_frame = h.frame + 1;
+  return true;
+}
+bool is_skip(const void* message, std::size_t size, SrcState& st) {
+  sg::SlotHeader h{};
+  if (size < sizeof h) return false;
+  std::memcpy(&h, message, sizeof h);
+  return is_skip(h, size, st);
+}
+
 // Timestamps, flags and the frame number of the slot header onto `buf`.
 void restore(GstShmringSrc* self, GstBuffer* buf, const sg::SlotHeader& h) {
   SrcState& st = *self->state;
@@ -300,6 +313,7 @@ GstFlowReturn create_copy(GstShmringSrc* self, GstBuffer** out) {
   shmring::Status s;
   for (;;) {
     s = w.sub.pop(std::span(reinterpret_cast<std::byte*>(map.data), map.size), size, kWaitSlice);
+    if (s == shmring::Status::ok && is_skip(map.data, size, st)) continue;
     if (s == shmring::Status::ok) break;
     if (s == shmring::Status::overrun) continue;  // lapped: counted; go on with the newest
     if (s != shmring::Status::timeout) break;
@@ -329,14 +343,11 @@ GstFlowReturn create_copy(GstShmringSrc* self, GstBuffer** out) {
   return GST_FLOW_OK;
 }
 
-// Reliable: the next slot, lent in place until downstream frees the buffer.
-GstFlowReturn create_in_place(GstShmringSrc* self, GstBuffer** out) {
-  SrcState& st = *self->state;
-  const std::shared_ptr<Window>& wp = st.window;
-  Window& w = *wp;
-  std::unique_lock lock(w.mu);
+// Reliable: until the window holds a slot not lent yet (GST_FLOW_OK), the
+// end of the stream, or a flush. `lock` holds w.mu.
+GstFlowReturn fill_window(GstShmringSrc* self, Window& w, std::unique_lock<std::mutex>& lock) {
   for (;;) {
-    if (w.lent < w.claim.size()) break;  // the window has a slot not handed out
+    if (w.lent < w.claim.size()) return GST_FLOW_OK;  // a slot not handed out
     shmring::Status s;
     if (w.lent == 0) {
       // Nothing lent: wait for the next slot here (frees cannot race: there
@@ -373,14 +384,35 @@ GstFlowReturn create_in_place(GstShmringSrc* self, GstBuffer** out) {
     }
     if (unlocked(self)) return GST_FLOW_FLUSHING;
   }
-  const std::span<const std::byte> m = w.claim[w.lent];
+}
+
+// Reliable: the next slot, lent in place until downstream frees the buffer.
+GstFlowReturn create_in_place(GstShmringSrc* self, GstBuffer** out) {
+  SrcState& st = *self->state;
+  const std::shared_ptr<Window>& wp = st.window;
+  Window& w = *wp;
+  std::unique_lock lock(w.mu);
+  const std::byte* slot = nullptr;
   sg::SlotHeader h{};
-  std::memcpy(&h, m.data(), std::min(m.size(), sizeof h));
-  if (!valid_header(h, m.size())) {
-    GST_ELEMENT_ERROR(self, STREAM, DECODE,
-                      ("A slot of ring '%s' is not a shmringsink frame", self->ring),
-                      ("bad slot header (magic %08x, %zu bytes)", h.magic, m.size()));
-    return GST_FLOW_ERROR;
+  for (;;) {
+    if (const GstFlowReturn r = fill_window(self, w, lock); r != GST_FLOW_OK) return r;
+    const std::span<const std::byte> m = w.claim[w.lent];
+    std::memcpy(&h, m.data(), std::min(m.size(), sizeof h));
+    if (is_skip(h, m.size(), st)) {
+      // Nothing to lend: the slot goes back with the ones before it.
+      ++w.lent;
+      w.freed.push_back(true);
+      w.release_freed();
+      continue;
+    }
+    if (!valid_header(h, m.size())) {
+      GST_ELEMENT_ERROR(self, STREAM, DECODE,
+                        ("A slot of ring '%s' is not a shmringsink frame", self->ring),
+                        ("bad slot header (magic %08x, %zu bytes)", h.magic, m.size()));
+      return GST_FLOW_ERROR;
+    }
+    slot = m.data();
+    break;
   }
   GST_LOG_OBJECT(self, "lending position %llu (frame %llu)",
                  static_cast<unsigned long long>(w.claim.position(w.lent)),
@@ -389,7 +421,7 @@ GstFlowReturn create_in_place(GstShmringSrc* self, GstBuffer** out) {
   ++w.lent;
   w.freed.push_back(false);
   lock.unlock();
-  auto* data = const_cast<std::byte*>(m.data() + kHeader);
+  auto* data = const_cast<std::byte*>(slot + kHeader);
   GstBuffer* buf = gst_buffer_new_wrapped_full(GST_MEMORY_FLAG_READONLY, data, h.size, 0, h.size,
                                                ref, free_slot);
   restore(self, buf, h);

@@ -26,12 +26,16 @@ inline constexpr std::uint8_t kSlotVersion = 1;
 inline constexpr std::uint64_t kNoTime = ~std::uint64_t{0};  // GST_CLOCK_TIME_NONE
 // SlotHeader::header_flags
 inline constexpr std::uint8_t kHasChecksum = 1;
+// A skip slot: no frame (size 0). The sink publishes one where it cannot
+// write a frame in position order (gst/gstshmringpool.hpp); readers pass
+// over it, and its frame number is no frame missed.
+inline constexpr std::uint8_t kSkip = 2;
 
 struct SlotHeader {
   std::uint32_t magic;         // kSlotMagic
   std::uint16_t header_size;   // sizeof(SlotHeader): the payload starts here
   std::uint8_t version;        // kSlotVersion
-  std::uint8_t header_flags;   // kHasChecksum
+  std::uint8_t header_flags;   // kHasChecksum, kSkip
   std::uint64_t pts;           // nanoseconds, kNoTime if none
   std::uint64_t dts;           // nanoseconds, kNoTime if none
   std::uint64_t duration;      // nanoseconds, kNoTime if none

@@ -6,7 +6,9 @@
 // timestamps restored, in-order frame numbers, frames held and freed out of
 // order (in place), caps mismatch refused, EOS, a producer killed with
 // SIGKILL (an error, not a hang), and a lossy ring under a slow consumer
-// (gaps counted, no torn frame).
+// (gaps counted, no torn frame). The sink's pool: upstream writing into the
+// slots (no copy), buffers from elsewhere copied, pool buffers freed
+// unrendered, rendered out of turn, or kept after rendering.
 //
 // GST_PLUGIN_PATH points at the plugin in the build tree (ctest sets it).
 #include <fcntl.h>
@@ -106,6 +108,7 @@ struct Seen {
   GstClockTime pts;
   bool checksum_ok;
   bool discont;
+  std::uint8_t first_byte;  // of the frame (Feeder: which frame it is)
 };
 
 // shmringsrc ! fakesink here, recording every frame (and, with `hold`,
@@ -200,6 +203,7 @@ class Consumer {
     s.checksum_ok = checksum_ok(buf, s.frame);
     s.pts = GST_BUFFER_PTS(buf);
     s.discont = GST_BUFFER_FLAG_IS_SET(buf, GST_BUFFER_FLAG_DISCONT);
+    gst_buffer_extract(buf, 0, &s.first_byte, 1);
     EXPECT_EQ(GST_BUFFER_OFFSET(buf), s.frame);
     if (self->before) self->before(s);
     const std::lock_guard lock(self->mu_);
@@ -386,6 +390,308 @@ TEST_F(Gst, ALossyRingLapsASlowConsumerWithoutTornFrames) {
   EXPECT_EQ(c.property("frames"), seen.size());
   EXPECT_EQ(seen.size() + gaps, seen.back().frame + 1);
   EXPECT_EQ(seen.back().frame, static_cast<std::uint64_t>(kFrames - 1)) << "the newest arrives";
+}
+
+// A producer pipeline in this process, whose sink's counters can be read
+// when it reaches the end of its stream.
+class Producer {
+ public:
+  explicit Producer(const std::string& desc) {
+    GError* err = nullptr;
+    pipeline_ = gst_parse_launch(desc.c_str(), &err);
+    EXPECT_EQ(err, nullptr) << (err ? err->message : "");
+    if (err) g_error_free(err);
+    if (!GST_IS_BIN(pipeline_)) {  // one element (Feeder): in a pipeline of its own
+      GstElement* pipeline = gst_pipeline_new(nullptr);
+      gst_bin_add(GST_BIN(pipeline), pipeline_);
+      pipeline_ = GST_ELEMENT(gst_object_ref(pipeline));
+      gst_object_unref(pipeline);
+    }
+    sink_ = gst_bin_get_by_name(GST_BIN(pipeline_), "sink");
+    EXPECT_NE(gst_element_set_state(pipeline_, GST_STATE_PLAYING), GST_STATE_CHANGE_FAILURE);
+  }
+  ~Producer() {
+    gst_element_set_state(pipeline_, GST_STATE_NULL);
+    gst_object_unref(sink_);
+    gst_object_unref(pipeline_);
+  }
+  Producer(const Producer&) = delete;
+  Producer& operator=(const Producer&) = delete;
+
+  // Waits for the end of the stream (true) or an error (false).
+  bool finish() {
+    GstBus* bus = gst_element_get_bus(pipeline_);
+    GstMessage* m = gst_bus_timed_pop_filtered(
+        bus, kBusTimeout, static_cast<GstMessageType>(GST_MESSAGE_EOS | GST_MESSAGE_ERROR));
+    gst_object_unref(bus);
+    const bool eos = m && GST_MESSAGE_TYPE(m) == GST_MESSAGE_EOS;
+    if (m) gst_message_unref(m);
+    return eos;
+  }
+  std::uint64_t sink_property(const char* name) {
+    guint64 v = 0;
+    g_object_get(sink_, name, &v, nullptr);
+    return v;
+  }
+  void stop() {
+    EXPECT_EQ(gst_element_set_state(pipeline_, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+  }
+
+ protected:
+  GstElement* pipeline_ = nullptr;
+  GstElement* sink_ = nullptr;
+};
+
+TEST_F(Gst, UpstreamDrawsIntoTheSlotsWithoutACopy) {
+  // Down to a ring of two slots, one of which the consumer holds.
+  for (const char* slots : {"slots=2", "slots=4"}) {
+    SCOPED_TRACE(slots);
+    test::UniqueShm ring;
+    constexpr int kFrames = 60;
+    Consumer c(ring.name());
+    c.start();
+    // videotestsrc draws each frame into a buffer of the pool downstream
+    // proposes: the ring's slots.
+    Producer p(producer(ring.name(), kFrames,
+                        std::string("name=sink mode=reliable wait-subscribers=1 ") + slots));
+    ASSERT_TRUE(p.finish());
+    EXPECT_EQ(p.sink_property("frames"), static_cast<std::uint64_t>(kFrames));
+    // All but the first: the sink makes the ring with the first buffer,
+    // which upstream drew before that.
+    EXPECT_EQ(p.sink_property("frames-in-place"), static_cast<std::uint64_t>(kFrames - 1));
+    ASSERT_EQ(c.finish(), GST_MESSAGE_EOS);
+    expect_every_frame(c.seen(), kFrames);
+  }
+}
+
+TEST_F(Gst, BuffersFromElsewhereAreCopiedOnce) {
+  // A tee with two branches, and an element that does not pass the
+  // allocation query on: upstream does not get the sink's pool.
+  for (const char* between :
+       {"tee name=t ! queue ! shmringsink name=sink RING t. ! queue ! fakesink",
+        "identity drop-allocation=true ! shmringsink name=sink RING"}) {
+    SCOPED_TRACE(between);
+    test::UniqueShm ring;
+    constexpr int kFrames = 30;
+    Consumer c(ring.name());
+    c.start();
+    std::string desc = "videotestsrc pattern=ball num-buffers=" + std::to_string(kFrames) + " ! " +
+                       kVideo + " ! " + between;
+    desc.replace(desc.find("RING"), 4,
+                 "ring=" + ring.name() + " checksum=true mode=reliable slots=4 wait-subscribers=1");
+    Producer p(desc);
+    ASSERT_TRUE(p.finish());
+    EXPECT_EQ(p.sink_property("frames"), static_cast<std::uint64_t>(kFrames));
+    EXPECT_EQ(p.sink_property("frames-in-place"), 0u);
+    ASSERT_EQ(c.finish(), GST_MESSAGE_EOS);
+    expect_every_frame(c.seen(), kFrames);
+  }
+}
+
+TEST_F(Gst, AQueueUpstreamOfTheSinkLosesNoFrame) {
+  // Upstream acquires while the sink renders, in another thread: the pool
+  // lends a slot only while no other buffer of it is out, so the buffers are
+  // rendered in the order their slots were claimed (no skip slot).
+  test::UniqueShm ring;
+  constexpr int kFrames = 120;
+  Consumer c(ring.name());
+  c.start();
+  std::string desc = "videotestsrc pattern=ball num-buffers=" + std::to_string(kFrames) + " ! " +
+                     kVideo +
+                     " ! queue max-size-buffers=3 ! shmringsink name=sink ring=" + ring.name() +
+                     " checksum=true mode=reliable slots=4 wait-subscribers=1";
+  Producer p(desc);
+  ASSERT_TRUE(p.finish());
+  EXPECT_EQ(p.sink_property("frames"), static_cast<std::uint64_t>(kFrames));
+  ASSERT_EQ(c.finish(), GST_MESSAGE_EOS);
+  expect_every_frame(c.seen(), kFrames);
+}
+
+// shmringsink alone, fed by the test through its pad with buffers from the
+// pool it proposes, frame k filled with byte k + 1. Frame 0 is pushed at
+// once: it makes the ring (and is ordinary memory, copied).
+class Feeder : public Producer {
+ public:
+  explicit Feeder(const std::string& ring)
+      : Producer(
+            "shmringsink name=sink checksum=true mode=reliable slots=4 wait-subscribers=1 "
+            "ring=" +
+            ring) {
+    pad_ = gst_element_get_static_pad(sink_, "sink");
+    GstCaps* caps = gst_caps_from_string(kVideo);
+    EXPECT_TRUE(gst_pad_send_event(pad_, gst_event_new_stream_start("feeder")));
+    EXPECT_TRUE(gst_pad_send_event(pad_, gst_event_new_caps(caps)));
+    GstSegment segment;
+    gst_segment_init(&segment, GST_FORMAT_TIME);
+    EXPECT_TRUE(gst_pad_send_event(pad_, gst_event_new_segment(&segment)));
+    GstQuery* q = gst_query_new_allocation(caps, TRUE);
+    EXPECT_TRUE(gst_pad_query(pad_, q));
+    EXPECT_GE(gst_query_get_n_allocation_pools(q), 1u) << "the sink proposed no pool";
+    if (gst_query_get_n_allocation_pools(q) > 0) {
+      guint size = 0;
+      guint min = 0;
+      guint max = 0;
+      gst_query_parse_nth_allocation_pool(q, 0, &pool_, &size, &min, &max);
+      GstStructure* config = gst_buffer_pool_get_config(pool_);
+      gst_buffer_pool_config_set_params(config, caps, size, min, max);
+      EXPECT_TRUE(gst_buffer_pool_set_config(pool_, config));
+      EXPECT_TRUE(gst_buffer_pool_set_active(pool_, TRUE));
+    }
+    gst_query_unref(q);
+    gst_caps_unref(caps);
+    push(acquire(0));
+  }
+  ~Feeder() {
+    if (pool_) {
+      gst_buffer_pool_set_active(pool_, FALSE);
+      gst_object_unref(pool_);
+    }
+    gst_object_unref(pad_);
+  }
+
+  // A buffer of the pool, filled as frame `k`.
+  GstBuffer* acquire(int k) {
+    GstBuffer* buf = nullptr;
+    EXPECT_EQ(gst_buffer_pool_acquire_buffer(pool_, &buf, nullptr), GST_FLOW_OK);
+    gst_buffer_memset(buf, 0, static_cast<guint8>(k + 1), gst_buffer_get_size(buf));
+    GST_BUFFER_PTS(buf) = gst_util_uint64_scale(k, GST_SECOND, 30);
+    return buf;
+  }
+  void push(GstBuffer* buf) { EXPECT_EQ(gst_pad_chain(pad_, buf), GST_FLOW_OK); }
+  void end() {
+    EXPECT_TRUE(gst_pad_send_event(pad_, gst_event_new_eos()));
+    EXPECT_TRUE(finish());
+  }
+
+ private:
+  GstPad* pad_ = nullptr;
+  GstBufferPool* pool_ = nullptr;
+};
+
+// The frames the consumer saw are frames `ks` (Feeder's fill), whole, with
+// no frame counted lost and no discontinuity: skip slots are no gaps.
+void expect_frames(const std::vector<Seen>& seen, const std::vector<int>& ks) {
+  ASSERT_EQ(seen.size(), ks.size());
+  for (std::size_t i = 0; i < ks.size(); ++i) {
+    EXPECT_EQ(seen[i].first_byte, static_cast<std::uint8_t>(ks[i] + 1)) << "frame " << i;
+    EXPECT_EQ(seen[i].pts, gst_util_uint64_scale(ks[i], GST_SECOND, 30)) << "frame " << i;
+    EXPECT_TRUE(seen[i].checksum_ok) << "frame " << i;
+    // (The first is a discontinuity in any case: the stream's start.)
+    if (i > 0) {
+      EXPECT_FALSE(seen[i].discont) << "frame " << i;
+    }
+  }
+}
+
+TEST_F(Gst, PoolBuffersFreedUnrenderedDoNotWedgeTheRing) {
+  test::UniqueShm ring;
+  Consumer c(ring.name());
+  c.start();
+  Feeder f(ring.name());
+  // More than the ring's slots, with a third of the slot buffers dropped.
+  std::vector<int> pushed = {0};
+  for (int k = 1; k < 24; ++k) {
+    GstBuffer* buf = f.acquire(k);
+    if (k % 3 == 1) {
+      gst_buffer_unref(buf);  // never rendered: its claim goes back
+    } else {
+      f.push(buf);
+      pushed.push_back(k);
+    }
+  }
+  EXPECT_EQ(f.sink_property("frames-in-place"), pushed.size() - 1);
+  f.end();
+  ASSERT_EQ(c.finish(), GST_MESSAGE_EOS);
+  expect_frames(c.seen(), pushed);
+  EXPECT_EQ(c.property("lost"), 0u);
+}
+
+TEST_F(Gst, ABufferRenderedOutOfTurnOrKeptIsNeverOverwritten) {
+  test::UniqueShm ring;
+  Consumer c(ring.name());
+  c.start();
+  Feeder f(ring.name());
+  // A holds the lent slot; B, acquired while A is out, is ordinary memory.
+  // B rendered first: A's slot becomes a skip slot, B is copied after it,
+  // and A, rendered later, is copied too.
+  GstBuffer* a = f.acquire(1);
+  GstBuffer* b = f.acquire(2);
+  f.push(b);
+  // A is kept after it is rendered, for more than a lap of the ring: its
+  // slot is passed over, so its bytes stay frame 1's.
+  f.push(gst_buffer_ref(a));
+  std::vector<int> pushed = {0, 2, 1};
+  for (int k = 3; k < 15; ++k) {
+    f.push(f.acquire(k));
+    pushed.push_back(k);
+  }
+  GstMapInfo map;
+  ASSERT_TRUE(gst_buffer_map(a, &map, GST_MAP_READ));
+  std::size_t changed = 0;
+  for (std::size_t i = 0; i < map.size; ++i) changed += map.data[i] != 2;
+  gst_buffer_unmap(a, &map);
+  EXPECT_EQ(changed, 0u) << "a buffer still held was written";
+  gst_buffer_unref(a);
+  EXPECT_EQ(f.sink_property("frames"), pushed.size());
+  // None: frame 0 made the ring, B and A came out of turn, and while A is
+  // kept the pool lends no slot (a buffer of it is out).
+  EXPECT_EQ(f.sink_property("frames-in-place"), 0u);
+  f.end();
+  ASSERT_EQ(c.finish(), GST_MESSAGE_EOS);
+  expect_frames(c.seen(), pushed);
+  EXPECT_EQ(c.property("lost"), 0u);
+}
+
+TEST_F(Gst, BuffersKeptUpstreamAreNeverOverwritten) {
+  test::UniqueShm ring;
+  Consumer c(ring.name());
+  c.start();
+  Feeder f(ring.name());  // 4 slots
+  // Upstream keeps every buffer it gets: the pool lends the first a slot,
+  // then ordinary memory (a buffer of it is out), which goes into the other
+  // slots, lap after lap, past the kept one.
+  std::vector<GstBuffer*> kept;
+  std::vector<int> pushed = {0};
+  for (int k = 1; k < 12; ++k) {
+    GstBuffer* buf = f.acquire(k);
+    kept.push_back(gst_buffer_ref(buf));
+    f.push(buf);
+    pushed.push_back(k);
+  }
+  EXPECT_EQ(f.sink_property("frames-in-place"), 1u);
+  for (std::size_t i = 0; i < kept.size(); ++i) {
+    GstMapInfo map;
+    ASSERT_TRUE(gst_buffer_map(kept[i], &map, GST_MAP_READ));
+    std::size_t changed = 0;
+    for (std::size_t j = 0; j < map.size; ++j) changed += map.data[j] != static_cast<guint8>(i + 2);
+    gst_buffer_unmap(kept[i], &map);
+    EXPECT_EQ(changed, 0u) << "kept buffer of frame " << i + 1 << " was written";
+    gst_buffer_unref(kept[i]);
+  }
+  f.end();
+  ASSERT_EQ(c.finish(), GST_MESSAGE_EOS);
+  expect_frames(c.seen(), pushed);
+  EXPECT_EQ(c.property("lost"), 0u);
+}
+
+TEST_F(Gst, ASlotBufferOutlivesTheSink) {
+  test::UniqueShm ring;
+  Consumer c(ring.name());
+  c.start();
+  GstBuffer* buf = nullptr;
+  {
+    Feeder f(ring.name());
+    f.push(f.acquire(1));
+    buf = f.acquire(2);  // a slot, claimed, never rendered
+    EXPECT_EQ(f.sink_property("frames-in-place"), 1u);
+    f.stop();  // the sink ends the stream, gives the claim up, unlinks the ring
+  }
+  // The buffer still holds the mapping: it can be written and freed.
+  gst_buffer_memset(buf, 0, 7, gst_buffer_get_size(buf));
+  gst_buffer_unref(buf);
+  ASSERT_EQ(c.finish(), GST_MESSAGE_EOS);
+  expect_frames(c.seen(), {0, 1});
+  EXPECT_FALSE(test::shm_exists(ring.name()));
 }
 
 TEST_F(Gst, TheSinkRefusesCudaWithoutCudaAndBadNames) {

@@ -9,7 +9,7 @@ packages=(build-essential cmake g++ libgtest-dev libgmock-dev libbenchmark-dev l
 # The format and static-analysis checks (Debian 12: version 14 of both).
 packages+=(clang-format clang-tidy)
 # The GStreamer plugin (gst/: shmringsink, shmringsrc), its tests and
-# bench/gst_bench.sh (shmsink/shmsrc of plugins-bad as the peer).
+# bench/gst_bench.py (shmsink/shmsrc of plugins-bad as the peer).
 packages+=(libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
            gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
 # The benchmarks' peers (bench/peer_*.cpp): iceoryx with its iox-roudi daemon,

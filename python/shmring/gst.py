@@ -26,7 +26,7 @@ import contextlib
 import re
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,13 +34,17 @@ import numpy as np
 
 import shmring
 
-__all__ = ["Caps", "Frame", "HEADER_SIZE", "checksum", "create", "frames", "pack", "parse_caps",
-           "read_caps"]
+__all__ = ["Caps", "Frame", "HEADER_SIZE", "checksum", "create", "frames", "header", "pack",
+           "parse_caps", "read_caps"]
 
 METADATA_PREFIX = b"shmring.gst 1\n"
 SLOT_MAGIC = 0x54534753
 HEADER_SIZE = 64
 HAS_CHECKSUM = 1
+# A skip slot: no frame; the sink publishes one where it cannot write a frame
+# in position order (a buffer of its pool rendered out of turn). Readers pass
+# over it, and its position is no frame missed.
+SKIP = 2
 NO_TIME = (1 << 64) - 1
 # magic, header_size, version, header_flags, pts, dts, duration, frame, offset,
 # buffer_flags, size, checksum (gst/slot_format.hpp, SlotHeader)
@@ -189,15 +193,29 @@ def create(name: str, caps: str, frame_size: int, slots: int = 8, subscribers: i
                            METADATA_PREFIX + caps.encode(), subs, deliv)
 
 
+def header(frame: int, size: int, pts: int | None = None, dts: int | None = None,
+           duration: int | None = None, flags: int = 0, checksum: int | None = None,
+           skip: bool = False) -> bytes:
+    """The 64-byte slot header of a frame of ``size`` bytes at ring position
+    ``frame`` (``checksum``: the frame's, stored when given; ``skip``: a skip
+    slot, no frame, ``size`` 0). A producer that writes a slot in place puts
+    this in front of the frame."""
+    if skip and size != 0:
+        raise ValueError(f"a skip slot holds no frame: size must be 0, not {size}")
+    hflags = (HAS_CHECKSUM if checksum is not None else 0) | (SKIP if skip else 0)
+    return _HEADER.pack(SLOT_MAGIC, HEADER_SIZE, 1, hflags,
+                        NO_TIME if pts is None else pts, NO_TIME if dts is None else dts,
+                        NO_TIME if duration is None else duration, frame,
+                        NO_TIME if skip else frame, flags, size,
+                        0 if checksum is None else checksum)
+
+
 def pack(data: Any, frame: int, pts: int | None = None, dts: int | None = None,
          duration: int | None = None, flags: int = 0, with_checksum: bool = False) -> bytes:
     """One message as shmringsink writes it: the slot header, then ``data``."""
     payload = memoryview(data).cast("B").tobytes()
-    header = _HEADER.pack(SLOT_MAGIC, HEADER_SIZE, 1, HAS_CHECKSUM if with_checksum else 0,
-                          NO_TIME if pts is None else pts, NO_TIME if dts is None else dts,
-                          NO_TIME if duration is None else duration, frame, frame, flags,
-                          len(payload), checksum(payload) if with_checksum else 0)
-    return header + payload
+    return header(frame, len(payload), pts, dts, duration, flags,
+                  checksum(payload) if with_checksum else None) + payload
 
 
 def _time(t: int) -> int | None:
@@ -243,7 +261,8 @@ class Frame:
         return self.checksum is None or checksum(self.payload) == self.checksum
 
 
-def _frame(buf: Any, caps: Caps, slot: Any) -> Frame:
+def _frame(buf: Any, caps: Caps, slot: Any) -> Frame | None:
+    """The frame in a slot, or None for a skip slot."""
     raw = np.frombuffer(buf, dtype=np.uint8)
     if raw.size < HEADER_SIZE:
         raise shmring.Error(f"a slot of {raw.size} bytes holds no shmringsink header")
@@ -252,6 +271,8 @@ def _frame(buf: Any, caps: Caps, slot: Any) -> Frame:
     if magic != SLOT_MAGIC or header_size != HEADER_SIZE or size != raw.size - HEADER_SIZE:
         raise shmring.Error(f"a slot is not a shmringsink frame (magic {magic:#x}, "
                             f"{raw.size} bytes, header says {size})")
+    if hflags & SKIP:
+        return None
     payload = raw[HEADER_SIZE:]
     layout = caps.layout()
     data = payload
@@ -276,7 +297,8 @@ def _open_when_there(name: str, timeout: float | None) -> Any:
 
 
 def frames(name: str, timeout: float | None = None, at: str = "next",
-           register_cuda: bool = False) -> Iterator[Frame]:
+           register_cuda: bool = False,
+           subscribed: Callable[[], None] | None = None) -> Iterator[Frame]:
     """Subscribes to ring ``name`` and yields its frames until the producer ends.
 
     ``timeout``: seconds to wait for the ring to appear (a sink makes it when
@@ -288,6 +310,9 @@ def frames(name: str, timeout: float | None = None, at: str = "next",
     ring's are checked copies. ``register_cuda``: register the segment with
     CUDA in this process, so that ``frame.slot.cuda()`` is a GPU view of a
     reliable ring's slot (header included: the frame starts at HEADER_SIZE).
+    ``subscribed``: called once the subscription is made, before the first
+    frame is waited for (a producer started there misses no frame with
+    ``at="next"``).
     """
     seg = _open_when_there(name, timeout)
     try:
@@ -297,6 +322,8 @@ def frames(name: str, timeout: float | None = None, at: str = "next",
         sub = seg.subscriber(at=at)
         lossy = seg.delivery == "lossy"
         try:
+            if subscribed is not None:
+                subscribed()
             while True:
                 try:
                     if lossy:
@@ -304,8 +331,12 @@ def frames(name: str, timeout: float | None = None, at: str = "next",
                     else:
                         slot = sub.peek(timeout=timeout)
                         frame = _frame(slot, caps, slot)
+                        if frame is None:
+                            slot.release()
                 except shmring.EndOfStream:
                     return
+                if frame is None:
+                    continue
                 try:
                     yield frame
                 except GeneratorExit:

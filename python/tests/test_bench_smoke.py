@@ -40,3 +40,19 @@ def test_events_bench_python_round_trips(monkeypatch):
                    events_bench.pipe_round_trip(False, 200, cpus),
                    events_bench.pipe_round_trip(True, 200, cpus)):
         assert 0 < result["p50_ns"] <= result["p99_ns"], result
+
+
+@pytest.mark.parametrize("write", ["full", "stamp"])
+def test_gst_cuda_bench_python_producer_on_the_cpu(write):
+    """bench/gst_cuda_bench.py (run by hand on a GPU host) with its Python
+    producer and numpy in place of CuPy: every frame arrives, in shmringsink's
+    layout, and its checksum matches the bytes read in place."""
+    pytest.importorskip("numpy")
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "gst_cuda_bench.py"), "--device", "cpu",
+         "--source", "python", "--write", write, "--frames", "40", "--width", "320",
+         "--height", "240", "--verify"],
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "frames: 40 in" in run.stdout, run.stdout
+    assert "result: OK, every frame verified" in run.stdout, run.stdout

@@ -73,6 +73,28 @@ def test_frames_are_shaped_stamped_and_end_with_the_stream(name, delivery):
     assert got == [(i, None if i == 4 else i * 1000, (3, 5, 3), [i, i + 1, i + 2]) for i in range(5)]
 
 
+@pytest.mark.parametrize("delivery", ["reliable", "lossy"])
+def test_skip_slots_are_passed_over(name, delivery):
+    frame_bytes = 16 * 3
+    # A skip slot as the sink writes it (docs/gstreamer.md): header only,
+    # header flag SKIP, size 0, its position as frame number.
+    assert sg.header(7, 0, skip=True)[7] == sg.SKIP
+    with pytest.raises(ValueError, match="size must be 0"):
+        sg.header(7, 10, skip=True)
+    with sg.create(name, CAPS, frame_bytes, slots=8, subscribers=1, delivery=delivery) as seg:
+        with seg.producer() as producer:
+            for i in range(6):
+                if i in (0, 3):
+                    producer.push(sg.header(i, 0, skip=True), timeout=10)
+                else:
+                    producer.push(sg.pack(bytes([i]) * frame_bytes, frame=i, pts=i,
+                                          with_checksum=True), timeout=10)
+            producer.end_stream()
+            got = [(f.frame, f.pts, int(f.payload[0])) for f in sg.frames(name, timeout=10,
+                                                                          at="oldest")]
+    assert got == [(i, i, i) for i in (1, 2, 4, 5)]
+
+
 def test_a_frame_kept_past_its_turn_is_a_clear_error(name):
     with sg.create(name, CAPS, 48, slots=4, subscribers=1) as seg, seg.producer() as producer:
         for i in range(2):
