@@ -77,11 +77,20 @@ class Gpu : public ::testing::Test {
   }
 };
 
+CreateOptions ring(RingKind kind, std::uint64_t capacity, std::uint64_t slot) {
+  CreateOptions o;
+  o.kind = kind;
+  o.capacity = capacity;
+  o.slot_size = slot;
+  return o;
+}
 CreateOptions spsc(std::uint64_t capacity, std::uint64_t slot) {
-  return CreateOptions{RingKind::spsc, capacity, slot, 0600};
+  return ring(RingKind::spsc, capacity, slot);
 }
 CreateOptions spsc_low_latency(std::uint64_t capacity, std::uint64_t slot) {
-  return CreateOptions{RingKind::spsc, capacity, slot, 0600, SlotFormat::low_latency};
+  CreateOptions o = ring(RingKind::spsc, capacity, slot);
+  o.format = SlotFormat::low_latency;
+  return o;
 }
 
 TEST_F(Gpu, CapabilitiesAndRegistration) {
@@ -382,13 +391,12 @@ TEST_F(Gpu, KernelWaitsTimeOut) {
 // message exactly once (each reports per-producer sequence sums and counts).
 TEST_F(Gpu, MpmcKernelProducersToCpuConsumers) {
   test::UniqueShm name;
-  Segment seg = Segment::create(name.name(), CreateOptions{RingKind::mpmc, 256, 64, 0600});
+  Segment seg = Segment::create(name.name(), ring(RingKind::mpmc, 256, 64));
   test::UniqueShm tally_name("tally");
   constexpr unsigned kWarps = 8;
   constexpr std::uint64_t kPerWarp = 20000;
   // Seen counts per (producer, seq), in a plain shared segment both children write.
-  Segment tally =
-      Segment::create(tally_name.name(), CreateOptions{RingKind::spsc, 1, kWarps * kPerWarp, 0600});
+  Segment tally = Segment::create(tally_name.name(), ring(RingKind::spsc, 1, kWarps * kPerWarp));
   auto* seen = reinterpret_cast<std::uint8_t*>(tally.base() + tally.geometry().slots_offset);
   std::vector<pid_t> children;
   for (int c = 0; c < 2; ++c) {
@@ -428,7 +436,7 @@ TEST_F(Gpu, MpmcKernelProducersToCpuConsumers) {
 // MPMC: two CPU producer processes, warps of one GPU consume.
 TEST_F(Gpu, MpmcCpuProducersToKernelConsumers) {
   test::UniqueShm name;
-  Segment seg = Segment::create(name.name(), CreateOptions{RingKind::mpmc, 256, 64, 0600});
+  Segment seg = Segment::create(name.name(), ring(RingKind::mpmc, 256, 64));
   constexpr std::uint32_t kProducers = 2;
   constexpr std::uint64_t kPerProducer = 50000;
   std::vector<pid_t> children;
@@ -475,7 +483,7 @@ TEST_F(Gpu, MpmcCpuProducersToKernelConsumers) {
 // stopped (2 s here).
 TEST_F(Gpu, MpmcClaimReadDeadlineHoldsAgainstAborts) {
   test::UniqueShm name;
-  Segment seg = Segment::create(name.name(), CreateOptions{RingKind::mpmc, 64, 64, 0600});
+  Segment seg = Segment::create(name.name(), ring(RingKind::mpmc, 64, 64));
   Registration reg = Registration::register_segment(seg);
   GpuMpmcConsumers rx = GpuMpmcConsumers::attach(seg, reg);
   MpmcProducer tx = MpmcProducer::attach(seg);
@@ -528,7 +536,7 @@ TEST_F(Gpu, MixedMpmcProducersRefused) {
   if (caps.host_native_atomics)
     GTEST_SKIP() << caps.name << " has host-native atomics: mixing is allowed";
   test::UniqueShm name;
-  Segment seg = Segment::create(name.name(), CreateOptions{RingKind::mpmc, 64, 64, 0600});
+  Segment seg = Segment::create(name.name(), ring(RingKind::mpmc, 64, 64));
   Registration reg = Registration::register_segment(seg);
   {
     MpmcProducer cpu = MpmcProducer::attach(seg);
