@@ -58,14 +58,25 @@ TEST(HarnessSegments, RemovedWhenTheProgramEnds) {
 
 TEST(HarnessSegments, RemovedOnAFatalSignal) {
   test::UniqueShm shm;
+  // The child says when create_segment() has returned: the file shows before
+  // the name is registered for removal, and a signal in between (a slow
+  // machine, an emulator) would find nothing to remove.
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
   const pid_t child = harness::fork_child([&] {
     const harness::SegmentCleanup cleanup;
     harness::create_segment(shm.name(), small_ring(), false);
+    const char byte = 1;
+    if (::write(ready[1], &byte, 1) != 1) return 3;
     for (;;) ::pause();
     return 0;
   });
   ASSERT_GT(child, 0);
-  ASSERT_TRUE(wait_until([&] { return test::shm_exists(shm.name()); }));
+  ::close(ready[1]);
+  char byte = 0;
+  const ssize_t got = ::read(ready[0], &byte, 1);
+  ::close(ready[0]);
+  ASSERT_EQ(got, 1) << "the child did not create its segment";
   ::kill(child, SIGTERM);
   const int status = harness::reap(child);
   EXPECT_TRUE(harness::killed_by(status, SIGTERM)) << harness::describe_exit(status);
