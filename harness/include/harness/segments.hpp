@@ -87,12 +87,18 @@ inline Segment create_segment(const std::string& name, const CreateOptions& opti
     peek.read_only = true;
     peek.init_timeout = std::chrono::milliseconds(100);
     std::error_code open_ec;
-    if (const Segment old = Segment::open(name, peek, open_ec)) {
-      const auto* h = reinterpret_cast<const SegmentHeader*>(old.base());
-      if (process::alive(process::pack({h->creator_pid, h->creator_start_time}))) {
-        throw std::runtime_error("segment '" + name + "' belongs to a running process (pid " +
-                                 std::to_string(h->creator_pid) + "); choose another --name");
-      }
+    const Segment old = Segment::open(name, peek, open_ec);
+    // Only a segment read whole, whose creator is gone, is stale: one that
+    // cannot be read (another user's, still being made, not a segment) is
+    // left alone, never removed on a guess.
+    if (!old) {
+      throw std::runtime_error("segment '" + name + "' exists and cannot be read to check its " +
+                               "creator (" + open_ec.message() + "); choose another --name");
+    }
+    const auto* h = reinterpret_cast<const SegmentHeader*>(old.base());
+    if (process::alive(process::pack({h->creator_pid, h->creator_start_time}))) {
+      throw std::runtime_error("segment '" + name + "' belongs to a running process (pid " +
+                               std::to_string(h->creator_pid) + "); choose another --name");
     }
     std::printf("removing stale segment /dev/shm/%s\n", name.c_str());
     Segment::unlink(name, ec);
