@@ -1048,12 +1048,19 @@ TEST(SegmentStale, CreatorKilledDuringInitialisationLeavesTheNameFree) {
     ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     EXPECT_FALSE(test::shm_exists(shm.name())) << "a half-made segment carries the name";
     // What the dead creator left is its private file, unlocked: gc collects it.
-    // (Files whose creator lock is held belong to live creators: other tests
-    // that ctest runs at the same time create segments too.)
+    // Other tests that ctest runs at the same time create segments too: their
+    // files are locked, or for an instant just made and not yet locked, and
+    // soon locked, renamed or gone. Ours stays unlocked, so wait (bounded)
+    // until it is the only new unlocked one.
     std::vector<std::string> left;
-    for (const auto& f : init_files()) {
-      if (before.count(f) == 0 && !test::creator_locked(test::kShmDir + f)) left.push_back(f);
-    }
+    const auto new_unlocked = [&] {
+      left.clear();
+      for (const auto& f : init_files()) {
+        if (before.count(f) == 0 && !test::creator_locked(test::kShmDir + f)) left.push_back(f);
+      }
+      return left.size() == 1;
+    };
+    (void)test::poll_until(new_unlocked, std::chrono::seconds(2));
     EXPECT_EQ(left.size(), 1u);
     for (const auto& f : left) {
       EXPECT_EQ(f.size(), kInitFilePrefix.size() + 32) << "128 random bits in hex: " << f;
