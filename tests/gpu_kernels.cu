@@ -50,6 +50,21 @@ __global__ void produce_kernel(cuda::SpscProducerRef ref, Mode mode, std::uint64
     }
     return;
   }
+  if (mode == Mode::warp_one) {  // one warp writes each message together
+    if (threadIdx.x >= 32) return;
+    __shared__ alignas(16) std::byte shared_buf[1024];
+    for (std::uint64_t i = 0; i < count; ++i) {
+      if (threadIdx.x == 0) fill(shared_buf, first + i, 0, size);
+      __syncwarp();
+      const Status s = p.warp_push_one(shared_buf, size, timeout_ns);
+      if (s != Status::ok) {
+        if (threadIdx.x == 0) note_status(r, s);
+        return;
+      }
+      if (threadIdx.x == 0) r->messages++;
+    }
+    return;
+  }
   if (mode == Mode::warp) {  // one warp: lanes push in lane order, one head store per round
     const unsigned lane = threadIdx.x & 31u;
     alignas(16) std::byte buf[256];
@@ -85,12 +100,38 @@ __global__ void produce_kernel(cuda::SpscProducerRef ref, Mode mode, std::uint64
 }
 
 __global__ void consume_kernel(cuda::SpscConsumerRef ref, Mode mode, std::uint64_t first,
-                               std::uint64_t count, std::uint32_t size, std::uint64_t timeout_ns,
-                               KernelResult* r) {
+                               std::uint64_t first_position, std::uint64_t count,
+                               std::uint32_t size, std::uint64_t timeout_ns, KernelResult* r) {
   cuda::SpscDeviceConsumer c(ref);
+  if (mode == Mode::grid) {
+    cuda::GridReader grid(c, first_position, count, 3);
+    for (;;) {
+      const DeviceClaim cl = grid.next(timeout_ns);
+      if (cl.count == 0) {
+        if (threadIdx.x == 0) note_status(r, cl.status);
+        return;
+      }
+      // Position p holds message first + (p - first_position).
+      for (std::uint32_t i = threadIdx.x; i < cl.count; i += blockDim.x) {
+        const ReadSlot s = grid.slot(cl, i);
+        const std::uint64_t seq = first + (cl.first + i - first_position);
+        if (check(s.data, s.size, seq, 0, size) != 0) {
+          atomicAdd(reinterpret_cast<unsigned long long*>(&r->errors), 1ull);
+        }
+        atomicAdd(reinterpret_cast<unsigned long long*>(&r->checksum),
+                  static_cast<unsigned long long>(seq));
+        atomicAdd(reinterpret_cast<unsigned long long*>(&r->messages), 1ull);
+      }
+      const Status st = grid.release(cl, timeout_ns);
+      if (st != Status::ok) {
+        if (threadIdx.x == 0) note_status(r, st);
+        return;
+      }
+    }
+  }
   if (mode == Mode::warp_pop) {
     if (threadIdx.x >= 32) return;
-    __shared__ alignas(16) std::byte shared_buf[256];
+    __shared__ alignas(16) std::byte shared_buf[1024];
     for (std::uint64_t i = 0; i < count; ++i) {
       std::uint32_t got = 0;
       const Status s = c.warp_pop(shared_buf, sizeof shared_buf, got, timeout_ns);
@@ -170,8 +211,8 @@ __global__ void warp_echo_kernel(cuda::SpscConsumerRef in, cuda::SpscProducerRef
   for (std::uint64_t i = 0; i < count; ++i) {
     std::uint32_t got = 0;
     Status s = rx.warp_pop(buf, sizeof buf, got, timeout_ns);
-    if (s == Status::ok && threadIdx.x == 0) s = tx.push(buf, got, timeout_ns);
-    if (__shfl_sync(cuda::kFullWarp, static_cast<int>(s), 0) != static_cast<int>(Status::ok)) {
+    if (s == Status::ok) s = tx.warp_push_one(buf, got, timeout_ns);
+    if (s != Status::ok) {
       if (threadIdx.x == 0) note_status(r, s);
       return;
     }
@@ -431,11 +472,12 @@ bool spsc_produce(const cuda::SpscProducerRef& ref, Mode mode, std::uint64_t fir
   });
 }
 bool spsc_consume(const cuda::SpscConsumerRef& ref, Mode mode, std::uint64_t first,
-                  std::uint64_t count, std::uint32_t size, std::uint64_t timeout_ns,
-                  KernelResult* r) {
+                  std::uint64_t first_position, std::uint64_t count, std::uint32_t size,
+                  std::uint64_t timeout_ns, KernelResult* r) {
   return run(r, [&](KernelResult* d) {
-    consume_kernel<<<1, mode == Mode::block ? 128 : 32>>>(ref, mode, first, count, size, timeout_ns,
-                                                          d);
+    consume_kernel<<<mode == Mode::grid ? 8 : 1,
+                     mode == Mode::block || mode == Mode::grid ? 128 : 32>>>(
+        ref, mode, first, first_position, count, size, timeout_ns, d);
   });
 }
 bool spsc_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out,

@@ -25,8 +25,10 @@ SHMRING_HD constexpr std::uint8_t pattern_byte(std::uint64_t seq, std::uint32_t 
 }
 
 // How a kernel group drives the ring. warp_pop: a warp pops one message at a
-// time with warp_pop() (consumers only).
-enum class Mode { thread, warp, block, warp_pop };
+// time with warp_pop() (consumers only); warp_one: a warp pushes one message
+// at a time with warp_push_one() (producers only); grid: 8 blocks read
+// batches of 3 slots with a GridReader (consumers only).
+enum class Mode { thread, warp, block, warp_pop, warp_one, grid };
 
 // What a kernel reports back. Kernels count in device memory (GPU atomics
 // on host memory are not guaranteed atomic over PCIe); the launcher copies
@@ -45,11 +47,13 @@ struct KernelResult {
 bool spsc_produce(const cuda::SpscProducerRef& ref, Mode mode, std::uint64_t first_seq,
                   std::uint64_t count, std::uint32_t size, std::uint64_t timeout_ns,
                   KernelResult* result);
+// Messages first_seq, first_seq + 1, ... from the ring's position
+// first_position (the ring's position before the launch: a grid needs it).
 bool spsc_consume(const cuda::SpscConsumerRef& ref, Mode mode, std::uint64_t first_seq,
-                  std::uint64_t count, std::uint32_t size, std::uint64_t timeout_ns,
-                  KernelResult* result);
+                  std::uint64_t first_position, std::uint64_t count, std::uint32_t size,
+                  std::uint64_t timeout_ns, KernelResult* result);
 // Pops `count` messages and pushes each back unchanged: one thread, or one
-// warp popping with warp_pop() and lane 0 pushing.
+// warp popping with warp_pop() and pushing with warp_push_one().
 bool spsc_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out,
                std::uint64_t count, std::uint64_t timeout_ns, KernelResult* result);
 bool spsc_warp_echo(const cuda::SpscConsumerRef& in, const cuda::SpscProducerRef& out,

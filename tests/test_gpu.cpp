@@ -168,7 +168,8 @@ void cpu_process_to_kernel(const CreateOptions& options, std::uint32_t size,
   std::uint64_t checksum = 0;
   for (const Mode mode : modes) {
     KernelResult r;
-    ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), mode, first, share, size, kKernelTimeout, &r));
+    ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), mode, first, rx.position(), share, size,
+                                        kKernelTimeout, &r));
     EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
     EXPECT_EQ(r.messages, share);
     EXPECT_EQ(r.errors, 0u);
@@ -237,8 +238,62 @@ INSTANTIATE_TEST_SUITE_P(AllModes, SpscModes,
                                                               Mode::block),
                                             ::testing::Values(8u, 16u, 200u)));
 
-// warp_pop on plain slots: lane 0 pops for the warp.
-TEST_F(Gpu, WarpPopOnPlainSlots) { cpu_process_to_kernel(spsc(8, 256), 100, {Mode::warp_pop}); }
+// warp_pop on plain slots: lane 0 polls, the lanes load the slot together;
+// past 512 bytes the rest follows. Sizes below, at and above one vector per
+// lane.
+TEST_F(Gpu, WarpPopOnPlainSlots) {
+  cpu_process_to_kernel(spsc(8, 256), 100, {Mode::warp_pop});
+  cpu_process_to_kernel(spsc(8, 8), 8, {Mode::warp_pop});
+  cpu_process_to_kernel(spsc(8, 1024), 1000, {Mode::warp_pop});
+  cpu_process_to_kernel(spsc(8, 1024), 512, {Mode::warp_pop});
+}
+
+// warp_push_one on plain slots: the warp writes each message together.
+TEST_F(Gpu, WarpPushOneOnPlainSlots) {
+  for (const std::uint32_t size : {8u, 100u, 1000u}) {
+    kernel_to_cpu_process(spsc(8, 1024), size, Mode::warp_one);
+  }
+}
+
+// A grid of 8 blocks reads batches of 3 slots in turn (GridReader): on a
+// ring of 8 slots only two batches fit, so blocks wait for room and for
+// their turn to release, wrap after wrap; then on a ring where every block
+// has its batch at once. Every message is checked, each exactly once.
+TEST_F(Gpu, GridReaderReadsEveryMessageOnceInRingOrder) {
+  cpu_process_to_kernel(spsc(8, 256), 200, {Mode::grid});
+  cpu_process_to_kernel(spsc(64, 256), 16, {Mode::grid, Mode::block});
+}
+
+// A block whose batch never completes times out holding it; the blocks
+// after it time out waiting for their turn; the tail stops after the last
+// batch handed back, so nothing unread is released.
+TEST_F(Gpu, GridReaderTimeoutReleasesOnlyWholeBatchesInOrder) {
+  test::UniqueShm name;
+  Segment seg = Segment::create(name.name(), spsc(16, 64));
+  {
+    SpscProducer tx = SpscProducer::attach(seg);
+    std::vector<std::byte> buf(32);
+    for (std::uint64_t i = 0; i < 10; ++i) {
+      fill(buf, i, 0, 32);
+      ASSERT_EQ(tx.push(buf, kCpuTimeout), Status::ok);
+    }
+  }
+  Registration reg = Registration::register_segment(seg);
+  GpuSpscConsumer rx = GpuSpscConsumer::attach(seg, reg);
+  KernelResult r;
+  ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), Mode::grid, 0, 0, 20, 32, 50'000'000, &r));
+  EXPECT_EQ(static_cast<Status>(r.status), Status::timeout);
+  EXPECT_EQ(r.errors, 0u);
+  EXPECT_EQ(r.messages, 9u);  // batches [0, 3), [3, 6), [6, 9); [9, 12) holds one message
+  EXPECT_EQ(r.checksum, 9u * 8u / 2u);
+  EXPECT_EQ(rx.position(), 9u);
+  // What the grid did not hand back is still there for the next reader.
+  KernelResult rest;
+  ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), Mode::thread, 9, 9, 1, 32, kKernelTimeout, &rest));
+  EXPECT_EQ(rest.status, 0u);
+  EXPECT_EQ(rest.errors, 0u);
+  EXPECT_EQ(rx.position(), 10u);
+}
 
 // Low-latency slots: the kernel pops with one thread, then with a warp, and
 // pushes with one thread; every size from the smallest to the slot size.
@@ -250,6 +305,10 @@ TEST_P(LowLatencySizes, CpuProcessToKernel) {
 
 TEST_P(LowLatencySizes, KernelToCpuProcess) {
   kernel_to_cpu_process(spsc_low_latency(8, 256), GetParam(), Mode::thread);
+}
+
+TEST_P(LowLatencySizes, KernelWarpToCpuProcess) {
+  kernel_to_cpu_process(spsc_low_latency(8, 256), GetParam(), Mode::warp_one);
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, LowLatencySizes, ::testing::Values(1u, 8u, 16u, 61u, 200u, 256u));
@@ -274,14 +333,14 @@ TEST_F(Gpu, LowLatencyGroupFormsUnsupported) {
     EXPECT_EQ(r.status, 0u);
   }
   GpuSpscConsumer rx = GpuSpscConsumer::attach(seg, reg);
-  for (const Mode mode : {Mode::warp, Mode::block}) {
+  for (const Mode mode : {Mode::warp, Mode::block, Mode::grid}) {
     KernelResult r;
-    ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), mode, 0, 4, 16, kKernelTimeout, &r));
+    ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), mode, 0, 0, 4, 16, kKernelTimeout, &r));
     EXPECT_EQ(static_cast<Status>(r.status), Status::unsupported);
   }
   EXPECT_EQ(rx.position(), 0u);
   KernelResult r;
-  ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), Mode::thread, 0, 4, 16, kKernelTimeout, &r));
+  ASSERT_TRUE(test::gpu::spsc_consume(rx.ref(), Mode::thread, 0, 0, 4, 16, kKernelTimeout, &r));
   EXPECT_EQ(r.status, 0u) << to_string(static_cast<Status>(r.status));
   EXPECT_EQ(r.messages, 4u);
   EXPECT_EQ(r.errors, 0u);
@@ -795,7 +854,7 @@ int gpu_peer(int argc, char** argv) {
     GpuSpscConsumer rx = GpuSpscConsumer::attach(seg, reg);
     const std::uint64_t count = std::stoull(argv[4]);
     KernelResult r;
-    if (!test::gpu::spsc_consume(rx.ref(), Mode::block, 0, count, 100, kKernelTimeout, &r))
+    if (!test::gpu::spsc_consume(rx.ref(), Mode::block, 0, 0, count, 100, kKernelTimeout, &r))
       return 3;
     return r.status == 0 && r.errors == 0 && r.messages == count ? 0 : 1;
   } catch (const std::exception& e) {

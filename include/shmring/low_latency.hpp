@@ -45,6 +45,8 @@ inline constexpr std::uint32_t kLapBits = 24;
 inline constexpr std::uint32_t kLapMask = (std::uint32_t{1} << kLapBits) - 1;
 // Words loaded in one round, all issued before any is looked at.
 inline constexpr std::uint32_t kRound = 16;
+// Words in a 64-byte line (payloads are line-aligned, so line 0 holds word 0).
+inline constexpr std::uint64_t kLineWords = 8;
 
 // The lap part of the flag that `position`'s words carry. The capacity is a
 // power of two (layout.hpp): a shift, not a 64-bit division, on the path of
@@ -111,6 +113,16 @@ SHMRING_HD inline std::uint32_t chunk(const std::byte* data, std::uint32_t size,
   return d;
 }
 
+// Stores pair p (words 2p and 2p + 1) of a message with flag f: one 16-byte
+// access, how a GPU writes (one thread pair by pair, or a warp's lanes a pair
+// each).
+SHMRING_HD inline void write_pair(std::uint64_t* w, std::uint64_t p, std::uint32_t f,
+                                  const std::byte* data, std::uint32_t size) noexcept {
+  const std::uint64_t k = 2 * p;
+  store_pair(w + k, word(k == 0 ? size : chunk(data, size, k), f),
+             word(chunk(data, size, k + 1), f));
+}
+
 // Writes `size` (<= slot size) bytes as `position`'s words, every word of the
 // slot (see above). The caller publishes nothing else for the reader.
 // Correctness needs no order among the words; latency does. Readers load the
@@ -125,7 +137,6 @@ SHMRING_HD inline void write(const RingView& v, std::uint64_t position, std::uin
   const std::uint32_t f = flag(v, position, incarnation);
   std::uint64_t* w = words(v, position);
   const std::uint64_t n = low_latency_words(v.slot_size());
-  constexpr std::uint64_t kLineWords = 8;
 #if !defined(__CUDA_ARCH__)
   // A CPU stores word by word: the lines after the first in address order,
   // then the rest of the first, then word 0, the word readers poll. Every
@@ -155,10 +166,7 @@ SHMRING_HD inline void write(const RingView& v, std::uint64_t position, std::uin
 #else
   for (std::uint64_t line = (n - 1) / kLineWords + 1; line-- > 0;) {
     const std::uint64_t end = (line + 1) * kLineWords < n ? (line + 1) * kLineWords : n;
-    for (std::uint64_t k = line * kLineWords; k < end; k += 2) {
-      store_pair(w + k, word(k == 0 ? size : chunk(data, size, k), f),
-                 word(chunk(data, size, k + 1), f));
-    }
+    for (std::uint64_t k = line * kLineWords; k < end; k += 2) write_pair(w, k / 2, f, data, size);
   }
 #endif
 }

@@ -148,7 +148,11 @@ __device__ inline void publish_slot(const RingView& view, std::uint64_t pos) {
 __device__ inline void publish_share(const RingView& view, const DeviceClaim& c,
                                      std::uint32_t count, unsigned rank, unsigned threads) {
   if (rank >= count) return;
-  __threadfence_system();
+  // A release fence (fence.acq_rel.sys), not __threadfence_system's
+  // sequentially consistent one: nothing here needs a total order, and the
+  // lighter fence is what the hand-written reference producer of the GPU
+  // benchmark uses.
+  atomic::fence_release();
   for (std::uint32_t i = rank; i < count; i += threads) {
     atomic::store_relaxed(&view.trailer(c.first + i)->committed, c.first + i + 1);
   }
@@ -256,17 +260,12 @@ class SpscDeviceProducer : public InOrderDeviceProducer<SpscView, SpscProducerCu
     const std::uint64_t pos = cursor_->head;
     if (view_.low_latency()) {
       low_latency::write(view_, pos, cursor_->incarnation, data, size);
-      // The words are the publication; the head only serves the CPU
-      // consumer's sleep re-check and inspection, so it needs no fence (a
-      // release store here would stall this thread for a PCIe round trip).
-      cursor_->head = pos + 1;
-      atomic::store_relaxed(&view_.producer()->position, pos + 1);
-      return Status::ok;
+    } else {
+      copy_bytes(view_.payload(pos), data, size);
+      view_.set_length(pos, size);
+      publish_slot(view_, pos);
     }
-    copy_bytes(view_.payload(pos), data, size);
-    view_.set_length(pos, size);
-    publish_slot(view_, pos);
-    publish_head(view_, cursor_->head, pos + 1);
+    advance_head(pos + 1);
     return Status::ok;
   }
 
@@ -311,6 +310,48 @@ class SpscDeviceProducer : public InOrderDeviceProducer<SpscView, SpscProducerCu
     if (!has_message) return Status::ok;
     if (!fits) return Status::too_large;
     return rank < done ? Status::ok : st;
+  }
+
+  // ---- one warp, one message ----
+  // Every lane calls with the same `data` and `size`; all get the same
+  // status. The lanes write the slot together, 16 bytes each, so the warp's
+  // stores leave as whole-line writes; one thread's stores into host memory
+  // leave 16 bytes at a time. Plain slots: one release publishes the slot.
+  // Low-latency slots: the line holding word 0 (the word readers poll) goes
+  // last, and no fence is needed (low_latency.hpp).
+  __device__ Status warp_push_one(const void* data, std::uint32_t size,
+                                  std::uint64_t timeout_ns) const {
+    const unsigned lane = threadIdx.x & 31u;
+    if (size > view_.slot_size()) return Status::too_large;
+    Status st = Status::ok;
+    std::uint64_t n = 0;
+    if (lane == 0) n = wait_room(1, 1, Deadline::after(timeout_ns), st);
+    st = static_cast<Status>(__shfl_sync(kFullWarp, static_cast<int>(st), 0));
+    if (__shfl_sync(kFullWarp, n, 0) == 0) return st;
+    const std::uint64_t pos = cursor_->head;
+    const auto* bytes = static_cast<const std::byte*>(data);
+    if (view_.low_latency()) {
+      const std::uint32_t f = low_latency::flag(view_, pos, cursor_->incarnation);
+      std::uint64_t* w = low_latency::words(view_, pos);
+      const std::uint64_t pairs = low_latency_words(view_.slot_size()) / 2;
+      constexpr std::uint64_t kLinePairs = low_latency::kLineWords / 2;
+      for (std::uint64_t p = kLinePairs + lane; p < pairs; p += 32) {
+        low_latency::write_pair(w, p, f, bytes, size);
+      }
+      __syncwarp();
+      if (lane < kLinePairs && lane < pairs) low_latency::write_pair(w, lane, f, bytes, size);
+    } else {
+      group_copy(view_.payload(pos), bytes, size, lane, 32);
+      __syncwarp();
+      if (lane == 0) {
+        view_.set_length(pos, size);
+        publish_slot(view_, pos);  // release: covers the lanes' writes before the barrier
+      }
+    }
+    __syncwarp();
+    if (lane == 0) advance_head(pos + 1);
+    __syncwarp();
+    return Status::ok;
   }
 
   // ---- zero copy, one warp or one block ----
@@ -361,6 +402,16 @@ class SpscDeviceProducer : public InOrderDeviceProducer<SpscView, SpscProducerCu
     return c;
   }
 
+  // The head after a one-message push. An SPSC consumer takes a message
+  // from its slot's own words (`committed`, or the low-latency flags), never
+  // from the head, which serves only a CPU consumer's sleep re-check, attach
+  // and inspection: so no fence (a release store would stall this thread for
+  // a PCIe round trip, on the reply's path in a round trip).
+  __device__ void advance_head(std::uint64_t head) const {
+    cursor_->head = head;
+    atomic::store_relaxed(&view_.producer()->position, head);
+  }
+
   __device__ void preset_lengths(const DeviceClaim& c, unsigned rank, unsigned threads) const {
     for (std::uint32_t i = rank; i < c.count; i += threads) {
       view_.set_length(c.first + i, static_cast<std::uint32_t>(view_.slot_size()));
@@ -388,23 +439,17 @@ class SpscDeviceConsumer {
 
   // ---- one warp, one message ----
   // Every lane calls with the same `out` (shared or global memory: one
-  // address for the warp); all get the same status and size. On low-latency
-  // slots each lane loads its own 16 bytes of the slot, so a message of up to
-  // 252 bytes costs one PCIe round trip, where one thread's loads of host
-  // memory follow each other (about 1.2 us apiece, measured on an H200). On
-  // plain slots lane 0 pops.
+  // address for the warp); all get the same status and size. Each lane loads
+  // its own 16 bytes of the slot, so a message costs one PCIe round trip
+  // (low-latency slots, up to 252 bytes: the poll is the read) or two (plain
+  // slots, up to 512 bytes: lane 0 polls `committed`, then the lanes load the
+  // length and the payload together), where one thread's loads of host
+  // memory follow each other (about 1.2 us apiece, measured on an H200).
   __device__ Status warp_pop(void* out, std::uint32_t capacity, std::uint32_t& size,
                              std::uint64_t timeout_ns) const {
     const unsigned lane = threadIdx.x & 31u;
     const Deadline deadline = Deadline::after(timeout_ns);
-    if (!view_.low_latency()) {
-      Status st = Status::ok;
-      std::uint32_t n = 0;
-      if (lane == 0) st = pop_until(out, capacity, n, deadline);
-      st = static_cast<Status>(__shfl_sync(kFullWarp, static_cast<int>(st), 0));
-      size = __shfl_sync(kFullWarp, n, 0);
-      return st;
-    }
+    if (!view_.low_latency()) return warp_pop_plain(out, capacity, size, deadline);
     const std::uint64_t pos = __shfl_sync(kFullWarp, cursor_->tail, 0);
     Backoff backoff;
     for (;;) {
@@ -415,7 +460,7 @@ class SpscDeviceConsumer {
         if (r == low_latency::Read::corrupt) return Status::corrupt;
         if (r == low_latency::Read::too_large) return Status::too_large;
         __syncwarp();  // every lane's loads and writes are done
-        if (lane == 0) release_words(pos);
+        if (lane == 0) release_copied(pos);
         __syncwarp();
         return Status::ok;
       }
@@ -511,14 +556,16 @@ class SpscDeviceConsumer {
     atomic::store_release(&view_.consumer()->position, cursor_->tail);
   }
 
-  // Low-latency slots: the tail store without a release fence (which costs
-  // this thread ~0.6 us of PCIe, on the reply's path in a round trip). What a
+  // The tail store of a pop, without a release fence (which costs this
+  // thread ~0.6 us of PCIe, on the reply's path in a round trip). What a
   // release would order: our loads of the slot before the producer may
-  // rewrite it. The store is executed only after every loaded word was
-  // compared (our control flow depends on all of them), and a GPU makes no
-  // store visible before it executes; NCCL's LL protocol returns its buffers
-  // the same way.
-  __device__ void release_words(std::uint64_t pos) const {
+  // rewrite it. A pop has compared every loaded word (low-latency slots: our
+  // control flow depends on all of them) or stored it to the caller's buffer
+  // (plain slots), so the store below executes only after every load has
+  // returned, and a GPU makes no store visible before it executes; NCCL's LL
+  // protocol returns its buffers the same way. Zero-copy peeks, whose loads
+  // are the caller's, release with a fence (release_slots).
+  __device__ void release_copied(std::uint64_t pos) const {
     cursor_->tail = pos + 1;
     atomic::store_relaxed(&view_.consumer()->position, pos + 1);
   }
@@ -577,7 +624,7 @@ class SpscDeviceConsumer {
     size = length;
     if (length > capacity) return Status::too_large;
     copy_bytes(out, view_.payload(pos), length);
-    release_slots(1);
+    release_copied(pos);  // every loaded byte was stored to `out`: no fence needed
     return Status::ok;
   }
 
@@ -599,7 +646,7 @@ class SpscDeviceConsumer {
       switch (low_latency::read(view_, pos, out, capacity, length)) {
         case low_latency::Read::ready:
           size = length;
-          release_words(pos);
+          release_copied(pos);
           return Status::ok;
         case low_latency::Read::too_large:
           size = length;
@@ -628,8 +675,174 @@ class SpscDeviceConsumer {
     return c;
   }
 
+  // Plain slots, one warp: lane 0 polls `committed`; then every lane loads
+  // 16 bytes of the slot's first 512 and lane 0 the length, all at once (the
+  // loads do not depend on the length: the slot's bytes up to its trailer
+  // may be read whatever the message's size), and what is left of a longer
+  // message after that.
+  __device__ Status warp_pop_plain(void* out, std::uint32_t capacity, std::uint32_t& size,
+                                   Deadline deadline) const {
+    const unsigned lane = threadIdx.x & 31u;
+    const std::uint64_t pos = cursor_->tail;
+    Status st = Status::ok;
+    if (lane == 0) {
+      Backoff backoff;
+      while (!committed(pos)) {
+        if (deadline.passed()) {
+          st = Status::timeout;
+          break;
+        }
+        backoff.pause();
+      }
+    }
+    st = static_cast<Status>(__shfl_sync(kFullWarp, static_cast<int>(st), 0));
+    if (st != Status::ok) return st;
+    __syncwarp();  // the lanes' loads below come after lane 0's acquire
+    const std::byte* src = view_.payload(pos);
+    // Whole vectors up to the trailer: a slot of 8 bytes still has 16 (and
+    // every slot a multiple of 32) before it.
+    const std::uint64_t vectors = (view_.slot_size() + 15) / 16;
+    uint4 v{};
+    if (lane < vectors) v = *reinterpret_cast<const uint4*>(src + 16ull * lane);
+    std::uint32_t length = 0;
+    if (lane == 0) length = view_.committed_length(pos);
+    length = __shfl_sync(kFullWarp, length, 0);
+    if (!view_.length_ok(length)) return Status::corrupt;
+    size = length;
+    if (length > capacity) return Status::too_large;
+    auto* dst = static_cast<std::byte*>(out);
+    const std::uint64_t at = 16ull * lane;
+    if (at + 16 <= length && (reinterpret_cast<std::uintptr_t>(dst) & 15) == 0) {
+      *reinterpret_cast<uint4*>(dst + at) = v;
+    } else if (at < length) {
+      const auto* b = reinterpret_cast<const std::byte*>(&v);
+      for (std::uint64_t i = 0; i < 16 && at + i < length; ++i) dst[at + i] = b[i];
+    }
+    if (length > 512) group_copy(dst + 512, src + 512, length - 512, lane, 32);
+    // Every lane's loads are done: their values were stored to `out` (a
+    // store cannot execute before its data has arrived). So, as in
+    // release_copied(), the tail store needs no fence on the reply's path.
+    __syncwarp();
+    if (lane == 0) release_copied(pos);
+    __syncwarp();
+    return Status::ok;
+  }
+
+  friend class GridReader;
+
   SpscView view_;
   SpscConsumerCursor* cursor_;
+};
+
+// ---------------------------------------------------------------------------
+// SPSC, a grid as the consumer: the blocks of one grid read one ring
+// together, each a batch of slots at a time, to load at the rate of the
+// whole link (one block's loads reach about 0.8 of it on an H100).
+//
+// Block b of a grid of G blocks reads batches b, b + G, b + 2G, ... of
+// `batch` slots each, counted from `from`, the consumer's position before
+// the launch (GpuSide::position() on the host), until `from + messages`.
+// A block waits until its whole batch is committed, reads it in place, and
+// hands it back with release(), which waits until the batch before it has
+// been handed back: the tail moves in ring order, one publication per batch.
+// Every thread of the block calls next() and release(). The ring must hold
+// a batch (batch <= capacity); with room for G batches all blocks read at
+// once. A block that times out (in next() or release()) leaves its batch
+// unreleased, and the blocks after it time out in turn: the kernel ends
+// with the tail after the last batch handed back.
+class GridReader {
+ public:
+  __device__ GridReader(const SpscDeviceConsumer& rx, std::uint64_t from, std::uint64_t messages,
+                        std::uint32_t batch)
+      : rx_(rx),
+        next_(from + std::uint64_t{blockIdx.x} * batch),
+        end_(from + messages),
+        stride_(std::uint64_t{gridDim.x} * batch),
+        batch_(batch) {}
+
+  // This block's next batch; count 0 when the grid's share is all taken
+  // (status ok) or on timeout / corrupt.
+  __device__ DeviceClaim next(std::uint64_t timeout_ns) {
+    __shared__ unsigned missing;
+    DeviceClaim c;
+    c.first = next_;
+    if (rx_.view_.low_latency()) {  // slots are lent in place: plain slots only
+      c.status = Status::unsupported;
+      return c;
+    }
+    if (next_ >= end_ || batch_ == 0 || batch_ > rx_.view_.capacity()) {
+      c.status = next_ >= end_ ? Status::ok : Status::too_large;
+      return c;
+    }
+    const std::uint64_t left = end_ - next_;
+    const auto n = static_cast<std::uint32_t>(left < batch_ ? left : batch_);
+    const Deadline deadline = Deadline::after(timeout_ns);
+    const unsigned rank = flat_thread();
+    Backoff backoff;
+    for (;;) {
+      __syncthreads();
+      if (rank == 0) missing = 0;
+      __syncthreads();
+      // Lane-parallel checks of every slot: producers that publish slots
+      // in parallel (a GPU block) do not publish them in order.
+      for (std::uint32_t i = rank; i < n; i += block_threads()) {
+        if (!rx_.readable(next_ + i)) atomicAdd(&missing, 1u);
+      }
+      __syncthreads();
+      if (missing == 0) break;
+      bool late = false;
+      if (rank == 0) late = deadline.passed();
+      if (__syncthreads_or(late)) {
+        c.status = Status::timeout;
+        return c;
+      }
+      if (rank == 0) backoff.pause();
+    }
+    c.count = n;
+    c.status = Status::ok;
+    next_ += stride_;
+    return c;
+  }
+
+  __device__ const SpscView& view() const { return rx_.view(); }
+  __device__ ReadSlot slot(const DeviceClaim& c, std::uint32_t i) const { return rx_.slot(c, i); }
+
+  // Hands the batch back once the one before it is: ok, or timeout (the
+  // batch stays unreleased).
+  __device__ Status release(const DeviceClaim& c, std::uint64_t timeout_ns) {
+    __shared__ Status shared;
+    __syncthreads();  // every thread's reads of the batch are done
+    if (flat_thread() == 0) {
+      shared = Status::ok;
+      const Deadline deadline = Deadline::after(timeout_ns);
+      Backoff backoff;
+      // SYNC POINT (acquire, pairs with the release below by the block that
+      // handed back the batch before ours): its reads are done, so our
+      // publication covers them too.
+      while (atomic::load_acquire(&rx_.cursor_->tail) != c.first) {
+        if (deadline.passed()) {
+          shared = Status::timeout;
+          break;
+        }
+        backoff.pause();
+      }
+      if (shared == Status::ok) {
+        atomic::store_release(&rx_.cursor_->tail, c.first + c.count);
+        // SYNC POINT (release, system scope, pairs with the producer's
+        // acquire of the tail): the slots below it may be rewritten.
+        atomic::store_release(&rx_.view_.consumer()->position, c.first + c.count);
+      }
+    }
+    __syncthreads();
+    return shared;
+  }
+
+ private:
+  SpscDeviceConsumer rx_;
+  std::uint64_t next_;
+  std::uint64_t end_;
+  std::uint64_t stride_;
+  std::uint32_t batch_;
 };
 
 // ---------------------------------------------------------------------------
