@@ -278,15 +278,58 @@ __global__ void __launch_bounds__(1024)
   if (rank == 0) r->messages = done;
 }
 
-// -- GPU consumer: block_peek, read and check every byte, block_release -----
+// -- GPU consumers: read and check every byte ---------------------------------
 
+// The group (rank of threads) checks every 16 bytes of slots first ..
+// first + count - 1 against message_vector, eight loads in flight per thread.
+__device__ inline void check_slots(const sr::RingView& view, std::uint64_t first,
+                                   std::uint32_t count, std::uint32_t size, unsigned rank,
+                                   unsigned threads, unsigned long long& errors,
+                                   unsigned long long& sum) {
+  const std::uint32_t vps = size / 16;
+  const std::uint32_t shift = log2_u32(vps);
+  const std::uint32_t total = count * vps;
+  for (std::uint32_t base = rank; base < total; base += 8 * threads) {
+    ulonglong2 v[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const std::uint32_t i = base + j * threads;
+      if (i < total) {
+        v[j] = *reinterpret_cast<const ulonglong2*>(view.payload(first + (i >> shift)) +
+                                                    16ull * (i & (vps - 1)));
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const std::uint32_t i = base + j * threads;
+      if (i < total) {
+        const ulonglong2 want = message_vector(first + (i >> shift), size, i & (vps - 1), vps);
+        errors += (v[j].x != want.x) | (v[j].y != want.y);
+        sum += v[j].x ^ v[j].y;
+      }
+    }
+  }
+  for (std::uint32_t i = rank; i < count; i += threads) {
+    errors += view.committed_length(first + i) != size;
+  }
+}
+
+__device__ inline void report_checks(KernelResult* r, unsigned long long errors,
+                                     unsigned long long sum) {
+  errors = block_sum(errors);
+  sum = block_sum(sum);
+  if ((threadIdx.x & 31u) == 0) {
+    atomicAdd(&r->errors, errors);
+    atomicAdd(&r->sum, sum);
+  }
+}
+
+// One block: block_peek, check, block_release.
 __global__ void __launch_bounds__(1024)
     consume_kernel(sc::SpscConsumerRef ref, std::uint64_t messages, std::uint32_t size,
                    std::uint32_t batch, std::uint64_t timeout_ns, KernelResult* r) {
   const sc::SpscDeviceConsumer rx(ref);
   const unsigned rank = threadIdx.x, threads = blockDim.x;
-  const std::uint32_t vps = size / 16;
-  const std::uint32_t shift = log2_u32(vps);
   unsigned long long errors = 0, sum = 0;
   std::uint64_t done = 0;
   while (done < messages) {
@@ -297,38 +340,38 @@ __global__ void __launch_bounds__(1024)
       if (rank == 0) note_status(r, c.status);
       break;
     }
-    const std::uint32_t total = c.count * vps;
-    for (std::uint32_t base = rank; base < total; base += 8 * threads) {
-      ulonglong2 v[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const std::uint32_t i = base + j * threads;
-        if (i < total) {
-          v[j] = *reinterpret_cast<const ulonglong2*>(rx.view().payload(c.first + (i >> shift)) +
-                                                      16ull * (i & (vps - 1)));
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const std::uint32_t i = base + j * threads;
-        if (i < total) {
-          const ulonglong2 want = message_vector(c.first + (i >> shift), size, i & (vps - 1), vps);
-          errors += (v[j].x != want.x) | (v[j].y != want.y);
-          sum += v[j].x ^ v[j].y;
-        }
-      }
-    }
-    for (std::uint32_t i = rank; i < c.count; i += threads) errors += rx.slot(c, i).size != size;
+    check_slots(rx.view(), c.first, c.count, size, rank, threads, errors, sum);
     rx.block_release(c, c.count);
     done += c.count;
   }
-  errors = block_sum(errors);
-  sum = block_sum(sum);
-  if ((rank & 31u) == 0) {
-    atomicAdd(&r->errors, errors);
-    atomicAdd(&r->sum, sum);
-  }
+  report_checks(r, errors, sum);
   if (rank == 0) r->messages = done;
+}
+
+// Every block of the grid: GridReader batches from `from`, check, release.
+__global__ void __launch_bounds__(1024)
+    consume_grid_kernel(sc::SpscConsumerRef ref, std::uint64_t from, std::uint64_t messages,
+                        std::uint32_t size, std::uint32_t batch, std::uint64_t timeout_ns,
+                        KernelResult* r) {
+  sc::GridReader grid(sc::SpscDeviceConsumer(ref), from, messages, batch);
+  const unsigned rank = threadIdx.x, threads = blockDim.x;
+  unsigned long long errors = 0, sum = 0, done = 0;
+  for (;;) {
+    const sc::DeviceClaim c = grid.next(timeout_ns);
+    if (c.count == 0) {
+      if (rank == 0) note_status(r, c.status);
+      break;
+    }
+    check_slots(grid.view(), c.first, c.count, size, rank, threads, errors, sum);
+    const sr::Status st = grid.release(c, timeout_ns);
+    if (st != sr::Status::ok) {
+      if (rank == 0) note_status(r, st);
+      break;
+    }
+    done += c.count;
+  }
+  report_checks(r, errors, sum);
+  if (rank == 0) atomicAdd(&r->messages, done);
 }
 
 // -- round trips --------------------------------------------------------------
@@ -390,6 +433,29 @@ __global__ void echo_warp_pop_push_kernel(sc::SpscConsumerRef in, sc::SpscProduc
       if (threadIdx.x == 0) note_status(r, s);
       return;
     }
+  }
+  if (threadIdx.x == 0) r->messages = rounds;
+}
+
+// One warp, the whole warp on both rings: warp_pop() the ping,
+// warp_push_one() it back, then check it.
+__global__ void echo_warp_one_kernel(sc::SpscConsumerRef in, sc::SpscProducerRef out,
+                                     std::uint64_t rounds, std::uint32_t size,
+                                     std::uint64_t timeout_ns, KernelResult* r) {
+  if (threadIdx.x >= 32) return;
+  const sc::SpscDeviceConsumer rx(in);
+  const sc::SpscDeviceProducer tx(out);
+  __shared__ alignas(16) unsigned char buf[64];
+  for (std::uint64_t i = 0; i < rounds; ++i) {
+    std::uint32_t got = 0;
+    sr::Status s = rx.warp_pop(buf, sizeof buf, got, timeout_ns);
+    if (s == sr::Status::ok) s = tx.warp_push_one(buf, got, timeout_ns);
+    if (s != sr::Status::ok) {
+      if (threadIdx.x == 0) note_status(r, s);
+      return;
+    }
+    if (threadIdx.x == 0) r->errors += ping_errors(buf, got, size, i);
+    __syncwarp();  // lane 0 has checked buf before the next pop writes it
   }
   if (threadIdx.x == 0) r->messages = rounds;
 }

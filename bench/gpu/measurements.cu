@@ -637,16 +637,22 @@ Throughput measure_broadcast(Context& ctx, std::uint64_t size, std::uint64_t k) 
   return t;
 }
 
-Throughput measure_cpu_to_gpu(Context& ctx, std::uint64_t size, bool write_full) {
+Throughput measure_cpu_to_gpu(Context& ctx, std::uint64_t size, bool write_full, unsigned blocks) {
   const Options& o = ctx.opt;
   const RingShape shape = ring_shape(o, size);
   Throughput t;
   t.direction = "cpu_to_gpu";
-  t.method = "block_peek, read all, block_release";
+  t.method = blocks > 1
+                 ? "GridReader, " + std::to_string(blocks) + " blocks: next, read all, release"
+                 : "block_peek, read all, block_release";
   t.cpu_writes = size == 64 || write_full ? "every byte" : "stamps (24 B)";
   t.size = size;
   t.capacity = shape.capacity;
-  t.gpu_batch = shape.gpu_peek;
+  // A grid: room for two batches per block, so every block has one to read
+  // while the producer fills the next.
+  const std::uint64_t grid_batch =
+      std::max<std::uint64_t>(1, std::min(shape.gpu_peek, shape.capacity / (2 * blocks)));
+  t.gpu_batch = blocks > 1 ? grid_batch : shape.gpu_peek;
   t.cpu_batch = shape.cpu_batch;
   t.messages = std::max<std::uint64_t>(1, o.volume / size);
   const std::vector<unsigned char> frame = host_frame(size);
@@ -668,9 +674,15 @@ Throughput measure_cpu_to_gpu(Context& ctx, std::uint64_t size, bool write_full)
       const sc::Registration reg = sc::Registration::register_segment(seg, ctx.dev.id);
       const sc::GpuSpscConsumer rx = sc::GpuSpscConsumer::attach(seg, reg);
       ctx.reset_result();
-      consume_kernel<<<1, o.gpu_threads>>>(rx.ref(), t.messages, static_cast<std::uint32_t>(size),
-                                           static_cast<std::uint32_t>(shape.gpu_peek),
-                                           ctx.timeout_ns(), ctx.result);
+      if (blocks > 1) {
+        consume_grid_kernel<<<blocks, o.gpu_threads>>>(
+            rx.ref(), rx.position(), t.messages, static_cast<std::uint32_t>(size),
+            static_cast<std::uint32_t>(grid_batch), ctx.timeout_ns(), ctx.result);
+      } else {
+        consume_kernel<<<1, o.gpu_threads>>>(rx.ref(), t.messages, static_cast<std::uint32_t>(size),
+                                             static_cast<std::uint32_t>(shape.gpu_peek),
+                                             ctx.timeout_ns(), ctx.result);
+      }
       cuda_ok(cudaGetLastError(), "consumer launch");
       ctx.agent->go(n);
       cuda_ok(cudaDeviceSynchronize(), "consumer kernel");
@@ -688,17 +700,34 @@ Throughput measure_cpu_to_gpu(Context& ctx, std::uint64_t size, bool write_full)
   return t;
 }
 
+const char* echo_label(EchoKind kind) {
+  switch (kind) {
+    case EchoKind::pop_push:
+      return "pop() + push(), thread 0";
+    case EchoKind::low_latency_warp:
+      return "low-latency slots: warp_pop() + push()";
+    case EchoKind::low_latency_thread:
+      return "low-latency slots: pop() + push(), thread 0";
+    case EchoKind::peek_push:
+      return "warp_peek(1) + push() + warp_release()";
+    case EchoKind::minimal:
+      return "minimal: tight poll, no sleeper-count loads";
+    case EchoKind::warp_one:
+      return "warp_pop() + warp_push_one()";
+    case EchoKind::low_latency_warp_one:
+      return "low-latency slots: warp_pop() + warp_push_one()";
+  }
+  return "?";
+}
+
 RoundTrip measure_round_trip(Context& ctx, std::uint64_t size, EchoKind kind, CpuWait wait) {
   const Options& o = ctx.opt;
   RoundTrip rt;
-  const bool low_latency =
-      kind == EchoKind::low_latency_warp || kind == EchoKind::low_latency_thread;
-  rt.variant = kind == EchoKind::pop_push           ? "pop() + push(), thread 0"
-               : kind == EchoKind::low_latency_warp ? "low-latency slots: warp_pop() + push()"
-               : kind == EchoKind::low_latency_thread
-                   ? "low-latency slots: pop() + push(), thread 0"
-               : kind == EchoKind::peek_push ? "warp_peek(1) + push() + warp_release()"
-                                             : "minimal: tight poll, no sleeper-count loads";
+  const bool low_latency = kind == EchoKind::low_latency_warp ||
+                           kind == EchoKind::low_latency_thread ||
+                           kind == EchoKind::low_latency_warp_one;
+  const bool warp_one = kind == EchoKind::warp_one || kind == EchoKind::low_latency_warp_one;
+  rt.variant = echo_label(kind);
   if (wait == CpuWait::blocking) rt.variant += "; CPU waits in pop() without spinning";
   if (wait == CpuWait::epoll) rt.variant += "; CPU waits in epoll on event_fd()";
   rt.size = size;
@@ -742,7 +771,10 @@ RoundTrip measure_round_trip(Context& ctx, std::uint64_t size, EchoKind kind, Cp
     const std::uint64_t rounds = o.rtt_warmup + o.rtt_rounds;
     ctx.reset_result();
     const auto s32 = static_cast<std::uint32_t>(size);
-    if (kind == EchoKind::low_latency_warp) {
+    if (warp_one) {
+      echo_warp_one_kernel<<<1, 32>>>(gin.ref(), gout.ref(), rounds, s32, ctx.timeout_ns(),
+                                      ctx.result);
+    } else if (kind == EchoKind::low_latency_warp) {
       echo_warp_pop_push_kernel<<<1, 32>>>(gin.ref(), gout.ref(), rounds, s32, ctx.timeout_ns(),
                                            ctx.result);
     } else if (kind == EchoKind::pop_push || kind == EchoKind::low_latency_thread) {

@@ -104,11 +104,23 @@ Ceilings measure_ceilings(Context& ctx);
 enum class ProducerKind { library, staged_copy, minimal };
 Throughput measure_gpu_to_cpu(Context& ctx, std::uint64_t size, ProducerKind kind);
 Throughput measure_broadcast(Context& ctx, std::uint64_t size, std::uint64_t k);
-Throughput measure_cpu_to_gpu(Context& ctx, std::uint64_t size, bool write_full);
+// `blocks` > 1: a grid of that many blocks reads the ring (GridReader).
+Throughput measure_cpu_to_gpu(Context& ctx, std::uint64_t size, bool write_full,
+                              unsigned blocks = 1);
 
 // pop_push and low_latency_thread run the same kernel, low_latency_thread
 // and low_latency_warp over rings of low-latency slots (low_latency.hpp).
-enum class EchoKind { pop_push, low_latency_warp, low_latency_thread, peek_push, minimal };
+// warp_one and low_latency_warp_one: the whole warp on both rings,
+// warp_pop() + warp_push_one(), over plain and low-latency slots.
+enum class EchoKind {
+  pop_push,
+  low_latency_warp,
+  low_latency_thread,
+  peek_push,
+  minimal,
+  warp_one,
+  low_latency_warp_one
+};
 
 // How the CPU side waits for the kernel's reply: spinning on try_pop, in a
 // blocking pop that does not spin (it sleeps at once: a GPU peer cannot wake

@@ -36,6 +36,7 @@ namespace {
       "  --flag-reps N          interleaved runs of each flag ping-pong setup (default 5)\n"
       "  --rtt-warmup N         round trips discarded first (default 1000)\n"
       "  --gpu-threads N        threads of the one block on each ring (default 1024)\n"
+      "  --grid-blocks N        CPU -> GPU: blocks of the GridReader rows (default 8; 1: none)\n"
       "  --device N             CUDA device (default 0)\n"
       "  --cpus HOST,AGENT      cores for this process and the CPU agent process\n"
       "                         (default: 2nd and 3rd core local to the GPU)\n"
@@ -133,6 +134,8 @@ Options parse_options(int argc, char** argv) {
         o.rtt_warmup = parse_bytes(value());
       else if (a == "--gpu-threads")
         o.gpu_threads = static_cast<unsigned>(parse_bytes(value()));
+      else if (a == "--grid-blocks")
+        o.grid_blocks = static_cast<unsigned>(parse_bytes(value()));
       else if (a == "--device")
         o.device = static_cast<int>(parse_bytes(value()));
       else if (a == "--timeout")

@@ -30,6 +30,7 @@ struct Options {
   std::uint64_t rtt_warmup = 1000;
   unsigned flag_reps = 5;  // interleaved runs of each flag ping-pong setup
   unsigned gpu_threads = 1024;
+  unsigned grid_blocks = 8;  // CPU -> GPU: blocks of the GridReader rows
   int device = 0;
   int cpu_host = -1;  // -1: chosen from the GPU's local CPUs
   int cpu_agent = -1;
