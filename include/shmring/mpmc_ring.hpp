@@ -250,12 +250,13 @@ struct MpmcConsumerCore final : MpmcSideCore {
 
 }  // namespace detail
 
-class MpmcProducer : public detail::Handle<detail::MpmcProducerCore> {
+class MpmcProducer : public detail::Handle<detail::MpmcProducerCore>,
+                     public detail::AttachForms<MpmcProducer> {
  public:
   MpmcProducer() noexcept = default;
 
-  static MpmcProducer attach(const Segment& segment, const WaitPolicy& policy = {});
-  static MpmcProducer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
+  // attach(segment, policy = {}) and attach(segment, policy, ec): counted
+  // in, with a claim record of its own (handle.hpp, AttachForms).
 
   // Positions claimed so far by all producers of the ring (the enqueue
   // counter).
@@ -348,16 +349,18 @@ class MpmcProducer : public detail::Handle<detail::MpmcProducerCore> {
   }
 
  private:
+  friend class detail::AttachForms<MpmcProducer>;
   static MpmcProducer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
 };
 
-class MpmcConsumer : public detail::Handle<detail::MpmcConsumerCore> {
+class MpmcConsumer : public detail::Handle<detail::MpmcConsumerCore>,
+                     public detail::AttachForms<MpmcConsumer> {
  public:
   MpmcConsumer() noexcept = default;
 
-  static MpmcConsumer attach(const Segment& segment, const WaitPolicy& policy = {});
-  static MpmcConsumer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
+  // attach(segment, policy = {}) and attach(segment, policy, ec): counted
+  // in, with a claim record of its own (handle.hpp, AttachForms).
 
   // Positions claimed so far by all consumers of the ring (the dequeue
   // counter).
@@ -422,6 +425,7 @@ class MpmcConsumer : public detail::Handle<detail::MpmcConsumerCore> {
   }
 
  private:
+  friend class detail::AttachForms<MpmcConsumer>;
   static MpmcConsumer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
 };
