@@ -12,9 +12,7 @@
 namespace shmring {
 namespace {
 
-using detail::as_timeout;
 using detail::Failure;
-using detail::not_would_block;
 
 // A conflated read that keeps being lapped while it copies the newest
 // message gives up after this many tries (Status::overrun): the producer
@@ -37,16 +35,12 @@ void detail::BroadcastSubscriberCore::wake_producer() noexcept {
 
 // As an SPSC producer's (spsc_ring.cpp): the word is the same.
 void detail::BroadcastProducerCore::close() noexcept {
-  closed_here = true;
-  // SYNC POINT (seq_cst store, after every position store of this handle):
-  // a subscriber that reads kStreamClosed then re-reads the head sees every
-  // message.
-  atomic::store_seq_cst(&view.producer()->stream, kStreamClosed);
+  close_stream(*this, &view.producer()->stream);
   wake_subscribers(/*everyone=*/true);
 }
 
 detail::BroadcastProducerCore::~BroadcastProducerCore() {
-  if (close_on_exit && !closed_here && lifetime && attached_here()) close();
+  if (closes_at_exit(*this)) close();
 }
 
 // A reliable producer waits for the slowest live subscriber; dead ones are
@@ -159,14 +153,7 @@ Status detail::BroadcastSubscriberCore::copy_next(std::span<std::byte> buffer, s
 
 // ---- producer --------------------------------------------------------------
 
-BroadcastProducer BroadcastProducer::attach(const Segment& segment, const WaitPolicy& policy) {
-  return detail::or_throw([&](Failure& f) { return do_attach(segment, policy, f); });
-}
-
-BroadcastProducer BroadcastProducer::attach(const Segment& segment, const WaitPolicy& policy,
-                                            std::error_code& ec) {
-  return detail::or_report(ec, [&](Failure& f) { return do_attach(segment, policy, f); });
-}
+template class detail::AttachForms<BroadcastProducer>;
 
 BroadcastProducer BroadcastProducer::do_attach(const Segment& segment, const WaitPolicy& policy,
                                                Failure& f) {
@@ -183,17 +170,15 @@ BroadcastProducer BroadcastProducer::do_attach(const Segment& segment, const Wai
   return p;
 }
 
-template <class TryOnce, class Done>
-auto BroadcastProducer::wait_for_room(std::chrono::nanoseconds timeout, TryOnce&& try_once,
-                                      Done&& done) noexcept -> decltype(try_once()) {
+template <class TryOnce>
+auto BroadcastProducer::wait_for_room(std::chrono::nanoseconds timeout, TryOnce&& try_once) noexcept
+    -> decltype(try_once()) {
   detail::BroadcastProducerCore& c = *core_;
-  const detail::QuietTries quiet(c);
   // A dead subscriber never releases and never wakes us, so both the check
   // before each sleep (stalled) and the re-check after it (ready) evict the
   // dead: a subscriber killed while we sleep lets us go on at our next look.
-  return detail::block_until(
-      detail::room_side(c.view), c.policy, c.wait_state, timeout, try_once, done,
-      [&] { return c.evict_dead() || c.view.space_ready(c.cursor); },
+  return detail::wait_call_with(
+      c, timeout, try_once, [&] { return c.evict_dead() || c.view.space_ready(c.cursor); },
       [&] { return c.evict_dead(); });
 }
 
@@ -201,29 +186,17 @@ Status BroadcastProducer::push(std::span<const std::byte> message,
                                std::chrono::nanoseconds timeout) noexcept {
   if (const Status s = exclusive_refusal(); s != Status::ok) return s;
   if (message.size() > core_->view.slot_size()) return Status::too_large;
-  return as_timeout(wait_for_room(
-      timeout, [&] { return try_push(message); }, not_would_block));
+  return wait_for_room(timeout, [&] { return try_push(message); });
 }
 
 WriteClaim BroadcastProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0 || exclusive_refusal() != Status::ok) return try_claim(max);  // no wait
-  WriteClaim claim = wait_for_room(
-      timeout, [&] { return try_claim(max); }, detail::claim_done<WriteClaim>);
-  if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
-  return claim;
+  return wait_for_room(timeout, [&] { return try_claim(max); });
 }
 
 // ---- subscriber ------------------------------------------------------------
 
-BroadcastSubscriber BroadcastSubscriber::attach(const Segment& segment, JoinAt at,
-                                                const WaitPolicy& policy) {
-  return detail::or_throw([&](Failure& f) { return do_attach(segment, at, policy, f); });
-}
-
-BroadcastSubscriber BroadcastSubscriber::attach(const Segment& segment, JoinAt at,
-                                                const WaitPolicy& policy, std::error_code& ec) {
-  return detail::or_report(ec, [&](Failure& f) { return do_attach(segment, at, policy, f); });
-}
+template class detail::AttachForms<BroadcastSubscriber, JoinAt>;
 
 BroadcastSubscriber BroadcastSubscriber::do_attach(const Segment& segment, JoinAt at,
                                                    const WaitPolicy& policy, Failure& f) {
@@ -243,44 +216,30 @@ BroadcastSubscriber BroadcastSubscriber::do_attach(const Segment& segment, JoinA
   return s;
 }
 
-template <class TryOnce, class Done>
-auto BroadcastSubscriber::wait_for_message(std::chrono::nanoseconds timeout, TryOnce&& try_once,
-                                           Done&& done) noexcept -> decltype(try_once()) {
-  detail::BroadcastSubscriberCore& c = *core_;
-  const detail::QuietTries quiet(c);
-  // Ready: data, or the end of the stream (closed, or a dead producer).
-  return detail::block_until(detail::data_side(c.view), c.policy, c.wait_state, timeout, try_once,
-                             done, [&] { return c.event_ready(); });
-}
-
+// The blocking calls of the subscriber wait for data, or the end of the
+// stream (closed, or a dead producer): what its descriptor waits for.
 Status BroadcastSubscriber::pop(std::span<std::byte> buffer, std::size_t& size,
                                 std::chrono::nanoseconds timeout) noexcept {
   if (const Status s = exclusive_refusal(); s != Status::ok) return s;
-  return as_timeout(wait_for_message(
-      timeout, [&] { return try_pop(buffer, size); }, not_would_block));
+  return detail::wait_call(*core_, timeout, [&] { return try_pop(buffer, size); });
 }
 
 Status BroadcastSubscriber::newest(std::span<std::byte> buffer, std::size_t& size,
                                    std::chrono::nanoseconds timeout) noexcept {
   if (const Status s = exclusive_refusal(); s != Status::ok) return s;
-  return as_timeout(wait_for_message(
-      timeout, [&] { return try_newest(buffer, size); }, not_would_block));
+  return detail::wait_call(*core_, timeout, [&] { return try_newest(buffer, size); });
 }
 
 ReadClaim BroadcastSubscriber::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0 || exclusive_refusal() != Status::ok) return try_peek(max);  // no wait
-  ReadClaim claim = wait_for_message(
-      timeout, [&] { return try_peek(max); }, detail::claim_done<ReadClaim>);
-  if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
-  return claim;
+  return detail::wait_call(*core_, timeout, [&] { return try_peek(max); });
 }
 
 bool BroadcastSubscriber::wait_for_data(std::chrono::nanoseconds timeout) noexcept {
   if (exclusive_refusal() != Status::ok) return false;
   const BroadcastView& v = core_->view;
   const BroadcastSubscriberCursor& c = core_->cursor;
-  return wait_for_message(
-      timeout, [&] { return v.data_ready(c); }, [](bool r) { return r; });
+  return detail::wait_call(*core_, timeout, [&] { return v.data_ready(c); });
 }
 
 }  // namespace shmring

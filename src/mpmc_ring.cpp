@@ -15,9 +15,17 @@
 namespace shmring {
 namespace {
 
-using detail::as_timeout;
 using detail::Failure;
-using detail::not_would_block;
+
+// A blocking call of an MPMC handle: a recovery pass that a deadline cut
+// short goes on by a step first, and a step runs before each sleep (the
+// peers waiting behind the claims of dead handles may wait on nothing else).
+template <class Core, class TryOnce>
+auto mpmc_wait(Core& c, std::chrono::nanoseconds timeout, TryOnce&& try_once) noexcept
+    -> decltype(try_once()) {
+  c.go_on_recovering();
+  return detail::wait_call(c, timeout, try_once, [&c] { return c.recovery_goes_on(); });
+}
 
 // A CPU handle of one MPMC side: counted in (before looking for GPU agents;
 // a GPU attach does the reverse, so of two racing attaches at least one sees
@@ -82,10 +90,7 @@ void detail::MpmcSideCore::wake_peers(bool everyone) noexcept {
 // ---- end of stream -----------------------------------------------------------
 
 void detail::MpmcSideCore::close() noexcept {
-  closed_here = true;
-  // SYNC POINT (seq_cst store, after this handle's commits): as the SPSC
-  // producer's close (spsc_ring.cpp).
-  atomic::store_seq_cst(&view.producer()->stream, kStreamClosed);
+  close_stream(*this, &view.producer()->stream);
   wake_peers(/*everyone=*/true);
 }
 
@@ -126,14 +131,7 @@ detail::RecoveryStep detail::MpmcSideCore::recover_step() noexcept {
 
 // ---- producer --------------------------------------------------------------
 
-MpmcProducer MpmcProducer::attach(const Segment& segment, const WaitPolicy& policy) {
-  return detail::or_throw([&](Failure& f) { return do_attach(segment, policy, f); });
-}
-
-MpmcProducer MpmcProducer::attach(const Segment& segment, const WaitPolicy& policy,
-                                  std::error_code& ec) {
-  return detail::or_report(ec, [&](Failure& f) { return do_attach(segment, policy, f); });
-}
+template class detail::AttachForms<MpmcProducer>;
 
 MpmcProducer MpmcProducer::do_attach(const Segment& segment, const WaitPolicy& policy, Failure& f) {
   MpmcProducer p;
@@ -144,38 +142,18 @@ MpmcProducer MpmcProducer::do_attach(const Segment& segment, const WaitPolicy& p
 Status MpmcProducer::push(std::span<const std::byte> message,
                           std::chrono::nanoseconds timeout) noexcept {
   if (!detail::usable(core_)) return detail::unusable(core_);
-  detail::MpmcProducerCore& c = *core_;
-  if (message.size() > c.view.slot_size()) return Status::too_large;
-  c.go_on_recovering();
-  const detail::QuietTries quiet(c);
-  return as_timeout(detail::block_until(
-      detail::room_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_push(message); },
-      not_would_block, [&] { return c.event_ready(); }, [&] { return c.recovery_goes_on(); }));
+  if (message.size() > core_->view.slot_size()) return Status::too_large;
+  return mpmc_wait(*core_, timeout, [&] { return try_push(message); });
 }
 
 WriteClaim MpmcProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0 || !detail::usable(core_)) return try_claim(max);  // no wait
-  detail::MpmcProducerCore& c = *core_;
-  c.go_on_recovering();
-  const detail::QuietTries quiet(c);
-  WriteClaim claim = detail::block_until(
-      detail::room_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_claim(max); },
-      detail::claim_done<WriteClaim>, [&] { return c.event_ready(); },
-      [&] { return c.recovery_goes_on(); });
-  if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
-  return claim;
+  return mpmc_wait(*core_, timeout, [&] { return try_claim(max); });
 }
 
 // ---- consumer --------------------------------------------------------------
 
-MpmcConsumer MpmcConsumer::attach(const Segment& segment, const WaitPolicy& policy) {
-  return detail::or_throw([&](Failure& f) { return do_attach(segment, policy, f); });
-}
-
-MpmcConsumer MpmcConsumer::attach(const Segment& segment, const WaitPolicy& policy,
-                                  std::error_code& ec) {
-  return detail::or_report(ec, [&](Failure& f) { return do_attach(segment, policy, f); });
-}
+template class detail::AttachForms<MpmcConsumer>;
 
 MpmcConsumer MpmcConsumer::do_attach(const Segment& segment, const WaitPolicy& policy, Failure& f) {
   MpmcConsumer c;
@@ -186,26 +164,12 @@ MpmcConsumer MpmcConsumer::do_attach(const Segment& segment, const WaitPolicy& p
 Status MpmcConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
                          std::chrono::nanoseconds timeout) noexcept {
   if (!detail::usable(core_)) return detail::unusable(core_);
-  detail::MpmcConsumerCore& c = *core_;
-  c.go_on_recovering();
-  const detail::QuietTries quiet(c);
-  return as_timeout(detail::block_until(
-      detail::data_side(c.view), c.policy, c.wait_state, timeout,
-      [&] { return try_pop(buffer, size); }, not_would_block, [&] { return c.event_ready(); },
-      [&] { return c.recovery_goes_on(); }));
+  return mpmc_wait(*core_, timeout, [&] { return try_pop(buffer, size); });
 }
 
 ReadClaim MpmcConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0 || !detail::usable(core_)) return try_peek(max);  // no wait
-  detail::MpmcConsumerCore& c = *core_;
-  c.go_on_recovering();
-  const detail::QuietTries quiet(c);
-  ReadClaim claim = detail::block_until(
-      detail::data_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_peek(max); },
-      detail::claim_done<ReadClaim>, [&] { return c.event_ready(); },
-      [&] { return c.recovery_goes_on(); });
-  if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
-  return claim;
+  return mpmc_wait(*core_, timeout, [&] { return try_peek(max); });
 }
 
 }  // namespace shmring

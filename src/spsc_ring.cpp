@@ -1,6 +1,7 @@
 #include "shmring/spsc_ring.hpp"
 
 #include <string>
+#include <type_traits>
 
 #include "detail/attach.hpp"
 #include "detail/blocking.hpp"
@@ -11,17 +12,25 @@
 namespace shmring {
 namespace {
 
-using detail::as_timeout;
 using detail::Failure;
-using detail::not_would_block;
 
-// A core for the role `a` took, in this process.
+// A core of one SPSC role, taken in this process: the role held, at the
+// positions the segment says. A producer that attaches reopens the stream a
+// predecessor closed.
 template <class Core>
-std::unique_ptr<Core> make_core(const Segment& segment, const WaitPolicy& policy,
-                                const std::shared_ptr<detail::Holding>& role) {
+std::unique_ptr<Core> attach_core(const Segment& segment, const WaitPolicy& policy, Failure& f) {
+  constexpr bool producer = std::is_same_v<Core, detail::SpscProducerCore>;
+  detail::SpscAttachment a = detail::attach_spsc(segment, producer, f);
+  if (f) return nullptr;
   auto core = std::make_unique<Core>();
   core->view = SpscView(segment.base(), segment.geometry());
-  detail::init_core(*core, segment, policy, role);
+  detail::init_core(*core, segment, policy, a.role);
+  if constexpr (producer) {
+    core->cursor = a.producer;
+    atomic::store_seq_cst(&core->view.producer()->stream, kStreamOpen);
+  } else {
+    core->cursor = a.consumer;
+  }
   return core;
 }
 
@@ -46,18 +55,12 @@ void detail::SpscProducerCore::write_words(std::uint64_t position,
 // ---- end of stream -----------------------------------------------------------
 
 void detail::SpscProducerCore::close() noexcept {
-  closed_here = true;
-  // SYNC POINT (seq_cst store, after every position store of this handle):
-  // a consumer that reads kStreamClosed then re-reads the head sees every
-  // message. Against an arming waiter (a seq_cst RMW, then its re-check
-  // reads this word) it is the sleeper handshake: the waiter sees the word,
-  // or the wake-up below finds its bit.
-  atomic::store_seq_cst(&view.producer()->stream, kStreamClosed);
+  close_stream(*this, &view.producer()->stream);
   wake_consumer(/*everyone=*/true);
 }
 
 detail::SpscProducerCore::~SpscProducerCore() {
-  if (close_on_exit && !closed_here && lifetime && attached_here()) close();
+  if (closes_at_exit(*this)) close();
 }
 
 Status detail::SpscProducerCore::end_status(bool probe) noexcept {
@@ -85,24 +88,11 @@ Status detail::SpscConsumerCore::end_status(bool probe) noexcept {
 
 // ---- producer --------------------------------------------------------------
 
-SpscProducer SpscProducer::attach(const Segment& segment, const WaitPolicy& policy) {
-  return detail::or_throw([&](Failure& f) { return do_attach(segment, policy, f); });
-}
-
-SpscProducer SpscProducer::attach(const Segment& segment, const WaitPolicy& policy,
-                                  std::error_code& ec) {
-  return detail::or_report(ec, [&](Failure& f) { return do_attach(segment, policy, f); });
-}
+template class detail::AttachForms<SpscProducer>;
 
 SpscProducer SpscProducer::do_attach(const Segment& segment, const WaitPolicy& policy, Failure& f) {
   SpscProducer p;
-  detail::SpscAttachment a = detail::attach_spsc(segment, /*producer=*/true, f);
-  if (f) return p;
-  auto core = make_core<detail::SpscProducerCore>(segment, policy, a.role);
-  core->cursor = a.producer;
-  // A producer that attaches reopens the stream a predecessor closed.
-  atomic::store_seq_cst(&core->view.producer()->stream, kStreamOpen);
-  p.core_ = core.release();
+  p.core_ = attach_core<detail::SpscProducerCore>(segment, policy, f).release();
   return p;
 }
 
@@ -110,74 +100,39 @@ Status SpscProducer::push(std::span<const std::byte> message,
                           std::chrono::nanoseconds timeout) noexcept {
   if (const Status s = exclusive_refusal(); s != Status::ok) return s;
   if (message.size() > core_->view.slot_size()) return Status::too_large;
-  detail::SpscProducerCore& c = *core_;
-  const detail::QuietTries quiet(c);
-  return as_timeout(detail::block_until(
-      detail::room_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_push(message); },
-      not_would_block, [&] { return c.event_ready(); }));
+  return detail::wait_call(*core_, timeout, [&] { return try_push(message); });
 }
 
 WriteClaim SpscProducer::claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0 || exclusive_refusal() != Status::ok) return try_claim(max);  // no wait
-  detail::SpscProducerCore& c = *core_;
-  const detail::QuietTries quiet(c);
-  WriteClaim claim = detail::block_until(
-      detail::room_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_claim(max); },
-      detail::claim_done<WriteClaim>, [&] { return c.event_ready(); });
-  if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
-  return claim;
+  return detail::wait_call(*core_, timeout, [&] { return try_claim(max); });
 }
 
 // ---- consumer --------------------------------------------------------------
 
-SpscConsumer SpscConsumer::attach(const Segment& segment, const WaitPolicy& policy) {
-  return detail::or_throw([&](Failure& f) { return do_attach(segment, policy, f); });
-}
-
-SpscConsumer SpscConsumer::attach(const Segment& segment, const WaitPolicy& policy,
-                                  std::error_code& ec) {
-  return detail::or_report(ec, [&](Failure& f) { return do_attach(segment, policy, f); });
-}
+template class detail::AttachForms<SpscConsumer>;
 
 SpscConsumer SpscConsumer::do_attach(const Segment& segment, const WaitPolicy& policy, Failure& f) {
   SpscConsumer c;
-  detail::SpscAttachment a = detail::attach_spsc(segment, /*producer=*/false, f);
-  if (f) return c;
-  auto core = make_core<detail::SpscConsumerCore>(segment, policy, a.role);
-  core->cursor = a.consumer;
-  c.core_ = core.release();
+  c.core_ = attach_core<detail::SpscConsumerCore>(segment, policy, f).release();
   return c;
 }
 
 Status SpscConsumer::pop(std::span<std::byte> buffer, std::size_t& size,
                          std::chrono::nanoseconds timeout) noexcept {
   if (const Status s = exclusive_refusal(); s != Status::ok) return s;
-  detail::SpscConsumerCore& c = *core_;
-  const detail::QuietTries quiet(c);
-  return as_timeout(detail::block_until(
-      detail::data_side(c.view), c.policy, c.wait_state, timeout,
-      [&] { return try_pop(buffer, size); }, not_would_block, [&] { return c.event_ready(); }));
+  return detail::wait_call(*core_, timeout, [&] { return try_pop(buffer, size); });
 }
 
 ReadClaim SpscConsumer::peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept {
   if (max == 0 || exclusive_refusal() != Status::ok) return try_peek(max);  // no wait
-  detail::SpscConsumerCore& c = *core_;
-  const detail::QuietTries quiet(c);
-  ReadClaim claim = detail::block_until(
-      detail::data_side(c.view), c.policy, c.wait_state, timeout, [&] { return try_peek(max); },
-      detail::claim_done<ReadClaim>, [&] { return c.event_ready(); });
-  if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
-  return claim;
+  return detail::wait_call(*core_, timeout, [&] { return try_peek(max); });
 }
 
 bool SpscConsumer::wait_for_data(std::chrono::nanoseconds timeout) noexcept {
   if (exclusive_refusal() != Status::ok) return false;
   detail::SpscConsumerCore& c = *core_;
-  const detail::QuietTries quiet(c);
-  auto ready = [&] { return c.event_ready(); };
-  return detail::block_until(
-      detail::data_side(c.view), c.policy, c.wait_state, timeout, ready, [](bool r) { return r; },
-      ready);
+  return detail::wait_call(c, timeout, [&c] { return c.event_ready(); });
 }
 
 }  // namespace shmring

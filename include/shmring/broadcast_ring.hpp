@@ -136,13 +136,13 @@ struct BroadcastSubscriberCore final : HandleCore {
 
 }  // namespace detail
 
-class BroadcastProducer : public detail::InOrderProducer<detail::BroadcastProducerCore> {
+class BroadcastProducer : public detail::InOrderProducer<detail::BroadcastProducerCore>,
+                          public detail::AttachForms<BroadcastProducer> {
  public:
   BroadcastProducer() noexcept = default;
 
-  static BroadcastProducer attach(const Segment& segment, const WaitPolicy& policy = {});
-  static BroadcastProducer attach(const Segment& segment, const WaitPolicy& policy,
-                                  std::error_code& ec);
+  // attach(segment, policy = {}) and attach(segment, policy, ec): take the
+  // role (handle.hpp, AttachForms).
 
   Delivery delivery() const noexcept { return core_ ? core_->view.delivery() : Delivery::reliable; }
   // close(), set_close_on_exit(), position(), try_push(), try_push_many()
@@ -158,16 +158,18 @@ class BroadcastProducer : public detail::InOrderProducer<detail::BroadcastProduc
   [[nodiscard]] WriteClaim claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
 
  private:
+  friend class detail::AttachForms<BroadcastProducer>;
   static BroadcastProducer do_attach(const Segment& segment, const WaitPolicy& policy,
                                      detail::Failure& f);
   // A blocking call of a reliable producer: waits for room (evicting dead
   // subscribers first) while `try_once` would block.
-  template <class TryOnce, class Done>
-  auto wait_for_room(std::chrono::nanoseconds timeout, TryOnce&& try_once, Done&& done) noexcept
+  template <class TryOnce>
+  auto wait_for_room(std::chrono::nanoseconds timeout, TryOnce&& try_once) noexcept
       -> decltype(try_once());
 };
 
-class BroadcastSubscriber : public detail::Handle<detail::BroadcastSubscriberCore> {
+class BroadcastSubscriber : public detail::Handle<detail::BroadcastSubscriberCore>,
+                            public detail::AttachForms<BroadcastSubscriber, JoinAt> {
  public:
   BroadcastSubscriber() noexcept = default;
 
@@ -175,10 +177,12 @@ class BroadcastSubscriber : public detail::Handle<detail::BroadcastSubscriberCor
   // now on: a subscriber that joins a running stream gets no backlog of
   // messages published before it was there (JoinAt::oldest asks for what the
   // ring still holds, JoinAt::newest for the last one published as well).
-  static BroadcastSubscriber attach(const Segment& segment, JoinAt at = JoinAt::next,
-                                    const WaitPolicy& policy = {});
-  static BroadcastSubscriber attach(const Segment& segment, JoinAt at, const WaitPolicy& policy,
-                                    std::error_code& ec);
+  // attach(segment, at, policy = {}) and attach(segment, at, policy, ec)
+  // (handle.hpp, AttachForms); attach(segment) joins at JoinAt::next.
+  using AttachForms::attach;
+  static BroadcastSubscriber attach(const Segment& segment) {
+    return attach(segment, JoinAt::next);
+  }
 
   Delivery delivery() const noexcept { return core_ ? core_->view.delivery() : Delivery::reliable; }
   // The next position this subscriber reads.
@@ -268,6 +272,7 @@ class BroadcastSubscriber : public detail::Handle<detail::BroadcastSubscriberCor
   }
 
  private:
+  friend class detail::AttachForms<BroadcastSubscriber, JoinAt>;
   static BroadcastSubscriber do_attach(const Segment& segment, JoinAt at, const WaitPolicy& policy,
                                        detail::Failure& f);
   template <class Handler>
@@ -283,11 +288,6 @@ class BroadcastSubscriber : public detail::Handle<detail::BroadcastSubscriberCor
     }
     return n;
   }
-  // A blocking call of the subscriber: waits for the head to move past its
-  // cursor while `try_once` would block.
-  template <class TryOnce, class Done>
-  auto wait_for_message(std::chrono::nanoseconds timeout, TryOnce&& try_once, Done&& done) noexcept
-      -> decltype(try_once());
   bool wait_for_data(std::chrono::nanoseconds timeout) noexcept;
 };
 

@@ -101,6 +101,7 @@ class Claim {
   friend class shmring::MpmcConsumer;
   friend class shmring::BroadcastProducer;
   friend class shmring::BroadcastSubscriber;
+  friend struct CallEnd;  // a blocking claim's end (src/detail/blocking.hpp)
 };
 
 }  // namespace detail

@@ -21,16 +21,21 @@
 
 #include <cstdint>
 #include <memory>
+#include <system_error>
 #include <utility>
 
+#include "shmring/atomic.hpp"
 #include "shmring/error.hpp"
 #include "shmring/event.hpp"
+#include "shmring/layout.hpp"
 #include "shmring/process.hpp"
 #include "shmring/segment.hpp"
 #include "shmring/status.hpp"
 #include "shmring/wait.hpp"
 
 namespace shmring::detail {
+
+struct Failure;
 
 // The state every role shares.
 struct HandleCore {
@@ -138,6 +143,25 @@ class QuietTries {
   HandleCore& core_;
 };
 
+// The end of a producer's stream (docs/events.md), for the cores of every
+// ring: the handle's later pushes say Status::closed, and the stream word
+// says closed. The caller then wakes the consumers, whether or not they sleep.
+inline void close_stream(HandleCore& core, std::uint32_t* stream) noexcept {
+  core.closed_here = true;
+  // SYNC POINT (seq_cst store, after every publication of this handle): a
+  // consumer that reads kStreamClosed then re-reads the head (or the turn
+  // of its next slot) sees every message. Against an arming waiter (a
+  // seq_cst RMW, then its re-check reads this word) it is the sleeper
+  // handshake: the waiter sees the word, or the wake-up that follows finds
+  // its bit.
+  atomic::store_seq_cst(stream, kStreamClosed);
+}
+// Whether the end of a producer's handle closes its stream: it asked to,
+// has not yet, and is the live handle of the process that attached it.
+inline bool closes_at_exit(const HandleCore& core) noexcept {
+  return core.close_on_exit && !core.closed_here && core.lifetime && core.attached_here();
+}
+
 // A fresh core's shared state: attached in this process now, waiting as
 // `policy` says, holding `lifetime` (the role, and through it the mapping),
 // and ready to open and signal descriptors on `segment`.
@@ -167,6 +191,20 @@ inline void give_back(HandleCore& core) noexcept {
   if (core.tracks_claims && core.attached_here()) core.claims_done();
   if (core.handle_gone) delete &core;
 }
+
+// The attach calls of a handle type H, written once for every ring: the
+// throwing form (shmring::Error) and the error_code form, around
+// H::do_attach(segment, options..., policy, failure), the steps of H's own
+// (this class is its friend). `Options`: what H asks for between the segment
+// and the policy (a broadcast subscriber's JoinAt). Defined in
+// src/detail/attach.hpp and instantiated in each handle's source file.
+template <class H, class... Options>
+class AttachForms {
+ public:
+  static H attach(const Segment& segment, Options... options, const WaitPolicy& policy = {});
+  static H attach(const Segment& segment, Options... options, const WaitPolicy& policy,
+                  std::error_code& ec);
+};
 
 // The one base of the role handles: ownership of the core, moves, and what
 // every handle answers the same way.

@@ -201,6 +201,29 @@ struct MpmcConsumerCore final : MpmcSideCore {
   }
 
  private:
+  // The locked claim orders the loads before it: the CPU cannot run ahead
+  // into the next message while it waits, as an SPSC consumer does, so each
+  // message would cost the consumer a trip for its slot's lines. They are
+  // taken here, for the claim two ahead of this one (`r` the claim just
+  // made): its trailer exclusive (the next-but-one claim reads it, and its
+  // release writes it) and the first lines of its payload. Not the slot
+  // right after `r`: a consumer that has caught up polls that one next,
+  // while a producer writes it. A run of more than one message also takes
+  // its own trailers exclusive before the release writes them. Not on slots
+  // of one line (RingView::prefetch_slot_for_write says why). Hints: they
+  // order nothing, and a consumer that finds the slot not yet committed
+  // only lost a line it had to fetch again.
+  void prefetch_ahead(MpmcRange r) const noexcept {
+    if (view.payload_lines() == 0) return;
+    const std::uint64_t next = r.first + r.count + 1;
+    atomic::prefetch_write(view.trailer(next));
+    view.prefetch_payload(next);
+    if (r.count == 1) return;  // taken by an earlier claim, when the claims follow each other
+    for (std::uint64_t i = 0; i < r.count && i < kPrefetchReleases; ++i) {
+      atomic::prefetch_write(view.trailer(r.first + i));
+    }
+  }
+
   // `counter`: the dequeue counter as before_claim() read it.
   MpmcRange next_run(std::uint64_t counter, std::uint64_t max, Status& status,
                      bool& wake) noexcept {
@@ -232,14 +255,7 @@ struct MpmcConsumerCore final : MpmcSideCore {
           return {};
         }
       }
-      // The trailers were read, and the release writes them: taken exclusive
-      // now, while the messages are read, the release's stores have their
-      // lines by the time the next call's locked claim waits for them. Not
-      // on slots of one line (RingView::prefetch_slot_for_write says why).
-      const std::uint64_t ahead = view.payload_lines() == 0 ? 0 : kPrefetchReleases;
-      for (std::uint64_t i = 0; i < r.count && i < ahead; ++i) {
-        atomic::prefetch_write(view.trailer(r.first + i));
-      }
+      prefetch_ahead(r);
       return r;
     }
     after_claims();
@@ -250,12 +266,13 @@ struct MpmcConsumerCore final : MpmcSideCore {
 
 }  // namespace detail
 
-class MpmcProducer : public detail::Handle<detail::MpmcProducerCore> {
+class MpmcProducer : public detail::Handle<detail::MpmcProducerCore>,
+                     public detail::AttachForms<MpmcProducer> {
  public:
   MpmcProducer() noexcept = default;
 
-  static MpmcProducer attach(const Segment& segment, const WaitPolicy& policy = {});
-  static MpmcProducer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
+  // attach(segment, policy = {}) and attach(segment, policy, ec): counted
+  // in, with a claim record of its own (handle.hpp, AttachForms).
 
   // Positions claimed so far by all producers of the ring (the enqueue
   // counter).
@@ -348,16 +365,18 @@ class MpmcProducer : public detail::Handle<detail::MpmcProducerCore> {
   }
 
  private:
+  friend class detail::AttachForms<MpmcProducer>;
   static MpmcProducer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
 };
 
-class MpmcConsumer : public detail::Handle<detail::MpmcConsumerCore> {
+class MpmcConsumer : public detail::Handle<detail::MpmcConsumerCore>,
+                     public detail::AttachForms<MpmcConsumer> {
  public:
   MpmcConsumer() noexcept = default;
 
-  static MpmcConsumer attach(const Segment& segment, const WaitPolicy& policy = {});
-  static MpmcConsumer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
+  // attach(segment, policy = {}) and attach(segment, policy, ec): counted
+  // in, with a claim record of its own (handle.hpp, AttachForms).
 
   // Positions claimed so far by all consumers of the ring (the dequeue
   // counter).
@@ -422,6 +441,7 @@ class MpmcConsumer : public detail::Handle<detail::MpmcConsumerCore> {
   }
 
  private:
+  friend class detail::AttachForms<MpmcConsumer>;
   static MpmcConsumer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
 };

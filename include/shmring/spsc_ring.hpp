@@ -93,12 +93,13 @@ struct SpscConsumerCore final : HandleCore {
 
 }  // namespace detail
 
-class SpscProducer : public detail::InOrderProducer<detail::SpscProducerCore> {
+class SpscProducer : public detail::InOrderProducer<detail::SpscProducerCore>,
+                     public detail::AttachForms<SpscProducer> {
  public:
   SpscProducer() noexcept = default;
 
-  static SpscProducer attach(const Segment& segment, const WaitPolicy& policy = {});
-  static SpscProducer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
+  // attach(segment, policy = {}) and attach(segment, policy, ec): take the
+  // role (handle.hpp, AttachForms).
 
   // close(), closed(), set_close_on_exit(), position(), try_push(),
   // try_push_many(), try_claim(): in_order.hpp.
@@ -109,16 +110,18 @@ class SpscProducer : public detail::InOrderProducer<detail::SpscProducerCore> {
   [[nodiscard]] WriteClaim claim(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
 
  private:
+  friend class detail::AttachForms<SpscProducer>;
   static SpscProducer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
 };
 
-class SpscConsumer : public detail::Handle<detail::SpscConsumerCore> {
+class SpscConsumer : public detail::Handle<detail::SpscConsumerCore>,
+                     public detail::AttachForms<SpscConsumer> {
  public:
   SpscConsumer() noexcept = default;
 
-  static SpscConsumer attach(const Segment& segment, const WaitPolicy& policy = {});
-  static SpscConsumer attach(const Segment& segment, const WaitPolicy& policy, std::error_code& ec);
+  // attach(segment, policy = {}) and attach(segment, policy, ec): take the
+  // role (handle.hpp, AttachForms).
 
   // Messages consumed so far (the tail position).
   std::uint64_t position() const noexcept { return core_ ? core_->cursor.tail : 0; }
@@ -179,6 +182,7 @@ class SpscConsumer : public detail::Handle<detail::SpscConsumerCore> {
   }
 
  private:
+  friend class detail::AttachForms<SpscConsumer>;
   static SpscConsumer do_attach(const Segment& segment, const WaitPolicy& policy,
                                 detail::Failure& f);
   Status try_pop_words(std::span<std::byte> buffer, std::size_t& size) noexcept {

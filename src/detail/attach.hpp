@@ -10,6 +10,7 @@
 #include "detail/fail.hpp"
 #include "detail/holding.hpp"
 #include "shmring/broadcast_view.hpp"
+#include "shmring/handle.hpp"
 #include "shmring/layout.hpp"
 #include "shmring/process.hpp"
 #include "shmring/segment.hpp"
@@ -60,6 +61,19 @@ Failure check_cpu_may_join(const Segment& segment, const SideBlock& side, std::s
 // process that attached it (process.hpp, generation()).
 inline bool attached_here(std::uint32_t generation) noexcept {
   return generation == process::generation();
+}
+
+// The attach calls of every handle type (handle.hpp, AttachForms).
+template <class H, class... Options>
+H AttachForms<H, Options...>::attach(const Segment& segment, Options... options,
+                                     const WaitPolicy& policy) {
+  return or_throw([&](Failure& f) { return H::do_attach(segment, options..., policy, f); });
+}
+
+template <class H, class... Options>
+H AttachForms<H, Options...>::attach(const Segment& segment, Options... options,
+                                     const WaitPolicy& policy, std::error_code& ec) {
+  return or_report(ec, [&](Failure& f) { return H::do_attach(segment, options..., policy, f); });
 }
 
 }  // namespace shmring::detail

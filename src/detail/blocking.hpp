@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "shmring/atomic.hpp"
+#include "shmring/claim.hpp"
 #include "shmring/event.hpp"
 #include "shmring/ring_view.hpp"
 #include "shmring/status.hpp"
@@ -226,11 +227,45 @@ auto block_until(WaitSide side, const WaitPolicy& policy, WaitState& state,
   }
 }
 
-// A blocking claim or peek is done with any claim but an empty one that
-// would block; at its deadline that one reports timeout.
-template <class Claim>
-bool claim_done(const Claim& c) noexcept {
-  return c.status() != Status::would_block;
+// How a blocking call of a handle ends, by what its tries return: a status
+// (done with anything but would_block, which at the deadline says timeout),
+// a claim (done with any claim but an empty one that would block; that one
+// then says timeout) or a readiness (done when true).
+struct CallEnd {
+  static bool done(Status s) noexcept { return not_would_block(s); }
+  static bool done(const Claim& c) noexcept { return c.status_ != Status::would_block; }
+  static bool done(bool ready) noexcept { return ready; }
+  static Status at_deadline(Status s) noexcept { return as_timeout(s); }
+  static bool at_deadline(bool ready) noexcept { return ready; }
+  template <class C>
+  static C at_deadline(C claim) noexcept {
+    if (claim.status_ == Status::would_block) claim.status_ = Status::timeout;
+    return claim;
+  }
+};
+
+// A blocking call of a handle whose core is `c`, written once for every
+// ring: its tries leave the descriptor alone (QuietTries: the call waits on
+// the futex), it waits for what the role waits for (room or data) as the
+// handle's policy says, with `ready` as a sleeper's re-check and `stalled`
+// before each sleep (block_until), and what still finds nothing at the
+// deadline says so (CallEnd).
+template <class Core, class TryOnce, class Ready, class Stalled>
+auto wait_call_with(Core& c, std::chrono::nanoseconds timeout, TryOnce&& try_once, Ready&& ready,
+                    Stalled&& stalled) noexcept -> decltype(try_once()) {
+  const QuietTries quiet(c);
+  const WaitSide side = c.waits_for() == WaitFor::room ? room_side(c.view) : data_side(c.view);
+  return CallEnd::at_deadline(block_until(
+      side, c.policy, c.wait_state, timeout, try_once,
+      [](const auto& result) { return CallEnd::done(result); }, ready, stalled));
+}
+// The same, ready when the handle's descriptor would be: progress, or the end
+// of the stream.
+template <class Core, class TryOnce, class Stalled = bool (*)() noexcept>
+auto wait_call(Core& c, std::chrono::nanoseconds timeout, TryOnce&& try_once,
+               Stalled&& stalled = never_stalled) noexcept -> decltype(try_once()) {
+  return wait_call_with(
+      c, timeout, try_once, [&c] { return c.event_ready(); }, stalled);
 }
 
 }  // namespace shmring::detail
