@@ -98,8 +98,9 @@ void Report::markdown(std::FILE* f) const {
   if (!tp.empty()) {
     std::fprintf(
         f,
-        "## Throughput: one GPU block <-> one CPU process over an SPSC ring; broadcast rows: one "
-        "GPU block publishing to k CPU subscriber processes (median of %u)\n\n",
+        "## Throughput: one GPU block <-> one CPU process over an SPSC ring (GridReader rows: a "
+        "grid of blocks); broadcast rows: one GPU block publishing to k CPU subscriber processes "
+        "(median of %u)\n\n",
         ctx.opt.reps);
     std::fprintf(
         f,
@@ -155,14 +156,16 @@ void Report::markdown(std::FILE* f) const {
                    r.variant.c_str(), human_bytes(r.size).c_str(), r.median_ns / 1e3,
                    r.p99_ns / 1e3, r.min_ns / 1e3, r.ratio, r.errors, target.c_str());
     }
-    std::fprintf(f,
-                 "\nPlain slots: the kernel polls the slot's `committed` word, then reads the "
-                 "length, then the payload (three dependent PCIe reads), and publishes its "
-                 "reply behind a system fence. Low-latency slots (SlotFormat::low_latency): "
-                 "each 8-byte word carries 4 message bytes and a flag, so the words that are "
-                 "loaded are the message and the reply needs no fence; warp_pop() has each "
-                 "lane load 16 bytes at once (one thread's loads of host memory follow each "
-                 "other, one PCIe round trip apiece).\n");
+    std::fprintf(
+        f,
+        "\nPlain slots: one thread's pop() polls the slot's `committed` word, then "
+        "reads the length, then the payload (three dependent PCIe reads); warp_pop() "
+        "polls, then its lanes load length and payload at once (two); either way the "
+        "reply is published behind a system fence. Low-latency slots (SlotFormat::low_latency): "
+        "each 8-byte word carries 4 message bytes and a flag, so the words that are "
+        "loaded are the message and the reply needs no fence; warp_pop() has each "
+        "lane load 16 bytes at once (one thread's loads of host memory follow each "
+        "other, one PCIe round trip apiece).\n");
     std::fprintf(f, "\n");
   }
   std::fprintf(f, "Verification: %s\n", all_verified() ? "every message ok" : "FAILED (see above)");
