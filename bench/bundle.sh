@@ -121,8 +121,10 @@ check_libs() {
 }
 
 if [[ $gst == 1 && $check == 0 ]]; then
-  command -v gst-launch-1.0 >/dev/null && command -v pkg-config >/dev/null ||
-    { echo "bundle.sh: --gst needs gst-launch-1.0 and pkg-config (Debian: gstreamer1.0-tools pkg-config)" >&2; exit 2; }
+  if ! command -v gst-launch-1.0 >/dev/null || ! command -v pkg-config >/dev/null; then
+    echo "bundle.sh: --gst needs gst-launch-1.0 and pkg-config (Debian: gstreamer1.0-tools pkg-config)" >&2
+    exit 2
+  fi
   plugins_dir=$(pkg-config --variable=pluginsdir gstreamer-1.0)
   scanner=$(pkg-config --variable=pluginscannerdir gstreamer-1.0)/gst-plugin-scanner
   if [[ -z "$plugin" ]]; then
@@ -134,7 +136,7 @@ if [[ $gst == 1 && $check == 0 ]]; then
   # coreelements: capsfilter, queue, fakesink, identity; videotestsrc; videoconvertscale
   # (videoconvert, videoscale) for pipelines that convert.
   wanted=(coreelements videotestsrc videoconvertscale)
-  rm -rf "$out/bin" "$out/libexec" "$out/plugins" "$out/lib"
+  rm -rf "${out:?}/bin" "${out:?}/libexec" "${out:?}/plugins" "${out:?}/lib"
   mkdir -p "$out/bin" "$out/libexec" "$out/plugins"
   cp "$(command -v gst-launch-1.0)" "$(command -v gst-inspect-1.0)" "$out/bin/"
   cp "$scanner" "$out/libexec/"
