@@ -103,6 +103,10 @@ copy_libs() {
 check_libs() {
   local libdir=$1
   shift
+  if ! command -v ldd >/dev/null; then
+    echo "bundle.sh: no ldd here: the libraries are checked only by running the bundle" >&2
+    return
+  fi
   local report
   report=$(LD_LIBRARY_PATH="$libdir" ldd "$@")
   if grep -q "not found" <<<"$report"; then
