@@ -134,6 +134,17 @@ def pipelines(transport: str, caps: str, n: int, fsize: int, where: str, slots: 
 BASELINE_PLUGIN_PATH: str | None = None
 
 
+def baseline_env() -> dict[str, str]:
+    """The environment of the shmring-baseline transport's processes: its
+    plugin, and a registry of its own (the same plugin name at two paths
+    would make GStreamer rescan, and perhaps keep the other, at every
+    switch)."""
+    assert BASELINE_PLUGIN_PATH is not None
+    return {**os.environ, "GST_PLUGIN_PATH": BASELINE_PLUGIN_PATH,
+            "GST_REGISTRY": os.path.join(tempfile.gettempdir(),
+                                         f"gst-bench-baseline-registry-{os.getuid()}.bin")}
+
+
 def spawn(argv: list[str], pipeline: str, cpu: int | None,
           stdout: int = subprocess.DEVNULL, env: dict[str, str] | None = None) -> subprocess.Popen:
     """The pipeline in a process of its own, on CPU `cpu` (None: any)."""
@@ -179,12 +190,7 @@ def run_once(transport: str, caps: str, n: int, fsize: int, slots: int,
     prod_line, cons_line = pipelines(transport_name, caps, n, fsize, where, slots,
                                      live=bool(probe))
     prod_argv = [probe, "stamp", "out"] if probe else ["gst-launch-1.0", "-q"]
-    # A registry of its own: the same plugin name at two paths would make
-    # GStreamer rescan, and possibly keep the other, at every switch.
-    env = ({**os.environ, "GST_PLUGIN_PATH": BASELINE_PLUGIN_PATH,
-            "GST_REGISTRY": os.path.join(tempfile.gettempdir(),
-                                         f"gst-bench-baseline-registry-{os.getuid()}.bin")}
-           if transport == "shmring-baseline" and BASELINE_PLUGIN_PATH else None)
+    env = baseline_env() if transport == "shmring-baseline" else None
     cons_argv = [probe, "measure", "out"] if probe else ["gst-launch-1.0", "-q"]
     try:
         start = time.monotonic()
@@ -290,6 +296,13 @@ def main() -> int:
             return 2
         global BASELINE_PLUGIN_PATH
         BASELINE_PLUGIN_PATH = os.path.abspath(args.baseline_plugin)
+        # Made here, so that no measured run scans plugins; and it must be that plugin.
+        seen = subprocess.run(["gst-inspect-1.0", "shmringsink"], capture_output=True, text=True,
+                              env=baseline_env()).stdout
+        if f"{BASELINE_PLUGIN_PATH}/libgstshmring.so" not in seen:
+            print(f"--baseline-plugin: GStreamer does not load shmringsink from "
+                  f"{BASELINE_PLUGIN_PATH}", file=sys.stderr)
+            return 2
         transports.insert(1 + len(slot_counts), "shmring-baseline")
         notes.append(f"baseline plugin: {BASELINE_PLUGIN_PATH}/libgstshmring.so, rings of "
                      f"{slots} slots")
