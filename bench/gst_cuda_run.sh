@@ -8,7 +8,7 @@
 # 4K I420 frames, videotestsrc ! shmringsink in one process (the bundle's
 # GStreamer, through BUNDLE/gst-env: that process only), read on the GPU in
 # place by this host's Python with CuPy (the bundle's wheel, unpacked into a
-# temporary folder: nothing is installed). Runs:
+# temporary folder, in BUNDLE where it may write: nothing is installed). Runs:
 #
 #   gst            shmringsink, 4 slots, each frame summed on the GPU
 #   gst-2slots     the same with 2 slots
@@ -50,7 +50,9 @@ command -v "$python" >/dev/null || die "no Python interpreter '$python' (set PYT
 tag=$("$python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")') || die "$python does not run"
 wheels=("$bundle"/wheels/shmring-*-"$tag"-*.whl)
 [[ -f ${wheels[0]} ]] || die "the bundle has no shmring wheel for $tag ($python): $(ls "$bundle/wheels" 2>/dev/null | tr '\n' ' ')(make it with bench/bundle.sh ... --wheel python${tag:2:1}.${tag:3})"
-pkg=$(mktemp -d "${TMPDIR:-/tmp}/shmring-gst-cuda-XXXXXX")
+# In the bundle's folder if it is writable: a /tmp mounted noexec would
+# refuse to load the module from there.
+pkg=$(mktemp -d "$bundle/.python-XXXXXX" 2>/dev/null || mktemp -d "${TMPDIR:-/tmp}/shmring-gst-cuda-XXXXXX")
 trap 'rm -rf "$pkg"' EXIT
 "$python" -m zipfile -e "${wheels[0]}" "$pkg" || die "could not unpack ${wheels[0]}"
 export PYTHONPATH="$pkg${PYTHONPATH:+:$PYTHONPATH}"
