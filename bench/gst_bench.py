@@ -18,6 +18,10 @@ Transports:
 - shm: shmsink -> shmsrc (gst-plugins-bad; videotestsrc draws into its area)
 - unixfd: unixfdsink -> unixfdsrc (GStreamer 1.24 and later), where the
   element exists; otherwise the notes say it was skipped
+- shmring-baseline (with --baseline-plugin DIR): the zero-copy transport
+  with the plugin found in DIR (another build, say that of an earlier
+  commit), rings of the first --slots, interleaved with the rest: a change
+  to the plugin measured against what it changed, in the same run
 
 Throughput: each transport runs at two frame counts, N and 4N (the producer
 makes a few more, the same number in both runs); the figures are the
@@ -66,6 +70,7 @@ NAMES = {
     "shmring-sink-copy": "shmring, sink copies",
     "shmring-src-copy": "shmring, source copies too",
     "shm": "shmsink/shmsrc",
+    "shmring-baseline": "shmring (no copy), baseline plugin",
     "unixfd": "unixfdsink/unixfdsrc",
 }
 
@@ -125,14 +130,29 @@ def pipelines(transport: str, caps: str, n: int, fsize: int, where: str, slots: 
     raise ValueError(transport)
 
 
+# --baseline-plugin: where the shmring-baseline transport finds its plugin.
+BASELINE_PLUGIN_PATH: str | None = None
+
+
+def baseline_env() -> dict[str, str]:
+    """The environment of the shmring-baseline transport's processes: its
+    plugin, and a registry of its own (the same plugin name at two paths
+    would make GStreamer rescan, and perhaps keep the other, at every
+    switch)."""
+    assert BASELINE_PLUGIN_PATH is not None
+    return {**os.environ, "GST_PLUGIN_PATH": BASELINE_PLUGIN_PATH,
+            "GST_REGISTRY": os.path.join(tempfile.gettempdir(),
+                                         f"gst-bench-baseline-registry-{os.getuid()}.bin")}
+
+
 def spawn(argv: list[str], pipeline: str, cpu: int | None,
-          stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
+          stdout: int = subprocess.DEVNULL, env: dict[str, str] | None = None) -> subprocess.Popen:
     """The pipeline in a process of its own, on CPU `cpu` (None: any)."""
     def pin() -> None:
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
     return subprocess.Popen([*argv, *pipeline.split()], stdout=stdout, stderr=subprocess.PIPE,
-                            preexec_fn=pin)
+                            preexec_fn=pin, env=env)
 
 
 # Latency runs: the producer on the first CPU this process may use, the
@@ -170,10 +190,11 @@ def run_once(transport: str, caps: str, n: int, fsize: int, slots: int,
     prod_line, cons_line = pipelines(transport_name, caps, n, fsize, where, slots,
                                      live=bool(probe))
     prod_argv = [probe, "stamp", "out"] if probe else ["gst-launch-1.0", "-q"]
+    env = baseline_env() if transport == "shmring-baseline" else None
     cons_argv = [probe, "measure", "out"] if probe else ["gst-launch-1.0", "-q"]
     try:
         start = time.monotonic()
-        producer = spawn(prod_argv, prod_line, PRODUCER_CPU if probe else None)
+        producer = spawn(prod_argv, prod_line, PRODUCER_CPU if probe else None, env=env)
         consumer = None
         if cons_line:
             if not transport.startswith("shmring"):
@@ -181,7 +202,7 @@ def run_once(transport: str, caps: str, n: int, fsize: int, slots: int,
                 while not os.path.exists(where) and time.monotonic() - start < 10:
                     time.sleep(0.001)
             consumer = spawn(cons_argv, cons_line, CONSUMER_CPU if probe else None,
-                             stdout=subprocess.PIPE)
+                             stdout=subprocess.PIPE, env=env)
         deadline = time.monotonic() + 30  # a run takes seconds: past this it stalled
         c_rc, c_cpu = reap(consumer, deadline) if consumer else (0, 0.0)
         end = time.monotonic()
@@ -247,6 +268,9 @@ def main() -> int:
     ap.add_argument("--probe", help="gst-latency-probe (build/gst/gst-latency-probe) for the "
                     "latency runs; without it latency is not measured")
     ap.add_argument("--out", help="write the markdown report here too")
+    ap.add_argument("--baseline-plugin", metavar="DIR",
+                    help="also run the zero-copy transport with the libgstshmring.so in DIR "
+                    "(another build), interleaved with the others")
     args = ap.parse_args()
     if shutil.which("gst-launch-1.0") is None:
         print("gst-launch-1.0 not found (Debian: gstreamer1.0-tools)", file=sys.stderr)
@@ -265,6 +289,23 @@ def main() -> int:
     transports = ["source", *(f"shmring@{n}" for n in slot_counts), "shmring-sink-copy",
                   "shmring-src-copy"]
     notes = []
+    if args.baseline_plugin:
+        if not os.path.isfile(os.path.join(args.baseline_plugin, "libgstshmring.so")):
+            print(f"--baseline-plugin {args.baseline_plugin}: no libgstshmring.so there",
+                  file=sys.stderr)
+            return 2
+        global BASELINE_PLUGIN_PATH
+        BASELINE_PLUGIN_PATH = os.path.abspath(args.baseline_plugin)
+        # Made here, so that no measured run scans plugins; and it must be that plugin.
+        seen = subprocess.run(["gst-inspect-1.0", "shmringsink"], capture_output=True, text=True,
+                              env=baseline_env()).stdout
+        if f"{BASELINE_PLUGIN_PATH}/libgstshmring.so" not in seen:
+            print(f"--baseline-plugin: GStreamer does not load shmringsink from "
+                  f"{BASELINE_PLUGIN_PATH}", file=sys.stderr)
+            return 2
+        transports.insert(1 + len(slot_counts), "shmring-baseline")
+        notes.append(f"baseline plugin: {BASELINE_PLUGIN_PATH}/libgstshmring.so, rings of "
+                     f"{slots} slots")
     for t, element in (("shm", "shmsink"), ("unixfd", "unixfdsink")):
         if element_exists(element):
             transports.append(t)
@@ -357,6 +398,8 @@ def main() -> int:
             consumer = "-" if t == "source" else fmt(r["ccpu"])
             base, _, n_slots = t.partition("@")
             name = NAMES[base] if not n_slots else f"shmring (no copy, {n_slots} slots)"
+            if base == "shmring-baseline":
+                name = f"shmring (no copy, {slots} slots), baseline plugin"
             worst = f"{max(r['p90']):.0f}" if r["p90"] else "-"
             lines.append(f"| {size} | {name} | {fmt(r['fps'])} | {fmt(r['pcpu'])} | "
                          f"{consumer} | {fmt(r['p50'])} | {worst} | {load_before} / {load_after} |")
@@ -366,12 +409,15 @@ def main() -> int:
         shm = res.get("shm")
         for t in transports:
             ring = res[t]
-            if not t.startswith("shmring@") or not shm or not ring["fps"] or not shm["fps"]:
+            if (not t.startswith(("shmring@", "shmring-baseline")) or not shm or not ring["fps"]
+                    or not shm["fps"]):
                 continue
+            label = (f"{t.partition('@')[2]} slots" if "@" in t
+                     else f"{slots} slots, baseline plugin")
 
             def per_frame(r: dict[str, list[float]]) -> float:
                 return statistics.median(r["pcpu"]) + statistics.median(r["ccpu"])
-            line = (f"- {size}, {t.partition('@')[2]} slots: shmring / shmsink frames per second "
+            line = (f"- {size}, {label}: shmring / shmsink frames per second "
                     f"{statistics.median(ring['fps']) / statistics.median(shm['fps']):.2f}x; "
                     f"CPU per frame (producer + consumer) {per_frame(ring):.0f} us against "
                     f"{per_frame(shm):.0f} us ({per_frame(ring) / per_frame(shm):.2f}x)")

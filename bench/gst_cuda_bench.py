@@ -6,10 +6,13 @@ per slot, in shmringsink's layout (docs/gstreamer.md); this script subscribes
 with the ring's mapping registered with CUDA and has the GPU read every byte
 of every frame where it lies, in host memory (slot.cuda(): a device array on
 the slot, no copy), before it hands the slot back. It reports frames per
-second and GB/s end to end, and the GPU's time to read one frame, to be
-compared with the kernel-load ceiling of bench/gpu_run.sh
-(bench/results/h100/gpu.md: "kernel 16-byte loads from registered memory,
-whole grid", 51.2 GB/s on the H100 host).
+second and GB/s end to end, and the GPU's time to read one frame, against
+ceilings measured in the same process on registered memory of a frame's
+size with no ring traffic: the same CuPy read (what this read could reach),
+a whole-grid kernel of 16-byte loads (what bench/gpu_run.sh calls "kernel
+16-byte loads from registered memory, whole grid", 51.2 GB/s on the H100
+host, bench/results/h100/gpu.md) and cudaMemcpy to the device
+(--ceiling GBS compares with a given figure instead).
 
 The producer (--source):
 
@@ -18,7 +21,8 @@ The producer (--source):
   GST_PLUGIN_PATH);
 - python: this script as a producer process (shmring.gst.create and
   claims written in place), frames of the same format and layout, for a
-  host without GStreamer. --write full copies every frame into its slot (as
+  host without GStreamer (--gst-bundle DIR: a GStreamer that
+  bench/bundle.sh --gst put into DIR, for a host without one). --write full copies every frame into its slot (as
   a camera would); --write stamp writes each slot whole once, then only its
   header and first word, so that the GPU side is what limits the rate;
 - auto (the default): gst where shmringsink is found, else python;
@@ -38,14 +42,19 @@ cupy-cuda12x):
     python3 bench/gst_cuda_bench.py --source python --write stamp --frames 2000
     GST_PLUGIN_PATH=build/gst/plugins python3 bench/gst_cuda_bench.py --source gst --verify
 
+On a GPU host without GStreamer or the wheel, bench/gst_cuda_run.sh runs
+it with what bench/bundle.sh --gst put into one folder.
+
 --device cpu reads the frames with numpy instead (no GPU: a check of the
-script itself). Exit status 0, 1 if a frame failed verification, 2 for bad
+script itself). --json PATH writes the figures there too. Exit status 0, 1 if a frame failed verification, 2 for bad
 arguments or a missing piece (CuPy, a GPU, GStreamer).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import os
 import shutil
 import statistics
@@ -59,10 +68,6 @@ import numpy as np
 
 import shmring
 import shmring.gst as sg
-
-# The whole-grid kernel-load ceiling of bench/results/h100/gpu.md.
-DEFAULT_CEILING_GBS = 51.2
-
 
 def i420_bytes(width: int, height: int) -> int:
     # GStreamer's default I420 layout: Y rows padded to 4 bytes, chroma rows
@@ -168,12 +173,106 @@ class GpuReader:
         return seconds, ok
 
 
+# A whole-grid kernel of 16-byte loads: every thread strides over the buffer
+# and folds what it read into one word, stored only if it is an unlikely
+# value (the loads cannot be left out, the stores cost nothing).
+_LOAD16 = r"""
+extern "C" __global__ void load16(const ulonglong2* p, unsigned long long n,
+                                  unsigned long long* out) {
+  unsigned long long acc = 0;
+  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+       i += (unsigned long long)gridDim.x * blockDim.x) {
+    const ulonglong2 v = p[i];
+    acc ^= v.x + v.y;
+  }
+  if (acc == 0x5eed5eed5eed5eedull) out[0] = acc;
+}
+"""
+
+
+def ceilings(device: str, size: int, reps: int, verify: bool) -> dict[str, float]:
+    """GB/s of reading `size` bytes of registered host memory (a shmring
+    segment of one slot, registered as the ring is) with no ring traffic:
+    the reader's own read, a whole-grid 16-byte-load kernel, and cudaMemcpy
+    to the device; for --device cpu, the numpy read only. Best of `reps`.
+    `verify`: the reader's read is the checksum, as for frames that carry one."""
+    name = f"gst-cuda-ceiling-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    seg = shmring.create(name, kind="spsc", capacity=1, slot_size=sg.HEADER_SIZE + size,
+                         unlink_on_close=True)
+    out: dict[str, float] = {}
+    try:
+        if device == "cuda":
+            seg.register_cuda()
+        reader = GpuReader(device, size)
+        with seg.producer() as producer:
+            slot = producer.claim(timeout=1)
+            host = slot.array
+            host[:] = 7  # touched, as a frame is
+            del host
+            frame = sg.Frame(data=np.empty(0, np.uint8), pts=None, dts=None, duration=None,
+                             frame=0, offset=0, flags=0, checksum=0 if verify else None, slot=slot,
+                             payload=np.frombuffer(slot, dtype=np.uint8)[sg.HEADER_SIZE:])
+            out["reader"] = size / min(reader.read(frame)[0] for _ in range(reps)) / 1e9
+            frame.payload = frame.data = np.empty(0, np.uint8)
+            if device == "cuda":
+                import cupy  # noqa: PLC0415
+
+                whole = cupy.asarray(slot.cuda())
+                src = whole[sg.HEADER_SIZE:sg.HEADER_SIZE + size]
+                kernel = cupy.RawKernel(_LOAD16, "load16")
+                sms = cupy.cuda.Device().attributes["MultiProcessorCount"]
+                sink = cupy.zeros(1, dtype=cupy.uint64)
+                dst = cupy.empty(size, dtype=cupy.uint8)
+                start, end = cupy.cuda.Event(), cupy.cuda.Event()
+
+                def timed(run: Any) -> float:
+                    best = float("inf")
+                    for _ in range(reps + 1):  # the first one loads the kernel
+                        start.record()
+                        run()
+                        end.record()
+                        end.synchronize()
+                        best = min(best, cupy.cuda.get_elapsed_time(start, end) / 1e3)
+                    return size / best / 1e9
+
+                runs = {
+                    "load16": lambda: kernel((sms * 8,), (512,),
+                                             (src, np.uint64(size // 16), sink)),
+                    # cudaMemcpyDefault: the registered memory's device address
+                    # is its host address (unified addressing).
+                    "memcpy": lambda: cupy.cuda.runtime.memcpyAsync(
+                        dst.data.ptr, src.data.ptr, size, cupy.cuda.runtime.memcpyDefault,
+                        cupy.cuda.get_current_stream().ptr),
+                }
+                for key, run in runs.items():
+                    # A ceiling that cannot be measured (no NVRTC for the
+                    # kernel, say) is left out, not the frames' figures.
+                    try:
+                        out[key] = timed(run)
+                    except Exception as e:  # noqa: BLE001
+                        print(f"ceiling {key} not measured: {type(e).__name__}: {e}",
+                              file=sys.stderr)
+                del whole, src, runs
+            gc.collect()  # the device arrays on the slot, before it goes back
+            slot.abort()
+    finally:
+        seg.close()
+    return out
+
+
+def gst_prefix(args: argparse.Namespace) -> list[str]:
+    """What runs a GStreamer tool: the bundle's gst-env (its GStreamer, its
+    plugins, only for that process: this one keeps its own libraries), or
+    nothing (the GStreamer on PATH)."""
+    return [os.path.join(args.gst_bundle, "gst-env")] if args.gst_bundle else []
+
+
 def start_producer(args: argparse.Namespace, ring: str) -> subprocess.Popen[bytes]:
     if args.source == "gst":
         line = (f"videotestsrc pattern={args.pattern} num-buffers={args.frames} ! "
                 f"{caps_of(args.width, args.height)} ! shmringsink ring={ring} mode=reliable "
                 f"slots={args.slots} wait-subscribers=1 checksum={'true' if args.verify else 'false'}")
-        return subprocess.Popen(["gst-launch-1.0", "-q", *line.split()])
+        return subprocess.Popen([*gst_prefix(args), "gst-launch-1.0", "-q", *line.split()])
     cmd = [sys.executable, os.path.abspath(__file__), "--produce", ring, "--frames",
            str(args.frames), "--width", str(args.width), "--height", str(args.height),
            "--write", args.write]
@@ -198,8 +297,13 @@ def main() -> int:
     ap.add_argument("--verify", action="store_true",
                     help="checksum every frame (producer) and check it on the GPU")
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    ap.add_argument("--ceiling", type=float, default=DEFAULT_CEILING_GBS,
-                    help="the kernel-load ceiling to compare with, GB/s")
+    ap.add_argument("--ceiling", type=float,
+                    help="compare with this GB/s instead of ceilings measured here")
+    ap.add_argument("--ceiling-reps", type=int, default=20,
+                    help="reads of each ceiling measurement (the best counts)")
+    ap.add_argument("--gst-bundle", metavar="DIR",
+                    help="run GStreamer from this bench/bundle.sh --gst bundle")
+    ap.add_argument("--json", metavar="PATH", help="write the figures here too")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a frame")
     ap.add_argument("--produce", metavar="RING", help=argparse.SUPPRESS)  # the producer process
     args = ap.parse_args()
@@ -210,7 +314,8 @@ def main() -> int:
         try:
             import cupy  # noqa: F401, PLC0415
         except ImportError:
-            print("CuPy is not installed (pip install cupy-cuda12x), or use --device cpu",
+            print("CuPy is not installed (pip install cupy-cuda12x or cupy-cuda13x, as the "
+                  "driver's CUDA), or use --device cpu",
                   file=sys.stderr)
             return 2
         if not shmring.built_with_cuda() or shmring.gpu_count() == 0:
@@ -218,13 +323,17 @@ def main() -> int:
                   f"(built_with_cuda={shmring.built_with_cuda()}, gpu_count="
                   f"{shmring.gpu_count()})", file=sys.stderr)
             return 2
-    has_gst = shutil.which("gst-inspect-1.0") is not None and subprocess.run(
-        ["gst-inspect-1.0", "shmringsink"], capture_output=True).returncode == 0
+    if args.gst_bundle and not os.access(os.path.join(args.gst_bundle, "gst-env"), os.X_OK):
+        print(f"--gst-bundle {args.gst_bundle}: no gst-env there (make the bundle with "
+              "bench/bundle.sh --gst)", file=sys.stderr)
+        return 2
+    has_gst = (args.gst_bundle or shutil.which("gst-inspect-1.0") is not None) and subprocess.run(
+        [*gst_prefix(args), "gst-inspect-1.0", "shmringsink"], capture_output=True).returncode == 0
     if args.source == "auto":
         args.source = "gst" if has_gst else "python"
     if args.source == "gst" and not has_gst:
         print("--source gst: gst-inspect-1.0 finds no shmringsink (set GST_PLUGIN_PATH to the "
-              "plugin's directory), or use --source python", file=sys.stderr)
+              "plugin's directory, or --gst-bundle), or use --source python", file=sys.stderr)
         return 2
     if args.source == "none" and not args.ring:
         print("--source none reads a ring that something else feeds: name it with --ring",
@@ -232,6 +341,10 @@ def main() -> int:
         return 2
     ring = args.ring or f"gst-cuda-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     size = i420_bytes(args.width, args.height)
+    # First, so that CUDA's start-up and the kernels' compilation are done
+    # before the first frame.
+    ceiling = ({"given": args.ceiling} if args.ceiling is not None
+               else ceilings(args.device, size, args.ceiling_reps, args.verify))
 
     made = None
     if args.source == "python":
@@ -304,8 +417,21 @@ def main() -> int:
           f"{', checksum of every frame' if args.verify else ', sum of every word'}")
     print(f"frames: {n} in {wall:.3f} s: {frames_s:.1f} frames/s, {gbs:.2f} GB/s end to end")
     print(f"read of one frame: p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us: {read_gbs:.1f} GB/s "
-          f"at p50" + (f", {read_gbs / args.ceiling:.0%} of the {args.ceiling} GB/s kernel-load "
-                       "ceiling" if args.device == "cuda" else ""))
+          "at p50")
+    names = {"reader": "the same read of registered memory, no ring",
+             "load16": "kernel 16-byte loads, whole grid", "memcpy": "cudaMemcpy to the device",
+             "given": "--ceiling"}
+    for key, value in ceiling.items():
+        print(f"ceiling ({names[key]}): {value:.1f} GB/s; the read at p50 is "
+              f"{read_gbs / value:.0%} of it, end to end {gbs / value:.0%}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"source": args.source, "write": args.write if args.source == "python" else None,
+                       "device": args.device, "verify": args.verify, "width": args.width,
+                       "height": args.height, "frame_bytes": size, "slots": args.slots,
+                       "frames": n, "bad_frames": bad, "seconds": wall, "frames_per_s": frames_s,
+                       "end_to_end_gbs": gbs, "read_p50_us": p50 * 1e6, "read_p99_us": p99 * 1e6,
+                       "read_p50_gbs": read_gbs, "ceilings_gbs": ceiling}, f, indent=1)
     if bad:
         print(f"result: {bad} of {n} frames FAILED verification")
         return 1

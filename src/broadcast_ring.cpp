@@ -83,15 +83,17 @@ Status BroadcastSubscriber::ended_at(std::uint64_t position) noexcept {
 Status BroadcastSubscriber::wait_past(std::uint64_t position,
                                       std::chrono::nanoseconds timeout) noexcept {
   if (!detail::usable(core_)) return detail::unusable(core_);
-  const detail::BroadcastSubscriberCore& c = *core_;
+  detail::BroadcastSubscriberCore& c = *core_;
   const BroadcastView& v = c.view;
   const auto published = [&] {
     return static_cast<std::int64_t>(atomic::load_seq_cst(&v.producer()->position) - position) > 0;
   };
   const auto closed = [&] { return atomic::load_seq_cst(&v.producer()->stream) == kStreamClosed; };
-  // A wait state of its own: the core's belongs to the thread that uses
-  // the handle's other calls.
-  detail::WaitState state = detail::WaitState::for_this_thread();
+  // A wait state of its own (the core's belongs to the thread that uses the
+  // handle's other calls), kept from call to call: a fresh one would spin
+  // for the whole spin phase on every call, even where the producer takes
+  // far longer than that per message (a video source: a frame a few ms).
+  detail::WaitState& state = c.past_wait_state;
   // Tries are cheap loads; the lock probe for a dead producer runs only in
   // the re-check before each sleep, and what it found ends the tries.
   bool dead = false;
@@ -208,6 +210,7 @@ BroadcastSubscriber BroadcastSubscriber::do_attach(const Segment& segment, JoinA
   // The block's holding keeps the mapping; the core retires the block itself
   // when it goes (its destructor), so `lifetime` stays empty.
   detail::init_core(*core, segment, policy, nullptr);
+  core->past_wait_state = core->wait_state;
   core->view = BroadcastView(segment.base(), segment.geometry());
   core->cursor = sub.cursor;
   core->block = std::move(sub.block);

@@ -39,6 +39,7 @@ using Clock = std::chrono::steady_clock;
 using test::bytes_word;
 using test::make_ring;
 using test::poll_until;
+using test::thread_cpu_time;
 using test::word_bytes;
 
 constexpr auto kLongTimeout = 10s;       // a blocked call that should be woken well before
@@ -80,12 +81,6 @@ char task_state(pid_t tid, bool other_process = false) {
   buf[n] = '\0';
   const char* p = std::strrchr(buf, ')');
   return (p != nullptr && p[1] == ' ') ? p[2] : 0;
-}
-
-std::chrono::nanoseconds thread_cpu_time() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
 }
 
 double ms(std::chrono::nanoseconds d) {

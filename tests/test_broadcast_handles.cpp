@@ -362,6 +362,43 @@ TEST(BroadcastHandles, WaitPastSleepsUntilAMessageBeyondTheKeptOnes) {
   ASSERT_NO_FATAL_FAILURE(expect_messages(sub, 1, 5, 5));
 }
 
+// wait_past() learns from call to call whether spinning pays, as the other
+// blocking calls do: a reader that waits once per message (shmringsrc, for
+// each frame downstream still holds) must not spin through the whole spin
+// phase every time. Messages come well after a spin phase of 2 ms, so no
+// spin catches one: 48 waits that each spun would use 96 ms of CPU; once the
+// average says spins do not pay (about 11 waits), only one wait in 16 spins.
+TEST(BroadcastHandles, WaitPastStopsSpinningWhereSpinsDoNotPay) {
+  WaitPolicy policy;
+  policy.spin_time = 2ms;
+  policy.spin_iterations = ~std::uint32_t{0};  // the time bounds the spin
+  policy.yield_iterations = 0;
+  constexpr std::uint64_t kWaits = 48;
+  Ring ring(broadcast(1, Delivery::reliable, 64));
+  BroadcastSubscriber sub = BroadcastSubscriber::attach(ring.segment, JoinAt::next, policy);
+  BroadcastProducer p = BroadcastProducer::attach(ring.segment);
+  std::atomic<std::uint64_t> waiting{0};  // waits begun
+  std::thread publisher([&] {
+    for (std::uint64_t i = 0; i < kWaits; ++i) {
+      // Once the reader is in wait i, later than its spin phase ends.
+      if (!test::poll_until([&] { return waiting.load() > i; }, kDeadline)) return;
+      std::this_thread::sleep_for(policy.spin_time * 3);
+      if (p.try_push(Message(i).span()) != Status::ok) ADD_FAILURE() << "push " << i;
+    }
+  });
+  const auto cpu0 = test::thread_cpu_time();
+  for (std::uint64_t i = 0; i < kWaits; ++i) {
+    waiting.store(i + 1);
+    ASSERT_EQ(sub.wait_past(i, kDeadline), Status::ok) << "wait " << i;
+  }
+  const auto cpu = test::thread_cpu_time() - cpu0;
+  publisher.join();
+  EXPECT_LT(cpu, policy.spin_time * kWaits / 2)
+      << "wait_past used " << std::chrono::duration<double, std::milli>(cpu).count()
+      << " ms of CPU for " << kWaits << " waits: it spins on every call";
+  ASSERT_NO_FATAL_FAILURE(expect_messages(sub, 0, kWaits, kWaits));
+}
+
 // A producer killed without closing: a subscriber sleeping in pop reads what
 // it published, then gets Status::peer_dead (not a hang, not closed), for
 // both deliveries; a subscriber that never slept finds out on its next wait.

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,6 +44,14 @@ inline constexpr const char* kShmDir = "/dev/shm/";
 
 // Every name a test makes starts with this, followed by the pid, so a leak
 // check can find (only) this process's files.
+// The CPU time the calling thread used so far: what a waiting call costs,
+// whatever else the machine runs meanwhile.
+inline std::chrono::nanoseconds thread_cpu_time() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
 inline std::string name_prefix() { return "shmring_test_" + std::to_string(::getpid()) + "_"; }
 
 // "shmring_test_<pid>_<suite>_<test>[_<suffix>]", unique per process, test and

@@ -98,6 +98,10 @@ struct BroadcastSubscriberCore final : HandleCore {
   BroadcastSubscriberCursor cursor;
   std::shared_ptr<Holding> block;  // the block's lock, and through it the mapping
   std::vector<std::byte> scratch;  // lossy drain(): each message is copied out first
+  // wait_past()'s own: it may run while another thread uses the handle's
+  // other calls (and wait_state), and a reader calls it once per message it
+  // waits for, so what it learnt about spinning must outlive the call.
+  WaitState past_wait_state;
 
   ~BroadcastSubscriberCore() override;
   void release(std::uint64_t count) noexcept {
@@ -208,7 +212,8 @@ class BroadcastSubscriber : public detail::Handle<detail::BroadcastSubscriberCor
   // ring's futex like pop(). For the same reader as ended_at(): its peeks
   // put back, it waits for what comes after the messages it keeps. It reads
   // nothing the handle's claims change, so another thread may finish (say,
-  // release) those claims meanwhile.
+  // release) those claims meanwhile; but one wait_past() at a time per
+  // handle (it keeps its own record of whether spinning pays).
   [[nodiscard]] Status wait_past(std::uint64_t position, std::chrono::nanoseconds timeout) noexcept;
 
   // Copies the next message into `buffer` and sets `size`. If the buffer is

@@ -3,7 +3,9 @@ verifies every message, and reports shmring's rows."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -56,3 +58,30 @@ def test_gst_cuda_bench_python_producer_on_the_cpu(write):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "frames: 40 in" in run.stdout, run.stdout
     assert "result: OK, every frame verified" in run.stdout, run.stdout
+
+
+def test_gst_bundle_runs_the_gst_cuda_bench_producer_on_its_own(tmp_path):
+    """bench/bundle.sh --gst (what a GPU host without GStreamer gets) and
+    bench/gst_cuda_bench.py --gst-bundle: the bundle passes its own check
+    (nothing but glibc from outside it, shmringsink run in an empty
+    environment), and a producer run from it alone, with no GStreamer
+    variable of this environment, writes frames whose checksums match."""
+    pytest.importorskip("numpy")
+    plugin = os.path.join(os.environ.get("GST_PLUGIN_PATH", ""), "libgstshmring.so")
+    if not os.path.exists(plugin) or shutil.which("gst-launch-1.0") is None:
+        pytest.skip("no GStreamer or no built shmring plugin (GST_PLUGIN_PATH)")
+    bundle = tmp_path / "bundle"
+    made = subprocess.run([os.path.join(ROOT, "bench", "bundle.sh"), str(bundle), "--gst",
+                           "--plugin", plugin], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stdout + made.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GST_", "LD_LIBRARY"))}
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "gst_cuda_bench.py"), "--device", "cpu",
+         "--gst-bundle", str(bundle), "--source", "gst", "--frames", "20", "--width", "320",
+         "--height", "240", "--verify", "--json", str(tmp_path / "run.json")],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "result: OK, every frame verified" in run.stdout, run.stdout
+    figures = json.loads((tmp_path / "run.json").read_text())
+    assert figures["frames"] == 20 and figures["bad_frames"] == 0, figures
+    assert figures["source"] == "gst" and figures["ceilings_gbs"]["reader"] > 0, figures
