@@ -122,11 +122,16 @@ struct BroadcastSubscriberCore final : HandleCore {
   // claim the producer then gave up, lost its message as surely as a lap
   // does; the view tells only once the producer publishes past it, and until
   // then a blocking read would find the head ahead and never sleep. So it is
-  // overrun now.
+  // overrun now. Both leave the slot at 0; one that holds an earlier
+  // position was not claimed for the cursor yet, so nothing at the cursor
+  // is published, and the head (the line the producer stores with every
+  // publication) stays out of this empty poll, as in BroadcastView::lapped().
   Status nothing_readable(Status status) const noexcept {
-    if (status != Status::ok || !view.lossy() || !view.data_ready(cursor)) return status;
-    const std::uint64_t seq = atomic::load_acquire(&view.trailer(cursor.next)->committed);
-    return seq == cursor.next + 1 ? status : Status::overrun;  // published meanwhile: read it
+    if (status != Status::ok || !view.lossy()) return status;
+    const std::uint64_t* committed = &view.trailer(cursor.next)->committed;
+    if (atomic::load_acquire(committed) != 0 || !view.data_ready(cursor)) return status;
+    // Read again after the head: published meanwhile, it is read next.
+    return atomic::load_acquire(committed) == cursor.next + 1 ? status : Status::overrun;
   }
   // Copies the message at the cursor and releases it. Lapped (lossy):
   // `conflated` moves on to the newest message and tries again; otherwise the
