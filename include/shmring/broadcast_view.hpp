@@ -4,11 +4,13 @@
 //   1. The producer writes payload and length into a slot, stores the slot's
 //      `committed` word (= position + 1, release), then the head once per
 //      batch, exactly as an SPSC producer does. It takes the lines of the
-//      next few slots exclusive ahead of its writes (prefetch_ahead()).
+//      next few slots past the head exclusive ahead of its writes
+//      (prefetch_ahead()).
 //   2. Each subscriber owns one 128-byte SubscriberBlock (layout.hpp) with its
 //      cursor, polls the trailer of the slot at its cursor (acquire) and
 //      reads the slot in place; several subscribers read one slot at once.
-//      An empty poll reads that trailer only, never the head (lapped()).
+//      An empty poll reads the head only when that trailer shows 0
+//      (lapped()): the head is the line the producer stores every time.
 //   3. Reliable delivery: a subscriber releases by storing its cursor. The
 //      producer's room is capacity minus its distance from the lowest cursor
 //      of the blocks that count (active, and not evicted as dead); it keeps
@@ -437,25 +439,25 @@ class BroadcastView : public RingView {
   }
 
  private:
-  // After `count` publications: takes the lines of the slots up to
+  // After `count` publications: takes the lines of the slots 1 to
   // kPrefetchAhead positions past the head exclusive now
-  // (RingView::prefetch_slot_for_write), one new slot per message published.
-  // Every subscriber read those lines a lap ago and keeps them (a ring of
-  // 1024 slots of 128 bytes stays in its cache), so the producer's first
-  // store to each needs them back, invalidating every copy. Stores become
-  // visible in order, so a message written into lines still shared waits
-  // for that round trip before its `committed` store, and one message a
-  // call would pay it every time; taken ahead, the transfers overlap the
-  // messages before. Only slots the subscribers are done with: below the
-  // cached room (c.limit + capacity) in a reliable ring, never a lap or
-  // more past the head in a lossy one; so no subscriber is reading them and
-  // none is polling their trailers (it polls the slot at its cursor, which
-  // is at or below the head). A hint: it orders nothing.
+  // (RingView::prefetch_slot_for_write: not on slots of one line), one new
+  // slot per message published. Every subscriber read those lines a lap ago
+  // and keeps them (1024 messages of 64 bytes, 128 KiB, stay in its cache),
+  // so the producer's first store to each needs them back, invalidating
+  // every copy. Stores become visible in order, so a message written into
+  // lines still shared waits for that round trip before its `committed`
+  // store, and one message a call would pay it every time; taken ahead, the
+  // transfers overlap the messages before. Only slots the subscribers are
+  // done with: below the cached room (c.limit + capacity) in a reliable
+  // ring, less than a lap past the head in a lossy one; and past the head,
+  // so no subscriber polls their trailers (it polls the slot at its cursor,
+  // at most the head's). A hint: it orders nothing.
   SHMRING_HD void prefetch_ahead(const BroadcastProducerCursor& c,
                                  std::uint64_t count) const noexcept {
     const std::uint64_t end = (lossy_ ? c.head : c.limit) + capacity();
     const std::uint64_t n = count < kPrefetchAhead ? count : kPrefetchAhead;
-    for (std::uint64_t i = 1; i <= n; ++i) {
+    for (std::uint64_t i = 0; i < n; ++i) {
       const std::uint64_t pos = c.head + kPrefetchAhead - i;
       if (static_cast<std::int64_t>(end - pos) > 0) prefetch_slot_for_write(pos);
     }
