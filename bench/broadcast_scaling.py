@@ -6,10 +6,11 @@ broadcast_scaling.json.
 Per build: the fan-out at 64 B for every subscriber count measured
 (messages per second per subscriber, copy API one message a call, zero-copy
 API in batches, iceoryx where it ran), the idle counters that tell who waits
-on whom, the round trip, the cache-line floor probed before, between and
-after the parts, and the scaling targets. With two builds or more, each
-later build against the first: ratios formed pass by pass (pass i of one
-build ran next to pass i of the other), then summarised.
+on whom, the round trip, the SPSC ring for context, the cache-line floor
+probed before, between and after the parts, and the scaling targets. With
+two builds or more, each later build against the first and against the one
+before it: ratios formed pass by pass (pass i of one build ran next to pass
+i of the other), then summarised.
 
 Slow phases are set aside exactly as in report.md (report.analyse): a
 figure marked with a dagger had no unflagged pass. Standard library only.
@@ -34,6 +35,9 @@ TRANSPORTS = (
     ("iceoryx publish/subscribe", "iceoryx", "iceoryx"),
 )
 IDLE_KEYS = ("publisher_idle_per_msg", "subscriber_idle_per_msg")
+# One-to-one, for context: the round trip's return channel.
+SPSC = (("spsc/process/copy/64B", "items_per_second", 1e-6, "M msg/s"),
+        ("rtt/spsc/process/copy/64B", "p50_ns", 1.0, "p50 ns"))
 
 
 def throughput(prefix, n):
@@ -111,6 +115,10 @@ def build_summary(name, a):
                     key: dict(as_dict(*a.over_passes(bench, key)) or {},
                               values=[v for v, _ in per_pass(a, bench, key)])
                     for key in keys}
+    for bench, key, _, _ in SPSC:
+        if bench in a.names:
+            benchmarks[bench] = {key: dict(as_dict(*a.over_passes(bench, key)) or {},
+                                           values=[v for v, _ in per_pass(a, bench, key)])}
     if report.FLOOR in a.names:
         benchmarks[report.FLOOR] = {"p50_ns": dict(as_dict(*a.over_passes(report.FLOOR, "p50_ns")) or {},
                                                    values=[v for v, _ in per_pass(a, report.FLOOR, "p50_ns")])}
@@ -207,6 +215,17 @@ def main():
                 if any(cells):
                     w(f"| {label} | " + " | ".join(cells) + " |")
             w("")
+        spsc = [(bench, key, scale, unit) for bench, key, scale, unit in SPSC if bench in a.names]
+        if spsc or report.FLOOR in a.names:
+            w("One to one, for context (SPSC ring, one message a call; the round trip's return channel):")
+            w("")
+            w("| benchmark | figure | median (min-max) |")
+            w("| --- | --- | ---: |")
+            for bench, key, scale, unit in spsc + [(report.FLOOR, "p50_ns", 1.0, "p50 ns")]:
+                if bench in a.names:
+                    s_, m_ = a.over_passes(bench, key, scale)
+                    w(f"| {bench} | {unit} | {report.fmt(s_, digits=3, significant=True, mark=m_)} |")
+            w("")
         w("Targets (ratios formed inside each pass):")
         w("")
         w("| ratio | target | median (min-max) | verdict |")
@@ -215,8 +234,9 @@ def main():
             w(f"| {label} | {target} | {report.fmt(r[0], digits=2, mark=r[1])} | {verdict(target, r[0], ok)} |")
         w("")
 
-    base = builds[0]
-    for b in builds[1:]:
+    # Each later build against the first, and against the one before it.
+    pairs = [(builds[0], b) for b in builds[1:]] + [(builds[i - 1], builds[i]) for i in range(2, len(builds))]
+    for base, b in pairs:
         w(f"## `{b}` / `{base}`")
         w("")
         w("Each ratio formed pass by pass (pass i of the two builds ran one after the other), then "
@@ -224,21 +244,21 @@ def main():
         w("")
         w("| benchmark | figure | " + f"`{base}` | `{b}` | ratio |")
         w("| --- | --- | ---: | ---: | ---: |")
-        for label, prefix, rtt_prefix in TRANSPORTS:
-            if prefix == "iceoryx":
-                continue  # the same peer in both builds: a check on the machine, not a result
-            for n in COUNTS:
+        rows = [(name, key, scale, unit)
+                for _, prefix, rtt_prefix in TRANSPORTS if prefix != "iceoryx"  # the same peer in both
+                for n in COUNTS
                 for name, key, scale, unit in ((throughput(prefix, n), "items_per_second", 1e-6, "M msg/s"),
-                                               (round_trip(rtt_prefix, n), "p50_ns", 1.0, "p50 ns")):
-                    if name not in analysed[base].names or name not in analysed[b].names:
-                        continue
-                    r = paired(analysed[base], analysed[b], name, key)
-                    x, y = analysed[base].over_passes(name, key, scale), analysed[b].over_passes(name, key, scale)
-                    w(f"| {name} | {unit} | {report.fmt(x[0], digits=3, significant=True, mark=x[1])} | "
-                      f"{report.fmt(y[0], digits=3, significant=True, mark=y[1])} | "
-                      f"{report.fmt(r[0], digits=2, mark=r[1])} |")
-                    result["comparison"].append({"baseline": base, "build": b, "benchmark": name, "key": key,
-                                                 "ratio": as_dict(*r)})
+                                               (round_trip(rtt_prefix, n), "p50_ns", 1.0, "p50 ns"))]
+        for name, key, scale, unit in rows + list(SPSC):
+            if name not in analysed[base].names or name not in analysed[b].names:
+                continue
+            r = paired(analysed[base], analysed[b], name, key)
+            x, y = analysed[base].over_passes(name, key, scale), analysed[b].over_passes(name, key, scale)
+            w(f"| {name} | {unit} | {report.fmt(x[0], digits=3, significant=True, mark=x[1])} | "
+              f"{report.fmt(y[0], digits=3, significant=True, mark=y[1])} | "
+              f"{report.fmt(r[0], digits=2, mark=r[1])} |")
+            result["comparison"].append({"baseline": base, "build": b, "benchmark": name, "key": key,
+                                         "ratio": as_dict(*r)})
         w("")
 
     with open(os.path.join(args.out, "broadcast_scaling.md"), "w") as f:

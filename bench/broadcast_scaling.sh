@@ -89,9 +89,11 @@ out=${out:-"$root/build/bench-runs/broadcast-scaling/$(date -u +%Y%m%dT%H%M%SZ)"
 
 # The benchmarks, names without their /manual_time or /real_time suffix: the
 # floor as a benchmark of its own too (report.py forms round trip / floor
-# inside a pass), the SPSC round trip (what the fan-out adds to it).
+# inside a pass), the SPSC ring's rate and round trip (the return channel of
+# the fan-out's round trip, and what a change to the readers both share does
+# to one-to-one).
 subs="(${subscribers//,/|})sub"
-shmring='floor/cacheline_pingpong/process|rtt/spsc/process/copy/64B'
+shmring='floor/cacheline_pingpong/process|spsc/process/copy/64B|rtt/spsc/process/copy/64B'
 shmring+="|bcast/shmring/(copy|batch)/$subs/64B|rtt/bcast/shmring/(copy|zerocopy)/$subs/64B"
 iceoryx="|bcast/iceoryx/$subs/64B|rtt/bcast/iceoryx/$subs/64B"
 
