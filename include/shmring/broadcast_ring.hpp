@@ -96,6 +96,7 @@ struct BroadcastProducerCore final : HandleCore {
 struct BroadcastSubscriberCore final : HandleCore {
   BroadcastView view;
   BroadcastSubscriberCursor cursor;
+  EmptyPolls empty;                // tries that found nothing, in a row (ring_view.hpp)
   std::shared_ptr<Holding> block;  // the block's lock, and through it the mapping
   std::vector<std::byte> scratch;  // lossy drain(): each message is copied out first
 
@@ -240,7 +241,11 @@ class BroadcastSubscriber : public detail::Handle<detail::BroadcastSubscriberCor
     detail::BroadcastSubscriberCore& c = *core_;
     Status status = Status::ok;
     const std::uint64_t n = c.view.readable(c.cursor, max, status);
-    if (n != 0) return ReadClaim(c, c.view, c.cursor.next, n);
+    if (n != 0) {
+      c.empty.found();
+      return ReadClaim(c, c.view, c.cursor.next, n);
+    }
+    if (status == Status::ok) c.empty.none(c.view, c.cursor.next);
     status = c.nothing_readable(status);
     // Overrun once, when the cursor moved on; else nothing to skip to yet.
     if (status == Status::overrun && c.view.recover_overrun(c.cursor) == 0) {
