@@ -3,7 +3,8 @@
 # for a host without those packages and without a network
 # (docs/benchmarks.md, "On another host"):
 #
-#   bench/bundle.sh OUT                 OUT/shmring_bench, OUT/iox-roudi, OUT/lib/*.so*
+#   bench/bundle.sh OUT                 OUT/shmring_bench, OUT/iox-roudi, OUT/lib/*.so*,
+#                                       OUT/build-info.txt (the commit it was built from)
 #   bench/bundle.sh OUT --python        also OUT/wheels: the shmring wheel (pip wheel .)
 #                                       and iceoryx2 and numpy (pip download), for
 #                                       pip install --no-index --find-links OUT/wheels
@@ -211,6 +212,10 @@ fi
 if [[ -z "$bin" ]]; then
   build_target shmring_bench
   bin="$root/build-bench/bench/shmring_bench"
+  # Built from this checkout just now: its commit, and whether it had changes.
+  origin="commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet HEAD 2>/dev/null || echo '+dirty')"
+else
+  origin="commit=unknown (--bin $bin)"
 fi
 [[ -x "$bin" ]] || { echo "bundle.sh: no benchmark binary at $bin" >&2; exit 2; }
 roudi=${roudi:-$(command -v iox-roudi || true)}
@@ -219,6 +224,8 @@ roudi=${roudi:-$(command -v iox-roudi || true)}
 
 mkdir -p "$out/lib"
 cp "$bin" "$out/shmring_bench"
+# Which build a measurement ran (bench/broadcast_scaling.sh copies it into its report).
+printf '%s\nbundled=%s\n' "$origin" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$out/build-info.txt"
 cp "$roudi" "$out/iox-roudi"
 copy_libs "$out/lib" "$bin" "$roudi"
 

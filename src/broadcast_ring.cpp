@@ -130,8 +130,10 @@ Status detail::BroadcastSubscriberCore::copy_next(std::span<std::byte> buffer, s
     }
     Status status = Status::ok;
     if (view.readable(cursor, 1, status) == 0) {
+      if (status == Status::ok) empty.none(view, cursor.next);
       status = nothing_readable(status);
     } else {
+      empty.found();
       std::uint32_t length = 0;
       status = view.copy_out(cursor.next, buffer.data(), buffer.size(), length);
       if (status == Status::ok) {

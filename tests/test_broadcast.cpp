@@ -725,6 +725,39 @@ TEST(BroadcastLossy, AMessageRewrittenWhileReadIsDetected) {
   EXPECT_TRUE(is_message(out.data(), out.size(), 2));
 }
 
+// An empty poll decides from the slot at the cursor: one that holds an
+// earlier position was not claimed for the cursor yet, so it is nothing
+// yet, never a lap; a slot being written (0) is a lap only when the head is
+// more than a lap past the cursor.
+TEST(BroadcastLossy, AnEmptyPollIsALapOnlyWhenTheSlotSaysSo) {
+  Ring r(broadcast(1, Delivery::lossy, 4));
+  const BroadcastView v = r.view();
+  BroadcastProducerCursor p = v.resume();
+  BroadcastSubscriberCursor c = v.join(0, JoinAt::oldest);
+  std::vector<std::byte> buf, out;
+  std::uint64_t pos = 0;
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(try_push(v, p, buf));
+  for (std::uint64_t i = 0; i < 4; ++i) ASSERT_EQ(try_pop(v, c, out, pos), Status::ok) << i;
+  EXPECT_EQ(try_pop(v, c, out, pos), Status::would_block) << "slot 0 holds position 0";
+  // Claimed for position 4 (being written): still nothing yet.
+  Status st = Status::ok;
+  ASSERT_EQ(v.writable(p, 1, st), 1u);
+  EXPECT_EQ(try_pop(v, c, out, pos), Status::would_block) << "being written, head at 4";
+  const std::size_t n = make_message(buf, 4);
+  v.write(4, buf.data(), static_cast<std::uint32_t>(n));
+  v.publish(p, 1);
+  ASSERT_EQ(try_pop(v, c, out, pos), Status::ok);
+  EXPECT_TRUE(is_message(out.data(), out.size(), 4));
+  // Published 5..9, then claimed 10..13: the cursor's slot (5) is being
+  // written with the head more than a lap past the cursor.
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(try_push(v, p, buf));
+  ASSERT_EQ(v.writable(p, 4, st), 4u);
+  EXPECT_EQ(v.trailer(5)->committed, 0u);
+  EXPECT_EQ(try_pop(v, c, out, pos), Status::overrun);
+  EXPECT_EQ(v.recover_overrun(c), 4u) << "5..8 lost, 9 the newest";
+  EXPECT_EQ(c.next, 9u);
+}
+
 TEST(BroadcastLossy, ConflatedReadReturnsTheNewest) {
   Ring r(broadcast(1, Delivery::lossy, 8));
   const BroadcastView v = r.view();

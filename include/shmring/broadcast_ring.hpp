@@ -96,6 +96,7 @@ struct BroadcastProducerCore final : HandleCore {
 struct BroadcastSubscriberCore final : HandleCore {
   BroadcastView view;
   BroadcastSubscriberCursor cursor;
+  EmptyPolls empty;                // tries that found nothing, in a row (ring_view.hpp)
   std::shared_ptr<Holding> block;  // the block's lock, and through it the mapping
   std::vector<std::byte> scratch;  // lossy drain(): each message is copied out first
   // wait_past()'s own: it may run while another thread uses the handle's
@@ -126,11 +127,16 @@ struct BroadcastSubscriberCore final : HandleCore {
   // claim the producer then gave up, lost its message as surely as a lap
   // does; the view tells only once the producer publishes past it, and until
   // then a blocking read would find the head ahead and never sleep. So it is
-  // overrun now.
+  // overrun now. Both leave the slot at 0; one that holds an earlier
+  // position was not claimed for the cursor yet, so nothing at the cursor
+  // is published, and the head (the line the producer stores with every
+  // publication) stays out of this empty poll, as in BroadcastView::lapped().
   Status nothing_readable(Status status) const noexcept {
-    if (status != Status::ok || !view.lossy() || !view.data_ready(cursor)) return status;
-    const std::uint64_t seq = atomic::load_acquire(&view.trailer(cursor.next)->committed);
-    return seq == cursor.next + 1 ? status : Status::overrun;  // published meanwhile: read it
+    if (status != Status::ok || !view.lossy()) return status;
+    const std::uint64_t* committed = &view.trailer(cursor.next)->committed;
+    if (atomic::load_acquire(committed) != 0 || !view.data_ready(cursor)) return status;
+    // Read again after the head: published meanwhile, it is read next.
+    return atomic::load_acquire(committed) == cursor.next + 1 ? status : Status::overrun;
   }
   // Copies the message at the cursor and releases it. Lapped (lossy):
   // `conflated` moves on to the newest message and tries again; otherwise the
@@ -244,7 +250,11 @@ class BroadcastSubscriber : public detail::Handle<detail::BroadcastSubscriberCor
     detail::BroadcastSubscriberCore& c = *core_;
     Status status = Status::ok;
     const std::uint64_t n = c.view.readable(c.cursor, max, status);
-    if (n != 0) return ReadClaim(c, c.view, c.cursor.next, n);
+    if (n != 0) {
+      c.empty.found();
+      return ReadClaim(c, c.view, c.cursor.next, n);
+    }
+    if (status == Status::ok) c.empty.none(c.view, c.cursor.next);
     status = c.nothing_readable(status);
     // Overrun once, when the cursor moved on; else nothing to skip to yet.
     if (status == Status::overrun && c.view.recover_overrun(c.cursor) == 0) {

@@ -3,10 +3,14 @@
 //
 //   1. The producer writes payload and length into a slot, stores the slot's
 //      `committed` word (= position + 1, release), then the head once per
-//      batch, exactly as an SPSC producer does.
+//      batch, exactly as an SPSC producer does. It takes the lines of the
+//      next few slots past the head exclusive ahead of its writes
+//      (prefetch_ahead()).
 //   2. Each subscriber owns one 128-byte SubscriberBlock (layout.hpp) with its
 //      cursor, polls the trailer of the slot at its cursor (acquire) and
 //      reads the slot in place; several subscribers read one slot at once.
+//      An empty poll reads the head only when that trailer shows 0
+//      (lapped()): the head is the line the producer stores every time.
 //   3. Reliable delivery: a subscriber releases by storing its cursor. The
 //      producer's room is capacity minus its distance from the lowest cursor
 //      of the blocks that count (active, and not evicted as dead); it keeps
@@ -25,8 +29,9 @@
 //      an acquire fence: if it is no longer position + 1, the slot was being
 //      rewritten while it read and what it read is discarded
 //      (Status::overrun), a seqlock (see "Why the seqlock is safe").
-//   6. Lapped (lossy): a slot that holds a later position, or a head more
-//      than a lap past the cursor, means the subscriber was lapped:
+//   6. Lapped (lossy): a slot that holds a later position, or one being
+//      rewritten (committed = 0) with a head more than a lap past the
+//      cursor, means the subscriber was lapped:
 //      readable() says Status::overrun, recover_overrun() skips to the newest
 //      message and counts what was lost in the subscriber's block.
 //   7. Sleepers: as in spsc_view.hpp ("The sleeper handshake"): a publisher
@@ -205,8 +210,13 @@ class BroadcastView : public RingView {
     // recover_overrun()): the slots below head are published.
     atomic::store_release(&producer()->position, c.head);
     // The sleeper handshake (spsc_view.hpp): no fence between store and load.
-    return atomic::load_relaxed(&consumer_wait()->waiters) != 0;
+    const bool sleepers = atomic::load_relaxed(&consumer_wait()->waiters) != 0;
+    prefetch_ahead(c, count);
+    return sleepers;
   }
+
+  // Slots the producer takes ahead of its writes (prefetch_ahead()).
+  static constexpr std::uint64_t kPrefetchAhead = 8;
 
   // Reliable: scans the subscriber blocks and recomputes c.limit (the lowest
   // cursor that counts, or the head if none does). False, with status =
@@ -429,6 +439,30 @@ class BroadcastView : public RingView {
   }
 
  private:
+  // After `count` publications: takes the lines of the slots 1 to
+  // kPrefetchAhead positions past the head exclusive now
+  // (RingView::prefetch_slot_for_write: not on slots of one line), one new
+  // slot per message published. Every subscriber read those lines a lap ago
+  // and keeps them (1024 messages of 64 bytes, 128 KiB, stay in its cache),
+  // so the producer's first store to each needs them back, invalidating
+  // every copy. Stores become visible in order, so a message written into
+  // lines still shared waits for that round trip before its `committed`
+  // store, and one message a call would pay it every time; taken ahead, the
+  // transfers overlap the messages before. Only slots the subscribers are
+  // done with: below the cached room (c.limit + capacity) in a reliable
+  // ring, less than a lap past the head in a lossy one; and past the head,
+  // so no subscriber polls their trailers (it polls the slot at its cursor,
+  // at most the head's). A hint: it orders nothing.
+  SHMRING_HD void prefetch_ahead(const BroadcastProducerCursor& c,
+                                 std::uint64_t count) const noexcept {
+    const std::uint64_t end = (lossy_ ? c.head : c.limit) + capacity();
+    const std::uint64_t n = count < kPrefetchAhead ? count : kPrefetchAhead;
+    for (std::uint64_t i = 0; i < n; ++i) {
+      const std::uint64_t pos = c.head + kPrefetchAhead - i;
+      if (static_cast<std::int64_t>(end - pos) > 0) prefetch_slot_for_write(pos);
+    }
+  }
+
   SHMRING_HD std::uint64_t room_of(const BroadcastProducerCursor& c) const noexcept {
     // head - limit above a lap: a joiner's cursor on its way up to the floor.
     const std::uint64_t used = c.head - c.limit;
@@ -459,10 +493,15 @@ class BroadcastView : public RingView {
   }
 
   // Whether the slot at `pos` (holding `seq`) shows that the producer went
-  // a lap past `pos`: it holds a later position, or the head is more than a
-  // lap ahead (the slot is being rewritten, committed = 0).
+  // a lap past `pos`: it holds a later position, or it is being (re)written
+  // (committed = 0: never written yet, or claimed) and the head is more than
+  // a lap ahead. A slot that holds an earlier position has not been claimed
+  // for `pos` yet, so the producer cannot be a lap past it, and the head is
+  // not read: this is every empty poll, and the head is the line the
+  // producer stores with every publication; each subscriber reading it would
+  // cost the producer an invalidation per message.
   SHMRING_HD bool lapped(std::uint64_t pos, std::uint64_t seq) const noexcept {
-    if (seq != 0 && static_cast<std::int64_t>(seq - (pos + 1)) > 0) return true;
+    if (seq != 0) return static_cast<std::int64_t>(seq - (pos + 1)) > 0;
     const std::uint64_t head = atomic::load_acquire(&producer()->position);
     return static_cast<std::int64_t>(head - pos) > static_cast<std::int64_t>(capacity());
   }

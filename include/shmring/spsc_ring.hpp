@@ -78,6 +78,7 @@ struct SpscProducerCore final : HandleCore {
 struct SpscConsumerCore final : HandleCore {
   SpscView view;
   SpscConsumerCursor cursor;
+  EmptyPolls empty;  // tries that found nothing, in a row (ring_view.hpp)
 
   void release(std::uint64_t count) noexcept {
     if (view.release(cursor, count)) wake_producer();
@@ -136,8 +137,11 @@ class SpscConsumer : public detail::Handle<detail::SpscConsumerCore>,
     if (c.view.low_latency()) return try_pop_words(buffer, size);
     Status status = Status::ok;
     if (c.view.readable(c.cursor, 1, status) == 0) {
-      return status == Status::ok ? c.nothing_now() : status;
+      if (status != Status::ok) return status;
+      c.empty.none(c.view, c.cursor.tail);
+      return c.nothing_now();
     }
+    c.empty.found();
     const ReadSlot slot = c.view.read_slot(c.cursor.tail);
     size = slot.size;
     if (slot.size > buffer.size()) return Status::too_large;
@@ -155,7 +159,12 @@ class SpscConsumer : public detail::Handle<detail::SpscConsumerCore>,
     if (c.view.low_latency()) return ReadClaim(Status::unsupported);
     Status status = Status::ok;
     const std::uint64_t n = c.view.readable(c.cursor, max, status);
-    if (n == 0) return ReadClaim(status == Status::ok ? c.nothing_now() : status);
+    if (n == 0) {
+      if (status != Status::ok) return ReadClaim(status);
+      c.empty.none(c.view, c.cursor.tail);
+      return ReadClaim(c.nothing_now());
+    }
+    c.empty.found();
     return ReadClaim(c, c.view, c.cursor.tail, n);
   }
   [[nodiscard]] ReadClaim peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
