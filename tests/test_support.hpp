@@ -425,16 +425,24 @@ int run_in_child(Body&& body) {
 }
 
 // Fails the test program if a test left a segment of this process in /dev/shm.
+// Only names made since this program started count: pids wrap (at 32768 by
+// default), and a killed earlier program whose pid this one reuses may have
+// left names with the same prefix.
 class ShmLeakCheck : public ::testing::Environment {
  public:
+  void SetUp() override { ::clock_gettime(CLOCK_REALTIME, &start_); }
   void TearDown() override {
     const std::string prefix = name_prefix();
     std::vector<std::string> leaked;
     if (DIR* d = ::opendir(kShmDir)) {
       while (const dirent* e = ::readdir(d)) {
-        if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) == 0) {
-          leaked.emplace_back(e->d_name);
-        }
+        if (std::strncmp(e->d_name, prefix.c_str(), prefix.size()) != 0) continue;
+        struct stat st {};
+        if (::stat(shm_path(e->d_name).c_str(), &st) != 0) continue;
+        // File times come from the kernel's coarse clock, a tick behind:
+        // a second of slack, far less than pids take to wrap.
+        const bool ours = st.st_ctim.tv_sec + 1 >= start_.tv_sec;
+        if (ours) leaked.emplace_back(e->d_name);
       }
       ::closedir(d);
     }
@@ -443,6 +451,9 @@ class ShmLeakCheck : public ::testing::Environment {
       ::unlink(shm_path(name).c_str());
     }
   }
+
+ private:
+  timespec start_{};
 };
 
 inline ::testing::Environment* const kShmLeakCheck =
