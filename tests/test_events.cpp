@@ -56,6 +56,16 @@ using test::word_bytes;
 constexpr auto kWatchdog = 5s;
 
 ControlArea& control(const Segment& seg) { return *reinterpret_cast<ControlArea*>(seg.base()); }
+
+// Whether the SPSC head has passed `taken` messages: a message is there. Not
+// "differs": the consumer takes a slot as soon as its trailer is committed,
+// before the producer's head store covers it, so for that moment the head
+// is behind the messages taken (a producer descheduled between the two
+// stores makes the moment long).
+bool head_past(const Segment& seg, std::uint64_t taken) {
+  return static_cast<std::int64_t>(atomic::load_seq_cst(&control(seg).producer.position) - taken) >
+         0;
+}
 std::uint32_t data_count(const Segment& seg) {
   return atomic::load_seq_cst(&control(seg).consumer_wait.waiters);
 }
@@ -65,7 +75,7 @@ std::uint32_t data_armed(const Segment& seg) {
 
 // An SPSC consumer's readiness: the head moved past what it has taken.
 EventWaiter::Ready spsc_data_ready(const Segment& seg, const std::uint64_t& taken) {
-  return [&seg, &taken] { return atomic::load_seq_cst(&control(seg).producer.position) != taken; };
+  return [&seg, &taken] { return head_past(seg, taken); };
 }
 
 // ---- signalled on publication -------------------------------------------------
@@ -208,7 +218,7 @@ void drive_from_wait_set() {
   const MpmcView mpmc(seg.base(), seg.geometry());
   EventWaiter w = EventWaiter::open(seg, WaitFor::data, [&]() -> bool {
     if constexpr (Kind == RingKind::spsc) {
-      return atomic::load_seq_cst(&control(seg).producer.position) != taken;
+      return head_past(seg, taken);
     } else {
       return mpmc.data_ready();
     }
