@@ -409,10 +409,13 @@ __global__ void echo_pop_push_kernel(sc::SpscConsumerRef in, sc::SpscProducerRef
 }
 
 // One warp: warp_pop() the ping (each lane loads its share of the words at
-// once), lane 0 push()es it back (one thread's stores do not wait on PCIe).
-__global__ void echo_warp_pop_push_kernel(sc::SpscConsumerRef in, sc::SpscProducerRef out,
-                                          std::uint64_t rounds, std::uint32_t size,
-                                          std::uint64_t timeout_ns, KernelResult* r) {
+// once), then push it back: with the whole warp (kWarpPush: warp_push_one(),
+// every lane storing 16 bytes), or from lane 0 (push(): one thread's stores
+// do not wait on PCIe, but leave 16 bytes at a time).
+template <bool kWarpPush>
+__global__ void echo_warp_kernel(sc::SpscConsumerRef in, sc::SpscProducerRef out,
+                                 std::uint64_t rounds, std::uint32_t size, std::uint64_t timeout_ns,
+                                 KernelResult* r) {
   if (threadIdx.x >= 32) return;
   const sc::SpscDeviceConsumer rx(in);
   const sc::SpscDeviceProducer tx(out);
@@ -420,36 +423,14 @@ __global__ void echo_warp_pop_push_kernel(sc::SpscConsumerRef in, sc::SpscProduc
   for (std::uint64_t i = 0; i < rounds; ++i) {
     std::uint32_t got = 0;
     sr::Status s = rx.warp_pop(buf, sizeof buf, got, timeout_ns);
-    if (s != sr::Status::ok) {
-      if (threadIdx.x == 0) note_status(r, s);
-      return;
+    if (s == sr::Status::ok) {
+      if constexpr (kWarpPush) {
+        s = tx.warp_push_one(buf, got, timeout_ns);
+      } else {
+        if (threadIdx.x == 0) s = tx.push(buf, got, timeout_ns);
+        s = static_cast<sr::Status>(__shfl_sync(sc::kFullWarp, static_cast<int>(s), 0));
+      }
     }
-    if (threadIdx.x == 0) {
-      r->errors += ping_errors(buf, got, size, i);
-      s = tx.push(buf, got, timeout_ns);
-    }
-    s = static_cast<sr::Status>(__shfl_sync(0xffffffffu, static_cast<int>(s), 0));
-    if (s != sr::Status::ok) {
-      if (threadIdx.x == 0) note_status(r, s);
-      return;
-    }
-  }
-  if (threadIdx.x == 0) r->messages = rounds;
-}
-
-// One warp, the whole warp on both rings: warp_pop() the ping,
-// warp_push_one() it back, then check it.
-__global__ void echo_warp_one_kernel(sc::SpscConsumerRef in, sc::SpscProducerRef out,
-                                     std::uint64_t rounds, std::uint32_t size,
-                                     std::uint64_t timeout_ns, KernelResult* r) {
-  if (threadIdx.x >= 32) return;
-  const sc::SpscDeviceConsumer rx(in);
-  const sc::SpscDeviceProducer tx(out);
-  __shared__ alignas(16) unsigned char buf[64];
-  for (std::uint64_t i = 0; i < rounds; ++i) {
-    std::uint32_t got = 0;
-    sr::Status s = rx.warp_pop(buf, sizeof buf, got, timeout_ns);
-    if (s == sr::Status::ok) s = tx.warp_push_one(buf, got, timeout_ns);
     if (s != sr::Status::ok) {
       if (threadIdx.x == 0) note_status(r, s);
       return;

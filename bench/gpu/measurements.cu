@@ -772,11 +772,11 @@ RoundTrip measure_round_trip(Context& ctx, std::uint64_t size, EchoKind kind, Cp
     ctx.reset_result();
     const auto s32 = static_cast<std::uint32_t>(size);
     if (warp_one) {
-      echo_warp_one_kernel<<<1, 32>>>(gin.ref(), gout.ref(), rounds, s32, ctx.timeout_ns(),
-                                      ctx.result);
+      echo_warp_kernel<true>
+          <<<1, 32>>>(gin.ref(), gout.ref(), rounds, s32, ctx.timeout_ns(), ctx.result);
     } else if (kind == EchoKind::low_latency_warp) {
-      echo_warp_pop_push_kernel<<<1, 32>>>(gin.ref(), gout.ref(), rounds, s32, ctx.timeout_ns(),
-                                           ctx.result);
+      echo_warp_kernel<false>
+          <<<1, 32>>>(gin.ref(), gout.ref(), rounds, s32, ctx.timeout_ns(), ctx.result);
     } else if (kind == EchoKind::pop_push || kind == EchoKind::low_latency_thread) {
       echo_pop_push_kernel<<<1, 32>>>(gin.ref(), gout.ref(), rounds, s32, ctx.timeout_ns(),
                                       ctx.result);
