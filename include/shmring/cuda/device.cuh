@@ -613,12 +613,8 @@ class SpscDeviceConsumer {
   __device__ Status pop_until(void* out, std::uint32_t capacity, std::uint32_t& size,
                               Deadline deadline) const {
     const std::uint64_t pos = cursor_->tail;
-    Backoff backoff;
-    if (view_.low_latency()) return pop_words(pos, out, capacity, size, deadline, backoff);
-    while (!committed(pos)) {
-      if (deadline.passed()) return Status::timeout;
-      backoff.pause();
-    }
+    if (view_.low_latency()) return pop_words(pos, out, capacity, size, deadline);
+    if (const Status st = wait_committed(pos, deadline); st != Status::ok) return st;
     const std::uint32_t length = view_.committed_length(pos);
     if (!view_.length_ok(length)) return Status::corrupt;
     size = length;
@@ -626,6 +622,11 @@ class SpscDeviceConsumer {
     copy_bytes(out, view_.payload(pos), length);
     release_copied(pos);  // every loaded byte was stored to `out`: no fence needed
     return Status::ok;
+  }
+
+  // One thread waits until `pos` is committed: ok, or timeout.
+  __device__ Status wait_committed(std::uint64_t pos, Deadline d) const {
+    return poll_until(d, [&](Status&) { return committed(pos); });
   }
 
   __device__ std::uint64_t wait_data(Deadline d, Status& st) const {
@@ -640,7 +641,8 @@ class SpscDeviceConsumer {
   // Low-latency slots: each poll loads the whole (small) message at once, so
   // the poll that sees it is the read.
   __device__ Status pop_words(std::uint64_t pos, void* out, std::uint32_t capacity,
-                              std::uint32_t& size, Deadline deadline, Backoff& backoff) const {
+                              std::uint32_t& size, Deadline deadline) const {
+    Backoff backoff;
     for (;;) {
       std::uint32_t length = 0;
       switch (low_latency::read(view_, pos, out, capacity, length)) {
@@ -685,16 +687,7 @@ class SpscDeviceConsumer {
     const unsigned lane = threadIdx.x & 31u;
     const std::uint64_t pos = cursor_->tail;
     Status st = Status::ok;
-    if (lane == 0) {
-      Backoff backoff;
-      while (!committed(pos)) {
-        if (deadline.passed()) {
-          st = Status::timeout;
-          break;
-        }
-        backoff.pause();
-      }
-    }
+    if (lane == 0) st = wait_committed(pos, deadline);
     st = static_cast<Status>(__shfl_sync(kFullWarp, static_cast<int>(st), 0));
     if (st != Status::ok) return st;
     __syncwarp();  // the lanes' loads below come after lane 0's acquire
@@ -813,19 +806,12 @@ class GridReader {
     __shared__ Status shared;
     __syncthreads();  // every thread's reads of the batch are done
     if (flat_thread() == 0) {
-      shared = Status::ok;
-      const Deadline deadline = Deadline::after(timeout_ns);
-      Backoff backoff;
       // SYNC POINT (acquire, pairs with the release below by the block that
       // handed back the batch before ours): its reads are done, so our
       // publication covers them too.
-      while (atomic::load_acquire(&rx_.cursor_->tail) != c.first) {
-        if (deadline.passed()) {
-          shared = Status::timeout;
-          break;
-        }
-        backoff.pause();
-      }
+      shared = poll_until(Deadline::after(timeout_ns), [&](Status&) {
+        return atomic::load_acquire(&rx_.cursor_->tail) == c.first;
+      });
       if (shared == Status::ok) {
         atomic::store_release(&rx_.cursor_->tail, c.first + c.count);
         // SYNC POINT (release, system scope, pairs with the producer's
