@@ -129,11 +129,11 @@ Status detail::BroadcastSubscriberCore::copy_next(std::span<std::byte> buffer, s
       wake_producer();
     }
     Status status = Status::ok;
-    if (view.readable(cursor, 1, status) == 0) {
-      if (status == Status::ok) empty.none(view, cursor.next);
+    const std::uint64_t n = view.readable(cursor, 1, status);
+    empty.after(n, status, view, cursor.next);
+    if (n == 0) {
       status = nothing_readable(status);
     } else {
-      empty.found();
       std::uint32_t length = 0;
       status = view.copy_out(cursor.next, buffer.data(), buffer.size(), length);
       if (status == Status::ok) {

@@ -250,11 +250,8 @@ class BroadcastSubscriber : public detail::Handle<detail::BroadcastSubscriberCor
     detail::BroadcastSubscriberCore& c = *core_;
     Status status = Status::ok;
     const std::uint64_t n = c.view.readable(c.cursor, max, status);
-    if (n != 0) {
-      c.empty.found();
-      return ReadClaim(c, c.view, c.cursor.next, n);
-    }
-    if (status == Status::ok) c.empty.none(c.view, c.cursor.next);
+    c.empty.after(n, status, c.view, c.cursor.next);
+    if (n != 0) return ReadClaim(c, c.view, c.cursor.next, n);
     status = c.nothing_readable(status);
     // Overrun once, when the cursor moved on; else nothing to skip to yet.
     if (status == Status::overrun && c.view.recover_overrun(c.cursor) == 0) {

@@ -150,15 +150,20 @@ struct EmptyPolls {
   static constexpr std::uint32_t kPullAfter = 4;
   std::uint32_t count = 0;
 
-  // A message was found: the next empty poll starts a new wait.
-  void found() noexcept { count = 0; }
-  // Nothing at `position` yet.
-  void none(const RingView& view, std::uint64_t position) noexcept {
-    if (count < kPullAfter) {
-      ++count;
-      return;
+  // After a poll at `position` that found `n` messages (`status`: ok, or
+  // why none could be read). A find starts the next wait afresh; an error
+  // (corrupt, overrun) is not an empty poll.
+  void after(std::uint64_t n, Status status, const RingView& view,
+             std::uint64_t position) noexcept {
+    if (n != 0) {
+      count = 0;
+    } else if (status == Status::ok) {
+      if (count < kPullAfter) {
+        ++count;
+      } else {
+        view.prefetch_payload(position);
+      }
     }
-    view.prefetch_payload(position);
   }
 };
 

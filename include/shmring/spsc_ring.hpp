@@ -136,12 +136,9 @@ class SpscConsumer : public detail::Handle<detail::SpscConsumerCore>,
     detail::SpscConsumerCore& c = *core_;
     if (c.view.low_latency()) return try_pop_words(buffer, size);
     Status status = Status::ok;
-    if (c.view.readable(c.cursor, 1, status) == 0) {
-      if (status != Status::ok) return status;
-      c.empty.none(c.view, c.cursor.tail);
-      return c.nothing_now();
-    }
-    c.empty.found();
+    const std::uint64_t n = c.view.readable(c.cursor, 1, status);
+    c.empty.after(n, status, c.view, c.cursor.tail);
+    if (n == 0) return status == Status::ok ? c.nothing_now() : status;
     const ReadSlot slot = c.view.read_slot(c.cursor.tail);
     size = slot.size;
     if (slot.size > buffer.size()) return Status::too_large;
@@ -159,12 +156,8 @@ class SpscConsumer : public detail::Handle<detail::SpscConsumerCore>,
     if (c.view.low_latency()) return ReadClaim(Status::unsupported);
     Status status = Status::ok;
     const std::uint64_t n = c.view.readable(c.cursor, max, status);
-    if (n == 0) {
-      if (status != Status::ok) return ReadClaim(status);
-      c.empty.none(c.view, c.cursor.tail);
-      return ReadClaim(c.nothing_now());
-    }
-    c.empty.found();
+    c.empty.after(n, status, c.view, c.cursor.tail);
+    if (n == 0) return ReadClaim(status == Status::ok ? c.nothing_now() : status);
     return ReadClaim(c, c.view, c.cursor.tail, n);
   }
   [[nodiscard]] ReadClaim peek(std::size_t max, std::chrono::nanoseconds timeout) noexcept;
