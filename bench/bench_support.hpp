@@ -450,11 +450,15 @@ class LatencyRecorder {
   void start() noexcept { prev_ = ticks(); }
   void lap() noexcept {
     const std::uint64_t now = ticks();
-    if (n_ < samples_.size()) {
-      const std::uint64_t d = now - prev_;
-      samples_[n_++] = d > UINT32_MAX ? UINT32_MAX : static_cast<std::uint32_t>(d);
-    }
+    add(now - prev_);
     prev_ = now;
+  }
+  // The tick at which the current lap began (start() or the last lap()).
+  std::uint64_t lap_start() const noexcept { return prev_; }
+  // A sample taken elsewhere (ticks), e.g. a one-way latency.
+  void add(std::uint64_t d) noexcept {
+    if (n_ < samples_.size())
+      samples_[n_++] = d > UINT32_MAX ? UINT32_MAX : static_cast<std::uint32_t>(d);
   }
 
   struct Summary {

@@ -114,7 +114,16 @@ struct FanoutShared {
   alignas(128) std::int64_t start_ns = 0;
   FanoutEnd end[kMaxAgents];  // per agent: last message verified / last reply
   LatencyRecorder::Summary latency{};
+  LatencyRecorder::Summary one_way{};  // publisher -> subscriber 0 (round trip only)
+  std::uint64_t one_way_skewed = 0;    // samples where the reader's tick preceded the writer's
 };
+
+// One-way latency of the round trip: subscriber 0 writes the tick at which it
+// received ping k into `received[k]` (after FanoutShared in the same region);
+// the publisher subtracts the tick at which it started ping k. Both read the
+// TSC, which the kernel keeps in step across cores (constant_tsc); a reader
+// tick before the writer's would show a skew, and is counted.
+inline constexpr std::uint64_t kMaxOneWaySamples = std::uint64_t{1} << 20;
 
 inline constexpr int kPublisherAgent = 0;
 inline int subscriber_agent(unsigned i) { return 1 + static_cast<int>(i); }
@@ -279,11 +288,14 @@ void bm_fanout_throughput(benchmark::State& state, FanoutConfig config) {
 template <class T>
 void bm_fanout_round_trip(benchmark::State& state, FanoutConfig config) {
   try {
-    SharedRegion region(sizeof(FanoutShared));
-    auto* shared = new (region.data()) FanoutShared{};
-    Control& control = shared->control;
     const std::uint64_t count = static_cast<std::uint64_t>(state.max_iterations);
     const std::uint64_t total = kWarmupRoundTrips + count;
+    const std::uint64_t timed = std::min(count, kMaxOneWaySamples);
+    SharedRegion region(sizeof(FanoutShared) + timed * sizeof(std::uint64_t));
+    auto* shared = new (region.data()) FanoutShared{};
+    auto* received =
+        reinterpret_cast<std::uint64_t*>(static_cast<char*>(region.data()) + sizeof(FanoutShared));
+    Control& control = shared->control;
     const unsigned n = config.subscribers;
     const bool share = fanout_shares_cores(n);
     const std::uint64_t quantum = settings().tick_quantum;
@@ -316,6 +328,8 @@ void bm_fanout_round_trip(benchmark::State& state, FanoutConfig config) {
               std::uint64_t tag = 0;
               const char* problem = nullptr;
               const std::size_t got = rx.receive(message, &tag, 1, spinner, problem);
+              if (k >= kWarmupRoundTrips && k - kWarmupRoundTrips < timed)
+                received[k - kWarmupRoundTrips] = ticks();
               if (problem == nullptr && got != 1) problem = "received nothing";
               if (problem == nullptr && tag != make_tag(0, k)) problem = "out of sequence";
               if (problem == nullptr) problem = echo.send(message, tag, spinner);
@@ -341,6 +355,8 @@ void bm_fanout_round_trip(benchmark::State& state, FanoutConfig config) {
         Spinner spinner(control, share);
         if (!await_connected(*shared, n, spinner)) return;
         LatencyRecorder recorder(count);
+        LatencyRecorder one_way(timed);
+        std::vector<std::uint64_t> sent(timed);
         auto ping = [&](std::uint64_t k) -> const char* {
           const char* problem = nullptr;
           if (tx.publish(message, 0, k, 1, spinner, problem) != 1 && problem == nullptr) {
@@ -364,6 +380,7 @@ void bm_fanout_round_trip(benchmark::State& state, FanoutConfig config) {
         shared->start_ns = now_ns();
         recorder.start();
         for (std::uint64_t k = kWarmupRoundTrips; k < total; ++k) {
+          if (k - kWarmupRoundTrips < timed) sent[k - kWarmupRoundTrips] = recorder.lap_start();
           if (const char* problem = ping(k)) {
             control.fail(kPublisherAgent, "round trip %llu: %s", static_cast<unsigned long long>(k),
                          problem);
@@ -373,6 +390,13 @@ void bm_fanout_round_trip(benchmark::State& state, FanoutConfig config) {
         }
         shared->end[kPublisherAgent].ns = now_ns();
         shared->latency = recorder.summarise(calibration.ns_per_tick(), quantum);
+        // Every reply has come back, so every `received` tick is written.
+        for (std::uint64_t k = 0; k < timed; ++k) {
+          const bool skewed = received[k] < sent[k];
+          shared->one_way_skewed += skewed;
+          one_way.add(skewed ? 0 : received[k] - sent[k]);
+        }
+        shared->one_way = one_way.summarise(calibration.ns_per_tick(), quantum);
         control.agents[kPublisherAgent].messages = count;
         linger(control, n, subscriber_agent(0));
       }
@@ -386,6 +410,10 @@ void bm_fanout_round_trip(benchmark::State& state, FanoutConfig config) {
       state.SetIterationTime(seconds);
     }
     set_latency_counters(state, shared->latency);
+    state.counters["one_way_p50_ns"] = shared->one_way.p50;
+    state.counters["one_way_p99_ns"] = shared->one_way.p99;
+    state.counters["one_way_min_ns"] = shared->one_way.min;
+    state.counters["one_way_skewed"] = static_cast<double>(shared->one_way_skewed);
     state.counters["subscribers"] = n;
     state.SetLabel("depth=" + std::to_string(config.depth) + (share ? " shared-cores" : ""));
   } catch (const std::exception& e) {

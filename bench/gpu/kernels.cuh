@@ -66,10 +66,22 @@ __global__ void load_sum_kernel(const ulonglong2* src, std::uint64_t vectors,
 // later). `k.stagger_ns`: poller w starts w times this late. A poller looks
 // at the clock once per `k.check_mask + 1` polls, to give up after
 // `timeout_ns`.
+//
+// Two additions give the plain-slot format's structure without the ring:
+// `k.read_payload`: after seeing the round, the kernel loads a word the CPU
+// wrote on another line before the flag (`request[kPayloadWord]`) and answers
+// only if it is the round's (a second dependent PCIe read, as a plain pop
+// reads the payload after `committed`). `k.write_payload`: before its answer
+// the kernel stores a word on another line of the reply page, which the
+// answer's release store must order first (a plain push's payload before its
+// `committed`).
+constexpr std::size_t kPayloadWord = 32;  // 256 bytes into the page
 struct FlagKernel {
   unsigned pollers = 1;
   std::uint32_t check_mask = 65535;
   bool relaxed = false;
+  bool read_payload = false;
+  bool write_payload = false;
   std::uint32_t reply_delay_ns = 0;
   std::uint32_t stagger_ns = 0;
 };
@@ -100,7 +112,12 @@ __global__ void flag_echo_kernel(const std::uint64_t* request, std::uint64_t* re
         k.relaxed ? sr::atomic::load_relaxed(request) : sr::atomic::load_acquire(request);
     if (seen == want) {
       if (k.relaxed) sr::atomic::fence_acquire();
+      if (k.read_payload && sr::atomic::load_relaxed(request + kPayloadWord) != next) {
+        note_status(r, sr::Status::corrupt);
+        return;
+      }
       if (k.pollers == 1 || atomicCAS(&answered, next - 1, next) == next - 1) {
+        if (k.write_payload) sr::atomic::store_relaxed(reply + kPayloadWord + 8, want);
         sr::atomic::store_release(reply, want + 1);
         if (k.pollers == 1) ++next;
         spin_ns(k.reply_delay_ns);

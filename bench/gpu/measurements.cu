@@ -75,6 +75,7 @@ struct FlagSetup {
   unsigned threads = 1;     // block size of the kernel launch
   bool big_region = false;  // the flag at the start of the ceiling region, else in its own page
   bool two_lines = false;   // the reply on a line of its own
+  bool candidate = true;    // may be the ceiling (not a study of the slot format's cost)
   FlagKernel kernel;        // how the kernel polls (kernels.cuh)
 };
 
@@ -126,6 +127,20 @@ std::vector<FlagSetup> flag_setups() {
     x.kernel.relaxed = true;
     v.push_back(x);
   }
+  // The plain slot format's structure (kernels.cuh): not ceilings, but the
+  // floor its round trip cannot go under, each part measured on its own.
+  x = tight;
+  x.candidate = false;
+  x.kernel.read_payload = true;
+  x.name = "plain-slot structure: tight + a dependent read of a second line";
+  v.push_back(x);
+  x.kernel.read_payload = false;
+  x.kernel.write_payload = true;
+  x.name = "plain-slot structure: tight + a store to a second line before the answer";
+  v.push_back(x);
+  x.kernel.read_payload = true;
+  x.name = "plain-slot structure: both";
+  v.push_back(x);
   for (const unsigned k : {2u, 4u}) {
     x = tight;
     x.name = "tight, " + std::to_string(k) + " kernel warps polling";
@@ -147,6 +162,8 @@ std::vector<std::int64_t> flag_run(Context& ctx, const FlagSetup& setup, std::ui
   std::uint64_t* reply_dev = setup.two_lines ? dev + 8 : dev;
   sr::atomic::store_release(host, std::uint64_t{0});
   sr::atomic::store_release(reply_host, std::uint64_t{0});
+  sr::atomic::store_release(host + kPayloadWord, std::uint64_t{0});
+  sr::atomic::store_release(reply_host + kPayloadWord + 8, std::uint64_t{0});
   ctx.reset_result();
   const std::uint64_t total = warmup + rounds;
   flag_echo_kernel<<<1, setup.threads>>>(dev, reply_dev, total, setup.kernel, ctx.timeout_ns(),
@@ -168,6 +185,7 @@ std::vector<std::int64_t> flag_run(Context& ctx, const FlagSetup& setup, std::ui
     const auto limit = static_cast<std::int64_t>(ctx.opt.timeout_s * 1e9);
     for (std::uint64_t i = 1; i <= total; ++i) {
       const std::int64_t a = now_ns();
+      if (setup.kernel.read_payload) sr::atomic::store_relaxed(host + kPayloadWord, i);
       sr::atomic::store_release(host, 2 * i - 1);
       std::uint32_t looks = 0;
       bool late = false;
@@ -181,6 +199,11 @@ std::vector<std::int64_t> flag_run(Context& ctx, const FlagSetup& setup, std::ui
       const std::int64_t b = now_ns();
       if (late) {
         failure = "no answer from the kernel";
+        break;
+      }
+      if (setup.kernel.write_payload &&
+          sr::atomic::load_relaxed(reply_host + kPayloadWord + 8) != 2 * i - 1) {
+        failure = "the answer's payload word arrived after its flag";
         break;
       }
       if (i > warmup) samples.push_back(b - a);
@@ -245,7 +268,12 @@ void flag_study(Context& ctx, Ceilings& c, std::uint64_t* region_host, std::uint
     fv.min_ns = p.min;
     fv.rounds = all[k].size();
     c.flag_variants.push_back(fv);
-    if (setups[k].kernel.pollers == 1 && fv.median_ns < c.flag_variants[best].median_ns) best = k;
+    fv.candidate = setups[k].candidate;
+    if (setups[k].candidate && setups[k].kernel.pollers == 1 &&
+        fv.median_ns < c.flag_variants[best].median_ns)
+      best = k;
+    if (setups[k].kernel.read_payload && setups[k].kernel.write_payload)
+      c.plain_structure_median_ns = fv.median_ns;
     progress("ceilings: flag ping-pong, %s: median %.2f us (runs %.2f-%.2f), p99 %.2f, min %.2f",
              fv.name.c_str(), fv.median_ns / 1e3, fv.run_min_ns / 1e3, fv.run_max_ns / 1e3,
              fv.p99_ns / 1e3, fv.min_ns / 1e3);

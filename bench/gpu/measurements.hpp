@@ -32,6 +32,7 @@ struct FlagVariant {
   std::string name;
   unsigned pollers = 1;
   bool pinned = false;
+  bool candidate = true;  // may be the ceiling; else a study of a slot format's cost
   double median_ns = 0, run_min_ns = 0, run_max_ns = 0, p99_ns = 0, min_ns = 0;
   std::uint64_t rounds = 0;
 };
@@ -48,6 +49,9 @@ struct Ceilings {
   std::string flag_ceiling;
   double flag_median_ns = 0, flag_p99_ns = 0, flag_min_ns = 0;
   std::uint64_t flag_rounds = 0;
+  // The flag ping-pong with a plain slot's second read and fenced payload
+  // store: the floor of a plain-slot round trip (0 when not measured).
+  double plain_structure_median_ns = 0;
   std::uint64_t errors = 0;
   std::vector<std::string> failures;
 };
