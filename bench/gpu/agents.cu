@@ -39,9 +39,13 @@ void consume_checked(Consumer& rx, const sr::Segment& seg, const AgentJob& job, 
     if (r.t_start == 0) r.t_start = now_ns();
     const std::size_t k = c.size();
     for (std::size_t i = 0; i < k && job.check != 0; ++i) {
-      // The payload line is the consumer's second miss per small message.
-      if (job.prefetch != 0 && i + job.prefetch < k)
+      // A small message is two lines, payload and trailer (its length), and
+      // the GPU's writes leave both out of this core's caches: pull both
+      // ahead so that their misses overlap.
+      if (job.prefetch != 0 && i + job.prefetch < k) {
         __builtin_prefetch(view.payload(seq + i + job.prefetch));
+        if (view.payload_lines() != 0) __builtin_prefetch(view.trailer(seq + i + job.prefetch));
+      }
       const std::span<const std::byte> m = c[i];
       const std::byte* p = m.data();
       const std::uint64_t s = seq + i;
