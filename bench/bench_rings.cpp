@@ -27,6 +27,7 @@
 #include "peer_harness.hpp"
 #include "plain_ring.hpp"
 #include "shmring/shmring.hpp"
+#include "throughput_harness.hpp"
 
 namespace {
 
@@ -41,21 +42,6 @@ int g_failures = 0;
 void fail_benchmark(benchmark::State& state, const std::string& why) {
   ++g_failures;
   state.SkipWithError(why.c_str());
-}
-
-int producer_cpu(unsigned i) { return g_cpus[(2 * i) % g_cpus.size()]; }
-int consumer_cpu(unsigned i) { return g_cpus[(2 * i + 1) % g_cpus.size()]; }
-
-// Agents that share a core must yield in their spin loops, or each wait
-// lasts a scheduler time slice.
-bool share_cores(unsigned agents) {
-  std::vector<int> used;
-  for (unsigned i = 0; i < agents; ++i) {
-    const int cpu = i % 2 == 0 ? producer_cpu(i / 2) : consumer_cpu(i / 2);
-    if (std::find(used.begin(), used.end(), cpu) != used.end()) return true;
-    used.push_back(cpu);
-  }
-  return false;
 }
 
 std::string size_name(std::size_t bytes) {
@@ -96,300 +82,56 @@ class AgentSegment {
   const Segment* segment_ = nullptr;
 };
 
-// ---- the copy API and the zero-copy batch API ----------------------------------
-
-// copy: try_push / try_pop, one message a call. zerocopy: one claim and
-// commit (one peek and release) a message. batch: claims and peeks of up to
-// 32 slots, one publication each.
-enum class Api { copy, zerocopy, batch };
-
-const char* api_name(Api api) {
-  return api == Api::copy ? "copy" : api == Api::zerocopy ? "zerocopy" : "batch";
-}
-
-// Sends a producer's messages, one try_push each (copy) or through claims of
-// up to `batch` slots published with one commit_batch (batch).
-template <class Producer>
-class Sender {
- public:
-  Sender(Producer& tx, Api api, std::size_t batch, std::size_t size, unsigned index,
-         Control& control, int agent, Spinner& spinner)
-      : tx_(tx),
-        api_(api),
-        batch_(batch),
-        message_(size),
-        index_(index),
-        control_(control),
-        agent_(agent),
-        spinner_(spinner) {}
-
-  // Sends `count` more messages; false when the run has to stop.
-  bool send(std::uint64_t count) noexcept {
-    while (count != 0) {
-      if (api_ == Api::copy) {
-        const Status s = tx_.try_push(message_.stamped(make_tag(index_, next_)));
-        if (s == Status::ok) {
-          ++next_;
-          --count;
-          spinner_.progress();
-          continue;
-        }
-        if (s != Status::would_block) return broken("try_push", s);
-      } else if constexpr (requires { tx_.try_claim(std::size_t{1}); }) {
-        WriteClaim claim =
-            tx_.try_claim(static_cast<std::size_t>(std::min<std::uint64_t>(count, batch_)));
-        if (!claim.empty()) {
-          for (std::size_t i = 0; i < claim.size(); ++i) {
-            message_.write(claim[i].data(), make_tag(index_, next_ + i));
-            if (claim.set_size(i, message_.size()) != Status::ok)
-              return broken("set_size", Status::too_large);
-          }
-          next_ += claim.size();
-          count -= claim.size();
-          claim.commit_batch();
-          spinner_.progress();
-          continue;
-        }
-        if (claim.status() != Status::would_block) return broken("try_claim", claim.status());
-      }
-      if (!spinner_.failed_attempt()) {
-        if (spinner_.stalled())
-          control_.fail(agent_, "producer %u stalled: ring stayed full", index_);
-        return false;
-      }
-    }
-    return true;
-  }
-  std::uint64_t sent() const noexcept { return next_; }
-
- private:
-  bool broken(const char* what, Status s) noexcept {
-    control_.fail(agent_, "producer %u: %s returned %s", index_, what, to_string(s));
-    return false;
-  }
-
-  Producer& tx_;
-  Api api_;
-  std::uint64_t batch_;
-  MessageTemplate message_;
-  unsigned index_;
-  Control& control_;
-  int agent_;
-  Spinner& spinner_;
-  std::uint64_t next_ = 0;
-};
-
-// Reads and verifies messages until every producer is done and the ring is
-// empty; records the count and tallies in the agent's record.
-template <class Consumer>
-void receive_all(Consumer& rx, Api api, std::size_t batch, std::size_t size, unsigned producers,
-                 bool exact, Control& control, int agent, Spinner& spinner) {
-  const MessageTemplate message(size);
-  SequenceChecker checker(producers, exact);
-  std::vector<std::byte> buffer(size);
-  std::uint64_t received = 0;
-  bool producers_finished = false;
-  auto verify = [&](bool ok, std::uint64_t tag) {
-    if (!ok) {
-      control.fail(agent, "consumer: message %llu has a wrong size or content",
-                   static_cast<unsigned long long>(received));
-      return false;
-    }
-    if (const char* why = checker.accept(tag)) {
-      control.fail(agent, "consumer: message %llu (tag %#llx): %s",
-                   static_cast<unsigned long long>(received), static_cast<unsigned long long>(tag),
-                   why);
-      return false;
-    }
-    ++received;
-    return true;
-  };
-  for (;;) {
-    Status status = Status::would_block;
-    if (api == Api::copy) {
-      std::size_t got = 0;
-      status = rx.try_pop(buffer, got);
-      if (status == Status::ok) {
-        std::uint64_t tag = 0;
-        const bool intact = message.check_copied(buffer.data(), got, tag);
-        if (!verify(intact, tag)) return;
-        spinner.progress();
-        continue;
-      }
-    } else if constexpr (requires { rx.try_peek(batch); }) {
-      ReadClaim claim = rx.try_peek(batch);
-      if (!claim.empty()) {
-        for (std::size_t i = 0; i < claim.size(); ++i) {
-          const std::span<const std::byte> m = claim[i];
-          std::uint64_t tag = 0;
-          const bool intact = message.check_in_place(m.data(), m.size(), tag);
-          if (!verify(intact, tag)) return;
-        }
-        claim.release();
-        spinner.progress();
-        continue;
-      }
-      status = claim.status();
-    }
-    if (status != Status::would_block) {
-      control.fail(agent, "consumer: %s returned %s", api == Api::copy ? "try_pop" : "try_peek",
-                   to_string(status));
-      return;
-    }
-    // Empty. Once every producer has said it is done (after its last
-    // commit), one more empty look means nothing is left for us.
-    if (producers_finished) break;
-    producers_finished = control.producers_done.load(std::memory_order_acquire) == producers;
-    if (producers_finished) continue;
-    if (!spinner.failed_attempt()) {
-      if (spinner.stalled()) control.fail(agent, "consumer stalled: ring stayed empty");
-      return;
-    }
-  }
-  AgentRecord& record = control.agents[agent];
-  record.messages = received;
-  for (unsigned p = 0; p < producers; ++p) record.tally[p] = checker.tally()[p];
-  record.state.store(kFinished, std::memory_order_release);
-}
-
 // ---- throughput -----------------------------------------------------------------
 
-struct ThroughputCase {
-  RingKind kind;
-  bool processes;
-  Api api;
-  std::size_t size;
-  std::uint64_t capacity;
-  unsigned producers;
-  unsigned consumers;
+// A shmring ring for throughput_harness.hpp: the segment is created here;
+// agents attach to it (forked ones open it by name) and map every page
+// before the measurement.
+template <RingKind Kind>
+class ShmringRing {
+ public:
+  using Producer = typename RingTypes<Kind>::Producer;
+  using Consumer = typename RingTypes<Kind>::Consumer;
+
+  ShmringRing(std::size_t size, std::uint64_t capacity)
+      : name_(unique_name(std::string(to_string(Kind)) + "_" + size_name(size))),
+        segment_(Segment::create(name_.name(), options(size, capacity))) {}
+
+  template <class Body>
+  void producer_side(unsigned /*index*/, bool own_mapping, Body&& body) {
+    const AgentSegment seg(segment_, name_.name(), Kind, own_mapping);
+    auto tx = Producer::attach(seg.get());
+    prefault(seg.get().base(), seg.get().size());
+    body(tx);
+  }
+  template <class Body>
+  void consumer_side(bool own_mapping, Body&& body) {
+    const AgentSegment seg(segment_, name_.name(), Kind, own_mapping);
+    auto rx = Consumer::attach(seg.get());
+    prefault(seg.get().base(), seg.get().size());
+    body(rx);
+  }
+  void all_mapped() noexcept { name_.remove(); }
+
+ private:
+  static CreateOptions options(std::size_t size, std::uint64_t capacity) {
+    CreateOptions o;
+    o.kind = Kind;
+    o.capacity = capacity;
+    o.slot_size = size;
+    return o;
+  }
+  NameGuard name_;
+  Segment segment_;
 };
 
-// Producer 0 runs in the benchmark thread; the other producers and all
-// consumers are agents. Iterations count messages (all producers together);
-// the time runs from the start signal until the last consumer has verified
-// the last message, so nothing still in the ring counts as done.
 template <RingKind Kind>
-void bm_throughput(benchmark::State& state, ThroughputCase c) {
-  using Types = RingTypes<Kind>;
+void bm_throughput(benchmark::State& state, ThroughputShape c) {
   try {
-    SharedRegion region(sizeof(Control));
-    Control* control = new (region.data()) Control{};
-    NameGuard name(unique_name(std::string(to_string(Kind)) + "_" + size_name(c.size)));
-    CreateOptions options;
-    options.kind = Kind;
-    options.capacity = c.capacity;
-    options.slot_size = c.size;
-    const Segment segment = Segment::create(name.name(), options);
-
-    const unsigned producers = c.producers;
-    const unsigned consumers = c.consumers;
-    const std::size_t batch =
-        c.api == Api::batch ? static_cast<std::size_t>(std::min<std::uint64_t>(32, c.capacity / 4))
-                            : 1;
-    const std::uint64_t step = std::uint64_t{producers} * batch;
-    const std::uint64_t rounds =
-        (static_cast<std::uint64_t>(state.max_iterations) + step - 1) / step;
-    const std::uint64_t per_producer = rounds * batch;
-    const bool share = share_cores(2 * std::max(producers, consumers));
-
-    Team team(*control, c.processes);
-    int next_agent = 0;
-    for (unsigned i = 0; i < consumers; ++i) {
-      const int id = next_agent++;
-      team.spawn(id, consumer_cpu(i), [&, id] {
-        const AgentSegment seg(segment, name.name(), Kind, team.processes());
-        auto rx = Types::Consumer::attach(seg.get());
-        prefault(seg.get().base(), seg.get().size());
-        Spinner spinner(*control, share);
-        control->agents[id].state.store(kReady, std::memory_order_release);
-        receive_all(rx, c.api, batch, c.size, producers, consumers == 1, *control, id, spinner);
-      });
-    }
-    for (unsigned p = 1; p < producers; ++p) {
-      const int id = next_agent++;
-      team.spawn(id, producer_cpu(p), [&, id, p] {
-        const AgentSegment seg(segment, name.name(), Kind, team.processes());
-        auto tx = Types::Producer::attach(seg.get());
-        prefault(seg.get().base(), seg.get().size());
-        Spinner spinner(*control, share);
-        Sender<typename Types::Producer> sender(tx, c.api, batch, c.size, p, *control, id, spinner);
-        control->agents[id].state.store(kReady, std::memory_order_release);
-        while (control->go.load(std::memory_order_acquire) == 0) {
-          if (!spinner.failed_attempt()) return;
-        }
-        spinner.progress();
-        if (!sender.send(per_producer)) return;
-        control->agents[id].messages = sender.sent();
-        control->producers_done.fetch_add(1, std::memory_order_release);
-        control->agents[id].state.store(kFinished, std::memory_order_release);
-      });
-    }
-
-    auto tx = Types::Producer::attach(segment);
-    prefault(segment.base(), segment.size());
-    Spinner spinner(*control, share, [&] { return team.children_alive(); });
-    Sender<typename Types::Producer> sender(tx, c.api, batch, c.size, 0, *control, kMainAgent,
-                                            spinner);
-    if (!team.wait_all(kReady, 20s)) {
-      const std::string why = team.first_error();
-      team.stop();
-      fail_benchmark(state, why.empty() ? "agents did not get ready" : why);
-      return;
-    }
-    name.remove();  // everyone has it mapped
-
-    const auto t0 = Clock::now();
-    control->go.store(1, std::memory_order_release);
-    std::uint64_t rounds_done = 0;
-    bool ok = true;
-    while (state.KeepRunningBatch(static_cast<benchmark::IterationCount>(step))) {
-      if (ok && rounds_done < rounds) {
-        ok = sender.send(batch);
-        ++rounds_done;
-      }
-    }
-    while (ok && rounds_done < rounds) {  // only if the library ran fewer batches than it said
-      ok = sender.send(batch);
-      ++rounds_done;
-    }
-    control->producers_done.fetch_add(1, std::memory_order_release);
-    const bool finished = ok && team.wait_all(kFinished, 20s);
-    const auto t1 = Clock::now();
-    const std::string process_problem = team.stop();
-
-    std::string why = team.first_error();
-    if (why.empty() && control->agents[kMainAgent].state.load() == kFailed) {
-      why = control->agents[kMainAgent].error;
-    }
-    if (why.empty() && !process_problem.empty()) why = process_problem;
-    if (why.empty() && !finished) why = "agents did not finish (a peer died or stalled)";
-    if (why.empty()) {
-      // Every producer's messages arrived exactly once, over all consumers.
-      const std::uint64_t expected_sum = per_producer * (per_producer - 1) / 2;
-      for (unsigned p = 0; p < producers && why.empty(); ++p) {
-        Tally total;
-        for (unsigned i = 0; i < consumers; ++i) {
-          total.count += control->agents[i].tally[p].count;
-          total.sum += control->agents[i].tally[p].sum;
-        }
-        if (total.count != per_producer) {
-          why = "producer " + std::to_string(p) + ": consumers saw " + std::to_string(total.count) +
-                " of its " + std::to_string(per_producer) + " messages";
-        } else if (total.sum != expected_sum) {
-          why = "producer " + std::to_string(p) +
-                ": the sequence numbers consumers saw do not add up";
-        }
-      }
-    }
-    if (!why.empty()) {
+    ShmringRing<Kind> ring(c.size, c.capacity);
+    if (const std::string why = run_throughput(state, c, ring, g_cpus); !why.empty()) {
       fail_benchmark(state, why);
-      return;
     }
-    const std::uint64_t total = per_producer * producers;
-    state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
-    state.SetItemsProcessed(static_cast<std::int64_t>(total));
-    state.SetBytesProcessed(static_cast<std::int64_t>(total * c.size));
-    state.SetLabel("cap=" + std::to_string(c.capacity) + " batch=" + std::to_string(batch));
   } catch (const std::exception& e) {
     fail_benchmark(state, e.what());
   }
@@ -419,12 +161,12 @@ void bm_floor(benchmark::State& state) {
 
     Team team(*control, /*separate_processes=*/true);
     team.spawn(0, g_cpus[1], [&] {
-      Spinner spinner(*control, share_cores(2));
+      Spinner spinner(*control, share_cores(g_cpus, 2));
       control->agents[0].state.store(kReady, std::memory_order_release);
       if (!floor_echo(*control, 0, line, spinner)) return;
       control->agents[0].state.store(kFinished, std::memory_order_release);
     });
-    Spinner spinner(*control, share_cores(2), [&] { return team.children_alive(); });
+    Spinner spinner(*control, share_cores(g_cpus, 2), [&] { return team.children_alive(); });
     if (!team.wait_all(kReady, 20s)) {
       const std::string why = team.first_error();
       team.stop();
@@ -665,7 +407,7 @@ void bm_round_trip(benchmark::State& state, RoundTripApi api, std::size_t size,
     Team team(*control, /*separate_processes=*/true);
     team.spawn(0, g_cpus[1], [&] {
       rings.echo_side([&](typename Rings::Out& out, typename Rings::In& in) {
-        Spinner spinner(*control, share_cores(2));
+        Spinner spinner(*control, share_cores(g_cpus, 2));
         End echo(out, in, api, size, spinner);
         control->agents[0].state.store(kReady, std::memory_order_release);
         for (std::uint64_t expected = 0;; ++expected) {
@@ -685,7 +427,7 @@ void bm_round_trip(benchmark::State& state, RoundTripApi api, std::size_t size,
     });
 
     rings.main_side([&](typename Rings::Out& out, typename Rings::In& in) {
-      Spinner spinner(*control, share_cores(2), [&] { return team.children_alive(); });
+      Spinner spinner(*control, share_cores(g_cpus, 2), [&] { return team.children_alive(); });
       End end(out, in, api, size, spinner);
       if (!team.wait_all(kReady, 20s)) {
         const std::string why = team.first_error();
@@ -751,10 +493,10 @@ void bm_plain_throughput(benchmark::State& state, std::size_t size, std::uint64_
     PlainRing::initialise(ring.data());
     prefault(ring.data(), plain_ring_bytes(capacity, size));
     const std::uint64_t total = static_cast<std::uint64_t>(state.max_iterations);
-    const bool share = share_cores(2);
+    const bool share = share_cores(g_cpus, 2);
 
     Team team(*control, /*separate_processes=*/true);
-    team.spawn(0, consumer_cpu(0), [&] {
+    team.spawn(0, consumer_cpu(g_cpus, 0), [&] {
       PlainConsumer rx(ring.data(), capacity, size);
       Spinner spinner(*control, share);
       control->agents[0].state.store(kReady, std::memory_order_release);
@@ -845,7 +587,7 @@ std::uint64_t capacity_for(std::size_t size) {
 
 void register_throughput(RingKind kind, bool processes, Api api, std::size_t size,
                          unsigned producers, unsigned consumers) {
-  ThroughputCase c{kind, processes, api, size, capacity_for(size), producers, consumers};
+  const ThroughputShape c{processes, api, size, capacity_for(size), producers, consumers};
   std::string name = std::string(to_string(kind)) + "/" + (processes ? "process" : "thread") + "/";
   if (kind == RingKind::mpmc) {
     name += std::to_string(producers) + "x" + std::to_string(consumers) + "/";
@@ -904,12 +646,9 @@ void register_all() {
       }
     }
   }
-  std::vector<unsigned> pair_counts = {1, 2};
-  for (unsigned pairs = 4; 2 * pairs <= g_cpus.size() && pairs <= kMaxProducers; pairs *= 2) {
-    pair_counts.push_back(pairs);
-  }
+  const std::vector<unsigned> counts = pair_counts(g_cpus);
   const std::size_t mpmc_sizes[] = {8, 64, 4096, 64 << 10};
-  for (const unsigned pairs : pair_counts) {
+  for (const unsigned pairs : counts) {
     for (const std::size_t size : mpmc_sizes) {
       for (const bool processes : {false, true}) {
         for (const Api api : {Api::copy, Api::batch}) {
@@ -921,8 +660,8 @@ void register_all() {
   // The rest of the producer x consumer grid, at 64 B: every pair of the
   // counts above (1x2 and 2x1 even on two cores, to see contention on one
   // side alone; up to 8x8 with 16 cores).
-  for (const unsigned producers : pair_counts) {
-    for (const unsigned consumers : pair_counts) {
+  for (const unsigned producers : counts) {
+    for (const unsigned consumers : counts) {
       if (producers == consumers) continue;
       for (const bool processes : {false, true}) {
         for (const Api api : {Api::copy, Api::batch}) {

@@ -430,6 +430,18 @@ def main():
         if b in names and c in names:
             target_row(f"{b} / {c} (msg/s)", "clearly > 1 (>= 1.5)",
                        ratio((b, "items_per_second"), (c, "items_per_second")), lambda v: v >= 1.5)
+    # MPMC between threads against moodycamel::ConcurrentQueue, P producers
+    # and P consumers on the same cores, timed and checked alike
+    # (bench/throughput_harness.hpp). The target is 4x4, the 16-core host's.
+    for pairs in (2, 4, 8):
+        theirs = f"peer/concurrentqueue/thread/{pairs}x{pairs}/64B"
+        for api in ("copy", "batch"):
+            mine = f"mpmc/thread/{pairs}x{pairs}/{api}/64B"
+            if mine in names and theirs in names:
+                target_row(f"{mine} / {theirs} (msg/s)",
+                           ">= 3" if pairs == 4 and api == "copy" else "(info)",
+                           ratio((mine, "items_per_second"), (theirs, "items_per_second")),
+                           lambda v: v >= 3)
     w("")
 
     # ---- shmring against the peers -------------------------------------
