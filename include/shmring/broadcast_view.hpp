@@ -215,9 +215,6 @@ class BroadcastView : public RingView {
     return sleepers;
   }
 
-  // Slots the producer takes ahead of its writes (prefetch_ahead()).
-  static constexpr std::uint64_t kPrefetchAhead = 8;
-
   // Reliable: scans the subscriber blocks and recomputes c.limit (the lowest
   // cursor that counts, or the head if none does). False, with status =
   // corrupt, when a cursor is ahead of the head. Lossy: nothing to do.
@@ -439,28 +436,12 @@ class BroadcastView : public RingView {
   }
 
  private:
-  // After `count` publications: takes the lines of the slots 1 to
-  // kPrefetchAhead positions past the head exclusive now
-  // (RingView::prefetch_slot_for_write: not on slots of one line), one new
-  // slot per message published. Every subscriber read those lines a lap ago
-  // and keeps them (1024 messages of 64 bytes, 128 KiB, stay in its cache),
-  // so the producer's first store to each needs them back, invalidating
-  // every copy. Stores become visible in order, so a message written into
-  // lines still shared waits for that round trip before its `committed`
-  // store, and one message a call would pay it every time; taken ahead, the
-  // transfers overlap the messages before. Only slots the subscribers are
-  // done with: below the cached room (c.limit + capacity) in a reliable
-  // ring, less than a lap past the head in a lossy one; and past the head,
-  // so no subscriber polls their trailers (it polls the slot at its cursor,
-  // at most the head's). A hint: it orders nothing.
+  // After `count` publications (RingView::prefetch_ahead): only slots the
+  // subscribers are done with, below the cached room (c.limit + capacity)
+  // in a reliable ring, less than a lap past the head in a lossy one.
   SHMRING_HD void prefetch_ahead(const BroadcastProducerCursor& c,
                                  std::uint64_t count) const noexcept {
-    const std::uint64_t end = (lossy_ ? c.head : c.limit) + capacity();
-    const std::uint64_t n = count < kPrefetchAhead ? count : kPrefetchAhead;
-    for (std::uint64_t i = 0; i < n; ++i) {
-      const std::uint64_t pos = c.head + kPrefetchAhead - i;
-      if (static_cast<std::int64_t>(end - pos) > 0) prefetch_slot_for_write(pos);
-    }
+    RingView::prefetch_ahead(c.head, (lossy_ ? c.head : c.limit) + capacity(), count);
   }
 
   SHMRING_HD std::uint64_t room_of(const BroadcastProducerCursor& c) const noexcept {

@@ -104,7 +104,10 @@ class SpscView : public RingView {
     // The sleeper handshake (above): a consumer that raised its count before
     // this load is woken; one that raised it while our stores were still on
     // their way may miss them for at most its first, short sleep.
-    return atomic::load_relaxed(&consumer_wait()->waiters) != 0;
+    const bool sleepers = atomic::load_relaxed(&consumer_wait()->waiters) != 0;
+    // The consumer is done with every slot below cached_tail + capacity.
+    prefetch_ahead(c.head, c.cached_tail + capacity(), count, /*one_line_too=*/true);
+    return sleepers;
   }
 
   // How many consecutive committed slots from c.tail can be read, at most
