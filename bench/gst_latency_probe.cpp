@@ -8,7 +8,13 @@
 //   gst-latency-probe measure NAME PIPELINE...  when element NAME (after the
 //       transport's source) gets a buffer, read them back; at the end print
 //       one line "latency_ns N v1 v2 ..." (the frames' latencies, in order)
-//   gst-latency-probe run PIPELINE...  the pipeline alone (for stampsrc)
+//   gst-latency-probe verify NAME PIPELINE...  measure, and the frames must be
+//       stampsrc's, each once and in order (their numbers 0, 1, 2, ...): else
+//       it says which came instead and exits 1
+//   gst-latency-probe run PIPELINE...  the pipeline alone (for stampsrc); at
+//       the end, one line "NAME frames F in-place P" for each element with
+//       shmringsink's counters (frames written, and of those, drawn in a slot
+//       of its pool: no copy)
 //
 // Every pipeline may use the element stampsrc, registered here: a source of
 // raw video that, like a camera's DMA, costs the CPU nothing per frame but a
@@ -218,8 +224,11 @@ void stamp_src_init(StampSrc* self) {
 
 struct Probe {
   bool stamp = false;
+  bool verify = false;
   std::uint64_t unstamped = 0;  // buffers that could not be written (shared)
   std::vector<std::uint64_t> latencies;
+  std::uint64_t next_frame = 0;  // verify: the frame number expected next
+  std::uint64_t wrong = 0;       // verify: frames whose number was not that
 };
 
 GstPadProbeReturn on_buffer(GstPad*, GstPadProbeInfo* info, gpointer data) {
@@ -244,8 +253,40 @@ GstPadProbeReturn on_buffer(GstPad*, GstPadProbeInfo* info, gpointer data) {
       const std::uint64_t now = now_ns();
       probe->latencies.push_back(now >= t ? now - t : 0);
     }
+    std::uint64_t frame = 0;
+    if (probe->verify) {
+      if (gst_buffer_extract(buf, 8, &frame, sizeof frame) != sizeof frame) frame = ~0ULL;
+      if (frame != probe->next_frame && probe->wrong++ == 0) {
+        std::fprintf(stderr, "frame %llu came where frame %llu was expected\n",
+                     static_cast<unsigned long long>(frame),
+                     static_cast<unsigned long long>(probe->next_frame));
+      }
+      probe->next_frame = frame + 1;
+    }
   }
   return GST_PAD_PROBE_OK;
+}
+
+// run: "NAME frames F in-place P" for each element of `bin` that has
+// shmringsink's counters (read before the pipeline stops: they are the run's).
+void print_sink_counters(GstBin* bin) {
+  GstIterator* it = gst_bin_iterate_recurse(bin);
+  GValue item = G_VALUE_INIT;
+  while (gst_iterator_next(it, &item) == GST_ITERATOR_OK) {
+    auto* element = GST_ELEMENT(g_value_get_object(&item));
+    if (g_object_class_find_property(G_OBJECT_GET_CLASS(element), "frames-in-place") != nullptr) {
+      guint64 frames = 0;
+      guint64 in_place = 0;
+      g_object_get(element, "frames", &frames, "frames-in-place", &in_place, nullptr);
+      gchar* name = gst_element_get_name(element);
+      std::printf("%s frames %llu in-place %llu\n", name, static_cast<unsigned long long>(frames),
+                  static_cast<unsigned long long>(in_place));
+      g_free(name);
+    }
+    g_value_reset(&item);
+  }
+  g_value_unset(&item);
+  gst_iterator_free(it);
 }
 
 }  // namespace
@@ -254,16 +295,19 @@ int main(int argc, char** argv) {
   gst_init(&argc, &argv);
   gst_element_register(nullptr, "stampsrc", GST_RANK_NONE, stamp_src_get_type());
   const bool run = argc >= 3 && std::strcmp(argv[1], "run") == 0;
-  if (!run &&
-      (argc < 4 || (std::strcmp(argv[1], "stamp") != 0 && std::strcmp(argv[1], "measure") != 0))) {
+  const bool probe_mode =
+      argc >= 2 && (std::strcmp(argv[1], "stamp") == 0 || std::strcmp(argv[1], "measure") == 0 ||
+                    std::strcmp(argv[1], "verify") == 0);
+  if (!run && (argc < 4 || !probe_mode)) {
     std::fprintf(stderr,
-                 "usage: %s stamp|measure ELEMENT-NAME PIPELINE...\n"
+                 "usage: %s stamp|measure|verify ELEMENT-NAME PIPELINE...\n"
                  "       %s run PIPELINE...\n",
                  argv[0], argv[0]);
     return 2;
   }
   Probe probe;
   probe.stamp = std::strcmp(argv[1], "stamp") == 0;
+  probe.verify = std::strcmp(argv[1], "verify") == 0;
   const char* name = run ? nullptr : argv[2];
   std::string desc;
   for (int i = run ? 2 : 3; i < argc; ++i) (desc += argv[i]) += ' ';
@@ -301,6 +345,7 @@ int main(int argc, char** argv) {
   }
   gst_message_unref(m);
   gst_object_unref(bus);
+  if (run) print_sink_counters(GST_BIN(pipeline));
   gst_element_set_state(pipeline, GST_STATE_NULL);
   gst_object_unref(pipeline);
   if (probe.stamp) {
@@ -313,6 +358,11 @@ int main(int argc, char** argv) {
     for (const std::uint64_t l : probe.latencies)
       std::printf(" %llu", static_cast<unsigned long long>(l));
     std::printf("\n");
+  }
+  if (probe.verify && probe.wrong != 0) {
+    std::fprintf(stderr, "%llu of %zu frames were not the one expected\n",
+                 static_cast<unsigned long long>(probe.wrong), probe.latencies.size());
+    rc = 1;
   }
   return rc;
 }
