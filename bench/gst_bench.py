@@ -42,9 +42,9 @@ differences (frames per second = 3N / extra wall time; CPU per frame =
 extra CPU time / 3N, user + system from wait4() of each process), which
 takes the start-up of the pipelines out. The first repetition finds N:
 from the option's, times 4 until the 3N frames take MIN_SPAN_S (a stampsrc
-producer makes tens of thousands of frames a second). The producer's CPU includes
-the source's work on each frame: the "source alone" row (<source> !
-fakesink) is that part.
+producer makes hundreds of thousands of frames a second). The producer's
+CPU includes the source's work on each frame: the "source alone" row
+(<source> ! fakesink) is that part.
 
 Latency, sink to source: a live producer (is-live=true, the caps' 30 frames
 per second, so nothing queues) through bench's gst-latency-probe, which
@@ -111,11 +111,11 @@ MARGIN = 32
 SHM_FRAMES = 64
 # Latency runs: frames measured, after the start-up frames left out.
 LATENCY_FRAMES = 40
+LATENCY_SKIP = 10
 # Throughput runs: N grows (x4) until the 3N frames between the two runs take
 # this long, so that the start-up's noise (tens of ms) stays small beside it.
 MIN_SPAN_S = 0.6
 MAX_FRAMES = 1 << 20
-LATENCY_SKIP = 10
 
 
 def transport_slots(transport: str, slots: int) -> tuple[str, int]:
