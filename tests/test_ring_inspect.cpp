@@ -132,6 +132,9 @@ class Background {
 
   int pipe_size() const { return ::fcntl(fd_, F_GETPIPE_SZ); }
 
+  // Sends SIGINT, as Ctrl-C would.
+  bool interrupt() const { return pid_ > 0 && status_ < 0 && ::kill(pid_, SIGINT) == 0; }
+
  private:
   // One read, waiting for data until the deadline; false at the end of the
   // output or at the deadline.
@@ -762,35 +765,19 @@ TEST(RingInspect, WatchPrintsSamples) {
 TEST(RingInspect, WatchEndsCleanlyOnInterrupt) {
   UniqueShm shm;
   auto seg = make_ring(shm.name(), RingKind::spsc);
-  int out[2];
-  ASSERT_EQ(::pipe(out), 0);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(out[1], STDOUT_FILENO);
-    ::close(out[0]);
-    ::execl(RING_INSPECT, RING_INSPECT, "watch", shm.name().c_str(), "--interval", "20",
-            static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  ::close(out[1]);
-  std::string text;
-  char buf[256];
-  std::size_t newlines = 0;
-  while (newlines < 2) {  // the header and the first sample
-    const ssize_t n = ::read(out[0], buf, sizeof buf);
-    ASSERT_GT(n, 0) << "watch ended before its first sample: " << text;
-    text.append(buf, static_cast<std::size_t>(n));
-    newlines = static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
-  }
-  ASSERT_EQ(::kill(pid, SIGINT), 0);
-  while (::read(out[0], buf, sizeof buf) > 0) {
-  }
-  ::close(out[0]);
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status)) << "killed by the interrupt instead of ending cleanly";
-  EXPECT_EQ(WEXITSTATUS(status), 0);
-  EXPECT_TRUE(contains(text, "OUT MB/S")) << text;
+  Background watch({"watch", shm.name(), "--interval", "20"});
+  ASSERT_TRUE(watch.started());
+  // The header and the first sample: SIGINT is blocked by then.
+  ASSERT_TRUE(watch.read_until([](const std::string& t) {
+    return std::count(t.begin(), t.end(), '\n') >= 2;
+  })) << "watch ended before its first sample: "
+      << watch.text();
+  ASSERT_TRUE(watch.interrupt());
+  const int status = watch.finish();
+  ASSERT_GE(status, 0) << "watch still running 20 s after SIGINT:\n" << watch.text();
+  ASSERT_TRUE(WIFEXITED(status)) << "ended by " << describe_status(status) << " instead of cleanly";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << watch.text();
+  EXPECT_TRUE(contains(watch.text(), "OUT MB/S")) << watch.text();
 }
 
 TEST(RingInspect, GcRemovesOnlyAbandonedSegments) {

@@ -28,14 +28,13 @@
 #include <fmt/chrono.h>
 #include <fmt/core.h>
 #include <fmt/format.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <atomic>
 #include <chrono>
-#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -45,7 +44,6 @@
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <thread>
 #include <vector>
 
 #if defined(SHMRING_HAVE_CUDA)
@@ -665,17 +663,52 @@ int cmd_remove(const std::string& name, bool force) {
 
 // ---- watch -----------------------------------------------------------------
 
-std::atomic<bool> g_interrupted{false};
+// Ctrl-C (SIGINT) ends the watch after the current sample, with exit status
+// 0. The signal stays blocked and is taken synchronously, by sigtimedwait in
+// place of the sleep between samples: no handler runs at an arbitrary point
+// (a sanitizer may defer one until its next intercepted call), and a SIGINT
+// that comes while a sample is being printed waits in the pending set
+// instead of being lost.
+class Interrupt {
+ public:
+  Interrupt() {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+  }
+  Interrupt(const Interrupt&) = delete;
+  Interrupt& operator=(const Interrupt&) = delete;
+  ~Interrupt() { pthread_sigmask(SIG_UNBLOCK, &set_, nullptr); }
+
+  // Waits until `until` or a SIGINT, whichever comes first; true on SIGINT.
+  bool wait_until(std::chrono::steady_clock::time_point until) {
+    for (;;) {
+      const auto left = until - std::chrono::steady_clock::now();
+      if (left <= std::chrono::steady_clock::duration::zero()) return taken_now();
+      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+      const timespec step{static_cast<time_t>(ns / 1'000'000'000),
+                          static_cast<long>(ns % 1'000'000'000)};
+      if (sigtimedwait(&set_, nullptr, &step) == SIGINT) return true;
+      // EAGAIN: the time is up (checked above); EINTR: another signal.
+    }
+  }
+
+ private:
+  bool taken_now() {
+    const timespec zero{0, 0};
+    return sigtimedwait(&set_, nullptr, &zero) == SIGINT;
+  }
+  sigset_t set_{};
+};
 
 int watch_samples(const SegmentFile& file, std::uint64_t interval_ms, std::uint64_t iterations,
-                  bool json, bool spsc);
+                  bool json, bool spsc, Interrupt& interrupt);
 
 int cmd_watch(const std::string& name, std::uint64_t interval_ms, std::uint64_t iterations,
               bool json) {
   auto file = open_readonly(name);
   if (!file) return kExitBad;
-  // Ctrl-C ends the watch after the current sample, with exit status 0.
-  std::signal(SIGINT, [](int) { g_interrupted = true; });
+  Interrupt interrupt;
   const bool spsc = file->geometry().kind == shmring::RingKind::spsc;
   if (!json) {
     fmt::print("{:>8}  {:>14}  {:>14}  {:>10}  {:>12}  {:>12}  {:>10}  {:<16}  {:<16}\n", "SECONDS",
@@ -686,7 +719,7 @@ int cmd_watch(const std::string& name, std::uint64_t interval_ms, std::uint64_t 
   // top of this file. Samples already printed stay on stdout; the message
   // goes to stderr.
   try {
-    return watch_samples(*file, interval_ms, iterations, json, spsc);
+    return watch_samples(*file, interval_ms, iterations, json, spsc, interrupt);
   } catch (const ReadError& e) {
     std::fflush(stdout);
     fmt::print(stderr, "{}; watch stopped\n", e.what());
@@ -695,19 +728,12 @@ int cmd_watch(const std::string& name, std::uint64_t interval_ms, std::uint64_t 
 }
 
 int watch_samples(const SegmentFile& file, std::uint64_t interval_ms, std::uint64_t iterations,
-                  bool json, bool spsc) {
+                  bool json, bool spsc, Interrupt& interrupt) {
   const auto t0 = std::chrono::steady_clock::now();
   Snapshot prev = snapshot(file);
   auto prev_t = t0;
-  for (std::uint64_t i = 0; (iterations == 0 || i < iterations) && !g_interrupted; ++i) {
-    if (i != 0) {
-      // Sleep in short slices so an interrupt ends the watch promptly.
-      const auto until = prev_t + std::chrono::milliseconds(interval_ms);
-      while (!g_interrupted && std::chrono::steady_clock::now() < until) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
-      if (g_interrupted) break;
-    }
+  for (std::uint64_t i = 0; iterations == 0 || i < iterations; ++i) {
+    if (i != 0 && interrupt.wait_until(prev_t + std::chrono::milliseconds(interval_ms))) break;
     const Snapshot s = snapshot(file);
     const auto now = std::chrono::steady_clock::now();
     const double dt = std::chrono::duration<double>(now - prev_t).count();
