@@ -66,55 +66,8 @@ def per_pass(a, name, key):
 
 
 def targets(a):
-    """The scaling targets: (label, target, (summary, mark), ok)."""
-    rows = []
-    # The target is the copy API's with 4 subscribers; the rest is context.
-    for prefix in ("shmring/copy", "shmring/batch"):
-        one = throughput(prefix, 1)
-        for n in COUNTS[1:]:
-            many = throughput(prefix, n)
-            if one in a.names and many in a.names:
-                rows.append((f"{many} / {one} (per subscriber)",
-                             ">= 0.5" if prefix == "shmring/copy" and n == 4 else "(info)",
-                             a.ratio((many, "items_per_second"), (one, "items_per_second")),
-                             lambda v: v >= 0.5))
-    for prefix in ("shmring/copy", "shmring/batch"):
-        for n in COUNTS:
-            mine, theirs = throughput(prefix, n), throughput("iceoryx", n)
-            if mine in a.names and theirs in a.names:
-                target = ">= 20" if n in (2, 4) else "(info)"
-                rows.append((f"{mine} / {theirs}", target,
-                             a.ratio((mine, "items_per_second"), (theirs, "items_per_second")),
-                             lambda v: v >= 20))
-    # The latency target is the producer-to-subscriber (one-way) p50 against
-    # the cache-line ping-pong's p50, which is a round trip. Next to it, for
-    # context: the same one-way figure against half the ping-pong (one line
-    # transfer), and the round trip through the fan-out and back.
-    def halved(r):
-        s_, mark = r
-        return (None if s_ is None else (2 * s_[0], 2 * s_[1], 2 * s_[2], s_[3])), mark
-
-    for prefix in ("shmring/copy", "shmring/zerocopy"):
-        for n in COUNTS:
-            mine = round_trip(prefix, n)
-            if mine in a.names and report.FLOOR in a.names:
-                one_way = a.ratio((mine, "one_way_p50_ns"), (report.FLOOR, "p50_ns"))
-                if one_way[0] is not None:
-                    rows.append((f"{mine} one-way p50 / floor p50", "<= 1.5" if n <= 4 else "(info)",
-                                 one_way, lambda v: v <= 1.5))
-                    rows.append((f"{mine} one-way p50 / (floor p50 / 2)", "(info)", halved(one_way),
-                                 lambda v: True))
-                rows.append((f"{mine} round trip p50 / floor p50", "(info)",
-                             a.ratio((mine, "p50_ns"), (report.FLOOR, "p50_ns")), lambda v: True))
-    return rows
-
-
-def verdict(target, s, ok):
-    if s is None:
-        return "n/a"
-    if target.startswith("("):
-        return ""
-    return "met" if ok(s[0]) else "**missed**"
+    """The fan-out targets (report.broadcast_targets): (label, target, (summary, mark), ok)."""
+    return report.broadcast_targets(a.names, a.ratio, COUNTS)
 
 
 def build_summary(name, a):
@@ -144,7 +97,7 @@ def build_summary(name, a):
         "parts_flagged_slow": sum(part["slow"] for p in a.passes for part in p["parts"]),
         "parts": sum(len(p["parts"]) for p in a.passes),
         "benchmarks": benchmarks,
-        "targets": [{"ratio": label, "target": target, **(as_dict(*r) or {}), "verdict": verdict(target, r[0], ok)}
+        "targets": [{"ratio": label, "target": target, **(as_dict(*r) or {}), "verdict": report.verdict(target, r[0], ok)}
                     for label, target, r, ok in targets(a)],
     }
 
@@ -248,7 +201,7 @@ def main():
         w("| ratio | target | median (min-max) | verdict |")
         w("| --- | --- | --- | --- |")
         for label, target, r, ok in targets(a):
-            w(f"| {label} | {target} | {report.fmt(r[0], digits=2, mark=r[1])} | {verdict(target, r[0], ok)} |")
+            w(f"| {label} | {target} | {report.fmt(r[0], digits=2, mark=r[1])} | {report.verdict(target, r[0], ok)} |")
         w("")
 
     # Each later build against the first, and against the one before it.
