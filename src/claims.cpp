@@ -119,74 +119,26 @@ static RecoveryStep end_step(std::uint64_t p, std::uint64_t front, std::uint64_t
   return {recovered, more};
 }
 
-RecoveryStep recover_producer_claims(const MpmcView& view, Holding& holding,
-                                     std::uint64_t& resume) noexcept {
-  SideBlock& side = *view.producer();
-  if (gpu_agents(view)) return {};
-  // Only when the consumers are stuck (the next position to read was claimed
-  // but is not committed), or to go on with a pass of ours.
-  const std::uint64_t deq = atomic::load_seq_cst(&view.consumer()->position);
-  const std::uint64_t enq = atomic::load_seq_cst(&side.position);
-  if (static_cast<std::int64_t>(enq - deq) <= 0) {
+// One step of a side's recovery pass over [front, limit): under the side's
+// recovery lock, from the caller's note (or the front, if the side is stuck
+// there) up to the lowest position a live holder may still have claimed, at
+// most kMpmcRecoverStep positions. `recover(p)` finishes position p if a dead
+// process left it claimed, and says whether it did; the count goes into the
+// side's `abandoned`.
+template <class Recover>
+static RecoveryStep recovery_step(const MpmcView& view, Holding& holding, bool producer,
+                                  std::uint64_t front, bool stuck, std::uint64_t limit,
+                                  std::uint64_t& resume, Recover&& recover) noexcept {
+  if (step_start(front, stuck, limit, view.capacity(), resume) == kClaimIdle) {
     resume = kClaimIdle;
     return {};
   }
-  const bool stuck = atomic::load_seq_cst(&view.trailer(deq)->committed) != deq + 1;
-  if (step_start(deq, stuck, enq, view.capacity(), resume) == kClaimIdle) {
-    resume = kClaimIdle;
-    return {};
-  }
-  RecoveryLock lock(side, /*producer=*/true, holding);
+  SideBlock& side = producer ? *view.producer() : *view.consumer();
+  RecoveryLock lock(side, producer, holding);
   if (!lock) return {};  // another recoverer is at it; our note stays for later
-  // Read after the counter: a live holder that claimed below `enq` stored
+  // Read after the counter: a live holder that claimed below `limit` stored
   // its low before its claim, so the low is seen here.
-  const std::uint64_t end = std::min(enq, lowest_live_claim(view, /*producer=*/true, holding));
-  const std::uint64_t first = step_start(deq, stuck, end, view.capacity(), resume);
-  if (first == kClaimIdle) {
-    resume = kClaimIdle;
-    return {};
-  }
-  const std::uint64_t last = first + std::min(view.capacity(), kMpmcRecoverStep);
-  std::uint64_t recovered = 0;
-  std::uint64_t p = first;
-  // Every position of [deq, end) was claimed, by a process now dead, if it
-  // is neither committed nor covered by a live holder.
-  for (; static_cast<std::int64_t>(end - p) > 0 && p - deq < view.capacity() && p != last; ++p) {
-    SlotTrailer* t = view.trailer(p);
-    if (atomic::load_seq_cst(&t->committed) == p + 1) continue;
-    if (atomic::load_acquire(&t->released) != p) continue;  // not this lap's: not claimed yet
-    atomic::store_relaxed(&t->length, std::uint32_t{0});
-    atomic::store_relaxed(&t->flags, kSlotSkipped);
-    // SYNC POINT (seq_cst, pairs with claim_read()): as commit() does.
-    atomic::store_seq_cst(&t->committed, p + 1);
-    ++recovered;
-  }
-  if (recovered != 0) atomic::fetch_add(&side.abandoned, recovered);
-  return end_step(p, deq, end, view.capacity(), recovered, resume);
-}
-
-RecoveryStep recover_consumer_claims(const MpmcView& view, Holding& holding,
-                                     std::uint64_t& resume) noexcept {
-  SideBlock& side = *view.consumer();
-  if (gpu_agents(view)) return {};
-  // Only when the producers are stuck (the next position to write waits for
-  // a slot a lap behind that was read but never released), or to go on with
-  // a pass of ours.
-  const std::uint64_t enq = atomic::load_seq_cst(&view.producer()->position);
-  const std::uint64_t deq = atomic::load_seq_cst(&side.position);
-  const std::uint64_t front = enq - view.capacity();
-  if (static_cast<std::int64_t>(deq - front) <= 0) {
-    resume = kClaimIdle;
-    return {};
-  }
-  const bool stuck = atomic::load_seq_cst(&view.trailer(enq)->released) != enq;
-  if (step_start(front, stuck, deq, view.capacity(), resume) == kClaimIdle) {
-    resume = kClaimIdle;
-    return {};
-  }
-  RecoveryLock lock(side, /*producer=*/false, holding);
-  if (!lock) return {};
-  const std::uint64_t end = std::min(deq, lowest_live_claim(view, /*producer=*/false, holding));
+  const std::uint64_t end = std::min(limit, lowest_live_claim(view, producer, holding));
   const std::uint64_t first = step_start(front, stuck, end, view.capacity(), resume);
   if (first == kClaimIdle) {
     resume = kClaimIdle;
@@ -196,15 +148,65 @@ RecoveryStep recover_consumer_claims(const MpmcView& view, Holding& holding,
   std::uint64_t recovered = 0;
   std::uint64_t p = first;
   for (; static_cast<std::int64_t>(end - p) > 0 && p - front < view.capacity() && p != last; ++p) {
-    SlotTrailer* t = view.trailer(p);
-    if (atomic::load_acquire(&t->committed) != p + 1) continue;  // not readable this lap
-    if (atomic::load_seq_cst(&t->released) != p) continue;       // released already
-    // SYNC POINT (seq_cst, pairs with claim_write()): as release() does.
-    atomic::store_seq_cst(&t->released, p + view.capacity());
-    ++recovered;
+    if (recover(p)) ++recovered;
   }
   if (recovered != 0) atomic::fetch_add(&side.abandoned, recovered);
   return end_step(p, front, end, view.capacity(), recovered, resume);
+}
+
+RecoveryStep recover_producer_claims(const MpmcView& view, Holding& holding,
+                                     std::uint64_t& resume) noexcept {
+  if (gpu_agents(view)) return {};
+  // Only when the consumers are stuck (the next position to read was claimed
+  // but is not committed), or to go on with a pass of ours.
+  const std::uint64_t deq = atomic::load_seq_cst(&view.consumer()->position);
+  const std::uint64_t enq = atomic::load_seq_cst(&view.producer()->position);
+  if (static_cast<std::int64_t>(enq - deq) <= 0) {
+    resume = kClaimIdle;
+    return {};
+  }
+  const bool stuck = atomic::load_seq_cst(&view.trailer(deq)->committed) != deq + 1;
+  // Every position of [deq, enq) was claimed, by a process now dead, if it
+  // is neither committed nor covered by a live holder.
+  return recovery_step(view, holding, /*producer=*/true, deq, stuck, enq, resume,
+                       [&view](std::uint64_t p) {
+                         SlotTrailer* t = view.trailer(p);
+                         if (atomic::load_seq_cst(&t->committed) == p + 1) return false;
+                         // Not this lap's: not claimed yet.
+                         if (atomic::load_acquire(&t->released) != p) return false;
+                         atomic::store_relaxed(&t->length, std::uint32_t{0});
+                         atomic::store_relaxed(&t->flags, kSlotSkipped);
+                         // SYNC POINT (seq_cst, pairs with claim_read()): as commit() does.
+                         atomic::store_seq_cst(&t->committed, p + 1);
+                         return true;
+                       });
+}
+
+RecoveryStep recover_consumer_claims(const MpmcView& view, Holding& holding,
+                                     std::uint64_t& resume) noexcept {
+  if (gpu_agents(view)) return {};
+  // Only when the producers are stuck (the next position to write waits for
+  // a slot a lap behind that was read but never released), or to go on with
+  // a pass of ours.
+  const std::uint64_t enq = atomic::load_seq_cst(&view.producer()->position);
+  const std::uint64_t deq = atomic::load_seq_cst(&view.consumer()->position);
+  const std::uint64_t front = enq - view.capacity();
+  if (static_cast<std::int64_t>(deq - front) <= 0) {
+    resume = kClaimIdle;
+    return {};
+  }
+  const bool stuck = atomic::load_seq_cst(&view.trailer(enq)->released) != enq;
+  return recovery_step(view, holding, /*producer=*/false, front, stuck, deq, resume,
+                       [&view](std::uint64_t p) {
+                         SlotTrailer* t = view.trailer(p);
+                         // Not readable this lap.
+                         if (atomic::load_acquire(&t->committed) != p + 1) return false;
+                         if (atomic::load_seq_cst(&t->released) != p)
+                           return false;  // released already
+                         // SYNC POINT (seq_cst, pairs with claim_write()): as release() does.
+                         atomic::store_seq_cst(&t->released, p + view.capacity());
+                         return true;
+                       });
 }
 
 }  // namespace shmring::detail
