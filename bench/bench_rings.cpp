@@ -148,22 +148,27 @@ void report_latency(benchmark::State& state, LatencyRecorder& recorder, double n
   state.counters["min_ns"] = s.min;
 }
 
-// The floor: two processes pass one 128-byte-aligned line back and forth,
-// each waiting for the other's store with the same spin loop the ring
-// benchmarks use. One iteration is one round trip.
-void bm_floor(benchmark::State& state) {
+// The floor: two processes pass a count back and forth, in one
+// 128-byte-aligned line or in two (bench_support.hpp, "the cache-line
+// floor"), each waiting for the other's store with the same spin loop the
+// ring benchmarks use. One iteration is one round trip.
+void bm_floor(benchmark::State& state, bool two_lines) {
   try {
     SharedRegion region(sizeof(Control));
     Control* control = new (region.data()) Control{};
-    SharedRegion line_region(4096);  // page-aligned, so the word starts a 128-byte block
-    auto* line = static_cast<std::uint64_t*>(line_region.data());
-    *line = 0;
+    SharedRegion line_region(4096);  // page-aligned, so each word starts a 128-byte block
+    auto* ping = static_cast<std::uint64_t*>(line_region.data());
+    // Two lines: pong half a page away, out of the pair of lines an
+    // adjacent-line prefetcher fetches together.
+    auto* pong = two_lines ? ping + 2048 / sizeof(std::uint64_t) : ping;
+    *ping = 0;
+    *pong = 0;
 
     Team team(*control, /*separate_processes=*/true);
     team.spawn(0, g_cpus[1], [&] {
       Spinner spinner(*control, share_cores(g_cpus, 2));
       control->agents[0].state.store(kReady, std::memory_order_release);
-      if (!floor_echo(*control, 0, line, spinner)) return;
+      if (!floor_echo(*control, 0, ping, pong, spinner)) return;
       control->agents[0].state.store(kFinished, std::memory_order_release);
     });
     Spinner spinner(*control, share_cores(g_cpus, 2), [&] { return team.children_alive(); });
@@ -181,11 +186,11 @@ void bm_floor(benchmark::State& state) {
     recorder.start();
     for (auto _ : state) {
       if (!ok) continue;
-      ok = floor_round_trip(line, v, spinner);
+      ok = floor_round_trip(ping, pong, v, spinner);
       recorder.lap();
     }
     const double ns_per_tick = calibration.ns_per_tick();
-    atomic::store_release(line, kStopTag);
+    atomic::store_release(ping, kStopTag);
     const bool finished = ok && team.wait_all(kFinished, 10s);
     const std::string problem = team.stop();
     std::string why = team.first_error();
@@ -602,7 +607,8 @@ void register_throughput(RingKind kind, bool processes, Api api, std::size_t siz
 
 void register_all() {
   // Latency, with its floor first.
-  benchmark::RegisterBenchmark("floor/cacheline_pingpong/process", bm_floor)->UseRealTime();
+  benchmark::RegisterBenchmark("floor/cacheline_pingpong/process", bm_floor, false)->UseRealTime();
+  benchmark::RegisterBenchmark("floor/two_lines/process", bm_floor, true)->UseRealTime();
   // The plain baseline ring next to it (plain_ring.hpp).
   benchmark::RegisterBenchmark("rtt/plain/process/copy/64B", bm_round_trip<PlainRings>,
                                RoundTripApi::copy, std::size_t{64}, std::uint64_t{1024})

@@ -616,40 +616,52 @@ class SequenceChecker {
 
 // ---- the cache-line floor ----------------------------------------------------------
 
-// The latency floor of two cores: two processes pass one word (alone in its
-// 128-byte block, e.g. at the start of a page of a SharedRegion) back and
-// forth, each waiting for the other's store with a Spinner. The measuring
-// side stores v + 1 and waits for v + 2; the echo side answers each odd
-// value with the next even one. Whatever a ring adds to a round trip is
-// measured above this.
+// The latency floor of two cores: two processes pass a count back and forth,
+// each waiting for the other's store with a Spinner. The measuring side
+// stores v + 1 into `ping` and waits for v + 2 in `pong`; the echo side
+// answers each odd value with the next even one. Whatever a ring adds to a
+// round trip is measured above this.
+//   One line (ping == pong, one word alone in its 128-byte block, e.g. at
+//   the start of a page of a SharedRegion): the usual cache-line ping-pong,
+//   where each side reads the line and then writes it.
+//   Two lines (ping and pong in blocks of their own): each line has one
+//   writer and one reader, as the slots of a pair of rings (one each way)
+//   have. Some processors hand a line that a core reads and then writes over
+//   exclusive on the read, so one line can cost fewer transfers per round
+//   trip than two; the two-line figure is then the floor of any round trip
+//   through two one-way channels.
 
 // The echo side, in its own agent: answers until it reads kStopTag (true) or
 // the spinner gives up or the sequence breaks (false, reported through
 // control.fail for `agent`).
-inline bool floor_echo(Control& control, int agent, std::uint64_t* line, Spinner& spinner) {
-  std::uint64_t seen = 0;
+inline bool floor_echo(Control& control, int agent, const std::uint64_t* ping, std::uint64_t* pong,
+                       Spinner& spinner) {
+  std::uint64_t answered = 0;  // the last value stored into pong
   for (;;) {
     std::uint64_t v;
-    while ((v = atomic::load_acquire(line)) == seen) {
+    // Values only grow (kStopTag is the largest): below answered + 1 is
+    // either our own answer (one line) or the ping before it (two lines).
+    while ((v = atomic::load_acquire(ping)) < answered + 1) {
       if (!spinner.failed_attempt()) return false;
     }
     if (v == kStopTag) return true;
-    if (v != seen + 1) {
+    if (v != answered + 1) {
       control.fail(agent, "ping-pong word went from %llu to %llu",
-                   static_cast<unsigned long long>(seen), static_cast<unsigned long long>(v));
+                   static_cast<unsigned long long>(answered), static_cast<unsigned long long>(v));
       return false;
     }
-    seen = v + 1;
-    atomic::store_release(line, seen);
+    answered = v + 1;
+    atomic::store_release(pong, answered);
     spinner.progress();
   }
 }
 
 // One round trip from the measuring side; `v` is the last value it saw (0 at
 // first). False if the spinner gave up.
-inline bool floor_round_trip(std::uint64_t* line, std::uint64_t& v, Spinner& spinner) noexcept {
-  atomic::store_release(line, v + 1);
-  while (atomic::load_acquire(line) != v + 2) {
+inline bool floor_round_trip(std::uint64_t* ping, const std::uint64_t* pong, std::uint64_t& v,
+                             Spinner& spinner) noexcept {
+  atomic::store_release(ping, v + 1);
+  while (atomic::load_acquire(pong) != v + 2) {
     if (!spinner.failed_attempt()) return false;
   }
   spinner.progress();

@@ -133,7 +133,7 @@ Latency floor_rtt(const Options& o) {
   team.spawn(0, g_cpus[1], [&] {
     Spinner spinner(*control, g_cpus[0] == g_cpus[1]);
     control->agents[0].state.store(kReady, std::memory_order_release);
-    if (floor_echo(*control, 0, line, spinner)) {
+    if (floor_echo(*control, 0, line, line, spinner)) {
       control->agents[0].state.store(kFinished, std::memory_order_release);
     }
   });
@@ -143,10 +143,10 @@ Latency floor_rtt(const Options& o) {
   const TickCalibration calibration;
   std::uint64_t v = 0;
   bool ok = true;
-  for (std::uint64_t i = 0; i < o.warmup && ok; ++i) ok = floor_round_trip(line, v, spinner);
+  for (std::uint64_t i = 0; i < o.warmup && ok; ++i) ok = floor_round_trip(line, line, v, spinner);
   recorder.start();
   for (std::uint64_t i = 0; i < o.rounds && ok; ++i) {
-    ok = floor_round_trip(line, v, spinner);
+    ok = floor_round_trip(line, line, v, spinner);
     recorder.lap();
   }
   const double ns_per_tick = calibration.ns_per_tick();

@@ -28,6 +28,8 @@ import sys
 from types import SimpleNamespace
 
 FLOOR = "floor/cacheline_pingpong/process"
+# Two lines, one each way (bench_support.hpp, "the cache-line floor").
+FLOOR_TWO_LINES = "floor/two_lines/process"
 DAGGER = "\u2020"
 SIZES = ("8B", "64B", "4KiB", "64KiB", "1MiB")
 
@@ -410,6 +412,16 @@ def main():
         if name in names:
             target_row(f"{name} p50 / floor p50", "<= 1.3",
                        ratio((name, "p50_ns"), (FLOOR, "p50_ns")), lambda v: v <= 1.3)
+    # The same round trips against the floor of two one-way lines (each
+    # written by one side, as a pair of rings' slots are), for context.
+    if FLOOR_TWO_LINES in names:
+        target_row(f"{FLOOR_TWO_LINES} p50 / floor p50", "(info)",
+                   ratio((FLOOR_TWO_LINES, "p50_ns"), (FLOOR, "p50_ns")), lambda v: True)
+        for api in ("copy", "zerocopy"):
+            name = f"rtt/spsc/process/{api}/64B"
+            if name in names:
+                target_row(f"{name} p50 / {FLOOR_TWO_LINES} p50", "(info)",
+                           ratio((name, "p50_ns"), (FLOOR_TWO_LINES, "p50_ns")), lambda v: True)
     # Against the plain baseline ring (bench/plain_ring.hpp), same run.
     for api in ("copy", "zerocopy"):
         name, plain = f"rtt/spsc/process/{api}/64B", "rtt/plain/process/copy/64B"
