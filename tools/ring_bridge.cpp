@@ -10,7 +10,6 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -21,10 +20,12 @@
 
 #include "bridge/files.hpp"
 #include "shmring/bridge.hpp"
+#include "stop_signals.hpp"
 
 namespace {
 
 namespace bridge = shmring::bridge;
+namespace tools = shmring::tools;
 
 void log_line(const char* role, std::string_view line) {
   const auto now = std::chrono::system_clock::now();
@@ -38,29 +39,24 @@ void log_line(const char* role, std::string_view line) {
   std::fflush(stderr);
 }
 
-// SIGINT and SIGTERM become a stop request: blocked in every thread, taken
-// by a watcher with sigtimedwait, so the bridge loop sees a plain stop_token.
+// SIGINT and SIGTERM become a stop request: blocked in every thread (the
+// watcher is started after they are blocked, the bridge's threads later still),
+// taken by the watcher, so the bridge loop sees a plain stop_token.
 class SignalStop {
  public:
-  SignalStop() {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGINT);
-    sigaddset(&set_, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
-    watcher_ = std::jthread([this](std::stop_token self) {
-      const timespec step{0, 100'000'000};
-      while (!self.stop_requested()) {
-        if (sigtimedwait(&set_, nullptr, &step) > 0) {
-          source_.request_stop();
-          return;
-        }
-      }
-    });
-  }
+  SignalStop()
+      : watcher_([this](std::stop_token self) {
+          while (!self.stop_requested()) {
+            if (signals_.wait_for(std::chrono::milliseconds(100))) {
+              source_.request_stop();
+              return;
+            }
+          }
+        }) {}
   std::stop_token token() const { return source_.get_token(); }
 
  private:
-  sigset_t set_{};
+  tools::StopSignals signals_{SIGINT, SIGTERM};
   std::stop_source source_;
   std::jthread watcher_;
 };

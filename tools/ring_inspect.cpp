@@ -55,6 +55,7 @@
 #include "shmring/process.hpp"
 #include "shmring/ring_view.hpp"
 #include "shmring/segment.hpp"
+#include "stop_signals.hpp"
 
 namespace {
 
@@ -664,51 +665,17 @@ int cmd_remove(const std::string& name, bool force) {
 // ---- watch -----------------------------------------------------------------
 
 // Ctrl-C (SIGINT) ends the watch after the current sample, with exit status
-// 0. The signal stays blocked and is taken synchronously, by sigtimedwait in
-// place of the sleep between samples: no handler runs at an arbitrary point
-// (a sanitizer may defer one until its next intercepted call), and a SIGINT
-// that comes while a sample is being printed waits in the pending set
-// instead of being lost.
-class Interrupt {
- public:
-  Interrupt() {
-    sigemptyset(&set_);
-    sigaddset(&set_, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
-  }
-  Interrupt(const Interrupt&) = delete;
-  Interrupt& operator=(const Interrupt&) = delete;
-  ~Interrupt() { pthread_sigmask(SIG_UNBLOCK, &set_, nullptr); }
-
-  // Waits until `until` or a SIGINT, whichever comes first; true on SIGINT.
-  bool wait_until(std::chrono::steady_clock::time_point until) {
-    for (;;) {
-      const auto left = until - std::chrono::steady_clock::now();
-      if (left <= std::chrono::steady_clock::duration::zero()) return taken_now();
-      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
-      const timespec step{static_cast<time_t>(ns / 1'000'000'000),
-                          static_cast<long>(ns % 1'000'000'000)};
-      if (sigtimedwait(&set_, nullptr, &step) == SIGINT) return true;
-      // EAGAIN: the time is up (checked above); EINTR: another signal.
-    }
-  }
-
- private:
-  bool taken_now() {
-    const timespec zero{0, 0};
-    return sigtimedwait(&set_, nullptr, &zero) == SIGINT;
-  }
-  sigset_t set_{};
-};
+// 0: the wait between samples is a wait for SIGINT (stop_signals.hpp).
+using shmring::tools::StopSignals;
 
 int watch_samples(const SegmentFile& file, std::uint64_t interval_ms, std::uint64_t iterations,
-                  bool json, bool spsc, Interrupt& interrupt);
+                  bool json, bool spsc, StopSignals& interrupt);
 
 int cmd_watch(const std::string& name, std::uint64_t interval_ms, std::uint64_t iterations,
               bool json) {
   auto file = open_readonly(name);
   if (!file) return kExitBad;
-  Interrupt interrupt;
+  StopSignals interrupt{SIGINT};
   const bool spsc = file->geometry().kind == shmring::RingKind::spsc;
   if (!json) {
     fmt::print("{:>8}  {:>14}  {:>14}  {:>10}  {:>12}  {:>12}  {:>10}  {:<16}  {:<16}\n", "SECONDS",
@@ -728,7 +695,7 @@ int cmd_watch(const std::string& name, std::uint64_t interval_ms, std::uint64_t 
 }
 
 int watch_samples(const SegmentFile& file, std::uint64_t interval_ms, std::uint64_t iterations,
-                  bool json, bool spsc, Interrupt& interrupt) {
+                  bool json, bool spsc, StopSignals& interrupt) {
   const auto t0 = std::chrono::steady_clock::now();
   Snapshot prev = snapshot(file);
   auto prev_t = t0;
