@@ -148,27 +148,35 @@ void report_latency(benchmark::State& state, LatencyRecorder& recorder, double n
   state.counters["min_ns"] = s.min;
 }
 
-// The floor: two processes pass a count back and forth, in one
-// 128-byte-aligned line or in two (bench_support.hpp, "the cache-line
-// floor"), each waiting for the other's store with the same spin loop the
-// ring benchmarks use. One iteration is one round trip.
-void bm_floor(benchmark::State& state, bool two_lines) {
+// The floors: two processes pass a count back and forth, in one
+// 128-byte-aligned line, in two, or in two with a 64-byte message before each
+// word (bench_support.hpp, "the cache-line floor"), each waiting for the
+// other's store with the same spin loop the ring benchmarks use. One
+// iteration is one round trip.
+enum class FloorShape { one_line, two_lines, messages };
+
+void bm_floor(benchmark::State& state, FloorShape shape) {
   try {
     SharedRegion region(sizeof(Control));
     Control* control = new (region.data()) Control{};
     SharedRegion line_region(4096);  // page-aligned, so each word starts a 128-byte block
-    auto* ping = static_cast<std::uint64_t*>(line_region.data());
+    // Messages: each word in the second line of its block, its message in the first.
+    const std::size_t first = shape == FloorShape::messages ? FloorMessage::kSize : 0;
+    auto* ping =
+        reinterpret_cast<std::uint64_t*>(static_cast<std::byte*>(line_region.data()) + first);
     // Two lines: pong half a page away, out of the pair of lines an
     // adjacent-line prefetcher fetches together.
-    auto* pong = two_lines ? ping + 2048 / sizeof(std::uint64_t) : ping;
+    auto* pong = shape == FloorShape::one_line ? ping : ping + 2048 / sizeof(std::uint64_t);
     *ping = 0;
     *pong = 0;
+    const bool messages = shape == FloorShape::messages;
 
     Team team(*control, /*separate_processes=*/true);
     team.spawn(0, g_cpus[1], [&] {
       Spinner spinner(*control, share_cores(g_cpus, 2));
       control->agents[0].state.store(kReady, std::memory_order_release);
-      if (!floor_echo(*control, 0, ping, pong, spinner)) return;
+      FloorMessage m;
+      if (!floor_echo(*control, 0, ping, pong, spinner, messages ? &m : nullptr)) return;
       control->agents[0].state.store(kFinished, std::memory_order_release);
     });
     Spinner spinner(*control, share_cores(g_cpus, 2), [&] { return team.children_alive(); });
@@ -181,12 +189,13 @@ void bm_floor(benchmark::State& state, bool two_lines) {
 
     LatencyRecorder recorder(static_cast<std::uint64_t>(state.max_iterations));
     const TickCalibration calibration;
+    FloorMessage m;
     std::uint64_t v = 0;
     bool ok = true;
     recorder.start();
     for (auto _ : state) {
       if (!ok) continue;
-      ok = floor_round_trip(ping, pong, v, spinner);
+      ok = floor_round_trip(ping, pong, v, spinner, messages ? &m : nullptr);
       recorder.lap();
     }
     const double ns_per_tick = calibration.ns_per_tick();
@@ -195,6 +204,7 @@ void bm_floor(benchmark::State& state, bool two_lines) {
     const std::string problem = team.stop();
     std::string why = team.first_error();
     if (why.empty() && !problem.empty()) why = problem;
+    if (why.empty() && !ok) why = messages ? "no reply, or a damaged one" : "no reply";
     if (why.empty() && !finished) why = "peer did not finish";
     if (!why.empty()) {
       fail_benchmark(state, why);
@@ -607,8 +617,12 @@ void register_throughput(RingKind kind, bool processes, Api api, std::size_t siz
 
 void register_all() {
   // Latency, with its floor first.
-  benchmark::RegisterBenchmark("floor/cacheline_pingpong/process", bm_floor, false)->UseRealTime();
-  benchmark::RegisterBenchmark("floor/two_lines/process", bm_floor, true)->UseRealTime();
+  benchmark::RegisterBenchmark("floor/cacheline_pingpong/process", bm_floor, FloorShape::one_line)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("floor/two_lines/process", bm_floor, FloorShape::two_lines)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("floor/messages_64B/process", bm_floor, FloorShape::messages)
+      ->UseRealTime();
   // The plain baseline ring next to it (plain_ring.hpp).
   benchmark::RegisterBenchmark("rtt/plain/process/copy/64B", bm_round_trip<PlainRings>,
                                RoundTripApi::copy, std::size_t{64}, std::uint64_t{1024})
@@ -706,6 +720,7 @@ int main(int argc, char** argv) {
   register_all();
   peers::settings() = peers::Settings{g_cpus, g_tick_quantum};
   peers::register_broadcast_benchmarks();
+  peers::register_fanout_floor_benchmarks();
   peers::register_peer_benchmarks();
   benchmark::RunSpecifiedBenchmarks();
   peers::stop_peers();

@@ -630,12 +630,39 @@ class SequenceChecker {
 //   exclusive on the read, so one line can cost fewer transfers per round
 //   trip than two; the two-line figure is then the floor of any round trip
 //   through two one-way channels.
+//   Messages (two lines, and a FloorMessage): each count goes with a 64-byte
+//   message in the line before its word, the layout of a ring slot whose
+//   payload fills a line (payload line, then the line of its `committed`
+//   word). The reader can load the payload only after it has seen the word,
+//   so a message costs two transfers in a row each way: the floor of a
+//   64-byte round trip through two rings of that layout.
+
+// The messages of the message floor, one per side (each stamps its own).
+struct FloorMessage {
+  static constexpr std::size_t kSize = 64;
+  MessageTemplate message{kSize};
+  std::byte received[kSize];
+
+  static std::byte* payload_of(std::uint64_t* word) noexcept {
+    return reinterpret_cast<std::byte*>(word) - kSize;
+  }
+  // Before the count `v` goes out through `word`.
+  void send(std::uint64_t* word, std::uint64_t v) noexcept {
+    std::memcpy(payload_of(word), message.stamped(v).data(), kSize);
+  }
+  // After the count `v` came in through `word`: the message that came with it.
+  bool received_intact(const std::uint64_t* word, std::uint64_t v) noexcept {
+    std::memcpy(received, payload_of(const_cast<std::uint64_t*>(word)), kSize);
+    std::uint64_t tag = 0;
+    return message.check_copied(received, kSize, tag) && tag == v;
+  }
+};
 
 // The echo side, in its own agent: answers until it reads kStopTag (true) or
 // the spinner gives up or the sequence breaks (false, reported through
-// control.fail for `agent`).
+// control.fail for `agent`). With `m`, each count comes with a message.
 inline bool floor_echo(Control& control, int agent, const std::uint64_t* ping, std::uint64_t* pong,
-                       Spinner& spinner) {
+                       Spinner& spinner, FloorMessage* m = nullptr) {
   std::uint64_t answered = 0;  // the last value stored into pong
   for (;;) {
     std::uint64_t v;
@@ -650,23 +677,30 @@ inline bool floor_echo(Control& control, int agent, const std::uint64_t* ping, s
                    static_cast<unsigned long long>(answered), static_cast<unsigned long long>(v));
       return false;
     }
+    if (m != nullptr && !m->received_intact(ping, v)) {
+      control.fail(agent, "message %llu damaged", static_cast<unsigned long long>(v));
+      return false;
+    }
     answered = v + 1;
+    if (m != nullptr) m->send(pong, answered);
     atomic::store_release(pong, answered);
     spinner.progress();
   }
 }
 
 // One round trip from the measuring side; `v` is the last value it saw (0 at
-// first). False if the spinner gave up.
+// first). False if the spinner gave up, or (with `m`) the reply's message was
+// not the one that came with its count.
 inline bool floor_round_trip(std::uint64_t* ping, const std::uint64_t* pong, std::uint64_t& v,
-                             Spinner& spinner) noexcept {
+                             Spinner& spinner, FloorMessage* m = nullptr) noexcept {
+  if (m != nullptr) m->send(ping, v + 1);
   atomic::store_release(ping, v + 1);
   while (atomic::load_acquire(pong) != v + 2) {
     if (!spinner.failed_attempt()) return false;
   }
   spinner.progress();
   v += 2;
-  return true;
+  return m == nullptr || m->received_intact(pong, v);
 }
 
 }  // namespace shmring::bench

@@ -33,6 +33,11 @@ TRANSPORTS = (
     ("shmring copy API, 1 message a call", "shmring/copy", "shmring/copy"),
     ("shmring zero-copy API, batches", "shmring/batch", "shmring/zerocopy"),
     ("iceoryx publish/subscribe", "iceoryx", "iceoryx"),
+    # The fan-out floors (fanout_floor.cpp): no library, the lines only.
+    ("floor, shmring's slot layout, 1 message a call", "floor/slot/copy", "floor/slot/copy"),
+    ("floor, shmring's slot layout, batches", "floor/slot/batch", "floor/slot/zerocopy"),
+    ("floor, packed payloads and a head line, 1 message a call", "floor/cursor/copy", "floor/cursor/copy"),
+    ("floor, packed payloads and a head line, batches", "floor/cursor/batch", "floor/cursor/zerocopy"),
 )
 IDLE_KEYS = ("publisher_idle_per_msg", "subscriber_idle_per_msg")
 # One-to-one, for context: the round trip's return channel.

@@ -91,10 +91,12 @@ out=${out:-"$root/build/bench-runs/broadcast-scaling/$(date -u +%Y%m%dT%H%M%SZ)"
 # floor as a benchmark of its own too (report.py forms round trip / floor
 # inside a pass), the SPSC ring's rate and round trip (the return channel of
 # the fan-out's round trip, and what a change to the readers both share does
-# to one-to-one).
+# to one-to-one), and the fan-out floors (fanout_floor.cpp: the same harness
+# without a library, on shmring's slot layout and on packed payloads).
 subs="(${subscribers//,/|})sub"
 shmring='floor/cacheline_pingpong/process|spsc/process/copy/64B|rtt/spsc/process/copy/64B'
 shmring+="|bcast/shmring/(copy|batch)/$subs/64B|rtt/bcast/shmring/(copy|zerocopy)/$subs/64B"
+shmring+="|bcast/floor/(slot|cursor)/(copy|batch)/$subs/64B|rtt/bcast/floor/slot/copy/$subs/64B"
 iceoryx="|bcast/iceoryx/$subs/64B|rtt/bcast/iceoryx/$subs/64B"
 
 # Runs a command with build i's libraries and iox-roudi.

@@ -73,6 +73,8 @@ inline constexpr std::size_t kFanoutMaxBatch = 32;
 // shmring's broadcast ring in this harness (bench_broadcast.cpp); iceoryx's
 // registers from register_iceoryx_benchmarks().
 void register_broadcast_benchmarks();
+// The fan-out floor, the same harness without a library (fanout_floor.cpp).
+void register_fanout_floor_benchmarks();
 inline constexpr unsigned kFanoutMaxSubscribers = kMaxAgents - 2;  // publisher, main
 
 // The subscriber counts measured: 1 and 2 always, 4 and 8 where the list of

@@ -30,6 +30,9 @@ from types import SimpleNamespace
 FLOOR = "floor/cacheline_pingpong/process"
 # Two lines, one each way (bench_support.hpp, "the cache-line floor").
 FLOOR_TWO_LINES = "floor/two_lines/process"
+# Two lines, each word with a 64-byte message in the line before it: the
+# floor of a 64 B round trip through two rings of shmring's slot layout.
+FLOOR_MESSAGES = "floor/messages_64B/process"
 DAGGER = "\u2020"
 SIZES = ("8B", "64B", "4KiB", "64KiB", "1MiB")
 
@@ -293,7 +296,8 @@ def broadcast_targets(names, ratio, counts):
     def row(label, target, r, ok=lambda v: True):
         rows.append((label, target, r, ok))
 
-    for prefix in ("shmring/copy", "shmring/batch", "iceoryx"):
+    for prefix in ("shmring/copy", "shmring/batch", "iceoryx", "floor/slot/copy", "floor/slot/batch",
+                   "floor/cursor/copy", "floor/cursor/batch"):
         for size, key in (("64B", "items_per_second"), ("1MiB", "bytes_per_second")):
             one = f"bcast/{prefix}/1sub/{size}"
             for n in counts:
@@ -311,6 +315,14 @@ def broadcast_targets(names, ratio, counts):
                     # bounds both, so the ratio is context, not a target.
                     target = ">= 20" if size == "64B" and n <= 4 else "(info)"
                     row(f"{mine} / {theirs}", target, ratio((mine, key), (theirs, key)), lambda v: v >= 20)
+
+    # How close the ring comes to the fan-out floor of its own slot layout
+    # (bench/fanout_floor.cpp): the part of a miss above that is the ring's.
+    for mine, floor in (("shmring/copy", "floor/slot/copy"), ("shmring/batch", "floor/slot/batch")):
+        for n in counts:
+            a, b = f"bcast/{mine}/{n}sub/64B", f"bcast/{floor}/{n}sub/64B"
+            if a in names and b in names:
+                row(f"{a} / {b}", "(info)", ratio((a, "items_per_second"), (b, "items_per_second")))
 
     def halved(r):
         s_, mark = r
@@ -409,16 +421,18 @@ def main():
 
     # The 64 B round trips against each baseline: the cache-line floor (the
     # target), the floor of two lines each written by one side, as a pair of
-    # rings' slots are (context), and the plain ring of the same run.
+    # rings' slots are, and the floor of a 64 B message each way in the slot
+    # layout (context), and the plain ring of the same run.
     plain_rtt = "rtt/plain/process/copy/64B"
     for base, label, target, ok in ((FLOOR, "floor", "<= 1.3", lambda v: v <= 1.3),
                                     (FLOOR_TWO_LINES, FLOOR_TWO_LINES, "(info)", lambda v: True),
+                                    (FLOOR_MESSAGES, FLOOR_MESSAGES, "(info)", lambda v: True),
                                     (plain_rtt, plain_rtt, "<= 1.0", lambda v: v <= 1.0)):
         if base != FLOOR and base not in names:
             continue
-        if base == FLOOR_TWO_LINES:
-            target_row(f"{FLOOR_TWO_LINES} p50 / floor p50", "(info)",
-                       ratio((FLOOR_TWO_LINES, "p50_ns"), (FLOOR, "p50_ns")), lambda v: True)
+        if base in (FLOOR_TWO_LINES, FLOOR_MESSAGES):
+            target_row(f"{base} p50 / floor p50", "(info)",
+                       ratio((base, "p50_ns"), (FLOOR, "p50_ns")), lambda v: True)
         for api in ("copy", "zerocopy"):
             name = f"rtt/spsc/process/{api}/64B"
             if name in names:
