@@ -25,6 +25,7 @@
 #include "bench_support.hpp"
 #include "fanout_harness.hpp"
 #include "peer_harness.hpp"
+#include "plain_mpmc_ring.hpp"
 #include "plain_ring.hpp"
 #include "shmring/shmring.hpp"
 #include "throughput_harness.hpp"
@@ -557,6 +558,19 @@ void bm_plain_throughput(benchmark::State& state, std::size_t size, std::uint64_
   }
 }
 
+// The plain MPMC ring (plain_mpmc_ring.hpp) in the same harness as shmring's
+// MPMC ring: plain_mpmc/<placement>/<P>x<P>/copy/64B.
+void bm_plain_mpmc_throughput(benchmark::State& state, ThroughputShape c) {
+  try {
+    PlainMpmcRing ring(c.capacity, c.size);
+    if (const std::string why = run_throughput(state, c, ring, g_cpus); !why.empty()) {
+      fail_benchmark(state, why);
+    }
+  } catch (const std::exception& e) {
+    fail_benchmark(state, e.what());
+  }
+}
+
 // ---- bandwidth floor ----------------------------------------------------------------
 
 // One core copying `size` bytes from one buffer to another, round and round
@@ -675,6 +689,16 @@ void register_all() {
           register_throughput(RingKind::mpmc, processes, api, size, pairs, pairs);
         }
       }
+    }
+  }
+  // The plain MPMC ring beside them, at 64 B.
+  for (const unsigned pairs : counts) {
+    for (const bool processes : {false, true}) {
+      const ThroughputShape c{processes, Api::copy, 64, capacity_for(64), pairs, pairs};
+      const std::string name = std::string("plain_mpmc/") + (processes ? "process" : "thread") +
+                               "/" + std::to_string(pairs) + "x" + std::to_string(pairs) +
+                               "/copy/64B";
+      benchmark::RegisterBenchmark(name.c_str(), bm_plain_mpmc_throughput, c)->UseManualTime();
     }
   }
   // The rest of the producer x consumer grid, at 64 B: every pair of the
