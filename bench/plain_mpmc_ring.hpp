@@ -37,7 +37,8 @@ class PlainMpmcRing {
   PlainMpmcRing(std::uint64_t capacity, std::size_t slot_size)
       : capacity_(capacity),
         slot_size_(slot_size),
-        stride_((sizeof(std::uint64_t) + sizeof(std::uint32_t) + slot_size + 63) & ~std::size_t{63}),
+        stride_((sizeof(std::uint64_t) + sizeof(std::uint32_t) + slot_size + 63) &
+                ~std::size_t{63}),
         region_(sizeof(PlainMpmcControl) + capacity * stride_) {
     new (region_.data()) PlainMpmcControl{};
     for (std::uint64_t i = 0; i < capacity; ++i) new (turn(i)) std::atomic<std::uint64_t>(i);
@@ -98,7 +99,8 @@ class PlainMpmcRing {
       std::memcpy(&length, cell + sizeof(std::uint64_t), sizeof length);
       size = length;
       // A message too large for the buffer is dropped: the callers size it.
-      if (length <= buffer.size() && length != 0) std::memcpy(buffer.data(), cell + kPayload, length);
+      if (length <= buffer.size() && length != 0)
+        std::memcpy(buffer.data(), cell + kPayload, length);
       // SYNC POINT (release, pairs with try_push's acquire): the cell is free
       // for the message one lap on.
       r_.turn(pos)->store(pos + r_.capacity_, std::memory_order_release);
