@@ -646,13 +646,16 @@ struct FloorMessage {
   static std::byte* payload_of(std::uint64_t* word) noexcept {
     return reinterpret_cast<std::byte*>(word) - kSize;
   }
+  static const std::byte* payload_of(const std::uint64_t* word) noexcept {
+    return reinterpret_cast<const std::byte*>(word) - kSize;
+  }
   // Before the count `v` goes out through `word`.
   void send(std::uint64_t* word, std::uint64_t v) noexcept {
     std::memcpy(payload_of(word), message.stamped(v).data(), kSize);
   }
   // After the count `v` came in through `word`: the message that came with it.
   bool received_intact(const std::uint64_t* word, std::uint64_t v) noexcept {
-    std::memcpy(received, payload_of(const_cast<std::uint64_t*>(word)), kSize);
+    std::memcpy(received, payload_of(word), kSize);
     std::uint64_t tag = 0;
     return message.check_copied(received, kSize, tag) && tag == v;
   }

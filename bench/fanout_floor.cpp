@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "fanout_harness.hpp"
+#include "shmring/layout.hpp"
 
 namespace shmring::bench::peers {
 
@@ -33,8 +34,6 @@ namespace {
 
 constexpr std::size_t kLine = 64;
 constexpr std::size_t kBlock = 128;  // a word of its own, out of an adjacent-line pair
-
-std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
 
 enum class FloorLayout { slot, cursor };
 
@@ -45,11 +44,9 @@ class FloorTransport {
 
   explicit FloorTransport(const FanoutConfig& c)
       : config_(c),
-        payload_(round_up(c.size, kLine)),
+        payload_(shmring::round_up(c.size, kLine)),
         stride_(Layout == FloorLayout::slot ? payload_ + kLine : payload_),
-        region_(kSlotsAt + c.depth * stride_) {
-    std::memset(region_.data(), 0, kSlotsAt);
-  }
+        region_(bytes()) {}  // a new shared-memory object reads as zeros
 
   struct Agent {
     explicit Agent(FloorTransport&) {}
@@ -57,9 +54,7 @@ class FloorTransport {
 
   class Publisher {
    public:
-    Publisher(FloorTransport& t, Agent&) : t_(t) {
-      prefault(t.region_.data(), kSlotsAt + t.config_.depth * t.stride_);
-    }
+    Publisher(FloorTransport& t, Agent&) : t_(t) { prefault(t.region_.data(), t.bytes()); }
     std::size_t publish(MessageTemplate& m, unsigned producer, std::uint64_t first, std::size_t max,
                         Spinner& spinner, const char*& problem) noexcept {
       const std::uint64_t depth = t_.config_.depth;
@@ -102,7 +97,7 @@ class FloorTransport {
    public:
     Subscriber(FloorTransport& t, Agent&, unsigned index)
         : t_(t), cursor_(t.cursor(index)), buffer_(t.config_.size) {
-      prefault(t.region_.data(), kSlotsAt + t.config_.depth * t.stride_);
+      prefault(t.region_.data(), t.bytes());
     }
     std::size_t receive(const MessageTemplate& m, std::uint64_t* tags, std::size_t max,
                         Spinner& spinner, const char*& problem) noexcept {
@@ -186,6 +181,7 @@ class FloorTransport {
   static constexpr std::size_t kCursorsAt = 2 * kBlock;
   static constexpr std::size_t kSlotsAt = (kCursorsAt + kMaxAgents * kBlock + 4095) / 4096 * 4096;
 
+  std::size_t bytes() const noexcept { return kSlotsAt + config_.depth * stride_; }
   std::byte* base() const noexcept { return static_cast<std::byte*>(region_.data()); }
   std::uint64_t* head() const noexcept { return reinterpret_cast<std::uint64_t*>(base()); }
   std::uint64_t* echo() const noexcept {

@@ -23,6 +23,7 @@
 #include <span>
 
 #include "bench_support.hpp"
+#include "shmring/layout.hpp"
 #include "shmring/status.hpp"
 
 namespace shmring::bench {
@@ -37,12 +38,11 @@ class PlainMpmcRing {
   PlainMpmcRing(std::uint64_t capacity, std::size_t slot_size)
       : capacity_(capacity),
         slot_size_(slot_size),
-        stride_((sizeof(std::uint64_t) + sizeof(std::uint32_t) + slot_size + 63) &
-                ~std::size_t{63}),
-        region_(sizeof(PlainMpmcControl) + capacity * stride_) {
+        stride_(round_up(kPayload + slot_size, 64)),
+        region_(bytes()) {
     new (region_.data()) PlainMpmcControl{};
     for (std::uint64_t i = 0; i < capacity; ++i) new (turn(i)) std::atomic<std::uint64_t>(i);
-    prefault(region_.data(), sizeof(PlainMpmcControl) + capacity * stride_);
+    prefault(region_.data(), bytes());
   }
 
   class Producer {
@@ -126,6 +126,7 @@ class PlainMpmcRing {
  private:
   static constexpr std::size_t kPayload = sizeof(std::uint64_t) + sizeof(std::uint32_t);
 
+  std::size_t bytes() const noexcept { return sizeof(PlainMpmcControl) + capacity_ * stride_; }
   PlainMpmcControl* control() const noexcept {
     return static_cast<PlainMpmcControl*>(region_.data());
   }
