@@ -9,7 +9,8 @@ A part is flagged as measured in a slow phase when the floor's p50 in the
 probe before it, the probe after it, or the part itself exceeds --slow-factor
 times the best floor p50 (the session's own best, or --reference-floor if
 given), or when a neighbouring probe's mean round trip exceeds --mean-factor
-times the session's best probe mean (other work preempting the cores). Its
+times the session's best probe mean, or the reference (other work preempting
+the cores). Its
 measurements are set aside: medians and ranges are taken over the
 passes where a benchmark's part was not flagged; a figure marked with a dagger
 had no such pass and uses every pass. Ratios are formed within a pass (both
@@ -169,9 +170,13 @@ def analyse(session, slow_factor, reference_floor, mean_factor=2.5):
     # Other work on the cores (a build next to the benchmark) leaves the
     # floor's p50 alone but preempts the spinning peers now and then, which
     # the mean round trip shows: flag a part whose neighbouring probe has a
-    # mean above mean_factor x the session's best probe mean.
+    # mean above mean_factor x the session's best probe mean, or x the
+    # reference given: where the two probe threads now and then land on
+    # sibling hyperthreads (a 68 ns probe among 250 ns ones), the best mean
+    # would flag every normal probe.
     means = [v for p in passes for v in p["means"].values() if v is not None]
-    mean_limit = mean_factor * min(means) if means else None
+    best_mean = reference_floor if reference_floor is not None else (min(means) if means else None)
+    mean_limit = None if best_mean is None else mean_factor * best_mean
 
     def is_contended(v):
         return v is not None and mean_limit is not None and v > mean_limit
@@ -361,7 +366,8 @@ def main():
                          "so that a session spent wholly in a slow phase is flagged too")
     ap.add_argument("--mean-factor", type=float, default=2.5,
                     help="also flag a part next to a probe whose mean round trip exceeds this times the "
-                         "session's best probe mean (preemption by other work; default 2.5)")
+                         "session's best probe mean, or the reference floor if given (preemption by "
+                         "other work; default 2.5)")
     args = ap.parse_args()
 
     a = analyse(args.session, args.slow_factor, args.reference_floor, args.mean_factor)
