@@ -114,28 +114,42 @@ class RingView {
     atomic::prefetch_write(trailer(position));
   }
 
-  // Slots an in-order writer takes ahead of its writes (prefetch_ahead()).
+  // Slots an in-order writer takes ahead of its writes (prefetch_ahead()):
+  // kPrefetchAhead when it publishes a message or a few a call, as many as
+  // its last batch (up to kPrefetchBatch) when it publishes more.
   static constexpr std::uint64_t kPrefetchAhead = 8;
+  static constexpr std::uint64_t kPrefetchBatch = 32;
   // After `count` publications up to `head`: takes the lines of the slots 1
-  // to kPrefetchAhead positions past the head exclusive now
-  // (prefetch_slot_for_write: slots of one line only with `one_line_too`), one new slot per
-  // message published, never at or past `end` (the first slot a reader may
-  // still hold). The readers read those lines a lap ago and keep them (1024
-  // messages of 64 bytes, 128 KiB, stay in a core's cache), so the writer's
-  // first store to each needs them back, invalidating every copy. Stores
-  // become visible in order, so a message written into lines still shared
-  // waits for that round trip before its `committed` store, and the store
-  // buffer holds only a few messages' worth of such stores: one message a
-  // call would pay the round trip nearly every time, and a call that stores
-  // more of its own (a claim) pays it more often. Taken ahead, the
-  // transfers overlap the messages before. Past the head only, so no reader
-  // polls their trailers (a caught-up reader polls the slot at the head). A
-  // hint: it orders nothing.
+  // to `ahead` positions past the head exclusive now (prefetch_slot_for_write:
+  // slots of one line only with `one_line_too`), never at or past `end` (the
+  // first slot a reader may still hold). The readers read those lines a lap
+  // ago and keep them (1024 messages of 64 bytes, 128 KiB, stay in a core's
+  // cache), so the writer's first store to each needs them back,
+  // invalidating every copy. Stores become visible in order, so a message
+  // written into lines still shared waits for that round trip before its
+  // `committed` store, and the store buffer holds only a few messages' worth
+  // of such stores: one message a call would pay the round trip nearly every
+  // time, and a call that stores more of its own (a claim) pays it more
+  // often. Taken ahead, the transfers overlap the messages before.
+  //   - A message or a few a call: `ahead` is kPrefetchAhead, and each call
+  //     takes one new slot per message, so every slot is taken once,
+  //     kPrefetchAhead messages before it is written.
+  //   - Batches: the next batch, as large as this one, is taken whole. With
+  //     only its first kPrefetchAhead slots taken, the rest of a 32-message
+  //     batch met lines its readers still shared. On the 16-core host,
+  //     taking the whole batch made batches of 32 move 1.44x as many 64 B
+  //     messages (SPSC; 1.6x at 8 B) and 3.1x (broadcast, 4 subscribers),
+  //     one message a call unchanged.
+  // Past the head only, so no reader polls their trailers (a caught-up
+  // reader polls the slot at the head). A hint: it orders nothing.
   SHMRING_HD void prefetch_ahead(std::uint64_t head, std::uint64_t end, std::uint64_t count,
                                  bool one_line_too = false) const noexcept {
-    const std::uint64_t n = count < kPrefetchAhead ? count : kPrefetchAhead;
+    const std::uint64_t ahead = count <= kPrefetchAhead
+                                    ? kPrefetchAhead
+                                    : (count < kPrefetchBatch ? count : kPrefetchBatch);
+    const std::uint64_t n = count < ahead ? count : ahead;
     for (std::uint64_t i = 0; i < n; ++i) {
-      const std::uint64_t pos = head + kPrefetchAhead - i;
+      const std::uint64_t pos = head + ahead - i;
       if (static_cast<std::int64_t>(end - pos) > 0) prefetch_slot_for_write(pos, one_line_too);
     }
   }
