@@ -25,6 +25,7 @@
 #include "bench_support.hpp"
 #include "fanout_harness.hpp"
 #include "peer_harness.hpp"
+#include "plain_lanes_ring.hpp"
 #include "plain_mpmc_ring.hpp"
 #include "plain_ring.hpp"
 #include "shmring/shmring.hpp"
@@ -571,6 +572,19 @@ void bm_plain_mpmc_throughput(benchmark::State& state, ThroughputShape c) {
   }
 }
 
+// The lanes baseline (plain_lanes_ring.hpp), a lane per producer, in the same
+// harness: plain_lanes/<placement>/<P>x<P>/copy/64B.
+void bm_plain_lanes_throughput(benchmark::State& state, ThroughputShape c) {
+  try {
+    PlainLanesRing ring(c.producers, c.capacity, c.size);
+    if (const std::string why = run_throughput(state, c, ring, g_cpus); !why.empty()) {
+      fail_benchmark(state, why);
+    }
+  } catch (const std::exception& e) {
+    fail_benchmark(state, e.what());
+  }
+}
+
 // ---- bandwidth floor ----------------------------------------------------------------
 
 // One core copying `size` bytes from one buffer to another, round and round
@@ -699,6 +713,18 @@ void register_all() {
                                "/" + std::to_string(pairs) + "x" + std::to_string(pairs) +
                                "/copy/64B";
       benchmark::RegisterBenchmark(name.c_str(), bm_plain_mpmc_throughput, c)->UseManualTime();
+    }
+  }
+  // And the lanes baseline, from 2 producers on (with one it is the plain
+  // MPMC ring less the producers' CAS).
+  for (const unsigned pairs : counts) {
+    if (pairs < 2) continue;
+    for (const bool processes : {false, true}) {
+      const ThroughputShape c{processes, Api::copy, 64, capacity_for(64), pairs, pairs};
+      const std::string name = std::string("plain_lanes/") + (processes ? "process" : "thread") +
+                               "/" + std::to_string(pairs) + "x" + std::to_string(pairs) +
+                               "/copy/64B";
+      benchmark::RegisterBenchmark(name.c_str(), bm_plain_lanes_throughput, c)->UseManualTime();
     }
   }
   // The rest of the producer x consumer grid, at 64 B: every pair of the

@@ -132,6 +132,7 @@ class SharedRegion {
   SharedRegion& operator=(const SharedRegion&) = delete;
   ~SharedRegion() { ::munmap(base_, size_); }
   void* data() const noexcept { return base_; }
+  std::size_t size() const noexcept { return size_; }
 
  private:
   void* base_ = MAP_FAILED;

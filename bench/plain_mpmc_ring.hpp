@@ -6,9 +6,8 @@
 //
 //   - an enqueue and a dequeue counter, each on its own 128-byte block, each
 //     advanced with a CAS by the side that owns it;
-//   - each cell a turn word, a length and the payload: the turn is position
-//     when the cell is free for position's message, position + 1 when it
-//     holds it; a consumer hands the cell on with position + capacity.
+//   - one queue of cells (PlainCells): a turn word, a length and the payload
+//     each.
 //
 // The interface is the copy API of shmring's handles, so the throughput
 // harness (throughput_harness.hpp) drives it as it drives shmring's rings;
@@ -28,6 +27,87 @@
 
 namespace shmring::bench {
 
+// The cells of one bounded queue in Vyukov's manner: each a turn word, a
+// length and the payload. The turn is position when the cell is free for
+// position's message, position + 1 when it holds it, position + capacity
+// once read. The plain MPMC ring is one such queue; the lanes baseline
+// (plain_lanes_ring.hpp) one per producer.
+class PlainCells {
+ public:
+  static constexpr std::size_t kPayload = sizeof(std::uint64_t) + sizeof(std::uint32_t);
+  static std::size_t bytes(std::uint64_t capacity, std::size_t slot_size) noexcept {
+    return capacity * round_up(kPayload + slot_size, 64);
+  }
+
+  PlainCells(std::byte* base, std::uint64_t capacity, std::size_t slot_size) noexcept
+      : base_(base), capacity_(capacity), stride_(round_up(kPayload + slot_size, 64)) {}
+  void init() const noexcept {
+    for (std::uint64_t i = 0; i < capacity_; ++i) new (turn(i)) std::atomic<std::uint64_t>(i);
+  }
+
+  // Whether the cell of `pos` is free for it (the consumer of its last lap
+  // is done with it).
+  bool free_for(std::uint64_t pos) const noexcept {
+    // SYNC POINT (acquire, pairs with pop()'s release).
+    return turn(pos)->load(std::memory_order_acquire) == pos;
+  }
+  // The turn of `pos`'s cell against a producer's claim of `pos`: < 0 a lap
+  // behind (full), 0 free, > 0 taken by another producer.
+  std::int64_t write_lag(std::uint64_t pos) const noexcept {
+    // SYNC POINT (acquire, pairs with pop()'s release).
+    return static_cast<std::int64_t>(turn(pos)->load(std::memory_order_acquire) - pos);
+  }
+  // Fills the cell of `pos` (claimed, free) and hands it to the consumers.
+  void write(std::uint64_t pos, std::span<const std::byte> message) const noexcept {
+    std::byte* c = cell(pos);
+    const auto size = static_cast<std::uint32_t>(message.size());
+    std::memcpy(c + sizeof(std::uint64_t), &size, sizeof size);
+    if (size != 0) std::memcpy(c + kPayload, message.data(), size);
+    // SYNC POINT (release, pairs with pop()'s acquire): length and payload.
+    turn(pos)->store(pos + 1, std::memory_order_release);
+  }
+
+  // Claims the next full cell on the consumers' `counter` and copies its
+  // message out: ok, would_block (empty) or too_large (the message is
+  // dropped: the callers size the buffer).
+  Status pop(std::atomic<std::uint64_t>& counter, std::span<std::byte> buffer,
+             std::size_t& size) const noexcept {
+    std::uint64_t pos = counter.load(std::memory_order_relaxed);
+    for (;;) {
+      // SYNC POINT (acquire, pairs with write()'s release): the message.
+      const std::uint64_t t = turn(pos)->load(std::memory_order_acquire);
+      const auto lag = static_cast<std::int64_t>(t - (pos + 1));
+      if (lag < 0) return Status::would_block;  // not written yet: empty
+      if (lag > 0) {
+        pos = counter.load(std::memory_order_relaxed);  // taken: look again
+      } else if (counter.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
+        break;
+      }
+    }
+    const std::byte* c = cell(pos);
+    std::uint32_t length = 0;
+    std::memcpy(&length, c + sizeof(std::uint64_t), sizeof length);
+    size = length;
+    if (length <= buffer.size() && length != 0) std::memcpy(buffer.data(), c + kPayload, length);
+    // SYNC POINT (release, pairs with write_lag() and free_for()): the cell
+    // is free for the message one lap on.
+    turn(pos)->store(pos + capacity_, std::memory_order_release);
+    return length <= buffer.size() ? Status::ok : Status::too_large;
+  }
+
+ private:
+  std::byte* cell(std::uint64_t pos) const noexcept {
+    return base_ + (pos & (capacity_ - 1)) * stride_;
+  }
+  std::atomic<std::uint64_t>* turn(std::uint64_t pos) const noexcept {
+    return std::launder(reinterpret_cast<std::atomic<std::uint64_t>*>(cell(pos)));
+  }
+
+  std::byte* base_;
+  std::uint64_t capacity_;  // a power of two
+  std::size_t stride_;
+};
+
 struct PlainMpmcControl {
   alignas(128) std::atomic<std::uint64_t> enqueue{0};  // read-modify-written by producers
   alignas(128) std::atomic<std::uint64_t> dequeue{0};  // read-modify-written by consumers
@@ -36,13 +116,13 @@ struct PlainMpmcControl {
 class PlainMpmcRing {
  public:
   PlainMpmcRing(std::uint64_t capacity, std::size_t slot_size)
-      : capacity_(capacity),
-        slot_size_(slot_size),
-        stride_(round_up(kPayload + slot_size, 64)),
-        region_(bytes()) {
+      : slot_size_(slot_size),
+        region_(sizeof(PlainMpmcControl) + PlainCells::bytes(capacity, slot_size)),
+        cells_(static_cast<std::byte*>(region_.data()) + sizeof(PlainMpmcControl), capacity,
+               slot_size) {
     new (region_.data()) PlainMpmcControl{};
-    for (std::uint64_t i = 0; i < capacity; ++i) new (turn(i)) std::atomic<std::uint64_t>(i);
-    prefault(region_.data(), bytes());
+    cells_.init();
+    prefault(region_.data(), region_.size());
   }
 
   class Producer {
@@ -53,10 +133,7 @@ class PlainMpmcRing {
       std::atomic<std::uint64_t>& counter = r_.control()->enqueue;
       std::uint64_t pos = counter.load(std::memory_order_relaxed);
       for (;;) {
-        // SYNC POINT (acquire, pairs with try_pop's release): the consumer
-        // of the cell's last lap is done with it.
-        const std::uint64_t t = r_.turn(pos)->load(std::memory_order_acquire);
-        const auto lag = static_cast<std::int64_t>(t - pos);
+        const std::int64_t lag = r_.cells_.write_lag(pos);
         if (lag < 0) return Status::would_block;  // a lap behind: full
         if (lag > 0) {
           pos = counter.load(std::memory_order_relaxed);  // taken: look again
@@ -64,12 +141,7 @@ class PlainMpmcRing {
           break;
         }
       }
-      std::byte* cell = r_.cell(pos);
-      const auto size = static_cast<std::uint32_t>(message.size());
-      std::memcpy(cell + sizeof(std::uint64_t), &size, sizeof size);
-      if (size != 0) std::memcpy(cell + kPayload, message.data(), size);
-      // SYNC POINT (release, pairs with try_pop's acquire): length and payload.
-      r_.turn(pos)->store(pos + 1, std::memory_order_release);
+      r_.cells_.write(pos, message);
       return Status::ok;
     }
 
@@ -81,30 +153,7 @@ class PlainMpmcRing {
    public:
     explicit Consumer(PlainMpmcRing& r) noexcept : r_(r) {}
     Status try_pop(std::span<std::byte> buffer, std::size_t& size) noexcept {
-      std::atomic<std::uint64_t>& counter = r_.control()->dequeue;
-      std::uint64_t pos = counter.load(std::memory_order_relaxed);
-      for (;;) {
-        // SYNC POINT (acquire, pairs with try_push's release): the message.
-        const std::uint64_t t = r_.turn(pos)->load(std::memory_order_acquire);
-        const auto lag = static_cast<std::int64_t>(t - (pos + 1));
-        if (lag < 0) return Status::would_block;  // not written yet: empty
-        if (lag > 0) {
-          pos = counter.load(std::memory_order_relaxed);
-        } else if (counter.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
-          break;
-        }
-      }
-      const std::byte* cell = r_.cell(pos);
-      std::uint32_t length = 0;
-      std::memcpy(&length, cell + sizeof(std::uint64_t), sizeof length);
-      size = length;
-      // A message too large for the buffer is dropped: the callers size it.
-      if (length <= buffer.size() && length != 0)
-        std::memcpy(buffer.data(), cell + kPayload, length);
-      // SYNC POINT (release, pairs with try_push's acquire): the cell is free
-      // for the message one lap on.
-      r_.turn(pos)->store(pos + r_.capacity_, std::memory_order_release);
-      return length <= buffer.size() ? Status::ok : Status::too_large;
+      return r_.cells_.pop(r_.control()->dequeue, buffer, size);
     }
 
    private:
@@ -124,24 +173,13 @@ class PlainMpmcRing {
   void all_mapped() noexcept {}
 
  private:
-  static constexpr std::size_t kPayload = sizeof(std::uint64_t) + sizeof(std::uint32_t);
-
-  std::size_t bytes() const noexcept { return sizeof(PlainMpmcControl) + capacity_ * stride_; }
   PlainMpmcControl* control() const noexcept {
     return static_cast<PlainMpmcControl*>(region_.data());
   }
-  std::byte* cell(std::uint64_t pos) const noexcept {
-    return static_cast<std::byte*>(region_.data()) + sizeof(PlainMpmcControl) +
-           (pos & (capacity_ - 1)) * stride_;
-  }
-  std::atomic<std::uint64_t>* turn(std::uint64_t pos) const noexcept {
-    return std::launder(reinterpret_cast<std::atomic<std::uint64_t>*>(cell(pos)));
-  }
 
-  std::uint64_t capacity_;  // a power of two
   std::size_t slot_size_;
-  std::size_t stride_;
   SharedRegion region_;
+  PlainCells cells_;
 };
 
 }  // namespace shmring::bench

@@ -501,23 +501,29 @@ def main():
                            ratio((mine, "items_per_second"), (theirs, "items_per_second")),
                            lambda v: v >= 3)
     # The plain MPMC ring (bench/plain_mpmc_ring.hpp, Vyukov's queue with no
-    # library around it) against the same baselines, and shmring against it:
-    # what the shared-counter algorithm gets here, and the part of a miss
-    # that is shmring's.
-    for pairs in (1, 2, 4, 8):
-        for placement in ("process", "thread"):
-            plain = f"plain_mpmc/{placement}/{pairs}x{pairs}/copy/64B"
-            if plain not in names:
-                continue
-            base = (f"spsc/{placement}/copy/64B" if pairs == 1
-                    else f"peer/concurrentqueue/thread/{pairs}x{pairs}/64B" if placement == "thread" else None)
-            if base is not None and base in names:
-                target_row(f"{plain} / {base} (msg/s)", "(baseline)",
-                           ratio((plain, "items_per_second"), (base, "items_per_second")), lambda v: True)
-            mine = f"mpmc/{placement}/{pairs}x{pairs}/copy/64B"
-            if mine in names:
-                target_row(f"{mine} / {plain} (msg/s)", "(info)",
-                           ratio((mine, "items_per_second"), (plain, "items_per_second")), lambda v: True)
+    # library around it) and the lanes baseline (bench/plain_lanes_ring.hpp,
+    # a lane per producer, as ConcurrentQueue has) against the same
+    # baselines, and shmring against them: what the shared-counter algorithm
+    # and the per-producer layout get here, and the part of a miss that is
+    # shmring's.
+    for kind in ("plain_mpmc", "plain_lanes"):
+        for pairs in (1, 2, 4, 8):
+            for placement in ("process", "thread"):
+                plain = f"{kind}/{placement}/{pairs}x{pairs}/copy/64B"
+                if plain not in names:
+                    continue
+                base = (f"spsc/{placement}/copy/64B" if pairs == 1
+                        else f"peer/concurrentqueue/thread/{pairs}x{pairs}/64B" if placement == "thread"
+                        else None)
+                if base is not None and base in names:
+                    target_row(f"{plain} / {base} (msg/s)", "(baseline)",
+                               ratio((plain, "items_per_second"), (base, "items_per_second")),
+                               lambda v: True)
+                mine = f"mpmc/{placement}/{pairs}x{pairs}/copy/64B"
+                if mine in names:
+                    target_row(f"{mine} / {plain} (msg/s)", "(info)",
+                               ratio((mine, "items_per_second"), (plain, "items_per_second")),
+                               lambda v: True)
     w("")
 
     # ---- shmring against the peers -------------------------------------
