@@ -10,8 +10,8 @@
 //     position in its own memory and never read-modify-writes anything;
 //   - each lane is one queue of cells (PlainCells, plain_mpmc_ring.hpp) with
 //     a dequeue counter that consumers advance with a CAS;
-//   - a consumer starts at a home lane (handed out in turn) and moves to the
-//     next lane whenever its lane is empty, so no lane is left unread.
+//   - a consumer tries its home lane (handed out in turn) first, then the
+//     others, so no lane is left unread.
 // Each producer's messages come out in its order; there is no order between
 // producers, as with ConcurrentQueue.
 #pragma once
@@ -74,21 +74,23 @@ class PlainLanesRing {
 
   class Consumer {
    public:
-    Consumer(PlainLanesRing& r, unsigned home) noexcept : r_(r), lane_(home) {}
+    Consumer(PlainLanesRing& r, unsigned home) noexcept : r_(r), home_(home) {}
     Status try_pop(std::span<std::byte> buffer, std::size_t& size) noexcept {
-      // The current lane, then each other one once: empty only when all are.
+      // The home lane first, then each other one once: empty only when all
+      // are. Starting at home every time keeps the consumers spread over
+      // the lanes; one that stayed where it last found a message would
+      // gather with the others on one lane and its counter.
       const auto lanes = static_cast<unsigned>(r_.cells_.size());
-      for (unsigned tried = 0; tried < lanes; ++tried) {
-        const Status s = r_.cells_[lane_].pop(r_.lane(lane_)->dequeue, buffer, size);
+      for (unsigned tried = 0, l = home_; tried < lanes; ++tried, l = l + 1 == lanes ? 0 : l + 1) {
+        const Status s = r_.cells_[l].pop(r_.lane(l)->dequeue, buffer, size);
         if (s != Status::would_block) return s;
-        lane_ = lane_ + 1 == lanes ? 0 : lane_ + 1;
       }
       return Status::would_block;
     }
 
    private:
     PlainLanesRing& r_;
-    unsigned lane_;
+    unsigned home_;
   };
 
   template <class Body>
