@@ -207,8 +207,9 @@ test_stage "ctest build-asan/ ($ASAN_LABELS)" run_ctest build-asan -L "$ASAN_LAB
 # The aarch64 cross build: the library and its tests for Jetson's ARM cores,
 # GoogleTest built from source with them (the host's libgtest is x86-64). It
 # shows that shmring compiles for ARM and that its unit
-# tests pass there, run by ctest under qemu-aarch64. It cannot show ARM's
-# weaker memory ordering: qemu runs the code on this host's stronger one.
+# tests pass there, run by ctest under qemu-aarch64 confined to one host CPU
+# (the toolchain file says why). It cannot show ARM's memory ordering: qemu
+# does not reproduce ARM hardware's.
 aarch64_toolchain=cmake/toolchains/aarch64-linux-gnu.cmake
 stage "configure build-aarch64/ (cross)" configure build-aarch64 Release "" \
   -DCMAKE_TOOLCHAIN_FILE="$aarch64_toolchain" -DSHMRING_CUDA=OFF -DSHMRING_BRIDGE=OFF \
