@@ -559,11 +559,13 @@ void bm_plain_throughput(benchmark::State& state, std::size_t size, std::uint64_
   }
 }
 
-// The plain MPMC ring (plain_mpmc_ring.hpp) in the same harness as shmring's
-// MPMC ring: plain_mpmc/<placement>/<P>x<P>/copy/64B.
-void bm_plain_mpmc_throughput(benchmark::State& state, ThroughputShape c) {
+// The baseline rings in the same harness as shmring's MPMC ring, built from
+// `args`: plain_mpmc/<placement>/<P>x<P>/copy/64B (plain_mpmc_ring.hpp) and
+// plain_lanes/... (plain_lanes_ring.hpp, a lane per producer).
+template <class Ring, class... Args>
+void run_baseline(benchmark::State& state, const ThroughputShape& c, Args... args) {
   try {
-    PlainMpmcRing ring(c.capacity, c.size);
+    Ring ring(args...);
     if (const std::string why = run_throughput(state, c, ring, g_cpus); !why.empty()) {
       fail_benchmark(state, why);
     }
@@ -571,18 +573,11 @@ void bm_plain_mpmc_throughput(benchmark::State& state, ThroughputShape c) {
     fail_benchmark(state, e.what());
   }
 }
-
-// The lanes baseline (plain_lanes_ring.hpp), a lane per producer, in the same
-// harness: plain_lanes/<placement>/<P>x<P>/copy/64B.
+void bm_plain_mpmc_throughput(benchmark::State& state, ThroughputShape c) {
+  run_baseline<PlainMpmcRing>(state, c, c.capacity, c.size);
+}
 void bm_plain_lanes_throughput(benchmark::State& state, ThroughputShape c) {
-  try {
-    PlainLanesRing ring(c.producers, c.capacity, c.size);
-    if (const std::string why = run_throughput(state, c, ring, g_cpus); !why.empty()) {
-      fail_benchmark(state, why);
-    }
-  } catch (const std::exception& e) {
-    fail_benchmark(state, e.what());
-  }
+  run_baseline<PlainLanesRing>(state, c, c.producers, c.capacity, c.size);
 }
 
 // ---- bandwidth floor ----------------------------------------------------------------
@@ -705,26 +700,24 @@ void register_all() {
       }
     }
   }
-  // The plain MPMC ring beside them, at 64 B.
-  for (const unsigned pairs : counts) {
-    for (const bool processes : {false, true}) {
-      const ThroughputShape c{processes, Api::copy, 64, capacity_for(64), pairs, pairs};
-      const std::string name = std::string("plain_mpmc/") + (processes ? "process" : "thread") +
-                               "/" + std::to_string(pairs) + "x" + std::to_string(pairs) +
-                               "/copy/64B";
-      benchmark::RegisterBenchmark(name.c_str(), bm_plain_mpmc_throughput, c)->UseManualTime();
-    }
-  }
-  // And the lanes baseline, from 2 producers on (with one it is the plain
-  // MPMC ring less the producers' CAS).
-  for (const unsigned pairs : counts) {
-    if (pairs < 2) continue;
-    for (const bool processes : {false, true}) {
-      const ThroughputShape c{processes, Api::copy, 64, capacity_for(64), pairs, pairs};
-      const std::string name = std::string("plain_lanes/") + (processes ? "process" : "thread") +
-                               "/" + std::to_string(pairs) + "x" + std::to_string(pairs) +
-                               "/copy/64B";
-      benchmark::RegisterBenchmark(name.c_str(), bm_plain_lanes_throughput, c)->UseManualTime();
+  // The baselines beside them, at 64 B: the plain MPMC ring, and the lanes
+  // from 2 producers on (with one they are the plain MPMC ring less the
+  // producers' CAS).
+  struct Baseline {
+    const char* prefix;
+    void (*bm)(benchmark::State&, ThroughputShape);
+    unsigned min_pairs;
+  };
+  for (const Baseline& b : {Baseline{"plain_mpmc/", bm_plain_mpmc_throughput, 1},
+                            Baseline{"plain_lanes/", bm_plain_lanes_throughput, 2}}) {
+    for (const unsigned pairs : counts) {
+      if (pairs < b.min_pairs) continue;
+      for (const bool processes : {false, true}) {
+        const ThroughputShape c{processes, Api::copy, 64, capacity_for(64), pairs, pairs};
+        const std::string name = b.prefix + std::string(processes ? "process" : "thread") + "/" +
+                                 std::to_string(pairs) + "x" + std::to_string(pairs) + "/copy/64B";
+        benchmark::RegisterBenchmark(name.c_str(), b.bm, c)->UseManualTime();
+      }
     }
   }
   // The rest of the producer x consumer grid, at 64 B: every pair of the
