@@ -61,7 +61,8 @@ class PlainLanesRing {
     Producer(PlainLanesRing& r, unsigned lane) noexcept : r_(r), cells_(r.cells_[lane]) {}
     Status try_push(std::span<const std::byte> message) noexcept {
       if (message.size() > r_.slot_size_) return Status::too_large;
-      if (!cells_.free_for(pos_)) return Status::would_block;  // a lap behind: full
+      // The lane's only producer: the cell is free, or a lap behind (full).
+      if (cells_.write_lag(pos_) != 0) return Status::would_block;
       cells_.write(pos_++, message);
       return Status::ok;
     }

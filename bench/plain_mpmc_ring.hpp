@@ -35,24 +35,22 @@ namespace shmring::bench {
 class PlainCells {
  public:
   static constexpr std::size_t kPayload = sizeof(std::uint64_t) + sizeof(std::uint32_t);
+  static std::size_t stride(std::size_t slot_size) noexcept {
+    return round_up(kPayload + slot_size, 64);
+  }
   static std::size_t bytes(std::uint64_t capacity, std::size_t slot_size) noexcept {
-    return capacity * round_up(kPayload + slot_size, 64);
+    return capacity * stride(slot_size);
   }
 
   PlainCells(std::byte* base, std::uint64_t capacity, std::size_t slot_size) noexcept
-      : base_(base), capacity_(capacity), stride_(round_up(kPayload + slot_size, 64)) {}
+      : base_(base), capacity_(capacity), stride_(stride(slot_size)) {}
   void init() const noexcept {
     for (std::uint64_t i = 0; i < capacity_; ++i) new (turn(i)) std::atomic<std::uint64_t>(i);
   }
 
-  // Whether the cell of `pos` is free for it (the consumer of its last lap
-  // is done with it).
-  bool free_for(std::uint64_t pos) const noexcept {
-    // SYNC POINT (acquire, pairs with pop()'s release).
-    return turn(pos)->load(std::memory_order_acquire) == pos;
-  }
   // The turn of `pos`'s cell against a producer's claim of `pos`: < 0 a lap
-  // behind (full), 0 free, > 0 taken by another producer.
+  // behind (full), 0 free (the consumer of its last lap is done with it),
+  // > 0 taken by another producer.
   std::int64_t write_lag(std::uint64_t pos) const noexcept {
     // SYNC POINT (acquire, pairs with pop()'s release).
     return static_cast<std::int64_t>(turn(pos)->load(std::memory_order_acquire) - pos);
@@ -89,8 +87,8 @@ class PlainCells {
     std::memcpy(&length, c + sizeof(std::uint64_t), sizeof length);
     size = length;
     if (length <= buffer.size() && length != 0) std::memcpy(buffer.data(), c + kPayload, length);
-    // SYNC POINT (release, pairs with write_lag() and free_for()): the cell
-    // is free for the message one lap on.
+    // SYNC POINT (release, pairs with write_lag()): the cell is free for the
+    // message one lap on.
     turn(pos)->store(pos + capacity_, std::memory_order_release);
     return length <= buffer.size() ? Status::ok : Status::too_large;
   }
