@@ -95,9 +95,10 @@ class ShmringRing {
   using Producer = typename RingTypes<Kind>::Producer;
   using Consumer = typename RingTypes<Kind>::Consumer;
 
-  ShmringRing(std::size_t size, std::uint64_t capacity)
+  // `lanes` (MPMC) of `capacity` slots each.
+  ShmringRing(std::size_t size, std::uint64_t capacity, std::uint32_t lanes = 1)
       : name_(unique_name(std::string(to_string(Kind)) + "_" + size_name(size))),
-        segment_(Segment::create(name_.name(), options(size, capacity))) {}
+        segment_(Segment::create(name_.name(), options(size, capacity, lanes))) {}
 
   template <class Body>
   void producer_side(unsigned /*index*/, bool own_mapping, Body&& body) {
@@ -116,11 +117,12 @@ class ShmringRing {
   void all_mapped() noexcept { name_.remove(); }
 
  private:
-  static CreateOptions options(std::size_t size, std::uint64_t capacity) {
+  static CreateOptions options(std::size_t size, std::uint64_t capacity, std::uint32_t lanes) {
     CreateOptions o;
     o.kind = Kind;
-    o.capacity = capacity;
+    o.capacity = capacity * lanes;
     o.slot_size = size;
+    o.lanes = lanes;
     return o;
   }
   NameGuard name_;
@@ -130,7 +132,7 @@ class ShmringRing {
 template <RingKind Kind>
 void bm_throughput(benchmark::State& state, ThroughputShape c) {
   try {
-    ShmringRing<Kind> ring(c.size, c.capacity);
+    ShmringRing<Kind> ring(c.size, c.capacity, c.lanes);
     if (const std::string why = run_throughput(state, c, ring, g_cpus); !why.empty()) {
       fail_benchmark(state, why);
     }
@@ -623,10 +625,13 @@ std::uint64_t capacity_for(std::size_t size) {
   return 16;
 }
 
+// mpmc_lanes/...: an MPMC ring of one lane per producer (`lanes`), each of
+// the slots a ring of one lane has, as the lanes baseline's.
 void register_throughput(RingKind kind, bool processes, Api api, std::size_t size,
-                         unsigned producers, unsigned consumers) {
-  const ThroughputShape c{processes, api, size, capacity_for(size), producers, consumers};
-  std::string name = std::string(to_string(kind)) + "/" + (processes ? "process" : "thread") + "/";
+                         unsigned producers, unsigned consumers, std::uint32_t lanes = 1) {
+  const ThroughputShape c{processes, api, size, capacity_for(size), producers, consumers, lanes};
+  std::string name = std::string(to_string(kind)) + (lanes != 1 ? "_lanes" : "") + "/" +
+                     (processes ? "process" : "thread") + "/";
   if (kind == RingKind::mpmc) {
     name += std::to_string(producers) + "x" + std::to_string(consumers) + "/";
   }
@@ -717,6 +722,16 @@ void register_all() {
         const std::string name = b.prefix + std::string(processes ? "process" : "thread") + "/" +
                                  std::to_string(pairs) + "x" + std::to_string(pairs) + "/copy/64B";
         benchmark::RegisterBenchmark(name.c_str(), b.bm, c)->UseManualTime();
+      }
+    }
+  }
+  // shmring's MPMC ring in lanes, beside the lanes baseline: a lane per
+  // producer.
+  for (const unsigned pairs : counts) {
+    if (pairs < 2) continue;
+    for (const bool processes : {false, true}) {
+      for (const Api api : {Api::copy, Api::batch}) {
+        register_throughput(RingKind::mpmc, processes, api, 64, pairs, pairs, pairs);
       }
     }
   }

@@ -491,15 +491,18 @@ def main():
     # MPMC between threads against moodycamel::ConcurrentQueue, P producers
     # and P consumers on the same cores, timed and checked alike
     # (bench/throughput_harness.hpp). The target is 4x4, the 16-core host's.
+    # The ring of one lane, and the ring in lanes (one per producer, as
+    # ConcurrentQueue keeps a queue per producer).
     for pairs in (2, 4, 8):
         theirs = f"peer/concurrentqueue/thread/{pairs}x{pairs}/64B"
-        for api in ("copy", "batch"):
-            mine = f"mpmc/thread/{pairs}x{pairs}/{api}/64B"
-            if mine in names and theirs in names:
-                target_row(f"{mine} / {theirs} (msg/s)",
-                           ">= 3" if pairs == 4 and api == "copy" else "(info)",
-                           ratio((mine, "items_per_second"), (theirs, "items_per_second")),
-                           lambda v: v >= 3)
+        for ring in ("mpmc", "mpmc_lanes"):
+            for api in ("copy", "batch"):
+                mine = f"{ring}/thread/{pairs}x{pairs}/{api}/64B"
+                if mine in names and theirs in names:
+                    target_row(f"{mine} / {theirs} (msg/s)",
+                               ">= 3" if pairs == 4 and api == "copy" else "(info)",
+                               ratio((mine, "items_per_second"), (theirs, "items_per_second")),
+                               lambda v: v >= 3)
     # The plain MPMC ring (bench/plain_mpmc_ring.hpp, Vyukov's queue with no
     # library around it) and the lanes baseline (bench/plain_lanes_ring.hpp,
     # a lane per producer, as ConcurrentQueue has) against the same
@@ -519,7 +522,8 @@ def main():
                     target_row(f"{plain} / {base} (msg/s)", "(baseline)",
                                ratio((plain, "items_per_second"), (base, "items_per_second")),
                                lambda v: True)
-                mine = f"mpmc/{placement}/{pairs}x{pairs}/copy/64B"
+                ring = "mpmc_lanes" if kind == "plain_lanes" else "mpmc"
+                mine = f"{ring}/{placement}/{pairs}x{pairs}/copy/64B"
                 if mine in names:
                     target_row(f"{mine} / {plain} (msg/s)", "(info)",
                                ratio((mine, "items_per_second"), (plain, "items_per_second")),

@@ -239,11 +239,13 @@ void walk_spsc(std::byte* base, const Geometry& g, const Bounds& b, bool writabl
   }
 }
 
-void walk_mpmc(std::byte* base, const Geometry& g, const Bounds& b, bool writable_map) {
-  const MpmcView v(base, g);
+// One lane of an MPMC ring (the ring, with one lane).
+void walk_mpmc_lane(std::byte* base, const Geometry& g, std::uint32_t lane, const Bounds& b,
+                    bool writable_map) {
+  const MpmcView v(base, g, lane);
   const std::uint64_t enq = atomic::load_relaxed(&v.producer()->position);
   const std::uint64_t deq = atomic::load_relaxed(&v.consumer()->position);
-  const std::uint64_t walk = std::min(g.capacity, kMaxWalk);
+  const std::uint64_t walk = std::min(v.capacity(), kMaxWalk);
   for (std::uint64_t i = 0; i < walk; ++i) {
     b.trailer(v, deq + i);
     b.trailer(v, enq + i);
@@ -279,6 +281,11 @@ void walk_mpmc(std::byte* base, const Geometry& g, const Bounds& b, bool writabl
       (void)v.commit(w, round == 1 ? kSlotSkipped : 0);
     }
   }
+}
+
+void walk_mpmc(std::byte* base, const Geometry& g, const Bounds& b, bool writable_map) {
+  for (std::uint32_t lane = 0; lane < g.lanes; ++lane)
+    walk_mpmc_lane(base, g, lane, b, writable_map);
 }
 
 // Pushes, pops and peeks through role handles; everything popped or peeked
@@ -352,7 +359,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // file is exactly as large as it says.
     Geometry expect;
     check(compute_geometry(g.kind, g.capacity, g.slot_size, expect, g.format, g.subscribers,
-                           g.delivery) == GeometryCheck::ok);
+                           g.delivery, g.lanes) == GeometryCheck::ok);
     check(expect == g);
     check(g.format == SlotFormat::plain || g.kind == RingKind::spsc);
     check(seg.size() == size && g.segment_size == size);

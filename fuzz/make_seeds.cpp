@@ -37,13 +37,15 @@ void save(const fs::path& file, const void* p, std::size_t n) {
 // of the copy is set to `mode` (how the fuzz target opens it).
 void segment_seed(const fs::path& dir, RingKind kind, std::uint64_t capacity,
                   std::uint64_t slot_size, std::uint64_t produce, std::uint64_t consume,
-                  std::uint8_t mode, SlotFormat format = SlotFormat::plain) {
+                  std::uint8_t mode, SlotFormat format = SlotFormat::plain,
+                  std::uint32_t lanes = 1) {
   const std::string name = "shmring_seed_" + std::to_string(::getpid());
   CreateOptions o;
   o.kind = kind;
   o.capacity = capacity;
   o.slot_size = slot_size;
   o.format = format;
+  o.lanes = lanes;
   std::error_code ignored;
   Segment::unlink(name, ignored);
   Segment seg = Segment::create(name, o);
@@ -73,7 +75,8 @@ void segment_seed(const fs::path& dir, RingKind kind, std::uint64_t capacity,
       }
     }
   } else {
-    const MpmcView v(seg.base(), g);
+    // Lanes: the messages go to the last lane, so that lane 0 stays fresh.
+    const MpmcView v(seg.base(), g, lanes - 1);
     std::uint64_t made = 0, read = 0;
     while (made < produce || read < consume) {
       MpmcRange r{};
@@ -93,11 +96,12 @@ void segment_seed(const fs::path& dir, RingKind kind, std::uint64_t capacity,
   std::memcpy(bytes.data(), seg.base(), seg.size());
   bytes.back() = mode;
   char file[128];
-  std::snprintf(
-      file, sizeof file, "%s%s_c%llu_s%llu_p%llu_r%llu_m%u", to_string(kind),
-      format == SlotFormat::low_latency ? "_ll" : "", static_cast<unsigned long long>(capacity),
-      static_cast<unsigned long long>(slot_size), static_cast<unsigned long long>(produce),
-      static_cast<unsigned long long>(consume), unsigned{mode});
+  std::snprintf(file, sizeof file, "%s%s_l%u_c%llu_s%llu_p%llu_r%llu_m%u", to_string(kind),
+                format == SlotFormat::low_latency ? "_ll" : "", unsigned{lanes},
+                static_cast<unsigned long long>(capacity),
+                static_cast<unsigned long long>(slot_size),
+                static_cast<unsigned long long>(produce), static_cast<unsigned long long>(consume),
+                unsigned{mode});
   save(dir / file, bytes.data(), bytes.size());
   Segment::unlink(name);
 }
@@ -224,6 +228,11 @@ int main(int argc, char** argv) {
       segment_seed(seg_dir, kind, 16, 1, 40, 33, mode);
       segment_seed(seg_dir, kind, 2, 100, 7, 6, mode);
     }
+  }
+  // MPMC lanes: fresh, and one lane part-filled and wrapped.
+  for (const std::uint8_t mode : std::initializer_list<std::uint8_t>{0, 1, 4, 5, 12}) {
+    segment_seed(seg_dir, RingKind::mpmc, 8, 32, 0, 0, mode, SlotFormat::plain, 2);
+    segment_seed(seg_dir, RingKind::mpmc, 16, 16, 9, 6, mode, SlotFormat::plain, 2);
   }
   // Low-latency slots (SPSC only): fresh, part-filled, wrapped.
   for (const std::uint8_t mode : std::initializer_list<std::uint8_t>{0, 1, 2, 5, 8, 12}) {

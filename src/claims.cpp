@@ -10,17 +10,17 @@
 
 namespace shmring::detail {
 
-ClaimRecord* take_claim_record(const Segment& segment, bool producer,
+ClaimRecord* take_claim_record(const Segment& segment, const MpmcView& view, bool producer,
                                std::shared_ptr<Holding>& holding, Failure& f) {
   holding = Holding::prepare(segment, f);
   if (!holding) return nullptr;
-  const MpmcView view(segment.base(), segment.geometry());
   ClaimTable& table = producer ? *view.producer_claims() : *view.consumer_claims();
   for (std::size_t i = 0; i < kClaimRecords; ++i) {
     ClaimRecord& r = table.records[i];
     // Free, or its holder died (its claims are recovered through the
     // positions, not through the record): the lock decides.
-    const int err = holding->take(&r.holder, lock_byte::claim_record(producer, i));
+    const int err =
+        holding->take(&r.holder, lock_byte::claim_record(producer, i, view.lane_offset()));
     if (err == EAGAIN) continue;
     if (err != 0) {
       f = fail_errno(err, segment.name(),
@@ -54,21 +54,26 @@ std::uint64_t lowest_live_claim(const MpmcView& view, bool producer,
     const ClaimRecord& r = table.records[i];
     if (atomic::load_seq_cst(&r.holder) == 0) continue;
     const std::uint64_t low = atomic::load_seq_cst(&r.low);
-    if (low < lowest && holding.held_by_other(lock_byte::claim_record(producer, i))) lowest = low;
+    if (low < lowest &&
+        holding.held_by_other(lock_byte::claim_record(producer, i, view.lane_offset()))) {
+      lowest = low;
+    }
   }
   return lowest;
 }
 
-// One recoverer per side at a time, so that two never write the same slot's
+// One recoverer per side of a lane at a time, so that two never write the same slot's
 // flags and length (a late store would land in the slot's next lap). A
 // recoverer that dies is replaced.
 class RecoveryLock {
  public:
-  RecoveryLock(SideBlock& side, bool producer, Holding& holding) noexcept
-      : side_(side), holding_(holding), byte_(lock_byte::recovering(producer)) {
+  RecoveryLock(const MpmcView& view, bool producer, Holding& holding) noexcept
+      : side_(producer ? *view.producer() : *view.consumer()),
+        holding_(holding),
+        byte_(lock_byte::recovering(producer, view.lane_offset())) {
     if (holding.lock().try_lock(byte_) != 0) return;
     held_ = true;
-    atomic::store_seq_cst(&side.recovering, holding.identity());  // for display
+    atomic::store_seq_cst(&side_.recovering, holding.identity());  // for display
   }
   ~RecoveryLock() {
     if (!held_) return;
@@ -92,8 +97,8 @@ class RecoveryLock {
 // claim on a counter in device memory, so the segment's counters do not say
 // where they are: with GPU agents on either side, nothing is recovered.
 static bool gpu_agents(const MpmcView& view) noexcept {
-  return atomic::load_seq_cst(&view.producer()->gpu_attached) != 0 ||
-         atomic::load_seq_cst(&view.consumer()->gpu_attached) != 0;
+  return atomic::load_seq_cst(&view.ring_producer()->gpu_attached) != 0 ||
+         atomic::load_seq_cst(&view.ring_consumer()->gpu_attached) != 0;
 }
 
 // Where a step starts: the caller's note if it lies in [front, end) (a step
@@ -134,7 +139,7 @@ static RecoveryStep recovery_step(const MpmcView& view, Holding& holding, bool p
     return {};
   }
   SideBlock& side = producer ? *view.producer() : *view.consumer();
-  RecoveryLock lock(side, producer, holding);
+  RecoveryLock lock(view, producer, holding);
   if (!lock) return {};  // another recoverer is at it; our note stays for later
   // Read after the counter: a live holder that claimed below `limit` stored
   // its low before its claim, so the low is seen here.

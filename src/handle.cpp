@@ -67,14 +67,19 @@ SidePeers mpmc_side_peers(const Segment& segment, bool producer) noexcept {
     p.recorded = p.live = true;
     return p;
   }
-  const ClaimTable& table =
-      producer ? control(segment).producer_claims : control(segment).consumer_claims;
-  for (std::size_t i = 0; i < kClaimRecords; ++i) {
-    if (atomic::load_seq_cst(&table.records[i].holder) == 0) continue;
-    p.recorded = true;
-    if (process::lock_held(segment.fd(), lock_byte::claim_record(producer, i))) {
-      p.live = true;
-      return p;
+  // Every lane's table: a producer holds a record of its lane's, a consumer
+  // one of each.
+  for (std::uint32_t lane = 0; lane < segment.geometry().lanes; ++lane) {
+    const std::uint64_t offset = lane_offset(lane);
+    const LaneArea& area = *reinterpret_cast<const LaneArea*>(segment.base() + offset);
+    const ClaimTable& table = producer ? area.producer_claims : area.consumer_claims;
+    for (std::size_t i = 0; i < kClaimRecords; ++i) {
+      if (atomic::load_seq_cst(&table.records[i].holder) == 0) continue;
+      p.recorded = true;
+      if (process::lock_held(segment.fd(), lock_byte::claim_record(producer, i, offset))) {
+        p.live = true;
+        return p;
+      }
     }
   }
   return p;

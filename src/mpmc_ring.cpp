@@ -2,7 +2,11 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "detail/attach.hpp"
 #include "detail/blocking.hpp"
@@ -27,35 +31,97 @@ auto mpmc_wait(Core& c, std::chrono::nanoseconds timeout, TryOnce&& try_once) no
   return detail::wait_call(c, timeout, try_once, [&c] { return c.recovery_goes_on(); });
 }
 
+// A producer's lane in a ring of several: the first whose owner record (the
+// lane producer block's OwnerRecord, unused otherwise by MPMC) it can lock,
+// so that of producers attaching at once each gets another lane, and the
+// lane of one that died is free again. `owner` then holds the record, which
+// names the producer for ring-inspect; role_taken when every lane has a live
+// producer.
+std::uint32_t pick_lane(const Segment& segment, const std::vector<detail::MpmcLane>& lanes,
+                        std::shared_ptr<detail::Holding>& owner, Failure& f) {
+  for (std::uint32_t l = 0; l < lanes.size(); ++l) {
+    const MpmcView& v = lanes[l].view;
+    auto h = detail::Holding::prepare(segment, f);
+    if (!h) return 0;
+    const int err =
+        h->take(&v.producer()->owner.identity, v.lane_offset() + lock_byte::owner(true));
+    if (err == 0) {
+      atomic::store_release(&v.producer()->owner.start_time, h->start_time());
+      owner = std::move(h);
+      return l;
+    }
+    if (err != EAGAIN) {
+      f = detail::fail_errno(
+          err, segment.name(),
+          std::string("cannot lock a lane's owner record: ") + std::strerror(err));
+      return 0;
+    }
+  }
+  f = detail::fail(errc::role_taken, segment.name(),
+                   "all " + std::to_string(lanes.size()) +
+                       " lanes of the MPMC ring have a live producer (one producer per lane; "
+                       "create the ring with more lanes)");
+  return 0;
+}
+
 // A CPU handle of one MPMC side: counted in (before looking for GPU agents;
 // a GPU attach does the reverse, so of two racing attaches at least one sees
-// the other), a claim record taken, and what dead handles of the side left
-// claimed finished.
+// the other), claim records taken (a producer's in its lane, a consumer's in
+// every lane), and what dead handles of the side left claimed finished.
 template <class Core>
 std::unique_ptr<Core> attach_side(const Segment& segment, const WaitPolicy& policy, bool producer,
                                   Failure& f) {
   const char* role = producer ? "MPMC producer" : "MPMC consumer";
   if ((f = detail::check_attachable(segment, RingKind::mpmc, role))) return nullptr;
-  MpmcView view(segment.base(), segment.geometry());
-  SideBlock& side = producer ? *view.producer() : *view.consumer();
+  auto core = std::make_unique<Core>();
+  const std::uint32_t n = segment.geometry().lanes;
+  for (std::uint32_t l = 0; l < n; ++l) {
+    core->lanes.push_back(detail::MpmcLane{MpmcView(segment.base(), segment.geometry(), l)});
+  }
+  const MpmcView& ring = core->lanes[0].view;
+  SideBlock& side = producer ? *ring.ring_producer() : *ring.ring_consumer();
   atomic::fetch_add(&side.attached, std::uint32_t{1});
-  std::shared_ptr<detail::Holding> holding;
-  ClaimRecord* record = nullptr;
+  // Each record is held through a holding of its own; the lot is the role.
+  auto holdings = std::make_shared<std::vector<std::shared_ptr<detail::Holding>>>();
   if (!(f = detail::check_cpu_may_join(segment, side, role))) {
-    record = detail::take_claim_record(segment, producer, holding, f);
+    if (producer && n > 1) {
+      std::shared_ptr<detail::Holding> owner;
+      core->home = pick_lane(segment, core->lanes, owner, f);
+      if (owner) holdings->push_back(std::move(owner));
+      core->owns_lane = !f;
+    }
+    for (std::uint32_t l = 0; l < n && !f; ++l) {
+      if (producer && l != core->home) continue;
+      std::shared_ptr<detail::Holding> holding;
+      core->lanes[l].record =
+          detail::take_claim_record(segment, core->lanes[l].view, producer, holding, f);
+      core->lanes[l].holding = holding.get();
+      if (holding) holdings->push_back(std::move(holding));
+    }
   }
   if (f) {
     atomic::fetch_sub(&side.attached, std::uint32_t{1});
     return nullptr;
   }
-  auto core = std::make_unique<Core>();
-  core->view = view;
+  // A producer recovers in every lane through the holding of its record.
+  for (detail::MpmcLane& lane : core->lanes) {
+    if (lane.holding == nullptr) lane.holding = core->lanes[core->home].holding;
+  }
+  // A consumer's home: the index of its record in lane 0's table, so that
+  // consumers attached at once have homes in turn, and one that died leaves
+  // its home to the next.
+  if (!producer) {
+    core->home = static_cast<std::uint32_t>(core->lanes[0].record -
+                                            core->lanes[0].view.consumer_claims()->records) %
+                 n;
+  }
+  core->at = core->home;
+  core->view = core->lanes[core->home].view;
+  core->record = core->lanes[core->home].record;
   core->producer = producer;
-  core->record = record;
-  core->holding = holding.get();
-  detail::init_core(*core, segment, policy, std::move(holding));
+  detail::init_core(*core, segment, policy, std::move(holdings));
   // A producer that attaches reopens the stream a predecessor closed.
-  if (producer) atomic::store_seq_cst(&view.producer()->stream, kStreamOpen);
+  if (producer) atomic::store_seq_cst(&ring.ring_producer()->stream, kStreamOpen);
   (void)core->recover_step();
   return core;
 }
@@ -68,14 +134,15 @@ std::unique_ptr<Core> attach_side(const Segment& segment, const WaitPolicy& poli
 detail::MpmcSideCore::~MpmcSideCore() {
   if (!lifetime || !attached_here()) return;
   if (held.count != 0 && view.release(held)) wake_peers();
-  detail::idle_claim_record(record);
-  atomic::fetch_sub(&side().attached, std::uint32_t{1});
+  for (MpmcLane& l : lanes) detail::idle_claim_record(l.record);
+  atomic::fetch_sub(producer ? &view.ring_producer()->attached : &view.ring_consumer()->attached,
+                    std::uint32_t{1});
   if (!producer || !close_on_exit || closed_here) return;
   // The last producer out closes the stream. Our record goes first (its
   // holder word cleared, then its lock let go), then the others are looked
   // at: of two producers leaving at once, the later one finds none.
   lifetime.reset();
-  holding = nullptr;
+  for (MpmcLane& l : lanes) l = MpmcLane{l.view};
   record = nullptr;
   if (!mpmc_side_peers(segment, /*producer=*/true).live) close();
 }
@@ -90,7 +157,7 @@ void detail::MpmcSideCore::wake_peers(bool everyone) noexcept {
 // ---- end of stream -----------------------------------------------------------
 
 void detail::MpmcSideCore::close() noexcept {
-  close_stream(*this, &view.producer()->stream);
+  close_stream(*this, &view.ring_producer()->stream);
   wake_peers(/*everyone=*/true);
 }
 
@@ -106,8 +173,8 @@ Status detail::MpmcSideCore::end_status(bool probe) noexcept {
     if (!probe) peer_dead_seen = false;
     return view.space_ready() ? Status::would_block : Status::peer_dead;
   }
-  if (atomic::load_seq_cst(&view.producer()->stream) == kStreamClosed) {
-    return view.data_ready() ? Status::would_block : Status::closed;
+  if (atomic::load_seq_cst(&view.ring_producer()->stream) == kStreamClosed) {
+    return progress_ready() ? Status::would_block : Status::closed;
   }
   // Producers had attached (their records name them) and none lives: what
   // they left claimed is recovered as skipped, nothing more comes.
@@ -117,16 +184,22 @@ Status detail::MpmcSideCore::end_status(bool probe) noexcept {
   }
   if (!peer_dead_seen) return Status::would_block;
   if (!probe) peer_dead_seen = false;
-  return view.data_ready() ? Status::would_block : Status::peer_dead;
+  return progress_ready() ? Status::would_block : Status::peer_dead;
 }
 
 detail::RecoveryStep detail::MpmcSideCore::recover_step() noexcept {
   if (!lifetime || !attached_here()) return {};
-  const RecoveryStep step = producer ? recover_producer_claims(view, *holding, recover_from)
-                                     : recover_consumer_claims(view, *holding, recover_from);
-  if (step.recovered != 0)
+  RecoveryStep all;
+  for (MpmcLane& l : lanes) {
+    const RecoveryStep step = producer
+                                  ? recover_producer_claims(l.view, *l.holding, l.recover_from)
+                                  : recover_consumer_claims(l.view, *l.holding, l.recover_from);
+    all.recovered += step.recovered;
+    all.more = all.more || step.more;
+  }
+  if (all.recovered != 0)
     wake_peers(/*everyone=*/true);  // they were waiting at the recovered slots
-  return step;
+  return all;
 }
 
 // ---- producer --------------------------------------------------------------

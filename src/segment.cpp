@@ -156,6 +156,8 @@ errc errc_for(GeometryCheck c) {
     case GeometryCheck::subscribers_need_broadcast:
     case GeometryCheck::delivery_unknown:
     case GeometryCheck::delivery_needs_broadcast:
+    case GeometryCheck::lanes_out_of_range:
+    case GeometryCheck::lanes_need_mpmc:
       return errc::invalid_argument;
     case GeometryCheck::ok:
       break;
@@ -172,11 +174,14 @@ bool known_kind(std::uint32_t kind) {
 }
 
 // "capacity 8, slot size 64, plain slots" and, where they apply or are
-// wrong, the subscriber count and the delivery mode, by number when unknown.
+// wrong, the lanes, the subscriber count and the delivery mode, by number
+// when unknown.
 std::string describe(RingKind kind, std::uint64_t capacity, std::uint64_t slot_size,
-                     SlotFormat format, std::uint32_t subscribers, std::uint32_t delivery) {
+                     SlotFormat format, std::uint32_t subscribers, std::uint32_t delivery,
+                     std::uint32_t lanes) {
   std::string d = "capacity " + num(capacity) + ", slot size " + num(slot_size) + ", " +
                   to_string(format) + " slots";
+  if (lanes != 1) d += ", " + num(lanes) + " lanes";
   if (kind == RingKind::broadcast || subscribers != 0)
     d += ", " + num(subscribers) + " subscribers";
   if (kind == RingKind::broadcast || delivery != 0) {
@@ -219,13 +224,15 @@ Failure validate_header(const SegmentHeader& h, std::string_view name,
   const SlotFormat format =
       (h.flags & kHeaderLowLatencySlots) != 0 ? SlotFormat::low_latency : SlotFormat::plain;
   Geometry g;
-  if (const GeometryCheck c = compute_geometry(kind, h.capacity, h.slot_size, g, format,
-                                               h.subscribers, static_cast<Delivery>(h.delivery));
+  if (const GeometryCheck c =
+          compute_geometry(kind, h.capacity, h.slot_size, g, format, h.subscribers,
+                           static_cast<Delivery>(h.delivery), h.lanes);
       c != GeometryCheck::ok) {
-    return fail(errc::corrupt_header, name,
-                std::string("header geometry is invalid: ") + to_string(c) + " (" +
-                    describe(kind, h.capacity, h.slot_size, format, h.subscribers, h.delivery) +
-                    ")");
+    return fail(
+        errc::corrupt_header, name,
+        std::string("header geometry is invalid: ") + to_string(c) + " (" +
+            describe(kind, h.capacity, h.slot_size, format, h.subscribers, h.delivery, h.lanes) +
+            ")");
   }
   if (h.slot_stride != g.slot_stride || h.slots_offset != g.slots_offset ||
       h.segment_size != g.segment_size) {
@@ -302,12 +309,12 @@ Failure check_create(const std::string& name, const CreateOptions& o, Geometry& 
     return fail(errc::invalid_argument, name,
                 "ring kind " + num(static_cast<std::uint32_t>(o.kind)) + " " + kKindRule);
   }
-  if (const GeometryCheck c =
-          compute_geometry(o.kind, o.capacity, o.slot_size, g, o.format, o.subscribers, o.delivery);
+  if (const GeometryCheck c = compute_geometry(o.kind, o.capacity, o.slot_size, g, o.format,
+                                               o.subscribers, o.delivery, o.lanes);
       c != GeometryCheck::ok) {
     std::string what = std::string(to_string(c)) + " (" +
                        describe(o.kind, o.capacity, o.slot_size, o.format, o.subscribers,
-                                static_cast<std::uint32_t>(o.delivery)) +
+                                static_cast<std::uint32_t>(o.delivery), o.lanes) +
                        ")";
     if (c == GeometryCheck::subscribers_out_of_range) what += ": set CreateOptions::subscribers";
     return fail(errc_for(c), name, what);
@@ -356,6 +363,7 @@ std::shared_ptr<detail::Mapping> build(Fd& fd, const std::string& name, const Ge
   // Broadcast: the subscriber blocks stay zero, every one free.
   h.subscribers = g.subscribers;
   h.delivery = static_cast<std::uint32_t>(g.delivery);
+  h.lanes = g.lanes;
   h.capacity = g.capacity;
   h.slot_size = g.slot_size;
   h.slot_stride = g.slot_stride;
@@ -367,11 +375,13 @@ std::shared_ptr<detail::Mapping> build(Fd& fd, const std::string& name, const Ge
   ctl->metadata.length = static_cast<std::uint32_t>(metadata.size());
   if (!metadata.empty()) std::memcpy(ctl->metadata.bytes, metadata.data(), metadata.size());
   map->metadata = metadata;
-  // Slot i is free for position i (the MPMC turn; SPSC ignores it).
+  // Slot i is free for position i of its lane (the MPMC turn; SPSC ignores
+  // it): a lane's slots are a ring of capacity / lanes.
   const std::uint64_t trailer_at = g.slots_offset + g.trailer_offset();
+  const std::uint64_t lane_mask = g.capacity / g.lanes - 1;
   for (std::uint64_t i = 0; i < g.capacity; ++i) {
     auto* t = reinterpret_cast<SlotTrailer*>(map->base + trailer_at + i * g.slot_stride);
-    t->released = i;
+    t->released = i & lane_mask;
   }
   // SYNC POINT (release, pairs with open's acquire of abi_version): the
   // whole initialised segment visible to any process that sees the version.
@@ -684,14 +694,14 @@ std::shared_ptr<detail::Mapping> do_open_or_create(std::string_view raw, const C
     if (!map) return map;
     const Geometry& have = map->geometry;
     if (have.capacity != o.capacity || have.slot_size != o.slot_size || have.format != o.format ||
-        have.subscribers != o.subscribers || have.delivery != o.delivery) {
+        have.subscribers != o.subscribers || have.delivery != o.delivery || have.lanes != o.lanes) {
       f = fail(errc::geometry_mismatch, map->name,
                "existing ring has " +
                    describe(have.kind, have.capacity, have.slot_size, have.format, have.subscribers,
-                            static_cast<std::uint32_t>(have.delivery)) +
+                            static_cast<std::uint32_t>(have.delivery), have.lanes) +
                    "; the caller asked for " +
                    describe(o.kind, o.capacity, o.slot_size, o.format, o.subscribers,
-                            static_cast<std::uint32_t>(o.delivery)));
+                            static_cast<std::uint32_t>(o.delivery), o.lanes));
       return nullptr;
     }
     return map;

@@ -26,11 +26,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
-Segment make_mpmc(const std::string& name, std::uint64_t capacity = 8) {
+Segment make_mpmc(const std::string& name, std::uint64_t capacity = 8, std::uint32_t lanes = 1) {
   CreateOptions o;
   o.kind = RingKind::mpmc;
   o.capacity = capacity;
   o.slot_size = 64;
+  o.lanes = lanes;
   return Segment::create(name, o);
 }
 
@@ -263,6 +264,68 @@ TEST(MpmcRecovery, ClaimRecordsAreLimitedAndReused) {
   EXPECT_NE(last_error_message().find("claim records"), std::string::npos) << last_error_message();
   handles.pop_back();
   EXPECT_TRUE(MpmcProducer::attach(seg));
+}
+
+// ---- lanes --------------------------------------------------------------------
+
+// A producer that dies holding claims in its lane stalls that lane only.
+// Any producer recovers them, whatever its own lane; the dead producer's
+// lane goes to the next producer that attaches.
+TEST(MpmcRecovery, DeadClaimsInAnotherLaneAreRecovered) {
+  test::UniqueShm shm;
+  Segment seg = make_mpmc(shm.name(), 16, 2);
+  auto tx = MpmcProducer::attach(seg);
+  ASSERT_EQ(tx.lane(), 0u);
+  auto rx = MpmcConsumer::attach(seg);
+  die_in_child([&] {
+    Segment s = Segment::open(shm.name());
+    auto dying = MpmcProducer::attach(s);  // lane 1
+    if (dying.lane() != 1) ::_exit(3);
+    const std::uint64_t v = 100;
+    (void)dying.try_push(bytes_of(v));
+    const WriteClaim c = dying.try_claim(2);  // lane 1's positions 1 and 2, never committed
+    ::raise(SIGKILL);
+  });
+  auto late = MpmcProducer::attach(seg);
+  EXPECT_EQ(late.lane(), 1u) << "the dead producer's lane is free again";
+  const std::uint64_t v0 = 7, v1 = 8;
+  ASSERT_EQ(tx.try_push(bytes_of(v0)), Status::ok);
+  ASSERT_EQ(late.try_push(bytes_of(v1)), Status::ok);  // lane 1's position 3
+  std::vector<std::uint64_t> got;
+  while (const std::optional<std::uint64_t> v = try_pop_value(rx)) got.push_back(*v);
+  EXPECT_EQ(got, (std::vector<std::uint64_t>{7, 100})) << "lane 1 waits at the dead claim";
+  EXPECT_EQ(tx.recover(), 2u) << "recovered by a producer of lane 0";
+  EXPECT_EQ(tx.abandoned(), 2u);
+  EXPECT_EQ(late.abandoned(), 2u);
+  EXPECT_EQ(try_pop_value(rx), 8u) << "the dead claim is passed over, never read";
+  EXPECT_EQ(try_pop_value(rx), std::nullopt);
+}
+
+// A consumer that dies holding a claim in one lane stalls that lane's
+// producer a lap later; a live consumer recovers it.
+TEST(MpmcRecovery, DeadConsumerClaimsInEachLaneAreRecovered) {
+  test::UniqueShm shm;
+  Segment seg = make_mpmc(shm.name(), 8, 2);
+  auto a = MpmcProducer::attach(seg);
+  auto b = MpmcProducer::attach(seg);
+  MpmcProducer& lane1 = a.lane() == 1 ? a : b;
+  auto rx = MpmcConsumer::attach(seg);  // home: lane 0
+  for (std::uint64_t v = 0; v < 4; ++v) ASSERT_EQ(lane1.try_push(bytes_of(v)), Status::ok);
+  die_in_child([&] {
+    Segment s = Segment::open(shm.name());
+    auto dying = MpmcConsumer::attach(s);
+    const ReadClaim c = dying.try_peek(2);  // lane 1's positions 0 and 1, never released
+    if (c.size() != 2) ::_exit(3);
+    ::raise(SIGKILL);
+  });
+  EXPECT_EQ(try_pop_value(rx), 2u);
+  EXPECT_EQ(try_pop_value(rx), 3u);
+  const std::uint64_t v = 4;
+  EXPECT_EQ(lane1.try_push(bytes_of(v)), Status::would_block) << "waits for position 0's release";
+  EXPECT_EQ(rx.recover(), 2u);
+  EXPECT_EQ(rx.abandoned(), 2u);
+  ASSERT_EQ(lane1.try_push(bytes_of(v)), Status::ok);
+  EXPECT_EQ(try_pop_value(rx), 4u);
 }
 
 }  // namespace

@@ -189,11 +189,12 @@ std::string member_object(const std::string& json, const std::string& key) {
 }
 
 Segment make_ring(const std::string& name, RingKind kind, std::uint64_t capacity = 8,
-                  std::uint64_t slot_size = 64) {
+                  std::uint64_t slot_size = 64, std::uint32_t lanes = 1) {
   CreateOptions o;
   o.kind = kind;
   o.capacity = capacity;
   o.slot_size = slot_size;
+  o.lanes = lanes;
   return Segment::create(name, o);
 }
 
@@ -270,6 +271,28 @@ TEST(RingInspect, ShowMpmcReportsCountersAndAttached) {
   EXPECT_EQ(rm.rc, 1) << rm.out;
   EXPECT_TRUE(contains(rm.out, "attached")) << rm.out;
   EXPECT_TRUE(shm_exists(shm.name()));
+}
+
+// A ring of several lanes: the sides' counters and claimants over every
+// lane, and each lane's counters.
+TEST(RingInspect, ShowMpmcLanesSumsTheLanes) {
+  UniqueShm shm;
+  auto seg = make_ring(shm.name(), RingKind::mpmc, 16, 64, 2);
+  auto p1 = MpmcProducer::attach(seg);
+  auto p2 = MpmcProducer::attach(seg);
+  auto consumer = MpmcConsumer::attach(seg);
+  ASSERT_NO_FATAL_FAILURE(push_messages(p1, 3));
+  ASSERT_NO_FATAL_FAILURE(push_messages(p2, 2));
+  ASSERT_NO_FATAL_FAILURE(pop_messages(consumer, 1));
+
+  const Result r = inspect("show " + shm.name() + " --json");
+  ASSERT_EQ(r.rc, 0) << r.out;
+  expect_contains(r.out, {"\"lanes\": 2,", "\"enqueue\": 5,", "\"dequeue\": 1,", "\"fill\": 4,"});
+  const Result text = inspect("show " + shm.name());
+  ASSERT_EQ(text.rc, 0) << text.out;
+  const std::string lane_line = p1.lane() == 0 ? "3/1 2/0" : "2/1 3/0";
+  EXPECT_TRUE(contains(text.out, "lanes         2 of 8 slots (enqueued / dequeued): " + lane_line))
+      << text.out;
 }
 
 TEST(RingInspect, ShowBroadcastNamesDeliverySubscribersAndCursors) {

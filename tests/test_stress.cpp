@@ -706,6 +706,7 @@ struct MpmcCopyRun {
   std::uint64_t slot = kSlot;
   std::uint64_t per_producer = 0;
   bool two_step_pops = false;  // pops into kSmallBuffer bytes first (pop_two_step)
+  std::uint32_t lanes = 1;
 };
 
 // try_push / try_pop with spinning, run.producers x run.consumers threads;
@@ -717,7 +718,7 @@ void mpmc_copy_run(const MpmcCopyRun& run) {
   const std::uint64_t slot = run.slot;
   const std::size_t max_payload = slot - msg::kHeaderSize;
   test::UniqueShm shm(std::to_string(run.capacity) + "_" + std::to_string(slot));
-  Segment seg = make_ring(shm, RingKind::mpmc, run.capacity, slot);
+  Segment seg = make_ring(shm, RingKind::mpmc, run.capacity, slot, SlotFormat::plain, run.lanes);
   Failures failures;
   Ledger ledger(run.producers, run.per_producer, max_payload);
   std::atomic<std::uint64_t> too_large_pops{0};
@@ -774,11 +775,12 @@ void mpmc_copy_run(const MpmcCopyRun& run) {
     });
   }
   join_all(threads);
-  report_rate(("mpmc copy " + std::to_string(run.producers) + "x" + std::to_string(run.consumers) +
-               ", capacity " + std::to_string(run.capacity) + ", slot " + std::to_string(slot) +
-               (run.two_step_pops ? ", two-step pops" : ""))
-                  .c_str(),
-              ledger.total(), start);
+  report_rate(
+      ("mpmc copy " + std::to_string(run.producers) + "x" + std::to_string(run.consumers) +
+       ", capacity " + std::to_string(run.capacity) + ", slot " + std::to_string(slot) +
+       ", lanes " + std::to_string(run.lanes) + (run.two_step_pops ? ", two-step pops" : ""))
+          .c_str(),
+      ledger.total(), start);
 
   ASSERT_FALSE(failures.any()) << failures.report();
   ledger.verify();
@@ -794,6 +796,15 @@ void mpmc_copy_run(const MpmcCopyRun& run) {
 
 TEST(StressMpmc, CopyApiFourByFour) { mpmc_copy_run({.per_producer = msg::scaled(2'000'000, 8)}); }
 
+// A lane per producer, and twice as many lanes as producers (consumers
+// pass over empty lanes): consumers go from lane to lane, each producer's
+// messages in its order.
+TEST(StressMpmc, CopyApiFourByFourInLanes) {
+  for (const std::uint32_t lanes : {4u, 8u}) {
+    mpmc_copy_run({.capacity = 256, .per_producer = msg::scaled(1'000'000, 8), .lanes = lanes});
+  }
+}
+
 // One and two slots shared by eight threads: every slot changes hands on
 // every lap, so turn words are reused as fast as they can be.
 TEST(StressMpmc, CopyApiTinyRings) {
@@ -806,12 +817,12 @@ TEST(StressMpmc, CopyApiTinyRings) {
 // Claims of up to 8 slots on a 64-slot ring: partial commits (the rest is
 // skipped), aborts, two claims held at once and committed out of order;
 // peeks released in two steps, two peeks held at once.
-TEST(StressMpmc, BatchClaimPeekFourByFour) {
+void mpmc_batch_run(std::uint32_t lanes) {
   test::UniqueShm shm;
   constexpr std::uint64_t kCapacity = 64;
   constexpr std::size_t kMaxBatch = 8;
-  const std::uint64_t per_producer = msg::scaled(1'500'000, 8);
-  Segment seg = make_ring(shm, RingKind::mpmc, kCapacity, kSlot);
+  const std::uint64_t per_producer = msg::scaled(1'500'000 / lanes, 8);
+  Segment seg = make_ring(shm, RingKind::mpmc, kCapacity, kSlot, SlotFormat::plain, lanes);
   Failures failures;
   Ledger ledger(kProducers, per_producer, kMaxPayload);
   std::atomic<std::uint64_t> skipped_slots{0}, out_of_order{0}, double_peeks{0};
@@ -941,15 +952,19 @@ TEST(StressMpmc, BatchClaimPeekFourByFour) {
   EXPECT_TRUE(rx.try_peek(kMaxBatch).empty()) << "a skipped slot or extra message was left";
 }
 
+TEST(StressMpmc, BatchClaimPeekFourByFour) { mpmc_batch_run(1); }
+// Held claims keep a consumer on their lane; skipped slots in every lane.
+TEST(StressMpmc, BatchClaimPeekFourByFourInLanes) { mpmc_batch_run(4); }
+
 // push/pop and claim/peek with timeouts on an 8-slot ring with no spinning.
 // Producers start first and must all fall asleep on the full ring before
 // the consumers start; at the end the consumers, all asleep, are stopped by
 // one "stop" message at a time, each of which must wake a sleeper.
-TEST(StressMpmc, BlockingFormsFourByFour) {
+void mpmc_blocking_run(std::uint32_t lanes) {
   test::UniqueShm shm;
   constexpr std::uint64_t kCapacity = 8;
-  const std::uint64_t per_producer = msg::scaled(250'000, 4);
-  Segment seg = make_ring(shm, RingKind::mpmc, kCapacity, kSlot);
+  const std::uint64_t per_producer = msg::scaled(250'000 / lanes, 4);
+  Segment seg = make_ring(shm, RingKind::mpmc, kCapacity, kSlot, SlotFormat::plain, lanes);
   const WaitPolicy no_spin{0, 0};
   Failures failures;
   Ledger ledger(kProducers, per_producer, kMaxPayload);
@@ -1069,6 +1084,11 @@ TEST(StressMpmc, BlockingFormsFourByFour) {
   EXPECT_EQ(consumer_waiters(seg), 0u);
   EXPECT_EQ(producer_waiters(seg), 0u);
 }
+
+TEST(StressMpmc, BlockingFormsFourByFour) { mpmc_blocking_run(1); }
+// A lane of two slots per producer: each sleeps for its own lane's room,
+// and consumers sleep once for all four lanes.
+TEST(StressMpmc, BlockingFormsFourByFourInLanes) { mpmc_blocking_run(4); }
 
 // ===========================================================================
 // Mixed sizes: 0 to slot-size payloads, buffers that are sometimes too small

@@ -112,14 +112,16 @@ class UniqueShm : public ShmGuard {
 };
 
 // A new SPSC or MPMC segment `name` (a UniqueShm will do) of `capacity` slots
-// of `slot_size` bytes.
+// of `slot_size` bytes (MPMC: in `lanes` lanes).
 inline Segment make_ring(const std::string& name, RingKind kind, std::uint64_t capacity,
-                         std::uint64_t slot_size = 64, SlotFormat format = SlotFormat::plain) {
+                         std::uint64_t slot_size = 64, SlotFormat format = SlotFormat::plain,
+                         std::uint32_t lanes = 1) {
   CreateOptions o;
   o.kind = kind;
   o.capacity = capacity;
   o.slot_size = slot_size;
   o.format = format;
+  o.lanes = lanes;
   return Segment::create(name, o);
 }
 

@@ -434,6 +434,7 @@ int cmd_show(const std::string& name, bool json) {
         .num("slot_stride", g.slot_stride)
         .num("slots_offset", g.slots_offset)
         .num("segment_size", g.segment_size)
+        .num("lanes", g.lanes)
         .num(pos_name(s.spsc(), true), s.producer.position)
         .num(pos_name(s.spsc(), false), s.consumer.position)
         .raw("lag", fmt::format("{}", s.lag()))
@@ -466,6 +467,12 @@ int cmd_show(const std::string& name, bool json) {
   fmt::print("{:<13} {}\n", pos_name(s.spsc(), false), s.consumer.position);
   fmt::print("lag           {}\n", s.lag());
   fmt::print("fill          {} / {} ({:.1f}%)\n", s.fill(), g.capacity, s.fill_percent());
+  if (s.lanes.size() > 1) {
+    fmt::print("lanes         {} of {} slots (enqueued / dequeued):", s.lanes.size(),
+               g.capacity / g.lanes);
+    for (const Snapshot::Lane& l : s.lanes) fmt::print(" {}/{}", l.enqueued, l.dequeued);
+    fmt::print("\n");
+  }
   for (const bool prod : {true, false}) {
     const Side& side = prod ? s.producer : s.consumer;
     const char* label = prod ? "producer" : "consumer";

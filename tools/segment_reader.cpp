@@ -49,7 +49,7 @@ bool same_layout(const shmring::SegmentHeader& a, const shmring::SegmentHeader& 
   return a.magic == b.magic && a.abi_version == b.abi_version && a.ring_kind == b.ring_kind &&
          a.flags == b.flags && a.capacity == b.capacity && a.slot_size == b.slot_size &&
          a.slot_stride == b.slot_stride && a.slots_offset == b.slots_offset &&
-         a.segment_size == b.segment_size && a.subscribers == b.subscribers &&
+         a.segment_size == b.segment_size && a.subscribers == b.subscribers && a.lanes == b.lanes &&
          a.delivery == b.delivery;
 }
 
@@ -82,7 +82,7 @@ std::string header_problem(const shmring::SegmentHeader& h, std::uint64_t file_s
   shmring::Geometry g;
   if (const shmring::GeometryCheck c = shmring::compute_geometry(
           static_cast<RingKind>(h.ring_kind), h.capacity, h.slot_size, g, format, h.subscribers,
-          static_cast<shmring::Delivery>(h.delivery));
+          static_cast<shmring::Delivery>(h.delivery), h.lanes);
       c != shmring::GeometryCheck::ok) {
     return fmt::format(
         "header geometry is invalid: {} (capacity {}, slot size {}, {} slots, {} subscribers, "
@@ -276,6 +276,17 @@ std::string Snapshot::in_use() const {
 namespace {
 
 // From the local copy: plain reads (no peer writes to it).
+// The claim records of a side of the lane whose words begin at `lane`.
+void add_claimants(const SegmentFile& file, bool producer, const shmring::ClaimTable& claims,
+                   std::uint64_t lane, Side& s) {
+  for (std::size_t i = 0; i < shmring::kClaimRecords; ++i) {
+    const shmring::ClaimRecord& r = claims.records[i];
+    if (r.holder == 0) continue;
+    s.claimants.push_back(
+        Claimant{r.holder, r.low, file.held(shmring::lock_byte::claim_record(producer, i, lane))});
+  }
+}
+
 Side read_side(const SegmentFile& file, bool producer, const shmring::SideBlock& b,
                const shmring::WaitBlock& w, const shmring::ClaimTable& claims) {
   Side s;
@@ -291,12 +302,7 @@ Side read_side(const SegmentFile& file, bool producer, const shmring::SideBlock&
   s.abandoned = b.abandoned;
   s.incarnation = b.incarnation;
   if (s.owner_identity != 0) s.owner_live = file.held(shmring::lock_byte::owner(producer));
-  for (std::size_t i = 0; i < shmring::kClaimRecords; ++i) {
-    const shmring::ClaimRecord& r = claims.records[i];
-    if (r.holder == 0) continue;
-    s.claimants.push_back(
-        Claimant{r.holder, r.low, file.held(shmring::lock_byte::claim_record(producer, i))});
-  }
+  add_claimants(file, producer, claims, 0, s);
   return s;
 }
 
@@ -338,6 +344,24 @@ Snapshot snapshot(const SegmentFile& file) {
   s.producer = read_side(file, /*producer=*/true, c.producer, c.producer_wait, c.producer_claims);
   s.floor = c.producer.floor;
   const shmring::Geometry& g = file.geometry();
+  if (g.kind == shmring::RingKind::mpmc) {
+    s.lanes.push_back({c.producer.position, c.consumer.position});
+    // Lanes 1 on (the validated count): their counters, recoveries and
+    // claim records join the sides'.
+    for (std::uint32_t l = 1; l < g.lanes; ++l) {
+      shmring::LaneArea a{};
+      file.read(shmring::lane_offset(l), &a, sizeof a);
+      s.lanes.push_back({a.producer.position, a.consumer.position});
+      for (const bool prod : {true, false}) {
+        Side& side = prod ? s.producer : s.consumer;
+        const shmring::SideBlock& b = prod ? a.producer : a.consumer;
+        side.position += b.position;
+        side.abandoned += b.abandoned;
+        add_claimants(file, prod, prod ? a.producer_claims : a.consumer_claims,
+                      shmring::lane_offset(l), side);
+      }
+    }
+  }
   if (g.kind == shmring::RingKind::broadcast) {
     // The validated count, never the header's bytes as they are now.
     std::vector<shmring::SubscriberBlock> blocks(g.subscribers);

@@ -158,6 +158,13 @@ struct Snapshot {
   Side consumer;
   std::uint64_t floor = 0;              // reliable broadcast: the producer's floor
   std::vector<Subscriber> subscribers;  // broadcast: every block
+  // MPMC: each lane's enqueue and dequeue counters (one entry per lane; the
+  // sides' positions, abandoned counts and claimants are over every lane).
+  struct Lane {
+    std::uint64_t enqueued = 0;
+    std::uint64_t dequeued = 0;
+  };
+  std::vector<Lane> lanes;
 
   bool spsc() const { return geometry.kind == shmring::RingKind::spsc; }
   bool broadcast() const { return geometry.kind == shmring::RingKind::broadcast; }

@@ -11,7 +11,10 @@
 //   offset 5760 DataEvents         descriptors to signal when data comes (event.hpp)
 //   offset 6912 RoomEvents         descriptors to signal when room comes
 //   offset 8064 SubscriberBlock[n] broadcast rings only: one per subscriber (n = 0 otherwise)
-//   slots_offset slots[capacity]   each slot_stride bytes: payload, then trailer
+//   then        LaneArea[lanes-1]  MPMC rings of several lanes only: lanes 1.. (lane 0's
+//                                  words are the blocks above)
+//   slots_offset slots[capacity]   each slot_stride bytes: payload, then trailer; an MPMC
+//                                  ring's lane l owns slots l * capacity / lanes onwards
 //
 // Every field is fixed-width; offsets are stored, never pointers; each hot
 // word sits in its own 128-byte block so the two sides never false-share
@@ -39,7 +42,9 @@ inline constexpr std::uint64_t kMagic = 0x31474E49524D4853ull;  // "SHMRING1", l
 //    between the control area and the slots, the producer block's floor);
 //    event tables (waiters that sleep in epoll, not on the futex), after
 //    the metadata block.
-inline constexpr std::uint32_t kAbiVersion = 5;
+// 6: MPMC lanes (header lanes, lane areas between the control area and the
+//    slots).
+inline constexpr std::uint32_t kAbiVersion = 6;
 inline constexpr std::size_t kBlockSize = 128;
 inline constexpr std::size_t kPayloadAlign = 64;
 // Upper bounds a creator may ask for. They keep every product below in 64 bits
@@ -75,6 +80,12 @@ SHMRING_HD constexpr const char* to_string(Delivery d) noexcept {
 // A broadcast ring has 1 to 64 subscriber blocks, fixed at create: the
 // producer of a reliable ring scans them all when its cached room runs out.
 inline constexpr std::uint32_t kMaxSubscribers = 64;
+
+// An MPMC ring has 1 to 16 lanes, a power of two, fixed at create. Each lane
+// is a ring of capacity / lanes slots with counters and claim tables of its
+// own (mpmc_ring.hpp, "Lanes"): a producer is bound to one lane, consumers
+// read every lane, so producers on different lanes never share a counter.
+inline constexpr std::uint32_t kMaxLanes = 16;
 
 // How a slot holds its message.
 //   plain        the payload bytes as they are, published by the trailer's
@@ -117,7 +128,8 @@ struct SegmentHeader {
   std::uint64_t creator_start_time;  // clock ticks since boot, /proc/<pid>/stat field 22
   std::uint32_t subscribers;         // broadcast: subscriber blocks, 1..kMaxSubscribers; else 0
   std::uint32_t delivery;            // broadcast: Delivery; else 0
-  std::uint8_t reserved[40];
+  std::uint32_t lanes;               // MPMC: lanes, 1..kMaxLanes, a power of two; else 1
+  std::uint8_t reserved[36];
 };
 
 // The process that holds a role: the pid (low 32 bits) packed with the low 32
@@ -319,6 +331,24 @@ struct ControlArea {
   EventTable room_events;  // producers waiting for room
 };
 
+// An MPMC lane's own words, for lanes 1 to lanes - 1 (lane 0's are the
+// control area's). The blocks sit at the offsets they have in the control
+// area, so one view addresses either through the same fields (RingView::
+// lane_area()); the padding is never used. Per lane: the counters, what was
+// recovered, the recovery lock and the claim tables. Per ring (the control
+// area's): the sleeper counts and futex words, the stream word, GPU agents
+// and the count of attached handles, so that a consumer sleeps once for
+// every lane.
+struct LaneArea {
+  std::uint8_t unused0[kBlockSize];
+  SideBlock producer;
+  std::uint8_t unused1[kBlockSize];
+  SideBlock consumer;
+  std::uint8_t unused2[kBlockSize];
+  ClaimTable producer_claims;
+  ClaimTable consumer_claims;
+};
+
 static_assert(std::endian::native == std::endian::little, "the segment ABI is little-endian");
 static_assert(std::is_standard_layout_v<ControlArea> && std::is_trivially_copyable_v<ControlArea>);
 static_assert(std::is_standard_layout_v<SlotTrailer> && std::is_trivially_copyable_v<SlotTrailer>);
@@ -337,6 +367,7 @@ static_assert(offsetof(SegmentHeader, flags) == 68);
 static_assert(offsetof(SegmentHeader, creator_start_time) == 72);
 static_assert(offsetof(SegmentHeader, subscribers) == 80);
 static_assert(offsetof(SegmentHeader, delivery) == 84);
+static_assert(offsetof(SegmentHeader, lanes) == 88);
 static_assert(sizeof(OwnerRecord) == 16 && offsetof(OwnerRecord, start_time) == 8);
 static_assert(offsetof(OwnerRecord, identity) == 0);
 static_assert(sizeof(SideBlock) == kBlockSize);
@@ -368,6 +399,11 @@ static_assert(kEventEntries <= 32, "one bit of EventTable::armed per entry");
 static_assert(offsetof(ControlArea, data_events) == 5760);
 static_assert(offsetof(ControlArea, room_events) == 6912);
 static_assert(sizeof(ControlArea) == 8064);
+static_assert(offsetof(LaneArea, producer) == offsetof(ControlArea, producer) &&
+              offsetof(LaneArea, consumer) == offsetof(ControlArea, consumer) &&
+              offsetof(LaneArea, producer_claims) == offsetof(ControlArea, producer_claims) &&
+              offsetof(LaneArea, consumer_claims) == offsetof(ControlArea, consumer_claims));
+static_assert(sizeof(LaneArea) == 37 * kBlockSize && std::is_standard_layout_v<LaneArea>);
 static_assert(sizeof(SlotTrailer) == 32);
 static_assert(sizeof(SubscriberBlock) == kBlockSize);
 static_assert(std::is_standard_layout_v<SubscriberBlock> &&
@@ -399,13 +435,16 @@ constexpr std::uint64_t side(bool producer) noexcept {
 constexpr std::uint64_t owner(bool producer) noexcept {
   return side(producer) + offsetof(SideBlock, owner);
 }
-// The process recovering a side's dead claims (MPMC).
-constexpr std::uint64_t recovering(bool producer) noexcept {
-  return side(producer) + offsetof(SideBlock, recovering);
+// The process recovering a side's dead claims (MPMC); `lane`: where the
+// lane's words begin (RingView::lane_offset(), 0 for lane 0).
+constexpr std::uint64_t recovering(bool producer, std::uint64_t lane = 0) noexcept {
+  return lane + side(producer) + offsetof(SideBlock, recovering);
 }
-// Claim record `i` of a side (MPMC).
-constexpr std::uint64_t claim_record(bool producer, std::size_t i) noexcept {
-  return (producer ? offsetof(ControlArea, producer_claims)
+// Claim record `i` of a side (MPMC), in the lane whose words begin at `lane`.
+constexpr std::uint64_t claim_record(bool producer, std::size_t i,
+                                     std::uint64_t lane = 0) noexcept {
+  return lane +
+         (producer ? offsetof(ControlArea, producer_claims)
                    : offsetof(ControlArea, consumer_claims)) +
          i * sizeof(ClaimRecord);
 }
@@ -425,11 +464,18 @@ static_assert(lock_byte::owner(true) == 144 && lock_byte::owner(false) == 400);
 static_assert(lock_byte::recovering(true) == 176 && lock_byte::claim_record(false, 1) == 2752);
 
 // Where slot 0 begins: right after the control area, and after the
-// subscriber blocks of a broadcast ring (kSlotsOffset + n * 128).
+// subscriber blocks of a broadcast ring (kSlotsOffset + n * 128) or the lane
+// areas of an MPMC ring of several lanes.
 inline constexpr std::uint64_t kSlotsOffset = sizeof(ControlArea);
 static_assert(kSlotsOffset % kBlockSize == 0, "slot 0 must start a 128-byte block");
-SHMRING_HD constexpr std::uint64_t slots_offset_for(std::uint32_t subscribers) noexcept {
-  return kSlotsOffset + std::uint64_t{subscribers} * sizeof(SubscriberBlock);
+SHMRING_HD constexpr std::uint64_t slots_offset_for(std::uint32_t subscribers,
+                                                    std::uint32_t lanes = 1) noexcept {
+  return kSlotsOffset + std::uint64_t{subscribers} * sizeof(SubscriberBlock) +
+         std::uint64_t{lanes - 1} * sizeof(LaneArea);
+}
+// Where the words of MPMC lane `lane` begin (0 for lane 0: the control area).
+SHMRING_HD constexpr std::uint64_t lane_offset(std::uint32_t lane) noexcept {
+  return lane == 0 ? 0 : kSlotsOffset + std::uint64_t{lane - 1} * sizeof(LaneArea);
 }
 
 // Why a geometry is not acceptable; shared by create's argument checks and
@@ -450,6 +496,8 @@ enum class GeometryCheck : std::uint8_t {
   subscribers_need_broadcast,  // a subscriber count on an spsc or mpmc ring
   delivery_unknown,
   delivery_needs_broadcast,  // lossy delivery on an spsc or mpmc ring
+  lanes_out_of_range,        // 0, more than kMaxLanes, not a power of two, or above capacity
+  lanes_need_mpmc,           // several lanes on an spsc or broadcast ring
 };
 
 struct Geometry {
@@ -462,6 +510,7 @@ struct Geometry {
   std::uint64_t segment_size = 0;
   std::uint32_t subscribers = 0;  // broadcast: subscriber blocks; else 0
   Delivery delivery = Delivery::reliable;
+  std::uint32_t lanes = 1;  // MPMC: lanes; else 1
 
   SHMRING_HD constexpr std::uint64_t mask() const noexcept { return capacity - 1; }
   // The trailer sits at the end of the slot, slot_stride - 32 bytes in.
@@ -484,11 +533,14 @@ SHMRING_HD constexpr std::uint64_t low_latency_words(std::uint64_t slot_size) no
 
 // The one place the layout of the slot area is decided. `subscribers` and
 // `delivery` describe broadcast rings and must be 0 and reliable for the
-// others, so that a header scribbled into looking like one is refused.
-SHMRING_HD constexpr GeometryCheck compute_geometry(
-    RingKind kind, std::uint64_t capacity, std::uint64_t slot_size, Geometry& out,
-    SlotFormat format = SlotFormat::plain, std::uint32_t subscribers = 0,
-    Delivery delivery = Delivery::reliable) noexcept {
+// others, `lanes` MPMC rings and must be 1 for the others, so that a header
+// scribbled into looking like one is refused.
+SHMRING_HD constexpr GeometryCheck compute_geometry(RingKind kind, std::uint64_t capacity,
+                                                    std::uint64_t slot_size, Geometry& out,
+                                                    SlotFormat format = SlotFormat::plain,
+                                                    std::uint32_t subscribers = 0,
+                                                    Delivery delivery = Delivery::reliable,
+                                                    std::uint32_t lanes = 1) noexcept {
   if (kind != RingKind::spsc && kind != RingKind::mpmc && kind != RingKind::broadcast) {
     return GeometryCheck::kind_unknown;
   }
@@ -516,9 +568,13 @@ SHMRING_HD constexpr GeometryCheck compute_geometry(
     return GeometryCheck::delivery_unknown;
   }
   if (!broadcast && delivery != Delivery::reliable) return GeometryCheck::delivery_needs_broadcast;
+  if (lanes == 0 || lanes > kMaxLanes || (lanes & (lanes - 1)) != 0 || lanes > capacity) {
+    return GeometryCheck::lanes_out_of_range;
+  }
+  if (lanes != 1 && kind != RingKind::mpmc) return GeometryCheck::lanes_need_mpmc;
   const std::uint64_t body = low_latency ? 8 * low_latency_words(slot_size) : slot_size;
   const std::uint64_t stride = round_up(body + sizeof(SlotTrailer), kPayloadAlign);
-  const std::uint64_t slots_offset = slots_offset_for(subscribers);
+  const std::uint64_t slots_offset = slots_offset_for(subscribers, lanes);
   // capacity <= 2^31 and stride <= 2^30 + 64: the product fits in 64 bits, but
   // not in the segment limit; check by division so the rule reads plainly.
   if (capacity > (kMaxSegmentSize - slots_offset) / stride) return GeometryCheck::size_overflow;
@@ -531,6 +587,7 @@ SHMRING_HD constexpr GeometryCheck compute_geometry(
   out.segment_size = slots_offset + capacity * stride;
   out.subscribers = subscribers;
   out.delivery = delivery;
+  out.lanes = lanes;
   return GeometryCheck::ok;
 }
 
@@ -566,6 +623,10 @@ SHMRING_HD constexpr const char* to_string(GeometryCheck c) noexcept {
       return "delivery is neither reliable (0) nor lossy (1)";
     case GeometryCheck::delivery_needs_broadcast:
       return "lossy delivery needs a broadcast ring";
+    case GeometryCheck::lanes_out_of_range:
+      return "an mpmc ring has 1 to 16 lanes, a power of two and at most its capacity";
+    case GeometryCheck::lanes_need_mpmc:
+      return "only mpmc rings have several lanes";
   }
   return "unknown";
 }

@@ -31,6 +31,29 @@
 // recovery pass to its end if its deadline allows; what its deadline cut
 // short goes on by a step in each later blocking call of the handle (and in
 // recover()), or in the pass of any handle of the side that has to wait.
+//
+// Lanes. With one enqueue counter, every push of every producer is a CAS on
+// one line, and with a few producers on as many cores that line's trips
+// between them are the ring's rate. A ring created with several lanes
+// (CreateOptions::lanes) is that many rings of capacity / lanes slots in one
+// segment, each with its own counters and claim tables (layout.hpp,
+// LaneArea), as moodycamel::ConcurrentQueue keeps a queue per producer:
+//   - a producer owns one lane, taken when it attaches (the first whose
+//     owner lock is free), and claims in it with a store to the lane's
+//     counter rather than a CAS (MpmcView::claim_write_owned): the ring takes
+//     as many producers at once as it has lanes, and refuses one more
+//     (errc::role_taken). A lane whose producer left or died goes to the
+//     next producer that attaches;
+//   - a consumer holds a claim record in every lane and tries its home lane
+//     (handed out in turn) first, then each other one, so no lane is left
+//     unread and consumers spread over the lanes. While it holds claims or a
+//     kept message, its further claims come from the same lane;
+//   - each producer's messages come out in its order; there is no order
+//     between producers of different lanes;
+//   - consumers sleep once for every lane (the sleeper counts and futex
+//     words are the ring's), producers for their own lane's room;
+//   - a handle recovers the dead claims of its side in every lane.
+// GPU agents take part in rings of one lane only.
 #pragma once
 
 #include <chrono>
@@ -40,6 +63,7 @@
 #include <memory>
 #include <span>
 #include <system_error>
+#include <vector>
 
 #include "shmring/claim.hpp"
 #include "shmring/handle.hpp"
@@ -68,20 +92,44 @@ struct RecoveryStep {
   bool more = false;            // the pass stopped at the step bound: call again
 };
 
-// What the handles of both MPMC sides hold: the claim record that says from
-// where the handle may hold claims (layout.hpp, ClaimRecord), and the
-// recovery of what dead handles of the side left claimed.
-struct MpmcSideCore : HandleCore {
+// One lane as a handle of one side sees it: the lane's view, the handle's
+// claim record in the lane's table (consumers hold one in every lane,
+// producers in their own only), the holder it recovers the lane's dead
+// claims through, and where its last recovery step in the lane stopped.
+struct MpmcLane {
   MpmcView view;
-  bool producer = false;
   ClaimRecord* record = nullptr;
-  Holding* holding = nullptr;               // the record's holder (kept alive by lifetime)
-  std::uint64_t recover_from = kClaimIdle;  // where our last recovery step stopped
-  MpmcRange held;                           // consumer: claimed messages kept for the next read
+  Holding* holding = nullptr;
+  std::uint64_t recover_from = kClaimIdle;
+};
+
+// What the handles of both MPMC sides hold: the lanes, and of the lane it
+// claims in now its view and claim record (layout.hpp, ClaimRecord), which
+// say from where the handle may hold claims; and the recovery of what dead
+// handles of the side left claimed.
+struct MpmcSideCore : HandleCore {
+  MpmcView view;  // the lane claimed in now: lanes[at].view
+  bool producer = false;
+  ClaimRecord* record = nullptr;  // lanes[at].record
+  std::vector<MpmcLane> lanes;    // every lane of the ring
+  std::uint32_t at = 0;           // the lane claimed in now
+  std::uint32_t home = 0;         // producer: its lane; consumer: the lane tried first
+  // Producer of a ring of several lanes: it owns its lane, and stores the
+  // counter rather than CAS it (MpmcView::claim_write_owned).
+  bool owns_lane = false;
+  MpmcRange held;  // consumer: claimed messages kept for the next read
 
   MpmcSideCore() noexcept { tracks_claims = true; }
   ~MpmcSideCore() override;
 
+  // Claims go to lane `l` from now on (only while idle: a live claim points
+  // at `view`).
+  void use_lane(std::uint32_t l) noexcept {
+    if (l == at) return;
+    at = l;
+    view = lanes[l].view;
+    record = lanes[l].record;
+  }
   SideBlock& side() const noexcept { return producer ? *view.producer() : *view.consumer(); }
   // The claim record: from where this handle may hold claims. A relaxed store
   // suffices before the claim: the claiming CAS releases it, so a recoverer
@@ -106,14 +154,19 @@ struct MpmcSideCore : HandleCore {
   void wake_peers(bool everyone = false) noexcept;
 
   WaitFor waits_for() const noexcept override { return producer ? WaitFor::room : WaitFor::data; }
+  // Producers: room in their lane; consumers: data in any.
   bool progress_ready() const noexcept override {
-    return producer ? view.space_ready() : view.data_ready();
+    if (producer) return view.space_ready();
+    for (const MpmcLane& l : lanes) {
+      if (l.view.data_ready()) return true;
+    }
+    return false;
   }
   Status end_status(bool probe) noexcept override;
   // Producers: ends the stream for every consumer (mpmc_ring.cpp).
   void close() noexcept;
-  // One bounded step of recovery (claims.cpp); wakes the other side if it
-  // recovered something.
+  // One bounded step of recovery in each lane (claims.cpp); wakes the other
+  // side if it recovered something.
   RecoveryStep recover_step() noexcept;
   // A blocking call's stalled(): one recovery step; true to be called again,
   // after a look at the deadline (block_until).
@@ -125,9 +178,23 @@ struct MpmcSideCore : HandleCore {
   // call, whether or not the call has to wait: the peers waiting behind the
   // dead claims may wait on nothing else.
   void go_on_recovering() noexcept {
-    if (recover_from != kClaimIdle) (void)recover_step();
+    for (const MpmcLane& l : lanes) {
+      if (l.recover_from != kClaimIdle) {
+        (void)recover_step();
+        return;
+      }
+    }
   }
   void before_wait() noexcept override { (void)recover_step(); }
+  // A side's counters summed over the lanes (position(), abandoned()).
+  template <class Word>
+  std::uint64_t sum(Word word) const noexcept {
+    std::uint64_t total = 0;
+    for (const MpmcLane& l : lanes) {
+      total += atomic::load_relaxed(&word(producer ? *l.view.producer() : *l.view.consumer()));
+    }
+    return total;
+  }
 };
 
 struct MpmcProducerCore final : MpmcSideCore {
@@ -140,7 +207,9 @@ struct MpmcProducerCore final : MpmcSideCore {
   // is the `released` word its claim reads. Not the slot right after the
   // claim: a consumer that has caught up polls that one next.
   MpmcRange claim(std::uint64_t max, Status& status) noexcept {
-    const MpmcRange r = view.claim_write_from(before_claim(), max, status);
+    const std::uint64_t counter = before_claim();
+    const MpmcRange r = owns_lane ? view.claim_write_owned(counter, max, status)
+                                  : view.claim_write_from(counter, max, status);
     if (r.count != 0) view.prefetch_slot_for_write(r.first + r.count + 1);
     return r;
   }
@@ -181,7 +250,9 @@ struct MpmcConsumerCore final : MpmcSideCore {
     return true;
   }
   // The next run of up to `max` readable messages: first what was kept, then
-  // from the dequeue counter. Empty with `status` set if none.
+  // from the dequeue counter of the lane claimed in (while claims are live),
+  // or of the home lane, then of each other one. Empty with `status` set if
+  // none.
   MpmcRange take(std::uint64_t max, Status& status) noexcept {
     if (held.count != 0) {
       const MpmcRange r{held.first, held.count < max ? held.count : max};
@@ -189,6 +260,21 @@ struct MpmcConsumerCore final : MpmcSideCore {
       held.count -= r.count;
       return r;
     }
+    const auto n = static_cast<std::uint32_t>(lanes.size());
+    if (n == 1 || !idle()) return take_here(max, status);
+    // Starting at home every time keeps the consumers spread over the lanes;
+    // one that stayed where it last found a message would gather with the
+    // others on one lane and its counter.
+    for (std::uint32_t tried = 0, l = home;; l = l + 1 == n ? 0 : l + 1) {
+      use_lane(l);
+      const MpmcRange r = take_here(max, status);
+      if (r.count != 0 || status != Status::would_block || ++tried == n) return r;
+    }
+  }
+
+ private:
+  // take() from the lane claimed in.
+  MpmcRange take_here(std::uint64_t max, Status& status) noexcept {
     const std::uint64_t counter = before_claim();
     // The payload travels while the claim waits for the trailer and the CAS.
     view.prefetch_payload(counter);
@@ -200,7 +286,6 @@ struct MpmcConsumerCore final : MpmcSideCore {
     return r;
   }
 
- private:
   // The locked claim orders the loads before it: the CPU cannot run ahead
   // into the next message while it waits, as an SPSC consumer does, so each
   // message would cost the consumer a trip for its slot's lines. They are
@@ -275,10 +360,12 @@ class MpmcProducer : public detail::Handle<detail::MpmcProducerCore>,
   // in, with a claim record of its own (handle.hpp, AttachForms).
 
   // Positions claimed so far by all producers of the ring (the enqueue
-  // counter).
+  // counters of its lanes, summed).
   std::uint64_t position() const noexcept {
-    return core_ ? atomic::load_relaxed(&core_->view.producer()->position) : 0;
+    return core_ ? core_->sum([](SideBlock& b) -> std::uint64_t& { return b.position; }) : 0;
   }
+  // The lane this producer writes (0 in a ring of one lane).
+  std::uint32_t lane() const noexcept { return core_ ? core_->home : 0; }
 
   // Ends the stream for every consumer (docs/events.md): they read what was
   // published, then get Status::closed. Close once the other producers are
@@ -361,7 +448,7 @@ class MpmcProducer : public detail::Handle<detail::MpmcProducerCore>,
   std::uint64_t recover() noexcept { return core_ ? core_->recover_step().recovered : 0; }
   // Positions of the producer side recovered so far, by any process.
   std::uint64_t abandoned() const noexcept {
-    return core_ ? atomic::load_relaxed(&core_->view.producer()->abandoned) : 0;
+    return core_ ? core_->sum([](SideBlock& b) -> std::uint64_t& { return b.abandoned; }) : 0;
   }
 
  private:
@@ -379,9 +466,9 @@ class MpmcConsumer : public detail::Handle<detail::MpmcConsumerCore>,
   // in, with a claim record of its own (handle.hpp, AttachForms).
 
   // Positions claimed so far by all consumers of the ring (the dequeue
-  // counter).
+  // counters of its lanes, summed).
   std::uint64_t position() const noexcept {
-    return core_ ? atomic::load_relaxed(&core_->view.consumer()->position) : 0;
+    return core_ ? core_->sum([](SideBlock& b) -> std::uint64_t& { return b.position; }) : 0;
   }
   // Messages dropped because their producer wrote an impossible length.
   std::uint64_t corrupt_dropped() const noexcept { return core_ ? core_->corrupt_dropped : 0; }
@@ -437,7 +524,7 @@ class MpmcConsumer : public detail::Handle<detail::MpmcConsumerCore>,
   std::uint64_t recover() noexcept { return core_ ? core_->recover_step().recovered : 0; }
   // Positions of the consumer side recovered so far, by any process.
   std::uint64_t abandoned() const noexcept {
-    return core_ ? atomic::load_relaxed(&core_->view.consumer()->abandoned) : 0;
+    return core_ ? core_->sum([](SideBlock& b) -> std::uint64_t& { return b.abandoned; }) : 0;
   }
 
  private:

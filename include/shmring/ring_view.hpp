@@ -4,6 +4,10 @@
 // caller validated, and keeps its own copy of that geometry so a peer that
 // rewrites the header afterwards cannot move our bounds (DESIGN principle 3).
 // Every position is masked before it addresses memory.
+//
+// A view of an MPMC ring of several lanes addresses one lane: its slots (a
+// ring of capacity / lanes), its counters and its claim tables, while the
+// sleeper counts and the other ring-wide words stay the control area's.
 #pragma once
 
 #include <cstddef>
@@ -33,29 +37,43 @@ struct ReadSlot {
 class RingView {
  public:
   RingView() = default;
-  SHMRING_HD RingView(std::byte* base, const Geometry& g) noexcept
+  // `lane` < g.lanes (the caller checks).
+  SHMRING_HD RingView(std::byte* base, const Geometry& g, std::uint32_t lane = 0) noexcept
       : base_(base),
-        slots_(base + g.slots_offset),
-        mask_(g.mask()),
-        capacity_(g.capacity),
+        lane_(base + shmring::lane_offset(lane)),
+        slots_(base + g.slots_offset + lane * (g.capacity / g.lanes) * g.slot_stride),
+        mask_(g.capacity / g.lanes - 1),
+        capacity_(g.capacity / g.lanes),
         slot_size_(g.slot_size),
         stride_(g.slot_stride),
         trailer_offset_(g.trailer_offset()),
         low_latency_(g.format == SlotFormat::low_latency) {}
 
   SHMRING_HD std::byte* base() const noexcept { return base_; }
+  // Slots of the ring, or of the lane this view addresses.
   SHMRING_HD std::uint64_t capacity() const noexcept { return capacity_; }
+  // Where the words of this view's lane begin, from the base (lock_byte).
+  SHMRING_HD std::uint64_t lane_offset() const noexcept {
+    return static_cast<std::uint64_t>(lane_ - base_);
+  }
   SHMRING_HD std::uint64_t slot_size() const noexcept { return slot_size_; }
   // SlotFormat::low_latency: messages as flagged words (low_latency.hpp).
   SHMRING_HD bool low_latency() const noexcept { return low_latency_; }
 
   SHMRING_HD ControlArea* control() const noexcept { return reinterpret_cast<ControlArea*>(base_); }
-  SHMRING_HD ProducerBlock* producer() const noexcept { return &control()->producer; }
-  SHMRING_HD ConsumerBlock* consumer() const noexcept { return &control()->consumer; }
+  SHMRING_HD LaneArea* lane_area() const noexcept { return reinterpret_cast<LaneArea*>(lane_); }
+  // The lane's side blocks (the ring's, with one lane): positions, what was
+  // recovered, the recovery lock.
+  SHMRING_HD ProducerBlock* producer() const noexcept { return &lane_area()->producer; }
+  SHMRING_HD ConsumerBlock* consumer() const noexcept { return &lane_area()->consumer; }
+  // The ring's side blocks: futex words, the stream word, attached handles
+  // and GPU agents.
+  SHMRING_HD ProducerBlock* ring_producer() const noexcept { return &control()->producer; }
+  SHMRING_HD ConsumerBlock* ring_consumer() const noexcept { return &control()->consumer; }
   SHMRING_HD WaitBlock* producer_wait() const noexcept { return &control()->producer_wait; }
   SHMRING_HD WaitBlock* consumer_wait() const noexcept { return &control()->consumer_wait; }
-  SHMRING_HD ClaimTable* producer_claims() const noexcept { return &control()->producer_claims; }
-  SHMRING_HD ClaimTable* consumer_claims() const noexcept { return &control()->consumer_claims; }
+  SHMRING_HD ClaimTable* producer_claims() const noexcept { return &lane_area()->producer_claims; }
+  SHMRING_HD ClaimTable* consumer_claims() const noexcept { return &lane_area()->consumer_claims; }
 
   SHMRING_HD std::byte* payload(std::uint64_t position) const noexcept {
     return slots_ + (position & mask_) * stride_;
@@ -162,6 +180,7 @@ class RingView {
 
  private:
   std::byte* base_ = nullptr;
+  std::byte* lane_ = nullptr;
   std::byte* slots_ = nullptr;
   std::uint64_t mask_ = 0;
   std::uint64_t capacity_ = 0;

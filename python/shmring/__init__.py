@@ -109,19 +109,19 @@ def _typed(segment: Segment, record: Record | None) -> Segment | TypedSegment:
 def create(name: str, kind: str = ..., capacity: int = ..., slot_size: int | None = ...,
            mode: int = ..., *, slot_format: str = ..., dtype: None = ..., shape: None = ...,
            exist_ok: bool = ..., unlink_on_close: bool = ..., subscribers: int | None = ...,
-           delivery: str | None = ...) -> Segment: ...
+           delivery: str | None = ..., lanes: int = ...) -> Segment: ...
 @overload
 def create(name: str, kind: str = ..., capacity: int = ..., slot_size: int | None = ...,
            mode: int = ..., *, slot_format: str = ..., dtype: Any, shape: Any = ...,
            exist_ok: bool = ..., unlink_on_close: bool = ..., subscribers: int | None = ...,
-           delivery: str | None = ...) -> TypedSegment: ...
+           delivery: str | None = ..., lanes: int = ...) -> TypedSegment: ...
 
 
 def create(name: str, kind: str = "spsc", capacity: int = 1024, slot_size: int | None = None,
            mode: int = _DEFAULT_MODE, *, slot_format: str = "plain", dtype: Any = None,
            shape: Any = None, exist_ok: bool = False, unlink_on_close: bool = False,
            subscribers: int | None = None,
-           delivery: str | None = None) -> Segment | TypedSegment:
+           delivery: str | None = None, lanes: int = 1) -> Segment | TypedSegment:
     """Creates a segment holding one ring of ``capacity`` slots (a power of two).
 
     The segment is a context manager: leaving ``with shmring.create(...) as
@@ -160,6 +160,13 @@ def create(name: str, kind: str = "spsc", capacity: int = 1024, slot_size: int |
     (``sub.lapped`` and ``sub.lost`` count what it missed). See
     docs/broadcast.md.
 
+    ``kind="mpmc"`` with ``lanes`` (1 to 16, a power of two, at most
+    ``capacity``): that many rings of ``capacity / lanes`` slots in the
+    segment. Each producer writes the lane with the fewest producers and
+    consumers read every lane, so producers on different lanes never contend;
+    each producer's messages stay in its order, with no order between lanes.
+    ``seg.lanes`` tells an opener.
+
     A bad argument raises InvalidArgumentError naming it: a bad format, or
     ``"low_latency"`` with ``kind="mpmc"``, with errc
     ``invalid_slot_format``; a low-latency ``slot_size`` above 4096 with errc
@@ -179,16 +186,18 @@ def create(name: str, kind: str = "spsc", capacity: int = 1024, slot_size: int |
     capacity, slot_size, mode = _lifetimes.check_create_args(kind, capacity, slot_size, mode,
                                                              slot_format)
     subscribers, delivery = _lifetimes.check_broadcast_args(kind, subscribers, delivery)
+    lanes = _lifetimes._int("lanes", lanes)
     try:
         seg = _shmring.create(name, kind, capacity, slot_size, mode, slot_format, unlink_on_close,
                               b"" if record is None else record.to_metadata(), subscribers,
-                              delivery)
+                              delivery, lanes)
     except ExistsError:
         if not exist_ok:
             raise
         seg = _lifetimes.open_checked(name, kind, capacity, slot_size, slot_format)
         if kind == "broadcast":
             _lifetimes.check_broadcast_geometry(seg, subscribers, delivery)
+        _lifetimes.check_lanes(seg, lanes)
         seg.unlink_on_close = unlink_on_close
     return _typed(seg, record)
 

@@ -155,6 +155,17 @@ def check_broadcast_geometry(seg: Any, subscribers: int, delivery: str) -> None:
                     errc="geometry_mismatch")
 
 
+def check_lanes(seg: Any, lanes: int) -> None:
+    """create(exist_ok=True): the ring found has as many lanes (else
+    shmring.Error, errc ``geometry_mismatch``; the segment is closed)."""
+    have = seg.lanes
+    if have != lanes:
+        name = seg.name
+        seg.close()
+        raise Error(f"segment '{name}' holds a ring of {have} lanes (asked for {lanes})",
+                    errc="geometry_mismatch")
+
+
 def _reopen_segment(name: str, kind: str, capacity: int, slot_size: int, slot_format: str,
                     allow_foreign_owner: bool, init_timeout: float, dtype: Any = None,
                     shape: Any = None) -> Any:

@@ -1380,6 +1380,9 @@ NB_MODULE(_shmring, m) {
           "subscribers", [](const PySegment& s) { return s.open_seg().geometry().subscribers; },
           "Broadcast: how many subscribers may be attached at once (0 for other kinds).")
       .def_prop_ro(
+          "lanes", [](const PySegment& s) { return s.open_seg().geometry().lanes; },
+          "MPMC: the ring's lanes, each producer writing one (1 for other kinds).")
+      .def_prop_ro(
           "delivery",
           [](const PySegment& s) -> std::optional<std::string> {
             const shmring::Geometry& g = s.open_seg().geometry();
@@ -1425,9 +1428,10 @@ NB_MODULE(_shmring, m) {
       [](const std::string& name, const std::string& kind, std::uint64_t capacity,
          std::uint64_t slot_size, unsigned mode, const std::string& slot_format,
          bool unlink_on_close, nb::bytes metadata, std::uint32_t subscribers,
-         const std::string& delivery) {
+         const std::string& delivery, std::uint32_t lanes) {
         shmring::CreateOptions o;
         o.subscribers = subscribers;
+        o.lanes = lanes;
         if (delivery == "lossy") {
           o.delivery = shmring::Delivery::lossy;
         } else if (delivery != "reliable") {
@@ -1446,7 +1450,7 @@ NB_MODULE(_shmring, m) {
       },
       "name"_a, "kind"_a = "spsc", "capacity"_a = 1024, "slot_size"_a = 1024, "mode"_a = 0600,
       "slot_format"_a = "plain", "unlink_on_close"_a = false, "metadata"_a = nb::bytes(""),
-      "subscribers"_a = 0, "delivery"_a = "reliable", nb::rv_policy::take_ownership,
+      "subscribers"_a = 0, "delivery"_a = "reliable", "lanes"_a = 1, nb::rv_policy::take_ownership,
       "Creates a segment holding one ring; slot_format is 'plain' or 'low_latency'.");
   m.def(
       "open",

@@ -81,8 +81,10 @@ def test_round_trip(name, kind):
     assert list(rx.iter(timeout=0.05)) == [bytes([i]) for i in range(8)]
 
 
-def test_mpmc_threads(name):
-    seg = shmring.create(name, kind="mpmc", capacity=16, slot_size=64)
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_mpmc_threads(name, lanes):
+    seg = shmring.create(name, kind="mpmc", capacity=16, slot_size=64, lanes=lanes)
+    assert seg.lanes == lanes
     per_producer, producers, consumers = 2000, 3, 2
     received = [[] for _ in range(consumers)]
 
@@ -108,6 +110,18 @@ def test_mpmc_threads(name):
         for p in range(producers):
             seq = [i for q, i in r if q == p]
             assert seq == sorted(seq)
+
+
+def test_mpmc_lanes_are_checked(name):
+    with pytest.raises(shmring.InvalidArgumentError, match="1 to 16 lanes"):
+        shmring.create(name, kind="mpmc", capacity=16, lanes=3)
+    with pytest.raises(shmring.InvalidArgumentError, match="only mpmc rings"):
+        shmring.create(name, kind="spsc", capacity=16, lanes=2)
+    seg = shmring.create(name, kind="mpmc", capacity=16, lanes=2, unlink_on_close=True)
+    assert shmring.open(name).lanes == 2
+    with pytest.raises(shmring.Error, match="2 lanes"):
+        shmring.create(name, kind="mpmc", capacity=16, exist_ok=True)
+    seg.close()
 
 
 # ---- zero copy --------------------------------------------------------------

@@ -141,6 +141,14 @@ GpuSide GpuSide::attach(const Segment& segment, const Registration& registration
                                                         : (producer ? " producer" : " consumer");
     const std::string role = std::string("GPU ") + to_string(kind) + side_name;
     if ((f = detail::check_attachable(segment, kind, role))) return g;
+    // A kernel claims on one counter per side; the lanes of a ring keep
+    // theirs apart, and no device code walks them.
+    if (segment.geometry().lanes != 1) {
+      f = detail::fail(make_error_code(errc::gpu_not_allowed), segment.name(),
+                       "the " + role + " needs an MPMC ring of one lane; this one has " +
+                           std::to_string(segment.geometry().lanes));
+      return g;
+    }
     if (!registration || registration.host_pointer() != segment.base()) {
       f = detail::fail(make_error_code(errc::gpu_not_allowed), segment.name(),
                        "the " + role +

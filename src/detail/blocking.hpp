@@ -84,11 +84,13 @@ struct WaitSide {
 };
 // Producers wait for room, which consumers announce.
 inline WaitSide room_side(const RingView& view) noexcept {
-  return {&view.producer_wait()->waiters, &view.consumer()->notify, &view.consumer()->gpu_attached};
+  return {&view.producer_wait()->waiters, &view.ring_consumer()->notify,
+          &view.ring_consumer()->gpu_attached};
 }
 // Consumers wait for data, which producers announce.
 inline WaitSide data_side(const RingView& view) noexcept {
-  return {&view.consumer_wait()->waiters, &view.producer()->notify, &view.producer()->gpu_attached};
+  return {&view.consumer_wait()->waiters, &view.ring_producer()->notify,
+          &view.ring_producer()->gpu_attached};
 }
 
 // Wakes whoever the waiters word of `side` says waits (layout.hpp, WaitBlock):

@@ -16,18 +16,19 @@
 
 namespace shmring::detail {
 
-// Takes a free record of the `producer` (or consumer) side's table (or one
-// whose holder died) for the calling process, held through `holding`, which
-// gives it back when the last reference goes. nullptr, with `f` set, when
-// every record is held by a live holder.
-ClaimRecord* take_claim_record(const Segment& segment, bool producer,
+// Takes a free record of the `producer` (or consumer) side's table of the
+// lane `view` addresses (or one whose holder died) for the calling process,
+// held through `holding`, which gives it back when the last reference goes.
+// nullptr, with `f` set, when every record is held by a live holder.
+ClaimRecord* take_claim_record(const Segment& segment, const MpmcView& view, bool producer,
                                std::shared_ptr<Holding>& holding, Failure& f);
 
 // Marks a record idle before it is given back (only in the process that
 // took it).
 void idle_claim_record(ClaimRecord* record) noexcept;
 
-// Recovers the positions of one side claimed by dead processes: producers
+// Recovers the positions of one side of the lane `view` addresses claimed by
+// dead processes: producers
 // commit them as skipped (consumers pass over them, nothing half-written is
 // ever read), consumers release them (their messages are lost). Does nothing
 // while GPU agents, which keep no records, take part in the ring.
