@@ -55,6 +55,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "broadcast_support.hpp"
 #include "harness/message.hpp"
@@ -260,6 +261,12 @@ struct Process {
   std::uint32_t incarnation;
   Segment seg;  // outlives the role attached to it
   std::mt19937_64 rng;
+  // MPMC lanes: positions count within a lane, so the ledger takes position
+  // p of lane `lane` at p * lanes + lane (a ring of one lane: at p).
+  std::uint32_t lanes = 1;
+  std::uint32_t lane = 0;
+
+  std::uint64_t index(std::uint64_t position) const { return position * lanes + lane; }
 
   [[noreturn]] void die(const char* why) const {
     l.error(why);
@@ -283,6 +290,7 @@ struct Process {
     seg = Segment::open(name, OpenOptions{}, ec);
     Role r = seg ? Role::attach(seg, WaitPolicy{}, ec) : Role();
     if (ec) fail("attach failed: %s", last_error_message().c_str());
+    lanes = seg.geometry().lanes;
     return r;
   }
 
@@ -331,26 +339,27 @@ struct Process {
   // subscribers may be reading them meanwhile).
   void commit(WriteClaim& c, std::size_t keep, bool words = false) const {
     for (std::size_t i = 0; i < keep; ++i) {
+      const std::uint64_t p = index(c.position(i));
       if (words) {
         std::byte message[kSlotSize];
-        write_message(message, c.position(i), incarnation);
-        store_words(c[i].data(), message, length_for(c.position(i)));
+        write_message(message, p, incarnation);
+        store_words(c[i].data(), message, length_for(p));
       } else {
-        write_message(c[i], c.position(i), incarnation);
+        write_message(c[i], p, incarnation);
       }
-      (void)c.set_size(i, length_for(c.position(i)));
+      (void)c.set_size(i, length_for(p));
     }
     const std::uint64_t first = c.position(0);
     c.commit_batch(keep);
     // Recorded after the commit: a kill in between leaves a committed
     // message unrecorded, never the reverse.
-    for (std::size_t i = 0; i < keep; ++i) shared.committed_by(first + i).store(incarnation);
+    for (std::size_t i = 0; i < keep; ++i) shared.committed_by(index(first + i)).store(incarnation);
   }
 
   // The position of message `i` of `c`, counted as read; one beyond the
   // ledger is a failure.
   std::uint64_t read_position(const ReadClaim& c, std::size_t i) const {
-    const std::uint64_t p = c.position(i);
+    const std::uint64_t p = index(c.position(i));
     if (p >= shared.positions()) fail("position %" PRIu64 " beyond the ledger", p);
     l.reads.fetch_add(1, std::memory_order_relaxed);
     return p;
@@ -549,8 +558,15 @@ class Torture {
   // many were bad.
   template <class IsBad>
   std::uint64_t check_positions(std::uint64_t total, const char* from_what, IsBad&& is_bad) const {
+    return check_positions(total, from_what, is_bad, [](std::uint64_t) { return true; });
+  }
+  // The same over the positions of [0, total) that `claimed(p)` says were.
+  template <class IsBad, class Claimed>
+  std::uint64_t check_positions(std::uint64_t total, const char* from_what, IsBad&& is_bad,
+                                Claimed&& claimed) const {
     std::uint64_t bad = 0;
     for (std::uint64_t p = 0; p < total; ++p) {
+      if (!claimed(p)) continue;
       const std::uint32_t by = shared.committed_by(p).load();
       const std::uint32_t from = shared.processed_from(p).load();
       const std::uint32_t reads = shared.reads(p).load();
@@ -666,11 +682,12 @@ constexpr int kMpmcConsumers = 2;
   Process me(shared, "producer", incarnation, seed);
   Ledger& l = me.l;
   MpmcProducer tx = me.attach<MpmcProducer>(name);
-  const RingView view(me.seg.base(), me.seg.geometry());
-  const std::uint64_t limit = shared.positions() - 2 * kCapacity;
+  me.lane = tx.lane();
+  const MpmcView view(me.seg.base(), me.seg.geometry(), me.lane);
+  const std::uint64_t limit = shared.positions() - 2 * kCapacity * me.lanes;
   for (;;) {
     if (l.stop.load() != 0) ::_exit(0);
-    if (atomic::load_relaxed(&view.producer()->position) >= limit) {
+    if (me.index(atomic::load_relaxed(&view.producer()->position)) >= limit) {
       std::this_thread::sleep_for(1ms);
       continue;
     }
@@ -690,11 +707,11 @@ constexpr int kMpmcConsumers = 2;
   Process me(shared, "consumer", incarnation, seed);
   Ledger& l = me.l;
   MpmcConsumer rx = me.attach<MpmcConsumer>(name);
-  const RingView view(me.seg.base(), me.seg.geometry());
   for (;;) {
-    if (atomic::load_seq_cst(&view.consumer()->position) >= l.drain_to.load()) ::_exit(0);
+    if (rx.position() >= l.drain_to.load()) ::_exit(0);
     ReadClaim c = me.wait("peek", [&] { return rx.peek(1 + me.rng() % kMaxBatch, kWait); });
     if (c.empty()) continue;
+    me.lane = rx.lane();  // the claim's lane
     for (std::size_t i = 0; i < c.size(); ++i) {
       const std::uint64_t p = me.read_position(c, i);
       const std::uint32_t from = me.check(c[i], p);
@@ -705,11 +722,24 @@ constexpr int kMpmcConsumers = 2;
   }
 }
 
-TEST(TortureMpmc, KillMinus9AtRandomPoints) {
-  Torture t("mpmc", RingKind::mpmc, mpmc_producer_process, mpmc_consumer_process);
+// A side's counters, summed over the lanes of the ring.
+std::uint64_t sum_over_lanes(const Segment& seg, bool producer, std::uint64_t SideBlock::*word) {
+  std::uint64_t total = 0;
+  for (std::uint32_t l = 0; l < seg.geometry().lanes; ++l) {
+    const MpmcView v(seg.base(), seg.geometry(), l);
+    total += atomic::load_seq_cst(&((producer ? *v.producer() : *v.consumer()).*word));
+  }
+  return total;
+}
+
+// `lanes`: a ring of that many lanes, one per producer (kMpmcProducers).
+void mpmc_torture(std::uint32_t lanes) {
+  CreateOptions options = Torture::ring_options(RingKind::mpmc);
+  options.lanes = lanes;
+  Torture t(lanes == 1 ? "mpmc" : "mpmc lanes", options, mpmc_producer_process,
+            mpmc_consumer_process);
   ASSERT_TRUE(t.shared);
   Ledger& l = t.ledger();
-  const RingView view(t.seg.base(), t.seg.geometry());
   Child producers[kMpmcProducers];
   Child consumers[kMpmcConsumers];
   for (auto& c : producers) c = t.start(true);
@@ -725,29 +755,41 @@ TEST(TortureMpmc, KillMinus9AtRandomPoints) {
   const std::uint64_t consumer_kills = t.consumer_kills;
 
   // Finish: stop the producers; a producer attached here recovers what dead
-  // ones left claimed, and the consumers drain to the last position.
+  // ones left claimed (in every lane), and the consumers drain to the last
+  // position.
   l.stop.store(1);
   for (auto& c : producers) EXPECT_EQ(wait_exit(c, 60s), 0) << "a producer did not finish";
-  const std::uint64_t total = atomic::load_seq_cst(&view.producer()->position);
+  const std::uint64_t total = sum_over_lanes(t.seg, true, &SideBlock::position);
+  const auto dequeued = [&] { return sum_over_lanes(t.seg, false, &SideBlock::position); };
   l.drain_to.store(total);
   {
     auto rescuer = MpmcProducer::attach(t.seg);
     const auto until = Clock::now() + 60s;
-    while (atomic::load_seq_cst(&view.consumer()->position) < total && Clock::now() < until) {
+    while (dequeued() < total && Clock::now() < until) {
       (void)rescuer.recover();
       std::this_thread::sleep_for(1ms);
     }
   }
   for (auto& c : consumers) EXPECT_EQ(wait_exit(c, 60s), 0) << "a consumer did not drain the ring";
   ASSERT_EQ(l.errors.load(), 0u) << l.first_error;
-  ASSERT_EQ(atomic::load_seq_cst(&view.consumer()->position), total) << "the ring wedged";
+  ASSERT_EQ(dequeued(), total) << "the ring wedged";
 
+  // The ledger's positions: lane k's position p at p * lanes + k, for the
+  // positions each lane's counter passed.
+  std::vector<std::uint64_t> enqueued(lanes);
+  std::uint64_t span = 0;
+  for (std::uint32_t k = 0; k < lanes; ++k) {
+    enqueued[k] =
+        atomic::load_seq_cst(&MpmcView(t.seg.base(), t.seg.geometry(), k).producer()->position);
+    span = std::max(span, enqueued[k] * lanes);
+  }
   std::uint64_t read = 0;
   std::uint64_t lost = 0;
   std::uint64_t never_committed = 0;
   std::uint64_t cut_short = 0;
   const std::uint64_t bad = t.check_positions(
-      total, "from", [&](std::uint32_t by, std::uint32_t from, std::uint32_t reads) {
+      span, "from",
+      [&](std::uint32_t by, std::uint32_t from, std::uint32_t reads) {
         // Read, but the reader was killed before it noted from whom: only one
         // position per consumer kill can be caught in that window.
         if (reads == 1 && from == 0) {
@@ -758,13 +800,14 @@ TEST(TortureMpmc, KillMinus9AtRandomPoints) {
         if (reads == 0 && by != 0) ++lost;
         if (reads == 0 && by == 0) ++never_committed;
         return reads > 1 || (reads == 1 && by != 0 && by != from);
-      });
+      },
+      [&](std::uint64_t p) { return p / lanes < enqueued[p % lanes]; });
   EXPECT_EQ(bad, 0u);
   // Committed messages are lost only with a consumer killed holding them.
   EXPECT_LE(lost, consumer_kills * kMaxBatch);
   EXPECT_LE(cut_short, consumer_kills);
-  const std::uint64_t abandoned_writes = atomic::load_relaxed(&view.producer()->abandoned);
-  const std::uint64_t abandoned_reads = atomic::load_relaxed(&view.consumer()->abandoned);
+  const std::uint64_t abandoned_writes = sum_over_lanes(t.seg, true, &SideBlock::abandoned);
+  const std::uint64_t abandoned_reads = sum_over_lanes(t.seg, false, &SideBlock::abandoned);
   EXPECT_LE(abandoned_writes, producer_kills * kMaxBatch);
   // Positions never committed are the aborted ones and the recovered claims
   // of killed producers (plus aborts a killed producer had not counted yet).
@@ -772,7 +815,7 @@ TEST(TortureMpmc, KillMinus9AtRandomPoints) {
   EXPECT_LE(never_committed, l.aborted.load() + abandoned_writes + producer_kills * kMaxBatch);
   t.check_waits();
 
-  std::printf("torture mpmc: %" PRIu64 " kill points (%" PRIu64 " producers, %" PRIu64
+  std::printf("torture %s: %" PRIu64 " kill points (%" PRIu64 " producers, %" PRIu64
               " consumers killed) in %.1f s; %" PRIu64 " positions: %" PRIu64
               " messages read exactly once, %" PRIu64
               " committed but lost with a killed "
@@ -780,11 +823,17 @@ TEST(TortureMpmc, KillMinus9AtRandomPoints) {
               " never committed (%" PRIu64 " aborted, %" PRIu64
               " claims of killed producers recovered as skipped); %" PRIu64
               " slots of killed consumers recovered; 0 read twice, 0 corrupt, no wedge\n",
-              producer_kills + consumer_kills, producer_kills, consumer_kills, kill_secs, total,
-              read, lost + cut_short, cut_short, never_committed, l.aborted.load(),
-              abandoned_writes, abandoned_reads);
+              lanes == 1 ? "mpmc" : "mpmc lanes", producer_kills + consumer_kills, producer_kills,
+              consumer_kills, kill_secs, total, read, lost + cut_short, cut_short, never_committed,
+              l.aborted.load(), abandoned_writes, abandoned_reads);
   Segment::unlink(t.name);
 }
+
+TEST(TortureMpmc, KillMinus9AtRandomPoints) { mpmc_torture(1); }
+
+// A lane per producer: a killed producer's lane goes to its next
+// incarnation, and dead claims are recovered lane by lane.
+TEST(TortureMpmc, LanesKillMinus9AtRandomPoints) { mpmc_torture(kMpmcProducers); }
 
 // ---- broadcast ----------------------------------------------------------------
 //

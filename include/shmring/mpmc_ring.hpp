@@ -470,6 +470,9 @@ class MpmcConsumer : public detail::Handle<detail::MpmcConsumerCore>,
   std::uint64_t position() const noexcept {
     return core_ ? core_->sum([](SideBlock& b) -> std::uint64_t& { return b.position; }) : 0;
   }
+  // The lane its claims come from now: while it holds a claim, that claim's
+  // (0 in a ring of one lane).
+  std::uint32_t lane() const noexcept { return core_ ? core_->at : 0; }
   // Messages dropped because their producer wrote an impossible length.
   std::uint64_t corrupt_dropped() const noexcept { return core_ ? core_->corrupt_dropped : 0; }
 
