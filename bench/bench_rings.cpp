@@ -95,8 +95,8 @@ class ShmringRing {
   using Producer = typename RingTypes<Kind>::Producer;
   using Consumer = typename RingTypes<Kind>::Consumer;
 
-  // `lanes` (MPMC) of `capacity` slots each.
-  ShmringRing(std::size_t size, std::uint64_t capacity, std::uint32_t lanes = 1)
+  // MPMC: `lanes` owned lanes of `capacity` slots each (0: one shared lane).
+  ShmringRing(std::size_t size, std::uint64_t capacity, std::uint32_t lanes = 0)
       : name_(unique_name(std::string(to_string(Kind)) + "_" + size_name(size))),
         segment_(Segment::create(name_.name(), options(size, capacity, lanes))) {}
 
@@ -120,7 +120,7 @@ class ShmringRing {
   static CreateOptions options(std::size_t size, std::uint64_t capacity, std::uint32_t lanes) {
     CreateOptions o;
     o.kind = Kind;
-    o.capacity = capacity * lanes;
+    o.capacity = capacity * (lanes == 0 ? 1 : lanes);
     o.slot_size = size;
     o.lanes = lanes;
     return o;
@@ -625,12 +625,12 @@ std::uint64_t capacity_for(std::size_t size) {
   return 16;
 }
 
-// mpmc_lanes/...: an MPMC ring of one lane per producer (`lanes`), each of
-// the slots a ring of one lane has, as the lanes baseline's.
+// mpmc_lanes/...: an MPMC ring of a lane per producer (`lanes`, owned),
+// each of the slots a ring of one shared lane has, as the lanes baseline's.
 void register_throughput(RingKind kind, bool processes, Api api, std::size_t size,
-                         unsigned producers, unsigned consumers, std::uint32_t lanes = 1) {
+                         unsigned producers, unsigned consumers, std::uint32_t lanes = 0) {
   const ThroughputShape c{processes, api, size, capacity_for(size), producers, consumers, lanes};
-  std::string name = std::string(to_string(kind)) + (lanes != 1 ? "_lanes" : "") + "/" +
+  std::string name = std::string(to_string(kind)) + (lanes != 0 ? "_lanes" : "") + "/" +
                      (processes ? "process" : "thread") + "/";
   if (kind == RingKind::mpmc) {
     name += std::to_string(producers) + "x" + std::to_string(consumers) + "/";
@@ -726,9 +726,8 @@ void register_all() {
     }
   }
   // shmring's MPMC ring in lanes, beside the lanes baseline: a lane per
-  // producer.
+  // producer (1x1: one producer feeding the consumers, against SPSC).
   for (const unsigned pairs : counts) {
-    if (pairs < 2) continue;
     for (const bool processes : {false, true}) {
       for (const Api api : {Api::copy, Api::batch}) {
         register_throughput(RingKind::mpmc, processes, api, 64, pairs, pairs, pairs);

@@ -250,7 +250,7 @@ struct ThroughputShape {
   std::uint64_t capacity = 1024;  // shown in the label
   unsigned producers = 1;
   unsigned consumers = 1;
-  std::uint32_t lanes = 1;  // MPMC: lanes of `capacity` slots each
+  std::uint32_t lanes = 0;  // MPMC: owned lanes of `capacity` slots each, or 0 for one shared
 };
 
 // Runs one throughput measurement over `ring` (see the top of this file) in

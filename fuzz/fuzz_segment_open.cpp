@@ -284,8 +284,9 @@ void walk_mpmc_lane(std::byte* base, const Geometry& g, std::uint32_t lane, cons
 }
 
 void walk_mpmc(std::byte* base, const Geometry& g, const Bounds& b, bool writable_map) {
-  for (std::uint32_t lane = 0; lane < g.lanes; ++lane)
+  for (std::uint32_t lane = 0; lane < g.lane_count(); ++lane) {
     walk_mpmc_lane(base, g, lane, b, writable_map);
+  }
 }
 
 // Pushes, pops and peeks through role handles; everything popped or peeked

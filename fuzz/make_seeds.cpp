@@ -38,7 +38,7 @@ void save(const fs::path& file, const void* p, std::size_t n) {
 void segment_seed(const fs::path& dir, RingKind kind, std::uint64_t capacity,
                   std::uint64_t slot_size, std::uint64_t produce, std::uint64_t consume,
                   std::uint8_t mode, SlotFormat format = SlotFormat::plain,
-                  std::uint32_t lanes = 1) {
+                  std::uint32_t lanes = 0) {
   const std::string name = "shmring_seed_" + std::to_string(::getpid());
   CreateOptions o;
   o.kind = kind;
@@ -76,7 +76,7 @@ void segment_seed(const fs::path& dir, RingKind kind, std::uint64_t capacity,
     }
   } else {
     // Lanes: the messages go to the last lane, so that lane 0 stays fresh.
-    const MpmcView v(seg.base(), g, lanes - 1);
+    const MpmcView v(seg.base(), g, g.lane_count() - 1);
     std::uint64_t made = 0, read = 0;
     while (made < produce || read < consume) {
       MpmcRange r{};

@@ -69,7 +69,7 @@ SidePeers mpmc_side_peers(const Segment& segment, bool producer) noexcept {
   }
   // Every lane's table: a producer holds a record of its lane's, a consumer
   // one of each.
-  for (std::uint32_t lane = 0; lane < segment.geometry().lanes; ++lane) {
+  for (std::uint32_t lane = 0; lane < segment.geometry().lane_count(); ++lane) {
     const std::uint64_t offset = lane_offset(lane);
     const LaneArea& area = *reinterpret_cast<const LaneArea*>(segment.base() + offset);
     const ClaimTable& table = producer ? area.producer_claims : area.consumer_claims;

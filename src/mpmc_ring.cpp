@@ -31,7 +31,7 @@ auto mpmc_wait(Core& c, std::chrono::nanoseconds timeout, TryOnce&& try_once) no
   return detail::wait_call(c, timeout, try_once, [&c] { return c.recovery_goes_on(); });
 }
 
-// A producer's lane in a ring of several: the first whose owner record (the
+// A producer's lane in a ring of owned lanes: the first whose owner record (the
 // lane producer block's OwnerRecord, unused otherwise by MPMC) it can lock,
 // so that of producers attaching at once each gets another lane, and the
 // lane of one that died is free again. `owner` then holds the record, which
@@ -74,7 +74,7 @@ std::unique_ptr<Core> attach_side(const Segment& segment, const WaitPolicy& poli
   const char* role = producer ? "MPMC producer" : "MPMC consumer";
   if ((f = detail::check_attachable(segment, RingKind::mpmc, role))) return nullptr;
   auto core = std::make_unique<Core>();
-  const std::uint32_t n = segment.geometry().lanes;
+  const std::uint32_t n = segment.geometry().lane_count();
   for (std::uint32_t l = 0; l < n; ++l) {
     core->lanes.push_back(detail::MpmcLane{MpmcView(segment.base(), segment.geometry(), l)});
   }
@@ -84,7 +84,7 @@ std::unique_ptr<Core> attach_side(const Segment& segment, const WaitPolicy& poli
   // Each record is held through a holding of its own; the lot is the role.
   auto holdings = std::make_shared<std::vector<std::shared_ptr<detail::Holding>>>();
   if (!(f = detail::check_cpu_may_join(segment, side, role))) {
-    if (producer && n > 1) {
+    if (producer && segment.geometry().lanes != 0) {
       std::shared_ptr<detail::Holding> owner;
       core->home = pick_lane(segment, core->lanes, owner, f);
       if (owner) holdings->push_back(std::move(owner));

@@ -181,7 +181,7 @@ std::string describe(RingKind kind, std::uint64_t capacity, std::uint64_t slot_s
                      std::uint32_t lanes) {
   std::string d = "capacity " + num(capacity) + ", slot size " + num(slot_size) + ", " +
                   to_string(format) + " slots";
-  if (lanes != 1) d += ", " + num(lanes) + " lanes";
+  if (lanes != 0) d += ", " + num(lanes) + " lanes";
   if (kind == RingKind::broadcast || subscribers != 0)
     d += ", " + num(subscribers) + " subscribers";
   if (kind == RingKind::broadcast || delivery != 0) {
@@ -378,7 +378,7 @@ std::shared_ptr<detail::Mapping> build(Fd& fd, const std::string& name, const Ge
   // Slot i is free for position i of its lane (the MPMC turn; SPSC ignores
   // it): a lane's slots are a ring of capacity / lanes.
   const std::uint64_t trailer_at = g.slots_offset + g.trailer_offset();
-  const std::uint64_t lane_mask = g.capacity / g.lanes - 1;
+  const std::uint64_t lane_mask = g.capacity / g.lane_count() - 1;
   for (std::uint64_t i = 0; i < g.capacity; ++i) {
     auto* t = reinterpret_cast<SlotTrailer*>(map->base + trailer_at + i * g.slot_stride);
     t->released = i & lane_mask;

@@ -1,5 +1,5 @@
-// MPMC rings of several lanes (mpmc_ring.hpp, "Lanes"): the lane counts a
-// ring accepts, producers bound to lanes of their own, consumers that read
+// MPMC rings of owned lanes (mpmc_ring.hpp, "Lanes"): the lane counts a
+// ring accepts, producers that own lanes, consumers that read
 // every lane starting at home, claims that keep a consumer on its lane, and
 // a sleeping consumer woken by a publication on any lane.
 #include <gtest/gtest.h>
@@ -51,12 +51,13 @@ TEST(MpmcLanes, LaneCountsOutsideTheRulesAreRefusedByName) {
     std::uint32_t lanes;
   };
   for (const Case c :
-       {Case{RingKind::mpmc, 64, 0}, Case{RingKind::mpmc, 64, 3}, Case{RingKind::mpmc, 64, 32},
-        Case{RingKind::mpmc, 4, 8}, Case{RingKind::spsc, 64, 2}}) {
+       {Case{RingKind::mpmc, 64, 3}, Case{RingKind::mpmc, 64, 32}, Case{RingKind::mpmc, 4, 8},
+        Case{RingKind::spsc, 64, 1}, Case{RingKind::broadcast, 64, 2}}) {
     test::UniqueShm shm;
     CreateOptions o;
     o.kind = c.kind;
     o.capacity = c.capacity;
+    o.subscribers = c.kind == RingKind::broadcast ? 1 : 0;
     o.lanes = c.lanes;
     std::error_code ec;
     const Segment s = Segment::create(shm.name(), o, ec);
@@ -72,6 +73,24 @@ TEST(MpmcLanes, LaneCountsOutsideTheRulesAreRefusedByName) {
     EXPECT_NE(std::string(e.what()).find("1 to 16 lanes"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("3 lanes"), std::string::npos) << e.what();
   }
+}
+
+// One owned lane: one producer feeding any number of consumers; a second
+// producer is refused, and the first one's claims need no CAS.
+TEST(MpmcLanes, OneOwnedLaneTakesOneProducer) {
+  test::UniqueShm shm;
+  const Segment seg = make_lanes(shm, 8, 1);
+  MpmcProducer tx = MpmcProducer::attach(seg);
+  std::error_code ec;
+  EXPECT_FALSE(MpmcProducer::attach(seg, {}, ec));
+  EXPECT_EQ(ec, make_error_code(errc::role_taken));
+  MpmcConsumer a = MpmcConsumer::attach(seg);
+  MpmcConsumer b = MpmcConsumer::attach(seg);
+  for (int i = 0; i < 8; ++i) ASSERT_EQ(push(tx, "m" + std::to_string(i)), Status::ok);
+  EXPECT_EQ(push(tx, "full"), Status::would_block);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(pop(i % 2 == 0 ? a : b), "m" + std::to_string(i));
+  tx = MpmcProducer();
+  EXPECT_TRUE(MpmcProducer::attach(seg)) << "the lane is free again";
 }
 
 // Lanes 1 on have their words between the control area and the slots; the

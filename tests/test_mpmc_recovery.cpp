@@ -26,7 +26,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-Segment make_mpmc(const std::string& name, std::uint64_t capacity = 8, std::uint32_t lanes = 1) {
+Segment make_mpmc(const std::string& name, std::uint64_t capacity = 8, std::uint32_t lanes = 0) {
   CreateOptions o;
   o.kind = RingKind::mpmc;
   o.capacity = capacity;

@@ -189,7 +189,7 @@ std::string member_object(const std::string& json, const std::string& key) {
 }
 
 Segment make_ring(const std::string& name, RingKind kind, std::uint64_t capacity = 8,
-                  std::uint64_t slot_size = 64, std::uint32_t lanes = 1) {
+                  std::uint64_t slot_size = 64, std::uint32_t lanes = 0) {
   CreateOptions o;
   o.kind = kind;
   o.capacity = capacity;
@@ -291,7 +291,9 @@ TEST(RingInspect, ShowMpmcLanesSumsTheLanes) {
   const Result text = inspect("show " + shm.name());
   ASSERT_EQ(text.rc, 0) << text.out;
   const std::string lane_line = p1.lane() == 0 ? "3/1 2/0" : "2/1 3/0";
-  EXPECT_TRUE(contains(text.out, "lanes         2 of 8 slots (enqueued / dequeued): " + lane_line))
+  EXPECT_TRUE(
+      contains(text.out,
+               "lanes         2 of 8 slots, one producer each (enqueued / dequeued): " + lane_line))
       << text.out;
 }
 

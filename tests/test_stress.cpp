@@ -706,7 +706,7 @@ struct MpmcCopyRun {
   std::uint64_t slot = kSlot;
   std::uint64_t per_producer = 0;
   bool two_step_pops = false;  // pops into kSmallBuffer bytes first (pop_two_step)
-  std::uint32_t lanes = 1;
+  std::uint32_t lanes = 0;     // owned lanes, or 0 for one shared
 };
 
 // try_push / try_pop with spinning, run.producers x run.consumers threads;
@@ -821,7 +821,7 @@ void mpmc_batch_run(std::uint32_t lanes) {
   test::UniqueShm shm;
   constexpr std::uint64_t kCapacity = 64;
   constexpr std::size_t kMaxBatch = 8;
-  const std::uint64_t per_producer = msg::scaled(1'500'000 / lanes, 8);
+  const std::uint64_t per_producer = msg::scaled(lanes == 0 ? 1'500'000 : 1'500'000 / lanes, 8);
   Segment seg = make_ring(shm, RingKind::mpmc, kCapacity, kSlot, SlotFormat::plain, lanes);
   Failures failures;
   Ledger ledger(kProducers, per_producer, kMaxPayload);
@@ -952,7 +952,7 @@ void mpmc_batch_run(std::uint32_t lanes) {
   EXPECT_TRUE(rx.try_peek(kMaxBatch).empty()) << "a skipped slot or extra message was left";
 }
 
-TEST(StressMpmc, BatchClaimPeekFourByFour) { mpmc_batch_run(1); }
+TEST(StressMpmc, BatchClaimPeekFourByFour) { mpmc_batch_run(0); }
 // Held claims keep a consumer on their lane; skipped slots in every lane.
 TEST(StressMpmc, BatchClaimPeekFourByFourInLanes) { mpmc_batch_run(4); }
 
@@ -963,7 +963,7 @@ TEST(StressMpmc, BatchClaimPeekFourByFourInLanes) { mpmc_batch_run(4); }
 void mpmc_blocking_run(std::uint32_t lanes) {
   test::UniqueShm shm;
   constexpr std::uint64_t kCapacity = 8;
-  const std::uint64_t per_producer = msg::scaled(250'000 / lanes, 4);
+  const std::uint64_t per_producer = msg::scaled(lanes == 0 ? 250'000 : 250'000 / lanes, 4);
   Segment seg = make_ring(shm, RingKind::mpmc, kCapacity, kSlot, SlotFormat::plain, lanes);
   const WaitPolicy no_spin{0, 0};
   Failures failures;
@@ -1085,7 +1085,7 @@ void mpmc_blocking_run(std::uint32_t lanes) {
   EXPECT_EQ(producer_waiters(seg), 0u);
 }
 
-TEST(StressMpmc, BlockingFormsFourByFour) { mpmc_blocking_run(1); }
+TEST(StressMpmc, BlockingFormsFourByFour) { mpmc_blocking_run(0); }
 // A lane of two slots per producer: each sleeps for its own lane's room,
 // and consumers sleep once for all four lanes.
 TEST(StressMpmc, BlockingFormsFourByFourInLanes) { mpmc_blocking_run(4); }

@@ -112,10 +112,10 @@ class UniqueShm : public ShmGuard {
 };
 
 // A new SPSC or MPMC segment `name` (a UniqueShm will do) of `capacity` slots
-// of `slot_size` bytes (MPMC: in `lanes` lanes).
+// of `slot_size` bytes (MPMC: in `lanes` owned lanes, or 0 for one shared).
 inline Segment make_ring(const std::string& name, RingKind kind, std::uint64_t capacity,
                          std::uint64_t slot_size = 64, SlotFormat format = SlotFormat::plain,
-                         std::uint32_t lanes = 1) {
+                         std::uint32_t lanes = 0) {
   CreateOptions o;
   o.kind = kind;
   o.capacity = capacity;

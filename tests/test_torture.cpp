@@ -290,7 +290,7 @@ struct Process {
     seg = Segment::open(name, OpenOptions{}, ec);
     Role r = seg ? Role::attach(seg, WaitPolicy{}, ec) : Role();
     if (ec) fail("attach failed: %s", last_error_message().c_str());
-    lanes = seg.geometry().lanes;
+    lanes = seg.geometry().lane_count();
     return r;
   }
 
@@ -725,19 +725,21 @@ constexpr int kMpmcConsumers = 2;
 // A side's counters, summed over the lanes of the ring.
 std::uint64_t sum_over_lanes(const Segment& seg, bool producer, std::uint64_t SideBlock::*word) {
   std::uint64_t total = 0;
-  for (std::uint32_t l = 0; l < seg.geometry().lanes; ++l) {
+  for (std::uint32_t l = 0; l < seg.geometry().lane_count(); ++l) {
     const MpmcView v(seg.base(), seg.geometry(), l);
     total += atomic::load_seq_cst(&((producer ? *v.producer() : *v.consumer()).*word));
   }
   return total;
 }
 
-// `lanes`: a ring of that many lanes, one per producer (kMpmcProducers).
-void mpmc_torture(std::uint32_t lanes) {
+// `owned_lanes`: a ring of that many lanes, one per producer
+// (kMpmcProducers), or 0 for one lane the producers share.
+void mpmc_torture(std::uint32_t owned_lanes) {
   CreateOptions options = Torture::ring_options(RingKind::mpmc);
-  options.lanes = lanes;
-  Torture t(lanes == 1 ? "mpmc" : "mpmc lanes", options, mpmc_producer_process,
-            mpmc_consumer_process);
+  options.lanes = owned_lanes;
+  const std::uint32_t lanes = owned_lanes == 0 ? 1 : owned_lanes;
+  const char* label = owned_lanes == 0 ? "mpmc" : "mpmc lanes";
+  Torture t(label, options, mpmc_producer_process, mpmc_consumer_process);
   ASSERT_TRUE(t.shared);
   Ledger& l = t.ledger();
   Child producers[kMpmcProducers];
@@ -823,13 +825,13 @@ void mpmc_torture(std::uint32_t lanes) {
               " never committed (%" PRIu64 " aborted, %" PRIu64
               " claims of killed producers recovered as skipped); %" PRIu64
               " slots of killed consumers recovered; 0 read twice, 0 corrupt, no wedge\n",
-              lanes == 1 ? "mpmc" : "mpmc lanes", producer_kills + consumer_kills, producer_kills,
-              consumer_kills, kill_secs, total, read, lost + cut_short, cut_short, never_committed,
-              l.aborted.load(), abandoned_writes, abandoned_reads);
+              label, producer_kills + consumer_kills, producer_kills, consumer_kills, kill_secs,
+              total, read, lost + cut_short, cut_short, never_committed, l.aborted.load(),
+              abandoned_writes, abandoned_reads);
   Segment::unlink(t.name);
 }
 
-TEST(TortureMpmc, KillMinus9AtRandomPoints) { mpmc_torture(1); }
+TEST(TortureMpmc, KillMinus9AtRandomPoints) { mpmc_torture(0); }
 
 // A lane per producer: a killed producer's lane goes to its next
 // incarnation, and dead claims are recovered lane by lane.

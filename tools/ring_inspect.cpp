@@ -467,9 +467,9 @@ int cmd_show(const std::string& name, bool json) {
   fmt::print("{:<13} {}\n", pos_name(s.spsc(), false), s.consumer.position);
   fmt::print("lag           {}\n", s.lag());
   fmt::print("fill          {} / {} ({:.1f}%)\n", s.fill(), g.capacity, s.fill_percent());
-  if (s.lanes.size() > 1) {
-    fmt::print("lanes         {} of {} slots (enqueued / dequeued):", s.lanes.size(),
-               g.capacity / g.lanes);
+  if (g.lanes != 0) {
+    fmt::print("lanes         {} of {} slots, one producer each (enqueued / dequeued):",
+               s.lanes.size(), g.capacity / g.lane_count());
     for (const Snapshot::Lane& l : s.lanes) fmt::print(" {}/{}", l.enqueued, l.dequeued);
     fmt::print("\n");
   }

@@ -348,7 +348,7 @@ Snapshot snapshot(const SegmentFile& file) {
     s.lanes.push_back({c.producer.position, c.consumer.position});
     // Lanes 1 on (the validated count): their counters, recoveries and
     // claim records join the sides'.
-    for (std::uint32_t l = 1; l < g.lanes; ++l) {
+    for (std::uint32_t l = 1; l < g.lane_count(); ++l) {
       shmring::LaneArea a{};
       file.read(shmring::lane_offset(l), &a, sizeof a);
       s.lanes.push_back({a.producer.position, a.consumer.position});

@@ -81,9 +81,10 @@ SHMRING_HD constexpr const char* to_string(Delivery d) noexcept {
 // producer of a reliable ring scans them all when its cached room runs out.
 inline constexpr std::uint32_t kMaxSubscribers = 64;
 
-// An MPMC ring has 1 to 16 lanes, a power of two, fixed at create. Each lane
-// is a ring of capacity / lanes slots with counters and claim tables of its
-// own (mpmc_ring.hpp, "Lanes"): a producer is bound to one lane, consumers
+// An MPMC ring has one lane that any number of producers share (lanes 0,
+// the default), or 1 to 16 lanes (a power of two), fixed at create, each
+// owned by one producer. Each lane is a ring of capacity / lanes slots with
+// counters and claim tables of its own (mpmc_ring.hpp, "Lanes"): consumers
 // read every lane, so producers on different lanes never share a counter.
 inline constexpr std::uint32_t kMaxLanes = 16;
 
@@ -128,7 +129,7 @@ struct SegmentHeader {
   std::uint64_t creator_start_time;  // clock ticks since boot, /proc/<pid>/stat field 22
   std::uint32_t subscribers;         // broadcast: subscriber blocks, 1..kMaxSubscribers; else 0
   std::uint32_t delivery;            // broadcast: Delivery; else 0
-  std::uint32_t lanes;               // MPMC: lanes, 1..kMaxLanes, a power of two; else 1
+  std::uint32_t lanes;               // MPMC: owned lanes, 1..kMaxLanes, or 0: one shared; else 0
   std::uint8_t reserved[36];
 };
 
@@ -496,8 +497,8 @@ enum class GeometryCheck : std::uint8_t {
   subscribers_need_broadcast,  // a subscriber count on an spsc or mpmc ring
   delivery_unknown,
   delivery_needs_broadcast,  // lossy delivery on an spsc or mpmc ring
-  lanes_out_of_range,        // 0, more than kMaxLanes, not a power of two, or above capacity
-  lanes_need_mpmc,           // several lanes on an spsc or broadcast ring
+  lanes_out_of_range,        // more than kMaxLanes, not a power of two, or above capacity
+  lanes_need_mpmc,           // lanes on an spsc or broadcast ring
 };
 
 struct Geometry {
@@ -510,9 +511,11 @@ struct Geometry {
   std::uint64_t segment_size = 0;
   std::uint32_t subscribers = 0;  // broadcast: subscriber blocks; else 0
   Delivery delivery = Delivery::reliable;
-  std::uint32_t lanes = 1;  // MPMC: lanes; else 1
+  std::uint32_t lanes = 0;  // MPMC: owned lanes, or 0 for one shared lane; else 0
 
   SHMRING_HD constexpr std::uint64_t mask() const noexcept { return capacity - 1; }
+  // How many lanes the slots are split into: 1 for a shared lane.
+  SHMRING_HD constexpr std::uint32_t lane_count() const noexcept { return lanes == 0 ? 1 : lanes; }
   // The trailer sits at the end of the slot, slot_stride - 32 bytes in.
   SHMRING_HD constexpr std::uint64_t trailer_offset() const noexcept {
     return slot_stride - sizeof(SlotTrailer);
@@ -533,14 +536,14 @@ SHMRING_HD constexpr std::uint64_t low_latency_words(std::uint64_t slot_size) no
 
 // The one place the layout of the slot area is decided. `subscribers` and
 // `delivery` describe broadcast rings and must be 0 and reliable for the
-// others, `lanes` MPMC rings and must be 1 for the others, so that a header
+// others, `lanes` MPMC rings and must be 0 for the others, so that a header
 // scribbled into looking like one is refused.
 SHMRING_HD constexpr GeometryCheck compute_geometry(RingKind kind, std::uint64_t capacity,
                                                     std::uint64_t slot_size, Geometry& out,
                                                     SlotFormat format = SlotFormat::plain,
                                                     std::uint32_t subscribers = 0,
                                                     Delivery delivery = Delivery::reliable,
-                                                    std::uint32_t lanes = 1) noexcept {
+                                                    std::uint32_t lanes = 0) noexcept {
   if (kind != RingKind::spsc && kind != RingKind::mpmc && kind != RingKind::broadcast) {
     return GeometryCheck::kind_unknown;
   }
@@ -568,13 +571,13 @@ SHMRING_HD constexpr GeometryCheck compute_geometry(RingKind kind, std::uint64_t
     return GeometryCheck::delivery_unknown;
   }
   if (!broadcast && delivery != Delivery::reliable) return GeometryCheck::delivery_needs_broadcast;
-  if (lanes == 0 || lanes > kMaxLanes || (lanes & (lanes - 1)) != 0 || lanes > capacity) {
+  if (lanes != 0 && kind != RingKind::mpmc) return GeometryCheck::lanes_need_mpmc;
+  if (lanes > kMaxLanes || (lanes & (lanes - 1)) != 0 || lanes > capacity) {
     return GeometryCheck::lanes_out_of_range;
   }
-  if (lanes != 1 && kind != RingKind::mpmc) return GeometryCheck::lanes_need_mpmc;
   const std::uint64_t body = low_latency ? 8 * low_latency_words(slot_size) : slot_size;
   const std::uint64_t stride = round_up(body + sizeof(SlotTrailer), kPayloadAlign);
-  const std::uint64_t slots_offset = slots_offset_for(subscribers, lanes);
+  const std::uint64_t slots_offset = slots_offset_for(subscribers, lanes == 0 ? 1 : lanes);
   // capacity <= 2^31 and stride <= 2^30 + 64: the product fits in 64 bits, but
   // not in the segment limit; check by division so the rule reads plainly.
   if (capacity > (kMaxSegmentSize - slots_offset) / stride) return GeometryCheck::size_overflow;
@@ -624,9 +627,10 @@ SHMRING_HD constexpr const char* to_string(GeometryCheck c) noexcept {
     case GeometryCheck::delivery_needs_broadcast:
       return "lossy delivery needs a broadcast ring";
     case GeometryCheck::lanes_out_of_range:
-      return "an mpmc ring has 1 to 16 lanes, a power of two and at most its capacity";
+      return "an mpmc ring has 0 (one shared) or 1 to 16 lanes, a power of two and at most its "
+             "capacity";
     case GeometryCheck::lanes_need_mpmc:
-      return "only mpmc rings have several lanes";
+      return "only mpmc rings have lanes";
   }
   return "unknown";
 }

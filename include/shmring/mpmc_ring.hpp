@@ -32,12 +32,13 @@
 // short goes on by a step in each later blocking call of the handle (and in
 // recover()), or in the pass of any handle of the side that has to wait.
 //
-// Lanes. With one enqueue counter, every push of every producer is a CAS on
-// one line, and with a few producers on as many cores that line's trips
-// between them are the ring's rate. A ring created with several lanes
-// (CreateOptions::lanes) is that many rings of capacity / lanes slots in one
-// segment, each with its own counters and claim tables (layout.hpp,
-// LaneArea), as moodycamel::ConcurrentQueue keeps a queue per producer:
+// Lanes. With one shared enqueue counter (CreateOptions::lanes = 0, the
+// default), every push of every producer is a CAS on one line, and with a
+// few producers on as many cores that line's trips between them are the
+// ring's rate. A ring created with lanes = N (1 to 16) is N rings of
+// capacity / N slots in one segment, each with its own counters and claim
+// tables (layout.hpp, LaneArea), as moodycamel::ConcurrentQueue keeps a
+// queue per producer:
 //   - a producer owns one lane, taken when it attaches (the first whose
 //     owner lock is free), and claims in it with a store to the lane's
 //     counter rather than a CAS (MpmcView::claim_write_owned): the ring takes
@@ -53,7 +54,9 @@
 //   - consumers sleep once for every lane (the sleeper counts and futex
 //     words are the ring's), producers for their own lane's room;
 //   - a handle recovers the dead claims of its side in every lane.
-// GPU agents take part in rings of one lane only.
+// GPU agents take part in rings of one shared lane only. With lanes = 1, one
+// producer feeds any number of consumers at nearly the cost of an SPSC
+// ring.
 #pragma once
 
 #include <chrono>
@@ -114,7 +117,7 @@ struct MpmcSideCore : HandleCore {
   std::vector<MpmcLane> lanes;    // every lane of the ring
   std::uint32_t at = 0;           // the lane claimed in now
   std::uint32_t home = 0;         // producer: its lane; consumer: the lane tried first
-  // Producer of a ring of several lanes: it owns its lane, and stores the
+  // Producer of a ring of owned lanes: it owns its lane, and stores the
   // counter rather than CAS it (MpmcView::claim_write_owned).
   bool owns_lane = false;
   MpmcRange held;  // consumer: claimed messages kept for the next read

@@ -8,7 +8,7 @@
 //     may take the message of the next lap (initialised to the slot index).
 //   1. A producer reads the enqueue counter P, checks that the slots P..P+k-1
 //      are released for their positions, and claims them with one CAS on the
-//      counter (the one producer of a lane of a ring of several stores it).
+//      counter (the one producer of an owned lane stores it).
 //      It writes them, then stores each slot's `committed`.
 //   2. A consumer does the same on the dequeue counter with `committed`, reads
 //      the claimed slots in place, then stores each slot's `released`.
@@ -49,7 +49,7 @@ class MpmcView : public RingView {
     return claim(&producer()->position, counter_value, max, /*turn_offset=*/0,
                  /*reading=*/false, status);
   }
-  // The same for the one producer of a lane (a ring of several lanes): it
+  // The same for the one producer of a lane (a ring of owned lanes): it
   // alone moves the counter, so a release store takes the slots. A CAS is a
   // locked instruction, which waits for every store before it (the last
   // message's payload and `committed`, in lines the lane's consumer is

@@ -37,13 +37,13 @@ struct ReadSlot {
 class RingView {
  public:
   RingView() = default;
-  // `lane` < g.lanes (the caller checks).
+  // `lane` < g.lane_count() (the caller checks).
   SHMRING_HD RingView(std::byte* base, const Geometry& g, std::uint32_t lane = 0) noexcept
       : base_(base),
         lane_(base + shmring::lane_offset(lane)),
-        slots_(base + g.slots_offset + lane * (g.capacity / g.lanes) * g.slot_stride),
-        mask_(g.capacity / g.lanes - 1),
-        capacity_(g.capacity / g.lanes),
+        slots_(base + g.slots_offset + lane * (g.capacity / g.lane_count()) * g.slot_stride),
+        mask_(g.capacity / g.lane_count() - 1),
+        capacity_(g.capacity / g.lane_count()),
         slot_size_(g.slot_size),
         stride_(g.slot_stride),
         trailer_offset_(g.trailer_offset()),

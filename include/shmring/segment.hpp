@@ -53,11 +53,13 @@ struct CreateOptions {
   // about a subscriber that falls a lap behind (layout.hpp, Delivery).
   std::uint32_t subscribers = 0;
   Delivery delivery = Delivery::reliable;
-  // MPMC rings only: lanes, 1..kMaxLanes, a power of two, at most capacity
-  // (mpmc_ring.hpp, "Lanes"). Each producer writes one lane of capacity /
-  // lanes slots, so producers on different lanes never contend; give as
-  // many lanes as producers run at once. 1 for the other kinds.
-  std::uint32_t lanes = 1;
+  // MPMC rings only (mpmc_ring.hpp, "Lanes"): 0, the default, for one lane
+  // that any number of producers share (each claim a CAS on its counter);
+  // 1..kMaxLanes (a power of two, at most capacity) for that many lanes of
+  // capacity / lanes slots, each owned by one producer, which claims with a
+  // plain store: producers on different lanes never contend, and the ring
+  // takes at most `lanes` producers at once. 0 for the other kinds.
+  std::uint32_t lanes = 0;
   // What the messages are, for every opener to read (Segment::metadata()):
   // up to kMetadataCapacity bytes, opaque to the library. The Python module
   // keeps a typed ring's dtype and shape here.

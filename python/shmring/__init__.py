@@ -121,7 +121,7 @@ def create(name: str, kind: str = "spsc", capacity: int = 1024, slot_size: int |
            mode: int = _DEFAULT_MODE, *, slot_format: str = "plain", dtype: Any = None,
            shape: Any = None, exist_ok: bool = False, unlink_on_close: bool = False,
            subscribers: int | None = None,
-           delivery: str | None = None, lanes: int = 1) -> Segment | TypedSegment:
+           delivery: str | None = None, lanes: int = 0) -> Segment | TypedSegment:
     """Creates a segment holding one ring of ``capacity`` slots (a power of two).
 
     The segment is a context manager: leaving ``with shmring.create(...) as
@@ -160,12 +160,13 @@ def create(name: str, kind: str = "spsc", capacity: int = 1024, slot_size: int |
     (``sub.lapped`` and ``sub.lost`` count what it missed). See
     docs/broadcast.md.
 
-    ``kind="mpmc"`` with ``lanes`` (1 to 16, a power of two, at most
-    ``capacity``): that many rings of ``capacity / lanes`` slots in the
-    segment. Each producer writes the lane with the fewest producers and
-    consumers read every lane, so producers on different lanes never contend;
-    each producer's messages stay in its order, with no order between lanes.
-    ``seg.lanes`` tells an opener.
+    ``kind="mpmc"``: by default any number of producers share one lane. With
+    ``lanes`` (1 to 16, a power of two, at most ``capacity``) the segment
+    holds that many lanes of ``capacity / lanes`` slots, each owned by one
+    producer (one producer more is refused), and consumers read every lane:
+    producers on different lanes never contend, and each producer's messages
+    stay in its order, with no order between lanes. ``seg.lanes`` tells an
+    opener.
 
     A bad argument raises InvalidArgumentError naming it: a bad format, or
     ``"low_latency"`` with ``kind="mpmc"``, with errc

@@ -1381,7 +1381,9 @@ NB_MODULE(_shmring, m) {
           "Broadcast: how many subscribers may be attached at once (0 for other kinds).")
       .def_prop_ro(
           "lanes", [](const PySegment& s) { return s.open_seg().geometry().lanes; },
-          "MPMC: the ring's lanes, each producer writing one (1 for other kinds).")
+          "MPMC: the ring's owned lanes, one producer each; 0 for one lane the producers share "
+          "(and "
+          "for other kinds).")
       .def_prop_ro(
           "delivery",
           [](const PySegment& s) -> std::optional<std::string> {
@@ -1450,7 +1452,7 @@ NB_MODULE(_shmring, m) {
       },
       "name"_a, "kind"_a = "spsc", "capacity"_a = 1024, "slot_size"_a = 1024, "mode"_a = 0600,
       "slot_format"_a = "plain", "unlink_on_close"_a = false, "metadata"_a = nb::bytes(""),
-      "subscribers"_a = 0, "delivery"_a = "reliable", "lanes"_a = 1, nb::rv_policy::take_ownership,
+      "subscribers"_a = 0, "delivery"_a = "reliable", "lanes"_a = 0, nb::rv_policy::take_ownership,
       "Creates a segment holding one ring; slot_format is 'plain' or 'low_latency'.");
   m.def(
       "open",

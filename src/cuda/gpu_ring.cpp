@@ -141,12 +141,12 @@ GpuSide GpuSide::attach(const Segment& segment, const Registration& registration
                                                         : (producer ? " producer" : " consumer");
     const std::string role = std::string("GPU ") + to_string(kind) + side_name;
     if ((f = detail::check_attachable(segment, kind, role))) return g;
-    // A kernel claims on one counter per side; the lanes of a ring keep
+    // A kernel claims on the one shared counter of a side; owned lanes keep
     // theirs apart, and no device code walks them.
-    if (segment.geometry().lanes != 1) {
+    if (segment.geometry().lanes != 0) {
       f = detail::fail(make_error_code(errc::gpu_not_allowed), segment.name(),
-                       "the " + role + " needs an MPMC ring of one lane; this one has " +
-                           std::to_string(segment.geometry().lanes));
+                       "the " + role + " needs an MPMC ring of one shared lane; this one has " +
+                           std::to_string(segment.geometry().lanes) + " owned lanes");
       return g;
     }
     if (!registration || registration.host_pointer() != segment.base()) {
