@@ -2,6 +2,10 @@
 
 #include <unistd.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -64,6 +68,31 @@ std::uint32_t pick_lane(const Segment& segment, const std::vector<detail::MpmcLa
   return 0;
 }
 
+// Whether the MPMC handles' prefetch hints (mpmc_ring.hpp, the cores'
+// claim() and prefetch_ahead()) pay on this CPU. On the 16-core Intel Xeon
+// host both are needed: without the producer's or the consumers' the ring
+// moved 0.44-0.48x as many 64-byte messages one a call (1x1). On a 2-vCPU
+// AMD EPYC VM they cost instead: without them it moved 1.66x (processes) and
+// 1.75x (threads) as many, on two days
+// (bench/results/epyc-2vcpu-vm/mpmc-hints.md). So they are off on AMD CPUs
+// and on elsewhere (they are hints, and order nothing either way).
+bool mpmc_hints_pay() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool pays = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (__get_cpuid(0, &a, &b, &c, &d) == 0) return true;
+    char vendor[12];
+    std::memcpy(vendor, &b, 4);
+    std::memcpy(vendor + 4, &d, 4);
+    std::memcpy(vendor + 8, &c, 4);
+    return std::memcmp(vendor, "AuthenticAMD", sizeof vendor) != 0;
+  }();
+  return pays;
+#else
+  return true;
+#endif
+}
+
 // A CPU handle of one MPMC side: counted in (before looking for GPU agents;
 // a GPU attach does the reverse, so of two racing attaches at least one sees
 // the other), claim records taken (a producer's in its lane, a consumer's in
@@ -119,6 +148,7 @@ std::unique_ptr<Core> attach_side(const Segment& segment, const WaitPolicy& poli
   core->view = core->lanes[core->home].view;
   core->record = core->lanes[core->home].record;
   core->producer = producer;
+  core->hints = mpmc_hints_pay();
   detail::init_core(*core, segment, policy, std::move(holdings));
   // A producer that attaches reopens the stream a predecessor closed.
   if (producer) atomic::store_seq_cst(&ring.ring_producer()->stream, kStreamOpen);

@@ -120,6 +120,9 @@ struct MpmcSideCore : HandleCore {
   // Producer of a ring of owned lanes: it owns its lane, and stores the
   // counter rather than CAS it (MpmcView::claim_write_owned).
   bool owns_lane = false;
+  // Whether the slots ahead are taken (the producer's and the consumer's
+  // prefetch hints below): where they pay on this CPU (mpmc_hints_pay()).
+  bool hints = true;
   MpmcRange held;  // consumer: claimed messages kept for the next read
 
   MpmcSideCore() noexcept { tracks_claims = true; }
@@ -213,7 +216,7 @@ struct MpmcProducerCore final : MpmcSideCore {
     const std::uint64_t counter = before_claim();
     const MpmcRange r = owns_lane ? view.claim_write_owned(counter, max, status)
                                   : view.claim_write_from(counter, max, status);
-    if (r.count != 0) view.prefetch_slot_for_write(r.first + r.count + 1);
+    if (r.count != 0 && hints) view.prefetch_slot_for_write(r.first + r.count + 1);
     return r;
   }
   void publish(MpmcRange r, std::uint32_t flags) noexcept {
@@ -280,7 +283,7 @@ struct MpmcConsumerCore final : MpmcSideCore {
   MpmcRange take_here(std::uint64_t max, Status& status) noexcept {
     const std::uint64_t counter = before_claim();
     // The payload travels while the claim waits for the trailer and the CAS.
-    view.prefetch_payload(counter);
+    if (hints) view.prefetch_payload(counter);
     // Sleeping producers are woken once, after the skipped slots passed over
     // (each release of one would otherwise cost a system call).
     bool wake = false;
@@ -302,7 +305,7 @@ struct MpmcConsumerCore final : MpmcSideCore {
   // order nothing, and a consumer that finds the slot not yet committed
   // only lost a line it had to fetch again.
   void prefetch_ahead(MpmcRange r) const noexcept {
-    if (view.payload_lines() == 0) return;
+    if (!hints || view.payload_lines() == 0) return;
     const std::uint64_t next = r.first + r.count + 1;
     atomic::prefetch_write(view.trailer(next));
     view.prefetch_payload(next);
