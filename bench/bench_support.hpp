@@ -637,22 +637,47 @@ class SequenceChecker {
 //   word). The reader can load the payload only after it has seen the word,
 //   so a message costs two transfers in a row each way: the floor of a
 //   64-byte round trip through two rings of that layout.
+//   Split messages (two lines, a FloorMessage made with `split`): the count
+//   word starts its block, the 64-byte message follows it, and a second copy
+//   of the count follows the message, in the second line. The reader polls
+//   both words and reads the message once both carry the count: each line
+//   is its own proof of arrival, so the two lines travel at once. The floor
+//   of a 64-byte round trip through a layout with a sequence word per line.
 
 // The messages of the message floor, one per side (each stamps its own).
 struct FloorMessage {
   static constexpr std::size_t kSize = 64;
   MessageTemplate message{kSize};
   std::byte received[kSize];
+  bool split = false;
 
-  static std::byte* payload_of(std::uint64_t* word) noexcept {
-    return reinterpret_cast<std::byte*>(word) - kSize;
+  explicit FloorMessage(bool split_lines = false) : split(split_lines) {}
+
+  std::byte* payload_of(std::uint64_t* word) const noexcept {
+    return split ? reinterpret_cast<std::byte*>(word + 1)
+                 : reinterpret_cast<std::byte*>(word) - kSize;
   }
-  static const std::byte* payload_of(const std::uint64_t* word) noexcept {
-    return reinterpret_cast<const std::byte*>(word) - kSize;
+  const std::byte* payload_of(const std::uint64_t* word) const noexcept {
+    return split ? reinterpret_cast<const std::byte*>(word + 1)
+                 : reinterpret_cast<const std::byte*>(word) - kSize;
+  }
+  // Split: the copy of the count after the message, in the second line.
+  static std::uint64_t* second_word(std::uint64_t* word) noexcept { return word + 1 + kSize / 8; }
+  static const std::uint64_t* second_word(const std::uint64_t* word) noexcept {
+    return word + 1 + kSize / 8;
   }
   // Before the count `v` goes out through `word`.
   void send(std::uint64_t* word, std::uint64_t v) noexcept {
     std::memcpy(payload_of(word), message.stamped(v).data(), kSize);
+    if (split) atomic::store_release(second_word(word), v);
+  }
+  // The count that has arrived through `word`: split, the smaller of the
+  // two words (both loaded before either is looked at), or kStopTag.
+  std::uint64_t arrived(const std::uint64_t* word) const noexcept {
+    const std::uint64_t a = atomic::load_acquire(word);
+    if (!split) return a;
+    const std::uint64_t b = atomic::load_acquire(second_word(word));
+    return a == kStopTag ? a : std::min(a, b);
   }
   // After the count `v` came in through `word`: the message that came with it.
   bool received_intact(const std::uint64_t* word, std::uint64_t v) noexcept {
@@ -672,7 +697,7 @@ inline bool floor_echo(Control& control, int agent, const std::uint64_t* ping, s
     std::uint64_t v;
     // Values only grow (kStopTag is the largest): below answered + 1 is
     // either our own answer (one line) or the ping before it (two lines).
-    while ((v = atomic::load_acquire(ping)) < answered + 1) {
+    while ((v = m != nullptr ? m->arrived(ping) : atomic::load_acquire(ping)) < answered + 1) {
       if (!spinner.failed_attempt()) return false;
     }
     if (v == kStopTag) return true;
@@ -699,7 +724,7 @@ inline bool floor_round_trip(std::uint64_t* ping, const std::uint64_t* pong, std
                              Spinner& spinner, FloorMessage* m = nullptr) noexcept {
   if (m != nullptr) m->send(ping, v + 1);
   atomic::store_release(ping, v + 1);
-  while (atomic::load_acquire(pong) != v + 2) {
+  while ((m != nullptr ? m->arrived(pong) : atomic::load_acquire(pong)) != v + 2) {
     if (!spinner.failed_attempt()) return false;
   }
   spinner.progress();

@@ -34,6 +34,9 @@ FLOOR_TWO_LINES = "floor/two_lines/process"
 # Two lines, each word with a 64-byte message in the line before it: the
 # floor of a 64 B round trip through two rings of shmring's slot layout.
 FLOOR_MESSAGES = "floor/messages_64B/process"
+# The same message with a copy of its count word in each of its two lines,
+# both polled: the floor of a layout with a sequence word per line.
+FLOOR_SPLIT = "floor/split_messages_64B/process"
 DAGGER = "\u2020"
 SIZES = ("8B", "64B", "4KiB", "64KiB", "1MiB")
 
@@ -433,13 +436,14 @@ def main():
     for base, label, target, ok in ((FLOOR, "floor", "<= 1.3", lambda v: v <= 1.3),
                                     (FLOOR_TWO_LINES, FLOOR_TWO_LINES, "(info)", lambda v: True),
                                     (FLOOR_MESSAGES, FLOOR_MESSAGES, "(info)", lambda v: True),
+                                    (FLOOR_SPLIT, FLOOR_SPLIT, "(info)", lambda v: True),
                                     (plain_rtt, plain_rtt, "<= 1.0", lambda v: v <= 1.0)):
         if base != FLOOR and base not in names:
             continue
-        if base in (FLOOR_TWO_LINES, FLOOR_MESSAGES):
+        if base in (FLOOR_TWO_LINES, FLOOR_MESSAGES, FLOOR_SPLIT):
             target_row(f"{base} p50 / floor p50", "(info)",
                        ratio((base, "p50_ns"), (FLOOR, "p50_ns")), lambda v: True)
-        for api in ("copy", "zerocopy"):
+        for api in ("copy", "zerocopy", "lowlatency"):
             name = f"rtt/spsc/process/{api}/64B"
             if name in names:
                 target_row(f"{name} p50 / {label} p50", target,

@@ -616,6 +616,34 @@ TEST_F(Gpu, MixedMpmcProducersRefused) {
   EXPECT_TRUE(consumer);
 }
 
+// Kernels claim on a side's one shared counter; a ring of owned lanes has a
+// counter per lane, so both GPU sides refuse it by name, and the CPU handles
+// still work on it.
+TEST_F(Gpu, MpmcOwnedLanesRefused) {
+  test::UniqueShm name;
+  CreateOptions o = ring(RingKind::mpmc, 64, 64);
+  o.lanes = 2;
+  Segment seg = Segment::create(name.name(), o);
+  Registration reg = Registration::register_segment(seg);
+  std::error_code ec;
+  GpuMpmcProducers producers = GpuMpmcProducers::attach(seg, reg, ec);
+  EXPECT_EQ(ec, make_error_code(errc::gpu_not_allowed));
+  EXPECT_NE(last_error_message().find("2 owned lanes"), std::string::npos) << last_error_message();
+  EXPECT_FALSE(producers);
+  GpuMpmcConsumers consumers = GpuMpmcConsumers::attach(seg, reg, ec);
+  EXPECT_EQ(ec, make_error_code(errc::gpu_not_allowed));
+  EXPECT_FALSE(consumers);
+  MpmcProducer cpu = MpmcProducer::attach(seg);
+  MpmcConsumer reader = MpmcConsumer::attach(seg);
+  const std::array<std::byte, 8> m{std::byte{7}};
+  ASSERT_EQ(cpu.try_push(m), Status::ok);
+  std::array<std::byte, 64> out{};
+  std::size_t n = 0;
+  ASSERT_EQ(reader.try_pop(out, n), Status::ok);
+  EXPECT_EQ(n, m.size());
+  EXPECT_EQ(out[0], std::byte{7});
+}
+
 // The GPU takes over the SPSC producer role like a CPU handle: a second one
 // is refused while it holds it.
 TEST_F(Gpu, SpscRoleIsExclusive) {
