@@ -44,27 +44,33 @@ Holding::~Holding() {
   // lock_ closes after this: nobody takes the record before it is cleared.
 }
 
-std::shared_ptr<Holding> claim_role(const Segment& segment, bool producer, Failure& f) {
+std::shared_ptr<Holding> take_owner(const Segment& segment, OwnerRecord& record, std::uint64_t byte,
+                                    std::string_view what, Failure& f) {
   std::shared_ptr<Holding> h = Holding::prepare(segment, f);
   if (!h) return nullptr;
+  const int err = h->take(&record.identity, byte);
+  if (err == EAGAIN) return nullptr;
+  if (err != 0) {
+    f = fail_errno(err, segment.name(),
+                   "cannot lock " + std::string(what) + ": " + std::strerror(err));
+    return nullptr;
+  }
+  atomic::store_release(&record.start_time, h->start_time());
+  return h;
+}
+
+std::shared_ptr<Holding> claim_role(const Segment& segment, bool producer, Failure& f) {
   const SpscView view(segment.base(), segment.geometry());
   OwnerRecord& record = (producer ? view.producer() : view.consumer())->owner;
   const char* role = producer ? "producer" : "consumer";
-  const int err = h->take(&record.identity, lock_byte::owner(producer));
-  if (err == EAGAIN) {
+  std::shared_ptr<Holding> h = take_owner(segment, record, lock_byte::owner(producer),
+                                          std::string("the ") + role + " role's record", f);
+  if (!h && !f) {
     // Named as it recorded itself: the pid is its own namespace's.
     f = fail(errc::role_taken, segment.name(),
              std::string(role) + " role is held by live process " +
                  std::to_string(process::pid_of(atomic::load_acquire(&record.identity))));
-    return nullptr;
   }
-  if (err != 0) {
-    f = fail_errno(
-        err, segment.name(),
-        std::string("cannot lock the ") + role + " role's record: " + std::strerror(err));
-    return nullptr;
-  }
-  atomic::store_release(&record.start_time, h->start_time());
   return h;
 }
 

@@ -45,21 +45,11 @@ std::uint32_t pick_lane(const Segment& segment, const std::vector<detail::MpmcLa
                         std::shared_ptr<detail::Holding>& owner, Failure& f) {
   for (std::uint32_t l = 0; l < lanes.size(); ++l) {
     const MpmcView& v = lanes[l].view;
-    auto h = detail::Holding::prepare(segment, f);
-    if (!h) return 0;
-    const int err =
-        h->take(&v.producer()->owner.identity, v.lane_offset() + lock_byte::owner(true));
-    if (err == 0) {
-      atomic::store_release(&v.producer()->owner.start_time, h->start_time());
-      owner = std::move(h);
-      return l;
-    }
-    if (err != EAGAIN) {
-      f = detail::fail_errno(
-          err, segment.name(),
-          std::string("cannot lock a lane's owner record: ") + std::strerror(err));
-      return 0;
-    }
+    owner =
+        detail::take_owner(segment, v.producer()->owner, v.lane_offset() + lock_byte::owner(true),
+                           "a lane's owner record", f);
+    if (owner) return l;
+    if (f) return 0;
   }
   f = detail::fail(errc::role_taken, segment.name(),
                    "all " + std::to_string(lanes.size()) +

@@ -57,6 +57,13 @@ class Holding {
   std::uint32_t generation_;
 };
 
+// Takes `record`, whose lock byte is `byte`, for this process and stores its
+// start time there (so that a successor tells a recycled pid from it).
+// nullptr with `f` unset while a live owner holds it, for the caller to
+// name the role; nullptr with `f` set, naming `what`, on any other failure.
+std::shared_ptr<Holding> take_owner(const Segment& segment, OwnerRecord& record, std::uint64_t byte,
+                                    std::string_view what, Failure& f);
+
 // Takes the SPSC `producer` (or consumer) role of `segment`: errc::role_taken
 // naming the live holder, or another failure, with nullptr.
 std::shared_ptr<Holding> claim_role(const Segment& segment, bool producer, Failure& f);
