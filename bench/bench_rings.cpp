@@ -157,7 +157,7 @@ void report_latency(benchmark::State& state, LatencyRecorder& recorder, double n
 // word (bench_support.hpp, "the cache-line floor"), each waiting for the
 // other's store with the same spin loop the ring benchmarks use. One
 // iteration is one round trip.
-enum class FloorShape { one_line, two_lines, messages, split_messages };
+enum class FloorShape { one_line, two_lines, messages, split_messages, touched_messages };
 
 void bm_floor(benchmark::State& state, FloorShape shape) {
   try {
@@ -166,7 +166,8 @@ void bm_floor(benchmark::State& state, FloorShape shape) {
     SharedRegion line_region(4096);  // page-aligned, so each word starts a 128-byte block
     // Messages: each word in the second line of its block, its message in the
     // first. Split messages: each word starts its block (FloorMessage).
-    const std::size_t first = shape == FloorShape::messages ? FloorMessage::kSize : 0;
+    const bool after = shape == FloorShape::messages || shape == FloorShape::touched_messages;
+    const std::size_t first = after ? FloorMessage::kSize : 0;
     auto* ping =
         reinterpret_cast<std::uint64_t*>(static_cast<std::byte*>(line_region.data()) + first);
     // Two lines: pong half a page away, out of the pair of lines an
@@ -174,14 +175,15 @@ void bm_floor(benchmark::State& state, FloorShape shape) {
     auto* pong = shape == FloorShape::one_line ? ping : ping + 2048 / sizeof(std::uint64_t);
     *ping = 0;
     *pong = 0;
-    const bool messages = shape == FloorShape::messages || shape == FloorShape::split_messages;
+    const bool messages = after || shape == FloorShape::split_messages;
     const bool split = shape == FloorShape::split_messages;
+    const bool touch = shape == FloorShape::touched_messages;
 
     Team team(*control, /*separate_processes=*/true);
     team.spawn(0, g_cpus[1], [&] {
       Spinner spinner(*control, share_cores(g_cpus, 2));
       control->agents[0].state.store(kReady, std::memory_order_release);
-      FloorMessage m(split);
+      FloorMessage m(split, touch);
       if (!floor_echo(*control, 0, ping, pong, spinner, messages ? &m : nullptr)) return;
       control->agents[0].state.store(kFinished, std::memory_order_release);
     });
@@ -195,7 +197,7 @@ void bm_floor(benchmark::State& state, FloorShape shape) {
 
     LatencyRecorder recorder(static_cast<std::uint64_t>(state.max_iterations));
     const TickCalibration calibration;
-    FloorMessage m(split);
+    FloorMessage m(split, touch);
     std::uint64_t v = 0;
     bool ok = true;
     recorder.start();
@@ -655,6 +657,9 @@ void register_all() {
       ->UseRealTime();
   benchmark::RegisterBenchmark("floor/split_messages_64B/process", bm_floor,
                                FloorShape::split_messages)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("floor/touched_messages_64B/process", bm_floor,
+                               FloorShape::touched_messages)
       ->UseRealTime();
   // The plain baseline ring next to it (plain_ring.hpp).
   benchmark::RegisterBenchmark("rtt/plain/process/copy/64B", bm_round_trip<PlainRings>,

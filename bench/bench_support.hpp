@@ -643,6 +643,9 @@ class SequenceChecker {
 //   both words and reads the message once both carry the count: each line
 //   is its own proof of arrival, so the two lines travel at once. The floor
 //   of a 64-byte round trip through a layout with a sequence word per line.
+//   Touched messages (the layout of Messages): the reader's poll also loads
+//   the message's line, whose value it drops, so that the line is on its
+//   way while the word's is; it reads the message once the word has come.
 
 // The messages of the message floor, one per side (each stamps its own).
 struct FloorMessage {
@@ -650,8 +653,10 @@ struct FloorMessage {
   MessageTemplate message{kSize};
   std::byte received[kSize];
   bool split = false;
+  bool touch = false;
 
-  explicit FloorMessage(bool split_lines = false) : split(split_lines) {}
+  explicit FloorMessage(bool split_lines = false, bool touch_line = false)
+      : split(split_lines), touch(touch_line) {}
 
   std::byte* payload_of(std::uint64_t* word) const noexcept {
     return split ? reinterpret_cast<std::byte*>(word + 1)
@@ -674,6 +679,11 @@ struct FloorMessage {
   // The count that has arrived through `word`: split, the smaller of the
   // two words (both loaded before either is looked at), or kStopTag.
   std::uint64_t arrived(const std::uint64_t* word) const noexcept {
+    if (touch) {
+      const std::uint64_t line =
+          atomic::load_relaxed(reinterpret_cast<const std::uint64_t*>(payload_of(word)));
+      asm volatile("" : : "r"(line));
+    }
     const std::uint64_t a = atomic::load_acquire(word);
     if (!split) return a;
     const std::uint64_t b = atomic::load_acquire(second_word(word));

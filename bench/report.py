@@ -37,6 +37,9 @@ FLOOR_MESSAGES = "floor/messages_64B/process"
 # The same message with a copy of its count word in each of its two lines,
 # both polled: the floor of a layout with a sequence word per line.
 FLOOR_SPLIT = "floor/split_messages_64B/process"
+# The layout of FLOOR_MESSAGES, the reader loading the message's line as it
+# polls the word's.
+FLOOR_TOUCHED = "floor/touched_messages_64B/process"
 DAGGER = "\u2020"
 SIZES = ("8B", "64B", "4KiB", "64KiB", "1MiB")
 
@@ -437,10 +440,11 @@ def main():
                                     (FLOOR_TWO_LINES, FLOOR_TWO_LINES, "(info)", lambda v: True),
                                     (FLOOR_MESSAGES, FLOOR_MESSAGES, "(info)", lambda v: True),
                                     (FLOOR_SPLIT, FLOOR_SPLIT, "(info)", lambda v: True),
+                                    (FLOOR_TOUCHED, FLOOR_TOUCHED, "(info)", lambda v: True),
                                     (plain_rtt, plain_rtt, "<= 1.0", lambda v: v <= 1.0)):
         if base != FLOOR and base not in names:
             continue
-        if base in (FLOOR_TWO_LINES, FLOOR_MESSAGES, FLOOR_SPLIT):
+        if base in (FLOOR_TWO_LINES, FLOOR_MESSAGES, FLOOR_SPLIT, FLOOR_TOUCHED):
             target_row(f"{base} p50 / floor p50", "(info)",
                        ratio((base, "p50_ns"), (FLOOR, "p50_ns")), lambda v: True)
         for api in ("copy", "zerocopy", "lowlatency"):
