@@ -285,7 +285,8 @@ int main(int argc, char** argv) {
                    {{0, JoinAt::oldest, 0, 3}, {kMaxSubscribers - 1, JoinAt::next, 1, 3}}, some);
   }
 
-  // Views: [kind | log2 cap << 1] [slot size - 1, 2 bytes] [K] [K ops] [memory].
+  // Views: [kind | log2 cap << 1 | variant << 4] [slot size - 1, 2 bytes] [K] [K ops]
+  // [memory].
   const auto op = [](std::uint8_t code, std::uint8_t arg) {
     return static_cast<std::uint8_t>(code | (arg << 3));
   };
@@ -305,6 +306,23 @@ int main(int argc, char** argv) {
       in.insert(in.end(), {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f});
       views_seed(view_dir, "k" + std::to_string(kind) + "_c" + std::to_string(lcap) + "_far", in);
     }
+  }
+  // MPMC views of owned lanes: byte 0 bit 4, 2^(bits 5-7) lanes. Each lane
+  // picked in turn (op 6) is filled past a lap and drained, with claims held
+  // back across the switches.
+  for (const auto& [lcap, llanes] : std::initializer_list<std::pair<std::uint8_t, std::uint8_t>>{
+           {0, 0}, {2, 1}, {3, 1}, {3, 3}, {6, 4}, {6, 2}}) {
+    const std::uint8_t head = static_cast<std::uint8_t>(1 | (lcap << 1) | 0x10 | (llanes << 5));
+    std::vector<std::uint8_t> ops;
+    for (int i = 0; i < 16; ++i) {
+      ops.push_back(op(6, static_cast<std::uint8_t>(i * 5)));
+      ops.push_back(op(0, static_cast<std::uint8_t>(i % 3 == 0 ? 8 | (i % 4) : i % 4)));
+      ops.push_back(op(1, static_cast<std::uint8_t>(i % 5 == 0 ? 8 | (i % 3) : i % 3)));
+      ops.push_back(op(static_cast<std::uint8_t>(2 + i % 4), static_cast<std::uint8_t>(i)));
+    }
+    std::vector<std::uint8_t> in = {head, 31, 0, static_cast<std::uint8_t>(ops.size())};
+    in.insert(in.end(), ops.begin(), ops.end());
+    views_seed(view_dir, "lanes" + std::to_string(llanes) + "_c" + std::to_string(lcap), in);
   }
   // Low-latency SPSC views: byte 0 bit 4. The rest after the ops: producer
   // position (8 bytes), consumer position (8), incarnation (4), then the
