@@ -93,6 +93,48 @@ TEST(MpmcLanes, OneOwnedLaneTakesOneProducer) {
   EXPECT_TRUE(MpmcProducer::attach(seg)) << "the lane is free again";
 }
 
+// A lane's producer that found the lane full waits for a gap of free slots
+// (MpmcProducerCore::refilling): it claims at once when the gap is free, and
+// within a bounded number of tries when only one slot is, with try_push and
+// with a blocking push alike. Nothing is lost or reordered either way.
+TEST(MpmcLanes, AFullLanesProducerResumesAtAGapOrSoonAfterOneSlot) {
+  test::UniqueShm shm;
+  const Segment seg = make_lanes(shm, 64, 1);
+  MpmcProducer tx = MpmcProducer::attach(seg);
+  MpmcConsumer rx = MpmcConsumer::attach(seg);
+  int sent = 0;
+  int read = 0;
+  const auto fill = [&] {
+    while (push(tx, "m" + std::to_string(sent)) == Status::ok) ++sent;
+  };
+  const auto take = [&](int n) {
+    for (int i = 0; i < n; ++i) ASSERT_EQ(pop(rx), "m" + std::to_string(read++));
+  };
+  fill();
+  ASSERT_EQ(sent, 64);
+  // The gap: a quarter of the lane (16 slots) past the position it claims at.
+  take(17);
+  EXPECT_EQ(push(tx, "m" + std::to_string(sent)), Status::ok) << "the gap was free";
+  ++sent;
+  fill();
+  // One free slot only: a bounded number of tries, then it is taken.
+  take(1);
+  int tries = 1;
+  while (push(tx, "m" + std::to_string(sent)) == Status::would_block) {
+    ++tries;
+    ASSERT_LE(tries, static_cast<int>(detail::MpmcProducerCore::kRefillPolls) + 1);
+  }
+  EXPECT_GT(tries, 1) << "it waited for the gap first";
+  ++sent;
+  EXPECT_EQ(push(tx, "over"), Status::would_block);
+  take(1);
+  EXPECT_EQ(tx.push(as_bytes("m" + std::to_string(sent)), 2s), Status::ok)
+      << "a blocking push takes the one free slot";
+  ++sent;
+  take(sent - read);
+  EXPECT_FALSE(pop(rx));
+}
+
 // Lanes 1 on have their words between the control area and the slots; the
 // slots are the lanes' in turn.
 TEST(MpmcLanes, GeometryPlacesTheLaneAreasBeforeTheSlots) {
