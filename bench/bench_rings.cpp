@@ -164,10 +164,14 @@ void bm_floor(benchmark::State& state, FloorShape shape) {
     SharedRegion region(sizeof(Control));
     Control* control = new (region.data()) Control{};
     SharedRegion line_region(4096);  // page-aligned, so each word starts a 128-byte block
+    using Layout = FloorMessage::Layout;
+    const Layout layout = shape == FloorShape::split_messages     ? Layout::split
+                          : shape == FloorShape::touched_messages ? Layout::touched
+                                                                  : Layout::before_word;
+    const bool messages = shape == FloorShape::messages || layout != Layout::before_word;
     // Messages: each word in the second line of its block, its message in the
     // first. Split messages: each word starts its block (FloorMessage).
-    const bool after = shape == FloorShape::messages || shape == FloorShape::touched_messages;
-    const std::size_t first = after ? FloorMessage::kSize : 0;
+    const std::size_t first = messages && layout != Layout::split ? FloorMessage::kSize : 0;
     auto* ping =
         reinterpret_cast<std::uint64_t*>(static_cast<std::byte*>(line_region.data()) + first);
     // Two lines: pong half a page away, out of the pair of lines an
@@ -175,15 +179,12 @@ void bm_floor(benchmark::State& state, FloorShape shape) {
     auto* pong = shape == FloorShape::one_line ? ping : ping + 2048 / sizeof(std::uint64_t);
     *ping = 0;
     *pong = 0;
-    const bool messages = after || shape == FloorShape::split_messages;
-    const bool split = shape == FloorShape::split_messages;
-    const bool touch = shape == FloorShape::touched_messages;
 
     Team team(*control, /*separate_processes=*/true);
     team.spawn(0, g_cpus[1], [&] {
       Spinner spinner(*control, share_cores(g_cpus, 2));
       control->agents[0].state.store(kReady, std::memory_order_release);
-      FloorMessage m(split, touch);
+      FloorMessage m(layout);
       if (!floor_echo(*control, 0, ping, pong, spinner, messages ? &m : nullptr)) return;
       control->agents[0].state.store(kFinished, std::memory_order_release);
     });
@@ -197,7 +198,7 @@ void bm_floor(benchmark::State& state, FloorShape shape) {
 
     LatencyRecorder recorder(static_cast<std::uint64_t>(state.max_iterations));
     const TickCalibration calibration;
-    FloorMessage m(split, touch);
+    FloorMessage m(layout);
     std::uint64_t v = 0;
     bool ok = true;
     recorder.start();

@@ -637,7 +637,7 @@ class SequenceChecker {
 //   word). The reader can load the payload only after it has seen the word,
 //   so a message costs two transfers in a row each way: the floor of a
 //   64-byte round trip through two rings of that layout.
-//   Split messages (two lines, a FloorMessage made with `split`): the count
+//   Split messages (two lines, a FloorMessage of Layout::split): the count
 //   word starts its block, the 64-byte message follows it, and a second copy
 //   of the count follows the message, in the second line. The reader polls
 //   both words and reads the message once both carry the count: each line
@@ -652,19 +652,20 @@ struct FloorMessage {
   static constexpr std::size_t kSize = 64;
   MessageTemplate message{kSize};
   std::byte received[kSize];
-  bool split = false;
-  bool touch = false;
+  // Messages, split messages or touched messages (above).
+  enum class Layout { before_word, split, touched };
+  Layout layout = Layout::before_word;
 
-  explicit FloorMessage(bool split_lines = false, bool touch_line = false)
-      : split(split_lines), touch(touch_line) {}
+  explicit FloorMessage(Layout l = Layout::before_word) : layout(l) {}
+  bool split() const noexcept { return layout == Layout::split; }
 
   std::byte* payload_of(std::uint64_t* word) const noexcept {
-    return split ? reinterpret_cast<std::byte*>(word + 1)
-                 : reinterpret_cast<std::byte*>(word) - kSize;
+    return split() ? reinterpret_cast<std::byte*>(word + 1)
+                   : reinterpret_cast<std::byte*>(word) - kSize;
   }
   const std::byte* payload_of(const std::uint64_t* word) const noexcept {
-    return split ? reinterpret_cast<const std::byte*>(word + 1)
-                 : reinterpret_cast<const std::byte*>(word) - kSize;
+    return split() ? reinterpret_cast<const std::byte*>(word + 1)
+                   : reinterpret_cast<const std::byte*>(word) - kSize;
   }
   // Split: the copy of the count after the message, in the second line.
   static std::uint64_t* second_word(std::uint64_t* word) noexcept { return word + 1 + kSize / 8; }
@@ -674,18 +675,18 @@ struct FloorMessage {
   // Before the count `v` goes out through `word`.
   void send(std::uint64_t* word, std::uint64_t v) noexcept {
     std::memcpy(payload_of(word), message.stamped(v).data(), kSize);
-    if (split) atomic::store_release(second_word(word), v);
+    if (split()) atomic::store_release(second_word(word), v);
   }
   // The count that has arrived through `word`: split, the smaller of the
   // two words (both loaded before either is looked at), or kStopTag.
   std::uint64_t arrived(const std::uint64_t* word) const noexcept {
-    if (touch) {
+    if (layout == Layout::touched) {
       const std::uint64_t line =
           atomic::load_relaxed(reinterpret_cast<const std::uint64_t*>(payload_of(word)));
       asm volatile("" : : "r"(line));
     }
     const std::uint64_t a = atomic::load_acquire(word);
-    if (!split) return a;
+    if (!split()) return a;
     const std::uint64_t b = atomic::load_acquire(second_word(word));
     return a == kStopTag ? a : std::min(a, b);
   }
@@ -697,6 +698,11 @@ struct FloorMessage {
   }
 };
 
+// The count that has arrived through `word`, with or without a message.
+inline std::uint64_t floor_arrived(const FloorMessage* m, const std::uint64_t* word) noexcept {
+  return m != nullptr ? m->arrived(word) : atomic::load_acquire(word);
+}
+
 // The echo side, in its own agent: answers until it reads kStopTag (true) or
 // the spinner gives up or the sequence breaks (false, reported through
 // control.fail for `agent`). With `m`, each count comes with a message.
@@ -707,7 +713,7 @@ inline bool floor_echo(Control& control, int agent, const std::uint64_t* ping, s
     std::uint64_t v;
     // Values only grow (kStopTag is the largest): below answered + 1 is
     // either our own answer (one line) or the ping before it (two lines).
-    while ((v = m != nullptr ? m->arrived(ping) : atomic::load_acquire(ping)) < answered + 1) {
+    while ((v = floor_arrived(m, ping)) < answered + 1) {
       if (!spinner.failed_attempt()) return false;
     }
     if (v == kStopTag) return true;
@@ -734,7 +740,7 @@ inline bool floor_round_trip(std::uint64_t* ping, const std::uint64_t* pong, std
                              Spinner& spinner, FloorMessage* m = nullptr) noexcept {
   if (m != nullptr) m->send(ping, v + 1);
   atomic::store_release(ping, v + 1);
-  while ((m != nullptr ? m->arrived(pong) : atomic::load_acquire(pong)) != v + 2) {
+  while (floor_arrived(m, pong) != v + 2) {
     if (!spinner.failed_attempt()) return false;
   }
   spinner.progress();
