@@ -1,5 +1,7 @@
 #include "detail/claims.hpp"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -141,9 +143,13 @@ static RecoveryStep recovery_step(const MpmcView& view, Holding& holding, bool p
   SideBlock& side = producer ? *view.producer() : *view.consumer();
   RecoveryLock lock(view, producer, holding);
   if (!lock) return {};  // another recoverer is at it; our note stays for later
-  // Read after the counter: a live holder that claimed below `limit` stored
+  // The counter once more, under the lock: a consumer hands positions back
+  // (hand_back_read_claims) only under it, so below the counter as read here
+  // every position was claimed, and none goes back while the step runs.
+  // Then the records: a live holder that claimed below the counter stored
   // its low before its claim, so the low is seen here.
-  const std::uint64_t end = std::min(limit, lowest_live_claim(view, producer, holding));
+  const std::uint64_t counter = atomic::load_seq_cst(&side.position);
+  const std::uint64_t end = std::min({limit, counter, lowest_live_claim(view, producer, holding)});
   const std::uint64_t first = step_start(front, stuck, end, view.capacity(), resume);
   if (first == kClaimIdle) {
     resume = kClaimIdle;
@@ -157,6 +163,24 @@ static RecoveryStep recovery_step(const MpmcView& view, Holding& holding, bool p
   }
   if (recovered != 0) atomic::fetch_add(&side.abandoned, recovered);
   return end_step(p, front, end, view.capacity(), recovered, resume);
+}
+
+bool hand_back_read_claims(const MpmcView& view, Holding& holding, MpmcRange r) noexcept {
+  // The lock is held by a recoverer for one bounded step at a time, and
+  // given up by the kernel if its holder dies: a few tries suffice.
+  for (int tries = 0; tries < 1000; ++tries) {
+    const RecoveryLock lock(view, /*producer=*/false, holding);
+    if (!lock) {
+      sched_yield();
+      continue;
+    }
+    // SYNC POINT (seq_cst CAS, pairs with the recoverer's seq_cst load of
+    // the counter under the lock): nobody claimed past the run, so its
+    // positions are the next to read again.
+    std::uint64_t end = r.first + r.count;
+    return atomic::compare_exchange(&view.consumer()->position, end, r.first);
+  }
+  return false;
 }
 
 RecoveryStep recover_producer_claims(const MpmcView& view, Holding& holding,

@@ -148,12 +148,25 @@ std::unique_ptr<Core> attach_side(const Segment& segment, const WaitPolicy& poli
 
 }  // namespace
 
-// The claim record goes back with the last reference to it (lifetime); a
-// message kept for a larger buffer is given up rather than left claimed (a
-// claimed slot would stall every producer a lap later).
+// Messages a consumer kept (read ahead, or too large for a buffer) go back
+// to the ring if no consumer claimed past them; otherwise they are released
+// unread rather than left claimed (a claimed slot would stall every producer
+// a lap later), and counted as abandoned.
+detail::MpmcConsumerCore::~MpmcConsumerCore() {
+  if (held.count == 0 || !lifetime || !attached_here()) return;
+  if (detail::hand_back_read_claims(view, *lanes[at].holding, held)) {
+    // Consumers that went to sleep past them have messages again.
+    wake(data_side(view), signaller, view.base(), WaitFor::data, /*everyone=*/true);
+  } else {
+    atomic::fetch_add(&view.consumer()->abandoned, held.count);
+    if (view.release(held)) wake_peers();
+  }
+  held = {};
+}
+
+// The claim record goes back with the last reference to it (lifetime).
 detail::MpmcSideCore::~MpmcSideCore() {
   if (!lifetime || !attached_here()) return;
-  if (held.count != 0 && view.release(held)) wake_peers();
   for (MpmcLane& l : lanes) detail::idle_claim_record(l.record);
   atomic::fetch_sub(producer ? &view.ring_producer()->attached : &view.ring_consumer()->attached,
                     std::uint32_t{1});

@@ -282,7 +282,9 @@ TEST(MpmcCopy, SmallBufferHoldsTheMessage) {
   EXPECT_EQ(s, Status::would_block);
 }
 
-TEST(MpmcCopy, HeldMessageIsGivenUpWhenTheHandleGoes) {
+// A kept message goes back to the ring with its handle when no consumer
+// claimed past it since: nothing is lost.
+TEST(MpmcCopy, KeptMessageGoesBackWhenTheHandleGoes) {
   MpmcFixture f(2, 64);
   ASSERT_EQ(push(f.tx, "too long for you"), Status::ok);
   ASSERT_EQ(push(f.tx, "second"), Status::ok);
@@ -291,13 +293,131 @@ TEST(MpmcCopy, HeldMessageIsGivenUpWhenTheHandleGoes) {
     std::byte small[2];
     std::size_t size = 0;
     ASSERT_EQ(c.try_pop(small, size), Status::too_large);
-    EXPECT_EQ(push(f.tx, "third"), Status::would_block);
+    EXPECT_EQ(f.rx.position(), 1u);
   }
-  // Its slot was released, so the producers are not stalled a lap later.
-  EXPECT_EQ(push(f.tx, "third"), Status::ok);
+  EXPECT_EQ(f.rx.position(), 0u) << "handed back";
+  EXPECT_EQ(pop(f.rx), "too long for you");
   EXPECT_EQ(pop(f.rx), "second");
+  EXPECT_EQ(f.rx.abandoned(), 0u);
+  f.expect_empty();
+}
+
+// Once another consumer claimed past it, a kept message cannot go back: it
+// is released unread (a claimed slot would stall every producer a lap
+// later) and counted as abandoned.
+TEST(MpmcCopy, KeptMessageIsReleasedAndCountedWhenOthersReadPastIt) {
+  MpmcFixture f(2, 64);
+  ASSERT_EQ(push(f.tx, "too long for you"), Status::ok);
+  ASSERT_EQ(push(f.tx, "second"), Status::ok);
+  {
+    MpmcConsumer c = MpmcConsumer::attach(f.segment);
+    std::byte small[2];
+    std::size_t size = 0;
+    ASSERT_EQ(c.try_pop(small, size), Status::too_large);
+    EXPECT_EQ(pop(f.rx), "second");
+    EXPECT_EQ(push(f.tx, "third"), Status::would_block) << "slot 0 is still claimed";
+  }
+  EXPECT_EQ(f.rx.abandoned(), 1u);
+  EXPECT_EQ(push(f.tx, "third"), Status::ok);
   EXPECT_EQ(pop(f.rx), "third");
   f.expect_empty();
+}
+
+// ---- read-ahead -------------------------------------------------------------------
+
+// One claim takes every readable message up to the read-ahead, and the
+// calls hand them out in order, claiming no more until they are gone.
+TEST(MpmcReadAhead, OneClaimServesSeveralCalls) {
+  MpmcFixture f(16, 64);
+  EXPECT_EQ(f.rx.read_ahead(), 1u);
+  f.rx.set_read_ahead(4);
+  EXPECT_EQ(f.rx.read_ahead(), 4u);
+  for (int i = 0; i < 6; ++i) ASSERT_EQ(push(f.tx, message(i, 64)), Status::ok);
+  EXPECT_EQ(pop(f.rx), message(0, 64));
+  EXPECT_EQ(f.rx.position(), 4u) << "one claim of four";
+  EXPECT_EQ(pop(f.rx), message(1, 64));
+  EXPECT_EQ(pop(f.rx), message(2, 64));
+  EXPECT_EQ(f.rx.position(), 4u);
+  EXPECT_EQ(pop(f.rx), message(3, 64));
+  // Only two are readable: the next claim takes those, without waiting.
+  EXPECT_EQ(pop(f.rx), message(4, 64));
+  EXPECT_EQ(f.rx.position(), 6u);
+  EXPECT_EQ(pop(f.rx), message(5, 64));
+  f.expect_empty();
+  // A peek of more than the read-ahead takes what it asks for.
+  for (int i = 6; i < 12; ++i) ASSERT_EQ(push(f.tx, message(i, 64)), Status::ok);
+  ReadClaim c = f.rx.try_peek(5);
+  ASSERT_EQ(c.size(), 5u);
+  for (std::size_t i = 0; i < 5; ++i) EXPECT_EQ(test::to_string(c[i]), message(6 + i, 64));
+  c.release();
+  EXPECT_EQ(pop(f.rx), message(11, 64));
+  f.expect_empty();
+  f.rx.set_read_ahead(0);
+  EXPECT_EQ(f.rx.read_ahead(), 1u) << "clamped to at least 1";
+  f.rx.set_read_ahead(1000);
+  EXPECT_EQ(f.rx.read_ahead(), 16u) << "clamped to the capacity";
+}
+
+// Messages read ahead are the handle's: another consumer reads the ones
+// after them. The handle that goes hands back what it still holds when
+// nobody claimed past it, and what it cannot hand back is counted.
+TEST(MpmcReadAhead, HeldMessagesAreTheHandlesAndGoBackWithIt) {
+  MpmcFixture f(16, 64);
+  MpmcConsumer other = MpmcConsumer::attach(f.segment);
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(push(f.tx, message(i, 64)), Status::ok);
+  {
+    MpmcConsumer c = MpmcConsumer::attach(f.segment);
+    c.set_read_ahead(4);
+    EXPECT_EQ(pop(c), message(0, 64));
+    EXPECT_EQ(pop(other), message(4, 64)) << "1-3 are read ahead by c";
+    EXPECT_EQ(pop(c), message(1, 64));
+  }
+  // 2 and 3 could not go back (other claimed 4): released unread, counted.
+  EXPECT_EQ(f.rx.abandoned(), 2u);
+  {
+    MpmcConsumer c = MpmcConsumer::attach(f.segment);
+    c.set_read_ahead(8);
+    EXPECT_EQ(pop(c), message(5, 64));
+    EXPECT_EQ(f.rx.position(), 10u);
+  }
+  // 6-9 went back: nobody had claimed past them.
+  EXPECT_EQ(f.rx.position(), 6u);
+  EXPECT_EQ(f.rx.abandoned(), 2u);
+  for (int i = 6; i < 10; ++i) EXPECT_EQ(pop(other), message(i, 64));
+  f.expect_empty();
+  // The ring is whole: a full lap goes through.
+  for (int i = 0; i < 16; ++i) ASSERT_EQ(push(f.tx, message(100 + i, 64)), Status::ok);
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(pop(f.rx), message(100 + i, 64));
+}
+
+// A consumer asleep on an empty ring is woken by messages handed back.
+TEST(MpmcReadAhead, HandedBackMessagesWakeASleepingConsumer) {
+  MpmcFixture f(16, 64);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(push(f.tx, message(i, 64)), Status::ok);
+  auto c = std::make_optional(MpmcConsumer::attach(f.segment));
+  c->set_read_ahead(4);
+  EXPECT_EQ(pop(*c), message(0, 64));
+  std::string got;
+  Status status = Status::would_block;
+  std::thread sleeper([&] {
+    std::byte buf[64];
+    std::size_t size = 0;
+    status = f.rx.pop(buf, size, 10s);
+    if (status == Status::ok) got = test::to_string({buf, size});
+  });
+  // Handed back once the sleeper has gone to sleep.
+  const MpmcView view(f.segment.base(), f.segment.geometry());
+  const auto give_up = Clock::now() + 10s;
+  while (atomic::load_seq_cst(&view.consumer_wait()->waiters) == 0 && Clock::now() < give_up) {
+    std::this_thread::yield();
+  }
+  const bool slept = atomic::load_seq_cst(&view.consumer_wait()->waiters) != 0;
+  c.reset();
+  sleeper.join();
+  ASSERT_TRUE(slept) << "the consumer never went to sleep";
+  EXPECT_EQ(status, Status::ok);
+  EXPECT_EQ(got, message(1, 64));
+  EXPECT_EQ(pop(f.rx), message(2, 64));
 }
 
 // ---- several handles, one thread --------------------------------------------------

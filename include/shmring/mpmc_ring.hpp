@@ -7,7 +7,10 @@
 // consumer that claimed it. A claimed slot cannot be handed back to the
 // counter, so an aborted (or dropped) claim commits it marked "skipped" and
 // consumers pass over it. Unlike SPSC, a handle may hold several claims at
-// once, and its copy calls work while they are live.
+// once, and its copy calls work while they are live. A consumer may read
+// ahead (set_read_ahead): one CAS claims several messages, handed out one a
+// call; what a consumer keeps goes back to the ring when it goes, if no
+// consumer claimed past it (claims.hpp, hand_back_read_claims).
 //
 // A process killed while it holds claims would stall the ring at them. Each
 // CPU handle therefore keeps a record in the segment's claim table of its side
@@ -273,6 +276,11 @@ struct MpmcConsumerCore final : MpmcSideCore {
   // Trailers of a claimed run taken exclusive before its release (next_run).
   static constexpr std::uint64_t kPrefetchReleases = 8;
   std::uint64_t corrupt_dropped = 0;
+  // Read-ahead (MpmcConsumer::set_read_ahead): a claim takes up to this many
+  // readable messages and keeps the ones the call did not ask for in `held`,
+  // so that one locked CAS on the dequeue counter serves several calls.
+  std::uint64_t read_ahead = 1;
+  ~MpmcConsumerCore() override;
 
   void release(MpmcRange r) noexcept {
     if (view.release(r)) wake_peers();
@@ -304,19 +312,30 @@ struct MpmcConsumerCore final : MpmcSideCore {
       held.count -= r.count;
       return r;
     }
+    const std::uint64_t want = std::max(max, read_ahead);
     const auto n = static_cast<std::uint32_t>(lanes.size());
-    if (n == 1 || !idle()) return take_here(max, status);
+    if (n == 1 || !idle()) return keep_ahead(take_here(want, status), max);
     // Starting at home every time keeps the consumers spread over the lanes;
     // one that stayed where it last found a message would gather with the
     // others on one lane and its counter.
     for (std::uint32_t tried = 0, l = home;; l = l + 1 == n ? 0 : l + 1) {
       use_lane(l);
-      const MpmcRange r = take_here(max, status);
-      if (r.count != 0 || status != Status::would_block || ++tried == n) return r;
+      const MpmcRange r = take_here(want, status);
+      if (r.count != 0 || status != Status::would_block || ++tried == n) {
+        return keep_ahead(r, max);
+      }
     }
   }
 
  private:
+  // The first `max` of a claimed run; the rest is read ahead, kept for the
+  // next calls (`held` is empty whenever a claim is made).
+  MpmcRange keep_ahead(MpmcRange r, std::uint64_t max) noexcept {
+    if (r.count <= max) return r;
+    held = MpmcRange{r.first + max, r.count - max};
+    return MpmcRange{r.first, max};
+  }
+
   // take() from the lane claimed in.
   MpmcRange take_here(std::uint64_t max, Status& status) noexcept {
     const std::uint64_t counter = before_claim();
@@ -519,6 +538,24 @@ class MpmcConsumer : public detail::Handle<detail::MpmcConsumerCore>,
   std::uint32_t lane() const noexcept { return core_ ? core_->at : 0; }
   // Messages dropped because their producer wrote an impossible length.
   std::uint64_t corrupt_dropped() const noexcept { return core_ ? core_->corrupt_dropped : 0; }
+
+  // Read-ahead: each claim on the dequeue counter takes up to `n` readable
+  // messages at once (those there are: it never waits for more) and hands
+  // them out one call at a time, so that n messages cost one locked CAS
+  // rather than n. The default, 1, takes what each call asks for. Like a
+  // broker's prefetch count it trades fairness for speed: messages this
+  // handle has read ahead are its own, and other consumers read the ones
+  // after them. When the handle goes, what it still holds goes back to the
+  // ring if no consumer has claimed past it since; otherwise those messages
+  // are lost, and counted in abandoned(). Clamped to [1, a lane's capacity].
+  void set_read_ahead(std::size_t n) noexcept {
+    if (!core_) return;
+    const std::uint64_t cap = core_->view.capacity();
+    core_->read_ahead = std::clamp<std::uint64_t>(n, 1, cap);
+  }
+  std::size_t read_ahead() const noexcept {
+    return core_ ? static_cast<std::size_t>(core_->read_ahead) : 0;
+  }
 
   // Copies the next message into `buffer`. If the buffer is too small:
   // too_large, `size` = the message's size, and this handle keeps the message

@@ -1178,7 +1178,22 @@ NB_MODULE(_shmring, m) {
   bind_producer<SP>(m, "SpscProducer");
   bind_producer<MP>(m, "MpmcProducer");
   bind_consumer<SC>(m, "SpscConsumer");
-  bind_consumer<MC>(m, "MpmcConsumer");
+  bind_consumer<MC>(m, "MpmcConsumer")
+      .def_prop_rw(
+          "read_ahead",
+          [](const MC& c) {
+            check_open(c);
+            return c.h.read_ahead();
+          },
+          [](MC& c, std::size_t n) {
+            check_open(c);
+            c.h.set_read_ahead(n);
+          },
+          "Messages one claim takes at most, handed out one a call (1, the default: what each "
+          "call asks for). More saves the consumers' shared counter an atomic operation per "
+          "message; messages read ahead are this handle's until it reads them, and go back to "
+          "the ring with it when no other consumer read past them (else they count in "
+          "abandoned). Clamped to [1, a lane's capacity].");
   bind_producer<BP>(m, "BroadcastProducer");
   bind_subscriber(m);
 

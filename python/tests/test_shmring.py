@@ -112,6 +112,26 @@ def test_mpmc_threads(name, lanes):
             assert seq == sorted(seq)
 
 
+def test_mpmc_read_ahead(name):
+    seg = shmring.create(name, kind="mpmc", capacity=16, slot_size=64)
+    tx, rx, other = seg.producer(), seg.consumer(), seg.consumer()
+    assert rx.read_ahead == 1
+    rx.read_ahead = 4
+    assert rx.read_ahead == 4
+    for i in range(8):
+        tx.push(bytes([i]))
+    assert rx.pop() == b"\x00"  # and 1-3 are read ahead by rx
+    assert other.pop() == b"\x04"
+    assert [rx.pop() for _ in range(3)] == [b"\x01", b"\x02", b"\x03"]
+    assert rx.pop() == b"\x05"  # one claim of 5-7
+    rx.close()  # 6 and 7 go back: nobody read past them
+    assert [other.pop() for _ in range(2)] == [b"\x06", b"\x07"]
+    assert other.abandoned == 0
+    rx2 = seg.consumer()
+    rx2.read_ahead = 1000
+    assert rx2.read_ahead == 16
+
+
 def test_mpmc_lanes_are_checked(name):
     with pytest.raises(shmring.InvalidArgumentError, match="1 to 16 lanes"):
         shmring.create(name, kind="mpmc", capacity=16, lanes=3)
