@@ -95,10 +95,13 @@ class ShmringRing {
   using Producer = typename RingTypes<Kind>::Producer;
   using Consumer = typename RingTypes<Kind>::Consumer;
 
-  // MPMC: `lanes` owned lanes of `capacity` slots each (0: one shared lane).
-  ShmringRing(std::size_t size, std::uint64_t capacity, std::uint32_t lanes = 0)
+  // MPMC: `lanes` owned lanes of `capacity` slots each (0: one shared lane),
+  // consumers reading `read_ahead` messages a claim.
+  ShmringRing(std::size_t size, std::uint64_t capacity, std::uint32_t lanes = 0,
+              std::size_t read_ahead = 1)
       : name_(unique_name(std::string(to_string(Kind)) + "_" + size_name(size))),
-        segment_(Segment::create(name_.name(), options(size, capacity, lanes))) {}
+        segment_(Segment::create(name_.name(), options(size, capacity, lanes))),
+        read_ahead_(read_ahead) {}
 
   template <class Body>
   void producer_side(unsigned /*index*/, bool own_mapping, Body&& body) {
@@ -111,6 +114,7 @@ class ShmringRing {
   void consumer_side(bool own_mapping, Body&& body) {
     const AgentSegment seg(segment_, name_.name(), Kind, own_mapping);
     auto rx = Consumer::attach(seg.get());
+    if constexpr (Kind == RingKind::mpmc) rx.set_read_ahead(read_ahead_);
     prefault(seg.get().base(), seg.get().size());
     body(rx);
   }
@@ -127,12 +131,13 @@ class ShmringRing {
   }
   NameGuard name_;
   Segment segment_;
+  std::size_t read_ahead_;
 };
 
 template <RingKind Kind>
 void bm_throughput(benchmark::State& state, ThroughputShape c) {
   try {
-    ShmringRing<Kind> ring(c.size, c.capacity, c.lanes);
+    ShmringRing<Kind> ring(c.size, c.capacity, c.lanes, c.read_ahead);
     if (const std::string why = run_throughput(state, c, ring, g_cpus); !why.empty()) {
       fail_benchmark(state, why);
     }
@@ -632,15 +637,21 @@ std::uint64_t capacity_for(std::size_t size) {
 
 // mpmc_lanes/...: an MPMC ring of a lane per producer (`lanes`, owned),
 // each of the slots a ring of one shared lane has, as the lanes baseline's.
+// .../copy_ahead<N>/...: consumers that read ahead N messages a claim.
+constexpr std::size_t kReadAhead = 16;
 void register_throughput(RingKind kind, bool processes, Api api, std::size_t size,
-                         unsigned producers, unsigned consumers, std::uint32_t lanes = 0) {
-  const ThroughputShape c{processes, api, size, capacity_for(size), producers, consumers, lanes};
+                         unsigned producers, unsigned consumers, std::uint32_t lanes = 0,
+                         std::size_t read_ahead = 1) {
+  const ThroughputShape c{processes, api,       size,  capacity_for(size),
+                          producers, consumers, lanes, read_ahead};
   std::string name = std::string(to_string(kind)) + (lanes != 0 ? "_lanes" : "") + "/" +
                      (processes ? "process" : "thread") + "/";
   if (kind == RingKind::mpmc) {
     name += std::to_string(producers) + "x" + std::to_string(consumers) + "/";
   }
-  name += std::string(api_name(api)) + "/" + size_name(size);
+  name += std::string(api_name(api));
+  if (read_ahead != 1) name += "_ahead" + std::to_string(read_ahead);
+  name += "/" + size_name(size);
   benchmark::internal::Benchmark* b =
       kind == RingKind::spsc
           ? benchmark::RegisterBenchmark(name.c_str(), bm_throughput<RingKind::spsc>, c)
@@ -742,6 +753,12 @@ void register_all() {
     for (const bool processes : {false, true}) {
       for (const Api api : {Api::copy, Api::batch}) {
         register_throughput(RingKind::mpmc, processes, api, 64, pairs, pairs, pairs);
+      }
+      // Consumers reading ahead 16 messages a claim, in one shared lane and
+      // in lanes, one message a call.
+      for (const std::uint32_t lanes : {0u, pairs}) {
+        register_throughput(RingKind::mpmc, processes, Api::copy, 64, pairs, pairs, lanes,
+                            kReadAhead);
       }
     }
   }

@@ -250,7 +250,8 @@ struct ThroughputShape {
   std::uint64_t capacity = 1024;  // shown in the label
   unsigned producers = 1;
   unsigned consumers = 1;
-  std::uint32_t lanes = 0;  // MPMC: owned lanes of `capacity` slots each, or 0 for one shared
+  std::uint32_t lanes = 0;     // MPMC: owned lanes of `capacity` slots each, or 0 for one shared
+  std::size_t read_ahead = 1;  // MPMC consumers' MpmcConsumer::set_read_ahead
 };
 
 // Runs one throughput measurement over `ring` (see the top of this file) in
