@@ -283,44 +283,36 @@ TEST(MpmcCopy, SmallBufferHoldsTheMessage) {
 }
 
 // A kept message goes back to the ring with its handle when no consumer
-// claimed past it since: nothing is lost.
-TEST(MpmcCopy, KeptMessageGoesBackWhenTheHandleGoes) {
-  MpmcFixture f(2, 64);
-  ASSERT_EQ(push(f.tx, "too long for you"), Status::ok);
-  ASSERT_EQ(push(f.tx, "second"), Status::ok);
-  {
-    MpmcConsumer c = MpmcConsumer::attach(f.segment);
-    std::byte small[2];
-    std::size_t size = 0;
-    ASSERT_EQ(c.try_pop(small, size), Status::too_large);
-    EXPECT_EQ(f.rx.position(), 1u);
+// claimed past it since: nothing is lost. Once another consumer claimed past
+// it, it cannot go back: it is released unread (a claimed slot would stall
+// every producer a lap later) and counted as abandoned.
+TEST(MpmcCopy, KeptMessageGoesBackWithItsHandleUnlessOthersReadPastIt) {
+  for (const bool read_past : {false, true}) {
+    SCOPED_TRACE(read_past ? "another consumer read past it" : "nobody read past it");
+    MpmcFixture f(2, 64);
+    ASSERT_EQ(push(f.tx, "too long for you"), Status::ok);
+    ASSERT_EQ(push(f.tx, "second"), Status::ok);
+    {
+      MpmcConsumer c = MpmcConsumer::attach(f.segment);
+      std::byte small[2];
+      std::size_t size = 0;
+      ASSERT_EQ(c.try_pop(small, size), Status::too_large);
+      EXPECT_EQ(f.rx.position(), 1u);
+      if (read_past) EXPECT_EQ(pop(f.rx), "second");
+      EXPECT_EQ(push(f.tx, "third"), Status::would_block) << "slot 0 is still claimed";
+    }
+    if (read_past) {
+      EXPECT_EQ(f.rx.abandoned(), 1u);
+      EXPECT_EQ(push(f.tx, "third"), Status::ok) << "slot 0 was released";
+      EXPECT_EQ(pop(f.rx), "third");
+    } else {
+      EXPECT_EQ(f.rx.position(), 0u) << "handed back";
+      EXPECT_EQ(f.rx.abandoned(), 0u);
+      EXPECT_EQ(pop(f.rx), "too long for you");
+      EXPECT_EQ(pop(f.rx), "second");
+    }
+    f.expect_empty();
   }
-  EXPECT_EQ(f.rx.position(), 0u) << "handed back";
-  EXPECT_EQ(pop(f.rx), "too long for you");
-  EXPECT_EQ(pop(f.rx), "second");
-  EXPECT_EQ(f.rx.abandoned(), 0u);
-  f.expect_empty();
-}
-
-// Once another consumer claimed past it, a kept message cannot go back: it
-// is released unread (a claimed slot would stall every producer a lap
-// later) and counted as abandoned.
-TEST(MpmcCopy, KeptMessageIsReleasedAndCountedWhenOthersReadPastIt) {
-  MpmcFixture f(2, 64);
-  ASSERT_EQ(push(f.tx, "too long for you"), Status::ok);
-  ASSERT_EQ(push(f.tx, "second"), Status::ok);
-  {
-    MpmcConsumer c = MpmcConsumer::attach(f.segment);
-    std::byte small[2];
-    std::size_t size = 0;
-    ASSERT_EQ(c.try_pop(small, size), Status::too_large);
-    EXPECT_EQ(pop(f.rx), "second");
-    EXPECT_EQ(push(f.tx, "third"), Status::would_block) << "slot 0 is still claimed";
-  }
-  EXPECT_EQ(f.rx.abandoned(), 1u);
-  EXPECT_EQ(push(f.tx, "third"), Status::ok);
-  EXPECT_EQ(pop(f.rx), "third");
-  f.expect_empty();
 }
 
 // ---- read-ahead -------------------------------------------------------------------
