@@ -504,6 +504,15 @@ class TypedMpmcConsumer(TypedConsumer, _TypedRecovery):
 
     handle: MpmcConsumer
 
+    @property
+    def read_ahead(self) -> int:
+        """See MpmcConsumer.read_ahead."""
+        return self.handle.read_ahead
+
+    @read_ahead.setter
+    def read_ahead(self, n: int) -> None:
+        self.handle.read_ahead = n
+
 
 class TypedSubscriber(TypedConsumer):
     """Subscriber of a broadcast ring of records: a consumer that also reads

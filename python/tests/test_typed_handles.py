@@ -133,6 +133,13 @@ def test_typed_mpmc_handles_recover(name):
     assert (tx.recover(), tx.abandoned, rx.recover(), rx.abandoned) == (0, 0, 0, 0)
     tx.push(record(3))
     assert seq_of(rx.pop(timeout=1.0)) == 3
+    # Read-ahead: one claim takes both records, handed out one a call.
+    rx.read_ahead = 2
+    assert rx.read_ahead == 2 == rx.handle.read_ahead
+    tx.push(record(4))
+    tx.push(record(5))
+    assert seq_of(rx.pop(timeout=1.0)) == 4
+    assert seq_of(rx.try_pop()) == 5
     # A RoleRef attaches the same typed class in the process that attaches it.
     assert type(tx.ref().attach()) is shmring.TypedMpmcProducer
 
