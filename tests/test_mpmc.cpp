@@ -325,8 +325,10 @@ TEST(MpmcReadAhead, OneClaimServesSeveralCalls) {
   f.rx.set_read_ahead(4);
   EXPECT_EQ(f.rx.read_ahead(), 4u);
   for (int i = 0; i < 6; ++i) ASSERT_EQ(push(f.tx, message(i, 64)), Status::ok);
+  EXPECT_EQ(f.rx.kept(), 0u);
   EXPECT_EQ(pop(f.rx), message(0, 64));
   EXPECT_EQ(f.rx.position(), 4u) << "one claim of four";
+  EXPECT_EQ(f.rx.kept(), 3u);
   EXPECT_EQ(pop(f.rx), message(1, 64));
   EXPECT_EQ(pop(f.rx), message(2, 64));
   EXPECT_EQ(f.rx.position(), 4u);

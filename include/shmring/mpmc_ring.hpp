@@ -556,6 +556,11 @@ class MpmcConsumer : public detail::Handle<detail::MpmcConsumerCore>,
   std::size_t read_ahead() const noexcept {
     return core_ ? static_cast<std::size_t>(core_->read_ahead) : 0;
   }
+  // Messages this handle has claimed and not handed out yet: read ahead, or
+  // kept for a buffer too small (the ring's counters count them as read).
+  std::size_t kept() const noexcept {
+    return core_ ? static_cast<std::size_t>(core_->held.count) : 0;
+  }
 
   // Copies the next message into `buffer`. If the buffer is too small:
   // too_large, `size` = the message's size, and this handle keeps the message

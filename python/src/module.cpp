@@ -249,10 +249,19 @@ void check_open(const HandleBase& h) {
 // MPMC ring this counts positions producers claimed but have not committed
 // yet. The tail is loaded first: it only grows, so the head read after it is
 // never behind it in a sound ring (a corrupt one is clamped).
-std::uint64_t waiting(const shmring::ControlArea* control, std::uint64_t capacity) {
-  const std::uint64_t tail = shmring::atomic::load_acquire(&control->consumer.position);
-  const std::uint64_t head = shmring::atomic::load_acquire(&control->producer.position);
-  return head > tail ? std::min(head - tail, capacity) : 0;
+// Messages published and not yet claimed by a consumer, over every lane of
+// the ring (one, but for MPMC rings in lanes).
+std::uint64_t waiting(const shmring::ControlArea* control, const shmring::Geometry& g) {
+  auto* base = reinterpret_cast<std::byte*>(const_cast<shmring::ControlArea*>(control));
+  const std::uint32_t lanes = g.lane_count();
+  std::uint64_t total = 0;
+  for (std::uint32_t l = 0; l < lanes; ++l) {
+    const shmring::RingView v(base, g, l);
+    const std::uint64_t tail = shmring::atomic::load_acquire(&v.consumer()->position);
+    const std::uint64_t head = shmring::atomic::load_acquire(&v.producer()->position);
+    total += head > tail ? std::min(head - tail, g.capacity / lanes) : 0;
+  }
+  return total;
 }
 
 // Marks a handle busy for one call: handles are not for concurrent use.
@@ -743,18 +752,6 @@ nb::object role_ref(const HandleBase& b) {
 template <class C>
 constexpr bool kIsSubscriber = std::is_same_v<decltype(C::h), shmring::BroadcastSubscriber>;
 
-// This side's position: a subscriber's own cursor, else the side's shared one.
-template <class C>
-std::uint64_t position_of(const C& c) {
-  if constexpr (kIsSubscriber<C>) {
-    return c.h.position();
-  } else {
-    const shmring::SideBlock& side =
-        c.role == "producer" ? c.control->producer : c.control->consumer;
-    return shmring::atomic::load_acquire(&side.position);
-  }
-}
-
 // Messages waiting for this handle: a subscriber's own backlog, else the
 // ring's (waiting()).
 template <class C>
@@ -763,8 +760,11 @@ std::uint64_t waiting_for(const C& c) {
     const std::uint64_t head = shmring::atomic::load_acquire(&c.control->producer.position);
     const std::uint64_t next = c.h.position();
     return head > next ? std::min(head - next, c.geometry.capacity) : 0;
+  } else if constexpr (std::is_same_v<decltype(C::h), shmring::MpmcConsumer>) {
+    // With what this consumer has read ahead (or kept for a larger buffer).
+    return waiting(c.control, c.geometry) + c.h.kept();
   } else {
-    return waiting(c.control, c.geometry.capacity);
+    return waiting(c.control, c.geometry);
   }
 }
 
@@ -836,7 +836,7 @@ void bind_handle(nb::class_<C>& cls) {
           "position",
           [](const C& c) {
             check_open(c);
-            return position_of(c);
+            return c.h.position();
           },
           "This side's position: messages published so far (producer), taken so far "
           "(consumer), or the next one this subscriber reads (subscriber).")
@@ -866,7 +866,7 @@ void bind_handle(nb::class_<C>& cls) {
         r += " capacity=" + std::to_string(c.geometry.capacity) +
              " slot_size=" + std::to_string(c.geometry.slot_size);
         if (c.geometry.format == shmring::SlotFormat::low_latency) r += " slot_format=low_latency";
-        r += " position=" + std::to_string(position_of(c)) +
+        r += " position=" + std::to_string(c.h.position()) +
              " waiting=" + std::to_string(waiting_for(c)) + ">";
         return r;
       });

@@ -121,6 +121,7 @@ def test_mpmc_read_ahead(name):
     for i in range(8):
         tx.push(bytes([i]))
     assert rx.pop() == b"\x00"  # and 1-3 are read ahead by rx
+    assert (len(rx), len(other)) == (7, 4)  # len counts what a consumer read ahead
     assert other.pop() == b"\x04"
     assert [rx.pop() for _ in range(3)] == [b"\x01", b"\x02", b"\x03"]
     assert rx.pop() == b"\x05"  # one claim of 5-7
@@ -130,6 +131,18 @@ def test_mpmc_read_ahead(name):
     rx2 = seg.consumer()
     rx2.read_ahead = 1000
     assert rx2.read_ahead == 16
+
+
+def test_len_counts_every_lane(name):
+    seg = shmring.create(name, kind="mpmc", capacity=16, slot_size=64, lanes=2)
+    a, b, rx = seg.producer(), seg.producer(), seg.consumer()
+    for i in range(3):
+        a.push(b"a%d" % i)
+    b.push(b"b0")
+    assert (len(rx), len(a), rx.empty()) == (4, 4, False)
+    assert a.position == 4 and rx.position == 0
+    assert sorted(rx.pop() for _ in range(4)) == [b"a0", b"a1", b"a2", b"b0"]
+    assert (len(rx), rx.empty(), rx.position) == (0, True, 4)
 
 
 def test_mpmc_lanes_are_checked(name):
