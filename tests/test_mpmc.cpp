@@ -298,7 +298,9 @@ TEST(MpmcCopy, KeptMessageGoesBackWithItsHandleUnlessOthersReadPastIt) {
       std::size_t size = 0;
       ASSERT_EQ(c.try_pop(small, size), Status::too_large);
       EXPECT_EQ(f.rx.position(), 1u);
-      if (read_past) EXPECT_EQ(pop(f.rx), "second");
+      if (read_past) {
+        EXPECT_EQ(pop(f.rx), "second");
+      }
       EXPECT_EQ(push(f.tx, "third"), Status::would_block) << "slot 0 is still claimed";
     }
     if (read_past) {

@@ -883,7 +883,7 @@ void mpmc_read_ahead_churn(std::uint32_t lanes) {
         MpmcConsumer rx = MpmcConsumer::attach(seg);
         rx.set_read_ahead(1 + rng() % 8);
         visits.fetch_add(1, std::memory_order_relaxed);
-        for (std::uint32_t want = rng() % 24; want != 0 && !finished();) {
+        for (auto want = static_cast<std::uint32_t>(rng() % 24); want != 0 && !finished();) {
           std::size_t size = 0;
           const Status s = rx.try_pop(buf, size);
           if (s == Status::ok) {
