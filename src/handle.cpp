@@ -48,16 +48,34 @@ const SideBlock& side_block(const Segment& segment, bool producer) noexcept {
   return producer ? control(segment).producer : control(segment).consumer;
 }
 
+// Who holds the record whose identity word is `word` and lock byte `byte`.
+// A holder takes the lock before it writes its identity and clears the
+// identity before it lets the lock go, so an identity without the lock is
+// a holder that never got to clear it: one that died. But a holder that
+// leaves between the read of the word and the look at the lock shows just
+// that, and taken for dead it would end the stream for the other side
+// (peer_dead) while producers come and go. So a free lock counts only if
+// the word, read again, still names the same holder and the lock is still
+// free; a word that changed meanwhile is looked at afresh.
+enum class Holder { none, live, dead };
+Holder record_holder(int fd, const std::uint64_t& word, std::uint64_t byte) noexcept {
+  for (int look = 0; look < 4; ++look) {
+    const std::uint64_t who = atomic::load_seq_cst(&word);
+    if (who == 0) return Holder::none;
+    if (process::lock_held(fd, byte)) return Holder::live;
+    if (atomic::load_seq_cst(&word) == who && !process::lock_held(fd, byte)) return Holder::dead;
+  }
+  return Holder::none;  // changing hands all along: not a dead holder
+}
+
 }  // namespace
 
 bool role_holder_died(const Segment& segment, bool producer) noexcept {
   if (!segment) return false;
   const SideBlock& side = side_block(segment, producer);
   if (atomic::load_relaxed(&side.gpu_attached) != 0) return false;
-  // The holder clears its identity before it lets the lock go: a recorded
-  // identity without the lock is a holder that never got to clear it.
-  if (atomic::load_seq_cst(&side.owner.identity) == 0) return false;
-  return !process::lock_held(segment.fd(), lock_byte::owner(producer));
+  return record_holder(segment.fd(), side.owner.identity, lock_byte::owner(producer)) ==
+         Holder::dead;
 }
 
 SidePeers mpmc_side_peers(const Segment& segment, bool producer) noexcept {
@@ -74,9 +92,11 @@ SidePeers mpmc_side_peers(const Segment& segment, bool producer) noexcept {
     const LaneArea& area = *reinterpret_cast<const LaneArea*>(segment.base() + offset);
     const ClaimTable& table = producer ? area.producer_claims : area.consumer_claims;
     for (std::size_t i = 0; i < kClaimRecords; ++i) {
-      if (atomic::load_seq_cst(&table.records[i].holder) == 0) continue;
+      const Holder h = record_holder(segment.fd(), table.records[i].holder,
+                                     lock_byte::claim_record(producer, i, offset));
+      if (h == Holder::none) continue;
       p.recorded = true;
-      if (process::lock_held(segment.fd(), lock_byte::claim_record(producer, i, offset))) {
+      if (h == Holder::live) {
         p.live = true;
         return p;
       }

@@ -2,6 +2,7 @@
 // interleaved in one thread, the attached counters, blocking forms.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <optional>
@@ -523,6 +524,38 @@ TEST(MpmcBlocking, TimeoutOnEmptyAndFull) {
   EXPECT_EQ(f.control()->consumer_wait.waiters, 0u);
   EXPECT_EQ(f.rx.pop(buf, size, kTimeout), Status::ok);
   EXPECT_EQ(test::to_string({buf, size}), "a");
+}
+
+// Producers that attach and leave (the stream left open) while a consumer
+// waits are never taken for dead: the consumer's look at its producers may
+// fall between a leaving producer's two steps (its record cleared, then its
+// lock given up), and must not read that as a holder that died.
+TEST(MpmcBlocking, ProducersComingAndGoingAreNotTakenForDead) {
+  test::UniqueShm shm;
+  Segment seg = test::make_ring(shm.name(), RingKind::mpmc, 4, 16);
+  std::atomic<bool> done{false};
+  std::thread churn([&] {
+    for (int i = 0; i < 20000; ++i) {
+      MpmcProducer p = MpmcProducer::attach(seg);
+      p.set_close_on_exit(false);
+    }
+    done = true;
+  });
+  MpmcConsumer rx = MpmcConsumer::attach(seg, WaitPolicy{0, 0});
+  std::uint64_t looks = 0;
+  Status wrong = Status::timeout;
+  while (!done.load()) {
+    std::byte buf[16];
+    std::size_t size = 0;
+    const Status s = rx.pop(buf, size, 20us);
+    ++looks;
+    if (s != Status::timeout) {
+      wrong = s;
+      break;
+    }
+  }
+  churn.join();
+  EXPECT_EQ(wrong, Status::timeout) << to_string(wrong) << " after " << looks << " waits";
 }
 
 TEST(MpmcBlocking, SleepingConsumerIsWoken) {
