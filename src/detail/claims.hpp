@@ -46,6 +46,8 @@ void idle_claim_record(ClaimRecord* record) noexcept;
 // dead ones and takes the side's recovery lock.
 RecoveryStep recover_producer_claims(const MpmcView& view, Holding& holding,
                                      std::uint64_t& resume) noexcept;
+RecoveryStep recover_consumer_claims(const MpmcView& view, Holding& holding,
+                                     std::uint64_t& resume) noexcept;
 
 // Gives the consumers' claimed run `r` back to the lane `view` addresses,
 // unread (a consumer's read-ahead, when it goes): moves the dequeue counter
@@ -54,7 +56,5 @@ RecoveryStep recover_producer_claims(const MpmcView& view, Holding& holding,
 // claims. False if another consumer has claimed past `r` since (or the lock
 // stayed taken): the run cannot go back then.
 bool hand_back_read_claims(const MpmcView& view, Holding& holding, MpmcRange r) noexcept;
-RecoveryStep recover_consumer_claims(const MpmcView& view, Holding& holding,
-                                     std::uint64_t& resume) noexcept;
 
 }  // namespace shmring::detail
